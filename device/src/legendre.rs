@@ -1,0 +1,1 @@
+//! Legendre series (spec section 1.1). STUB.

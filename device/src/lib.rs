@@ -1,0 +1,28 @@
+//! `desi_device`: the numerics of desi-extract, written once for two targets.
+//!
+//! Everything here is `#![no_std]`, allocation-free and panic-free on kernel paths: plain
+//! functions over slices of `f64`. The host crate calls them directly (CPU backend, tests);
+//! on `nvptx64-nvidia-cuda` the thin entry points in [`kernels`] map threads and blocks onto
+//! the same functions, so the CPU and GPU paths share one body of numerics.
+//!
+//! Array conventions: every array is a flat slice in row-major (C) order; each function
+//! documents its shapes as `(slow, ..., fast)`.
+#![no_std]
+#![feature(core_float_math)]
+#![cfg_attr(
+    target_arch = "nvptx64",
+    feature(abi_ptx, stdarch_nvptx, gpu_intrinsics, gpu_launch_sized_workgroup_mem, link_llvm_intrinsics)
+)]
+#![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
+#![warn(missing_docs)]
+
+pub mod legendre;
+pub mod linalg;
+pub mod math;
+pub mod spot;
+pub mod status;
+
+#[cfg(target_arch = "nvptx64")]
+pub mod kernels;
+
+pub use status::Status;

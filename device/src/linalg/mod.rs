@@ -1,0 +1,1 @@
+//! Dense linear algebra on row-major square matrices. STUB.

@@ -1,0 +1,1 @@
+//! FITS input and output: PSF files, preproc images, frame and model files. STUB.

@@ -1,0 +1,4 @@
+//! The `desi-extract` command line.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

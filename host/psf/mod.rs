@@ -1,0 +1,76 @@
+//! The Gauss-Hermite PSF model (spec section 1.1 and 2): coefficient tables as read from a
+//! specex PSF file, and their evaluation at (fiber, wavelength) through `desi_device`.
+
+pub mod model;
+
+pub use model::{PsfPoint, SpotStamp};
+
+/// A Legendre-coefficient table of one quantity for every fiber, with its own domain.
+///
+/// `coeffs` has shape `(nfiber, ncoeff)`, coefficient index fastest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LegendreTable {
+    /// Lower end of the wavelength domain mapped to -1 (Angstrom; the HDU's WAVEMIN).
+    pub wavemin: f64,
+    /// Upper end of the wavelength domain mapped to +1 (Angstrom; the HDU's WAVEMAX).
+    pub wavemax: f64,
+    /// Number of coefficients per fiber (degree + 1).
+    pub ncoeff: usize,
+    /// Coefficients, shape `(nfiber, ncoeff)`.
+    pub coeffs: Vec<f64>,
+}
+
+impl LegendreTable {
+    /// Coefficients of one fiber (`ispec` relative to FIBERMIN).
+    pub fn fiber(&self, ispec: usize) -> &[f64] {
+        &self.coeffs[ispec * self.ncoeff..(ispec + 1) * self.ncoeff]
+    }
+
+    /// Number of fibers in the table.
+    pub fn nfiber(&self) -> usize {
+        self.coeffs.len().checked_div(self.ncoeff).unwrap_or(0)
+    }
+}
+
+/// A GaussHermite PSF (PSFVER 3) as stored in a specex PSF file.
+#[derive(Clone, Debug)]
+pub struct GaussHermitePsf {
+    /// File the PSF was read from (for error messages).
+    pub path: std::path::PathBuf,
+    /// X (column) trace, XTRACE HDU.
+    pub xtrace: LegendreTable,
+    /// Y (row) trace, YTRACE HDU.
+    pub ytrace: LegendreTable,
+    /// GHSIGX, PSF HDU domain.
+    pub sigma_x: LegendreTable,
+    /// GHSIGY, PSF HDU domain.
+    pub sigma_y: LegendreTable,
+    /// GH-i-j coefficient tables in file order: index `j * (ghdegx + 1) + i`
+    /// (i = Hermite degree along x, fastest; j = degree along y).
+    pub gh: Vec<LegendreTable>,
+    /// Power-law tail parameters TAILAMP, TAILCORE, TAILXSCA, TAILYSCA, TAILINDE
+    /// (None when absent from the file). Not used by default (GS parity).
+    pub tail: Option<[LegendreTable; 5]>,
+    /// Half stamp size along x (HSIZEX); stamps are `2*hsizex+1` columns wide.
+    pub hsizex: usize,
+    /// Half stamp size along y (HSIZEY); stamps are `2*hsizey+1` rows high.
+    pub hsizey: usize,
+    /// Maximum Hermite degree along x (GHDEGX).
+    pub ghdegx: usize,
+    /// Maximum Hermite degree along y (GHDEGY).
+    pub ghdegy: usize,
+    /// Legendre degree of the PSF parameters (LEGDEG); all LEGDEG+1 coefficients are used.
+    pub legdeg: usize,
+    /// CCD width in pixels (NPIX_X).
+    pub npix_x: usize,
+    /// CCD height in pixels (NPIX_Y).
+    pub npix_y: usize,
+    /// First fiber number (FIBERMIN); `ispec` is relative to it.
+    pub fibermin: usize,
+    /// Number of fibers.
+    pub nspec: usize,
+    /// PSF model error used by chi2pix (PSFERR keyword, default 0.01).
+    pub psferr: f64,
+    /// The PSF's IN_PSF keyword when present (passed to frame headers as ORIG_PSF).
+    pub in_psf: Option<String>,
+}

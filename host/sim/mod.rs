@@ -1,0 +1,1 @@
+//! Simulation of preproc images from known spectra. STUB.
