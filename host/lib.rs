@@ -1,10 +1,13 @@
 //! desi-extract: spectroperfectionism extraction of DESI spectrograph frames.
 //!
-//! Data flow: files -> [`io`] -> ([`psf`], preproc image) -> patch plans -> backend solves ->
-//! stitching -> [`io`] writes. See `docs`-level overview in README.md and DESIGN.md.
+//! Data flow: files -> [`io`] -> ([`psf`], preproc image) -> [`patch`] plans -> [`solve`]
+//! backend -> [`patch::stitch`] -> [`io`] writes; [`extract`] drives it for one frame.
 #![warn(missing_docs)]
 
+pub mod extract;
 pub mod gpu;
 pub mod io;
+pub mod patch;
 pub mod psf;
 pub mod sim;
+pub mod solve;

@@ -11,7 +11,13 @@
 #![feature(core_float_math)]
 #![cfg_attr(
     target_arch = "nvptx64",
-    feature(abi_ptx, stdarch_nvptx, gpu_intrinsics, gpu_launch_sized_workgroup_mem, link_llvm_intrinsics)
+    feature(
+        abi_ptx,
+        stdarch_nvptx,
+        gpu_intrinsics,
+        gpu_launch_sized_workgroup_mem,
+        link_llvm_intrinsics
+    )
 )]
 #![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 #![warn(missing_docs)]
@@ -19,6 +25,7 @@
 pub mod legendre;
 pub mod linalg;
 pub mod math;
+pub mod patch;
 pub mod spot;
 pub mod status;
 

@@ -1,11 +1,38 @@
-//! Pixel-integrated Gauss-Hermite PSF spots (spec section 2). STUB: to be implemented.
+//! Pixel-integrated Gauss-Hermite PSF spots (spec section 2).
+//!
+//! A spot is the image of one (fiber, wavelength) on the CCD: a `(2·HSIZEY+1, 2·HSIZEX+1)`
+//! stamp (row-major, rows = y) whose first column/row is the [`StampCorner`]. Pixel
+//! `(iy, ix)` of the stamp is
+//!
+//! `S[iy][ix] = Σ_i Σ_j c_ij · Gy[j][iy] · Gx[i][ix]`, clipped at 0 and normalized to sum 1,
+//!
+//! where `Gx[i][m] = ∫ He_i(u)·φ(u) du` over pixel `m` in units of `u = (x − X)/σx`
+//! ([`pixel_integrated_gh`]), `He_i` are the probabilists' Hermite polynomials and
+//! `φ(u) = e^(−u²/2)/√(2π)`; `c_ij` = GH-i-j, `σx` = GHSIGX, `σy` = GHSIGY. These spots are the
+//! columns of the projection matrix `A` of Bolton & Schlegel (2010), eq. (1): `p = A·f + n`.
+//!
+//! [`psf_point`] evaluates the Legendre tables of a PSF at one (fiber, wavelength),
+//! [`evaluate_spot`] turns the result into a stamp, and [`spot_at`] does both. Everything is
+//! allocation-free and panic-free: scratch lives on the stack, bounded by [`MAX_GH_DEGREE`]
+//! and [`MAX_HALF_SIZE`]; bad sizes come back as a [`Status`].
 
+use crate::legendre::{legendre_sum, legval, normalized_wavelength};
+use crate::math::{erf, exp, floor};
 use crate::Status;
 
 /// Largest supported Hermite degree along either axis (GHDEGX, GHDEGY).
 pub const MAX_GH_DEGREE: usize = 8;
 /// Largest supported stamp half size (HSIZEX, HSIZEY).
 pub const MAX_HALF_SIZE: usize = 12;
+/// Largest supported stamp width or height, `2·MAX_HALF_SIZE + 1`.
+pub const MAX_STAMP_WIDTH: usize = 2 * MAX_HALF_SIZE + 1;
+/// Largest supported number of Gauss-Hermite coefficients, `(MAX_GH_DEGREE + 1)²`.
+pub const MAX_GH_COEFFS: usize = (MAX_GH_DEGREE + 1) * (MAX_GH_DEGREE + 1);
+
+/// `√2`, correctly rounded.
+const SQRT_2: f64 = core::f64::consts::SQRT_2;
+/// `√(2π)` as numpy's `np.sqrt(2*np.pi)` (= 2.5066282746310002).
+const SQRT_2PI: f64 = 2.506_628_274_631_000_2;
 
 /// Stamp size and Hermite degrees shared by all spots of a PSF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +47,42 @@ pub struct SpotGeometry {
     pub ghdegy: usize,
 }
 
+impl SpotGeometry {
+    /// Stamp width `nx = 2·HSIZEX + 1` (columns).
+    pub const fn nx(&self) -> usize {
+        2 * self.hsizex + 1
+    }
+
+    /// Stamp height `ny = 2·HSIZEY + 1` (rows).
+    pub const fn ny(&self) -> usize {
+        2 * self.hsizey + 1
+    }
+
+    /// Number of stamp pixels, `ny·nx`.
+    pub const fn stamp_len(&self) -> usize {
+        self.ny() * self.nx()
+    }
+
+    /// Number of Gauss-Hermite coefficients, `(GHDEGX + 1)·(GHDEGY + 1)`.
+    pub const fn ngh(&self) -> usize {
+        (self.ghdegx + 1) * (self.ghdegy + 1)
+    }
+
+    /// `Err(Status::TooLarge)` when a half size exceeds [`MAX_HALF_SIZE`] or a degree exceeds
+    /// [`MAX_GH_DEGREE`] (the capacities of the stack scratch arrays).
+    pub const fn check(&self) -> Result<(), Status> {
+        if self.hsizex > MAX_HALF_SIZE
+            || self.hsizey > MAX_HALF_SIZE
+            || self.ghdegx > MAX_GH_DEGREE
+            || self.ghdegy > MAX_GH_DEGREE
+        {
+            Err(Status::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// First column and row of a stamp on the CCD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct StampCorner {
@@ -27,6 +90,19 @@ pub struct StampCorner {
     pub xc: i32,
     /// First row: floor(Y - HSIZEY + 0.5).
     pub yc: i32,
+}
+
+/// The PSF parameters of one (fiber, wavelength) that place and shape its spot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PsfPoint {
+    /// Trace position X (CCD column, pixel centres at integers).
+    pub x: f64,
+    /// Trace position Y (CCD row, pixel centres at integers).
+    pub y: f64,
+    /// Gauss-Hermite width along x, GHSIGX (pixels).
+    pub sigma_x: f64,
+    /// Gauss-Hermite width along y, GHSIGY (pixels).
+    pub sigma_y: f64,
 }
 
 /// Legendre coefficient tables of a whole PSF, flattened for the device.
@@ -53,4 +129,297 @@ pub struct PsfTables<'a> {
     pub nparam_coeff: usize,
     /// WAVEMIN, WAVEMAX of the PSF HDU.
     pub param_domain: (f64, f64),
+}
+
+/// `Some(a·b)` unless it overflows.
+#[inline(always)]
+fn mul(a: usize, b: usize) -> Option<usize> {
+    a.checked_mul(b)
+}
+
+/// Coefficients `[start, start + len)` of a flat table, or `BadShape` if out of range.
+#[inline(always)]
+fn coeff_row(table: &[f64], start: usize, len: usize) -> Result<&[f64], Status> {
+    let end = start.checked_add(len).ok_or(Status::BadShape)?;
+    table.get(start..end).ok_or(Status::BadShape)
+}
+
+/// Evaluates the trace position and Gauss-Hermite parameters of fiber `ispec` at `wave` (Å)
+/// (spec section 1.1).
+///
+/// - X = `legval(ww_x, xtrace[ispec])` with `ww_x` on the XTRACE domain, Y likewise on the
+///   YTRACE domain (Clenshaw, numpy `legval`).
+/// - GHSIGX, GHSIGY and every GH-i-j = `legendre_sum(ww_p, params[p][ispec])` on the PSF-HDU
+///   domain with all `nparam_coeff` = LEGDEG+1 coefficients (numpy `legvander @ coeff`).
+///
+/// # Parameters
+/// - `tables`: the PSF tables; shapes as documented on [`PsfTables`].
+/// - `ispec`: fiber index relative to FIBERMIN, `< tables.nspec`.
+/// - `gh` (output): shape `(ghdegy+1, ghdegx+1)` row-major, GH-i-j at `j·(ghdegx+1) + i`.
+///
+/// # Errors
+/// `TooLarge` if the geometry exceeds the scratch capacities; `BadShape` if `ispec` is out of
+/// range, a table length disagrees with its stated shape, `ntrace` or `nparam_coeff` is 0, or
+/// `gh.len() != (ghdegx+1)·(ghdegy+1)`; `NonFinite` if any evaluated value is NaN or infinite.
+pub fn psf_point(
+    tables: &PsfTables,
+    ispec: usize,
+    wave: f64,
+    gh: &mut [f64],
+) -> Result<PsfPoint, Status> {
+    let geometry = tables.geometry;
+    geometry.check()?;
+    let ngh = geometry.ngh();
+    let nspec = tables.nspec;
+    let ntrace = tables.ntrace;
+    let ncoeff = tables.nparam_coeff;
+    let trace_len = mul(nspec, ntrace).ok_or(Status::BadShape)?;
+    let param_len = mul(2 + ngh, nspec)
+        .and_then(|n| mul(n, ncoeff))
+        .ok_or(Status::BadShape)?;
+    if ispec >= nspec
+        || ntrace == 0
+        || ncoeff == 0
+        || gh.len() != ngh
+        || tables.xtrace.len() != trace_len
+        || tables.ytrace.len() != trace_len
+        || tables.params.len() != param_len
+    {
+        return Err(Status::BadShape);
+    }
+
+    let ww_x = normalized_wavelength(wave, tables.xtrace_domain.0, tables.xtrace_domain.1);
+    let ww_y = normalized_wavelength(wave, tables.ytrace_domain.0, tables.ytrace_domain.1);
+    let ww_p = normalized_wavelength(wave, tables.param_domain.0, tables.param_domain.1);
+
+    let x = legval(ww_x, coeff_row(tables.xtrace, ispec * ntrace, ntrace)?);
+    let y = legval(ww_y, coeff_row(tables.ytrace, ispec * ntrace, ntrace)?);
+    // Parameter p of fiber ispec starts at (p·nspec + ispec)·ncoeff.
+    let param = |p: usize| -> Result<f64, Status> {
+        let row = coeff_row(tables.params, (p * nspec + ispec) * ncoeff, ncoeff)?;
+        Ok(legendre_sum(ww_p, row))
+    };
+    let sigma_x = param(0)?;
+    let sigma_y = param(1)?;
+    let mut all_finite =
+        x.is_finite() && y.is_finite() && sigma_x.is_finite() && sigma_y.is_finite();
+    for (k, slot) in gh.iter_mut().enumerate() {
+        let value = param(2 + k)?;
+        all_finite &= value.is_finite();
+        *slot = value;
+    }
+    if !all_finite {
+        return Err(Status::NonFinite);
+    }
+    Ok(PsfPoint {
+        x,
+        y,
+        sigma_x,
+        sigma_y,
+    })
+}
+
+/// One-dimensional pixel-integrated Gauss-Hermite basis (spec section 2, steps 3-4).
+///
+/// For the `n = 2·half_size + 1` pixels of a stamp row, with normalized pixel edges
+/// `u_m = (m − half_size − 0.5 − delta)/sigma`, `m = 0..=n`, fills
+///
+/// - `out[0][m] = ½·(erf(u_{m+1}/√2) − erf(u_m/√2))`,
+/// - `out[i][m] = He_{i−1}(u_m)·φ(u_m) − He_{i−1}(u_{m+1})·φ(u_{m+1})` for `i = 1..=degree`,
+///
+/// i.e. `∫ He_i(u)·φ(u) du` over pixel `m` in `u` units (no `1/σ` Jacobian; it cancels on
+/// normalization). `delta ∈ [−0.5, 0.5)` is the sub-pixel offset of the spot centre from the
+/// centre of pixel `half_size`.
+///
+/// # Parameters
+/// - `out`: shape `(degree + 1, 2·half_size + 1)` row-major (pixel index fastest).
+///
+/// # Errors
+/// `TooLarge` if `degree > MAX_GH_DEGREE` or `half_size > MAX_HALF_SIZE`; `BadShape` if
+/// `out.len() != (degree + 1)·(2·half_size + 1)`.
+pub fn pixel_integrated_gh(
+    delta: f64,
+    sigma: f64,
+    half_size: usize,
+    degree: usize,
+    out: &mut [f64],
+) -> Result<(), Status> {
+    if degree > MAX_GH_DEGREE || half_size > MAX_HALF_SIZE {
+        return Err(Status::TooLarge);
+    }
+    let n = 2 * half_size + 1;
+    if out.len() != (degree + 1) * n {
+        return Err(Status::BadShape);
+    }
+    // edge[0] = erf(u/√2); edge[i] = He_{i−1}(u)·φ(u) for i = 1..=degree.
+    let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
+    let half = half_size as f64;
+    for m in 0..=n {
+        let u = (m as f64 - half - 0.5 - delta) / sigma;
+        let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
+        cur[0] = erf(u / SQRT_2);
+        if degree >= 1 {
+            let phi = exp(-0.5 * u * u) / SQRT_2PI;
+            // He_k(u), k = 0..degree−1, by He_k = u·He_{k−1} − (k−1)·He_{k−2} (hermevander order).
+            let mut he_prev = 0.0; // He_{k−2}
+            let mut he_cur = 1.0; // He_{k−1}
+            for (k, slot) in cur.iter_mut().skip(1).take(degree).enumerate() {
+                let he = match k {
+                    0 => 1.0,
+                    1 => u,
+                    _ => he_cur * u - he_prev * ((k - 1) as f64),
+                };
+                *slot = he * phi;
+                if k > 0 {
+                    he_prev = he_cur;
+                }
+                he_cur = he;
+            }
+        }
+        if m > 0 {
+            // Pixel m−1 lies between edges m−1 (prev) and m (cur).
+            let edges = prev.iter().zip(cur.iter());
+            for (i, (row, (&lo, &hi))) in out.chunks_exact_mut(n).zip(edges).enumerate() {
+                let value = if i == 0 { 0.5 * (hi - lo) } else { lo - hi };
+                if let Some(slot) = row.get_mut(m - 1) {
+                    *slot = value;
+                }
+            }
+        }
+        prev = cur;
+    }
+    Ok(())
+}
+
+/// Stamp corner `floor(coord − half_size + 0.5)` as an `i32`, or `TooLarge` out of range.
+#[inline(always)]
+fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
+    let c = floor(coord - half_size as f64 + 0.5);
+    if c >= i32::MIN as f64 && c <= i32::MAX as f64 {
+        Ok(c as i32)
+    } else {
+        Err(Status::TooLarge)
+    }
+}
+
+/// Evaluates one clipped, normalized Gauss-Hermite spot stamp (spec section 2).
+///
+/// 1. Corner `xc = floor(X − HSIZEX + 0.5)`, `yc = floor(Y − HSIZEY + 0.5)`.
+/// 2. Sub-pixel offsets `δx = X − floor(X + 0.5)`, `δy = Y − floor(Y + 0.5)` (in `[−0.5, 0.5)`).
+/// 3. 1-D bases `Gx` (`(ghdegx+1, nx)`) and `Gy` (`(ghdegy+1, ny)`) by [`pixel_integrated_gh`].
+/// 4. `S[iy][ix] = Σ_j Gy[j][iy] · (Σ_i c_ij · Gx[i][ix])`.
+/// 5. `S ← max(S, 0)`, then `S ← S/ΣS` (the stamp sums to 1).
+///
+/// The power-law tail of specter (spec section 2, step 7) is not included (gpu_specter parity).
+///
+/// # Parameters
+/// - `geometry`: HSIZEX, HSIZEY, GHDEGX, GHDEGY.
+/// - `x`, `y`: spot centre on the CCD (pixel centres at integers).
+/// - `sigma_x`, `sigma_y`: GHSIGX, GHSIGY in pixels, finite and `> 0`.
+/// - `gh`: GH-i-j coefficients, shape `(ghdegy+1, ghdegx+1)` row-major: `c_ij` at
+///   `j·(ghdegx+1) + i`.
+/// - `stamp` (output): shape `(2·hsizey+1, 2·hsizex+1)` row-major (rows = y, columns = x).
+///
+/// # Errors
+/// `TooLarge` if the geometry exceeds [`MAX_HALF_SIZE`]/[`MAX_GH_DEGREE`] or a corner does not
+/// fit in `i32`; `BadShape` if `gh` or `stamp` has the wrong length; `NonFinite` if X, Y or a
+/// σ is not finite, a σ is not positive, or the clipped stamp sums to 0 or a non-finite value
+/// (the stamp contents are then unspecified).
+pub fn evaluate_spot(
+    geometry: &SpotGeometry,
+    x: f64,
+    y: f64,
+    sigma_x: f64,
+    sigma_y: f64,
+    gh: &[f64],
+    stamp: &mut [f64],
+) -> Result<StampCorner, Status> {
+    geometry.check()?;
+    let nx = geometry.nx();
+    let ny = geometry.ny();
+    let ndegx = geometry.ghdegx + 1;
+    let ndegy = geometry.ghdegy + 1;
+    if gh.len() != geometry.ngh() || stamp.len() != geometry.stamp_len() {
+        return Err(Status::BadShape);
+    }
+    let positive_finite = |s: f64| s.is_finite() && s > 0.0;
+    if !(x.is_finite() && y.is_finite() && positive_finite(sigma_x) && positive_finite(sigma_y)) {
+        return Err(Status::NonFinite);
+    }
+    let xc = corner(x, geometry.hsizex)?;
+    let yc = corner(y, geometry.hsizey)?;
+    let delta_x = x - floor(x + 0.5);
+    let delta_y = y - floor(y + 0.5);
+
+    let mut gx_buf = [0.0f64; (MAX_GH_DEGREE + 1) * MAX_STAMP_WIDTH];
+    let mut gy_buf = [0.0f64; (MAX_GH_DEGREE + 1) * MAX_STAMP_WIDTH];
+    let gx = gx_buf.get_mut(..ndegx * nx).ok_or(Status::TooLarge)?;
+    let gy = gy_buf.get_mut(..ndegy * ny).ok_or(Status::TooLarge)?;
+    pixel_integrated_gh(delta_x, sigma_x, geometry.hsizex, geometry.ghdegx, gx)?;
+    pixel_integrated_gh(delta_y, sigma_y, geometry.hsizey, geometry.ghdegy, gy)?;
+
+    // S = Σ_j outer(Gy[j], Hx[j]) with Hx[j][ix] = Σ_i c_ij·Gx[i][ix].
+    stamp.fill(0.0);
+    let mut hx = [0.0f64; MAX_STAMP_WIDTH];
+    for (gh_j, gy_j) in gh.chunks_exact(ndegx).zip(gy.chunks_exact(ny)) {
+        let hx = hx.get_mut(..nx).ok_or(Status::TooLarge)?;
+        hx.fill(0.0);
+        for (&c_ij, gx_i) in gh_j.iter().zip(gx.chunks_exact(nx)) {
+            for (h, &g) in hx.iter_mut().zip(gx_i) {
+                *h += c_ij * g;
+            }
+        }
+        for (stamp_row, &gy_jy) in stamp.chunks_exact_mut(nx).zip(gy_j) {
+            for (s, &h) in stamp_row.iter_mut().zip(hx.iter()) {
+                *s += gy_jy * h;
+            }
+        }
+    }
+
+    // Clip at 0 (NaN propagates into the sum) and normalize.
+    let mut total = 0.0;
+    for s in stamp.iter_mut() {
+        if *s < 0.0 {
+            *s = 0.0;
+        }
+        total += *s;
+    }
+    if !(total.is_finite() && total > 0.0) {
+        return Err(Status::NonFinite);
+    }
+    for s in stamp.iter_mut() {
+        *s /= total;
+    }
+    Ok(StampCorner { xc, yc })
+}
+
+/// The spot of fiber `ispec` at wavelength `wave` (Å): [`psf_point`] then [`evaluate_spot`].
+///
+/// # Parameters
+/// - `tables`: the PSF tables ([`PsfTables`]).
+/// - `stamp` (output): shape `(2·hsizey+1, 2·hsizex+1)` row-major (rows = y).
+///
+/// # Errors
+/// As [`psf_point`] and [`evaluate_spot`].
+pub fn spot_at(
+    tables: &PsfTables,
+    ispec: usize,
+    wave: f64,
+    stamp: &mut [f64],
+) -> Result<StampCorner, Status> {
+    tables.geometry.check()?;
+    let mut gh_buf = [0.0f64; MAX_GH_COEFFS];
+    let gh = gh_buf
+        .get_mut(..tables.geometry.ngh())
+        .ok_or(Status::TooLarge)?;
+    let point = psf_point(tables, ispec, wave, gh)?;
+    evaluate_spot(
+        &tables.geometry,
+        point.x,
+        point.y,
+        point.sigma_x,
+        point.sigma_y,
+        gh,
+        stamp,
+    )
 }

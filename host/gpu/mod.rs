@@ -1,3 +1,3 @@
-//! GPU backend. For now: the PTX of `desi_device` kernels, built by build.rs.
+//! GPU backend. For now: the PTX of the `desi_device` kernels, built by build.rs ([`ptx`]).
 
 pub mod ptx;

@@ -1,4 +1,18 @@
-//! The embedded PTX module. STUB until build.rs lands.
+//! The embedded PTX module of the `desi_device` kernels.
+//!
+//! build.rs compiles `device/` for `nvptx64-nvidia-cuda` (target `sm_80`, PTX that the driver
+//! JIT-compiles for any newer GPU) and writes it to `$OUT_DIR/desi_device.ptx`, embedded here;
+//! a copy lies at `<target dir>/ptx/desi_device.ptx` for offline tools (`ptxas`).
 
 /// PTX text of the `desi_device` kernels (sm_80+, built by build.rs).
-pub const PTX: &str = "";
+pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/desi_device.ptx"));
+
+/// Name of the `spots` kernel: PSF stamps of every `(ispec, iwave)` of a frame.
+pub const SPOTS: &str = "spots";
+/// Name of the `smoke_axpy` kernel: `y = a x + y`, a smoke test of the build and launch path.
+pub const SMOKE_AXPY: &str = "smoke_axpy";
+
+/// Every kernel entry point of [`PTX`] (`.entry` names), in the order of `device/src/kernels.rs`.
+///
+/// `tests/ptx.rs` checks that this list and the PTX's `.entry` directives agree both ways.
+pub const KERNELS: &[&str] = &[SMOKE_AXPY, SPOTS];

@@ -1,1 +1,34 @@
-//! FITS input and output: PSF files, preproc images, frame and model files. STUB.
+//! FITS input and output (spec section 1): specex PSF files, preproc images, frame and model
+//! files, through cfitsio (`fitsio` crate and its raw `fitsio::sys` API).
+//!
+//! - [`read_psf`]: GaussHermite PSF -> [`crate::psf::GaussHermitePsf`].
+//! - [`read_preproc`] / [`write_preproc`]: IMAGE/IVAR/MASK(/READNOISE/FIBERMAP).
+//! - [`write_frame`] / [`read_frame`]: FLUX/IVAR/MASK/WAVELENGTH/RESOLUTION/FIBERMAP/CHI2PIX.
+//! - [`write_model`]: the MODEL image.
+//! - [`describe`]: the `info` command.
+//!
+//! All outputs are written to a temporary name in the destination directory and renamed when
+//! complete; on error the temporary file is removed and an existing output is left untouched.
+//! Every error message names the file and the problem ([`IoError`]).
+
+mod atomic;
+mod describe;
+mod error;
+mod fits;
+mod frame;
+mod header;
+mod preproc;
+mod psf_file;
+mod spectra;
+mod table;
+
+pub use describe::{checksums_ok, describe, detect, FileKind};
+pub use error::IoError;
+pub use frame::{
+    read_frame, write_frame, write_model, FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
+};
+pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
+pub use preproc::{read_preproc, write_preproc, PreprocImage};
+pub use psf_file::{read_psf, DEFAULT_PSFERR, TAIL_PARAMS};
+pub use spectra::{read_spectra, write_spectra};
+pub use table::{read_table, FitsTable, TableColumn};

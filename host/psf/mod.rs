@@ -3,7 +3,7 @@
 
 pub mod model;
 
-pub use model::{PsfPoint, SpotStamp};
+pub use model::{FlatPsf, PsfError, SpotTable};
 
 /// A Legendre-coefficient table of one quantity for every fiber, with its own domain.
 ///

@@ -1,0 +1,482 @@
+//! Per-patch normal equations, resolution and pixel statistics (spec sections 4.1-4.8,
+//! Bolton & Schlegel 2010 eqs. 10-19), computed from spot stamps: the projection matrix A is
+//! never formed.
+//!
+//! Unknowns of a patch are ordered **wavelength-major**: `q = k * nspecpad + s` for padded
+//! spectrum `s` in `0..nspecpad` and padded bin `k` in `0..nwavetot`. Stamps overlap only for
+//! nearby fibers and bins, so AᵀWA is banded in this order (bandwidth ~ 8·nspecpad) and is
+//! stored in the lower band layout of [`crate::linalg::banded`]:
+//! `band[i * (kd + 1) + (j + kd - i)] = M[i][j]` for `i - kd <= j <= i`.
+
+use crate::spot::StampCorner;
+use crate::Status;
+
+/// Read-only view of the spot stamps of one patch inside a larger (bundle or frame) table.
+///
+/// `stamps` starts at the patch's first padded spectrum and first padded bin; the stamp of
+/// (s, k) starts at `(s * fiber_stride + k) * ny * nx` and is `(ny, nx)` row-major. `corners`
+/// uses the same indexing without the `ny * nx` factor.
+#[derive(Clone, Copy, Debug)]
+pub struct StampView<'a> {
+    /// Stamps, shape `(nspecpad, fiber_stride, ny, nx)` with only the first `nwavetot` bins of
+    /// each fiber used.
+    pub stamps: &'a [f64],
+    /// Stamp corners, shape `(nspecpad, fiber_stride)`.
+    pub corners: &'a [StampCorner],
+    /// Distance between consecutive fibers, in stamps.
+    pub fiber_stride: usize,
+    /// Stamp rows (2·HSIZEY+1).
+    pub ny: usize,
+    /// Stamp columns (2·HSIZEX+1).
+    pub nx: usize,
+}
+
+impl StampView<'_> {
+    #[inline(always)]
+    fn index(&self, s: usize, k: usize) -> usize {
+        s * self.fiber_stride + k
+    }
+
+    #[inline(always)]
+    fn corner(&self, s: usize, k: usize) -> StampCorner {
+        self.corners[self.index(s, k)]
+    }
+
+    #[inline(always)]
+    fn stamp(&self, s: usize, k: usize) -> &[f64] {
+        let size = self.ny * self.nx;
+        let start = self.index(s, k) * size;
+        &self.stamps[start..start + size]
+    }
+}
+
+/// Read-only view of a CCD image and its extraction weights, both `(nrow, ncol)` row-major f64.
+#[derive(Clone, Copy, Debug)]
+pub struct CcdView<'a> {
+    /// Pixel values (electrons).
+    pub image: &'a [f64],
+    /// Weights: IVAR where `(MASK & 0x2FF) == 0`, else 0.
+    pub weight: &'a [f64],
+    /// Number of rows (NPIX_Y).
+    pub nrow: usize,
+    /// Number of columns (NPIX_X).
+    pub ncol: usize,
+}
+
+/// Shape and pixel window of one patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchShape {
+    /// Padded spectra in the patch (6 or 7 by default).
+    pub nspecpad: usize,
+    /// Padded bins per spectrum (nwavestep + 2·pad = 74 by default).
+    pub nwavetot: usize,
+    /// First kept CCD row.
+    pub row_min: i32,
+    /// One past the last kept CCD row.
+    pub row_max: i32,
+}
+
+impl PatchShape {
+    /// Number of unknowns, `nspecpad * nwavetot`.
+    pub fn nunknown(&self) -> usize {
+        self.nspecpad * self.nwavetot
+    }
+}
+
+/// Rows `[lo, hi)` shared by two stamps and the kept window, or `None`.
+#[inline(always)]
+fn shared_rows(
+    a: StampCorner,
+    b: StampCorner,
+    ny: usize,
+    shape: &PatchShape,
+) -> Option<(i32, i32)> {
+    let ny = ny as i32;
+    let lo = max_i32(max_i32(a.yc, b.yc), shape.row_min);
+    let hi = min_i32(min_i32(a.yc + ny, b.yc + ny), shape.row_max);
+    if lo < hi {
+        Some((lo, hi))
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn max_i32(a: i32, b: i32) -> i32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline(always)]
+fn min_i32(a: i32, b: i32) -> i32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Columns shared by two stamps as (first column, count), or `None`.
+#[inline(always)]
+fn shared_cols(a: StampCorner, b: StampCorner, nx: usize) -> Option<(i32, usize)> {
+    let lo = max_i32(a.xc, b.xc);
+    let hi = min_i32(a.xc, b.xc) + nx as i32;
+    if lo < hi {
+        Some((lo, (hi - lo) as usize))
+    } else {
+        None
+    }
+}
+
+/// Half-bandwidth `kd` of AᵀWA for a patch in wavelength-major order: the largest `q2 - q1`
+/// over pairs of unknowns whose stamps share at least one kept pixel.
+pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
+    let n = shape.nunknown();
+    let ns = shape.nspecpad;
+    let mut kd = 0;
+    for q1 in 0..n {
+        let c1 = view.corner(q1 % ns, q1 / ns);
+        for q2 in (q1 + kd + 1)..n {
+            let c2 = view.corner(q2 % ns, q2 / ns);
+            if shared_rows(c1, c2, view.ny, shape).is_some()
+                && shared_cols(c1, c2, view.nx).is_some()
+            {
+                kd = q2 - q1;
+            }
+        }
+    }
+    kd
+}
+
+/// Assembles the normal equations of one patch from stamps (spec 4.1; B&S eq. 10):
+/// `M = Aᵀ W A` into `band` (lower band storage, shape `(n, kd + 1)`), `y = Aᵀ W p` into `rhs`
+/// (length n) and the flux weights `fw = Aᵀ w` into `fluxweight` (length n). Stamps are
+/// truncated to the kept rows `[row_min, row_max)`; the full padded x-extent is kept.
+///
+/// Returns `BadShape` if a slice is too short, a stamp leaves the CCD in x or `kd` is too small
+/// for a pair of overlapping stamps (use [`patch_bandwidth`]).
+pub fn assemble_normal_equations(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    band: &mut [f64],
+    rhs: &mut [f64],
+    fluxweight: &mut [f64],
+) -> Status {
+    let n = shape.nunknown();
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    if band.len() < n * (kd + 1) || rhs.len() < n || fluxweight.len() < n {
+        return Status::BadShape;
+    }
+    if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
+        return Status::BadShape;
+    }
+    for v in band[..n * (kd + 1)].iter_mut() {
+        *v = 0.0;
+    }
+    for q1 in 0..n {
+        let (s1, k1) = (q1 % ns, q1 / ns);
+        let c1 = view.corner(s1, k1);
+        if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
+            return Status::BadShape;
+        }
+        let st1 = view.stamp(s1, k1);
+        // Right-hand side and flux weight over the stamp's kept rows.
+        let mut y_sum = 0.0;
+        let mut w_sum = 0.0;
+        let row_lo = max_i32(c1.yc, shape.row_min);
+        let row_hi = min_i32(c1.yc + ny as i32, shape.row_max);
+        let mut row = row_lo;
+        while row < row_hi {
+            let pix = row as usize * ccd.ncol + c1.xc as usize;
+            let srow = (row - c1.yc) as usize * nx;
+            let img = &ccd.image[pix..pix + nx];
+            let wgt = &ccd.weight[pix..pix + nx];
+            let st = &st1[srow..srow + nx];
+            for i in 0..nx {
+                let ws = wgt[i] * st[i];
+                w_sum += ws;
+                y_sum += ws * img[i];
+            }
+            row += 1;
+        }
+        rhs[q1] = y_sum;
+        fluxweight[q1] = w_sum;
+        // Band entries M[q2][q1] for q2 >= q1 (stored in row q2).
+        let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+        for q2 in q1..q2_end {
+            let (s2, k2) = (q2 % ns, q2 / ns);
+            let c2 = view.corner(s2, k2);
+            let (Some((rlo, rhi)), Some((col0, ncols))) =
+                (shared_rows(c1, c2, ny, shape), shared_cols(c1, c2, nx))
+            else {
+                continue;
+            };
+            let st2 = view.stamp(s2, k2);
+            let off1 = (col0 - c1.xc) as usize;
+            let off2 = (col0 - c2.xc) as usize;
+            let mut sum = 0.0;
+            let mut row = rlo;
+            while row < rhi {
+                let pix = row as usize * ccd.ncol + col0 as usize;
+                let a = &st1[(row - c1.yc) as usize * nx + off1..][..ncols];
+                let b = &st2[(row - c2.yc) as usize * nx + off2..][..ncols];
+                let w = &ccd.weight[pix..pix + ncols];
+                for i in 0..ncols {
+                    sum += w[i] * a[i] * b[i];
+                }
+                row += 1;
+            }
+            band[q2 * (kd + 1) + (q1 + kd - q2)] = sum;
+        }
+        // Any overlapping pair beyond the band would be silently lost: refuse.
+        if q2_end < n {
+            let c2 = view.corner(q2_end % ns, q2_end / ns);
+            if kd + 1 < n
+                && shared_rows(c1, c2, ny, shape).is_some()
+                && shared_cols(c1, c2, nx).is_some()
+            {
+                return Status::BadShape;
+            }
+        }
+    }
+    Status::Ok
+}
+
+/// Regularizes the normal equations (spec 4.2): with `minweight = 1e-4 · max(fw)`, a bin is bad
+/// if `fw < minweight`; `α = regularize` for good bins and `minweight − fw` for bad ones, and
+/// `M_qq += α² + 1e-15`. Returns `minweight`.
+pub fn regularize(
+    band: &mut [f64],
+    n: usize,
+    kd: usize,
+    fluxweight: &[f64],
+    regularize: f64,
+) -> f64 {
+    let mut max_fw = 0.0f64;
+    for &fw in fluxweight[..n].iter() {
+        if fw > max_fw {
+            max_fw = fw;
+        }
+    }
+    let minweight = 1e-4 * max_fw;
+    for (q, &fw) in fluxweight[..n].iter().enumerate() {
+        let alpha = if fw < minweight {
+            minweight - fw
+        } else {
+            regularize
+        };
+        band[q * (kd + 1) + kd] += alpha * alpha + 1e-15;
+    }
+    minweight
+}
+
+/// Resolution of one fiber from its inverse-square-root covariance block (B&S eqs. 17-19):
+/// `s_k = Σ_j Q[k][j]`, `R = diag(1/s) Q`, `ivar_k = s_k²`, `flux = R · xflux`.
+///
+/// `q_block` is `(nwavetot, nwavetot)` row-major and is overwritten by R; `xflux` is the
+/// fiber's deconvolved flux read with stride `xflux_stride` (= nspecpad in wavelength-major
+/// order); `flux` and `ivar` have length `nwavetot`.
+pub fn apply_resolution(
+    q_block: &mut [f64],
+    nwavetot: usize,
+    xflux: &[f64],
+    xflux_stride: usize,
+    flux: &mut [f64],
+    ivar: &mut [f64],
+) -> Status {
+    if q_block.len() < nwavetot * nwavetot
+        || flux.len() < nwavetot
+        || ivar.len() < nwavetot
+        || (nwavetot > 0 && xflux.len() < (nwavetot - 1) * xflux_stride + 1)
+    {
+        return Status::BadShape;
+    }
+    for k in 0..nwavetot {
+        let row = &mut q_block[k * nwavetot..(k + 1) * nwavetot];
+        let mut s = 0.0;
+        for &v in row.iter() {
+            s += v;
+        }
+        if !s.is_finite() || s == 0.0 {
+            return Status::NonFinite;
+        }
+        let inv = 1.0 / s;
+        let mut f = 0.0;
+        for (j, v) in row.iter_mut().enumerate() {
+            *v *= inv;
+            f += *v * xflux[j * xflux_stride];
+        }
+        flux[k] = f;
+        ivar[k] = s * s;
+    }
+    Status::Ok
+}
+
+/// Diagonals of a resolution block (spec 4.6, scipy `dia_matrix.data` layout with offsets
+/// `+ndiag .. -ndiag`): `rdiags[d * out_stride + j] = R[k − ndiag + d][k]` for output column
+/// `j = k − k_min`, `k` in `k_min..k_max`, `d` in `0..2·ndiag+1`; rows outside the block give 0.
+pub fn resolution_diagonals(
+    resolution: &[f64],
+    nwavetot: usize,
+    ndiag: usize,
+    k_min: usize,
+    k_max: usize,
+    rdiags: &mut [f64],
+    out_stride: usize,
+) -> Status {
+    let ndiagonal = 2 * ndiag + 1;
+    if k_max > nwavetot
+        || k_min > k_max
+        || rdiags.len() < (ndiagonal - 1) * out_stride + (k_max - k_min)
+    {
+        return Status::BadShape;
+    }
+    for k in k_min..k_max {
+        for d in 0..ndiagonal {
+            let row = k as isize - ndiag as isize + d as isize;
+            let value = if row >= 0 && (row as usize) < nwavetot {
+                resolution[row as usize * nwavetot + k]
+            } else {
+                0.0
+            };
+            rdiags[d * out_stride + (k - k_min)] = value;
+        }
+    }
+    Status::Ok
+}
+
+/// Pixel statistics of the core unknowns of a patch (spec 4.7, 4.8; CPU/specter convention).
+///
+/// Model `m = A · xflux` over the kept window; total pixel ivar `t = 1/(1/w + (psferr·m +
+/// 1e-32)²)` where `w > 0`, else 0; `χ²_pix = (p − m)²·t`. For each core unknown c:
+/// `chi2pix_c = Σ A[pix,c]·χ²_pix / Σ A[pix,c]·[w_pix > 0]` (0 when the denominator is 0)
+/// and `pixmask_fraction_c = Σ A[pix,c]·[w_pix == 0]`.
+///
+/// `window` is a scratch buffer of `(row_max − row_min) · (col_max − col_min)` f64 where
+/// `col_min/col_max` bound every stamp column. Outputs `chi2pix` and `pixmask_fraction` are
+/// `(nspp, out_stride)`: core spectrum `s_core` in `s_min..s_min+nspp`, core bin in
+/// `k_min..k_max`.
+#[allow(clippy::too_many_arguments)]
+pub fn pixel_statistics(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    col_min: i32,
+    col_max: i32,
+    xflux: &[f64],
+    psferr: f64,
+    core: CoreRange,
+    window: &mut [f64],
+    chi2pix: &mut [f64],
+    pixmask_fraction: &mut [f64],
+    out_stride: usize,
+) -> Status {
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    let width = (col_max - col_min) as usize;
+    let height = (shape.row_max - shape.row_min) as usize;
+    if window.len() < width * height || xflux.len() < shape.nunknown() {
+        return Status::BadShape;
+    }
+    let nspp = core.s_max - core.s_min;
+    let nk = core.k_max - core.k_min;
+    if chi2pix.len() < (nspp.max(1) - 1) * out_stride + nk
+        || pixmask_fraction.len() < (nspp.max(1) - 1) * out_stride + nk
+    {
+        return Status::BadShape;
+    }
+    for v in window[..width * height].iter_mut() {
+        *v = 0.0;
+    }
+    // Model image over the window.
+    for q in 0..shape.nunknown() {
+        let (s, k) = (q % ns, q / ns);
+        let c = view.corner(s, k);
+        if c.xc < col_min || c.xc + nx as i32 > col_max {
+            return Status::BadShape;
+        }
+        let st = view.stamp(s, k);
+        let f = xflux[q];
+        let lo = max_i32(c.yc, shape.row_min);
+        let hi = min_i32(c.yc + ny as i32, shape.row_max);
+        let mut row = lo;
+        while row < hi {
+            let w0 = (row - shape.row_min) as usize * width + (c.xc - col_min) as usize;
+            let srow = &st[(row - c.yc) as usize * nx..][..nx];
+            let wrow = &mut window[w0..w0 + nx];
+            for i in 0..nx {
+                wrow[i] += f * srow[i];
+            }
+            row += 1;
+        }
+    }
+    // Replace the model by χ²_pix in place.
+    for r in 0..height {
+        let ccd_row = (shape.row_min as usize + r) * ccd.ncol + col_min as usize;
+        let img = &ccd.image[ccd_row..ccd_row + width];
+        let wgt = &ccd.weight[ccd_row..ccd_row + width];
+        let wrow = &mut window[r * width..(r + 1) * width];
+        for i in 0..width {
+            let m = wrow[i];
+            let w = wgt[i];
+            wrow[i] = if w > 0.0 {
+                let e = psferr * m + 1e-32;
+                let t = 1.0 / (1.0 / w + e * e);
+                let d = img[i] - m;
+                d * d * t
+            } else {
+                0.0
+            };
+        }
+    }
+    // Core sums.
+    for s in core.s_min..core.s_max {
+        for k in core.k_min..core.k_max {
+            let c = view.corner(s, k);
+            let st = view.stamp(s, k);
+            let (mut num, mut den, mut masked) = (0.0, 0.0, 0.0);
+            let lo = max_i32(c.yc, shape.row_min);
+            let hi = min_i32(c.yc + ny as i32, shape.row_max);
+            let mut row = lo;
+            while row < hi {
+                let w0 = (row - shape.row_min) as usize * width + (c.xc - col_min) as usize;
+                let pix = row as usize * ccd.ncol + c.xc as usize;
+                let srow = &st[(row - c.yc) as usize * nx..][..nx];
+                let chi = &window[w0..w0 + nx];
+                let wgt = &ccd.weight[pix..pix + nx];
+                for i in 0..nx {
+                    if wgt[i] > 0.0 {
+                        num += srow[i] * chi[i];
+                        den += srow[i];
+                    } else {
+                        masked += srow[i];
+                    }
+                }
+                row += 1;
+            }
+            let out = (s - core.s_min) * out_stride + (k - core.k_min);
+            chi2pix[out] = if den > 0.0 { num / den } else { 0.0 };
+            pixmask_fraction[out] = masked;
+        }
+    }
+    Status::Ok
+}
+
+/// The core unknowns of a patch: padded spectra `s_min..s_max`, padded bins `k_min..k_max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreRange {
+    /// First core spectrum (patch-local).
+    pub s_min: usize,
+    /// One past the last core spectrum.
+    pub s_max: usize,
+    /// First core bin (patch-local, = pad).
+    pub k_min: usize,
+    /// One past the last core bin.
+    pub k_max: usize,
+}

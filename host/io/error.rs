@@ -1,0 +1,113 @@
+//! The error type of the `io` module.
+
+use std::path::PathBuf;
+
+/// Every failure of FITS input or output. Each message names the file and the problem,
+/// and where it applies the HDU, keyword, parameter, fiber or pixel.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// The input file does not exist.
+    #[error("{}: file not found", .path.display())]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file exists but cfitsio cannot open it as FITS.
+    #[error("{}: not a FITS file ({detail})", .path.display())]
+    NotFits {
+        /// The file.
+        path: PathBuf,
+        /// cfitsio's explanation.
+        detail: String,
+    },
+    /// A required HDU is absent.
+    #[error("{}: missing HDU {hdu}", .path.display())]
+    MissingHdu {
+        /// The file.
+        path: PathBuf,
+        /// The EXTNAME (or description) that was looked for.
+        hdu: String,
+    },
+    /// A required header keyword is absent.
+    #[error("{}, HDU {hdu}: missing keyword {key}", .path.display())]
+    MissingKeyword {
+        /// The file.
+        path: PathBuf,
+        /// The HDU searched.
+        hdu: String,
+        /// The keyword name.
+        key: String,
+    },
+    /// A header keyword has a value that cannot be used.
+    #[error("{}, HDU {hdu}: keyword {key}: {detail}", .path.display())]
+    BadKeyword {
+        /// The file.
+        path: PathBuf,
+        /// The HDU.
+        hdu: String,
+        /// The keyword name.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An HDU has the wrong kind, dimensions or size.
+    #[error("{}, HDU {hdu}: wrong shape: {detail}", .path.display())]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The HDU.
+        hdu: String,
+        /// Expected and found shapes.
+        detail: String,
+    },
+    /// Data values that are not allowed (NaN coefficients, negative ivar, NaN pixels, ...).
+    #[error("{}, HDU {hdu}: {detail}", .path.display())]
+    BadData {
+        /// The file.
+        path: PathBuf,
+        /// The HDU.
+        hdu: String,
+        /// What is wrong and where (parameter and fiber, or pixel (row, col)).
+        detail: String,
+    },
+    /// The in-memory data handed to a writer are inconsistent (checked before anything is written).
+    #[error("{}: cannot write: {detail}", .path.display())]
+    InvalidInput {
+        /// The output file.
+        path: PathBuf,
+        /// What is inconsistent.
+        detail: String,
+    },
+    /// A cfitsio call failed.
+    #[error("{}, HDU {hdu}: cfitsio {op} failed: {message} (status {status})", .path.display())]
+    Cfitsio {
+        /// The file.
+        path: PathBuf,
+        /// The current HDU when the call failed.
+        hdu: String,
+        /// What was being done.
+        op: String,
+        /// cfitsio status code.
+        status: i32,
+        /// cfitsio's text for the status code.
+        message: String,
+    },
+    /// An operating-system error (creating, renaming or removing files).
+    #[error("{}: {op}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `describe` could not recognise the file.
+    #[error("{}: not a DESI PSF, preproc or frame file ({detail})", .path.display())]
+    NotDesi {
+        /// The file.
+        path: PathBuf,
+        /// The HDU names that were found.
+        detail: String,
+    },
+}

@@ -1,0 +1,735 @@
+//! A small checked layer over the cfitsio C API (`fitsio::sys`): one open file, the current
+//! HDU remembered for error messages, every call's status turned into an [`IoError`].
+//!
+//! The safe `fitsio` crate lacks raw header records, unsigned images, tile compression and
+//! raw table rows, which this module needs; everything unsafe in `io` lives here.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+use fitsio::sys;
+
+use super::error::IoError;
+
+/// cfitsio's "HDU not found" status of `ffmnhd`.
+const BAD_HDU_NUM: c_int = sys::BAD_HDU_NUM as c_int;
+/// cfitsio's "keyword not found" status.
+const KEY_NO_EXIST: c_int = sys::KEY_NO_EXIST as c_int;
+/// cfitsio's "moved past the last HDU" status.
+const END_OF_FILE: c_int = sys::END_OF_FILE as c_int;
+
+/// Kind of the current HDU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HduKind {
+    /// An image (including a tile-compressed image).
+    Image,
+    /// An ASCII table.
+    AsciiTable,
+    /// A binary table.
+    BinTable,
+}
+
+/// Element types that cfitsio converts to and from (its `datatype` codes).
+pub(crate) trait FitsElem: Copy + Default {
+    /// cfitsio datatype code (TDOUBLE, TFLOAT, ...).
+    const DATATYPE: c_int;
+}
+impl FitsElem for f64 {
+    const DATATYPE: c_int = sys::TDOUBLE as c_int;
+}
+impl FitsElem for f32 {
+    const DATATYPE: c_int = sys::TFLOAT as c_int;
+}
+impl FitsElem for i32 {
+    const DATATYPE: c_int = sys::TINT as c_int;
+}
+impl FitsElem for u32 {
+    const DATATYPE: c_int = sys::TUINT as c_int;
+}
+impl FitsElem for i16 {
+    const DATATYPE: c_int = sys::TSHORT as c_int;
+}
+
+/// Image pixel types this crate writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImgType {
+    /// BITPIX -64.
+    F64,
+    /// BITPIX -32.
+    F32,
+    /// BITPIX 16.
+    I16,
+    /// BITPIX 32 with BZERO = 2^31 (unsigned 32-bit).
+    U32,
+}
+
+impl ImgType {
+    fn bitpix(self) -> c_int {
+        match self {
+            ImgType::F64 => sys::DOUBLE_IMG,
+            ImgType::F32 => sys::FLOAT_IMG,
+            ImgType::I16 => sys::SHORT_IMG as c_int,
+            ImgType::U32 => sys::ULONG_IMG as c_int,
+        }
+    }
+}
+
+/// Text of a cfitsio status code.
+pub(crate) fn status_text(status: c_int) -> String {
+    let mut buf = [0 as c_char; 81];
+    // SAFETY: ffgerr writes at most FLEN_ERRMSG (81) bytes including the NUL into buf.
+    unsafe { sys::ffgerr(status, buf.as_mut_ptr()) };
+    c_buf_to_string(&buf)
+}
+
+fn c_buf_to_string(buf: &[c_char]) -> String {
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An open FITS file. Closed on drop (errors ignored); use [`Fits::close`] to see them.
+pub(crate) struct Fits {
+    ptr: NonNull<sys::fitsfile>,
+    path: PathBuf,
+    hdu: String,
+    closed: bool,
+}
+
+fn c_path(path: &Path) -> Result<CString, IoError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| IoError::InvalidInput {
+        path: path.to_path_buf(),
+        detail: "path contains a NUL byte".into(),
+    })
+}
+
+impl Fits {
+    /// Opens an existing file read-only (no extended filename syntax).
+    pub(crate) fn open(path: &Path) -> Result<Self, IoError> {
+        if !path.exists() {
+            return Err(IoError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let cpath = c_path(path)?;
+        let mut fptr: *mut sys::fitsfile = ptr::null_mut();
+        let mut status: c_int = 0;
+        // SAFETY: cpath is NUL-terminated; fptr and status are valid out-pointers.
+        unsafe {
+            sys::ffdkopn(
+                &mut fptr,
+                cpath.as_ptr(),
+                sys::READONLY as c_int,
+                &mut status,
+            )
+        };
+        match NonNull::new(fptr) {
+            Some(ptr) if status == 0 => Ok(Fits {
+                ptr,
+                path: path.to_path_buf(),
+                hdu: "0 (primary)".into(),
+                closed: false,
+            }),
+            _ => Err(IoError::NotFits {
+                path: path.to_path_buf(),
+                detail: format!("cfitsio status {status}: {}", status_text(status)),
+            }),
+        }
+    }
+
+    /// Creates a new, empty file (fails if it exists).
+    pub(crate) fn create(path: &Path) -> Result<Self, IoError> {
+        let cpath = c_path(path)?;
+        let mut fptr: *mut sys::fitsfile = ptr::null_mut();
+        let mut status: c_int = 0;
+        // SAFETY: as in `open`.
+        unsafe { sys::ffdkinit(&mut fptr, cpath.as_ptr(), &mut status) };
+        match NonNull::new(fptr) {
+            Some(ptr) if status == 0 => Ok(Fits {
+                ptr,
+                path: path.to_path_buf(),
+                hdu: "(new file)".into(),
+                closed: false,
+            }),
+            _ => Err(IoError::Cfitsio {
+                path: path.to_path_buf(),
+                hdu: "-".into(),
+                op: "create file".into(),
+                status,
+                message: status_text(status),
+            }),
+        }
+    }
+
+    /// Flushes and closes the file, reporting errors.
+    pub(crate) fn close(mut self) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        self.closed = true;
+        // SAFETY: the pointer is valid and not closed yet; `closed` stops Drop closing it again.
+        unsafe { sys::ffclos(self.ptr.as_ptr(), &mut status) };
+        self.check("close", status)
+    }
+
+    /// Names `path` instead of the real file in messages (a temporary output names its target).
+    pub(crate) fn set_display_path(&mut self, path: &Path) {
+        self.path = path.to_path_buf();
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Label of the current HDU for messages, e.g. `2 (PSF)`.
+    pub(crate) fn hdu_label(&self) -> &str {
+        &self.hdu
+    }
+
+    /// Builds the error of a failed call.
+    pub(crate) fn err(&self, op: impl Into<String>, status: c_int) -> IoError {
+        IoError::Cfitsio {
+            path: self.path.clone(),
+            hdu: self.hdu.clone(),
+            op: op.into(),
+            status,
+            message: status_text(status),
+        }
+    }
+
+    fn check(&self, op: impl Into<String>, status: c_int) -> Result<(), IoError> {
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(self.err(op, status))
+        }
+    }
+
+    fn raw(&self) -> *mut sys::fitsfile {
+        self.ptr.as_ptr()
+    }
+
+    fn refresh_label(&mut self) {
+        let mut num: c_int = 0;
+        // SAFETY: valid file pointer, valid out-pointer.
+        unsafe { sys::ffghdn(self.raw(), &mut num) };
+        let name = self
+            .key_string("EXTNAME")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.hdu = if name.is_empty() {
+            format!("{}", num - 1)
+        } else {
+            format!("{} ({})", num - 1, name)
+        };
+    }
+
+    /// Number of HDUs.
+    pub(crate) fn num_hdus(&mut self) -> Result<usize, IoError> {
+        let mut n: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffthdu(self.raw(), &mut n, &mut status) };
+        self.check("count HDUs", status)?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Moves to HDU `index` (0 = primary).
+    pub(crate) fn move_to(&mut self, index: usize) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        let mut kind: c_int = 0;
+        let num = c_int::try_from(index + 1).map_err(|_| self.err("move to HDU", BAD_HDU_NUM))?;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffmahd(self.raw(), num, &mut kind, &mut status) };
+        if status == END_OF_FILE || status == BAD_HDU_NUM {
+            return Err(IoError::MissingHdu {
+                path: self.path.clone(),
+                hdu: format!("number {index}"),
+            });
+        }
+        self.check(format!("move to HDU {index}"), status)?;
+        self.refresh_label();
+        Ok(())
+    }
+
+    /// Moves to the HDU whose EXTNAME (or HDUNAME) is `name`; `Ok(false)` when there is none.
+    pub(crate) fn move_to_name(&mut self, name: &str) -> Result<bool, IoError> {
+        let cname = CString::new(name).map_err(|_| self.err("move to named HDU", BAD_HDU_NUM))?;
+        let mut status: c_int = 0;
+        // SAFETY: ffmnhd only reads the name (the C prototype lacks const).
+        unsafe {
+            sys::ffmnhd(
+                self.raw(),
+                sys::ANY_HDU,
+                cname.as_ptr() as *mut c_char,
+                0,
+                &mut status,
+            )
+        };
+        if status == BAD_HDU_NUM {
+            return Ok(false);
+        }
+        self.check(format!("move to HDU {name}"), status)?;
+        self.refresh_label();
+        Ok(true)
+    }
+
+    /// Moves to the HDU `name` or fails with [`IoError::MissingHdu`].
+    pub(crate) fn require_hdu(&mut self, name: &str) -> Result<(), IoError> {
+        if self.move_to_name(name)? {
+            Ok(())
+        } else {
+            Err(IoError::MissingHdu {
+                path: self.path.clone(),
+                hdu: name.into(),
+            })
+        }
+    }
+
+    /// Kind of the current HDU (tile-compressed images report `Image`).
+    pub(crate) fn hdu_kind(&mut self) -> Result<HduKind, IoError> {
+        let mut kind: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghdt(self.raw(), &mut kind, &mut status) };
+        self.check("get HDU type", status)?;
+        Ok(match kind {
+            0 => HduKind::Image,
+            1 => HduKind::AsciiTable,
+            _ => HduKind::BinTable,
+        })
+    }
+
+    /// Whether the current HDU is a tile-compressed image.
+    pub(crate) fn is_compressed(&mut self) -> bool {
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointer.
+        let r = unsafe { sys::fits_is_compressed_image(self.raw(), &mut status) };
+        status == 0 && r != 0
+    }
+
+    /// Image axes in FITS order (NAXIS1 first); empty for a header-only HDU.
+    pub(crate) fn image_shape(&mut self) -> Result<Vec<usize>, IoError> {
+        let mut naxis: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgidm(self.raw(), &mut naxis, &mut status) };
+        self.check("get image dimensions", status)?;
+        let mut axes = vec![0 as sys::LONGLONG; naxis.max(0) as usize];
+        if !axes.is_empty() {
+            // SAFETY: axes has room for naxis values.
+            unsafe { sys::ffgiszll(self.raw(), naxis, axes.as_mut_ptr(), &mut status) };
+            self.check("get image size", status)?;
+        }
+        Ok(axes.into_iter().map(|a| a.max(0) as usize).collect())
+    }
+
+    /// Equivalent BITPIX of the image (BZERO/BSCALE applied: 40 for unsigned 32-bit, 20 for u16).
+    pub(crate) fn image_equiv_bitpix(&mut self) -> Result<i32, IoError> {
+        let mut bitpix: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgiet(self.raw(), &mut bitpix, &mut status) };
+        self.check("get image type", status)?;
+        Ok(bitpix)
+    }
+
+    /// Reads the whole current image (any stored type, converted by cfitsio).
+    pub(crate) fn read_image<T: FitsElem>(&mut self, n: usize) -> Result<Vec<T>, IoError> {
+        let mut out = vec![T::default(); n];
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut status: c_int = 0;
+        let mut anynul: c_int = 0;
+        // SAFETY: out holds n elements of the type named by T::DATATYPE; a null nulval means
+        // "no null checking".
+        unsafe {
+            sys::ffgpv(
+                self.raw(),
+                T::DATATYPE,
+                1,
+                n as sys::LONGLONG,
+                ptr::null_mut(),
+                out.as_mut_ptr() as *mut c_void,
+                &mut anynul,
+                &mut status,
+            )
+        };
+        self.check("read image", status)?;
+        Ok(out)
+    }
+
+    /// Appends a new image HDU with axes in FITS order (NAXIS1 first) and makes it current.
+    pub(crate) fn create_image(&mut self, ty: ImgType, axes: &[usize]) -> Result<(), IoError> {
+        let mut naxes: Vec<sys::LONGLONG> = axes.iter().map(|&a| a as sys::LONGLONG).collect();
+        let mut status: c_int = 0;
+        // SAFETY: naxes has axes.len() elements; cfitsio only reads it.
+        unsafe {
+            sys::ffcrimll(
+                self.raw(),
+                ty.bitpix(),
+                naxes.len() as c_int,
+                naxes.as_mut_ptr(),
+                &mut status,
+            )
+        };
+        self.check("create image HDU", status)?;
+        self.hdu = "(new image)".into();
+        Ok(())
+    }
+
+    /// Requests RICE_1 tile compression for the next image created (`false` turns it off).
+    pub(crate) fn set_rice_compression(&mut self, on: bool) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        let ctype = if on { sys::RICE_1 as c_int } else { 0 };
+        // SAFETY: valid file pointer and out-pointer.
+        unsafe { sys::fits_set_compression_type(self.raw(), ctype, &mut status) };
+        self.check("set compression type", status)
+    }
+
+    /// Writes the whole current image from `data` (converted by cfitsio to the HDU's type).
+    pub(crate) fn write_image<T: FitsElem>(&mut self, data: &[T]) -> Result<(), IoError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut status: c_int = 0;
+        // SAFETY: data holds data.len() elements of T::DATATYPE; cfitsio only reads the array
+        // (the C prototype lacks const).
+        unsafe {
+            sys::ffppr(
+                self.raw(),
+                T::DATATYPE,
+                1,
+                data.len() as sys::LONGLONG,
+                data.as_ptr() as *mut c_void,
+                &mut status,
+            )
+        };
+        self.check("write image", status)
+    }
+
+    /// Raw value text of a keyword (strings keep their quotes), or None when absent.
+    pub(crate) fn key_raw(&mut self, name: &str) -> Result<Option<String>, IoError> {
+        let cname = CString::new(name).map_err(|_| self.err("read keyword", KEY_NO_EXIST))?;
+        let mut value = [0 as c_char; 81];
+        let mut status: c_int = 0;
+        // SAFETY: value has FLEN_VALUE (71) or more bytes; comment may be null.
+        unsafe {
+            sys::ffgkey(
+                self.raw(),
+                cname.as_ptr(),
+                value.as_mut_ptr(),
+                ptr::null_mut(),
+                &mut status,
+            )
+        };
+        if status == KEY_NO_EXIST {
+            return Ok(None);
+        }
+        self.check(format!("read keyword {name}"), status)?;
+        Ok(Some(c_buf_to_string(&value).trim().to_string()))
+    }
+
+    /// A keyword's value as a string (long CONTINUE strings joined, quotes removed, trailing
+    /// blanks trimmed; a non-string value is returned as its text). None when absent.
+    pub(crate) fn key_string(&mut self, name: &str) -> Result<Option<String>, IoError> {
+        let Some(raw) = self.key_raw(name)? else {
+            return Ok(None);
+        };
+        if !raw.starts_with('\'') {
+            return Ok(Some(raw));
+        }
+        let cname = CString::new(name).map_err(|_| self.err("read keyword", KEY_NO_EXIST))?;
+        let mut value: *mut c_char = ptr::null_mut();
+        let mut status: c_int = 0;
+        // SAFETY: ffgkls allocates `value` (freed below with fffree); comment may be null.
+        unsafe {
+            sys::ffgkls(
+                self.raw(),
+                cname.as_ptr(),
+                &mut value,
+                ptr::null_mut(),
+                &mut status,
+            )
+        };
+        let text = if value.is_null() {
+            String::new()
+        } else {
+            // SAFETY: cfitsio returns a NUL-terminated string; it is freed exactly once.
+            let s = unsafe { std::ffi::CStr::from_ptr(value) }
+                .to_string_lossy()
+                .into_owned();
+            let mut st2: c_int = 0;
+            // SAFETY: value was allocated by cfitsio.
+            unsafe { sys::fffree(value as *mut c_void, &mut st2) };
+            s
+        };
+        self.check(format!("read keyword {name}"), status)?;
+        Ok(Some(text.trim_end().to_string()))
+    }
+
+    /// A numeric keyword as f64 (quoted numbers such as PSFVER = '3' are accepted).
+    pub(crate) fn key_f64(&mut self, name: &str) -> Result<Option<f64>, IoError> {
+        let Some(raw) = self.key_raw(name)? else {
+            return Ok(None);
+        };
+        let text = raw.trim_matches('\'').trim().replace(['D', 'd'], "E");
+        text.parse::<f64>()
+            .map(Some)
+            .map_err(|_| IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("expected a number, found {raw}"),
+            })
+    }
+
+    /// An integer keyword (quoted integers accepted; a float with no fraction such as 0.0 too).
+    pub(crate) fn key_i64(&mut self, name: &str) -> Result<Option<i64>, IoError> {
+        let Some(raw) = self.key_raw(name)? else {
+            return Ok(None);
+        };
+        let text = raw.trim_matches('\'').trim().to_string();
+        if let Ok(v) = text.parse::<i64>() {
+            return Ok(Some(v));
+        }
+        match text.replace(['D', 'd'], "E").parse::<f64>() {
+            Ok(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(Some(v as i64)),
+            _ => Err(IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("expected an integer, found {raw}"),
+            }),
+        }
+    }
+
+    /// All header records of the current HDU (80-character cards, trailing blanks removed),
+    /// END excluded.
+    pub(crate) fn cards(&mut self) -> Result<Vec<String>, IoError> {
+        let mut nexist: c_int = 0;
+        let mut nmore: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghsp(self.raw(), &mut nexist, &mut nmore, &mut status) };
+        self.check("read header size", status)?;
+        let mut cards = Vec::with_capacity(nexist.max(0) as usize);
+        for i in 1..=nexist {
+            let mut card = [0 as c_char; 81];
+            // SAFETY: card has FLEN_CARD (81) bytes.
+            unsafe { sys::ffgrec(self.raw(), i, card.as_mut_ptr(), &mut status) };
+            self.check(format!("read header record {i}"), status)?;
+            cards.push(c_buf_to_string(&card).trim_end().to_string());
+        }
+        Ok(cards)
+    }
+
+    /// Appends one raw header card (validated by cfitsio).
+    pub(crate) fn write_card(&mut self, card: &str) -> Result<(), IoError> {
+        let ccard = CString::new(card).map_err(|_| IoError::InvalidInput {
+            path: self.path.clone(),
+            detail: format!("header card contains a NUL byte: {card:?}"),
+        })?;
+        let mut status: c_int = 0;
+        // SAFETY: ccard is NUL-terminated.
+        unsafe { sys::ffprec(self.raw(), ccard.as_ptr(), &mut status) };
+        self.check(format!("write header card {:?}", card.trim_end()), status)
+    }
+
+    /// Appends a string keyword (long strings use the CONTINUE convention).
+    pub(crate) fn write_key_str(
+        &mut self,
+        name: &str,
+        value: &str,
+        comment: &str,
+    ) -> Result<(), IoError> {
+        let bad = |what: &str| IoError::InvalidInput {
+            path: self.path.clone(),
+            detail: format!("keyword {name}: {what} contains a NUL byte"),
+        };
+        let cname = CString::new(name).map_err(|_| bad("name"))?;
+        let cval = CString::new(value).map_err(|_| bad("value"))?;
+        let ccom = CString::new(comment).map_err(|_| bad("comment"))?;
+        let mut status: c_int = 0;
+        // SAFETY: all strings are NUL-terminated and only read.
+        unsafe {
+            if value.len() > 68 {
+                sys::ffpkls(
+                    self.raw(),
+                    cname.as_ptr(),
+                    cval.as_ptr(),
+                    ccom.as_ptr(),
+                    &mut status,
+                )
+            } else {
+                sys::ffpkys(
+                    self.raw(),
+                    cname.as_ptr(),
+                    cval.as_ptr(),
+                    ccom.as_ptr(),
+                    &mut status,
+                )
+            }
+        };
+        self.check(format!("write keyword {name}"), status)
+    }
+
+    /// Writes CHECKSUM and DATASUM of the current HDU (call after its data are written).
+    pub(crate) fn write_checksum(&mut self) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointer.
+        unsafe { sys::ffpcks(self.raw(), &mut status) };
+        self.check("write checksum", status)
+    }
+
+    /// Verifies CHECKSUM/DATASUM of the current HDU: (data ok, header ok), each 1 = correct,
+    /// 0 = absent, -1 = wrong.
+    pub(crate) fn verify_checksum(&mut self) -> Result<(i32, i32), IoError> {
+        let mut data: c_int = 0;
+        let mut hdu: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffvcks(self.raw(), &mut data, &mut hdu, &mut status) };
+        self.check("verify checksum", status)?;
+        Ok((data, hdu))
+    }
+
+    /// Number of rows of the current table.
+    pub(crate) fn table_nrows(&mut self) -> Result<usize, IoError> {
+        let mut n: sys::LONGLONG = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgnrwll(self.raw(), &mut n, &mut status) };
+        self.check("get number of rows", status)?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Reads `nbytes` raw bytes per row for rows `[0, nrows)` of the current binary table.
+    pub(crate) fn read_table_bytes(
+        &mut self,
+        nrows: usize,
+        row_bytes: usize,
+    ) -> Result<Vec<u8>, IoError> {
+        let n = nrows * row_bytes;
+        let mut out = vec![0u8; n];
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut status: c_int = 0;
+        // SAFETY: out holds n bytes; ffgtbb reads n consecutive bytes starting at row 1.
+        unsafe {
+            sys::ffgtbb(
+                self.raw(),
+                1,
+                1,
+                n as sys::LONGLONG,
+                out.as_mut_ptr(),
+                &mut status,
+            )
+        };
+        self.check("read table bytes", status)?;
+        Ok(out)
+    }
+
+    /// Appends a binary table with the given columns and `nrows` rows and makes it current.
+    pub(crate) fn create_bintable(
+        &mut self,
+        extname: &str,
+        nrows: usize,
+        ttype: &[String],
+        tform: &[String],
+    ) -> Result<(), IoError> {
+        let to_c = |v: &[String]| -> Result<Vec<CString>, IoError> {
+            v.iter()
+                .map(|s| {
+                    CString::new(s.as_str()).map_err(|_| IoError::InvalidInput {
+                        path: self.path.clone(),
+                        detail: format!("table {extname}: column text {s:?} contains NUL"),
+                    })
+                })
+                .collect()
+        };
+        let ctype = to_c(ttype)?;
+        let cform = to_c(tform)?;
+        let cext = CString::new(extname).map_err(|_| IoError::InvalidInput {
+            path: self.path.clone(),
+            detail: "EXTNAME contains NUL".into(),
+        })?;
+        let mut ptype: Vec<*mut c_char> = ctype.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+        let mut pform: Vec<*mut c_char> = cform.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+        let mut status: c_int = 0;
+        // SAFETY: the pointer arrays hold tfields NUL-terminated strings that outlive the call
+        // and are only read; a null tunit means "no units".
+        unsafe {
+            sys::ffcrtb(
+                self.raw(),
+                sys::BINARY_TBL as c_int,
+                nrows as sys::LONGLONG,
+                ptype.len() as c_int,
+                ptype.as_mut_ptr(),
+                pform.as_mut_ptr(),
+                ptr::null_mut(),
+                cext.as_ptr(),
+                &mut status,
+            )
+        };
+        self.check(format!("create table {extname}"), status)?;
+        self.hdu = format!("(new table {extname})");
+        Ok(())
+    }
+
+    /// Re-reads the current HDU's structure after header cards were added.
+    pub(crate) fn reparse_header(&mut self) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointer.
+        unsafe { sys::ffrdef(self.raw(), &mut status) };
+        self.check("re-read header", status)
+    }
+
+    /// Writes raw row bytes starting at row 1 of the current binary table.
+    pub(crate) fn write_table_bytes(&mut self, data: &[u8]) -> Result<(), IoError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut status: c_int = 0;
+        // SAFETY: data holds data.len() bytes, only read by cfitsio.
+        unsafe {
+            sys::ffptbb(
+                self.raw(),
+                1,
+                1,
+                data.len() as sys::LONGLONG,
+                data.as_ptr() as *mut u8,
+                &mut status,
+            )
+        };
+        self.check("write table bytes", status)
+    }
+
+    /// Number of columns of the current table.
+    pub(crate) fn table_ncols(&mut self) -> Result<usize, IoError> {
+        let mut n: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgncl(self.raw(), &mut n, &mut status) };
+        self.check("get number of columns", status)?;
+        Ok(n.max(0) as usize)
+    }
+}
+
+impl Drop for Fits {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let mut status: c_int = 0;
+        // SAFETY: the pointer came from a successful open/create and was not closed by `close`.
+        unsafe { sys::ffclos(self.ptr.as_ptr(), &mut status) };
+    }
+}

@@ -1,0 +1,361 @@
+//! Frame files (`frame-{camera}-{expid}.fits`, spec section 1.3) and model images.
+
+use std::path::Path;
+
+use super::atomic::write_atomically;
+use super::error::IoError;
+use super::fits::{Fits, FitsElem, HduKind, ImgType};
+use super::header::{card_name, filter_cards, write_header, Keyword, KeywordValue};
+use super::table::{write_table_hdu, FitsTable};
+
+/// BUNIT of FLUX.
+pub const FLUX_UNIT: &str = "electron/Angstrom";
+/// BUNIT of IVAR.
+pub const IVAR_UNIT: &str = "Angstrom2/electron2";
+
+/// Extracted spectra of one frame, as written to / read from a frame file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameData {
+    /// `ispec` (relative to the PSF's FIBERMIN) of the first spectrum.
+    pub specmin: usize,
+    /// Number of spectra.
+    pub nspec: usize,
+    /// Number of wavelength bins.
+    pub nwave: usize,
+    /// Number of off-diagonals kept on each side of the resolution matrix (HSIZEY).
+    pub ndiag: usize,
+    /// Wavelength grid (Angstrom), `(nwave,)`: the raw grid, uncorrected.
+    pub wavelength: Vec<f64>,
+    /// Flux per Angstrom, `(nspec, nwave)`, wavelength fastest.
+    pub flux: Vec<f64>,
+    /// Inverse variance of `flux`, `(nspec, nwave)`.
+    pub ivar: Vec<f64>,
+    /// specmask bits, `(nspec, nwave)`.
+    pub mask: Vec<u32>,
+    /// Resolution-matrix diagonals, `(nspec, 2*ndiag+1, nwave)`, wavelength fastest.
+    pub resolution: Vec<f64>,
+    /// chi2pix, `(nspec, nwave)`.
+    pub chi2pix: Vec<f64>,
+    /// Raw cards passed through from the preproc IMAGE header.
+    pub header: Vec<String>,
+    /// Keywords added by the extraction (NSPEC, WAVEMIN, WAVEMAX, WAVESTEP, SPECTER, IN_PSF,
+    /// IN_IMG, ORIG_PSF, FIBERMIN, HELIOCOR, DEPNAMnn/DEPVERnn, ...). They replace header
+    /// cards of the same name.
+    pub keywords: Vec<Keyword>,
+}
+
+/// Keyword names that [`read_frame`] returns in `keywords` rather than `header` (besides
+/// DEPNAMnn/DEPVERnn).
+pub const FRAME_KEYWORDS: &[&str] = &[
+    "NSPEC", "SPECMIN", "WAVEMIN", "WAVEMAX", "WAVESTEP", "SPECTER", "IN_PSF", "IN_IMG",
+    "ORIG_PSF", "FIBERMIN", "HELIOCOR",
+];
+
+fn is_frame_keyword(name: &str) -> bool {
+    FRAME_KEYWORDS.contains(&name) || name.starts_with("DEPNAM") || name.starts_with("DEPVER")
+}
+
+impl FrameData {
+    /// Checks that every array has the size its shape says.
+    fn check(&self, path: &Path) -> Result<(), IoError> {
+        let n = self.nspec * self.nwave;
+        let nres = self.nspec * (2 * self.ndiag + 1) * self.nwave;
+        for (what, len, want) in [
+            ("wavelength", self.wavelength.len(), self.nwave),
+            ("flux", self.flux.len(), n),
+            ("ivar", self.ivar.len(), n),
+            ("mask", self.mask.len(), n),
+            ("resolution", self.resolution.len(), nres),
+            ("chi2pix", self.chi2pix.len(), n),
+        ] {
+            if len != want {
+                return Err(IoError::InvalidInput {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "{what} has {len} values, expected {want} (nspec {}, nwave {}, ndiag {})",
+                        self.nspec, self.nwave, self.ndiag
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of keyword `name` among `keywords`.
+    pub fn keyword(&self, name: &str) -> Option<&KeywordValue> {
+        self.keywords
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| &k.value)
+    }
+}
+
+fn image_hdu<T: FitsElem>(
+    fits: &mut Fits,
+    ty: ImgType,
+    axes: &[usize],
+    extname: &str,
+    bunit: Option<&str>,
+    data: &[T],
+) -> Result<(), IoError> {
+    fits.create_image(ty, axes)?;
+    fits.write_key_str("EXTNAME", extname, "")?;
+    if let Some(unit) = bunit {
+        fits.write_key_str("BUNIT", unit, "")?;
+    }
+    fits.write_image(data)?;
+    fits.write_checksum()
+}
+
+/// Writes a frame file atomically, HDUs in the order of spec 1.3: FLUX (primary, f4, header =
+/// `frame.header` cards + `frame.keywords` + NSPEC/FIBERMIN when absent + SPECMIN + BUNIT),
+/// IVAR (f4), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
+/// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP, CHI2PIX (f4). Every HDU has
+/// EXTNAME and CHECKSUM/DATASUM.
+///
+/// FIBERMAP: rows `[specmin, specmin+nspec)` of `fibermap` (the preproc's, whole petal), or
+/// when None a minimal one (see [`FitsTable::minimal_fibermap`]) for fibers FIBERMIN.. (the
+/// FIBERMIN keyword if given, else `specmin`). FIBERMIN, when not among the keywords, is the
+/// smallest FIBER of the written fibermap (or `specmin`).
+///
+/// # Errors
+/// Inconsistent shapes, a fibermap with too few rows, invalid header cards or keywords, or a
+/// cfitsio/OS failure; no output file is then left (a previous one is untouched).
+pub fn write_frame(
+    path: &Path,
+    frame: &FrameData,
+    fibermap: Option<&FitsTable>,
+) -> Result<(), IoError> {
+    frame.check(path)?;
+    let rows = frame.specmin..frame.specmin + frame.nspec;
+    let fm = match fibermap {
+        Some(table) => table
+            .slice_rows(rows.clone())
+            .ok_or_else(|| IoError::InvalidInput {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "fibermap has {} rows, cannot take rows {}..{}",
+                    table.nrows, rows.start, rows.end
+                ),
+            })?,
+        None => {
+            let first = match frame.keyword("FIBERMIN") {
+                Some(KeywordValue::Int(v)) if *v >= 0 => *v as usize,
+                _ => frame.specmin,
+            };
+            FitsTable::minimal_fibermap(first..first + frame.nspec, &[])
+        }
+    };
+    let mut keywords = frame.keywords.clone();
+    let mut set_default = |kw: Keyword| {
+        if !keywords.iter().any(|k| k.name == kw.name) {
+            keywords.push(kw);
+        }
+    };
+    set_default(Keyword::int(
+        "NSPEC",
+        frame.nspec as i64,
+        "number of spectra",
+    ));
+    let fibermin = fm
+        .column_i64("FIBER")
+        .and_then(|f| f.into_iter().min())
+        .unwrap_or(frame.specmin as i64);
+    set_default(Keyword::int("FIBERMIN", fibermin, "smallest fiber number"));
+    keywords.retain(|k| k.name != "SPECMIN" && k.name != "BUNIT");
+    keywords.push(Keyword::int(
+        "SPECMIN",
+        frame.specmin as i64,
+        "first spectrum index relative to PSF FIBERMIN",
+    ));
+    keywords.push(Keyword::str("BUNIT", FLUX_UNIT, "Flux unit"));
+
+    let (nspec, nwave, ndiag) = (frame.nspec, frame.nwave, frame.ndiag);
+    let flux: Vec<f32> = frame.flux.iter().map(|&v| v as f32).collect();
+    let ivar: Vec<f32> = frame.ivar.iter().map(|&v| v as f32).collect();
+    let resolution: Vec<f32> = frame.resolution.iter().map(|&v| v as f32).collect();
+    let chi2pix: Vec<f32> = frame.chi2pix.iter().map(|&v| v as f32).collect();
+    write_atomically(path, |fits| {
+        fits.create_image(ImgType::F32, &[nwave, nspec])?;
+        fits.write_key_str("EXTNAME", "FLUX", "")?;
+        write_header(fits, &frame.header, &keywords)?;
+        fits.write_image(&flux)?;
+        fits.write_checksum()?;
+        image_hdu(
+            fits,
+            ImgType::F32,
+            &[nwave, nspec],
+            "IVAR",
+            Some(IVAR_UNIT),
+            &ivar,
+        )?;
+        image_hdu(
+            fits,
+            ImgType::U32,
+            &[nwave, nspec],
+            "MASK",
+            None,
+            &frame.mask,
+        )?;
+        image_hdu(
+            fits,
+            ImgType::F64,
+            &[nwave],
+            "WAVELENGTH",
+            Some("Angstrom"),
+            &frame.wavelength,
+        )?;
+        image_hdu(
+            fits,
+            ImgType::F32,
+            &[nwave, 2 * ndiag + 1, nspec],
+            "RESOLUTION",
+            None,
+            &resolution,
+        )?;
+        write_table_hdu(fits, &fm, "FIBERMAP")?;
+        image_hdu(
+            fits,
+            ImgType::F32,
+            &[nwave, nspec],
+            "CHI2PIX",
+            None,
+            &chi2pix,
+        )?;
+        Ok(())
+    })
+}
+
+/// Reads image HDU `name`, checking its axes (FITS order, NAXIS1 first).
+fn read_image_hdu<T: FitsElem>(
+    fits: &mut Fits,
+    name: &str,
+    axes: &[usize],
+) -> Result<Vec<T>, IoError> {
+    fits.require_hdu(name)?;
+    let shape = if fits.hdu_kind()? == HduKind::Image {
+        fits.image_shape()?
+    } else {
+        Vec::new()
+    };
+    if shape != axes {
+        return Err(IoError::Shape {
+            path: fits.path().to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            detail: format!("expected image axes {axes:?} (NAXIS1 first), found {shape:?}"),
+        });
+    }
+    fits.read_image(axes.iter().product())
+}
+
+/// Reads a frame file written by [`write_frame`] (or desispec/GS; MASK of any integer type is
+/// converted to u32). The FIBERMAP is not read here (use [`super::read_table`]).
+///
+/// `keywords` receives the FLUX header cards named in [`FRAME_KEYWORDS`] and DEPNAMnn/
+/// DEPVERnn; `header` the other non-structural cards, BUNIT excluded. `specmin` is the SPECMIN
+/// keyword (0 when absent).
+pub fn read_frame(path: &Path) -> Result<FrameData, IoError> {
+    let mut fits = Fits::open(path)?;
+    fits.require_hdu("FLUX")?;
+    let shape = fits.image_shape()?;
+    let [nwave, nspec] = shape[..] else {
+        return Err(IoError::Shape {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            detail: format!("expected a 2-D image (nspec, nwave), found axes {shape:?}"),
+        });
+    };
+    let flux = fits.read_image::<f64>(nspec * nwave)?;
+    let cards = fits.cards()?;
+    let mut header = Vec::new();
+    let mut keywords = Vec::new();
+    let mut prev_to_keywords = false;
+    for card in filter_cards(&cards, &["BUNIT"]) {
+        let name = card_name(&card);
+        if name == "CONTINUE" {
+            if !prev_to_keywords {
+                header.push(card);
+            }
+            continue;
+        }
+        prev_to_keywords = false;
+        if is_frame_keyword(name) {
+            if let Some(kw) = Keyword::from_card(&card) {
+                keywords.push(kw);
+                prev_to_keywords = true;
+                continue;
+            }
+        }
+        header.push(card);
+    }
+    // Long strings (IN_PSF, IN_IMG paths) may span CONTINUE cards: re-read them in full.
+    for kw in &mut keywords {
+        if let KeywordValue::Str(s) = &mut kw.value {
+            if let Some(full) = fits.key_string(&kw.name)? {
+                *s = full;
+            }
+        }
+    }
+    let specmin = match keywords
+        .iter()
+        .find(|k| k.name == "SPECMIN")
+        .map(|k| &k.value)
+    {
+        Some(KeywordValue::Int(v)) if *v >= 0 => *v as usize,
+        _ => 0,
+    };
+
+    let ivar = read_image_hdu::<f64>(&mut fits, "IVAR", &[nwave, nspec])?;
+    let mask = read_image_hdu::<u32>(&mut fits, "MASK", &[nwave, nspec])?;
+    let wavelength = read_image_hdu::<f64>(&mut fits, "WAVELENGTH", &[nwave])?;
+    fits.require_hdu("RESOLUTION")?;
+    let rshape = fits.image_shape()?;
+    let ndiag = match rshape[..] {
+        [w, nd, s] if w == nwave && s == nspec && nd % 2 == 1 => (nd - 1) / 2,
+        _ => {
+            return Err(IoError::Shape {
+                path: path.to_path_buf(),
+                hdu: fits.hdu_label().to_string(),
+                detail: format!(
+                    "expected axes [nwave {nwave}, 2*ndiag+1, nspec {nspec}], found {rshape:?}"
+                ),
+            })
+        }
+    };
+    let resolution = fits.read_image::<f64>(nspec * (2 * ndiag + 1) * nwave)?;
+    let chi2pix = read_image_hdu::<f64>(&mut fits, "CHI2PIX", &[nwave, nspec])?;
+    Ok(FrameData {
+        specmin,
+        nspec,
+        nwave,
+        ndiag,
+        wavelength,
+        flux,
+        ivar,
+        mask,
+        resolution,
+        chi2pix,
+        header,
+        keywords,
+    })
+}
+
+/// Writes a model image: one image HDU (primary) with EXTNAME MODEL, f8, shape `(ny, nx)`
+/// (NAXIS1 = nx), atomically.
+///
+/// # Errors
+/// `model.len() != ny * nx`, or a cfitsio/OS failure (no file is then left).
+pub fn write_model(path: &Path, ny: usize, nx: usize, model: &[f64]) -> Result<(), IoError> {
+    if model.len() != ny * nx {
+        return Err(IoError::InvalidInput {
+            path: path.to_path_buf(),
+            detail: format!(
+                "model has {} values, expected ny*nx = {ny}*{nx}",
+                model.len()
+            ),
+        });
+    }
+    write_atomically(path, |fits| {
+        image_hdu(fits, ImgType::F64, &[nx, ny], "MODEL", None, model)
+    })
+}

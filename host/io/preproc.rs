@@ -1,0 +1,241 @@
+//! Preprocessed CCD images (`preproc-{camera}-{expid}.fits`, spec section 1.2).
+
+use std::path::{Path, PathBuf};
+
+use super::atomic::write_atomically;
+use super::error::IoError;
+use super::fits::{Fits, HduKind, ImgType};
+use super::header::{card_name, filter_cards, write_header, Keyword};
+use super::table::{read_table_hdu, write_table_hdu, FitsTable};
+
+/// A preproc image: IMAGE, IVAR and MASK of one camera, shape `(ny, nx)` row-major
+/// (x = column fastest, NAXIS1 = nx).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreprocImage {
+    /// File it was read from (or will be written to).
+    pub path: PathBuf,
+    /// Columns (NAXIS1).
+    pub nx: usize,
+    /// Rows (NAXIS2).
+    pub ny: usize,
+    /// Pixel values in electrons, `(ny, nx)`.
+    pub image: Vec<f32>,
+    /// Inverse variance, `(ny, nx)`; finite and >= 0.
+    pub ivar: Vec<f32>,
+    /// ccdmask bits (stored as int16), `(ny, nx)`.
+    pub mask: Vec<i32>,
+    /// CAMERA keyword, lower-cased (e.g. `r0`).
+    pub camera: String,
+    /// Raw cards (up to 80 characters) of the IMAGE header to pass through: structural,
+    /// checksum and cfitsio boilerplate cards removed, trailing blanks trimmed on read;
+    /// CAMERA, RDNOISE, FLAVOR, EXPID, ... stay here.
+    pub header: Vec<String>,
+    /// Optional READNOISE image, `(ny, nx)`.
+    pub readnoise: Option<Vec<f32>>,
+    /// Optional FIBERMAP table, carried byte for byte.
+    pub fibermap: Option<FitsTable>,
+}
+
+fn shape_err(fits: &Fits, detail: String) -> IoError {
+    IoError::Shape {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        detail,
+    }
+}
+
+/// Reads the current HDU as a 2-D image of shape `(ny, nx)`; `expect` checks the size.
+fn read_2d<T: super::fits::FitsElem>(
+    fits: &mut Fits,
+    expect: Option<(usize, usize)>,
+) -> Result<(usize, usize, Vec<T>), IoError> {
+    if fits.hdu_kind()? != HduKind::Image {
+        return Err(shape_err(fits, "expected an image".into()));
+    }
+    let shape = fits.image_shape()?;
+    let [nx, ny] = shape[..] else {
+        return Err(shape_err(
+            fits,
+            format!(
+                "expected a 2-D image, found NAXIS = {} ({shape:?})",
+                shape.len()
+            ),
+        ));
+    };
+    if let Some((eny, enx)) = expect {
+        if (ny, nx) != (eny, enx) {
+            return Err(shape_err(
+                fits,
+                format!("image is {ny} rows x {nx} columns, IMAGE is {eny} x {enx}"),
+            ));
+        }
+    }
+    let data = fits.read_image::<T>(nx * ny)?;
+    Ok((ny, nx, data))
+}
+
+/// Reads a preproc file: IMAGE (primary, or EXTNAME IMAGE), IVAR, MASK (int16, possibly
+/// tile-compressed), optional READNOISE and FIBERMAP.
+///
+/// # Errors
+/// Missing file/HDU, missing CAMERA, shapes that disagree, IVAR not finite or negative, or
+/// IMAGE not finite where IVAR > 0 (the message names the HDU and the first bad pixel
+/// (row, col)).
+pub fn read_preproc(path: &Path) -> Result<PreprocImage, IoError> {
+    let mut fits = Fits::open(path)?;
+    if !fits.move_to_name("IMAGE")? {
+        fits.move_to(0)?;
+        if fits.image_shape()?.len() != 2 {
+            return Err(IoError::MissingHdu {
+                path: path.to_path_buf(),
+                hdu: "IMAGE".into(),
+            });
+        }
+    }
+    let (ny, nx, image) = read_2d::<f32>(&mut fits, None)?;
+    let cards = fits.cards()?;
+    let header = filter_cards(&cards, &[]);
+    let camera = fits
+        .key_string("CAMERA")?
+        .ok_or_else(|| IoError::MissingKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "CAMERA".into(),
+        })?
+        .trim()
+        .to_lowercase();
+    let image_hdu = fits.hdu_label().to_string();
+
+    fits.require_hdu("IVAR")?;
+    let (_, _, ivar) = read_2d::<f32>(&mut fits, Some((ny, nx)))?;
+    if let Some(i) = ivar.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(IoError::BadData {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            detail: format!(
+                "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
+                ivar[i],
+                i / nx,
+                i % nx
+            ),
+        });
+    }
+    if let Some(i) = (0..image.len()).find(|&i| ivar[i] > 0.0 && !image[i].is_finite()) {
+        return Err(IoError::BadData {
+            path: path.to_path_buf(),
+            hdu: image_hdu,
+            detail: format!(
+                "pixel (row {}, col {}) is {} where ivar = {} > 0",
+                i / nx,
+                i % nx,
+                image[i],
+                ivar[i]
+            ),
+        });
+    }
+
+    fits.require_hdu("MASK")?;
+    let (_, _, mask) = read_2d::<i32>(&mut fits, Some((ny, nx)))?;
+
+    let readnoise = if fits.move_to_name("READNOISE")? {
+        Some(read_2d::<f32>(&mut fits, Some((ny, nx)))?.2)
+    } else {
+        None
+    };
+    let fibermap = if fits.move_to_name("FIBERMAP")? {
+        Some(read_table_hdu(&mut fits, "FIBERMAP")?)
+    } else {
+        None
+    };
+    Ok(PreprocImage {
+        path: path.to_path_buf(),
+        nx,
+        ny,
+        image,
+        ivar,
+        mask,
+        camera,
+        header,
+        readnoise,
+        fibermap,
+    })
+}
+
+fn check_len(path: &Path, what: &str, len: usize, want: usize) -> Result<(), IoError> {
+    if len == want {
+        Ok(())
+    } else {
+        Err(IoError::InvalidInput {
+            path: path.to_path_buf(),
+            detail: format!("{what} has {len} values, expected ny*nx = {want}"),
+        })
+    }
+}
+
+/// Writes a preproc file (used by the simulator), atomically: IMAGE f32 primary with
+/// EXTNAME IMAGE and the header cards (plus CAMERA from `img.camera` when the cards have
+/// none), IVAR f32, MASK int16 tile-compressed with RICE_1 (rows as tiles), optional
+/// READNOISE f32 and FIBERMAP. Every HDU carries CHECKSUM/DATASUM.
+///
+/// # Errors
+/// Inconsistent array sizes, mask values outside int16, invalid header cards, or any
+/// cfitsio/OS failure; the output file is then absent (a previous one is untouched).
+pub fn write_preproc(path: &Path, img: &PreprocImage) -> Result<(), IoError> {
+    let n = img.nx * img.ny;
+    check_len(path, "image", img.image.len(), n)?;
+    check_len(path, "ivar", img.ivar.len(), n)?;
+    check_len(path, "mask", img.mask.len(), n)?;
+    if let Some(rn) = &img.readnoise {
+        check_len(path, "readnoise", rn.len(), n)?;
+    }
+    let mask16: Vec<i16> = img
+        .mask
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| {
+            i16::try_from(m).map_err(|_| IoError::InvalidInput {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "mask value {m} at (row {}, col {}) does not fit int16",
+                    i / img.nx.max(1),
+                    i % img.nx.max(1)
+                ),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let axes = [img.nx, img.ny];
+    write_atomically(path, |fits| {
+        fits.create_image(ImgType::F32, &axes)?;
+        fits.write_key_str("EXTNAME", "IMAGE", "")?;
+        let mut keywords = Vec::new();
+        if !img.header.iter().any(|c| card_name(c) == "CAMERA") {
+            keywords.push(Keyword::str("CAMERA", &img.camera, "camera"));
+        }
+        write_header(fits, &img.header, &keywords)?;
+        fits.write_image(&img.image)?;
+        fits.write_checksum()?;
+
+        fits.create_image(ImgType::F32, &axes)?;
+        fits.write_key_str("EXTNAME", "IVAR", "")?;
+        fits.write_image(&img.ivar)?;
+        fits.write_checksum()?;
+
+        fits.set_rice_compression(true)?;
+        fits.create_image(ImgType::I16, &axes)?;
+        fits.set_rice_compression(false)?;
+        fits.write_key_str("EXTNAME", "MASK", "")?;
+        fits.write_image(&mask16)?;
+        fits.write_checksum()?;
+
+        if let Some(rn) = &img.readnoise {
+            fits.create_image(ImgType::F32, &axes)?;
+            fits.write_key_str("EXTNAME", "READNOISE", "")?;
+            fits.write_image(rn)?;
+            fits.write_checksum()?;
+        }
+        if let Some(fm) = &img.fibermap {
+            write_table_hdu(fits, fm, "FIBERMAP")?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,337 @@
+//! Reading specex GaussHermite PSF files (spec section 1.1).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::psf::{GaussHermitePsf, LegendreTable};
+
+use super::error::IoError;
+use super::fits::{Fits, HduKind};
+use super::table::read_table_hdu;
+
+/// PSFERR used when the PSF has no PSFERR keyword (GS and specter default).
+pub const DEFAULT_PSFERR: f64 = 0.01;
+
+/// Names of the power-law tail parameters, in the order of `GaussHermitePsf::tail`.
+pub const TAIL_PARAMS: [&str; 5] = ["TAILAMP", "TAILCORE", "TAILXSCA", "TAILYSCA", "TAILINDE"];
+
+fn required_f64(fits: &mut Fits, key: &str) -> Result<f64, IoError> {
+    fits.key_f64(key)?.ok_or_else(|| IoError::MissingKeyword {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        key: key.into(),
+    })
+}
+
+fn required_usize(fits: &mut Fits, key: &str) -> Result<usize, IoError> {
+    let v = fits.key_i64(key)?.ok_or_else(|| IoError::MissingKeyword {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        key: key.into(),
+    })?;
+    usize::try_from(v).map_err(|_| IoError::BadKeyword {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        key: key.into(),
+        detail: format!("must be >= 0, found {v}"),
+    })
+}
+
+fn bad_data(fits: &Fits, detail: String) -> IoError {
+    IoError::BadData {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        detail,
+    }
+}
+
+fn shape_err(fits: &Fits, detail: String) -> IoError {
+    IoError::Shape {
+        path: fits.path().to_path_buf(),
+        hdu: fits.hdu_label().to_string(),
+        detail,
+    }
+}
+
+/// Reads a trace HDU (XTRACE or YTRACE): image `[nfiber][ncoeff]` f64 with its WAVEMIN/WAVEMAX.
+fn read_trace(fits: &mut Fits, name: &str) -> Result<LegendreTable, IoError> {
+    if !fits.move_to_name(name)? {
+        return Err(IoError::MissingHdu {
+            path: fits.path().to_path_buf(),
+            hdu: name.into(),
+        });
+    }
+    if fits.hdu_kind()? != HduKind::Image {
+        return Err(shape_err(fits, "expected an image".into()));
+    }
+    let shape = fits.image_shape()?;
+    let [ncoeff, nfiber] = shape[..] else {
+        return Err(shape_err(
+            fits,
+            format!(
+                "expected a 2-D image [nfiber][ncoeff], found NAXIS = {}",
+                shape.len()
+            ),
+        ));
+    };
+    if ncoeff == 0 || nfiber == 0 {
+        return Err(shape_err(fits, format!("empty image {ncoeff} x {nfiber}")));
+    }
+    let wavemin = required_f64(fits, "WAVEMIN")?;
+    let wavemax = required_f64(fits, "WAVEMAX")?;
+    if !(wavemin.is_finite() && wavemax.is_finite() && wavemax > wavemin) {
+        return Err(IoError::BadKeyword {
+            path: fits.path().to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "WAVEMAX".into(),
+            detail: format!("WAVEMIN {wavemin} must be below WAVEMAX {wavemax}"),
+        });
+    }
+    let coeffs: Vec<f64> = fits.read_image(ncoeff * nfiber)?;
+    if let Some(i) = coeffs.iter().position(|c| !c.is_finite()) {
+        return Err(bad_data(
+            fits,
+            format!(
+                "{name} coefficient {} of fiber {} is {}",
+                i % ncoeff,
+                i / ncoeff,
+                coeffs[i]
+            ),
+        ));
+    }
+    Ok(LegendreTable {
+        wavemin,
+        wavemax,
+        ncoeff,
+        coeffs,
+    })
+}
+
+/// Reads a specex GaussHermite PSF file (PSFVER >= 3; spec section 1.1).
+///
+/// XTRACE (primary or EXTNAME XTRACE) and YTRACE are `[nfiber][ncoeff]` f64 images with
+/// their own WAVEMIN/WAVEMAX; every PSF-table parameter uses the PSF HDU's WAVEMIN/WAVEMAX
+/// and all LEGDEG+1 stored coefficients (LEGDEGX/LEGDEGW are ignored: the GH-0-0 quirk).
+/// Rows of the PSF table are looked up by PARAM name. PSFERR defaults to 0.01.
+///
+/// # Errors
+/// Missing file, not FITS, missing HDU or keyword, PSFTYPE other than GAUSS-HERMITE,
+/// PSFVER < 3, inconsistent shapes, non-finite coefficients (naming parameter and fiber).
+pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
+    let mut fits = Fits::open(path)?;
+    fits.move_to(0)?;
+    let psftype = fits
+        .key_string("PSFTYPE")?
+        .ok_or_else(|| IoError::MissingKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "PSFTYPE".into(),
+        })?;
+    if psftype.trim() != "GAUSS-HERMITE" {
+        return Err(IoError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "PSFTYPE".into(),
+            detail: format!("expected GAUSS-HERMITE, found {psftype:?}"),
+        });
+    }
+    let psfver = fits
+        .key_i64("PSFVER")?
+        .ok_or_else(|| IoError::MissingKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "PSFVER".into(),
+        })?;
+    if psfver < 3 {
+        return Err(IoError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "PSFVER".into(),
+            detail: format!("version {psfver} not supported (need >= 3)"),
+        });
+    }
+    let primary_in_psf = fits.key_string("IN_PSF")?;
+
+    let xtrace = read_trace(&mut fits, "XTRACE")?;
+    let xtrace_fibermin = fits.key_i64("FIBERMIN")?;
+    let ytrace = read_trace(&mut fits, "YTRACE")?;
+    let nspec = xtrace.nfiber();
+    if ytrace.nfiber() != nspec {
+        return Err(shape_err(
+            &fits,
+            format!("YTRACE has {} fibers, XTRACE {nspec}", ytrace.nfiber()),
+        ));
+    }
+
+    if !fits.move_to_name("PSF")? {
+        return Err(IoError::MissingHdu {
+            path: path.to_path_buf(),
+            hdu: "PSF".into(),
+        });
+    }
+    let wavemin = required_f64(&mut fits, "WAVEMIN")?;
+    let wavemax = required_f64(&mut fits, "WAVEMAX")?;
+    if !(wavemin.is_finite() && wavemax.is_finite() && wavemax > wavemin) {
+        return Err(IoError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "WAVEMAX".into(),
+            detail: format!("WAVEMIN {wavemin} must be below WAVEMAX {wavemax}"),
+        });
+    }
+    let hsizex = required_usize(&mut fits, "HSIZEX")?;
+    let hsizey = required_usize(&mut fits, "HSIZEY")?;
+    let ghdegx = required_usize(&mut fits, "GHDEGX")?;
+    let ghdegy = required_usize(&mut fits, "GHDEGY")?;
+    let legdeg = required_usize(&mut fits, "LEGDEG")?;
+    let npix_x = required_usize(&mut fits, "NPIX_X")?;
+    let npix_y = required_usize(&mut fits, "NPIX_Y")?;
+    let fibermin = match fits.key_i64("FIBERMIN")?.or(xtrace_fibermin) {
+        Some(v) => usize::try_from(v).map_err(|_| IoError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "FIBERMIN".into(),
+            detail: format!("must be >= 0, found {v}"),
+        })?,
+        None => {
+            return Err(IoError::MissingKeyword {
+                path: path.to_path_buf(),
+                hdu: fits.hdu_label().to_string(),
+                key: "FIBERMIN".into(),
+            })
+        }
+    };
+    if let Some(fibermax) = fits.key_i64("FIBERMAX")? {
+        if fibermax - fibermin as i64 + 1 != nspec as i64 {
+            return Err(shape_err(
+                &fits,
+                format!("FIBERMIN..FIBERMAX = {fibermin}..{fibermax} but the traces have {nspec} fibers"),
+            ));
+        }
+    }
+    let psferr = fits.key_f64("PSFERR")?.unwrap_or(DEFAULT_PSFERR);
+    let in_psf = fits.key_string("IN_PSF")?.or(primary_in_psf);
+
+    let table = read_table_hdu(&mut fits, "PSF")?;
+    let ncoeff = legdeg + 1;
+    let want = nspec * ncoeff;
+    let param_col = table
+        .column("PARAM")
+        .ok_or_else(|| shape_err(&fits, "no PARAM column".into()))?;
+    if param_col.code != 'A' {
+        return Err(shape_err(
+            &fits,
+            format!("PARAM column has TFORM {}", param_col.tform),
+        ));
+    }
+    let coeff_col = table
+        .column("COEFF")
+        .ok_or_else(|| shape_err(&fits, "no COEFF column".into()))?;
+    if coeff_col.code != 'D' || coeff_col.repeat != want {
+        return Err(shape_err(
+            &fits,
+            format!(
+                "COEFF has TFORM {}, expected {want}D = nfiber {nspec} x (LEGDEG+1) {ncoeff}",
+                coeff_col.tform
+            ),
+        ));
+    }
+    let coeff_index = table.columns.iter().position(|c| c.name == coeff_col.name);
+    if let Some(ci) = coeff_index {
+        if let Some(tdim) = fits.key_string(&format!("TDIM{}", ci + 1))? {
+            let dims: Vec<usize> = tdim
+                .trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+                .split(',')
+                .filter_map(|d| d.trim().parse().ok())
+                .collect();
+            if dims != [ncoeff, nspec] {
+                return Err(shape_err(
+                    &fits,
+                    format!(
+                        "COEFF TDIM{} = {tdim}, expected ({ncoeff}, {nspec})",
+                        ci + 1
+                    ),
+                ));
+            }
+        }
+    }
+    let names = table
+        .column_str("PARAM")
+        .ok_or_else(|| shape_err(&fits, "cannot decode PARAM".into()))?;
+    let all = table
+        .column_f64("COEFF")
+        .ok_or_else(|| shape_err(&fits, "cannot decode COEFF".into()))?;
+    let rows: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.trim(), i))
+        .collect();
+
+    let param = |name: &str| -> Result<LegendreTable, IoError> {
+        let Some(&row) = rows.get(name) else {
+            return Err(bad_data(
+                &fits,
+                format!("parameter {name} missing from the PARAM column"),
+            ));
+        };
+        let coeffs = all[row * want..(row + 1) * want].to_vec();
+        if let Some(i) = coeffs.iter().position(|c| !c.is_finite()) {
+            return Err(bad_data(
+                &fits,
+                format!(
+                    "parameter {name}: coefficient {} of fiber {} is {}",
+                    i % ncoeff,
+                    i / ncoeff,
+                    coeffs[i]
+                ),
+            ));
+        }
+        Ok(LegendreTable {
+            wavemin,
+            wavemax,
+            ncoeff,
+            coeffs,
+        })
+    };
+
+    let sigma_x = param("GHSIGX")?;
+    let sigma_y = param("GHSIGY")?;
+    let mut gh = Vec::with_capacity((ghdegx + 1) * (ghdegy + 1));
+    for j in 0..=ghdegy {
+        for i in 0..=ghdegx {
+            gh.push(param(&format!("GH-{i}-{j}"))?);
+        }
+    }
+    let tail = if TAIL_PARAMS.iter().all(|n| rows.contains_key(n)) {
+        Some([
+            param(TAIL_PARAMS[0])?,
+            param(TAIL_PARAMS[1])?,
+            param(TAIL_PARAMS[2])?,
+            param(TAIL_PARAMS[3])?,
+            param(TAIL_PARAMS[4])?,
+        ])
+    } else {
+        None
+    };
+
+    Ok(GaussHermitePsf {
+        path: path.to_path_buf(),
+        xtrace,
+        ytrace,
+        sigma_x,
+        sigma_y,
+        gh,
+        tail,
+        hsizex,
+        hsizey,
+        ghdegx,
+        ghdegy,
+        legdeg,
+        npix_x,
+        npix_y,
+        fibermin,
+        nspec,
+        psferr,
+        in_psf,
+    })
+}

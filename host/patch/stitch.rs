@@ -1,0 +1,162 @@
+//! Stitching patch outputs into frame arrays and finalizing them (spec section 5, 1.3).
+
+use super::PatchPlan;
+use crate::solve::PatchResult;
+
+/// Frame-level extraction outputs, `(nspec, nwave)` and `(nspec, 2·ndiag+1, nwave)` row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameArrays {
+    /// First spectrum (relative to FIBERMIN).
+    pub specmin: usize,
+    /// Number of spectra.
+    pub nspec: usize,
+    /// Number of wavelengths.
+    pub nwave: usize,
+    /// Resolution half-width.
+    pub ndiag: usize,
+    /// Flux (per bin until [`FrameArrays::to_per_angstrom`]).
+    pub flux: Vec<f64>,
+    /// Inverse variance of the flux.
+    pub ivar: Vec<f64>,
+    /// Resolution diagonals.
+    pub rdiags: Vec<f64>,
+    /// PSF-weighted χ² per pixel.
+    pub chi2pix: Vec<f64>,
+    /// Fraction of PSF weight on masked pixels.
+    pub pixmask_fraction: Vec<f64>,
+}
+
+impl FrameArrays {
+    /// Zeroed arrays.
+    pub fn new(specmin: usize, nspec: usize, nwave: usize, ndiag: usize) -> Self {
+        Self {
+            specmin,
+            nspec,
+            nwave,
+            ndiag,
+            flux: vec![0.0; nspec * nwave],
+            ivar: vec![0.0; nspec * nwave],
+            rdiags: vec![0.0; nspec * (2 * ndiag + 1) * nwave],
+            chi2pix: vec![0.0; nspec * nwave],
+            pixmask_fraction: vec![0.0; nspec * nwave],
+        }
+    }
+
+    /// Copies a patch's core outputs to spectra `[ispec, ispec+nspp)` and output bins
+    /// `[iwave-pad, iwave-pad+keep)`.
+    pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
+        let keep = plan.keep;
+        let w0 = plan.out_wave_min(pad);
+        let ndiagonal = 2 * self.ndiag + 1;
+        for c in 0..plan.nspp {
+            let row = plan.ispec + c - self.specmin;
+            let dst = row * self.nwave + w0;
+            let src = c * keep;
+            self.flux[dst..dst + keep].copy_from_slice(&result.flux[src..src + keep]);
+            self.ivar[dst..dst + keep].copy_from_slice(&result.ivar[src..src + keep]);
+            self.chi2pix[dst..dst + keep].copy_from_slice(&result.chi2pix[src..src + keep]);
+            self.pixmask_fraction[dst..dst + keep]
+                .copy_from_slice(&result.pixmask_fraction[src..src + keep]);
+            for d in 0..ndiagonal {
+                let dst = (row * ndiagonal + d) * self.nwave + w0;
+                let src = (c * ndiagonal + d) * keep;
+                self.rdiags[dst..dst + keep].copy_from_slice(&result.rdiags[src..src + keep]);
+            }
+        }
+    }
+
+    /// Converts flux and ivar from per bin to per Angstrom: `flux /= dwave`,
+    /// `ivar *= dwave²` with `dwave` = numpy `gradient(wave)`.
+    pub fn to_per_angstrom(&mut self, dwave: &[f64]) {
+        for row in 0..self.nspec {
+            for (j, &dw) in dwave.iter().enumerate().take(self.nwave) {
+                let i = row * self.nwave + j;
+                self.flux[i] /= dw;
+                self.ivar[i] *= dw * dw;
+            }
+        }
+    }
+}
+
+/// desispec specmask bit SOMEBADPIX (pixmask_fraction > 0.5).
+pub const SOMEBADPIX: u32 = 1 << 0;
+/// desispec specmask bit ALLBADPIX (pixmask_fraction == 1).
+pub const ALLBADPIX: u32 = 1 << 1;
+/// desispec specmask bit BAD2DFIT (chi2pix far above both its fiber's and its wavelength's medians).
+pub const BAD2DFIT: u32 = 1 << 7;
+
+/// The frame MASK as desispec's `get_spectrum_mask` computes it (spec 1.3): SOMEBADPIX where
+/// pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT where chi2pix
+/// exceeds 5× the median over fibers at that wavelength and 5× the median over wavelengths of
+/// that fiber.
+pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
+    let (nspec, nwave) = (arrays.nspec, arrays.nwave);
+    let chi = &arrays.chi2pix;
+    let fiber_median: Vec<f64> = (0..nspec)
+        .map(|s| median(chi[s * nwave..(s + 1) * nwave].to_vec()))
+        .collect();
+    let wave_median: Vec<f64> = (0..nwave)
+        .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
+        .collect();
+    let mut mask = vec![0u32; nspec * nwave];
+    for s in 0..nspec {
+        for j in 0..nwave {
+            let i = s * nwave + j;
+            let frac = arrays.pixmask_fraction[i];
+            if frac > 0.5 {
+                mask[i] |= SOMEBADPIX;
+            }
+            if frac == 1.0 {
+                mask[i] |= ALLBADPIX;
+            }
+            if chi[i] > 5.0 * wave_median[j] && chi[i] > 5.0 * fiber_median[s] {
+                mask[i] |= BAD2DFIT;
+            }
+        }
+    }
+    mask
+}
+
+/// numpy median (mean of the two middle values for an even count; NaN for an empty slice).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_matches_numpy() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn mask_bits_follow_desispec_rules() {
+        let mut a = FrameArrays::new(0, 3, 4, 1);
+        a.chi2pix = vec![1.0; 12];
+        a.chi2pix[5] = 100.0; // fiber 1, wave 1: far above both medians
+        a.pixmask_fraction[0] = 1.0;
+        a.pixmask_fraction[1] = 0.75;
+        a.pixmask_fraction[2] = 0.5;
+        a.pixmask_fraction[3] = 1.0 - 1e-16;
+        let m = spectrum_mask(&a);
+        assert_eq!(m[0], SOMEBADPIX | ALLBADPIX);
+        assert_eq!(m[1], SOMEBADPIX);
+        assert_eq!(m[2], 0);
+        assert_eq!(m[3], SOMEBADPIX);
+        assert_eq!(m[5], BAD2DFIT);
+        assert_eq!(m.iter().filter(|&&v| v & BAD2DFIT != 0).count(), 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! The CPU backend: patches of a bundle in parallel with rayon, each solved by the shared
+//! `desi_device` numerics. Results do not depend on the thread count (patches are independent
+//! and each is computed sequentially).
+
+use super::{Backend, BundleInputs, PatchIssue, PatchResult, SolveError};
+use crate::patch::{PatchPlan, PixelWindow};
+use desi_device::linalg::{banded, jacobi};
+use desi_device::patch::{
+    apply_resolution, assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize,
+    resolution_diagonals, CoreRange, PatchShape, StampView,
+};
+use desi_device::Status;
+use rayon::prelude::*;
+
+/// Ridge used when a factorization fails with `regularize = 0` (gpu_specter's retry value).
+pub const RETRY_REGULARIZE: f64 = 1e-4;
+
+/// Solves patches on the host CPU cores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn solve_bundle(&self, inputs: &BundleInputs) -> Result<Vec<PatchResult>, SolveError> {
+        Ok(inputs
+            .plans
+            .par_iter()
+            .map(|plan| solve_patch(inputs, plan))
+            .collect())
+    }
+}
+
+/// Full solution of one patch for its core spectra, before core bins are selected.
+#[derive(Clone, Debug)]
+pub struct PatchSolution {
+    /// Kept pixels.
+    pub window: PixelWindow,
+    /// Shape of the patch.
+    pub shape: PatchShape,
+    /// Half-bandwidth of AᵀWA in wavelength-major order.
+    pub kd: usize,
+    /// Deconvolved flux f = M⁻¹ AᵀWp, wavelength-major (`q = k·nspecpad + s`).
+    pub xflux: Vec<f64>,
+    /// Flux weights Aᵀw, wavelength-major.
+    pub fluxweight: Vec<f64>,
+    /// Resolution matrices of the core spectra, `(nspp, nwavetot, nwavetot)`.
+    pub resolution: Vec<f64>,
+    /// Reconvolved flux R·f of the core spectra, `(nspp, nwavetot)`.
+    pub flux: Vec<f64>,
+    /// Inverse variance of `flux`, `(nspp, nwavetot)`.
+    pub ivar: Vec<f64>,
+    /// Regularization retry, if one was needed.
+    pub issue: Option<PatchIssue>,
+}
+
+/// Stamp view of a patch inside its bundle's spot table.
+fn stamp_view<'a>(inputs: &BundleInputs<'a>, plan: &PatchPlan) -> StampView<'a> {
+    let spots = inputs.spots;
+    let first = (plan.s0 - spots.ispec_min) * spots.nwave + (plan.iwave - inputs.params.pad());
+    StampView {
+        stamps: &spots.stamps[first * spots.ny * spots.nx..],
+        corners: &spots.corners[first..],
+        fiber_stride: spots.nwave,
+        ny: spots.ny,
+        nx: spots.nx,
+    }
+}
+
+/// Solves the normal equations and the resolution of one patch (spec 4.1-4.4).
+pub fn solve_patch_full(inputs: &BundleInputs, plan: &PatchPlan) -> Result<PatchSolution, PatchIssue> {
+    let Some(window) = plan.window else {
+        return Err(PatchIssue::OffCcd);
+    };
+    let params = inputs.params;
+    let nwavetot = params.nwavetot();
+    let view = stamp_view(inputs, plan);
+    let shape = PatchShape {
+        nspecpad: plan.nspecpad,
+        nwavetot,
+        row_min: window.row_min,
+        row_max: window.row_max,
+    };
+    let n = shape.nunknown();
+    let kd = patch_bandwidth(&view, &shape);
+    let fail = |stage: &str, status: Status| PatchIssue::Failed {
+        reason: format!("{stage}: {status:?}"),
+    };
+
+    let mut band = vec![0.0; n * (kd + 1)];
+    let mut xflux = vec![0.0; n];
+    let mut fluxweight = vec![0.0; n];
+    let mut issue = None;
+    let mut ridge = params.regularize;
+    loop {
+        let status =
+            assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut xflux, &mut fluxweight);
+        if status != Status::Ok {
+            return Err(fail("assembly", status));
+        }
+        regularize(&mut band, n, kd, &fluxweight, ridge);
+        let status = banded::band_factor(&mut band, n, kd);
+        if status == Status::Ok {
+            break;
+        }
+        if ridge >= RETRY_REGULARIZE {
+            return Err(fail("Cholesky factorization", status));
+        }
+        ridge = RETRY_REGULARIZE;
+        issue = Some(PatchIssue::Regularized {
+            regularize: ridge,
+            reason: format!("Cholesky factorization: {status:?}"),
+        });
+    }
+    let status = banded::band_solve(&band, n, kd, &mut xflux);
+    if status != Status::Ok {
+        return Err(fail("Cholesky solve", status));
+    }
+    if xflux.iter().any(|v| !v.is_finite()) {
+        return Err(fail("deconvolved flux", Status::NonFinite));
+    }
+
+    let mut cov = vec![0.0; n * nwavetot];
+    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
+    let status = banded::band_covariance_blocks(&band, n, kd, plan.nspecpad, &mut cov, &mut work);
+    if status != Status::Ok {
+        return Err(fail("covariance blocks", status));
+    }
+
+    let s_core = plan.ispec - plan.s0;
+    let block_len = nwavetot * nwavetot;
+    let mut resolution = vec![0.0; plan.nspp * block_len];
+    let mut flux = vec![0.0; plan.nspp * nwavetot];
+    let mut ivar = vec![0.0; plan.nspp * nwavetot];
+    let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
+    for c in 0..plan.nspp {
+        let s = s_core + c;
+        let block = &cov[s * block_len..(s + 1) * block_len];
+        let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
+        let status = jacobi::inverse_sqrt(block, nwavetot, q_block, &mut eig_work);
+        if status != Status::Ok {
+            return Err(fail("inverse square root of C_bb", status));
+        }
+        let status = apply_resolution(
+            q_block,
+            nwavetot,
+            &xflux[s..],
+            plan.nspecpad,
+            &mut flux[c * nwavetot..(c + 1) * nwavetot],
+            &mut ivar[c * nwavetot..(c + 1) * nwavetot],
+        );
+        if status != Status::Ok {
+            return Err(fail("resolution", status));
+        }
+    }
+    Ok(PatchSolution {
+        window,
+        shape,
+        kd,
+        xflux,
+        fluxweight,
+        resolution,
+        flux,
+        ivar,
+        issue,
+    })
+}
+
+/// Solves one patch (spec section 4) and returns its core outputs.
+pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
+    let ndiag = inputs.ndiag;
+    let solution = match solve_patch_full(inputs, plan) {
+        Ok(solution) => solution,
+        Err(issue) => return PatchResult::zeros(plan.nspp, plan.keep, ndiag, issue),
+    };
+    let pad = inputs.params.pad();
+    let nwavetot = solution.shape.nwavetot;
+    let keep = plan.keep;
+    let ndiagonal = 2 * ndiag + 1;
+    let mut result = PatchResult {
+        flux: vec![0.0; plan.nspp * keep],
+        ivar: vec![0.0; plan.nspp * keep],
+        rdiags: vec![0.0; plan.nspp * ndiagonal * keep],
+        chi2pix: vec![0.0; plan.nspp * keep],
+        pixmask_fraction: vec![0.0; plan.nspp * keep],
+        issue: solution.issue.clone(),
+    };
+    for c in 0..plan.nspp {
+        let src = c * nwavetot + pad;
+        result.flux[c * keep..(c + 1) * keep].copy_from_slice(&solution.flux[src..src + keep]);
+        result.ivar[c * keep..(c + 1) * keep].copy_from_slice(&solution.ivar[src..src + keep]);
+        let block = &solution.resolution[c * nwavetot * nwavetot..(c + 1) * nwavetot * nwavetot];
+        let rd = &mut result.rdiags[c * ndiagonal * keep..(c + 1) * ndiagonal * keep];
+        let status = resolution_diagonals(block, nwavetot, ndiag, pad, pad + keep, rd, keep);
+        if status != Status::Ok {
+            return failed(plan, ndiag, format!("resolution diagonals: {status:?}"));
+        }
+    }
+    let s_core = plan.ispec - plan.s0;
+    let core = CoreRange {
+        s_min: s_core,
+        s_max: s_core + plan.nspp,
+        k_min: pad,
+        k_max: pad + keep,
+    };
+    let window = solution.window;
+    let mut pixels = vec![0.0; window.npix()];
+    let status = pixel_statistics(
+        &stamp_view(inputs, plan),
+        &inputs.ccd,
+        &solution.shape,
+        window.col_min,
+        window.col_max,
+        &solution.xflux,
+        inputs.params.psferr,
+        core,
+        &mut pixels,
+        &mut result.chi2pix,
+        &mut result.pixmask_fraction,
+        keep,
+    );
+    if status != Status::Ok {
+        return failed(plan, ndiag, format!("pixel statistics: {status:?}"));
+    }
+    result
+}
+
+fn failed(plan: &PatchPlan, ndiag: usize, reason: String) -> PatchResult {
+    PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::Failed { reason })
+}

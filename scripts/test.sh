@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): formatting, lints (host and nvptx), all tests.
+#
+#   scripts/test.sh            # everything, tests in release (numerical tests on full frames)
+#   DESI_TEST_PROFILE=dev scripts/test.sh   # tests in the dev profile instead
+#
+# Needs what scripts/setup.sh installs. `ptxas` is taken from $DESI_PTXAS, else PATH, else the
+# pip location of setup.sh; tests/ptx.rs fails without it when CI=true. DESI_EXTRACT_PTX (the
+# prebuilt-PTX escape hatch of build.rs) is unset: the tests always check freshly built kernels.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+unset DESI_EXTRACT_PTX
+py_tools=${DESI_PY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/desi-extract/py}
+if [[ -z ${DESI_PTXAS:-} ]]; then
+    DESI_PTXAS=$(command -v ptxas || compgen -G "$py_tools/nvidia/cu*/bin/ptxas" | sort | tail -n 1 || true)
+fi
+export DESI_PTXAS
+export PYTHONPATH=$py_tools${PYTHONPATH:+:$PYTHONPATH}
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+profile=${DESI_TEST_PROFILE:-release}
+
+step() {
+    local start=$SECONDS
+    printf '\n==> %s\n' "$*" >&2
+    "$@"
+    printf '<== %ss: %s\n' "$((SECONDS - start))" "$*" >&2
+}
+
+step cargo fmt --all -- --check
+step cargo clippy --all-targets -- -D warnings
+# The kernel shims are nvptx-only (#[cfg(target_arch = "nvptx64")]): lint the device crate for
+# that target too, in its own target dir. `unused_features`: lib.rs enables the nvptx features
+# that kernels will need before every one of them is used.
+step env RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Ctarget-cpu=sm_80" \
+    cargo clippy -p desi-extract-device --lib --target nvptx64-nvidia-cuda -Zbuild-std=core \
+    --target-dir "$target_dir/ptx/clippy" -- -D warnings -A unused_features
+# Library, binary, integration and doc tests of both packages (benches are only linted above).
+step cargo test --workspace --profile "$profile"

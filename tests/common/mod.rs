@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::psf::GaussHermitePsf;
+use std::path::{Path, PathBuf};
+
+/// The shared real DESI r0 PSF.
+pub const PSF_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/psf-r0-00051060.fits");
+
+/// Reads the shared PSF.
+pub fn psf() -> GaussHermitePsf {
+    read_psf(Path::new(PSF_PATH)).expect("read the shared PSF")
+}
+
+/// An in-memory preproc image of the PSF's CCD size with MASK = 0.
+pub fn preproc_from_arrays(psf: &GaussHermitePsf, image: &[f64], ivar: &[f64]) -> PreprocImage {
+    PreprocImage {
+        path: PathBuf::from("in-memory-preproc.fits"),
+        nx: psf.npix_x,
+        ny: psf.npix_y,
+        image: image.iter().map(|&v| v as f32).collect(),
+        ivar: ivar.iter().map(|&v| v as f32).collect(),
+        mask: vec![0; image.len()],
+        camera: "r0".into(),
+        header: Vec::new(),
+        readnoise: None,
+        fibermap: None,
+    }
+}

@@ -1,0 +1,195 @@
+//! Preproc write -> read round trips (spec section 1.2).
+
+use std::path::{Path, PathBuf};
+
+use desi_extract::io::{
+    checksums_ok, describe, find_keyword, read_preproc, write_preproc, FitsTable, Keyword,
+    KeywordValue, PreprocImage,
+};
+use fitsio::FitsFile;
+
+/// Deterministic pseudo-random values in [0, 1) (64-bit LCG, high bits).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A non-square test image (ny != nx, neither a multiple of a tile size).
+fn sample(path: &Path, ny: usize, nx: usize, seed: u64) -> PreprocImage {
+    let mut rng = Lcg(seed);
+    let n = ny * nx;
+    let image: Vec<f32> = (0..n)
+        .map(|_| (rng.next() * 2000.0 - 50.0) as f32)
+        .collect();
+    let ivar: Vec<f32> = (0..n)
+        .map(|_| {
+            let v = rng.next();
+            if v < 0.05 {
+                0.0
+            } else {
+                v as f32
+            }
+        })
+        .collect();
+    // ccdmask bits 0..9 (spec 1.2), including 0x200 = BADAMP and combinations.
+    let mask: Vec<i32> = (0..n)
+        .map(|_| {
+            let v = rng.next();
+            if v < 0.9 {
+                0
+            } else {
+                ((v * 1e4) as i32) & 0x3FF
+            }
+        })
+        .collect();
+    let header = vec![
+        Keyword::str("CAMERA", "r0", "Spectrograph camera").card(),
+        Keyword::float("RDNOISE", 3.25, "Read noise").card(),
+        Keyword::str("FLAVOR", "science", "").card(),
+        Keyword::int("EXPID", 51060, "Exposure number").card(),
+        format!("{:<80}", "COMMENT a comment card that must survive"),
+        Keyword::str("BUNIT", "electron", "").card(),
+    ];
+    PreprocImage {
+        path: path.to_path_buf(),
+        nx,
+        ny,
+        image,
+        ivar,
+        mask,
+        camera: "r0".into(),
+        header,
+        readnoise: None,
+        fibermap: None,
+    }
+}
+
+fn tmp(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+fn names_in_dir(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn preproc_round_trip_with_compressed_mask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tmp(&dir, "preproc-r0-00000001.fits");
+    let img = sample(&path, 37, 53, 7);
+    write_preproc(&path, &img).expect("write preproc");
+    assert_eq!(
+        names_in_dir(dir.path()),
+        ["preproc-r0-00000001.fits"],
+        "no temp left"
+    );
+
+    let back = read_preproc(&path).expect("read preproc");
+    assert_eq!((back.ny, back.nx), (37, 53));
+    // f32 written and read as f32: bit-exact.
+    assert_eq!(back.image, img.image);
+    assert_eq!(back.ivar, img.ivar);
+    // RICE_1 on integers is lossless.
+    assert_eq!(back.mask, img.mask);
+    assert_eq!(back.camera, "r0");
+    let trimmed: Vec<&str> = img.header.iter().map(|c| c.trim_end()).collect();
+    assert_eq!(
+        back.header, trimmed,
+        "cards pass through (trailing blanks trimmed), in order"
+    );
+    assert_eq!(back.readnoise, None);
+    assert_eq!(back.fibermap, None);
+
+    // FITS-level structure: MASK is a tile-compressed int16 image with row tiles.
+    let mut f = FitsFile::open(&path).expect("open");
+    let mask = f.hdu("MASK").expect("MASK");
+    let ztype: String = mask.read_key(&mut f, "ZCMPTYPE").expect("ZCMPTYPE");
+    let zbitpix: i64 = mask.read_key(&mut f, "ZBITPIX").expect("ZBITPIX");
+    let ztile1: i64 = mask.read_key(&mut f, "ZTILE1").expect("ZTILE1");
+    let ztile2: i64 = mask.read_key(&mut f, "ZTILE2").expect("ZTILE2");
+    assert_eq!(ztype.trim(), "RICE_1");
+    assert_eq!((zbitpix, ztile1, ztile2), (16, 53, 1));
+    let primary = f.primary_hdu().expect("primary");
+    let extname: String = primary.read_key(&mut f, "EXTNAME").expect("EXTNAME");
+    let bitpix: i64 = primary.read_key(&mut f, "BITPIX").expect("BITPIX");
+    assert_eq!((extname.as_str(), bitpix), ("IMAGE", -32));
+    assert!(
+        checksums_ok(&path).expect("verify"),
+        "CHECKSUM/DATASUM correct"
+    );
+
+    let text = describe(&path).expect("describe");
+    assert!(text.contains("preproc"), "{text}");
+    assert!(text.contains("tile-compressed RICE_1"), "{text}");
+}
+
+#[test]
+fn preproc_round_trip_readnoise_fibermap_and_camera_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tmp(&dir, "p.fits");
+    let mut img = sample(&path, 20, 11, 99);
+    // No CAMERA card: write_preproc adds one from `camera`; upper case is lower-cased on read.
+    img.header.retain(|c| !c.starts_with("CAMERA"));
+    img.camera = "B7".into();
+    img.readnoise = Some((0..220).map(|i| 2.5 + i as f32 * 1e-3).collect());
+    img.fibermap = Some(FitsTable::minimal_fibermap(3500..3520, &[3503, 3517]));
+    write_preproc(&path, &img).expect("write");
+    let back = read_preproc(&path).expect("read");
+    assert_eq!(back.camera, "b7");
+    assert_eq!(
+        find_keyword(&back.header, "CAMERA"),
+        Some(KeywordValue::Str("B7".into()))
+    );
+    assert_eq!(back.readnoise, img.readnoise);
+    let fm = back.fibermap.expect("fibermap");
+    assert_eq!(
+        fm.column_names(),
+        ["FIBER", "TARGETID", "OBJTYPE", "FIBERSTATUS"]
+    );
+    assert_eq!(fm.nrows, 20);
+    assert_eq!(fm.column_i64("FIBER"), Some((3500..3520).collect()));
+    assert_eq!(fm.column_i64("TARGETID"), Some((3500..3520).collect()));
+    let objtype = fm.column_str("OBJTYPE").expect("OBJTYPE");
+    assert_eq!(objtype[3], "SKY");
+    assert_eq!(objtype[17], "SKY");
+    assert_eq!(objtype.iter().filter(|t| *t == "TGT").count(), 18);
+    assert_eq!(
+        fm.data,
+        img.fibermap
+            .as_ref()
+            .map(|f| f.data.clone())
+            .unwrap_or_default()
+    );
+
+    // The same table read back by cfitsio's column reader.
+    let mut f = FitsFile::open(&path).expect("open");
+    let hdu = f.hdu("FIBERMAP").expect("FIBERMAP");
+    let fibers: Vec<i32> = hdu.read_col(&mut f, "FIBER").expect("FIBER");
+    let tid: Vec<i64> = hdu.read_col(&mut f, "TARGETID").expect("TARGETID");
+    assert_eq!(fibers, (3500..3520).collect::<Vec<i32>>());
+    assert_eq!(tid[19], 3519);
+}
+
+#[test]
+fn rewrite_replaces_previous_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tmp(&dir, "p.fits");
+    write_preproc(&path, &sample(&path, 5, 6, 1)).expect("first write");
+    let second = sample(&path, 8, 3, 2);
+    write_preproc(&path, &second).expect("second write");
+    let back = read_preproc(&path).expect("read");
+    assert_eq!((back.ny, back.nx), (8, 3));
+    assert_eq!(back.image, second.image);
+    assert_eq!(names_in_dir(dir.path()), ["p.fits"]);
+}
