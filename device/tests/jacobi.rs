@@ -515,3 +515,36 @@ fn inverse_sqrt_clip_is_per_matrix() {
         );
     }
 }
+
+#[test]
+fn inverse_sqrt_rejects_indefinite_and_zero() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for n in [2, 33, 74] {
+        let mut out = vec![0.0; n * n];
+        let mut work = vec![0.0; inverse_sqrt_work_len(n)];
+        // Random symmetric: eigenvalues of both signs, far beyond rounding.
+        let a = random_symmetric(n, &mut rng);
+        assert_eq!(
+            inverse_sqrt(&a, n, &mut out, &mut work),
+            Status::NotPositiveDefinite,
+            "n={n}: indefinite input"
+        );
+        // SPD minus twice its largest diagonal entry on the diagonal: negative definite part.
+        let mut a = random_spd(n, &mut rng);
+        let shift = 2.0 * (0..n).map(|i| a[i * n + i]).fold(0.0, f64::max);
+        for i in 0..n {
+            a[i * n + i] -= shift;
+        }
+        assert_eq!(
+            inverse_sqrt(&a, n, &mut out, &mut work),
+            Status::NotPositiveDefinite,
+            "n={n}: negative definite input"
+        );
+        let zero = vec![0.0; n * n];
+        assert_eq!(
+            inverse_sqrt(&zero, n, &mut out, &mut work),
+            Status::NotPositiveDefinite,
+            "n={n}: zero input"
+        );
+    }
+}

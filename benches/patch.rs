@@ -1,0 +1,157 @@
+//! Criterion benchmarks of the CPU path on production shapes: one patch (n = 518, ~6,800
+//! pixels) stage by stage, and one bundle (25 fibers x 251 bins, 30 patches) end to end in memory.
+//!
+//! `cargo bench --bench patch` (add `-- --quick` for a short run).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use desi_device::linalg::{banded, jacobi};
+use desi_device::patch::{
+    assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange, PatchShape, StampView,
+};
+use desi_extract::extract::{extract_frame, CcdData};
+use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::patch::plan::plan_bundle;
+use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
+use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
+use desi_extract::solve::cpu::solve_patch;
+use desi_extract::solve::{BundleInputs, CpuBackend};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
+
+fn benches(c: &mut Criterion) {
+    let psf = read_psf(Path::new(PSF)).expect("bundled PSF");
+    let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
+    let truth = builtin_spectra(0, 25, &grid.wave);
+    let model = project_spectra(&psf, &truth).unwrap();
+    let image = add_noise(&model, psf.npix_x, 3.0, 1);
+    let ivar = model_ivar(&model, 3.0);
+    let preproc = PreprocImage {
+        path: PathBuf::from("bench.fits"),
+        nx: psf.npix_x,
+        ny: psf.npix_y,
+        image: image.iter().map(|&v| v as f32).collect(),
+        ivar: ivar.iter().map(|&v| v as f32).collect(),
+        mask: vec![0; image.len()],
+        camera: "r0".into(),
+        header: Vec::new(),
+        readnoise: None,
+        fibermap: None,
+    };
+    let ccd = CcdData::from_preproc(&preproc);
+    let params = ExtractionParams {
+        nspec: 25,
+        ..ExtractionParams::default()
+    };
+    let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+    let spots = psf.spots(0, 25, &padded.fullwave).unwrap();
+    let plans = plan_bundle(0, &spots, &params, grid.nwave(), ccd.nrow);
+    let plan = plans.iter().find(|p| p.nspecpad == 7).unwrap().clone();
+    let window = plan.window.unwrap();
+    let inputs = BundleInputs {
+        spots: &spots,
+        plans: &plans,
+        ccd: ccd.view(),
+        params: &params,
+        ndiag: psf.hsizey,
+    };
+    let nwavetot = params.nwavetot();
+    let first = (plan.s0 - spots.ispec_min) * spots.nwave + (plan.iwave - params.pad());
+    let view = StampView {
+        stamps: &spots.stamps[first * spots.ny * spots.nx..],
+        corners: &spots.corners[first..],
+        fiber_stride: spots.nwave,
+        ny: spots.ny,
+        nx: spots.nx,
+    };
+    let shape = PatchShape {
+        nspecpad: plan.nspecpad,
+        nwavetot,
+        row_min: window.row_min,
+        row_max: window.row_max,
+    };
+    let n = shape.nunknown();
+    let kd = patch_bandwidth(&view, &shape);
+    let mut band = vec![0.0; n * (kd + 1)];
+    let mut rhs = vec![0.0; n];
+    let mut fw = vec![0.0; n];
+    assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw);
+    regularize(&mut band, n, kd, &fw, 0.0);
+    let unfactored = band.clone();
+    let mut factored = band.clone();
+    banded::band_factor(&mut factored, n, kd);
+    let mut cov = vec![0.0; n * nwavetot];
+    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
+    banded::band_covariance_blocks(&factored, n, kd, plan.nspecpad, &mut cov, &mut work);
+    let mut xflux = rhs.clone();
+    banded::band_solve(&factored, n, kd, &mut xflux);
+
+    let mut g = c.benchmark_group(format!("patch_n{n}_kd{kd}_npix{}", window.npix()));
+    g.bench_function("spots_bundle_25x2400", |b| {
+        b.iter(|| psf.spots(0, 25, black_box(&padded.fullwave)).unwrap())
+    });
+    g.bench_function("bandwidth", |b| b.iter(|| patch_bandwidth(black_box(&view), &shape)));
+    g.bench_function("assemble", |b| {
+        b.iter(|| assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw))
+    });
+    g.bench_function("band_factor", |b| {
+        b.iter(|| {
+            band.copy_from_slice(&unfactored);
+            banded::band_factor(&mut band, n, kd)
+        })
+    });
+    g.bench_function("band_solve", |b| {
+        b.iter(|| {
+            let mut x = rhs.clone();
+            banded::band_solve(&factored, n, kd, &mut x)
+        })
+    });
+    g.bench_function("covariance_blocks", |b| {
+        b.iter(|| banded::band_covariance_blocks(&factored, n, kd, plan.nspecpad, &mut cov, &mut work))
+    });
+    let mut q = vec![0.0; nwavetot * nwavetot];
+    let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
+    g.bench_function("inverse_sqrt_74_one_block", |b| {
+        b.iter(|| jacobi::inverse_sqrt(&cov[..nwavetot * nwavetot], nwavetot, &mut q, &mut eig_work))
+    });
+    let mut pixels = vec![0.0; window.npix()];
+    let mut chi = vec![0.0; plan.nspp * params.nwavestep];
+    let mut pm = vec![0.0; plan.nspp * params.nwavestep];
+    let core = CoreRange {
+        s_min: plan.ispec - plan.s0,
+        s_max: plan.ispec - plan.s0 + plan.nspp,
+        k_min: params.pad(),
+        k_max: params.pad() + params.nwavestep,
+    };
+    g.bench_function("pixel_statistics", |b| {
+        b.iter(|| {
+            pixel_statistics(
+                &view,
+                &inputs.ccd,
+                &shape,
+                window.col_min,
+                window.col_max,
+                &xflux,
+                params.psferr,
+                core,
+                &mut pixels,
+                &mut chi,
+                &mut pm,
+                params.nwavestep,
+            )
+        })
+    });
+    g.bench_function("solve_patch_total", |b| b.iter(|| solve_patch(&inputs, black_box(&plan))));
+    g.finish();
+
+    let mut g = c.benchmark_group("bundle");
+    g.sample_size(10);
+    g.bench_function("extract_25x251_in_memory", |b| {
+        b.iter(|| extract_frame(&psf, &preproc, &grid, &params, &CpuBackend, false, &|_, _| {}).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(patch, benches);
+criterion_main!(patch);
