@@ -1,5 +1,6 @@
 //! One noiseless patch on the real r0 PSF, checked against an independent dense float64
 //! reference (spec acceptance test A6).
+#![allow(clippy::needless_range_loop)] // index loops mirror the matrix equations
 
 use desi_device::patch::CcdView;
 use desi_extract::io::read_psf;

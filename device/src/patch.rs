@@ -395,14 +395,13 @@ pub fn pixel_statistics(
         *v = 0.0;
     }
     // Model image over the window.
-    for q in 0..shape.nunknown() {
+    for (q, &f) in xflux[..shape.nunknown()].iter().enumerate() {
         let (s, k) = (q % ns, q / ns);
         let c = view.corner(s, k);
         if c.xc < col_min || c.xc + nx as i32 > col_max {
             return Status::BadShape;
         }
         let st = view.stamp(s, k);
-        let f = xflux[q];
         let lo = max_i32(c.yc, shape.row_min);
         let hi = min_i32(c.yc + ny as i32, shape.row_max);
         let mut row = lo;

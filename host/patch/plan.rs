@@ -61,19 +61,19 @@ impl ExtractionParams {
         if self.bundlesize == 0 || self.nsubbundles == 0 || self.nwavestep == 0 {
             return fail("bundlesize, nsubbundles and nwavestep must be positive".into());
         }
-        if self.bundlesize % self.nsubbundles != 0 {
+        if !self.bundlesize.is_multiple_of(self.nsubbundles) {
             return fail(format!(
                 "bundlesize {} is not a multiple of nsubbundles {}",
                 self.bundlesize, self.nsubbundles
             ));
         }
-        if self.nspec == 0 || self.nspec % self.bundlesize != 0 {
+        if self.nspec == 0 || !self.nspec.is_multiple_of(self.bundlesize) {
             return fail(format!(
                 "nspec {} is not a positive multiple of bundlesize {}",
                 self.nspec, self.bundlesize
             ));
         }
-        if self.specmin % self.bundlesize != 0 {
+        if !self.specmin.is_multiple_of(self.bundlesize) {
             return fail(format!(
                 "specmin {} is not a multiple of bundlesize {}",
                 self.specmin, self.bundlesize
@@ -173,8 +173,8 @@ impl PatchPlan {
 
 /// gpu_specter's `get_spec_padding`: the padded spectra of a sub-bundle starting at `ispec`.
 pub fn spec_padding(ispec: usize, nspp: usize, bundlesize: usize) -> (usize, usize) {
-    let lower = usize::from(ispec % bundlesize != 0);
-    let upper = usize::from((ispec + nspp) % bundlesize != 0);
+    let lower = usize::from(!ispec.is_multiple_of(bundlesize));
+    let upper = usize::from(!(ispec + nspp).is_multiple_of(bundlesize));
     (ispec - lower, nspp + lower + upper)
 }
 

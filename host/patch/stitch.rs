@@ -99,8 +99,8 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
         .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
         .collect();
     let mut mask = vec![0u32; nspec * nwave];
-    for s in 0..nspec {
-        for j in 0..nwave {
+    for (s, &fiber_med) in fiber_median.iter().enumerate() {
+        for (j, &wave_med) in wave_median.iter().enumerate() {
             let i = s * nwave + j;
             let frac = arrays.pixmask_fraction[i];
             if frac > 0.5 {
@@ -109,7 +109,7 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
             if frac == 1.0 {
                 mask[i] |= ALLBADPIX;
             }
-            if chi[i] > 5.0 * wave_median[j] && chi[i] > 5.0 * fiber_median[s] {
+            if chi[i] > 5.0 * wave_med && chi[i] > 5.0 * fiber_med {
                 mask[i] |= BAD2DFIT;
             }
         }

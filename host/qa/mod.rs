@@ -9,7 +9,7 @@
 mod plot;
 mod pulls;
 
-pub use plot::{default_fibers, render, write_png, Canvas, HEIGHT, WIDTH};
+pub use plot::{default_fibers, render, write_png, Canvas, HEIGHT, MAX_FIBERS, WIDTH};
 pub use pulls::{
     convolve_truth, model_flux, pulls, pulls_with_model, PullStats, HIST_BIN, HIST_RANGE,
 };
@@ -66,6 +66,14 @@ pub enum QaError {
         path: PathBuf,
         /// What is wrong with it.
         detail: String,
+    },
+    /// The number of fibers to draw is not in `1..=MAX_FIBERS`.
+    #[error("{n} fibers requested: the picture shows 1 to {max}")]
+    FiberCount {
+        /// Requested number.
+        n: usize,
+        /// The most the layout holds.
+        max: usize,
     },
     /// The bundled font could not be parsed (a build problem, not an input problem).
     #[error("bundled font assets/DejaVuSans.ttf: {0}")]
