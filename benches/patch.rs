@@ -6,7 +6,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{
-    assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange, PatchShape, StampView,
+    assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange,
+    PatchShape, StampView,
 };
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::{read_psf, PreprocImage};
@@ -91,9 +92,13 @@ fn benches(c: &mut Criterion) {
     g.bench_function("spots_bundle_25x2400", |b| {
         b.iter(|| psf.spots(0, 25, black_box(&padded.fullwave)).unwrap())
     });
-    g.bench_function("bandwidth", |b| b.iter(|| patch_bandwidth(black_box(&view), &shape)));
+    g.bench_function("bandwidth", |b| {
+        b.iter(|| patch_bandwidth(black_box(&view), &shape))
+    });
     g.bench_function("assemble", |b| {
-        b.iter(|| assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw))
+        b.iter(|| {
+            assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw)
+        })
     });
     g.bench_function("band_factor", |b| {
         b.iter(|| {
@@ -108,12 +113,16 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("covariance_blocks", |b| {
-        b.iter(|| banded::band_covariance_blocks(&factored, n, kd, plan.nspecpad, &mut cov, &mut work))
+        b.iter(|| {
+            banded::band_covariance_blocks(&factored, n, kd, plan.nspecpad, &mut cov, &mut work)
+        })
     });
     let mut q = vec![0.0; nwavetot * nwavetot];
     let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
     g.bench_function("inverse_sqrt_74_one_block", |b| {
-        b.iter(|| jacobi::inverse_sqrt(&cov[..nwavetot * nwavetot], nwavetot, &mut q, &mut eig_work))
+        b.iter(|| {
+            jacobi::inverse_sqrt(&cov[..nwavetot * nwavetot], nwavetot, &mut q, &mut eig_work)
+        })
     });
     let mut pixels = vec![0.0; window.npix()];
     let mut chi = vec![0.0; plan.nspp * params.nwavestep];
@@ -142,13 +151,26 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
-    g.bench_function("solve_patch_total", |b| b.iter(|| solve_patch(&inputs, black_box(&plan))));
+    g.bench_function("solve_patch_total", |b| {
+        b.iter(|| solve_patch(&inputs, black_box(&plan)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("bundle");
     g.sample_size(10);
     g.bench_function("extract_25x251_in_memory", |b| {
-        b.iter(|| extract_frame(&psf, &preproc, &grid, &params, &CpuBackend, false, &|_, _| {}).unwrap())
+        b.iter(|| {
+            extract_frame(
+                &psf,
+                &preproc,
+                &grid,
+                &params,
+                &CpuBackend,
+                false,
+                &|_, _| {},
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }

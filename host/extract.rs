@@ -102,7 +102,13 @@ impl CcdData {
             .ivar
             .iter()
             .zip(&img.mask)
-            .map(|(&iv, &m)| if m & EXTRACT_MASK_BITS == 0 { iv as f64 } else { 0.0 })
+            .map(|(&iv, &m)| {
+                if m & EXTRACT_MASK_BITS == 0 {
+                    iv as f64
+                } else {
+                    0.0
+                }
+            })
             .collect();
         Self {
             nrow: img.ny,
@@ -188,6 +194,7 @@ pub fn extract_frame(
         times.finalize += t2.elapsed();
     }
     let t3 = Instant::now();
+    arrays.zero_fully_masked();
     arrays.to_per_angstrom(&grid.bin_widths());
     let mask = spectrum_mask(&arrays);
     times.finalize += t3.elapsed();
@@ -288,7 +295,10 @@ fn add_patch_model(
                     continue;
                 }
                 let base = row as usize * ccd.ncol + corner.xc as usize;
-                for (m, &v) in model[base..base + nx].iter_mut().zip(&stamp[r * nx..(r + 1) * nx]) {
+                for (m, &v) in model[base..base + nx]
+                    .iter_mut()
+                    .zip(&stamp[r * nx..(r + 1) * nx])
+                {
                     *m += flux * v;
                 }
             }

@@ -9,5 +9,6 @@ pub mod gpu;
 pub mod io;
 pub mod patch;
 pub mod psf;
+pub mod qa;
 pub mod sim;
 pub mod solve;

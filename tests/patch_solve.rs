@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 
-const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/psf-r0-00051060.fits");
+const PSF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/psf-r0-00051060.fits"
+);
 
 #[test]
 fn noiseless_patch_matches_dense_reference() {
@@ -73,7 +76,12 @@ fn noiseless_patch_matches_dense_reference() {
     //    condition-number ~1e3 system allow ~1e-11; 1e-9 is the acceptance bar).
     for q in 0..n {
         let rel = (sol.xflux[q] - truth[q]).abs() / truth[q];
-        assert!(rel < 1e-9, "xflux[{q}] = {} vs truth {} (rel {rel:e})", sol.xflux[q], truth[q]);
+        assert!(
+            rel < 1e-9,
+            "xflux[{q}] = {} vs truth {} (rel {rel:e})",
+            sol.xflux[q],
+            truth[q]
+        );
     }
 
     // 2. Resolution rows sum to one (R = Q / rowsum(Q) exactly, up to rounding of 74 terms).
@@ -108,7 +116,10 @@ fn noiseless_patch_matches_dense_reference() {
     }
     let mut w = DMatrix::<f64>::zeros(npix, 1);
     for p in 0..npix {
-        let (y, x) = (window.row_min as usize + p / width, window.col_min as usize + p % width);
+        let (y, x) = (
+            window.row_min as usize + p / width,
+            window.col_min as usize + p % width,
+        );
         w[(p, 0)] = weight[y * ncol + x];
     }
     let aw = DMatrix::from_fn(npix, n, |p, q| a[(p, q)] * w[(p, 0)]);
@@ -116,7 +127,11 @@ fn noiseless_patch_matches_dense_reference() {
     let fw: Vec<f64> = (0..n).map(|q| aw.column(q).sum()).collect();
     let minweight = 1e-4 * fw.iter().cloned().fold(0.0, f64::max);
     for q in 0..n {
-        let alpha = if fw[q] < minweight { minweight - fw[q] } else { 0.0 };
+        let alpha = if fw[q] < minweight {
+            minweight - fw[q]
+        } else {
+            0.0
+        };
         m[(q, q)] += alpha * alpha + 1e-15;
     }
     let cov = m.clone().try_inverse().expect("invertible M");
@@ -126,7 +141,9 @@ fn noiseless_patch_matches_dense_reference() {
         let cbb = DMatrix::from_fn(nw, nw, |i, j| cov[(i * ns + s, j * ns + s)]);
         let expected = cbb.try_inverse().expect("invertible C_bb");
         let r = DMatrix::from_row_slice(nw, nw, &sol.resolution[c * nw * nw..(c + 1) * nw * nw]);
-        let ivar = DMatrix::from_diagonal(&nalgebra::DVector::from_row_slice(&sol.ivar[c * nw..(c + 1) * nw]));
+        let ivar = DMatrix::from_diagonal(&nalgebra::DVector::from_row_slice(
+            &sol.ivar[c * nw..(c + 1) * nw],
+        ));
         let got = r.transpose() * ivar * &r;
         let scale = expected.amax();
         let err = (&got - &expected).amax() / scale;

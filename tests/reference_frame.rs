@@ -11,7 +11,10 @@ use desi_extract::sim::{project_spectra, Spectra};
 use desi_extract::solve::CpuBackend;
 use serde_json::Value;
 
-const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/reference-51060.json");
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/reference-51060.json"
+);
 
 /// The recipe of the reference file: fibers 0-24, simwave_k = 6000 + 0.8 k for k = -60..350,
 /// phot = 1000 + 10 i + 100 sin(k/7 + i) plus 5000 at three bins per fiber.
@@ -37,7 +40,8 @@ fn recipe_spectra() -> Spectra {
 }
 
 fn check_case(case: &str, pseudonoise: bool) {
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(REFERENCE).unwrap()).unwrap();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(REFERENCE).unwrap()).unwrap();
     let expected = &reference[case];
     let psf = psf();
     let noiseless = project_spectra(&psf, &recipe_spectra()).unwrap();
@@ -61,18 +65,38 @@ fn check_case(case: &str, pseudonoise: bool) {
         nspec: 25,
         ..ExtractionParams::default()
     };
-    let ex = extract_frame(&psf, &preproc, &grid, &params, &CpuBackend, false, &|_, _| {}).unwrap();
-    assert!(ex.reports.is_empty(), "unexpected patch reports: {:?}", ex.reports);
+    let ex = extract_frame(
+        &psf,
+        &preproc,
+        &grid,
+        &params,
+        &CpuBackend,
+        false,
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(
+        ex.reports.is_empty(),
+        "unexpected patch reports: {:?}",
+        ex.reports
+    );
     let a = &ex.arrays;
     assert_eq!(a.nwave as u64, expected["nwave"].as_u64().unwrap());
-    assert_eq!(*grid.wave.last().unwrap(), expected["wave_last"].as_f64().unwrap());
+    assert_eq!(
+        *grid.wave.last().unwrap(),
+        expected["wave_last"].as_f64().unwrap()
+    );
 
     // Frame file values are float32: compare our f64 results after the same cast.
     let f32v = |v: f64| v as f32 as f64;
     let rel = |got: f64, want: f64| (got - want).abs() / want.abs().max(1e-300);
     let sum = |v: &[f64]| v.iter().map(|&x| f32v(x)).sum::<f64>();
     // Sums over 6,275 float32 values: 1e-6 relative covers float32 rounding of each term.
-    for (name, values) in [("sum_flux", &a.flux), ("sum_ivar", &a.ivar), ("sum_Rdiags", &a.rdiags)] {
+    for (name, values) in [
+        ("sum_flux", &a.flux),
+        ("sum_ivar", &a.ivar),
+        ("sum_Rdiags", &a.rdiags),
+    ] {
         let want = expected[name].as_f64().unwrap();
         let got = sum(values);
         assert!(rel(got, want) < 1e-6, "{case} {name}: {got} vs {want}");
@@ -84,18 +108,33 @@ fn check_case(case: &str, pseudonoise: bool) {
         let i = s * a.nwave + j;
         // float32 storage: ~6e-8 relative per value, and our f64 path agrees to ~1e-9.
         let flux = point["flux"].as_f64().unwrap();
-        assert!(rel(f32v(a.flux[i]), flux) < 3e-7, "{case} {key} flux {} vs {flux}", a.flux[i]);
+        assert!(
+            rel(f32v(a.flux[i]), flux) < 3e-7,
+            "{case} {key} flux {} vs {flux}",
+            a.flux[i]
+        );
         let ivar = point["ivar"].as_f64().unwrap();
-        assert!(rel(f32v(a.ivar[i]), ivar) < 3e-7, "{case} {key} ivar {} vs {ivar}", a.ivar[i]);
+        assert!(
+            rel(f32v(a.ivar[i]), ivar) < 3e-7,
+            "{case} {key} ivar {} vs {ivar}",
+            a.ivar[i]
+        );
         for (d, want) in point["Rdiags"].as_array().unwrap().iter().enumerate() {
             let got = a.rdiags[(s * ndiagonal + d) * a.nwave + j];
             let want = want.as_f64().unwrap();
-            assert!((f32v(got) - want).abs() < 3e-7, "{case} {key} Rdiags[{d}] {got} vs {want}");
+            assert!(
+                (f32v(got) - want).abs() < 3e-7,
+                "{case} {key} Rdiags[{d}] {got} vs {want}"
+            );
         }
         if pseudonoise {
             // chi2pix of the CPU convention; relative 1e-5 (a sum of squared residuals).
             let chi = point["chi2pix"].as_f64().unwrap();
-            assert!(rel(f32v(a.chi2pix[i]), chi) < 1e-5, "{case} {key} chi2pix {} vs {chi}", a.chi2pix[i]);
+            assert!(
+                rel(f32v(a.chi2pix[i]), chi) < 1e-5,
+                "{case} {key} chi2pix {} vs {chi}",
+                a.chi2pix[i]
+            );
         }
     }
 }

@@ -38,7 +38,16 @@ fn noisy_bundle_pulls_are_unit_normal() {
         nspec: 25,
         ..ExtractionParams::default()
     };
-    let ex = extract_frame(&psf, &preproc, &grid, &params, &CpuBackend, false, &|_, _| {}).unwrap();
+    let ex = extract_frame(
+        &psf,
+        &preproc,
+        &grid,
+        &params,
+        &CpuBackend,
+        false,
+        &|_, _| {},
+    )
+    .unwrap();
     assert!(ex.reports.is_empty(), "patch reports: {:?}", ex.reports);
     let a = &ex.arrays;
     let dwave = grid.bin_widths();
@@ -81,5 +90,8 @@ fn noisy_bundle_pulls_are_unit_normal() {
             worst = worst.max((row - 1.0).abs());
         }
     }
-    assert!(worst < 2e-3, "row sums of the stored diagonals deviate by {worst}");
+    assert!(
+        worst < 2e-3,
+        "row sums of the stored diagonals deviate by {worst}"
+    );
 }

@@ -356,7 +356,8 @@ pub fn resolution_diagonals(
 /// Model `m = A · xflux` over the kept window; total pixel ivar `t = 1/(1/w + (psferr·m +
 /// 1e-32)²)` where `w > 0`, else 0; `χ²_pix = (p − m)²·t`. For each core unknown c:
 /// `chi2pix_c = Σ A[pix,c]·χ²_pix / Σ A[pix,c]·[w_pix > 0]` (0 when the denominator is 0)
-/// and `pixmask_fraction_c = Σ A[pix,c]·[w_pix == 0]`.
+/// and `pixmask_fraction_c = Σ A[pix,c]·[w_pix == 0]`, set to exactly 1 when no kept pixel
+/// of the stamp has weight (and capped at 1).
 ///
 /// `window` is a scratch buffer of `(row_max − row_min) · (col_max − col_min)` f64 where
 /// `col_min/col_max` bound every stamp column. Outputs `chi2pix` and `pixmask_fraction` are
@@ -461,7 +462,20 @@ pub fn pixel_statistics(
             }
             let out = (s - core.s_min) * out_stride + (k - core.k_min);
             chi2pix[out] = if den > 0.0 { num / den } else { 0.0 };
-            pixmask_fraction[out] = masked;
+            // A bin none of whose kept pixels has weight is fully masked: report exactly 1
+            // (desispec's ALLBADPIX test is an exact `== 1.0`, which a floating-point sum of
+            // a normalized stamp can miss by an ulp).
+            pixmask_fraction[out] = if den > 0.0 {
+                if masked < 1.0 {
+                    masked
+                } else {
+                    1.0
+                }
+            } else if masked > 0.0 {
+                1.0
+            } else {
+                0.0
+            };
         }
     }
     Status::Ok

@@ -99,7 +99,15 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let ex = extract_frame(&psf, &image, &grid, &params, &backend, args.model.is_some(), &progress)?;
+    let ex = extract_frame(
+        &psf,
+        &image,
+        &grid,
+        &params,
+        &backend,
+        args.model.is_some(),
+        &progress,
+    )?;
     bar.finish_and_clear();
     let solve_time = t0.elapsed();
 
@@ -110,19 +118,30 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         io::write_model(path, image.ny, image.nx, model)?;
     }
     let write_time = t1.elapsed();
-    print_summary(&ex, &args, &backend, [read_time, solve_time, write_time, start.elapsed()]);
+    print_summary(
+        &ex,
+        &args,
+        &backend,
+        [read_time, solve_time, write_time, start.elapsed()],
+    );
     let failed = ex
         .reports
         .iter()
         .filter(|r| matches!(r.issue, PatchIssue::Failed { .. }))
         .count();
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A progress bar on a terminal, hidden otherwise.
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
-    if let Ok(style) = ProgressStyle::with_template("extract [{bar:40}] {pos}/{len} patches {elapsed_precise} eta {eta}") {
+    if let Ok(style) = ProgressStyle::with_template(
+        "extract [{bar:40}] {pos}/{len} patches {elapsed_precise} eta {eta}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -153,7 +172,11 @@ fn frame_data(
         Keyword::str("DEPVER00", env!("CARGO_PKG_VERSION"), ""),
     ];
     if let Some(orig) = &psf.in_psf {
-        keywords.push(Keyword::str("ORIG_PSF", orig, "PSF the input PSF was derived from"));
+        keywords.push(Keyword::str(
+            "ORIG_PSF",
+            orig,
+            "PSF the input PSF was derived from",
+        ));
     }
     FrameData {
         specmin: a.specmin,
@@ -179,7 +202,12 @@ fn short_path(path: &std::path::Path) -> String {
 }
 
 /// The one-screen summary printed at the end.
-fn print_summary(ex: &Extraction, args: &ExtractArgs, backend: &dyn Backend, times: [std::time::Duration; 4]) {
+fn print_summary(
+    ex: &Extraction,
+    args: &ExtractArgs,
+    backend: &dyn Backend,
+    times: [std::time::Duration; 4],
+) {
     let a = &ex.arrays;
     let snr: Vec<f64> = a
         .flux
@@ -199,7 +227,11 @@ fn print_summary(ex: &Extraction, args: &ExtractArgs, backend: &dyn Backend, tim
         ex.grid.wave.first().copied().unwrap_or(0.0),
         ex.grid.wave.last().copied().unwrap_or(0.0)
     );
-    println!("  patches     {} on the {} backend", ex.npatch, backend.name());
+    println!(
+        "  patches     {} on the {} backend",
+        ex.npatch,
+        backend.name()
+    );
     println!("  median S/N  {:.2} per bin", median(snr));
     println!(
         "  median chi2pix {:.3}; masked bins {} of {}",

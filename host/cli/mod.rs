@@ -2,6 +2,7 @@
 
 mod extract;
 mod info;
+mod qa;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Describe a PSF, preproc or frame file.
     Info(info::InfoArgs),
+    /// Compare an extracted frame with the simulated truth: pull statistics and a PNG.
+    Qa(qa::QaArgs),
 }
 
 /// Runs the parsed command line.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => extract::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Qa(args) => qa::run(args),
     }
 }
 
@@ -80,8 +84,6 @@ pub fn parse_wave_range(text: &str, default_dw: f64) -> Result<(f64, f64, f64), 
     match parts.as_slice() {
         [a, b] => Ok((number(a)?, number(b)?, default_dw)),
         [a, b, c] => Ok((number(a)?, number(b)?, number(c)?)),
-        _ => Err(InputError(format!(
-            "-w {text}: expected WMIN,WMAX[,DW]"
-        ))),
+        _ => Err(InputError(format!("-w {text}: expected WMIN,WMAX[,DW]"))),
     }
 }

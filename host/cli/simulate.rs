@@ -56,13 +56,20 @@ pub struct SimulateArgs {
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     if !(args.read_noise >= 0.0 && args.read_noise.is_finite()) {
-        return Err(InputError(format!("--read-noise {} must be a finite value >= 0", args.read_noise)).into());
+        return Err(InputError(format!(
+            "--read-noise {} must be a finite value >= 0",
+            args.read_noise
+        ))
+        .into());
     }
     let psf = io::read_psf(&args.psf)?;
     let spectra = match &args.spectra {
         Some(path) => {
             if args.wavelength.is_some() || args.nspec.is_some() {
-                return Err(InputError("--spectra defines the wavelengths and fibers: drop -w and -n".into()).into());
+                return Err(InputError(
+                    "--spectra defines the wavelengths and fibers: drop -w and -n".into(),
+                )
+                .into());
             }
             let mut spectra = io::read_spectra(path)?;
             spectra.specmin = args.specmin;
@@ -109,7 +116,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     io::write_preproc(&args.output, &preproc)?;
     if let Some(truth) = &args.truth {
-        io::write_spectra(truth, &spectra).with_context(|| format!("writing the truth to {}", truth.display()))?;
+        io::write_spectra(truth, &spectra)
+            .with_context(|| format!("writing the truth to {}", truth.display()))?;
     }
     eprintln!(
         "simulate: wrote {} ({}x{} pixels{}) in {:.2} s",
@@ -123,7 +131,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Refuses spectra that do not fit the PSF.
-fn check_spectra(psf: &desi_extract::psf::GaussHermitePsf, spectra: &Spectra, args: &SimulateArgs) -> Result<(), InputError> {
+fn check_spectra(
+    psf: &desi_extract::psf::GaussHermitePsf,
+    spectra: &Spectra,
+    args: &SimulateArgs,
+) -> Result<(), InputError> {
     if spectra.nspec == 0 || spectra.specmin + spectra.nspec > psf.nspec {
         return Err(InputError(format!(
             "spectra {}..{} do not fit the {} fibers of {}",
@@ -134,7 +146,10 @@ fn check_spectra(psf: &desi_extract::psf::GaussHermitePsf, spectra: &Spectra, ar
         )));
     }
     let (lo, hi) = (psf.sigma_x.wavemin, psf.sigma_x.wavemax);
-    let outside = spectra.wave.iter().find(|&&w| w < lo - 10.0 || w > hi + 10.0);
+    let outside = spectra
+        .wave
+        .iter()
+        .find(|&&w| w < lo - 10.0 || w > hi + 10.0);
     if let Some(w) = outside {
         return Err(InputError(format!(
             "wavelength {w} A lies outside the PSF domain {lo}..{hi} A of {}",
@@ -142,7 +157,9 @@ fn check_spectra(psf: &desi_extract::psf::GaussHermitePsf, spectra: &Spectra, ar
         )));
     }
     if spectra.flux.iter().any(|v| !v.is_finite() || *v < 0.0) {
-        return Err(InputError("input spectra must be finite and non-negative".into()));
+        return Err(InputError(
+            "input spectra must be finite and non-negative".into(),
+        ));
     }
     Ok(())
 }
@@ -156,9 +173,21 @@ fn header_cards(args: &SimulateArgs, spectra: &Spectra) -> Vec<String> {
         Keyword::int("EXPID", args.expid, "Exposure number"),
         Keyword::str("SIMULATE", "desi-extract simulate", "Simulated image"),
         Keyword::int("SIMSEED", args.seed as i64, "Noise seed"),
-        Keyword::int("SIMNOISE", i64::from(!args.noiseless), "1 if Poisson + read noise were added"),
-        Keyword::int("SIMSPMIN", spectra.specmin as i64, "First simulated spectrum"),
-        Keyword::int("SIMNSPEC", spectra.nspec as i64, "Number of simulated spectra"),
+        Keyword::int(
+            "SIMNOISE",
+            i64::from(!args.noiseless),
+            "1 if Poisson + read noise were added",
+        ),
+        Keyword::int(
+            "SIMSPMIN",
+            spectra.specmin as i64,
+            "First simulated spectrum",
+        ),
+        Keyword::int(
+            "SIMNSPEC",
+            spectra.nspec as i64,
+            "Number of simulated spectra",
+        ),
     ]
     .iter()
     .map(Keyword::card)

@@ -245,7 +245,8 @@ fn pixel_window(
     // Python: int((ymin - ypadmin) * (1 - pixpad_frac)) and
     // int((ymax - ypadmin) + (ypadmax - ymax) * pixpad_frac), both non-negative.
     let lo = ypadmin + (((ymin - ypadmin) as f64) * (1.0 - params.pixpad_frac)) as i64;
-    let hi = ypadmin + (((ymax - ypadmin) as f64) + ((ypadmax - ymax) as f64) * params.pixpad_frac) as i64;
+    let hi = ypadmin
+        + (((ymax - ypadmin) as f64) + ((ypadmax - ymax) as f64) * params.pixpad_frac) as i64;
     if lo < 0 || hi > nrow as i64 {
         return None;
     }
@@ -276,13 +277,45 @@ mod tests {
         assert_eq!(p.pad(), 12);
         assert_eq!(p.nwavetot(), 74);
         assert!(p.validate(5, 500).is_ok());
-        assert!(ExtractionParams { nsubbundles: 4, ..p.clone() }.validate(5, 500).is_err());
-        assert!(ExtractionParams { nspec: 30, ..p.clone() }.validate(5, 500).is_err());
-        assert!(ExtractionParams { specmin: 5, nspec: 25, ..p.clone() }.validate(5, 500).is_err());
-        assert!(ExtractionParams { specmin: 475, nspec: 50, ..p.clone() }.validate(5, 500).is_err());
-        assert!(ExtractionParams { wavepad: 3, ..p.clone() }.validate(5, 500).is_err());
+        assert!(ExtractionParams {
+            nsubbundles: 4,
+            ..p.clone()
+        }
+        .validate(5, 500)
+        .is_err());
+        assert!(ExtractionParams {
+            nspec: 30,
+            ..p.clone()
+        }
+        .validate(5, 500)
+        .is_err());
+        assert!(ExtractionParams {
+            specmin: 5,
+            nspec: 25,
+            ..p.clone()
+        }
+        .validate(5, 500)
+        .is_err());
+        assert!(ExtractionParams {
+            specmin: 475,
+            nspec: 50,
+            ..p.clone()
+        }
+        .validate(5, 500)
+        .is_err());
+        assert!(ExtractionParams {
+            wavepad: 3,
+            ..p.clone()
+        }
+        .validate(5, 500)
+        .is_err());
         assert_eq!(
-            ExtractionParams { specmin: 25, nspec: 50, ..p }.bundle_starts(),
+            ExtractionParams {
+                specmin: 25,
+                nspec: 50,
+                ..p
+            }
+            .bundle_starts(),
             vec![25, 50]
         );
     }

@@ -65,6 +65,20 @@ impl FrameArrays {
         }
     }
 
+    /// Sets ivar = 0 where every kept pixel of a bin's PSF is masked (pixmask_fraction == 1):
+    /// such bins carry no information, only the ~1e-12 ivar of the regularization floor
+    /// (specter's convention; gpu_specter keeps the floor). Returns how many bins were zeroed.
+    pub fn zero_fully_masked(&mut self) -> usize {
+        let mut count = 0;
+        for (iv, &frac) in self.ivar.iter_mut().zip(&self.pixmask_fraction) {
+            if frac == 1.0 && *iv != 0.0 {
+                *iv = 0.0;
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Converts flux and ivar from per bin to per Angstrom: `flux /= dwave`,
     /// `ivar *= dwave²` with `dwave` = numpy `gradient(wave)`.
     pub fn to_per_angstrom(&mut self, dwave: &[f64]) {

@@ -91,7 +91,12 @@ impl GaussHermitePsf {
 
     /// Evaluates the spots of spectra `ispec_min..ispec_min+nspec` at every wavelength of
     /// `waves` (fibers in parallel).
-    pub fn spots(&self, ispec_min: usize, nspec: usize, waves: &[f64]) -> Result<SpotTable, PsfError> {
+    pub fn spots(
+        &self,
+        ispec_min: usize,
+        nspec: usize,
+        waves: &[f64],
+    ) -> Result<SpotTable, PsfError> {
         if ispec_min + nspec > self.nspec {
             return Err(PsfError::FiberRange {
                 path: self.path.display().to_string(),

@@ -102,6 +102,9 @@ impl QaError {
     /// True when the error comes from the user's input (files, flags) rather than from the
     /// program or the system: the CLI exits with 1 for these.
     pub fn is_input(&self) -> bool {
-        !matches!(self, QaError::Font(_) | QaError::Png { .. } | QaError::Io { .. })
+        !matches!(
+            self,
+            QaError::Font(_) | QaError::Png { .. } | QaError::Io { .. }
+        )
     }
 }

@@ -48,7 +48,11 @@ pub fn convolve_truth(
     out: &mut [f64],
 ) {
     let ndiagonal = 2 * ndiag + 1;
-    assert_eq!(resolution_diags.len(), ndiagonal * nwave, "resolution diagonals");
+    assert_eq!(
+        resolution_diags.len(),
+        ndiagonal * nwave,
+        "resolution diagonals"
+    );
     assert_eq!(truth.len(), nwave, "truth length");
     assert_eq!(out.len(), nwave, "output length");
     out.fill(0.0);
@@ -224,7 +228,9 @@ pub fn pulls_with_model(
         let pull = (f - m) * iv.sqrt();
         if !pull.is_finite() {
             return Err(QaError::BadData {
-                detail: format!("non-finite pull (flux {f}, expected {m}) at spectrum row {s}, bin {j}"),
+                detail: format!(
+                    "non-finite pull (flux {f}, expected {m}) at spectrum row {s}, bin {j}"
+                ),
             });
         }
         values.push(pull);

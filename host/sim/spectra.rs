@@ -22,8 +22,8 @@ impl Spectra {
 
 /// Sky-like emission lines (Angstrom) shared by every fiber (a few bright OH/O I lines in b, r, z).
 const SKY_LINES: [f64; 12] = [
-    5577.34, 5889.95, 6300.30, 6363.78, 6863.96, 7276.41, 7340.89, 7794.11, 8344.60, 8827.10, 8885.85,
-    9375.98,
+    5577.34, 5889.95, 6300.30, 6363.78, 6863.96, 7276.41, 7340.89, 7794.11, 8344.60, 8827.10,
+    8885.85, 9375.98,
 ];
 
 /// The built-in mix: every fiber has a smooth continuum (a few hundred to ~2000 photons per
@@ -37,7 +37,11 @@ pub fn builtin_spectra(specmin: usize, nspec: usize, wave: &[f64]) -> Spectra {
         (Some(&a), Some(&b)) if b > a => (a, b),
         _ => (0.0, 1.0),
     };
-    let dw = if nwave > 1 { (w1 - w0) / (nwave - 1) as f64 } else { 1.0 };
+    let dw = if nwave > 1 {
+        (w1 - w0) / (nwave - 1) as f64
+    } else {
+        1.0
+    };
     for s in 0..nspec {
         let fiber = (specmin + s) as f64;
         let amp = 600.0 + 400.0 * (0.37 * fiber).sin().abs();
@@ -47,7 +51,13 @@ pub fn builtin_spectra(specmin: usize, nspec: usize, wave: &[f64]) -> Spectra {
             let continuum = amp * (1.0 + 0.5 * t) + 150.0 * (w / 37.0 + fiber).sin();
             let mut value = continuum.max(50.0);
             // Emission lines (Hα, [N II], [S II] rest wavelengths scaled to sit in any camera).
-            for (line, strength) in [(6562.8, 4000.0), (6583.4, 1200.0), (6716.4, 900.0), (4861.3, 2500.0), (9069.0, 1500.0)] {
+            for (line, strength) in [
+                (6562.8, 4000.0),
+                (6583.4, 1200.0),
+                (6716.4, 900.0),
+                (4861.3, 2500.0),
+                (9069.0, 1500.0),
+            ] {
                 value += gaussian_line(w, line * (1.0 + z), 1.2, strength, dw);
             }
             for &line in SKY_LINES.iter() {

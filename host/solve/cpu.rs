@@ -70,7 +70,10 @@ fn stamp_view<'a>(inputs: &BundleInputs<'a>, plan: &PatchPlan) -> StampView<'a> 
 }
 
 /// Solves the normal equations and the resolution of one patch (spec 4.1-4.4).
-pub fn solve_patch_full(inputs: &BundleInputs, plan: &PatchPlan) -> Result<PatchSolution, PatchIssue> {
+pub fn solve_patch_full(
+    inputs: &BundleInputs,
+    plan: &PatchPlan,
+) -> Result<PatchSolution, PatchIssue> {
     let Some(window) = plan.window else {
         return Err(PatchIssue::OffCcd);
     };
@@ -95,8 +98,15 @@ pub fn solve_patch_full(inputs: &BundleInputs, plan: &PatchPlan) -> Result<Patch
     let mut issue = None;
     let mut ridge = params.regularize;
     loop {
-        let status =
-            assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut xflux, &mut fluxweight);
+        let status = assemble_normal_equations(
+            &view,
+            &inputs.ccd,
+            &shape,
+            kd,
+            &mut band,
+            &mut xflux,
+            &mut fluxweight,
+        );
         if status != Status::Ok {
             return Err(fail("assembly", status));
         }

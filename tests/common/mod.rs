@@ -6,7 +6,10 @@ use desi_extract::psf::GaussHermitePsf;
 use std::path::{Path, PathBuf};
 
 /// The shared real DESI r0 PSF.
-pub const PSF_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/psf-r0-00051060.fits");
+pub const PSF_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/psf-r0-00051060.fits"
+);
 
 /// Reads the shared PSF.
 pub fn psf() -> GaussHermitePsf {

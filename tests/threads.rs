@@ -1,0 +1,67 @@
+//! The CPU backend's results do not depend on the number of threads (bitwise).
+
+mod common;
+
+use common::{preproc_from_arrays, psf};
+use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
+use desi_extract::solve::CpuBackend;
+
+#[test]
+fn results_are_bitwise_independent_of_thread_count() {
+    let psf = psf();
+    let grid = WavelengthGrid::arange(6500.0, 6650.0, 0.8).unwrap();
+    let truth = builtin_spectra(25, 25, &grid.wave);
+    let model = project_spectra(&psf, &truth).unwrap();
+    let image = add_noise(&model, psf.npix_x, 3.0, 11);
+    let preproc = preproc_from_arrays(&psf, &image, &model_ivar(&model, 3.0));
+    let params = ExtractionParams {
+        specmin: 25,
+        nspec: 25,
+        ..ExtractionParams::default()
+    };
+    let run = |threads: usize| -> Extraction {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                extract_frame(
+                    &psf,
+                    &preproc,
+                    &grid,
+                    &params,
+                    &CpuBackend,
+                    true,
+                    &|_, _| {},
+                )
+                .unwrap()
+            })
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        let other = run(threads);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&one.arrays.flux) == bits(&other.arrays.flux),
+            "flux differs with {threads} threads"
+        );
+        assert!(
+            bits(&one.arrays.ivar) == bits(&other.arrays.ivar),
+            "ivar differs with {threads} threads"
+        );
+        assert!(
+            bits(&one.arrays.rdiags) == bits(&other.arrays.rdiags),
+            "Rdiags differ with {threads} threads"
+        );
+        assert!(
+            bits(&one.arrays.chi2pix) == bits(&other.arrays.chi2pix),
+            "chi2pix differs with {threads} threads"
+        );
+        assert!(
+            bits(one.model.as_ref().unwrap()) == bits(other.model.as_ref().unwrap()),
+            "model differs with {threads} threads"
+        );
+    }
+}
