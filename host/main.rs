@@ -6,7 +6,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    // Usage errors are bad input (exit 1, not clap's 2); --help and --version exit 0.
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(u8::from(err.use_stderr()));
+        }
+    };
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

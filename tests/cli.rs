@@ -135,19 +135,12 @@ fn read_preproc(path: &Path) -> PreprocImage {
     io::read_preproc(path).unwrap_or_else(|e| panic!("reading back the simulated preproc: {e}"))
 }
 
-/// The value of header card `name` of a preproc, as its raw text after `= `.
+/// The value of header card `name` of a preproc: the text after `= ` without the comment,
+/// the quotes of a string and blanks.
 fn card_value(img: &PreprocImage, name: &str) -> Option<String> {
-    img.header
-        .iter()
-        .find(|c| io::card_name(c) == name)
-        .map(|c| {
-            c[10.min(c.len())..]
-                .split(" /")
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
+    let card = img.header.iter().find(|c| io::card_name(c) == name)?;
+    let value = card.get(10..)?.split(" /").next()?.trim();
+    Some(value.trim_matches('\'').trim().to_string())
 }
 
 /// Sum of the image over the stamp boxes of spectrum `ispec` at each of `waves`.
@@ -181,9 +174,12 @@ fn dir_names(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// numpy's `arange(wmin, wmax + dw/2, dw)` as spec 3.1 defines it: `wave[i] = wmin + i*delta`
+/// with `delta = (wmin + dw) - wmin` in f64.
 fn arange(wmin: f64, wmax: f64, dw: f64) -> Vec<f64> {
-    let n = ((wmax - wmin) / dw + 1e-6).floor() as usize + 1;
-    (0..n).map(|i| wmin + i as f64 * dw).collect()
+    let n = ((wmax + 0.5 * dw - wmin) / dw).ceil() as usize;
+    let delta = (wmin + dw) - wmin;
+    (0..n).map(|i| wmin + i as f64 * delta).collect()
 }
 
 #[test]
@@ -207,12 +203,12 @@ fn simulate_writes_a_preproc_and_its_truth() {
     assert_eq!(img.camera, "r0");
     assert_eq!(
         card_value(&img, "CAMERA").as_deref(),
-        Some("'r0'"),
+        Some("r0"),
         "CAMERA card"
     );
     assert_eq!(
         card_value(&img, "FLAVOR").as_deref(),
-        Some("'science'"),
+        Some("science"),
         "FLAVOR card"
     );
     let rdnoise: f64 = card_value(&img, "RDNOISE")
@@ -263,19 +259,13 @@ fn simulate_writes_a_preproc_and_its_truth() {
     );
 
     // Light where the fibers' traces are, none where no fiber was simulated.
-    let waves: Vec<f64> = (0..10).map(|i| 6010.0 + 8.0 * i as f64).collect();
+    let bins: Vec<usize> = (1..12).map(|i| 10 * i).collect();
+    let waves: Vec<f64> = bins.iter().map(|&k| truth.wave[k]).collect();
     let noise = |npix: usize| READ_NOISE * (npix as f64).sqrt();
     let (lit, npix) = stamp_sums(&img, 37, &waves);
-    let expected: f64 = waves
+    let expected: f64 = bins
         .iter()
-        .map(|w| {
-            let k = truth
-                .wave
-                .iter()
-                .position(|x| (x - w).abs() < 1e-6)
-                .expect("wave on grid");
-            truth.flux[(37 - SPECMIN) * NWAVE + k]
-        })
+        .map(|&k| truth.flux[(37 - SPECMIN) * NWAVE + k])
         .sum();
     assert!(
         lit > 0.5 * expected && lit > 20.0 * noise(npix),
@@ -472,6 +462,8 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     let missing_psf = d.join("missing-psf.fits");
     let out = d.join("frame.fits");
     let model = d.join("model.fits");
+    let out_nodir = d.join("no-such-dir/frame.fits");
+    let model_nodir = d.join("no-such-dir/model.fits");
     let pixel = format!("pixel (row {row}, col {col})");
     let cases: Vec<(&str, Vec<&str>, &Path, Vec<&str>)> = vec![
         (
@@ -516,9 +508,21 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             &pre,
             vec!["nsubbundles 4"],
         ),
+        (
+            "output directory missing",
+            vec!["-o", s(&out_nodir)],
+            &out_nodir,
+            vec!["does not exist"],
+        ),
+        (
+            "model directory missing",
+            vec!["-m", s(&model_nodir)],
+            &model_nodir,
+            vec!["does not exist"],
+        ),
     ];
     for (name, overrides, culprit, problems) in cases {
-        // Defaults first; clap takes the last value of a repeated flag.
+        // The good command line with the flags of `overrides` replaced or added.
         let mut args = vec![
             "extract",
             "-i",
@@ -536,7 +540,12 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             "-n",
             "25",
         ];
-        args.extend(overrides);
+        for pair in overrides.chunks(2) {
+            match args.iter().position(|a| *a == pair[0]) {
+                Some(i) => args[i + 1] = pair[1],
+                None => args.extend_from_slice(pair),
+            }
+        }
         let r = run(&args);
         r.expect_code(1);
         let message = r.stderr.trim();
@@ -615,4 +624,58 @@ fn frame_reads_in_astropy_as_desispec_expects() {
         "astropy_check.py accepted the truth file {} as a frame",
         truth.display()
     );
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    for args in [
+        &[
+            "extract",
+            "-i",
+            "pre.fits",
+            "-p",
+            PSF,
+            "-o",
+            "frame.fits",
+            "-s",
+            "abc",
+        ][..],
+        &["extract", "-i", "pre.fits", "-o", "frame.fits"][..],
+        &["simulate", "-p", PSF, "-o", "pre.fits", "--no-such-flag"][..],
+        &["no-such-command"][..],
+    ] {
+        let r = run(args);
+        r.expect_code(1);
+        assert!(
+            r.stderr.contains("error"),
+            "{:?}: no error message:\n{}",
+            args,
+            r.stderr
+        );
+    }
+    let r = run(&[
+        "extract",
+        "-i",
+        "pre.fits",
+        "-p",
+        PSF,
+        "-o",
+        "frame.fits",
+        "-s",
+        "abc",
+    ]);
+    assert!(
+        r.stderr.contains("--specmin"),
+        "the message should name --specmin:\n{}",
+        r.stderr
+    );
+    for args in [
+        &["--help"][..],
+        &["extract", "--help"][..],
+        &["--version"][..],
+    ] {
+        let r = run(args);
+        r.expect_ok();
+        assert!(!r.stdout.is_empty(), "{args:?} printed nothing");
+    }
 }

@@ -133,19 +133,37 @@ fn shared_cols(a: StampCorner, b: StampCorner, nx: usize) -> Option<(i32, usize)
 
 /// Half-bandwidth `kd` of AᵀWA for a patch in wavelength-major order: the largest `q2 - q1`
 /// over pairs of unknowns whose stamps share at least one kept pixel.
+///
+/// Stamps move monotonically down the CCD with wavelength, so the scan for `q1` stops at the
+/// first bin whose stamps all start below the bottom of `q1`'s stamp: O(n·kd), not O(n²).
 pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
     let n = shape.nunknown();
     let ns = shape.nspecpad;
+    let ny = view.ny as i32;
     let mut kd = 0;
     for q1 in 0..n {
         let c1 = view.corner(q1 % ns, q1 / ns);
-        for q2 in (q1 + kd + 1)..n {
-            let c2 = view.corner(q2 % ns, q2 / ns);
-            if shared_rows(c1, c2, view.ny, shape).is_some()
-                && shared_cols(c1, c2, view.nx).is_some()
-            {
-                kd = q2 - q1;
+        let mut q2 = q1 + 1;
+        while q2 < n {
+            let (s2, k2) = (q2 % ns, q2 / ns);
+            if s2 == 0 && k2 > q1 / ns {
+                let mut row_top = i32::MAX;
+                for s in 0..ns {
+                    row_top = min_i32(row_top, view.corner(s, k2).yc);
+                }
+                if row_top >= c1.yc + ny {
+                    break;
+                }
             }
+            if q2 - q1 > kd {
+                let c2 = view.corner(s2, k2);
+                if shared_rows(c1, c2, view.ny, shape).is_some()
+                    && shared_cols(c1, c2, view.nx).is_some()
+                {
+                    kd = q2 - q1;
+                }
+            }
+            q2 += 1;
         }
     }
     kd
@@ -167,82 +185,99 @@ pub fn assemble_normal_equations(
     rhs: &mut [f64],
     fluxweight: &mut [f64],
 ) -> Status {
+    for q1 in 0..shape.nunknown() {
+        let status = assemble_unknown(view, ccd, shape, kd, q1, band, rhs, fluxweight);
+        if status != Status::Ok {
+            return status;
+        }
+    }
+    Status::Ok
+}
+
+/// The part of [`assemble_normal_equations`] owned by unknown `q1`: `rhs[q1]`,
+/// `fluxweight[q1]` and the band column `M[q2][q1]` for `q2` in `q1..=q1+kd` (zeros included),
+/// so that different `q1` write disjoint entries (one GPU thread per unknown).
+#[allow(clippy::too_many_arguments)]
+pub fn assemble_unknown(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    q1: usize,
+    band: &mut [f64],
+    rhs: &mut [f64],
+    fluxweight: &mut [f64],
+) -> Status {
     let n = shape.nunknown();
     let ns = shape.nspecpad;
     let (ny, nx) = (view.ny, view.nx);
-    if band.len() < n * (kd + 1) || rhs.len() < n || fluxweight.len() < n {
+    if q1 >= n || band.len() < n * (kd + 1) || rhs.len() < n || fluxweight.len() < n {
         return Status::BadShape;
     }
     if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
         return Status::BadShape;
     }
-    for v in band[..n * (kd + 1)].iter_mut() {
-        *v = 0.0;
+    let (s1, k1) = (q1 % ns, q1 / ns);
+    let c1 = view.corner(s1, k1);
+    if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
+        return Status::BadShape;
     }
-    for q1 in 0..n {
-        let (s1, k1) = (q1 % ns, q1 / ns);
-        let c1 = view.corner(s1, k1);
-        if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
-            return Status::BadShape;
+    let st1 = view.stamp(s1, k1);
+    // Right-hand side and flux weight over the stamp's kept rows.
+    let mut y_sum = 0.0;
+    let mut w_sum = 0.0;
+    let row_lo = max_i32(c1.yc, shape.row_min);
+    let row_hi = min_i32(c1.yc + ny as i32, shape.row_max);
+    let mut row = row_lo;
+    while row < row_hi {
+        let pix = row as usize * ccd.ncol + c1.xc as usize;
+        let srow = (row - c1.yc) as usize * nx;
+        let img = &ccd.image[pix..pix + nx];
+        let wgt = &ccd.weight[pix..pix + nx];
+        let st = &st1[srow..srow + nx];
+        for i in 0..nx {
+            let ws = wgt[i] * st[i];
+            w_sum += ws;
+            y_sum += ws * img[i];
         }
-        let st1 = view.stamp(s1, k1);
-        // Right-hand side and flux weight over the stamp's kept rows.
-        let mut y_sum = 0.0;
-        let mut w_sum = 0.0;
-        let row_lo = max_i32(c1.yc, shape.row_min);
-        let row_hi = min_i32(c1.yc + ny as i32, shape.row_max);
-        let mut row = row_lo;
-        while row < row_hi {
-            let pix = row as usize * ccd.ncol + c1.xc as usize;
-            let srow = (row - c1.yc) as usize * nx;
-            let img = &ccd.image[pix..pix + nx];
-            let wgt = &ccd.weight[pix..pix + nx];
-            let st = &st1[srow..srow + nx];
-            for i in 0..nx {
-                let ws = wgt[i] * st[i];
-                w_sum += ws;
-                y_sum += ws * img[i];
+        row += 1;
+    }
+    rhs[q1] = y_sum;
+    fluxweight[q1] = w_sum;
+    // Band entries M[q2][q1] for q2 >= q1 (stored in row q2).
+    let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    for q2 in q1..q2_end {
+        let (s2, k2) = (q2 % ns, q2 / ns);
+        let c2 = view.corner(s2, k2);
+        let slot = q2 * (kd + 1) + (q1 + kd - q2);
+        let (Some((rlo, rhi)), Some((col0, ncols))) =
+            (shared_rows(c1, c2, ny, shape), shared_cols(c1, c2, nx))
+        else {
+            band[slot] = 0.0;
+            continue;
+        };
+        let st2 = view.stamp(s2, k2);
+        let off1 = (col0 - c1.xc) as usize;
+        let off2 = (col0 - c2.xc) as usize;
+        let mut sum = 0.0;
+        let mut row = rlo;
+        while row < rhi {
+            let pix = row as usize * ccd.ncol + col0 as usize;
+            let a = &st1[(row - c1.yc) as usize * nx + off1..][..ncols];
+            let b = &st2[(row - c2.yc) as usize * nx + off2..][..ncols];
+            let w = &ccd.weight[pix..pix + ncols];
+            for i in 0..ncols {
+                sum += w[i] * a[i] * b[i];
             }
             row += 1;
         }
-        rhs[q1] = y_sum;
-        fluxweight[q1] = w_sum;
-        // Band entries M[q2][q1] for q2 >= q1 (stored in row q2).
-        let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
-        for q2 in q1..q2_end {
-            let (s2, k2) = (q2 % ns, q2 / ns);
-            let c2 = view.corner(s2, k2);
-            let (Some((rlo, rhi)), Some((col0, ncols))) =
-                (shared_rows(c1, c2, ny, shape), shared_cols(c1, c2, nx))
-            else {
-                continue;
-            };
-            let st2 = view.stamp(s2, k2);
-            let off1 = (col0 - c1.xc) as usize;
-            let off2 = (col0 - c2.xc) as usize;
-            let mut sum = 0.0;
-            let mut row = rlo;
-            while row < rhi {
-                let pix = row as usize * ccd.ncol + col0 as usize;
-                let a = &st1[(row - c1.yc) as usize * nx + off1..][..ncols];
-                let b = &st2[(row - c2.yc) as usize * nx + off2..][..ncols];
-                let w = &ccd.weight[pix..pix + ncols];
-                for i in 0..ncols {
-                    sum += w[i] * a[i] * b[i];
-                }
-                row += 1;
-            }
-            band[q2 * (kd + 1) + (q1 + kd - q2)] = sum;
-        }
-        // Any overlapping pair beyond the band would be silently lost: refuse.
-        if q2_end < n {
-            let c2 = view.corner(q2_end % ns, q2_end / ns);
-            if kd + 1 < n
-                && shared_rows(c1, c2, ny, shape).is_some()
-                && shared_cols(c1, c2, nx).is_some()
-            {
-                return Status::BadShape;
-            }
+        band[slot] = sum;
+    }
+    // Any overlapping pair beyond the band would be silently lost: refuse.
+    if q2_end < n {
+        let c2 = view.corner(q2_end % ns, q2_end / ns);
+        if shared_rows(c1, c2, ny, shape).is_some() && shared_cols(c1, c2, nx).is_some() {
+            return Status::BadShape;
         }
     }
     Status::Ok

@@ -1,6 +1,7 @@
 //! `desi-extract extract`: one preproc frame -> one frame file.
 
 use super::{parse_wave_range, InputError};
+use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::io::{self, FrameData, Keyword};
@@ -8,7 +9,7 @@ use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -72,8 +73,11 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // Refuse what can be refused before reading the (large) image and extracting (minutes).
+    for path in std::iter::once(&args.output).chain(&args.model) {
+        check_output_dir(path)?;
+    }
     let psf = io::read_psf(&args.psf)?;
-    let image = io::read_preproc(&args.input)?;
     let (wmin, wmax, dw) = match &args.wavelength {
         Some(text) => parse_wave_range(text, 0.8)?,
         None => (psf.sigma_x.wavemin, psf.sigma_x.wavemax, 0.8),
@@ -91,6 +95,14 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         regularize: args.regularize,
         psferr: args.psferr.unwrap_or(psf.psferr),
     };
+    params.validate(psf.hsizey, psf.nspec).with_context(|| {
+        format!(
+            "cannot extract {} with {}",
+            args.input.display(),
+            args.psf.display()
+        )
+    })?;
+    let image = io::read_preproc(&args.input)?;
     let backend = CpuBackend;
     let bar = progress_bar();
     let read_time = start.elapsed();
@@ -134,6 +146,23 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Refuses an output path whose directory does not exist.
+fn check_output_dir(path: &Path) -> Result<(), InputError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(InputError(format!(
+            "{}: output directory {} does not exist",
+            path.display(),
+            dir.display()
+        )))
+    }
 }
 
 /// A progress bar on a terminal, hidden otherwise.

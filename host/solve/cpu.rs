@@ -132,22 +132,31 @@ pub fn solve_patch_full(
         return Err(fail("deconvolved flux", Status::NonFinite));
     }
 
-    let mut cov = vec![0.0; n * nwavetot];
+    // Covariance blocks of the core spectra only (the neighbours' are discarded).
+    let s_core = plan.ispec - plan.s0;
+    let block_len = nwavetot * nwavetot;
+    let mut cov = vec![0.0; plan.nspp * block_len];
     let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
-    let status = banded::band_covariance_blocks(&band, n, kd, plan.nspecpad, &mut cov, &mut work);
+    let status = banded::band_covariance_block_range(
+        &band,
+        n,
+        kd,
+        plan.nspecpad,
+        s_core,
+        &mut cov,
+        &mut work,
+    );
     if status != Status::Ok {
         return Err(fail("covariance blocks", status));
     }
 
-    let s_core = plan.ispec - plan.s0;
-    let block_len = nwavetot * nwavetot;
     let mut resolution = vec![0.0; plan.nspp * block_len];
     let mut flux = vec![0.0; plan.nspp * nwavetot];
     let mut ivar = vec![0.0; plan.nspp * nwavetot];
     let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
     for c in 0..plan.nspp {
         let s = s_core + c;
-        let block = &cov[s * block_len..(s + 1) * block_len];
+        let block = &cov[c * block_len..(c + 1) * block_len];
         let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
         let status = jacobi::inverse_sqrt(block, nwavetot, q_block, &mut eig_work);
         if status != Status::Ok {

@@ -167,12 +167,33 @@ pub fn band_covariance_blocks(
     if !band_shape_ok(ab, n, kd) {
         return Status::BadShape;
     }
+    if nblock == 0 || out.len() != n * (n / nblock) {
+        return Status::BadShape;
+    }
+    band_covariance_block_range(ab, n, kd, nblock, 0, out, work)
+}
+
+/// [`band_covariance_blocks`] for the consecutive blocks `first_block ..
+/// first_block + out.len() / bs²` only (e.g. the core fibers of a patch, or one block per GPU
+/// thread); `out` has shape `(count, bs, bs)` and `work` the same length as for all blocks.
+pub fn band_covariance_block_range(
+    ab: &[f64],
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    first_block: usize,
+    out: &mut [f64],
+    work: &mut [f64],
+) -> Status {
+    if !band_shape_ok(ab, n, kd) {
+        return Status::BadShape;
+    }
     let w = kd + 1;
     let row = |m: usize| {
         let k_lo = m.saturating_sub(kd);
         (k_lo, &ab[m * w + (k_lo + kd - m)..m * w + w])
     };
-    interleaved_covariance_blocks(n, nblock, w, row, out, work)
+    interleaved_covariance_blocks(n, nblock, first_block, w, row, out, work)
 }
 
 /// `Σ x[i]·y[i]` for the short dot products of the band factor (length `< kd`): 4

@@ -183,7 +183,10 @@ pub fn covariance_blocks(
         return Status::BadShape;
     }
     let row = |m: usize| (0usize, &l[m * n..m * n + m + 1]);
-    interleaved_covariance_blocks(n, nblock, n, row, out, work)
+    if nblock == 0 || out.len() != n * (n / nblock) {
+        return Status::BadShape;
+    }
+    interleaved_covariance_blocks(n, nblock, 0, n, row, out, work)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -337,6 +340,7 @@ fn gram1_upper(cbb: &mut [f64], bs: usize, y: &[f64]) {
 pub(crate) fn interleaved_covariance_blocks<'a, R>(
     n: usize,
     nblock: usize,
+    first_block: usize,
     depth: usize,
     row: R,
     out: &mut [f64],
@@ -351,7 +355,9 @@ where
     let bs = n / nblock;
     let work_len = interleaved_work_len(n, nblock, depth);
     let depth = ring_depth(n, depth);
-    if bs.checked_mul(bs).and_then(|v| v.checked_mul(nblock)) != Some(out.len())
+    let nout = out.len().checked_div(bs * bs).unwrap_or(0);
+    if nout * bs * bs != out.len()
+        || first_block.checked_add(nout).is_none_or(|end| end > nblock)
         || work.len() < work_len
     {
         return Status::BadShape;
@@ -366,7 +372,8 @@ where
         return Status::Ok;
     }
     let work = &mut work[..work_len];
-    for (b, cbb) in out.chunks_exact_mut(bs * bs).enumerate() {
+    for (i, cbb) in out.chunks_exact_mut(bs * bs).enumerate() {
+        let b = first_block + i;
         cbb.fill(0.0);
         let mut slot = b % depth;
         // Finished rows of Y_b (ending at the current one) not yet added to C_bb.
