@@ -60,6 +60,8 @@ pub struct StageTimes {
     pub solve: Duration,
     /// Stitching, model image and finalization.
     pub finalize: Duration,
+    /// Finer stages of the backend (e.g. GPU kernels), in order.
+    pub detail: Vec<(&'static str, Duration)>,
 }
 
 /// A finished extraction.
@@ -194,23 +196,37 @@ pub fn extract_frame(
         times.finalize += t2.elapsed();
     }
     let t3 = Instant::now();
+    let mut extraction = finish_extraction(grid, arrays, reports, model, total);
+    times.finalize += t3.elapsed();
+    extraction.times = times;
+    Ok(extraction)
+}
+
+/// Finalizes stitched per-bin arrays (any backend): zero ivar of fully masked bins, convert
+/// to per Angstrom and compute the desispec mask.
+pub(crate) fn finish_extraction(
+    grid: &WavelengthGrid,
+    mut arrays: FrameArrays,
+    reports: Vec<PatchReport>,
+    model: Option<Vec<f64>>,
+    npatch: usize,
+) -> Extraction {
     arrays.zero_fully_masked();
     arrays.to_per_angstrom(&grid.bin_widths());
     let mask = spectrum_mask(&arrays);
-    times.finalize += t3.elapsed();
-    Ok(Extraction {
+    Extraction {
         grid: grid.clone(),
         arrays,
         mask,
         reports,
         model,
-        npatch: total,
-        times,
-    })
+        npatch,
+        times: StageTimes::default(),
+    }
 }
 
 /// Rejects images whose shape differs from the PSF's CCD and grids outside the PSF domain.
-fn check_compatible(
+pub(crate) fn check_compatible(
     psf: &GaussHermitePsf,
     image: &PreprocImage,
     grid: &WavelengthGrid,
@@ -243,7 +259,7 @@ fn check_compatible(
 }
 
 /// Rejects fibers whose stamps leave the CCD columns anywhere on the padded grid.
-fn check_on_ccd(
+pub(crate) fn check_on_ccd(
     psf: &GaussHermitePsf,
     spots: &SpotTable,
     padded: &PaddedGrid,
@@ -270,7 +286,7 @@ fn check_on_ccd(
 
 /// Adds `A_core · flux_core` of a patch (the R-convolved flux per bin, CPU convention of
 /// spec 4.9) to the model image, clipped to the patch's kept rows.
-fn add_patch_model(
+pub(crate) fn add_patch_model(
     model: &mut [f64],
     ccd: &CcdData,
     spots: &SpotTable,

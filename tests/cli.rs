@@ -368,7 +368,7 @@ fn extract_writes_a_frame_and_a_model() {
         arange(6000.0, 6100.0, 0.8),
         "frame wavelengths"
     );
-    if let Some(i) = frame.ivar.iter().position(|&v| !(v > 0.0)) {
+    if let Some(i) = frame.ivar.iter().position(|&v| v.is_nan() || v <= 0.0) {
         panic!(
             "ivar[{}][{}] = {} is not > 0",
             i / NWAVE,

@@ -7,22 +7,9 @@ use common::{preproc_from_arrays, psf};
 use desi_extract::extract::extract_frame;
 use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::qa::convolve_truth;
 use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
 use desi_extract::solve::CpuBackend;
-
-/// R·truth for spectrum `s` at output bin `j`, from the stored diagonals
-/// (`R[j - ndiag + d][j] = rdiags[d][j]`, so `(R t)[i] = Σ_d rdiags[d][i + ndiag - d] · t[i + ndiag - d]`).
-fn convolve(rdiags: &[f64], truth: &[f64], nwave: usize, ndiag: usize, i: usize) -> f64 {
-    let mut sum = 0.0;
-    for d in 0..2 * ndiag + 1 {
-        let col = i as isize + ndiag as isize - d as isize;
-        if col >= 0 && (col as usize) < nwave {
-            let col = col as usize;
-            sum += rdiags[d * nwave + col] * truth[col];
-        }
-    }
-    sum
-}
 
 #[test]
 fn noisy_bundle_pulls_are_unit_normal() {
@@ -53,13 +40,15 @@ fn noisy_bundle_pulls_are_unit_normal() {
     let dwave = grid.bin_widths();
     let ndiagonal = 2 * a.ndiag + 1;
     let mut pulls = Vec::with_capacity(a.nspec * a.nwave);
+    let mut rt = vec![0.0; a.nwave];
     for s in 0..a.nspec {
         let t = &truth.flux[s * a.nwave..(s + 1) * a.nwave];
         let rd = &a.rdiags[s * ndiagonal * a.nwave..(s + 1) * ndiagonal * a.nwave];
+        convolve_truth(rd, t, a.nwave, a.ndiag, &mut rt);
         for j in 0..a.nwave {
             let i = s * a.nwave + j;
             assert!(a.ivar[i] > 0.0, "ivar[{s}][{j}] = {}", a.ivar[i]);
-            let expected = convolve(rd, t, a.nwave, a.ndiag, j) / dwave[j];
+            let expected = rt[j] / dwave[j];
             pulls.push((a.flux[i] - expected) * a.ivar[i].sqrt());
         }
     }

@@ -31,5 +31,7 @@ pub mod status;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod kernels;
+#[cfg(target_arch = "nvptx64")]
+pub mod patch_kernels;
 
 pub use status::Status;

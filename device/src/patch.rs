@@ -528,3 +528,85 @@ pub struct CoreRange {
     /// One past the last core bin.
     pub k_max: usize,
 }
+
+/// Where one patch lives in the batched GPU buffers (all fields 64-bit so the host can upload an
+/// array of descriptors as plain `u64` words, [`PATCH_DESC_WORDS`] per patch).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatchDesc {
+    /// Index (in stamps) of the patch's first stamp `(s0, first padded bin)` in the frame table.
+    pub stamp_offset: u64,
+    /// Stamps between consecutive fibers of the table (its number of wavelengths).
+    pub fiber_stride: u64,
+    /// Padded spectra.
+    pub nspecpad: u64,
+    /// Core spectra.
+    pub nspp: u64,
+    /// First core spectrum, patch-local.
+    pub s_core: u64,
+    /// Core bins kept in the output.
+    pub keep: u64,
+    /// First kept row.
+    pub row_min: i64,
+    /// One past the last kept row.
+    pub row_max: i64,
+    /// First column of the window.
+    pub col_min: i64,
+    /// One past the last column.
+    pub col_max: i64,
+    /// Half-bandwidth of AᵀWA.
+    pub kd: u64,
+    /// Offset (in f64) of the patch's band matrix in the band buffer.
+    pub band_offset: u64,
+    /// Offset (in f64) of the patch's pixel scratch window.
+    pub pixel_offset: u64,
+}
+
+/// Number of 64-bit words of a [`PatchDesc`].
+pub const PATCH_DESC_WORDS: usize = 13;
+
+impl PatchDesc {
+    /// The patch's shape.
+    pub fn shape(&self, nwavetot: usize) -> PatchShape {
+        PatchShape {
+            nspecpad: self.nspecpad as usize,
+            nwavetot,
+            row_min: self.row_min as i32,
+            row_max: self.row_max as i32,
+        }
+    }
+
+    /// Number of unknowns for `nwavetot` bins per spectrum.
+    pub fn nunknown(&self, nwavetot: usize) -> usize {
+        self.nspecpad as usize * nwavetot
+    }
+
+    /// Length (f64) of the band matrix, `n * (kd + 1)`.
+    pub fn band_len(&self, nwavetot: usize) -> usize {
+        self.nunknown(nwavetot) * (self.kd as usize + 1)
+    }
+
+    /// Pixels of the window.
+    pub fn npix(&self) -> usize {
+        ((self.row_max - self.row_min) * (self.col_max - self.col_min)).max(0) as usize
+    }
+
+    /// The descriptor as words (host upload).
+    pub fn to_words(&self) -> [u64; PATCH_DESC_WORDS] {
+        [
+            self.stamp_offset,
+            self.fiber_stride,
+            self.nspecpad,
+            self.nspp,
+            self.s_core,
+            self.keep,
+            self.row_min as u64,
+            self.row_max as u64,
+            self.col_min as u64,
+            self.col_max as u64,
+            self.kd,
+            self.band_offset,
+            self.pixel_offset,
+        ]
+    }
+}

@@ -84,6 +84,7 @@ impl SpotGeometry {
 }
 
 /// First column and row of a stamp on the CCD.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct StampCorner {
     /// First column: floor(X - HSIZEX + 0.5).

@@ -4,6 +4,7 @@ use super::{parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::gpu::{extract_frame_gpu, GpuContext};
 use desi_extract::io::{self, FrameData, Keyword};
 use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
@@ -62,6 +63,12 @@ pub struct ExtractArgs {
     /// desispec's GPU path).
     #[arg(long = "decorrelate-fibers")]
     decorrelate_fibers: bool,
+    /// Run every stage on an NVIDIA GPU (a clear error where there is none).
+    #[arg(long)]
+    gpu: bool,
+    /// GPU ordinal used with --gpu.
+    #[arg(long = "gpu-device", default_value_t = 0)]
+    gpu_device: usize,
 }
 
 /// Runs `extract`.
@@ -102,8 +109,16 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             args.psf.display()
         )
     })?;
+    let gpu = if args.gpu {
+        Some(GpuContext::new(args.gpu_device)?)
+    } else {
+        None
+    };
     let image = io::read_preproc(&args.input)?;
-    let backend = CpuBackend;
+    let backend_name = match &gpu {
+        Some(g) => format!("gpu ({})", g.name()),
+        None => CpuBackend.name().to_string(),
+    };
     let bar = progress_bar();
     let read_time = start.elapsed();
     let t0 = Instant::now();
@@ -111,15 +126,26 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let ex = extract_frame(
-        &psf,
-        &image,
-        &grid,
-        &params,
-        &backend,
-        args.model.is_some(),
-        &progress,
-    )?;
+    let ex = match &gpu {
+        Some(g) => extract_frame_gpu(
+            g,
+            &psf,
+            &image,
+            &grid,
+            &params,
+            args.model.is_some(),
+            &progress,
+        )?,
+        None => extract_frame(
+            &psf,
+            &image,
+            &grid,
+            &params,
+            &CpuBackend,
+            args.model.is_some(),
+            &progress,
+        )?,
+    };
     bar.finish_and_clear();
     let solve_time = t0.elapsed();
 
@@ -133,7 +159,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     print_summary(
         &ex,
         &args,
-        &backend,
+        &backend_name,
         [read_time, solve_time, write_time, start.elapsed()],
     );
     let failed = ex
@@ -234,7 +260,7 @@ fn short_path(path: &std::path::Path) -> String {
 fn print_summary(
     ex: &Extraction,
     args: &ExtractArgs,
-    backend: &dyn Backend,
+    backend: &str,
     times: [std::time::Duration; 4],
 ) {
     let a = &ex.arrays;
@@ -256,11 +282,7 @@ fn print_summary(
         ex.grid.wave.first().copied().unwrap_or(0.0),
         ex.grid.wave.last().copied().unwrap_or(0.0)
     );
-    println!(
-        "  patches     {} on the {} backend",
-        ex.npatch,
-        backend.name()
-    );
+    println!("  patches     {} on the {} backend", ex.npatch, backend);
     println!("  median S/N  {:.2} per bin", median(snr));
     println!(
         "  median chi2pix {:.3}; masked bins {} of {}",

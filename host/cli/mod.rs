@@ -3,6 +3,7 @@
 mod extract;
 mod info;
 mod qa;
+mod selftest;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Describe a PSF, preproc or frame file.
     Info(info::InfoArgs),
+    /// Check the GPU backend against the CPU backend on a simulated frame (`--gpu`).
+    Selftest(selftest::SelftestArgs),
     /// Compare an extracted frame with the simulated truth: pull statistics and a PNG.
     Qa(qa::QaArgs),
 }
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => extract::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Selftest(args) => selftest::run(args),
         Command::Qa(args) => qa::run(args),
     }
 }

@@ -1,3 +1,9 @@
-//! GPU backend. For now: the PTX of the `desi_device` kernels, built by build.rs ([`ptx`]).
+//! GPU backend: the embedded PTX ([`ptx`]), the CUDA context ([`context`]) and the frame
+//! driver that runs every stage of the extraction on the device ([`frame`]).
 
+pub mod context;
+pub mod frame;
 pub mod ptx;
+
+pub use context::{probe_driver, GpuContext, GpuError};
+pub use frame::extract_frame_gpu;

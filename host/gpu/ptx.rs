@@ -12,7 +12,26 @@ pub const SPOTS: &str = "spots";
 /// Name of the `smoke_axpy` kernel: `y = a x + y`, a smoke test of the build and launch path.
 pub const SMOKE_AXPY: &str = "smoke_axpy";
 
+/// Name of the `assemble` kernel: normal equations, one thread per (patch, unknown).
+pub const ASSEMBLE: &str = "assemble";
+/// Name of the `factor_solve` kernel: regularization, banded Cholesky and solve per patch.
+pub const FACTOR_SOLVE: &str = "factor_solve";
+/// Name of the `covariance` kernel: covariance blocks of the core spectra.
+pub const COVARIANCE: &str = "covariance";
+/// Name of the `resolution` kernel: Jacobi inverse square root, R, flux, ivar, diagonals.
+pub const RESOLUTION: &str = "resolution";
+/// Name of the `pixel_stats` kernel: chi2pix and pixmask_fraction.
+pub const PIXEL_STATS: &str = "pixel_stats";
+
 /// Every kernel entry point of [`PTX`] (`.entry` names), in the order of `device/src/kernels.rs`.
 ///
 /// `tests/ptx.rs` checks that this list and the PTX's `.entry` directives agree both ways.
-pub const KERNELS: &[&str] = &[SMOKE_AXPY, SPOTS];
+pub const KERNELS: &[&str] = &[
+    SMOKE_AXPY,
+    SPOTS,
+    ASSEMBLE,
+    FACTOR_SOLVE,
+    COVARIANCE,
+    RESOLUTION,
+    PIXEL_STATS,
+];

@@ -50,7 +50,7 @@ pub enum QaError {
     #[error("no bin of the frame has ivar > 0: nothing to compare")]
     NoValidBins,
     /// A requested fiber is not in the frame.
-    #[error("fiber {fiber} is not in the frame (it holds spectra {specmin}..{end})", end = .specmin + .nspec)]
+    #[error("fiber {fiber} is not in the frame (it holds spectra {specmin} to {last})", last = (.specmin + .nspec).saturating_sub(1))]
     Fiber {
         /// The requested spectrum number.
         fiber: usize,

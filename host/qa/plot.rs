@@ -86,7 +86,7 @@ impl Canvas {
     /// Blends `color` over pixel `(x, y)` with opacity `alpha` (0..1).
     fn blend(&mut self, x: i64, y: i64, color: Rgb, alpha: f32) {
         let (cx0, cy0, cx1, cy1) = self.clip;
-        if x < cx0 || x >= cx1 || y < cy0 || y >= cy1 || !(alpha > 0.0) {
+        if x < cx0 || x >= cx1 || y < cy0 || y >= cy1 || alpha.is_nan() || alpha <= 0.0 {
             return;
         }
         let a = alpha.min(1.0);
@@ -763,9 +763,9 @@ pub fn render(
         format!("outside ±{HIST_RANGE}:   {outside}"),
         format!("median chi2pix:   {:.4}", stats.median_chi2pix),
         format!(
-            "frame: spectra {}..{}, {} wavelengths",
+            "frame: spectra {} to {}, {} wavelengths",
             frame.specmin,
-            frame.specmin + frame.nspec,
+            (frame.specmin + frame.nspec).saturating_sub(1),
             frame.nwave
         ),
     ];

@@ -105,7 +105,8 @@ fn grid_offset(frame: &[f64], truth: &[f64]) -> Result<usize, QaError> {
         });
     }
     for (j, (&f, &t)) in frame.iter().zip(&truth[offset..]).enumerate() {
-        if !((f - t).abs() <= WAVE_TOL) {
+        let close = (f - t).abs() <= WAVE_TOL; // false for NaN
+        if !close {
             return Err(QaError::WaveGrid {
                 detail: format!(
                     "frame bin {j} is at {f} A, truth bin {} at {t} A (tolerance {WAVE_TOL} A)",
@@ -165,10 +166,11 @@ pub fn model_flux(frame: &FrameData, truth: &Spectra) -> Result<Vec<f64>, QaErro
     if frame.specmin < truth.specmin || frame.specmin + frame.nspec > truth_end {
         return Err(QaError::Spectra {
             detail: format!(
-                "the frame holds spectra {}..{}, the truth {}..{truth_end}",
+                "the frame holds spectra {} to {}, the truth {} to {}",
                 frame.specmin,
-                frame.specmin + frame.nspec,
-                truth.specmin
+                (frame.specmin + frame.nspec).saturating_sub(1),
+                truth.specmin,
+                truth_end.saturating_sub(1)
             ),
         });
     }

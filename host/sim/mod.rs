@@ -98,3 +98,34 @@ pub fn model_ivar(model: &[f64], read_noise: f64) -> Vec<f64> {
         })
         .collect()
 }
+
+/// An in-memory preproc image of the PSF's CCD: `spectra` projected, noise added unless
+/// `noiseless`, IVAR from the noiseless model, MASK 0, CAMERA `camera`.
+pub fn simulated_preproc(
+    psf: &GaussHermitePsf,
+    spectra: &Spectra,
+    read_noise: f64,
+    seed: u64,
+    noiseless: bool,
+    camera: &str,
+) -> Result<crate::io::PreprocImage, PsfError> {
+    let model = project_spectra(psf, spectra)?;
+    let image = if noiseless {
+        model.clone()
+    } else {
+        add_noise(&model, psf.npix_x, read_noise, seed)
+    };
+    let ivar = model_ivar(&model, read_noise);
+    Ok(crate::io::PreprocImage {
+        path: std::path::PathBuf::from(format!("simulated-{camera}.fits")),
+        nx: psf.npix_x,
+        ny: psf.npix_y,
+        image: image.iter().map(|&v| v as f32).collect(),
+        ivar: ivar.iter().map(|&v| v as f32).collect(),
+        mask: vec![0; model.len()],
+        camera: camera.to_string(),
+        header: Vec::new(),
+        readnoise: None,
+        fibermap: None,
+    })
+}

@@ -40,6 +40,11 @@ pub enum PatchIssue {
     },
     /// The patch's kept rows leave the CCD; its outputs are zero with ivar 0.
     OffCcd,
+    /// The GPU could not solve the patch; the CPU path solved it instead.
+    CpuFallback {
+        /// Why the GPU failed (its status code).
+        reason: String,
+    },
 }
 
 /// Outputs of one patch for its core spectra and kept bins, per wavelength bin (not per

@@ -1,0 +1,468 @@
+//! GPU entry points of the per-patch solve (`nvptx64-nvidia-cuda` only): thin shims that map
+//! threads to patches, unknowns or core spectra and call the same functions as the CPU backend
+//! (`crate::patch`, `crate::linalg`). No numerics live here.
+//!
+//! Shared conventions of every kernel below:
+//! - `descs`: `npatch` [`PatchDesc`]s (see its fields for the buffer offsets);
+//! - `status`: `(npatch,)` `u32` [`Status`] codes; a kernel skips patches whose status is not
+//!   0 and writes its own failure (several threads of one patch may race to write different
+//!   non-zero codes: any of them is a failure, which is all the host needs);
+//! - vectors of unknowns (`rhs`, `fluxweight`, `xflux`) have a stride of `nmax` f64 per patch;
+//! - per-core-spectrum buffers have a stride of `nspp_max` blocks per patch;
+//! - 1-D grids with any number of threads >= the number of items (extra threads return).
+
+use core::arch::nvptx;
+
+use crate::linalg::{banded, jacobi};
+use crate::patch::{
+    apply_resolution, assemble_unknown, pixel_statistics, regularize, resolution_diagonals,
+    CcdView, CoreRange, PatchDesc, StampView,
+};
+use crate::spot::StampCorner;
+use crate::Status;
+
+/// `blockIdx.x * blockDim.x + threadIdx.x`.
+#[inline(always)]
+fn item_index() -> usize {
+    // SAFETY: reading the special registers %ctaid.x, %ntid.x and %tid.x has no preconditions.
+    unsafe {
+        (nvptx::_block_idx_x() as usize) * (nvptx::_block_dim_x() as usize)
+            + nvptx::_thread_idx_x() as usize
+    }
+}
+
+/// Reads a patch descriptor.
+///
+/// # Safety
+/// `descs` must be valid for reads of `p + 1` descriptors.
+#[inline(always)]
+unsafe fn desc(descs: *const PatchDesc, p: usize) -> PatchDesc {
+    // SAFETY: guaranteed by the caller.
+    unsafe { descs.add(p).read() }
+}
+
+/// Records a failure of patch `p` (any non-zero code).
+///
+/// # Safety
+/// `status` must be valid for writes of `p + 1` values.
+#[inline(always)]
+unsafe fn fail(status: *mut u32, p: usize, code: Status) {
+    if code != Status::Ok {
+        // SAFETY: guaranteed by the caller.
+        unsafe { status.add(p).write(code as u32) };
+    }
+}
+
+/// Stamp view of a patch in the frame's spot table.
+///
+/// # Safety
+/// `stamps` must be valid for `stamps_len` f64 and `corners` for `stamps_len / (ny*nx)`
+/// corners, not written during the launch.
+#[inline(always)]
+unsafe fn stamp_view<'a>(
+    d: &PatchDesc,
+    stamps: *const f64,
+    stamps_len: usize,
+    corners: *const StampCorner,
+    ny: usize,
+    nx: usize,
+) -> StampView<'a> {
+    let first = d.stamp_offset as usize;
+    let ncorner = stamps_len / (ny * nx);
+    // SAFETY: guaranteed by the caller; the view starts at the patch's first stamp.
+    unsafe {
+        StampView {
+            stamps: core::slice::from_raw_parts(
+                stamps.add(first * ny * nx),
+                stamps_len - first * ny * nx,
+            ),
+            corners: core::slice::from_raw_parts(corners.add(first), ncorner - first),
+            fiber_stride: d.fiber_stride as usize,
+            ny,
+            nx,
+        }
+    }
+}
+
+/// CCD view.
+///
+/// # Safety
+/// `image` and `weight` must be valid for `nrow * ncol` reads each, not written during the
+/// launch.
+#[inline(always)]
+unsafe fn ccd_view<'a>(
+    image: *const f64,
+    weight: *const f64,
+    nrow: usize,
+    ncol: usize,
+) -> CcdView<'a> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        CcdView {
+            image: core::slice::from_raw_parts(image, nrow * ncol),
+            weight: core::slice::from_raw_parts(weight, nrow * ncol),
+            nrow,
+            ncol,
+        }
+    }
+}
+
+/// Normal equations: one thread per (patch, unknown) calls [`assemble_unknown`].
+///
+/// # Parameters
+/// `descs`, `npatch`, `nmax` (unknowns stride), `nwavetot`; `stamps`/`stamps_len` `(nfiber,
+/// nwave, ny, nx)` f64 and `corners` `(nfiber, nwave)` [`StampCorner`]s of the frame; `ny`,
+/// `nx`; `image`, `weight` `(nrow, ncol)` f64; `band` (band matrices at each desc's
+/// `band_offset`), `band_len`; outputs `rhs`, `fluxweight` `(npatch, nmax)`; `status`.
+///
+/// # Thread mapping
+/// `item = patch * nmax + q`; threads with `q >= n` of their patch return.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; outputs do not overlap inputs or each other.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn assemble(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nmax: usize,
+    nwavetot: usize,
+    stamps: *const f64,
+    stamps_len: usize,
+    corners: *const StampCorner,
+    ny: usize,
+    nx: usize,
+    image: *const f64,
+    weight: *const f64,
+    nrow: usize,
+    ncol: usize,
+    band: *mut f64,
+    band_len: usize,
+    rhs: *mut f64,
+    fluxweight: *mut f64,
+    status: *mut u32,
+) {
+    let item = item_index();
+    let (p, q) = (item / nmax, item % nmax);
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: p < npatch; the caller guarantees the buffer sizes. Each thread writes only the
+    // entries owned by its unknown q (assemble_unknown's contract), so the mutable slices of
+    // different threads alias but are written at disjoint indices.
+    unsafe {
+        let d = desc(descs, p);
+        let n = d.nunknown(nwavetot);
+        if q >= n {
+            return;
+        }
+        let view = stamp_view(&d, stamps, stamps_len, corners, ny, nx);
+        let ccd = ccd_view(image, weight, nrow, ncol);
+        let shape = d.shape(nwavetot);
+        let kd = d.kd as usize;
+        let off = d.band_offset as usize;
+        let len = n * (kd + 1);
+        if off + len > band_len {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let band = core::slice::from_raw_parts_mut(band.add(off), len);
+        let rhs = core::slice::from_raw_parts_mut(rhs.add(p * nmax), n);
+        let fw = core::slice::from_raw_parts_mut(fluxweight.add(p * nmax), n);
+        let code = assemble_unknown(&view, &ccd, &shape, kd, q, band, rhs, fw);
+        fail(status, p, code);
+    }
+}
+
+/// Regularization, banded Cholesky factorization and solve: one thread per patch.
+///
+/// # Parameters
+/// `descs`, `npatch`, `nmax`, `nwavetot`, `band`/`band_len` (factored in place), `rhs`,
+/// `fluxweight` `(npatch, nmax)`, `regularize` (α), output `xflux` `(npatch, nmax)`, `status`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn factor_solve(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nmax: usize,
+    nwavetot: usize,
+    band: *mut f64,
+    band_len: usize,
+    rhs: *const f64,
+    fluxweight: *const f64,
+    regularize_alpha: f64,
+    xflux: *mut f64,
+    status: *mut u32,
+) {
+    let p = item_index();
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: one thread per patch owns its band matrix and vectors.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        let n = d.nunknown(nwavetot);
+        let kd = d.kd as usize;
+        let off = d.band_offset as usize;
+        if off + n * (kd + 1) > band_len {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let band = core::slice::from_raw_parts_mut(band.add(off), n * (kd + 1));
+        let fw = core::slice::from_raw_parts(fluxweight.add(p * nmax), n);
+        regularize(band, n, kd, fw, regularize_alpha);
+        let code = banded::band_factor(band, n, kd);
+        if code != Status::Ok {
+            fail(status, p, code);
+            return;
+        }
+        let x = core::slice::from_raw_parts_mut(xflux.add(p * nmax), n);
+        x.copy_from_slice(core::slice::from_raw_parts(rhs.add(p * nmax), n));
+        fail(status, p, banded::band_solve(band, n, kd, x));
+    }
+}
+
+/// Covariance blocks `C_bb` of the core spectra: one thread per (patch, core spectrum c).
+///
+/// # Parameters
+/// `descs`, `npatch`, `nspp_max`, `nwavetot`, `band`/`band_len` (factored), outputs `cov`
+/// `(npatch, nspp_max, nwavetot, nwavetot)`, scratch `work` `(npatch, nspp_max, work_stride)`,
+/// `status`.
+///
+/// # Thread mapping
+/// `item = patch * nspp_max + c`; threads with `c >= nspp` return.
+///
+/// # Safety
+/// All pointers valid for the documented sizes.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nwavetot: usize,
+    band: *const f64,
+    band_len: usize,
+    cov: *mut f64,
+    work: *mut f64,
+    work_stride: usize,
+    status: *mut u32,
+) {
+    let item = item_index();
+    let (p, c) = (item / nspp_max, item % nspp_max);
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: each (patch, c) owns its output block and scratch.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        let n = d.nunknown(nwavetot);
+        let kd = d.kd as usize;
+        let off = d.band_offset as usize;
+        let need = banded::band_covariance_blocks_work_len(n, kd, d.nspecpad as usize);
+        if off + n * (kd + 1) > band_len || need > work_stride {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let ab = core::slice::from_raw_parts(band.add(off), n * (kd + 1));
+        let block = nwavetot * nwavetot;
+        let out = core::slice::from_raw_parts_mut(cov.add(item * block), block);
+        let w = core::slice::from_raw_parts_mut(work.add(item * work_stride), work_stride);
+        let code = banded::band_covariance_block_range(
+            ab,
+            n,
+            kd,
+            d.nspecpad as usize,
+            d.s_core as usize + c,
+            out,
+            w,
+        );
+        fail(status, p, code);
+    }
+}
+
+/// Resolution of the core spectra: `Q = C_bb^(-1/2)` by Jacobi, `R = Q / rowsum`, ivar, flux
+/// and the stored diagonals. One thread per (patch, core spectrum c).
+///
+/// # Parameters
+/// `descs`, `npatch`, `nspp_max`, `nmax`, `nwavetot`, `ndiag`, `pad`, `nwavestep`; `cov`
+/// `(npatch, nspp_max, nwavetot²)` (input), `xflux` `(npatch, nmax)`; scratch `qbuf` (like
+/// `cov`) and `work` `(npatch, nspp_max, work_stride)`; outputs `flux`, `ivar` `(npatch,
+/// nspp_max, nwavetot)` and `rdiags` `(npatch, nspp_max, 2·ndiag+1, nwavestep)`; `status`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn resolution(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nmax: usize,
+    nwavetot: usize,
+    ndiag: usize,
+    pad: usize,
+    nwavestep: usize,
+    cov: *const f64,
+    xflux: *const f64,
+    qbuf: *mut f64,
+    work: *mut f64,
+    work_stride: usize,
+    flux: *mut f64,
+    ivar: *mut f64,
+    rdiags: *mut f64,
+    status: *mut u32,
+) {
+    let item = item_index();
+    let (p, c) = (item / nspp_max, item % nspp_max);
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: each (patch, c) owns its scratch and output blocks.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        if jacobi::inverse_sqrt_work_len(nwavetot) > work_stride {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let block = nwavetot * nwavetot;
+        let a = core::slice::from_raw_parts(cov.add(item * block), block);
+        let q = core::slice::from_raw_parts_mut(qbuf.add(item * block), block);
+        let w = core::slice::from_raw_parts_mut(work.add(item * work_stride), work_stride);
+        let code = jacobi::inverse_sqrt(a, nwavetot, q, w);
+        if code != Status::Ok {
+            fail(status, p, code);
+            return;
+        }
+        let s = d.s_core as usize + c;
+        let n = d.nunknown(nwavetot);
+        let x = core::slice::from_raw_parts(xflux.add(p * nmax + s), n - s);
+        let f = core::slice::from_raw_parts_mut(flux.add(item * nwavetot), nwavetot);
+        let iv = core::slice::from_raw_parts_mut(ivar.add(item * nwavetot), nwavetot);
+        let code = apply_resolution(q, nwavetot, x, d.nspecpad as usize, f, iv);
+        if code != Status::Ok {
+            fail(status, p, code);
+            return;
+        }
+        let ndiagonal = 2 * ndiag + 1;
+        let rd = core::slice::from_raw_parts_mut(
+            rdiags.add(item * ndiagonal * nwavestep),
+            ndiagonal * nwavestep,
+        );
+        let code = resolution_diagonals(
+            q,
+            nwavetot,
+            ndiag,
+            pad,
+            pad + d.keep as usize,
+            rd,
+            nwavestep,
+        );
+        fail(status, p, code);
+    }
+}
+
+/// chi2pix and pixmask_fraction of the core unknowns: one thread per patch.
+///
+/// # Parameters
+/// `descs`, `npatch`, `nspp_max`, `nmax`, `nwavetot`, `pad`, `nwavestep`, `stamps`,
+/// `stamps_len`, `corners`, `ny`, `nx`, `image`, `weight`, `nrow`, `ncol`, `xflux`, `psferr`,
+/// scratch `pixels` (each desc's window at `pixel_offset`), `pixels_len`; outputs `chi2pix`,
+/// `pixmask` `(npatch, nspp_max, nwavestep)`; `status`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn pixel_stats(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nmax: usize,
+    nwavetot: usize,
+    pad: usize,
+    nwavestep: usize,
+    stamps: *const f64,
+    stamps_len: usize,
+    corners: *const StampCorner,
+    ny: usize,
+    nx: usize,
+    image: *const f64,
+    weight: *const f64,
+    nrow: usize,
+    ncol: usize,
+    xflux: *const f64,
+    psferr: f64,
+    pixels: *mut f64,
+    pixels_len: usize,
+    chi2pix: *mut f64,
+    pixmask: *mut f64,
+    status: *mut u32,
+) {
+    let p = item_index();
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: one thread per patch owns its window scratch and output rows.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        let npix = d.npix();
+        let off = d.pixel_offset as usize;
+        if off + npix > pixels_len {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let view = stamp_view(&d, stamps, stamps_len, corners, ny, nx);
+        let ccd = ccd_view(image, weight, nrow, ncol);
+        let shape = d.shape(nwavetot);
+        let n = d.nunknown(nwavetot);
+        let x = core::slice::from_raw_parts(xflux.add(p * nmax), n);
+        let window = core::slice::from_raw_parts_mut(pixels.add(off), npix);
+        let rows = nspp_max * nwavestep;
+        let chi = core::slice::from_raw_parts_mut(chi2pix.add(p * rows), rows);
+        let pm = core::slice::from_raw_parts_mut(pixmask.add(p * rows), rows);
+        let s_core = d.s_core as usize;
+        let core = CoreRange {
+            s_min: s_core,
+            s_max: s_core + d.nspp as usize,
+            k_min: pad,
+            k_max: pad + d.keep as usize,
+        };
+        let code = pixel_statistics(
+            &view,
+            &ccd,
+            &shape,
+            d.col_min as i32,
+            d.col_max as i32,
+            x,
+            psferr,
+            core,
+            window,
+            chi,
+            pm,
+            nwavestep,
+        );
+        fail(status, p, code);
+    }
+}

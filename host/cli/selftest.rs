@@ -1,0 +1,146 @@
+//! `desi-extract selftest --gpu`: GPU against CPU on a simulated frame, with timings.
+
+use super::{parse_wave_range, InputError};
+use clap::Args;
+use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::gpu::{extract_frame_gpu, GpuContext};
+use desi_extract::io;
+use desi_extract::patch::stitch::median;
+use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::solve::CpuBackend;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Arguments of `selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Compare the GPU backend with the CPU backend (fails without a GPU).
+    #[arg(long)]
+    gpu: bool,
+    /// PSF file (default: the bundled r0 PSF next to the executable's source tree).
+    #[arg(short = 'p', long = "psf", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits"))]
+    psf: PathBuf,
+    /// Wavelength grid WMIN,WMAX[,DW].
+    #[arg(short = 'w', long = "wavelength", default_value = "5760,7620,0.8")]
+    wavelength: String,
+    /// Spectra to simulate and extract.
+    #[arg(short = 'n', long = "nspec", default_value_t = 500)]
+    nspec: usize,
+    /// Timed GPU repetitions after one warm-up (median reported).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// GPU ordinal.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
+/// Relative-difference statistics of two arrays where `mask` holds.
+fn rel_stats(a: &[f64], b: &[f64], mask: impl Fn(usize) -> bool) -> (f64, f64) {
+    let mut d: Vec<f64> = (0..a.len())
+        .filter(|&i| mask(i))
+        .map(|i| (a[i] - b[i]).abs() / a[i].abs().max(b[i].abs()).max(1e-300))
+        .collect();
+    let max = d.iter().cloned().fold(0.0, f64::max);
+    d.sort_by(|x, y| x.total_cmp(y));
+    (median(d), max)
+}
+
+/// Runs `selftest`.
+pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
+    if !args.gpu {
+        return Err(InputError(
+            "selftest needs --gpu (it compares the GPU backend with the CPU backend)".into(),
+        )
+        .into());
+    }
+    let psf = io::read_psf(&args.psf)?;
+    let (wmin, wmax, dw) = parse_wave_range(&args.wavelength, 0.8)?;
+    let grid = WavelengthGrid::arange(wmin, wmax, dw)?;
+    let gpu = GpuContext::new(args.device)?;
+    println!(
+        "selftest: {} ({} MB free)",
+        gpu.name(),
+        gpu.memory()?.0 >> 20
+    );
+    let t = Instant::now();
+    let spectra = builtin_spectra(0, args.nspec, &grid.wave);
+    let image = simulated_preproc(&psf, &spectra, 3.0, 1, false, "r0")?;
+    println!(
+        "selftest: simulated {} spectra x {} wavelengths in {:.2} s",
+        args.nspec,
+        grid.nwave(),
+        t.elapsed().as_secs_f64()
+    );
+    let params = ExtractionParams {
+        nspec: args.nspec,
+        psferr: psf.psferr,
+        ..ExtractionParams::default()
+    };
+    let t = Instant::now();
+    let cpu = extract_frame(&psf, &image, &grid, &params, &CpuBackend, false, &|_, _| {})?;
+    let cpu_time = t.elapsed();
+    let mut gpu_times = Vec::new();
+    let mut gpu_result: Option<Extraction> = None;
+    for i in 0..=args.repeat {
+        let t = Instant::now();
+        let r = extract_frame_gpu(&gpu, &psf, &image, &grid, &params, false, &|_, _| {})?;
+        if i > 0 {
+            gpu_times.push(t.elapsed());
+        }
+        gpu_result = Some(r);
+    }
+    let Some(g) = gpu_result else {
+        return Err(anyhow::anyhow!("no GPU run"));
+    };
+    let (a, b) = (&cpu.arrays, &g.arrays);
+    let both = |i: usize| a.ivar[i] > 0.0 && b.ivar[i] > 0.0;
+    let (flux_med, flux_max) = rel_stats(&a.flux, &b.flux, both);
+    let (ivar_med, ivar_max) = rel_stats(&a.ivar, &b.ivar, both);
+    let rd_max = a
+        .rdiags
+        .iter()
+        .zip(&b.rdiags)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let (chi_med, chi_max) = rel_stats(&a.chi2pix, &b.chi2pix, both);
+    let ivar_zero_mismatch = (0..a.ivar.len())
+        .filter(|&i| (a.ivar[i] > 0.0) != (b.ivar[i] > 0.0))
+        .count();
+    gpu_times.sort();
+    let med = gpu_times
+        .get(gpu_times.len() / 2)
+        .copied()
+        .unwrap_or(Duration::ZERO);
+    println!(
+        "selftest: CPU {:.2} s; GPU median of {} runs {:.3} s (all: {:?})",
+        cpu_time.as_secs_f64(),
+        gpu_times.len(),
+        med.as_secs_f64(),
+        gpu_times
+            .iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
+    for (name, d) in &g.times.detail {
+        println!("  gpu stage {name:<16} {:8.2} ms", d.as_secs_f64() * 1e3);
+    }
+    println!("selftest: flux rel diff median {flux_med:.2e} max {flux_max:.2e}; ivar median {ivar_med:.2e} max {ivar_max:.2e}; Rdiags max abs {rd_max:.2e}; chi2pix median {chi_med:.2e} max {chi_max:.2e}; ivar>0 mismatches {ivar_zero_mismatch}");
+    println!("selftest: GPU patch reports: {}", g.reports.len());
+    for r in g.reports.iter().take(10) {
+        println!("  {r:?}");
+    }
+    let ok = flux_med <= 1e-9
+        && flux_max <= 1e-6
+        && ivar_med <= 1e-9
+        && ivar_max <= 1e-6
+        && rd_max <= 1e-9
+        && ivar_zero_mismatch == 0;
+    println!("selftest: {}", if ok { "PASS" } else { "FAIL" });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,139 @@
+//! The CUDA context of the GPU backend: library probe, device, stream and the loaded kernels.
+
+use super::ptx;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Errors of the GPU backend as a whole.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// No CUDA driver library on this machine.
+    #[error("no NVIDIA GPU driver found ({0}); run without --gpu to use the CPU")]
+    NoDriver(String),
+    /// A driver call failed.
+    #[error("CUDA {stage}: {source}")]
+    Driver {
+        /// What was being done.
+        stage: String,
+        /// The driver's error.
+        source: DriverError,
+    },
+    /// The device ran out of memory for even one patch.
+    #[error("GPU memory: {0}")]
+    Memory(String),
+}
+
+/// Adds the stage to a driver error.
+pub trait DriverContext<T> {
+    /// Names the stage of a failed driver call.
+    fn stage(self, stage: &str) -> Result<T, GpuError>;
+}
+
+impl<T> DriverContext<T> for Result<T, DriverError> {
+    fn stage(self, stage: &str) -> Result<T, GpuError> {
+        self.map_err(|source| GpuError::Driver {
+            stage: stage.to_string(),
+            source,
+        })
+    }
+}
+
+/// Checks that the CUDA driver library can be loaded, before cudarc touches it (cudarc panics
+/// when it is absent).
+pub fn probe_driver() -> Result<(), GpuError> {
+    let mut last = String::new();
+    for name in ["libcuda.so.1", "libcuda.so"] {
+        // SAFETY: loading the NVIDIA driver library runs its initializers, which is what every
+        // CUDA program does; the handle is dropped at once (cudarc loads it again).
+        match unsafe { libloading::Library::new(name) } {
+            Ok(_) => return Ok(()),
+            Err(err) => last = format!("{name}: {err}"),
+        }
+    }
+    Err(GpuError::NoDriver(last))
+}
+
+/// The kernels of [`ptx::PTX`].
+#[derive(Debug)]
+pub struct Kernels {
+    /// PSF spots of a frame.
+    pub spots: CudaFunction,
+    /// Normal equations.
+    pub assemble: CudaFunction,
+    /// Regularize, factor, solve.
+    pub factor_solve: CudaFunction,
+    /// Covariance blocks.
+    pub covariance: CudaFunction,
+    /// Jacobi inverse square root and resolution.
+    pub resolution: CudaFunction,
+    /// chi2pix and pixmask_fraction.
+    pub pixel_stats: CudaFunction,
+}
+
+/// A CUDA device with the desi-extract kernels loaded.
+#[derive(Debug)]
+pub struct GpuContext {
+    /// The context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream every launch and copy goes to.
+    pub stream: Arc<CudaStream>,
+    /// The loaded module.
+    pub module: Arc<CudaModule>,
+    /// Its kernels.
+    pub kernels: Kernels,
+    /// Device ordinal.
+    pub ordinal: usize,
+}
+
+impl GpuContext {
+    /// Opens GPU `ordinal` and loads the kernels.
+    pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        probe_driver()?;
+        let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
+        let stream = ctx.default_stream();
+        let module = ctx
+            .load_module(Ptx::from_src(ptx::PTX))
+            .stage("load the PTX module")?;
+        let load = |name: &str| {
+            module
+                .load_function(name)
+                .stage(&format!("find kernel {name}"))
+        };
+        let kernels = Kernels {
+            spots: load(ptx::SPOTS)?,
+            assemble: load(ptx::ASSEMBLE)?,
+            factor_solve: load(ptx::FACTOR_SOLVE)?,
+            covariance: load(ptx::COVARIANCE)?,
+            resolution: load(ptx::RESOLUTION)?,
+            pixel_stats: load(ptx::PIXEL_STATS)?,
+        };
+        Ok(Self {
+            ctx,
+            stream,
+            module,
+            kernels,
+            ordinal,
+        })
+    }
+
+    /// Number of visible CUDA devices.
+    pub fn device_count() -> Result<usize, GpuError> {
+        probe_driver()?;
+        let n = CudaContext::device_count().stage("count devices")?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Name of the device.
+    pub fn name(&self) -> String {
+        self.ctx
+            .name()
+            .unwrap_or_else(|_| format!("CUDA device {}", self.ordinal))
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn memory(&self) -> Result<(usize, usize), GpuError> {
+        self.ctx.mem_get_info().stage("query memory")
+    }
+}

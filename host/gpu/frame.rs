@@ -1,0 +1,674 @@
+//! One frame on the GPU: image, weights and PSF tables go to the device once, spots are
+//! evaluated for every (fiber, wavelength) at once, and all patches are solved in a few batched
+//! launches sized to the device's free memory. Failed patches fall back to the CPU path.
+
+use super::context::{DriverContext, GpuContext, GpuError};
+use crate::extract::{
+    add_patch_model, check_compatible, check_on_ccd, finish_extraction, CcdData, ExtractError,
+    Extraction, PatchReport, Progress, StageTimes,
+};
+use crate::io::PreprocImage;
+use crate::patch::plan::plan_bundle;
+use crate::patch::stitch::FrameArrays;
+use crate::patch::{ExtractionParams, PaddedGrid, PatchPlan, WavelengthGrid};
+use crate::psf::{GaussHermitePsf, SpotTable};
+use crate::solve::cpu::solve_patch;
+use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use desi_device::linalg::{banded, jacobi};
+use desi_device::patch::{patch_bandwidth, PatchDesc, PatchShape, StampView, PATCH_DESC_WORDS};
+use desi_device::spot::StampCorner;
+use desi_device::Status;
+use std::time::{Duration, Instant};
+
+/// Threads per block of the one-thread-per-item kernels.
+const BLOCK: u32 = 128;
+
+fn grid_for(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((items as u32).div_ceil(BLOCK).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl From<GpuError> for ExtractError {
+    fn from(err: GpuError) -> Self {
+        ExtractError::Solve(SolveError::Unavailable {
+            backend: "gpu",
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// A planned patch with its place in the batch.
+struct Planned {
+    plan: PatchPlan,
+    desc: PatchDesc,
+}
+
+/// Stage timer: synchronizes the stream at stage boundaries only.
+struct Stages<'a> {
+    gpu: &'a GpuContext,
+    last: Instant,
+    detail: Vec<(&'static str, Duration)>,
+}
+
+impl Stages<'_> {
+    fn mark(&mut self, name: &'static str) -> Result<(), GpuError> {
+        self.gpu.stream.synchronize().stage(name)?;
+        let now = Instant::now();
+        match self.detail.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d += now - self.last,
+            None => self.detail.push((name, now - self.last)),
+        }
+        self.last = now;
+        Ok(())
+    }
+}
+
+/// Extracts a frame on the GPU; same contract and outputs as [`crate::extract::extract_frame`].
+#[allow(clippy::too_many_arguments)]
+pub fn extract_frame_gpu(
+    gpu: &GpuContext,
+    psf: &GaussHermitePsf,
+    image: &PreprocImage,
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+    want_model: bool,
+    progress: Progress,
+) -> Result<Extraction, ExtractError> {
+    let ndiag = psf.hsizey;
+    params.validate(ndiag, psf.nspec)?;
+    check_compatible(psf, image, grid)?;
+    let mut stages = Stages {
+        gpu,
+        last: Instant::now(),
+        detail: Vec::new(),
+    };
+    let t_start = Instant::now();
+    let stream = &gpu.stream;
+    let ccd = CcdData::from_preproc(image);
+    let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+    let nfull = padded.nfull();
+    let nwave = grid.nwave();
+    let (ny, nx) = (psf.stamp_ny(), psf.stamp_nx());
+    let pad = params.pad();
+    let nwavetot = params.nwavetot();
+    let nspp_max = params.bundlesize / params.nsubbundles;
+    let nmax = (nspp_max + 2) * nwavetot;
+    stages.mark("prepare")?;
+
+    // Image, weights and PSF tables go to the device once.
+    let d_image = stream
+        .clone_htod(&ccd.image)
+        .stage("copy image to device")?;
+    let d_weight = stream
+        .clone_htod(&ccd.weight)
+        .stage("copy weights to device")?;
+    let flat = psf.flatten();
+    let tables = psf.tables(&flat);
+    let d_xtrace = stream.clone_htod(tables.xtrace).stage("copy PSF")?;
+    let d_ytrace = stream.clone_htod(tables.ytrace).stage("copy PSF")?;
+    let d_params = stream.clone_htod(tables.params).stage("copy PSF")?;
+    let d_wave = stream
+        .clone_htod(&padded.fullwave)
+        .stage("copy wavelengths")?;
+    stages.mark("copy to device")?;
+
+    // Spots of every PSF fiber on fullwave.
+    let nfiber = psf.nspec;
+    let nitem = nfiber * nfull;
+    let mut d_stamps = stream
+        .alloc_zeros::<f64>(nitem * ny * nx)
+        .stage("allocate stamps")?;
+    let mut d_corners = stream
+        .alloc_zeros::<i32>(2 * nitem)
+        .stage("allocate corners")?;
+    let mut d_spot_status = stream
+        .alloc_zeros::<u32>(nitem)
+        .stage("allocate spot status")?;
+    {
+        let g = tables.geometry;
+        let (xd, yd, pd) = (
+            tables.xtrace_domain,
+            tables.ytrace_domain,
+            tables.param_domain,
+        );
+        let (xlen, ylen, plen) = (
+            tables.xtrace.len(),
+            tables.ytrace.len(),
+            tables.params.len(),
+        );
+        let mut b = stream.launch_builder(&gpu.kernels.spots);
+        b.arg(&g.hsizex)
+            .arg(&g.hsizey)
+            .arg(&g.ghdegx)
+            .arg(&g.ghdegy)
+            .arg(&nfiber)
+            .arg(&d_xtrace)
+            .arg(&xlen)
+            .arg(&d_ytrace)
+            .arg(&ylen)
+            .arg(&tables.ntrace)
+            .arg(&xd.0)
+            .arg(&xd.1)
+            .arg(&yd.0)
+            .arg(&yd.1)
+            .arg(&d_params)
+            .arg(&plen)
+            .arg(&tables.nparam_coeff)
+            .arg(&pd.0)
+            .arg(&pd.1)
+            .arg(&d_wave)
+            .arg(&nfull)
+            .arg(&mut d_stamps)
+            .arg(&mut d_corners)
+            .arg(&mut d_spot_status);
+        // SAFETY: argument order and types follow `spots` in device/src/kernels.rs; buffers
+        // have the sizes documented there.
+        unsafe { b.launch(grid_for(nitem)) }.stage("launch spots")?;
+    }
+    let corner_words = stream
+        .clone_dtoh(&d_corners)
+        .stage("copy corners to host")?;
+    let spot_status = stream
+        .clone_dtoh(&d_spot_status)
+        .stage("copy spot status to host")?;
+    stages.mark("spots")?;
+    if let Some(i) = spot_status.iter().position(|&s| s != 0) {
+        return Err(ExtractError::Input {
+            path: psf.path.display().to_string(),
+            reason: format!(
+                "spot of fiber {} at {:.2} A failed on the GPU: {:?}",
+                psf.fibermin + i / nfull,
+                padded.fullwave[i % nfull],
+                Status::from_code(spot_status[i])
+            ),
+        });
+    }
+    let corners: Vec<StampCorner> = corner_words
+        .chunks_exact(2)
+        .map(|c| StampCorner { xc: c[0], yc: c[1] })
+        .collect();
+
+    // Plans of every bundle (host: corners only).
+    let bundles = params.bundle_starts();
+    let mut planned = Vec::new();
+    let mut plans_by_bundle = Vec::new();
+    let (mut band_total, mut pixel_total) = (0u64, 0u64);
+    for (bundle, &bspecmin) in bundles.iter().enumerate() {
+        let table = corner_table(&corners, bspecmin, params.bundlesize, nfull, ny, nx);
+        check_on_ccd(psf, &table, &padded, &ccd)?;
+        let plans = plan_bundle(bundle, &table, params, nwave, ccd.nrow);
+        for plan in &plans {
+            let Some(window) = plan.window else { continue };
+            let stamp_offset = (plan.s0 * nfull + (plan.iwave - pad)) as u64;
+            let view = StampView {
+                stamps: &[],
+                corners: &corners[stamp_offset as usize..],
+                fiber_stride: nfull,
+                ny,
+                nx,
+            };
+            let shape = PatchShape {
+                nspecpad: plan.nspecpad,
+                nwavetot,
+                row_min: window.row_min,
+                row_max: window.row_max,
+            };
+            let kd = patch_bandwidth(&view, &shape) as u64;
+            let desc = PatchDesc {
+                stamp_offset,
+                fiber_stride: nfull as u64,
+                nspecpad: plan.nspecpad as u64,
+                nspp: plan.nspp as u64,
+                s_core: (plan.ispec - plan.s0) as u64,
+                keep: plan.keep as u64,
+                row_min: window.row_min as i64,
+                row_max: window.row_max as i64,
+                col_min: window.col_min as i64,
+                col_max: window.col_max as i64,
+                kd,
+                band_offset: band_total,
+                pixel_offset: pixel_total,
+            };
+            band_total += desc.band_len(nwavetot) as u64;
+            pixel_total += desc.npix() as u64;
+            planned.push(Planned {
+                plan: plan.clone(),
+                desc,
+            });
+        }
+        plans_by_bundle.push(plans);
+    }
+    stages.mark("plan")?;
+
+    // Solve in batches sized to the free memory.
+    let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
+    let total = plans_by_bundle.iter().map(Vec::len).sum::<usize>();
+    progress(0, total);
+    let kd_max = planned
+        .iter()
+        .map(|p| p.desc.kd as usize)
+        .max()
+        .unwrap_or(0);
+    let cov_work = banded::band_covariance_blocks_work_len(nmax, kd_max, nspp_max + 2).max(
+        banded::band_covariance_blocks_work_len((nspp_max + 1) * nwavetot, kd_max, nspp_max + 1),
+    );
+    let eig_work = jacobi::inverse_sqrt_work_len(nwavetot);
+    let per_core = 2 * nwavetot * nwavetot
+        + cov_work
+        + eig_work
+        + 2 * nwavetot
+        + (2 * ndiag + 4) * params.nwavestep;
+    let per_patch_words =
+        nmax * (kd_max + 1) + 3 * nmax + nspp_max * per_core + 140 * 70 + PATCH_DESC_WORDS + 1;
+    let (free, _) = gpu.memory()?;
+    let batch = ((free as f64 * 0.7) as usize / (8 * per_patch_words))
+        .min(planned.len())
+        .max(1);
+    if free < 8 * per_patch_words {
+        return Err(GpuError::Memory(format!(
+            "{free} bytes free, one patch needs {}",
+            8 * per_patch_words
+        ))
+        .into());
+    }
+    let mut done = 0;
+    for chunk_start in (0..planned.len()).step_by(batch) {
+        let chunk = &planned[chunk_start..(chunk_start + batch).min(planned.len())];
+        let outs = solve_batch(
+            gpu,
+            chunk,
+            &d_stamps,
+            &d_corners,
+            &d_image,
+            &d_weight,
+            &ccd,
+            params,
+            ndiag,
+            (ny, nx),
+            nmax,
+            nspp_max,
+            cov_work,
+            eig_work,
+            &mut stages,
+        )?;
+        for (i, out) in outs.into_iter().enumerate() {
+            results[chunk_start + i] = Some(out);
+        }
+        done += chunk.len();
+        progress(done.min(total), total);
+    }
+
+    // Stitch; CPU fallback for failed patches; model image from the stamps of each bundle.
+    let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
+    let mut reports = Vec::new();
+    let mut model = want_model.then(|| vec![0.0; ccd.nrow * ccd.ncol]);
+    let mut by_plan = planned.iter().zip(results).peekable();
+    for (bundle, plans) in plans_by_bundle.iter().enumerate() {
+        let bspecmin = bundles[bundle];
+        let mut host_spots: Option<SpotTable> = None;
+        for plan in plans {
+            let gpu_result = match by_plan.peek() {
+                Some((p, _)) if p.plan == *plan => by_plan.next().and_then(|(_, r)| r),
+                _ => None,
+            };
+            let result = match (plan.window, gpu_result) {
+                (None, _) => PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd),
+                (Some(_), Some(r)) if r.issue.is_none() => r,
+                (Some(_), other) => {
+                    let reason = match other.and_then(|r| r.issue) {
+                        Some(PatchIssue::Failed { reason }) => reason,
+                        _ => "no GPU result".to_string(),
+                    };
+                    let spots = match host_spots.take() {
+                        Some(s) => s,
+                        None => psf.spots(bspecmin, params.bundlesize, &padded.fullwave)?,
+                    };
+                    let inputs = BundleInputs {
+                        spots: &spots,
+                        plans,
+                        ccd: ccd.view(),
+                        params,
+                        ndiag,
+                    };
+                    let mut r = solve_patch(&inputs, plan);
+                    if r.issue.is_none() {
+                        r.issue = Some(PatchIssue::CpuFallback { reason });
+                    }
+                    host_spots = Some(spots);
+                    r
+                }
+            };
+            arrays.insert(plan, &result, pad);
+            if let Some(issue) = &result.issue {
+                reports.push(PatchReport {
+                    bundle,
+                    patch: plan.patch,
+                    ispec: plan.ispec,
+                    iwave: plan.out_wave_min(pad),
+                    issue: issue.clone(),
+                });
+            }
+        }
+        if let Some(model) = model.as_mut() {
+            let spots = download_bundle_spots(
+                gpu,
+                &d_stamps,
+                &corners,
+                bspecmin,
+                params.bundlesize,
+                nfull,
+                ny,
+                nx,
+            )?;
+            for plan in plans {
+                add_patch_model(model, &ccd, &spots, plan, &arrays, pad);
+            }
+        }
+    }
+    stages.mark("stitch")?;
+    let mut extraction = finish_extraction(grid, arrays, reports, model, total);
+    let elapsed = t_start.elapsed();
+    extraction.times = StageTimes {
+        spots: stages
+            .detail
+            .iter()
+            .filter(|(n, _)| *n == "spots")
+            .map(|(_, d)| *d)
+            .sum(),
+        solve: elapsed,
+        finalize: Duration::ZERO,
+        detail: stages.detail,
+    };
+    Ok(extraction)
+}
+
+/// A spot table holding only the corners of fibers `bspecmin..+nspec` (for planning).
+fn corner_table(
+    corners: &[StampCorner],
+    bspecmin: usize,
+    nspec: usize,
+    nfull: usize,
+    ny: usize,
+    nx: usize,
+) -> SpotTable {
+    SpotTable {
+        ispec_min: bspecmin,
+        nspec,
+        nwave: nfull,
+        ny,
+        nx,
+        stamps: Vec::new(),
+        corners: corners[bspecmin * nfull..(bspecmin + nspec) * nfull].to_vec(),
+    }
+}
+
+/// Copies the stamps of one bundle back to the host (model image).
+#[allow(clippy::too_many_arguments)]
+fn download_bundle_spots(
+    gpu: &GpuContext,
+    d_stamps: &CudaSlice<f64>,
+    corners: &[StampCorner],
+    bspecmin: usize,
+    nspec: usize,
+    nfull: usize,
+    ny: usize,
+    nx: usize,
+) -> Result<SpotTable, GpuError> {
+    let size = ny * nx;
+    let view = d_stamps.slice(bspecmin * nfull * size..(bspecmin + nspec) * nfull * size);
+    let stamps = gpu.stream.clone_dtoh(&view).stage("copy stamps to host")?;
+    let mut table = corner_table(corners, bspecmin, nspec, nfull, ny, nx);
+    table.stamps = stamps;
+    Ok(table)
+}
+
+/// Runs every per-patch kernel on one batch and returns the core outputs in batch order
+/// (a failed patch comes back with [`PatchIssue::Failed`]).
+#[allow(clippy::too_many_arguments)]
+fn solve_batch(
+    gpu: &GpuContext,
+    chunk: &[Planned],
+    d_stamps: &CudaSlice<f64>,
+    d_corners: &CudaSlice<i32>,
+    d_image: &CudaSlice<f64>,
+    d_weight: &CudaSlice<f64>,
+    ccd: &CcdData,
+    params: &ExtractionParams,
+    ndiag: usize,
+    stamp_shape: (usize, usize),
+    nmax: usize,
+    nspp_max: usize,
+    cov_work: usize,
+    eig_work: usize,
+    stages: &mut Stages,
+) -> Result<Vec<PatchResult>, GpuError> {
+    let stream = &gpu.stream;
+    let np = chunk.len();
+    let nwavetot = params.nwavetot();
+    let nwavestep = params.nwavestep;
+    let pad = params.pad();
+    // Re-base the band and pixel offsets to this batch.
+    let band0 = chunk[0].desc.band_offset;
+    let pix0 = chunk[0].desc.pixel_offset;
+    let mut words = Vec::with_capacity(np * PATCH_DESC_WORDS);
+    let (mut band_len, mut pixels_len) = (0usize, 0usize);
+    for p in chunk {
+        let mut d = p.desc;
+        d.band_offset -= band0;
+        d.pixel_offset -= pix0;
+        band_len = band_len.max((d.band_offset as usize) + d.band_len(nwavetot));
+        pixels_len = pixels_len.max(d.pixel_offset as usize + d.npix());
+        words.extend_from_slice(&d.to_words());
+    }
+    let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
+    let mut d_band = stream
+        .alloc_zeros::<f64>(band_len.max(1))
+        .stage("allocate band matrices")?;
+    let mut d_rhs = stream.alloc_zeros::<f64>(np * nmax).stage("allocate rhs")?;
+    let mut d_fw = stream
+        .alloc_zeros::<f64>(np * nmax)
+        .stage("allocate fluxweight")?;
+    let mut d_xflux = stream
+        .alloc_zeros::<f64>(np * nmax)
+        .stage("allocate xflux")?;
+    let mut d_status = stream.alloc_zeros::<u32>(np).stage("allocate status")?;
+    let ncore = np * nspp_max;
+    let block = nwavetot * nwavetot;
+    let mut d_cov = stream
+        .alloc_zeros::<f64>(ncore * block)
+        .stage("allocate covariance")?;
+    let mut d_cov_work = stream
+        .alloc_zeros::<f64>(ncore * cov_work)
+        .stage("allocate covariance scratch")?;
+    let (nrow, ncol) = (ccd.nrow, ccd.ncol);
+    let stamps_len = d_stamps.len();
+    let (sny, snx) = stamp_shape;
+    stages.mark("allocate")?;
+
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.assemble);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(d_stamps)
+            .arg(&stamps_len)
+            .arg(d_corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(d_image)
+            .arg(d_weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&mut d_band)
+            .arg(&band_len)
+            .arg(&mut d_rhs)
+            .arg(&mut d_fw)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `assemble` in device/src/patch_kernels.rs.
+        unsafe { b.launch(grid_for(np * nmax)) }.stage("launch assemble")?;
+    }
+    stages.mark("assemble")?;
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.factor_solve);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(&mut d_band)
+            .arg(&band_len)
+            .arg(&d_rhs)
+            .arg(&d_fw)
+            .arg(&params.regularize)
+            .arg(&mut d_xflux)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `factor_solve`.
+        unsafe { b.launch(grid_for(np)) }.stage("launch factor_solve")?;
+    }
+    stages.mark("cholesky")?;
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.covariance);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nwavetot)
+            .arg(&d_band)
+            .arg(&band_len)
+            .arg(&mut d_cov)
+            .arg(&mut d_cov_work)
+            .arg(&cov_work)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `covariance`.
+        unsafe { b.launch(grid_for(ncore)) }.stage("launch covariance")?;
+    }
+    stages.mark("covariance")?;
+    drop(d_cov_work);
+    drop(d_band);
+    let ndiagonal = 2 * ndiag + 1;
+    let mut d_q = stream
+        .alloc_zeros::<f64>(ncore * block)
+        .stage("allocate Q")?;
+    let mut d_eig_work = stream
+        .alloc_zeros::<f64>(ncore * eig_work)
+        .stage("allocate Jacobi scratch")?;
+    let mut d_flux = stream
+        .alloc_zeros::<f64>(ncore * nwavetot)
+        .stage("allocate flux")?;
+    let mut d_ivar = stream
+        .alloc_zeros::<f64>(ncore * nwavetot)
+        .stage("allocate ivar")?;
+    let mut d_rdiags = stream
+        .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
+        .stage("allocate Rdiags")?;
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.resolution);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(&ndiag)
+            .arg(&pad)
+            .arg(&nwavestep)
+            .arg(&d_cov)
+            .arg(&d_xflux)
+            .arg(&mut d_q)
+            .arg(&mut d_eig_work)
+            .arg(&eig_work)
+            .arg(&mut d_flux)
+            .arg(&mut d_ivar)
+            .arg(&mut d_rdiags)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `resolution`.
+        unsafe { b.launch(grid_for(ncore)) }.stage("launch resolution")?;
+    }
+    stages.mark("eigh")?;
+    drop(d_q);
+    drop(d_eig_work);
+    drop(d_cov);
+    let mut d_pixels = stream
+        .alloc_zeros::<f64>(pixels_len.max(1))
+        .stage("allocate pixel windows")?;
+    let mut d_chi2 = stream
+        .alloc_zeros::<f64>(ncore * nwavestep)
+        .stage("allocate chi2pix")?;
+    let mut d_pixmask = stream
+        .alloc_zeros::<f64>(ncore * nwavestep)
+        .stage("allocate pixmask")?;
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.pixel_stats);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(&pad)
+            .arg(&nwavestep)
+            .arg(d_stamps)
+            .arg(&stamps_len)
+            .arg(d_corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(d_image)
+            .arg(d_weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&d_xflux)
+            .arg(&params.psferr)
+            .arg(&mut d_pixels)
+            .arg(&pixels_len)
+            .arg(&mut d_chi2)
+            .arg(&mut d_pixmask)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `pixel_stats`.
+        unsafe { b.launch(grid_for(np)) }.stage("launch pixel_stats")?;
+    }
+    stages.mark("finalize")?;
+    let status = stream.clone_dtoh(&d_status).stage("copy status to host")?;
+    let flux = stream.clone_dtoh(&d_flux).stage("copy flux to host")?;
+    let ivar = stream.clone_dtoh(&d_ivar).stage("copy ivar to host")?;
+    let rdiags = stream.clone_dtoh(&d_rdiags).stage("copy Rdiags to host")?;
+    let chi2 = stream.clone_dtoh(&d_chi2).stage("copy chi2pix to host")?;
+    let pixmask = stream
+        .clone_dtoh(&d_pixmask)
+        .stage("copy pixmask to host")?;
+    stages.mark("copy to host")?;
+
+    let mut out = Vec::with_capacity(np);
+    for (i, p) in chunk.iter().enumerate() {
+        let (nspp, keep) = (p.plan.nspp, p.plan.keep);
+        if status[i] != 0 {
+            out.push(PatchResult::zeros(
+                nspp,
+                keep,
+                ndiag,
+                PatchIssue::Failed {
+                    reason: format!("GPU status {:?}", Status::from_code(status[i])),
+                },
+            ));
+            continue;
+        }
+        let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
+        r.issue = None;
+        for c in 0..nspp {
+            let item = i * nspp_max + c;
+            let src = item * nwavetot + pad;
+            r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
+            r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
+            let src = item * nwavestep;
+            r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
+            r.pixmask_fraction[c * keep..(c + 1) * keep].copy_from_slice(&pixmask[src..src + keep]);
+            for d in 0..ndiagonal {
+                let src = (item * ndiagonal + d) * nwavestep;
+                let dst = (c * ndiagonal + d) * keep;
+                r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
