@@ -7,7 +7,9 @@ use crate::patch::stitch::{spectrum_mask, FrameArrays};
 use crate::patch::{ExtractionParams, PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{GaussHermitePsf, PsfError, SpotTable};
 use crate::solve::{Backend, BundleInputs, PatchIssue, SolveError};
+use crate::trace::Trace;
 use desi_device::patch::CcdView;
+use rayon::prelude::*;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -99,10 +101,10 @@ pub struct CcdData {
 impl CcdData {
     /// Converts a preproc image.
     pub fn from_preproc(img: &PreprocImage) -> Self {
-        let image = img.image.iter().map(|&v| v as f64).collect();
+        let image = img.image.par_iter().map(|&v| v as f64).collect();
         let weight = img
             .ivar
-            .iter()
+            .par_iter()
             .zip(&img.mask)
             .map(|(&iv, &m)| {
                 if m & EXTRACT_MASK_BITS == 0 {
@@ -144,6 +146,30 @@ pub fn extract_frame(
     want_model: bool,
     progress: Progress,
 ) -> Result<Extraction, ExtractError> {
+    extract_frame_traced(
+        psf,
+        image,
+        grid,
+        params,
+        backend,
+        want_model,
+        progress,
+        &Trace::new(),
+    )
+}
+
+/// [`extract_frame`] recording its stages (spots, solve, stitch per bundle) in `trace`.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_frame_traced(
+    psf: &GaussHermitePsf,
+    image: &PreprocImage,
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+    backend: &dyn Backend,
+    want_model: bool,
+    progress: Progress,
+    trace: &Trace,
+) -> Result<Extraction, ExtractError> {
     let ndiag = psf.hsizey;
     params.validate(ndiag, psf.nspec)?;
     check_compatible(psf, image, grid)?;
@@ -161,7 +187,9 @@ pub fn extract_frame(
     progress(0, total);
     for (bundle, &bspecmin) in bundles.iter().enumerate() {
         let t0 = Instant::now();
-        let spots = psf.spots(bspecmin, params.bundlesize, &padded.fullwave)?;
+        let spots = trace.span("spots", || {
+            psf.spots(bspecmin, params.bundlesize, &padded.fullwave)
+        })?;
         check_on_ccd(psf, &spots, &padded, &ccd)?;
         let plans = plan_bundle(bundle, &spots, params, nwave, ccd.nrow);
         let t1 = Instant::now();
@@ -172,7 +200,7 @@ pub fn extract_frame(
             params,
             ndiag,
         };
-        let results = backend.solve_bundle(&inputs)?;
+        let results = trace.span("solve", || backend.solve_bundle(&inputs))?;
         let t2 = Instant::now();
         for (plan, result) in plans.iter().zip(&results) {
             arrays.insert(plan, result, params.pad());

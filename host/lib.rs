@@ -12,3 +12,4 @@ pub mod psf;
 pub mod qa;
 pub mod sim;
 pub mod solve;
+pub mod trace;

@@ -3,7 +3,7 @@
 # it only checks (about a second) and changes nothing.
 #
 #   1. system packages (Debian/Ubuntu apt): a C toolchain and make (fitsio-src builds cfitsio
-#      with its autotools configure), pkg-config, python3 and pip;
+#      with its autotools configure), pkg-config, python3 and pip, libclang (bindgen for nvtx);
 #   2. the nightly pinned in rust-toolchain.toml with rust-src (for -Zbuild-std=core: the PTX
 #      kernels), llvm-tools, clippy and rustfmt;
 #   3. Python tools, with `pip install --target` into $DESI_PY_TOOLS
@@ -30,6 +30,10 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+# libclang: bindgen of the nvtx crate (NVTX ranges).
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
+    missing+=(libclang-dev)
+fi
 if ((${#missing[@]})); then
     say "installing system packages: ${missing[*]}"
     sudo=()

@@ -37,4 +37,4 @@ step env RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Ctarget-cpu=sm_8
     cargo clippy -p desi-extract-device --lib --target nvptx64-nvidia-cuda -Zbuild-std=core \
     --target-dir "$target_dir/ptx/clippy" -- -D warnings -A unused_features
 # Library, binary, integration and doc tests of both packages (benches are only linted above).
-step cargo test --workspace --profile "$profile"
+step cargo test --workspace --no-fail-fast --profile "$profile"

@@ -22,7 +22,7 @@ fn r0_default_grid_patches() {
         plans.iter().all(|p| p.window.is_some()),
         "no r0 patch touches an edge"
     );
-    let last = plans.iter().filter(|p| p.ispec == 10).last().unwrap();
+    let last = plans.iter().rfind(|p| p.ispec == 10).unwrap();
     assert_eq!(last.iwave, 2312);
     assert_eq!(last.keep, 26);
 

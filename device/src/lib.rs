@@ -28,6 +28,7 @@ pub mod math;
 pub mod patch;
 pub mod spot;
 pub mod status;
+pub mod team;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod kernels;

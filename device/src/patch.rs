@@ -397,7 +397,8 @@ pub fn resolution_diagonals(
 /// `window` is a scratch buffer of `(row_max − row_min) · (col_max − col_min)` f64 where
 /// `col_min/col_max` bound every stamp column. Outputs `chi2pix` and `pixmask_fraction` are
 /// `(nspp, out_stride)`: core spectrum `s_core` in `s_min..s_min+nspp`, core bin in
-/// `k_min..k_max`.
+/// `k_min..k_max`. This is [`pixel_chi2_row`] for every row followed by [`core_pixel_sums`]
+/// for every core unknown (the GPU maps threads onto both).
 #[allow(clippy::too_many_arguments)]
 pub fn pixel_statistics(
     view: &StampView,
@@ -413,11 +414,9 @@ pub fn pixel_statistics(
     pixmask_fraction: &mut [f64],
     out_stride: usize,
 ) -> Status {
-    let ns = shape.nspecpad;
-    let (ny, nx) = (view.ny, view.nx);
     let width = (col_max - col_min) as usize;
     let height = (shape.row_max - shape.row_min) as usize;
-    if window.len() < width * height || xflux.len() < shape.nunknown() {
+    if window.len() < width * height {
         return Status::BadShape;
     }
     let nspp = core.s_max - core.s_min;
@@ -427,93 +426,140 @@ pub fn pixel_statistics(
     {
         return Status::BadShape;
     }
-    for v in window[..width * height].iter_mut() {
+    for r in 0..height {
+        let row = &mut window[r * width..(r + 1) * width];
+        let status = pixel_chi2_row(view, ccd, shape, col_min, col_max, xflux, psferr, r, row);
+        if status != Status::Ok {
+            return status;
+        }
+    }
+    for s in core.s_min..core.s_max {
+        for k in core.k_min..core.k_max {
+            let (chi, masked) = core_pixel_sums(view, ccd, shape, col_min, col_max, window, s, k);
+            let out = (s - core.s_min) * out_stride + (k - core.k_min);
+            chi2pix[out] = chi;
+            pixmask_fraction[out] = masked;
+        }
+    }
+    Status::Ok
+}
+
+/// χ²_pix of window row `r` (CCD row `row_min + r`) into `row_out` (length
+/// `col_max − col_min`): the model `Σ_q xflux_q · stamp_q` over that row (unknowns in
+/// ascending q), then `(p − m)²·t` with the total pixel ivar t of [`pixel_statistics`].
+#[allow(clippy::too_many_arguments)]
+pub fn pixel_chi2_row(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    col_min: i32,
+    col_max: i32,
+    xflux: &[f64],
+    psferr: f64,
+    r: usize,
+    row_out: &mut [f64],
+) -> Status {
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    let width = (col_max - col_min) as usize;
+    let n = shape.nunknown();
+    if row_out.len() < width || xflux.len() < n || col_min < 0 || col_max as usize > ccd.ncol {
+        return Status::BadShape;
+    }
+    let y = shape.row_min + r as i32;
+    if y < 0 || y >= shape.row_max || y as usize >= ccd.nrow {
+        return Status::BadShape;
+    }
+    for v in row_out[..width].iter_mut() {
         *v = 0.0;
     }
-    // Model image over the window.
-    for (q, &f) in xflux[..shape.nunknown()].iter().enumerate() {
+    for (q, &f) in xflux[..n].iter().enumerate() {
         let (s, k) = (q % ns, q / ns);
         let c = view.corner(s, k);
+        if y < c.yc || y >= c.yc + ny as i32 {
+            continue;
+        }
         if c.xc < col_min || c.xc + nx as i32 > col_max {
             return Status::BadShape;
         }
         let st = view.stamp(s, k);
-        let lo = max_i32(c.yc, shape.row_min);
-        let hi = min_i32(c.yc + ny as i32, shape.row_max);
-        let mut row = lo;
-        while row < hi {
-            let w0 = (row - shape.row_min) as usize * width + (c.xc - col_min) as usize;
-            let srow = &st[(row - c.yc) as usize * nx..][..nx];
-            let wrow = &mut window[w0..w0 + nx];
-            for i in 0..nx {
-                wrow[i] += f * srow[i];
-            }
-            row += 1;
+        let srow = &st[(y - c.yc) as usize * nx..][..nx];
+        let dst = &mut row_out[(c.xc - col_min) as usize..][..nx];
+        for i in 0..nx {
+            dst[i] += f * srow[i];
         }
     }
-    // Replace the model by χ²_pix in place.
-    for r in 0..height {
-        let ccd_row = (shape.row_min as usize + r) * ccd.ncol + col_min as usize;
-        let img = &ccd.image[ccd_row..ccd_row + width];
-        let wgt = &ccd.weight[ccd_row..ccd_row + width];
-        let wrow = &mut window[r * width..(r + 1) * width];
-        for i in 0..width {
-            let m = wrow[i];
-            let w = wgt[i];
-            wrow[i] = if w > 0.0 {
-                let e = psferr * m + 1e-32;
-                let t = 1.0 / (1.0 / w + e * e);
-                let d = img[i] - m;
-                d * d * t
-            } else {
-                0.0
-            };
-        }
-    }
-    // Core sums.
-    for s in core.s_min..core.s_max {
-        for k in core.k_min..core.k_max {
-            let c = view.corner(s, k);
-            let st = view.stamp(s, k);
-            let (mut num, mut den, mut masked) = (0.0, 0.0, 0.0);
-            let lo = max_i32(c.yc, shape.row_min);
-            let hi = min_i32(c.yc + ny as i32, shape.row_max);
-            let mut row = lo;
-            while row < hi {
-                let w0 = (row - shape.row_min) as usize * width + (c.xc - col_min) as usize;
-                let pix = row as usize * ccd.ncol + c.xc as usize;
-                let srow = &st[(row - c.yc) as usize * nx..][..nx];
-                let chi = &window[w0..w0 + nx];
-                let wgt = &ccd.weight[pix..pix + nx];
-                for i in 0..nx {
-                    if wgt[i] > 0.0 {
-                        num += srow[i] * chi[i];
-                        den += srow[i];
-                    } else {
-                        masked += srow[i];
-                    }
-                }
-                row += 1;
-            }
-            let out = (s - core.s_min) * out_stride + (k - core.k_min);
-            chi2pix[out] = if den > 0.0 { num / den } else { 0.0 };
-            // A bin none of whose kept pixels has weight is fully masked: report exactly 1
-            // (desispec's ALLBADPIX test is an exact `== 1.0`, which a floating-point sum of
-            // a normalized stamp can miss by an ulp).
-            pixmask_fraction[out] = if den > 0.0 {
-                if masked < 1.0 {
-                    masked
-                } else {
-                    1.0
-                }
-            } else if masked > 0.0 {
-                1.0
-            } else {
-                0.0
-            };
-        }
+    let pix = y as usize * ccd.ncol + col_min as usize;
+    let img = &ccd.image[pix..pix + width];
+    let wgt = &ccd.weight[pix..pix + width];
+    for i in 0..width {
+        let m = row_out[i];
+        let w = wgt[i];
+        row_out[i] = if w > 0.0 {
+            let e = psferr * m + 1e-32;
+            let t = 1.0 / (1.0 / w + e * e);
+            let d = img[i] - m;
+            d * d * t
+        } else {
+            0.0
+        };
     }
     Status::Ok
+}
+
+/// `(chi2pix, pixmask_fraction)` of unknown (s, k) from the χ²_pix window of
+/// [`pixel_chi2_row`] (see [`pixel_statistics`] for the definitions).
+#[allow(clippy::too_many_arguments)]
+pub fn core_pixel_sums(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    col_min: i32,
+    col_max: i32,
+    window: &[f64],
+    s: usize,
+    k: usize,
+) -> (f64, f64) {
+    let (ny, nx) = (view.ny, view.nx);
+    let width = (col_max - col_min) as usize;
+    let c = view.corner(s, k);
+    let st = view.stamp(s, k);
+    let (mut num, mut den, mut masked) = (0.0, 0.0, 0.0);
+    let lo = max_i32(c.yc, shape.row_min);
+    let hi = min_i32(c.yc + ny as i32, shape.row_max);
+    let mut row = lo;
+    while row < hi {
+        let w0 = (row - shape.row_min) as usize * width + (c.xc - col_min) as usize;
+        let pix = row as usize * ccd.ncol + c.xc as usize;
+        let srow = &st[(row - c.yc) as usize * nx..][..nx];
+        let chi = &window[w0..w0 + nx];
+        let wgt = &ccd.weight[pix..pix + nx];
+        for i in 0..nx {
+            if wgt[i] > 0.0 {
+                num += srow[i] * chi[i];
+                den += srow[i];
+            } else {
+                masked += srow[i];
+            }
+        }
+        row += 1;
+    }
+    let chi2pix = if den > 0.0 { num / den } else { 0.0 };
+    // A bin none of whose kept pixels has weight is fully masked: report exactly 1
+    // (desispec's ALLBADPIX test is an exact `== 1.0`, which a floating-point sum of
+    // a normalized stamp can miss by an ulp).
+    let fraction = if den > 0.0 {
+        if masked < 1.0 {
+            masked
+        } else {
+            1.0
+        }
+    } else if masked > 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    (chi2pix, fraction)
 }
 
 /// The core unknowns of a patch: padded spectra `s_min..s_max`, padded bins `k_min..k_max`.

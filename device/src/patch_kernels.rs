@@ -15,8 +15,8 @@ use core::arch::nvptx;
 
 use crate::linalg::{banded, jacobi};
 use crate::patch::{
-    apply_resolution, assemble_unknown, pixel_statistics, regularize, resolution_diagonals,
-    CcdView, CoreRange, PatchDesc, StampView,
+    apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
+    resolution_diagonals, CcdView, PatchDesc, StampView,
 };
 use crate::spot::StampCorner;
 use crate::Status;
@@ -380,26 +380,26 @@ pub unsafe extern "ptx-kernel" fn resolution(
     }
 }
 
-/// chi2pix and pixmask_fraction of the core unknowns: one thread per patch.
+/// χ²_pix of the kept window: one thread per (patch, window row) calls [`pixel_chi2_row`].
 ///
 /// # Parameters
-/// `descs`, `npatch`, `nspp_max`, `nmax`, `nwavetot`, `pad`, `nwavestep`, `stamps`,
+/// `descs`, `npatch`, `max_rows` (row stride of the launch), `nmax`, `nwavetot`, `stamps`,
 /// `stamps_len`, `corners`, `ny`, `nx`, `image`, `weight`, `nrow`, `ncol`, `xflux`, `psferr`,
-/// scratch `pixels` (each desc's window at `pixel_offset`), `pixels_len`; outputs `chi2pix`,
-/// `pixmask` `(npatch, nspp_max, nwavestep)`; `status`.
+/// output `pixels` (each desc's window at `pixel_offset`), `pixels_len`, `status`.
+///
+/// # Thread mapping
+/// `item = patch * max_rows + r`; threads with `r >= row_max - row_min` return.
 ///
 /// # Safety
 /// All pointers valid for the documented sizes.
 #[allow(clippy::too_many_arguments)]
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn pixel_stats(
+pub unsafe extern "ptx-kernel" fn pixel_rows(
     descs: *const PatchDesc,
     npatch: usize,
-    nspp_max: usize,
+    max_rows: usize,
     nmax: usize,
     nwavetot: usize,
-    pad: usize,
-    nwavestep: usize,
     stamps: *const f64,
     stamps_len: usize,
     corners: *const StampCorner,
@@ -413,43 +413,35 @@ pub unsafe extern "ptx-kernel" fn pixel_stats(
     psferr: f64,
     pixels: *mut f64,
     pixels_len: usize,
-    chi2pix: *mut f64,
-    pixmask: *mut f64,
     status: *mut u32,
 ) {
-    let p = item_index();
+    let item = item_index();
+    let (p, r) = (item / max_rows, item % max_rows);
     if p >= npatch {
         return;
     }
-    // SAFETY: one thread per patch owns its window scratch and output rows.
+    // SAFETY: each (patch, row) owns its row of the window scratch.
     unsafe {
         if status.add(p).read() != 0 {
             return;
         }
         let d = desc(descs, p);
-        let npix = d.npix();
-        let off = d.pixel_offset as usize;
-        if off + npix > pixels_len {
+        let height = (d.row_max - d.row_min).max(0) as usize;
+        if r >= height {
+            return;
+        }
+        let width = (d.col_max - d.col_min).max(0) as usize;
+        let off = d.pixel_offset as usize + r * width;
+        if d.pixel_offset as usize + d.npix() > pixels_len {
             fail(status, p, Status::BadShape);
             return;
         }
         let view = stamp_view(&d, stamps, stamps_len, corners, ny, nx);
         let ccd = ccd_view(image, weight, nrow, ncol);
         let shape = d.shape(nwavetot);
-        let n = d.nunknown(nwavetot);
-        let x = core::slice::from_raw_parts(xflux.add(p * nmax), n);
-        let window = core::slice::from_raw_parts_mut(pixels.add(off), npix);
-        let rows = nspp_max * nwavestep;
-        let chi = core::slice::from_raw_parts_mut(chi2pix.add(p * rows), rows);
-        let pm = core::slice::from_raw_parts_mut(pixmask.add(p * rows), rows);
-        let s_core = d.s_core as usize;
-        let core = CoreRange {
-            s_min: s_core,
-            s_max: s_core + d.nspp as usize,
-            k_min: pad,
-            k_max: pad + d.keep as usize,
-        };
-        let code = pixel_statistics(
+        let x = core::slice::from_raw_parts(xflux.add(p * nmax), d.nunknown(nwavetot));
+        let row = core::slice::from_raw_parts_mut(pixels.add(off), width);
+        let code = pixel_chi2_row(
             &view,
             &ccd,
             &shape,
@@ -457,12 +449,83 @@ pub unsafe extern "ptx-kernel" fn pixel_stats(
             d.col_max as i32,
             x,
             psferr,
-            core,
-            window,
-            chi,
-            pm,
-            nwavestep,
+            r,
+            row,
         );
         fail(status, p, code);
+    }
+}
+
+/// chi2pix and pixmask_fraction: one thread per (patch, core spectrum c, core bin j) calls
+/// [`core_pixel_sums`] on the window of [`pixel_rows`].
+///
+/// # Parameters
+/// `descs`, `npatch`, `nspp_max`, `nwavetot`, `pad`, `nwavestep`, `stamps`, `stamps_len`,
+/// `corners`, `ny`, `nx`, `image`, `weight`, `nrow`, `ncol`, `pixels`, `pixels_len`; outputs
+/// `chi2pix`, `pixmask` `(npatch, nspp_max, nwavestep)`; `status`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn pixel_core(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nwavetot: usize,
+    pad: usize,
+    nwavestep: usize,
+    stamps: *const f64,
+    stamps_len: usize,
+    corners: *const StampCorner,
+    ny: usize,
+    nx: usize,
+    image: *const f64,
+    weight: *const f64,
+    nrow: usize,
+    ncol: usize,
+    pixels: *const f64,
+    pixels_len: usize,
+    chi2pix: *mut f64,
+    pixmask: *mut f64,
+    status: *mut u32,
+) {
+    let item = item_index();
+    let per = nspp_max * nwavestep;
+    let (p, cj) = (item / per, item % per);
+    let (c, j) = (cj / nwavestep, cj % nwavestep);
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: each item writes only its own output element.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        if c >= d.nspp as usize || j >= d.keep as usize {
+            return;
+        }
+        let off = d.pixel_offset as usize;
+        if off + d.npix() > pixels_len {
+            fail(status, p, Status::BadShape);
+            return;
+        }
+        let view = stamp_view(&d, stamps, stamps_len, corners, ny, nx);
+        let ccd = ccd_view(image, weight, nrow, ncol);
+        let shape = d.shape(nwavetot);
+        let window = core::slice::from_raw_parts(pixels.add(off), d.npix());
+        let (chi, masked) = core_pixel_sums(
+            &view,
+            &ccd,
+            &shape,
+            d.col_min as i32,
+            d.col_max as i32,
+            window,
+            d.s_core as usize + c,
+            pad + j,
+        );
+        chi2pix.add(item).write(chi);
+        pixmask.add(item).write(masked);
     }
 }

@@ -3,12 +3,13 @@
 use super::{parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::extract::{extract_frame_traced, Extraction};
 use desi_extract::gpu::{extract_frame_gpu, GpuContext};
 use desi_extract::io::{self, FrameData, Keyword};
 use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
+use desi_extract::trace::Trace;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ pub struct ExtractArgs {
     /// Run every stage on an NVIDIA GPU (a clear error where there is none).
     #[arg(long)]
     gpu: bool,
+    /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// GPU ordinal used with --gpu.
     #[arg(long = "gpu-device", default_value_t = 0)]
     gpu_device: usize,
@@ -114,7 +118,8 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let image = io::read_preproc(&args.input)?;
+    let trace = Trace::new();
+    let image = trace.span("read", || io::read_preproc(&args.input))?;
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
@@ -135,8 +140,9 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             &params,
             args.model.is_some(),
             &progress,
+            &trace,
         )?,
-        None => extract_frame(
+        None => extract_frame_traced(
             &psf,
             &image,
             &grid,
@@ -144,6 +150,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             &CpuBackend,
             args.model.is_some(),
             &progress,
+            &trace,
         )?,
     };
     bar.finish_and_clear();
@@ -151,11 +158,20 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
 
     let t1 = Instant::now();
     let frame = frame_data(&ex, &image, &psf, &args, &grid);
-    io::write_frame(&args.output, &frame, image.fibermap.as_ref())?;
+    trace.span("write", || {
+        io::write_frame(&args.output, &frame, image.fibermap.as_ref())
+    })?;
     if let (Some(path), Some(model)) = (&args.model, &ex.model) {
-        io::write_model(path, image.ny, image.nx, model)?;
+        trace.span("write model", || {
+            io::write_model(path, image.ny, image.nx, model)
+        })?;
     }
     let write_time = t1.elapsed();
+    if let Some(path) = &args.trace {
+        trace
+            .write_chrome(path)
+            .with_context(|| format!("writing the trace {}", path.display()))?;
+    }
     print_summary(
         &ex,
         &args,

@@ -9,6 +9,7 @@ use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::CpuBackend;
+use desi_extract::trace::Trace;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -85,7 +86,16 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let mut gpu_result: Option<Extraction> = None;
     for i in 0..=args.repeat {
         let t = Instant::now();
-        let r = extract_frame_gpu(&gpu, &psf, &image, &grid, &params, false, &|_, _| {})?;
+        let r = extract_frame_gpu(
+            &gpu,
+            &psf,
+            &image,
+            &grid,
+            &params,
+            false,
+            &|_, _| {},
+            &Trace::new(),
+        )?;
         if i > 0 {
             gpu_times.push(t.elapsed());
         }

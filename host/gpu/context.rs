@@ -68,8 +68,10 @@ pub struct Kernels {
     pub covariance: CudaFunction,
     /// Jacobi inverse square root and resolution.
     pub resolution: CudaFunction,
+    /// χ² of the kept window rows.
+    pub pixel_rows: CudaFunction,
     /// chi2pix and pixmask_fraction.
-    pub pixel_stats: CudaFunction,
+    pub pixel_core: CudaFunction,
 }
 
 /// A CUDA device with the desi-extract kernels loaded.
@@ -107,7 +109,8 @@ impl GpuContext {
             factor_solve: load(ptx::FACTOR_SOLVE)?,
             covariance: load(ptx::COVARIANCE)?,
             resolution: load(ptx::RESOLUTION)?,
-            pixel_stats: load(ptx::PIXEL_STATS)?,
+            pixel_rows: load(ptx::PIXEL_ROWS)?,
+            pixel_core: load(ptx::PIXEL_CORE)?,
         };
         Ok(Self {
             ctx,

@@ -14,11 +14,13 @@ use crate::patch::{ExtractionParams, PaddedGrid, PatchPlan, WavelengthGrid};
 use crate::psf::{GaussHermitePsf, SpotTable};
 use crate::solve::cpu::solve_patch;
 use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use crate::trace::Trace;
+use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig, PushKernelArg};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{patch_bandwidth, PatchDesc, PatchShape, StampView, PATCH_DESC_WORDS};
 use desi_device::spot::StampCorner;
 use desi_device::Status;
+use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
 /// Threads per block of the one-thread-per-item kernels.
@@ -47,25 +49,79 @@ struct Planned {
     desc: PatchDesc,
 }
 
-/// Stage timer: synchronizes the stream at stage boundaries only.
+/// Stage timer: each [`Stages::enter`] ends the current stage (synchronizing the stream: stage
+/// boundaries are the only syncs) and starts the next one, with an NVTX range, a host span in
+/// the [`Trace`] and a pair of CUDA events whose elapsed time goes on the trace's GPU track.
 struct Stages<'a> {
     gpu: &'a GpuContext,
-    last: Instant,
+    trace: &'a Trace,
+    current: Option<OpenStage>,
     detail: Vec<(&'static str, Duration)>,
 }
 
-impl Stages<'_> {
-    fn mark(&mut self, name: &'static str) -> Result<(), GpuError> {
-        self.gpu.stream.synchronize().stage(name)?;
-        let now = Instant::now();
-        match self.detail.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, d)) => *d += now - self.last,
-            None => self.detail.push((name, now - self.last)),
+/// The stage in progress.
+struct OpenStage {
+    name: &'static str,
+    start: Duration,
+    event: CudaEvent,
+    _range: nvtx::Range,
+}
+
+impl<'a> Stages<'a> {
+    fn new(gpu: &'a GpuContext, trace: &'a Trace) -> Self {
+        Self {
+            gpu,
+            trace,
+            current: None,
+            detail: Vec::new(),
         }
-        self.last = now;
+    }
+
+    /// Ends the current stage and starts `name`.
+    fn enter(&mut self, name: &'static str) -> Result<(), GpuError> {
+        self.finish()?;
+        let event = self
+            .gpu
+            .stream
+            .record_event(Some(TIMING_EVENT))
+            .stage(name)?;
+        self.current = Some(OpenStage {
+            name,
+            start: self.trace.now(),
+            event,
+            _range: crate::trace::nvtx_range(name),
+        });
+        Ok(())
+    }
+
+    /// Ends the current stage, if any.
+    fn finish(&mut self) -> Result<(), GpuError> {
+        let Some(open) = self.current.take() else {
+            return Ok(());
+        };
+        let end_event = self
+            .gpu
+            .stream
+            .record_event(Some(TIMING_EVENT))
+            .stage(open.name)?;
+        self.gpu.stream.synchronize().stage(open.name)?;
+        let end = self.trace.now();
+        let host = end.saturating_sub(open.start);
+        self.trace.record(open.name, "host", open.start, host);
+        let gpu_ms = open.event.elapsed_ms(&end_event).stage(open.name)?;
+        let gpu_time = Duration::from_secs_f64(f64::from(gpu_ms.max(0.0)) / 1e3);
+        self.trace.record(open.name, "gpu", open.start, gpu_time);
+        match self.detail.iter_mut().find(|(n, _)| *n == open.name) {
+            Some((_, d)) => *d += host,
+            None => self.detail.push((open.name, host)),
+        }
         Ok(())
     }
 }
+
+/// CUDA events that record timing.
+const TIMING_EVENT: cudarc::driver::sys::CUevent_flags =
+    cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
 
 /// Extracts a frame on the GPU; same contract and outputs as [`crate::extract::extract_frame`].
 #[allow(clippy::too_many_arguments)]
@@ -77,15 +133,13 @@ pub fn extract_frame_gpu(
     params: &ExtractionParams,
     want_model: bool,
     progress: Progress,
+    trace: &Trace,
 ) -> Result<Extraction, ExtractError> {
     let ndiag = psf.hsizey;
     params.validate(ndiag, psf.nspec)?;
     check_compatible(psf, image, grid)?;
-    let mut stages = Stages {
-        gpu,
-        last: Instant::now(),
-        detail: Vec::new(),
-    };
+    let mut stages = Stages::new(gpu, trace);
+    stages.enter("prepare")?;
     let t_start = Instant::now();
     let stream = &gpu.stream;
     let ccd = CcdData::from_preproc(image);
@@ -97,7 +151,7 @@ pub fn extract_frame_gpu(
     let nwavetot = params.nwavetot();
     let nspp_max = params.bundlesize / params.nsubbundles;
     let nmax = (nspp_max + 2) * nwavetot;
-    stages.mark("prepare")?;
+    stages.enter("copy to device")?;
 
     // Image, weights and PSF tables go to the device once.
     let d_image = stream
@@ -114,7 +168,7 @@ pub fn extract_frame_gpu(
     let d_wave = stream
         .clone_htod(&padded.fullwave)
         .stage("copy wavelengths")?;
-    stages.mark("copy to device")?;
+    stages.enter("spots")?;
 
     // Spots of every PSF fiber on fullwave.
     let nfiber = psf.nspec;
@@ -175,7 +229,7 @@ pub fn extract_frame_gpu(
     let spot_status = stream
         .clone_dtoh(&d_spot_status)
         .stage("copy spot status to host")?;
-    stages.mark("spots")?;
+    stages.enter("plan")?;
     if let Some(i) = spot_status.iter().position(|&s| s != 0) {
         return Err(ExtractError::Input {
             path: psf.path.display().to_string(),
@@ -192,57 +246,72 @@ pub fn extract_frame_gpu(
         .map(|c| StampCorner { xc: c[0], yc: c[1] })
         .collect();
 
-    // Plans of every bundle (host: corners only).
+    // Plans of every bundle (host, bundles in parallel: corners only).
     let bundles = params.bundle_starts();
+    type BundlePlans = (Vec<PatchPlan>, Vec<Planned>);
+    let per_bundle: Vec<Result<BundlePlans, ExtractError>> = bundles
+        .par_iter()
+        .enumerate()
+        .map(|(bundle, &bspecmin)| {
+            let table = corner_table(&corners, bspecmin, params.bundlesize, nfull, ny, nx);
+            check_on_ccd(psf, &table, &padded, &ccd)?;
+            let plans = plan_bundle(bundle, &table, params, nwave, ccd.nrow);
+            let planned = plans
+                .iter()
+                .filter_map(|plan| {
+                    let window = plan.window?;
+                    let stamp_offset = plan.s0 * nfull + (plan.iwave - pad);
+                    let view = StampView {
+                        stamps: &[],
+                        corners: &corners[stamp_offset..],
+                        fiber_stride: nfull,
+                        ny,
+                        nx,
+                    };
+                    let shape = PatchShape {
+                        nspecpad: plan.nspecpad,
+                        nwavetot,
+                        row_min: window.row_min,
+                        row_max: window.row_max,
+                    };
+                    let desc = PatchDesc {
+                        stamp_offset: stamp_offset as u64,
+                        fiber_stride: nfull as u64,
+                        nspecpad: plan.nspecpad as u64,
+                        nspp: plan.nspp as u64,
+                        s_core: (plan.ispec - plan.s0) as u64,
+                        keep: plan.keep as u64,
+                        row_min: window.row_min as i64,
+                        row_max: window.row_max as i64,
+                        col_min: window.col_min as i64,
+                        col_max: window.col_max as i64,
+                        kd: patch_bandwidth(&view, &shape) as u64,
+                        band_offset: 0,
+                        pixel_offset: 0,
+                    };
+                    Some(Planned {
+                        plan: plan.clone(),
+                        desc,
+                    })
+                })
+                .collect();
+            Ok((plans, planned))
+        })
+        .collect();
     let mut planned = Vec::new();
     let mut plans_by_bundle = Vec::new();
     let (mut band_total, mut pixel_total) = (0u64, 0u64);
-    for (bundle, &bspecmin) in bundles.iter().enumerate() {
-        let table = corner_table(&corners, bspecmin, params.bundlesize, nfull, ny, nx);
-        check_on_ccd(psf, &table, &padded, &ccd)?;
-        let plans = plan_bundle(bundle, &table, params, nwave, ccd.nrow);
-        for plan in &plans {
-            let Some(window) = plan.window else { continue };
-            let stamp_offset = (plan.s0 * nfull + (plan.iwave - pad)) as u64;
-            let view = StampView {
-                stamps: &[],
-                corners: &corners[stamp_offset as usize..],
-                fiber_stride: nfull,
-                ny,
-                nx,
-            };
-            let shape = PatchShape {
-                nspecpad: plan.nspecpad,
-                nwavetot,
-                row_min: window.row_min,
-                row_max: window.row_max,
-            };
-            let kd = patch_bandwidth(&view, &shape) as u64;
-            let desc = PatchDesc {
-                stamp_offset,
-                fiber_stride: nfull as u64,
-                nspecpad: plan.nspecpad as u64,
-                nspp: plan.nspp as u64,
-                s_core: (plan.ispec - plan.s0) as u64,
-                keep: plan.keep as u64,
-                row_min: window.row_min as i64,
-                row_max: window.row_max as i64,
-                col_min: window.col_min as i64,
-                col_max: window.col_max as i64,
-                kd,
-                band_offset: band_total,
-                pixel_offset: pixel_total,
-            };
-            band_total += desc.band_len(nwavetot) as u64;
-            pixel_total += desc.npix() as u64;
-            planned.push(Planned {
-                plan: plan.clone(),
-                desc,
-            });
+    for result in per_bundle {
+        let (plans, bundle_planned) = result?;
+        for mut p in bundle_planned {
+            p.desc.band_offset = band_total;
+            p.desc.pixel_offset = pixel_total;
+            band_total += p.desc.band_len(nwavetot) as u64;
+            pixel_total += p.desc.npix() as u64;
+            planned.push(p);
         }
         plans_by_bundle.push(plans);
     }
-    stages.mark("plan")?;
 
     // Solve in batches sized to the free memory.
     let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
@@ -302,6 +371,7 @@ pub fn extract_frame_gpu(
         progress(done.min(total), total);
     }
 
+    stages.enter("stitch")?;
     // Stitch; CPU fallback for failed patches; model image from the stamps of each bundle.
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
     let mut reports = Vec::new();
@@ -369,7 +439,7 @@ pub fn extract_frame_gpu(
             }
         }
     }
-    stages.mark("stitch")?;
+    stages.finish()?;
     let mut extraction = finish_extraction(grid, arrays, reports, model, total);
     let elapsed = t_start.elapsed();
     extraction.times = StageTimes {
@@ -446,6 +516,7 @@ fn solve_batch(
     eig_work: usize,
     stages: &mut Stages,
 ) -> Result<Vec<PatchResult>, GpuError> {
+    stages.enter("allocate")?;
     let stream = &gpu.stream;
     let np = chunk.len();
     let nwavetot = params.nwavetot();
@@ -487,7 +558,7 @@ fn solve_batch(
     let (nrow, ncol) = (ccd.nrow, ccd.ncol);
     let stamps_len = d_stamps.len();
     let (sny, snx) = stamp_shape;
-    stages.mark("allocate")?;
+    stages.enter("assemble")?;
 
     {
         let mut b = stream.launch_builder(&gpu.kernels.assemble);
@@ -512,7 +583,7 @@ fn solve_batch(
         // SAFETY: argument order and types follow `assemble` in device/src/patch_kernels.rs.
         unsafe { b.launch(grid_for(np * nmax)) }.stage("launch assemble")?;
     }
-    stages.mark("assemble")?;
+    stages.enter("cholesky")?;
     {
         let mut b = stream.launch_builder(&gpu.kernels.factor_solve);
         b.arg(&d_descs)
@@ -529,7 +600,7 @@ fn solve_batch(
         // SAFETY: argument order and types follow `factor_solve`.
         unsafe { b.launch(grid_for(np)) }.stage("launch factor_solve")?;
     }
-    stages.mark("cholesky")?;
+    stages.enter("covariance")?;
     {
         let mut b = stream.launch_builder(&gpu.kernels.covariance);
         b.arg(&d_descs)
@@ -545,7 +616,7 @@ fn solve_batch(
         // SAFETY: argument order and types follow `covariance`.
         unsafe { b.launch(grid_for(ncore)) }.stage("launch covariance")?;
     }
-    stages.mark("covariance")?;
+    stages.enter("eigh")?;
     drop(d_cov_work);
     drop(d_band);
     let ndiagonal = 2 * ndiag + 1;
@@ -586,7 +657,7 @@ fn solve_batch(
         // SAFETY: argument order and types follow `resolution`.
         unsafe { b.launch(grid_for(ncore)) }.stage("launch resolution")?;
     }
-    stages.mark("eigh")?;
+    stages.enter("finalize")?;
     drop(d_q);
     drop(d_eig_work);
     drop(d_cov);
@@ -599,15 +670,18 @@ fn solve_batch(
     let mut d_pixmask = stream
         .alloc_zeros::<f64>(ncore * nwavestep)
         .stage("allocate pixmask")?;
+    let max_rows = chunk
+        .iter()
+        .map(|p| (p.desc.row_max - p.desc.row_min).max(0) as usize)
+        .max()
+        .unwrap_or(0);
     {
-        let mut b = stream.launch_builder(&gpu.kernels.pixel_stats);
+        let mut b = stream.launch_builder(&gpu.kernels.pixel_rows);
         b.arg(&d_descs)
             .arg(&np)
-            .arg(&nspp_max)
+            .arg(&max_rows)
             .arg(&nmax)
             .arg(&nwavetot)
-            .arg(&pad)
-            .arg(&nwavestep)
             .arg(d_stamps)
             .arg(&stamps_len)
             .arg(d_corners)
@@ -621,13 +695,36 @@ fn solve_batch(
             .arg(&params.psferr)
             .arg(&mut d_pixels)
             .arg(&pixels_len)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `pixel_rows` in device/src/patch_kernels.rs.
+        unsafe { b.launch(grid_for(np * max_rows)) }.stage("launch pixel_rows")?;
+    }
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.pixel_core);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nwavetot)
+            .arg(&pad)
+            .arg(&nwavestep)
+            .arg(d_stamps)
+            .arg(&stamps_len)
+            .arg(d_corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(d_image)
+            .arg(d_weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&d_pixels)
+            .arg(&pixels_len)
             .arg(&mut d_chi2)
             .arg(&mut d_pixmask)
             .arg(&mut d_status);
-        // SAFETY: argument order and types follow `pixel_stats`.
-        unsafe { b.launch(grid_for(np)) }.stage("launch pixel_stats")?;
+        // SAFETY: argument order and types follow `pixel_core`.
+        unsafe { b.launch(grid_for(ncore * nwavestep)) }.stage("launch pixel_core")?;
     }
-    stages.mark("finalize")?;
+    stages.enter("copy to host")?;
     let status = stream.clone_dtoh(&d_status).stage("copy status to host")?;
     let flux = stream.clone_dtoh(&d_flux).stage("copy flux to host")?;
     let ivar = stream.clone_dtoh(&d_ivar).stage("copy ivar to host")?;
@@ -636,7 +733,7 @@ fn solve_batch(
     let pixmask = stream
         .clone_dtoh(&d_pixmask)
         .stage("copy pixmask to host")?;
-    stages.mark("copy to host")?;
+    stages.enter("unpack")?;
 
     let mut out = Vec::with_capacity(np);
     for (i, p) in chunk.iter().enumerate() {

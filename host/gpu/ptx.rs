@@ -20,8 +20,10 @@ pub const FACTOR_SOLVE: &str = "factor_solve";
 pub const COVARIANCE: &str = "covariance";
 /// Name of the `resolution` kernel: Jacobi inverse square root, R, flux, ivar, diagonals.
 pub const RESOLUTION: &str = "resolution";
-/// Name of the `pixel_stats` kernel: chi2pix and pixmask_fraction.
-pub const PIXEL_STATS: &str = "pixel_stats";
+/// Name of the `pixel_rows` kernel: χ² of every kept window row.
+pub const PIXEL_ROWS: &str = "pixel_rows";
+/// Name of the `pixel_core` kernel: chi2pix and pixmask_fraction of the core unknowns.
+pub const PIXEL_CORE: &str = "pixel_core";
 
 /// Every kernel entry point of [`PTX`] (`.entry` names), in the order of `device/src/kernels.rs`.
 ///
@@ -33,5 +35,6 @@ pub const KERNELS: &[&str] = &[
     FACTOR_SOLVE,
     COVARIANCE,
     RESOLUTION,
-    PIXEL_STATS,
+    PIXEL_ROWS,
+    PIXEL_CORE,
 ];

@@ -503,7 +503,7 @@ fn sweep(a: &mut [f64], n: usize, vt: &mut [f64], abs_floor: f64, rotate: bool) 
 /// Jacobi rotation `(c, s, t = s/c)` that zeroes `apq` of the 2×2 block
 /// `[[app, apq], [apq, aqq]]` (Golub & Van Loan algorithm 8.5.1, the smaller angle).
 #[inline(always)]
-fn rotation(app: f64, aqq: f64, apq: f64) -> (f64, f64, f64) {
+pub(crate) fn rotation(app: f64, aqq: f64, apq: f64) -> (f64, f64, f64) {
     let theta = (aqq - app) / (2.0 * apq);
     let t = if abs(theta) > 1e150 {
         // 1 + θ² would overflow; t = 1/(2θ) to full precision there.

@@ -9,7 +9,10 @@
 //! - [`banded`]: the same verbs on the band storage of the lower triangle (the production path:
 //!   ordered wavelength-major, a patch's `M` has bandwidth `kd ≈ 8·nspec + 2`, not `n`).
 //! - [`jacobi`]: cyclic Jacobi eigendecomposition of the `74×74` covariance blocks.
+//! - [`jacobi_team`]: the same inverse square root (and the resolution step) done cooperatively
+//!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
 
 pub mod banded;
 pub mod cholesky;
 pub mod jacobi;
+pub mod jacobi_team;

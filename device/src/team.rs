@@ -1,0 +1,130 @@
+//! Cooperative algorithms written once for both targets.
+//!
+//! A GPU thread block is a *team* of lanes that run phases separated by barriers. An algorithm
+//! written against [`Team`] calls [`Team::each`] once per phase with a closure `f(lane)`:
+//! - on the GPU ([`BlockTeam`]) every thread runs `f(threadIdx.x)` and then `__syncthreads()`;
+//! - on the host ([`SerialTeam`]) `f(lane)` runs for every lane in turn.
+//!
+//! Both give the same result provided that, within one phase, a lane never reads what another
+//! lane writes in that phase, and no two lanes write the same element. The CPU tests of a team
+//! algorithm therefore check the GPU algorithm's logic (phases, indexing) exactly; the host
+//! emulation is slow and meant for tests. Buffers shared by the lanes are [`Shared`] views.
+
+/// A team of lanes separated by barriers (a thread block, or its serial emulation).
+pub trait Team {
+    /// Number of lanes.
+    fn lanes(&self) -> usize;
+    /// Runs `f(lane)` on every lane, then waits for all of them (a barrier).
+    fn each<F: FnMut(usize)>(&self, f: F);
+}
+
+/// Serial emulation of a team on one host thread.
+#[derive(Clone, Copy, Debug)]
+pub struct SerialTeam {
+    /// Number of lanes emulated.
+    pub lanes: usize,
+}
+
+impl Team for SerialTeam {
+    fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    fn each<F: FnMut(usize)>(&self, mut f: F) {
+        for lane in 0..self.lanes {
+            f(lane);
+        }
+    }
+}
+
+/// The calling thread block (`blockDim.x` lanes; lane = `threadIdx.x`).
+#[cfg(target_arch = "nvptx64")]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockTeam;
+
+#[cfg(target_arch = "nvptx64")]
+impl Team for BlockTeam {
+    fn lanes(&self) -> usize {
+        // SAFETY: reading %ntid.x has no preconditions.
+        unsafe { core::arch::nvptx::_block_dim_x() as usize }
+    }
+
+    fn each<F: FnMut(usize)>(&self, mut f: F) {
+        // SAFETY: reading %tid.x has no preconditions; every thread of the block reaches this
+        // barrier the same number of times because `each` is called in uniform control flow.
+        unsafe {
+            f(core::arch::nvptx::_thread_idx_x() as usize);
+            core::arch::nvptx::_syncthreads();
+        }
+    }
+}
+
+/// A buffer shared by the lanes of a team (shared memory on the GPU, a slice on the host).
+///
+/// Element access goes through raw pointers so that lanes of one GPU block may hold it at
+/// once; the phase rule of the module documentation makes the accesses race-free.
+#[derive(Clone, Copy, Debug)]
+pub struct Shared {
+    ptr: *mut f64,
+    len: usize,
+}
+
+impl Shared {
+    /// A view of `slice` (host, or a device slice the team owns).
+    pub fn new(slice: &mut [f64]) -> Self {
+        Self {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+        }
+    }
+
+    /// A view of `len` values at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` f64 for as long as the view is used,
+    /// and accessed by no one else than the team's lanes under the phase rule.
+    pub unsafe fn from_raw(ptr: *mut f64, len: usize) -> Self {
+        Self { ptr, len }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i` (NaN when out of range, which is a logic error that tests catch).
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> f64 {
+        if i < self.len {
+            // SAFETY: i < len and the view is valid (constructor contract).
+            unsafe { self.ptr.add(i).read() }
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Sets element `i` (ignored when out of range; see [`Shared::get`]).
+    #[inline(always)]
+    pub fn set(&self, i: usize, value: f64) {
+        if i < self.len {
+            // SAFETY: i < len and the view is valid (constructor contract).
+            unsafe { self.ptr.add(i).write(value) }
+        }
+    }
+
+    /// A sub-view `[start, start + len)` (clamped to the view).
+    pub fn sub(&self, start: usize, len: usize) -> Shared {
+        let start = start.min(self.len);
+        let len = len.min(self.len - start);
+        // SAFETY: the range lies inside the original view.
+        Shared {
+            ptr: unsafe { self.ptr.add(start) },
+            len,
+        }
+    }
+}
