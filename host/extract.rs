@@ -190,7 +190,7 @@ pub fn extract_frame_traced(
         let spots = trace.span("spots", || {
             psf.spots(bspecmin, params.bundlesize, &padded.fullwave)
         })?;
-        check_on_ccd(psf, &spots, &padded, &ccd)?;
+        check_on_ccd(psf, &spots, &padded, ccd.ncol)?;
         let plans = plan_bundle(bundle, &spots, params, nwave, ccd.nrow);
         let t1 = Instant::now();
         let inputs = BundleInputs {
@@ -214,7 +214,7 @@ pub fn extract_frame_traced(
                 });
             }
             if let Some(model) = model.as_mut() {
-                add_patch_model(model, &ccd, &spots, plan, &arrays, params.pad());
+                add_patch_model(model, ccd.ncol, &spots, plan, &arrays, params.pad());
             }
         }
         done += plans.len();
@@ -291,12 +291,12 @@ pub(crate) fn check_on_ccd(
     psf: &GaussHermitePsf,
     spots: &SpotTable,
     padded: &PaddedGrid,
-    ccd: &CcdData,
+    ncol: usize,
 ) -> Result<(), ExtractError> {
     for s in 0..spots.nspec {
         for k in 0..spots.nwave {
             let c = spots.corner(s, k);
-            if c.xc < 0 || c.xc as usize + spots.nx > ccd.ncol {
+            if c.xc < 0 || c.xc as usize + spots.nx > ncol {
                 return Err(ExtractError::Input {
                     path: psf.path.display().to_string(),
                     reason: format!(
@@ -316,7 +316,7 @@ pub(crate) fn check_on_ccd(
 /// spec 4.9) to the model image, clipped to the patch's kept rows.
 pub(crate) fn add_patch_model(
     model: &mut [f64],
-    ccd: &CcdData,
+    ncol: usize,
     spots: &SpotTable,
     plan: &PatchPlan,
     arrays: &FrameArrays,
@@ -338,7 +338,7 @@ pub(crate) fn add_patch_model(
                 if row < window.row_min || row >= window.row_max {
                     continue;
                 }
-                let base = row as usize * ccd.ncol + corner.xc as usize;
+                let base = row as usize * ncol + corner.xc as usize;
                 for (m, &v) in model[base..base + nx]
                     .iter_mut()
                     .zip(&stamp[r * nx..(r + 1) * nx])

@@ -172,3 +172,24 @@ pub unsafe extern "ptx-kernel" fn spots(
         status.add(item).write(code as u32);
     }
 }
+
+/// Widens `n` f32 values to f64 (`dst[i] = src[i] as f64`, exact): the image and weights go to
+/// the device as f32 (half the bytes) and are used as f64.
+///
+/// # Parameters
+/// - `n`: number of values; `src`: shape `(n,)` f32, read; `dst`: shape `(n,)` f64, written.
+///
+/// # Thread mapping
+/// One thread per element, 1-D grid; threads with `i >= n` return.
+///
+/// # Safety
+/// `src` valid for `n` reads and `dst` for `n` writes; they must not overlap.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn widen_f32(n: usize, src: *const f32, dst: *mut f64) {
+    let i = global_thread_index_x();
+    if i >= n {
+        return;
+    }
+    // SAFETY: i < n and the caller guarantees n valid elements behind both pointers.
+    unsafe { dst.add(i).write(src.add(i).read() as f64) }
+}

@@ -13,6 +13,7 @@
     target_arch = "nvptx64",
     feature(
         abi_ptx,
+        core_intrinsics,
         stdarch_nvptx,
         gpu_intrinsics,
         gpu_launch_sized_workgroup_mem,

@@ -13,12 +13,13 @@
 
 use core::arch::nvptx;
 
-use crate::linalg::{banded, jacobi};
+use crate::linalg::{banded, jacobi, jacobi_team};
 use crate::patch::{
     apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
     resolution_diagonals, CcdView, PatchDesc, StampView,
 };
 use crate::spot::StampCorner;
+use crate::team::{BlockTeam, Shared, Team};
 use crate::Status;
 
 /// `blockIdx.x * blockDim.x + threadIdx.x`.
@@ -380,6 +381,124 @@ pub unsafe extern "ptx-kernel" fn resolution(
     }
 }
 
+/// Resolution of the core spectra, cooperatively: the same inputs and outputs as
+/// [`resolution`] (`qbuf`, `work` and `work_stride` are unused and may be null/0), but one
+/// thread block per (patch, core spectrum c) runs [`jacobi_team::resolution_team`] on the
+/// covariance block copied into shared memory.
+///
+/// # Parameters
+/// As [`resolution`].
+///
+/// # Launch contract
+/// - grid `(npatch · nspp_max, 1, 1)`: block `item = patch · nspp_max + c`; blocks with
+///   `c >= nspp` of their patch return at once;
+/// - block `(lanes, 1, 1)`, any `lanes >= 1` (128 or 256 recommended; the Jacobi steps use
+///   `g = lanes / ⌈nwavetot/2⌉` lanes per pair);
+/// - dynamic shared memory of at least
+///   `8 · `[`jacobi_team::resolution_team_shared_len`]`(nwavetot, lanes)` bytes
+///   (`8·(n² + 5n + h + 3·h·g)`, `h = ⌈n/2⌉`; 52,392 bytes for 74×74 at 256 lanes, 49,728 at
+///   128), above the default 48 KiB: the host sets
+///   `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller allocation is not detected.
+///
+/// # Thread mapping
+/// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]; every thread of a block
+/// passes the same sequence of barriers (the patch status is read by thread 0 and broadcast
+/// through shared memory, so a concurrent failure of another block of the patch cannot split
+/// the block).
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch contract above.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn resolution_team(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nmax: usize,
+    nwavetot: usize,
+    ndiag: usize,
+    pad: usize,
+    nwavestep: usize,
+    cov: *const f64,
+    xflux: *const f64,
+    _qbuf: *mut f64,
+    _work: *mut f64,
+    _work_stride: usize,
+    flux: *mut f64,
+    ivar: *mut f64,
+    rdiags: *mut f64,
+    status: *mut u32,
+) {
+    // SAFETY: reading %ctaid.x has no preconditions.
+    let item = unsafe { nvptx::_block_idx_x() } as usize;
+    let (p, c) = (item / nspp_max, item % nspp_max);
+    if p >= npatch {
+        return;
+    }
+    let team = BlockTeam;
+    let lanes = team.lanes();
+    let block = nwavetot * nwavetot;
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    // SAFETY: the launch provides resolution_team_shared_len(nwavetot, lanes) f64 of dynamic
+    // shared memory (launch contract), used only by this block's lanes under the team's phase
+    // rule; the descriptor, status, cov, xflux and output accesses are within the documented
+    // sizes, and each (patch, c) owns its output rows.
+    unsafe {
+        let d = desc(descs, p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        let a = Shared::from_raw(smem, block);
+        let scratch = Shared::from_raw(
+            smem.add(block),
+            jacobi_team::jacobi_team_scratch_len(nwavetot, lanes),
+        );
+        let src = cov.add(item * block);
+        team.each(|lane| {
+            if lane == 0 {
+                scratch.set(0, status.add(p).read() as f64);
+            }
+            let mut e = lane;
+            while e < block {
+                a.set(e, src.add(e).read());
+                e += lanes;
+            }
+        });
+        let mut skip = false;
+        team.each(|_| skip = scratch.get(0) != 0.0);
+        if skip {
+            return;
+        }
+        let s = d.s_core as usize + c;
+        let n = d.nunknown(nwavetot);
+        let x = core::slice::from_raw_parts(xflux.add(p * nmax + s), n - s);
+        let ndiagonal = 2 * ndiag + 1;
+        let mut stats = jacobi::JacobiStats::default();
+        let code = jacobi_team::resolution_team(
+            &team,
+            a,
+            nwavetot,
+            x,
+            d.nspecpad as usize,
+            ndiag,
+            pad,
+            pad + d.keep as usize,
+            Shared::from_raw(flux.add(item * nwavetot), nwavetot),
+            Shared::from_raw(ivar.add(item * nwavetot), nwavetot),
+            Shared::from_raw(
+                rdiags.add(item * ndiagonal * nwavestep),
+                ndiagonal * nwavestep,
+            ),
+            nwavestep,
+            scratch,
+            &mut stats,
+        );
+        if nvptx::_thread_idx_x() == 0 {
+            fail(status, p, code);
+        }
+    }
+}
+
 /// χ²_pix of the kept window: one thread per (patch, window row) calls [`pixel_chi2_row`].
 ///
 /// # Parameters
@@ -527,5 +646,223 @@ pub unsafe extern "ptx-kernel" fn pixel_core(
         );
         chi2pix.add(item).write(chi);
         pixmask.add(item).write(masked);
+    }
+}
+
+/// Regularization, banded Cholesky factorization and solve of one patch per thread block
+/// (the cooperative version of [`factor_solve`], same parameters and results; the factor is
+/// bitwise that of `band_factor`, the solve equal up to the order of the forward sums).
+///
+/// # Parameters
+/// As [`factor_solve`]: `descs`, `npatch`, `nmax`, `nwavetot`, `band`/`band_len` (factored in
+/// place), `rhs`, `fluxweight` `(npatch, nmax)`, `regularize_alpha` (α), output `xflux`
+/// `(npatch, nmax)`, `status`.
+///
+/// # Launch contract
+/// - grid `(npatch, 1, 1)`: block `blockIdx.x` solves patch `blockIdx.x`;
+/// - block `(lanes, 1, 1)`, any `lanes >= 1`; 64 recommended (one lane per row of a column
+///   for `kd <= 63`, e.g. kd = 58: 58 dot products per phase);
+/// - dynamic shared memory of at least
+///   `8 · (`[`band_factor_team_window_len`](crate::linalg::banded_team::band_factor_team_window_len)`(kd_max) + nmax)`
+///   bytes (`kd_max` the largest `kd` of the batch): 8 · (3,955 + 518) = 35,784 bytes for
+///   `kd = 58`, `nmax = 518` (below the default 48 KiB). A smaller allocation is not detected.
+///
+/// # Thread mapping
+/// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]. Only this block writes the
+/// patch's status (thread 0, at the end), so every thread reads the same entry value.
+/// Phases: lane 0 regularizes (`regularize`) while all lanes copy `rhs` into shared memory;
+/// then `band_factor_forward_team` (factor + forward substitution, `n + 3` phases) and
+/// `band_back_solve_team` (`n + 2` phases); the lanes store `xflux`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch contract above.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn factor_solve_team(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nmax: usize,
+    nwavetot: usize,
+    band: *mut f64,
+    band_len: usize,
+    rhs: *const f64,
+    fluxweight: *const f64,
+    regularize_alpha: f64,
+    xflux: *mut f64,
+    status: *mut u32,
+) {
+    use crate::linalg::banded_team;
+    // SAFETY: reading %ctaid.x and %tid.x has no preconditions.
+    let (p, tid) = unsafe { (nvptx::_block_idx_x() as usize, nvptx::_thread_idx_x()) };
+    if p >= npatch {
+        return;
+    }
+    let team = BlockTeam;
+    let lanes = team.lanes();
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    // SAFETY: the block owns patch p's band matrix and vectors (one block per patch); the
+    // launch provides band_factor_team_window_len(kd_max) + nmax f64 of dynamic shared memory,
+    // used only by this block's lanes under the team's phase rule. Status is written only by
+    // this block, after every read of it.
+    unsafe {
+        if status.add(p).read() != 0 {
+            return;
+        }
+        let d = desc(descs, p);
+        let n = d.nunknown(nwavetot);
+        let kd = d.kd as usize;
+        let off = d.band_offset as usize;
+        if off + n * (kd + 1) > band_len || n > nmax {
+            if tid == 0 {
+                fail(status, p, Status::BadShape);
+            }
+            return;
+        }
+        let wlen = banded_team::band_factor_team_window_len(kd);
+        let window = Shared::from_raw(smem, wlen);
+        let x = Shared::from_raw(smem.add(wlen), n);
+        let ab = Shared::from_raw(band.add(off), n * (kd + 1));
+        let src = rhs.add(p * nmax);
+        team.each(|lane| {
+            if lane == 0 {
+                // The only access to the band in this phase.
+                let band = core::slice::from_raw_parts_mut(band.add(off), n * (kd + 1));
+                let fw = core::slice::from_raw_parts(fluxweight.add(p * nmax), n);
+                regularize(band, n, kd, fw, regularize_alpha);
+            }
+            let mut q = lane;
+            while q < n {
+                x.set(q, src.add(q).read());
+                q += lanes;
+            }
+        });
+        let mut code = banded_team::band_factor_forward_team(&team, ab, n, kd, window, x);
+        if code == Status::Ok {
+            code = banded_team::band_back_solve_team(&team, ab, n, kd, window, x);
+        }
+        if code == Status::Ok {
+            let dst = xflux.add(p * nmax);
+            team.each(|lane| {
+                let mut q = lane;
+                while q < n {
+                    dst.add(q).write(x.get(q));
+                    q += lanes;
+                }
+            });
+        }
+        if tid == 0 {
+            fail(status, p, code);
+        }
+    }
+}
+
+/// Covariance block `C_bb` of one core spectrum per thread block (the cooperative version
+/// of [`covariance`], same parameters; equal to it up to the order of the sums).
+///
+/// # Parameters
+/// As [`covariance`]: `descs`, `npatch`, `nspp_max`, `nwavetot`, `band`/`band_len`
+/// (factored), output `cov` `(npatch, nspp_max, nwavetot, nwavetot)`, `status`; `work` and
+/// `work_stride` are not used.
+///
+/// # Launch contract
+/// - grid `(npatch · nspp_max, 1, 1)`: block `item = patch · nspp_max + c`; blocks with
+///   `c >= nspp` of their patch return;
+/// - block `(lanes, 1, 1)`, any `lanes >= 1`; 128 recommended (`bs + ⌈bs/2⌉` = 111 tasks
+///   per phase for `nwavetot = 74`: the columns of 8 new rows of `Y_b` and the column pairs of
+///   the `C_bb` update, one per lane);
+/// - dynamic shared memory of at least `8 · (nwavetot² + `
+///   [`covariance_block_team_ring_len`](crate::linalg::banded_team::covariance_block_team_ring_len)`(nwavetot, kd_max, 1))`
+///   bytes = `8 · nwavetot · (nwavetot + max(kd_max, 8) + 8)`: 82,880 bytes for
+///   `nwavetot = 74`, `kd_max = 58`, above the default 48 KiB: the host sets
+///   `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller allocation is not detected.
+///
+/// # Thread mapping
+/// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]. The patch status is read
+/// by thread 0 and broadcast through shared memory (another block of the patch may write it
+/// concurrently), so every thread of a block passes the same barriers.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch contract above.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance_team(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nspp_max: usize,
+    nwavetot: usize,
+    band: *const f64,
+    band_len: usize,
+    cov: *mut f64,
+    _work: *mut f64,
+    _work_stride: usize,
+    status: *mut u32,
+) {
+    use crate::linalg::banded_team;
+    // SAFETY: reading %ctaid.x and %tid.x has no preconditions.
+    let (item, tid) = unsafe { (nvptx::_block_idx_x() as usize, nvptx::_thread_idx_x()) };
+    let (p, c) = (item / nspp_max, item % nspp_max);
+    if p >= npatch {
+        return;
+    }
+    let team = BlockTeam;
+    let lanes = team.lanes();
+    let block = nwavetot * nwavetot;
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    // SAFETY: the launch provides nwavetot² + covariance_block_team_ring_len(nwavetot,
+    // kd_max, 1) f64 of dynamic shared memory, used only by this block's lanes under the
+    // team's phase rule; each (patch, c) owns its output block; the band is only read.
+    unsafe {
+        let d = desc(descs, p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        let out = Shared::from_raw(smem, block);
+        // Broadcast the entry status (another block of the patch may write it meanwhile).
+        team.each(|lane| {
+            if lane == 0 {
+                out.set(0, status.add(p).read() as f64);
+            }
+        });
+        let mut skip = false;
+        team.each(|_| skip = out.get(0) != 0.0);
+        if skip {
+            return;
+        }
+        let n = d.nunknown(nwavetot);
+        let kd = d.kd as usize;
+        let nblock = d.nspecpad as usize;
+        let off = d.band_offset as usize;
+        if off + n * (kd + 1) > band_len || nblock == 0 || n != nblock * nwavetot {
+            if tid == 0 {
+                fail(status, p, Status::BadShape);
+            }
+            return;
+        }
+        let ring_len = banded_team::covariance_block_team_ring_len(n, kd, nblock);
+        let ring = Shared::from_raw(smem.add(block), ring_len);
+        let ab = Shared::from_raw(band.add(off) as *mut f64, n * (kd + 1));
+        let code = banded_team::covariance_block_team(
+            &team,
+            ab,
+            n,
+            kd,
+            nblock,
+            d.s_core as usize + c,
+            out,
+            ring,
+        );
+        if code == Status::Ok {
+            let dst = cov.add(item * block);
+            team.each(|lane| {
+                let mut e = lane;
+                while e < block {
+                    dst.add(e).write(out.get(e));
+                    e += lanes;
+                }
+            });
+        }
+        if tid == 0 {
+            fail(status, p, code);
+        }
     }
 }

@@ -84,7 +84,9 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let cpu_time = t.elapsed();
     let mut gpu_times = Vec::new();
     let mut gpu_result: Option<Extraction> = None;
+    let mut last_trace = Trace::new();
     for i in 0..=args.repeat {
+        let trace = Trace::new();
         let t = Instant::now();
         let r = extract_frame_gpu(
             &gpu,
@@ -94,8 +96,9 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             &params,
             false,
             &|_, _| {},
-            &Trace::new(),
+            &trace,
         )?;
+        last_trace = trace;
         if i > 0 {
             gpu_times.push(t.elapsed());
         }
@@ -133,8 +136,20 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             .map(|d| format!("{:.3}", d.as_secs_f64()))
             .collect::<Vec<_>>()
     );
-    for (name, d) in &g.times.detail {
-        println!("  gpu stage {name:<16} {:8.2} ms", d.as_secs_f64() * 1e3);
+    println!("  stage (last run)     host ms   GPU (CUDA events) ms");
+    let totals = last_trace.totals();
+    for (name, track, d) in &totals {
+        if *track != "host" {
+            continue;
+        }
+        let gpu_ms = totals
+            .iter()
+            .find(|(n, t, _)| n == name && *t == "gpu")
+            .map(|(_, _, g)| g.as_secs_f64() * 1e3);
+        match gpu_ms {
+            Some(g) => println!("  {name:<16} {:10.2} {:12.2}", d.as_secs_f64() * 1e3, g),
+            None => println!("  {name:<16} {:10.2}", d.as_secs_f64() * 1e3),
+        }
     }
     println!("selftest: flux rel diff median {flux_med:.2e} max {flux_max:.2e}; ivar median {ivar_med:.2e} max {ivar_max:.2e}; Rdiags max abs {rd_max:.2e}; chi2pix median {chi_med:.2e} max {chi_max:.2e}; ivar>0 mismatches {ivar_zero_mismatch}");
     println!("selftest: GPU patch reports: {}", g.reports.len());

@@ -60,6 +60,8 @@ pub fn probe_driver() -> Result<(), GpuError> {
 pub struct Kernels {
     /// PSF spots of a frame.
     pub spots: CudaFunction,
+    /// f32 -> f64 widening.
+    pub widen_f32: CudaFunction,
     /// Normal equations.
     pub assemble: CudaFunction,
     /// Regularize, factor, solve.
@@ -68,6 +70,12 @@ pub struct Kernels {
     pub covariance: CudaFunction,
     /// Jacobi inverse square root and resolution.
     pub resolution: CudaFunction,
+    /// Regularize, factor, solve: one thread block per patch.
+    pub factor_solve_team: CudaFunction,
+    /// Covariance blocks: one thread block per (patch, core spectrum).
+    pub covariance_team: CudaFunction,
+    /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
+    pub resolution_team: CudaFunction,
     /// χ² of the kept window rows.
     pub pixel_rows: CudaFunction,
     /// chi2pix and pixmask_fraction.
@@ -87,6 +95,17 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Device ordinal.
     pub ordinal: usize,
+    /// Kernel family for the solve stages.
+    pub mode: KernelMode,
+}
+
+/// Which kernels solve the patches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelMode {
+    /// One thread block per patch or per core spectrum (cooperative, shared memory): default.
+    Team,
+    /// One thread per patch or per core spectrum (the plain device functions; reference).
+    Thread,
 }
 
 impl GpuContext {
@@ -105,12 +124,20 @@ impl GpuContext {
         };
         let kernels = Kernels {
             spots: load(ptx::SPOTS)?,
+            widen_f32: load(ptx::WIDEN_F32)?,
             assemble: load(ptx::ASSEMBLE)?,
             factor_solve: load(ptx::FACTOR_SOLVE)?,
             covariance: load(ptx::COVARIANCE)?,
             resolution: load(ptx::RESOLUTION)?,
+            factor_solve_team: load(ptx::FACTOR_SOLVE_TEAM)?,
+            covariance_team: load(ptx::COVARIANCE_TEAM)?,
+            resolution_team: load(ptx::RESOLUTION_TEAM)?,
             pixel_rows: load(ptx::PIXEL_ROWS)?,
             pixel_core: load(ptx::PIXEL_CORE)?,
+        };
+        let mode = match std::env::var("DESI_GPU_KERNELS").as_deref() {
+            Ok("thread") => KernelMode::Thread,
+            _ => KernelMode::Team,
         };
         Ok(Self {
             ctx,
@@ -118,6 +145,7 @@ impl GpuContext {
             module,
             kernels,
             ordinal,
+            mode,
         })
     }
 

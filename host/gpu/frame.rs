@@ -2,10 +2,10 @@
 //! evaluated for every (fiber, wavelength) at once, and all patches are solved in a few batched
 //! launches sized to the device's free memory. Failed patches fall back to the CPU path.
 
-use super::context::{DriverContext, GpuContext, GpuError};
+use super::context::{DriverContext, GpuContext, GpuError, KernelMode};
 use crate::extract::{
     add_patch_model, check_compatible, check_on_ccd, finish_extraction, CcdData, ExtractError,
-    Extraction, PatchReport, Progress, StageTimes,
+    Extraction, PatchReport, Progress, StageTimes, EXTRACT_MASK_BITS,
 };
 use crate::io::PreprocImage;
 use crate::patch::plan::plan_bundle;
@@ -16,7 +16,7 @@ use crate::solve::cpu::solve_patch;
 use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig, PushKernelArg};
-use desi_device::linalg::{banded, jacobi};
+use desi_device::linalg::{banded, banded_team, jacobi, jacobi_team};
 use desi_device::patch::{patch_bandwidth, PatchDesc, PatchShape, StampView, PATCH_DESC_WORDS};
 use desi_device::spot::StampCorner;
 use desi_device::Status;
@@ -25,6 +25,35 @@ use std::time::{Duration, Instant};
 
 /// Threads per block of the one-thread-per-item kernels.
 const BLOCK: u32 = 128;
+
+/// Lanes of `factor_solve_team` (>= kd + 1 keeps every lane busy in a column phase).
+const FACTOR_LANES: u32 = 64;
+/// Lanes of `covariance_team` (one per C_bb column, plus the update tasks).
+const COVARIANCE_LANES: u32 = 128;
+/// Lanes of `resolution_team` (37 pairs x several lanes per pair).
+const RESOLUTION_LANES: u32 = 256;
+
+/// One thread block of `lanes` per item with `shared_bytes` of dynamic shared memory, raising
+/// the kernel's dynamic shared-memory limit when it exceeds the default 48 KB.
+fn block_config(
+    func: &cudarc::driver::CudaFunction,
+    items: usize,
+    lanes: u32,
+    shared_bytes: usize,
+) -> Result<LaunchConfig, GpuError> {
+    if shared_bytes > 48 * 1024 {
+        func.set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared_bytes as i32,
+        )
+        .stage("set the dynamic shared memory size")?;
+    }
+    Ok(LaunchConfig {
+        grid_dim: (items.max(1) as u32, 1, 1),
+        block_dim: (lanes, 1, 1),
+        shared_mem_bytes: shared_bytes as u32,
+    })
+}
 
 fn grid_for(items: usize) -> LaunchConfig {
     LaunchConfig {
@@ -142,7 +171,9 @@ pub fn extract_frame_gpu(
     stages.enter("prepare")?;
     let t_start = Instant::now();
     let stream = &gpu.stream;
-    let ccd = CcdData::from_preproc(image);
+    // The host copy of the CCD in f64 is only needed for CPU fallbacks.
+    let ccd_host: std::cell::OnceCell<CcdData> = std::cell::OnceCell::new();
+    let (nrow, ncol) = (image.ny, image.nx);
     let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
     let nfull = padded.nfull();
     let nwave = grid.nwave();
@@ -151,15 +182,33 @@ pub fn extract_frame_gpu(
     let nwavetot = params.nwavetot();
     let nspp_max = params.bundlesize / params.nsubbundles;
     let nmax = (nspp_max + 2) * nwavetot;
+    // Weights as f32 (IVAR where (MASK & 0x2FF) == 0, else 0): exact in f32, widened on the device.
+    let weight32: Vec<f32> = image
+        .ivar
+        .par_iter()
+        .zip(&image.mask)
+        .map(|(&iv, &m)| if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 })
+        .collect();
     stages.enter("copy to device")?;
 
-    // Image, weights and PSF tables go to the device once.
-    let d_image = stream
-        .clone_htod(&ccd.image)
+    // Image and weights go to the device once (f32, widened there), then the PSF tables.
+    let npix = nrow * ncol;
+    let d_image32 = stream
+        .clone_htod(&image.image)
         .stage("copy image to device")?;
-    let d_weight = stream
-        .clone_htod(&ccd.weight)
+    let d_weight32 = stream
+        .clone_htod(&weight32)
         .stage("copy weights to device")?;
+    let mut d_image = stream.alloc_zeros::<f64>(npix).stage("allocate image")?;
+    let mut d_weight = stream.alloc_zeros::<f64>(npix).stage("allocate weights")?;
+    for (src, dst) in [(&d_image32, &mut d_image), (&d_weight32, &mut d_weight)] {
+        let mut b = stream.launch_builder(&gpu.kernels.widen_f32);
+        b.arg(&npix).arg(src).arg(dst);
+        // SAFETY: `widen_f32(n, src: *const f32, dst: *mut f64)` with n = npix elements each.
+        unsafe { b.launch(grid_for(npix)) }.stage("launch widen_f32")?;
+    }
+    drop(d_image32);
+    drop(d_weight32);
     let flat = psf.flatten();
     let tables = psf.tables(&flat);
     let d_xtrace = stream.clone_htod(tables.xtrace).stage("copy PSF")?;
@@ -254,8 +303,8 @@ pub fn extract_frame_gpu(
         .enumerate()
         .map(|(bundle, &bspecmin)| {
             let table = corner_table(&corners, bspecmin, params.bundlesize, nfull, ny, nx);
-            check_on_ccd(psf, &table, &padded, &ccd)?;
-            let plans = plan_bundle(bundle, &table, params, nwave, ccd.nrow);
+            check_on_ccd(psf, &table, &padded, ncol)?;
+            let plans = plan_bundle(bundle, &table, params, nwave, nrow);
             let planned = plans
                 .iter()
                 .filter_map(|plan| {
@@ -354,7 +403,7 @@ pub fn extract_frame_gpu(
             &d_corners,
             &d_image,
             &d_weight,
-            &ccd,
+            (nrow, ncol),
             params,
             ndiag,
             (ny, nx),
@@ -375,7 +424,7 @@ pub fn extract_frame_gpu(
     // Stitch; CPU fallback for failed patches; model image from the stamps of each bundle.
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
     let mut reports = Vec::new();
-    let mut model = want_model.then(|| vec![0.0; ccd.nrow * ccd.ncol]);
+    let mut model = want_model.then(|| vec![0.0; nrow * ncol]);
     let mut by_plan = planned.iter().zip(results).peekable();
     for (bundle, plans) in plans_by_bundle.iter().enumerate() {
         let bspecmin = bundles[bundle];
@@ -400,7 +449,7 @@ pub fn extract_frame_gpu(
                     let inputs = BundleInputs {
                         spots: &spots,
                         plans,
-                        ccd: ccd.view(),
+                        ccd: ccd_host.get_or_init(|| CcdData::from_preproc(image)).view(),
                         params,
                         ndiag,
                     };
@@ -435,7 +484,7 @@ pub fn extract_frame_gpu(
                 nx,
             )?;
             for plan in plans {
-                add_patch_model(model, &ccd, &spots, plan, &arrays, pad);
+                add_patch_model(model, ncol, &spots, plan, &arrays, pad);
             }
         }
     }
@@ -506,7 +555,7 @@ fn solve_batch(
     d_corners: &CudaSlice<i32>,
     d_image: &CudaSlice<f64>,
     d_weight: &CudaSlice<f64>,
-    ccd: &CcdData,
+    ccd_shape: (usize, usize),
     params: &ExtractionParams,
     ndiag: usize,
     stamp_shape: (usize, usize),
@@ -519,6 +568,7 @@ fn solve_batch(
     stages.enter("allocate")?;
     let stream = &gpu.stream;
     let np = chunk.len();
+    let kd_max = chunk.iter().map(|p| p.desc.kd as usize).max().unwrap_or(0);
     let nwavetot = params.nwavetot();
     let nwavestep = params.nwavestep;
     let pad = params.pad();
@@ -552,10 +602,13 @@ fn solve_batch(
     let mut d_cov = stream
         .alloc_zeros::<f64>(ncore * block)
         .stage("allocate covariance")?;
+    let team = gpu.mode == KernelMode::Team;
+    // The per-thread kernels need global scratch; the team kernels work in shared memory.
+    let scratch = |len: usize| if team { 1 } else { len };
     let mut d_cov_work = stream
-        .alloc_zeros::<f64>(ncore * cov_work)
+        .alloc_zeros::<f64>(scratch(ncore * cov_work))
         .stage("allocate covariance scratch")?;
-    let (nrow, ncol) = (ccd.nrow, ccd.ncol);
+    let (nrow, ncol) = ccd_shape;
     let stamps_len = d_stamps.len();
     let (sny, snx) = stamp_shape;
     stages.enter("assemble")?;
@@ -585,7 +638,13 @@ fn solve_batch(
     }
     stages.enter("cholesky")?;
     {
-        let mut b = stream.launch_builder(&gpu.kernels.factor_solve);
+        let team = gpu.mode == KernelMode::Team;
+        let func = if team {
+            &gpu.kernels.factor_solve_team
+        } else {
+            &gpu.kernels.factor_solve
+        };
+        let mut b = stream.launch_builder(func);
         b.arg(&d_descs)
             .arg(&np)
             .arg(&nmax)
@@ -597,12 +656,25 @@ fn solve_batch(
             .arg(&params.regularize)
             .arg(&mut d_xflux)
             .arg(&mut d_status);
-        // SAFETY: argument order and types follow `factor_solve`.
-        unsafe { b.launch(grid_for(np)) }.stage("launch factor_solve")?;
+        let cfg = if team {
+            let shared = 8 * (banded_team::band_factor_team_window_len(kd_max) + nmax);
+            block_config(func, np, FACTOR_LANES, shared)?
+        } else {
+            grid_for(np)
+        };
+        // SAFETY: argument order and types follow `factor_solve` / `factor_solve_team` (same
+        // parameters); the team launch gives the documented shared memory.
+        unsafe { b.launch(cfg) }.stage("launch factor_solve")?;
     }
     stages.enter("covariance")?;
     {
-        let mut b = stream.launch_builder(&gpu.kernels.covariance);
+        let team = gpu.mode == KernelMode::Team;
+        let func = if team {
+            &gpu.kernels.covariance_team
+        } else {
+            &gpu.kernels.covariance
+        };
+        let mut b = stream.launch_builder(func);
         b.arg(&d_descs)
             .arg(&np)
             .arg(&nspp_max)
@@ -613,18 +685,24 @@ fn solve_batch(
             .arg(&mut d_cov_work)
             .arg(&cov_work)
             .arg(&mut d_status);
-        // SAFETY: argument order and types follow `covariance`.
-        unsafe { b.launch(grid_for(ncore)) }.stage("launch covariance")?;
+        let cfg = if team {
+            let shared = 8 * nwavetot * (nwavetot + kd_max.max(8) + 8);
+            block_config(func, ncore, COVARIANCE_LANES, shared)?
+        } else {
+            grid_for(ncore)
+        };
+        // SAFETY: argument order and types follow `covariance` / `covariance_team`.
+        unsafe { b.launch(cfg) }.stage("launch covariance")?;
     }
     stages.enter("eigh")?;
     drop(d_cov_work);
     drop(d_band);
     let ndiagonal = 2 * ndiag + 1;
     let mut d_q = stream
-        .alloc_zeros::<f64>(ncore * block)
+        .alloc_zeros::<f64>(scratch(ncore * block))
         .stage("allocate Q")?;
     let mut d_eig_work = stream
-        .alloc_zeros::<f64>(ncore * eig_work)
+        .alloc_zeros::<f64>(scratch(ncore * eig_work))
         .stage("allocate Jacobi scratch")?;
     let mut d_flux = stream
         .alloc_zeros::<f64>(ncore * nwavetot)
@@ -636,7 +714,13 @@ fn solve_batch(
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
     {
-        let mut b = stream.launch_builder(&gpu.kernels.resolution);
+        let team = gpu.mode == KernelMode::Team;
+        let func = if team {
+            &gpu.kernels.resolution_team
+        } else {
+            &gpu.kernels.resolution
+        };
+        let mut b = stream.launch_builder(func);
         b.arg(&d_descs)
             .arg(&np)
             .arg(&nspp_max)
@@ -654,8 +738,15 @@ fn solve_batch(
             .arg(&mut d_ivar)
             .arg(&mut d_rdiags)
             .arg(&mut d_status);
-        // SAFETY: argument order and types follow `resolution`.
-        unsafe { b.launch(grid_for(ncore)) }.stage("launch resolution")?;
+        let cfg = if team {
+            let shared =
+                8 * jacobi_team::resolution_team_shared_len(nwavetot, RESOLUTION_LANES as usize);
+            block_config(func, ncore, RESOLUTION_LANES, shared)?
+        } else {
+            grid_for(ncore)
+        };
+        // SAFETY: argument order and types follow `resolution` / `resolution_team`.
+        unsafe { b.launch(cfg) }.stage("launch resolution")?;
     }
     stages.enter("finalize")?;
     drop(d_q);
@@ -735,37 +826,40 @@ fn solve_batch(
         .stage("copy pixmask to host")?;
     stages.enter("unpack")?;
 
-    let mut out = Vec::with_capacity(np);
-    for (i, p) in chunk.iter().enumerate() {
-        let (nspp, keep) = (p.plan.nspp, p.plan.keep);
-        if status[i] != 0 {
-            out.push(PatchResult::zeros(
-                nspp,
-                keep,
-                ndiag,
-                PatchIssue::Failed {
-                    reason: format!("GPU status {:?}", Status::from_code(status[i])),
-                },
-            ));
-            continue;
-        }
-        let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
-        r.issue = None;
-        for c in 0..nspp {
-            let item = i * nspp_max + c;
-            let src = item * nwavetot + pad;
-            r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
-            r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
-            let src = item * nwavestep;
-            r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
-            r.pixmask_fraction[c * keep..(c + 1) * keep].copy_from_slice(&pixmask[src..src + keep]);
-            for d in 0..ndiagonal {
-                let src = (item * ndiagonal + d) * nwavestep;
-                let dst = (c * ndiagonal + d) * keep;
-                r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+    let out = chunk
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (nspp, keep) = (p.plan.nspp, p.plan.keep);
+            if status[i] != 0 {
+                return PatchResult::zeros(
+                    nspp,
+                    keep,
+                    ndiag,
+                    PatchIssue::Failed {
+                        reason: format!("GPU status {:?}", Status::from_code(status[i])),
+                    },
+                );
             }
-        }
-        out.push(r);
-    }
+            let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
+            r.issue = None;
+            for c in 0..nspp {
+                let item = i * nspp_max + c;
+                let src = item * nwavetot + pad;
+                r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
+                r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
+                let src = item * nwavestep;
+                r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
+                r.pixmask_fraction[c * keep..(c + 1) * keep]
+                    .copy_from_slice(&pixmask[src..src + keep]);
+                for d in 0..ndiagonal {
+                    let src = (item * ndiagonal + d) * nwavestep;
+                    let dst = (c * ndiagonal + d) * keep;
+                    r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+                }
+            }
+            r
+        })
+        .collect();
     Ok(out)
 }

@@ -12,6 +12,8 @@ pub const SPOTS: &str = "spots";
 /// Name of the `smoke_axpy` kernel: `y = a x + y`, a smoke test of the build and launch path.
 pub const SMOKE_AXPY: &str = "smoke_axpy";
 
+/// Name of the `widen_f32` kernel: f32 -> f64 of the uploaded image and weights.
+pub const WIDEN_F32: &str = "widen_f32";
 /// Name of the `assemble` kernel: normal equations, one thread per (patch, unknown).
 pub const ASSEMBLE: &str = "assemble";
 /// Name of the `factor_solve` kernel: regularization, banded Cholesky and solve per patch.
@@ -20,10 +22,16 @@ pub const FACTOR_SOLVE: &str = "factor_solve";
 pub const COVARIANCE: &str = "covariance";
 /// Name of the `resolution` kernel: Jacobi inverse square root, R, flux, ivar, diagonals.
 pub const RESOLUTION: &str = "resolution";
+/// Name of the `resolution_team` kernel: the same, one thread block per core spectrum.
+pub const RESOLUTION_TEAM: &str = "resolution_team";
 /// Name of the `pixel_rows` kernel: χ² of every kept window row.
 pub const PIXEL_ROWS: &str = "pixel_rows";
 /// Name of the `pixel_core` kernel: chi2pix and pixmask_fraction of the core unknowns.
 pub const PIXEL_CORE: &str = "pixel_core";
+/// Name of the `factor_solve_team` kernel: `factor_solve`, one thread block per patch.
+pub const FACTOR_SOLVE_TEAM: &str = "factor_solve_team";
+/// Name of the `covariance_team` kernel: `covariance`, one thread block per core spectrum.
+pub const COVARIANCE_TEAM: &str = "covariance_team";
 
 /// Every kernel entry point of [`PTX`] (`.entry` names), in the order of `device/src/kernels.rs`.
 ///
@@ -31,10 +39,14 @@ pub const PIXEL_CORE: &str = "pixel_core";
 pub const KERNELS: &[&str] = &[
     SMOKE_AXPY,
     SPOTS,
+    WIDEN_F32,
     ASSEMBLE,
     FACTOR_SOLVE,
     COVARIANCE,
     RESOLUTION,
+    RESOLUTION_TEAM,
     PIXEL_ROWS,
     PIXEL_CORE,
+    FACTOR_SOLVE_TEAM,
+    COVARIANCE_TEAM,
 ];

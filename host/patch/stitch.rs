@@ -2,6 +2,7 @@
 
 use super::PatchPlan;
 use crate::solve::PatchResult;
+use rayon::prelude::*;
 
 /// Frame-level extraction outputs, `(nspec, nwave)` and `(nspec, 2·ndiag+1, nwave)` row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,9 +108,11 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
     let (nspec, nwave) = (arrays.nspec, arrays.nwave);
     let chi = &arrays.chi2pix;
     let fiber_median: Vec<f64> = (0..nspec)
+        .into_par_iter()
         .map(|s| median(chi[s * nwave..(s + 1) * nwave].to_vec()))
         .collect();
     let wave_median: Vec<f64> = (0..nwave)
+        .into_par_iter()
         .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
         .collect();
     let mut mask = vec![0u32; nspec * nwave];

@@ -13,6 +13,7 @@
 //!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
 
 pub mod banded;
+pub mod banded_team;
 pub mod cholesky;
 pub mod jacobi;
 pub mod jacobi_team;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Records Nsight Compute metrics of one launch of one kernel of a full r frame extraction.
+#
+#   bash profiles/ncu-kernel.sh KERNEL [BIN] [OUTDIR]
+#
+# KERNEL is a kernel name of host/gpu/ptx.rs (spots, assemble, factor_solve_team, covariance_team,
+# resolution_team, pixel_rows, pixel_core, ...). Writes OUTDIR/KERNEL.ncu-rep (open in the Nsight
+# Compute GUI) and prints the "SpeedOfLight", "Occupancy" and "LaunchStats" sections.
+set -euo pipefail
+kernel=${1:?kernel name}
+bin=${2:-target/release/desi-extract}
+out=${3:-profile-output}
+mkdir -p "$out"
+psf=$(dirname "$0")/../data/psf-r0-00051060.fits
+ncu=$(command -v ncu || compgen -G "/opt/nvidia/nsight-compute/*/ncu" | head -n 1 || compgen -G "/usr/local/cuda*/bin/ncu" | head -n 1)
+[[ -f $out/preproc.fits ]] || "$bin" simulate -p "$psf" -o "$out/preproc.fits" -w 5760,7620,0.8 --seed 1
+"$ncu" --kernel-name "$kernel" --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section MemoryWorkloadAnalysis --force-overwrite -o "$out/$kernel" \
+    "$bin" extract --gpu -i "$out/preproc.fits" -p "$psf" -o "$out/frame.fits" -w 5760,7620,0.8
+"$ncu" --import "$out/$kernel.ncu-rep" --print-summary per-kernel

@@ -1,0 +1,49 @@
+//! The GPU backend from the command line. On a machine without the NVIDIA driver `--gpu` must be
+//! a clear error (not a panic); with a GPU (or when `DESI_REQUIRE_GPU=1`, which makes a missing
+//! GPU a failure) `selftest --gpu` must pass: GPU against CPU on a simulated bundle.
+
+use desi_extract::gpu::probe_driver;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
+const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
+
+#[test]
+fn gpu_selftest_or_clear_error_without_gpu() {
+    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let out = Command::new(BIN)
+        .args([
+            "selftest",
+            "--gpu",
+            "-p",
+            PSF,
+            "-n",
+            "25",
+            "-w",
+            "6000,6200,0.8",
+            "--repeat",
+            "1",
+        ])
+        .output()
+        .expect("run desi-extract");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if probe_driver().is_ok() || require {
+        assert!(
+            out.status.success(),
+            "selftest --gpu failed:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("selftest: PASS"), "{stdout}");
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "stdout {stdout} stderr {stderr}"
+        );
+        assert!(
+            stderr.contains("no NVIDIA GPU driver found"),
+            "stderr: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    }
+}
