@@ -1,9 +1,12 @@
 //! The CUDA context of the GPU backend: library probe, device, stream and the loaded kernels.
 
 use super::ptx;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, PinnedHostSlice,
+};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
 
 /// Errors of the GPU backend as a whole.
@@ -97,6 +100,26 @@ pub struct GpuContext {
     pub ordinal: usize,
     /// Kernel family for the solve stages.
     pub mode: KernelMode,
+    /// Page-locked host buffer for results, reused across batches and frames.
+    pinned: Mutex<Option<PinnedHostSlice<f64>>>,
+}
+
+/// A page-locked result buffer lent by [`GpuContext::pinned_download`] (given back on drop).
+pub struct PinnedGuard<'a> {
+    slot: MutexGuard<'a, Option<PinnedHostSlice<f64>>>,
+    len: usize,
+}
+
+impl PinnedGuard<'_> {
+    /// The first `len` values (the length asked for).
+    pub fn as_mut_slice(&mut self) -> Result<&mut [f64], DriverError> {
+        match self.slot.as_mut() {
+            Some(buf) => Ok(&mut buf.as_mut_slice()?[..self.len]),
+            None => Err(DriverError(
+                cudarc::driver::sys::cudaError_enum::CUDA_ERROR_NOT_INITIALIZED,
+            )),
+        }
+    }
 }
 
 /// Which kernels solve the patches.
@@ -146,6 +169,7 @@ impl GpuContext {
             kernels,
             ordinal,
             mode,
+            pinned: Mutex::new(None),
         })
     }
 
@@ -161,6 +185,23 @@ impl GpuContext {
         self.ctx
             .name()
             .unwrap_or_else(|_| format!("CUDA device {}", self.ordinal))
+    }
+
+    /// A page-locked host buffer of at least `len` f64 (grown when needed, kept for reuse).
+    pub fn pinned_download(&self, len: usize) -> Result<PinnedGuard<'_>, GpuError> {
+        let mut slot = self
+            .pinned
+            .lock()
+            .map_err(|_| GpuError::Memory("pinned buffer lock poisoned".into()))?;
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            *slot = None;
+            // SAFETY: page-locked host memory of `len` f64, no write-combining (the host reads
+            // it); every value is written by a device copy before it is read.
+            let buf = unsafe { self.ctx.alloc_pinned_with_flags::<f64>(len.max(1), 0) }
+                .stage("allocate page-locked host memory")?;
+            *slot = Some(buf);
+        }
+        Ok(PinnedGuard { slot, len })
     }
 
     /// Free and total device memory in bytes.

@@ -817,13 +817,32 @@ fn solve_batch(
     }
     stages.enter("copy to host")?;
     let status = stream.clone_dtoh(&d_status).stage("copy status to host")?;
-    let flux = stream.clone_dtoh(&d_flux).stage("copy flux to host")?;
-    let ivar = stream.clone_dtoh(&d_ivar).stage("copy ivar to host")?;
-    let rdiags = stream.clone_dtoh(&d_rdiags).stage("copy Rdiags to host")?;
-    let chi2 = stream.clone_dtoh(&d_chi2).stage("copy chi2pix to host")?;
-    let pixmask = stream
-        .clone_dtoh(&d_pixmask)
-        .stage("copy pixmask to host")?;
+    // The outputs land in one page-locked buffer (pageable copies ran at ~1.5 GB/s).
+    let sizes = [
+        d_flux.len(),
+        d_ivar.len(),
+        d_rdiags.len(),
+        d_chi2.len(),
+        d_pixmask.len(),
+    ];
+    let mut pinned = gpu.pinned_download(sizes.iter().sum())?;
+    let host = pinned.as_mut_slice().stage("map pinned buffer")?;
+    let (flux, rest) = host.split_at_mut(sizes[0]);
+    let (ivar, rest) = rest.split_at_mut(sizes[1]);
+    let (rdiags, rest) = rest.split_at_mut(sizes[2]);
+    let (chi2, rest) = rest.split_at_mut(sizes[3]);
+    let pixmask = &mut rest[..sizes[4]];
+    for (src, dst) in [
+        (&d_flux, &mut *flux),
+        (&d_ivar, &mut *ivar),
+        (&d_rdiags, &mut *rdiags),
+        (&d_chi2, &mut *chi2),
+        (&d_pixmask, &mut *pixmask),
+    ] {
+        stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
+    }
+    stream.synchronize().stage("copy results to host")?;
+    let (flux, ivar, rdiags, chi2, pixmask) = (&*flux, &*ivar, &*rdiags, &*chi2, &*pixmask);
     stages.enter("unpack")?;
 
     let out = chunk
