@@ -172,7 +172,7 @@ pub fn extract_frame_gpu(
     let t_start = Instant::now();
     let stream = &gpu.stream;
     // The host copy of the CCD in f64 is only needed for CPU fallbacks.
-    let ccd_host: std::cell::OnceCell<CcdData> = std::cell::OnceCell::new();
+    let ccd_host: std::sync::OnceLock<CcdData> = std::sync::OnceLock::new();
     let (nrow, ncol) = (image.ny, image.nx);
     let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
     let nfull = padded.nfull();
@@ -421,63 +421,88 @@ pub fn extract_frame_gpu(
     }
 
     stages.enter("stitch")?;
-    // Stitch; CPU fallback for failed patches; model image from the stamps of each bundle.
+    // Stitch, bundles in parallel (disjoint rows); CPU fallback for failed patches.
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
-    let mut reports = Vec::new();
-    let mut model = want_model.then(|| vec![0.0; nrow * ncol]);
-    let mut by_plan = planned.iter().zip(results).peekable();
-    for (bundle, plans) in plans_by_bundle.iter().enumerate() {
-        let bspecmin = bundles[bundle];
-        let mut host_spots: Option<SpotTable> = None;
+    let mut gpu_results = planned.iter().zip(results).peekable();
+    let mut per_bundle: Vec<Vec<Option<PatchResult>>> = Vec::with_capacity(plans_by_bundle.len());
+    for plans in &plans_by_bundle {
+        let mut bundle_results = Vec::with_capacity(plans.len());
         for plan in plans {
-            let gpu_result = match by_plan.peek() {
-                Some((p, _)) if p.plan == *plan => by_plan.next().and_then(|(_, r)| r),
+            bundle_results.push(match gpu_results.peek() {
+                Some((p, _)) if p.plan == *plan => gpu_results.next().and_then(|(_, r)| r),
                 _ => None,
-            };
-            let result = match (plan.window, gpu_result) {
-                (None, _) => PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd),
-                (Some(_), Some(r)) if r.issue.is_none() => r,
-                (Some(_), other) => {
-                    let reason = match other.and_then(|r| r.issue) {
-                        Some(PatchIssue::Failed { reason }) => reason,
-                        _ => "no GPU result".to_string(),
-                    };
-                    let spots = match host_spots.take() {
-                        Some(s) => s,
-                        None => psf.spots(bspecmin, params.bundlesize, &padded.fullwave)?,
-                    };
-                    let inputs = BundleInputs {
-                        spots: &spots,
-                        plans,
-                        ccd: ccd_host.get_or_init(|| CcdData::from_preproc(image)).view(),
-                        params,
-                        ndiag,
-                    };
-                    let mut r = solve_patch(&inputs, plan);
-                    if r.issue.is_none() {
-                        r.issue = Some(PatchIssue::CpuFallback { reason });
-                    }
-                    host_spots = Some(spots);
-                    r
-                }
-            };
-            arrays.insert(plan, &result, pad);
-            if let Some(issue) = &result.issue {
-                reports.push(PatchReport {
-                    bundle,
-                    patch: plan.patch,
-                    ispec: plan.ispec,
-                    iwave: plan.out_wave_min(pad),
-                    issue: issue.clone(),
-                });
-            }
+            });
         }
-        if let Some(model) = model.as_mut() {
+        per_bundle.push(bundle_results);
+    }
+    let row_blocks = arrays.row_blocks_mut(params.bundlesize);
+    let bundle_reports: Vec<Result<Vec<PatchReport>, ExtractError>> = row_blocks
+        .into_par_iter()
+        .zip(per_bundle.into_par_iter())
+        .enumerate()
+        .map(|(bundle, (mut rows, bundle_results))| {
+            let plans = &plans_by_bundle[bundle];
+            let mut host_spots: Option<SpotTable> = None;
+            let mut reports = Vec::new();
+            for (plan, gpu_result) in plans.iter().zip(bundle_results) {
+                let result = match (plan.window, gpu_result) {
+                    (None, _) => {
+                        PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd)
+                    }
+                    (Some(_), Some(r)) if r.issue.is_none() => r,
+                    (Some(_), other) => {
+                        let reason = match other.and_then(|r| r.issue) {
+                            Some(PatchIssue::Failed { reason }) => reason,
+                            _ => "no GPU result".to_string(),
+                        };
+                        let spots = match host_spots.take() {
+                            Some(s) => s,
+                            None => {
+                                psf.spots(bundles[bundle], params.bundlesize, &padded.fullwave)?
+                            }
+                        };
+                        let inputs = BundleInputs {
+                            spots: &spots,
+                            plans,
+                            ccd: ccd_host.get_or_init(|| CcdData::from_preproc(image)).view(),
+                            params,
+                            ndiag,
+                        };
+                        let mut r = solve_patch(&inputs, plan);
+                        if r.issue.is_none() {
+                            r.issue = Some(PatchIssue::CpuFallback { reason });
+                        }
+                        host_spots = Some(spots);
+                        r
+                    }
+                };
+                rows.insert(plan, &result, pad);
+                if let Some(issue) = &result.issue {
+                    reports.push(PatchReport {
+                        bundle,
+                        patch: plan.patch,
+                        ispec: plan.ispec,
+                        iwave: plan.out_wave_min(pad),
+                        issue: issue.clone(),
+                    });
+                }
+            }
+            Ok(reports)
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for r in bundle_reports {
+        reports.extend(r?);
+    }
+    // Model image from the stamps of each bundle (copied back per bundle).
+    let mut model = want_model.then(|| vec![0.0; nrow * ncol]);
+    if let Some(model) = model.as_mut() {
+        for (bundle, plans) in plans_by_bundle.iter().enumerate() {
             let spots = download_bundle_spots(
                 gpu,
                 &d_stamps,
                 &corners,
-                bspecmin,
+                bundles[bundle],
                 params.bundlesize,
                 nfull,
                 ny,

@@ -46,24 +46,39 @@ impl FrameArrays {
     /// Copies a patch's core outputs to spectra `[ispec, ispec+nspp)` and output bins
     /// `[iwave-pad, iwave-pad+keep)`.
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
-        let keep = plan.keep;
-        let w0 = plan.out_wave_min(pad);
-        let ndiagonal = 2 * self.ndiag + 1;
-        for c in 0..plan.nspp {
-            let row = plan.ispec + c - self.specmin;
-            let dst = row * self.nwave + w0;
-            let src = c * keep;
-            self.flux[dst..dst + keep].copy_from_slice(&result.flux[src..src + keep]);
-            self.ivar[dst..dst + keep].copy_from_slice(&result.ivar[src..src + keep]);
-            self.chi2pix[dst..dst + keep].copy_from_slice(&result.chi2pix[src..src + keep]);
-            self.pixmask_fraction[dst..dst + keep]
-                .copy_from_slice(&result.pixmask_fraction[src..src + keep]);
-            for d in 0..ndiagonal {
-                let dst = (row * ndiagonal + d) * self.nwave + w0;
-                let src = (c * ndiagonal + d) * keep;
-                self.rdiags[dst..dst + keep].copy_from_slice(&result.rdiags[src..src + keep]);
-            }
+        let nspec = self.nspec;
+        if let Some(mut rows) = self.row_blocks_mut(nspec.max(1)).pop() {
+            rows.insert(plan, result, pad);
         }
+    }
+
+    /// Disjoint mutable views of consecutive blocks of `rows_per_block` spectra (e.g. one per
+    /// bundle), so that patches of different blocks can be inserted in parallel.
+    pub fn row_blocks_mut(&mut self, rows_per_block: usize) -> Vec<FrameRows<'_>> {
+        let (nwave, ndiagonal) = (self.nwave, 2 * self.ndiag + 1);
+        let rows_per_block = rows_per_block.max(1);
+        let plain = rows_per_block * nwave;
+        let mut out = Vec::new();
+        let iter = self
+            .flux
+            .chunks_mut(plain)
+            .zip(self.ivar.chunks_mut(plain))
+            .zip(self.chi2pix.chunks_mut(plain))
+            .zip(self.pixmask_fraction.chunks_mut(plain))
+            .zip(self.rdiags.chunks_mut(plain * ndiagonal));
+        for (i, ((((flux, ivar), chi2pix), pixmask_fraction), rdiags)) in iter.enumerate() {
+            out.push(FrameRows {
+                first: self.specmin + i * rows_per_block,
+                nwave,
+                ndiagonal,
+                flux,
+                ivar,
+                chi2pix,
+                pixmask_fraction,
+                rdiags,
+            });
+        }
+        out
     }
 
     /// Sets ivar = 0 where every kept pixel of a bin's PSF is masked (pixmask_fraction == 1):
@@ -88,6 +103,43 @@ impl FrameArrays {
                 let i = row * self.nwave + j;
                 self.flux[i] /= dw;
                 self.ivar[i] *= dw * dw;
+            }
+        }
+    }
+}
+
+/// Mutable rows `[first, first + n)` of a [`FrameArrays`].
+#[derive(Debug)]
+pub struct FrameRows<'a> {
+    first: usize,
+    nwave: usize,
+    ndiagonal: usize,
+    flux: &'a mut [f64],
+    ivar: &'a mut [f64],
+    chi2pix: &'a mut [f64],
+    pixmask_fraction: &'a mut [f64],
+    rdiags: &'a mut [f64],
+}
+
+impl FrameRows<'_> {
+    /// Copies a patch's core outputs (its spectra must lie in these rows).
+    pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
+        let keep = plan.keep;
+        let w0 = plan.out_wave_min(pad);
+        let ndiagonal = self.ndiagonal;
+        for c in 0..plan.nspp {
+            let row = plan.ispec + c - self.first;
+            let dst = row * self.nwave + w0;
+            let src = c * keep;
+            self.flux[dst..dst + keep].copy_from_slice(&result.flux[src..src + keep]);
+            self.ivar[dst..dst + keep].copy_from_slice(&result.ivar[src..src + keep]);
+            self.chi2pix[dst..dst + keep].copy_from_slice(&result.chi2pix[src..src + keep]);
+            self.pixmask_fraction[dst..dst + keep]
+                .copy_from_slice(&result.pixmask_fraction[src..src + keep]);
+            for d in 0..ndiagonal {
+                let dst = (row * ndiagonal + d) * self.nwave + w0;
+                let src = (c * ndiagonal + d) * keep;
+                self.rdiags[dst..dst + keep].copy_from_slice(&result.rdiags[src..src + keep]);
             }
         }
     }

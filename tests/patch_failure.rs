@@ -1,0 +1,72 @@
+//! A patch that cannot be solved is reported and zeroed (ivar 0), never a silent NaN: here a
+//! NaN pixel with positive weight (which the FITS reader refuses, so it can only come from a
+//! caller) poisons the normal equations of the patches that see it.
+
+mod common;
+
+use common::{preproc_from_arrays, psf};
+use desi_extract::extract::extract_frame;
+use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::sim::{builtin_spectra, model_ivar, project_spectra};
+use desi_extract::solve::{CpuBackend, PatchIssue};
+
+#[test]
+fn unsolvable_patch_is_reported_and_zeroed() {
+    let psf = psf();
+    let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
+    let truth = builtin_spectra(0, 25, &grid.wave);
+    let image = project_spectra(&psf, &truth).unwrap();
+    let ivar = model_ivar(&image, 3.0);
+    let mut preproc = preproc_from_arrays(&psf, &image, &ivar);
+    // A NaN on fiber 12's trace in the middle of the grid.
+    let spots = psf.spots(12, 1, &[6100.0]).unwrap();
+    let c = spots.corner(0, 0);
+    let pix = (c.yc as usize + 5) * psf.npix_x + c.xc as usize + 8;
+    preproc.image[pix] = f32::NAN;
+    let params = ExtractionParams {
+        nspec: 25,
+        ..ExtractionParams::default()
+    };
+    let ex = extract_frame(
+        &psf,
+        &preproc,
+        &grid,
+        &params,
+        &CpuBackend,
+        false,
+        &|_, _| {},
+    )
+    .unwrap();
+    let failed: Vec<_> = ex
+        .reports
+        .iter()
+        .filter(|r| matches!(r.issue, PatchIssue::Failed { .. }))
+        .collect();
+    assert!(!failed.is_empty(), "no patch reported: {:?}", ex.reports);
+    assert!(
+        failed.iter().any(|r| r.ispec <= 12 && 12 < r.ispec + 5),
+        "{failed:?}"
+    );
+    let a = &ex.arrays;
+    assert!(
+        a.flux.iter().all(|v| v.is_finite()),
+        "NaN flux in the output"
+    );
+    assert!(
+        a.ivar.iter().all(|v| v.is_finite()),
+        "NaN ivar in the output"
+    );
+    assert!(
+        a.rdiags.iter().all(|v| v.is_finite()),
+        "NaN Rdiags in the output"
+    );
+    // The failed patches' bins carry ivar 0; everything else is untouched.
+    let zero = a.ivar.iter().filter(|&&v| v == 0.0).count();
+    let expected: usize = failed.len() * 5 * params.nwavestep;
+    assert!(
+        zero >= expected.min(a.ivar.len()) - 5 * params.nwavestep,
+        "zero-ivar bins {zero}, failed patches {}",
+        failed.len()
+    );
+    assert!(zero < a.ivar.len() / 2, "too many zeroed bins: {zero}");
+}
