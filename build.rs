@@ -69,6 +69,7 @@ fn main() {
     };
 
     check_no_extern(&ptx, &origin);
+    let ptx = limit_registers(ptx);
     write_or_fail(&out_dir.join(PTX_FILE), &ptx);
     // The stable copy is written through a temporary name and renamed, so a script never reads
     // half a file.
@@ -80,6 +81,34 @@ fn main() {
             tmp.display()
         ));
     }
+}
+
+/// Kernels given a `.maxnreg` register limit, and the limit: rustc has no launch-bounds
+/// attribute, and without a limit ptxas schedules for ILP up to 255 registers.
+/// `covariance_team`: 128 registers x 128 lanes x 4 blocks fill an SM's 64 K registers, the 4
+/// blocks its shared memory allows (47.5 KB each); unlimited it takes about 220.
+const REGISTER_LIMITS: &[(&str, u32)] = &[("covariance_team", 128)];
+
+/// Inserts `.maxnreg` between the parameter list and the body of the kernels of
+/// [`REGISTER_LIMITS`] (fails when one is missing or already has a directive).
+fn limit_registers(mut ptx: String) -> String {
+    for (name, limit) in REGISTER_LIMITS {
+        let head = format!(".entry {name}(");
+        let Some(start) = ptx.find(&head) else {
+            fail(&format!(
+                "REGISTER_LIMITS: no kernel `{name}` in the device PTX"
+            ));
+        };
+        let Some(close) = ptx[start..].find(")\n").map(|i| start + i + 1) else {
+            fail(&format!("REGISTER_LIMITS: no parameter list for `{name}`"));
+        };
+        let rest = ptx[close..].trim_start();
+        if !rest.starts_with('{') {
+            fail(&format!("REGISTER_LIMITS: `{name}` already has directives"));
+        }
+        ptx.insert_str(close, &format!("\n.maxnreg {limit}"));
+    }
+    ptx
 }
 
 /// `<target dir>/ptx`, found by walking up from `OUT_DIR` (`<target>[/<triple>]/<profile>/build/

@@ -2,7 +2,9 @@
 //! cuSOLVER's batched routines on the same GPU as the yardstick.
 //!
 //! `cargo bench --bench gpu_kernels` (add `-- --quick` for a short run). Without a CUDA driver
-//! or device it prints one line and exits 0. Environment:
+//! or device it prints one line and exits 0; a failed CUDA/cuSOLVER call or a wrong cuSOLVER
+//! result is printed as `gpu_kernels: ERROR ...`, the other sections still run, and the exit
+//! status is 2. Environment:
 //! - `DESI_BENCH_DEVICE=k`: GPU ordinal (default 0).
 //! - `DESI_CUSOLVER_LIB=/path/libcusolver.so.N`: a cuSOLVER outside the loader's search path
 //!   (otherwise put its directory on `LD_LIBRARY_PATH`); without cuSOLVER its benchmarks are
@@ -45,7 +47,7 @@ use desi_device::linalg::jacobi::{
 use desi_device::patch::{patch_bandwidth, PatchShape, StampView};
 use desi_extract::extract::Extraction;
 use desi_extract::gpu::{extract_frame_gpu, probe_driver, GpuContext};
-use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::io::read_psf;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
@@ -156,10 +158,17 @@ fn main() {
     );
 
     // 1. Our frame (first, so it sizes its batches on an otherwise empty device).
-    let ours = match frame_section(&mut c, &gpu) {
-        Ok(s) => Some(s),
-        Err(err) => {
+    let ours = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        frame_section(&mut c, &gpu)
+    })) {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(err)) => {
             eprintln!("gpu_kernels: ERROR in our frame benchmark: {err}");
+            failed = true;
+            None
+        }
+        Err(_) => {
+            eprintln!("gpu_kernels: ERROR: our frame benchmark panicked (message above)");
             failed = true;
             None
         }
@@ -169,7 +178,13 @@ fn main() {
     let theirs = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         cusolver_section(&mut c, &gpu, &blocks)
     })) {
-        Ok(Ok(s)) => Some(s),
+        Ok(Ok(s)) => {
+            for err in &s.errors {
+                eprintln!("gpu_kernels: ERROR in the cuSOLVER benchmarks: {err}");
+                failed = true;
+            }
+            Some(s)
+        }
         Ok(Err(Section::Skip(why))) => {
             println!("gpu_kernels: cuSOLVER benchmarks skipped: {why}");
             None
@@ -186,7 +201,7 @@ fn main() {
         }
     };
 
-    report(&gpu, ours.as_ref(), theirs.as_ref(), &jstats);
+    report(&gpu.name(), ours.as_ref(), theirs.as_ref(), &jstats);
     c.final_summary();
     if failed {
         std::process::exit(2);
@@ -218,6 +233,15 @@ fn timing_event(stream: &Arc<CudaStream>) -> Result<cudarc::driver::CudaEvent, S
     stream
         .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
         .map_err(|e| format!("record a CUDA event: {e}"))
+}
+
+/// The larger of two values, NaN if either is NaN (a NaN must fail a check, not vanish).
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -461,10 +485,10 @@ fn covariance_blocks(count: usize, n: usize, seed: u64) -> Vec<Vec<f64>> {
 /// `kd`, column-major.
 fn spd_banded(n: usize, kd: usize, seed: u64) -> Vec<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut a = vec![0.0; n * n];
+    let mut a = vec![0.0f64; n * n];
     for j in 0..n {
         for i in j + 1..(j + kd + 1).min(n) {
-            let v = rng.random_range(-1.0..1.0);
+            let v: f64 = rng.random_range(-1.0..1.0);
             a[i + j * n] = v;
             a[j + i * n] = v;
         }
@@ -514,6 +538,8 @@ fn jacobi_counts(blocks: &[Vec<f64>], n: usize) -> JacobiCounts {
 struct CusolverStats {
     potrf: Option<BatchTime>,
     syevj: Option<BatchTime>,
+    /// Failures of either benchmark (the other still ran).
+    errors: Vec<String>,
 }
 
 /// Median time of one batched call and its batch size.
@@ -560,23 +586,26 @@ fn cusolver_section(
     load_cusolver()?;
     gpu.ctx.bind_to_thread().map_err(fail("bind the context"))?;
     let handle = DnHandle::new(gpu.stream.clone()).map_err(fail("cusolverDnCreate"))?;
-    let potrf = match potrf_bench(c, gpu, &handle) {
+    let mut errors = Vec::new();
+    let mut outcome = |name: &str, result: Result<BatchTime, Section>| match result {
         Ok(t) => Some(t),
-        Err(Section::Fail(e)) => return Err(Section::Fail(format!("potrfBatched: {e}"))),
         Err(Section::Skip(e)) => {
-            println!("gpu_kernels: potrfBatched skipped: {e}");
+            println!("gpu_kernels: {name} skipped: {e}");
+            None
+        }
+        Err(Section::Fail(e)) => {
+            errors.push(format!("{name}: {e}"));
             None
         }
     };
-    let syevj = match syevj_bench(c, gpu, &handle, blocks) {
-        Ok(t) => Some(t),
-        Err(Section::Fail(e)) => return Err(Section::Fail(format!("syevjBatched: {e}"))),
-        Err(Section::Skip(e)) => {
-            println!("gpu_kernels: syevjBatched skipped: {e}");
-            None
-        }
-    };
-    Ok(CusolverStats { potrf, syevj })
+    // syevj runs even when potrf failed (its buffers are gone by then).
+    let potrf = outcome("potrfBatched", potrf_bench(c, gpu, &handle));
+    let syevj = outcome("syevjBatched", syevj_bench(c, gpu, &handle, blocks));
+    Ok(CusolverStats {
+        potrf,
+        syevj,
+        errors,
+    })
 }
 
 /// Device buffers of the potrf benchmark.
@@ -708,14 +737,14 @@ fn potrf_bench(
     for j in 0..n {
         for i in j..n {
             let s: f64 = (0..=j).map(|k| l[i + k * n] * l[j + k * n]).sum();
-            worst = worst.max((s - a[i + j * n]).abs() / a[i + i * n]);
+            worst = nan_max(worst, (s - a[i + j * n]).abs() / a[i + i * n]);
         }
     }
     println!(
         "gpu_kernels: potrfBatched n={n} x{batch}: all info 0; max |LLᵀ−A|/A_ii of matrix 0 = \
          {worst:.1e}"
     );
-    if !(worst <= 1e-12) {
+    if worst.is_nan() || worst > 1e-12 {
         return Err(Section::Fail(format!(
             "factor of matrix 0 wrong: max |LLᵀ−A|/A_ii = {worst:e}"
         )));
@@ -966,7 +995,7 @@ fn syevj_bench(
     for k in 0..n {
         for i in 0..n {
             let av: f64 = (0..n).map(|j| c0[i * n + j] * v[j + k * n]).sum();
-            resid = resid.max((av - lam[k] * v[i + k * n]).abs());
+            resid = nan_max(resid, (av - lam[k] * v[i + k * n]).abs());
         }
     }
     let mut reference = DMatrix::from_row_slice(n, n, c0)
@@ -981,7 +1010,7 @@ fn syevj_bench(
         .iter()
         .zip(&reference)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0f64, f64::max);
+        .fold(0.0f64, nan_max);
     println!(
         "gpu_kernels: syevjBatched n={n} x{batch}: {bad} blocks not converged in \
          {SYEVJ_MAX_SWEEPS} sweeps; block 0: max|AV−VΛ|/λmax = {:.1e}, max|λ−λ_nalgebra|/λmax \
@@ -990,7 +1019,8 @@ fn syevj_bench(
         eig_err / lmax,
         (lwork as usize * 8) >> 20
     );
-    if !(resid <= 1e-10 * lmax && eig_err <= 1e-10 * lmax) {
+    let rel = nan_max(resid, eig_err) / lmax;
+    if rel.is_nan() || rel > 1e-10 {
         return Err(Section::Fail(format!(
             "block 0 decomposition wrong: residual {:e}, eigenvalue error {:e} (relative)",
             resid / lmax,
@@ -1041,12 +1071,7 @@ fn syevj_bench(
 // ---------------------------------------------------------------------------------------------
 // Report
 
-fn report(
-    gpu: &GpuContext,
-    ours: Option<&FrameStats>,
-    theirs: Option<&CusolverStats>,
-    j: &JacobiCounts,
-) {
+fn report(gpu: &str, ours: Option<&FrameStats>, theirs: Option<&CusolverStats>, j: &JacobiCounts) {
     let nf = SYEVJ_N as f64;
     let pn = POTRF_N as f64;
     let potrf_flop = pn.powi(3) / 3.0;
@@ -1054,7 +1079,7 @@ fn report(
     let pairs = (j.isqrt_sweeps + 1.0) * nf * (nf - 1.0) / 2.0;
     let eigh_flop = nf.powi(3) / 3.0 + pairs * 2.0 * nf + j.isqrt_rotations * 6.0 * nf + nf.powi(3);
     println!();
-    println!("==== gpu_kernels summary: {} ====", gpu.name());
+    println!("==== gpu_kernels summary: {gpu} ====");
     println!("FP64 FLOP models:");
     println!(
         "  potrf n={POTRF_N}: n³/3 = {:.1} MFLOP per matrix",

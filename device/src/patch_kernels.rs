@@ -767,14 +767,15 @@ pub unsafe extern "ptx-kernel" fn factor_solve_team(
 /// # Launch contract
 /// - grid `(npatch · nspp_max, 1, 1)`: block `item = patch · nspp_max + c`; blocks with
 ///   `c >= nspp` of their patch return;
-/// - block `(lanes, 1, 1)`, any `lanes >= 1`; 128 recommended (`bs + ⌈bs/2⌉` = 111 tasks
-///   per phase for `nwavetot = 74`: the columns of 8 new rows of `Y_b` and the column pairs of
-///   the `C_bb` update, one per lane);
-/// - dynamic shared memory of at least `8 · (nwavetot² + `
-///   [`covariance_block_team_ring_len`](crate::linalg::banded_team::covariance_block_team_ring_len)`(nwavetot, kd_max, 1))`
-///   bytes = `8 · nwavetot · (nwavetot + max(kd_max, 8) + 8)`: 82,880 bytes for
-///   `nwavetot = 74`, `kd_max = 58`, above the default 48 KiB: the host sets
-///   `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller allocation is not detected.
+/// - block `(lanes, 1, 1)`, any `lanes >= 1`; 128 recommended (per phase, the 74 columns of
+///   8 new rows of `Y_b` and the 120 `5 × 5` tiles of the `C_bb` update for
+///   `nwavetot = 74`, at most one of each per lane);
+/// - dynamic shared memory of at least `8 · `
+///   [`covariance_block_team_ring_len`](crate::linalg::banded_team::covariance_block_team_ring_len)`(nwavetot, kd_max, 1)`
+///   bytes = `8 · (nwavetot + 16) · (max(kd_max, 8) + 8)`: 47,520 bytes for
+///   `nwavetot = 74`, `kd_max = 58` (4 blocks per SM), above the default 48 KiB for larger
+///   shapes: the host sets `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller
+///   allocation is not detected. `C_bb` is accumulated in place in `cov` (global memory).
 ///
 /// # Thread mapping
 /// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]. The patch status is read
@@ -805,26 +806,25 @@ pub unsafe extern "ptx-kernel" fn covariance_team(
         return;
     }
     let team = BlockTeam;
-    let lanes = team.lanes();
     let block = nwavetot * nwavetot;
     let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
-    // SAFETY: the launch provides nwavetot² + covariance_block_team_ring_len(nwavetot,
-    // kd_max, 1) f64 of dynamic shared memory, used only by this block's lanes under the
-    // team's phase rule; each (patch, c) owns its output block; the band is only read.
+    // SAFETY: the launch provides covariance_block_team_ring_len(nwavetot, kd_max, 1) f64 of
+    // dynamic shared memory, used only by this block's lanes under the team's phase rule;
+    // each (patch, c) owns its output block (the accumulator); the band is only read.
     unsafe {
         let d = desc(descs, p);
         if c >= d.nspp as usize {
             return;
         }
-        let out = Shared::from_raw(smem, block);
+        let flag = Shared::from_raw(smem, 1);
         // Broadcast the entry status (another block of the patch may write it meanwhile).
         team.each(|lane| {
             if lane == 0 {
-                out.set(0, status.add(p).read() as f64);
+                flag.set(0, status.add(p).read() as f64);
             }
         });
         let mut skip = false;
-        team.each(|_| skip = out.get(0) != 0.0);
+        team.each(|_| skip = flag.get(0) != 0.0);
         if skip {
             return;
         }
@@ -839,8 +839,9 @@ pub unsafe extern "ptx-kernel" fn covariance_team(
             return;
         }
         let ring_len = banded_team::covariance_block_team_ring_len(n, kd, nblock);
-        let ring = Shared::from_raw(smem.add(block), ring_len);
+        let ring = Shared::from_raw(smem, ring_len);
         let ab = Shared::from_raw(band.add(off) as *mut f64, n * (kd + 1));
+        let out = Shared::from_raw(cov.add(item * block), block);
         let code = banded_team::covariance_block_team(
             &team,
             ab,
@@ -851,16 +852,6 @@ pub unsafe extern "ptx-kernel" fn covariance_team(
             out,
             ring,
         );
-        if code == Status::Ok {
-            let dst = cov.add(item * block);
-            team.each(|lane| {
-                let mut e = lane;
-                while e < block {
-                    dst.add(e).write(out.get(e));
-                    e += lanes;
-                }
-            });
-        }
         if tid == 0 {
             fail(status, p, code);
         }

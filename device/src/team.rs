@@ -117,6 +117,29 @@ impl Shared {
         }
     }
 
+    /// Element `i` without the range check of [`Shared::get`] (for hot loops whose indices
+    /// are in range by construction; checked by debug builds, i.e. the host tests).
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    pub unsafe fn get_unchecked(&self, i: usize) -> f64 {
+        debug_assert!(i < self.len, "Shared::get_unchecked: {i} >= {}", self.len);
+        // SAFETY: i < len (caller) and the view is valid (constructor contract).
+        unsafe { self.ptr.add(i).read() }
+    }
+
+    /// Sets element `i` without the range check of [`Shared::set`].
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    pub unsafe fn set_unchecked(&self, i: usize, value: f64) {
+        debug_assert!(i < self.len, "Shared::set_unchecked: {i} >= {}", self.len);
+        // SAFETY: i < len (caller) and the view is valid (constructor contract).
+        unsafe { self.ptr.add(i).write(value) }
+    }
+
     /// A sub-view `[start, start + len)` (clamped to the view).
     pub fn sub(&self, start: usize, len: usize) -> Shared {
         let start = start.min(self.len);

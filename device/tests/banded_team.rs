@@ -155,12 +155,13 @@ struct Case {
     nblock: usize,
 }
 
-/// The realistic patches (nspec 6 and 7, n = 444 / 518) and the corners n = 1, 2, 5, 74 of
+/// The realistic patches (nspec 7, 6, 2 and 1: n = 518 / 444 / 148 / 74, kd = 58 / 50 / 18 /
+/// 10, so that the covariance's 8-row groups end at every offset) and the corners n = 1, 2, 5, 74 of
 /// the nspec = 7 patch at kd = 58 (dense bands, kd >= n - 1).
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let m7 = patch_matrix(7, 74, 11);
-    for (nspec, seed) in [(7usize, 11u64), (6, 12)] {
+    for (nspec, seed) in [(7usize, 11u64), (6, 12), (2, 13), (1, 14)] {
         let n = nspec * 74;
         let kd = 8 * nspec + 2;
         let m = if nspec == 7 {

@@ -295,72 +295,9 @@ pub fn extract_frame_gpu(
         .map(|c| StampCorner { xc: c[0], yc: c[1] })
         .collect();
 
-    // Plans of every bundle (host, bundles in parallel: corners only).
     let bundles = params.bundle_starts();
-    type BundlePlans = (Vec<PatchPlan>, Vec<Planned>);
-    let per_bundle: Vec<Result<BundlePlans, ExtractError>> = bundles
-        .par_iter()
-        .enumerate()
-        .map(|(bundle, &bspecmin)| {
-            let table = corner_table(&corners, bspecmin, params.bundlesize, nfull, ny, nx);
-            check_on_ccd(psf, &table, &padded, ncol)?;
-            let plans = plan_bundle(bundle, &table, params, nwave, nrow);
-            let planned = plans
-                .iter()
-                .filter_map(|plan| {
-                    let window = plan.window?;
-                    let stamp_offset = plan.s0 * nfull + (plan.iwave - pad);
-                    let view = StampView {
-                        stamps: &[],
-                        corners: &corners[stamp_offset..],
-                        fiber_stride: nfull,
-                        ny,
-                        nx,
-                    };
-                    let shape = PatchShape {
-                        nspecpad: plan.nspecpad,
-                        nwavetot,
-                        row_min: window.row_min,
-                        row_max: window.row_max,
-                    };
-                    let desc = PatchDesc {
-                        stamp_offset: stamp_offset as u64,
-                        fiber_stride: nfull as u64,
-                        nspecpad: plan.nspecpad as u64,
-                        nspp: plan.nspp as u64,
-                        s_core: (plan.ispec - plan.s0) as u64,
-                        keep: plan.keep as u64,
-                        row_min: window.row_min as i64,
-                        row_max: window.row_max as i64,
-                        col_min: window.col_min as i64,
-                        col_max: window.col_max as i64,
-                        kd: patch_bandwidth(&view, &shape) as u64,
-                        band_offset: 0,
-                        pixel_offset: 0,
-                    };
-                    Some(Planned {
-                        plan: plan.clone(),
-                        desc,
-                    })
-                })
-                .collect();
-            Ok((plans, planned))
-        })
-        .collect();
-    let mut planned = Vec::new();
-    let mut plans_by_bundle = Vec::new();
-    let (mut band_total, mut pixel_total) = (0u64, 0u64);
-    for result in per_bundle {
-        let (plans, bundle_planned) = result?;
-        for mut p in bundle_planned {
-            p.desc.band_offset = band_total;
-            p.desc.pixel_offset = pixel_total;
-            band_total += p.desc.band_len(nwavetot) as u64;
-            pixel_total += p.desc.npix() as u64;
-            planned.push(p);
-        }
-        plans_by_bundle.push(plans);
-    }
+    let (planned, plans_by_bundle) =
+        plan_frame(psf, &corners, params, &padded, (nrow, ncol), (ny, nx))?;
 
     // Solve in batches sized to the free memory.
     let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
@@ -528,6 +465,89 @@ pub fn extract_frame_gpu(
         detail: stages.detail,
     };
     Ok(extraction)
+}
+
+/// Plans every bundle of a frame from the stamp corners of all fibers (host, bundles in
+/// parallel): the CPU path's plans plus the GPU descriptors (bandwidth, buffer offsets).
+#[allow(clippy::type_complexity)]
+fn plan_frame(
+    psf: &GaussHermitePsf,
+    corners: &[StampCorner],
+    params: &ExtractionParams,
+    padded: &PaddedGrid,
+    (nrow, ncol): (usize, usize),
+    (ny, nx): (usize, usize),
+) -> Result<(Vec<Planned>, Vec<Vec<PatchPlan>>), ExtractError> {
+    let bundles = params.bundle_starts();
+    let nfull = padded.nfull();
+    let nwave = padded.grid.nwave();
+    let pad = params.pad();
+    let nwavetot = params.nwavetot();
+    type BundlePlans = (Vec<PatchPlan>, Vec<Planned>);
+    let per_bundle: Vec<Result<BundlePlans, ExtractError>> = bundles
+        .par_iter()
+        .enumerate()
+        .map(|(bundle, &bspecmin)| {
+            let table = corner_table(corners, bspecmin, params.bundlesize, nfull, ny, nx);
+            check_on_ccd(psf, &table, padded, ncol)?;
+            let plans = plan_bundle(bundle, &table, params, nwave, nrow);
+            let planned = plans
+                .iter()
+                .filter_map(|plan| {
+                    let window = plan.window?;
+                    let stamp_offset = plan.s0 * nfull + (plan.iwave - pad);
+                    let view = StampView {
+                        stamps: &[],
+                        corners: &corners[stamp_offset..],
+                        fiber_stride: nfull,
+                        ny,
+                        nx,
+                    };
+                    let shape = PatchShape {
+                        nspecpad: plan.nspecpad,
+                        nwavetot,
+                        row_min: window.row_min,
+                        row_max: window.row_max,
+                    };
+                    let desc = PatchDesc {
+                        stamp_offset: stamp_offset as u64,
+                        fiber_stride: nfull as u64,
+                        nspecpad: plan.nspecpad as u64,
+                        nspp: plan.nspp as u64,
+                        s_core: (plan.ispec - plan.s0) as u64,
+                        keep: plan.keep as u64,
+                        row_min: window.row_min as i64,
+                        row_max: window.row_max as i64,
+                        col_min: window.col_min as i64,
+                        col_max: window.col_max as i64,
+                        kd: patch_bandwidth(&view, &shape) as u64,
+                        band_offset: 0,
+                        pixel_offset: 0,
+                    };
+                    Some(Planned {
+                        plan: plan.clone(),
+                        desc,
+                    })
+                })
+                .collect();
+            Ok((plans, planned))
+        })
+        .collect();
+    let mut planned = Vec::new();
+    let mut plans_by_bundle = Vec::new();
+    let (mut band_total, mut pixel_total) = (0u64, 0u64);
+    for result in per_bundle {
+        let (plans, bundle_planned) = result?;
+        for mut p in bundle_planned {
+            p.desc.band_offset = band_total;
+            p.desc.pixel_offset = pixel_total;
+            band_total += p.desc.band_len(nwavetot) as u64;
+            pixel_total += p.desc.npix() as u64;
+            planned.push(p);
+        }
+        plans_by_bundle.push(plans);
+    }
+    Ok((planned, plans_by_bundle))
 }
 
 /// A spot table holding only the corners of fibers `bspecmin..+nspec` (for planning).
@@ -711,7 +731,7 @@ fn solve_batch(
             .arg(&cov_work)
             .arg(&mut d_status);
         let cfg = if team {
-            let shared = 8 * nwavetot * (nwavetot + kd_max.max(8) + 8);
+            let shared = 8 * (nwavetot + 16) * (kd_max.max(8) + 8);
             block_config(func, ncore, COVARIANCE_LANES, shared)?
         } else {
             grid_for(ncore)

@@ -509,20 +509,50 @@ macro_rules! unroll_rows {
 }
 const _: () = assert!(ROWS == 8, "unroll_rows! expands ROWS = 8 bodies");
 
-/// Ring depth (rows of `Y_b`) of [`covariance_block_team`]: the `kd` rows a new row reads,
-/// the `ROWS` rows being written and the `ROWS` rows being added to `C_bb` (at least 2·ROWS).
+/// Ring depth (rows of `Y_b`) of [`covariance_block_team`]: the `kd` rows a new row reads
+/// plus the `ROWS` rows being written (the `ROWS` rows added to `C_bb` in the same phase are
+/// among the `kd` read when `kd >= ROWS`; at least `2·ROWS`). Also the positions of one
+/// staged group of `L` rows (`kd + ROWS <= depth`).
 fn cov_ring_depth(kd: usize) -> usize {
     kd.max(ROWS).saturating_add(ROWS)
 }
 
+/// Side of the square tiles of `C_bb` that one lane accumulates per phase in
+/// [`covariance_block_team`] (`TILE²` registers; 120 upper tiles for `bs = 74`).
+const TILE: usize = 5;
+
 /// Length of the `ring` view that [`covariance_block_team`] needs:
-/// `(max(kd, 8) + 8) * (n / nblock)` (4,884 values = 39 KB for `kd = 58`, `bs = 74`); 0 for
+/// `(max(kd, 8) + 8) * (n / nblock + 16)`: the ring of `Y_b` rows (`bs` values each) and two
+/// staged groups of 8 rows of `L` (5,940 values = 47.5 KB for `kd = 58`, `bs = 74`); 0 for
 /// invalid shapes.
 pub fn covariance_block_team_ring_len(n: usize, kd: usize, nblock: usize) -> usize {
     if nblock == 0 || !n.is_multiple_of(nblock) {
         return 0;
     }
-    cov_ring_depth(kd).saturating_mul(n / nblock)
+    cov_ring_depth(kd).saturating_mul((n / nblock).saturating_add(2 * ROWS))
+}
+
+/// The first failing diagonal entry of `L` (`None` when all are finite and positive): every
+/// lane reads the whole diagonal, 8 independent loads at a time.
+#[inline(always)]
+fn diagonal_status(ab: &Shared, n: usize, kd: usize) -> Option<Status> {
+    let w = kd + 1;
+    let mut m = 0;
+    while m < n {
+        let mut ok = true;
+        unroll_rows!(t => {
+            if m + t < n {
+                let d = ab.get((m + t) * w + kd);
+                ok &= d > 0.0 && d <= f64::MAX;
+            }
+        });
+        if !ok {
+            // Rare: the first failure in order, as the serial routine reports it.
+            return (m..n).find_map(|i| pivot_status(ab.get(i * w + kd)));
+        }
+        m += ROWS;
+    }
+    None
 }
 
 /// One diagonal covariance block `C_bb` of `C = M⁻¹` from the band Cholesky factor of `M`,
@@ -534,22 +564,30 @@ pub fn covariance_block_team_ring_len(n: usize, kd: usize, nblock: usize) -> usi
 /// - `ab`: shape `(n, kd + 1)`, `L` in band storage (may be global memory).
 /// - `nblock`: number of blocks (`nspec`); `n` a multiple of it, `bs = n / nblock` (`nwave`).
 /// - `block`: the block `b < nblock`.
-/// - `out`: shape `(bs, bs)` (at least `bs²` values; shared memory), row-major output
-///   `out[r * bs + c] = C[r * nblock + b][c * nblock + b]` (symmetric).
+/// - `out`: shape `(bs, bs)` (at least `bs²` values; may be global memory: each element is
+///   read and written by one lane per phase), row-major output
+///   `out[r * bs + c] = C[r * nblock + b][c * nblock + b]` (symmetric). Used as the
+///   accumulator: on failure it holds partial sums.
 /// - `ring`: scratch of [`covariance_block_team_ring_len`]`(n, kd, nblock)` values (shared
-///   memory): the last rows of `Y_b`, row `m` in slot `m % depth`, `bs` values each.
+///   memory): the last `depth = max(kd, 8) + 8` rows of `Y_b` (row `m` in slot `m % depth`,
+///   `bs` values each), then two buffers of `depth · 8` values holding the rows
+///   `m0 .. m0 + 8` of `L` of one group, position-major and zero-padded:
+///   `stage[j · 8 + t] = L[m0 + t][m0 - kd + j]` (`0 <= j < kd + 8`, zero outside the band
+///   and the matrix; `1` on the diagonal of rows `>= n`).
 ///
 /// # Equation
 /// `C_bb = Y_bᵀ Y_b` with `Y_b = L⁻¹ E_b` (Bolton & Schlegel 2010 eq 10 restricted to one
-/// fiber); column `c` of `Y_b` is zero above row `b + c·nblock`, where it starts with
-/// `1 / L[m][m]`. Rows are produced 8 per phase: the lane of column `c` forms
-/// `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) / L[m][m]` for `m = m0 .. m0+8`,
-/// reading each ring value once for the 8 rows (two accumulators per row), then the 8×8
-/// triangle in registers. In the same phase the lanes of the column pairs `(p, bs-1-p)`
-/// add the previous 8 rows to their columns of the upper triangle of `C_bb`:
-/// `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c < rmax`. Then the lower triangle is mirrored.
-/// Tasks per phase: `bs` columns + `(bs + 1) / 2` pairs (111 for `bs = 74`: 128 lanes run one
-/// each); `ceil((n - b) / 8) + 3` phases.
+/// fiber); column `c` of `Y_b` is zero above row `start = b + c·nblock`, where it starts with
+/// `1 / L[m][m]`. Rows are produced 8 per phase (group `g`: rows `m0 = b + 8g ..`): the lane
+/// of column `c` forms `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) / L[m][m]` for
+/// the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
+/// from the staged group: broadcast shared-memory reads, no branch), then the 8×8 triangle
+/// in registers. In the same phase the next group of `L` is staged (all lanes, from `ab`)
+/// and the lanes of the `TILE × TILE` tiles of the upper triangle of `C_bb` add the previous
+/// 8 rows: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after the group are
+/// skipped); tile `i` runs on lane `(i + bs) % lanes`, so that with `lanes >= bs + tiles`
+/// no lane has both kinds of task. Then the lower triangle is mirrored.
+/// `ceil((n - b) / 8) + 3` phases.
 ///
 /// # Returns
 /// [`Status::Ok`]; [`Status::BadShape`] on a shape mismatch; [`Status::NotPositiveDefinite`]
@@ -574,58 +612,56 @@ pub fn covariance_block_team<T: Team>(
     if out.len() < bs * bs || ring.len() < covariance_block_team_ring_len(n, kd, nblock) {
         return Status::BadShape;
     }
-    let w = kd + 1;
     // Every lane reads the same diagonal: a uniform early return.
-    for m in 0..n {
-        if let Some(status) = pivot_status(ab.get(m * w + kd)) {
-            return status;
-        }
+    if let Some(status) = diagonal_status(&ab, n, kd) {
+        return status;
     }
     if n == 0 {
         return Status::Ok;
     }
     let lanes = team.lanes();
     let depth = cov_ring_depth(kd);
-    let at = |m: usize, c: usize| (m % depth) * bs + c;
-    let lband = |m: usize, k: usize| ab.get(m * w + k + kd - m);
+    let stage_len = depth * ROWS;
+    let stage = |g: usize| ring.sub(depth * bs + (g % 2) * stage_len, stage_len);
     let ngroup = (n - block).div_ceil(ROWS);
-    let npair = bs.div_ceil(2);
+    let ntr = bs.div_ceil(TILE);
+    let ntile = ntr * (ntr + 1) / 2;
+    let geo = CovGeometry {
+        n,
+        kd,
+        nblock,
+        block,
+        bs,
+        depth,
+    };
     team.each(|lane| {
         let mut e = lane;
         while e < bs * bs {
             out.set(e, 0.0);
             e += lanes;
         }
+        stage_l_rows(&geo, &ab, stage(0), block, lane, lanes);
     });
     for g in 0..=ngroup {
         team.each(|lane| {
-            let ncol = if g < ngroup { bs } else { 0 };
-            let ntask = ncol + if g > 0 { npair } else { 0 };
-            let mut task = lane;
-            while task < ntask {
-                if task < ncol {
-                    y_rows(
-                        n,
-                        kd,
-                        ring,
-                        depth,
-                        bs,
-                        block + g * ROWS,
-                        block + task * nblock,
-                        task,
-                        &lband,
-                    );
-                } else {
-                    let m0 = block + (g - 1) * ROWS;
-                    let count = ROWS.min(n - m0);
-                    let rmax = (m0 + count - 1 - block) / nblock + 1;
-                    let p = task - ncol;
-                    gram_column(out, ring, bs, p, m0, count, rmax, &at);
-                    if bs - 1 - p != p {
-                        gram_column(out, ring, bs, bs - 1 - p, m0, count, rmax, &at);
-                    }
+            if g < ngroup {
+                let m0 = block + g * ROWS;
+                let mut c = lane;
+                while c < bs {
+                    y_rows(&geo, ring, stage(g), m0, c);
+                    c += lanes;
                 }
-                task += lanes;
+                if g + 1 < ngroup {
+                    stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, lane, lanes);
+                }
+            }
+            if g > 0 {
+                let m0 = block + (g - 1) * ROWS;
+                let mut tile = (lane + lanes - bs % lanes) % lanes;
+                while tile < ntile {
+                    gram_tile(&geo, out, ring, m0, tile);
+                    tile += lanes;
+                }
             }
         });
     }
@@ -646,97 +682,191 @@ pub fn covariance_block_team<T: Team>(
     }
 }
 
-/// Rows `m0 .. m0 + ROWS` (those `< n`) of column `c` of `Y_b` (first non-zero row `start`)
-/// into the ring: `y_m[c] = (e_m[c] - Σ_k L[m][k]·y_k[c]) / L[m][m]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn y_rows(
+/// Shape of one [`covariance_block_team`] problem.
+struct CovGeometry {
     n: usize,
     kd: usize,
-    ring: Shared,
-    depth: usize,
+    nblock: usize,
+    block: usize,
     bs: usize,
+    depth: usize,
+}
+
+/// Stages rows `m0 .. m0 + 8` of `L` into `stage` (layout of [`covariance_block_team`]),
+/// lane-strided.
+#[inline(always)]
+fn stage_l_rows(
+    geo: &CovGeometry,
+    ab: &Shared,
+    stage: Shared,
     m0: usize,
-    start: usize,
-    c: usize,
-    lband: &impl Fn(usize, usize) -> f64,
+    lane: usize,
+    lanes: usize,
 ) {
-    let count = ROWS.min(n - m0);
-    let mut acc0 = [0.0f64; ROWS];
-    let mut acc1 = [0.0f64; ROWS];
-    // Ring part: k in [max(m0 - kd, start), m0), each value used by up to ROWS rows; row
-    // m0 + t reads k >= m0 + t - kd. Two accumulators per row (k even / odd).
-    let k_lo = m0.saturating_sub(kd).max(start);
-    let mut k = k_lo;
-    while k < m0 {
-        let v = ring.get((k % depth) * bs + c);
-        let odd = (k - k_lo) % 2 == 1;
-        unroll_rows!(t => {
-            let m = m0 + t;
-            if t < count && k + kd >= m {
-                let l = lband(m, k);
-                if odd {
-                    acc1[t] = fma(-l, v, acc1[t]);
-                } else {
-                    acc0[t] = fma(-l, v, acc0[t]);
-                }
+    let (n, kd) = (geo.n, geo.kd);
+    let w = kd + 1;
+    let mut e = lane;
+    while e < (kd + ROWS) * ROWS {
+        let (j, t) = (e / ROWS, e % ROWS);
+        let m = m0 + t;
+        let v = if m >= n {
+            if j == kd + t {
+                1.0
+            } else {
+                0.0
             }
-        });
-        k += 1;
+        } else if j < t || j > kd + t || m0 + j < kd {
+            0.0
+        } else {
+            ab.get(m * w + j - t)
+        };
+        stage.set(e, v);
+        e += lanes;
+    }
+}
+
+/// Rows `m0 .. m0 + 8` of column `c` of `Y_b` into the ring (zero for rows before the
+/// column's start or `>= n`): `y_m[c] = (e_m[c] - Σ_k L[m][k]·y_k[c]) / L[m][m]`, `L` from
+/// the staged group.
+// Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
+#[inline(never)]
+fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
+    let (n, kd, bs, depth) = (geo.n, geo.kd, geo.bs, geo.depth);
+    let start = geo.block + c * geo.nblock;
+    let mut acc = [0.0f64; ROWS];
+    // Ring part: k in [max(m0 - kd, start), m0); stage position j = k + kd - m0 (the zero
+    // padding covers the rows whose band starts later).
+    // SAFETY (the unchecked accesses): `stage` has `depth · ROWS >= (kd + ROWS) · ROWS`
+    // values, `ring` at least `depth · bs` (checked by the caller), `slot < depth`, `c < bs`.
+    let k_lo = m0.saturating_sub(kd).max(start);
+    if k_lo < m0 {
+        let mut slot = k_lo % depth;
+        let mut j = k_lo + kd - m0;
+        let j_end = kd;
+        while j < j_end {
+            let v = unsafe { ring.get_unchecked(slot * bs + c) };
+            let lrow = j * ROWS;
+            unroll_rows!(t => {
+                acc[t] = fma(-unsafe { stage.get_unchecked(lrow + t) }, v, acc[t]);
+            });
+            slot += 1;
+            if slot == depth {
+                slot = 0;
+            }
+            j += 1;
+        }
     }
     // Triangle: rows of this group, in registers.
     let mut y = [0.0f64; ROWS];
+    let tri = kd * ROWS;
     unroll_rows!(t => {
         let m = m0 + t;
-        if t < count && m >= start {
-            let e = if m == start { 1.0 } else { 0.0 };
-            let mut s = (e + acc0[t]) + acc1[t];
-            unroll_rows!(t2 => {
-                let k2 = m0 + t2;
-                if t2 < t && k2 >= start && k2 + kd >= m {
-                    s = fma(-lband(m, k2), y[t2], s);
-                }
-            });
-            y[t] = s / lband(m, m);
-        }
+        let e = if m == start { 1.0 } else { 0.0 };
+        let mut s = e + acc[t];
+        unroll_rows!(t2 => {
+            if t2 < t {
+                s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
+            }
+        });
+        let v = s / unsafe { stage.get_unchecked(tri + t * ROWS + t) };
+        y[t] = if m >= start && m < n { v } else { 0.0 };
     });
+    let slot0 = m0 % depth;
     unroll_rows!(t => {
-        if t < count {
-            ring.set(((m0 + t) % depth) * bs + c, y[t]);
-        }
+        let slot = if slot0 + t >= depth { slot0 + t - depth } else { slot0 + t };
+        unsafe { ring.set_unchecked(slot * bs + c, y[t]) };
     });
 }
 
-/// Adds rows `m0 .. m0 + count` of `Y_b` (in the ring) to column `c` of the upper triangle
-/// of `C_bb` (`out`, stride `bs`): `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c`, `c < rmax`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gram_column(
-    out: Shared,
-    ring: Shared,
-    bs: usize,
-    c: usize,
-    m0: usize,
-    count: usize,
-    rmax: usize,
-    at: &impl Fn(usize, usize) -> usize,
-) {
-    if c >= rmax {
+/// Expands `$body` for `$i = 0, 1, ..., TILE - 1` as literal indices (see
+/// [`unroll_rows!`]): keeps the `TILE × TILE` accumulators in registers.
+macro_rules! unroll_tile {
+    ($i:ident => $body:block) => {{
+        let $i: usize = 0;
+        $body
+    }
+    {
+        let $i: usize = 1;
+        $body
+    }
+    {
+        let $i: usize = 2;
+        $body
+    }
+    {
+        let $i: usize = 3;
+        $body
+    }
+    {
+        let $i: usize = 4;
+        $body
+    }};
+}
+const _: () = assert!(TILE == 5, "unroll_tile! expands TILE = 5 bodies");
+
+/// Adds rows `m0 .. min(m0 + 8, n)` of `Y_b` (in the ring) to the upper-triangle
+/// entries of tile `tile` of `C_bb` (`out`): `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c`.
+/// Tiles are numbered column by column: `(0,0), (0,1), (1,1), (0,2), ...`.
+// Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
+#[inline(never)]
+fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, m0: usize, tile: usize) {
+    let (bs, depth) = (geo.bs, geo.depth);
+    let (mut tr, mut tc) = (tile, 0);
+    while tr > tc {
+        tc += 1;
+        tr -= tc;
+    }
+    let (r0, c0) = (tr * TILE, tc * TILE);
+    // Columns c >= c0 start at b + c·nblock: nothing to add before.
+    if m0 + ROWS <= geo.block + c0 * geo.nblock {
         return;
     }
-    let mut yc = [0.0f64; ROWS];
-    for (t, yc_t) in yc.iter_mut().enumerate() {
-        if t < count {
-            *yc_t = ring.get(at(m0 + t, c));
-        }
-    }
-    for r in 0..=c {
-        let mut v = out.get(r * bs + c);
-        for (t, &yc_t) in yc.iter().enumerate() {
-            if t < count {
-                v = fma(ring.get(at(m0 + t, r)), yc_t, v);
+    // Rows / columns past `bs - 1` (edge tiles) read at most `TILE - 1` values past the end of
+    // a ring row (inside `ring`: the next row or the staged `L`) into accumulators that are
+    // not stored.
+    let keep = |i: usize, j: usize| r0 + i <= c0 + j && c0 + j < bs;
+    // SAFETY (the unchecked accesses): stored entries have `r <= c < bs` and `out` has at
+    // least `bs²` values; ring reads are below `depth · bs + TILE <= ring.len()` (checked by
+    // the caller: `ring` also holds the staged `L`).
+    let mut acc = [[0.0f64; TILE]; TILE];
+    unroll_tile!(i => {
+        let orow = (r0 + i) * bs + c0;
+        unroll_tile!(j => {
+            if keep(i, j) {
+                acc[i][j] = unsafe { out.get_unchecked(orow + j) };
             }
+        });
+    });
+    // Rows >= n are zero: a run-time trip count (also keeps LLVM from unrolling the loop and
+    // hoisting its 80 loads, which needs more than 128 registers).
+    let count = ROWS.min(geo.n - m0);
+    let mut slot = m0 % depth;
+    let mut t = 0;
+    while t < count {
+        let (rbase, cbase) = (slot * bs + r0, slot * bs + c0);
+        let mut yr = [0.0f64; TILE];
+        let mut yc = [0.0f64; TILE];
+        unroll_tile!(i => {
+            yr[i] = unsafe { ring.get_unchecked(rbase + i) };
+            yc[i] = unsafe { ring.get_unchecked(cbase + i) };
+        });
+        unroll_tile!(i => {
+            unroll_tile!(j => {
+                acc[i][j] = fma(yr[i], yc[j], acc[i][j]);
+            });
+        });
+        slot += 1;
+        if slot == depth {
+            slot = 0;
         }
-        out.set(r * bs + c, v);
+        t += 1;
     }
+    unroll_tile!(i => {
+        let orow = (r0 + i) * bs + c0;
+        unroll_tile!(j => {
+            if keep(i, j) {
+                unsafe { out.set_unchecked(orow + j, acc[i][j]) };
+            }
+        });
+    });
 }
