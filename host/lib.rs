@@ -7,6 +7,7 @@
 pub mod extract;
 pub mod gpu;
 pub mod io;
+pub mod parallel;
 pub mod patch;
 pub mod psf;
 pub mod qa;

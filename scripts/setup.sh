@@ -3,7 +3,8 @@
 # it only checks (about a second) and changes nothing.
 #
 #   1. system packages (Debian/Ubuntu apt): a C toolchain and make (fitsio-src builds cfitsio
-#      with its autotools configure), pkg-config, python3 and pip, libclang (bindgen for nvtx);
+#      with its autotools configure), pkg-config, python3 and pip, libclang (bindgen for nvtx
+#      and rsmpi), OpenMPI (libopenmpi-dev, openmpi-bin: the `mpi` feature and tests/mpi.rs);
 #   2. the nightly pinned in rust-toolchain.toml with rust-src (for -Zbuild-std=core: the PTX
 #      kernels), llvm-tools, clippy and rustfmt;
 #   3. Python tools, with `pip install --target` into $DESI_PY_TOOLS
@@ -34,6 +35,10 @@ if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
 if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
     missing+=(libclang-dev)
 fi
+# OpenMPI: the `mpi` cargo feature (default) links it (rsmpi probes `mpicc`); the multi-rank
+# tests start `mpirun`.
+command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
+command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 if ((${#missing[@]})); then
     say "installing system packages: ${missing[*]}"
     sudo=()

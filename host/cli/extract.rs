@@ -3,11 +3,15 @@
 use super::{parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{extract_frame_traced, Extraction};
+use desi_extract::extract::{
+    assemble_frame, bundle_share, extract_bundles, extract_frame_traced, Extraction,
+};
 use desi_extract::gpu::{extract_frame_gpu, GpuContext};
 use desi_extract::io::{self, FrameData, Keyword};
+use desi_extract::parallel::{extract_bundles_gpu, gpu_for_rank, wire, Comm};
 use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
 use desi_extract::trace::Trace;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,13 +74,14 @@ pub struct ExtractArgs {
     /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// GPU ordinal used with --gpu.
+    /// GPU ordinal used with --gpu (under MPI with several ranks each rank uses GPU
+    /// local_rank % visible GPUs instead).
     #[arg(long = "gpu-device", default_value_t = 0)]
     gpu_device: usize,
 }
 
-/// Runs `extract`.
-pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
+/// Runs `extract` (on one rank, or with the bundles spread over the ranks of `comm`).
+pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     if args.decorrelate_fibers {
         return Err(InputError(
@@ -114,7 +119,13 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let gpu = if args.gpu {
-        Some(GpuContext::new(args.gpu_device)?)
+        // Several ranks: each takes the GPU of its node-local rank (modulo the GPUs visible).
+        let ordinal = if comm.size() > 1 {
+            gpu_for_rank(comm.local_rank())?
+        } else {
+            args.gpu_device
+        };
+        Some(GpuContext::new(ordinal)?)
     } else {
         None
     };
@@ -131,33 +142,59 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let ex = match &gpu {
-        Some(g) => extract_frame_gpu(
-            g,
+    let ex = if comm.size() > 1 {
+        let Some(ex) = extract_on_ranks(
+            comm,
+            gpu.as_ref(),
             &psf,
             &image,
             &grid,
             &params,
-            args.model.is_some(),
+            &args,
             &progress,
             &trace,
-        )?,
-        None => extract_frame_traced(
-            &psf,
-            &image,
-            &grid,
-            &params,
-            &CpuBackend,
-            args.model.is_some(),
-            &progress,
-            &trace,
-        )?,
+        )?
+        else {
+            // Not the writing rank: its blocks went to rank 0.
+            return Ok(ExitCode::SUCCESS);
+        };
+        ex
+    } else {
+        match &gpu {
+            Some(g) => extract_frame_gpu(
+                g,
+                &psf,
+                &image,
+                &grid,
+                &params,
+                args.model.is_some(),
+                &progress,
+                &trace,
+            )?,
+            None => extract_frame_traced(
+                &psf,
+                &image,
+                &grid,
+                &params,
+                &CpuBackend,
+                args.model.is_some(),
+                &progress,
+                &trace,
+            )?,
+        }
     };
     bar.finish_and_clear();
     let solve_time = t0.elapsed();
 
     let t1 = Instant::now();
-    let frame = frame_data(&ex, &image, &psf, &args, &grid);
+    let frame = frame_data(
+        &ex,
+        &image,
+        psf.in_psf.as_deref(),
+        &args.psf,
+        &args.input,
+        &grid,
+    );
     trace.span("write", || {
         io::write_frame(&args.output, &frame, image.fibermap.as_ref())
     })?;
@@ -190,8 +227,74 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The bundles of one frame spread over the ranks of `comm` (round-robin on the CPU, runs
+/// of consecutive bundles on GPUs); rank 0 gathers the finished blocks and assembles the frame
+/// (`Some`), the other ranks return `None` once their blocks are sent.
+#[allow(clippy::too_many_arguments)]
+fn extract_on_ranks(
+    comm: &Comm,
+    gpu: Option<&GpuContext>,
+    psf: &GaussHermitePsf,
+    image: &io::PreprocImage,
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+    args: &ExtractArgs,
+    progress: desi_extract::extract::Progress,
+    trace: &Trace,
+) -> anyhow::Result<Option<Extraction>> {
+    let want_model = args.model.is_some();
+    let nbundle = params.bundle_starts().len();
+    let share = bundle_share(nbundle, comm.rank(), comm.size(), gpu.is_some());
+    let set = match gpu {
+        Some(g) => extract_bundles_gpu(
+            g, psf, image, grid, params, &share, want_model, progress, trace,
+        ),
+        None => extract_bundles(
+            psf,
+            image,
+            grid,
+            params,
+            &CpuBackend,
+            &share,
+            want_model,
+            progress,
+            trace,
+        ),
+    };
+    let (mine, times) = match set {
+        Ok(set) => (Ok(set.blocks), set.times),
+        Err(err) => (
+            Err(format!("rank {}: {err}", comm.rank())),
+            Default::default(),
+        ),
+    };
+    if comm.rank() != 0 {
+        comm.send(0, &wire::encode_blocks(&mine));
+        return match mine {
+            Ok(_) => Ok(None),
+            Err(msg) => Err(anyhow::anyhow!(msg)),
+        };
+    }
+    let mut blocks = mine.map_err(|msg| anyhow::anyhow!(msg))?;
+    for source in 1..comm.size() {
+        let theirs = wire::decode_blocks(&comm.recv(source))?;
+        blocks.extend(theirs.map_err(|msg| anyhow::anyhow!(msg))?);
+    }
+    let t0 = Instant::now();
+    let mut ex = assemble_frame(
+        grid,
+        params,
+        psf.hsizey,
+        blocks,
+        want_model.then_some((image.ny, image.nx)),
+    )?;
+    ex.times = times;
+    ex.times.finalize += t0.elapsed();
+    Ok(Some(ex))
+}
+
 /// Refuses an output path whose directory does not exist.
-fn check_output_dir(path: &Path) -> Result<(), InputError> {
+pub(super) fn check_output_dir(path: &Path) -> Result<(), InputError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -218,12 +321,14 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-/// Frame file contents of an extraction.
-fn frame_data(
+/// Frame file contents of an extraction of `input` with `psf_path` (`in_psf`: the PSF's
+/// IN_PSF keyword, passed on as ORIG_PSF).
+pub(super) fn frame_data(
     ex: &Extraction,
     image: &io::PreprocImage,
-    psf: &desi_extract::psf::GaussHermitePsf,
-    args: &ExtractArgs,
+    in_psf: Option<&str>,
+    psf_path: &Path,
+    input: &Path,
     grid: &WavelengthGrid,
 ) -> FrameData {
     let a = &ex.arrays;
@@ -237,12 +342,12 @@ fn frame_data(
             concat!("desi-extract ", env!("CARGO_PKG_VERSION")),
             "Extraction code",
         ),
-        Keyword::str("IN_PSF", &short_path(&args.psf), "Input spectral PSF"),
-        Keyword::str("IN_IMG", &short_path(&args.input), "Input image"),
+        Keyword::str("IN_PSF", &short_path(psf_path), "Input spectral PSF"),
+        Keyword::str("IN_IMG", &short_path(input), "Input image"),
         Keyword::str("DEPNAM00", "desi-extract", ""),
         Keyword::str("DEPVER00", env!("CARGO_PKG_VERSION"), ""),
     ];
-    if let Some(orig) = &psf.in_psf {
+    if let Some(orig) = in_psf {
         keywords.push(Keyword::str(
             "ORIG_PSF",
             orig,

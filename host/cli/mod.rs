@@ -1,10 +1,12 @@
 //! Sub-commands of the `desi-extract` binary.
 
+mod exposure;
 mod extract;
 mod info;
 mod qa;
 mod selftest;
 mod simulate;
+mod standin;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,8 +24,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Extract the spectra of one preproc frame (desi_extract_spectra flags).
+    /// Extract the spectra of one preproc frame (desi_extract_spectra flags); under mpirun the
+    /// bundles are spread over the ranks.
     Extract(extract::ExtractArgs),
+    /// Extract every frame of an exposure (preproc-{b,r,z}{0..9}-EXPID.fits); under mpirun
+    /// with 3+ ranks a reader and a writer rank overlap I/O with the compute ranks.
+    Exposure(exposure::ExposureArgs),
+    /// Write a labelled stand-in b or z PSF derived from a real r PSF (for tests only).
+    StandinPsf(standin::StandinArgs),
     /// Project spectra through a PSF into a simulated preproc image.
     Simulate(simulate::SimulateArgs),
     /// Describe a PSF, preproc or frame file.
@@ -36,18 +44,46 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(threads) = cli.threads {
+    let comm = desi_extract::parallel::Comm::init();
+    // Ranks sharing a node share its cores unless --threads says otherwise.
+    let threads = cli.threads.or_else(|| {
+        let local = desi_extract::parallel::comm::env_local_size();
+        (comm.size() > 1 && local > 1).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / local).max(1)
+        })
+    });
+    if let Some(threads) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
             .map_err(|e| anyhow::anyhow!("cannot start {threads} threads: {e}"))?;
     }
-    match cli.command {
-        Command::Extract(args) => extract::run(args),
+    match comm.launch() {
+        desi_extract::parallel::Launch::Fallback(reason) => eprintln!(
+            "desi-extract: started by an MPI launcher but {reason}: running as one process"
+        ),
+        desi_extract::parallel::Launch::Mpi if comm.rank() == 0 => {
+            eprintln!("desi-extract: MPI with {} ranks", comm.size())
+        }
+        _ => {}
+    }
+    let result = match cli.command {
+        Command::Extract(args) => extract::run(args, &comm),
+        Command::Exposure(args) => exposure::run(args, &comm),
+        Command::StandinPsf(args) => standin::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Qa(args) => qa::run(args),
+    };
+    match result {
+        // One rank failing alone would leave the others waiting for its messages: end the job.
+        Err(err) if comm.size() > 1 => {
+            eprintln!("desi-extract: rank {}: error: {err:#}", comm.rank());
+            comm.abort(i32::from(exit_code(&err)))
+        }
+        other => other,
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`read_preproc`] / [`write_preproc`]: IMAGE/IVAR/MASK(/READNOISE/FIBERMAP).
 //! - [`write_frame`] / [`read_frame`]: FLUX/IVAR/MASK/WAVELENGTH/RESOLUTION/FIBERMAP/CHI2PIX.
 //! - [`write_model`]: the MODEL image.
+//! - [`write_psf`]: a GaussHermite PSF (stand-in PSFs for tests).
 //! - [`describe`]: the `info` command.
 //!
 //! All outputs are written to a temporary name in the destination directory and renamed when
@@ -29,6 +30,6 @@ pub use frame::{
 };
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
 pub use preproc::{read_preproc, write_preproc, PreprocImage};
-pub use psf_file::{read_psf, DEFAULT_PSFERR, TAIL_PARAMS};
+pub use psf_file::{read_psf, write_psf, DEFAULT_PSFERR, TAIL_PARAMS};
 pub use spectra::{read_spectra, write_spectra};
 pub use table::{read_table, FitsTable, TableColumn};

@@ -5,9 +5,11 @@ use std::path::Path;
 
 use crate::psf::{GaussHermitePsf, LegendreTable};
 
+use super::atomic::write_atomically;
 use super::error::IoError;
-use super::fits::{Fits, HduKind};
-use super::table::read_table_hdu;
+use super::fits::{Fits, HduKind, ImgType};
+use super::header::{write_header, Keyword};
+use super::table::{read_table_hdu, write_table_hdu, FitsTable};
 
 /// PSFERR used when the PSF has no PSFERR keyword (GS and specter default).
 pub const DEFAULT_PSFERR: f64 = 0.01;
@@ -333,5 +335,138 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
         nspec,
         psferr,
         in_psf,
+    })
+}
+
+/// Writes a GaussHermite PSF (PSFVER 3, spec 1.1) that [`read_psf`] reads back exactly:
+/// XTRACE as the primary image (EXTNAME XTRACE), YTRACE, and the PSF table (PARAM, COEFF
+/// `[nfiber][LEGDEG+1]` per row) with GHSIGX, GHSIGY, GH-i-j and, when present, the tail
+/// parameters. `keywords` (e.g. CAMERA, a provenance note) go to the primary and PSF headers.
+///
+/// # Errors
+/// Tables whose sizes disagree with the PSF's fiber count or LEGDEG, an invalid keyword, or
+/// any cfitsio/OS failure (no file is left behind then).
+pub fn write_psf(path: &Path, psf: &GaussHermitePsf, keywords: &[Keyword]) -> Result<(), IoError> {
+    let ncoeff = psf.legdeg + 1;
+    let want = psf.nspec * ncoeff;
+    let invalid = |detail: String| IoError::InvalidInput {
+        path: path.to_path_buf(),
+        detail,
+    };
+    for (name, t) in [("XTRACE", &psf.xtrace), ("YTRACE", &psf.ytrace)] {
+        if t.nfiber() != psf.nspec || t.ncoeff == 0 {
+            return Err(invalid(format!(
+                "{name} has {} fibers x {} coefficients for a PSF of {} fibers",
+                t.nfiber(),
+                t.ncoeff,
+                psf.nspec
+            )));
+        }
+    }
+    let mut params: Vec<(String, &LegendreTable)> = vec![
+        ("GHSIGX".into(), &psf.sigma_x),
+        ("GHSIGY".into(), &psf.sigma_y),
+    ];
+    if psf.gh.len() != (psf.ghdegx + 1) * (psf.ghdegy + 1) {
+        return Err(invalid(format!(
+            "{} GH tables for GHDEGX {} and GHDEGY {}",
+            psf.gh.len(),
+            psf.ghdegx,
+            psf.ghdegy
+        )));
+    }
+    for (index, table) in psf.gh.iter().enumerate() {
+        let (i, j) = (index % (psf.ghdegx + 1), index / (psf.ghdegx + 1));
+        params.push((format!("GH-{i}-{j}"), table));
+    }
+    if let Some(tail) = &psf.tail {
+        for (name, table) in TAIL_PARAMS.iter().zip(tail) {
+            params.push((name.to_string(), table));
+        }
+    }
+    if let Some((name, t)) = params
+        .iter()
+        .find(|(_, t)| t.coeffs.len() != want || t.ncoeff != ncoeff)
+    {
+        return Err(invalid(format!(
+            "parameter {name} has {} coefficients ({} per fiber), expected {want} ({ncoeff} per fiber)",
+            t.coeffs.len(),
+            t.ncoeff
+        )));
+    }
+    let (wavemin, wavemax) = (psf.sigma_x.wavemin, psf.sigma_x.wavemax);
+    let name_len = params
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut data = Vec::with_capacity(params.len() * (name_len + 8 * want));
+    for (name, table) in &params {
+        let mut field = name.as_bytes().to_vec();
+        field.resize(name_len, b' ');
+        data.extend_from_slice(&field);
+        for c in &table.coeffs {
+            data.extend_from_slice(&c.to_be_bytes());
+        }
+    }
+    let fibermax = (psf.fibermin + psf.nspec).saturating_sub(1);
+    let common = |wmin: f64, wmax: f64| {
+        let mut out = vec![
+            Keyword::str("PSFTYPE", "GAUSS-HERMITE", "PSF model"),
+            Keyword::int("PSFVER", 3, "PSF format version"),
+            Keyword::float("WAVEMIN", wmin, "Legendre domain lower end [Angstrom]"),
+            Keyword::float("WAVEMAX", wmax, "Legendre domain upper end [Angstrom]"),
+            Keyword::int("FIBERMIN", psf.fibermin as i64, "First fiber"),
+            Keyword::int("FIBERMAX", fibermax as i64, "Last fiber"),
+            Keyword::int("NPIX_X", psf.npix_x as i64, "CCD columns"),
+            Keyword::int("NPIX_Y", psf.npix_y as i64, "CCD rows"),
+        ];
+        if let Some(orig) = &psf.in_psf {
+            out.push(Keyword::str("IN_PSF", orig, "Input PSF"));
+        }
+        out
+    };
+    let mut table_cards: Vec<String> = common(wavemin, wavemax)
+        .into_iter()
+        .chain([
+            Keyword::int("HSIZEX", psf.hsizex as i64, "Half stamp width"),
+            Keyword::int("HSIZEY", psf.hsizey as i64, "Half stamp height"),
+            Keyword::int("GHDEGX", psf.ghdegx as i64, "Hermite degree along x"),
+            Keyword::int("GHDEGY", psf.ghdegy as i64, "Hermite degree along y"),
+            Keyword::int("LEGDEG", psf.legdeg as i64, "Legendre degree"),
+            Keyword::float("PSFERR", psf.psferr, "PSF model error"),
+            Keyword::str("TDIM2", &format!("({ncoeff},{})", psf.nspec), ""),
+        ])
+        .chain(keywords.iter().cloned())
+        .map(|k| k.card())
+        .collect();
+    table_cards.retain(|c| !c.is_empty());
+    let tform_name = format!("{name_len}A");
+    let tform_coeff = format!("{want}D");
+    let table = FitsTable::from_parts(
+        "PSF",
+        &[("PARAM", &tform_name), ("COEFF", &tform_coeff)],
+        table_cards,
+        params.len(),
+        data,
+    )
+    .ok_or_else(|| invalid("PSF table layout does not add up".into()))?;
+    write_atomically(path, |fits| {
+        for (index, (name, trace)) in [("XTRACE", &psf.xtrace), ("YTRACE", &psf.ytrace)]
+            .into_iter()
+            .enumerate()
+        {
+            fits.create_image(ImgType::F64, &[trace.ncoeff, psf.nspec])?;
+            fits.write_key_str("EXTNAME", name, "")?;
+            let mut kws = common(trace.wavemin, trace.wavemax);
+            if index == 0 {
+                kws.extend(keywords.iter().cloned());
+            }
+            write_header(fits, &[], &kws)?;
+            fits.write_image(&trace.coeffs)?;
+            fits.write_checksum()?;
+        }
+        write_table_hdu(fits, &table, "PSF")
     })
 }

@@ -80,7 +80,7 @@ fn parse_tform(tform: &str) -> Option<(usize, char, usize)> {
 
 impl FitsTable {
     /// Builds a table from column (name, TFORM) pairs and raw row bytes.
-    fn from_parts(
+    pub(crate) fn from_parts(
         extname: &str,
         defs: &[(&str, &str)],
         cards: Vec<String>,

@@ -74,3 +74,30 @@ pub struct GaussHermitePsf {
     /// The PSF's IN_PSF keyword when present (passed to frame headers as ORIG_PSF).
     pub in_psf: Option<String>,
 }
+
+impl GaussHermitePsf {
+    /// A copy whose every Legendre domain is mapped by the linear map that takes this PSF's
+    /// domain (the PSF HDU's WAVEMIN..WAVEMAX) onto `wavemin..wavemax`: the stand-in has the
+    /// same traces and spot shapes at the mapped wavelengths. For tests of cameras whose real
+    /// PSFs are not at hand (b/z from an r PSF); never a physical PSF.
+    pub fn remapped(&self, wavemin: f64, wavemax: f64) -> GaussHermitePsf {
+        let (lo, hi) = (self.sigma_x.wavemin, self.sigma_x.wavemax);
+        let scale = (wavemax - wavemin) / (hi - lo);
+        let map = |w: f64| wavemin + (w - lo) * scale;
+        let remap = |t: &LegendreTable| LegendreTable {
+            wavemin: map(t.wavemin),
+            wavemax: map(t.wavemax),
+            ..t.clone()
+        };
+        GaussHermitePsf {
+            path: self.path.clone(),
+            xtrace: remap(&self.xtrace),
+            ytrace: remap(&self.ytrace),
+            sigma_x: remap(&self.sigma_x),
+            sigma_y: remap(&self.sigma_y),
+            gh: self.gh.iter().map(remap).collect(),
+            tail: self.tail.as_ref().map(|t| t.each_ref().map(remap)),
+            ..self.clone()
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The process group: MPI's world communicator when the program was started by an MPI
+//! launcher (mpirun, srun) and built with the `mpi` feature, else a single process.
+
+/// How this process was started, for the log line of [`Comm::init`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// No MPI launcher in the environment (or DESI_EXTRACT_NO_MPI set): one process.
+    Single,
+    /// Started by an MPI launcher and MPI initialized.
+    Mpi,
+    /// Started by an MPI launcher but MPI is unavailable (reason): runs as one process.
+    Fallback(String),
+}
+
+/// Ranks of one job that exchange byte messages (blocking, in order per pair of ranks).
+pub struct Comm {
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    launch: Launch,
+    #[cfg(feature = "mpi")]
+    world: Option<(
+        mpi::environment::Universe,
+        mpi::topology::SimpleCommunicator,
+    )>,
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Comm")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .field("local_rank", &self.local_rank)
+            .field("launch", &self.launch)
+            .finish()
+    }
+}
+
+/// Environment variables that MPI launchers set for their processes.
+const LAUNCHER_VARS: [&str; 4] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "PMI_SIZE",
+    "MPI_LOCALNRANKS",
+];
+
+/// Whether an MPI launcher started this process (Slurm counts when it started > 1 task).
+pub fn launched_by_mpi() -> bool {
+    if std::env::var_os("DESI_EXTRACT_NO_MPI").is_some() {
+        return false;
+    }
+    LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some())
+        || std::env::var("SLURM_NTASKS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n > 1)
+}
+
+/// The node-local rank from the launcher's environment (OpenMPI, Slurm, MPICH), else 0.
+pub fn env_local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "SLURM_LOCALID",
+        "MPI_LOCALRANKID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
+}
+
+/// The number of ranks on this node from the launcher's environment, else 1.
+pub fn env_local_size() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
+impl Comm {
+    /// One process, no MPI.
+    pub fn single() -> Self {
+        Self::single_with(Launch::Single)
+    }
+
+    fn single_with(launch: Launch) -> Self {
+        Self {
+            rank: 0,
+            size: 1,
+            local_rank: 0,
+            launch,
+            #[cfg(feature = "mpi")]
+            world: None,
+        }
+    }
+
+    /// Initializes MPI when an MPI launcher started this process (see [`launched_by_mpi`]);
+    /// otherwise, or when MPI cannot be initialized, a single process ([`Comm::launch`] says
+    /// which and why). MPI is finalized when the returned value is dropped.
+    pub fn init() -> Self {
+        if !launched_by_mpi() {
+            return Self::single();
+        }
+        Self::init_mpi()
+    }
+
+    #[cfg(feature = "mpi")]
+    fn init_mpi() -> Self {
+        use mpi::traits::Communicator;
+        match mpi::initialize() {
+            Some(universe) => {
+                let world = universe.world();
+                let (rank, size) = (world.rank().max(0) as usize, world.size().max(1) as usize);
+                Self {
+                    rank,
+                    size,
+                    local_rank: env_local_rank(),
+                    launch: Launch::Mpi,
+                    world: Some((universe, world)),
+                }
+            }
+            None => Self::single_with(Launch::Fallback(
+                "MPI was already initialized in this process".into(),
+            )),
+        }
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn init_mpi() -> Self {
+        Self::single_with(Launch::Fallback(
+            "this binary was built without the `mpi` feature".into(),
+        ))
+    }
+
+    /// This process's rank, `0..size`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Rank among the processes of this node (for the GPU choice).
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    /// How the group came about.
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// Sends `bytes` to rank `dest` (blocking; `dest` must differ from this rank).
+    pub fn send(&self, dest: usize, bytes: &[u8]) {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::traits::{Communicator, Destination};
+            world.process_at_rank(dest as i32).send(bytes);
+            return;
+        }
+        let _ = (dest, bytes);
+        unreachable_single("send");
+    }
+
+    /// Receives the next message from rank `source` (blocking).
+    pub fn recv(&self, source: usize) -> Vec<u8> {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::traits::{Communicator, Source};
+            let (bytes, _status) = world.process_at_rank(source as i32).receive_vec::<u8>();
+            return bytes;
+        }
+        let _ = source;
+        unreachable_single("recv");
+        Vec::new()
+    }
+
+    /// Rank `root`'s `bytes` on every rank (the other ranks' `bytes` are ignored).
+    pub fn broadcast(&self, root: usize, bytes: Vec<u8>) -> Vec<u8> {
+        if self.size == 1 {
+            return bytes;
+        }
+        if self.rank == root {
+            for dest in (0..self.size).filter(|&r| r != root) {
+                self.send(dest, &bytes);
+            }
+            bytes
+        } else {
+            self.recv(root)
+        }
+    }
+}
+
+impl Comm {
+    /// Ends every rank of the job with `code` (after an error on one rank, so that the others
+    /// do not wait for it forever); a single process just exits.
+    pub fn abort(&self, code: i32) -> ! {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::traits::Communicator;
+            world.abort(code);
+        }
+        std::process::exit(code)
+    }
+}
+
+/// A single process has nobody to talk to: the callers never do that (a logic error).
+fn unreachable_single(op: &str) {
+    debug_assert!(false, "Comm::{op} on a single-process group");
+}
