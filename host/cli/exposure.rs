@@ -31,7 +31,7 @@ pub struct ExposureArgs {
     /// Directory with preproc-{camera}-{EXPID}.fits and psf-{camera}-{EXPID}.fits.
     #[arg(long)]
     indir: PathBuf,
-    /// Directory for frame-{camera}-{EXPID}.fits.
+    /// Directory for frame-{camera}-{EXPID}.fits (created when missing).
     #[arg(long)]
     outdir: PathBuf,
     /// Exposure id (file names use it zero-padded to 8 digits).
@@ -187,6 +187,15 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         return Err(
             InputError(format!("--indir {}: not a directory", args.indir.display())).into(),
         );
+    }
+    // The output directory is created when missing (as desi_proc does); every rank may try.
+    if !args.outdir.is_dir() {
+        std::fs::create_dir_all(&args.outdir).map_err(|e| {
+            InputError(format!(
+                "--outdir {}: cannot create it: {e}",
+                args.outdir.display()
+            ))
+        })?;
     }
     check_output_dir(&args.outdir.join("frame"))?;
     if args.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
