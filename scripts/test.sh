@@ -4,13 +4,15 @@
 #   scripts/test.sh            # everything, tests in release (numerical tests on full frames)
 #   DESI_TEST_PROFILE=dev scripts/test.sh   # tests in the dev profile instead
 #
-# Needs what scripts/setup.sh installs. `ptxas` is taken from $DESI_PTXAS, else PATH, else the
+# Runs scripts/setup.sh first, so it works on a fresh machine. `ptxas` is taken from $DESI_PTXAS, else PATH, else the
 # pip location of setup.sh; tests/ptx.rs fails without it when CI=true. DESI_EXTRACT_PTX (the
 # prebuilt-PTX escape hatch of build.rs) is unset: the tests always check freshly built kernels.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# Install whatever is missing (idempotent, about a second when everything is there).
+bash "$repo/scripts/setup.sh" >/dev/null
 unset DESI_EXTRACT_PTX
 py_tools=${DESI_PY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/desi-extract/py}
 if [[ -z ${DESI_PTXAS:-} ]]; then
