@@ -10,14 +10,14 @@ use desi_device::patch::{
     PatchShape, StampView,
 };
 use desi_extract::extract::{extract_frame, CcdData};
-use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::io::read_psf;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
-use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::cpu::solve_patch;
 use desi_extract::solve::{BundleInputs, CpuBackend};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
 
@@ -25,21 +25,7 @@ fn benches(c: &mut Criterion) {
     let psf = read_psf(Path::new(PSF)).expect("bundled PSF");
     let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
-    let model = project_spectra(&psf, &truth).unwrap();
-    let image = add_noise(&model, psf.npix_x, 3.0, 1);
-    let ivar = model_ivar(&model, 3.0);
-    let preproc = PreprocImage {
-        path: PathBuf::from("bench.fits"),
-        nx: psf.npix_x,
-        ny: psf.npix_y,
-        image: image.iter().map(|&v| v as f32).collect(),
-        ivar: ivar.iter().map(|&v| v as f32).collect(),
-        mask: vec![0; image.len()],
-        camera: "r0".into(),
-        header: Vec::new(),
-        readnoise: None,
-        fibermap: None,
-    };
+    let preproc = simulated_preproc(&psf, &truth, 3.0, 1, false, "r0").expect("simulate");
     let ccd = CcdData::from_preproc(&preproc);
     let params = ExtractionParams {
         nspec: 25,

@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{preproc_from_arrays, psf};
+use common::psf;
 use desi_extract::extract::extract_frame;
 use desi_extract::patch::stitch::{ALLBADPIX, SOMEBADPIX};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
-use desi_extract::sim::{builtin_spectra, model_ivar, project_spectra};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::CpuBackend;
 
 #[test]
@@ -16,9 +16,7 @@ fn masked_rectangle_sets_allbadpix() {
     let psf = psf();
     let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
-    let image = project_spectra(&psf, &truth).unwrap();
-    let ivar = model_ivar(&image, 3.0);
-    let mut preproc = preproc_from_arrays(&psf, &image, &ivar);
+    let mut preproc = simulated_preproc(&psf, &truth, 3.0, 0, true, "r0").unwrap();
     // Rectangle over fibers 10-12 (all their stamp columns) for 60 rows in the middle.
     let spots = psf.spots(9, 5, &grid.wave).unwrap();
     let mid = grid.nwave() / 2;

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{preproc_from_arrays, psf};
+use common::psf;
 use desi_extract::extract::extract_frame;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
-use desi_extract::sim::{builtin_spectra, model_ivar, project_spectra};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::{CpuBackend, PatchIssue};
 
 #[test]
@@ -15,9 +15,7 @@ fn unsolvable_patch_is_reported_and_zeroed() {
     let psf = psf();
     let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
-    let image = project_spectra(&psf, &truth).unwrap();
-    let ivar = model_ivar(&image, 3.0);
-    let mut preproc = preproc_from_arrays(&psf, &image, &ivar);
+    let mut preproc = simulated_preproc(&psf, &truth, 3.0, 0, true, "r0").unwrap();
     // A NaN on fiber 12's trace in the middle of the grid.
     let spots = psf.spots(12, 1, &[6100.0]).unwrap();
     let c = spots.corner(0, 0);

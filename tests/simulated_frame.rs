@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{preproc_from_arrays, psf};
+use common::psf;
 use desi_extract::extract::extract_frame;
 use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::qa::convolve_truth;
-use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::CpuBackend;
 
 #[test]
@@ -16,11 +16,7 @@ fn noisy_bundle_pulls_are_unit_normal() {
     let psf = psf();
     let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
-    let model = project_spectra(&psf, &truth).unwrap();
-    let read_noise = 3.0;
-    let image = add_noise(&model, psf.npix_x, read_noise, 7);
-    let ivar = model_ivar(&model, read_noise);
-    let preproc = preproc_from_arrays(&psf, &image, &ivar);
+    let preproc = simulated_preproc(&psf, &truth, 3.0, 7, false, "r0").unwrap();
     let params = ExtractionParams {
         nspec: 25,
         ..ExtractionParams::default()

@@ -2,10 +2,10 @@
 
 mod common;
 
-use common::{preproc_from_arrays, psf};
+use common::psf;
 use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
-use desi_extract::sim::{add_noise, builtin_spectra, model_ivar, project_spectra};
+use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::CpuBackend;
 
 #[test]
@@ -13,9 +13,7 @@ fn results_are_bitwise_independent_of_thread_count() {
     let psf = psf();
     let grid = WavelengthGrid::arange(6500.0, 6650.0, 0.8).unwrap();
     let truth = builtin_spectra(25, 25, &grid.wave);
-    let model = project_spectra(&psf, &truth).unwrap();
-    let image = add_noise(&model, psf.npix_x, 3.0, 11);
-    let preproc = preproc_from_arrays(&psf, &image, &model_ivar(&model, 3.0));
+    let preproc = simulated_preproc(&psf, &truth, 3.0, 11, false, "r0").unwrap();
     let params = ExtractionParams {
         specmin: 25,
         nspec: 25,

@@ -3,7 +3,7 @@
 use super::{parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::io::{self, FitsTable, Keyword, PreprocImage};
+use desi_extract::io::{self, FitsTable, Keyword};
 use desi_extract::patch::WavelengthGrid;
 use desi_extract::sim::{self, builtin_spectra, Spectra};
 use std::path::PathBuf;
@@ -94,26 +94,19 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         spectra.wave.last().copied().unwrap_or(0.0),
         args.psf.display()
     );
-    let model = sim::project_spectra(&psf, &spectra)?;
-    let image = if args.noiseless {
-        model.clone()
-    } else {
-        sim::add_noise(&model, psf.npix_x, args.read_noise, args.seed)
-    };
-    let ivar = sim::model_ivar(&model, args.read_noise);
+    let camera = args.camera.to_lowercase();
+    let mut preproc = sim::simulated_preproc(
+        &psf,
+        &spectra,
+        args.read_noise,
+        args.seed,
+        args.noiseless,
+        &camera,
+    )?;
+    preproc.path = args.output.clone();
+    preproc.header = header_cards(&args, &spectra);
     let fibers = psf.fibermin..psf.fibermin + psf.nspec;
-    let preproc = PreprocImage {
-        path: args.output.clone(),
-        nx: psf.npix_x,
-        ny: psf.npix_y,
-        image: image.iter().map(|&v| v as f32).collect(),
-        ivar: ivar.iter().map(|&v| v as f32).collect(),
-        mask: vec![0; model.len()],
-        camera: args.camera.to_lowercase(),
-        header: header_cards(&args, &spectra),
-        readnoise: None,
-        fibermap: Some(FitsTable::minimal_fibermap(fibers, &[])),
-    };
+    preproc.fibermap = Some(FitsTable::minimal_fibermap(fibers, &[]));
     io::write_preproc(&args.output, &preproc)?;
     if let Some(truth) = &args.truth {
         io::write_spectra(truth, &spectra)

@@ -693,7 +693,6 @@ fn solve_batch(
     }
     stages.enter("cholesky")?;
     {
-        let team = gpu.mode == KernelMode::Team;
         let func = if team {
             &gpu.kernels.factor_solve_team
         } else {
@@ -723,7 +722,6 @@ fn solve_batch(
     }
     stages.enter("covariance")?;
     {
-        let team = gpu.mode == KernelMode::Team;
         let func = if team {
             &gpu.kernels.covariance_team
         } else {
@@ -774,7 +772,6 @@ fn solve_batch(
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
     {
-        let team = gpu.mode == KernelMode::Team;
         let func = if team {
             &gpu.kernels.resolution_team
         } else {
