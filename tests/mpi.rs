@@ -1,7 +1,8 @@
 //! Multi-process runs under OpenMPI's mpirun: one frame over 1, 2 and 3 ranks gives bitwise
 //! identical arrays; a small synthetic exposure (b0/r0/z0, 25 fibers x 300 A, b and z from
-//! labelled stand-in PSFs) through `exposure` with the reader/writer pipeline (3 ranks) and
-//! serially (1 rank) gives identical frames; a corrupt preproc fails alone.
+//! labelled stand-in PSFs) through `exposure` strictly in turn (1 rank, --no-overlap), with
+//! reading/writing threads (1 rank), shared frames (2 ranks) and the reader/writer pipeline
+//! (3 and 4 ranks) gives identical frames; a corrupt preproc fails alone.
 //!
 //! Without `mpirun` these tests fail when CI=true and are skipped (with a notice) otherwise.
 
@@ -232,17 +233,43 @@ fn exposure_pipeline_matches_serial_and_a_corrupt_frame_fails_alone() {
     std::fs::create_dir_all(&indir).unwrap();
     synthetic_exposure(&indir);
 
-    // Serial (one process) and the pipeline (reader, writer, one extracting rank).
+    // Strictly in turn (one process, --no-overlap) is the reference; one process reading
+    // ahead and writing behind on threads, two ranks sharing every frame, the pipeline with
+    // one extracting rank (3 ranks) and with two taking whole frames in turn (4 ranks) must
+    // write the same frames.
     let serial = dir.path().join("serial");
-    let out = ok(&exposure(0, &indir, &serial, &[]));
+    let out = ok(&exposure(0, &indir, &serial, &["--no-overlap"]));
+    assert!(out.contains("read/extract/write in turn"), "{out}");
     assert!(out.contains("3 written, 0 skipped, 0 failed"), "{out}");
+    let threaded = dir.path().join("threaded");
+    let out = ok(&exposure(0, &indir, &threaded, &[]));
+    assert!(out.contains("reading ahead and writing behind"), "{out}");
+    assert!(out.contains("3 written, 0 skipped, 0 failed"), "{out}");
+    let shared = dir.path().join("shared");
+    let out = ok(&exposure(2, &indir, &shared, &[]));
+    assert!(out.contains("2 rank(s) sharing each frame"), "{out}");
     let piped = dir.path().join("piped");
     let out = ok(&exposure(3, &indir, &piped, &[]));
-    assert!(out.contains("reader rank 0, writer rank 1"), "{out}");
+    assert!(
+        out.contains("reader rank 0, writer rank 1, 1 extracting"),
+        "{out}"
+    );
     assert!(out.contains("3 written, 0 skipped, 0 failed"), "{out}");
+    let piped4 = dir.path().join("piped4");
+    let out = ok(&exposure(4, &indir, &piped4, &[]));
+    assert!(out.contains("writer rank 1, 2 extracting rank(s)"), "{out}");
+    assert!(out.contains("3 written, 0 skipped, 0 failed"), "{out}");
+    // Progress lines in frame order whatever order the frames finish in.
+    let order: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" frame ").nth(1)?.split(' ').nth(1))
+        .collect();
+    assert_eq!(order, ["b0", "r0", "z0"], "{out}");
     for camera in ["b0", "r0", "z0"] {
         let name = format!("frame-{camera}-00000007.fits");
-        assert_same_frame(&serial.join(&name), &piped.join(&name));
+        for other in [&threaded, &shared, &piped, &piped4] {
+            assert_same_frame(&serial.join(&name), &other.join(&name));
+        }
         let frame = read_frame(&piped.join(&name)).unwrap();
         let wavemin = frame.wavelength[0];
         let expect = match camera {
@@ -269,7 +296,11 @@ fn exposure_pipeline_matches_serial_and_a_corrupt_frame_fails_alone() {
         indir.join("psf-b1-00000007.fits"),
     )
     .unwrap();
-    for (ranks, sub) in [(3, "corrupt-piped"), (2, "corrupt-serial")] {
+    for (ranks, sub) in [
+        (4, "corrupt-piped"),
+        (2, "corrupt-shared"),
+        (0, "corrupt-threaded"),
+    ] {
         let outdir = dir.path().join(sub);
         let result = exposure(ranks, &indir, &outdir, &[]);
         assert!(

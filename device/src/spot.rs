@@ -359,31 +359,34 @@ pub fn evaluate_spot(
     pixel_integrated_gh(delta_x, sigma_x, geometry.hsizex, geometry.ghdegx, gx)?;
     pixel_integrated_gh(delta_y, sigma_y, geometry.hsizey, geometry.ghdegy, gy)?;
 
-    // S = Σ_j outer(Gy[j], Hx[j]) with Hx[j][ix] = Σ_i c_ij·Gx[i][ix].
-    stamp.fill(0.0);
-    let mut hx = [0.0f64; MAX_STAMP_WIDTH];
-    for (gh_j, gy_j) in gh.chunks_exact(ndegx).zip(gy.chunks_exact(ny)) {
-        let hx = hx.get_mut(..nx).ok_or(Status::TooLarge)?;
-        hx.fill(0.0);
+    // Hx[j][ix] = Σ_i c_ij·Gx[i][ix], then S[iy][ix] = Σ_j Gy[j][iy]·Hx[j][ix], each stamp
+    // element summed in registers and written once (the stamp may be GPU global memory:
+    // accumulating into it term by term multiplied its memory traffic), clipped at 0 (NaN
+    // propagates into the sum); the sums run in the order j = 0, 1, ... as before.
+    let mut hx_buf = [0.0f64; (MAX_GH_DEGREE + 1) * MAX_STAMP_WIDTH];
+    let hx = hx_buf.get_mut(..ndegy * nx).ok_or(Status::TooLarge)?;
+    for (gh_j, hx_j) in gh.chunks_exact(ndegx).zip(hx.chunks_exact_mut(nx)) {
         for (&c_ij, gx_i) in gh_j.iter().zip(gx.chunks_exact(nx)) {
-            for (h, &g) in hx.iter_mut().zip(gx_i) {
+            for (h, &g) in hx_j.iter_mut().zip(gx_i) {
                 *h += c_ij * g;
             }
         }
-        for (stamp_row, &gy_jy) in stamp.chunks_exact_mut(nx).zip(gy_j) {
-            for (s, &h) in stamp_row.iter_mut().zip(hx.iter()) {
-                *s += gy_jy * h;
-            }
-        }
     }
-
-    // Clip at 0 (NaN propagates into the sum) and normalize.
     let mut total = 0.0;
-    for s in stamp.iter_mut() {
-        if *s < 0.0 {
-            *s = 0.0;
+    for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
+        for (ix, out) in stamp_row.iter_mut().enumerate() {
+            let mut s = 0.0;
+            for (gy_j, hx_j) in gy.chunks_exact(ny).zip(hx.chunks_exact(nx)) {
+                // In range by construction (iy < ny, ix < nx); NaN would flag a logic error.
+                let g = gy_j.get(iy).copied().unwrap_or(f64::NAN);
+                s += g * hx_j.get(ix).copied().unwrap_or(f64::NAN);
+            }
+            if s < 0.0 {
+                s = 0.0;
+            }
+            total += s;
+            *out = s;
         }
-        total += *s;
     }
     if !(total.is_finite() && total > 0.0) {
         return Err(Status::NonFinite);
@@ -392,6 +395,39 @@ pub fn evaluate_spot(
         *s /= total;
     }
     Ok(StampCorner { xc, yc })
+}
+
+/// The stamp corner of fiber `ispec` at `wave` (Å) exactly as [`spot_at`] places it, from the
+/// traces alone (no Gauss-Hermite parameters, no stamp): lets the host plan the patches while
+/// the GPU evaluates the stamps. Same X and Y evaluation as [`psf_point`], same rounding as
+/// [`evaluate_spot`].
+///
+/// # Errors
+/// `BadShape` if `ispec` is out of range or a trace table disagrees with its shape; `NonFinite`
+/// if X or Y is not finite; `TooLarge` for a corner outside `i32` or a bad geometry.
+pub fn spot_corner(tables: &PsfTables, ispec: usize, wave: f64) -> Result<StampCorner, Status> {
+    let geometry = tables.geometry;
+    geometry.check()?;
+    let ntrace = tables.ntrace;
+    let trace_len = mul(tables.nspec, ntrace).ok_or(Status::BadShape)?;
+    if ispec >= tables.nspec
+        || ntrace == 0
+        || tables.xtrace.len() != trace_len
+        || tables.ytrace.len() != trace_len
+    {
+        return Err(Status::BadShape);
+    }
+    let ww_x = normalized_wavelength(wave, tables.xtrace_domain.0, tables.xtrace_domain.1);
+    let ww_y = normalized_wavelength(wave, tables.ytrace_domain.0, tables.ytrace_domain.1);
+    let x = legval(ww_x, coeff_row(tables.xtrace, ispec * ntrace, ntrace)?);
+    let y = legval(ww_y, coeff_row(tables.ytrace, ispec * ntrace, ntrace)?);
+    if !(x.is_finite() && y.is_finite()) {
+        return Err(Status::NonFinite);
+    }
+    Ok(StampCorner {
+        xc: corner(x, geometry.hsizex)?,
+        yc: corner(y, geometry.hsizey)?,
+    })
 }
 
 /// The spot of fiber `ispec` at wavelength `wave` (Å): [`psf_point`] then [`evaluate_spot`].

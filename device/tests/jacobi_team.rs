@@ -11,7 +11,7 @@
 use desi_device::linalg::jacobi::{inverse_sqrt, inverse_sqrt_work_len, JacobiStats};
 use desi_device::linalg::jacobi_team::{
     inverse_sqrt_team, inverse_sqrt_team_scratch_len, inverse_sqrt_team_with_stats,
-    jacobi_team_scratch_len, resolution_team, resolution_team_shared_len,
+    jacobi_team_scratch_len, resolution_team, resolution_team_shared_len, QUADRATIC_STOP,
 };
 use desi_device::patch::{apply_resolution, resolution_diagonals};
 use desi_device::team::{SerialTeam, Shared, Team};
@@ -525,7 +525,69 @@ fn bad_shapes_are_reported() {
         Status::BadShape
     );
     // Documented sizes: 74×74 at 256 lanes (h = 37 pairs, g = 6 lanes per pair).
-    assert_eq!(jacobi_team_scratch_len(74, 256), 5 * 74 + 37 + 3 * 37 * 6);
-    assert_eq!(resolution_team_shared_len(74, 256) * 8, 52_392);
-    assert_eq!(resolution_team_shared_len(74, 128) * 8, 49_728);
+    assert_eq!(
+        jacobi_team_scratch_len(74, 256),
+        5 * 74 + 2 * 37 + 3 * 37 * 6
+    );
+    assert_eq!(resolution_team_shared_len(74, 256) * 8, 52_688);
+    assert_eq!(resolution_team_shared_len(74, 128) * 8, 50_024);
+    assert_eq!(resolution_team_shared_len(74, 96) * 8, 49_136);
+}
+
+/// A serial team that counts its phases.
+struct CountingTeam {
+    lanes: usize,
+    phases: std::cell::Cell<usize>,
+}
+
+impl Team for CountingTeam {
+    fn lanes(&self) -> usize {
+        self.lanes
+    }
+    fn each<F: FnMut(usize)>(&self, mut f: F) {
+        self.phases.set(self.phases.get() + 1);
+        for lane in 0..self.lanes {
+            f(lane);
+        }
+    }
+}
+
+/// The early end (`QUADRATIC_STOP`) skips the sweep that would only confirm convergence on
+/// most realistic blocks (it cannot when the last rotating sweep still had a coupling above
+/// the threshold): outside the rotating sweeps only the pivoted Cholesky and the composition
+/// run, not an extra sweep of `2·(m − 1) + 1` phases. Accuracy with the early end is checked
+/// by the team-vs-serial tests above.
+#[test]
+fn converged_blocks_mostly_end_without_a_confirming_sweep() {
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let blocks = 8;
+    let mut early = 0;
+    for _ in 0..blocks {
+        let a = covariance_block(74, &mut rng);
+        let team = CountingTeam {
+            lanes: 96,
+            phases: std::cell::Cell::new(0),
+        };
+        let (status, _, stats) = team_inverse_sqrt(&team, &a, 74);
+        assert_eq!(status, Status::Ok);
+        // Rotating sweeps: 2 phases per step and 1 for the verdict; pivoted Cholesky: 2 + 2n;
+        // composition: a handful.
+        let sweep_phases = 2 * 73 + 1;
+        let cholesky_phases = 2 + 2 * 74;
+        let other = team.phases.get() - stats.sweeps * sweep_phases - cholesky_phases;
+        println!(
+            "sweeps {}, phases {}, outside the rotating sweeps and the Cholesky {other}",
+            stats.sweeps,
+            team.phases.get()
+        );
+        if other < 16 {
+            early += 1;
+        } else {
+            assert_eq!(other, sweep_phases + 6, "unexpected phase count");
+        }
+    }
+    assert!(
+        2 * early >= blocks,
+        "early end on {early} of {blocks} blocks, expected at least half ({QUADRATIC_STOP})"
+    );
 }

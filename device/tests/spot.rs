@@ -7,7 +7,7 @@
 #![feature(float_erf)]
 
 use desi_device::spot::{
-    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, PsfPoint, PsfTables, SpotGeometry,
+    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, PsfPoint, PsfTables, SpotGeometry,
     StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
 };
 use desi_device::Status;
@@ -543,6 +543,36 @@ fn spot_at_is_psf_point_then_evaluate_spot() {
         assert_eq!(actual, corner, "spot_at({ispec}, {wave}) corner/status");
         assert_eq!(stamp, expected, "spot_at({ispec}, {wave}) stamp");
     }
+}
+
+/// `spot_corner` (host planning) gives the corner `spot_at` (GPU stamps) uses, including at
+/// half-pixel positions where the rounding decides, and the same errors.
+#[test]
+fn spot_corner_is_the_corner_of_spot_at() {
+    let psf = TinyPsf::new();
+    let tables = psf.tables();
+    let mut stamp = [0.0; 15];
+    let mut waves: Vec<f64> = (0..400).map(|i| -2.0 + 0.03125 * i as f64).collect();
+    waves.extend([3.0, 1.3, 6.1, 0.0, 4.0, 8.0]);
+    let mut checked = 0;
+    for ispec in 0..2 {
+        for &wave in &waves {
+            let expected = spot_at(&tables, ispec, wave, &mut stamp);
+            let actual = spot_corner(&tables, ispec, wave);
+            match expected {
+                Ok(corner) => {
+                    assert_eq!(actual, Ok(corner), "fiber {ispec} at {wave}");
+                    checked += 1;
+                }
+                // spot_at may fail later (sigma, stamp sum) where the corner is fine.
+                Err(Status::NonFinite) | Err(Status::TooLarge) => {}
+                Err(other) => assert_eq!(actual, Err(other), "fiber {ispec} at {wave}"),
+            }
+        }
+    }
+    assert!(checked > 700, "only {checked} spots had a valid stamp");
+    assert_eq!(spot_corner(&tables, 2, 3.0), Err(Status::BadShape));
+    assert_eq!(spot_corner(&tables, 0, f64::NAN), Err(Status::NonFinite));
 }
 
 #[test]

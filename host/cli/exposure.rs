@@ -1,18 +1,29 @@
 //! `desi-extract exposure`: every frame of one exposure (up to 30: cameras b, r, z of
 //! spectrographs 0..9), with desi_proc's per-camera grids and PSF errors (spec section 8).
 //!
-//! Roles: rank 0 reads (the next frame while the current one is extracted), rank 1 writes
-//! (the previous frame), ranks 2.. extract with the bundles of each frame split among them.
-//! With fewer than 3 ranks, or `--no-overlap`, rank 0 reads and writes and every rank
-//! extracts: read, extract, write one frame after the other. The messages of one frame go
-//! reader -> extractors (preproc + PSF), reader -> writer (headers, fibermap) and
-//! extractors -> writer (finished bundle blocks), in frame order; a frame that fails at any
-//! step is carried through as an error message, so the others still finish.
+//! Two modes:
+//!
+//! - **Pipeline** (3+ ranks): rank 0 reads, rank 1 writes, ranks 2.. extract whole frames,
+//!   frame `i` on extractor `i mod E`. The reader keeps up to E+1 frames being read on
+//!   background threads and sends each, in frame order, to its extractor (preproc + PSF); the
+//!   extractor sends the finished bundle blocks with the frame's header and fibermap to the
+//!   writer, which takes them in whatever order they finish and writes up to
+//!   [`WRITE_THREADS`] frames at once on background threads.
+//! - **Shared frames** (1 or 2 ranks, or `--no-overlap`): rank 0 reads and writes, every rank
+//!   extracts its share of each frame's bundles, one frame after the other. Rank 0 reads the
+//!   next frames and writes the previous ones on background threads, unless `--no-overlap`
+//!   (then read, extract and write strictly in turn: what the overlap gains is measurable).
+//!   With one rank nothing is encoded or copied between the steps.
+//!
+//! MPI calls stay on each rank's main thread (MPI is initialized `MPI_THREAD_FUNNELED`); the
+//! threads only read and write files (cfitsio is built reentrant; each thread opens its own
+//! file). Progress lines and the summary come in frame order. A frame that fails at any step
+//! is carried through as an error message, so the others still finish.
 
 use super::extract::{check_output_dir, frame_data};
 use super::InputError;
 use clap::Args;
-use desi_extract::extract::{assemble_frame, bundle_share, extract_bundles};
+use desi_extract::extract::{assemble_frame, bundle_share, extract_bundles, BundleBlock};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io::{self, PreprocImage};
 use desi_extract::parallel::wire::{self, Decoder, Encoder};
@@ -21,9 +32,16 @@ use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::CpuBackend;
 use desi_extract::trace::Trace;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
+
+/// Frames written at the same time by the writing rank (background threads).
+const WRITE_THREADS: usize = 3;
+/// Most frames being read ahead by the reading rank (bounds its memory, ~0.3 GB a frame).
+const MAX_READ_AHEAD: usize = 8;
 
 /// Arguments of `exposure`.
 #[derive(Debug, Args)]
@@ -43,8 +61,8 @@ pub struct ExposureArgs {
     /// Re-extract frames whose output exists (default: skip them).
     #[arg(long)]
     overwrite: bool,
-    /// Read, extract and write one frame after the other even with 3+ ranks (for measuring
-    /// what the reader/writer overlap gains).
+    /// Read, extract and write one frame after the other, on every rank count (for measuring
+    /// what the reading-ahead, writing-behind and the reader/writer/extractor pipeline gain).
     #[arg(long = "no-overlap")]
     no_overlap: bool,
     /// First spectrum of every frame (relative to the PSF's FIBERMIN).
@@ -155,28 +173,224 @@ fn frame_setup(
     Ok((grid, params))
 }
 
-/// Who does what.
-struct Roles {
-    reader: usize,
-    writer: usize,
-    extractors: Vec<usize>,
+/// How the ranks share the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Rank 0 reads, rank 1 writes, ranks 2.. extract whole frames round-robin.
+    Pipeline,
+    /// Rank 0 reads and writes, every rank extracts a share of every frame's bundles;
+    /// `overlap`: rank 0 reads ahead and writes behind on threads.
+    Shared { overlap: bool },
 }
 
-impl Roles {
+impl Mode {
     fn new(size: usize, overlap: bool) -> Self {
         if overlap && size >= 3 {
-            Self {
-                reader: 0,
-                writer: 1,
-                extractors: (2..size).collect(),
-            }
+            Mode::Pipeline
         } else {
-            Self {
-                reader: 0,
-                writer: 0,
-                extractors: (0..size).collect(),
-            }
+            Mode::Shared { overlap }
         }
+    }
+
+    /// The rank that writes and prints.
+    fn writer(self) -> usize {
+        match self {
+            Mode::Pipeline => 1,
+            Mode::Shared { .. } => 0,
+        }
+    }
+}
+
+/// A frame's inputs as read: PSF and preproc image, or the error naming the file.
+type Inputs = Result<(GaussHermitePsf, PreprocImage), String>;
+
+/// A frame read by [`ReadAhead`].
+struct ReadFrame {
+    inputs: Inputs,
+    read_s: f64,
+}
+
+fn read_frame(job: &Job) -> ReadFrame {
+    let t0 = Instant::now();
+    let inputs = read_inputs(job);
+    ReadFrame {
+        inputs,
+        read_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Reads the frames of `jobs` in order, up to `depth` of them at once on background threads
+/// ahead of the consumer (`depth` 0: each is read when asked for, on the calling thread).
+/// Memory: at most `depth` frames read or being read besides the one handed out.
+struct ReadAhead<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    jobs: &'env [Job],
+    depth: usize,
+    next: usize,
+    pending: VecDeque<ScopedJoinHandle<'scope, ReadFrame>>,
+}
+
+impl<'scope, 'env> ReadAhead<'scope, 'env> {
+    fn new(scope: &'scope Scope<'scope, 'env>, jobs: &'env [Job], depth: usize) -> Self {
+        let mut reads = Self {
+            scope,
+            jobs,
+            depth,
+            next: 0,
+            pending: VecDeque::new(),
+        };
+        reads.fill();
+        reads
+    }
+
+    fn fill(&mut self) {
+        while self.pending.len() < self.depth && self.next < self.jobs.len() {
+            let job = &self.jobs[self.next];
+            self.pending
+                .push_back(self.scope.spawn(move || read_frame(job)));
+            self.next += 1;
+        }
+    }
+
+    /// The next frame in order (None after the last).
+    fn next_frame(&mut self) -> Option<ReadFrame> {
+        if self.depth == 0 {
+            let job = self.jobs.get(self.next)?;
+            self.next += 1;
+            return Some(read_frame(job));
+        }
+        let handle = self.pending.pop_front()?;
+        self.fill();
+        Some(handle.join().unwrap_or_else(|_| ReadFrame {
+            inputs: Err("the thread reading this frame panicked".into()),
+            read_s: 0.0,
+        }))
+    }
+}
+
+/// What a frame's writer needs besides the job: the PSF's IN_PSF, the preproc image without
+/// pixels (header, fibermap) and the finished bundle blocks.
+struct Extracted {
+    in_psf: Option<String>,
+    meta: PreprocImage,
+    blocks: Vec<BundleBlock>,
+}
+
+/// A frame's extraction result with its read and extract seconds, ready to write.
+struct Finished {
+    read_s: f64,
+    extract_s: f64,
+    result: Result<Extracted, String>,
+}
+
+/// A write that finished: its outcome and when (seconds since the start of the run).
+type Written = (Result<Timing, String>, f64);
+
+/// Writes frames on up to `max` background threads (`max` 0: on the calling thread, at once)
+/// and prints a progress line per frame in frame order as soon as the frames before it are
+/// done; [`WritePool::finish`] waits for all and returns the outcomes in frame order.
+struct WritePool<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    args: &'env ExposureArgs,
+    jobs: &'env [Job],
+    start: Instant,
+    max: usize,
+    pending: VecDeque<(usize, ScopedJoinHandle<'scope, Written>)>,
+    done: Vec<Option<Written>>,
+    printed: usize,
+}
+
+impl<'scope, 'env> WritePool<'scope, 'env> {
+    fn new(
+        scope: &'scope Scope<'scope, 'env>,
+        args: &'env ExposureArgs,
+        jobs: &'env [Job],
+        start: Instant,
+        max: usize,
+    ) -> Self {
+        Self {
+            scope,
+            args,
+            jobs,
+            start,
+            max,
+            pending: VecDeque::new(),
+            done: (0..jobs.len()).map(|_| None).collect(),
+            printed: 0,
+        }
+    }
+
+    /// Writes frame `index` (waits first for the oldest write when `max` are running).
+    fn submit(&mut self, index: usize, frame: Finished) {
+        let (args, job, start) = (self.args, &self.jobs[index], self.start);
+        let task = move || {
+            let status = write_finished(args, job, frame);
+            (status, start.elapsed().as_secs_f64())
+        };
+        if self.max == 0 {
+            let written = task();
+            self.record(index, written);
+            return;
+        }
+        while self.pending.len() >= self.max {
+            self.join_oldest();
+        }
+        self.pending.push_back((index, self.scope.spawn(task)));
+    }
+
+    fn join_oldest(&mut self) {
+        if let Some((index, handle)) = self.pending.pop_front() {
+            let written = handle.join().unwrap_or_else(|_| {
+                (
+                    Err("the thread writing this frame panicked".into()),
+                    self.start.elapsed().as_secs_f64(),
+                )
+            });
+            self.record(index, written);
+        }
+    }
+
+    fn record(&mut self, index: usize, written: Written) {
+        if let Some(slot) = self.done.get_mut(index) {
+            *slot = Some(written);
+        }
+        let (expid, n) = (format!("{:08}", self.args.expid), self.jobs.len());
+        while let Some(Some((status, at))) = self.done.get(self.printed) {
+            let job = &self.jobs[self.printed];
+            match status {
+                Ok(t) => println!(
+                    "exposure {expid}: frame {}/{n} {} written at {at:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {}",
+                    self.printed + 1,
+                    job.camera,
+                    t.read,
+                    t.extract,
+                    t.write,
+                    job.output.display()
+                ),
+                Err(e) => println!(
+                    "exposure {expid}: frame {}/{n} {} FAILED: {e}",
+                    self.printed + 1,
+                    job.camera
+                ),
+            }
+            self.printed += 1;
+        }
+    }
+
+    /// Waits for every write; the outcomes in frame order.
+    fn finish(mut self) -> Vec<Outcome> {
+        while !self.pending.is_empty() {
+            self.join_oldest();
+        }
+        self.jobs
+            .iter()
+            .zip(std::mem::take(&mut self.done))
+            .map(|(job, written)| Outcome {
+                camera: job.camera.clone(),
+                status: written
+                    .map_or_else(|| Err("never extracted (internal error)".into()), |w| w.0),
+            })
+            .collect()
     }
 }
 
@@ -201,8 +415,8 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     if args.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
         return Err(InputError("--wave-span must be a positive number of Angstrom".into()).into());
     }
-    let roles = Roles::new(comm.size(), !args.no_overlap);
-    let (rank, me_extracts) = (comm.rank(), roles.extractors.contains(&comm.rank()));
+    let (rank, size) = (comm.rank(), comm.size());
+    let mode = Mode::new(size, !args.no_overlap);
     // Rank 0 lists the frames once for everybody (outputs appear while the others start).
     let list = if rank == 0 {
         let (jobs, skipped) = find_jobs(&args);
@@ -226,21 +440,32 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             output: args.outdir.join(format!("frame-{camera}-{expid}.fits")),
         })
         .collect();
-    if rank == roles.writer {
-        let mode = if roles.writer != roles.reader {
-            format!(
-                "reader rank 0, writer rank 1, {} extracting rank(s)",
-                roles.extractors.len()
-            )
-        } else {
-            format!("{} rank(s), read/extract/write in turn", comm.size())
+    let nextract = match mode {
+        Mode::Pipeline => size - 2,
+        Mode::Shared { .. } => size,
+    };
+    if rank == mode.writer() {
+        let how = match mode {
+            Mode::Pipeline => format!(
+                "reader rank 0, writer rank 1, {nextract} extracting rank(s) taking whole frames in turn"
+            ),
+            Mode::Shared { overlap: true } => format!(
+                "{size} rank(s) sharing each frame's bundles, rank 0 reading ahead and writing behind"
+            ),
+            Mode::Shared { overlap: false } => {
+                format!("{size} rank(s), read/extract/write in turn")
+            }
         };
         println!(
-            "exposure {expid}: {} frame(s) to extract, {} skipped (output exists; --overwrite redoes them); {mode}",
+            "exposure {expid}: {} frame(s) to extract, {} skipped (output exists; --overwrite redoes them); {how}",
             jobs.len(),
             skipped.len()
         );
     }
+    let me_extracts = match mode {
+        Mode::Pipeline => rank >= 2,
+        Mode::Shared { .. } => true,
+    };
     let gpu = if args.gpu && me_extracts {
         let ordinal = gpu_for_rank(comm.local_rank())?;
         Some(GpuContext::new(ordinal)?)
@@ -248,140 +473,101 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let mut outcomes = Vec::new();
-    for (index, job) in jobs.iter().enumerate() {
-        let t_frame = Instant::now();
-        // Reader: the frame's inputs to the extractors and its metadata to the writer.
-        let mut local_inputs = None;
-        let mut local_meta = None;
-        if rank == roles.reader {
-            let t0 = Instant::now();
-            let inputs = read_inputs(job);
-            let read_s = t0.elapsed().as_secs_f64();
-            let for_extractors = encode_inputs(&inputs, true, read_s);
-            for &dest in roles.extractors.iter().filter(|&&r| r != rank) {
-                comm.send(dest, &for_extractors);
-            }
-            if roles.writer != rank {
-                comm.send(roles.writer, &encode_inputs(&inputs, false, read_s));
-            }
-            local_meta = Some((
-                inputs
-                    .as_ref()
-                    .map(|(psf, img)| (psf.in_psf.clone(), meta_of(img)))
-                    .map_err(Clone::clone),
-                read_s,
-            ));
-            local_inputs = Some(inputs);
-        }
-        // Extractors: their share of the bundles, to the writer.
-        let mut local_blocks = None;
-        if me_extracts {
-            let inputs = match local_inputs.take() {
-                Some(inputs) => inputs,
-                None => decode_inputs(&comm.recv(roles.reader)).map(|(inputs, _)| inputs)?,
-            };
-            let t0 = Instant::now();
-            let index_in = roles
-                .extractors
-                .iter()
-                .position(|&r| r == rank)
-                .unwrap_or(0);
-            let blocks = inputs.and_then(|(psf, img)| {
-                extract_share(
-                    &args,
-                    job,
-                    &psf,
-                    &img,
-                    gpu.as_ref(),
-                    index_in,
-                    roles.extractors.len(),
-                )
-                .map_err(|e| format!("rank {rank}: {e}"))
-            });
-            let extract_s = t0.elapsed().as_secs_f64();
-            let mut e = Encoder::new();
-            e.f64(extract_s);
-            e.bytes(&wire::encode_blocks(&blocks));
-            let message = e.finish();
-            if rank == roles.writer {
-                local_blocks = Some(message);
-            } else {
-                comm.send(roles.writer, &message);
-            }
-        }
-        // Writer: assemble and write.
-        if rank == roles.writer {
-            let (meta, read_s) = match local_meta.take() {
-                Some(meta) => meta,
-                None => {
-                    let (inputs, read_s) = decode_inputs(&comm.recv(roles.reader))?;
-                    (inputs.map(|(psf, img)| (psf.in_psf.clone(), img)), read_s)
+    let outcomes = match (mode, rank) {
+        (Mode::Shared { overlap }, 0) => {
+            let (read_depth, writers) = if overlap { (2, WRITE_THREADS) } else { (0, 0) };
+            std::thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
+                let mut reads = ReadAhead::new(scope, &jobs, read_depth);
+                let mut pool = WritePool::new(scope, &args, &jobs, start, writers);
+                for (index, job) in jobs.iter().enumerate() {
+                    let Some(read) = reads.next_frame() else {
+                        break;
+                    };
+                    let frame = shared_root_frame(&args, comm, job, index, read, gpu.as_ref())?;
+                    pool.submit(index, frame);
                 }
-            };
-            let mut blocks = Ok(Vec::new());
-            let mut extract_s: f64 = 0.0;
-            for &source in &roles.extractors {
-                let message = if source == rank {
-                    local_blocks.take().unwrap_or_default()
-                } else {
-                    comm.recv(source)
-                };
-                let mut d = Decoder::new(&message);
-                extract_s = extract_s.max(d.f64()?);
-                let theirs = wire::decode_blocks(&d.bytes()?)?;
-                blocks = match (blocks, theirs) {
-                    (Ok(mut all), Ok(more)) => {
-                        all.extend(more);
-                        Ok(all)
-                    }
-                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-                };
-            }
-            let status = match meta {
-                Err(e) => Err(e),
-                Ok((in_psf, image)) => blocks.and_then(|blocks| {
-                    let t0 = Instant::now();
-                    let npatch = blocks.iter().map(|b| b.npatch).sum();
-                    write_frame(&args, job, blocks, in_psf.as_deref(), &image).map(|()| Timing {
-                        read: read_s,
-                        extract: extract_s,
-                        write: t0.elapsed().as_secs_f64(),
-                        npatch,
-                    })
-                }),
-            };
-            match &status {
-                Ok(t) => println!(
-                    "exposure {expid}: frame {}/{} {} written in {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {}",
-                    index + 1,
-                    jobs.len(),
-                    job.camera,
-                    t_frame.elapsed().as_secs_f64(),
-                    t.read,
-                    t.extract,
-                    t.write,
-                    job.output.display()
-                ),
-                Err(e) => println!(
-                    "exposure {expid}: frame {}/{} {} FAILED: {e}",
-                    index + 1,
-                    jobs.len(),
-                    job.camera
-                ),
-            }
-            outcomes.push(Outcome {
-                camera: job.camera.clone(),
-                status,
-            });
+                Ok(pool.finish())
+            })?
         }
-    }
+        (Mode::Shared { .. }, _) => {
+            for (index, job) in jobs.iter().enumerate() {
+                let (at, inputs, _) = decode_inputs(&comm.recv(0))?;
+                check_index(at, index)?;
+                let t0 = Instant::now();
+                let blocks = inputs.and_then(|(psf, img)| {
+                    extract_share(&args, job, &psf, &img, gpu.as_ref(), rank, size)
+                        .map_err(|e| format!("rank {rank}: {e}"))
+                });
+                let mut e = Encoder::new();
+                e.f64(t0.elapsed().as_secs_f64());
+                e.bytes(&wire::encode_blocks(&blocks));
+                comm.send(0, &e.finish());
+            }
+            Vec::new()
+        }
+        (Mode::Pipeline, 0) => {
+            let depth = (nextract + 1).min(MAX_READ_AHEAD);
+            std::thread::scope(|scope| {
+                let mut reads = ReadAhead::new(scope, &jobs, depth);
+                let mut index = 0;
+                while let Some(read) = reads.next_frame() {
+                    let message = encode_inputs(index, &read.inputs, read.read_s);
+                    drop(read);
+                    comm.send(2 + index % nextract, &message);
+                    index += 1;
+                }
+            });
+            Vec::new()
+        }
+        (Mode::Pipeline, 1) => std::thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
+            let mut pool = WritePool::new(scope, &args, &jobs, start, WRITE_THREADS);
+            let mut seen = vec![false; jobs.len()];
+            for _ in 0..jobs.len() {
+                let (_, message) = comm.recv_any();
+                let (index, frame) = decode_finished(&message)?;
+                match seen.get_mut(index) {
+                    Some(s) if !*s => *s = true,
+                    _ => {
+                        return Err(wire::WireError(format!(
+                            "frame {index} received twice or out of range"
+                        ))
+                        .into())
+                    }
+                }
+                pool.submit(index, frame);
+            }
+            Ok(pool.finish())
+        })?,
+        (Mode::Pipeline, _) => {
+            for index in (rank - 2..jobs.len()).step_by(nextract) {
+                let (at, inputs, read_s) = decode_inputs(&comm.recv(0))?;
+                check_index(at, index)?;
+                let t0 = Instant::now();
+                let result = inputs.and_then(|(psf, img)| {
+                    let blocks = extract_share(&args, &jobs[index], &psf, &img, gpu.as_ref(), 0, 1)
+                        .map_err(|e| format!("rank {rank}: {e}"))?;
+                    Ok(Extracted {
+                        in_psf: psf.in_psf,
+                        meta: without_pixels(img),
+                        blocks,
+                    })
+                });
+                let frame = Finished {
+                    read_s,
+                    extract_s: t0.elapsed().as_secs_f64(),
+                    result,
+                };
+                comm.send(1, &encode_finished(index, &frame));
+            }
+            Vec::new()
+        }
+    };
     let failed = outcomes.iter().filter(|o| o.status.is_err()).count();
-    if rank == roles.writer {
+    if rank == mode.writer() {
         print_summary(&expid, &outcomes, &skipped, start.elapsed().as_secs_f64());
     }
     // Everybody exits with the writer's verdict.
-    let verdict = comm.broadcast(roles.writer, vec![u8::from(failed > 0)]);
+    let verdict = comm.broadcast(mode.writer(), vec![u8::from(failed > 0)]);
     Ok(if verdict.first().copied().unwrap_or(1) != 0 {
         ExitCode::from(2)
     } else {
@@ -389,37 +575,97 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A message of frame `got` arrived where frame `want` was expected (a logic error).
+fn check_index(got: usize, want: usize) -> Result<(), wire::WireError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(wire::WireError(format!(
+            "expected frame {want}, received frame {got}"
+        )))
+    }
+}
+
+/// Rank 0 of the shared-frames mode: hands the frame to the other ranks (none with one rank:
+/// then nothing is encoded), extracts its own share and gathers theirs.
+fn shared_root_frame(
+    args: &ExposureArgs,
+    comm: &Comm,
+    job: &Job,
+    index: usize,
+    read: ReadFrame,
+    gpu: Option<&GpuContext>,
+) -> anyhow::Result<Finished> {
+    let size = comm.size();
+    if size > 1 {
+        let message = encode_inputs(index, &read.inputs, read.read_s);
+        for dest in 1..size {
+            comm.send(dest, &message);
+        }
+    }
+    let t0 = Instant::now();
+    let mut extract_s: f64 = 0.0;
+    let mut blocks = match &read.inputs {
+        Ok((psf, img)) => extract_share(args, job, psf, img, gpu, 0, size),
+        Err(e) => Err(e.clone()),
+    };
+    extract_s = extract_s.max(t0.elapsed().as_secs_f64());
+    for source in 1..size {
+        let message = comm.recv(source);
+        let mut d = Decoder::new(&message);
+        extract_s = extract_s.max(d.f64()?);
+        let theirs = wire::decode_blocks(&d.bytes()?)?;
+        d.end()?;
+        blocks = match (blocks, theirs) {
+            (Ok(mut all), Ok(more)) => {
+                all.extend(more);
+                Ok(all)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+    }
+    let result = match (read.inputs, blocks) {
+        (Ok((psf, img)), Ok(blocks)) => Ok(Extracted {
+            in_psf: psf.in_psf,
+            meta: without_pixels(img),
+            blocks,
+        }),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    Ok(Finished {
+        read_s: read.read_s,
+        extract_s,
+        result,
+    })
+}
+
 /// Reads a frame's PSF and preproc image (an error names the file and the problem).
-fn read_inputs(job: &Job) -> Result<(GaussHermitePsf, PreprocImage), String> {
+fn read_inputs(job: &Job) -> Inputs {
     let psf = io::read_psf(&job.psf).map_err(|e| e.to_string())?;
     let image = io::read_preproc(&job.preproc).map_err(|e| e.to_string())?;
     Ok((psf, image))
 }
 
-/// The preproc image without its pixels (what the writer needs).
-fn meta_of(img: &PreprocImage) -> PreprocImage {
-    PreprocImage {
-        image: Vec::new(),
-        ivar: Vec::new(),
-        mask: Vec::new(),
-        readnoise: None,
-        ..img.clone()
-    }
+/// The preproc image without its pixels (what the writer needs), freeing them.
+fn without_pixels(mut img: PreprocImage) -> PreprocImage {
+    img.image = Vec::new();
+    img.ivar = Vec::new();
+    img.mask = Vec::new();
+    img.readnoise = None;
+    img
 }
 
-/// The reader's message: read time, then the inputs (with or without pixels) or the error.
-fn encode_inputs(
-    inputs: &Result<(GaussHermitePsf, PreprocImage), String>,
-    pixels: bool,
-    read_s: f64,
-) -> Vec<u8> {
+/// The message with a frame's inputs: frame index, read time, then the PSF and the preproc
+/// image with its pixels, or the error.
+fn encode_inputs(index: usize, inputs: &Inputs, read_s: f64) -> Vec<u8> {
     let mut e = Encoder::new();
+    e.usize(index);
     e.f64(read_s);
     match inputs {
         Ok((psf, img)) => {
             e.usize(0);
             wire::put_psf(&mut e, psf);
-            wire::put_preproc(&mut e, img, pixels);
+            wire::put_preproc(&mut e, img, true);
         }
         Err(msg) => {
             e.usize(1);
@@ -429,10 +675,10 @@ fn encode_inputs(
     e.finish()
 }
 
-/// Decodes [`encode_inputs`].
-type Inputs = Result<(GaussHermitePsf, PreprocImage), String>;
-fn decode_inputs(bytes: &[u8]) -> Result<(Inputs, f64), wire::WireError> {
+/// Decodes [`encode_inputs`]: (frame index, inputs, read seconds).
+fn decode_inputs(bytes: &[u8]) -> Result<(usize, Inputs, f64), wire::WireError> {
     let mut d = Decoder::new(bytes);
+    let index = d.usize()?;
     let read_s = d.f64()?;
     let inputs = if d.usize()? == 0 {
         let psf = wire::get_psf(&mut d)?;
@@ -441,7 +687,87 @@ fn decode_inputs(bytes: &[u8]) -> Result<(Inputs, f64), wire::WireError> {
         Err(d.str()?)
     };
     d.end()?;
-    Ok((inputs, read_s))
+    Ok((index, inputs, read_s))
+}
+
+/// The message of a finished frame (extractor -> writer): frame index, read and extract
+/// seconds, then IN_PSF, the preproc image without pixels and the blocks, or the error.
+fn encode_finished(index: usize, frame: &Finished) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.usize(index);
+    e.f64(frame.read_s);
+    e.f64(frame.extract_s);
+    match &frame.result {
+        Ok(ex) => {
+            e.usize(0);
+            match &ex.in_psf {
+                Some(s) => {
+                    e.usize(1);
+                    e.str(s);
+                }
+                None => e.usize(0),
+            }
+            wire::put_preproc(&mut e, &ex.meta, false);
+            e.usize(ex.blocks.len());
+            for b in &ex.blocks {
+                wire::put_block(&mut e, b);
+            }
+        }
+        Err(msg) => {
+            e.usize(1);
+            e.str(msg);
+        }
+    }
+    e.finish()
+}
+
+/// Decodes [`encode_finished`]: (frame index, frame).
+fn decode_finished(bytes: &[u8]) -> Result<(usize, Finished), wire::WireError> {
+    let mut d = Decoder::new(bytes);
+    let index = d.usize()?;
+    let (read_s, extract_s) = (d.f64()?, d.f64()?);
+    let result = if d.usize()? == 0 {
+        let in_psf = if d.usize()? == 1 {
+            Some(d.str()?)
+        } else {
+            None
+        };
+        let meta = wire::get_preproc(&mut d)?;
+        let n = d.usize()?;
+        let blocks = (0..n)
+            .map(|_| wire::get_block(&mut d))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Extracted {
+            in_psf,
+            meta,
+            blocks,
+        })
+    } else {
+        Err(d.str()?)
+    };
+    d.end()?;
+    Ok((
+        index,
+        Finished {
+            read_s,
+            extract_s,
+            result,
+        },
+    ))
+}
+
+/// Assembles and writes a finished frame; its timing, or the error of any step.
+fn write_finished(args: &ExposureArgs, job: &Job, frame: Finished) -> Result<Timing, String> {
+    let ex = frame.result?;
+    let t0 = Instant::now();
+    let npatch = ex.blocks.iter().map(|b| b.npatch).sum();
+    write_frame(args, job, ex.blocks, ex.in_psf.as_deref(), &ex.meta)?;
+    Ok(Timing {
+        read: frame.read_s,
+        extract: frame.extract_s,
+        write: t0.elapsed().as_secs_f64(),
+        npatch,
+    })
 }
 
 /// Extracts this rank's share of the frame's bundles.
@@ -453,7 +779,7 @@ fn extract_share(
     gpu: Option<&GpuContext>,
     index: usize,
     count: usize,
-) -> Result<Vec<desi_extract::extract::BundleBlock>, String> {
+) -> Result<Vec<BundleBlock>, String> {
     let (grid, params) = frame_setup(args, &job.camera, psf)?;
     let share = bundle_share(params.bundle_starts().len(), index, count, gpu.is_some());
     let trace = Trace::new();
@@ -481,7 +807,7 @@ fn extract_share(
 fn write_frame(
     args: &ExposureArgs,
     job: &Job,
-    blocks: Vec<desi_extract::extract::BundleBlock>,
+    blocks: Vec<BundleBlock>,
     in_psf: Option<&str>,
     image: &PreprocImage,
 ) -> Result<(), String> {

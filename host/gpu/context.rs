@@ -26,6 +26,9 @@ pub enum GpuError {
     /// The device ran out of memory for even one patch.
     #[error("GPU memory: {0}")]
     Memory(String),
+    /// A helper thread of the GPU backend failed (a bug, reported rather than propagated).
+    #[error("GPU backend: {0}")]
+    Internal(String),
 }
 
 /// Adds the stage to a driver error.

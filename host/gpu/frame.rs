@@ -18,7 +18,7 @@ use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig, PushKernelArg};
 use desi_device::linalg::{banded, banded_team, jacobi, jacobi_team};
 use desi_device::patch::{patch_bandwidth, PatchDesc, PatchShape, StampView, PATCH_DESC_WORDS};
-use desi_device::spot::StampCorner;
+use desi_device::spot::{spot_corner, StampCorner};
 use desi_device::Status;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -30,9 +30,10 @@ const BLOCK: u32 = 128;
 const FACTOR_LANES: u32 = 64;
 /// Lanes of `covariance_team` (one per C_bb column, plus the update tasks).
 const COVARIANCE_LANES: u32 = 128;
-/// Lanes of `resolution_team` (37 pairs x 3 lanes per pair; measured on an H100: 128 lanes 251 ms
+/// Lanes of `resolution_team` (37 pairs x 2 lanes per pair; measured on an H100 after the index
+/// arithmetic clean-up: 96 lanes 144 ms, 128: 167, 160: 155; before it: 128 lanes 251 ms
 /// per frame, 96: 281, 160: 281, 256: 333, 64: 409, 512: 564).
-const RESOLUTION_LANES: u32 = 128;
+const RESOLUTION_LANES: u32 = 96;
 
 /// Thread-block size of a team kernel: `default`, or the tuning override in the environment
 /// variable `name` (e.g. `DESI_RESOLUTION_LANES=128`), clamped to 32..=1024.
@@ -192,46 +193,21 @@ pub fn extract_frame_gpu(
     let nwavetot = params.nwavetot();
     let nspp_max = params.bundlesize / params.nsubbundles;
     let nmax = (nspp_max + 2) * nwavetot;
-    // Weights as f32 (IVAR where (MASK & 0x2FF) == 0, else 0): exact in f32, widened on the device.
-    let weight32: Vec<f32> = image
-        .ivar
-        .par_iter()
-        .zip(&image.mask)
-        .map(|(&iv, &m)| if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 })
-        .collect();
-    stages.enter("copy to device")?;
-
-    // Image and weights go to the device once (f32, widened there), then the PSF tables.
-    let npix = nrow * ncol;
-    let d_image32 = stream
-        .clone_htod(&image.image)
-        .stage("copy image to device")?;
-    let d_weight32 = stream
-        .clone_htod(&weight32)
-        .stage("copy weights to device")?;
-    let mut d_image = stream.alloc_zeros::<f64>(npix).stage("allocate image")?;
-    let mut d_weight = stream.alloc_zeros::<f64>(npix).stage("allocate weights")?;
-    for (src, dst) in [(&d_image32, &mut d_image), (&d_weight32, &mut d_weight)] {
-        let mut b = stream.launch_builder(&gpu.kernels.widen_f32);
-        b.arg(&npix).arg(src).arg(dst);
-        // SAFETY: `widen_f32(n, src: *const f32, dst: *mut f64)` with n = npix elements each.
-        unsafe { b.launch(grid_for(npix)) }.stage("launch widen_f32")?;
-    }
-    drop(d_image32);
-    drop(d_weight32);
     let flat = psf.flatten();
     let tables = psf.tables(&flat);
+    stages.enter("spots + plan")?;
+
+    // Spots of every PSF fiber on fullwave (asynchronous), while the host plans the patches
+    // from corners it computes itself (the same device code as the kernel's corners; checked
+    // against the kernel's below).
+    let nfiber = psf.nspec;
+    let nitem = nfiber * nfull;
     let d_xtrace = stream.clone_htod(tables.xtrace).stage("copy PSF")?;
     let d_ytrace = stream.clone_htod(tables.ytrace).stage("copy PSF")?;
     let d_params = stream.clone_htod(tables.params).stage("copy PSF")?;
     let d_wave = stream
         .clone_htod(&padded.fullwave)
         .stage("copy wavelengths")?;
-    stages.enter("spots")?;
-
-    // Spots of every PSF fiber on fullwave.
-    let nfiber = psf.nspec;
-    let nitem = nfiber * nfull;
     let mut d_stamps = stream
         .alloc_zeros::<f64>(nitem * ny * nx)
         .stage("allocate stamps")?;
@@ -282,13 +258,42 @@ pub fn extract_frame_gpu(
         // have the sizes documented there.
         unsafe { b.launch(grid_for(nitem)) }.stage("launch spots")?;
     }
+    // Meanwhile a second thread uploads the image and weights on a second stream (the copy
+    // engine works while the spots kernel runs).
+    let copy_stream = stream.fork().stage("create the upload stream")?;
+    let (upload, host_corners, early_plan) = std::thread::scope(|scope| {
+        let upload = scope.spawn(|| {
+            upload_ccd(
+                &copy_stream,
+                &gpu.kernels.widen_f32,
+                &image.image,
+                &image.ivar,
+                &image.mask,
+                trace,
+            )
+        });
+        let t_plan = trace.now();
+        let host_corners: Option<Vec<StampCorner>> = (0..nitem)
+            .into_par_iter()
+            .map(|i| spot_corner(&tables, i / nfull, padded.fullwave[i % nfull]).ok())
+            .collect();
+        let early_plan = host_corners
+            .as_ref()
+            .map(|c| plan_frame(psf, c, params, &padded, (nrow, ncol), (ny, nx)));
+        trace.record(
+            "plan (host, during spots)",
+            "host",
+            t_plan,
+            trace.now().saturating_sub(t_plan),
+        );
+        (upload.join(), host_corners, early_plan)
+    });
     let corner_words = stream
         .clone_dtoh(&d_corners)
         .stage("copy corners to host")?;
     let spot_status = stream
         .clone_dtoh(&d_spot_status)
         .stage("copy spot status to host")?;
-    stages.enter("plan")?;
     if let Some(i) = spot_status.iter().position(|&s| s != 0) {
         return Err(ExtractError::Input {
             path: psf.path.display().to_string(),
@@ -304,10 +309,17 @@ pub fn extract_frame_gpu(
         .chunks_exact(2)
         .map(|c| StampCorner { xc: c[0], yc: c[1] })
         .collect();
-
     let bundles = params.bundle_starts();
-    let (planned, plans_by_bundle) =
-        plan_frame(psf, &corners, params, &padded, (nrow, ncol), (ny, nx))?;
+    // The early plan stands when its corners are the kernel's (always, barring a host/device
+    // rounding difference); otherwise plan again from the kernel's corners.
+    let (planned, plans_by_bundle) = match early_plan {
+        Some(Ok(plan)) if host_corners.as_deref() == Some(corners.as_slice()) => plan,
+        _ => plan_frame(psf, &corners, params, &padded, (nrow, ncol), (ny, nx))?,
+    };
+    let (d_image, d_weight) =
+        upload.map_err(|_| GpuError::Internal("the image upload thread panicked".into()))??;
+    // The kernels below (main stream) wait for the upload (copy stream).
+    stream.join(&copy_stream).stage("wait for the image upload")?;
 
     // Solve in batches sized to the free memory.
     let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
@@ -467,7 +479,7 @@ pub fn extract_frame_gpu(
         spots: stages
             .detail
             .iter()
-            .filter(|(n, _)| *n == "spots")
+            .filter(|(n, _)| *n == "spots + plan")
             .map(|(_, d)| *d)
             .sum(),
         solve: elapsed,
@@ -558,6 +570,51 @@ fn plan_frame(
         plans_by_bundle.push(plans);
     }
     Ok((planned, plans_by_bundle))
+}
+
+/// Uploads the image and the extraction weights (IVAR where `(MASK & 0x2FF) == 0`, else 0; exact
+/// in f32) as f32 and widens them to f64 on the device, all on `copy_stream`.
+fn upload_ccd(
+    copy_stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    widen: &cudarc::driver::CudaFunction,
+    pixels: &[f32],
+    ivar: &[f32],
+    mask: &[i32],
+    trace: &Trace,
+) -> Result<(CudaSlice<f64>, CudaSlice<f64>), GpuError> {
+    let start = trace.now();
+    let _range = crate::trace::nvtx_range("copy to device");
+    let weight32: Vec<f32> = ivar
+        .par_iter()
+        .zip(mask)
+        .map(|(&iv, &m)| if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 })
+        .collect();
+    let npix = pixels.len();
+    let d_image32 = copy_stream
+        .clone_htod(pixels)
+        .stage("copy image to device")?;
+    let d_weight32 = copy_stream
+        .clone_htod(&weight32)
+        .stage("copy weights to device")?;
+    let mut d_image = copy_stream
+        .alloc_zeros::<f64>(npix)
+        .stage("allocate image")?;
+    let mut d_weight = copy_stream
+        .alloc_zeros::<f64>(npix)
+        .stage("allocate weights")?;
+    for (src, dst) in [(&d_image32, &mut d_image), (&d_weight32, &mut d_weight)] {
+        let mut b = copy_stream.launch_builder(widen);
+        b.arg(&npix).arg(src).arg(dst);
+        // SAFETY: `widen_f32(n, src: *const f32, dst: *mut f64)` with n = npix elements each.
+        unsafe { b.launch(grid_for(npix)) }.stage("launch widen_f32")?;
+    }
+    trace.record(
+        "copy to device (upload thread)",
+        "host",
+        start,
+        trace.now().saturating_sub(start),
+    );
+    Ok((d_image, d_weight))
 }
 
 /// A spot table holding only the corners of fibers `bspecmin..+nspec` (for planning).

@@ -414,6 +414,31 @@ impl Fits {
         self.check("write image", status)
     }
 
+    /// Writes `data` into the current image starting at element `first` (0-based, in FITS
+    /// order), converted by cfitsio to the HDU's type: an image written in pieces.
+    pub(crate) fn write_image_at<T: FitsElem>(
+        &mut self,
+        first: usize,
+        data: &[T],
+    ) -> Result<(), IoError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut status: c_int = 0;
+        // SAFETY: as in `write_image`; cfitsio checks that the range lies inside the image.
+        unsafe {
+            sys::ffppr(
+                self.raw(),
+                T::DATATYPE,
+                first as sys::LONGLONG + 1,
+                data.len() as sys::LONGLONG,
+                data.as_ptr() as *mut c_void,
+                &mut status,
+            )
+        };
+        self.check("write image", status)
+    }
+
     /// Raw value text of a keyword (strings keep their quotes), or None when absent.
     pub(crate) fn key_raw(&mut self, name: &str) -> Result<Option<String>, IoError> {
         let cname = CString::new(name).map_err(|_| self.err("read keyword", KEY_NO_EXIST))?;

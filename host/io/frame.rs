@@ -90,6 +90,39 @@ impl FrameData {
     }
 }
 
+/// Values converted per piece in [`write_as_f32`] (a reused 1 MB buffer instead of a
+/// converted copy of the whole array).
+const CONVERT_CHUNK: usize = 1 << 18;
+
+/// Writes f64 `data` into the current f32 image, each value rounded with `as f32` (as a
+/// whole converted copy would be), piece by piece.
+fn write_as_f32(fits: &mut Fits, data: &[f64]) -> Result<(), IoError> {
+    let mut buf: Vec<f32> = Vec::with_capacity(CONVERT_CHUNK.min(data.len()));
+    for (i, piece) in data.chunks(CONVERT_CHUNK).enumerate() {
+        buf.clear();
+        buf.extend(piece.iter().map(|&v| v as f32));
+        fits.write_image_at(i * CONVERT_CHUNK, &buf)?;
+    }
+    Ok(())
+}
+
+/// An f32 image HDU of f64 values (see [`write_as_f32`]), with EXTNAME, BUNIT and checksums.
+fn f32_image_hdu(
+    fits: &mut Fits,
+    axes: &[usize],
+    extname: &str,
+    bunit: Option<&str>,
+    data: &[f64],
+) -> Result<(), IoError> {
+    fits.create_image(ImgType::F32, axes)?;
+    fits.write_key_str("EXTNAME", extname, "")?;
+    if let Some(unit) = bunit {
+        fits.write_key_str("BUNIT", unit, "")?;
+    }
+    write_as_f32(fits, data)?;
+    fits.write_checksum()
+}
+
 fn image_hdu<T: FitsElem>(
     fits: &mut Fits,
     ty: ImgType,
@@ -171,24 +204,13 @@ pub fn write_frame(
     keywords.push(Keyword::str("BUNIT", FLUX_UNIT, "Flux unit"));
 
     let (nspec, nwave, ndiag) = (frame.nspec, frame.nwave, frame.ndiag);
-    let flux: Vec<f32> = frame.flux.iter().map(|&v| v as f32).collect();
-    let ivar: Vec<f32> = frame.ivar.iter().map(|&v| v as f32).collect();
-    let resolution: Vec<f32> = frame.resolution.iter().map(|&v| v as f32).collect();
-    let chi2pix: Vec<f32> = frame.chi2pix.iter().map(|&v| v as f32).collect();
     write_atomically(path, |fits| {
         fits.create_image(ImgType::F32, &[nwave, nspec])?;
         fits.write_key_str("EXTNAME", "FLUX", "")?;
         write_header(fits, &frame.header, &keywords)?;
-        fits.write_image(&flux)?;
+        write_as_f32(fits, &frame.flux)?;
         fits.write_checksum()?;
-        image_hdu(
-            fits,
-            ImgType::F32,
-            &[nwave, nspec],
-            "IVAR",
-            Some(IVAR_UNIT),
-            &ivar,
-        )?;
+        f32_image_hdu(fits, &[nwave, nspec], "IVAR", Some(IVAR_UNIT), &frame.ivar)?;
         image_hdu(
             fits,
             ImgType::U32,
@@ -205,23 +227,15 @@ pub fn write_frame(
             Some("Angstrom"),
             &frame.wavelength,
         )?;
-        image_hdu(
+        f32_image_hdu(
             fits,
-            ImgType::F32,
             &[nwave, 2 * ndiag + 1, nspec],
             "RESOLUTION",
             None,
-            &resolution,
+            &frame.resolution,
         )?;
         write_table_hdu(fits, &fm, "FIBERMAP")?;
-        image_hdu(
-            fits,
-            ImgType::F32,
-            &[nwave, nspec],
-            "CHI2PIX",
-            None,
-            &chi2pix,
-        )?;
+        f32_image_hdu(fits, &[nwave, nspec], "CHI2PIX", None, &frame.chi2pix)?;
         Ok(())
     })
 }

@@ -108,7 +108,16 @@ pub fn read_preproc(path: &Path) -> Result<PreprocImage, IoError> {
 
     fits.require_hdu("IVAR")?;
     let (_, _, ivar) = read_2d::<f32>(&mut fits, Some((ny, nx)))?;
-    if let Some(i) = ivar.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+    // Branch-free passes over blocks (vectorized) find whether there is a bad pixel; the
+    // slower scan that names the first one only runs when there is.
+    let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
+    let all_ivar_ok = ivar
+        .chunks(4096)
+        .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)));
+    if let Some(i) = (!all_ivar_ok)
+        .then(|| ivar.iter().position(|&v| !ivar_ok(v)))
+        .flatten()
+    {
         return Err(IoError::BadData {
             path: path.to_path_buf(),
             hdu: fits.hdu_label().to_string(),
@@ -120,7 +129,16 @@ pub fn read_preproc(path: &Path) -> Result<PreprocImage, IoError> {
             ),
         });
     }
-    if let Some(i) = (0..image.len()).find(|&i| ivar[i] > 0.0 && !image[i].is_finite()) {
+    let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
+    let all_pixels_ok = image.chunks(4096).zip(ivar.chunks(4096)).all(|(c, w)| {
+        c.iter()
+            .zip(w)
+            .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
+    });
+    if let Some(i) = (!all_pixels_ok)
+        .then(|| (0..image.len()).find(|&i| !pixel_ok(image[i], ivar[i])))
+        .flatten()
+    {
         return Err(IoError::BadData {
             path: path.to_path_buf(),
             hdu: image_hdu,

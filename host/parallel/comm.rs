@@ -96,6 +96,10 @@ impl Comm {
     /// Initializes MPI when an MPI launcher started this process (see [`launched_by_mpi`]);
     /// otherwise, or when MPI cannot be initialized, a single process ([`Comm::launch`] says
     /// which and why). MPI is finalized when the returned value is dropped.
+    ///
+    /// MPI is initialized with `MPI_THREAD_FUNNELED`: a rank may run other threads (rayon,
+    /// the file readers and writers of `exposure`), but only the thread that called `init`
+    /// calls MPI: keep every [`Comm`] call on that thread.
     pub fn init() -> Self {
         if !launched_by_mpi() {
             return Self::single();
@@ -106,8 +110,8 @@ impl Comm {
     #[cfg(feature = "mpi")]
     fn init_mpi() -> Self {
         use mpi::traits::Communicator;
-        match mpi::initialize() {
-            Some(universe) => {
+        match mpi::initialize_with_threading(mpi::Threading::Funneled) {
+            Some((universe, _provided)) => {
                 let world = universe.world();
                 let (rank, size) = (world.rank().max(0) as usize, world.size().max(1) as usize);
                 Self {
@@ -174,6 +178,20 @@ impl Comm {
         let _ = source;
         unreachable_single("recv");
         Vec::new()
+    }
+
+    /// Receives the next message from any rank (blocking): (source rank, bytes). Messages of
+    /// one sender still arrive in the order they were sent.
+    pub fn recv_any(&self) -> (usize, Vec<u8>) {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::point_to_point::Status;
+            use mpi::traits::{Communicator, Source};
+            let (bytes, status): (Vec<u8>, Status) = world.any_process().receive_vec::<u8>();
+            return (status.source_rank().max(0) as usize, bytes);
+        }
+        unreachable_single("recv_any");
+        (0, Vec::new())
     }
 
     /// Rank `root`'s `bytes` on every rank (the other ranks' `bytes` are ignored).

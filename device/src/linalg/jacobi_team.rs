@@ -23,8 +23,10 @@
 //!    partials in the same order (so all of them derive the same rotation) and rotates its
 //!    elements. The pair test is that of [`super::jacobi::inverse_sqrt`]:
 //!    `|w_p·w_q| > TEAM_REL_TOL·‖w_p‖·‖w_q‖` and `|w_p·w_q| > ε²·trace C` (`trace C = Σ‖w_i‖²`
-//!    is invariant); a sweep in which no pair passes it ends the iteration, decided by every
-//!    lane from per-pair counters in shared memory (uniform control flow). The norms are the
+//!    is invariant); a sweep in which no pair passes it ends the iteration, and so does a sweep
+//!    whose largest rotated coupling is below [`QUADRATIC_STOP`] (quadratic convergence makes
+//!    the confirming sweep unnecessary), decided by every lane from per-pair counters in shared
+//!    memory (uniform control flow). The norms are the
 //!    freshly computed ones (not the 2×2 updates of the serial code): same test, rounding-level
 //!    differences only.
 //!    Why one-sided: it touches each element twice per rotation (a dot-product read, a rotation
@@ -53,6 +55,16 @@ use super::jacobi::{rotation, JacobiStats, INVERSE_SQRT_MAX_SWEEPS};
 /// limit (measured on an H100: 6 of 23,500 blocks of a frame). 64·ε ≈ 1.4e-14 sits at the scale
 /// of that noise for n = 74 and far below any effect on the results (1e-9 tolerance).
 pub const TEAM_REL_TOL: f64 = 64.0 * f64::EPSILON;
+
+/// Early end of the team Jacobi: a sweep whose largest rotated coupling
+/// `|w_p·w_q| / (‖w_p‖·‖w_q‖)` stays below this value is the last one. Cyclic Jacobi
+/// converges quadratically, so the couplings left after such a sweep are of order
+/// `QUADRATIC_STOP² = 1e-16` (at the [`TEAM_REL_TOL`] scale) and the sweep that would only
+/// confirm this is skipped (one of the ~9 sweeps of a DESI covariance block). Rotations never
+/// increase the off-diagonal norm, so even without the quadratic regime the result stays
+/// within ~1e-8 relative of the fully converged one, inside the 1e-9 (median) / 1e-6 (max)
+/// GPU-vs-CPU tolerances; in practice the differences stay at rounding level.
+pub const QUADRATIC_STOP: f64 = 1e-8;
 use crate::math::{abs, fma, sqrt};
 use crate::team::{Shared, Team};
 use crate::Status;
@@ -73,12 +85,12 @@ const U_VEC: usize = 3;
 const ROW_SUM: usize = 4;
 
 /// Length (f64) of the `scratch` of [`orthogonal_factor_team`] and [`resolution_team`] for an
-/// `(n, n)` block and a team of `lanes` lanes: `5n + h + 3·h·g` with `h = ⌈n/2⌉` pairs per step
-/// and `g = max(1, lanes / h)` lanes per pair (74×74 with 256 lanes: 1,073 f64 = 8.4 KiB).
+/// `(n, n)` block and a team of `lanes` lanes: `5n + 2h + 3·h·g` with `h = ⌈n/2⌉` pairs per step
+/// and `g = max(1, lanes / h)` lanes per pair (74×74 with 256 lanes: 1,110 f64 = 8.7 KiB).
 /// Saturates at `usize::MAX` (then no buffer is large enough).
 pub fn jacobi_team_scratch_len(n: usize, lanes: usize) -> usize {
     let pairs = Pairs::new(n, lanes);
-    let per_pair = pairs.g.saturating_mul(3).saturating_add(1);
+    let per_pair = pairs.g.saturating_mul(3).saturating_add(2);
     n.saturating_mul(VECTORS)
         .saturating_add(pairs.npairs.saturating_mul(per_pair))
 }
@@ -91,7 +103,7 @@ pub fn inverse_sqrt_team_scratch_len(n: usize, lanes: usize) -> usize {
 
 /// Shared memory (f64 count) of the `resolution_team` kernel: the `(n, n)` block followed by
 /// the scratch, `n² + `[`jacobi_team_scratch_len`]`(n, lanes)`; bytes = 8 × this
-/// (74×74, 256 lanes: 6,549 f64 = 52,392 bytes; 128 lanes: 49,728 bytes).
+/// (74×74, 256 lanes: 6,586 f64 = 52,688 bytes; 128 lanes: 50,024 bytes; 96 lanes: 49,136 bytes).
 pub fn resolution_team_shared_len(n: usize, lanes: usize) -> usize {
     inverse_sqrt_team_scratch_len(n, lanes)
 }
@@ -100,6 +112,24 @@ pub fn resolution_team_shared_len(n: usize, lanes: usize) -> usize {
 #[inline(always)]
 fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
     let mut i = start;
+    while i < end {
+        f(i);
+        i += step;
+    }
+}
+
+/// [`strided`] four calls per loop trip (the same calls in the same order): the loads of four
+/// independent elements issue together instead of one per trip of a latency-bound loop.
+#[inline(always)]
+fn strided4<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
+    let mut i = start;
+    while i + 3 * step < end {
+        f(i);
+        f(i + step);
+        f(i + 2 * step);
+        f(i + 3 * step);
+        i += 4 * step;
+    }
     while i < end {
         f(i);
         i += step;
@@ -192,11 +222,14 @@ impl Pairs {
     /// Pair `(p, q)`, `p < q`, of slot `slot` at step `step` (`q` may be the phantom `n`).
     #[inline(always)]
     fn pair(&self, step: usize, slot: usize) -> (usize, usize) {
+        // `step < r` and `1 <= slot <= r`, so both sums lie in `[0, 2r)`: one conditional
+        // subtraction replaces `% r` (an integer division, costly on the GPU).
         let r = self.m - 1;
+        let wrap = |v: usize| if v >= r { v - r } else { v };
         let (a, b) = if slot == 0 {
             (step, r)
         } else {
-            ((step + slot) % r, (step + r - slot) % r)
+            (wrap(step + slot), wrap(step + r - slot))
         };
         if a < b {
             (a, b)
@@ -260,6 +293,9 @@ pub fn orthogonal_factor_team<T: Team>(
 /// `trace C`.
 fn pivoted_cholesky_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared) -> (Status, f64) {
     let lanes = team.lanes();
+    if a.len() < n * n || scratch.len() < VECTORS * n {
+        return (Status::BadShape, 0.0);
+    }
     let lvec = scratch.sub(L_VEC * n, n);
     let state = scratch.sub(STATE * n, n);
     let flag = scratch.sub(FLAG * n, n);
@@ -300,8 +336,9 @@ fn pivoted_cholesky_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared
         team.each(|lane| {
             let (mut best, mut best_val) = (n, f64::NAN);
             for i in 0..n {
-                if state.get(i) == 0.0 {
-                    let d = a.get(i * n + i);
+                // SAFETY: i < n; state holds n values and a n² (checked by the caller).
+                if unsafe { state.get_unchecked(i) } == 0.0 {
+                    let d = unsafe { a.get_unchecked(i * n + i) };
                     if best == n || d > best_val {
                         best = i;
                         best_val = d;
@@ -353,13 +390,17 @@ fn pivoted_cholesky_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared
                         strided(c0, n, grid.cstep, |k| a.set(i * n + k, lvec.get(k)));
                     } else if state.get(i) == 0.0 {
                         let li = lvec.get(i);
+                        let row = i * n;
                         strided(c0, n, grid.cstep, |k| {
-                            let v = if k == piv {
-                                0.0
-                            } else {
-                                fma(-li, lvec.get(k), a.get(i * n + k))
-                            };
-                            a.set(i * n + k, v);
+                            // SAFETY: i, k < n; lvec holds n values and a n².
+                            unsafe {
+                                let v = if k == piv {
+                                    0.0
+                                } else {
+                                    fma(-li, lvec.get_unchecked(k), a.get_unchecked(row + k))
+                                };
+                                a.set_unchecked(row + k, v);
+                            }
                         });
                     }
                 });
@@ -369,7 +410,38 @@ fn pivoted_cholesky_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared
     (Status::Ok, trace)
 }
 
-/// Step 2: one-sided Jacobi on the rows of `w` in the round-robin order.
+/// Lanes per pair of the Jacobi steps: a compile-time constant for the usual team sizes (the
+/// strided loops over a row then unroll with constant offsets and no index arithmetic per
+/// element, which measurably dominated the GPU kernel's instruction count), or a run-time value.
+trait PairLanes: Copy {
+    /// The number of lanes per pair, `g`.
+    fn g(self) -> usize;
+}
+
+/// `g` known at compile time.
+#[derive(Clone, Copy)]
+struct FixedLanes<const G: usize>;
+
+impl<const G: usize> PairLanes for FixedLanes<G> {
+    #[inline(always)]
+    fn g(self) -> usize {
+        G
+    }
+}
+
+/// `g` known at run time.
+#[derive(Clone, Copy)]
+struct AnyLanes(usize);
+
+impl PairLanes for AnyLanes {
+    #[inline(always)]
+    fn g(self) -> usize {
+        self.0
+    }
+}
+
+/// Step 2: one-sided Jacobi on the rows of `w` in the round-robin order (dispatches on the
+/// lanes per pair; see [`PairLanes`]).
 fn one_sided_jacobi_team<T: Team>(
     team: &T,
     w: Shared,
@@ -379,9 +451,34 @@ fn one_sided_jacobi_team<T: Team>(
     stats: &mut JacobiStats,
 ) -> Status {
     let pairs = Pairs::new(n, team.lanes());
-    let (g, npairs, groups) = (pairs.g, pairs.npairs, pairs.groups);
+    match pairs.g {
+        1 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<1>),
+        2 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<2>),
+        3 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<3>),
+        4 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<4>),
+        g => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, AnyLanes(g)),
+    }
+}
+
+/// The sweeps of [`one_sided_jacobi_team`] with `lanes_per_pair.g() == Pairs::new(n, lanes).g`.
+///
+/// The caller guarantees `w.len() >= n²` and the scratch length (checked in
+/// [`orthogonal_factor_team`]); every `p·n + k` below has `p, k < n`.
+fn jacobi_sweeps<T: Team, G: PairLanes>(
+    team: &T,
+    w: Shared,
+    n: usize,
+    scratch: Shared,
+    abs_floor: f64,
+    stats: &mut JacobiStats,
+    lanes_per_pair: G,
+) -> Status {
+    let pairs = Pairs::new(n, team.lanes());
+    let (g, npairs, groups) = (lanes_per_pair.g(), pairs.npairs, pairs.groups);
+    debug_assert_eq!(g, pairs.g);
     let cnt = scratch.sub(VECTORS * n, npairs);
-    let part = scratch.sub(VECTORS * n + npairs, 3 * npairs * g);
+    let bigcnt = scratch.sub(VECTORS * n + npairs, npairs);
+    let part = scratch.sub(VECTORS * n + 2 * npairs, 3 * npairs * g);
     let steps = pairs.m - 1;
     let mut status = Status::NoConvergence;
     for sweep in 0..=INVERSE_SQRT_MAX_SWEEPS {
@@ -398,8 +495,10 @@ fn one_sided_jacobi_team<T: Team>(
                         return;
                     }
                     let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
-                    strided(sub, n, g, |k| {
-                        let (x, y) = (w.get(p * n + k), w.get(q * n + k));
+                    let (rp, rq) = (p * n, q * n);
+                    strided4(sub, n, g, |k| {
+                        // SAFETY: p < q < n and k < n, so both indices are < n² <= w.len().
+                        let (x, y) = unsafe { (w.get_unchecked(rp + k), w.get_unchecked(rq + k)) };
                         gpq = fma(x, y, gpq);
                         dp = fma(x, x, dp);
                         dq = fma(y, y, dq);
@@ -417,7 +516,7 @@ fn one_sided_jacobi_team<T: Team>(
                 };
                 strided(group, npairs, groups, |slot| {
                     let (p, q) = pairs.pair(step, slot);
-                    let mut hit = false;
+                    let (mut hit, mut big) = (false, false);
                     if q < n {
                         let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
                         for r in 0..g {
@@ -426,31 +525,47 @@ fn one_sided_jacobi_team<T: Team>(
                             dp += part.get(base + 1);
                             dq += part.get(base + 2);
                         }
-                        let thresh = TEAM_REL_TOL * sqrt(dp * dq);
-                        hit = abs(gpq) > thresh && abs(gpq) > abs_floor;
+                        // |g| > tol·sqrt(dp·dq) as g² > tol²·dp·dq: no square root per step (the
+                        // products stay far from overflow for covariance-scaled entries; an
+                        // overflow to inf tests as "rotate", the safe side).
+                        let (g2, dd) = (gpq * gpq, dp * dq);
+                        hit = g2 > TEAM_REL_TOL * TEAM_REL_TOL * dd && abs(gpq) > abs_floor;
+                        // A coupling at or above QUADRATIC_STOP (or NaN) forbids the early end.
+                        let settled = g2 < QUADRATIC_STOP * QUADRATIC_STOP * dd;
+                        big = hit && !settled;
                         if hit && rotate {
                             let (c, s, _) = rotation(dp, dq, gpq);
-                            strided(sub, n, g, |k| {
-                                let (x, y) = (w.get(p * n + k), w.get(q * n + k));
-                                w.set(p * n + k, c * x - s * y);
-                                w.set(q * n + k, s * x + c * y);
+                            let (rp, rq) = (p * n, q * n);
+                            strided4(sub, n, g, |k| {
+                                // SAFETY: as in phase (a).
+                                unsafe {
+                                    let (x, y) = (w.get_unchecked(rp + k), w.get_unchecked(rq + k));
+                                    w.set_unchecked(rp + k, c * x - s * y);
+                                    w.set_unchecked(rq + k, s * x + c * y);
+                                }
                             });
                         }
                     }
                     if sub == 0 {
-                        let before = if step == 0 { 0.0 } else { cnt.get(slot) };
+                        let (before, before_big) = if step == 0 {
+                            (0.0, 0.0)
+                        } else {
+                            (cnt.get(slot), bigcnt.get(slot))
+                        };
                         cnt.set(slot, before + if hit { 1.0 } else { 0.0 });
+                        bigcnt.set(slot, before_big + if big { 1.0 } else { 0.0 });
                     }
                 });
             });
         }
-        let mut total = 0.0;
+        let (mut total, mut large) = (0.0, 0.0);
         team.each(|_| {
-            let mut sum = 0.0;
+            let (mut sum, mut big) = (0.0, 0.0);
             for slot in 0..npairs {
                 sum += cnt.get(slot);
+                big += bigcnt.get(slot);
             }
-            total = sum;
+            (total, large) = (sum, big);
         });
         if total == 0.0 {
             status = Status::Ok;
@@ -462,6 +577,10 @@ fn one_sided_jacobi_team<T: Team>(
         stats.sweeps += 1;
         // Counts are exact small integers in f64.
         stats.rotations += total as usize;
+        if large == 0.0 {
+            status = Status::Ok;
+            break;
+        }
     }
     status
 }
@@ -477,6 +596,9 @@ fn weights_team<T: Team>(
     scratch: Shared,
 ) -> (Status, f64) {
     let lanes = team.lanes();
+    if w.len() < n * n || scratch.len() < VECTORS * n {
+        return (Status::BadShape, 0.0);
+    }
     let norm = scratch.sub(NORM * n, n);
     let coef = scratch.sub(COEF * n, n);
     let tvec = scratch.sub(T_VEC * n, n);
@@ -485,7 +607,8 @@ fn weights_team<T: Team>(
         strided(lane, n, lanes, |i| {
             let (mut d, mut one, mut x) = (0.0, 0.0, 0.0);
             for j in 0..n {
-                let v = w.get(i * n + j);
+                // SAFETY: i, j < n and w.len() >= n² (checked by the callers' shape tests).
+                let v = unsafe { w.get_unchecked(i * n + j) };
                 d = fma(v, v, d);
                 one += v;
                 if let Some((xf, stride)) = xflux {
@@ -540,8 +663,18 @@ fn weights_team<T: Team>(
 fn q_entry(w: Shared, coef: Shared, n: usize, fw: f64, j: usize, k: usize) -> f64 {
     let (lo, hi) = if j <= k { (j, k) } else { (k, j) };
     let mut sum = if j == k { fw } else { 0.0 };
+    if lo >= n || hi >= n || coef.len() < n || w.len() < n * n {
+        return f64::NAN;
+    }
     for i in 0..n {
-        sum = fma(coef.get(i) * w.get(i * n + lo), w.get(i * n + hi), sum);
+        // SAFETY: i, lo, hi < n, coef.len() >= n and w.len() >= n² (checked above).
+        unsafe {
+            sum = fma(
+                coef.get_unchecked(i) * w.get_unchecked(i * n + lo),
+                w.get_unchecked(i * n + hi),
+                sum,
+            );
+        }
     }
     sum
 }
@@ -701,9 +834,13 @@ pub fn resolution_team<T: Team>(
             let mut s = fw;
             let mut qx = fw * xflux[k * xflux_stride];
             for i in 0..n {
-                let v = w.get(i * n + k);
-                s = fma(tvec.get(i), v, s);
-                qx = fma(uvec.get(i), v, qx);
+                // SAFETY: i, k < n; w holds n² values and the vectors n (orthogonal_factor_team
+                // checked both).
+                unsafe {
+                    let v = w.get_unchecked(i * n + k);
+                    s = fma(tvec.get_unchecked(i), v, s);
+                    qx = fma(uvec.get_unchecked(i), v, qx);
+                }
             }
             row_sum.set(k, s);
             ivar.set(k, s * s);
