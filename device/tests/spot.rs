@@ -7,8 +7,8 @@
 #![feature(float_erf)]
 
 use desi_device::spot::{
-    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, PsfPoint, PsfTables, SpotGeometry,
-    StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
+    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, PsfPoint, PsfTables,
+    SpotGeometry, StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
 };
 use desi_device::Status;
 use rand::{Rng, SeedableRng};

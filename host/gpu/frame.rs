@@ -319,7 +319,9 @@ pub fn extract_frame_gpu(
     let (d_image, d_weight) =
         upload.map_err(|_| GpuError::Internal("the image upload thread panicked".into()))??;
     // The kernels below (main stream) wait for the upload (copy stream).
-    stream.join(&copy_stream).stage("wait for the image upload")?;
+    stream
+        .join(&copy_stream)
+        .stage("wait for the image upload")?;
 
     // Solve in batches sized to the free memory.
     let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
