@@ -118,24 +118,6 @@ fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
     }
 }
 
-/// [`strided`] four calls per loop trip (the same calls in the same order): the loads of four
-/// independent elements issue together instead of one per trip of a latency-bound loop.
-#[inline(always)]
-fn strided4<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
-    let mut i = start;
-    while i + 3 * step < end {
-        f(i);
-        f(i + step);
-        f(i + 2 * step);
-        f(i + 3 * step);
-        i += 4 * step;
-    }
-    while i < end {
-        f(i);
-        i += step;
-    }
-}
-
 /// Column-fastest split of the lanes over a `(rows, cols)` grid: lane `l < cstep·rstep` handles
 /// rows `l / cstep + j·rstep` and columns `l % cstep + k·cstep` (consecutive lanes touch
 /// consecutive columns: no shared-memory bank conflicts on row-major data).
@@ -496,7 +478,7 @@ fn jacobi_sweeps<T: Team, G: PairLanes>(
                     }
                     let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
                     let (rp, rq) = (p * n, q * n);
-                    strided4(sub, n, g, |k| {
+                    strided(sub, n, g, |k| {
                         // SAFETY: p < q < n and k < n, so both indices are < n² <= w.len().
                         let (x, y) = unsafe { (w.get_unchecked(rp + k), w.get_unchecked(rq + k)) };
                         gpq = fma(x, y, gpq);
@@ -536,7 +518,7 @@ fn jacobi_sweeps<T: Team, G: PairLanes>(
                         if hit && rotate {
                             let (c, s, _) = rotation(dp, dq, gpq);
                             let (rp, rq) = (p * n, q * n);
-                            strided4(sub, n, g, |k| {
+                            strided(sub, n, g, |k| {
                                 // SAFETY: as in phase (a).
                                 unsafe {
                                     let (x, y) = (w.get_unchecked(rp + k), w.get_unchecked(rq + k));
