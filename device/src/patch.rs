@@ -135,18 +135,25 @@ fn shared_cols(a: StampCorner, b: StampCorner, nx: usize) -> Option<(i32, usize)
 /// over pairs of unknowns whose stamps share at least one kept pixel.
 ///
 /// Stamps move monotonically down the CCD with wavelength, so the scan for `q1` stops at the
-/// first bin whose stamps all start below the bottom of `q1`'s stamp: O(n·kd), not O(n²).
+/// first bin whose stamps all start below the bottom of `q1`'s stamp, and it starts beyond the
+/// largest `kd` found so far: about O(n·nspecpad), not O(n²).
 pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
     let n = shape.nunknown();
     let ns = shape.nspecpad;
     let ny = view.ny as i32;
     let mut kd = 0;
+    if ns == 0 {
+        return 0;
+    }
+    // (s, k) of q1 and q2 are stepped along with them (no division per pair). Pairs with
+    // q2 - q1 <= kd cannot raise kd: the scan for q1 starts at q1 + kd + 1.
+    let (mut s1, mut k1) = (0, 0);
     for q1 in 0..n {
-        let c1 = view.corner(q1 % ns, q1 / ns);
-        let mut q2 = q1 + 1;
+        let c1 = view.corner(s1, k1);
+        let mut q2 = q1 + kd + 1;
+        let (mut s2, mut k2) = (q2 % ns, q2 / ns);
         while q2 < n {
-            let (s2, k2) = (q2 % ns, q2 / ns);
-            if s2 == 0 && k2 > q1 / ns {
+            if s2 == 0 && k2 > k1 {
                 let mut row_top = i32::MAX;
                 for s in 0..ns {
                     row_top = min_i32(row_top, view.corner(s, k2).yc);
@@ -164,6 +171,16 @@ pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
                 }
             }
             q2 += 1;
+            s2 += 1;
+            if s2 == ns {
+                s2 = 0;
+                k2 += 1;
+            }
+        }
+        s1 += 1;
+        if s1 == ns {
+            s1 = 0;
+            k1 += 1;
         }
     }
     kd

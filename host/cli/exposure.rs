@@ -76,6 +76,13 @@ pub struct ExposureArgs {
     wave_span: Option<f64>,
 }
 
+impl ExposureArgs {
+    /// `true` with `--gpu`.
+    pub fn uses_gpu(&self) -> bool {
+        self.gpu
+    }
+}
+
 /// desi_proc's grid WMIN, WMAX, DW and PSF error of a camera band (spec section 8).
 fn camera_setup(band: char) -> Option<(f64, f64, f64, f64)> {
     match band {

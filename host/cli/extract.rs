@@ -80,6 +80,13 @@ pub struct ExtractArgs {
     gpu_device: usize,
 }
 
+impl ExtractArgs {
+    /// `true` with `--gpu`.
+    pub fn uses_gpu(&self) -> bool {
+        self.gpu
+    }
+}
+
 /// Runs `extract` (on one rank, or with the bundles spread over the ranks of `comm`).
 pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let start = Instant::now();

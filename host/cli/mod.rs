@@ -45,10 +45,18 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let comm = desi_extract::parallel::Comm::init();
-    // Ranks sharing a node share its cores unless --threads says otherwise.
+    // CPU ranks sharing a node share its cores unless --threads says otherwise. GPU ranks keep
+    // all of them: they mostly wait on the GPU, and their host stages (planning, upload,
+    // stitching, reading, writing) then run at full width (30-frame exposure on one H100 with
+    // 6 ranks: 16.5 s with the cores split, 12.3 s without).
+    let gpu_job = match &cli.command {
+        Command::Extract(args) => args.uses_gpu(),
+        Command::Exposure(args) => args.uses_gpu(),
+        _ => false,
+    };
     let threads = cli.threads.or_else(|| {
         let local = desi_extract::parallel::comm::env_local_size();
-        (comm.size() > 1 && local > 1).then(|| {
+        (comm.size() > 1 && local > 1 && !gpu_job).then(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (cores / local).max(1)
         })

@@ -105,17 +105,20 @@ pub struct GpuContext {
     pub mode: KernelMode,
     /// Page-locked host buffer for results, reused across batches and frames.
     pinned: Mutex<Option<PinnedHostSlice<f64>>>,
+    /// Page-locked, write-combined host buffer for the image upload, reused across frames.
+    pinned_up: Mutex<Option<PinnedHostSlice<f32>>>,
 }
 
-/// A page-locked result buffer lent by [`GpuContext::pinned_download`] (given back on drop).
-pub struct PinnedGuard<'a> {
-    slot: MutexGuard<'a, Option<PinnedHostSlice<f64>>>,
+/// A page-locked host buffer lent by [`GpuContext::pinned_download`] or
+/// [`GpuContext::pinned_upload`] (given back on drop).
+pub struct PinnedGuard<'a, T> {
+    slot: MutexGuard<'a, Option<PinnedHostSlice<T>>>,
     len: usize,
 }
 
-impl PinnedGuard<'_> {
+impl<T: cudarc::driver::ValidAsZeroBits> PinnedGuard<'_, T> {
     /// The first `len` values (the length asked for).
-    pub fn as_mut_slice(&mut self) -> Result<&mut [f64], DriverError> {
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T], DriverError> {
         match self.slot.as_mut() {
             Some(buf) => Ok(&mut buf.as_mut_slice()?[..self.len]),
             None => Err(DriverError(
@@ -134,12 +137,37 @@ pub enum KernelMode {
     Thread,
 }
 
+/// Keeps freed device memory in the device's stream-ordered memory pool (release threshold
+/// unlimited): with the default threshold 0 the pool hands its memory back to the driver at
+/// every synchronization, and each frame then maps its gigabytes of buffers afresh.
+fn keep_pool_memory(ctx: &CudaContext) -> Result<(), GpuError> {
+    use cudarc::driver::sys;
+    ctx.bind_to_thread().stage("bind the context")?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: plain driver calls on the current context's device with valid out-pointers.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            .result()
+            .stage("get the default memory pool")?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .stage("set the memory pool release threshold")?;
+    }
+    Ok(())
+}
+
 impl GpuContext {
     /// Opens GPU `ordinal` and loads the kernels.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
         probe_driver()?;
         let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
         let stream = ctx.default_stream();
+        keep_pool_memory(&ctx)?;
         let module = ctx
             .load_module(Ptx::from_src(ptx::PTX))
             .stage("load the PTX module")?;
@@ -173,6 +201,7 @@ impl GpuContext {
             ordinal,
             mode,
             pinned: Mutex::new(None),
+            pinned_up: Mutex::new(None),
         })
     }
 
@@ -191,7 +220,7 @@ impl GpuContext {
     }
 
     /// A page-locked host buffer of at least `len` f64 (grown when needed, kept for reuse).
-    pub fn pinned_download(&self, len: usize) -> Result<PinnedGuard<'_>, GpuError> {
+    pub fn pinned_download(&self, len: usize) -> Result<PinnedGuard<'_, f64>, GpuError> {
         let mut slot = self
             .pinned
             .lock()
@@ -202,6 +231,30 @@ impl GpuContext {
             // it); every value is written by a device copy before it is read.
             let buf = unsafe { self.ctx.alloc_pinned_with_flags::<f64>(len.max(1), 0) }
                 .stage("allocate page-locked host memory")?;
+            *slot = Some(buf);
+        }
+        Ok(PinnedGuard { slot, len })
+    }
+
+    /// A page-locked, write-combined host buffer of at least `len` f32 for uploads (the host
+    /// only writes it; grown when needed, kept for reuse). Holding the guard serializes
+    /// uploads: keep it until the copies from it have completed.
+    pub fn pinned_upload(&self, len: usize) -> Result<PinnedGuard<'_, f32>, GpuError> {
+        let mut slot = self
+            .pinned_up
+            .lock()
+            .map_err(|_| GpuError::Memory("pinned buffer lock poisoned".into()))?;
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            *slot = None;
+            // SAFETY: page-locked host memory of `len` f32, write-combined (fast host writes
+            // and device reads; the host never reads it); written before every copy.
+            let buf = unsafe {
+                self.ctx.alloc_pinned_with_flags::<f32>(
+                    len.max(1),
+                    cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+                )
+            }
+            .stage("allocate page-locked host memory")?;
             *slot = Some(buf);
         }
         Ok(PinnedGuard { slot, len })

@@ -264,8 +264,8 @@ pub fn extract_frame_gpu(
     let (upload, host_corners, early_plan) = std::thread::scope(|scope| {
         let upload = scope.spawn(|| {
             upload_ccd(
+                gpu,
                 &copy_stream,
-                &gpu.kernels.widen_f32,
                 &image.image,
                 &image.ivar,
                 &image.mask,
@@ -575,10 +575,11 @@ fn plan_frame(
 }
 
 /// Uploads the image and the extraction weights (IVAR where `(MASK & 0x2FF) == 0`, else 0; exact
-/// in f32) as f32 and widens them to f64 on the device, all on `copy_stream`.
+/// in f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
+/// the device, all on `copy_stream`; returns once the copy is complete.
 fn upload_ccd(
+    gpu: &GpuContext,
     copy_stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    widen: &cudarc::driver::CudaFunction,
     pixels: &[f32],
     ivar: &[f32],
     mask: &[i32],
@@ -586,30 +587,49 @@ fn upload_ccd(
 ) -> Result<(CudaSlice<f64>, CudaSlice<f64>), GpuError> {
     let start = trace.now();
     let _range = crate::trace::nvtx_range("copy to device");
-    let weight32: Vec<f32> = ivar
-        .par_iter()
-        .zip(mask)
-        .map(|(&iv, &m)| if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 })
-        .collect();
     let npix = pixels.len();
-    let d_image32 = copy_stream
-        .clone_htod(pixels)
-        .stage("copy image to device")?;
-    let d_weight32 = copy_stream
-        .clone_htod(&weight32)
-        .stage("copy weights to device")?;
+    // Both planes go through one page-locked staging buffer (filled in parallel): a true
+    // asynchronous DMA instead of the driver's pageable staging.
+    let mut staging = gpu.pinned_upload(2 * npix)?;
+    let host = staging.as_mut_slice().stage("map pinned buffer")?;
+    let (image_h, weight_h) = host.split_at_mut(npix);
+    const CHUNK: usize = 1 << 16;
+    image_h
+        .par_chunks_mut(CHUNK)
+        .zip(pixels.par_chunks(CHUNK))
+        .for_each(|(dst, src)| dst.copy_from_slice(src));
+    weight_h
+        .par_chunks_mut(CHUNK)
+        .zip(ivar.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
+        .for_each(|(dst, (iv, m))| {
+            for ((w, &iv), &m) in dst.iter_mut().zip(iv).zip(m) {
+                *w = if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 };
+            }
+        });
+    let mut d_both32 = copy_stream
+        .alloc_zeros::<f32>(2 * npix)
+        .stage("allocate image staging")?;
+    copy_stream
+        .memcpy_htod(&*host, &mut d_both32)
+        .stage("copy image and weights to device")?;
     let mut d_image = copy_stream
         .alloc_zeros::<f64>(npix)
         .stage("allocate image")?;
     let mut d_weight = copy_stream
         .alloc_zeros::<f64>(npix)
         .stage("allocate weights")?;
-    for (src, dst) in [(&d_image32, &mut d_image), (&d_weight32, &mut d_weight)] {
-        let mut b = copy_stream.launch_builder(widen);
-        b.arg(&npix).arg(src).arg(dst);
+    for (half, dst) in [(0, &mut d_image), (1, &mut d_weight)] {
+        let src = d_both32.slice(half * npix..(half + 1) * npix);
+        let mut b = copy_stream.launch_builder(&gpu.kernels.widen_f32);
+        b.arg(&npix).arg(&src).arg(dst);
         // SAFETY: `widen_f32(n, src: *const f32, dst: *mut f64)` with n = npix elements each.
         unsafe { b.launch(grid_for(npix)) }.stage("launch widen_f32")?;
     }
+    // The staging buffer goes back to the context only after the copy has read it.
+    copy_stream
+        .synchronize()
+        .stage("copy image and weights to device")?;
+    drop(staging);
     trace.record(
         "copy to device (upload thread)",
         "host",
