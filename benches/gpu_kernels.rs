@@ -85,7 +85,7 @@ const SPD_HALF_BANDWIDTH: usize = 56;
 const MEMORY_FRACTION: f64 = 0.8;
 /// Stages of `extract_frame_gpu` reported, with the unit their throughput counts.
 const STAGES: [(&str, Unit); 6] = [
-    ("spots", Unit::Patches),
+    ("spots kernel", Unit::Patches),
     ("assemble", Unit::Patches),
     ("cholesky", Unit::Patches),
     ("covariance", Unit::Blocks),

@@ -139,6 +139,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     println!("  stage (last run)     host ms   GPU (CUDA events) ms");
     let totals = last_trace.totals();
     for (name, track, d) in &totals {
+        let has_host = totals.iter().any(|(n, t, _)| n == name && *t == "host");
+        if *track == "gpu" && !has_host {
+            println!("  {name:<16} {:>10} {:12.2}", "-", d.as_secs_f64() * 1e3);
+            continue;
+        }
         if *track != "host" {
             continue;
         }

@@ -217,6 +217,12 @@ pub fn extract_frame_gpu(
     let mut d_spot_status = stream
         .alloc_zeros::<u32>(nitem)
         .stage("allocate spot status")?;
+    let (t_spots, spots_start) = (
+        trace.now(),
+        stream
+            .record_event(Some(TIMING_EVENT))
+            .stage("record an event")?,
+    );
     {
         let g = tables.geometry;
         let (xd, yd, pd) = (
@@ -258,6 +264,9 @@ pub fn extract_frame_gpu(
         // have the sizes documented there.
         unsafe { b.launch(grid_for(nitem)) }.stage("launch spots")?;
     }
+    let spots_end = stream
+        .record_event(Some(TIMING_EVENT))
+        .stage("record an event")?;
     // Meanwhile a second thread uploads the image and weights on a second stream (the copy
     // engine works while the spots kernel runs).
     let copy_stream = stream.fork().stage("create the upload stream")?;
@@ -291,6 +300,12 @@ pub fn extract_frame_gpu(
     let corner_words = stream
         .clone_dtoh(&d_corners)
         .stage("copy corners to host")?;
+    // The spots kernel alone (its stage also holds the overlapped planning and upload).
+    let ms = spots_start
+        .elapsed_ms(&spots_end)
+        .stage("time the spots kernel")?;
+    let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+    trace.record("spots kernel", "gpu", t_spots, gpu_time);
     let spot_status = stream
         .clone_dtoh(&d_spot_status)
         .stage("copy spot status to host")?;
