@@ -546,8 +546,11 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             Ok(pool.finish())
         })?,
         (Mode::Pipeline, _) => {
-            for index in (rank - 2..jobs.len()).step_by(nextract) {
-                let (at, inputs, read_s) = decode_inputs(&comm.recv(0))?;
+            // Frame i extracts on a worker thread while the main thread (the only one that
+            // calls MPI) receives frame i + 1 and sends frame i - 1 to the writer.
+            let extract_one = |index: usize, message: Vec<u8>| -> anyhow::Result<Vec<u8>> {
+                let (at, inputs, read_s) = decode_inputs(&message)?;
+                drop(message);
                 check_index(at, index)?;
                 let t0 = Instant::now();
                 let result = inputs.and_then(|(psf, img)| {
@@ -564,8 +567,29 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
                     extract_s: t0.elapsed().as_secs_f64(),
                     result,
                 };
-                comm.send(1, &encode_finished(index, &frame));
-            }
+                Ok(encode_finished(index, &frame))
+            };
+            let join = |handle: ScopedJoinHandle<'_, anyhow::Result<Vec<u8>>>| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("rank {rank}: the extraction thread panicked"))?
+            };
+            std::thread::scope(|scope| -> anyhow::Result<()> {
+                let mut running = None;
+                for index in (rank - 2..jobs.len()).step_by(nextract) {
+                    let message = comm.recv(0);
+                    let previous = running.take().map(join).transpose()?;
+                    let extract_one = &extract_one;
+                    running = Some(scope.spawn(move || extract_one(index, message)));
+                    if let Some(done) = previous {
+                        comm.send(1, &done);
+                    }
+                }
+                if let Some(done) = running.take().map(join).transpose()? {
+                    comm.send(1, &done);
+                }
+                Ok(())
+            })?;
             Vec::new()
         }
     };
