@@ -257,7 +257,11 @@ pub fn orthogonal_factor_team<T: Team>(
     if n == 0 {
         return Status::Ok;
     }
-    let (status, trace) = pivoted_cholesky_team(team, a, n, scratch);
+    let (status, trace) = if n == DESI_BLOCK {
+        pivoted_cholesky_team(team, a, FixedOrder::<DESI_BLOCK>, scratch)
+    } else {
+        pivoted_cholesky_team(team, a, AnyOrder(n), scratch)
+    };
     if status != Status::Ok {
         return status;
     }
@@ -273,7 +277,13 @@ pub fn orthogonal_factor_team<T: Team>(
 
 /// Step 1: pivoted Cholesky in place (see the module documentation). Returns the status and
 /// `trace C`.
-fn pivoted_cholesky_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared) -> (Status, f64) {
+fn pivoted_cholesky_team<T: Team, O: Order>(
+    team: &T,
+    a: Shared,
+    order: O,
+    scratch: Shared,
+) -> (Status, f64) {
+    let n = order.n();
     let lanes = team.lanes();
     if a.len() < n * n || scratch.len() < VECTORS * n {
         return (Status::BadShape, 0.0);
@@ -433,28 +443,91 @@ fn one_sided_jacobi_team<T: Team>(
     stats: &mut JacobiStats,
 ) -> Status {
     let pairs = Pairs::new(n, team.lanes());
-    match pairs.g {
-        1 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<1>),
-        2 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<2>),
-        3 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<3>),
-        4 => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, FixedLanes::<4>),
-        g => jacobi_sweeps(team, w, n, scratch, abs_floor, stats, AnyLanes(g)),
+    let any = AnyOrder(n);
+    match (n, pairs.g) {
+        // DESI's block (nwavetot = 50 + 2·12) at the default 96 lanes: constant trip counts.
+        (DESI_BLOCK, 2) => jacobi_sweeps(
+            team,
+            w,
+            scratch,
+            abs_floor,
+            stats,
+            FixedLanes::<2>,
+            FixedOrder::<DESI_BLOCK>,
+        ),
+        (_, 1) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<1>, any),
+        (_, 2) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<2>, any),
+        (_, 3) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<3>, any),
+        (_, 4) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<4>, any),
+        (_, g) => jacobi_sweeps(team, w, scratch, abs_floor, stats, AnyLanes(g), any),
     }
 }
 
-/// The sweeps of [`one_sided_jacobi_team`] with `lanes_per_pair.g() == Pairs::new(n, lanes).g`.
+/// The block order of DESI's default extraction (`nwavetot = nwavestep + 2·pad = 50 + 24`).
+const DESI_BLOCK: usize = 74;
+
+/// The order `n` of the Jacobi steps: a compile-time constant for DESI's block size (with a
+/// compile-time lanes-per-pair that divides it, each lane's loop over a row has a constant
+/// trip count and unrolls completely), or a run-time value.
+trait Order: Copy {
+    /// The order `n`.
+    fn n(self) -> usize;
+}
+
+/// `n` known at compile time.
+#[derive(Clone, Copy)]
+struct FixedOrder<const N: usize>;
+
+impl<const N: usize> Order for FixedOrder<N> {
+    #[inline(always)]
+    fn n(self) -> usize {
+        N
+    }
+}
+
+/// `n` known at run time.
+#[derive(Clone, Copy)]
+struct AnyOrder(usize);
+
+impl Order for AnyOrder {
+    #[inline(always)]
+    fn n(self) -> usize {
+        self.0
+    }
+}
+
+/// Runs `f(k)` for a lane's elements `k = sub, sub + g, ... < n` (`sub < g`): when `g` divides
+/// `n` that is exactly `k = sub + g·j` for `j < n / g`, a constant trip count when `n` and `g`
+/// are compile-time constants.
+#[inline(always)]
+fn lane_elements<F: FnMut(usize)>(sub: usize, n: usize, g: usize, mut f: F) {
+    if n % g == 0 {
+        let count = n / g;
+        let mut j = 0;
+        while j < count {
+            f(sub + g * j);
+            j += 1;
+        }
+    } else {
+        strided(sub, n, g, f);
+    }
+}
+
+/// The sweeps of [`one_sided_jacobi_team`] with `n = order.n()` and
+/// `lanes_per_pair.g() == Pairs::new(n, lanes).g`.
 ///
 /// The caller guarantees `w.len() >= n²` and the scratch length (checked in
 /// [`orthogonal_factor_team`]); every `p·n + k` below has `p, k < n`.
-fn jacobi_sweeps<T: Team, G: PairLanes>(
+fn jacobi_sweeps<T: Team, G: PairLanes, O: Order>(
     team: &T,
     w: Shared,
-    n: usize,
     scratch: Shared,
     abs_floor: f64,
     stats: &mut JacobiStats,
     lanes_per_pair: G,
+    order: O,
 ) -> Status {
+    let n = order.n();
     let pairs = Pairs::new(n, team.lanes());
     let (g, npairs, groups) = (lanes_per_pair.g(), pairs.npairs, pairs.groups);
     debug_assert_eq!(g, pairs.g);
@@ -478,7 +551,7 @@ fn jacobi_sweeps<T: Team, G: PairLanes>(
                     }
                     let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
                     let (rp, rq) = (p * n, q * n);
-                    strided(sub, n, g, |k| {
+                    lane_elements(sub, n, g, |k| {
                         // SAFETY: p < q < n and k < n, so both indices are < n² <= w.len().
                         let (x, y) = unsafe { (w.get_unchecked(rp + k), w.get_unchecked(rq + k)) };
                         gpq = fma(x, y, gpq);
@@ -518,7 +591,7 @@ fn jacobi_sweeps<T: Team, G: PairLanes>(
                         if hit && rotate {
                             let (c, s, _) = rotation(dp, dq, gpq);
                             let (rp, rq) = (p * n, q * n);
-                            strided(sub, n, g, |k| {
+                            lane_elements(sub, n, g, |k| {
                                 // SAFETY: as in phase (a).
                                 unsafe {
                                     let (x, y) = (w.get_unchecked(rp + k), w.get_unchecked(rq + k));
@@ -570,13 +643,14 @@ fn jacobi_sweeps<T: Team, G: PairLanes>(
 /// Step 3 (weights): `σ_i = ‖w_i‖²` of the rows of `w`, the clip, `coef_i` into `COEF` and
 /// (with `xflux`) `coef_i·Σ_j w_i[j]` into `T_VEC` and `coef_i·Σ_j w_i[j]·xflux[j·stride]` into
 /// `U_VEC`. Returns the status and the floor weight `f_w` (identical on every lane).
-fn weights_team<T: Team>(
+fn weights_team<T: Team, O: Order>(
     team: &T,
     w: Shared,
-    n: usize,
+    order: O,
     xflux: Option<(&[f64], usize)>,
     scratch: Shared,
 ) -> (Status, f64) {
+    let n = order.n();
     let lanes = team.lanes();
     if w.len() < n * n || scratch.len() < VECTORS * n {
         return (Status::BadShape, 0.0);
@@ -704,7 +778,7 @@ pub fn inverse_sqrt_team_with_stats<T: Team>(
     }
     let grid = Grid::new(lanes, n);
     team.each(|lane| grid.each(lane, n, n, |i, k| w.set(i * n + k, a.get(i * n + k))));
-    let (code, fw) = weights_team(team, w, n, None, small);
+    let (code, fw) = weights_team(team, w, AnyOrder(n), None, small);
     if code != Status::Ok {
         return code;
     }
@@ -786,7 +860,6 @@ pub fn resolution_team<T: Team>(
 ) -> Status {
     *stats = JacobiStats::default();
     let n = nwavetot;
-    let lanes = team.lanes();
     let ndiagonal = 2 * ndiag + 1;
     if flux.len() < n
         || ivar.len() < n
@@ -801,8 +874,44 @@ pub fn resolution_team<T: Team>(
     if status != Status::Ok || n == 0 {
         return status;
     }
-    let w = cov;
-    let (status, fw) = weights_team(team, w, n, Some((xflux, xflux_stride)), scratch);
+    if n == DESI_BLOCK {
+        compose_resolution(
+            team,
+            FixedOrder::<DESI_BLOCK>,
+            cov,
+            (xflux, xflux_stride),
+            (ndiag, k_min, k_max),
+            (flux, ivar, rdiags, out_stride),
+            scratch,
+        )
+    } else {
+        compose_resolution(
+            team,
+            AnyOrder(n),
+            cov,
+            (xflux, xflux_stride),
+            (ndiag, k_min, k_max),
+            (flux, ivar, rdiags, out_stride),
+            scratch,
+        )
+    }
+}
+
+/// Step 3 of [`resolution_team`] on the orthogonal factor `w` (order `order.n()`): weights,
+/// `Q·1`, `Q·xflux`, ivar, flux and the diagonals of `R` (shapes checked by the caller).
+fn compose_resolution<T: Team, O: Order>(
+    team: &T,
+    order: O,
+    w: Shared,
+    (xflux, xflux_stride): (&[f64], usize),
+    (ndiag, k_min, k_max): (usize, usize, usize),
+    (flux, ivar, rdiags, out_stride): (Shared, Shared, Shared, usize),
+    scratch: Shared,
+) -> Status {
+    let n = order.n();
+    let lanes = team.lanes();
+    let ndiagonal = 2 * ndiag + 1;
+    let (status, fw) = weights_team(team, w, order, Some((xflux, xflux_stride)), scratch);
     if status != Status::Ok {
         return status;
     }
