@@ -501,7 +501,7 @@ impl Order for AnyOrder {
 /// are compile-time constants.
 #[inline(always)]
 fn lane_elements<F: FnMut(usize)>(sub: usize, n: usize, g: usize, mut f: F) {
-    if n % g == 0 {
+    if n.is_multiple_of(g) {
         let count = n / g;
         let mut j = 0;
         while j < count {
