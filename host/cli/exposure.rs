@@ -479,8 +479,41 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // A single GPU process keeps two frames in flight, each on its own stream (context): the
+    // host stages of one (planning, upload, stitching) run while the other's kernels do.
+    let second_gpu = match (&gpu, mode, size) {
+        (Some(first), Mode::Shared { overlap: true }, 1) => Some(GpuContext::new(first.ordinal)?),
+        _ => None,
+    };
 
     let outcomes = match (mode, rank) {
+        (Mode::Shared { .. }, 0) if second_gpu.is_some() => {
+            let gpus = [gpu.as_ref(), second_gpu.as_ref()];
+            let join = |handle: ScopedJoinHandle<'_, Finished>| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("an extraction thread panicked"))
+            };
+            std::thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
+                let mut reads = ReadAhead::new(scope, &jobs, 3);
+                let mut pool = WritePool::new(scope, &args, &jobs, start, WRITE_THREADS);
+                let mut running = None;
+                for (index, job) in jobs.iter().enumerate() {
+                    let Some(read) = reads.next_frame() else {
+                        break;
+                    };
+                    let (args, g) = (&args, gpus[index % 2]);
+                    let handle = scope.spawn(move || extract_local(args, job, read, g));
+                    if let Some((done, previous)) = running.replace((index, handle)) {
+                        pool.submit(done, join(previous)?);
+                    }
+                }
+                if let Some((done, previous)) = running.take() {
+                    pool.submit(done, join(previous)?);
+                }
+                Ok(pool.finish())
+            })?
+        }
         (Mode::Shared { overlap }, 0) => {
             let (read_depth, writers) = if overlap { (2, WRITE_THREADS) } else { (0, 0) };
             std::thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
@@ -614,6 +647,29 @@ fn check_index(got: usize, want: usize) -> Result<(), wire::WireError> {
         Err(wire::WireError(format!(
             "expected frame {want}, received frame {got}"
         )))
+    }
+}
+
+/// One frame extracted whole by this process (no MPI): the single-rank path.
+fn extract_local(
+    args: &ExposureArgs,
+    job: &Job,
+    read: ReadFrame,
+    gpu: Option<&GpuContext>,
+) -> Finished {
+    let t0 = Instant::now();
+    let result = read.inputs.and_then(|(psf, img)| {
+        let blocks = extract_share(args, job, &psf, &img, gpu, 0, 1)?;
+        Ok(Extracted {
+            in_psf: psf.in_psf,
+            meta: without_pixels(img),
+            blocks,
+        })
+    });
+    Finished {
+        read_s: read.read_s,
+        extract_s: t0.elapsed().as_secs_f64(),
+        result,
     }
 }
 

@@ -166,7 +166,10 @@ impl GpuContext {
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
         probe_driver()?;
         let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
-        let stream = ctx.default_stream();
+        // A stream of its own (not the legacy default stream, which every context of the
+        // process would share and which synchronizes with the other streams): two contexts of
+        // one device then overlap (`exposure` keeps two frames in flight).
+        let stream = ctx.new_stream().stage("create a stream")?;
         keep_pool_memory(&ctx)?;
         let module = ctx
             .load_module(Ptx::from_src(ptx::PTX))
