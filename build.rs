@@ -8,7 +8,9 @@
 //!
 //! Outputs:
 //! - `$OUT_DIR/desi_device.ptx`, embedded by `host/gpu/ptx.rs` with `include_str!`;
-//! - `<target dir>/ptx/desi_device.ptx`, a stable copy for scripts (`ptxas`, `cuobjdump`, diffs).
+//! - `<target dir>/ptx/desi_device.ptx`, a stable copy for scripts (`ptxas`, `cuobjdump`, diffs);
+//! - `$OUT_DIR/desi_device_sm90.cubin`, the PTX compiled by `ptxas` for sm_90 (empty without
+//!   `ptxas`), embedded too: H100/H200 then skip the driver's JIT compilation.
 //!
 //! The nested build has its own target directory `<target dir>/ptx/cargo` (never the outer one,
 //! whose lock the outer cargo holds) shared by every outer profile (`build`, `test`, `clippy`,
@@ -81,6 +83,68 @@ fn main() {
             tmp.display()
         ));
     }
+    build_cubin(&out_dir);
+}
+
+/// File name of the sm_90 cubin in `$OUT_DIR` (empty when no `ptxas` was found).
+const CUBIN_FILE: &str = "desi_device_sm90.cubin";
+
+/// Compiles the PTX for sm_90 (H100/H200) with `ptxas`, so that those GPUs load machine code
+/// instead of JIT-compiling the PTX at first use (about 10 s on an H100 with a cold
+/// `~/.nv/ComputeCache`). Without `ptxas` (`$DESI_PTXAS`, `PATH`, or the pip copy that
+/// scripts/setup.sh installs) the cubin is empty and every GPU JIT-compiles the PTX.
+fn build_cubin(out_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=DESI_PTXAS");
+    let cubin = out_dir.join(CUBIN_FILE);
+    let Some(ptxas) = find_ptxas() else {
+        println!(
+            "cargo:warning=no ptxas found: the GPU kernels are embedded as PTX only and JIT-compile at first use (run scripts/setup.sh, or set DESI_PTXAS)"
+        );
+        write_or_fail(&cubin, "");
+        return;
+    };
+    let status = process::Command::new(&ptxas)
+        .args(["-arch=sm_90", "-O3"])
+        .arg(out_dir.join(PTX_FILE))
+        .arg("-o")
+        .arg(&cubin)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => fail(&format!("{} rejected the PTX ({s})", ptxas.display())),
+        Err(err) => fail(&format!("cannot run {}: {err}", ptxas.display())),
+    }
+}
+
+/// `ptxas`: `$DESI_PTXAS`, else on `PATH`, else the newest pip copy under
+/// `${XDG_CACHE_HOME:-~/.cache}/desi-extract/py/nvidia/cu*/bin` (as tests/ptx.rs looks it up).
+fn find_ptxas() -> Option<PathBuf> {
+    if let Some(path) = env::var_os("DESI_PTXAS").filter(|path| !path.is_empty()) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            fail(&format!("DESI_PTXAS={} is not a file", path.display()));
+        }
+        return Some(path);
+    }
+    if let Some(found) = env::var_os("PATH").and_then(|path| {
+        env::split_paths(&path)
+            .map(|dir| dir.join("ptxas"))
+            .find(|p| p.is_file())
+    }) {
+        return Some(found);
+    }
+    let cache = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    let nvidia = cache.join("desi-extract").join("py").join("nvidia");
+    let mut found: Vec<PathBuf> = fs::read_dir(nvidia)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("bin").join("ptxas"))
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// Kernels given a `.maxnreg` register limit, and the limit: rustc has no launch-bounds

@@ -2,9 +2,10 @@
 # Synthetic 30-frame exposure on the GPUs of one host, through MPI (no NCCL), as measured for
 # issues 5 and 6: three full frames are simulated (r0 from the bundled real PSF; b0 and z0 from
 # labelled STAND-IN PSFs mapped onto the b/z domains) and linked as spectrographs 0-9; then the
-# exposure runs with a reader rank, a writer rank and 2 or 4 extracting ranks on 1 GPU and on all
-# visible GPUs, and the outputs are compared (only the CHECKSUM cards, which hold a timestamp,
-# may differ).
+# exposure runs as one process on one GPU, then with a reader rank, a writer rank and one or two
+# extracting ranks per GPU on 1, 2, 4 and 8 GPUs (as many as are visible), and the outputs are
+# compared with the one-process run (only the CHECKSUM/DATASUM cards, whose comments hold a
+# timestamp, may differ).
 #
 #   bash profiles/exposure-scaling.sh [BIN] [WORKDIR]
 set -u
@@ -26,10 +27,27 @@ done; done
 run() { name=$1; shift; s=$(date +%s%N); "$@" > log-$name.txt 2>&1; rc=$?; e=$(date +%s%N)
     echo "== $name rc=$rc $(( (e - s) / 1000000 )) ms: $(grep -E 'written,' log-$name.txt | tail -1)"; }
 M="mpirun --allow-run-as-root --oversubscribe"
+# The reference: one process on GPU 0 (two frames in flight).
 run 1proc-1gpu env CUDA_VISIBLE_DEVICES=0 "$B" exposure --indir "$E" --outdir "$E/p1" --expid 8 --gpu
-for n in 4 6; do
-    run g1-n$n env CUDA_VISIBLE_DEVICES=0 $M -x CUDA_VISIBLE_DEVICES -n $n "$B" exposure --indir "$E" --outdir "$E/g1n$n" --expid 8 --gpu
-    [ "$ngpu" -gt 1 ] && run g$ngpu-n$n $M -n $n "$B" exposure --indir "$E" --outdir "$E/g${ngpu}n$n" --expid 8 --gpu
+# G = 1, 2, 4, 8 GPUs (up to the visible count): reader + writer ranks and one or two extracting
+# ranks per GPU (-n G+2, -n 2G+2); frames/s and strong-scaling efficiency against G = 1.
+base=""
+for g in 1 2 4 8; do
+    [ "$g" -gt "$ngpu" ] && break
+    vis=$(seq -s, 0 $((g - 1)))
+    for n in $((g + 2)) $((2 * g + 2)); do
+        s=$(date +%s%N)
+        run g$g-n$n $M -x CUDA_VISIBLE_DEVICES=$vis -n $n "$B" exposure --indir "$E" --outdir "$E/g${g}n$n" --expid 8 --gpu
+        ms=$(( ($(date +%s%N) - s) / 1000000 ))
+        [ "$n" -eq $((g + 2)) ] && { [ -z "$base" ] && base=$ms; \
+            echo "   $g GPU(s), $n ranks: $(awk "BEGIN{printf \"%.2f frames/s, efficiency %.0f%%\", 30000/$ms, 100*$base/($ms*$g)}")"; }
+    done
 done
-for d in "$E"/g*n*; do n=0; for f in "$E"/p1/frame-*.fits; do n=$((n + $(cmp -l "$f" "$d/$(basename "$f")" | wc -l))); done
-    echo "$(basename "$d"): bytes differing from the 1-process run over 30 frames: $n"; done
+# Cards (80-byte pieces) that differ from the one-process run, other than the CHECKSUM/DATASUM
+# cards: must be 0 (data and all other header cards identical).
+for d in "$E"/g*n*; do bad=0; for f in "$E"/p1/frame-*.fits; do
+        other="$d/$(basename "$f")"
+        bad=$((bad + $(cmp -l "$f" "$other" | awk '{print int(($1-1)/80)}' | uniq | while read -r card; do
+            dd if="$f" bs=80 skip="$card" count=1 2>/dev/null | grep -qE '^(CHECKSUM|DATASUM) *=' || echo x; done | wc -l)))
+    done
+    echo "$(basename "$d"): pieces differing from the 1-process run over 30 frames (besides checksum cards): $bad"; done

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use desi_extract::gpu::ptx::{KERNELS, PTX};
+use desi_extract::gpu::ptx::{CUBIN_SM90, KERNELS, PTX};
 
 /// Names of the `.entry` directives of a PTX module, in order.
 fn entry_names(ptx: &str) -> Vec<String> {
@@ -159,4 +159,28 @@ fn ptxas_accepts_the_ptx_for_sm_90() {
     );
     let cubin_len = fs::metadata(&cubin).map(|meta| meta.len()).unwrap_or(0);
     assert!(cubin_len > 0, "ptxas wrote no cubin");
+}
+
+/// With `ptxas` at hand the build embeds an sm_90 cubin (an ELF image) next to the PTX; in CI
+/// (`CI=true`, where setup installs `ptxas`) it must be there.
+#[test]
+fn the_build_embeds_an_sm_90_cubin_when_ptxas_exists() {
+    let in_ci = env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+    if find_ptxas().is_none() && !in_ci {
+        eprintln!(
+            "no ptxas: the build embedded PTX only (cubin empty: {})",
+            CUBIN_SM90.is_empty()
+        );
+        return;
+    }
+    assert!(
+        CUBIN_SM90.starts_with(b"\x7fELF"),
+        "the embedded sm_90 cubin is not an ELF image ({} bytes)",
+        CUBIN_SM90.len()
+    );
+    // Every kernel is in it (its symbol table names them).
+    let image = String::from_utf8_lossy(CUBIN_SM90);
+    for name in KERNELS {
+        assert!(image.contains(name), "kernel {name} missing from the cubin");
+    }
 }

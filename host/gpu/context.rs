@@ -137,6 +137,29 @@ pub enum KernelMode {
     Thread,
 }
 
+/// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
+/// 10 s on an H100 when the cache is cold), or with `DESI_GPU_CUBIN=1` on a compute capability
+/// 9.0 device the sm_90 cubin that the build compiled with `ptxas` (no JIT; the PTX is the
+/// fallback should the driver refuse it). Opt-in until the cubin path has been checked on a
+/// GPU (`selftest --gpu`).
+fn load_kernels(ctx: &Arc<CudaContext>) -> Result<Arc<CudaModule>, GpuError> {
+    use cudarc::driver::sys::CUdevice_attribute as Attr;
+    let major = ctx
+        .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .stage("query the compute capability")?;
+    let minor = ctx
+        .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+        .stage("query the compute capability")?;
+    let want_cubin = std::env::var("DESI_GPU_CUBIN").is_ok_and(|v| v == "1");
+    if want_cubin && (major, minor) == (9, 0) && !ptx::CUBIN_SM90.is_empty() {
+        if let Ok(module) = ctx.load_module(Ptx::from_binary(ptx::CUBIN_SM90.to_vec())) {
+            return Ok(module);
+        }
+    }
+    ctx.load_module(Ptx::from_src(ptx::PTX))
+        .stage("load the PTX module")
+}
+
 /// Keeps freed device memory in the device's stream-ordered memory pool (release threshold
 /// unlimited): with the default threshold 0 the pool hands its memory back to the driver at
 /// every synchronization, and each frame then maps its gigabytes of buffers afresh.
@@ -171,9 +194,7 @@ impl GpuContext {
         // one device then overlap (`exposure` keeps two frames in flight).
         let stream = ctx.new_stream().stage("create a stream")?;
         keep_pool_memory(&ctx)?;
-        let module = ctx
-            .load_module(Ptx::from_src(ptx::PTX))
-            .stage("load the PTX module")?;
+        let module = load_kernels(&ctx)?;
         let load = |name: &str| {
             module
                 .load_function(name)

@@ -7,6 +7,10 @@
 /// PTX text of the `desi_device` kernels (sm_80+, built by build.rs).
 pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/desi_device.ptx"));
 
+/// [`PTX`] compiled by `ptxas -arch=sm_90` at build time (empty when the build found no
+/// `ptxas`): loaded on compute capability 9.0 devices instead of JIT-compiling the PTX.
+pub const CUBIN_SM90: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/desi_device_sm90.cubin"));
+
 /// Name of the `spots` kernel: PSF stamps of every `(ispec, iwave)` of a frame.
 pub const SPOTS: &str = "spots";
 /// Name of the `smoke_axpy` kernel: `y = a x + y`, a smoke test of the build and launch path.
