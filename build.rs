@@ -95,8 +95,10 @@ const CUBIN_FILE: &str = "desi_device_sm90.cubin";
 /// scripts/setup.sh installs) the cubin is empty and every GPU JIT-compiles the PTX.
 fn build_cubin(out_dir: &Path) {
     println!("cargo:rerun-if-env-changed=DESI_PTXAS");
+    println!("cargo:rerun-if-changed=tools/find_ptxas.rs");
     let cubin = out_dir.join(CUBIN_FILE);
-    let Some(ptxas) = find_ptxas() else {
+    let found = find_ptxas().unwrap_or_else(|err| fail(&err));
+    let Some(ptxas) = found else {
         println!(
             "cargo:warning=no ptxas found: the GPU kernels are embedded as PTX only and JIT-compile at first use (run scripts/setup.sh, or set DESI_PTXAS)"
         );
@@ -116,36 +118,7 @@ fn build_cubin(out_dir: &Path) {
     }
 }
 
-/// `ptxas`: `$DESI_PTXAS`, else on `PATH`, else the newest pip copy under
-/// `${XDG_CACHE_HOME:-~/.cache}/desi-extract/py/nvidia/cu*/bin` (as tests/ptx.rs looks it up).
-fn find_ptxas() -> Option<PathBuf> {
-    if let Some(path) = env::var_os("DESI_PTXAS").filter(|path| !path.is_empty()) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            fail(&format!("DESI_PTXAS={} is not a file", path.display()));
-        }
-        return Some(path);
-    }
-    if let Some(found) = env::var_os("PATH").and_then(|path| {
-        env::split_paths(&path)
-            .map(|dir| dir.join("ptxas"))
-            .find(|p| p.is_file())
-    }) {
-        return Some(found);
-    }
-    let cache = env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
-    let nvidia = cache.join("desi-extract").join("py").join("nvidia");
-    let mut found: Vec<PathBuf> = fs::read_dir(nvidia)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path().join("bin").join("ptxas"))
-        .filter(|path| path.is_file())
-        .collect();
-    found.sort();
-    found.pop()
-}
+include!("tools/find_ptxas.rs");
 
 /// Kernels given a `.maxnreg` register limit, and the limit: rustc has no launch-bounds
 /// attribute, and without a limit ptxas schedules for ILP up to 255 registers.

@@ -8,7 +8,7 @@
 
 use std::env;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use desi_extract::gpu::ptx::{CUBIN_SM90, KERNELS, PTX};
@@ -92,42 +92,16 @@ fn targets_sm_80_or_newer_64_bit() {
     );
 }
 
-/// `ptxas` per the lookup order of the module docs, or `None`.
-fn find_ptxas() -> Option<PathBuf> {
-    if let Some(path) = env::var_os("DESI_PTXAS").filter(|path| !path.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "DESI_PTXAS={} is not a file",
-            path.display()
-        );
-        return Some(path);
-    }
-    if let Some(path) = env::var_os("PATH") {
-        if let Some(found) = env::split_paths(&path)
-            .map(|dir| dir.join("ptxas"))
-            .find(|p| p.is_file())
-        {
-            return Some(found);
-        }
-    }
-    let cache = env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
-    let nvidia = cache.join("desi-extract").join("py").join("nvidia");
-    let mut found: Vec<PathBuf> = fs::read_dir(&nvidia)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path().join("bin").join("ptxas"))
-        .filter(|path| path.is_file())
-        .collect();
-    found.sort();
-    found.pop()
+include!("../tools/find_ptxas.rs");
+
+/// [`find_ptxas`], panicking on a bad `$DESI_PTXAS`.
+fn ptxas() -> Option<PathBuf> {
+    find_ptxas().unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[test]
 fn ptxas_accepts_the_ptx_for_sm_90() {
-    let Some(ptxas) = find_ptxas() else {
+    let Some(ptxas) = ptxas() else {
         let in_ci = env::var("CI").is_ok_and(|value| value == "true" || value == "1");
         assert!(
             !in_ci,
@@ -166,7 +140,7 @@ fn ptxas_accepts_the_ptx_for_sm_90() {
 #[test]
 fn the_build_embeds_an_sm_90_cubin_when_ptxas_exists() {
     let in_ci = env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-    if find_ptxas().is_none() && !in_ci {
+    if ptxas().is_none() && !in_ci {
         eprintln!(
             "no ptxas: the build embedded PTX only (cubin empty: {})",
             CUBIN_SM90.is_empty()

@@ -245,40 +245,40 @@ impl GpuContext {
 
     /// A page-locked host buffer of at least `len` f64 (grown when needed, kept for reuse).
     pub fn pinned_download(&self, len: usize) -> Result<PinnedGuard<'_, f64>, GpuError> {
-        let mut slot = self
-            .pinned
-            .lock()
-            .map_err(|_| GpuError::Memory("pinned buffer lock poisoned".into()))?;
-        if slot.as_ref().is_none_or(|b| b.len() < len) {
-            *slot = None;
-            // SAFETY: page-locked host memory of `len` f64, no write-combining (the host reads
-            // it); every value is written by a device copy before it is read.
-            let buf = unsafe { self.ctx.alloc_pinned_with_flags::<f64>(len.max(1), 0) }
-                .stage("allocate page-locked host memory")?;
-            *slot = Some(buf);
-        }
-        Ok(PinnedGuard { slot, len })
+        // No write-combining: the host reads it; every value is written by a device copy
+        // before it is read.
+        self.pinned_buffer(&self.pinned, len, 0)
     }
 
     /// A page-locked, write-combined host buffer of at least `len` f32 for uploads (the host
     /// only writes it; grown when needed, kept for reuse). Holding the guard serializes
     /// uploads: keep it until the copies from it have completed.
     pub fn pinned_upload(&self, len: usize) -> Result<PinnedGuard<'_, f32>, GpuError> {
-        let mut slot = self
-            .pinned_up
+        // Write-combined: fast host writes and device reads; the host never reads it and
+        // writes it before every copy.
+        self.pinned_buffer(
+            &self.pinned_up,
+            len,
+            cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+        )
+    }
+
+    /// The buffer of `slot`, reallocated with `flags` (`cuMemHostAlloc`) when shorter than `len`.
+    fn pinned_buffer<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        slot: &'a Mutex<Option<PinnedHostSlice<T>>>,
+        len: usize,
+        flags: std::ffi::c_uint,
+    ) -> Result<PinnedGuard<'a, T>, GpuError> {
+        let mut slot = slot
             .lock()
             .map_err(|_| GpuError::Memory("pinned buffer lock poisoned".into()))?;
         if slot.as_ref().is_none_or(|b| b.len() < len) {
             *slot = None;
-            // SAFETY: page-locked host memory of `len` f32, write-combined (fast host writes
-            // and device reads; the host never reads it); written before every copy.
-            let buf = unsafe {
-                self.ctx.alloc_pinned_with_flags::<f32>(
-                    len.max(1),
-                    cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
-                )
-            }
-            .stage("allocate page-locked host memory")?;
+            // SAFETY: page-locked host memory of `len` T; the callers document how it is
+            // written before it is read.
+            let buf = unsafe { self.ctx.alloc_pinned_with_flags::<T>(len.max(1), flags) }
+                .stage("allocate page-locked host memory")?;
             *slot = Some(buf);
         }
         Ok(PinnedGuard { slot, len })

@@ -395,23 +395,7 @@ impl Fits {
 
     /// Writes the whole current image from `data` (converted by cfitsio to the HDU's type).
     pub(crate) fn write_image<T: FitsElem>(&mut self, data: &[T]) -> Result<(), IoError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let mut status: c_int = 0;
-        // SAFETY: data holds data.len() elements of T::DATATYPE; cfitsio only reads the array
-        // (the C prototype lacks const).
-        unsafe {
-            sys::ffppr(
-                self.raw(),
-                T::DATATYPE,
-                1,
-                data.len() as sys::LONGLONG,
-                data.as_ptr() as *mut c_void,
-                &mut status,
-            )
-        };
-        self.check("write image", status)
+        self.write_image_at(0, data)
     }
 
     /// Writes `data` into the current image starting at element `first` (0-based, in FITS
@@ -425,7 +409,8 @@ impl Fits {
             return Ok(());
         }
         let mut status: c_int = 0;
-        // SAFETY: as in `write_image`; cfitsio checks that the range lies inside the image.
+        // SAFETY: data holds data.len() elements of T::DATATYPE; cfitsio only reads the array
+        // (the C prototype lacks const) and checks that the range lies inside the image.
         unsafe {
             sys::ffppr(
                 self.raw(),
