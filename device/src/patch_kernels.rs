@@ -42,6 +42,22 @@ unsafe fn desc(descs: *const PatchDesc, p: usize) -> PatchDesc {
     unsafe { descs.add(p).read() }
 }
 
+/// The descriptor of patch `p` if this thread has a patch to work on: `None` beyond the batch
+/// (`p >= npatch`) or for a patch that an earlier stage marked failed (non-zero status).
+///
+/// # Safety
+/// `descs` and `status` must be valid for reads of `npatch` values.
+#[inline(always)]
+unsafe fn live_patch(
+    descs: *const PatchDesc,
+    status: *const u32,
+    npatch: usize,
+    p: usize,
+) -> Option<PatchDesc> {
+    // SAFETY: p < npatch (checked first) and the caller's guarantee.
+    (p < npatch && unsafe { status.add(p).read() } == 0).then(|| unsafe { desc(descs, p) })
+}
+
 /// Records a failure of patch `p` (any non-zero code).
 ///
 /// # Safety
@@ -199,15 +215,11 @@ pub unsafe extern "ptx-kernel" fn factor_solve(
     status: *mut u32,
 ) {
     let p = item_index();
-    if p >= npatch {
-        return;
-    }
     // SAFETY: one thread per patch owns its band matrix and vectors.
     unsafe {
-        if status.add(p).read() != 0 {
+        let Some(d) = live_patch(descs, status, npatch, p) else {
             return;
-        }
-        let d = desc(descs, p);
+        };
         let n = d.nunknown(nwavetot);
         let kd = d.kd as usize;
         let off = d.band_offset as usize;
@@ -257,15 +269,11 @@ pub unsafe extern "ptx-kernel" fn covariance(
 ) {
     let item = item_index();
     let (p, c) = (item / nspp_max, item % nspp_max);
-    if p >= npatch {
-        return;
-    }
     // SAFETY: each (patch, c) owns its output block and scratch.
     unsafe {
-        if status.add(p).read() != 0 {
+        let Some(d) = live_patch(descs, status, npatch, p) else {
             return;
-        }
-        let d = desc(descs, p);
+        };
         if c >= d.nspp as usize {
             return;
         }
@@ -328,15 +336,11 @@ pub unsafe extern "ptx-kernel" fn resolution(
 ) {
     let item = item_index();
     let (p, c) = (item / nspp_max, item % nspp_max);
-    if p >= npatch {
-        return;
-    }
     // SAFETY: each (patch, c) owns its scratch and output blocks.
     unsafe {
-        if status.add(p).read() != 0 {
+        let Some(d) = live_patch(descs, status, npatch, p) else {
             return;
-        }
-        let d = desc(descs, p);
+        };
         if c >= d.nspp as usize {
             return;
         }
@@ -536,15 +540,11 @@ pub unsafe extern "ptx-kernel" fn pixel_rows(
 ) {
     let item = item_index();
     let (p, r) = (item / max_rows, item % max_rows);
-    if p >= npatch {
-        return;
-    }
     // SAFETY: each (patch, row) owns its row of the window scratch.
     unsafe {
-        if status.add(p).read() != 0 {
+        let Some(d) = live_patch(descs, status, npatch, p) else {
             return;
-        }
-        let d = desc(descs, p);
+        };
         let height = (d.row_max - d.row_min).max(0) as usize;
         if r >= height {
             return;
@@ -613,15 +613,11 @@ pub unsafe extern "ptx-kernel" fn pixel_core(
     let per = nspp_max * nwavestep;
     let (p, cj) = (item / per, item % per);
     let (c, j) = (cj / nwavestep, cj % nwavestep);
-    if p >= npatch {
-        return;
-    }
     // SAFETY: each item writes only its own output element.
     unsafe {
-        if status.add(p).read() != 0 {
+        let Some(d) = live_patch(descs, status, npatch, p) else {
             return;
-        }
-        let d = desc(descs, p);
+        };
         if c >= d.nspp as usize || j >= d.keep as usize {
             return;
         }

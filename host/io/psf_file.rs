@@ -90,11 +90,23 @@ fn read_trace(fits: &mut Fits, name: &str) -> Result<LegendreTable, IoError> {
         });
     }
     let coeffs: Vec<f64> = fits.read_image(ncoeff * nfiber)?;
+    finite_table(fits, name, (wavemin, wavemax), ncoeff, coeffs)
+}
+
+/// A [`LegendreTable`] of `ncoeff` coefficients per fiber, or an error naming `what`, the
+/// coefficient and the fiber of the first non-finite one.
+fn finite_table(
+    fits: &Fits,
+    what: &str,
+    (wavemin, wavemax): (f64, f64),
+    ncoeff: usize,
+    coeffs: Vec<f64>,
+) -> Result<LegendreTable, IoError> {
     if let Some(i) = coeffs.iter().position(|c| !c.is_finite()) {
         return Err(bad_data(
             fits,
             format!(
-                "{name} coefficient {} of fiber {} is {}",
+                "{what} coefficient {} of fiber {} is {}",
                 i % ncoeff,
                 i / ncoeff,
                 coeffs[i]
@@ -277,23 +289,13 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
             ));
         };
         let coeffs = all[row * want..(row + 1) * want].to_vec();
-        if let Some(i) = coeffs.iter().position(|c| !c.is_finite()) {
-            return Err(bad_data(
-                &fits,
-                format!(
-                    "parameter {name}: coefficient {} of fiber {} is {}",
-                    i % ncoeff,
-                    i / ncoeff,
-                    coeffs[i]
-                ),
-            ));
-        }
-        Ok(LegendreTable {
-            wavemin,
-            wavemax,
+        finite_table(
+            &fits,
+            &format!("parameter {name}:"),
+            (wavemin, wavemax),
             ncoeff,
             coeffs,
-        })
+        )
     };
 
     let sigma_x = param("GHSIGX")?;

@@ -470,42 +470,23 @@ pub fn band_back_solve_team<T: Team>(
     Status::Ok
 }
 
-/// Expands `$body` for `$t = 0, 1, ..., ROWS - 1` as literal indices, so that the
-/// `[f64; ROWS]` arrays indexed by `$t` stay in registers on the GPU (a plain loop with a
-/// nested loop is not fully unrolled by LLVM and puts them in local memory).
-macro_rules! unroll_rows {
-    ($t:ident => $body:block) => {{
-        let $t: usize = 0;
-        $body
-    }
-    {
-        let $t: usize = 1;
-        $body
-    }
-    {
-        let $t: usize = 2;
-        $body
-    }
-    {
-        let $t: usize = 3;
-        $body
-    }
-    {
-        let $t: usize = 4;
-        $body
-    }
-    {
-        let $t: usize = 5;
-        $body
-    }
-    {
-        let $t: usize = 6;
-        $body
-    }
-    {
-        let $t: usize = 7;
-        $body
+/// Expands `$body` once for each listed literal index `$n`, bound to `$t`, so that the
+/// fixed-size arrays indexed by `$t` stay in registers on the GPU (a plain loop with a nested
+/// loop is not fully unrolled by LLVM and puts them in local memory).
+macro_rules! unroll {
+    ($t:ident in [$($n:literal),*] => $body:block) => {{
+        $({
+            let $t: usize = $n;
+            $body
+        })*
     }};
+}
+
+/// [`unroll!`] over `0..ROWS`.
+macro_rules! unroll_rows {
+    ($t:ident => $body:block) => {
+        unroll!($t in [0, 1, 2, 3, 4, 5, 6, 7] => $body)
+    };
 }
 const _: () = assert!(ROWS == 8, "unroll_rows! expands ROWS = 8 bodies");
 
@@ -778,29 +759,11 @@ fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
     });
 }
 
-/// Expands `$body` for `$i = 0, 1, ..., TILE - 1` as literal indices (see
-/// [`unroll_rows!`]): keeps the `TILE × TILE` accumulators in registers.
+/// [`unroll!`] over `0..TILE`: keeps the `TILE × TILE` accumulators in registers.
 macro_rules! unroll_tile {
-    ($i:ident => $body:block) => {{
-        let $i: usize = 0;
-        $body
-    }
-    {
-        let $i: usize = 1;
-        $body
-    }
-    {
-        let $i: usize = 2;
-        $body
-    }
-    {
-        let $i: usize = 3;
-        $body
-    }
-    {
-        let $i: usize = 4;
-        $body
-    }};
+    ($i:ident => $body:block) => {
+        unroll!($i in [0, 1, 2, 3, 4] => $body)
+    };
 }
 const _: () = assert!(TILE == 5, "unroll_tile! expands TILE = 5 bodies");
 

@@ -258,9 +258,9 @@ pub fn orthogonal_factor_team<T: Team>(
         return Status::Ok;
     }
     let (status, trace) = if n == DESI_BLOCK {
-        pivoted_cholesky_team(team, a, FixedOrder::<DESI_BLOCK>, scratch)
+        pivoted_cholesky_team(team, a, Fixed::<DESI_BLOCK>, scratch)
     } else {
-        pivoted_cholesky_team(team, a, AnyOrder(n), scratch)
+        pivoted_cholesky_team(team, a, Dyn(n), scratch)
     };
     if status != Status::Ok {
         return status;
@@ -277,13 +277,13 @@ pub fn orthogonal_factor_team<T: Team>(
 
 /// Step 1: pivoted Cholesky in place (see the module documentation). Returns the status and
 /// `trace C`.
-fn pivoted_cholesky_team<T: Team, O: Order>(
+fn pivoted_cholesky_team<T: Team, O: Size>(
     team: &T,
     a: Shared,
     order: O,
     scratch: Shared,
 ) -> (Status, f64) {
-    let n = order.n();
+    let n = order.get();
     let lanes = team.lanes();
     if a.len() < n * n || scratch.len() < VECTORS * n {
         return (Status::BadShape, 0.0);
@@ -402,38 +402,39 @@ fn pivoted_cholesky_team<T: Team, O: Order>(
     (Status::Ok, trace)
 }
 
-/// Lanes per pair of the Jacobi steps: a compile-time constant for the usual team sizes (the
-/// strided loops over a row then unroll with constant offsets and no index arithmetic per
-/// element, which measurably dominated the GPU kernel's instruction count), or a run-time value.
-trait PairLanes: Copy {
-    /// The number of lanes per pair, `g`.
-    fn g(self) -> usize;
+/// A size of the Jacobi steps, the lanes per pair `g` or the order `n`: a compile-time
+/// constant ([`Fixed`]) for the usual team sizes and DESI's block (the strided loops over a row
+/// then unroll with constant offsets and trip counts and no index arithmetic per element, which
+/// measurably dominated the GPU kernel's instruction count), or a run-time value ([`Dyn`]).
+trait Size: Copy {
+    /// The value.
+    fn get(self) -> usize;
 }
 
-/// `g` known at compile time.
+/// A size known at compile time.
 #[derive(Clone, Copy)]
-struct FixedLanes<const G: usize>;
+struct Fixed<const N: usize>;
 
-impl<const G: usize> PairLanes for FixedLanes<G> {
+impl<const N: usize> Size for Fixed<N> {
     #[inline(always)]
-    fn g(self) -> usize {
-        G
+    fn get(self) -> usize {
+        N
     }
 }
 
-/// `g` known at run time.
+/// A size known at run time.
 #[derive(Clone, Copy)]
-struct AnyLanes(usize);
+struct Dyn(usize);
 
-impl PairLanes for AnyLanes {
+impl Size for Dyn {
     #[inline(always)]
-    fn g(self) -> usize {
+    fn get(self) -> usize {
         self.0
     }
 }
 
 /// Step 2: one-sided Jacobi on the rows of `w` in the round-robin order (dispatches on the
-/// lanes per pair; see [`PairLanes`]).
+/// lanes per pair; see [`Size`]).
 fn one_sided_jacobi_team<T: Team>(
     team: &T,
     w: Shared,
@@ -443,7 +444,7 @@ fn one_sided_jacobi_team<T: Team>(
     stats: &mut JacobiStats,
 ) -> Status {
     let pairs = Pairs::new(n, team.lanes());
-    let any = AnyOrder(n);
+    let order = Dyn(n);
     match (n, pairs.g) {
         // DESI's block (nwavetot = 50 + 2·12) at the default 96 lanes: constant trip counts.
         (DESI_BLOCK, 2) => jacobi_sweeps(
@@ -452,49 +453,19 @@ fn one_sided_jacobi_team<T: Team>(
             scratch,
             abs_floor,
             stats,
-            FixedLanes::<2>,
-            FixedOrder::<DESI_BLOCK>,
+            Fixed::<2>,
+            Fixed::<DESI_BLOCK>,
         ),
-        (_, 1) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<1>, any),
-        (_, 2) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<2>, any),
-        (_, 3) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<3>, any),
-        (_, 4) => jacobi_sweeps(team, w, scratch, abs_floor, stats, FixedLanes::<4>, any),
-        (_, g) => jacobi_sweeps(team, w, scratch, abs_floor, stats, AnyLanes(g), any),
+        (_, 1) => jacobi_sweeps(team, w, scratch, abs_floor, stats, Fixed::<1>, order),
+        (_, 2) => jacobi_sweeps(team, w, scratch, abs_floor, stats, Fixed::<2>, order),
+        (_, 3) => jacobi_sweeps(team, w, scratch, abs_floor, stats, Fixed::<3>, order),
+        (_, 4) => jacobi_sweeps(team, w, scratch, abs_floor, stats, Fixed::<4>, order),
+        (_, g) => jacobi_sweeps(team, w, scratch, abs_floor, stats, Dyn(g), order),
     }
 }
 
 /// The block order of DESI's default extraction (`nwavetot = nwavestep + 2·pad = 50 + 24`).
 const DESI_BLOCK: usize = 74;
-
-/// The order `n` of the Jacobi steps: a compile-time constant for DESI's block size (with a
-/// compile-time lanes-per-pair that divides it, each lane's loop over a row has a constant
-/// trip count and unrolls completely), or a run-time value.
-trait Order: Copy {
-    /// The order `n`.
-    fn n(self) -> usize;
-}
-
-/// `n` known at compile time.
-#[derive(Clone, Copy)]
-struct FixedOrder<const N: usize>;
-
-impl<const N: usize> Order for FixedOrder<N> {
-    #[inline(always)]
-    fn n(self) -> usize {
-        N
-    }
-}
-
-/// `n` known at run time.
-#[derive(Clone, Copy)]
-struct AnyOrder(usize);
-
-impl Order for AnyOrder {
-    #[inline(always)]
-    fn n(self) -> usize {
-        self.0
-    }
-}
 
 /// Runs `f(k)` for a lane's elements `k = sub, sub + g, ... < n` (`sub < g`): when `g` divides
 /// `n` that is exactly `k = sub + g·j` for `j < n / g`, a constant trip count when `n` and `g`
@@ -513,12 +484,12 @@ fn lane_elements<F: FnMut(usize)>(sub: usize, n: usize, g: usize, mut f: F) {
     }
 }
 
-/// The sweeps of [`one_sided_jacobi_team`] with `n = order.n()` and
-/// `lanes_per_pair.g() == Pairs::new(n, lanes).g`.
+/// The sweeps of [`one_sided_jacobi_team`] with `n = order.get()` and
+/// `lanes_per_pair.get() == Pairs::new(n, lanes).g`.
 ///
 /// The caller guarantees `w.len() >= n²` and the scratch length (checked in
 /// [`orthogonal_factor_team`]); every `p·n + k` below has `p, k < n`.
-fn jacobi_sweeps<T: Team, G: PairLanes, O: Order>(
+fn jacobi_sweeps<T: Team, G: Size, O: Size>(
     team: &T,
     w: Shared,
     scratch: Shared,
@@ -527,9 +498,9 @@ fn jacobi_sweeps<T: Team, G: PairLanes, O: Order>(
     lanes_per_pair: G,
     order: O,
 ) -> Status {
-    let n = order.n();
+    let n = order.get();
     let pairs = Pairs::new(n, team.lanes());
-    let (g, npairs, groups) = (lanes_per_pair.g(), pairs.npairs, pairs.groups);
+    let (g, npairs, groups) = (lanes_per_pair.get(), pairs.npairs, pairs.groups);
     debug_assert_eq!(g, pairs.g);
     let cnt = scratch.sub(VECTORS * n, npairs);
     let bigcnt = scratch.sub(VECTORS * n + npairs, npairs);
@@ -643,14 +614,14 @@ fn jacobi_sweeps<T: Team, G: PairLanes, O: Order>(
 /// Step 3 (weights): `σ_i = ‖w_i‖²` of the rows of `w`, the clip, `coef_i` into `COEF` and
 /// (with `xflux`) `coef_i·Σ_j w_i[j]` into `T_VEC` and `coef_i·Σ_j w_i[j]·xflux[j·stride]` into
 /// `U_VEC`. Returns the status and the floor weight `f_w` (identical on every lane).
-fn weights_team<T: Team, O: Order>(
+fn weights_team<T: Team, O: Size>(
     team: &T,
     w: Shared,
     order: O,
     xflux: Option<(&[f64], usize)>,
     scratch: Shared,
 ) -> (Status, f64) {
-    let n = order.n();
+    let n = order.get();
     let lanes = team.lanes();
     if w.len() < n * n || scratch.len() < VECTORS * n {
         return (Status::BadShape, 0.0);
@@ -778,7 +749,7 @@ pub fn inverse_sqrt_team_with_stats<T: Team>(
     }
     let grid = Grid::new(lanes, n);
     team.each(|lane| grid.each(lane, n, n, |i, k| w.set(i * n + k, a.get(i * n + k))));
-    let (code, fw) = weights_team(team, w, AnyOrder(n), None, small);
+    let (code, fw) = weights_team(team, w, Dyn(n), None, small);
     if code != Status::Ok {
         return code;
     }
@@ -877,7 +848,7 @@ pub fn resolution_team<T: Team>(
     if n == DESI_BLOCK {
         compose_resolution(
             team,
-            FixedOrder::<DESI_BLOCK>,
+            Fixed::<DESI_BLOCK>,
             cov,
             (xflux, xflux_stride),
             (ndiag, k_min, k_max),
@@ -887,7 +858,7 @@ pub fn resolution_team<T: Team>(
     } else {
         compose_resolution(
             team,
-            AnyOrder(n),
+            Dyn(n),
             cov,
             (xflux, xflux_stride),
             (ndiag, k_min, k_max),
@@ -897,9 +868,9 @@ pub fn resolution_team<T: Team>(
     }
 }
 
-/// Step 3 of [`resolution_team`] on the orthogonal factor `w` (order `order.n()`): weights,
+/// Step 3 of [`resolution_team`] on the orthogonal factor `w` (order `order.get()`): weights,
 /// `Q·1`, `Q·xflux`, ivar, flux and the diagonals of `R` (shapes checked by the caller).
-fn compose_resolution<T: Team, O: Order>(
+fn compose_resolution<T: Team, O: Size>(
     team: &T,
     order: O,
     w: Shared,
@@ -908,7 +879,7 @@ fn compose_resolution<T: Team, O: Order>(
     (flux, ivar, rdiags, out_stride): (Shared, Shared, Shared, usize),
     scratch: Shared,
 ) -> Status {
-    let n = order.n();
+    let n = order.get();
     let lanes = team.lanes();
     let ndiagonal = 2 * ndiag + 1;
     let (status, fw) = weights_team(team, w, order, Some((xflux, xflux_stride)), scratch);
