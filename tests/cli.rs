@@ -4,6 +4,8 @@
 //!
 //! Frames are small (one bundle, 126 wavelengths) but every preproc is the full r0 CCD.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +16,7 @@ use fitsio::hdu::HduInfo;
 use fitsio::FitsFile;
 
 const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
-const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
+use common::PSF_PATH as PSF;
 /// The wavelength grid of every run: 6000, 6000.8, ..., 6100 (126 bins).
 const WAVE: &str = "6000,6100,0.8";
 const NWAVE: usize = 126;

@@ -2,11 +2,13 @@
 //! a clear error (not a panic); with a GPU (or when `DESI_REQUIRE_GPU=1`, which makes a missing
 //! GPU a failure) `selftest --gpu` must pass: GPU against CPU on a simulated bundle.
 
+mod common;
+
 use desi_extract::gpu::probe_driver;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
-const PSF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
+use common::PSF_PATH as PSF;
 
 #[test]
 fn gpu_selftest_or_clear_error_without_gpu() {

@@ -1,5 +1,7 @@
 //! Bad inputs give errors naming the file and the problem; failed writes leave no file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use desi_extract::io::{
@@ -9,10 +11,7 @@ use desi_extract::io::{
 use fitsio::images::{ImageDescription, ImageType};
 use fitsio::FitsFile;
 
-const PSF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/psf-r0-00051060.fits"
-);
+use common::PSF_PATH as PSF;
 
 /// Asserts that the error message names the file and contains every `parts`.
 fn assert_msg(err: &IoError, path: &Path, parts: &[&str]) {

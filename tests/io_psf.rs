@@ -1,14 +1,13 @@
 //! PSF file parsing on the shared specex PSF (spec section 1.1).
 
+mod common;
+
 use std::path::Path;
 
 use desi_extract::io::{describe, read_psf, DEFAULT_PSFERR};
 use fitsio::FitsFile;
 
-const PSF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/psf-r0-00051060.fits"
-);
+use common::PSF_PATH as PSF;
 
 /// Reads COEFF element `elem` (0-based, [fiber][k] flattened) of the row whose PARAM is
 /// `param`, with cfitsio's own column reader (independent of desi_extract's byte decoding).

@@ -4,12 +4,10 @@
 
 mod common;
 
-use common::psf;
-use desi_extract::extract::extract_frame;
+use common::{bundle_params, extract_cpu, psf};
 use desi_extract::patch::stitch::{ALLBADPIX, SOMEBADPIX};
-use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::patch::WavelengthGrid;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::CpuBackend;
 
 #[test]
 fn masked_rectangle_sets_allbadpix() {
@@ -29,20 +27,8 @@ fn masked_rectangle_sets_allbadpix() {
             preproc.mask[y as usize * psf.npix_x + x as usize] = 1; // ccdmask BAD
         }
     }
-    let params = ExtractionParams {
-        nspec: 25,
-        ..ExtractionParams::default()
-    };
-    let ex = extract_frame(
-        &psf,
-        &preproc,
-        &grid,
-        &params,
-        &CpuBackend,
-        false,
-        &|_, _| {},
-    )
-    .unwrap();
+    let params = bundle_params();
+    let ex = extract_cpu(&psf, &preproc, &grid, &params);
     let a = &ex.arrays;
     let (mut full, mut partial, mut clean) = (0, 0, 0);
     for s in 0..a.nspec {

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::psf;
-use desi_extract::extract::extract_frame;
-use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use common::{bundle_params, extract_cpu, psf};
+use desi_extract::patch::WavelengthGrid;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::{CpuBackend, PatchIssue};
+use desi_extract::solve::PatchIssue;
 
 #[test]
 fn unsolvable_patch_is_reported_and_zeroed() {
@@ -21,20 +20,8 @@ fn unsolvable_patch_is_reported_and_zeroed() {
     let c = spots.corner(0, 0);
     let pix = (c.yc as usize + 5) * psf.npix_x + c.xc as usize + 8;
     preproc.image[pix] = f32::NAN;
-    let params = ExtractionParams {
-        nspec: 25,
-        ..ExtractionParams::default()
-    };
-    let ex = extract_frame(
-        &psf,
-        &preproc,
-        &grid,
-        &params,
-        &CpuBackend,
-        false,
-        &|_, _| {},
-    )
-    .unwrap();
+    let params = bundle_params();
+    let ex = extract_cpu(&psf, &preproc, &grid, &params);
     let failed: Vec<_> = ex
         .reports
         .iter()

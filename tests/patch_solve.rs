@@ -2,6 +2,8 @@
 //! reference (spec acceptance test A6).
 #![allow(clippy::needless_range_loop)] // index loops mirror the matrix equations
 
+mod common;
+
 use desi_device::patch::CcdView;
 use desi_extract::io::read_psf;
 use desi_extract::patch::plan::plan_bundle;
@@ -13,10 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 
-const PSF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/psf-r0-00051060.fits"
-);
+use common::PSF_PATH as PSF;
 
 #[test]
 fn noiseless_patch_matches_dense_reference() {

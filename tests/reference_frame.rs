@@ -4,11 +4,9 @@
 
 mod common;
 
-use common::{preproc_from_arrays, psf};
-use desi_extract::extract::extract_frame;
-use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use common::{bundle_params, extract_cpu, preproc_from_arrays, psf};
+use desi_extract::patch::WavelengthGrid;
 use desi_extract::sim::{project_spectra, Spectra};
-use desi_extract::solve::CpuBackend;
 use serde_json::Value;
 
 const REFERENCE: &str = concat!(
@@ -61,20 +59,8 @@ fn check_case(case: &str, pseudonoise: bool) {
     let ivar: Vec<f64> = noiseless.iter().map(|&v| 1.0 / (v + 9.0)).collect();
     let preproc = preproc_from_arrays(&psf, &image, &ivar);
     let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
-    let params = ExtractionParams {
-        nspec: 25,
-        ..ExtractionParams::default()
-    };
-    let ex = extract_frame(
-        &psf,
-        &preproc,
-        &grid,
-        &params,
-        &CpuBackend,
-        false,
-        &|_, _| {},
-    )
-    .unwrap();
+    let params = bundle_params();
+    let ex = extract_cpu(&psf, &preproc, &grid, &params);
     assert!(
         ex.reports.is_empty(),
         "unexpected patch reports: {:?}",

@@ -3,13 +3,11 @@
 
 mod common;
 
-use common::psf;
-use desi_extract::extract::extract_frame;
+use common::{bundle_params, extract_cpu, psf};
 use desi_extract::patch::stitch::median;
-use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::patch::WavelengthGrid;
 use desi_extract::qa::convolve_truth;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::CpuBackend;
 
 #[test]
 fn noisy_bundle_pulls_are_unit_normal() {
@@ -17,20 +15,8 @@ fn noisy_bundle_pulls_are_unit_normal() {
     let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
     let preproc = simulated_preproc(&psf, &truth, 3.0, 7, false, "r0").unwrap();
-    let params = ExtractionParams {
-        nspec: 25,
-        ..ExtractionParams::default()
-    };
-    let ex = extract_frame(
-        &psf,
-        &preproc,
-        &grid,
-        &params,
-        &CpuBackend,
-        false,
-        &|_, _| {},
-    )
-    .unwrap();
+    let params = bundle_params();
+    let ex = extract_cpu(&psf, &preproc, &grid, &params);
     assert!(ex.reports.is_empty(), "patch reports: {:?}", ex.reports);
     let a = &ex.arrays;
     let dwave = grid.bin_widths();

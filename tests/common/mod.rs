@@ -1,15 +1,15 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
+use desi_extract::solve::CpuBackend;
 use std::path::{Path, PathBuf};
 
-/// The shared real DESI r0 PSF.
-pub const PSF_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/psf-r0-00051060.fits"
-);
+/// The real DESI r0 PSF bundled in data/ (a copy of ../shared/data/psf-r0-00051060.fits).
+pub const PSF_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
 
 /// Reads the shared PSF.
 pub fn psf() -> GaussHermitePsf {
@@ -30,4 +30,23 @@ pub fn preproc_from_arrays(psf: &GaussHermitePsf, image: &[f64], ivar: &[f64]) -
         readnoise: None,
         fibermap: None,
     }
+}
+
+/// The parameters of one 25-fiber bundle from fiber 0 (the defaults otherwise).
+pub fn bundle_params() -> ExtractionParams {
+    ExtractionParams {
+        nspec: 25,
+        ..ExtractionParams::default()
+    }
+}
+
+/// [`extract_frame`] on the CPU without a model image or progress reports; panics on error.
+pub fn extract_cpu(
+    psf: &GaussHermitePsf,
+    preproc: &PreprocImage,
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+) -> Extraction {
+    extract_frame(psf, preproc, grid, params, &CpuBackend, false, &|_, _| {})
+        .expect("CPU extraction")
 }
