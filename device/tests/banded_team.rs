@@ -12,6 +12,9 @@
 //! 50 / 58) for nspec 6 and 7, and its leading `(n, n)` corners for n = 1, 2, 5, 74 at
 //! kd = 58 (dense bands).
 
+mod common;
+
+use common::{max_abs, ReverseTeam};
 use desi_device::linalg::banded::{band_covariance_block_range, band_factor, band_solve};
 use desi_device::linalg::banded_team::{
     band_back_solve_team, band_factor_forward_team, band_factor_team, band_factor_team_window_len,
@@ -25,24 +28,6 @@ use rand_chacha::ChaCha8Rng;
 
 /// Lane counts of the brief: one lane, a warp, kd + 1, two warps, 4 and 8 warps.
 const LANES: [usize; 6] = [1, 32, 59, 64, 128, 256];
-
-/// Serial emulation running the lanes of each phase in reverse order.
-#[derive(Clone, Copy)]
-struct ReverseTeam {
-    lanes: usize,
-}
-
-impl Team for ReverseTeam {
-    fn lanes(&self) -> usize {
-        self.lanes
-    }
-
-    fn each<F: FnMut(usize)>(&self, mut f: F) {
-        for lane in (0..self.lanes).rev() {
-            f(lane);
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -77,10 +62,6 @@ fn assert_bitwise(actual: &[f64], expected: &[f64], what: &str) {
             actual[i], expected[i]
         );
     }
-}
-
-fn max_abs(x: &[f64]) -> f64 {
-    x.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
 /// The patch normal matrix of `tests/cholesky.rs` (`M = Σ_pix a aᵀ + δ I`, three Gaussian

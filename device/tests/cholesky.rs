@@ -6,6 +6,9 @@
 //! (LU inverse, symmetric eigendecomposition `V Λ⁻¹ Vᵀ`). Tolerances are multiples of
 //! `n·eps` (backward errors) or `n·eps·κ(M)` (forward errors of an inverse).
 
+mod common;
+
+use common::max_abs;
 use desi_device::linalg::banded::{
     band_covariance_blocks, band_covariance_blocks_work_len, band_factor, band_solve,
 };
@@ -52,10 +55,6 @@ fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
             actual[i], expected[i]
         );
     }
-}
-
-fn max_abs(x: &[f64]) -> f64 {
-    x.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
 fn frobenius(x: &[f64]) -> f64 {

@@ -4,6 +4,9 @@
 //! Sizes straddle the 4-wide vector width and the production block size (74): 1, 2, 3, 31,
 //! 32, 33, 73, 74, 75, 100. Run with `-- --nocapture` to see the sweep counts.
 
+mod common;
+
+use common::{covariance_block, random_spd};
 use desi_device::linalg::jacobi::{
     inverse_sqrt, inverse_sqrt_with_stats, inverse_sqrt_work_len, jacobi_eigh,
     jacobi_eigh_with_stats, JacobiStats,
@@ -32,89 +35,6 @@ fn random_symmetric(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
         }
     }
     a
-}
-
-/// Random SPD: G·Gᵀ/n + 0.05·I with G uniform in (-1, 1) (condition number ~ 100).
-fn random_spd(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let g: Vec<f64> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let mut a = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            let s: f64 = (0..n).map(|k| g[i * n + k] * g[j * n + k]).sum();
-            a[i * n + j] = s / n as f64;
-        }
-        a[i * n + i] += 0.05;
-    }
-    // Exact symmetry (the sums above are symmetric up to rounding only).
-    for i in 0..n {
-        for j in 0..i {
-            a[j * n + i] = a[i * n + j];
-        }
-    }
-    a
-}
-
-/// Covariance-like block: C = M⁻¹ with M = AᵀWA (+ tiny ridge) banded (|i-j| <= 8), the
-/// normal matrix of a 1-D Gaussian PSF (σ in [0.9, 1.3] px) sampled at 1.5 px per bin,
-/// pixel-integrated, with random inverse variances. C is dense, not diagonally dominant, and
-/// neighbouring bins are anticorrelated, like the real per-fiber blocks C_bb.
-fn covariance_block(nwave: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let dy = 1.5;
-    let pad = 10;
-    let npix = (nwave as f64 * dy) as usize + 2 * pad;
-    let sigma: f64 = rng.random_range(0.9..1.3);
-    let ivar: Vec<f64> = (0..npix).map(|_| rng.random_range(0.5..1.5)).collect();
-    // Pixel-integrated Gaussian of bin k in pixel y: Φ((y+1/2-c)/σ) - Φ((y-1/2-c)/σ).
-    let profile = |y: usize, k: usize| {
-        let c = pad as f64 + dy * k as f64;
-        let lo = (y as f64 - 0.5 - c) / (sigma * 2f64.sqrt());
-        let hi = (y as f64 + 0.5 - c) / (sigma * 2f64.sqrt());
-        0.5 * (erf(hi) - erf(lo))
-    };
-    let mut m = DMatrix::<f64>::zeros(nwave, nwave);
-    for i in 0..nwave {
-        for j in i.saturating_sub(8)..(i + 9).min(nwave) {
-            let s: f64 = (0..npix)
-                .map(|y| profile(y, i) * ivar[y] * profile(y, j))
-                .sum();
-            m[(i, j)] = s;
-        }
-        m[(i, i)] += 1e-6;
-    }
-    let m = (&m + m.transpose()) * 0.5;
-    let c = m.try_inverse().expect("M is positive definite");
-    let mut out = vec![0.0; nwave * nwave];
-    for i in 0..nwave {
-        for j in 0..nwave {
-            out[i * nwave + j] = 0.5 * (c[(i, j)] + c[(j, i)]);
-        }
-    }
-    out
-}
-
-/// erf to ~1e-16 (Taylor series below 3, continued fraction above); test-only.
-fn erf(x: f64) -> f64 {
-    if x < 0.0 {
-        return -erf(-x);
-    }
-    if x < 3.0 {
-        let mut term = x;
-        let mut sum = x;
-        let mut k = 0.0;
-        while term.abs() > 1e-18 * sum.abs() {
-            k += 1.0;
-            term *= -x * x / k;
-            sum += term / (2.0 * k + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        // erfc continued fraction (Lentz), converges fast for x >= 3.
-        let mut f = x;
-        for k in (1..60).rev() {
-            f = x + (k as f64 / 2.0) / f;
-        }
-        1.0 - (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
-    }
 }
 
 fn to_na(a: &[f64], n: usize) -> DMatrix<f64> {

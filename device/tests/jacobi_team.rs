@@ -8,6 +8,9 @@
 //! another lane writes in that phase (the phase rule of `desi_device::team`); comparing them
 //! catches violations that the GPU would turn into races.
 
+mod common;
+
+use common::{covariance_block, max_abs, random_spd, ReverseTeam};
 use desi_device::linalg::jacobi::{inverse_sqrt, inverse_sqrt_work_len, JacobiStats};
 use desi_device::linalg::jacobi_team::{
     inverse_sqrt_team, inverse_sqrt_team_scratch_len, inverse_sqrt_team_with_stats,
@@ -23,103 +26,9 @@ use rand_chacha::ChaCha8Rng;
 const LANES: [usize; 6] = [1, 32, 37, 64, 128, 256];
 const EPS: f64 = f64::EPSILON;
 
-/// A team whose lanes run in reverse order (last lane first).
-#[derive(Clone, Copy)]
-struct ReverseTeam {
-    lanes: usize,
-}
-
-impl Team for ReverseTeam {
-    fn lanes(&self) -> usize {
-        self.lanes
-    }
-
-    fn each<F: FnMut(usize)>(&self, mut f: F) {
-        for lane in (0..self.lanes).rev() {
-            f(lane);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Matrix generators (as device/tests/jacobi.rs).
 // ---------------------------------------------------------------------------------------
-
-/// Random SPD: G·Gᵀ/n + 0.05·I with G uniform in (-1, 1) (condition number ~ 100).
-fn random_spd(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let g: Vec<f64> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let mut a = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..n).map(|k| g[i * n + k] * g[j * n + k]).sum();
-            a[i * n + j] = s / n as f64;
-            a[j * n + i] = s / n as f64;
-        }
-        a[i * n + i] += 0.05;
-    }
-    a
-}
-
-/// Covariance-like block: C = M⁻¹ with M = AᵀWA (+ tiny ridge) banded (|i-j| <= 8), the
-/// normal matrix of a 1-D pixel-integrated Gaussian PSF (σ in [0.9, 1.3] px) sampled at 1.5 px
-/// per bin with random inverse variances: dense, anticorrelated neighbours, like real C_bb.
-fn covariance_block(nwave: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let dy = 1.5;
-    let pad = 10;
-    let npix = (nwave as f64 * dy) as usize + 2 * pad;
-    let sigma: f64 = rng.random_range(0.9..1.3);
-    let ivar: Vec<f64> = (0..npix).map(|_| rng.random_range(0.5..1.5)).collect();
-    let profile = |y: usize, k: usize| {
-        let c = pad as f64 + dy * k as f64;
-        let lo = (y as f64 - 0.5 - c) / (sigma * 2f64.sqrt());
-        let hi = (y as f64 + 0.5 - c) / (sigma * 2f64.sqrt());
-        0.5 * (erf(hi) - erf(lo))
-    };
-    let mut m = DMatrix::<f64>::zeros(nwave, nwave);
-    for i in 0..nwave {
-        for j in i.saturating_sub(8)..(i + 9).min(nwave) {
-            m[(i, j)] = (0..npix)
-                .map(|y| profile(y, i) * ivar[y] * profile(y, j))
-                .sum();
-        }
-        m[(i, i)] += 1e-6;
-    }
-    let m = (&m + m.transpose()) * 0.5;
-    let c = m.try_inverse().expect("M is positive definite");
-    let mut out = vec![0.0; nwave * nwave];
-    for i in 0..nwave {
-        for j in 0..nwave {
-            out[i * nwave + j] = 0.5 * (c[(i, j)] + c[(j, i)]);
-        }
-    }
-    out
-}
-
-/// erf to ~1e-16 (Taylor series below 3, continued fraction above); test-only.
-fn erf(x: f64) -> f64 {
-    if x < 0.0 {
-        return -erf(-x);
-    }
-    if x < 3.0 {
-        let (mut term, mut sum, mut k) = (x, x, 0.0);
-        while term.abs() > 1e-18 * sum.abs() {
-            k += 1.0;
-            term *= -x * x / k;
-            sum += term / (2.0 * k + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        let mut f = x;
-        for k in (1..60).rev() {
-            f = x + (k as f64 / 2.0) / f;
-        }
-        1.0 - (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
-    }
-}
-
-fn max_abs(x: &[f64]) -> f64 {
-    x.iter().fold(0.0f64, |m, v| m.max(v.abs()))
-}
 
 // ---------------------------------------------------------------------------------------
 // Drivers.
