@@ -44,7 +44,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use desi_device::linalg::jacobi::{
     inverse_sqrt_with_stats, inverse_sqrt_work_len, jacobi_eigh_with_stats, JacobiStats,
 };
-use desi_device::patch::{patch_bandwidth, PatchShape, StampView};
+use desi_device::patch::patch_bandwidth;
 use desi_extract::extract::Extraction;
 use desi_extract::gpu::{extract_frame_gpu, probe_driver, GpuContext};
 use desi_extract::io::read_psf;
@@ -403,21 +403,10 @@ fn cholesky_model(psf: &GaussHermitePsf) -> Result<(f64, f64, f64), String> {
     let plans = plan_bundle(0, &spots, &params, grid.nwave(), psf.npix_y);
     let (mut flop, mut sum_n, mut sum_kd, mut count) = (0.0, 0.0, 0.0, 0usize);
     for plan in &plans {
-        let Some(window) = plan.window else { continue };
-        let first = (plan.s0 - spots.ispec_min) * spots.nwave + (plan.iwave - pad);
-        let view = StampView {
-            stamps: &spots.stamps[first * spots.ny * spots.nx..],
-            corners: &spots.corners[first..],
-            fiber_stride: spots.nwave,
-            ny: spots.ny,
-            nx: spots.nx,
+        let Some(shape) = plan.shape(params.nwavetot()) else {
+            continue;
         };
-        let shape = PatchShape {
-            nspecpad: plan.nspecpad,
-            nwavetot: params.nwavetot(),
-            row_min: window.row_min,
-            row_max: window.row_max,
-        };
+        let view = plan.stamp_view(&spots, pad);
         let n = shape.nunknown() as f64;
         let kd = patch_bandwidth(&view, &shape) as f64;
         flop += n * (kd * kd + 3.0 * kd) + 4.0 * n * kd;

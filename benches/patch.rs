@@ -7,7 +7,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{
     assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange,
-    PatchShape, StampView,
 };
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::read_psf;
@@ -44,20 +43,8 @@ fn benches(c: &mut Criterion) {
         ndiag: psf.hsizey,
     };
     let nwavetot = params.nwavetot();
-    let first = (plan.s0 - spots.ispec_min) * spots.nwave + (plan.iwave - params.pad());
-    let view = StampView {
-        stamps: &spots.stamps[first * spots.ny * spots.nx..],
-        corners: &spots.corners[first..],
-        fiber_stride: spots.nwave,
-        ny: spots.ny,
-        nx: spots.nx,
-    };
-    let shape = PatchShape {
-        nspecpad: plan.nspecpad,
-        nwavetot,
-        row_min: window.row_min,
-        row_max: window.row_max,
-    };
+    let view = plan.stamp_view(&spots, params.pad());
+    let shape = plan.shape(nwavetot).expect("the patch is on the CCD");
     let n = shape.nunknown();
     let kd = patch_bandwidth(&view, &shape);
     let mut band = vec![0.0; n * (kd + 1)];

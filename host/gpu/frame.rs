@@ -17,7 +17,7 @@ use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig, PushKernelArg};
 use desi_device::linalg::{banded, banded_team, jacobi, jacobi_team};
-use desi_device::patch::{patch_bandwidth, PatchDesc, PatchShape, StampView, PATCH_DESC_WORDS};
+use desi_device::patch::{patch_bandwidth, PatchDesc, StampView, PATCH_DESC_WORDS};
 use desi_device::spot::{spot_corner, StampCorner};
 use desi_device::Status;
 use rayon::prelude::*;
@@ -534,6 +534,7 @@ fn plan_frame(
                 .par_iter()
                 .filter_map(|plan| {
                     let window = plan.window?;
+                    let shape = plan.shape(nwavetot)?;
                     let stamp_offset = plan.s0 * nfull + (plan.iwave - pad);
                     let view = StampView {
                         stamps: &[],
@@ -541,12 +542,6 @@ fn plan_frame(
                         fiber_stride: nfull,
                         ny,
                         nx,
-                    };
-                    let shape = PatchShape {
-                        nspecpad: plan.nspecpad,
-                        nwavetot,
-                        row_min: window.row_min,
-                        row_max: window.row_max,
                     };
                     let desc = PatchDesc {
                         stamp_offset: stamp_offset as u64,

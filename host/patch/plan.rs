@@ -1,6 +1,7 @@
 //! Bundles, sub-bundles, patches and their pixel windows (spec 3.2, 3.3).
 
 use crate::psf::SpotTable;
+use desi_device::patch::{PatchShape, StampView};
 use thiserror::Error;
 
 /// Decomposition and solve parameters of `desi_extract_spectra` (spec section 8).
@@ -168,6 +169,30 @@ impl PatchPlan {
     /// Output wavelength index of the first core bin.
     pub fn out_wave_min(&self, pad: usize) -> usize {
         self.iwave - pad
+    }
+
+    /// The patch's shape for the device routines (`nwavetot` bins per spectrum, the kept
+    /// rows), or `None` when the patch falls off the CCD.
+    pub fn shape(&self, nwavetot: usize) -> Option<PatchShape> {
+        self.window.map(|window| PatchShape {
+            nspecpad: self.nspecpad,
+            nwavetot,
+            row_min: window.row_min,
+            row_max: window.row_max,
+        })
+    }
+
+    /// The patch's stamps in `spots`, a table on the fullwave grid that holds its padded
+    /// spectra (a bundle's, or a frame's), `pad` bins before its first core bin.
+    pub fn stamp_view<'a>(&self, spots: &'a SpotTable, pad: usize) -> StampView<'a> {
+        let first = (self.s0 - spots.ispec_min) * spots.nwave + (self.iwave - pad);
+        StampView {
+            stamps: &spots.stamps[first * spots.ny * spots.nx..],
+            corners: &spots.corners[first..],
+            fiber_stride: spots.nwave,
+            ny: spots.ny,
+            nx: spots.nx,
+        }
     }
 }
 

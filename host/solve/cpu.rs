@@ -7,7 +7,7 @@ use crate::patch::{PatchPlan, PixelWindow};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize,
-    resolution_diagonals, CoreRange, PatchShape, StampView,
+    resolution_diagonals, CoreRange, PatchShape,
 };
 use desi_device::Status;
 use rayon::prelude::*;
@@ -56,36 +56,17 @@ pub struct PatchSolution {
     pub issue: Option<PatchIssue>,
 }
 
-/// Stamp view of a patch inside its bundle's spot table.
-fn stamp_view<'a>(inputs: &BundleInputs<'a>, plan: &PatchPlan) -> StampView<'a> {
-    let spots = inputs.spots;
-    let first = (plan.s0 - spots.ispec_min) * spots.nwave + (plan.iwave - inputs.params.pad());
-    StampView {
-        stamps: &spots.stamps[first * spots.ny * spots.nx..],
-        corners: &spots.corners[first..],
-        fiber_stride: spots.nwave,
-        ny: spots.ny,
-        nx: spots.nx,
-    }
-}
-
 /// Solves the normal equations and the resolution of one patch (spec 4.1-4.4).
 pub fn solve_patch_full(
     inputs: &BundleInputs,
     plan: &PatchPlan,
 ) -> Result<PatchSolution, PatchIssue> {
-    let Some(window) = plan.window else {
-        return Err(PatchIssue::OffCcd);
-    };
     let params = inputs.params;
     let nwavetot = params.nwavetot();
-    let view = stamp_view(inputs, plan);
-    let shape = PatchShape {
-        nspecpad: plan.nspecpad,
-        nwavetot,
-        row_min: window.row_min,
-        row_max: window.row_max,
+    let (Some(window), Some(shape)) = (plan.window, plan.shape(nwavetot)) else {
+        return Err(PatchIssue::OffCcd);
     };
+    let view = plan.stamp_view(inputs.spots, params.pad());
     let n = shape.nunknown();
     let kd = patch_bandwidth(&view, &shape);
     let fail = |stage: &str, status: Status| PatchIssue::Failed {
@@ -227,7 +208,7 @@ pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
     let window = solution.window;
     let mut pixels = vec![0.0; window.npix()];
     let status = pixel_statistics(
-        &stamp_view(inputs, plan),
+        &plan.stamp_view(inputs.spots, inputs.params.pad()),
         &inputs.ccd,
         &solution.shape,
         window.col_min,
