@@ -597,6 +597,71 @@ fn cusolver_section(
     })
 }
 
+/// A batched cuSOLVER call on device buffers that it overwrites.
+trait BatchedCall {
+    /// Puts the pristine inputs back (a device copy).
+    fn restore(&mut self, stream: &Arc<CudaStream>) -> Result<(), String>;
+
+    /// Enqueues the call.
+    fn launch(&mut self, handle: &DnHandle, stream: &Arc<CudaStream>) -> Result<(), String>;
+
+    /// Restore (untimed) and one call between two CUDA events: seconds.
+    fn time_once(&mut self, handle: &DnHandle, stream: &Arc<CudaStream>) -> Result<f64, String> {
+        self.restore(stream)?;
+        let start = timing_event(stream)?;
+        self.launch(handle, stream)?;
+        let end = timing_event(stream)?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(|e| format!("event time: {e}"))?;
+        Ok(f64::from(ms) / 1e3)
+    }
+}
+
+/// Times `call` with criterion (group `group`, benchmark `id`, throughput `batch` matrices)
+/// and returns the median of the timed calls (three more calls when criterion ran none, e.g.
+/// when filtered out).
+#[allow(clippy::too_many_arguments)]
+fn time_batched<C: BatchedCall>(
+    c: &mut Criterion,
+    group: &str,
+    id: BenchmarkId,
+    call: &mut C,
+    handle: &DnHandle,
+    stream: &Arc<CudaStream>,
+    batch: usize,
+    what: &str,
+) -> Result<f64, Section> {
+    let times: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+    {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(10))
+            .throughput(Throughput::Elements(batch as u64));
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = 0.0;
+                for _ in 0..iters {
+                    let s = must(call.time_once(handle, stream), what);
+                    times.borrow_mut().push(s);
+                    total += s;
+                }
+                Duration::from_secs_f64(total)
+            });
+        });
+        g.finish();
+    }
+    let mut times = times.into_inner();
+    if times.is_empty() {
+        for _ in 0..3 {
+            times.push(call.time_once(handle, stream).map_err(Section::Fail)?);
+        }
+    }
+    Ok(median(times))
+}
+
 /// Device buffers of the potrf benchmark.
 struct Potrf {
     n: usize,
@@ -607,7 +672,7 @@ struct Potrf {
     info: CudaSlice<i32>,
 }
 
-impl Potrf {
+impl BatchedCall for Potrf {
     fn restore(&mut self, stream: &Arc<CudaStream>) -> Result<(), String> {
         stream
             .memcpy_dtod(&self.pristine, &mut self.work)
@@ -633,18 +698,6 @@ impl Potrf {
         }
         .result()
         .map_err(|e| format!("cusolverDnDpotrfBatched: {e}"))
-    }
-
-    /// Restore (untimed) and one call between two CUDA events: seconds.
-    fn time_once(&mut self, handle: &DnHandle, stream: &Arc<CudaStream>) -> Result<f64, String> {
-        self.restore(stream)?;
-        let start = timing_event(stream)?;
-        self.launch(handle, stream)?;
-        let end = timing_event(stream)?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| format!("event time: {e}"))?;
-        Ok(f64::from(ms) / 1e3)
     }
 }
 
@@ -739,39 +792,19 @@ fn potrf_bench(
         )));
     }
 
-    let times: RefCell<Vec<f64>> = RefCell::new(Vec::new());
-    {
-        let mut g = c.benchmark_group("cusolver_potrfBatched");
-        g.sample_size(10)
-            .sampling_mode(SamplingMode::Flat)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(10))
-            .throughput(Throughput::Elements(batch as u64));
-        g.bench_function(
-            BenchmarkId::new(format!("n{n}"), format!("{batch}_matrices")),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = 0.0;
-                    for _ in 0..iters {
-                        let s = must(p.time_once(handle, stream), "timed potrfBatched");
-                        times.borrow_mut().push(s);
-                        total += s;
-                    }
-                    Duration::from_secs_f64(total)
-                });
-            },
-        );
-        g.finish();
-    }
-    let mut times = times.into_inner();
-    if times.is_empty() {
-        for _ in 0..3 {
-            times.push(p.time_once(handle, stream).map_err(Section::Fail)?);
-        }
-    }
+    let seconds = time_batched(
+        c,
+        "cusolver_potrfBatched",
+        BenchmarkId::new(format!("n{n}"), format!("{batch}_matrices")),
+        &mut p,
+        handle,
+        stream,
+        batch,
+        "timed potrfBatched",
+    )?;
     Ok(BatchTime {
         batch,
-        seconds: median(times),
+        seconds,
         bad: 0,
     })
 }
@@ -820,7 +853,7 @@ struct Syevj {
     params: SyevjParams,
 }
 
-impl Syevj {
+impl BatchedCall for Syevj {
     fn restore(&mut self, stream: &Arc<CudaStream>) -> Result<(), String> {
         stream
             .memcpy_dtod(&self.pristine, &mut self.a)
@@ -853,17 +886,6 @@ impl Syevj {
         }
         .result()
         .map_err(|e| format!("cusolverDnDsyevjBatched: {e}"))
-    }
-
-    fn time_once(&mut self, handle: &DnHandle, stream: &Arc<CudaStream>) -> Result<f64, String> {
-        self.restore(stream)?;
-        let start = timing_event(stream)?;
-        self.launch(handle, stream)?;
-        let end = timing_event(stream)?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| format!("event time: {e}"))?;
-        Ok(f64::from(ms) / 1e3)
     }
 }
 
@@ -1017,42 +1039,22 @@ fn syevj_bench(
         )));
     }
 
-    let times: RefCell<Vec<f64>> = RefCell::new(Vec::new());
-    {
-        let mut g = c.benchmark_group("cusolver_syevjBatched");
-        g.sample_size(10)
-            .sampling_mode(SamplingMode::Flat)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(10))
-            .throughput(Throughput::Elements(batch as u64));
-        g.bench_function(
-            BenchmarkId::new(
-                format!("n{n}_vectors_tol1e-14"),
-                format!("{batch}_matrices"),
-            ),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = 0.0;
-                    for _ in 0..iters {
-                        let t = must(s.time_once(handle, stream), "timed syevjBatched");
-                        times.borrow_mut().push(t);
-                        total += t;
-                    }
-                    Duration::from_secs_f64(total)
-                });
-            },
-        );
-        g.finish();
-    }
-    let mut times = times.into_inner();
-    if times.is_empty() {
-        for _ in 0..3 {
-            times.push(s.time_once(handle, stream).map_err(Section::Fail)?);
-        }
-    }
+    let seconds = time_batched(
+        c,
+        "cusolver_syevjBatched",
+        BenchmarkId::new(
+            format!("n{n}_vectors_tol1e-14"),
+            format!("{batch}_matrices"),
+        ),
+        &mut s,
+        handle,
+        stream,
+        batch,
+        "timed syevjBatched",
+    )?;
     Ok(BatchTime {
         batch,
-        seconds: median(times),
+        seconds,
         bad,
     })
 }
