@@ -163,17 +163,9 @@ fn stamp_sums(img: &PreprocImage, ispec: usize, waves: &[f64]) -> (f64, usize) {
     (sum, npix)
 }
 
-/// The names of the entries of `dir`, sorted.
+/// The names of the entries of `dir`, as a set.
 fn dir_names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect()
+    common::dir_names(dir).into_iter().collect()
 }
 
 /// numpy's `arange(wmin, wmax + dw/2, dw)` as spec 3.1 defines it: `wave[i] = wmin + i*delta`

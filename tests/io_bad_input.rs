@@ -11,6 +11,7 @@ use desi_extract::io::{
 use fitsio::images::{ImageDescription, ImageType};
 use fitsio::FitsFile;
 
+use common::dir_names;
 use common::PSF_PATH as PSF;
 
 /// Asserts that the error message names the file and contains every `parts`.
@@ -49,15 +50,6 @@ fn small_preproc(path: &Path) -> PreprocImage {
         readnoise: None,
         fibermap: None,
     }
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

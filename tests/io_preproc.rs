@@ -1,5 +1,9 @@
 //! Preproc write -> read round trips (spec section 1.2).
 
+mod common;
+
+use common::dir_names;
+
 use std::path::{Path, PathBuf};
 
 use desi_extract::io::{
@@ -74,15 +78,6 @@ fn tmp(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
-fn names_in_dir(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn preproc_round_trip_with_compressed_mask() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -90,7 +85,7 @@ fn preproc_round_trip_with_compressed_mask() {
     let img = sample(&path, 37, 53, 7);
     write_preproc(&path, &img).expect("write preproc");
     assert_eq!(
-        names_in_dir(dir.path()),
+        dir_names(dir.path()),
         ["preproc-r0-00000001.fits"],
         "no temp left"
     );
@@ -191,5 +186,5 @@ fn rewrite_replaces_previous_file() {
     let back = read_preproc(&path).expect("read");
     assert_eq!((back.ny, back.nx), (8, 3));
     assert_eq!(back.image, second.image);
-    assert_eq!(names_in_dir(dir.path()), ["p.fits"]);
+    assert_eq!(dir_names(dir.path()), ["p.fits"]);
 }

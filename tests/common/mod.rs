@@ -50,3 +50,18 @@ pub fn extract_cpu(
     extract_frame(psf, preproc, grid, params, &CpuBackend, false, &|_, _| {})
         .expect("CPU extraction")
 }
+
+/// The names of the entries of `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
