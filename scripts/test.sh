@@ -31,7 +31,7 @@ step() {
 }
 
 step cargo fmt --all -- --check
-step cargo clippy --all-targets -- -D warnings
+step cargo clippy --workspace --all-targets -- -D warnings
 # The kernel shims are nvptx-only (#[cfg(target_arch = "nvptx64")]): lint the device crate for
 # that target too, in its own target dir. `unused_features`: lib.rs enables the nvptx features
 # that kernels will need before every one of them is used.

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{max_abs, ReverseTeam};
+use common::{max_abs, patch_matrix, to_band, ReverseTeam};
 use desi_device::linalg::banded::{band_covariance_block_range, band_factor, band_solve};
 use desi_device::linalg::banded_team::{
     band_back_solve_team, band_factor_forward_team, band_factor_team, band_factor_team_window_len,
@@ -22,7 +22,6 @@ use desi_device::linalg::banded_team::{
 };
 use desi_device::team::{SerialTeam, Shared, Team};
 use desi_device::Status;
-use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -64,64 +63,6 @@ fn assert_bitwise(actual: &[f64], expected: &[f64], what: &str) {
     }
 }
 
-/// The patch normal matrix of `tests/cholesky.rs` (`M = Σ_pix a aᵀ + δ I`, three Gaussian
-/// "pixels" per unknown over fibers `ispec ± 1` and bins `iwave ± 4`, δ for κ = 400).
-fn patch_matrix(nspec: usize, nwave: usize, seed: u64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = nspec * nwave;
-    let mut m = vec![0.0; n * n];
-    let mut a = vec![0.0; n];
-    let mut support = Vec::new();
-    for ispec in 0..nspec {
-        for iwave in 0..nwave {
-            for _ in 0..3 {
-                let cs = ispec as f64 + rng.random_range(-0.4..0.4);
-                let cw = iwave as f64 + rng.random_range(-0.5..0.5);
-                let amp = rng.random_range(0.5..2.0);
-                support.clear();
-                for s in ispec.saturating_sub(1)..(ispec + 2).min(nspec) {
-                    for w in iwave.saturating_sub(4)..(iwave + 5).min(nwave) {
-                        let ds = s as f64 - cs;
-                        let dw = w as f64 - cw;
-                        let q = w * nspec + s;
-                        a[q] = amp * (-0.5 * (ds * ds / 0.3 + dw * dw / 2.0)).exp();
-                        support.push(q);
-                    }
-                }
-                for &p in &support {
-                    for &q in &support {
-                        m[p * n + q] += a[p] * a[q];
-                    }
-                }
-                for &p in &support {
-                    a[p] = 0.0;
-                }
-            }
-        }
-    }
-    let eig = SymmetricEigen::new(DMatrix::from_row_slice(n, n, &m)).eigenvalues;
-    let (lmin, lmax) = (eig.min(), eig.max());
-    let target = 400.0;
-    let delta = ((lmax - target * lmin) / (target - 1.0)).max(0.0);
-    for i in 0..n {
-        m[i * n + i] += delta;
-    }
-    m
-}
-
-/// Band storage `(n, kd + 1)` of the lower triangle of a dense row-major matrix; slots
-/// outside the matrix are filled with garbage (they must be ignored and zeroed).
-fn to_band(m: &[f64], n: usize, kd: usize) -> Vec<f64> {
-    let w = kd + 1;
-    let mut ab = vec![1.0e300; n * w];
-    for i in 0..n {
-        for j in i.saturating_sub(kd)..=i {
-            ab[i * w + (j + kd - i)] = m[i * n + j];
-        }
-    }
-    ab
-}
-
 /// Leading `(k, k)` corner of a row-major `(n, n)` matrix.
 fn corner(m: &[f64], n: usize, k: usize) -> Vec<f64> {
     (0..k * k).map(|e| m[(e / k) * n + e % k]).collect()
@@ -141,14 +82,14 @@ struct Case {
 /// the nspec = 7 patch at kd = 58 (dense bands, kd >= n - 1).
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    let m7 = patch_matrix(7, 74, 11);
+    let m7 = patch_matrix(7, 74, 11).0;
     for (nspec, seed) in [(7usize, 11u64), (6, 12), (2, 13), (1, 14)] {
         let n = nspec * 74;
         let kd = 8 * nspec + 2;
         let m = if nspec == 7 {
             m7.clone()
         } else {
-            patch_matrix(nspec, 74, seed)
+            patch_matrix(nspec, 74, seed).0
         };
         cases.push(Case {
             name: format!("patch nspec={nspec}"),
@@ -375,7 +316,7 @@ fn covariance_matches_serial_blocks() {
 fn patch_band() -> (Vec<f64>, usize, usize) {
     let n = 6 * 74;
     let kd = 50;
-    (to_band(&patch_matrix(6, 74, 12), n, kd), n, kd)
+    (to_band(&patch_matrix(6, 74, 12).0, n, kd), n, kd)
 }
 
 #[test]

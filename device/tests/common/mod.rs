@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use desi_device::team::Team;
-use nalgebra::DMatrix;
-use rand::Rng;
+use nalgebra::{DMatrix, SymmetricEigen};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Serial emulation running the lanes of each phase in reverse order (with `SerialTeam`, the
@@ -112,4 +112,65 @@ pub fn erf(x: f64) -> f64 {
         }
         1.0 - (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
     }
+}
+
+/// A realistic patch normal matrix `M = Σ_pix a aᵀ + δ I` (n = nspec·nwave, wavelength-major
+/// `q = iwave·nspec + ispec`): three "pixels" per unknown, each with a Gaussian profile over
+/// fibers `ispec ± 1` and bins `iwave ± 4` (so `M` couples |dfiber| <= 2, |dwave| <= 8), and
+/// a ridge `δ` chosen for a condition number of 400.
+pub fn patch_matrix(nspec: usize, nwave: usize, seed: u64) -> (Vec<f64>, f64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = nspec * nwave;
+    let mut m = vec![0.0; n * n];
+    let mut a = vec![0.0; n];
+    let mut support = Vec::new();
+    for ispec in 0..nspec {
+        for iwave in 0..nwave {
+            for _ in 0..3 {
+                let cs = ispec as f64 + rng.random_range(-0.4..0.4);
+                let cw = iwave as f64 + rng.random_range(-0.5..0.5);
+                let amp = rng.random_range(0.5..2.0);
+                support.clear();
+                for s in ispec.saturating_sub(1)..(ispec + 2).min(nspec) {
+                    for w in iwave.saturating_sub(4)..(iwave + 5).min(nwave) {
+                        let ds = s as f64 - cs;
+                        let dw = w as f64 - cw;
+                        let q = w * nspec + s;
+                        a[q] = amp * (-0.5 * (ds * ds / 0.3 + dw * dw / 2.0)).exp();
+                        support.push(q);
+                    }
+                }
+                for &p in &support {
+                    for &q in &support {
+                        m[p * n + q] += a[p] * a[q];
+                    }
+                }
+                for &p in &support {
+                    a[p] = 0.0;
+                }
+            }
+        }
+    }
+    let eig = SymmetricEigen::new(DMatrix::from_row_slice(n, n, &m)).eigenvalues;
+    let (lmin, lmax) = (eig.min(), eig.max());
+    let target = 400.0;
+    let delta = ((lmax - target * lmin) / (target - 1.0)).max(0.0);
+    for i in 0..n {
+        m[i * n + i] += delta;
+    }
+    let cond = (lmax + delta) / (lmin + delta);
+    (m, cond)
+}
+
+/// Band storage `(n, kd + 1)` of the lower triangle of a dense row-major matrix; slots
+/// outside the matrix are filled with garbage (they must be ignored).
+pub fn to_band(m: &[f64], n: usize, kd: usize) -> Vec<f64> {
+    let w = kd + 1;
+    let mut ab = vec![1.0e300; n * w];
+    for i in 0..n {
+        for j in i.saturating_sub(kd)..=i {
+            ab[i * w + (j + kd - i)] = m[i * n + j];
+        }
+    }
+    ab
 }
