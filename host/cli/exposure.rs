@@ -673,8 +673,8 @@ fn extract_local(
     }
 }
 
-/// Rank 0 of the shared-frames mode: hands the frame to the other ranks (none with one rank:
-/// then nothing is encoded), extracts its own share and gathers theirs.
+/// Rank 0 of the shared-frames mode: hands the frame to the other ranks (with one rank it is
+/// [`extract_local`]), extracts its own share and gathers theirs.
 fn shared_root_frame(
     args: &ExposureArgs,
     comm: &Comm,
@@ -684,11 +684,12 @@ fn shared_root_frame(
     gpu: Option<&GpuContext>,
 ) -> anyhow::Result<Finished> {
     let size = comm.size();
-    if size > 1 {
-        let message = encode_inputs(index, &read.inputs, read.read_s);
-        for dest in 1..size {
-            comm.send(dest, &message);
-        }
+    if size == 1 {
+        return Ok(extract_local(args, job, read, gpu));
+    }
+    let message = encode_inputs(index, &read.inputs, read.read_s);
+    for dest in 1..size {
+        comm.send(dest, &message);
     }
     let t0 = Instant::now();
     let mut extract_s: f64 = 0.0;
