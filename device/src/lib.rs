@@ -23,6 +23,10 @@
 #![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod macros;
+
+pub mod assemble_warp;
 pub mod legendre;
 pub mod linalg;
 pub mod math;

@@ -37,13 +37,16 @@ impl StampView<'_> {
         s * self.fiber_stride + k
     }
 
+    /// Corner of the stamp of padded spectrum `s`, padded bin `k` (panics when out of range).
     #[inline(always)]
-    fn corner(&self, s: usize, k: usize) -> StampCorner {
+    pub fn corner(&self, s: usize, k: usize) -> StampCorner {
         self.corners[self.index(s, k)]
     }
 
+    /// Stamp of padded spectrum `s`, padded bin `k`: `(ny, nx)` row-major, exactly `ny * nx`
+    /// values (panics when out of range).
     #[inline(always)]
-    fn stamp(&self, s: usize, k: usize) -> &[f64] {
+    pub fn stamp(&self, s: usize, k: usize) -> &[f64] {
         let size = self.ny * self.nx;
         let start = self.index(s, k) * size;
         &self.stamps[start..start + size]
@@ -129,6 +132,19 @@ fn shared_cols(a: StampCorner, b: StampCorner, nx: usize) -> Option<(i32, usize)
     } else {
         None
     }
+}
+
+/// `true` when the stamps at corners `a` and `b` share at least one kept pixel (rows
+/// [`shared_rows`] and columns [`shared_cols`]): otherwise `M[q2][q1]` is exactly 0.
+#[inline(always)]
+pub(crate) fn stamps_overlap(
+    a: StampCorner,
+    b: StampCorner,
+    ny: usize,
+    nx: usize,
+    shape: &PatchShape,
+) -> bool {
+    shared_rows(a, b, ny, shape).is_some() && shared_cols(a, b, nx).is_some()
 }
 
 /// Half-bandwidth `kd` of AᵀWA for a patch in wavelength-major order: the largest `q2 - q1`
@@ -293,7 +309,7 @@ pub fn assemble_unknown(
     // Any overlapping pair beyond the band would be silently lost: refuse.
     if q2_end < n {
         let c2 = view.corner(q2_end % ns, q2_end / ns);
-        if shared_rows(c1, c2, ny, shape).is_some() && shared_cols(c1, c2, nx).is_some() {
+        if stamps_overlap(c1, c2, ny, nx, shape) {
             return Status::BadShape;
         }
     }

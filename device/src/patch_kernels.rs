@@ -13,6 +13,7 @@
 
 use core::arch::nvptx;
 
+use crate::assemble_warp::{assemble_unknown_lane, WARP_LANES};
 use crate::linalg::{banded, jacobi, jacobi_team};
 use crate::patch::{
     apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
@@ -188,6 +189,137 @@ pub unsafe extern "ptx-kernel" fn assemble(
         let fw = core::slice::from_raw_parts_mut(fluxweight.add(p * nmax), n);
         let code = assemble_unknown(&view, &ccd, &shape, kd, q, band, rhs, fw);
         fail(status, p, code);
+    }
+}
+
+extern "C" {
+    /// `shfl.sync.bfly.b32`: the value of lane `laneid ^ lane_mask` among the lanes of `mask`.
+    #[link_name = "llvm.nvvm.shfl.sync.bfly.i32"]
+    fn shfl_bfly(mask: u32, value: i32, lane_mask: i32, clamp: i32) -> i32;
+}
+
+/// Sum of `value` over the 32 lanes of the calling warp, returned to every lane (butterfly:
+/// 5 steps of two 32-bit shuffles; f64 addition is commutative, so every lane gets the same
+/// bits).
+///
+/// # Safety
+/// All 32 lanes of the warp must call it together (converged, uniform control flow).
+#[inline(always)]
+unsafe fn warp_sum(value: f64) -> f64 {
+    let mut sum = value;
+    let mut lane_mask = 16;
+    while lane_mask > 0 {
+        let bits = sum.to_bits();
+        // SAFETY: every lane of the full mask executes this shuffle (caller's guarantee).
+        let (lo, hi) = unsafe {
+            (
+                shfl_bfly(u32::MAX, bits as u32 as i32, lane_mask, 0x1f),
+                shfl_bfly(u32::MAX, (bits >> 32) as u32 as i32, lane_mask, 0x1f),
+            )
+        };
+        sum += f64::from_bits(((hi as u32 as u64) << 32) | lo as u32 as u64);
+        lane_mask >>= 1;
+    }
+    sum
+}
+
+/// Normal equations, warp-cooperative: the same parameters and results as [`assemble`] (up
+/// to the order of the sums), but one warp per (patch, unknown) runs
+/// [`assemble_unknown_lane`]: coalesced stamp and CCD loads, the stamp of `q1` times the
+/// weights kept in registers, lane sums added by shuffles.
+///
+/// # Parameters
+/// As [`assemble`]: `descs`, `npatch`, `nmax` (unknowns stride), `nwavetot`;
+/// `stamps`/`stamps_len` `(nfiber, nwave, ny, nx)` f64 and `corners` `(nfiber, nwave)`
+/// [`StampCorner`]s of the frame; `ny`, `nx`; `image`, `weight` `(nrow, ncol)` f64; `band`
+/// (band matrices at each desc's `band_offset`), `band_len`; outputs `rhs`, `fluxweight`
+/// `(npatch, nmax)`; `status` (`TooLarge` for stamps of more than 256 pixels: use
+/// [`assemble`]).
+///
+/// # Launch contract
+/// - block `(128, 1, 1)` (any multiple of 32 works): 4 warps, i.e. 4 unknowns, per block;
+/// - grid `(⌈npatch · nmax / 4⌉, 1, 1)` for 128-thread blocks (at least `npatch · nmax`
+///   warps); no shared memory.
+///
+/// # Thread mapping
+/// `warp = (blockIdx.x · blockDim.x + threadIdx.x) / 32`, `lane = threadIdx.x % 32`;
+/// `warp = patch · nmax + q`; warps with `q >= n` of their patch or `patch >= npatch` return
+/// as a whole (every shuffle is executed by all 32 lanes). Lane 0 writes `rhs`, `fluxweight`
+/// and a failure status; lane `d % 32` writes the band entry `M[q + d][q]`.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; outputs do not overlap inputs or each other;
+/// the launch contract above.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn assemble_warp(
+    descs: *const PatchDesc,
+    npatch: usize,
+    nmax: usize,
+    nwavetot: usize,
+    stamps: *const f64,
+    stamps_len: usize,
+    corners: *const StampCorner,
+    ny: usize,
+    nx: usize,
+    image: *const f64,
+    weight: *const f64,
+    nrow: usize,
+    ncol: usize,
+    band: *mut f64,
+    band_len: usize,
+    rhs: *mut f64,
+    fluxweight: *mut f64,
+    status: *mut u32,
+) {
+    let thread = item_index();
+    let (warp, lane) = (thread / WARP_LANES, thread % WARP_LANES);
+    let (p, q) = (warp / nmax, warp % nmax);
+    if p >= npatch {
+        return;
+    }
+    // SAFETY: p < npatch; the caller guarantees the buffer sizes. p and q are the same for
+    // the 32 lanes of a warp, so the early returns leave whole warps and the shuffles of
+    // warp_sum are executed by all lanes. Each lane writes only the entries that
+    // assemble_unknown_lane assigns to (q, lane), so the mutable slices of different
+    // threads alias but are written at disjoint indices.
+    unsafe {
+        let d = desc(descs, p);
+        let n = d.nunknown(nwavetot);
+        if q >= n {
+            return;
+        }
+        let view = stamp_view(&d, stamps, stamps_len, corners, ny, nx);
+        let ccd = ccd_view(image, weight, nrow, ncol);
+        let shape = d.shape(nwavetot);
+        let kd = d.kd as usize;
+        let off = d.band_offset as usize;
+        let len = n * (kd + 1);
+        if off + len > band_len {
+            if lane == 0 {
+                fail(status, p, Status::BadShape);
+            }
+            return;
+        }
+        let band = core::slice::from_raw_parts_mut(band.add(off), len);
+        let rhs = core::slice::from_raw_parts_mut(rhs.add(p * nmax), n);
+        let fw = core::slice::from_raw_parts_mut(fluxweight.add(p * nmax), n);
+        let code = assemble_unknown_lane(
+            &view,
+            &ccd,
+            &shape,
+            kd,
+            q,
+            lane,
+            WARP_LANES,
+            band,
+            rhs,
+            fw,
+            |_, partial| warp_sum(partial),
+        );
+        if lane == 0 {
+            fail(status, p, code);
+        }
     }
 }
 

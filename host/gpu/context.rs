@@ -70,6 +70,8 @@ pub struct Kernels {
     pub widen_f32: CudaFunction,
     /// Normal equations.
     pub assemble: CudaFunction,
+    /// Normal equations: one warp per (patch, unknown).
+    pub assemble_warp: CudaFunction,
     /// Regularize, factor, solve.
     pub factor_solve: CudaFunction,
     /// Covariance blocks.
@@ -103,11 +105,20 @@ pub struct GpuContext {
     pub ordinal: usize,
     /// Kernel family for the solve stages.
     pub mode: KernelMode,
-    /// Page-locked host buffer for results, reused across batches and frames.
-    pinned: Mutex<Option<PinnedHostSlice<f64>>>,
+    /// Page-locked host buffers for the results of the (at most two) batches in flight,
+    /// reused across batches and frames.
+    pinned: [Mutex<Option<PinnedHostSlice<f64>>>; PINNED_SLOTS],
+    /// Page-locked host buffers for the status codes of the batches in flight (slot 0 also
+    /// takes the spot status codes before the batches start).
+    pinned_status: [Mutex<Option<PinnedHostSlice<u32>>>; PINNED_SLOTS],
+    /// Page-locked host buffer for the stamp corners.
+    pinned_corners: Mutex<Option<PinnedHostSlice<i32>>>,
     /// Page-locked, write-combined host buffer for the image upload, reused across frames.
     pinned_up: Mutex<Option<PinnedHostSlice<f32>>>,
 }
+
+/// Number of page-locked download slots: batches that may be in flight at once.
+pub const PINNED_SLOTS: usize = 2;
 
 /// A page-locked host buffer lent by [`GpuContext::pinned_download`] or
 /// [`GpuContext::pinned_upload`] (given back on drop).
@@ -138,10 +149,11 @@ pub enum KernelMode {
 }
 
 /// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
-/// 10 s on an H100 when the cache is cold), or with `DESI_GPU_CUBIN=1` on a compute capability
-/// 9.0 device the sm_90 cubin that the build compiled with `ptxas` (no JIT; the PTX is the
-/// fallback should the driver refuse it). Opt-in until the cubin path has been checked on a
-/// GPU (`selftest --gpu`).
+/// 10 s on an H100 when the cache is cold), or on a compute capability 9.0 device the sm_90
+/// cubin that the build compiled with `ptxas` (no JIT: a cold start of `selftest --gpu -n 25`
+/// on an H100 took 1.6 s with it against 7.7 s with the PTX; the GPU-vs-CPU agreement is the
+/// same). The PTX is the fallback should the driver refuse the cubin; `DESI_GPU_CUBIN=0`
+/// forces it.
 fn load_kernels(ctx: &Arc<CudaContext>) -> Result<Arc<CudaModule>, GpuError> {
     use cudarc::driver::sys::CUdevice_attribute as Attr;
     let major = ctx
@@ -150,7 +162,7 @@ fn load_kernels(ctx: &Arc<CudaContext>) -> Result<Arc<CudaModule>, GpuError> {
     let minor = ctx
         .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
         .stage("query the compute capability")?;
-    let want_cubin = std::env::var("DESI_GPU_CUBIN").is_ok_and(|v| v == "1");
+    let want_cubin = std::env::var("DESI_GPU_CUBIN").map_or(true, |v| v != "0");
     if want_cubin && (major, minor) == (9, 0) && !ptx::CUBIN_SM90.is_empty() {
         if let Ok(module) = ctx.load_module(Ptx::from_binary(ptx::CUBIN_SM90.to_vec())) {
             return Ok(module);
@@ -204,6 +216,7 @@ impl GpuContext {
             spots: load(ptx::SPOTS)?,
             widen_f32: load(ptx::WIDEN_F32)?,
             assemble: load(ptx::ASSEMBLE)?,
+            assemble_warp: load(ptx::ASSEMBLE_WARP)?,
             factor_solve: load(ptx::FACTOR_SOLVE)?,
             covariance: load(ptx::COVARIANCE)?,
             resolution: load(ptx::RESOLUTION)?,
@@ -224,7 +237,9 @@ impl GpuContext {
             kernels,
             ordinal,
             mode,
-            pinned: Mutex::new(None),
+            pinned: Default::default(),
+            pinned_status: Default::default(),
+            pinned_corners: Mutex::new(None),
             pinned_up: Mutex::new(None),
         })
     }
@@ -243,11 +258,26 @@ impl GpuContext {
             .unwrap_or_else(|_| format!("CUDA device {}", self.ordinal))
     }
 
-    /// A page-locked host buffer of at least `len` f64 (grown when needed, kept for reuse).
-    pub fn pinned_download(&self, len: usize) -> Result<PinnedGuard<'_, f64>, GpuError> {
+    /// The page-locked host buffer of download slot `slot` (`< PINNED_SLOTS`; one per batch in
+    /// flight), at least `len` f64 (grown when needed, kept for reuse).
+    pub fn pinned_download(
+        &self,
+        slot: usize,
+        len: usize,
+    ) -> Result<PinnedGuard<'_, f64>, GpuError> {
         // No write-combining: the host reads it; every value is written by a device copy
         // before it is read.
-        self.pinned_buffer(&self.pinned, len, 0)
+        self.pinned_buffer(&self.pinned[slot % PINNED_SLOTS], len, 0)
+    }
+
+    /// The page-locked status buffer of download slot `slot`, at least `len` u32.
+    pub fn pinned_status(&self, slot: usize, len: usize) -> Result<PinnedGuard<'_, u32>, GpuError> {
+        self.pinned_buffer(&self.pinned_status[slot % PINNED_SLOTS], len, 0)
+    }
+
+    /// The page-locked buffer for stamp corners, at least `len` i32.
+    pub fn pinned_corners(&self, len: usize) -> Result<PinnedGuard<'_, i32>, GpuError> {
+        self.pinned_buffer(&self.pinned_corners, len, 0)
     }
 
     /// A page-locked, write-combined host buffer of at least `len` f32 for uploads (the host

@@ -2,77 +2,29 @@
 //! evaluated for every (fiber, wavelength) at once, and all patches are solved in a few batched
 //! launches sized to the device's free memory. Failed patches fall back to the CPU path.
 
-use super::context::{DriverContext, GpuContext, GpuError, KernelMode};
+use super::batch::{
+    grid_for, launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT,
+};
+use super::context::{DriverContext, GpuContext, GpuError, PINNED_SLOTS};
 use crate::extract::{
     add_patch_model, check_compatible, check_on_ccd, finish_extraction, CcdData, ExtractError,
     Extraction, PatchReport, Progress, StageTimes, EXTRACT_MASK_BITS,
 };
 use crate::io::PreprocImage;
 use crate::patch::plan::plan_bundle;
-use crate::patch::stitch::FrameArrays;
+use crate::patch::stitch::{FrameArrays, FrameRows};
 use crate::patch::{ExtractionParams, PaddedGrid, PatchPlan, WavelengthGrid};
 use crate::psf::{GaussHermitePsf, SpotTable};
 use crate::solve::cpu::solve_patch;
 use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
-use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig, PushKernelArg};
-use desi_device::linalg::{banded, banded_team, jacobi, jacobi_team};
+use cudarc::driver::{CudaEvent, CudaSlice, PushKernelArg};
+use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{patch_bandwidth, PatchDesc, StampView, PATCH_DESC_WORDS};
 use desi_device::spot::{spot_corner, StampCorner};
 use desi_device::Status;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
-
-/// Threads per block of the one-thread-per-item kernels.
-const BLOCK: u32 = 128;
-
-/// Lanes of `factor_solve_team` (>= kd + 1 keeps every lane busy in a column phase).
-const FACTOR_LANES: u32 = 64;
-/// Lanes of `covariance_team` (one per C_bb column, plus the update tasks).
-const COVARIANCE_LANES: u32 = 128;
-/// Lanes of `resolution_team` (37 pairs x 2 lanes per pair; measured on an H100 after the index
-/// arithmetic clean-up: 96 lanes 144 ms, 128: 167, 160: 155; before it: 128 lanes 251 ms
-/// per frame, 96: 281, 160: 281, 256: 333, 64: 409, 512: 564).
-const RESOLUTION_LANES: u32 = 96;
-
-/// Thread-block size of a team kernel: `default`, or the tuning override in the environment
-/// variable `name` (e.g. `DESI_RESOLUTION_LANES=128`), clamped to 32..=1024.
-fn lanes(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .map_or(default, |v| v.clamp(32, 1024))
-}
-
-/// One thread block of `lanes` per item with `shared_bytes` of dynamic shared memory, raising
-/// the kernel's dynamic shared-memory limit when it exceeds the default 48 KB.
-fn block_config(
-    func: &cudarc::driver::CudaFunction,
-    items: usize,
-    lanes: u32,
-    shared_bytes: usize,
-) -> Result<LaunchConfig, GpuError> {
-    if shared_bytes > 48 * 1024 {
-        func.set_attribute(
-            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared_bytes as i32,
-        )
-        .stage("set the dynamic shared memory size")?;
-    }
-    Ok(LaunchConfig {
-        grid_dim: (items.max(1) as u32, 1, 1),
-        block_dim: (lanes, 1, 1),
-        shared_mem_bytes: shared_bytes as u32,
-    })
-}
-
-fn grid_for(items: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((items as u32).div_ceil(BLOCK).max(1), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 impl From<GpuError> for ExtractError {
     fn from(err: GpuError) -> Self {
@@ -81,12 +33,6 @@ impl From<GpuError> for ExtractError {
             reason: err.to_string(),
         })
     }
-}
-
-/// A planned patch with its place in the batch.
-struct Planned {
-    plan: PatchPlan,
-    desc: PatchDesc,
 }
 
 /// Stage timer: each [`Stages::enter`] ends the current stage (synchronizing the stream: stage
@@ -158,10 +104,6 @@ impl<'a> Stages<'a> {
         Ok(())
     }
 }
-
-/// CUDA events that record timing.
-const TIMING_EVENT: cudarc::driver::sys::CUevent_flags =
-    cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
 
 /// Extracts a frame on the GPU; same contract and outputs as [`crate::extract::extract_frame`].
 #[allow(clippy::too_many_arguments)]
@@ -267,6 +209,24 @@ pub fn extract_frame_gpu(
     let spots_end = stream
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
+    // The corners and status codes come back to page-locked memory while the host plans.
+    let mut corner_buf = gpu.pinned_corners(2 * nitem)?;
+    stream
+        .memcpy_dtoh(
+            &d_corners,
+            corner_buf.as_mut_slice().stage("map pinned buffer")?,
+        )
+        .stage("copy corners to host")?;
+    let mut status_buf = gpu.pinned_status(0, nitem)?;
+    stream
+        .memcpy_dtoh(
+            &d_spot_status,
+            status_buf.as_mut_slice().stage("map pinned buffer")?,
+        )
+        .stage("copy spot status to host")?;
+    let spot_copies = stream
+        .record_event(Some(TIMING_EVENT))
+        .stage("record an event")?;
     // Meanwhile a second thread uploads the image and weights on a second stream (the copy
     // engine works while the spots kernel runs).
     let copy_stream = stream.fork().stage("create the upload stream")?;
@@ -297,19 +257,17 @@ pub fn extract_frame_gpu(
         );
         (upload.join(), host_corners, early_plan)
     });
-    let corner_words = stream
-        .clone_dtoh(&d_corners)
-        .stage("copy corners to host")?;
+    spot_copies
+        .synchronize()
+        .stage("copy corners and spot status to host")?;
     // The spots kernel alone (its stage also holds the overlapped planning and upload).
     let ms = spots_start
         .elapsed_ms(&spots_end)
         .stage("time the spots kernel")?;
     let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
     trace.record("spots kernel", "gpu", t_spots, gpu_time);
-    let spot_status = stream
-        .clone_dtoh(&d_spot_status)
-        .stage("copy spot status to host")?;
-    if let Some(i) = spot_status.iter().position(|&s| s != 0) {
+    let spot_status = status_buf.as_mut_slice().stage("map pinned buffer")?;
+    if let Some(i) = spot_status.par_iter().position_first(|&s| s != 0) {
         return Err(ExtractError::Input {
             path: psf.path.display().to_string(),
             reason: format!(
@@ -320,17 +278,32 @@ pub fn extract_frame_gpu(
             ),
         });
     }
-    let corners: Vec<StampCorner> = corner_words
-        .chunks_exact(2)
-        .map(|c| StampCorner { xc: c[0], yc: c[1] })
-        .collect();
+    let corner_words = corner_buf.as_mut_slice().stage("map pinned buffer")?;
+    let kernel_corners = || {
+        corner_words
+            .par_chunks_exact(2)
+            .map(|c| StampCorner { xc: c[0], yc: c[1] })
+            .collect::<Vec<_>>()
+    };
+    let host_matches = host_corners.as_ref().is_some_and(|host| {
+        host.par_iter()
+            .zip(corner_words.par_chunks_exact(2))
+            .all(|(h, c)| h.xc == c[0] && h.yc == c[1])
+    });
     let bundles = params.bundle_starts();
     // The early plan stands when its corners are the kernel's (always, barring a host/device
     // rounding difference); otherwise plan again from the kernel's corners.
-    let (planned, plans_by_bundle) = match early_plan {
-        Some(Ok(plan)) if host_corners.as_deref() == Some(corners.as_slice()) => plan,
-        _ => plan_frame(psf, &corners, params, &padded, (nrow, ncol), (ny, nx))?,
+    let (corners, (planned, plans_by_bundle)) = match (early_plan, host_corners) {
+        (Some(Ok(plan)), Some(host)) if host_matches => (host, plan),
+        _ => {
+            let corners = kernel_corners();
+            let plan = plan_frame(psf, &corners, params, &padded, (nrow, ncol), (ny, nx))?;
+            (corners, plan)
+        }
     };
+    // The page-locked buffers go back to the context (the batches reuse the status slots).
+    drop(corner_buf);
+    drop(status_buf);
     let (d_image, d_weight) =
         upload.map_err(|_| GpuError::Internal("the image upload thread panicked".into()))??;
     // The kernels below (main stream) wait for the upload (copy stream).
@@ -338,8 +311,9 @@ pub fn extract_frame_gpu(
         .join(&copy_stream)
         .stage("wait for the image upload")?;
 
-    // Solve in batches sized to the free memory.
-    let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
+    // Solve in batches sized to the free memory, two in flight on two streams: while the
+    // device solves one, the host unpacks and stitches the one before.
+    stages.finish()?;
     let total = plans_by_bundle.iter().map(Vec::len).sum::<usize>();
     progress(0, total);
     let kd_max = planned
@@ -359,120 +333,151 @@ pub fn extract_frame_gpu(
     let per_patch_words =
         nmax * (kd_max + 1) + 3 * nmax + nspp_max * per_core + 140 * 70 + PATCH_DESC_WORDS + 1;
     let (free, _) = gpu.memory()?;
-    let batch = ((free as f64 * 0.7) as usize / (8 * per_patch_words))
-        .min(planned.len())
-        .max(1);
-    if free < 8 * per_patch_words {
+    if free < 8 * per_patch_words * PINNED_SLOTS {
         return Err(GpuError::Memory(format!(
             "{free} bytes free, one patch needs {}",
             8 * per_patch_words
         ))
         .into());
     }
-    let mut done = 0;
-    for chunk_start in (0..planned.len()).step_by(batch) {
-        let chunk = &planned[chunk_start..(chunk_start + batch).min(planned.len())];
-        let outs = solve_batch(
-            gpu,
-            chunk,
-            &d_stamps,
-            &d_corners,
-            &d_image,
-            &d_weight,
-            (nrow, ncol),
-            params,
-            ndiag,
-            (ny, nx),
-            nmax,
-            nspp_max,
-            cov_work,
-            eig_work,
-            &mut stages,
-        )?;
-        for (i, out) in outs.into_iter().enumerate() {
-            results[chunk_start + i] = Some(out);
-        }
-        done += chunk.len();
-        progress(done.min(total), total);
-    }
-
-    stages.enter("stitch")?;
-    // Stitch, bundles in parallel (disjoint rows); CPU fallback for failed patches.
+    // Two batches in flight share the memory; at least `batches()` batches per frame.
+    let memory_batch = (free as f64 * 0.7) as usize / (8 * per_patch_words * PINNED_SLOTS);
+    let batch = memory_batch.min(planned.len().div_ceil(batches())).max(1);
+    let shape = BatchShape {
+        nmax,
+        nspp_max,
+        cov_work,
+        eig_work,
+        ndiag,
+    };
+    let frame_buffers = FrameBuffers {
+        stamps: &d_stamps,
+        corners: &d_corners,
+        image: &d_image,
+        weight: &d_weight,
+        ccd_shape: (nrow, ncol),
+        stamp_shape: (ny, nx),
+    };
+    // The second stream starts after everything on the first (spots, upload).
+    let second = if batch_streams() > 1 {
+        stream.fork().stage("create a batch stream")?
+    } else {
+        stream.clone()
+    };
+    let streams = [stream.clone(), second];
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
-    let mut gpu_results = planned.iter().zip(results).peekable();
-    let mut per_bundle: Vec<Vec<Option<PatchResult>>> = Vec::with_capacity(plans_by_bundle.len());
-    for plans in &plans_by_bundle {
-        let mut bundle_results = Vec::with_capacity(plans.len());
-        for plan in plans {
-            bundle_results.push(match gpu_results.peek() {
-                Some((p, _)) if p.plan == *plan => gpu_results.next().and_then(|(_, r)| r),
-                _ => None,
-            });
-        }
-        per_bundle.push(bundle_results);
-    }
-    let row_blocks = arrays.row_blocks_mut(params.bundlesize);
-    let bundle_reports: Vec<Result<Vec<PatchReport>, ExtractError>> = row_blocks
-        .into_par_iter()
-        .zip(per_bundle.into_par_iter())
-        .enumerate()
-        .map(|(bundle, (mut rows, bundle_results))| {
-            let plans = &plans_by_bundle[bundle];
-            let mut host_spots: Option<SpotTable> = None;
-            let mut reports = Vec::new();
-            for (plan, gpu_result) in plans.iter().zip(bundle_results) {
-                let result = match (plan.window, gpu_result) {
-                    (None, _) => {
-                        PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd)
-                    }
-                    (Some(_), Some(r)) if r.issue.is_none() => r,
-                    (Some(_), other) => {
-                        let reason = match other.and_then(|r| r.issue) {
-                            Some(PatchIssue::Failed { reason }) => reason,
-                            _ => "no GPU result".to_string(),
-                        };
-                        let spots = match host_spots.take() {
-                            Some(s) => s,
-                            None => {
-                                psf.spots(bundles[bundle], params.bundlesize, &padded.fullwave)?
-                            }
-                        };
-                        let inputs = BundleInputs {
-                            spots: &spots,
-                            plans,
-                            ccd: ccd_host.get_or_init(|| CcdData::from_preproc(image)).view(),
-                            params,
-                            ndiag,
-                        };
-                        let mut r = solve_patch(&inputs, plan);
-                        if r.issue.is_none() {
-                            r.issue = Some(PatchIssue::CpuFallback { reason });
-                        }
-                        host_spots = Some(spots);
-                        r
-                    }
-                };
-                rows.insert(plan, &result, pad);
-                if let Some(issue) = &result.issue {
-                    reports.push(PatchReport {
-                        bundle,
-                        patch: plan.patch,
-                        ispec: plan.ispec,
-                        iwave: plan.out_wave_min(pad),
-                        issue: issue.clone(),
-                    });
-                }
-            }
-            Ok(reports)
-        })
+    let mut rows: Vec<Option<FrameRows>> = arrays
+        .row_blocks_mut(params.bundlesize)
+        .into_iter()
+        .map(Some)
         .collect();
-    let mut reports = Vec::new();
-    for r in bundle_reports {
-        reports.extend(r?);
+    // First planned patch of each bundle (and the end).
+    let mut bundle_start = vec![planned.len(); plans_by_bundle.len() + 1];
+    for (i, p) in planned.iter().enumerate().rev() {
+        bundle_start[p.plan.bundle.min(plans_by_bundle.len())] = i;
     }
+    for b in (0..plans_by_bundle.len()).rev() {
+        bundle_start[b] = bundle_start[b].min(bundle_start[b + 1]);
+    }
+    let stitcher = Stitcher {
+        psf,
+        image,
+        params,
+        padded: &padded,
+        plans_by_bundle: &plans_by_bundle,
+        bundles: &bundles,
+        ndiag,
+        ccd_host: &ccd_host,
+    };
+    let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
+    let mut reports = Vec::new();
+    let mut stitched = 0;
+    let mut done = 0;
+    let ranges: Vec<std::ops::Range<usize>> = (0..planned.len())
+        .step_by(batch)
+        .map(|start| start..(start + batch).min(planned.len()))
+        .collect();
+    let mut pending: Option<(std::ops::Range<usize>, PendingBatch)> = None;
+    // One pass per batch plus one that only collects the last.
+    for (i, range) in ranges.iter().cloned().map(Some).chain([None]).enumerate() {
+        let launched = if let Some(range) = range {
+            let slot = i % PINNED_SLOTS;
+            let chunk = &planned[range.clone()];
+            let batch = launch_batch(
+                gpu,
+                &streams[slot],
+                slot,
+                chunk,
+                &frame_buffers,
+                params,
+                shape,
+                trace,
+            )?;
+            Some((range, batch))
+        } else {
+            None
+        };
+        let Some((previous, batch)) = std::mem::replace(&mut pending, launched) else {
+            continue;
+        };
+        let outs = batch.collect(
+            &planned[previous.clone()],
+            params,
+            shape,
+            trace,
+            &mut stages.detail,
+        )?;
+        for (slot, out) in results[previous.clone()].iter_mut().zip(outs) {
+            *slot = Some(out);
+        }
+        done += previous.len();
+        progress(done.min(total), total);
+        // Stitch every bundle whose patches have all come back.
+        let ready = (stitched..plans_by_bundle.len())
+            .take_while(|&b| bundle_start[b + 1] <= previous.end)
+            .count();
+        let t_stitch = trace.now();
+        reports.extend(stitcher.stitch(
+            stitched..stitched + ready,
+            &mut rows[stitched..stitched + ready],
+            &planned,
+            &mut results,
+            &bundle_start,
+        )?);
+        trace.record(
+            "stitch",
+            "host",
+            t_stitch,
+            trace.now().saturating_sub(t_stitch),
+        );
+        stitched += ready;
+    }
+    streams[0]
+        .join(&streams[1])
+        .stage("join the batch streams")?;
+    if stitched < plans_by_bundle.len() {
+        // Bundles without any GPU patch (all off the CCD).
+        let t_stitch = trace.now();
+        let rest = stitched..plans_by_bundle.len();
+        reports.extend(stitcher.stitch(
+            rest.clone(),
+            &mut rows[rest],
+            &planned,
+            &mut results,
+            &bundle_start,
+        )?);
+        trace.record(
+            "stitch",
+            "host",
+            t_stitch,
+            trace.now().saturating_sub(t_stitch),
+        );
+    }
+    drop(rows);
     // Model image from the stamps of each bundle (copied back per bundle).
     let mut model = want_model.then(|| vec![0.0; nrow * ncol]);
     if let Some(model) = model.as_mut() {
+        stages.enter("model image")?;
         for (bundle, plans) in plans_by_bundle.iter().enumerate() {
             let spots = download_bundle_spots(
                 gpu,
@@ -504,6 +509,144 @@ pub fn extract_frame_gpu(
         detail: stages.detail,
     };
     Ok(extraction)
+}
+
+/// Number of batches a frame is solved in at least (two in flight), `DESI_GPU_BATCHES` or 2:
+/// more batches hide more of the host's unpacking and stitching behind the device's work,
+/// fewer keep the device fuller (H100, r frame, one stream: 1 batch 0.300-0.316 s, 2: 0.291,
+/// 4: 0.301, 8: 0.313).
+fn batches() -> usize {
+    std::env::var("DESI_GPU_BATCHES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(2, |v| v.clamp(1, 64))
+}
+
+/// Streams the batches alternate on, `DESI_GPU_STREAMS` (1 or 2) or 1: with two, the kernels of
+/// consecutive batches overlap on the device, which measured no faster (H100: 2 batches on 2
+/// streams 0.305 s, on 1 stream 0.291 s).
+fn batch_streams() -> usize {
+    std::env::var("DESI_GPU_STREAMS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(1, |v| v.clamp(1, 2))
+}
+
+/// What stitching the GPU results of whole bundles into the frame needs.
+struct Stitcher<'a> {
+    psf: &'a GaussHermitePsf,
+    image: &'a PreprocImage,
+    params: &'a ExtractionParams,
+    padded: &'a PaddedGrid,
+    plans_by_bundle: &'a [Vec<PatchPlan>],
+    bundles: &'a [usize],
+    ndiag: usize,
+    /// The host copy of the CCD in f64, made on the first CPU fallback.
+    ccd_host: &'a std::sync::OnceLock<CcdData>,
+}
+
+impl Stitcher<'_> {
+    /// Stitches bundles `bundles` (their `rows`, in order) from the GPU results, bundles in
+    /// parallel (disjoint rows), taking each result out of `results` (`planned` order;
+    /// `bundle_start[b]` is the first planned patch of bundle `b`); patches without a good GPU
+    /// result are solved on the CPU. Returns the patch reports.
+    fn stitch(
+        &self,
+        bundles: std::ops::Range<usize>,
+        rows: &mut [Option<FrameRows>],
+        planned: &[Planned],
+        results: &mut [Option<PatchResult>],
+        bundle_start: &[usize],
+    ) -> Result<Vec<PatchReport>, ExtractError> {
+        let params = self.params;
+        let (pad, ndiag) = (params.pad(), self.ndiag);
+        // Each bundle's GPU results, matched to its plans (off-CCD plans have none).
+        let mut per_bundle = Vec::with_capacity(bundles.len());
+        for b in bundles.clone() {
+            let range = bundle_start[b]..bundle_start[b + 1];
+            let mut gpu_results = planned[range.clone()]
+                .iter()
+                .zip(results[range].iter_mut())
+                .peekable();
+            let mut bundle_results = Vec::with_capacity(self.plans_by_bundle[b].len());
+            for plan in &self.plans_by_bundle[b] {
+                bundle_results.push(match gpu_results.peek() {
+                    Some((p, _)) if p.plan == *plan => {
+                        gpu_results.next().and_then(|(_, r)| r.take())
+                    }
+                    _ => None,
+                });
+            }
+            per_bundle.push(bundle_results);
+        }
+        let reports: Vec<Result<Vec<PatchReport>, ExtractError>> = rows
+            .par_iter_mut()
+            .zip(per_bundle.into_par_iter())
+            .zip(bundles.into_par_iter())
+            .map(|((rows, bundle_results), bundle)| {
+                let Some(rows) = rows.as_mut() else {
+                    return Ok(Vec::new());
+                };
+                let plans = &self.plans_by_bundle[bundle];
+                let mut host_spots: Option<SpotTable> = None;
+                let mut reports = Vec::new();
+                for (plan, gpu_result) in plans.iter().zip(bundle_results) {
+                    let result = match (plan.window, gpu_result) {
+                        (None, _) => {
+                            PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd)
+                        }
+                        (Some(_), Some(r)) if r.issue.is_none() => r,
+                        (Some(_), other) => {
+                            let reason = match other.and_then(|r| r.issue) {
+                                Some(PatchIssue::Failed { reason }) => reason,
+                                _ => "no GPU result".to_string(),
+                            };
+                            let spots = match host_spots.take() {
+                                Some(s) => s,
+                                None => self.psf.spots(
+                                    self.bundles[bundle],
+                                    params.bundlesize,
+                                    &self.padded.fullwave,
+                                )?,
+                            };
+                            let inputs = BundleInputs {
+                                spots: &spots,
+                                plans,
+                                ccd: self
+                                    .ccd_host
+                                    .get_or_init(|| CcdData::from_preproc(self.image))
+                                    .view(),
+                                params,
+                                ndiag,
+                            };
+                            let mut r = solve_patch(&inputs, plan);
+                            if r.issue.is_none() {
+                                r.issue = Some(PatchIssue::CpuFallback { reason });
+                            }
+                            host_spots = Some(spots);
+                            r
+                        }
+                    };
+                    rows.insert(plan, &result, pad);
+                    if let Some(issue) = &result.issue {
+                        reports.push(PatchReport {
+                            bundle,
+                            patch: plan.patch,
+                            ispec: plan.ispec,
+                            iwave: plan.out_wave_min(pad),
+                            issue: issue.clone(),
+                        });
+                    }
+                }
+                Ok(reports)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for r in reports {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
 }
 
 /// Plans every bundle of a frame from the stamp corners of all fibers (host, bundles in
@@ -584,6 +727,10 @@ fn plan_frame(
     Ok((planned, plans_by_bundle))
 }
 
+/// Parts of the image upload (filling the page-locked buffer overlaps the copy of the part
+/// before).
+const UPLOAD_PARTS: usize = 4;
+
 /// Uploads the image and the extraction weights (IVAR where `(MASK & 0x2FF) == 0`, else 0; exact
 /// in f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
 /// the device, all on `copy_stream`; returns once the copy is complete.
@@ -603,25 +750,38 @@ fn upload_ccd(
     let mut staging = gpu.pinned_upload(2 * npix)?;
     let host = staging.as_mut_slice().stage("map pinned buffer")?;
     let (image_h, weight_h) = host.split_at_mut(npix);
-    const CHUNK: usize = 1 << 16;
-    image_h
-        .par_chunks_mut(CHUNK)
-        .zip(pixels.par_chunks(CHUNK))
-        .for_each(|(dst, src)| dst.copy_from_slice(src));
-    weight_h
-        .par_chunks_mut(CHUNK)
-        .zip(ivar.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
-        .for_each(|(dst, (iv, m))| {
-            for ((w, &iv), &m) in dst.iter_mut().zip(iv).zip(m) {
-                *w = if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 };
-            }
-        });
     let mut d_both32 = copy_stream
         .alloc_zeros::<f32>(2 * npix)
         .stage("allocate image staging")?;
-    copy_stream
-        .memcpy_htod(&*host, &mut d_both32)
-        .stage("copy image and weights to device")?;
+    // In parts: the copy engine moves one part while the host fills the next.
+    const CHUNK: usize = 1 << 16;
+    let part = npix.div_ceil(UPLOAD_PARTS).max(1);
+    for start in (0..npix).step_by(part) {
+        let range = start..(start + part).min(npix);
+        let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
+        image_p
+            .par_chunks_mut(CHUNK)
+            .zip(pixels[range.clone()].par_chunks(CHUNK))
+            .for_each(|(dst, src)| dst.copy_from_slice(src));
+        weight_p
+            .par_chunks_mut(CHUNK)
+            .zip(
+                ivar[range.clone()]
+                    .par_chunks(CHUNK)
+                    .zip(mask[range.clone()].par_chunks(CHUNK)),
+            )
+            .for_each(|(dst, (iv, m))| {
+                for ((w, &iv), &m) in dst.iter_mut().zip(iv).zip(m) {
+                    *w = if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 };
+                }
+            });
+        for (offset, src) in [(0, &*image_p), (npix, &*weight_p)] {
+            let mut dst = d_both32.slice_mut(offset + range.start..offset + range.end);
+            copy_stream
+                .memcpy_htod(src, &mut dst)
+                .stage("copy image and weights to device")?;
+        }
+    }
     let mut d_image = copy_stream
         .alloc_zeros::<f64>(npix)
         .stage("allocate image")?;
@@ -687,344 +847,4 @@ fn download_bundle_spots(
     let mut table = corner_table(corners, bspecmin, nspec, nfull, ny, nx);
     table.stamps = stamps;
     Ok(table)
-}
-
-/// Runs every per-patch kernel on one batch and returns the core outputs in batch order
-/// (a failed patch comes back with [`PatchIssue::Failed`]).
-#[allow(clippy::too_many_arguments)]
-fn solve_batch(
-    gpu: &GpuContext,
-    chunk: &[Planned],
-    d_stamps: &CudaSlice<f64>,
-    d_corners: &CudaSlice<i32>,
-    d_image: &CudaSlice<f64>,
-    d_weight: &CudaSlice<f64>,
-    ccd_shape: (usize, usize),
-    params: &ExtractionParams,
-    ndiag: usize,
-    stamp_shape: (usize, usize),
-    nmax: usize,
-    nspp_max: usize,
-    cov_work: usize,
-    eig_work: usize,
-    stages: &mut Stages,
-) -> Result<Vec<PatchResult>, GpuError> {
-    stages.enter("allocate")?;
-    let stream = &gpu.stream;
-    let np = chunk.len();
-    let kd_max = chunk.iter().map(|p| p.desc.kd as usize).max().unwrap_or(0);
-    let nwavetot = params.nwavetot();
-    let nwavestep = params.nwavestep;
-    let pad = params.pad();
-    // Re-base the band and pixel offsets to this batch.
-    let band0 = chunk[0].desc.band_offset;
-    let pix0 = chunk[0].desc.pixel_offset;
-    let mut words = Vec::with_capacity(np * PATCH_DESC_WORDS);
-    let (mut band_len, mut pixels_len) = (0usize, 0usize);
-    for p in chunk {
-        let mut d = p.desc;
-        d.band_offset -= band0;
-        d.pixel_offset -= pix0;
-        band_len = band_len.max((d.band_offset as usize) + d.band_len(nwavetot));
-        pixels_len = pixels_len.max(d.pixel_offset as usize + d.npix());
-        words.extend_from_slice(&d.to_words());
-    }
-    let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
-    let mut d_band = stream
-        .alloc_zeros::<f64>(band_len.max(1))
-        .stage("allocate band matrices")?;
-    let mut d_rhs = stream.alloc_zeros::<f64>(np * nmax).stage("allocate rhs")?;
-    let mut d_fw = stream
-        .alloc_zeros::<f64>(np * nmax)
-        .stage("allocate fluxweight")?;
-    let mut d_xflux = stream
-        .alloc_zeros::<f64>(np * nmax)
-        .stage("allocate xflux")?;
-    let mut d_status = stream.alloc_zeros::<u32>(np).stage("allocate status")?;
-    let ncore = np * nspp_max;
-    let block = nwavetot * nwavetot;
-    let mut d_cov = stream
-        .alloc_zeros::<f64>(ncore * block)
-        .stage("allocate covariance")?;
-    let team = gpu.mode == KernelMode::Team;
-    // The per-thread kernels need global scratch; the team kernels work in shared memory.
-    let scratch = |len: usize| if team { 1 } else { len };
-    let mut d_cov_work = stream
-        .alloc_zeros::<f64>(scratch(ncore * cov_work))
-        .stage("allocate covariance scratch")?;
-    let (nrow, ncol) = ccd_shape;
-    let stamps_len = d_stamps.len();
-    let (sny, snx) = stamp_shape;
-    stages.enter("assemble")?;
-
-    {
-        let mut b = stream.launch_builder(&gpu.kernels.assemble);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(d_stamps)
-            .arg(&stamps_len)
-            .arg(d_corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(d_image)
-            .arg(d_weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&mut d_band)
-            .arg(&band_len)
-            .arg(&mut d_rhs)
-            .arg(&mut d_fw)
-            .arg(&mut d_status);
-        // SAFETY: argument order and types follow `assemble` in device/src/patch_kernels.rs.
-        unsafe { b.launch(grid_for(np * nmax)) }.stage("launch assemble")?;
-    }
-    stages.enter("cholesky")?;
-    {
-        let func = if team {
-            &gpu.kernels.factor_solve_team
-        } else {
-            &gpu.kernels.factor_solve
-        };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(&mut d_band)
-            .arg(&band_len)
-            .arg(&d_rhs)
-            .arg(&d_fw)
-            .arg(&params.regularize)
-            .arg(&mut d_xflux)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let shared = 8 * (banded_team::band_factor_team_window_len(kd_max) + nmax);
-            block_config(func, np, lanes("DESI_FACTOR_LANES", FACTOR_LANES), shared)?
-        } else {
-            grid_for(np)
-        };
-        // SAFETY: argument order and types follow `factor_solve` / `factor_solve_team` (same
-        // parameters); the team launch gives the documented shared memory.
-        unsafe { b.launch(cfg) }.stage("launch factor_solve")?;
-    }
-    stages.enter("covariance")?;
-    {
-        let func = if team {
-            &gpu.kernels.covariance_team
-        } else {
-            &gpu.kernels.covariance
-        };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nwavetot)
-            .arg(&d_band)
-            .arg(&band_len)
-            .arg(&mut d_cov)
-            .arg(&mut d_cov_work)
-            .arg(&cov_work)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let shared = 8 * (nwavetot + 16) * (kd_max.max(8) + 8);
-            block_config(
-                func,
-                ncore,
-                lanes("DESI_COVARIANCE_LANES", COVARIANCE_LANES),
-                shared,
-            )?
-        } else {
-            grid_for(ncore)
-        };
-        // SAFETY: argument order and types follow `covariance` / `covariance_team`.
-        unsafe { b.launch(cfg) }.stage("launch covariance")?;
-    }
-    stages.enter("eigh")?;
-    drop(d_cov_work);
-    drop(d_band);
-    let ndiagonal = 2 * ndiag + 1;
-    let mut d_q = stream
-        .alloc_zeros::<f64>(scratch(ncore * block))
-        .stage("allocate Q")?;
-    let mut d_eig_work = stream
-        .alloc_zeros::<f64>(scratch(ncore * eig_work))
-        .stage("allocate Jacobi scratch")?;
-    let mut d_flux = stream
-        .alloc_zeros::<f64>(ncore * nwavetot)
-        .stage("allocate flux")?;
-    let mut d_ivar = stream
-        .alloc_zeros::<f64>(ncore * nwavetot)
-        .stage("allocate ivar")?;
-    let mut d_rdiags = stream
-        .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
-        .stage("allocate Rdiags")?;
-    {
-        let func = if team {
-            &gpu.kernels.resolution_team
-        } else {
-            &gpu.kernels.resolution
-        };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(&ndiag)
-            .arg(&pad)
-            .arg(&nwavestep)
-            .arg(&d_cov)
-            .arg(&d_xflux)
-            .arg(&mut d_q)
-            .arg(&mut d_eig_work)
-            .arg(&eig_work)
-            .arg(&mut d_flux)
-            .arg(&mut d_ivar)
-            .arg(&mut d_rdiags)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let lanes = lanes("DESI_RESOLUTION_LANES", RESOLUTION_LANES);
-            let shared = 8 * jacobi_team::resolution_team_shared_len(nwavetot, lanes as usize);
-            block_config(func, ncore, lanes, shared)?
-        } else {
-            grid_for(ncore)
-        };
-        // SAFETY: argument order and types follow `resolution` / `resolution_team`.
-        unsafe { b.launch(cfg) }.stage("launch resolution")?;
-    }
-    stages.enter("finalize")?;
-    drop(d_q);
-    drop(d_eig_work);
-    drop(d_cov);
-    let mut d_pixels = stream
-        .alloc_zeros::<f64>(pixels_len.max(1))
-        .stage("allocate pixel windows")?;
-    let mut d_chi2 = stream
-        .alloc_zeros::<f64>(ncore * nwavestep)
-        .stage("allocate chi2pix")?;
-    let mut d_pixmask = stream
-        .alloc_zeros::<f64>(ncore * nwavestep)
-        .stage("allocate pixmask")?;
-    let max_rows = chunk
-        .iter()
-        .map(|p| (p.desc.row_max - p.desc.row_min).max(0) as usize)
-        .max()
-        .unwrap_or(0);
-    {
-        let mut b = stream.launch_builder(&gpu.kernels.pixel_rows);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&max_rows)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(d_stamps)
-            .arg(&stamps_len)
-            .arg(d_corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(d_image)
-            .arg(d_weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&d_xflux)
-            .arg(&params.psferr)
-            .arg(&mut d_pixels)
-            .arg(&pixels_len)
-            .arg(&mut d_status);
-        // SAFETY: argument order and types follow `pixel_rows` in device/src/patch_kernels.rs.
-        unsafe { b.launch(grid_for(np * max_rows)) }.stage("launch pixel_rows")?;
-    }
-    {
-        let mut b = stream.launch_builder(&gpu.kernels.pixel_core);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nwavetot)
-            .arg(&pad)
-            .arg(&nwavestep)
-            .arg(d_stamps)
-            .arg(&stamps_len)
-            .arg(d_corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(d_image)
-            .arg(d_weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&d_pixels)
-            .arg(&pixels_len)
-            .arg(&mut d_chi2)
-            .arg(&mut d_pixmask)
-            .arg(&mut d_status);
-        // SAFETY: argument order and types follow `pixel_core`.
-        unsafe { b.launch(grid_for(ncore * nwavestep)) }.stage("launch pixel_core")?;
-    }
-    stages.enter("copy to host")?;
-    let status = stream.clone_dtoh(&d_status).stage("copy status to host")?;
-    // The outputs land in one page-locked buffer (pageable copies ran at ~1.5 GB/s).
-    let sizes = [
-        d_flux.len(),
-        d_ivar.len(),
-        d_rdiags.len(),
-        d_chi2.len(),
-        d_pixmask.len(),
-    ];
-    let mut pinned = gpu.pinned_download(sizes.iter().sum())?;
-    let host = pinned.as_mut_slice().stage("map pinned buffer")?;
-    let (flux, rest) = host.split_at_mut(sizes[0]);
-    let (ivar, rest) = rest.split_at_mut(sizes[1]);
-    let (rdiags, rest) = rest.split_at_mut(sizes[2]);
-    let (chi2, rest) = rest.split_at_mut(sizes[3]);
-    let pixmask = &mut rest[..sizes[4]];
-    for (src, dst) in [
-        (&d_flux, &mut *flux),
-        (&d_ivar, &mut *ivar),
-        (&d_rdiags, &mut *rdiags),
-        (&d_chi2, &mut *chi2),
-        (&d_pixmask, &mut *pixmask),
-    ] {
-        stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
-    }
-    stream.synchronize().stage("copy results to host")?;
-    let (flux, ivar, rdiags, chi2, pixmask) = (&*flux, &*ivar, &*rdiags, &*chi2, &*pixmask);
-    stages.enter("unpack")?;
-
-    let out = chunk
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (nspp, keep) = (p.plan.nspp, p.plan.keep);
-            if status[i] != 0 {
-                return PatchResult::zeros(
-                    nspp,
-                    keep,
-                    ndiag,
-                    PatchIssue::Failed {
-                        reason: format!("GPU status {:?}", Status::from_code(status[i])),
-                    },
-                );
-            }
-            let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
-            r.issue = None;
-            for c in 0..nspp {
-                let item = i * nspp_max + c;
-                let src = item * nwavetot + pad;
-                r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
-                r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
-                let src = item * nwavestep;
-                r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
-                r.pixmask_fraction[c * keep..(c + 1) * keep]
-                    .copy_from_slice(&pixmask[src..src + keep]);
-                for d in 0..ndiagonal {
-                    let src = (item * ndiagonal + d) * nwavestep;
-                    let dst = (c * ndiagonal + d) * keep;
-                    r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
-                }
-            }
-            r
-        })
-        .collect();
-    Ok(out)
 }

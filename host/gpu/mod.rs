@@ -1,6 +1,7 @@
 //! GPU backend: the embedded PTX ([`ptx`]), the CUDA context ([`context`]) and the frame
 //! driver that runs every stage of the extraction on the device ([`frame`]).
 
+mod batch;
 pub mod context;
 pub mod frame;
 pub mod ptx;

@@ -20,6 +20,8 @@ pub const SMOKE_AXPY: &str = "smoke_axpy";
 pub const WIDEN_F32: &str = "widen_f32";
 /// Name of the `assemble` kernel: normal equations, one thread per (patch, unknown).
 pub const ASSEMBLE: &str = "assemble";
+/// Name of the `assemble_warp` kernel: normal equations, one warp per (patch, unknown).
+pub const ASSEMBLE_WARP: &str = "assemble_warp";
 /// Name of the `factor_solve` kernel: regularization, banded Cholesky and solve per patch.
 pub const FACTOR_SOLVE: &str = "factor_solve";
 /// Name of the `covariance` kernel: covariance blocks of the core spectra.
@@ -45,6 +47,7 @@ pub const KERNELS: &[&str] = &[
     SPOTS,
     WIDEN_F32,
     ASSEMBLE,
+    ASSEMBLE_WARP,
     FACTOR_SOLVE,
     COVARIANCE,
     RESOLUTION,

@@ -470,18 +470,6 @@ pub fn band_back_solve_team<T: Team>(
     Status::Ok
 }
 
-/// Expands `$body` once for each listed literal index `$n`, bound to `$t`, so that the
-/// fixed-size arrays indexed by `$t` stay in registers on the GPU (a plain loop with a nested
-/// loop is not fully unrolled by LLVM and puts them in local memory).
-macro_rules! unroll {
-    ($t:ident in [$($n:literal),*] => $body:block) => {{
-        $({
-            let $t: usize = $n;
-            $body
-        })*
-    }};
-}
-
 /// [`unroll!`] over `0..ROWS`.
 macro_rules! unroll_rows {
     ($t:ident => $body:block) => {
@@ -497,6 +485,13 @@ const _: () = assert!(ROWS == 8, "unroll_rows! expands ROWS = 8 bodies");
 fn cov_ring_depth(kd: usize) -> usize {
     kd.max(ROWS).saturating_add(ROWS)
 }
+
+/// Most groups of `ROWS` rows of `Y_b` added to `C_bb` by one [`gram_tile`] update (at most
+/// `kd / ROWS`, the rows still held by the ring): each update reads and writes its tile of the
+/// global-memory `out` once, so batching groups divides that traffic, which bounded the GPU
+/// kernel (H100, Nsight Compute: long-scoreboard stalls first, 13 of 32 bytes per store
+/// sector used). The sums are the same FMAs in the same order: the results do not change.
+const GRAM_GROUPS: usize = 4;
 
 /// Side of the square tiles of `C_bb` that one lane accumulates per phase in
 /// [`covariance_block_team`] (`TILE²` registers; 120 upper tiles for `bs = 74`).
@@ -564,8 +559,9 @@ fn diagonal_status(ab: &Shared, n: usize, kd: usize) -> Option<Status> {
 /// the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
 /// from the staged group: broadcast shared-memory reads, no branch), then the 8×8 triangle
 /// in registers. In the same phase the next group of `L` is staged (all lanes, from `ab`)
-/// and the lanes of the `TILE × TILE` tiles of the upper triangle of `C_bb` add the previous
-/// 8 rows: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after the group are
+/// and, every [`GRAM_GROUPS`] groups (fewer for `kd < 32`) and after the last, the lanes of the
+/// `TILE × TILE` tiles of the upper triangle of `C_bb` add the rows computed since their last
+/// update: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after those rows are
 /// skipped); tile `i` runs on lane `(i + bs) % lanes`, so that with `lanes >= bs + tiles`
 /// no lane has both kinds of task. Then the lower triangle is mirrored.
 /// `ceil((n - b) / 8) + 3` phases.
@@ -623,7 +619,14 @@ pub fn covariance_block_team<T: Team>(
         }
         stage_l_rows(&geo, &ab, stage(0), block, lane, lanes);
     });
+    // Groups of Y_b rows per C_bb update: the rows stay in the ring for `kd` rows, and each
+    // update reads and writes the tiles of `out` (global memory) once for all of them.
+    let gram_groups = (kd / ROWS).clamp(1, GRAM_GROUPS);
+    let mut gram_from = block;
     for g in 0..=ngroup {
+        // Rows `gram_from .. gram_to` (all computed in earlier phases) go into C_bb now.
+        let gram_to = block + g * ROWS;
+        let gram_now = g > 0 && (g % gram_groups == 0 || g == ngroup);
         team.each(|lane| {
             if g < ngroup {
                 let m0 = block + g * ROWS;
@@ -636,15 +639,17 @@ pub fn covariance_block_team<T: Team>(
                     stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, lane, lanes);
                 }
             }
-            if g > 0 {
-                let m0 = block + (g - 1) * ROWS;
+            if gram_now {
                 let mut tile = (lane + lanes - bs % lanes) % lanes;
                 while tile < ntile {
-                    gram_tile(&geo, out, ring, m0, tile);
+                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile);
                     tile += lanes;
                 }
             }
         });
+        if gram_now {
+            gram_from = gram_to;
+        }
     }
     team.each(|lane| {
         let mut e = lane;
@@ -767,12 +772,12 @@ macro_rules! unroll_tile {
 }
 const _: () = assert!(TILE == 5, "unroll_tile! expands TILE = 5 bodies");
 
-/// Adds rows `m0 .. min(m0 + 8, n)` of `Y_b` (in the ring) to the upper-triangle
-/// entries of tile `tile` of `C_bb` (`out`): `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c`.
-/// Tiles are numbered column by column: `(0,0), (0,1), (1,1), (0,2), ...`.
+/// Adds rows `m0 .. min(m1, n)` of `Y_b` (in the ring: `m1 - m0 <= kd`, `m1` a group start) to
+/// the upper-triangle entries of tile `tile` of `C_bb` (`out`): `C[r][c] += Σ_t y_t[r]·y_t[c]`
+/// for `r <= c`. Tiles are numbered column by column: `(0,0), (0,1), (1,1), (0,2), ...`.
 // Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
 #[inline(never)]
-fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, m0: usize, tile: usize) {
+fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usize), tile: usize) {
     let (bs, depth) = (geo.bs, geo.depth);
     let (mut tr, mut tc) = (tile, 0);
     while tr > tc {
@@ -781,7 +786,7 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, m0: usize, tile: usiz
     }
     let (r0, c0) = (tr * TILE, tc * TILE);
     // Columns c >= c0 start at b + c·nblock: nothing to add before.
-    if m0 + ROWS <= geo.block + c0 * geo.nblock {
+    if m1 <= geo.block + c0 * geo.nblock {
         return;
     }
     // Rows / columns past `bs - 1` (edge tiles) read at most `TILE - 1` values past the end of
@@ -802,7 +807,7 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, m0: usize, tile: usiz
     });
     // Rows >= n are zero: a run-time trip count (also keeps LLVM from unrolling the loop and
     // hoisting its 80 loads, which needs more than 128 registers).
-    let count = ROWS.min(geo.n - m0);
+    let count = m1.min(geo.n) - m0;
     let mut slot = m0 % depth;
     let mut t = 0;
     while t < count {

@@ -118,6 +118,40 @@ fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
     }
 }
 
+/// Runs `update(i, load(i))` for `i = start, start + step, ... < end`, [`BATCH`] indices at a
+/// time: the loads of a batch are all issued before its updates. The updates store to the
+/// buffer the loads read, so the compiler may not move a later load above an earlier store;
+/// without batching every element waited a full shared-memory latency (measured on an H100
+/// with Nsight Compute: short-scoreboard stalls first in the rotation and Schur loops).
+#[inline(always)]
+fn strided_batched<T: Copy + Default, L: FnMut(usize) -> T, U: FnMut(usize, T)>(
+    start: usize,
+    end: usize,
+    step: usize,
+    mut load: L,
+    mut update: U,
+) {
+    let mut i = start;
+    while i + (BATCH - 1) * step < end {
+        let mut v = [T::default(); BATCH];
+        unroll!(t in [0, 1, 2, 3, 4, 5, 6, 7] => {
+            v[t] = load(i + t * step);
+        });
+        unroll!(t in [0, 1, 2, 3, 4, 5, 6, 7] => {
+            update(i + t * step, v[t]);
+        });
+        i += BATCH * step;
+    }
+    while i < end {
+        let v = load(i);
+        update(i, v);
+        i += step;
+    }
+}
+
+/// Indices per batch of [`strided_batched`].
+const BATCH: usize = 8;
+
 /// Column-fastest split of the lanes over a `(rows, cols)` grid: lane `l < cstep·rstep` handles
 /// rows `l / cstep + j·rstep` and columns `l % cstep + k·cstep` (consecutive lanes touch
 /// consecutive columns: no shared-memory bank conflicts on row-major data).
@@ -201,22 +235,23 @@ impl Pairs {
         }
     }
 
-    /// Pair `(p, q)`, `p < q`, of slot `slot` at step `step` (`q` may be the phantom `n`).
+    /// Pair `(p, q)` of slot `slot` at step `step`: `p = step + slot`, `q = step − slot`
+    /// (mod `m − 1`; `q = m − 1` for slot 0, the phantom `n` when `n` is odd). Not sorted: the
+    /// lanes of consecutive slots then read consecutive rows `p` (and `q`), which for a row
+    /// stride of 74 f64 fall in distinct shared-memory banks (sorting mixed the two runs
+    /// within a warp and caused bank conflicts). A rotation of `(w_q, w_p)` gives the same
+    /// pair of rows as one of `(w_p, w_q)` up to order and sign, which the composition
+    /// `Σ coef_i w_i w_iᵀ` does not see.
     #[inline(always)]
     fn pair(&self, step: usize, slot: usize) -> (usize, usize) {
         // `step < r` and `1 <= slot <= r`, so both sums lie in `[0, 2r)`: one conditional
         // subtraction replaces `% r` (an integer division, costly on the GPU).
         let r = self.m - 1;
         let wrap = |v: usize| if v >= r { v - r } else { v };
-        let (a, b) = if slot == 0 {
+        if slot == 0 {
             (step, r)
         } else {
             (wrap(step + slot), wrap(step + r - slot))
-        };
-        if a < b {
-            (a, b)
-        } else {
-            (b, a)
         }
     }
 }
@@ -372,29 +407,41 @@ fn pivoted_cholesky_team<T: Team, O: Size>(
         }
         // Row piv <- l_j; active rows: Schur update, column piv zeroed; eliminated rows (earlier
         // l's) untouched.
+        // Column-major per lane: the column's l_k is loaded once, the rows go in batches.
         team.each(|lane| {
             if lane == 0 {
                 state.set(piv, 1.0);
             }
             if let Some((r0, c0)) = grid.start(lane) {
-                strided(r0, n, grid.rstep, |i| {
-                    if i == piv {
-                        strided(c0, n, grid.cstep, |k| a.set(i * n + k, lvec.get(k)));
-                    } else if state.get(i) == 0.0 {
-                        let li = lvec.get(i);
-                        let row = i * n;
-                        strided(c0, n, grid.cstep, |k| {
-                            // SAFETY: i, k < n; lvec holds n values and a n².
+                strided(c0, n, grid.cstep, |k| {
+                    // SAFETY: k < n; lvec holds n values.
+                    let lk = unsafe { lvec.get_unchecked(k) };
+                    strided_batched(
+                        r0,
+                        n,
+                        grid.rstep,
+                        |i| {
+                            // SAFETY: i, k < n; state and lvec hold n values, a n². The state
+                            // of row piv (written in this phase by lane 0) is not read.
                             unsafe {
-                                let v = if k == piv {
-                                    0.0
-                                } else {
-                                    fma(-li, lvec.get_unchecked(k), a.get_unchecked(row + k))
-                                };
-                                a.set_unchecked(row + k, v);
+                                let active = i != piv && state.get_unchecked(i) == 0.0;
+                                (active, lvec.get_unchecked(i), a.get_unchecked(i * n + k))
                             }
-                        });
-                    }
+                        },
+                        |i, (active, li, aik)| {
+                            let v = if i == piv {
+                                lk
+                            } else if !active {
+                                aik
+                            } else if k == piv {
+                                0.0
+                            } else {
+                                fma(-li, lk, aik)
+                            };
+                            // SAFETY: as above; each (i, k) belongs to this lane alone.
+                            unsafe { a.set_unchecked(i * n + k, v) };
+                        },
+                    );
                 });
             }
         });
@@ -467,20 +514,34 @@ fn one_sided_jacobi_team<T: Team>(
 /// The block order of DESI's default extraction (`nwavetot = nwavestep + 2·pad = 50 + 24`).
 const DESI_BLOCK: usize = 74;
 
-/// Runs `f(k)` for a lane's elements `k = sub, sub + g, ... < n` (`sub < g`): when `g` divides
-/// `n` that is exactly `k = sub + g·j` for `j < n / g`, a constant trip count when `n` and `g`
-/// are compile-time constants.
+/// Runs `f(k, odd)` for a lane's elements `k = sub, sub + g, ... < n` (`sub < g`; when `g`
+/// divides `n`, exactly `k = sub + g·j` for `j < n / g`: a constant trip count when `n` and `g`
+/// are compile-time constants), alternately marked even (`false`) and odd (`true`), two per
+/// iteration, so that a caller can keep two independent sets of accumulators (the
+/// flag is a constant at each call site once inlined: no indexing, registers only).
 #[inline(always)]
-fn lane_elements<F: FnMut(usize)>(sub: usize, n: usize, g: usize, mut f: F) {
+fn lane_elements_split<F: FnMut(usize, bool)>(sub: usize, n: usize, g: usize, mut f: F) {
     if n.is_multiple_of(g) {
         let count = n / g;
         let mut j = 0;
-        while j < count {
-            f(sub + g * j);
-            j += 1;
+        while j + 1 < count {
+            f(sub + g * j, false);
+            f(sub + g * (j + 1), true);
+            j += 2;
+        }
+        if j < count {
+            f(sub + g * j, false);
         }
     } else {
-        strided(sub, n, g, f);
+        let mut k = sub;
+        while k + g < n {
+            f(k, false);
+            f(k + g, true);
+            k += 2 * g;
+        }
+        if k < n {
+            f(k, false);
+        }
     }
 }
 
@@ -517,18 +578,24 @@ fn jacobi_sweeps<T: Team, G: Size, O: Size>(
                 };
                 strided(group, npairs, groups, |slot| {
                     let (p, q) = pairs.pair(step, slot);
-                    if q >= n {
+                    if p >= n || q >= n {
                         return;
                     }
-                    let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
+                    // Two sets of accumulators (even and odd elements): half-length FMA
+                    // dependency chains, which bounded this phase on the GPU.
+                    let (mut even, mut odd) = ([0.0; 3], [0.0; 3]);
                     let (rp, rq) = (p * n, q * n);
-                    lane_elements(sub, n, g, |k| {
-                        // SAFETY: p < q < n and k < n, so both indices are < n² <= w.len().
+                    lane_elements_split(sub, n, g, |k, is_odd| {
+                        // SAFETY: p, q < n and k < n, so both indices are < n² <= w.len().
                         let (x, y) = unsafe { (w.get_unchecked(rp + k), w.get_unchecked(rq + k)) };
-                        gpq = fma(x, y, gpq);
-                        dp = fma(x, x, dp);
-                        dq = fma(y, y, dq);
+                        let a = if is_odd { &mut odd } else { &mut even };
+                        a[0] = fma(x, y, a[0]);
+                        a[1] = fma(x, x, a[1]);
+                        a[2] = fma(y, y, a[2]);
                     });
+                    let gpq = even[0] + odd[0];
+                    let dp = even[1] + odd[1];
+                    let dq = even[2] + odd[2];
                     let base = 3 * (slot * g + sub);
                     part.set(base, gpq);
                     part.set(base + 1, dp);
@@ -543,7 +610,7 @@ fn jacobi_sweeps<T: Team, G: Size, O: Size>(
                 strided(group, npairs, groups, |slot| {
                     let (p, q) = pairs.pair(step, slot);
                     let (mut hit, mut big) = (false, false);
-                    if q < n {
+                    if p < n && q < n {
                         let (mut gpq, mut dp, mut dq) = (0.0, 0.0, 0.0);
                         for r in 0..g {
                             let base = 3 * (slot * g + r);
@@ -562,14 +629,17 @@ fn jacobi_sweeps<T: Team, G: Size, O: Size>(
                         if hit && rotate {
                             let (c, s, _) = rotation(dp, dq, gpq);
                             let (rp, rq) = (p * n, q * n);
-                            lane_elements(sub, n, g, |k| {
+                            strided_batched(
+                                sub,
+                                n,
+                                g,
                                 // SAFETY: as in phase (a).
-                                unsafe {
-                                    let (x, y) = (w.get_unchecked(rp + k), w.get_unchecked(rq + k));
-                                    w.set_unchecked(rp + k, c * x - s * y);
-                                    w.set_unchecked(rq + k, s * x + c * y);
-                                }
-                            });
+                                |k| unsafe { (w.get_unchecked(rp + k), w.get_unchecked(rq + k)) },
+                                |k, (x, y)| unsafe {
+                                    w.set_unchecked(rp + k, fma(c, x, -s * y));
+                                    w.set_unchecked(rq + k, fma(s, x, c * y));
+                                },
+                            );
                         }
                     }
                     if sub == 0 {

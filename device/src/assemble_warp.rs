@@ -1,0 +1,291 @@
+//! Warp-cooperative assembly of the normal equations (spec 4.1; Bolton & Schlegel 2010 eq. 10):
+//! the numerics of the `assemble_warp` kernel, one warp of [`WARP_LANES`] lanes per unknown
+//! `q1`, giving the same band column, `rhs[q1]` and `fluxweight[q1]` as
+//! [`assemble_unknown`](crate::patch::assemble_unknown) up to the order of the sums.
+//!
+//! Lane `lane` of `lanes` owns the pixels `e = lane + lanes·j` (`j < MAX_PER_LANE`) of the
+//! `(ny, nx)` row-major stamp of `q1` and keeps `w·A[e, q1]` of each in registers
+//! ([`LaneStamp`]). The lane's part of `M[q2][q1] = Σ_pix w·A[pix, q1]·A[pix, q2]` is a sum
+//! over its own pixels that lie inside the stamp of `q2`; consecutive lanes read consecutive
+//! addresses of both stamps (coalesced loads, one load per multiply-add). The lanes' parts are
+//! added by a warp all-reduce, abstracted as a closure so that the host tests can emulate the
+//! warp: [`assemble_unknown_lane`] is the whole per-lane algorithm, shared by the kernel and
+//! the tests.
+
+use crate::math::fma;
+use crate::patch::{stamps_overlap, CcdView, PatchShape, StampView};
+use crate::spot::StampCorner;
+use crate::Status;
+
+/// Lanes of an NVIDIA warp.
+pub const WARP_LANES: usize = 32;
+
+/// Stamp pixels cached per lane: stamps of up to `lanes · MAX_PER_LANE` pixels (256 for a
+/// warp; DESI's are 11 × 17 = 187) are assembled, larger ones give [`Status::TooLarge`].
+pub const MAX_PER_LANE: usize = 8;
+
+/// Stamp column of a cache slot that holds no pixel (outside the stamp or the kept rows):
+/// far enough from any stamp that `col + dx` is never in `0..nx` for the column offsets
+/// `|dx| < nx <= MAX_STAMP_PIXELS` of overlapping stamps.
+const NO_COL: i32 = i32::MIN / 2;
+
+/// Largest stamp [`LaneStamp`] caches anything of, whatever `lanes`: it keeps the index
+/// arithmetic of [`LaneStamp::entry_partial`] exact in `i32`.
+const MAX_STAMP_PIXELS: usize = 1 << 20;
+
+/// Which warp sum [`assemble_unknown_lane`] asks for (for emulations; the GPU ignores it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarpTerm {
+    /// `rhs[q1] = Σ_pix w·A[pix, q1]·p_pix`.
+    Rhs,
+    /// `fluxweight[q1] = Σ_pix w·A[pix, q1]`.
+    Fluxweight,
+    /// `M[q2][q1]` for this `q2` (only for overlapping stamps).
+    Entry(usize),
+}
+
+/// One lane's share of the stamp of unknown `q1`: `w·A[e, q1]` of the pixels
+/// `e = lane + lanes·j`, `j < MAX_PER_LANE`, and the lane's partial sums of `rhs[q1]` and
+/// `fluxweight[q1]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LaneStamp {
+    /// `weight(pix) · stamp1[e]` (0 for a slot that holds no pixel).
+    wa: [f64; MAX_PER_LANE],
+    /// Stamp column `e % nx`, or [`NO_COL`] for a slot that holds no pixel (its row is
+    /// implied by `e`, see [`LaneStamp::entry_partial`]).
+    col: [i32; MAX_PER_LANE],
+    /// Corner of the stamp of `q1`.
+    corner1: StampCorner,
+    /// Lane (slot `j` holds pixel `lane + lanes·j`).
+    lane: usize,
+    /// Lanes of the warp.
+    lanes: usize,
+    /// Stamp rows.
+    ny: usize,
+    /// Stamp columns.
+    nx: usize,
+    /// This lane's part of `rhs[q1]`: `Σ_j wa[j] · image(pix_j)`.
+    pub rhs: f64,
+    /// This lane's part of `fluxweight[q1]`: `Σ_j wa[j]`.
+    pub fluxweight: f64,
+}
+
+impl LaneStamp {
+    /// Caches lane `lane`'s pixels of the stamp of padded spectrum `s1`, padded bin `k1`,
+    /// truncated to the kept rows `[row_min, row_max)` of `shape`.
+    ///
+    /// The caller has checked (as [`assemble_unknown_lane`] does) that `lane < lanes`, that
+    /// `ny · nx <= lanes · MAX_PER_LANE`, that the kept rows lie on the CCD and that the
+    /// stamp's columns do. Otherwise pixels beyond the cache are ignored (nothing is cached
+    /// for a stamp of more than `lanes · MAX_PER_LANE` pixels) and a read outside `ccd`
+    /// panics.
+    #[inline(always)]
+    pub fn new(
+        view: &StampView,
+        ccd: &CcdView,
+        shape: &PatchShape,
+        s1: usize,
+        k1: usize,
+        lane: usize,
+        lanes: usize,
+    ) -> Self {
+        let (ny, nx) = (view.ny, view.nx);
+        let corner1 = view.corner(s1, k1);
+        let stamp1 = view.stamp(s1, k1);
+        let mut cache = LaneStamp {
+            wa: [0.0; MAX_PER_LANE],
+            col: [NO_COL; MAX_PER_LANE],
+            corner1,
+            lane,
+            lanes,
+            ny,
+            nx,
+            rhs: 0.0,
+            fluxweight: 0.0,
+        };
+        let size = ny * nx;
+        if size == 0 || size > lanes * MAX_PER_LANE || size > MAX_STAMP_PIXELS {
+            return cache;
+        }
+        // (r, c) of e = lane + lanes·j, stepped by (lanes / nx, lanes % nx) with one carry:
+        // two divisions instead of one per slot. Fully unrolled (constant j): the cache stays
+        // in registers on the GPU.
+        let (step_r, step_c) = (lanes / nx, lanes % nx);
+        let (mut r, mut c) = (lane / nx, lane % nx);
+        for j in 0..MAX_PER_LANE {
+            let e = lane + lanes * j;
+            debug_assert_eq!(e, r * nx + c);
+            let row = corner1.yc + r as i32;
+            if e < size && row >= shape.row_min && row < shape.row_max {
+                let pix = row as usize * ccd.ncol + corner1.xc as usize + c;
+                let wa = ccd.weight[pix] * stamp1[e];
+                cache.wa[j] = wa;
+                cache.col[j] = c as i32;
+                cache.fluxweight += wa;
+                cache.rhs = fma(wa, ccd.image[pix], cache.rhs);
+            }
+            r += step_r;
+            c += step_c;
+            if c >= nx {
+                c -= nx;
+                r += 1;
+            }
+        }
+        cache
+    }
+
+    /// This lane's part of `M[q2][q1]` for the unknown `q2` of padded spectrum `s2`, padded
+    /// bin `k2` (stamp `stamp2`, `(ny, nx)` row-major, at `corner2`):
+    /// `Σ_j wa[j] · stamp2[r_j + dy][c_j + dx]` over the lane's pixels `e_j = r_j·nx + c_j`
+    /// inside that stamp, `dy = yc1 − yc2`, `dx = xc1 − xc2`, accumulated with fused
+    /// multiply-adds. `None` when the two stamps share no kept pixel (the entry is exactly 0;
+    /// the test of [`assemble_unknown`](crate::patch::assemble_unknown)), without touching
+    /// the stamp.
+    ///
+    /// `view` must have the stamp size of the view given to [`LaneStamp::new`] (panics if its
+    /// stamps are smaller).
+    #[inline(always)]
+    pub fn entry_partial(
+        &self,
+        view: &StampView,
+        shape: &PatchShape,
+        s2: usize,
+        k2: usize,
+    ) -> Option<f64> {
+        let (ny, nx) = (self.ny, self.nx);
+        let corner2 = view.corner(s2, k2);
+        if !stamps_overlap(self.corner1, corner2, ny, nx, shape) {
+            return None;
+        }
+        let size = ny * nx;
+        let stamp2 = &view.stamp(s2, k2)[..size];
+        // Pixel e = r·nx + c of stamp 1 is pixel i = (r + dy)·nx + (c + dx) = e + offset of
+        // stamp 2: consecutive lanes read consecutive addresses, slot j at a constant
+        // distance. With c + dx in 0..nx, i is in 0..ny·nx exactly when r + dy is in 0..ny,
+        // so one compare on i replaces the row test.
+        //
+        // Exactness: a slot holds a pixel only if ny·nx <= MAX_STAMP_PIXELS (LaneStamp::new),
+        // and overlapping stamps have |dy| < ny, |dx| < nx, so every value below fits an i32
+        // (wrapping operations only matter for an empty cache, whose reads add 0·x). The
+        // reads are in bounds in every case: i < size32 <= stamp2.len().
+        let dy = self.corner1.yc.wrapping_sub(corner2.yc);
+        let dx = self.corner1.xc.wrapping_sub(corner2.xc);
+        let offset = dy.wrapping_mul(nx as i32).wrapping_add(dx);
+        let base = (self.lane as i32).wrapping_add(offset);
+        let size32 = size.min(u32::MAX as usize) as u32;
+        let nx32 = nx.min(u32::MAX as usize) as u32;
+        let mut sum = 0.0;
+        for j in 0..MAX_PER_LANE {
+            let c2 = self.col[j].wrapping_add(dx);
+            let i = base.wrapping_add((self.lanes * j) as i32);
+            // Negative values wrap to large u32: one compare per bound.
+            if (c2 as u32) < nx32 && (i as u32) < size32 {
+                // SAFETY: i < size32 <= size = stamp2.len().
+                sum = fma(
+                    self.wa[j],
+                    unsafe { *stamp2.get_unchecked(i as u32 as usize) },
+                    sum,
+                );
+            }
+        }
+        Some(sum)
+    }
+}
+
+/// Lane `lane` of a warp of `lanes` lanes assembling unknown `q1` of a patch: the warp
+/// together writes what [`assemble_unknown`](crate::patch::assemble_unknown) writes
+/// (`rhs[q1]`, `fluxweight[q1]` and the band column `M[q2][q1]`, `q2` in `q1..=q1+kd`,
+/// stored at `band[q2·(kd+1) + (q1+kd−q2)]`, zeros included; `band` is `(n, kd + 1)`,
+/// `rhs` and `fluxweight` `(n,)`, B&S eq. 10) and returns the same [`Status`], or
+/// [`Status::TooLarge`] for stamps of more than `lanes · MAX_PER_LANE` pixels.
+///
+/// `all_reduce(term, partial)` must return the sum of `partial` over the `lanes` lanes of the
+/// warp (the same value to every lane); `term` says what is summed. Every lane of a warp
+/// calls it the same number of times with the same `term`s (every branch around it depends
+/// on `q1` and the patch only), so a GPU warp can implement it with shuffles.
+///
+/// Lane 0 writes `rhs[q1]` and `fluxweight[q1]`; the entries `q2 = q1 + d` are written by
+/// lane `d mod lanes`. Different lanes and different `q1` therefore write disjoint entries.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    q1: usize,
+    lane: usize,
+    lanes: usize,
+    band: &mut [f64],
+    rhs: &mut [f64],
+    fluxweight: &mut [f64],
+    mut all_reduce: F,
+) -> Status {
+    let n = shape.nunknown();
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    if ny * nx > lanes * MAX_PER_LANE {
+        return Status::TooLarge;
+    }
+    if q1 >= n
+        || lane >= lanes
+        || band.len() < n * (kd + 1)
+        || rhs.len() < n
+        || fluxweight.len() < n
+    {
+        return Status::BadShape;
+    }
+    if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
+        return Status::BadShape;
+    }
+    let (s1, k1) = (q1 % ns, q1 / ns);
+    let c1 = view.corner(s1, k1);
+    if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
+        return Status::BadShape;
+    }
+    let cache = LaneStamp::new(view, ccd, shape, s1, k1, lane, lanes);
+    let y_sum = all_reduce(WarpTerm::Rhs, cache.rhs);
+    let w_sum = all_reduce(WarpTerm::Fluxweight, cache.fluxweight);
+    if lane == 0 {
+        rhs[q1] = y_sum;
+        fluxweight[q1] = w_sum;
+    }
+    // Chunks of `lanes` entries: lane d keeps entry q1 + chunk + d, then every lane stores
+    // its own (one store per lane per chunk). (s2, k2) follow q2 without a division.
+    let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    let (mut s2, mut k2) = (s1, k1);
+    let mut chunk = q1;
+    while chunk < q2_end {
+        let chunk_end = if chunk + lanes < q2_end {
+            chunk + lanes
+        } else {
+            q2_end
+        };
+        let mut mine = 0.0;
+        let mut q2 = chunk;
+        while q2 < chunk_end {
+            if let Some(partial) = cache.entry_partial(view, shape, s2, k2) {
+                let total = all_reduce(WarpTerm::Entry(q2), partial);
+                if q2 - chunk == lane {
+                    mine = total;
+                }
+            }
+            q2 += 1;
+            s2 += 1;
+            if s2 == ns {
+                s2 = 0;
+                k2 += 1;
+            }
+        }
+        let q2 = chunk + lane;
+        if q2 < chunk_end {
+            band[q2 * (kd + 1) + (q1 + kd - q2)] = mine;
+        }
+        chunk = chunk_end;
+    }
+    // Any overlapping pair beyond the band would be silently lost: refuse. (s2, k2) is q2_end.
+    if q2_end < n && stamps_overlap(c1, view.corner(s2, k2), ny, nx, shape) {
+        return Status::BadShape;
+    }
+    Status::Ok
+}

@@ -1,0 +1,561 @@
+//! `assemble_unknown_lane` (the numerics of the warp-cooperative `assemble_warp` kernel) against
+//! `assemble_unknown` (one thread per unknown), on DESI-like patches: 11 × 17 stamps of fibers
+//! ~7.5 px apart moving 1.4 px per bin, kept rows cutting the first and last stamps, masked
+//! pixels, nspecpad 6 and 7, several kd.
+//!
+//! The warp is emulated on the host: for each unknown q1, each of the 32 lanes runs
+//! `assemble_unknown_lane` with an all-reduce that recomputes every lane's partial
+//! (`LaneStamp`) and adds them in the butterfly order of the GPU's shuffles. The emulation also
+//! checks that every lane asks for the same sequence of sums (the shuffles need all 32 lanes)
+//! and that the partial a lane passes is the one the emulation computes for it.
+
+use desi_device::assemble_warp::{
+    assemble_unknown_lane, LaneStamp, WarpTerm, MAX_PER_LANE, WARP_LANES,
+};
+use desi_device::patch::{assemble_unknown, patch_bandwidth, CcdView, PatchShape, StampView};
+use desi_device::spot::StampCorner;
+use desi_device::Status;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Relative tolerance on band, rhs and fluxweight: both sides add the same non-negative
+/// products (positive stamps, weights and image) in different orders (and the warp with fused
+/// multiply-adds), a few ulp per term; 1e-13 leaves a factor ~100 of margin over 187 terms.
+const RTOL: f64 = 1e-13;
+
+/// Extra bins per fiber in the stamp table (NaN stamps, far-away corners): a wrong fiber stride
+/// shows up as NaN.
+const TABLE_PAD: usize = 3;
+
+/// A patch: its stamp table, CCD and shape.
+struct Patch {
+    stamps: Vec<f64>,
+    corners: Vec<StampCorner>,
+    fiber_stride: usize,
+    ny: usize,
+    nx: usize,
+    image: Vec<f64>,
+    weight: Vec<f64>,
+    nrow: usize,
+    ncol: usize,
+    shape: PatchShape,
+}
+
+impl Patch {
+    fn view(&self) -> StampView<'_> {
+        StampView {
+            stamps: &self.stamps,
+            corners: &self.corners,
+            fiber_stride: self.fiber_stride,
+            ny: self.ny,
+            nx: self.nx,
+        }
+    }
+
+    fn ccd(&self) -> CcdView<'_> {
+        CcdView {
+            image: &self.image,
+            weight: &self.weight,
+            nrow: self.nrow,
+            ncol: self.ncol,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.shape.nunknown()
+    }
+}
+
+/// Geometry of a simulated patch.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    nspecpad: usize,
+    nwavetot: usize,
+    ny: usize,
+    nx: usize,
+    /// Fiber spacing (px).
+    spacing: f64,
+    /// Trace slope (px per bin).
+    rate: f64,
+    /// Kept rows removed above the first stamp's top and below the last stamp's bottom.
+    cut: i32,
+}
+
+impl Geometry {
+    fn desi(nspecpad: usize, nwavetot: usize) -> Self {
+        Geometry {
+            nspecpad,
+            nwavetot,
+            ny: 11,
+            nx: 17,
+            spacing: 7.5,
+            rate: 1.4,
+            cut: 4,
+        }
+    }
+}
+
+/// Pixel-sampled elliptical Gaussian spots (positive, unit sum) on a noisy CCD with random
+/// weights, ~2% of pixels masked and one masked column segment crossing several traces.
+fn build_patch(geometry: Geometry, seed: u64) -> Patch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let Geometry {
+        nspecpad: ns,
+        nwavetot: nw,
+        ny,
+        nx,
+        spacing,
+        rate,
+        cut,
+    } = geometry;
+    let (hx, hy) = ((nx / 2) as f64, (ny / 2) as f64);
+    let margin = 3.0;
+    let stride = nw + TABLE_PAD;
+    let mut stamps = vec![f64::NAN; ns * stride * ny * nx];
+    let mut corners = vec![
+        StampCorner {
+            xc: -1_000_000,
+            yc: -1_000_000
+        };
+        ns * stride
+    ];
+    let phase: Vec<f64> = (0..ns).map(|_| rng.random_range(0.0..1.0)).collect();
+    for s in 0..ns {
+        for k in 0..nw {
+            let x = margin + hx + spacing * s as f64 + 0.02 * k as f64 + 0.3 * phase[s];
+            let y = margin + hy + rate * k as f64 + 0.5 * phase[s];
+            let corner = StampCorner {
+                xc: (x - hx + 0.5).floor() as i32,
+                yc: (y - hy + 0.5).floor() as i32,
+            };
+            let (sx, sy) = (rng.random_range(0.9..1.3), rng.random_range(1.0..1.4));
+            let stamp = &mut stamps[(s * stride + k) * ny * nx..][..ny * nx];
+            let mut total = 0.0;
+            for r in 0..ny {
+                for c in 0..nx {
+                    let dx = (corner.xc + c as i32) as f64 - x;
+                    let dy = (corner.yc + r as i32) as f64 - y;
+                    let v = (-0.5 * (dx * dx / (sx * sx) + dy * dy / (sy * sy))).exp();
+                    stamp[r * nx + c] = v;
+                    total += v;
+                }
+            }
+            stamp.iter_mut().for_each(|v| *v /= total);
+            corners[s * stride + k] = corner;
+        }
+    }
+    let used = |s: usize| (0..nw).map(move |k| s * stride + k);
+    let all: Vec<StampCorner> = (0..ns).flat_map(used).map(|i| corners[i]).collect();
+    let top = all.iter().map(|c| c.yc).min().unwrap();
+    let bottom = all.iter().map(|c| c.yc).max().unwrap() + ny as i32;
+    let right = all.iter().map(|c| c.xc).max().unwrap() + nx as i32;
+    let (nrow, ncol) = (bottom as usize + 2, right as usize + 2);
+    let image: Vec<f64> = (0..nrow * ncol)
+        .map(|_| rng.random_range(0.0..100.0))
+        .collect();
+    let mut weight: Vec<f64> = (0..nrow * ncol)
+        .map(|_| {
+            if rng.random_range(0.0..1.0) < 0.02 {
+                0.0
+            } else {
+                rng.random_range(0.5..1.5)
+            }
+        })
+        .collect();
+    // A masked column segment (a bad CCD column) through the middle of the patch.
+    let col = ncol / 2;
+    for row in nrow / 3..nrow / 2 {
+        weight[row * ncol + col] = 0.0;
+    }
+    Patch {
+        stamps,
+        corners,
+        fiber_stride: stride,
+        ny,
+        nx,
+        image,
+        weight,
+        nrow,
+        ncol,
+        shape: PatchShape {
+            nspecpad: ns,
+            nwavetot: nw,
+            row_min: top + cut,
+            row_max: bottom - cut,
+        },
+    }
+}
+
+/// Outputs of one assembly: band `(n, kd + 1)`, rhs, fluxweight (NaN where not written) and the
+/// status of each q1.
+struct Assembly {
+    band: Vec<f64>,
+    rhs: Vec<f64>,
+    fluxweight: Vec<f64>,
+    status: Vec<Status>,
+}
+
+impl Assembly {
+    fn new(n: usize, band_len: usize) -> Self {
+        Assembly {
+            band: vec![f64::NAN; band_len],
+            rhs: vec![f64::NAN; n],
+            fluxweight: vec![f64::NAN; n],
+            status: vec![Status::Ok; n],
+        }
+    }
+}
+
+/// `assemble_unknown` for every q1 (one thread each).
+fn reference(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
+    let (view, ccd, n) = (patch.view(), patch.ccd(), patch.n());
+    let mut out = Assembly::new(n, band_len);
+    for q1 in 0..n {
+        out.status[q1] = assemble_unknown(
+            &view,
+            &ccd,
+            &patch.shape,
+            kd,
+            q1,
+            &mut out.band,
+            &mut out.rhs,
+            &mut out.fluxweight,
+        );
+    }
+    out
+}
+
+/// The GPU's butterfly all-reduce (lane masks 16, 8, 4, 2, 1): returns every lane's result.
+fn butterfly(parts: &[f64]) -> Vec<f64> {
+    let mut v = parts.to_vec();
+    let mut mask = WARP_LANES / 2;
+    while mask > 0 {
+        v = (0..WARP_LANES).map(|l| v[l] + v[l ^ mask]).collect();
+        mask /= 2;
+    }
+    v
+}
+
+/// One warp per q1, emulated lane by lane (see the module documentation).
+fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
+    let (view, ccd, shape, n) = (patch.view(), patch.ccd(), patch.shape, patch.n());
+    let ns = shape.nspecpad;
+    let mut out = Assembly::new(n, band_len);
+    for q1 in 0..n {
+        let (s1, k1) = (q1 % ns, q1 / ns);
+        let mut terms_of_lane0: Vec<WarpTerm> = Vec::new();
+        let mut status_of_lane0 = Status::Ok;
+        for lane in 0..WARP_LANES {
+            let mut caches: Option<Vec<LaneStamp>> = None;
+            let mut terms = Vec::new();
+            let status = assemble_unknown_lane(
+                &view,
+                &ccd,
+                &shape,
+                kd,
+                q1,
+                lane,
+                WARP_LANES,
+                &mut out.band,
+                &mut out.rhs,
+                &mut out.fluxweight,
+                |term, partial| {
+                    terms.push(term);
+                    let caches = caches.get_or_insert_with(|| {
+                        (0..WARP_LANES)
+                            .map(|l| LaneStamp::new(&view, &ccd, &shape, s1, k1, l, WARP_LANES))
+                            .collect()
+                    });
+                    let parts: Vec<f64> = caches
+                        .iter()
+                        .map(|cache| match term {
+                            WarpTerm::Rhs => cache.rhs,
+                            WarpTerm::Fluxweight => cache.fluxweight,
+                            WarpTerm::Entry(q2) => cache
+                                .entry_partial(&view, &shape, q2 % ns, q2 / ns)
+                                .unwrap_or_else(|| {
+                                    panic!("q1 {q1}: reduction of the rejected entry q2 {q2}")
+                                }),
+                        })
+                        .collect();
+                    assert_eq!(
+                        parts[lane].to_bits(),
+                        partial.to_bits(),
+                        "q1 {q1} lane {lane} {term:?}: partial {partial:e} but the emulation \
+                         computes {:e}",
+                        parts[lane]
+                    );
+                    let sums = butterfly(&parts);
+                    assert!(
+                        sums.iter().all(|s| s.to_bits() == sums[0].to_bits()),
+                        "q1 {q1} {term:?}: the butterfly gives different lanes different sums"
+                    );
+                    sums[lane]
+                },
+            );
+            if lane == 0 {
+                terms_of_lane0 = terms;
+                status_of_lane0 = status;
+            } else {
+                assert_eq!(
+                    terms, terms_of_lane0,
+                    "q1 {q1}: lane {lane} asks for other warp sums than lane 0 (divergent shuffles)"
+                );
+                assert_eq!(
+                    status, status_of_lane0,
+                    "q1 {q1}: lane {lane} returns another status than lane 0"
+                );
+            }
+        }
+        out.status[q1] = status_of_lane0;
+    }
+    out
+}
+
+/// NaN-aware comparison: both NaN (never written), both exactly 0 when `expected` is 0 (a
+/// rejected or fully masked entry), else within [`RTOL`] relative.
+fn compare(what: &str, actual: &[f64], expected: &[f64]) -> Result<(), String> {
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "{what}: length {} != {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let ok = if e.is_nan() {
+            a.is_nan()
+        } else if e == 0.0 {
+            a == 0.0
+        } else {
+            (a - e).abs() <= RTOL * e.abs()
+        };
+        if !ok {
+            return Err(format!(
+                "{what}[{i}]: actual {a:e}, expected {e:e} (rtol {RTOL:e})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compares every output and status; returns the number of non-zero band entries.
+fn check(label: &str, patch: &Patch, kd: usize, band_len: usize) -> usize {
+    let expected = reference(patch, kd, band_len);
+    let actual = warp_emulation(patch, kd, band_len);
+    assert_eq!(actual.status, expected.status, "{label}: statuses");
+    for (what, a, e) in [
+        ("band", &actual.band, &expected.band),
+        ("rhs", &actual.rhs, &expected.rhs),
+        ("fluxweight", &actual.fluxweight, &expected.fluxweight),
+    ] {
+        if let Err(err) = compare(what, a, e) {
+            panic!("{label} (kd {kd}): {err}");
+        }
+    }
+    expected
+        .band
+        .iter()
+        .filter(|v| **v != 0.0 && !v.is_nan())
+        .count()
+}
+
+#[test]
+fn warp_matches_assemble_unknown_on_desi_like_patches() {
+    for (seed, geometry) in [
+        (1, Geometry::desi(7, 74)),
+        (2, Geometry::desi(6, 74)),
+        (
+            3,
+            Geometry {
+                cut: 0,
+                ..Geometry::desi(7, 30)
+            },
+        ),
+        (
+            4,
+            Geometry {
+                cut: 8,
+                spacing: 6.8,
+                rate: 1.1,
+                ..Geometry::desi(6, 40)
+            },
+        ),
+    ] {
+        let patch = build_patch(geometry, seed);
+        let n = patch.n();
+        let bandwidth = patch_bandwidth(&patch.view(), &patch.shape);
+        assert!(
+            bandwidth > WARP_LANES,
+            "{geometry:?}: kd {bandwidth} does not span two chunks of lanes"
+        );
+        for kd in [bandwidth, bandwidth + 9] {
+            let label = format!("{geometry:?} seed {seed}");
+            let nonzero = check(&label, &patch, kd, n * (kd + 1));
+            assert!(nonzero > n * 10, "{label}: only {nonzero} non-zero entries");
+        }
+    }
+}
+
+#[test]
+fn chunk_boundaries_of_the_band_column() {
+    // nspecpad 3: kd ~ 24, so kd + 1 can sit on both sides of 32 and 64 (lanes per chunk).
+    let geometry = Geometry::desi(3, 50);
+    let patch = build_patch(geometry, 5);
+    let n = patch.n();
+    let bandwidth = patch_bandwidth(&patch.view(), &patch.shape);
+    assert!(bandwidth <= 30, "kd {bandwidth} too large for this test");
+    for kd in [bandwidth, 30, 31, 32, 33, 62, 63, 64, 65] {
+        check(&format!("{geometry:?}"), &patch, kd, n * (kd + 1));
+    }
+}
+
+#[test]
+fn fully_masked_stamp_gives_exact_zeros() {
+    let geometry = Geometry::desi(6, 20);
+    let mut patch = build_patch(geometry, 6);
+    // Mask every pixel of the stamp of (s = 2, k = 9).
+    let corner = patch.corners[2 * patch.fiber_stride + 9];
+    for r in 0..patch.ny {
+        for c in 0..patch.nx {
+            let pix = (corner.yc as usize + r) * patch.ncol + corner.xc as usize + c;
+            patch.weight[pix] = 0.0;
+        }
+    }
+    let n = patch.n();
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    check(&format!("{geometry:?}"), &patch, kd, n * (kd + 1));
+    let actual = warp_emulation(&patch, kd, n * (kd + 1));
+    let q1 = 9 * geometry.nspecpad + 2;
+    assert_eq!(actual.fluxweight[q1], 0.0);
+    assert_eq!(actual.rhs[q1], 0.0);
+    for q2 in q1..(q1 + kd + 1).min(n) {
+        assert_eq!(actual.band[q2 * (kd + 1) + (q1 + kd - q2)], 0.0, "q2 {q2}");
+    }
+}
+
+#[test]
+fn bad_shapes_give_the_same_status() {
+    let geometry = Geometry::desi(7, 24);
+    let base = build_patch(geometry, 7);
+    let n = base.n();
+    let bandwidth = patch_bandwidth(&base.view(), &base.shape);
+
+    // kd too small: the columns with a pair beyond the band fail (after writing, as the
+    // thread kernel does).
+    let kd = bandwidth - 1;
+    let expected = reference(&base, kd, n * (kd + 1));
+    assert!(expected.status.contains(&Status::BadShape));
+    check("kd - 1", &base, kd, n * (kd + 1));
+
+    // The last unknown's stamp moved 6 rows up: the widest overlapping pair ends at q2 = n - 1,
+    // the last entry the beyond-the-band test can see.
+    let mut patch = build_patch(geometry, 7);
+    let last = (geometry.nspecpad - 1) * patch.fiber_stride + geometry.nwavetot - 1;
+    patch.corners[last].yc -= 6;
+    let widest = patch_bandwidth(&patch.view(), &patch.shape);
+    assert!(widest > bandwidth);
+    let kd = widest - 1;
+    let expected = reference(&patch, kd, n * (kd + 1));
+    assert_eq!(expected.status[n - 1 - widest], Status::BadShape);
+    check("last unknown beyond the band", &patch, kd, n * (kd + 1));
+
+    // Stamps of fiber 0 leaving the CCD on the left for bins 5..9.
+    let mut patch = build_patch(geometry, 7);
+    for k in 5..9 {
+        patch.corners[k].xc = -2;
+    }
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    let expected = reference(&patch, kd, n * (kd + 1));
+    assert!(expected.status.contains(&Status::BadShape));
+    check("stamp left of the CCD", &patch, kd, n * (kd + 1));
+
+    // ... and on the right (last fiber, last bins).
+    let mut patch = build_patch(geometry, 7);
+    let last = (geometry.nspecpad - 1) * patch.fiber_stride + geometry.nwavetot - 1;
+    patch.corners[last].xc = (patch.ncol - patch.nx + 1) as i32;
+    let expected = reference(&patch, kd, n * (kd + 1));
+    assert!(expected.status.contains(&Status::BadShape));
+    check("stamp right of the CCD", &patch, kd, n * (kd + 1));
+
+    // Kept rows beyond the CCD.
+    for (row_min, row_max) in [(-1, base.shape.row_max), (0, base.nrow as i32 + 1)] {
+        let mut patch = build_patch(geometry, 7);
+        patch.shape.row_min = row_min;
+        patch.shape.row_max = row_max;
+        let expected = reference(&patch, bandwidth, n * (bandwidth + 1));
+        assert!(expected.status.iter().all(|s| *s == Status::BadShape));
+        check("rows off the CCD", &patch, bandwidth, n * (bandwidth + 1));
+    }
+
+    // A band buffer one entry short.
+    let expected = reference(&base, bandwidth, n * (bandwidth + 1) - 1);
+    assert!(expected.status.iter().all(|s| *s == Status::BadShape));
+    check("short band", &base, bandwidth, n * (bandwidth + 1) - 1);
+}
+
+#[test]
+fn stamps_beyond_the_lane_cache_are_refused() {
+    for (ny, nx, fits) in [
+        (16, 16, true),
+        (17, 16, false),
+        (11, 17, true),
+        (13, 21, false),
+    ] {
+        assert_eq!(fits, ny * nx <= WARP_LANES * MAX_PER_LANE);
+        let geometry = Geometry {
+            ny,
+            nx,
+            ..Geometry::desi(6, 12)
+        };
+        let patch = build_patch(geometry, 8);
+        let n = patch.n();
+        let kd = patch_bandwidth(&patch.view(), &patch.shape);
+        if fits {
+            check(&format!("{geometry:?}"), &patch, kd, n * (kd + 1));
+        } else {
+            let actual = warp_emulation(&patch, kd, n * (kd + 1));
+            assert!(
+                actual.status.iter().all(|s| *s == Status::TooLarge),
+                "{ny} x {nx} stamps: {:?}",
+                actual.status
+            );
+            assert!(actual.band.iter().all(|v| v.is_nan()), "nothing is written");
+        }
+    }
+}
+
+#[test]
+fn the_comparison_catches_small_errors() {
+    let expected = [0.0, 1.5, f64::NAN, -2.0];
+    assert!(compare("x", &expected, &expected).is_ok());
+    // One entry 2e-13 relative off, a rejected entry that is not exactly 0, a NaN written.
+    let mut off = expected;
+    off[1] *= 1.0 + 2e-13;
+    assert!(compare("x", &off, &expected).is_err());
+    let mut not_zero = expected;
+    not_zero[0] = 1e-300;
+    assert!(compare("x", &not_zero, &expected).is_err());
+    let mut written = expected;
+    written[2] = 0.0;
+    assert!(compare("x", &written, &expected).is_err());
+    let mut nan = expected;
+    nan[3] = f64::NAN;
+    assert!(compare("x", &nan, &expected).is_err());
+}
+
+#[test]
+fn the_warp_result_differs_from_a_perturbed_reference() {
+    // The full check must fail when one stamp value changes (the emulation reads the stamps).
+    let geometry = Geometry::desi(6, 16);
+    let patch = build_patch(geometry, 9);
+    let n = patch.n();
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    let expected = reference(&patch, kd, n * (kd + 1));
+    let mut perturbed = build_patch(geometry, 9);
+    let center = (3 * perturbed.fiber_stride + 8) * perturbed.ny * perturbed.nx + 5 * 17 + 8;
+    perturbed.stamps[center] *= 1.0 + 1e-9;
+    let actual = warp_emulation(&perturbed, kd, n * (kd + 1));
+    assert!(compare("band", &actual.band, &expected.band).is_err());
+    assert!(compare("rhs", &actual.rhs, &expected.rhs).is_err());
+}

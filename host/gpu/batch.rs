@@ -1,0 +1,568 @@
+//! One batch of patches on the GPU: every per-patch kernel and the copies of the results to
+//! page-locked host memory are enqueued on one stream without waiting ([`launch_batch`]); the
+//! host waits for them only when it collects the batch ([`PendingBatch::collect`]). With two
+//! batches in flight on two streams, the host unpacks and stitches one batch while the device
+//! solves the next.
+
+use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
+use crate::patch::{ExtractionParams, PatchPlan};
+use crate::solve::{PatchIssue, PatchResult};
+use crate::trace::Trace;
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use desi_device::assemble_warp::{MAX_PER_LANE, WARP_LANES};
+use desi_device::linalg::{banded_team, jacobi_team};
+use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
+use desi_device::Status;
+use rayon::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Threads per block of the one-thread-per-item kernels.
+pub(super) const BLOCK: u32 = 128;
+
+/// Lanes of `factor_solve_team` (>= kd + 1 keeps every lane busy in a column phase).
+const FACTOR_LANES: u32 = 64;
+/// Lanes of `covariance_team` (one per C_bb column, plus the update tasks).
+const COVARIANCE_LANES: u32 = 128;
+/// Lanes of `resolution_team` (37 pairs x 2 lanes per pair; measured on an H100 after the index
+/// arithmetic clean-up: 96 lanes 144 ms, 128: 167, 160: 155; before it: 128 lanes 251 ms
+/// per frame, 96: 281, 160: 281, 256: 333, 64: 409, 512: 564).
+const RESOLUTION_LANES: u32 = 96;
+
+/// CUDA events that record timing.
+pub(super) const TIMING_EVENT: cudarc::driver::sys::CUevent_flags =
+    cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+
+/// Thread-block size of a team kernel: `default`, or the tuning override in the environment
+/// variable `name` (e.g. `DESI_RESOLUTION_LANES=128`), clamped to 32..=1024.
+fn lanes(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(default, |v| v.clamp(32, 1024))
+}
+
+/// One thread block of `lanes` per item with `shared_bytes` of dynamic shared memory, raising
+/// the kernel's dynamic shared-memory limit when it exceeds the default 48 KB.
+fn block_config(
+    func: &cudarc::driver::CudaFunction,
+    items: usize,
+    lanes: u32,
+    shared_bytes: usize,
+) -> Result<LaunchConfig, GpuError> {
+    if shared_bytes > 48 * 1024 {
+        func.set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared_bytes as i32,
+        )
+        .stage("set the dynamic shared memory size")?;
+    }
+    Ok(LaunchConfig {
+        grid_dim: (items.max(1) as u32, 1, 1),
+        block_dim: (lanes, 1, 1),
+        shared_mem_bytes: shared_bytes as u32,
+    })
+}
+
+/// One thread per item, [`BLOCK`] threads per block.
+pub(super) fn grid_for(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((items as u32).div_ceil(BLOCK).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A planned patch with its GPU descriptor.
+pub(super) struct Planned {
+    /// The CPU path's plan.
+    pub plan: PatchPlan,
+    /// Bandwidth and buffer offsets (frame-wide; re-based per batch).
+    pub desc: PatchDesc,
+}
+
+/// The frame's device buffers that every batch reads.
+pub(super) struct FrameBuffers<'a> {
+    /// Stamps of every (fiber, wavelength).
+    pub stamps: &'a CudaSlice<f64>,
+    /// Their corners.
+    pub corners: &'a CudaSlice<i32>,
+    /// Image, f64.
+    pub image: &'a CudaSlice<f64>,
+    /// Extraction weights, f64.
+    pub weight: &'a CudaSlice<f64>,
+    /// `(nrow, ncol)` of the CCD.
+    pub ccd_shape: (usize, usize),
+    /// `(ny, nx)` of a stamp.
+    pub stamp_shape: (usize, usize),
+}
+
+/// Sizes shared by every batch of a frame.
+#[derive(Clone, Copy)]
+pub(super) struct BatchShape {
+    /// Unknowns stride per patch.
+    pub nmax: usize,
+    /// Core spectra stride per patch.
+    pub nspp_max: usize,
+    /// Scratch of the per-thread covariance kernel, per core spectrum.
+    pub cov_work: usize,
+    /// Scratch of the per-thread Jacobi kernel, per core spectrum.
+    pub eig_work: usize,
+    /// PSF half height: Rdiags have `2·ndiag + 1` diagonals.
+    pub ndiag: usize,
+}
+
+/// A batch whose kernels and result copies are enqueued on its stream.
+pub(super) struct PendingBatch<'g> {
+    np: usize,
+    results: PinnedGuard<'g, f64>,
+    status: PinnedGuard<'g, u32>,
+    sizes: [usize; 5],
+    /// `(stage, event at its start, host time of the enqueue)`, then the end event.
+    marks: Vec<(&'static str, CudaEvent, Duration)>,
+    done: CudaEvent,
+}
+
+/// Records the start of a GPU stage on `stream`.
+fn mark(
+    marks: &mut Vec<(&'static str, CudaEvent, Duration)>,
+    stream: &CudaStream,
+    trace: &Trace,
+    name: &'static str,
+) -> Result<(), GpuError> {
+    let event = stream.record_event(Some(TIMING_EVENT)).stage(name)?;
+    marks.push((name, event, trace.now()));
+    Ok(())
+}
+
+/// Enqueues every per-patch kernel of `chunk` on `stream`, and the copies of the results into
+/// download slot `slot` of the context's page-locked buffers; returns without waiting.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn launch_batch<'g>(
+    gpu: &'g GpuContext,
+    stream: &Arc<CudaStream>,
+    slot: usize,
+    chunk: &[Planned],
+    frame: &FrameBuffers,
+    params: &ExtractionParams,
+    shape: BatchShape,
+    trace: &Trace,
+) -> Result<PendingBatch<'g>, GpuError> {
+    let BatchShape {
+        nmax,
+        nspp_max,
+        cov_work,
+        eig_work,
+        ndiag,
+    } = shape;
+    let mut marks = Vec::new();
+    mark(&mut marks, stream, trace, "allocate")?;
+    let np = chunk.len();
+    let kd_max = chunk.iter().map(|p| p.desc.kd as usize).max().unwrap_or(0);
+    let nwavetot = params.nwavetot();
+    let nwavestep = params.nwavestep;
+    let pad = params.pad();
+    // Re-base the band and pixel offsets to this batch.
+    let band0 = chunk.first().map_or(0, |p| p.desc.band_offset);
+    let pix0 = chunk.first().map_or(0, |p| p.desc.pixel_offset);
+    let mut words = Vec::with_capacity(np * PATCH_DESC_WORDS);
+    let (mut band_len, mut pixels_len) = (0usize, 0usize);
+    for p in chunk {
+        let mut d = p.desc;
+        d.band_offset -= band0;
+        d.pixel_offset -= pix0;
+        band_len = band_len.max((d.band_offset as usize) + d.band_len(nwavetot));
+        pixels_len = pixels_len.max(d.pixel_offset as usize + d.npix());
+        words.extend_from_slice(&d.to_words());
+    }
+    let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
+    let mut d_band = stream
+        .alloc_zeros::<f64>(band_len.max(1))
+        .stage("allocate band matrices")?;
+    let mut d_rhs = stream.alloc_zeros::<f64>(np * nmax).stage("allocate rhs")?;
+    let mut d_fw = stream
+        .alloc_zeros::<f64>(np * nmax)
+        .stage("allocate fluxweight")?;
+    let mut d_xflux = stream
+        .alloc_zeros::<f64>(np * nmax)
+        .stage("allocate xflux")?;
+    let mut d_status = stream.alloc_zeros::<u32>(np).stage("allocate status")?;
+    let ncore = np * nspp_max;
+    let block = nwavetot * nwavetot;
+    let mut d_cov = stream
+        .alloc_zeros::<f64>(ncore * block)
+        .stage("allocate covariance")?;
+    let team = gpu.mode == KernelMode::Team;
+    // The per-thread kernels need global scratch; the team kernels work in shared memory.
+    let scratch = |len: usize| if team { 1 } else { len };
+    let mut d_cov_work = stream
+        .alloc_zeros::<f64>(scratch(ncore * cov_work))
+        .stage("allocate covariance scratch")?;
+    let (nrow, ncol) = frame.ccd_shape;
+    let stamps_len = frame.stamps.len();
+    let (sny, snx) = frame.stamp_shape;
+    mark(&mut marks, stream, trace, "assemble")?;
+    {
+        // One warp per (patch, unknown) where the stamp fits the lanes' register cache.
+        let warp = team && sny * snx <= WARP_LANES * MAX_PER_LANE;
+        let func = if warp {
+            &gpu.kernels.assemble_warp
+        } else {
+            &gpu.kernels.assemble
+        };
+        let mut b = stream.launch_builder(func);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(frame.stamps)
+            .arg(&stamps_len)
+            .arg(frame.corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(frame.image)
+            .arg(frame.weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&mut d_band)
+            .arg(&band_len)
+            .arg(&mut d_rhs)
+            .arg(&mut d_fw)
+            .arg(&mut d_status);
+        let cfg = if warp {
+            // 4 warps per block of 128 threads.
+            LaunchConfig {
+                grid_dim: (((np * nmax) as u32).div_ceil(BLOCK / 32).max(1), 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            }
+        } else {
+            grid_for(np * nmax)
+        };
+        // SAFETY: argument order and types follow `assemble` / `assemble_warp` in
+        // device/src/patch_kernels.rs (identical lists); the grid has >= np * nmax warps
+        // (warp kernel) or threads.
+        unsafe { b.launch(cfg) }.stage("launch assemble")?;
+    }
+    mark(&mut marks, stream, trace, "cholesky")?;
+    {
+        let func = if team {
+            &gpu.kernels.factor_solve_team
+        } else {
+            &gpu.kernels.factor_solve
+        };
+        let mut b = stream.launch_builder(func);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(&mut d_band)
+            .arg(&band_len)
+            .arg(&d_rhs)
+            .arg(&d_fw)
+            .arg(&params.regularize)
+            .arg(&mut d_xflux)
+            .arg(&mut d_status);
+        let cfg = if team {
+            let shared = 8 * (banded_team::band_factor_team_window_len(kd_max) + nmax);
+            block_config(func, np, lanes("DESI_FACTOR_LANES", FACTOR_LANES), shared)?
+        } else {
+            grid_for(np)
+        };
+        // SAFETY: argument order and types follow `factor_solve` / `factor_solve_team` (same
+        // parameters); the team launch gives the documented shared memory.
+        unsafe { b.launch(cfg) }.stage("launch factor_solve")?;
+    }
+    mark(&mut marks, stream, trace, "covariance")?;
+    {
+        let func = if team {
+            &gpu.kernels.covariance_team
+        } else {
+            &gpu.kernels.covariance
+        };
+        let mut b = stream.launch_builder(func);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nwavetot)
+            .arg(&d_band)
+            .arg(&band_len)
+            .arg(&mut d_cov)
+            .arg(&mut d_cov_work)
+            .arg(&cov_work)
+            .arg(&mut d_status);
+        let cfg = if team {
+            let shared = 8 * (nwavetot + 16) * (kd_max.max(8) + 8);
+            block_config(
+                func,
+                ncore,
+                lanes("DESI_COVARIANCE_LANES", COVARIANCE_LANES),
+                shared,
+            )?
+        } else {
+            grid_for(ncore)
+        };
+        // SAFETY: argument order and types follow `covariance` / `covariance_team`.
+        unsafe { b.launch(cfg) }.stage("launch covariance")?;
+    }
+    mark(&mut marks, stream, trace, "eigh")?;
+    // Freed in stream order: the kernels above still read them.
+    drop(d_cov_work);
+    drop(d_band);
+    let ndiagonal = 2 * ndiag + 1;
+    let mut d_q = stream
+        .alloc_zeros::<f64>(scratch(ncore * block))
+        .stage("allocate Q")?;
+    let mut d_eig_work = stream
+        .alloc_zeros::<f64>(scratch(ncore * eig_work))
+        .stage("allocate Jacobi scratch")?;
+    let mut d_flux = stream
+        .alloc_zeros::<f64>(ncore * nwavetot)
+        .stage("allocate flux")?;
+    let mut d_ivar = stream
+        .alloc_zeros::<f64>(ncore * nwavetot)
+        .stage("allocate ivar")?;
+    let mut d_rdiags = stream
+        .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
+        .stage("allocate Rdiags")?;
+    {
+        let func = if team {
+            &gpu.kernels.resolution_team
+        } else {
+            &gpu.kernels.resolution
+        };
+        let mut b = stream.launch_builder(func);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(&ndiag)
+            .arg(&pad)
+            .arg(&nwavestep)
+            .arg(&d_cov)
+            .arg(&d_xflux)
+            .arg(&mut d_q)
+            .arg(&mut d_eig_work)
+            .arg(&eig_work)
+            .arg(&mut d_flux)
+            .arg(&mut d_ivar)
+            .arg(&mut d_rdiags)
+            .arg(&mut d_status);
+        let cfg = if team {
+            let lanes = lanes("DESI_RESOLUTION_LANES", RESOLUTION_LANES);
+            let shared = 8 * jacobi_team::resolution_team_shared_len(nwavetot, lanes as usize);
+            block_config(func, ncore, lanes, shared)?
+        } else {
+            grid_for(ncore)
+        };
+        // SAFETY: argument order and types follow `resolution` / `resolution_team`.
+        unsafe { b.launch(cfg) }.stage("launch resolution")?;
+    }
+    mark(&mut marks, stream, trace, "finalize")?;
+    drop(d_q);
+    drop(d_eig_work);
+    drop(d_cov);
+    let mut d_pixels = stream
+        .alloc_zeros::<f64>(pixels_len.max(1))
+        .stage("allocate pixel windows")?;
+    let mut d_chi2 = stream
+        .alloc_zeros::<f64>(ncore * nwavestep)
+        .stage("allocate chi2pix")?;
+    let mut d_pixmask = stream
+        .alloc_zeros::<f64>(ncore * nwavestep)
+        .stage("allocate pixmask")?;
+    let max_rows = chunk
+        .iter()
+        .map(|p| (p.desc.row_max - p.desc.row_min).max(0) as usize)
+        .max()
+        .unwrap_or(0);
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.pixel_rows);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&max_rows)
+            .arg(&nmax)
+            .arg(&nwavetot)
+            .arg(frame.stamps)
+            .arg(&stamps_len)
+            .arg(frame.corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(frame.image)
+            .arg(frame.weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&d_xflux)
+            .arg(&params.psferr)
+            .arg(&mut d_pixels)
+            .arg(&pixels_len)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `pixel_rows` in device/src/patch_kernels.rs.
+        unsafe { b.launch(grid_for(np * max_rows)) }.stage("launch pixel_rows")?;
+    }
+    {
+        let mut b = stream.launch_builder(&gpu.kernels.pixel_core);
+        b.arg(&d_descs)
+            .arg(&np)
+            .arg(&nspp_max)
+            .arg(&nwavetot)
+            .arg(&pad)
+            .arg(&nwavestep)
+            .arg(frame.stamps)
+            .arg(&stamps_len)
+            .arg(frame.corners)
+            .arg(&sny)
+            .arg(&snx)
+            .arg(frame.image)
+            .arg(frame.weight)
+            .arg(&nrow)
+            .arg(&ncol)
+            .arg(&d_pixels)
+            .arg(&pixels_len)
+            .arg(&mut d_chi2)
+            .arg(&mut d_pixmask)
+            .arg(&mut d_status);
+        // SAFETY: argument order and types follow `pixel_core`.
+        unsafe { b.launch(grid_for(ncore * nwavestep)) }.stage("launch pixel_core")?;
+    }
+    mark(&mut marks, stream, trace, "copy to host")?;
+    // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
+    // synchronize): asynchronous copies, waited for in `collect`.
+    let mut status = gpu.pinned_status(slot, np)?;
+    stream
+        .memcpy_dtoh(&d_status, status.as_mut_slice().stage("map pinned buffer")?)
+        .stage("copy status to host")?;
+    let sizes = [
+        d_flux.len(),
+        d_ivar.len(),
+        d_rdiags.len(),
+        d_chi2.len(),
+        d_pixmask.len(),
+    ];
+    let mut results = gpu.pinned_download(slot, sizes.iter().sum())?;
+    let mut host = results.as_mut_slice().stage("map pinned buffer")?;
+    for (src, len) in [
+        (&d_flux, sizes[0]),
+        (&d_ivar, sizes[1]),
+        (&d_rdiags, sizes[2]),
+        (&d_chi2, sizes[3]),
+        (&d_pixmask, sizes[4]),
+    ] {
+        let (dst, rest) = host.split_at_mut(len);
+        stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
+        host = rest;
+    }
+    let done = stream
+        .record_event(Some(TIMING_EVENT))
+        .stage("record an event")?;
+    Ok(PendingBatch {
+        np,
+        results,
+        status,
+        sizes,
+        marks,
+        done,
+    })
+}
+
+impl PendingBatch<'_> {
+    /// Waits for the batch, records its GPU stage times (CUDA events) on the trace's `gpu`
+    /// track and adds them to `detail`, and returns the core outputs of `chunk` (the batch's
+    /// patches) in order; a failed patch comes back with [`PatchIssue::Failed`].
+    pub(super) fn collect(
+        mut self,
+        chunk: &[Planned],
+        params: &ExtractionParams,
+        shape: BatchShape,
+        trace: &Trace,
+        detail: &mut Vec<(&'static str, Duration)>,
+    ) -> Result<Vec<PatchResult>, GpuError> {
+        self.done.synchronize().stage("wait for a batch")?;
+        let ends = self.marks.iter().skip(1).map(|(_, e, _)| e);
+        for ((name, start, host_start), end) in self
+            .marks
+            .iter()
+            .zip(ends.chain(std::iter::once(&self.done)))
+        {
+            let ms = start.elapsed_ms(end).stage(name)?;
+            let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+            trace.record(name, "gpu", *host_start, gpu_time);
+            match detail.iter_mut().find(|(n, _)| n == name) {
+                Some((_, d)) => *d += gpu_time,
+                None => detail.push((name, gpu_time)),
+            }
+        }
+        debug_assert_eq!(chunk.len(), self.np);
+        let t_unpack = trace.now();
+        let status = &*self.status.as_mut_slice().stage("map pinned buffer")?;
+        let host = &*self.results.as_mut_slice().stage("map pinned buffer")?;
+        let (flux, rest) = host.split_at(self.sizes[0]);
+        let (ivar, rest) = rest.split_at(self.sizes[1]);
+        let (rdiags, rest) = rest.split_at(self.sizes[2]);
+        let (chi2, pixmask) = rest.split_at(self.sizes[3]);
+        let out = unpack(
+            chunk,
+            status,
+            [flux, ivar, rdiags, chi2, pixmask],
+            params,
+            shape,
+        );
+        trace.record(
+            "unpack",
+            "host",
+            t_unpack,
+            trace.now().saturating_sub(t_unpack),
+        );
+        Ok(out)
+    }
+}
+
+/// Splits the batch outputs (`[flux, ivar, rdiags, chi2pix, pixmask]` as copied from the
+/// device) into one [`PatchResult`] per patch.
+fn unpack(
+    chunk: &[Planned],
+    status: &[u32],
+    [flux, ivar, rdiags, chi2, pixmask]: [&[f64]; 5],
+    params: &ExtractionParams,
+    shape: BatchShape,
+) -> Vec<PatchResult> {
+    let (ndiag, nspp_max) = (shape.ndiag, shape.nspp_max);
+    let ndiagonal = 2 * ndiag + 1;
+    let (nwavetot, nwavestep, pad) = (params.nwavetot(), params.nwavestep, params.pad());
+    chunk
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (nspp, keep) = (p.plan.nspp, p.plan.keep);
+            if status[i] != 0 {
+                return PatchResult::zeros(
+                    nspp,
+                    keep,
+                    ndiag,
+                    PatchIssue::Failed {
+                        reason: format!("GPU status {:?}", Status::from_code(status[i])),
+                    },
+                );
+            }
+            let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
+            r.issue = None;
+            for c in 0..nspp {
+                let item = i * nspp_max + c;
+                let src = item * nwavetot + pad;
+                r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
+                r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
+                let src = item * nwavestep;
+                r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
+                r.pixmask_fraction[c * keep..(c + 1) * keep]
+                    .copy_from_slice(&pixmask[src..src + keep]);
+                for d in 0..ndiagonal {
+                    let src = (item * ndiagonal + d) * nwavestep;
+                    let dst = (c * ndiagonal + d) * keep;
+                    r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+                }
+            }
+            r
+        })
+        .collect()
+}
