@@ -12,6 +12,8 @@
 use core::arch::nvptx;
 
 use crate::spot::{spot_at, PsfTables, SpotGeometry};
+use crate::spot_team::{spot_team, spot_team_scratch_len};
+use crate::team::{Shared, WarpTeam};
 
 /// Flat index of the calling thread in a 1-D launch: `blockIdx.x * blockDim.x + threadIdx.x`.
 #[inline(always)]
@@ -170,6 +172,113 @@ pub unsafe extern "ptx-kernel" fn spots(
         corners.add(2 * item).write(corner.xc);
         corners.add(2 * item + 1).write(corner.yc);
         status.add(item).write(code as u32);
+    }
+}
+
+/// PSF spots, one warp per `(ispec, iwave)` item: the cooperative [`spot_team`] on a
+/// [`WarpTeam`] (the same stamps, corners and status codes as [`spots`], bit for bit).
+///
+/// # Parameters
+/// As [`spots`].
+///
+/// # Launch contract
+/// - block `(32 · w, 1, 1)` (whole warps); warp `k` of block `b` evaluates item `b · w + k`
+///   (`ispec = item / nwave`, `iwave = item % nwave`); grid `(⌈nspec · nwave / w⌉, 1, 1)`;
+/// - dynamic shared memory of at least `8 · w ·` [`spot_team_scratch_len`] bytes (5,696 bytes
+///   per warp for DESI's 17×11 stamps with 7×7 coefficients). A smaller allocation is not
+///   detected.
+///
+/// # Safety
+/// As [`spots`], and the launch contract above.
+#[allow(clippy::too_many_arguments)]
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn spots_team(
+    hsizex: usize,
+    hsizey: usize,
+    ghdegx: usize,
+    ghdegy: usize,
+    nspec: usize,
+    xtrace: *const f64,
+    xtrace_len: usize,
+    ytrace: *const f64,
+    ytrace_len: usize,
+    ntrace: usize,
+    xtrace_wavemin: f64,
+    xtrace_wavemax: f64,
+    ytrace_wavemin: f64,
+    ytrace_wavemax: f64,
+    params: *const f64,
+    params_len: usize,
+    nparam_coeff: usize,
+    param_wavemin: f64,
+    param_wavemax: f64,
+    wave: *const f64,
+    nwave: usize,
+    stamps: *mut f64,
+    corners: *mut i32,
+    status: *mut u32,
+) {
+    // SAFETY: reading %ctaid.x, %ntid.x and %tid.x has no preconditions.
+    let (block, warps, tid) = unsafe {
+        (
+            nvptx::_block_idx_x() as usize,
+            nvptx::_block_dim_x() as usize / 32,
+            nvptx::_thread_idx_x() as usize,
+        )
+    };
+    let warp = tid / 32;
+    let item = block * warps + warp;
+    // Whole warps return together.
+    if item >= nspec * nwave {
+        return;
+    }
+    let ispec = item / nwave;
+    let iwave = item % nwave;
+    let geometry = SpotGeometry {
+        hsizex,
+        hsizey,
+        ghdegx,
+        ghdegy,
+    };
+    let stamp_len = geometry.stamp_len();
+    // SAFETY: as in `spots`: the tables are valid for their lengths and not written.
+    let tables = unsafe {
+        PsfTables {
+            geometry,
+            nspec,
+            xtrace: core::slice::from_raw_parts(xtrace, xtrace_len),
+            ytrace: core::slice::from_raw_parts(ytrace, ytrace_len),
+            ntrace,
+            xtrace_domain: (xtrace_wavemin, xtrace_wavemax),
+            ytrace_domain: (ytrace_wavemin, ytrace_wavemax),
+            params: core::slice::from_raw_parts(params, params_len),
+            nparam_coeff,
+            param_domain: (param_wavemin, param_wavemax),
+        }
+    };
+    let team = WarpTeam;
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    let scratch_len = spot_team_scratch_len(&geometry);
+    // SAFETY: iwave < nwave; the warp owns item's stamp (no other warp writes it) and the
+    // launch provides scratch_len f64 of dynamic shared memory per warp, used by this warp's
+    // lanes under the team's phase rule.
+    let result = unsafe {
+        let wave_i = wave.add(iwave).read();
+        let scratch = Shared::from_raw(smem.add(warp * scratch_len), scratch_len);
+        let stamp = Shared::from_raw(stamps.add(item * stamp_len), stamp_len);
+        spot_team(&team, &tables, ispec, wave_i, scratch, stamp)
+    };
+    if tid % 32 == 0 {
+        let (corner, code) = match result {
+            Ok(corner) => (corner, crate::Status::Ok),
+            Err(err) => (crate::spot::StampCorner::default(), err),
+        };
+        // SAFETY: item < nspec * nwave; lane 0 of this warp alone writes item's entries.
+        unsafe {
+            corners.add(2 * item).write(corner.xc);
+            corners.add(2 * item + 1).write(corner.yc);
+            status.add(item).write(code as u32);
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod linalg;
 pub mod math;
 pub mod patch;
 pub mod spot;
+pub mod spot_team;
 pub mod status;
 pub mod team;
 

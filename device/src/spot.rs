@@ -134,13 +134,13 @@ pub struct PsfTables<'a> {
 
 /// `Some(a·b)` unless it overflows.
 #[inline(always)]
-fn mul(a: usize, b: usize) -> Option<usize> {
+pub(crate) fn mul(a: usize, b: usize) -> Option<usize> {
     a.checked_mul(b)
 }
 
 /// Coefficients `[start, start + len)` of a flat table, or `BadShape` if out of range.
 #[inline(always)]
-fn coeff_row(table: &[f64], start: usize, len: usize) -> Result<&[f64], Status> {
+pub(crate) fn coeff_row(table: &[f64], start: usize, len: usize) -> Result<&[f64], Status> {
     let end = start.checked_add(len).ok_or(Status::BadShape)?;
     table.get(start..end).ok_or(Status::BadShape)
 }
@@ -252,31 +252,10 @@ pub fn pixel_integrated_gh(
     if out.len() != (degree + 1) * n {
         return Err(Status::BadShape);
     }
-    // edge[0] = erf(u/√2); edge[i] = He_{i−1}(u)·φ(u) for i = 1..=degree.
     let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
-    let half = half_size as f64;
     for m in 0..=n {
-        let u = (m as f64 - half - 0.5 - delta) / sigma;
         let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
-        cur[0] = erf(u / SQRT_2);
-        if degree >= 1 {
-            let phi = exp(-0.5 * u * u) / SQRT_2PI;
-            // He_k(u), k = 0..degree−1, by He_k = u·He_{k−1} − (k−1)·He_{k−2} (hermevander order).
-            let mut he_prev = 0.0; // He_{k−2}
-            let mut he_cur = 1.0; // He_{k−1}
-            for (k, slot) in cur.iter_mut().skip(1).take(degree).enumerate() {
-                let he = match k {
-                    0 => 1.0,
-                    1 => u,
-                    _ => he_cur * u - he_prev * ((k - 1) as f64),
-                };
-                *slot = he * phi;
-                if k > 0 {
-                    he_prev = he_cur;
-                }
-                he_cur = he;
-            }
-        }
+        gh_edge(edge_u(m, half_size, delta, sigma), degree, &mut cur);
         if m > 0 {
             // Pixel m−1 lies between edges m−1 (prev) and m (cur).
             let edges = prev.iter().zip(cur.iter());
@@ -292,9 +271,43 @@ pub fn pixel_integrated_gh(
     Ok(())
 }
 
+/// The normalized position `u_m = (m − half_size − 0.5 − delta)/sigma` of pixel edge `m` (see
+/// [`pixel_integrated_gh`]).
+#[inline(always)]
+pub(crate) fn edge_u(m: usize, half_size: usize, delta: f64, sigma: f64) -> f64 {
+    (m as f64 - half_size as f64 - 0.5 - delta) / sigma
+}
+
+/// The values of [`pixel_integrated_gh`] at one pixel edge `u`: `edge[0] = erf(u/√2)`,
+/// `edge[i] = He_{i−1}(u)·φ(u)` for `i = 1..=degree` (`degree <= MAX_GH_DEGREE`; the other
+/// entries are left as they are). Pixel `m` is then `½·(edge_{m+1}[0] − edge_m[0])` for
+/// `i = 0` and `edge_m[i] − edge_{m+1}[i]` above.
+#[inline(always)]
+pub(crate) fn gh_edge(u: f64, degree: usize, edge: &mut [f64; MAX_GH_DEGREE + 1]) {
+    edge[0] = erf(u / SQRT_2);
+    if degree >= 1 {
+        let phi = exp(-0.5 * u * u) / SQRT_2PI;
+        // He_k(u), k = 0..degree−1, by He_k = u·He_{k−1} − (k−1)·He_{k−2} (hermevander order).
+        let mut he_prev = 0.0; // He_{k−2}
+        let mut he_cur = 1.0; // He_{k−1}
+        for (k, slot) in edge.iter_mut().skip(1).take(degree).enumerate() {
+            let he = match k {
+                0 => 1.0,
+                1 => u,
+                _ => he_cur * u - he_prev * ((k - 1) as f64),
+            };
+            *slot = he * phi;
+            if k > 0 {
+                he_prev = he_cur;
+            }
+            he_cur = he;
+        }
+    }
+}
+
 /// Stamp corner `floor(coord − half_size + 0.5)` as an `i32`, or `TooLarge` out of range.
 #[inline(always)]
-fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
+pub(crate) fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
     let c = floor(coord - half_size as f64 + 0.5);
     if c >= i32::MIN as f64 && c <= i32::MAX as f64 {
         Ok(c as i32)

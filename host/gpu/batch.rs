@@ -35,7 +35,7 @@ pub(super) const TIMING_EVENT: cudarc::driver::sys::CUevent_flags =
 
 /// Thread-block size of a team kernel: `default`, or the tuning override in the environment
 /// variable `name` (e.g. `DESI_RESOLUTION_LANES=128`), clamped to 32..=1024.
-fn lanes(name: &str, default: u32) -> u32 {
+pub(super) fn lanes(name: &str, default: u32) -> u32 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
@@ -44,7 +44,7 @@ fn lanes(name: &str, default: u32) -> u32 {
 
 /// One thread block of `lanes` per item with `shared_bytes` of dynamic shared memory, raising
 /// the kernel's dynamic shared-memory limit when it exceeds the default 48 KB.
-fn block_config(
+pub(super) fn block_config(
     func: &cudarc::driver::CudaFunction,
     items: usize,
     lanes: u32,

@@ -66,6 +66,8 @@ pub fn probe_driver() -> Result<(), GpuError> {
 pub struct Kernels {
     /// PSF spots of a frame.
     pub spots: CudaFunction,
+    /// PSF spots of a frame, one thread block per spot.
+    pub spots_team: CudaFunction,
     /// f32 -> f64 widening.
     pub widen_f32: CudaFunction,
     /// Normal equations.
@@ -214,6 +216,7 @@ impl GpuContext {
         };
         let kernels = Kernels {
             spots: load(ptx::SPOTS)?,
+            spots_team: load(ptx::SPOTS_TEAM)?,
             widen_f32: load(ptx::WIDEN_F32)?,
             assemble: load(ptx::ASSEMBLE)?,
             assemble_warp: load(ptx::ASSEMBLE_WARP)?,

@@ -13,6 +13,8 @@ pub const CUBIN_SM90: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/desi_dev
 
 /// Name of the `spots` kernel: PSF stamps of every `(ispec, iwave)` of a frame.
 pub const SPOTS: &str = "spots";
+/// Name of the `spots_team` kernel: the same stamps, one thread block per `(ispec, iwave)`.
+pub const SPOTS_TEAM: &str = "spots_team";
 /// Name of the `smoke_axpy` kernel: `y = a x + y`, a smoke test of the build and launch path.
 pub const SMOKE_AXPY: &str = "smoke_axpy";
 
@@ -45,6 +47,7 @@ pub const COVARIANCE_TEAM: &str = "covariance_team";
 pub const KERNELS: &[&str] = &[
     SMOKE_AXPY,
     SPOTS,
+    SPOTS_TEAM,
     WIDEN_F32,
     ASSEMBLE,
     ASSEMBLE_WARP,
