@@ -378,6 +378,22 @@ fn covariance_statuses() {
         a[i * w + kd] = v;
         bad.push((format!("diag {i} = {v}"), a));
     }
+    // Two bad pivots: the first in order decides (the team splits the check over the lanes).
+    for (first, second) in [
+        ((3usize, f64::NAN), (100usize, 0.0)),
+        ((70, -1.0), (5 + 64, f64::NAN)),
+    ] {
+        let mut a = l.clone();
+        a[first.0 * w + kd] = first.1;
+        a[second.0 * w + kd] = second.1;
+        bad.push((
+            format!(
+                "diag {} = {} and {} = {}",
+                first.0, first.1, second.0, second.1
+            ),
+            a,
+        ));
+    }
     // A NaN below the diagonal propagates into C_bb (NonFinite from the result).
     for (i, j) in [(100usize, 60usize), (n - 1, n - 2)] {
         let mut a = l.clone();

@@ -554,6 +554,39 @@ fn diagonal_status(ab: &Shared, n: usize, kd: usize) -> Option<Status> {
     None
 }
 
+/// [`diagonal_status`] by a team: lane `l` checks the entries `l, l + lanes, ...` and leaves
+/// the index of its first failure (or `n`) in `first[l]`; after the barrier every lane takes
+/// the smallest, which is the first failure in order.
+fn diagonal_status_team<T: Team>(
+    team: &T,
+    ab: &Shared,
+    n: usize,
+    kd: usize,
+    first: Shared,
+) -> Option<Status> {
+    let (w, lanes) = (kd + 1, team.lanes());
+    team.each(|lane| {
+        let mut i = lane;
+        let mut found = n;
+        while i < n {
+            let d = ab.get(i * w + kd);
+            if !(d > 0.0 && d <= f64::MAX) {
+                found = i;
+                break;
+            }
+            i += lanes;
+        }
+        first.set(lane, found as f64);
+    });
+    let mut min = n;
+    for l in 0..lanes {
+        min = min.min(first.get(l) as usize);
+    }
+    (min < n)
+        .then(|| pivot_status(ab.get(min * w + kd)))
+        .flatten()
+}
+
 /// One diagonal covariance block `C_bb` of `C = M⁻¹` from the band Cholesky factor of `M`,
 /// by one team, for the interleaved block `b = block` (unknowns `q = iwave * nblock + b`):
 /// the block that [`super::banded::band_covariance_block_range`] writes for
@@ -612,14 +645,22 @@ pub fn covariance_block_team<T: Team>(
     if out.len() < bs * bs || ring.len() < covariance_block_team_ring_len(n, kd, nblock) {
         return Status::BadShape;
     }
-    // Every lane reads the same diagonal: a uniform early return.
-    if let Some(status) = diagonal_status(&ab, n, kd) {
+    // The diagonal check: split over the lanes when the ring rows (first written in the
+    // phase after next) can hold one flag per lane (each lane read all of it from global
+    // memory before: a fifth of the GPU kernel's time), else every lane reads it all. Either
+    // way a uniform early return.
+    let lanes = team.lanes();
+    let checked = if cov_ring_depth(kd) * bs >= lanes {
+        diagonal_status_team(team, &ab, n, kd, ring.sub(0, lanes))
+    } else {
+        diagonal_status(&ab, n, kd)
+    };
+    if let Some(status) = checked {
         return status;
     }
     if n == 0 {
         return Status::Ok;
     }
-    let lanes = team.lanes();
     let depth = cov_ring_depth(kd);
     let stage_len = depth * ROWS;
     let stage = |g: usize| ring.sub(depth * bs + (g % 2) * stage_len, stage_len);
