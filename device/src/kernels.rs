@@ -26,6 +26,40 @@ fn global_thread_index_x() -> usize {
     }
 }
 
+/// A table of the spot kernels' parameters: pointer, length, and wavelength domain.
+type KernelTable = (*const f64, usize, f64, f64);
+
+/// The [`PsfTables`] of the spot kernels' parameters.
+///
+/// # Safety
+/// Each table pointer must be valid for reads of its length and not written while the tables
+/// are in use.
+unsafe fn psf_tables<'a>(
+    geometry: SpotGeometry,
+    nspec: usize,
+    (xtrace, xtrace_len, xmin, xmax): KernelTable,
+    (ytrace, ytrace_len, ymin, ymax): KernelTable,
+    ntrace: usize,
+    (params, params_len, pmin, pmax): KernelTable,
+    nparam_coeff: usize,
+) -> PsfTables<'a> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        PsfTables {
+            geometry,
+            nspec,
+            xtrace: core::slice::from_raw_parts(xtrace, xtrace_len),
+            ytrace: core::slice::from_raw_parts(ytrace, ytrace_len),
+            ntrace,
+            xtrace_domain: (xmin, xmax),
+            ytrace_domain: (ymin, ymax),
+            params: core::slice::from_raw_parts(params, params_len),
+            nparam_coeff,
+            param_domain: (pmin, pmax),
+        }
+    }
+}
+
 /// Smoke test of the build and launch pipeline: `y[i] = a * x[i] + y[i]` for `i < n`.
 ///
 /// Kept on purpose beside the real kernels: it exercises the PTX build, embedding and a launch
@@ -132,29 +166,27 @@ pub unsafe extern "ptx-kernel" fn spots(
     }
     let ispec = item / nwave;
     let iwave = item % nwave;
-    let stamp_len = (2 * hsizey + 1) * (2 * hsizex + 1);
 
-    // SAFETY: the caller guarantees each table pointer is valid for reads of its length and
-    // is not written during the launch, so shared slices over them are sound.
-    let tables = unsafe {
-        PsfTables {
-            geometry: SpotGeometry {
-                hsizex,
-                hsizey,
-                ghdegx,
-                ghdegy,
-            },
-            nspec,
-            xtrace: core::slice::from_raw_parts(xtrace, xtrace_len),
-            ytrace: core::slice::from_raw_parts(ytrace, ytrace_len),
-            ntrace,
-            xtrace_domain: (xtrace_wavemin, xtrace_wavemax),
-            ytrace_domain: (ytrace_wavemin, ytrace_wavemax),
-            params: core::slice::from_raw_parts(params, params_len),
-            nparam_coeff,
-            param_domain: (param_wavemin, param_wavemax),
-        }
+    let geometry = SpotGeometry {
+        hsizex,
+        hsizey,
+        ghdegx,
+        ghdegy,
     };
+    // SAFETY: the caller guarantees each table pointer is valid for reads of its length and
+    // is not written during the launch.
+    let tables = unsafe {
+        psf_tables(
+            geometry,
+            nspec,
+            (xtrace, xtrace_len, xtrace_wavemin, xtrace_wavemax),
+            (ytrace, ytrace_len, ytrace_wavemin, ytrace_wavemax),
+            ntrace,
+            (params, params_len, param_wavemin, param_wavemax),
+            nparam_coeff,
+        )
+    };
+    let stamp_len = geometry.stamp_len();
     // SAFETY: iwave < nwave and `wave` is valid for `nwave` reads.
     let wave_i = unsafe { wave.add(iwave).read() };
     // SAFETY: item < nspec * nwave, so the `stamp_len` values from `item * stamp_len` lie inside
@@ -243,18 +275,15 @@ pub unsafe extern "ptx-kernel" fn spots_team(
     let stamp_len = geometry.stamp_len();
     // SAFETY: as in `spots`: the tables are valid for their lengths and not written.
     let tables = unsafe {
-        PsfTables {
+        psf_tables(
             geometry,
             nspec,
-            xtrace: core::slice::from_raw_parts(xtrace, xtrace_len),
-            ytrace: core::slice::from_raw_parts(ytrace, ytrace_len),
+            (xtrace, xtrace_len, xtrace_wavemin, xtrace_wavemax),
+            (ytrace, ytrace_len, ytrace_wavemin, ytrace_wavemax),
             ntrace,
-            xtrace_domain: (xtrace_wavemin, xtrace_wavemax),
-            ytrace_domain: (ytrace_wavemin, ytrace_wavemax),
-            params: core::slice::from_raw_parts(params, params_len),
+            (params, params_len, param_wavemin, param_wavemax),
             nparam_coeff,
-            param_domain: (param_wavemin, param_wavemax),
-        }
+        )
     };
     let team = WarpTeam;
     let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();

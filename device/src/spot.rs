@@ -145,6 +145,28 @@ pub(crate) fn coeff_row(table: &[f64], start: usize, len: usize) -> Result<&[f64
     table.get(start..end).ok_or(Status::BadShape)
 }
 
+/// The shape checks of [`psf_point`]: a valid geometry, `ispec < nspec`, non-empty traces and
+/// coefficient rows, and every table as long as its stated shape (`TooLarge` / `BadShape`).
+pub(crate) fn check_tables(tables: &PsfTables, ispec: usize) -> Result<(), Status> {
+    let geometry = tables.geometry;
+    geometry.check()?;
+    let (nspec, ntrace, ncoeff) = (tables.nspec, tables.ntrace, tables.nparam_coeff);
+    let trace_len = mul(nspec, ntrace).ok_or(Status::BadShape)?;
+    let param_len = mul(2 + geometry.ngh(), nspec)
+        .and_then(|n| mul(n, ncoeff))
+        .ok_or(Status::BadShape)?;
+    if ispec >= nspec
+        || ntrace == 0
+        || ncoeff == 0
+        || tables.xtrace.len() != trace_len
+        || tables.ytrace.len() != trace_len
+        || tables.params.len() != param_len
+    {
+        return Err(Status::BadShape);
+    }
+    Ok(())
+}
+
 /// Evaluates the trace position and Gauss-Hermite parameters of fiber `ispec` at `wave` (Å)
 /// (spec section 1.1).
 ///
@@ -168,24 +190,11 @@ pub fn psf_point(
     wave: f64,
     gh: &mut [f64],
 ) -> Result<PsfPoint, Status> {
+    check_tables(tables, ispec)?;
     let geometry = tables.geometry;
-    geometry.check()?;
     let ngh = geometry.ngh();
-    let nspec = tables.nspec;
-    let ntrace = tables.ntrace;
-    let ncoeff = tables.nparam_coeff;
-    let trace_len = mul(nspec, ntrace).ok_or(Status::BadShape)?;
-    let param_len = mul(2 + ngh, nspec)
-        .and_then(|n| mul(n, ncoeff))
-        .ok_or(Status::BadShape)?;
-    if ispec >= nspec
-        || ntrace == 0
-        || ncoeff == 0
-        || gh.len() != ngh
-        || tables.xtrace.len() != trace_len
-        || tables.ytrace.len() != trace_len
-        || tables.params.len() != param_len
-    {
+    let (nspec, ntrace, ncoeff) = (tables.nspec, tables.ntrace, tables.nparam_coeff);
+    if gh.len() != ngh {
         return Err(Status::BadShape);
     }
 

@@ -22,9 +22,10 @@
 use crate::legendre::{legendre_sum, legval, normalized_wavelength};
 use crate::math::floor;
 use crate::spot::{
-    coeff_row, corner, edge_u, gh_edge, mul, PsfTables, SpotGeometry, StampCorner, MAX_GH_DEGREE,
+    check_tables, coeff_row, corner, edge_u, gh_edge, PsfTables, SpotGeometry, StampCorner,
+    MAX_GH_DEGREE,
 };
-use crate::team::{Shared, Team};
+use crate::team::{strided, Shared, Team};
 use crate::Status;
 
 /// Scratch slots: status code, corner x, corner y, stamp total.
@@ -72,16 +73,6 @@ pub fn spot_team_scratch_len(geometry: &SpotGeometry) -> usize {
     Layout::new(geometry).end
 }
 
-/// Runs `f(i)` for `i = start, start + step, ... < end`.
-#[inline(always)]
-fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
-    let mut i = start;
-    while i < end {
-        f(i);
-        i += step;
-    }
-}
-
 /// The spot of fiber `ispec` at `wave` (Å) by one team: the result of
 /// [`spot_at`](crate::spot::spot_at) (same stamp, corner and errors, bit for bit).
 ///
@@ -101,24 +92,11 @@ pub fn spot_team<T: Team>(
     scratch: Shared,
     stamp: Shared,
 ) -> Result<StampCorner, Status> {
+    // The shape checks of psf_point.
+    check_tables(tables, ispec)?;
     let geometry = tables.geometry;
-    geometry.check()?;
-    // The shape checks of psf_point, in its order.
     let ngh = geometry.ngh();
     let (nspec, ntrace, ncoeff) = (tables.nspec, tables.ntrace, tables.nparam_coeff);
-    let trace_len = mul(nspec, ntrace).ok_or(Status::BadShape)?;
-    let param_len = mul(2 + ngh, nspec)
-        .and_then(|n| mul(n, ncoeff))
-        .ok_or(Status::BadShape)?;
-    if ispec >= nspec
-        || ntrace == 0
-        || ncoeff == 0
-        || tables.xtrace.len() != trace_len
-        || tables.ytrace.len() != trace_len
-        || tables.params.len() != param_len
-    {
-        return Err(Status::BadShape);
-    }
     let layout = Layout::new(&geometry);
     let lanes = team.lanes();
     if lanes == 0 || stamp.len() != geometry.stamp_len() || scratch.len() < layout.end {

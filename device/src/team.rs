@@ -10,6 +10,16 @@
 //! algorithm therefore check the GPU algorithm's logic (phases, indexing) exactly; the host
 //! emulation is slow and meant for tests. Buffers shared by the lanes are [`Shared`] views.
 
+/// Runs `f(i)` for `i = start, start + step, ... < end` (a lane's share of a strided loop).
+#[inline(always)]
+pub fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
+    let mut i = start;
+    while i < end {
+        f(i);
+        i += step;
+    }
+}
+
 /// A team of lanes separated by barriers (a thread block, or its serial emulation).
 pub trait Team {
     /// Number of lanes.

@@ -405,6 +405,9 @@ pub fn extract_frame_gpu(
         bundles: &bundles,
         ndiag,
         ccd_host: &ccd_host,
+        planned: &planned,
+        bundle_start: &bundle_start,
+        trace,
     };
     let mut results: Vec<Option<PatchResult>> = (0..planned.len()).map(|_| None).collect();
     let mut reports = Vec::new();
@@ -453,20 +456,8 @@ pub fn extract_frame_gpu(
         let ready = (stitched..plans_by_bundle.len())
             .take_while(|&b| bundle_start[b + 1] <= previous.end)
             .count();
-        let t_stitch = trace.now();
-        reports.extend(stitcher.stitch(
-            stitched..stitched + ready,
-            &mut rows[stitched..stitched + ready],
-            &planned,
-            &mut results,
-            &bundle_start,
-        )?);
-        trace.record(
-            "stitch",
-            "host",
-            t_stitch,
-            trace.now().saturating_sub(t_stitch),
-        );
+        let range = stitched..stitched + ready;
+        reports.extend(stitcher.stitch(range.clone(), &mut rows[range], &mut results)?);
         stitched += ready;
     }
     streams[0]
@@ -474,21 +465,8 @@ pub fn extract_frame_gpu(
         .stage("join the batch streams")?;
     if stitched < plans_by_bundle.len() {
         // Bundles without any GPU patch (all off the CCD).
-        let t_stitch = trace.now();
         let rest = stitched..plans_by_bundle.len();
-        reports.extend(stitcher.stitch(
-            rest.clone(),
-            &mut rows[rest],
-            &planned,
-            &mut results,
-            &bundle_start,
-        )?);
-        trace.record(
-            "stitch",
-            "host",
-            t_stitch,
-            trace.now().saturating_sub(t_stitch),
-        );
+        reports.extend(stitcher.stitch(rest.clone(), &mut rows[rest], &mut results)?);
     }
     drop(rows);
     // Model image from the stamps of each bundle (copied back per bundle).
@@ -560,21 +538,39 @@ struct Stitcher<'a> {
     ndiag: usize,
     /// The host copy of the CCD in f64, made on the first CPU fallback.
     ccd_host: &'a std::sync::OnceLock<CcdData>,
+    /// The GPU patches, in bundle order.
+    planned: &'a [Planned],
+    /// First planned patch of each bundle (and the end).
+    bundle_start: &'a [usize],
+    /// Where the `stitch` spans go.
+    trace: &'a Trace,
 }
 
 impl Stitcher<'_> {
     /// Stitches bundles `bundles` (their `rows`, in order) from the GPU results, bundles in
-    /// parallel (disjoint rows), taking each result out of `results` (`planned` order;
-    /// `bundle_start[b]` is the first planned patch of bundle `b`); patches without a good GPU
-    /// result are solved on the CPU. Returns the patch reports.
+    /// parallel (disjoint rows), taking each result out of `results` (in `planned` order);
+    /// patches without a good GPU result are solved on the CPU. Returns the patch reports.
     fn stitch(
         &self,
         bundles: std::ops::Range<usize>,
         rows: &mut [Option<FrameRows>],
-        planned: &[Planned],
         results: &mut [Option<PatchResult>],
-        bundle_start: &[usize],
     ) -> Result<Vec<PatchReport>, ExtractError> {
+        let start = self.trace.now();
+        let out = self.stitch_bundles(bundles, rows, results);
+        let elapsed = self.trace.now().saturating_sub(start);
+        self.trace.record("stitch", "host", start, elapsed);
+        out
+    }
+
+    /// [`Stitcher::stitch`] without the trace span.
+    fn stitch_bundles(
+        &self,
+        bundles: std::ops::Range<usize>,
+        rows: &mut [Option<FrameRows>],
+        results: &mut [Option<PatchResult>],
+    ) -> Result<Vec<PatchReport>, ExtractError> {
+        let (planned, bundle_start) = (self.planned, self.bundle_start);
         let params = self.params;
         let (pad, ndiag) = (params.pad(), self.ndiag);
         // Each bundle's GPU results, matched to its plans (off-CCD plans have none).

@@ -66,7 +66,7 @@ pub const TEAM_REL_TOL: f64 = 64.0 * f64::EPSILON;
 /// GPU-vs-CPU tolerances; in practice the differences stay at rounding level.
 pub const QUADRATIC_STOP: f64 = 1e-8;
 use crate::math::{abs, fma, sqrt};
-use crate::team::{Shared, Team};
+use crate::team::{strided, Shared, Team};
 use crate::Status;
 
 /// Number of length-`n` vectors at the start of the scratch (see [`jacobi_team_scratch_len`]).
@@ -106,16 +106,6 @@ pub fn inverse_sqrt_team_scratch_len(n: usize, lanes: usize) -> usize {
 /// (74×74, 256 lanes: 6,586 f64 = 52,688 bytes; 128 lanes: 50,024 bytes; 96 lanes: 49,136 bytes).
 pub fn resolution_team_shared_len(n: usize, lanes: usize) -> usize {
     inverse_sqrt_team_scratch_len(n, lanes)
-}
-
-/// Runs `f(i)` for `i = start, start + step, ... < end`.
-#[inline(always)]
-fn strided<F: FnMut(usize)>(start: usize, end: usize, step: usize, mut f: F) {
-    let mut i = start;
-    while i < end {
-        f(i);
-        i += step;
-    }
 }
 
 /// Runs `update(i, load(i))` for `i = start, start + step, ... < end`, [`BATCH`] indices at a
