@@ -194,12 +194,27 @@ pub unsafe extern "ptx-kernel" fn spots(
     // slices of different threads never overlap.
     let stamp = unsafe { core::slice::from_raw_parts_mut(stamps.add(item * stamp_len), stamp_len) };
 
-    let (corner, code) = match spot_at(&tables, ispec, wave_i, stamp) {
+    let result = spot_at(&tables, ispec, wave_i, stamp);
+    // SAFETY: item < nspec * nwave; this thread alone writes item's entries.
+    unsafe { write_spot_result(item, result, corners, status) };
+}
+
+/// Writes the corner (`(0, 0)` on failure) and status code of spot `item`.
+///
+/// # Safety
+/// `corners` valid for `2 · (item + 1)` and `status` for `item + 1` writes, by one thread.
+#[inline(always)]
+unsafe fn write_spot_result(
+    item: usize,
+    result: Result<crate::spot::StampCorner, crate::Status>,
+    corners: *mut i32,
+    status: *mut u32,
+) {
+    let (corner, code) = match result {
         Ok(corner) => (corner, crate::Status::Ok),
         Err(err) => (crate::spot::StampCorner::default(), err),
     };
-    // SAFETY: item < nspec * nwave; `corners` holds 2 and `status` 1 value per item, written
-    // by this thread only.
+    // SAFETY: guaranteed by the caller.
     unsafe {
         corners.add(2 * item).write(corner.xc);
         corners.add(2 * item + 1).write(corner.yc);
@@ -298,16 +313,8 @@ pub unsafe extern "ptx-kernel" fn spots_team(
         spot_team(&team, &tables, ispec, wave_i, scratch, stamp)
     };
     if tid % 32 == 0 {
-        let (corner, code) = match result {
-            Ok(corner) => (corner, crate::Status::Ok),
-            Err(err) => (crate::spot::StampCorner::default(), err),
-        };
         // SAFETY: item < nspec * nwave; lane 0 of this warp alone writes item's entries.
-        unsafe {
-            corners.add(2 * item).write(corner.xc);
-            corners.add(2 * item + 1).write(corner.yc);
-            status.add(item).write(code as u32);
-        }
+        unsafe { write_spot_result(item, result, corners, status) };
     }
 }
 

@@ -1,8 +1,8 @@
 //! One batch of patches on the GPU: every per-patch kernel and the copies of the results to
 //! page-locked host memory are enqueued on one stream without waiting ([`launch_batch`]); the
 //! host waits for them only when it collects the batch ([`PendingBatch::collect`]). With two
-//! batches in flight on two streams, the host unpacks and stitches one batch while the device
-//! solves the next.
+//! batches in flight, the host unpacks and stitches one batch while the device solves the
+//! next.
 
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
 use crate::patch::{ExtractionParams, PatchPlan};
@@ -14,7 +14,6 @@ use desi_device::linalg::{banded_team, jacobi_team};
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::Status;
 use rayon::prelude::*;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Threads per block of the one-thread-per-item kernels.
@@ -112,9 +111,8 @@ pub(super) struct BatchShape {
     pub ndiag: usize,
 }
 
-/// A batch whose kernels and result copies are enqueued on its stream.
+/// A batch whose kernels and result copies are enqueued on the context's stream.
 pub(super) struct PendingBatch<'g> {
-    np: usize,
     results: PinnedGuard<'g, f64>,
     status: PinnedGuard<'g, u32>,
     sizes: [usize; 5],
@@ -135,12 +133,11 @@ fn mark(
     Ok(())
 }
 
-/// Enqueues every per-patch kernel of `chunk` on `stream`, and the copies of the results into
+/// Enqueues every per-patch kernel of `chunk` on the context's stream, and the copies of the results into
 /// download slot `slot` of the context's page-locked buffers; returns without waiting.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch_batch<'g>(
     gpu: &'g GpuContext,
-    stream: &Arc<CudaStream>,
     slot: usize,
     chunk: &[Planned],
     frame: &FrameBuffers,
@@ -155,6 +152,7 @@ pub(super) fn launch_batch<'g>(
         eig_work,
         ndiag,
     } = shape;
+    let stream = &gpu.stream;
     let mut marks = Vec::new();
     mark(&mut marks, stream, trace, "allocate")?;
     let np = chunk.len();
@@ -457,7 +455,6 @@ pub(super) fn launch_batch<'g>(
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
     Ok(PendingBatch {
-        np,
         results,
         status,
         sizes,
@@ -493,9 +490,9 @@ impl PendingBatch<'_> {
                 None => detail.push((name, gpu_time)),
             }
         }
-        debug_assert_eq!(chunk.len(), self.np);
         let t_unpack = trace.now();
         let status = &*self.status.as_mut_slice().stage("map pinned buffer")?;
+        debug_assert_eq!(chunk.len(), status.len());
         let host = &*self.results.as_mut_slice().stage("map pinned buffer")?;
         let (flux, rest) = host.split_at(self.sizes[0]);
         let (ivar, rest) = rest.split_at(self.sizes[1]);

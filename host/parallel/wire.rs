@@ -53,31 +53,28 @@ impl Encoder {
         self.bytes(v.as_bytes());
     }
 
+    /// A length followed by `len` items of `W` little-endian bytes each.
+    fn values<const W: usize>(&mut self, len: usize, items: impl Iterator<Item = [u8; W]>) {
+        self.usize(len);
+        self.buf.reserve(W * len);
+        for bytes in items {
+            self.buf.extend_from_slice(&bytes);
+        }
+    }
+
     /// f64 values (exact bits).
     pub fn f64s(&mut self, v: &[f64]) {
-        self.usize(v.len());
-        self.buf.reserve(8 * v.len());
-        for x in v {
-            self.buf.extend_from_slice(&x.to_le_bytes());
-        }
+        self.values(v.len(), v.iter().map(|x| x.to_le_bytes()));
     }
 
     /// f32 values (exact bits).
     pub fn f32s(&mut self, v: &[f32]) {
-        self.usize(v.len());
-        self.buf.reserve(4 * v.len());
-        for x in v {
-            self.buf.extend_from_slice(&x.to_le_bytes());
-        }
+        self.values(v.len(), v.iter().map(|x| x.to_le_bytes()));
     }
 
     /// i32 values.
     pub fn i32s(&mut self, v: &[i32]) {
-        self.usize(v.len());
-        self.buf.reserve(4 * v.len());
-        for x in v {
-            self.buf.extend_from_slice(&x.to_le_bytes());
-        }
+        self.values(v.len(), v.iter().map(|x| x.to_le_bytes()));
     }
 
     /// Strings.
@@ -158,31 +155,35 @@ impl<'a> Decoder<'a> {
 
     /// f64 values.
     pub fn f64s(&mut self) -> Result<Vec<f64>, WireError> {
-        let n = self.len(8, "f64 array")?;
-        let raw = self.take(8 * n, "f64 array")?;
-        Ok(raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect())
+        self.values("f64 array", f64::from_le_bytes)
     }
 
     /// f32 values.
     pub fn f32s(&mut self) -> Result<Vec<f32>, WireError> {
-        let n = self.len(4, "f32 array")?;
-        let raw = self.take(4 * n, "f32 array")?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        self.values("f32 array", f32::from_le_bytes)
     }
 
     /// i32 values.
     pub fn i32s(&mut self) -> Result<Vec<i32>, WireError> {
-        let n = self.len(4, "i32 array")?;
-        let raw = self.take(4 * n, "i32 array")?;
+        self.values("i32 array", i32::from_le_bytes)
+    }
+
+    /// A length followed by that many items of `W` little-endian bytes, each decoded by
+    /// `decode`.
+    fn values<T, const W: usize>(
+        &mut self,
+        what: &str,
+        decode: fn([u8; W]) -> T,
+    ) -> Result<Vec<T>, WireError> {
+        let n = self.len(W, what)?;
+        let raw = self.take(W * n, what)?;
         Ok(raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .chunks_exact(W)
+            .map(|chunk| {
+                let mut bytes = [0u8; W];
+                bytes.copy_from_slice(chunk);
+                decode(bytes)
+            })
             .collect())
     }
 
