@@ -2,9 +2,10 @@
 # Installs what building and testing desi-extract needs. Idempotent: when everything is present
 # it only checks (about a second) and changes nothing.
 #
-#   1. system packages (Debian/Ubuntu apt): a C toolchain and make (fitsio-src builds cfitsio
-#      with its autotools configure), pkg-config, python3 and pip, libclang (bindgen for nvtx
-#      and rsmpi), OpenMPI (libopenmpi-dev, openmpi-bin: the `mpi` feature and tests/mpi.rs);
+#   1. system packages (Debian/Ubuntu apt), each checked by the file or command the build or the
+#      tests really use: a C toolchain and make (fitsio-src builds cfitsio with its autotools
+#      configure), python3 and pip, libclang as clang-sys loads it (bindgen for nvtx and rsmpi),
+#      OpenMPI (libopenmpi-dev, openmpi-bin: the `mpi` feature and tests/mpi.rs);
 #   2. the nightly pinned in rust-toolchain.toml with rust-src (for -Zbuild-std=core: the PTX
 #      kernels), llvm-tools, clippy and rustfmt;
 #   3. Python tools, with `pip install --target` into $DESI_PY_TOOLS
@@ -26,18 +27,57 @@ say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
 # --- 1. system packages ------------------------------------------------------------------------
 missing=()
-command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+# The cc crate and cfitsio's configure (fitsio-src, with its bundled zlib) run `$CC` (default cc)
+# and `make`.
+"${CC:-cc}" --version >/dev/null 2>&1 || missing+=(build-essential)
 command -v make >/dev/null 2>&1 || missing+=(make)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# Step 3 below runs `python3 -m pip`; the tests run `python3` with astropy.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
-# libclang: bindgen of the nvtx crate (NVTX ranges).
-if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
-    missing+=(libclang-dev)
-fi
+# libclang: bindgen (rsmpi's mpi-sys, nvtx-sys) loads it at build time through clang-sys, which
+# looks only for `libclang.so`, `libclang-*.so`, `libclang.so.*` or `libclang-*.so.*` (never
+# `libclang-cpp*`, the C++ library) in $LIBCLANG_PATH if set, else in `llvm-config --prefix`/lib*,
+# $LD_LIBRARY_PATH, $LIBRARY_PATH and the usual library directories. Parsing mpi.h also needs
+# clang's own headers (stddef.h in the resource directory beside the library: libclang-common).
+# libclang-dev brings both.
+libclang_candidates() {
+    local dirs=() d
+    if [[ -n ${LIBCLANG_PATH:-} ]]; then
+        if [[ -f $LIBCLANG_PATH ]]; then printf '%s\n' "$LIBCLANG_PATH"; return; fi
+        dirs=("$LIBCLANG_PATH")
+    else
+        if command -v "${LLVM_CONFIG_PATH:-llvm-config}" >/dev/null 2>&1; then
+            d=$("${LLVM_CONFIG_PATH:-llvm-config}" --prefix 2>/dev/null || true)
+            [[ -n $d ]] && dirs+=("$d/bin" "$d/lib" "$d/lib64")
+        fi
+        local IFS=:
+        for d in ${LD_LIBRARY_PATH:-} ${LIBRARY_PATH:-}; do [[ -n $d ]] && dirs+=("$d"); done
+        unset IFS
+        for d in /usr/local/llvm*/lib* /usr/local/lib*/*/* /usr/local/lib*/* /usr/local/lib* \
+            /usr/lib*/*/* /usr/lib*/* /usr/lib*; do
+            [[ -d $d ]] && dirs+=("$d")
+        done
+    fi
+    for d in "${dirs[@]}"; do
+        for f in "$d"/libclang.so "$d"/libclang-*.so "$d"/libclang.so.* "$d"/libclang-*.so.*; do
+            [[ -f $f && $(basename "$f") != *-cpp.* ]] && printf '%s\n' "$f"
+        done
+    done
+}
+libclang_usable() {
+    local lib real
+    while IFS= read -r lib; do
+        real=$(readlink -f "$lib")
+        # clang's resource directory: <libdir>/clang/<version>/include (Debian's llvm-N layout).
+        compgen -G "$(dirname "$real")/clang/*/include/stddef.h" >/dev/null && return 0
+    done < <(libclang_candidates)
+    return 1
+}
+libclang_usable || missing+=(libclang-dev)
 # OpenMPI: the `mpi` cargo feature (default) links it (rsmpi probes `mpicc`); the multi-rank
 # tests start `mpirun`.
-command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
+# rsmpi's build-probe-mpi runs `${MPICC:-mpicc} -show` for the include and link flags.
+"${MPICC:-mpicc}" -show >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 if ((${#missing[@]})); then
     say "installing system packages: ${missing[*]}"
@@ -49,6 +89,10 @@ if ((${#missing[@]})); then
     command -v apt-get >/dev/null 2>&1 || { say "no apt-get: install ${missing[*]} by hand"; exit 1; }
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # The same checks again: a package that installs but does not provide what the build loads
+    # must fail here, not as a bindgen panic in the middle of the build.
+    libclang_usable || { say "no libclang that clang-sys would load (with clang's stddef.h) after installing libclang-dev; set LIBCLANG_PATH"; exit 1; }
+    "${MPICC:-mpicc}" -show >/dev/null 2>&1 || { say "'${MPICC:-mpicc} -show' fails after installing libopenmpi-dev"; exit 1; }
 fi
 
 # --- 2. Rust ------------------------------------------------------------------------------------

@@ -30,6 +30,21 @@ step() {
     printf '<== %ss: %s\n' "$((SECONDS - start))" "$*" >&2
 }
 
+# A user's clone has nothing beside it: no tracked file may read or cite ../shared (the
+# development checkout's first drafts and data). Test data live in tests/data, docs in docs/.
+no_shared_refs() {
+    local hits
+    if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+        hits=$(git -C "$repo" grep -n -I -e '\.\./shared' -- . ':!scripts/test.sh' || true)
+    else
+        hits=$(grep -rnI --exclude-dir={.git,target} --exclude=test.sh -e '\.\./shared' "$repo" || true)
+    fi
+    if [[ -n $hits ]]; then
+        printf 'these tracked files refer to ../shared, which a clone does not have:\n%s\n' "$hits" >&2
+        return 1
+    fi
+}
+step no_shared_refs
 step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets -- -D warnings
 # The kernel shims are nvptx-only (#[cfg(target_arch = "nvptx64")]): lint the device crate for

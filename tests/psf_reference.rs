@@ -1,5 +1,5 @@
 //! PSF evaluation on the real r0 PSF against the public Python reference values of
-//! ../shared/data/reference-51060.json (spec section 12, acceptance tests A2 and A3).
+//! tests/data/reference-51060.json (spec section 12, acceptance tests A2 and A3).
 
 mod common;
 
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 const REFERENCE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/reference-51060.json"
+    "/tests/data/reference-51060.json"
 );
 
 #[test]

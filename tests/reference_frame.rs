@@ -1,4 +1,4 @@
-//! The deterministic synthetic frame of ../shared/data/reference-51060.json (spec section 12):
+//! The deterministic synthetic frame of tests/data/reference-51060.json (spec section 12):
 //! our extraction must reproduce the public Python reference at the float32 level of its
 //! frame file.
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 const REFERENCE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/reference-51060.json"
+    "/tests/data/reference-51060.json"
 );
 
 /// The recipe of the reference file: fibers 0-24, simwave_k = 6000 + 0.8 k for k = -60..350,

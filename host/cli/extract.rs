@@ -40,7 +40,7 @@ pub struct ExtractArgs {
     /// First spectrum to extract (relative to the PSF's FIBERMIN).
     #[arg(short = 's', long = "specmin", default_value_t = 0)]
     specmin: usize,
-    /// Number of spectra to extract (default 500).
+    /// Number of spectra to extract.
     #[arg(short = 'n', long = "nspec", default_value_t = 500)]
     nspec: usize,
     /// Regularization α added to well-measured bins.

@@ -20,9 +20,10 @@ pub struct SelftestArgs {
     /// Compare the GPU backend with the CPU backend (fails without a GPU).
     #[arg(long)]
     gpu: bool,
-    /// PSF file (default: the bundled r0 PSF next to the executable's source tree).
-    #[arg(short = 'p', long = "psf", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits"))]
-    psf: PathBuf,
+    /// PSF file (default: the bundled r0 PSF, data/psf-r0-00051060.fits, looked up at run time
+    /// in $DESI_EXTRACT_DATA, ./data and the data/ folder of the checkout holding the binary).
+    #[arg(short = 'p', long = "psf")]
+    psf: Option<PathBuf>,
     /// Wavelength grid WMIN,WMAX[,DW].
     #[arg(short = 'w', long = "wavelength", default_value = "5760,7620,0.8")]
     wavelength: String,
@@ -35,6 +36,34 @@ pub struct SelftestArgs {
     /// GPU ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+}
+
+/// File name of the real DESI r0 PSF bundled in the repository's data/ folder.
+const BUNDLED_PSF: &str = "psf-r0-00051060.fits";
+
+/// Finds the bundled PSF at run time: `$DESI_EXTRACT_DATA/`, then `./data/`, then `data/` in the
+/// folders above the executable (a checkout's `target/release/desi-extract` finds the checkout's
+/// `data/`; a copied binary next to a `data/` folder finds that). Errors list the places tried.
+fn bundled_psf() -> Result<PathBuf, InputError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("DESI_EXTRACT_DATA") {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs.push(PathBuf::from("data"));
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(exe.ancestors().skip(1).take(4).map(|dir| dir.join("data")));
+    }
+    dirs.iter()
+        .map(|dir| dir.join(BUNDLED_PSF))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            let tried: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            InputError(format!(
+                "selftest: the bundled PSF {BUNDLED_PSF} is in none of {}; pass -p PSF or set \
+                 DESI_EXTRACT_DATA to the folder holding it",
+                tried.join(", ")
+            ))
+        })
 }
 
 /// Relative-difference statistics of two arrays where `mask` holds.
@@ -56,7 +85,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let psf = io::read_psf(&args.psf)?;
+    let psf_path = match args.psf {
+        Some(path) => path,
+        None => bundled_psf()?,
+    };
+    let psf = io::read_psf(&psf_path)?;
     let (wmin, wmax, dw) = parse_wave_range(&args.wavelength, 0.8)?;
     let grid = WavelengthGrid::arange(wmin, wmax, dw)?;
     let gpu = GpuContext::new(args.device)?;

@@ -8,7 +8,7 @@ use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::CpuBackend;
 use std::path::{Path, PathBuf};
 
-/// The real DESI r0 PSF bundled in data/ (a copy of ../shared/data/psf-r0-00051060.fits).
+/// The real DESI r0 PSF bundled in data/ (see data/README.md).
 pub const PSF_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/psf-r0-00051060.fits");
 
 /// Reads the shared PSF.
