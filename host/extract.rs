@@ -538,12 +538,12 @@ fn trace_rows(
             let Some(&wave) = fullwave.get(k) else {
                 continue;
             };
-            let ww = desi_device::legendre::normalized_wavelength(
+            let ww = desi_device::psf::legendre::normalized_wavelength(
                 wave,
                 psf.ytrace.wavemin,
                 psf.ytrace.wavemax,
             );
-            let y = desi_device::legendre::legval(ww, coeffs);
+            let y = desi_device::psf::legendre::legval(ww, coeffs);
             lo = lo.min(y);
             hi = hi.max(y);
         }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::psf;
-use desi_device::spot::psf_point;
+use desi_device::psf::spot::psf_point;
 use serde_json::Value;
 
 const REFERENCE: &str = concat!(

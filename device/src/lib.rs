@@ -5,6 +5,10 @@
 //! on `nvptx64-nvidia-cuda` the thin entry points in [`kernels`] map threads and blocks onto
 //! the same functions, so the CPU and GPU paths share one body of numerics.
 //!
+//! Modules by stage: [`psf`] (Legendre series, spots), [`patch`] (normal equations,
+//! resolution, pixel statistics), [`linalg`] (banded Cholesky, covariance blocks, Jacobi),
+//! [`kernels`] (the GPU entry points); [`math`], [`team`] and [`status`] serve them all.
+//!
 //! Array conventions: every array is a flat slice in row-major (C) order; each function
 //! documents its shapes as `(slow, ..., fast)`.
 #![no_std]
@@ -26,19 +30,12 @@
 #[macro_use]
 mod macros;
 
-pub mod assemble_warp;
-pub mod legendre;
+pub mod kernels;
 pub mod linalg;
 pub mod math;
 pub mod patch;
-pub mod spot;
-pub mod spot_team;
+pub mod psf;
 pub mod status;
 pub mod team;
-
-#[cfg(target_arch = "nvptx64")]
-pub mod kernels;
-#[cfg(target_arch = "nvptx64")]
-pub mod patch_kernels;
 
 pub use status::Status;

@@ -9,11 +9,11 @@
 //! checks that every lane asks for the same sequence of sums (the shuffles need all 32 lanes)
 //! and that the partial a lane passes is the one the emulation computes for it.
 
-use desi_device::assemble_warp::{
+use desi_device::patch::assemble_warp::{
     assemble_unknown_lane, LaneStamp, WarpTerm, MAX_PER_LANE, WARP_LANES,
 };
 use desi_device::patch::{assemble_unknown, patch_bandwidth, CcdView, PatchShape, StampView};
-use desi_device::spot::StampCorner;
+use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

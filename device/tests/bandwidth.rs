@@ -2,7 +2,7 @@
 //! over pairs of unknowns (wavelength-major `q = k·nspecpad + s`) whose stamps share a kept pixel.
 
 use desi_device::patch::{patch_bandwidth, PatchShape, StampView};
-use desi_device::spot::StampCorner;
+use desi_device::psf::spot::StampCorner;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -1,6 +1,6 @@
-//! Tests of the Legendre series (device/src/legendre.rs, spec section 1.1).
+//! Tests of the Legendre series (device/src/psf/legendre.rs, spec section 1.1).
 
-use desi_device::legendre::{legendre_basis, legendre_sum, legval, normalized_wavelength};
+use desi_device::psf::legendre::{legendre_basis, legendre_sum, legval, normalized_wavelength};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

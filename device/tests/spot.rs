@@ -1,4 +1,4 @@
-//! Tests of the pixel-integrated Gauss-Hermite spots (device/src/spot.rs, spec section 2).
+//! Tests of the pixel-integrated Gauss-Hermite spots (device/src/psf/spot.rs, spec section 2).
 //!
 //! The reference stamps are computed here independently: a 2-D Gauss-Legendre quadrature of
 //! `Σ c_ij He_i(u)φ(u) He_j(v)φ(v)` over every pixel (closed-form Hermite polynomials, std's
@@ -6,7 +6,7 @@
 //! `erf` differences.
 #![feature(float_erf)]
 
-use desi_device::spot::{
+use desi_device::psf::spot::{
     evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, PsfPoint, PsfTables,
     SpotGeometry, StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
 };

@@ -2,8 +2,8 @@
 //! stamps, corners and errors bit for bit, for several team sizes (the serial emulation runs
 //! the GPU algorithm's phases and indexing exactly).
 
-use desi_device::spot::{spot_at, PsfTables, SpotGeometry, StampCorner};
-use desi_device::spot_team::{spot_team, spot_team_scratch_len};
+use desi_device::psf::spot::{spot_at, PsfTables, SpotGeometry, StampCorner};
+use desi_device::psf::spot_team::{spot_team, spot_team_scratch_len};
 use desi_device::team::{SerialTeam, Shared};
 use desi_device::Status;
 use rand::{Rng, SeedableRng};

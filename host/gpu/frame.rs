@@ -22,7 +22,7 @@ use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, PushKernelArg};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{patch_bandwidth, PatchDesc, StampView, PATCH_DESC_WORDS};
-use desi_device::spot::{spot_corner, StampCorner};
+use desi_device::psf::spot::{spot_corner, StampCorner};
 use desi_device::Status;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -213,7 +213,8 @@ pub fn extract_frame_gpu(
         let cfg = if team {
             // One warp per spot, `SPOT_WARPS` per block.
             let warps = lanes("DESI_SPOT_LANES", 32 * SPOT_WARPS) / 32;
-            let shared = 8 * warps as usize * desi_device::spot_team::spot_team_scratch_len(&g);
+            let shared =
+                8 * warps as usize * desi_device::psf::spot_team::spot_team_scratch_len(&g);
             block_config(func, nitem.div_ceil(warps as usize), 32 * warps, shared)?
         } else {
             grid_for(nitem)

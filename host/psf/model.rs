@@ -2,7 +2,7 @@
 //! coefficient tables and spot stamps for ranges of fibers and wavelengths.
 
 use super::GaussHermitePsf;
-use desi_device::spot::{spot_at, PsfTables, SpotGeometry, StampCorner};
+use desi_device::psf::spot::{spot_at, PsfTables, SpotGeometry, StampCorner};
 use rayon::prelude::*;
 use thiserror::Error;
 

@@ -2,9 +2,9 @@
 //! every intermediate in shared memory, written once against [`Team`] for the GPU and the host
 //! tests.
 //!
-//! The arithmetic is that of [`spot_at`](crate::spot::spot_at), operation for operation and in
-//! the same order ([`psf_point`](crate::spot::psf_point), the edges of
-//! [`pixel_integrated_gh`](crate::spot::pixel_integrated_gh), the `Σ_i` of `Hx`, the `Σ_j` of
+//! The arithmetic is that of [`spot_at`](crate::psf::spot::spot_at), operation for operation and in
+//! the same order ([`psf_point`](crate::psf::spot::psf_point), the edges of
+//! [`pixel_integrated_gh`](crate::psf::spot::pixel_integrated_gh), the `Σ_i` of `Hx`, the `Σ_j` of
 //! each pixel, the clip, the row-major total and the division), so the stamps, corners and
 //! status codes are the same bit for bit. Only the work is spread: the one-thread-per-spot
 //! kernel kept its scratch arrays on the stack, in local memory (H100, Nsight Compute: 75 % of
@@ -19,9 +19,9 @@
 //! 5. Lane 0 sums the stamp in row-major order.
 //! 6. The lanes write `S / ΣS` (consecutive lanes, consecutive pixels).
 
-use crate::legendre::{legendre_sum, legval, normalized_wavelength};
 use crate::math::floor;
-use crate::spot::{
+use crate::psf::legendre::{legendre_sum, legval, normalized_wavelength};
+use crate::psf::spot::{
     check_tables, coeff_row, corner, edge_u, gh_edge, PsfTables, SpotGeometry, StampCorner,
     MAX_GH_DEGREE,
 };
@@ -74,7 +74,7 @@ pub fn spot_team_scratch_len(geometry: &SpotGeometry) -> usize {
 }
 
 /// The spot of fiber `ispec` at `wave` (Å) by one team: the result of
-/// [`spot_at`](crate::spot::spot_at) (same stamp, corner and errors, bit for bit).
+/// [`spot_at`](crate::psf::spot::spot_at) (same stamp, corner and errors, bit for bit).
 ///
 /// # Parameters
 /// - `tables`: the PSF tables.

@@ -14,7 +14,7 @@
 
 use crate::math::fma;
 use crate::patch::{stamps_overlap, CcdView, PatchShape, StampView};
-use crate::spot::StampCorner;
+use crate::psf::spot::StampCorner;
 use crate::Status;
 
 /// Lanes of an NVIDIA warp.

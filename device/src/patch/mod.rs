@@ -8,7 +8,9 @@
 //! stored in the lower band layout of [`crate::linalg::banded`]:
 //! `band[i * (kd + 1) + (j + kd - i)] = M[i][j]` for `i - kd <= j <= i`.
 
-use crate::spot::StampCorner;
+pub mod assemble_warp;
+
+use crate::psf::spot::StampCorner;
 use crate::Status;
 
 /// Read-only view of the spot stamps of one patch inside a larger (bundle or frame) table.

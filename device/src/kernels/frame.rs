@@ -11,8 +11,8 @@
 
 use core::arch::nvptx;
 
-use crate::spot::{spot_at, PsfTables, SpotGeometry};
-use crate::spot_team::{spot_team, spot_team_scratch_len};
+use crate::psf::spot::{spot_at, PsfTables, SpotGeometry};
+use crate::psf::spot_team::{spot_team, spot_team_scratch_len};
 use crate::team::{Shared, WarpTeam};
 
 /// Flat index of the calling thread in a 1-D launch: `blockIdx.x * blockDim.x + threadIdx.x`.
@@ -206,13 +206,13 @@ pub unsafe extern "ptx-kernel" fn spots(
 #[inline(always)]
 unsafe fn write_spot_result(
     item: usize,
-    result: Result<crate::spot::StampCorner, crate::Status>,
+    result: Result<crate::psf::spot::StampCorner, crate::Status>,
     corners: *mut i32,
     status: *mut u32,
 ) {
     let (corner, code) = match result {
         Ok(corner) => (corner, crate::Status::Ok),
-        Err(err) => (crate::spot::StampCorner::default(), err),
+        Err(err) => (crate::psf::spot::StampCorner::default(), err),
     };
     // SAFETY: guaranteed by the caller.
     unsafe {

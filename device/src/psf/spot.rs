@@ -16,8 +16,8 @@
 //! allocation-free and panic-free: scratch lives on the stack, bounded by [`MAX_GH_DEGREE`]
 //! and [`MAX_HALF_SIZE`]; bad sizes come back as a [`Status`].
 
-use crate::legendre::{legendre_sum, legval, normalized_wavelength};
 use crate::math::{erf, exp, floor};
+use crate::psf::legendre::{legendre_sum, legval, normalized_wavelength};
 use crate::Status;
 
 /// Largest supported Hermite degree along either axis (GHDEGX, GHDEGY).

@@ -13,13 +13,13 @@
 
 use core::arch::nvptx;
 
-use crate::assemble_warp::{assemble_unknown_lane, WARP_LANES};
 use crate::linalg::{banded, jacobi, jacobi_team};
+use crate::patch::assemble_warp::{assemble_unknown_lane, WARP_LANES};
 use crate::patch::{
     apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
     resolution_diagonals, CcdView, PatchDesc, StampView,
 };
-use crate::spot::StampCorner;
+use crate::psf::spot::StampCorner;
 use crate::team::{BlockTeam, Shared, Team};
 use crate::Status;
 
