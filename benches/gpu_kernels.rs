@@ -41,10 +41,9 @@
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use cudarc::cusolver::{sys as csys, DnHandle};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
-use desi_device::linalg::jacobi::{
-    inverse_sqrt_with_stats, inverse_sqrt_work_len, jacobi_eigh_with_stats, JacobiStats,
-};
+use desi_device::linalg::jacobi::{inverse_sqrt_with_stats, inverse_sqrt_work_len, JacobiStats};
 use desi_device::patch::patch_bandwidth;
+use desi_device::reference::jacobi_eigh::jacobi_eigh_with_stats;
 use desi_extract::extract::Extraction;
 use desi_extract::gpu::{extract_frame_gpu, probe_driver, GpuContext};
 use desi_extract::io::read_psf;

@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use desi_device::linalg::banded::{
     band_covariance_blocks, band_covariance_blocks_work_len, band_factor, band_solve,
 };
-use desi_device::linalg::cholesky::{
+use desi_device::reference::cholesky::{
     cholesky_factor, cholesky_solve, covariance_blocks, covariance_blocks_work_len, invert_lower,
 };
 use desi_device::Status;

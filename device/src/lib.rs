@@ -8,6 +8,8 @@
 //! Modules by stage: [`psf`] (Legendre series, spots), [`patch`] (normal equations,
 //! resolution, pixel statistics), [`linalg`] (banded Cholesky, covariance blocks, Jacobi),
 //! [`kernels`] (the GPU entry points); [`math`], [`team`] and [`status`] serve them all.
+//! `reference` (feature `reference`) holds the dense routines the production ones are checked
+//! against, for tests and benchmarks.
 //!
 //! Array conventions: every array is a flat slice in row-major (C) order; each function
 //! documents its shapes as `(slow, ..., fast)`.
@@ -35,6 +37,8 @@ pub mod linalg;
 pub mod math;
 pub mod patch;
 pub mod psf;
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 pub mod status;
 pub mod team;
 

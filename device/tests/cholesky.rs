@@ -1,4 +1,5 @@
-//! Tests of the dense and banded Cholesky family (`desi_device::linalg::{cholesky, banded}`).
+//! Tests of the dense (`desi_device::reference::cholesky`) and banded
+//! (`desi_device::linalg::banded`) Cholesky family.
 //!
 //! Matrices are seeded random SPD matrices (dense, banded with edge-case bandwidths, and the
 //! realistic patch structure: nspec fibers x nwave bins ordered wavelength-major with
@@ -12,7 +13,7 @@ use common::{max_abs, patch_matrix, to_band};
 use desi_device::linalg::banded::{
     band_covariance_blocks, band_covariance_blocks_work_len, band_factor, band_solve,
 };
-use desi_device::linalg::cholesky::{
+use desi_device::reference::cholesky::{
     cholesky_factor, cholesky_solve, covariance_blocks, covariance_blocks_work_len, invert_lower,
 };
 use desi_device::Status;

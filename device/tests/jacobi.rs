@@ -1,5 +1,5 @@
-//! Tests of the cyclic Jacobi eigendecomposition and `inverse_sqrt`
-//! (device/src/linalg/jacobi.rs) against residuals and nalgebra references.
+//! Tests of the cyclic Jacobi eigendecomposition (device/src/reference/jacobi_eigh.rs) and
+//! `inverse_sqrt` (device/src/linalg/jacobi.rs) against residuals and nalgebra references.
 //!
 //! Sizes straddle the 4-wide vector width and the production block size (74): 1, 2, 3, 31,
 //! 32, 33, 73, 74, 75, 100. Run with `-- --nocapture` to see the sweep counts.
@@ -8,9 +8,9 @@ mod common;
 
 use common::{covariance_block, random_spd};
 use desi_device::linalg::jacobi::{
-    inverse_sqrt, inverse_sqrt_with_stats, inverse_sqrt_work_len, jacobi_eigh,
-    jacobi_eigh_with_stats, JacobiStats,
+    inverse_sqrt, inverse_sqrt_with_stats, inverse_sqrt_work_len, JacobiStats,
 };
+use desi_device::reference::jacobi_eigh::{jacobi_eigh, jacobi_eigh_with_stats};
 use desi_device::Status;
 use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng};

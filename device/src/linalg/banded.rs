@@ -16,8 +16,8 @@
 //! coupling `|dfiber| <= 2`, `|dwave| <= ~8` gives `kd ≈ 8 * nspec + 2` (about 60 for
 //! `nspec = 7`, `n = 518`), so the factor costs `n·kd²/2` multiply-adds instead of `n³/6`.
 
-use super::cholesky::{axpy, dot, interleaved_covariance_blocks, sub_dot};
-use super::cholesky::{interleaved_work_len, pivot_status};
+use super::dense::{axpy, dot, interleaved_covariance_blocks, sub_dot};
+use super::dense::{interleaved_work_len, pivot_status};
 use crate::math::{fma, sqrt};
 use crate::Status;
 

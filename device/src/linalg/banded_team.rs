@@ -12,7 +12,7 @@
 //! pivot is written to a flag in one phase and read by every lane after the barrier, and all
 //! lanes return the same [`Status`].
 
-use super::cholesky::pivot_status;
+use super::dense::pivot_status;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
 use crate::Status;
@@ -38,7 +38,7 @@ fn window_rows(kd: usize) -> usize {
 }
 
 /// Length of the `window` view that [`band_factor_team`], [`band_factor_forward_team`],
-/// [`band_solve_team`] and [`band_back_solve_team`] need: a ring of
+/// `band_solve_team` and [`band_back_solve_team`] need: a ring of
 /// `max(kd + 1 + 8, 24)` band rows of stride `(kd + 1) | 1`, plus 2 flags
 /// (3,955 values = 31.6 KB for `kd = 58`).
 pub fn band_factor_team_window_len(kd: usize) -> usize {
@@ -62,7 +62,7 @@ fn flag_status(flag: f64) -> Status {
     Status::from_code(flag as u32)
 }
 
-/// `Σ_{t<len} x(t)·y(t)` in the order of `cholesky::dot` (8 fused accumulators, remainder
+/// `Σ_{t<len} x(t)·y(t)` in the order of `dense::dot` (8 fused accumulators, remainder
 /// into the first ones, same final combination): bitwise the same value.
 #[inline(always)]
 fn dot8_at(len: usize, x: impl Fn(usize) -> f64, y: impl Fn(usize) -> f64) -> f64 {
@@ -371,6 +371,10 @@ fn factor_impl<T: Team>(
 /// # Returns
 /// [`Status::Ok`], or [`Status::BadShape`] if a length disagrees with `n`, `kd` (nothing
 /// written).
+///
+/// Reference only (tests; feature `reference`): the kernels use
+/// [`band_factor_forward_team`] and [`band_back_solve_team`].
+#[cfg(any(test, feature = "reference"))]
 pub fn band_solve_team<T: Team>(
     team: &T,
     ab: Shared,

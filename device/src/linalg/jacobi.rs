@@ -1,5 +1,7 @@
-//! Cyclic two-sided Jacobi eigendecomposition of small symmetric matrices, and the inverse
-//! square root `C^(-1/2)` of the per-fiber covariance blocks built on it.
+//! The inverse square root `C^(-1/2)` of the per-fiber covariance blocks by preconditioned
+//! one-sided Jacobi ([`inverse_sqrt`]), and the Jacobi rotation and stopping rule it shares
+//! with the team version ([`super::jacobi_team`]) and the two-sided reference eigensolver
+//! (`crate::reference::jacobi_eigh`, feature `reference`).
 //!
 //! Role in the extraction (spec section 4.4, Bolton & Schlegel 2010 eqs 17-19): for each
 //! spectrum block `b` of a patch, the `(nwave, nwave)` diagonal block `C_bb` of the flux
@@ -7,30 +9,22 @@
 //! `C_bb = U Σ Uᵀ` and `Q_b = U Σ^(-1/2) Uᵀ = C_bb^(-1/2)` ([`inverse_sqrt`]). `Q_b` then gives
 //! the resolution matrix `R = diag(1/s)·Q` and `ivar = s²` (`s` the row sums of `Q`).
 //!
-//! # Algorithm
-//! Row-cyclic Jacobi (Golub & Van Loan, *Matrix Computations*, algorithm 8.5.3): each sweep
-//! visits the pairs `(p, q)`, `p < q`, row by row; each visit applies the rotation `J(p, q, θ)`
-//! that zeroes `A[p][q]`: `A ← Jᵀ A J`, `V ← V J`. The matrix is stored full (both triangles);
-//! the rotation is applied to the two *rows* `p` and `q` (contiguous, vectorized) and the two
-//! updated rows are then copied into columns `p` and `q` (the column update of a symmetric
-//! matrix equals the row update). The eigenvectors are accumulated as the rows of `Vᵀ`, so
-//! their update is also a pair of contiguous row operations.
-//!
 //! # Stopping rule (threshold skipping)
-//! A rotation is applied only when `|A[p][q]| > JACOBI_REL_TOL · sqrt(|A[p][p]·A[q][q]|)` and
-//! `|A[p][q]| > ε²·‖A‖_F`; the iteration stops after the first sweep that applies no
-//! rotation. Justification: this is the relative criterion of Demmel & Veselić (1992); when it
-//! holds for every pair with `JACOBI_REL_TOL = ε`, neglecting the remaining off-diagonal
-//! entries moves each eigenvalue of a positive definite matrix by at most about `n·ε`
-//! relative to itself (not merely relative to `‖A‖`), and the eigenvectors by about
+//! A rotation of the pair `(p, q)` is applied only when its coupling exceeds
+//! `JACOBI_REL_TOL` relative to the pair's diagonal (`|w_p·w_q| > JACOBI_REL_TOL·‖w_p‖·‖w_q‖`
+//! here, `|A[p][q]| > JACOBI_REL_TOL · sqrt(|A[p][p]·A[q][q]|)` for two-sided Jacobi) and an
+//! absolute floor `ε²·trace` (`ε²·‖A‖_F`); the iteration stops after the first sweep that
+//! applies no rotation. Justification: this is the relative criterion of Demmel & Veselić
+//! (1992); when it holds for every pair with `JACOBI_REL_TOL = ε`, neglecting the remaining
+//! off-diagonal entries moves each eigenvalue of a positive definite matrix by at most about
+//! `n·ε` relative to itself (not merely relative to `‖A‖`), and the eigenvectors by about
 //! `n·ε / relgap`; a matrix-level test `off(A) <= tol·‖A‖_F` (cuSOLVER `syevj`) gives only
 //! absolute accuracy. The same test doubles as the classic threshold skip: the rotations it
 //! skips (e.g. the negligible entries of an already nearly diagonal block) cost one compare.
-//! The absolute floor `ε²·‖A‖_F` (`‖A‖_F` is invariant under rotations) only matters for
-//! singular or indefinite matrices, where a diagonal entry can be ~0 and the relative test
-//! alone could chase rounding noise.
+//! The absolute floor only matters for singular or indefinite matrices, where a diagonal
+//! entry can be ~0 and the relative test alone could chase rounding noise.
 
-use super::cholesky::{axpy, dot};
+use super::dense::{axpy, dot};
 use crate::math::{abs, sqrt};
 use crate::Status;
 
@@ -53,77 +47,6 @@ pub struct JacobiStats {
     pub rotations: usize,
 }
 
-/// Eigendecomposition `A = V Λ Vᵀ` of a real symmetric matrix by cyclic Jacobi (see the
-/// module documentation for the algorithm and the stopping rule).
-///
-/// # Parameters
-/// - `a`: shape `(n, n)`, row-major, symmetric (both triangles are read and must agree; the
-///   caller symmetrizes if needed). Destroyed: on exit it is the nearly diagonal `Vᵀ A V`.
-/// - `n`: the order of `A`.
-/// - `eigenvectors`: shape `(n, n)`, row-major, output: **column** `i` is the unit eigenvector
-///   of `eigenvalues[i]`, i.e. `V[k][i] = eigenvectors[k * n + i]` (LAPACK/NumPy convention).
-/// - `eigenvalues`: shape `(n,)`, output, in ascending order.
-/// - `max_sweeps`: the most sweeps that may apply rotations.
-///
-/// # Equation
-/// Each rotation `J(p, q)` with `cot 2θ = (A[q][q] − A[p][p]) / (2 A[p][q])`,
-/// `t = tan θ = sign(cot 2θ) / (|cot 2θ| + sqrt(1 + cot² 2θ))`, `c = 1/sqrt(1+t²)`, `s = t·c`
-/// updates `A[p][p] −= t·A[p][q]`, `A[q][q] += t·A[p][q]`, `A[p][q] = 0`, and for `k ≠ p, q`
-/// `A[p][k] ← c·A[p][k] − s·A[q][k]`, `A[q][k] ← s·A[p][k] + c·A[q][k]` (and symmetrically).
-///
-/// # Returns
-/// [`Status::Ok`]; [`Status::BadShape`] if a slice length disagrees with `n`;
-/// [`Status::NonFinite`] if `a` holds a NaN or infinity (the outputs are then not written) or
-/// an eigenvalue comes out non-finite; [`Status::NoConvergence`] if pairs still need rotating
-/// after `max_sweeps` sweeps (the outputs then hold the last iterate, still orthogonal).
-pub fn jacobi_eigh(
-    a: &mut [f64],
-    n: usize,
-    eigenvectors: &mut [f64],
-    eigenvalues: &mut [f64],
-    max_sweeps: usize,
-) -> Status {
-    let mut stats = JacobiStats::default();
-    jacobi_eigh_with_stats(a, n, eigenvectors, eigenvalues, max_sweeps, &mut stats)
-}
-
-/// [`jacobi_eigh`], also reporting the sweep and rotation counts in `stats` (written on every
-/// return path that ran the iteration; zeroed otherwise).
-pub fn jacobi_eigh_with_stats(
-    a: &mut [f64],
-    n: usize,
-    eigenvectors: &mut [f64],
-    eigenvalues: &mut [f64],
-    max_sweeps: usize,
-    stats: &mut JacobiStats,
-) -> Status {
-    let status = jacobi_rows(a, n, eigenvectors, eigenvalues, max_sweeps, stats);
-    if status != Status::Ok && status != Status::NoConvergence {
-        return status;
-    }
-    // Ascending order: selection sort, swapping rows of Vᵀ (n² compares, n row swaps).
-    for i in 0..n {
-        let mut best = i;
-        for j in i + 1..n {
-            if eigenvalues[j] < eigenvalues[best] {
-                best = j;
-            }
-        }
-        if best != i {
-            eigenvalues.swap(i, best);
-            let (lo, hi) = eigenvectors.split_at_mut(best * n);
-            lo[i * n..i * n + n].swap_with_slice(&mut hi[..n]);
-        }
-    }
-    // Vᵀ -> V in place: eigenvectors become columns.
-    for i in 0..n {
-        for j in i + 1..n {
-            eigenvectors.swap(i * n + j, j * n + i);
-        }
-    }
-    status
-}
-
 /// Length of the `work` slice that [`inverse_sqrt`] needs: `n² + 3n` (the rows of `W`, the
 /// squared row norms, the pivot order and one row of scratch); 0 if that overflows.
 pub fn inverse_sqrt_work_len(n: usize) -> usize {
@@ -135,7 +58,7 @@ pub fn inverse_sqrt_work_len(n: usize) -> usize {
 ///
 /// # Algorithm
 /// Preconditioned one-sided Jacobi (Drmač & Veselić 2008, the SPD case), cheaper than
-/// [`jacobi_eigh`] on the same matrix (measured in `benches/jacobi.rs`):
+/// `jacobi_eigh` (the two-sided reference, feature `reference`) on the same matrix (measured in `benches/jacobi.rs`):
 /// 1. Cholesky with diagonal pivoting `Pᵀ C P = L Lᵀ` (LAPACK `dpstrf`).
 /// 2. Row-cyclic one-sided (Hestenes) Jacobi on the columns of `L`: plane rotations `V` with
 ///    `W = L V` having mutually orthogonal columns. Then `L Lᵀ = W Wᵀ = Σ_i w_i w_iᵀ` with
@@ -144,9 +67,9 @@ pub fn inverse_sqrt_work_len(n: usize) -> usize {
 ///    `Wᵀ` (a dot product and a pair rotation), and the Gram matrix `Lᵀ L` it diagonalizes is
 ///    one LR step closer to diagonal than `C`, so it needs fewer rotations than two-sided
 ///    Jacobi on `C` (74×74 covariance blocks: 8-9 rotating sweeps and ≈ 15,700 rotations,
-///    against 9-10 sweeps and ≈ 20,500 rotations for [`jacobi_eigh`]); each rotation is also
+///    against 9-10 sweeps and ≈ 20,500 rotations for `jacobi_eigh`); each rotation is also
 ///    cheaper (8n instead of 12n flops plus 2n scattered stores).
-///    The pair test is the same relative one as [`jacobi_eigh`]:
+///    The pair test is the same relative one as `jacobi_eigh`:
 ///    `|w_p·w_q| <= JACOBI_REL_TOL·‖w_p‖·‖w_q‖`; each `u_i` then has error about
 ///    `ε·sqrt(σ_max/σ_i)` (better than `ε·σ_max/σ_i` for an eigensolver working on `C`).
 /// 3. Clip and compose: `σ_i ← max(σ_i, f)` with `f = 1e-14·max(σ)`, and
@@ -397,107 +320,12 @@ fn one_sided_sweep(
 
 /// `x ← c·x − s·y`, `y ← s·x + c·y` elementwise over the common length.
 #[inline(always)]
-fn rotate_rows(x: &mut [f64], y: &mut [f64], c: f64, s: f64) {
+pub(crate) fn rotate_rows(x: &mut [f64], y: &mut [f64], c: f64, s: f64) {
     for (xi, yi) in x.iter_mut().zip(y.iter_mut()) {
         let (u, v) = (*xi, *yi);
         *xi = c * u - s * v;
         *yi = s * u + c * v;
     }
-}
-
-/// Jacobi core: on exit `vt` holds `Vᵀ` (row `i` = eigenvector `i`) and `eigenvalues` the
-/// diagonal of the final iterate, unsorted. Validates the shapes and the input.
-fn jacobi_rows(
-    a: &mut [f64],
-    n: usize,
-    vt: &mut [f64],
-    eigenvalues: &mut [f64],
-    max_sweeps: usize,
-    stats: &mut JacobiStats,
-) -> Status {
-    *stats = JacobiStats::default();
-    let nn = match n.checked_mul(n) {
-        Some(nn) => nn,
-        None => return Status::BadShape,
-    };
-    if a.len() != nn || vt.len() != nn || eigenvalues.len() != n {
-        return Status::BadShape;
-    }
-    let mut frob2 = 0.0;
-    for &x in a.iter() {
-        frob2 += x * x;
-    }
-    // A NaN or infinity anywhere makes the sum non-finite (squares cannot cancel).
-    if !frob2.is_finite() {
-        // Distinguish overflow of the sum (finite huge entries) from non-finite entries.
-        if a.iter().any(|x| !x.is_finite()) {
-            return Status::NonFinite;
-        }
-        frob2 = f64::MAX;
-    }
-    let abs_floor = f64::EPSILON * f64::EPSILON * sqrt(frob2);
-
-    vt.fill(0.0);
-    for i in 0..n {
-        vt[i * n + i] = 1.0;
-    }
-
-    let mut status = Status::NoConvergence;
-    for _ in 0..=max_sweeps {
-        let rotations = sweep(a, n, vt, abs_floor, stats.sweeps < max_sweeps);
-        if rotations == 0 {
-            status = Status::Ok;
-            break;
-        }
-        if stats.sweeps == max_sweeps {
-            break;
-        }
-        stats.sweeps += 1;
-        stats.rotations += rotations;
-    }
-    for (i, e) in eigenvalues.iter_mut().enumerate() {
-        *e = a[i * n + i];
-    }
-    if eigenvalues.iter().any(|x| !x.is_finite()) {
-        return Status::NonFinite;
-    }
-    status
-}
-
-/// One row-cyclic sweep. Returns the number of pairs that failed the convergence test
-/// (rotated when `rotate`, otherwise only counted).
-#[inline(never)]
-fn sweep(a: &mut [f64], n: usize, vt: &mut [f64], abs_floor: f64, rotate: bool) -> usize {
-    let mut count = 0;
-    for p in 0..n {
-        for q in p + 1..n {
-            let apq = a[p * n + q];
-            let app = a[p * n + p];
-            let aqq = a[q * n + q];
-            let thresh = JACOBI_REL_TOL * sqrt(abs(app * aqq));
-            // `!(x > t)` rather than `x <= t`: NaNs rotate (and propagate to the result).
-            if !(abs(apq) > thresh && abs(apq) > abs_floor) {
-                continue;
-            }
-            count += 1;
-            if !rotate {
-                continue;
-            }
-            let (c, s, t) = rotation(app, aqq, apq);
-            rotate_pair(a, n, p, q, c, s);
-            a[p * n + p] = app - t * apq;
-            a[q * n + q] = aqq + t * apq;
-            a[p * n + q] = 0.0;
-            a[q * n + p] = 0.0;
-            // Columns p and q from rows p and q (A is symmetric).
-            for k in 0..n {
-                a[k * n + p] = a[p * n + k];
-                a[k * n + q] = a[q * n + k];
-            }
-            rotate_pair(vt, n, p, q, c, s);
-        }
-    }
-    count
 }
 
 /// Jacobi rotation `(c, s, t = s/c)` that zeroes `apq` of the 2×2 block
@@ -518,13 +346,4 @@ pub(crate) fn rotation(app: f64, aqq: f64, apq: f64) -> (f64, f64, f64) {
     };
     let c = 1.0 / sqrt(1.0 + t * t);
     (c, t * c, t)
-}
-
-/// Rotates rows `p < q` of the row-major `(n, n)` matrix `m`:
-/// `m[p] ← c·m[p] − s·m[q]`, `m[q] ← s·m[p] + c·m[q]`.
-#[inline(always)]
-fn rotate_pair(m: &mut [f64], n: usize, p: usize, q: usize, c: f64, s: f64) {
-    let (lo, hi) = m.split_at_mut(q * n);
-    let row_p = &mut lo[p * n..p * n + n];
-    rotate_rows(row_p, &mut hi[..n], c, s);
 }

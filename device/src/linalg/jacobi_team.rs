@@ -37,7 +37,7 @@
 //! 3. **Compose** with the per-matrix clip of [`super::jacobi::inverse_sqrt`]: `σ_i = ‖w_i‖²`,
 //!    `f = 1e-14·max σ`, `Q = f_w·I + Σ_i coef_i w_i w_iᵀ` with `f_w = f^(-1/2)` if some
 //!    `σ_i <= f` (else 0) and `coef_i = (σ_i^(-1/2) − f_w)/σ_i` for the kept `σ_i > f` (else 0).
-//!    [`inverse_sqrt_team`] forms all of `Q`; [`resolution_team`] never forms it: it needs only
+//!    `inverse_sqrt_team` (feature `reference`) forms all of `Q`; [`resolution_team`] never forms it: it needs only
 //!    `Q·1`, `Q·xflux` and the `2·ndiag+1` diagonals at the core bins, each a short sum over `i`.
 //!
 //! # Phase rule
@@ -95,7 +95,7 @@ pub fn jacobi_team_scratch_len(n: usize, lanes: usize) -> usize {
         .saturating_add(pairs.npairs.saturating_mul(per_pair))
 }
 
-/// Length (f64) of the `scratch` of [`inverse_sqrt_team`]: `n² + `[`jacobi_team_scratch_len`].
+/// Length (f64) of the `scratch` of `inverse_sqrt_team` (feature `reference`): `n² + `[`jacobi_team_scratch_len`].
 pub fn inverse_sqrt_team_scratch_len(n: usize, lanes: usize) -> usize {
     n.saturating_mul(n)
         .saturating_add(jacobi_team_scratch_len(n, lanes))
@@ -779,12 +779,17 @@ fn q_entry(w: Shared, coef: Shared, n: usize, fw: f64, j: usize, k: usize) -> f6
 /// As [`super::jacobi::inverse_sqrt`] (and [`Status::BadShape`] for a team without lanes);
 /// with [`Status::NoConvergence`] `a` holds the result built from the last iterate. Identical
 /// on every lane.
+///
+/// Reference only (tests; feature `reference`): the kernels use [`resolution_team`].
+#[cfg(any(test, feature = "reference"))]
 pub fn inverse_sqrt_team<T: Team>(team: &T, a: Shared, n: usize, scratch: Shared) -> Status {
     let mut stats = JacobiStats::default();
     inverse_sqrt_team_with_stats(team, a, n, scratch, &mut stats)
 }
 
-/// [`inverse_sqrt_team`], also reporting the sweep and rotation counts.
+/// [`inverse_sqrt_team`], also reporting the sweep and rotation counts (reference only, as
+/// [`inverse_sqrt_team`]).
+#[cfg(any(test, feature = "reference"))]
 pub fn inverse_sqrt_team_with_stats<T: Team>(
     team: &T,
     a: Shared,

@@ -4,16 +4,21 @@
 //! are caller-provided (each routine has a `*_work_len` size query) and failures come back as
 //! a [`crate::Status`] code, LAPACK `info` style.
 //!
-//! - [`cholesky`]: dense Cholesky `M = L·Lᵀ` of an `(n, n)` matrix: factor, solve, triangular
-//!   inverse and the interleaved diagonal covariance blocks of `C = M⁻¹`.
-//! - [`banded`]: the same verbs on the band storage of the lower triangle (the production path:
-//!   ordered wavelength-major, a patch's `M` has bandwidth `kd ≈ 8·nspec + 2`, not `n`).
-//! - [`jacobi`]: cyclic Jacobi eigendecomposition of the `74×74` covariance blocks.
+//! - [`banded`]: Cholesky factor, solve and the interleaved diagonal covariance blocks of
+//!   `C = M⁻¹` on the band storage of the lower triangle (ordered wavelength-major, a patch's
+//!   `M` has bandwidth `kd ≈ 8·nspec + 2`, not `n`).
+//! - [`banded_team`]: the same verbs done cooperatively by a team of lanes (one GPU thread
+//!   block per patch or per block).
+//! - [`jacobi`]: the inverse square root of the `74×74` covariance blocks by one-sided Jacobi.
 //! - [`jacobi_team`]: the same inverse square root (and the resolution step) done cooperatively
 //!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
+//! - `dense` (crate-private): the dot products, axpys and covariance engine they share.
+//!
+//! The dense Cholesky and the two-sided Jacobi eigensolver that these are checked against live
+//! in `crate::reference` (feature `reference`: tests and benchmarks only).
 
 pub mod banded;
 pub mod banded_team;
-pub mod cholesky;
+pub(crate) mod dense;
 pub mod jacobi;
 pub mod jacobi_team;
