@@ -1,4 +1,5 @@
-//! The embedded PTX module: entry points, no unresolved symbols, target, and `ptxas` acceptance.
+//! The embedded PTX module: entry points and their by-value argument structs, no unresolved
+//! symbols, target, and `ptxas` acceptance.
 //!
 //! `ptxas` is looked up in this order: `$DESI_PTXAS`, `ptxas` on `PATH`, then the pip location
 //! that `scripts/setup.sh` installs `nvidia-cuda-nvcc` into
@@ -30,7 +31,8 @@ fn entry_names(ptx: &str) -> Vec<String> {
 #[test]
 fn every_listed_kernel_is_an_entry_and_every_entry_is_listed() {
     let entries = entry_names(PTX);
-    for name in KERNELS {
+    for kernel in KERNELS {
+        let name = kernel.name;
         assert!(
             entries.iter().any(|entry| entry == name),
             "kernel `{name}` of gpu::ptx::KERNELS has no `.entry {name}` in the PTX (entries: {entries:?})"
@@ -38,13 +40,91 @@ fn every_listed_kernel_is_an_entry_and_every_entry_is_listed() {
     }
     for entry in &entries {
         assert!(
-            KERNELS.contains(&entry.as_str()),
+            KERNELS.iter().any(|kernel| kernel.name == entry),
             "`.entry {entry}` of the PTX is missing from gpu::ptx::KERNELS {KERNELS:?}"
         );
     }
     assert!(
         entries.iter().any(|entry| entry == "spots"),
         "no `.entry spots`"
+    );
+}
+
+/// The `.param` declarations of `.entry name` (the lines between `(` and `)`, trimmed, without
+/// the trailing commas).
+fn entry_params<'a>(ptx: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    let head = format!(".entry {name}(");
+    let start = ptx.find(&head)? + head.len();
+    let end = start + ptx[start..].find(')')?;
+    Some(
+        ptx[start..end]
+            .lines()
+            .map(|line| line.trim().trim_end_matches(','))
+            .filter(|line| !line.is_empty())
+            .collect(),
+    )
+}
+
+/// `(align, size)` of a `.param .align A .b8 NAME[SIZE]` declaration named `NAME`.
+fn byte_array_param(decl: &str, name: &str) -> Option<(usize, usize)> {
+    let rest = decl.strip_prefix(".param")?.trim_start();
+    let rest = rest.strip_prefix(".align")?.trim_start();
+    let (align, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start().strip_prefix(".b8")?.trim_start();
+    let rest = rest.strip_prefix(name)?.strip_prefix('[')?;
+    let size = rest.strip_suffix(']')?;
+    Some((align.parse().ok()?, size.parse().ok()?))
+}
+
+/// Each kernel takes exactly one parameter, its argument struct by value: the PTX declares
+/// one `.param .align A .b8 <name>_param_0[SIZE]` with `SIZE` and `A` the `size_of` and
+/// `align_of` of the struct on the host (so the bytes the host pushes are the parameter the
+/// kernel reads).
+#[test]
+fn every_kernel_takes_its_argument_struct_by_value() {
+    for kernel in KERNELS {
+        let name = kernel.name;
+        let params = entry_params(PTX, name)
+            .unwrap_or_else(|| panic!("no parameter list for `.entry {name}` in the PTX"));
+        assert_eq!(
+            params.len(),
+            1,
+            "`.entry {name}` must take exactly one parameter (its argument struct), PTX has {params:?}"
+        );
+        let param_name = format!("{name}_param_0");
+        let (align, size) = byte_array_param(params[0], &param_name).unwrap_or_else(|| {
+            panic!(
+                "`.entry {name}`: the parameter `{}` is not `.param .align A .b8 {param_name}[SIZE]`",
+                params[0]
+            )
+        });
+        assert_eq!(
+            (size, align),
+            (kernel.size, kernel.align),
+            "`.entry {name}`: PTX parameter of {size} bytes aligned to {align}, host argument \
+             struct of {} bytes aligned to {}",
+            kernel.size,
+            kernel.align
+        );
+    }
+}
+
+#[test]
+fn the_parameter_parser_reads_a_byte_array() {
+    let ptx = ".visible .entry k(\n\t.param .align 8 .b8 k_param_0[144]\n)\n.maxnreg 128\n{\n}\n";
+    assert_eq!(
+        entry_params(ptx, "k"),
+        Some(vec![".param .align 8 .b8 k_param_0[144]"])
+    );
+    assert_eq!(
+        byte_array_param(".param .align 8 .b8 k_param_0[144]", "k_param_0"),
+        Some((8, 144))
+    );
+    assert_eq!(byte_array_param(".param .u64 k_param_0", "k_param_0"), None);
+    let two = ".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .f64 k_param_1\n)\n{\n}\n";
+    assert_eq!(
+        entry_params(two, "k"),
+        Some(vec![".param .u64 k_param_0", ".param .f64 k_param_1"])
     );
 }
 
@@ -154,7 +234,8 @@ fn the_build_embeds_an_sm_90_cubin_when_ptxas_exists() {
     );
     // Every kernel is in it (its symbol table names them).
     let image = String::from_utf8_lossy(CUBIN_SM90);
-    for name in KERNELS {
+    for kernel in KERNELS {
+        let name = kernel.name;
         assert!(image.contains(name), "kernel {name} missing from the cubin");
     }
 }

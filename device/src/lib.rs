@@ -19,6 +19,7 @@
     target_arch = "nvptx64",
     feature(
         abi_ptx,
+        asm_experimental_arch,
         core_intrinsics,
         stdarch_nvptx,
         gpu_intrinsics,

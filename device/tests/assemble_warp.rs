@@ -14,6 +14,7 @@ use desi_device::patch::assemble_warp::{
 };
 use desi_device::patch::{assemble_unknown, patch_bandwidth, CcdView, PatchShape, StampView};
 use desi_device::psf::spot::StampCorner;
+use desi_device::team::Shared;
 use desi_device::Status;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -217,9 +218,9 @@ fn reference(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
             &patch.shape,
             kd,
             q1,
-            &mut out.band,
-            &mut out.rhs,
-            &mut out.fluxweight,
+            Shared::new(&mut out.band),
+            Shared::new(&mut out.rhs),
+            Shared::new(&mut out.fluxweight),
         );
     }
     out
@@ -256,9 +257,9 @@ fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
                 q1,
                 lane,
                 WARP_LANES,
-                &mut out.band,
-                &mut out.rhs,
-                &mut out.fluxweight,
+                Shared::new(&mut out.band),
+                Shared::new(&mut out.rhs),
+                Shared::new(&mut out.fluxweight),
                 |term, partial| {
                     terms.push(term);
                     let caches = caches.get_or_insert_with(|| {

@@ -5,72 +5,25 @@
 //! next.
 
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
+use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
 use crate::solve::{PatchIssue, PatchResult};
 use crate::trace::Trace;
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
-use desi_device::linalg::{banded_team, jacobi_team};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream};
+use desi_device::kernels::{
+    AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, PatchBatch,
+    PixelCoreArgs, PixelRowsArgs, ResolutionArgs,
+};
 use desi_device::patch::assemble_warp::{MAX_PER_LANE, WARP_LANES};
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
+use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
 use rayon::prelude::*;
 use std::time::Duration;
 
-/// Threads per block of the one-thread-per-item kernels.
-pub(super) const BLOCK: u32 = 128;
-
-/// Lanes of `factor_solve_team` (>= kd + 1 keeps every lane busy in a column phase).
-const FACTOR_LANES: u32 = 64;
-/// Lanes of `covariance_team` (one per C_bb column, plus the update tasks).
-const COVARIANCE_LANES: u32 = 128;
-/// Lanes of `resolution_team` (37 pairs x 2 lanes per pair; measured on an H100 after the index
-/// arithmetic clean-up: 96 lanes 144 ms, 128: 167, 160: 155; before it: 128 lanes 251 ms
-/// per frame, 96: 281, 160: 281, 256: 333, 64: 409, 512: 564).
-const RESOLUTION_LANES: u32 = 96;
-
 /// CUDA events that record timing.
 pub(super) const TIMING_EVENT: cudarc::driver::sys::CUevent_flags =
     cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
-
-/// Thread-block size of a team kernel: `default`, or the tuning override in the environment
-/// variable `name` (e.g. `DESI_RESOLUTION_LANES=128`), clamped to 32..=1024.
-pub(super) fn lanes(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .map_or(default, |v| v.clamp(32, 1024))
-}
-
-/// One thread block of `lanes` per item with `shared_bytes` of dynamic shared memory, raising
-/// the kernel's dynamic shared-memory limit when it exceeds the default 48 KB.
-pub(super) fn block_config(
-    func: &cudarc::driver::CudaFunction,
-    items: usize,
-    lanes: u32,
-    shared_bytes: usize,
-) -> Result<LaunchConfig, GpuError> {
-    if shared_bytes > 48 * 1024 {
-        func.set_attribute(
-            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared_bytes as i32,
-        )
-        .stage("set the dynamic shared memory size")?;
-    }
-    Ok(LaunchConfig {
-        grid_dim: (items.max(1) as u32, 1, 1),
-        block_dim: (lanes, 1, 1),
-        shared_mem_bytes: shared_bytes as u32,
-    })
-}
-
-/// One thread per item, [`BLOCK`] threads per block.
-pub(super) fn grid_for(items: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((items as u32).div_ceil(BLOCK).max(1), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// A planned patch with its GPU descriptor.
 pub(super) struct Planned {
@@ -94,6 +47,53 @@ pub(super) struct FrameBuffers<'a> {
     pub ccd_shape: (usize, usize),
     /// `(ny, nx)` of a stamp.
     pub stamp_shape: (usize, usize),
+}
+
+impl<'a> FrameBuffers<'a> {
+    /// The stamps and their corners as the kernels read them, in launch `l`.
+    fn stamp_args<'l>(&self, l: &mut Launch<'l>) -> FrameStamps
+    where
+        'a: 'l,
+    {
+        let (ny, nx) = self.stamp_shape;
+        FrameStamps {
+            stamps: l.read(self.stamps),
+            stamps_len: self.stamps.len(),
+            corners: l.read(self.corners).cast::<StampCorner>(),
+            ny,
+            nx,
+        }
+    }
+
+    /// The image and weights as the kernels read them, in launch `l`.
+    fn ccd_args<'l>(&self, l: &mut Launch<'l>) -> FrameCcd
+    where
+        'a: 'l,
+    {
+        let (nrow, ncol) = self.ccd_shape;
+        FrameCcd {
+            image: l.read(self.image),
+            weight: l.read(self.weight),
+            nrow,
+            ncol,
+        }
+    }
+}
+
+/// The batch's descriptors (`PATCH_DESC_WORDS` words each) and status codes as the kernels
+/// see them, in launch `l`.
+fn patch_batch<'l>(
+    l: &mut Launch<'l>,
+    descs: &'l CudaSlice<u64>,
+    status: &'l mut CudaSlice<u32>,
+    nwavetot: usize,
+) -> PatchBatch {
+    PatchBatch {
+        descs: l.read(descs).cast::<PatchDesc>(),
+        npatch: status.len(),
+        status: l.write(status),
+        nwavetot,
+    }
 }
 
 /// Sizes shared by every batch of a frame.
@@ -196,112 +196,78 @@ pub(super) fn launch_batch<'g>(
     let mut d_cov_work = stream
         .alloc_zeros::<f64>(scratch(ncore * cov_work))
         .stage("allocate covariance scratch")?;
-    let (nrow, ncol) = frame.ccd_shape;
-    let stamps_len = frame.stamps.len();
     let (sny, snx) = frame.stamp_shape;
     mark(&mut marks, stream, trace, "assemble")?;
     {
+        let mut l = Launch::on(stream);
+        let args = AssembleArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nmax,
+            stamps: frame.stamp_args(&mut l),
+            ccd: frame.ccd_args(&mut l),
+            band: l.write(&mut d_band),
+            band_len,
+            rhs: l.write(&mut d_rhs),
+            fluxweight: l.write(&mut d_fw),
+        };
         // One warp per (patch, unknown) where the stamp fits the lanes' register cache.
-        let warp = team && sny * snx <= WARP_LANES * MAX_PER_LANE;
-        let func = if warp {
-            &gpu.kernels.assemble_warp
+        let (kernel, shape) = if team && sny * snx <= WARP_LANES * MAX_PER_LANE {
+            (&gpu.kernels.assemble_warp, args.warp_shape())
         } else {
-            &gpu.kernels.assemble
+            (&gpu.kernels.assemble, args.shape())
         };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(frame.stamps)
-            .arg(&stamps_len)
-            .arg(frame.corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(frame.image)
-            .arg(frame.weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&mut d_band)
-            .arg(&band_len)
-            .arg(&mut d_rhs)
-            .arg(&mut d_fw)
-            .arg(&mut d_status);
-        let cfg = if warp {
-            // 4 warps per block of 128 threads.
-            LaunchConfig {
-                grid_dim: (((np * nmax) as u32).div_ceil(BLOCK / 32).max(1), 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            }
-        } else {
-            grid_for(np * nmax)
-        };
-        // SAFETY: argument order and types follow `assemble` / `assemble_warp` in
-        // device/src/patch_kernels.rs (identical lists); the grid has >= np * nmax warps
-        // (warp kernel) or threads.
-        unsafe { b.launch(cfg) }.stage("launch assemble")?;
+        // SAFETY: the buffers have the sizes AssembleArgs documents for these sizes (descs and
+        // status np, band band_len, rhs and fluxweight np * nmax, the frame's stamps, corners,
+        // image and weights); the shape is the kernel's.
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "cholesky")?;
     {
-        let func = if team {
-            &gpu.kernels.factor_solve_team
-        } else {
-            &gpu.kernels.factor_solve
+        let mut l = Launch::on(stream);
+        let args = FactorSolveArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nmax,
+            band: l.write(&mut d_band),
+            band_len,
+            rhs: l.read(&d_rhs),
+            fluxweight: l.read(&d_fw),
+            regularize: params.regularize,
+            xflux: l.write(&mut d_xflux),
         };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(&mut d_band)
-            .arg(&band_len)
-            .arg(&d_rhs)
-            .arg(&d_fw)
-            .arg(&params.regularize)
-            .arg(&mut d_xflux)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let shared = 8 * (banded_team::band_factor_team_window_len(kd_max) + nmax);
-            block_config(func, np, lanes("DESI_FACTOR_LANES", FACTOR_LANES), shared)?
+        let (kernel, shape) = if team {
+            let lanes = lanes("DESI_FACTOR_LANES", FactorSolveArgs::TEAM_LANES);
+            (
+                &gpu.kernels.factor_solve_team,
+                args.team_shape(lanes, kd_max),
+            )
         } else {
-            grid_for(np)
+            (&gpu.kernels.factor_solve, args.shape())
         };
-        // SAFETY: argument order and types follow `factor_solve` / `factor_solve_team` (same
-        // parameters); the team launch gives the documented shared memory.
-        unsafe { b.launch(cfg) }.stage("launch factor_solve")?;
+        // SAFETY: as for assemble (xflux np * nmax); the team shape gives the shared memory of
+        // the batch's largest kd.
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "covariance")?;
     {
-        let func = if team {
-            &gpu.kernels.covariance_team
-        } else {
-            &gpu.kernels.covariance
+        let mut l = Launch::on(stream);
+        let args = CovarianceArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nspp_max,
+            band: l.read(&d_band),
+            band_len,
+            cov: l.write(&mut d_cov),
+            work: l.write(&mut d_cov_work),
+            work_stride: cov_work,
         };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nwavetot)
-            .arg(&d_band)
-            .arg(&band_len)
-            .arg(&mut d_cov)
-            .arg(&mut d_cov_work)
-            .arg(&cov_work)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let shared = 8 * (nwavetot + 16) * (kd_max.max(8) + 8);
-            block_config(
-                func,
-                ncore,
-                lanes("DESI_COVARIANCE_LANES", COVARIANCE_LANES),
-                shared,
-            )?
+        let (kernel, shape) = if team {
+            let lanes = lanes("DESI_COVARIANCE_LANES", CovarianceArgs::TEAM_LANES);
+            (&gpu.kernels.covariance_team, args.team_shape(lanes, kd_max))
         } else {
-            grid_for(ncore)
+            (&gpu.kernels.covariance, args.shape())
         };
-        // SAFETY: argument order and types follow `covariance` / `covariance_team`.
-        unsafe { b.launch(cfg) }.stage("launch covariance")?;
+        // SAFETY: cov has ncore blocks of nwavetot², work ncore * cov_work values for the
+        // per-thread kernel (one, unused, for the team kernel); the rest as above.
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "eigh")?;
     // Freed in stream order: the kernels above still read them.
@@ -324,38 +290,33 @@ pub(super) fn launch_batch<'g>(
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
     {
-        let func = if team {
-            &gpu.kernels.resolution_team
-        } else {
-            &gpu.kernels.resolution
+        let mut l = Launch::on(stream);
+        let args = ResolutionArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nspp_max,
+            nmax,
+            ndiag,
+            pad,
+            nwavestep,
+            cov: l.read(&d_cov),
+            xflux: l.read(&d_xflux),
+            qbuf: l.write(&mut d_q),
+            work: l.write(&mut d_eig_work),
+            work_stride: eig_work,
+            flux: l.write(&mut d_flux),
+            ivar: l.write(&mut d_ivar),
+            rdiags: l.write(&mut d_rdiags),
         };
-        let mut b = stream.launch_builder(func);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(&ndiag)
-            .arg(&pad)
-            .arg(&nwavestep)
-            .arg(&d_cov)
-            .arg(&d_xflux)
-            .arg(&mut d_q)
-            .arg(&mut d_eig_work)
-            .arg(&eig_work)
-            .arg(&mut d_flux)
-            .arg(&mut d_ivar)
-            .arg(&mut d_rdiags)
-            .arg(&mut d_status);
-        let cfg = if team {
-            let lanes = lanes("DESI_RESOLUTION_LANES", RESOLUTION_LANES);
-            let shared = 8 * jacobi_team::resolution_team_shared_len(nwavetot, lanes as usize);
-            block_config(func, ncore, lanes, shared)?
+        let (kernel, shape) = if team {
+            let lanes = lanes("DESI_RESOLUTION_LANES", ResolutionArgs::TEAM_LANES);
+            (&gpu.kernels.resolution_team, args.team_shape(lanes))
         } else {
-            grid_for(ncore)
+            (&gpu.kernels.resolution, args.shape())
         };
-        // SAFETY: argument order and types follow `resolution` / `resolution_team`.
-        unsafe { b.launch(cfg) }.stage("launch resolution")?;
+        // SAFETY: flux and ivar have ncore * nwavetot values, rdiags ncore * ndiagonal *
+        // nwavestep, qbuf and work the per-thread kernel's scratch (one value each, unused,
+        // for the team kernel); the rest as above.
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "finalize")?;
     drop(d_q);
@@ -376,53 +337,39 @@ pub(super) fn launch_batch<'g>(
         .max()
         .unwrap_or(0);
     {
-        let mut b = stream.launch_builder(&gpu.kernels.pixel_rows);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&max_rows)
-            .arg(&nmax)
-            .arg(&nwavetot)
-            .arg(frame.stamps)
-            .arg(&stamps_len)
-            .arg(frame.corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(frame.image)
-            .arg(frame.weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&d_xflux)
-            .arg(&params.psferr)
-            .arg(&mut d_pixels)
-            .arg(&pixels_len)
-            .arg(&mut d_status);
-        // SAFETY: argument order and types follow `pixel_rows` in device/src/patch_kernels.rs.
-        unsafe { b.launch(grid_for(np * max_rows)) }.stage("launch pixel_rows")?;
+        let mut l = Launch::on(stream);
+        let args = PixelRowsArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            max_rows,
+            nmax,
+            stamps: frame.stamp_args(&mut l),
+            ccd: frame.ccd_args(&mut l),
+            xflux: l.read(&d_xflux),
+            psferr: params.psferr,
+            pixels: l.write(&mut d_pixels),
+            pixels_len,
+        };
+        let shape = args.shape();
+        // SAFETY: pixels has pixels_len >= every patch's window end; the rest as above.
+        unsafe { l.run(&gpu.kernels.pixel_rows, shape, &args) }?;
     }
     {
-        let mut b = stream.launch_builder(&gpu.kernels.pixel_core);
-        b.arg(&d_descs)
-            .arg(&np)
-            .arg(&nspp_max)
-            .arg(&nwavetot)
-            .arg(&pad)
-            .arg(&nwavestep)
-            .arg(frame.stamps)
-            .arg(&stamps_len)
-            .arg(frame.corners)
-            .arg(&sny)
-            .arg(&snx)
-            .arg(frame.image)
-            .arg(frame.weight)
-            .arg(&nrow)
-            .arg(&ncol)
-            .arg(&d_pixels)
-            .arg(&pixels_len)
-            .arg(&mut d_chi2)
-            .arg(&mut d_pixmask)
-            .arg(&mut d_status);
-        // SAFETY: argument order and types follow `pixel_core`.
-        unsafe { b.launch(grid_for(ncore * nwavestep)) }.stage("launch pixel_core")?;
+        let mut l = Launch::on(stream);
+        let args = PixelCoreArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nspp_max,
+            pad,
+            nwavestep,
+            stamps: frame.stamp_args(&mut l),
+            ccd: frame.ccd_args(&mut l),
+            pixels: l.read(&d_pixels),
+            pixels_len,
+            chi2pix: l.write(&mut d_chi2),
+            pixmask: l.write(&mut d_pixmask),
+        };
+        let shape = args.shape();
+        // SAFETY: chi2pix and pixmask have ncore * nwavestep values; the rest as above.
+        unsafe { l.run(&gpu.kernels.pixel_core, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "copy to host")?;
     // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would

@@ -1,10 +1,13 @@
 //! The CUDA context of the GPU backend: library probe, device, stream and the loaded kernels.
 
+use super::launch::Kernel;
 use super::ptx;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, PinnedHostSlice,
-};
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, DriverError, PinnedHostSlice};
 use cudarc::nvrtc::Ptx;
+use desi_device::kernels::{
+    self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, PixelCoreArgs, PixelRowsArgs,
+    ResolutionArgs, SpotsArgs, WidenArgs,
+};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
@@ -26,6 +29,10 @@ pub enum GpuError {
     /// The device ran out of memory for even one patch.
     #[error("GPU memory: {0}")]
     Memory(String),
+    /// A launch refused before it reached the driver: a shape beyond the 32-bit launch
+    /// limits, or an empty buffer (the kernels need device allocations).
+    #[error("GPU launch: {0}")]
+    Launch(String),
     /// A helper thread of the GPU backend failed (a bug, reported rather than propagated).
     #[error("GPU backend: {0}")]
     Internal(String),
@@ -61,35 +68,35 @@ pub fn probe_driver() -> Result<(), GpuError> {
     Err(GpuError::NoDriver(last))
 }
 
-/// The kernels of [`ptx::PTX`].
+/// The kernels of [`ptx::PTX`], each typed by its argument struct (`desi_device::kernels`).
 #[derive(Debug)]
 pub struct Kernels {
     /// PSF spots of a frame.
-    pub spots: CudaFunction,
-    /// PSF spots of a frame, one thread block per spot.
-    pub spots_team: CudaFunction,
+    pub spots: Kernel<SpotsArgs>,
+    /// PSF spots of a frame, one warp per spot.
+    pub spots_team: Kernel<SpotsArgs>,
     /// f32 -> f64 widening.
-    pub widen_f32: CudaFunction,
+    pub widen_f32: Kernel<WidenArgs>,
     /// Normal equations.
-    pub assemble: CudaFunction,
+    pub assemble: Kernel<AssembleArgs>,
     /// Normal equations: one warp per (patch, unknown).
-    pub assemble_warp: CudaFunction,
+    pub assemble_warp: Kernel<AssembleArgs>,
     /// Regularize, factor, solve.
-    pub factor_solve: CudaFunction,
+    pub factor_solve: Kernel<FactorSolveArgs>,
     /// Covariance blocks.
-    pub covariance: CudaFunction,
+    pub covariance: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution.
-    pub resolution: CudaFunction,
+    pub resolution: Kernel<ResolutionArgs>,
     /// Regularize, factor, solve: one thread block per patch.
-    pub factor_solve_team: CudaFunction,
+    pub factor_solve_team: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
-    pub covariance_team: CudaFunction,
+    pub covariance_team: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
-    pub resolution_team: CudaFunction,
+    pub resolution_team: Kernel<ResolutionArgs>,
     /// χ² of the kept window rows.
-    pub pixel_rows: CudaFunction,
+    pub pixel_rows: Kernel<PixelRowsArgs>,
     /// chi2pix and pixmask_fraction.
-    pub pixel_core: CudaFunction,
+    pub pixel_core: Kernel<PixelCoreArgs>,
 }
 
 /// A CUDA device with the desi-extract kernels loaded.
@@ -209,25 +216,20 @@ impl GpuContext {
         let stream = ctx.new_stream().stage("create a stream")?;
         keep_pool_memory(&ctx)?;
         let module = load_kernels(&ctx)?;
-        let load = |name: &str| {
-            module
-                .load_function(name)
-                .stage(&format!("find kernel {name}"))
-        };
         let kernels = Kernels {
-            spots: load(ptx::SPOTS)?,
-            spots_team: load(ptx::SPOTS_TEAM)?,
-            widen_f32: load(ptx::WIDEN_F32)?,
-            assemble: load(ptx::ASSEMBLE)?,
-            assemble_warp: load(ptx::ASSEMBLE_WARP)?,
-            factor_solve: load(ptx::FACTOR_SOLVE)?,
-            covariance: load(ptx::COVARIANCE)?,
-            resolution: load(ptx::RESOLUTION)?,
-            factor_solve_team: load(ptx::FACTOR_SOLVE_TEAM)?,
-            covariance_team: load(ptx::COVARIANCE_TEAM)?,
-            resolution_team: load(ptx::RESOLUTION_TEAM)?,
-            pixel_rows: load(ptx::PIXEL_ROWS)?,
-            pixel_core: load(ptx::PIXEL_CORE)?,
+            spots: Kernel::load(&module, k::SPOTS)?,
+            spots_team: Kernel::load(&module, k::SPOTS_TEAM)?,
+            widen_f32: Kernel::load(&module, k::WIDEN_F32)?,
+            assemble: Kernel::load(&module, k::ASSEMBLE)?,
+            assemble_warp: Kernel::load(&module, k::ASSEMBLE_WARP)?,
+            factor_solve: Kernel::load(&module, k::FACTOR_SOLVE)?,
+            covariance: Kernel::load(&module, k::COVARIANCE)?,
+            resolution: Kernel::load(&module, k::RESOLUTION)?,
+            factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
+            covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
+            resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
+            pixel_rows: Kernel::load(&module, k::PIXEL_ROWS)?,
+            pixel_core: Kernel::load(&module, k::PIXEL_CORE)?,
         };
         let mode = match std::env::var("DESI_GPU_KERNELS").as_deref() {
             Ok("thread") => KernelMode::Thread,

@@ -2,11 +2,9 @@
 //! evaluated for every (fiber, wavelength) at once, and all patches are solved in a few batched
 //! launches sized to the device's free memory. Failed patches fall back to the CPU path.
 
-use super::batch::{
-    block_config, grid_for, lanes, launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned,
-    TIMING_EVENT,
-};
+use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
+use super::launch::{lanes, Launch};
 use crate::extract::{
     add_patch_model, check_compatible, check_on_ccd, finish_extraction, CcdData, ExtractError,
     Extraction, PatchReport, Progress, StageTimes, EXTRACT_MASK_BITS,
@@ -19,7 +17,8 @@ use crate::psf::{GaussHermitePsf, SpotTable};
 use crate::solve::cpu::solve_patch;
 use crate::solve::{BundleInputs, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
-use cudarc::driver::{CudaEvent, CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaEvent, CudaSlice};
+use desi_device::kernels::{PsfTablesArgs, SpotsArgs, WidenArgs};
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{patch_bandwidth, PatchDesc, StampView, PATCH_DESC_WORDS};
 use desi_device::psf::spot::{spot_corner, StampCorner};
@@ -167,62 +166,30 @@ pub fn extract_frame_gpu(
             .stage("record an event")?,
     );
     {
-        let g = tables.geometry;
-        let (xd, yd, pd) = (
-            tables.xtrace_domain,
-            tables.ytrace_domain,
-            tables.param_domain,
-        );
-        let (xlen, ylen, plen) = (
-            tables.xtrace.len(),
-            tables.ytrace.len(),
-            tables.params.len(),
-        );
-        // One thread block per spot (shared scratch) unless the per-thread kernels are asked for.
-        let team = gpu.mode == KernelMode::Team;
-        let func = if team {
-            &gpu.kernels.spots_team
-        } else {
-            &gpu.kernels.spots
+        let mut l = Launch::on(stream);
+        let args = SpotsArgs {
+            tables: PsfTablesArgs::new(
+                &tables,
+                l.read(&d_xtrace),
+                l.read(&d_ytrace),
+                l.read(&d_params),
+            ),
+            wave: l.read(&d_wave),
+            nwave: nfull,
+            stamps: l.write(&mut d_stamps),
+            corners: l.write(&mut d_corners),
+            status: l.write(&mut d_spot_status),
         };
-        let mut b = stream.launch_builder(func);
-        b.arg(&g.hsizex)
-            .arg(&g.hsizey)
-            .arg(&g.ghdegx)
-            .arg(&g.ghdegy)
-            .arg(&nfiber)
-            .arg(&d_xtrace)
-            .arg(&xlen)
-            .arg(&d_ytrace)
-            .arg(&ylen)
-            .arg(&tables.ntrace)
-            .arg(&xd.0)
-            .arg(&xd.1)
-            .arg(&yd.0)
-            .arg(&yd.1)
-            .arg(&d_params)
-            .arg(&plen)
-            .arg(&tables.nparam_coeff)
-            .arg(&pd.0)
-            .arg(&pd.1)
-            .arg(&d_wave)
-            .arg(&nfull)
-            .arg(&mut d_stamps)
-            .arg(&mut d_corners)
-            .arg(&mut d_spot_status);
-        let cfg = if team {
-            // One warp per spot, `SPOT_WARPS` per block.
-            let warps = lanes("DESI_SPOT_LANES", 32 * SPOT_WARPS) / 32;
-            let shared =
-                8 * warps as usize * desi_device::psf::spot_team::spot_team_scratch_len(&g);
-            block_config(func, nitem.div_ceil(warps as usize), 32 * warps, shared)?
+        // One warp per spot (shared scratch) unless the per-thread kernels are asked for.
+        let (kernel, shape) = if gpu.mode == KernelMode::Team {
+            let warps = lanes("DESI_SPOT_LANES", 32 * SpotsArgs::TEAM_WARPS) / 32;
+            (&gpu.kernels.spots_team, args.team_shape(warps))
         } else {
-            grid_for(nitem)
+            (&gpu.kernels.spots, args.shape())
         };
-        // SAFETY: argument order and types follow `spots` / `spots_team` in
-        // device/src/kernels.rs (identical lists); buffers have the sizes documented there;
-        // the team launch gives the documented shared memory.
-        unsafe { b.launch(cfg) }.stage("launch spots")?;
+        // SAFETY: the tables are copies of `tables`, `wave` has nfull values, stamps, corners
+        // and status nfiber * nfull spots (nfiber = tables.nspec); the shape is the kernel's.
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     let spots_end = stream
         .record_event(Some(TIMING_EVENT))
@@ -714,10 +681,6 @@ fn plan_frame(
     Ok((planned, plans_by_bundle))
 }
 
-/// Warps per block of `spots_team` (one warp per spot; measured with one spot per block of
-/// 32 / 64 / 128 lanes: 19.4 / 28.5 / 46.7 ms per frame).
-const SPOT_WARPS: u32 = 4;
-
 /// Parts of the image upload (filling the page-locked buffer overlaps the copy of the part
 /// before).
 const UPLOAD_PARTS: usize = 4;
@@ -781,10 +744,14 @@ fn upload_ccd(
         .stage("allocate weights")?;
     for (half, dst) in [(0, &mut d_image), (1, &mut d_weight)] {
         let src = d_both32.slice(half * npix..(half + 1) * npix);
-        let mut b = copy_stream.launch_builder(&gpu.kernels.widen_f32);
-        b.arg(&npix).arg(&src).arg(dst);
-        // SAFETY: `widen_f32(n, src: *const f32, dst: *mut f64)` with n = npix elements each.
-        unsafe { b.launch(grid_for(npix)) }.stage("launch widen_f32")?;
+        let mut l = Launch::on(copy_stream);
+        let args = WidenArgs {
+            n: npix,
+            src: l.read(&src),
+            dst: l.write(dst),
+        };
+        // SAFETY: `src` and `dst` hold npix values each and do not overlap.
+        unsafe { l.run(&gpu.kernels.widen_f32, args.shape(), &args) }?;
     }
     // The staging buffer goes back to the context only after the copy has read it.
     copy_stream

@@ -15,6 +15,7 @@
 use crate::math::fma;
 use crate::patch::{stamps_overlap, CcdView, PatchShape, StampView};
 use crate::psf::spot::StampCorner;
+use crate::team::Shared;
 use crate::Status;
 
 /// Lanes of an NVIDIA warp.
@@ -205,7 +206,8 @@ impl LaneStamp {
 /// on `q1` and the patch only), so a GPU warp can implement it with shuffles.
 ///
 /// Lane 0 writes `rhs[q1]` and `fluxweight[q1]`; the entries `q2 = q1 + d` are written by
-/// lane `d mod lanes`. Different lanes and different `q1` therefore write disjoint entries.
+/// lane `d mod lanes`. Different lanes and different `q1` therefore write disjoint entries of
+/// the [`Shared`] outputs, which all the lanes of all the warps of a patch hold at once.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
@@ -216,9 +218,9 @@ pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
     q1: usize,
     lane: usize,
     lanes: usize,
-    band: &mut [f64],
-    rhs: &mut [f64],
-    fluxweight: &mut [f64],
+    band: Shared,
+    rhs: Shared,
+    fluxweight: Shared,
     mut all_reduce: F,
 ) -> Status {
     let n = shape.nunknown();
@@ -247,8 +249,8 @@ pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
     let y_sum = all_reduce(WarpTerm::Rhs, cache.rhs);
     let w_sum = all_reduce(WarpTerm::Fluxweight, cache.fluxweight);
     if lane == 0 {
-        rhs[q1] = y_sum;
-        fluxweight[q1] = w_sum;
+        rhs.set(q1, y_sum);
+        fluxweight.set(q1, w_sum);
     }
     // Chunks of `lanes` entries: lane d keeps entry q1 + chunk + d, then every lane stores
     // its own (one store per lane per chunk). (s2, k2) follow q2 without a division.
@@ -279,7 +281,7 @@ pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
         }
         let q2 = chunk + lane;
         if q2 < chunk_end {
-            band[q2 * (kd + 1) + (q1 + kd - q2)] = mine;
+            band.set(q2 * (kd + 1) + (q1 + kd - q2), mine);
         }
         chunk = chunk_end;
     }

@@ -11,6 +11,7 @@
 pub mod assemble_warp;
 
 use crate::psf::spot::StampCorner;
+use crate::team::Shared;
 use crate::Status;
 
 /// Read-only view of the spot stamps of one patch inside a larger (bundle or frame) table.
@@ -220,6 +221,7 @@ pub fn assemble_normal_equations(
     rhs: &mut [f64],
     fluxweight: &mut [f64],
 ) -> Status {
+    let (band, rhs, fluxweight) = (Shared::new(band), Shared::new(rhs), Shared::new(fluxweight));
     for q1 in 0..shape.nunknown() {
         let status = assemble_unknown(view, ccd, shape, kd, q1, band, rhs, fluxweight);
         if status != Status::Ok {
@@ -232,6 +234,10 @@ pub fn assemble_normal_equations(
 /// The part of [`assemble_normal_equations`] owned by unknown `q1`: `rhs[q1]`,
 /// `fluxweight[q1]` and the band column `M[q2][q1]` for `q2` in `q1..=q1+kd` (zeros included),
 /// so that different `q1` write disjoint entries (one GPU thread per unknown).
+///
+/// The outputs are [`Shared`] views (`band` `(n, kd + 1)`, `rhs` and `fluxweight` `(n,)`)
+/// because the threads of a patch hold them at once: each only writes, and only its own
+/// entries (no `&mut` to memory another thread writes).
 #[allow(clippy::too_many_arguments)]
 pub fn assemble_unknown(
     view: &StampView,
@@ -239,9 +245,9 @@ pub fn assemble_unknown(
     shape: &PatchShape,
     kd: usize,
     q1: usize,
-    band: &mut [f64],
-    rhs: &mut [f64],
-    fluxweight: &mut [f64],
+    band: Shared,
+    rhs: Shared,
+    fluxweight: Shared,
 ) -> Status {
     let n = shape.nunknown();
     let ns = shape.nspecpad;
@@ -277,8 +283,8 @@ pub fn assemble_unknown(
         }
         row += 1;
     }
-    rhs[q1] = y_sum;
-    fluxweight[q1] = w_sum;
+    rhs.set(q1, y_sum);
+    fluxweight.set(q1, w_sum);
     // Band entries M[q2][q1] for q2 >= q1 (stored in row q2).
     let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
     for q2 in q1..q2_end {
@@ -288,7 +294,7 @@ pub fn assemble_unknown(
         let (Some((rlo, rhi)), Some((col0, ncols))) =
             (shared_rows(c1, c2, ny, shape), shared_cols(c1, c2, nx))
         else {
-            band[slot] = 0.0;
+            band.set(slot, 0.0);
             continue;
         };
         let st2 = view.stamp(s2, k2);
@@ -306,7 +312,7 @@ pub fn assemble_unknown(
             }
             row += 1;
         }
-        band[slot] = sum;
+        band.set(slot, sum);
     }
     // Any overlapping pair beyond the band would be silently lost: refuse.
     if q2_end < n {

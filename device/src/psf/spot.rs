@@ -34,7 +34,9 @@ const SQRT_2: f64 = core::f64::consts::SQRT_2;
 /// `√(2π)` as numpy's `np.sqrt(2*np.pi)` (= 2.5066282746310002).
 const SQRT_2PI: f64 = 2.506_628_274_631_000_2;
 
-/// Stamp size and Hermite degrees shared by all spots of a PSF.
+/// Stamp size and Hermite degrees shared by all spots of a PSF (`#[repr(C)]`: part of the
+/// spot kernels' argument struct, [`crate::kernels::PsfTablesArgs`]).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpotGeometry {
     /// Half stamp width (HSIZEX); stamps have `2*hsizex+1` columns.
