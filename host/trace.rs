@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// One finished span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
-    /// Stage name (spec section 6 names where they match: spots, assemble, cholesky, ...).
+    /// Stage name (docs/design.md §5.4, docs/algorithm.md §6: spots, assemble, cholesky, ...).
     pub name: String,
     /// Track: "host" for wall-clock stages, "gpu" for kernel times from CUDA events.
     pub track: &'static str,

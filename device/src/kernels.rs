@@ -1,10 +1,10 @@
 //! GPU entry points (`nvptx64-nvidia-cuda` only): thin shims from threads to `desi_device` functions.
 //!
 //! Every kernel here only maps a thread to an item, builds slices from the raw pointers it was
-//! given and calls the same safe function the CPU backend calls (STYLE rule 1): no numerics live
-//! in this file. Kernel parameters are scalars and raw pointers only (no aggregates by value), so
-//! the host pushes them one by one in the order documented under `# Parameters`; sizes are
-//! `usize` (64-bit `.u64` parameters in PTX), floating point values `f64`.
+//! given and calls the same safe function the CPU backend calls (docs/design.md §11, rule 1): no
+//! numerics live in this file. Kernel parameters are scalars and raw pointers only (no aggregates
+//! by value), so the host pushes them one by one in the order documented under `# Parameters`;
+//! sizes are `usize` (64-bit `.u64` parameters in PTX), floating point values `f64`.
 //!
 //! The host side keeps the list of entry points in `desi_extract::gpu::ptx::KERNELS`; the test
 //! `tests/ptx.rs` checks that both agree with the `.entry` directives of the built PTX.

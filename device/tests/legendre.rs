@@ -1,4 +1,4 @@
-//! Tests of the Legendre series (device/src/legendre.rs, spec section 1.1).
+//! Tests of the Legendre series (device/src/legendre.rs, docs/algorithm.md §1.1).
 
 use desi_device::legendre::{legendre_basis, legendre_sum, legval, normalized_wavelength};
 use rand::{Rng, SeedableRng};

@@ -1,5 +1,5 @@
-//! GPU backend: the embedded PTX ([`ptx`]), the CUDA context ([`context`]) and the frame
-//! driver that runs every stage of the extraction on the device ([`frame`]).
+//! GPU backend: the embedded PTX ([`ptx`]), the CUDA context ([`context`], which implements
+//! [`crate::solve::Backend`]) and the frame solver on the device ([`frame`]).
 
 mod batch;
 pub mod context;
@@ -7,4 +7,3 @@ pub mod frame;
 pub mod ptx;
 
 pub use context::{probe_driver, GpuContext, GpuError};
-pub use frame::extract_frame_gpu;

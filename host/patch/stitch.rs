@@ -1,4 +1,4 @@
-//! Stitching patch outputs into frame arrays and finalizing them (spec section 5, 1.3).
+//! Stitching patch outputs into frame arrays and finalizing them (docs/algorithm.md §5, §1.3).
 
 use super::PatchPlan;
 use crate::solve::PatchResult;
@@ -152,10 +152,10 @@ pub const ALLBADPIX: u32 = 1 << 1;
 /// desispec specmask bit BAD2DFIT (chi2pix far above both its fiber's and its wavelength's medians).
 pub const BAD2DFIT: u32 = 1 << 7;
 
-/// The frame MASK as desispec's `get_spectrum_mask` computes it (spec 1.3): SOMEBADPIX where
-/// pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT where chi2pix
-/// exceeds 5× the median over fibers at that wavelength and 5× the median over wavelengths of
-/// that fiber.
+/// The frame MASK as desispec's `get_spectrum_mask` computes it (docs/algorithm.md §1.3):
+/// SOMEBADPIX where pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT
+/// where chi2pix exceeds 5× the median over fibers at that wavelength and 5× the median over
+/// wavelengths of that fiber.
 pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
     let (nspec, nwave) = (arrays.nspec, arrays.nwave);
     let chi = &arrays.chi2pix;

@@ -1,7 +1,7 @@
 //! Cyclic two-sided Jacobi eigendecomposition of small symmetric matrices, and the inverse
 //! square root `C^(-1/2)` of the per-fiber covariance blocks built on it.
 //!
-//! Role in the extraction (spec section 4.4, Bolton & Schlegel 2010 eqs 17-19): for each
+//! Role in the extraction (docs/algorithm.md §4.4, Bolton & Schlegel 2010 eqs 17-19): for each
 //! spectrum block `b` of a patch, the `(nwave, nwave)` diagonal block `C_bb` of the flux
 //! covariance `C = M⁻¹` (74×74, symmetric positive definite) is decomposed as
 //! `C_bb = U Σ Uᵀ` and `Q_b = U Σ^(-1/2) Uᵀ = C_bb^(-1/2)` ([`inverse_sqrt`]). `Q_b` then gives
