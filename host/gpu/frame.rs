@@ -642,7 +642,7 @@ fn upload_ccd(
         .stage("copy image and weights to device")?;
     drop(staging);
     trace.record(
-        "copy to device (upload thread)",
+        "copy to device",
         "host",
         start,
         trace.now().saturating_sub(start),

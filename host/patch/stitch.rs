@@ -122,6 +122,12 @@ pub struct FrameRows<'a> {
 }
 
 impl FrameRows<'_> {
+    /// The flux of spectrum `ispec` (frame numbering; it must lie in these rows) at output bin
+    /// `iwave`.
+    pub fn flux_at(&self, ispec: usize, iwave: usize) -> f64 {
+        self.flux[(ispec - self.first) * self.nwave + iwave]
+    }
+
     /// Copies a patch's core outputs (its spectra must lie in these rows).
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
         let keep = plan.keep;
