@@ -17,4 +17,5 @@ pub mod psf;
 pub mod qa;
 pub mod sim;
 pub mod solve;
+pub mod stats;
 pub mod trace;
