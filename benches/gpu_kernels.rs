@@ -14,7 +14,7 @@
 //! What is measured:
 //! 1. Our pipeline on one simulated r frame (500 spectra, 5760-7620 Å by 0.8 Å: 4,700 patches,
 //!    23,500 core blocks; built exactly like `desi-extract selftest`): criterion times the
-//!    whole `extract_frame_gpu` (wall clock; it returns after copying results back, so it is
+//!    whole `extract_frame (GPU)` (wall clock; it returns after copying results back, so it is
 //!    device-synchronized); every one of those runs also records the CUDA-event time of each
 //!    stage (`Trace` GPU track), whose medians are printed as patches/s or blocks/s.
 //! 2. `cusolverDnDpotrfBatched`, n = 518, 4,700 SPD matrices (diagonally dominant, half
@@ -44,13 +44,15 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use desi_device::linalg::jacobi::{inverse_sqrt_with_stats, inverse_sqrt_work_len, JacobiStats};
 use desi_device::patch::patch_bandwidth;
 use desi_device::reference::jacobi_eigh::jacobi_eigh_with_stats;
-use desi_extract::extract::Extraction;
-use desi_extract::gpu::{extract_frame_gpu, probe_driver, GpuContext};
+use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::gpu::{probe_driver, GpuContext};
 use desi_extract::io::read_psf;
+use desi_extract::job::FrameJob;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
@@ -82,7 +84,7 @@ const COUNTED_BLOCKS: usize = 64;
 const SPD_HALF_BANDWIDTH: usize = 56;
 /// Fraction of the free device memory a cuSOLVER batch may take.
 const MEMORY_FRACTION: f64 = 0.8;
-/// Stages of `extract_frame_gpu` reported, with the unit their throughput counts.
+/// Stages of `extract_frame (GPU)` reported, with the unit their throughput counts.
 const STAGES: [(&str, Unit); 6] = [
     ("spots kernel", Unit::Patches),
     ("assemble", Unit::Patches),
@@ -243,19 +245,6 @@ fn nan_max(a: f64, b: f64) -> f64 {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Our frame
 
@@ -295,8 +284,8 @@ fn frame_section(c: &mut Criterion, gpu: &GpuContext) -> Result<FrameStats, Stri
     let (chol_flop_per_patch, mean_n, mean_kd) = cholesky_model(&psf)?;
 
     let run = |trace: &Trace| -> Result<Extraction, String> {
-        extract_frame_gpu(gpu, &psf, &image, &grid, &params, false, &|_, _| {}, trace)
-            .map_err(|e| format!("extract_frame_gpu: {e}"))
+        let job = FrameJob::new(&psf, &image, &grid, &params).map_err(|e| e.to_string())?;
+        extract_frame(&job, gpu, &|_, _| {}, trace).map_err(|e| format!("extract_frame: {e}"))
     };
     // Warm-up and validation run (module load, allocator pools, first touch).
     let warm = run(&Trace::new())?;
@@ -325,7 +314,7 @@ fn frame_section(c: &mut Criterion, gpu: &GpuContext) -> Result<FrameStats, Stri
     let timed_run = || -> Duration {
         let trace = Trace::new();
         let t = Instant::now();
-        must(run(&trace), "extract_frame_gpu");
+        must(run(&trace), "extract_frame (GPU)");
         let wall = t.elapsed();
         let totals = trace.totals();
         let stage = STAGES
@@ -348,7 +337,7 @@ fn frame_section(c: &mut Criterion, gpu: &GpuContext) -> Result<FrameStats, Stri
             .measurement_time(Duration::from_secs(15))
             .throughput(Throughput::Elements(npatch as u64));
         g.bench_function(
-            BenchmarkId::new("extract_frame_gpu", format!("{npatch}_patches")),
+            BenchmarkId::new("extract_frame (GPU)", format!("{npatch}_patches")),
             |b| {
                 b.iter_custom(|iters| (0..iters).map(|_| timed_run()).sum());
             },
@@ -1102,7 +1091,7 @@ fn report(gpu: &str, ours: Option<&FrameStats>, theirs: Option<&CusolverStats>, 
         );
         println!();
         println!(
-            "extract_frame_gpu, r frame, {} patches / {} blocks: median wall {:.1} ms over {} \
+            "extract_frame (GPU), r frame, {} patches / {} blocks: median wall {:.1} ms over {} \
              runs ({:.0} patches/s)",
             o.npatch,
             o.nblock,

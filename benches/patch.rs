@@ -10,11 +10,13 @@ use desi_device::patch::{
 };
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::read_psf;
+use desi_extract::job::FrameJob;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::cpu::solve_patch;
 use desi_extract::solve::{BundleInputs, CpuBackend};
+use desi_extract::trace::Trace;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -133,16 +135,8 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("extract_25x251_in_memory", |b| {
         b.iter(|| {
-            extract_frame(
-                &psf,
-                &preproc,
-                &grid,
-                &params,
-                &CpuBackend,
-                false,
-                &|_, _| {},
-            )
-            .unwrap()
+            let job = FrameJob::new(&psf, &preproc, &grid, &params).unwrap();
+            extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).unwrap()
         })
     });
     g.finish();

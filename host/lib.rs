@@ -1,16 +1,21 @@
 //! desi-extract: spectroperfectionism extraction of DESI spectrograph frames.
 //!
-//! Data flow: files -> [`io`] -> ([`psf`], preproc image) -> [`patch`] plans -> [`solve`]
-//! backend -> [`patch::stitch`] -> [`io`] writes; [`extract`] drives it for one frame.
+//! Layers, bottom up: the `desi_device` numerics; the backends behind one trait ([`solve`]: the
+//! CPU, and [`gpu`]); the frame pipeline ([`extract`], driven by a [`job::FrameJob`]: corners,
+//! [`patch`] plans, backend, stitching, finalization); multi-process frames and exposures
+//! ([`parallel`]); the command line on top. [`io`] reads and writes the files, [`psf`] evaluates
+//! the PSF, [`sim`] and [`qa`] make and check simulated frames.
 #![warn(missing_docs)]
 
 pub mod extract;
 pub mod gpu;
 pub mod io;
+pub mod job;
 pub mod parallel;
 pub mod patch;
 pub mod psf;
 pub mod qa;
 pub mod sim;
 pub mod solve;
+pub mod stats;
 pub mod trace;

@@ -65,11 +65,13 @@ libclang_candidates() {
     done
 }
 libclang_usable() {
-    local lib real
+    local lib dir
     while IFS= read -r lib; do
-        real=$(readlink -f "$lib")
-        # clang's resource directory: <libdir>/clang/<version>/include (Debian's llvm-N layout).
-        compgen -G "$(dirname "$real")/clang/*/include/stddef.h" >/dev/null && return 0
+        # clang's resource directory, <libdir>/clang/<version>/include, beside the library as
+        # found or as resolved, or in Debian's /usr/lib/llvm-N/lib (libclang-common-N-dev).
+        for dir in "$(dirname "$lib")" "$(dirname "$(readlink -f "$lib")")" /usr/lib/llvm-*/lib; do
+            compgen -G "$dir/clang/*/include/stddef.h" >/dev/null && return 0
+        done
     done < <(libclang_candidates)
     return 1
 }

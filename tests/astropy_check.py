@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reads a desi-extract frame file with astropy, as desispec does, and checks spec 1.3.
+"""Reads a desi-extract frame file with astropy as desispec does; checks docs/algorithm.md §1.3.
 
 Usage: python3 tests/astropy_check.py FRAME.fits
 

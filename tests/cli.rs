@@ -168,8 +168,8 @@ fn dir_names(dir: &Path) -> BTreeSet<String> {
     common::dir_names(dir).into_iter().collect()
 }
 
-/// numpy's `arange(wmin, wmax + dw/2, dw)` as spec 3.1 defines it: `wave[i] = wmin + i*delta`
-/// with `delta = (wmin + dw) - wmin` in f64.
+/// numpy's `arange(wmin, wmax + dw/2, dw)` as docs/algorithm.md §3.1 defines it:
+/// `wave[i] = wmin + i*delta` with `delta = (wmin + dw) - wmin` in f64.
 fn arange(wmin: f64, wmax: f64, dw: f64) -> Vec<f64> {
     let n = ((wmax + 0.5 * dw - wmin) / dw).ceil() as usize;
     let delta = (wmin + dw) - wmin;

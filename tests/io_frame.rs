@@ -1,4 +1,4 @@
-//! Frame and model files: write -> read with the FITS-level layout of spec section 1.3.
+//! Frame and model files: write -> read with the FITS-level layout of docs/algorithm.md §1.3.
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! Preproc write -> read round trips (spec section 1.2).
+//! Preproc write -> read round trips (docs/algorithm.md §1.2).
 
 mod common;
 
@@ -41,7 +41,7 @@ fn sample(path: &Path, ny: usize, nx: usize, seed: u64) -> PreprocImage {
             }
         })
         .collect();
-    // ccdmask bits 0..9 (spec 1.2), including 0x200 = BADAMP and combinations.
+    // ccdmask bits 0..9 (docs/algorithm.md §1.2), including 0x200 = BADAMP and combinations.
     let mask: Vec<i32> = (0..n)
         .map(|_| {
             let v = rng.next();

@@ -1,4 +1,4 @@
-//! PSF file parsing on the shared specex PSF (spec section 1.1).
+//! PSF file parsing on the shared specex PSF (docs/algorithm.md §1.1).
 
 mod common;
 
@@ -62,7 +62,8 @@ fn psf_header_values_and_shapes() {
     assert_eq!(psf.xtrace.nfiber(), 500);
     assert_eq!(psf.ytrace.ncoeff, 7);
     assert_eq!(psf.ytrace.nfiber(), 500);
-    // Trace domain 5543..7826 vs PSF HDU 5543..7827 (spec 1.1: each HDU its own domain).
+    // Trace domain 5543..7826 vs PSF HDU 5543..7827 (docs/algorithm.md §1.1: each HDU its own
+    // domain).
     assert_eq!((psf.xtrace.wavemin, psf.xtrace.wavemax), (5543.0, 7826.0));
     assert_eq!((psf.ytrace.wavemin, psf.ytrace.wavemax), (5543.0, 7826.0));
     assert_eq!((psf.sigma_x.wavemin, psf.sigma_x.wavemax), (5543.0, 7827.0));
@@ -81,7 +82,7 @@ fn psf_header_values_and_shapes() {
         assert_eq!(t.nfiber(), 500);
     }
     let tail = psf.tail.as_ref().expect("TAIL* rows present in 51060");
-    // TAILAMP == 0 for every fiber (spec 1.1).
+    // TAILAMP == 0 for every fiber (docs/algorithm.md §1.1).
     assert!(tail[0].coeffs.iter().all(|&c| c == 0.0));
 }
 
@@ -128,8 +129,8 @@ fn coefficient_layout_is_fiber_major() {
             "{hdu} ({fiber},{k})"
         );
     }
-    // Sanity of the physics ranges from spec 1.1 (GHSIGX in [1.00, 1.09] on the r grid):
-    // the constant term of GHSIGX is a mean sigma, so it lies in a slightly wider band.
+    // Sanity of the physics ranges from docs/algorithm.md §1.1 (GHSIGX in [1.00, 1.09] on the r
+    // grid): the constant term of GHSIGX is a mean sigma, so it lies in a slightly wider band.
     assert!(psf
         .sigma_x
         .coeffs

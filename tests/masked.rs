@@ -1,6 +1,6 @@
-//! A masked rectangle on a noiseless simulated bundle (spec acceptance test A8): fully masked
-//! bins get pixmask_fraction = 1, ALLBADPIX and ivar = 0; partly masked bins get a fraction in
-//! (0, 1) and SOMEBADPIX above 0.5; bins away from the rectangle are untouched.
+//! A masked rectangle on a noiseless simulated bundle (docs/algorithm.md §10.2, acceptance test
+//! A8): fully masked bins get pixmask_fraction = 1, ALLBADPIX and ivar = 0; partly masked bins get
+//! a fraction in (0, 1) and SOMEBADPIX above 0.5; bins away from the rectangle are untouched.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Patch decomposition on the r0 default grid (spec 3.2-3.4, acceptance tests A4 and A5).
+//! Patch decomposition on the r0 default grid (docs/algorithm.md §3.2-3.4; acceptance tests A4
+//! and A5 of §10.2).
 
 mod common;
 
@@ -26,8 +27,8 @@ fn r0_default_grid_patches() {
     assert_eq!(last.iwave, 2312);
     assert_eq!(last.keep, 26);
 
-    // Spec 3.4 table (bundle 0): sub-bundle ispec, first core bin iwave, s0, nspecpad,
-    // padded box x [xmin, xmax), kept rows [lo, hi), A shape (rows * cols) x n.
+    // The table of docs/algorithm.md §3.4 (bundle 0): sub-bundle ispec, first core bin iwave, s0,
+    // nspecpad, padded box x [xmin, xmax), kept rows [lo, hi), A shape (rows * cols) x n.
     let expected = [
         (0, 12, 0, 6, (113, 167), (351, 463), 444),
         (10, 12, 9, 7, (179, 239), (343, 455), 518),
@@ -62,7 +63,7 @@ fn r0_default_grid_patches() {
         assert_eq!(p.nspecpad * params.nwavetot(), n);
     }
 
-    // Window sizes over the bundle fall in the measured ranges of spec 3.3.
+    // Window sizes over the bundle fall in the measured ranges of docs/algorithm.md §3.3.
     for p in &plans {
         let w = p.window.unwrap();
         let rows = w.row_max - w.row_min;

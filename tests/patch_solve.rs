@@ -1,5 +1,5 @@
 //! One noiseless patch on the real r0 PSF, checked against an independent dense float64
-//! reference (spec acceptance test A6).
+//! reference (docs/algorithm.md §10.2, acceptance test A6).
 #![allow(clippy::needless_range_loop)] // index loops mirror the matrix equations
 
 mod common;

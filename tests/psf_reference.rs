@@ -1,5 +1,5 @@
 //! PSF evaluation on the real r0 PSF against the public Python reference values of
-//! tests/data/reference-51060.json (spec section 12, acceptance tests A2 and A3).
+//! tests/data/reference-51060.json (docs/algorithm.md §12; acceptance tests A2, A3 of §10.2).
 
 mod common;
 
@@ -70,7 +70,8 @@ fn spots_match_gpu_specter_reference() {
             for (i, want) in row.iter().enumerate() {
                 let want = want.as_f64().unwrap();
                 let got = stamp[r * table.nx + i];
-                // Spec A3: 1e-12 relative to the stamp peak (erf/exp differences are ~1e-16).
+                // docs/algorithm.md §10.2 A3: 1e-12 relative to the stamp peak (erf/exp
+                // differences are ~1e-16).
                 assert!(
                     (got - want).abs() < 1e-12 * peak,
                     "fiber {fiber} {wave} A pixel ({r},{i}): {got:e} vs {want:e}"

@@ -1,4 +1,4 @@
-//! The deterministic synthetic frame of tests/data/reference-51060.json (spec section 12):
+//! The deterministic synthetic frame of tests/data/reference-51060.json (docs/algorithm.md §12):
 //! our extraction must reproduce the public Python reference at the float32 level of its
 //! frame file.
 

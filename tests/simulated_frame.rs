@@ -4,10 +4,10 @@
 mod common;
 
 use common::{bundle_params, extract_cpu, psf};
-use desi_extract::patch::stitch::median;
 use desi_extract::patch::WavelengthGrid;
 use desi_extract::qa::convolve_truth;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::stats::median;
 
 #[test]
 fn noisy_bundle_pulls_are_unit_normal() {
@@ -48,7 +48,7 @@ fn noisy_bundle_pulls_are_unit_normal() {
     // one degree of freedom per unknown where the PSF weight is concentrated; near 1, below it.
     assert!((0.6..1.2).contains(&chi), "median chi2pix {chi}");
     // Resolution rows: the stored 11 diagonals of each column sum to ~1 (mass outside ±5
-    // diagonals is ~2.4e-4 per row, spec 4.4).
+    // diagonals is ~2.4e-4 per row, docs/algorithm.md §4.4).
     let mut worst = 0.0f64;
     for s in 0..a.nspec {
         for j in 20..a.nwave - 20 {

@@ -2,11 +2,10 @@
 
 mod common;
 
-use common::psf;
-use desi_extract::extract::{extract_frame, Extraction};
+use common::{extract_cpu_model, psf};
+use desi_extract::extract::Extraction;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::CpuBackend;
 
 #[test]
 fn results_are_bitwise_independent_of_thread_count() {
@@ -24,18 +23,7 @@ fn results_are_bitwise_independent_of_thread_count() {
             .num_threads(threads)
             .build()
             .unwrap()
-            .install(|| {
-                extract_frame(
-                    &psf,
-                    &preproc,
-                    &grid,
-                    &params,
-                    &CpuBackend,
-                    true,
-                    &|_, _| {},
-                )
-                .unwrap()
-            })
+            .install(|| extract_cpu_model(&psf, &preproc, &grid, &params, true))
     };
     let one = run(1);
     for threads in [2, 3] {

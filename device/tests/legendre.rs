@@ -1,4 +1,4 @@
-//! Tests of the Legendre series (device/src/psf/legendre.rs, spec section 1.1).
+//! Tests of the Legendre series (device/src/psf/legendre.rs, docs/algorithm.md §1.1).
 
 use desi_device::psf::legendre::{legendre_basis, legendre_sum, legval, normalized_wavelength};
 use rand::{Rng, SeedableRng};

@@ -1,4 +1,5 @@
-//! Tests of the pixel-integrated Gauss-Hermite spots (device/src/psf/spot.rs, spec section 2).
+//! Tests of the pixel-integrated Gauss-Hermite spots (device/src/psf/spot.rs,
+//! docs/algorithm.md §2).
 //!
 //! The reference stamps are computed here independently: a 2-D Gauss-Legendre quadrature of
 //! `Σ c_ij He_i(u)φ(u) He_j(v)φ(v)` over every pixel (closed-form Hermite polynomials, std's

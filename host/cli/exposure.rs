@@ -1,5 +1,5 @@
 //! `desi-extract exposure`: every frame of one exposure (up to 30: cameras b, r, z of
-//! spectrographs 0..9), with desi_proc's per-camera grids and PSF errors (spec section 8).
+//! spectrographs 0..9), with desi_proc's per-camera grids and PSF errors (docs/algorithm.md §8).
 //!
 //! Two modes:
 //!
@@ -20,17 +20,20 @@
 //! file). Progress lines and the summary come in frame order. A frame that fails at any step
 //! is carried through as an error message, so the others still finish.
 
-use super::extract::{check_output_dir, frame_data};
+use super::extract::check_output_dir;
 use super::InputError;
 use clap::Args;
-use desi_extract::extract::{assemble_frame, bundle_share, extract_bundles, BundleBlock};
+use desi_extract::extract::{
+    assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock,
+};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io::{self, PreprocImage};
+use desi_extract::job::FrameJob;
 use desi_extract::parallel::wire::{self, Decoder, Encoder};
-use desi_extract::parallel::{extract_bundles_gpu, gpu_for_rank, Comm};
+use desi_extract::parallel::{gpu_for_rank, Comm};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
-use desi_extract::solve::CpuBackend;
+use desi_extract::solve::{Backend, CpuBackend};
 use desi_extract::trace::Trace;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -83,7 +86,7 @@ impl ExposureArgs {
     }
 }
 
-/// desi_proc's grid WMIN, WMAX, DW and PSF error of a camera band (spec section 8).
+/// desi_proc's grid WMIN, WMAX, DW and PSF error of a camera band (docs/algorithm.md §8).
 fn camera_setup(band: char) -> Option<(f64, f64, f64, f64)> {
     match band {
         'b' => Some((3600.0, 5800.0, 0.8, 0.04)),
@@ -869,26 +872,22 @@ fn extract_share(
     count: usize,
 ) -> Result<Vec<BundleBlock>, String> {
     let (grid, params) = frame_setup(args, &job.camera, psf)?;
-    let share = bundle_share(params.bundle_starts().len(), index, count, gpu.is_some());
+    let backend: &dyn Backend = match gpu {
+        Some(g) => g,
+        None => &CpuBackend,
+    };
+    let share = bundle_share(
+        params.bundle_starts().len(),
+        index,
+        count,
+        backend.can_fall_back(),
+    );
     let trace = Trace::new();
     let progress = |_: usize, _: usize| {};
-    let set = match gpu {
-        Some(g) => extract_bundles_gpu(
-            g, psf, image, &grid, &params, &share, false, &progress, &trace,
-        ),
-        None => extract_bundles(
-            psf,
-            image,
-            &grid,
-            &params,
-            &CpuBackend,
-            &share,
-            false,
-            &progress,
-            &trace,
-        ),
-    };
-    set.map(|s| s.blocks).map_err(|e| e.to_string())
+    FrameJob::new(psf, image, &grid, &params)
+        .and_then(|frame| extract_bundles(&frame, backend, &share, &progress, &trace))
+        .map(|set| set.blocks)
+        .map_err(|e| e.to_string())
 }
 
 /// Assembles and writes a frame.

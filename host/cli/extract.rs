@@ -3,16 +3,14 @@
 use super::{parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{
-    assemble_frame, bundle_share, extract_bundles, extract_frame_traced, Extraction,
-};
-use desi_extract::gpu::{extract_frame_gpu, GpuContext};
-use desi_extract::io::{self, FrameData, Keyword};
-use desi_extract::parallel::{extract_bundles_gpu, gpu_for_rank, wire, Comm};
-use desi_extract::patch::stitch::median;
+use desi_extract::extract::{extract_frame, frame_data, Extraction};
+use desi_extract::gpu::GpuContext;
+use desi_extract::io;
+use desi_extract::job::{FallbackPolicy, FrameJob};
+use desi_extract::parallel::{extract_frame_on_ranks, gpu_for_rank, Comm};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
-use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
+use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -71,6 +69,10 @@ pub struct ExtractArgs {
     /// Run every stage on an NVIDIA GPU (a clear error where there is none).
     #[arg(long)]
     gpu: bool,
+    /// What to do with a patch the GPU could not solve: `cpu` solves it again on the CPU and
+    /// reports it, `fail` fails the frame (exit 2, no frame written).
+    #[arg(long = "gpu-fallback", value_enum, default_value_t = GpuFallback::Cpu)]
+    gpu_fallback: GpuFallback,
     /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -78,6 +80,24 @@ pub struct ExtractArgs {
     /// local_rank % visible GPUs instead).
     #[arg(long = "gpu-device", default_value_t = 0)]
     gpu_device: usize,
+}
+
+/// `--gpu-fallback` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuFallback {
+    /// Solve the patch again on the CPU and report it.
+    Cpu,
+    /// Fail the frame.
+    Fail,
+}
+
+impl From<GpuFallback> for FallbackPolicy {
+    fn from(choice: GpuFallback) -> Self {
+        match choice {
+            GpuFallback::Cpu => FallbackPolicy::CpuAndReport,
+            GpuFallback::Fail => FallbackPolicy::Fail,
+        }
+    }
 }
 
 impl ExtractArgs {
@@ -136,12 +156,19 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let backend: &dyn Backend = match &gpu {
+        Some(g) => g,
+        None => &CpuBackend,
+    };
     let trace = Trace::new();
     let image = trace.span("read", || io::read_preproc(&args.input))?;
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
     };
+    let job = FrameJob::new(&psf, &image, &grid, &params)?
+        .with_model(args.model.is_some())
+        .with_fallback(args.gpu_fallback.into());
     let bar = progress_bar();
     let read_time = start.elapsed();
     let t0 = Instant::now();
@@ -150,45 +177,13 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         bar.set_position(done as u64);
     };
     let ex = if comm.size() > 1 {
-        let Some(ex) = extract_on_ranks(
-            comm,
-            gpu.as_ref(),
-            &psf,
-            &image,
-            &grid,
-            &params,
-            &args,
-            &progress,
-            &trace,
-        )?
-        else {
+        match extract_frame_on_ranks(comm, &job, backend, &progress, &trace)? {
+            Some(ex) => ex,
             // Not the writing rank: its blocks went to rank 0.
-            return Ok(ExitCode::SUCCESS);
-        };
-        ex
-    } else {
-        match &gpu {
-            Some(g) => extract_frame_gpu(
-                g,
-                &psf,
-                &image,
-                &grid,
-                &params,
-                args.model.is_some(),
-                &progress,
-                &trace,
-            )?,
-            None => extract_frame_traced(
-                &psf,
-                &image,
-                &grid,
-                &params,
-                &CpuBackend,
-                args.model.is_some(),
-                &progress,
-                &trace,
-            )?,
+            None => return Ok(ExitCode::SUCCESS),
         }
+    } else {
+        extract_frame(&job, backend, &progress, &trace)?
     };
     bar.finish_and_clear();
     let solve_time = t0.elapsed();
@@ -234,72 +229,6 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The bundles of one frame spread over the ranks of `comm` (round-robin on the CPU, runs
-/// of consecutive bundles on GPUs); rank 0 gathers the finished blocks and assembles the frame
-/// (`Some`), the other ranks return `None` once their blocks are sent.
-#[allow(clippy::too_many_arguments)]
-fn extract_on_ranks(
-    comm: &Comm,
-    gpu: Option<&GpuContext>,
-    psf: &GaussHermitePsf,
-    image: &io::PreprocImage,
-    grid: &WavelengthGrid,
-    params: &ExtractionParams,
-    args: &ExtractArgs,
-    progress: desi_extract::extract::Progress,
-    trace: &Trace,
-) -> anyhow::Result<Option<Extraction>> {
-    let want_model = args.model.is_some();
-    let nbundle = params.bundle_starts().len();
-    let share = bundle_share(nbundle, comm.rank(), comm.size(), gpu.is_some());
-    let set = match gpu {
-        Some(g) => extract_bundles_gpu(
-            g, psf, image, grid, params, &share, want_model, progress, trace,
-        ),
-        None => extract_bundles(
-            psf,
-            image,
-            grid,
-            params,
-            &CpuBackend,
-            &share,
-            want_model,
-            progress,
-            trace,
-        ),
-    };
-    let (mine, times) = match set {
-        Ok(set) => (Ok(set.blocks), set.times),
-        Err(err) => (
-            Err(format!("rank {}: {err}", comm.rank())),
-            Default::default(),
-        ),
-    };
-    if comm.rank() != 0 {
-        comm.send(0, &wire::encode_blocks(&mine));
-        return match mine {
-            Ok(_) => Ok(None),
-            Err(msg) => Err(anyhow::anyhow!(msg)),
-        };
-    }
-    let mut blocks = mine.map_err(|msg| anyhow::anyhow!(msg))?;
-    for source in 1..comm.size() {
-        let theirs = wire::decode_blocks(&comm.recv(source))?;
-        blocks.extend(theirs.map_err(|msg| anyhow::anyhow!(msg))?);
-    }
-    let t0 = Instant::now();
-    let mut ex = assemble_frame(
-        grid,
-        params,
-        psf.hsizey,
-        blocks,
-        want_model.then_some((image.ny, image.nx)),
-    )?;
-    ex.times = times;
-    ex.times.finalize += t0.elapsed();
-    Ok(Some(ex))
-}
-
 /// Refuses an output path whose directory does not exist.
 pub(super) fn check_output_dir(path: &Path) -> Result<(), InputError> {
     let dir = match path.parent() {
@@ -326,62 +255,6 @@ fn progress_bar() -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// Frame file contents of an extraction of `input` with `psf_path` (`in_psf`: the PSF's
-/// IN_PSF keyword, passed on as ORIG_PSF).
-pub(super) fn frame_data(
-    ex: &Extraction,
-    image: &io::PreprocImage,
-    in_psf: Option<&str>,
-    psf_path: &Path,
-    input: &Path,
-    grid: &WavelengthGrid,
-) -> FrameData {
-    let a = &ex.arrays;
-    let mut keywords = vec![
-        Keyword::int("NSPEC", a.nspec as i64, "Number of spectra"),
-        Keyword::float("WAVEMIN", grid.wmin, "First wavelength [Angstrom]"),
-        Keyword::float("WAVEMAX", grid.wmax, "Last wavelength [Angstrom]"),
-        Keyword::float("WAVESTEP", grid.dw, "Wavelength step size [Angstrom]"),
-        Keyword::str(
-            "SPECTER",
-            concat!("desi-extract ", env!("CARGO_PKG_VERSION")),
-            "Extraction code",
-        ),
-        Keyword::str("IN_PSF", &short_path(psf_path), "Input spectral PSF"),
-        Keyword::str("IN_IMG", &short_path(input), "Input image"),
-        Keyword::str("DEPNAM00", "desi-extract", ""),
-        Keyword::str("DEPVER00", env!("CARGO_PKG_VERSION"), ""),
-    ];
-    if let Some(orig) = in_psf {
-        keywords.push(Keyword::str(
-            "ORIG_PSF",
-            orig,
-            "PSF the input PSF was derived from",
-        ));
-    }
-    FrameData {
-        specmin: a.specmin,
-        nspec: a.nspec,
-        nwave: a.nwave,
-        ndiag: a.ndiag,
-        wavelength: grid.wave.clone(),
-        flux: a.flux.clone(),
-        ivar: a.ivar.clone(),
-        mask: ex.mask.clone(),
-        resolution: a.rdiags.clone(),
-        chi2pix: a.chi2pix.clone(),
-        header: image.header.clone(),
-        keywords,
-    }
-}
-
-/// The file name of a path (header values must stay short).
-fn short_path(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// The one-screen summary printed at the end.

@@ -107,13 +107,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<desi_extract::io::IoError>()
             || cause.is::<desi_extract::patch::ParamsError>()
             || cause.is::<desi_extract::patch::GridError>()
-            || matches!(
-                cause.downcast_ref::<desi_extract::extract::ExtractError>(),
-                Some(
-                    desi_extract::extract::ExtractError::Input { .. }
-                        | desi_extract::extract::ExtractError::Params(_)
-                )
-            )
+            || cause
+                .downcast_ref::<desi_extract::extract::ExtractError>()
+                .is_some_and(|e| e.is_input_error())
+            || cause
+                .downcast_ref::<desi_extract::parallel::RanksError>()
+                .is_some_and(|e| e.is_input_error())
     });
     if input {
         1

@@ -1,4 +1,4 @@
-//! Frame files (`frame-{camera}-{expid}.fits`, spec section 1.3) and model images.
+//! Frame files (`frame-{camera}-{expid}.fits`, docs/algorithm.md §1.3) and model images.
 
 use std::path::Path;
 
@@ -140,9 +140,9 @@ fn image_hdu<T: FitsElem>(
     fits.write_checksum()
 }
 
-/// Writes a frame file atomically, HDUs in the order of spec 1.3: FLUX (primary, f4, header =
-/// `frame.header` cards + `frame.keywords` + NSPEC/FIBERMIN when absent + SPECMIN + BUNIT),
-/// IVAR (f4), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
+/// Writes a frame file atomically, HDUs in the order of docs/algorithm.md §1.3: FLUX (primary,
+/// f4, header = `frame.header` cards + `frame.keywords` + NSPEC/FIBERMIN when absent + SPECMIN +
+/// BUNIT), IVAR (f4), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
 /// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP, CHI2PIX (f4). Every HDU has
 /// EXTNAME and CHECKSUM/DATASUM.
 ///

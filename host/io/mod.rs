@@ -1,4 +1,4 @@
-//! FITS input and output (spec section 1): specex PSF files, preproc images, frame and model
+//! FITS input and output (docs/algorithm.md §1): specex PSF files, preproc images, frame and model
 //! files, through cfitsio (`fitsio` crate and its raw `fitsio::sys` API).
 //!
 //! - [`read_psf`]: GaussHermite PSF -> [`crate::psf::GaussHermitePsf`].
@@ -12,7 +12,7 @@
 //! complete; on error the temporary file is removed and an existing output is left untouched.
 //! Every error message names the file and the problem ([`IoError`]).
 
-mod atomic;
+pub(crate) mod atomic;
 mod describe;
 mod error;
 mod fits;

@@ -1,4 +1,4 @@
-//! Preprocessed CCD images (`preproc-{camera}-{expid}.fits`, spec section 1.2).
+//! Preprocessed CCD images (`preproc-{camera}-{expid}.fits`, docs/algorithm.md §1.2).
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! Reading specex GaussHermite PSF files (spec section 1.1).
+//! Reading specex GaussHermite PSF files (docs/algorithm.md §1.1).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,7 +121,7 @@ fn finite_table(
     })
 }
 
-/// Reads a specex GaussHermite PSF file (PSFVER >= 3; spec section 1.1).
+/// Reads a specex GaussHermite PSF file (PSFVER >= 3; docs/algorithm.md §1.1).
 ///
 /// XTRACE (primary or EXTNAME XTRACE) and YTRACE are `[nfiber][ncoeff]` f64 images with
 /// their own WAVEMIN/WAVEMAX; every PSF-table parameter uses the PSF HDU's WAVEMIN/WAVEMAX
@@ -340,9 +340,9 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
     })
 }
 
-/// Writes a GaussHermite PSF (PSFVER 3, spec 1.1) that [`read_psf`] reads back exactly:
-/// XTRACE as the primary image (EXTNAME XTRACE), YTRACE, and the PSF table (PARAM, COEFF
-/// `[nfiber][LEGDEG+1]` per row) with GHSIGX, GHSIGY, GH-i-j and, when present, the tail
+/// Writes a GaussHermite PSF (PSFVER 3, docs/algorithm.md §1.1) that [`read_psf`] reads back
+/// exactly: XTRACE as the primary image (EXTNAME XTRACE), YTRACE, and the PSF table (PARAM,
+/// COEFF `[nfiber][LEGDEG+1]` per row) with GHSIGX, GHSIGY, GH-i-j and, when present, the tail
 /// parameters. `keywords` (e.g. CAMERA, a provenance note) go to the primary and PSF headers.
 ///
 /// # Errors

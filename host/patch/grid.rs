@@ -1,5 +1,5 @@
-//! Wavelength grids (spec section 3.1): the requested grid built by numpy's `arange` rule and the
-//! padded `fullwave` grid on which spots and unknowns live.
+//! Wavelength grids (docs/algorithm.md §3.1): the requested grid built by numpy's `arange` rule
+//! and the padded `fullwave` grid on which spots and unknowns live.
 
 use thiserror::Error;
 
@@ -36,7 +36,7 @@ pub struct WavelengthGrid {
 impl WavelengthGrid {
     /// Builds the grid by numpy's `arange` rule: `nwave = ceil((wmax + dw/2 - wmin) / dw)` and
     /// `wave[i] = wmin + i * delta` with `delta = (wmin + dw) - wmin` evaluated in f64
-    /// (spec pitfall 1: reproduces the WAVELENGTH HDU bit for bit).
+    /// (docs/algorithm.md §11, pitfall 1: reproduces the WAVELENGTH HDU bit for bit).
     pub fn arange(wmin: f64, wmax: f64, dw: f64) -> Result<Self, GridError> {
         let invalid = |reason| GridError::Invalid {
             wmin,
@@ -74,7 +74,7 @@ impl WavelengthGrid {
     }
 
     /// Bin widths by numpy `gradient(wave)`: central differences inside, one-sided at the ends
-    /// (used to convert photons per bin to photons per Angstrom, spec section 5).
+    /// (used to convert photons per bin to photons per Angstrom, docs/algorithm.md §5).
     pub fn bin_widths(&self) -> Vec<f64> {
         gradient(&self.wave)
     }
@@ -100,9 +100,9 @@ pub fn gradient(values: &[f64]) -> Vec<f64> {
     }
 }
 
-/// The padded grid `fullwave = lo ++ wave ++ hi` (spec 3.1): `pad` bins below, the requested
-/// grid, and `pad + nwavestep` bins above so that the last partial patch has a full set of
-/// unknowns.
+/// The padded grid `fullwave = lo ++ wave ++ hi` (docs/algorithm.md §3.1): `pad` bins below,
+/// the requested grid, and `pad + nwavestep` bins above so that the last partial patch has a
+/// full set of unknowns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PaddedGrid {
     /// The requested grid.

@@ -1,4 +1,4 @@
-//! Patch decomposition (spec section 3) and stitching (section 5).
+//! Patch decomposition (docs/algorithm.md §3) and stitching (§5).
 
 pub mod grid;
 pub mod plan;

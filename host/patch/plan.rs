@@ -1,10 +1,10 @@
-//! Bundles, sub-bundles, patches and their pixel windows (spec 3.2, 3.3).
+//! Bundles, sub-bundles, patches and their pixel windows (docs/algorithm.md §3.2, §3.3).
 
 use crate::psf::SpotTable;
 use desi_device::patch::{PatchShape, StampView};
 use thiserror::Error;
 
-/// Decomposition and solve parameters of `desi_extract_spectra` (spec section 8).
+/// Decomposition and solve parameters of `desi_extract_spectra` (docs/algorithm.md §8).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExtractionParams {
     /// First spectrum to extract (relative to the PSF's FIBERMIN).
@@ -49,7 +49,7 @@ impl Default for ExtractionParams {
 /// Inconsistent decomposition parameters.
 #[derive(Debug, Error, PartialEq)]
 pub enum ParamsError {
-    /// A rule of spec section 8 is violated.
+    /// A rule of docs/algorithm.md §8 is violated.
     #[error("invalid extraction parameters: {0}")]
     Invalid(String),
 }
@@ -140,7 +140,7 @@ impl PixelWindow {
     }
 }
 
-/// One patch: core spectra × core bins plus their padding (spec 3.2).
+/// One patch: core spectra × core bins plus their padding (docs/algorithm.md §3.2).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PatchPlan {
     /// Index of the bundle in the frame.
@@ -239,7 +239,8 @@ pub fn plan_bundle(
     plans
 }
 
-/// Pixel window of a patch (spec 3.3), `None` if its kept rows leave the CCD (CPU-path rule).
+/// Pixel window of a patch (docs/algorithm.md §3.3), `None` if its kept rows leave the CCD
+/// (CPU-path rule).
 fn pixel_window(
     spots: &SpotTable,
     s_local: usize,

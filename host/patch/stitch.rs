@@ -1,7 +1,8 @@
-//! Stitching patch outputs into frame arrays and finalizing them (spec section 5, 1.3).
+//! Stitching patch outputs into frame arrays and finalizing them (docs/algorithm.md §5, §1.3).
 
 use super::PatchPlan;
 use crate::solve::PatchResult;
+use crate::stats::median;
 use rayon::prelude::*;
 
 /// Frame-level extraction outputs, `(nspec, nwave)` and `(nspec, 2·ndiag+1, nwave)` row-major.
@@ -122,6 +123,12 @@ pub struct FrameRows<'a> {
 }
 
 impl FrameRows<'_> {
+    /// The flux of spectrum `ispec` (frame numbering; it must lie in these rows) at output bin
+    /// `iwave`.
+    pub fn flux_at(&self, ispec: usize, iwave: usize) -> f64 {
+        self.flux[(ispec - self.first) * self.nwave + iwave]
+    }
+
     /// Copies a patch's core outputs (its spectra must lie in these rows).
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
         let keep = plan.keep;
@@ -152,10 +159,10 @@ pub const ALLBADPIX: u32 = 1 << 1;
 /// desispec specmask bit BAD2DFIT (chi2pix far above both its fiber's and its wavelength's medians).
 pub const BAD2DFIT: u32 = 1 << 7;
 
-/// The frame MASK as desispec's `get_spectrum_mask` computes it (spec 1.3): SOMEBADPIX where
-/// pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT where chi2pix
-/// exceeds 5× the median over fibers at that wavelength and 5× the median over wavelengths of
-/// that fiber.
+/// The frame MASK as desispec's `get_spectrum_mask` computes it (docs/algorithm.md §1.3):
+/// SOMEBADPIX where pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT
+/// where chi2pix exceeds 5× the median over fibers at that wavelength and 5× the median over
+/// wavelengths of that fiber.
 pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
     let (nspec, nwave) = (arrays.nspec, arrays.nwave);
     let chi = &arrays.chi2pix;
@@ -186,30 +193,9 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
     mask
 }
 
-/// numpy median (mean of the two middle values for an even count; NaN for an empty slice).
-pub fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        0.5 * (values[n / 2 - 1] + values[n / 2])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_matches_numpy() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn mask_bits_follow_desispec_rules() {

@@ -1,4 +1,4 @@
-//! The Gauss-Hermite PSF model (spec section 1.1 and 2): coefficient tables as read from a
+//! The Gauss-Hermite PSF model (docs/algorithm.md §1.1 and §2): coefficient tables as read from a
 //! specex PSF file, and their evaluation at (fiber, wavelength) through `desi_device`.
 
 pub mod model;

@@ -2,8 +2,12 @@
 //! `desi_device` numerics. Results do not depend on the thread count (patches are independent
 //! and each is computed sequentially).
 
-use super::{Backend, BundleInputs, PatchIssue, PatchResult, SolveError};
-use crate::patch::{PatchPlan, PixelWindow};
+use super::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
+use crate::extract::{trace_rows, CcdData};
+use crate::job::FrameJob;
+use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
+use crate::psf::SpotTable;
+use crate::trace::Trace;
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize,
@@ -11,6 +15,8 @@ use desi_device::patch::{
 };
 use desi_device::Status;
 use rayon::prelude::*;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 /// Ridge used when a factorization fails with `regularize = 0` (gpu_specter's retry value).
 pub const RETRY_REGULARIZE: f64 = 1e-4;
@@ -24,12 +30,92 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn solve_bundle(&self, inputs: &BundleInputs) -> Result<Vec<PatchResult>, SolveError> {
-        Ok(inputs
-            .plans
-            .par_iter()
-            .map(|plan| solve_patch(inputs, plan))
-            .collect())
+    fn can_fall_back(&self) -> bool {
+        false
+    }
+
+    fn begin_frame<'a>(
+        &'a self,
+        job: &FrameJob<'a>,
+        trace: &'a Trace,
+    ) -> Result<Box<dyn FrameSolver + 'a>, SolveError> {
+        let padded = job.padded_grid();
+        // Only the CCD rows the job's traces can reach are converted to f64.
+        let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);
+        Ok(Box::new(CpuFrame {
+            job: *job,
+            ccd: CcdData::from_preproc_rows(job.image, rows),
+            padded,
+            bundles: VecDeque::new(),
+            last_spots: Mutex::new(None),
+            trace,
+        }))
+    }
+}
+
+/// One frame on the CPU: the patches of one bundle at a time, in parallel with rayon.
+struct CpuFrame<'a> {
+    job: FrameJob<'a>,
+    ccd: CcdData,
+    padded: PaddedGrid,
+    /// The plans still to solve, one run per bundle: (index of the first plan, plans).
+    bundles: VecDeque<(usize, Vec<PatchPlan>)>,
+    /// The spots of the bundle solved last (the model image asks for them next).
+    last_spots: Mutex<Option<Arc<SpotTable>>>,
+    trace: &'a Trace,
+}
+
+impl FrameSolver for CpuFrame<'_> {
+    fn spots(&self, ispec_min: usize, nspec: usize) -> Result<Arc<SpotTable>, SolveError> {
+        let mut last = self.last_spots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(spots) = last.as_ref() {
+            if spots.ispec_min == ispec_min && spots.nspec == nspec {
+                return Ok(Arc::clone(spots));
+            }
+        }
+        let spots = self.trace.span("spots", || {
+            self.job.psf.spots(ispec_min, nspec, &self.padded.fullwave)
+        })?;
+        let spots = Arc::new(spots);
+        *last = Some(Arc::clone(&spots));
+        Ok(spots)
+    }
+
+    fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[SpotTable]) -> Result<(), SolveError> {
+        let mut first = 0;
+        let mut plans = plans.into_iter().peekable();
+        while let Some(plan) = plans.next() {
+            let (bundle, start) = (plan.bundle, first);
+            let mut run = vec![plan];
+            while let Some(next) = plans.next_if(|p| p.bundle == bundle) {
+                run.push(next);
+            }
+            first += run.len();
+            self.bundles.push_back((start, run));
+        }
+        Ok(())
+    }
+
+    fn next_results(&mut self) -> Result<Option<(usize, Vec<PatchResult>)>, SolveError> {
+        let Some((first, plans)) = self.bundles.pop_front() else {
+            return Ok(None);
+        };
+        let bspecmin = plans[0].bspecmin;
+        let spots = self.spots(bspecmin, self.job.params.bundlesize)?;
+        let inputs = BundleInputs {
+            spots: &spots,
+            plans: &plans,
+            ccd: self.ccd.view(),
+            params: self.job.params,
+            ndiag: self.job.ndiag(),
+        };
+        let results = self.trace.span("solve", || {
+            plans
+                .par_iter()
+                .map(|plan| solve_patch(&inputs, plan))
+                .collect()
+        });
+        Ok(Some((first, results)))
     }
 }
 
@@ -56,7 +142,7 @@ pub struct PatchSolution {
     pub issue: Option<PatchIssue>,
 }
 
-/// Solves the normal equations and the resolution of one patch (spec 4.1-4.4).
+/// Solves the normal equations and the resolution of one patch (docs/algorithm.md §4.1-4.4).
 pub fn solve_patch_full(
     inputs: &BundleInputs,
     plan: &PatchPlan,
@@ -168,7 +254,7 @@ pub fn solve_patch_full(
     })
 }
 
-/// Solves one patch (spec section 4) and returns its core outputs.
+/// Solves one patch (docs/algorithm.md §4) and returns its core outputs.
 pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
     let ndiag = inputs.ndiag;
     let solution = match solve_patch_full(inputs, plan) {

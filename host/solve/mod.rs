@@ -1,14 +1,19 @@
-//! Backends that solve batches of patches. Nothing above this module knows which one runs.
+//! Backends that solve patches ([`Backend`], [`FrameSolver`]) and what they exchange with the
+//! frame pipeline above them. Nothing above this module knows which one runs.
 
 pub mod cpu;
 
+use crate::job::FrameJob;
 use crate::patch::{ExtractionParams, PatchPlan};
-use crate::psf::SpotTable;
+use crate::psf::{PsfError, SpotTable};
+use crate::trace::Trace;
 use desi_device::patch::CcdView;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use cpu::CpuBackend;
 
-/// Everything a backend needs to solve the patches of one bundle.
+/// Everything the CPU patch solve ([`cpu::solve_patch`]) reads for the patches of one bundle.
 #[derive(Clone, Copy, Debug)]
 pub struct BundleInputs<'a> {
     /// Spots of the bundle's fibers on the fullwave grid (index k = fullwave index).
@@ -90,12 +95,67 @@ pub enum SolveError {
         /// Why.
         reason: String,
     },
+    /// The backend failed while it worked (a device error, a broken invariant).
+    #[error("{backend} backend failed: {reason}")]
+    Failed {
+        /// Backend name.
+        backend: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The PSF could not be evaluated.
+    #[error(transparent)]
+    Psf(#[from] PsfError),
 }
 
-/// A way of solving the patches of a bundle.
+/// A way of solving patches. Nothing above this module knows which one runs: the frame
+/// pipeline ([`crate::extract`]) computes the stamp corners, plans the patches, stitches the
+/// results, applies the [`crate::job::FallbackPolicy`], builds the model image and finalizes
+/// the frame for every backend alike.
 pub trait Backend: Sync {
     /// Short name for logs ("cpu", "gpu").
     fn name(&self) -> &'static str;
-    /// Solves every patch of `inputs.plans`, returning results in the same order.
-    fn solve_bundle(&self, inputs: &BundleInputs) -> Result<Vec<PatchResult>, SolveError>;
+    /// Whether a patch this backend could not solve is worth solving again on the CPU path
+    /// (false for the CPU backend itself).
+    fn can_fall_back(&self) -> bool;
+    /// Starts one frame: the backend takes the job's image and PSF (a GPU uploads them and
+    /// evaluates the spots of every fiber on the device).
+    ///
+    /// # Errors
+    /// The backend cannot run (no device, out of memory) or the PSF cannot be evaluated.
+    fn begin_frame<'a>(
+        &'a self,
+        job: &FrameJob<'a>,
+        trace: &'a Trace,
+    ) -> Result<Box<dyn FrameSolver + 'a>, SolveError>;
+}
+
+/// One frame on a backend: spots on request, then the patches in runs.
+pub trait FrameSolver {
+    /// The spots (stamps and corners) of fibers `ispec_min .. ispec_min + nspec` on the job's
+    /// padded grid (`fullwave`), for the model image.
+    ///
+    /// # Errors
+    /// Fibers outside the PSF, a spot that cannot be evaluated, or a device failure.
+    fn spots(&self, ispec_min: usize, nspec: usize) -> Result<Arc<SpotTable>, SolveError>;
+
+    /// Starts solving `plans` (in bundle order; every plan has a pixel window). `corners` holds
+    /// the corner-only spot table of every bundle the plans come from, as the host computed
+    /// them and planned with; a backend that evaluates spots itself must find the same corners.
+    ///
+    /// # Errors
+    /// Spots that failed on the device, corners that differ from the host's, no memory.
+    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[SpotTable]) -> Result<(), SolveError>;
+
+    /// The next run of results in plan order: the index of the run's first plan and one result
+    /// per plan; `None` once every plan's result has come back.
+    ///
+    /// # Errors
+    /// A failure of the backend as a whole (per-patch problems are [`PatchIssue`]s).
+    fn next_results(&mut self) -> Result<Option<(usize, Vec<PatchResult>)>, SolveError>;
+
+    /// Time of the backend's own stages so far (e.g. GPU kernels), in order of first use.
+    fn stage_times(&self) -> Vec<(&'static str, Duration)> {
+        Vec::new()
+    }
 }

@@ -3,9 +3,11 @@
 
 use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::job::FrameJob;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::CpuBackend;
+use desi_extract::trace::Trace;
 use std::path::{Path, PathBuf};
 
 /// The real DESI r0 PSF bundled in data/ (see data/README.md).
@@ -47,8 +49,21 @@ pub fn extract_cpu(
     grid: &WavelengthGrid,
     params: &ExtractionParams,
 ) -> Extraction {
-    extract_frame(psf, preproc, grid, params, &CpuBackend, false, &|_, _| {})
-        .expect("CPU extraction")
+    extract_cpu_model(psf, preproc, grid, params, false)
+}
+
+/// [`extract_frame`] on the CPU, with the model image if `want_model`; panics on error.
+pub fn extract_cpu_model(
+    psf: &GaussHermitePsf,
+    preproc: &PreprocImage,
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+    want_model: bool,
+) -> Extraction {
+    let job = FrameJob::new(psf, preproc, grid, params)
+        .expect("a valid frame job")
+        .with_model(want_model);
+    extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).expect("CPU extraction")
 }
 
 /// The names of the entries of `dir`, sorted.

@@ -139,8 +139,8 @@ pub fn band_covariance_blocks_work_len(n: usize, kd: usize, nblock: usize) -> us
 /// - `nblock`: number of blocks (`nspec`); `n` must be a multiple of it, `bs = n / nblock`
 ///   (`nwave`).
 /// - `out`: shape `(nblock, bs, bs)`, row-major, output:
-///   `out[b][r][c] = C[r * nblock + b][c * nblock + b]` (symmetric; the `C_bb` of spec
-///   section 4.4 step 2 in that fiber's wavelength order).
+///   `out[b][r][c] = C[r * nblock + b][c * nblock + b]` (symmetric; the `C_bb` of
+///   docs/algorithm.md §4.4 step 2 in that fiber's wavelength order).
 /// - `work`: scratch of at least [`band_covariance_blocks_work_len`]`(n, kd, nblock)` values.
 ///
 /// # Equation

@@ -3,7 +3,7 @@
 //! with the team version ([`super::jacobi_team`]) and the two-sided reference eigensolver
 //! (`crate::reference::jacobi_eigh`, feature `reference`).
 //!
-//! Role in the extraction (spec section 4.4, Bolton & Schlegel 2010 eqs 17-19): for each
+//! Role in the extraction (docs/algorithm.md §4.4, Bolton & Schlegel 2010 eqs 17-19): for each
 //! spectrum block `b` of a patch, the `(nwave, nwave)` diagonal block `C_bb` of the flux
 //! covariance `C = M⁻¹` (74×74, symmetric positive definite) is decomposed as
 //! `C_bb = U Σ Uᵀ` and `Q_b = U Σ^(-1/2) Uᵀ = C_bb^(-1/2)` ([`inverse_sqrt`]). `Q_b` then gives
@@ -58,7 +58,8 @@ pub fn inverse_sqrt_work_len(n: usize) -> usize {
 ///
 /// # Algorithm
 /// Preconditioned one-sided Jacobi (Drmač & Veselić 2008, the SPD case), cheaper than
-/// `jacobi_eigh` (the two-sided reference, feature `reference`) on the same matrix (measured in `benches/jacobi.rs`):
+/// `jacobi_eigh` (the two-sided reference, feature `reference`) on the same matrix (measured
+/// in `benches/jacobi.rs`):
 /// 1. Cholesky with diagonal pivoting `Pᵀ C P = L Lᵀ` (LAPACK `dpstrf`).
 /// 2. Row-cyclic one-sided (Hestenes) Jacobi on the columns of `L`: plane rotations `V` with
 ///    `W = L V` having mutually orthogonal columns. Then `L Lᵀ = W Wᵀ = Σ_i w_i w_iᵀ` with

@@ -1,4 +1,4 @@
-//! Linear algebra on the per-patch normal matrix `M = AᵀWA + diag(ridge)` (spec section 4).
+//! Linear algebra on the per-patch normal matrix `M = AᵀWA + diag(ridge)` (docs/algorithm.md §4).
 //!
 //! Every matrix is a flat row-major `f64` slice; nothing here allocates or panics: workspaces
 //! are caller-provided (each routine has a `*_work_len` size query) and failures come back as

@@ -1,6 +1,6 @@
-//! Warp-cooperative assembly of the normal equations (spec 4.1; Bolton & Schlegel 2010 eq. 10):
-//! the numerics of the `assemble_warp` kernel, one warp of [`WARP_LANES`] lanes per unknown
-//! `q1`, giving the same band column, `rhs[q1]` and `fluxweight[q1]` as
+//! Warp-cooperative assembly of the normal equations (docs/algorithm.md §4.1; Bolton & Schlegel
+//! 2010 eq. 10): the numerics of the `assemble_warp` kernel, one warp of [`WARP_LANES`] lanes per
+//! unknown `q1`, giving the same band column, `rhs[q1]` and `fluxweight[q1]` as
 //! [`assemble_unknown`](crate::patch::assemble_unknown) up to the order of the sums.
 //!
 //! Lane `lane` of `lanes` owns the pixels `e = lane + lanes·j` (`j < MAX_PER_LANE`) of the

@@ -1,4 +1,4 @@
-//! Per-patch normal equations, resolution and pixel statistics (spec sections 4.1-4.8,
+//! Per-patch normal equations, resolution and pixel statistics (docs/algorithm.md §4.1-4.8,
 //! Bolton & Schlegel 2010 eqs. 10-19), computed from spot stamps: the projection matrix A is
 //! never formed.
 //!
@@ -205,7 +205,7 @@ pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
     kd
 }
 
-/// Assembles the normal equations of one patch from stamps (spec 4.1; B&S eq. 10):
+/// Assembles the normal equations of one patch from stamps (docs/algorithm.md §4.1; B&S eq. 10):
 /// `M = Aᵀ W A` into `band` (lower band storage, shape `(n, kd + 1)`), `y = Aᵀ W p` into `rhs`
 /// (length n) and the flux weights `fw = Aᵀ w` into `fluxweight` (length n). Stamps are
 /// truncated to the kept rows `[row_min, row_max)`; the full padded x-extent is kept.
@@ -324,9 +324,9 @@ pub fn assemble_unknown(
     Status::Ok
 }
 
-/// Regularizes the normal equations (spec 4.2): with `minweight = 1e-4 · max(fw)`, a bin is bad
-/// if `fw < minweight`; `α = regularize` for good bins and `minweight − fw` for bad ones, and
-/// `M_qq += α² + 1e-15`. Returns `minweight`.
+/// Regularizes the normal equations (docs/algorithm.md §4.2): with `minweight = 1e-4 · max(fw)`,
+/// a bin is bad if `fw < minweight`; `α = regularize` for good bins and `minweight − fw` for bad
+/// ones, and `M_qq += α² + 1e-15`. Returns `minweight`.
 pub fn regularize(
     band: &mut [f64],
     n: usize,
@@ -394,9 +394,10 @@ pub fn apply_resolution(
     Status::Ok
 }
 
-/// Diagonals of a resolution block (spec 4.6, scipy `dia_matrix.data` layout with offsets
-/// `+ndiag .. -ndiag`): `rdiags[d * out_stride + j] = R[k − ndiag + d][k]` for output column
-/// `j = k − k_min`, `k` in `k_min..k_max`, `d` in `0..2·ndiag+1`; rows outside the block give 0.
+/// Diagonals of a resolution block (docs/algorithm.md §4.6, scipy `dia_matrix.data` layout with
+/// offsets `+ndiag .. -ndiag`): `rdiags[d * out_stride + j] = R[k − ndiag + d][k]` for output
+/// column `j = k − k_min`, `k` in `k_min..k_max`, `d` in `0..2·ndiag+1`; rows outside the block
+/// give 0.
 pub fn resolution_diagonals(
     resolution: &[f64],
     nwavetot: usize,
@@ -427,7 +428,8 @@ pub fn resolution_diagonals(
     Status::Ok
 }
 
-/// Pixel statistics of the core unknowns of a patch (spec 4.7, 4.8; CPU/specter convention).
+/// Pixel statistics of the core unknowns of a patch (docs/algorithm.md §4.7, §4.8; CPU/specter
+/// convention).
 ///
 /// Model `m = A · xflux` over the kept window; total pixel ivar `t = 1/(1/w + (psferr·m +
 /// 1e-32)²)` where `w > 0`, else 0; `χ²_pix = (p − m)²·t`. For each core unknown c:

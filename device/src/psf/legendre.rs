@@ -1,4 +1,4 @@
-//! Legendre series in wavelength (spec section 1.1).
+//! Legendre series in wavelength (docs/algorithm.md §1.1).
 //!
 //! Every PSF quantity `q` of fiber `ispec` is a Legendre series in the wavelength mapped onto
 //! `[-1, 1]`: `q(λ) = Σ_{k=0..deg} c[ispec][k] · P_k(ww)` with

@@ -1,4 +1,4 @@
-//! Pixel-integrated Gauss-Hermite PSF spots (spec section 2).
+//! Pixel-integrated Gauss-Hermite PSF spots (docs/algorithm.md §2).
 //!
 //! A spot is the image of one (fiber, wavelength) on the CCD: a `(2·HSIZEY+1, 2·HSIZEX+1)`
 //! stamp (row-major, rows = y) whose first column/row is the [`StampCorner`]. Pixel
@@ -170,7 +170,7 @@ pub(crate) fn check_tables(tables: &PsfTables, ispec: usize) -> Result<(), Statu
 }
 
 /// Evaluates the trace position and Gauss-Hermite parameters of fiber `ispec` at `wave` (Å)
-/// (spec section 1.1).
+/// (docs/algorithm.md §1.1).
 ///
 /// - X = `legval(ww_x, xtrace[ispec])` with `ww_x` on the XTRACE domain, Y likewise on the
 ///   YTRACE domain (Clenshaw, numpy `legval`).
@@ -231,7 +231,7 @@ pub fn psf_point(
     })
 }
 
-/// One-dimensional pixel-integrated Gauss-Hermite basis (spec section 2, steps 3-4).
+/// One-dimensional pixel-integrated Gauss-Hermite basis (docs/algorithm.md §2, steps 3-4).
 ///
 /// For the `n = 2·half_size + 1` pixels of a stamp row, with normalized pixel edges
 /// `u_m = (m − half_size − 0.5 − delta)/sigma`, `m = 0..=n`, fills
@@ -327,7 +327,7 @@ pub(crate) fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
     }
 }
 
-/// Evaluates one clipped, normalized Gauss-Hermite spot stamp (spec section 2).
+/// Evaluates one clipped, normalized Gauss-Hermite spot stamp (docs/algorithm.md §2).
 ///
 /// 1. Corner `xc = floor(X − HSIZEX + 0.5)`, `yc = floor(Y − HSIZEY + 0.5)`.
 /// 2. Sub-pixel offsets `δx = X − floor(X + 0.5)`, `δy = Y − floor(Y + 0.5)` (in `[−0.5, 0.5)`).
@@ -335,7 +335,8 @@ pub(crate) fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
 /// 4. `S[iy][ix] = Σ_j Gy[j][iy] · (Σ_i c_ij · Gx[i][ix])`.
 /// 5. `S ← max(S, 0)`, then `S ← S/ΣS` (the stamp sums to 1).
 ///
-/// The power-law tail of specter (spec section 2, step 7) is not included (gpu_specter parity).
+/// The power-law tail of specter (docs/algorithm.md §2, step 7) is not included (gpu_specter
+/// parity).
 ///
 /// # Parameters
 /// - `geometry`: HSIZEX, HSIZEY, GHDEGX, GHDEGY.

@@ -5,8 +5,8 @@
 //! [`covariance_blocks_work_len`]). All matrices are row-major `f64` slices, the column index
 //! fastest: `M[i][j]` is `m[i * n + j]`.
 //!
-//! Role in the extraction (spec section 4.3-4.4, Bolton & Schlegel 2010 eqs 4 and 10-13):
-//! the deconvolved flux is `xflux = M⁻¹ y` with `M = AᵀWA + diag(α²)` and `y = AᵀWp`, and its
+//! Role in the extraction (docs/algorithm.md §4.3-4.4, Bolton & Schlegel 2010 eqs 4 and
+//! 10-13): the deconvolved flux is `xflux = M⁻¹ y` with `M = AᵀWA + diag(α²)` and `y = AᵀWp`, and its
 //! covariance is `C = M⁻¹ = L⁻ᵀ L⁻¹`, of which the decorrelation (eqs 17-19) needs only the
 //! per-fiber diagonal blocks `C_bb`. The production path is the banded one
 //! ([`crate::linalg::banded`]); this dense version is the reference that the tests check it

@@ -1,0 +1,312 @@
+//! Bundles into frames: the finished row blocks of bundles (from any number of processes),
+//! their model-image boxes, and the frame they assemble into.
+
+use super::{ExtractError, Extraction, PatchReport, StageTimes};
+use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows};
+use crate::patch::{ExtractionParams, ParamsError, PatchPlan, WavelengthGrid};
+use crate::psf::SpotTable;
+
+/// A bundle's share of the model image: rows `[row_min, row_max)` x columns
+/// `[col_min, col_max)` of the CCD, row-major `(row_max - row_min, col_max - col_min)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelBox {
+    /// First CCD row.
+    pub row_min: usize,
+    /// One past the last CCD row.
+    pub row_max: usize,
+    /// First CCD column.
+    pub col_min: usize,
+    /// One past the last CCD column.
+    pub col_max: usize,
+    /// Model values, `(row_max - row_min, col_max - col_min)`, column fastest.
+    pub values: Vec<f64>,
+}
+
+impl ModelBox {
+    /// Adds the box into a full `(nrow, ncol)` model image (pixels outside it are ignored).
+    pub fn add_to(&self, model: &mut [f64], nrow: usize, ncol: usize) {
+        let width = self.col_max.saturating_sub(self.col_min);
+        if width == 0 {
+            return;
+        }
+        for (r, src) in (self.row_min..self.row_max.min(nrow)).zip(self.values.chunks(width)) {
+            let col_max = self.col_max.min(ncol);
+            if self.col_min >= col_max {
+                return;
+            }
+            let dst = &mut model[r * ncol + self.col_min..r * ncol + col_max];
+            for (m, &v) in dst.iter_mut().zip(src) {
+                *m += v;
+            }
+        }
+    }
+}
+
+/// The finished rows of one bundle: flux and ivar per Angstrom with fully masked bins zeroed
+/// (the element-wise steps of [`finish_extraction`]), ready to be placed in the frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BundleBlock {
+    /// Bundle index (0 = the bundle starting at `params.specmin`).
+    pub bundle: usize,
+    /// The bundle's rows: `arrays.specmin` is its first spectrum, `arrays.nspec` its fibers.
+    pub arrays: FrameArrays,
+    /// Per-patch problems of the bundle.
+    pub reports: Vec<PatchReport>,
+    /// The bundle's model image contribution, when requested.
+    pub model: Option<ModelBox>,
+    /// Patches solved.
+    pub npatch: usize,
+}
+
+/// The blocks of [`extract_bundles`] with the stage times of this process.
+#[derive(Clone, Debug)]
+pub struct BundleSet {
+    /// One block per requested bundle, in the order requested.
+    pub blocks: Vec<BundleBlock>,
+    /// Stage timings.
+    pub times: StageTimes,
+}
+
+/// The bundles of a frame that process `index` of `count` extracts: round-robin
+/// (`bundles[index::count]`, as gpu_specter's `bspecmin[rank::size]`), or, with `contiguous`,
+/// one run of consecutive bundles per process (the GPU path uploads the image once per run).
+pub fn bundle_share(nbundle: usize, index: usize, count: usize, contiguous: bool) -> Vec<usize> {
+    let count = count.max(1);
+    if contiguous {
+        let (base, extra) = (nbundle / count, nbundle % count);
+        let start = index * base + index.min(extra);
+        let len = base + usize::from(index < extra);
+        (start..(start + len).min(nbundle)).collect()
+    } else {
+        (index..nbundle).step_by(count).collect()
+    }
+}
+
+/// Puts the finished blocks of every bundle of a frame together (in bundle order, whatever
+/// order they come in) and computes the desispec mask on the whole frame; `model_shape`
+/// `(nrow, ncol)` asks for the model image (the bundles' boxes summed in bundle order).
+///
+/// # Errors
+/// A bundle missing, repeated or out of range, or a block whose shape does not fit the frame.
+pub fn assemble_frame(
+    grid: &WavelengthGrid,
+    params: &ExtractionParams,
+    ndiag: usize,
+    mut blocks: Vec<BundleBlock>,
+    model_shape: Option<(usize, usize)>,
+) -> Result<Extraction, ExtractError> {
+    let nbundle = params.bundle_starts().len();
+    blocks.sort_by_key(|b| b.bundle);
+    let order: Vec<usize> = blocks.iter().map(|b| b.bundle).collect();
+    if order != (0..nbundle).collect::<Vec<_>>() {
+        return Err(ExtractError::Params(ParamsError::Invalid(format!(
+            "cannot assemble the frame: expected bundles 0..{nbundle}, got {order:?}"
+        ))));
+    }
+    let nwave = grid.nwave();
+    let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
+    let mut parts = Vec::with_capacity(blocks.len());
+    let ndiagonal = 2 * ndiag + 1;
+    for block in blocks {
+        let b = &block.arrays;
+        let row0 = b.specmin.wrapping_sub(params.specmin);
+        if b.nwave != nwave
+            || b.ndiag != ndiag
+            || b.specmin < params.specmin
+            || row0 + b.nspec > params.nspec
+        {
+            return Err(ExtractError::Params(ParamsError::Invalid(format!(
+                "bundle {}: block of spectra {}..{} x {} bins (ndiag {}) does not fit the frame",
+                block.bundle,
+                b.specmin,
+                b.specmin + b.nspec,
+                b.nwave,
+                b.ndiag
+            ))));
+        }
+        let (lo, hi) = (row0 * nwave, (row0 + b.nspec) * nwave);
+        arrays.flux[lo..hi].copy_from_slice(&b.flux);
+        arrays.ivar[lo..hi].copy_from_slice(&b.ivar);
+        arrays.chi2pix[lo..hi].copy_from_slice(&b.chi2pix);
+        arrays.pixmask_fraction[lo..hi].copy_from_slice(&b.pixmask_fraction);
+        arrays.rdiags[lo * ndiagonal..hi * ndiagonal].copy_from_slice(&b.rdiags);
+        parts.push(BundleOutput {
+            reports: block.reports,
+            model: block.model,
+            npatch: block.npatch,
+        });
+    }
+    Ok(finish_frame(grid, arrays, parts, model_shape))
+}
+
+/// What a bundle adds to its frame besides its rows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct BundleOutput {
+    /// Per-patch problems of the bundle.
+    pub reports: Vec<PatchReport>,
+    /// The bundle's model image box, when requested.
+    pub model: Option<ModelBox>,
+    /// Patches of the bundle.
+    pub npatch: usize,
+}
+
+/// The finished frame from its finished rows (per Angstrom) and its bundles' outputs in bundle
+/// order: the mask on the whole frame, the model boxes summed in bundle order.
+pub(super) fn finish_frame(
+    grid: &WavelengthGrid,
+    arrays: FrameArrays,
+    parts: Vec<BundleOutput>,
+    model_shape: Option<(usize, usize)>,
+) -> Extraction {
+    let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
+    let mut reports = Vec::new();
+    let mut npatch = 0;
+    for part in parts {
+        if let (Some((full, nrow, ncol)), Some(boxed)) = (model.as_mut(), &part.model) {
+            boxed.add_to(full, *nrow, *ncol);
+        }
+        reports.extend(part.reports);
+        npatch += part.npatch;
+    }
+    let mask = spectrum_mask(&arrays);
+    Extraction {
+        grid: grid.clone(),
+        arrays,
+        mask,
+        reports,
+        model: model.map(|(full, _, _)| full),
+        npatch,
+        times: StageTimes::default(),
+    }
+}
+
+/// The model image of one bundle's patches (docs/algorithm.md §4.9) in the bounding box of its
+/// stamps on a `(nrow, ncol)` CCD.
+pub(super) fn bundle_model(
+    (nrow, ncol): (usize, usize),
+    spots: &SpotTable,
+    plans: &[PatchPlan],
+    rows: &FrameRows,
+    pad: usize,
+) -> ModelBox {
+    let (mut row_min, mut row_max) = (nrow, 0);
+    let (mut col_min, mut col_max) = (ncol, 0);
+    for s in 0..spots.nspec {
+        for k in 0..spots.nwave {
+            let c = spots.corner(s, k);
+            let (r0, c0) = (c.yc.max(0) as usize, c.xc.max(0) as usize);
+            row_min = row_min.min(r0);
+            col_min = col_min.min(c0);
+            row_max = row_max.max((c.yc + spots.ny as i32).max(0) as usize);
+            col_max = col_max.max((c.xc + spots.nx as i32).max(0) as usize);
+        }
+    }
+    let (row_max, col_max) = (row_max.min(nrow), col_max.min(ncol));
+    let (row_min, col_min) = (row_min.min(row_max), col_min.min(col_max));
+    let width = col_max - col_min;
+    let mut values = vec![0.0; (row_max - row_min) * width];
+    for plan in plans {
+        add_patch_model_in(
+            &mut values,
+            width,
+            (row_min, col_min),
+            spots,
+            plan,
+            rows,
+            pad,
+        );
+    }
+    ModelBox {
+        row_min,
+        row_max,
+        col_min,
+        col_max,
+        values,
+    }
+}
+
+/// Adds `A_core · flux_core` of a patch (the R-convolved flux per bin, CPU convention of
+/// docs/algorithm.md §4.9), clipped to the patch's kept rows, into a box of the model image
+/// `width` columns wide whose first pixel is CCD (row, column) `origin`; the box must hold every
+/// stamp of the patch's kept rows.
+fn add_patch_model_in(
+    model: &mut [f64],
+    width: usize,
+    origin: (usize, usize),
+    spots: &SpotTable,
+    plan: &PatchPlan,
+    rows: &FrameRows,
+    pad: usize,
+) {
+    let Some(window) = plan.window else { return };
+    let (ny, nx) = (spots.ny, spots.nx);
+    for c in 0..plan.nspp {
+        let ispec = plan.ispec + c;
+        let s = ispec - spots.ispec_min;
+        for j in 0..plan.keep {
+            let out = plan.out_wave_min(pad) + j;
+            let flux = rows.flux_at(ispec, out);
+            let k = plan.iwave + j;
+            let corner = spots.corner(s, k);
+            let stamp = spots.stamp(s, k);
+            for r in 0..ny {
+                let row = corner.yc + r as i32;
+                if row < window.row_min || row >= window.row_max {
+                    continue;
+                }
+                let base = (row as usize - origin.0) * width + corner.xc as usize - origin.1;
+                for (m, &v) in model[base..base + nx]
+                    .iter_mut()
+                    .zip(&stamp[r * nx..(r + 1) * nx])
+                {
+                    *m += flux * v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_shares_cover_every_bundle_once() {
+        for nbundle in [1, 2, 5, 20] {
+            for count in 1..=7 {
+                for contiguous in [false, true] {
+                    let mut all: Vec<usize> = (0..count)
+                        .flat_map(|i| bundle_share(nbundle, i, count, contiguous))
+                        .collect();
+                    all.sort_unstable();
+                    assert_eq!(
+                        all,
+                        (0..nbundle).collect::<Vec<_>>(),
+                        "{nbundle} bundles over {count} (contiguous {contiguous})"
+                    );
+                }
+            }
+        }
+        assert_eq!(bundle_share(20, 1, 3, false), [1, 4, 7, 10, 13, 16, 19]);
+        assert_eq!(bundle_share(20, 1, 3, true), [7, 8, 9, 10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn model_boxes_add_in_place() {
+        let (nrow, ncol) = (4, 5);
+        let mut model = vec![1.0; nrow * ncol];
+        let part = ModelBox {
+            row_min: 1,
+            row_max: 3,
+            col_min: 2,
+            col_max: 4,
+            values: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        part.add_to(&mut model, nrow, ncol);
+        assert_eq!(model[ncol + 2], 2.0);
+        assert_eq!(model[ncol + 3], 3.0);
+        assert_eq!(model[2 * ncol + 2], 4.0);
+        assert_eq!(model[2 * ncol + 3], 5.0);
+        assert_eq!(model.iter().sum::<f64>(), 20.0 + 10.0);
+    }
+}

@@ -1,0 +1,510 @@
+//! The frame pipeline, the same for every backend: the stamp corners and the patch plans on
+//! the host while the backend takes the frame, the patches solved by the [`Backend`] in runs,
+//! each bundle stitched as soon as its patches are back (with the [`FallbackPolicy`] for patches
+//! the backend could not solve), the model image, and the finished frame.
+//!
+//! [`extract_frame`] is [`extract_bundles`] over every bundle followed by [`assemble_frame`]; the
+//! multi-process driver ([`crate::parallel`]) runs the same two steps with the bundles spread over
+//! ranks, so its output is bitwise identical.
+
+mod assemble;
+mod ccd;
+mod checks;
+mod output;
+
+pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
+use assemble::{finish_frame, BundleOutput};
+pub(crate) use ccd::trace_rows;
+pub use ccd::{CcdData, EXTRACT_MASK_BITS};
+pub(crate) use checks::{check_compatible, check_on_ccd};
+pub use output::frame_data;
+
+use crate::job::{FallbackPolicy, FrameJob};
+use crate::patch::plan::plan_bundle;
+use crate::patch::stitch::{FrameArrays, FrameRows};
+use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
+use crate::psf::{PsfError, SpotTable};
+use crate::solve::cpu::solve_patch;
+use crate::solve::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
+use crate::trace::Trace;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Errors that stop a frame extraction.
+#[derive(Debug, Error)]
+pub enum ExtractError {
+    /// Bad decomposition parameters.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// PSF evaluation failed.
+    #[error(transparent)]
+    Psf(#[from] PsfError),
+    /// The backend failed as a whole.
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    /// Image and PSF disagree or the request does not fit them.
+    #[error("{path}: {reason}")]
+    Input {
+        /// File at fault.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A patch the backend could not solve, under [`FallbackPolicy::Fail`].
+    #[error("bundle {bundle} patch {patch} (spectra {ispec}.., bin {iwave}..) not solved on the {backend} backend: {reason}")]
+    PatchFailed {
+        /// Backend name.
+        backend: &'static str,
+        /// Bundle index.
+        bundle: usize,
+        /// Patch index within the bundle.
+        patch: usize,
+        /// First core spectrum.
+        ispec: usize,
+        /// First core output wavelength index.
+        iwave: usize,
+        /// Why the backend failed.
+        reason: String,
+    },
+}
+
+impl ExtractError {
+    /// Whether the request or its files are at fault (exit code 1) rather than the run
+    /// (exit code 2): bad parameters, an image that does not fit its PSF, a PSF that cannot be
+    /// evaluated.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            ExtractError::Input { .. }
+                | ExtractError::Params(_)
+                | ExtractError::Psf(_)
+                | ExtractError::Solve(SolveError::Psf(_))
+        )
+    }
+}
+
+/// A reported per-patch problem.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchReport {
+    /// Bundle index.
+    pub bundle: usize,
+    /// Patch index within the bundle.
+    pub patch: usize,
+    /// First core spectrum.
+    pub ispec: usize,
+    /// First core output wavelength index.
+    pub iwave: usize,
+    /// What happened.
+    pub issue: PatchIssue,
+}
+
+/// Wall time per stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    /// Spot evaluation.
+    pub spots: Duration,
+    /// Patch solves.
+    pub solve: Duration,
+    /// Stitching, model image and finalization.
+    pub finalize: Duration,
+    /// Finer stages of the backend (e.g. GPU kernels), in order.
+    pub detail: Vec<(&'static str, Duration)>,
+}
+
+/// A finished extraction.
+#[derive(Clone, Debug)]
+pub struct Extraction {
+    /// The output grid.
+    pub grid: WavelengthGrid,
+    /// Frame arrays, flux and ivar per Angstrom.
+    pub arrays: FrameArrays,
+    /// desispec spectrum mask.
+    pub mask: Vec<u32>,
+    /// Per-patch problems.
+    pub reports: Vec<PatchReport>,
+    /// Model image `(nrow, ncol)`, when requested.
+    pub model: Option<Vec<f64>>,
+    /// Number of patches solved.
+    pub npatch: usize,
+    /// Stage timings.
+    pub times: StageTimes,
+}
+
+/// Progress callback: (patches done, patches total).
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Extracts the spectra `params.specmin .. +nspec` of the job: every bundle stitched straight
+/// into the frame's rows, then the frame finished. The result is bitwise that of
+/// [`extract_bundles`] over every bundle followed by [`assemble_frame`] (the multi-process path).
+///
+/// # Errors
+/// As [`extract_bundles`].
+pub fn extract_frame(
+    job: &FrameJob,
+    backend: &dyn Backend,
+    progress: Progress,
+    trace: &Trace,
+) -> Result<Extraction, ExtractError> {
+    let params = job.params;
+    let all: Vec<usize> = (0..job.bundle_starts().len()).collect();
+    let mut arrays = FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag());
+    let rows = arrays.row_blocks_mut(params.bundlesize);
+    let (parts, mut times) = solve_into(job, backend, &all, rows, progress, trace)?;
+    let t0 = Instant::now();
+    let extraction = trace.span("finish frame", || {
+        arrays.zero_fully_masked();
+        arrays.to_per_angstrom(&job.grid.bin_widths());
+        let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
+        let mut extraction = finish_frame(job.grid, arrays, parts, model_shape);
+        times.finalize += t0.elapsed();
+        extraction.times = times;
+        extraction
+    });
+    Ok(extraction)
+}
+
+/// Extracts the bundles `bundles` (indices into `params.bundle_starts()`) of the job and
+/// returns their finished row blocks; [`assemble_frame`] puts blocks of every bundle (from any
+/// number of processes) together into the frame.
+///
+/// # Errors
+/// A bundle index out of range, fibers off the CCD, a PSF that cannot be evaluated, a backend
+/// failure, or (under [`FallbackPolicy::Fail`]) a patch the backend could not solve.
+pub fn extract_bundles(
+    job: &FrameJob,
+    backend: &dyn Backend,
+    bundles: &[usize],
+    progress: Progress,
+    trace: &Trace,
+) -> Result<BundleSet, ExtractError> {
+    let params = job.params;
+    let starts = job.bundle_starts();
+    check_bundles(bundles, starts.len())?;
+    let spec_max = params.specmin + params.nspec;
+    let mut arrays: Vec<FrameArrays> = bundles
+        .iter()
+        .map(|&b| {
+            let nspec = params.bundlesize.min(spec_max - starts[b]);
+            FrameArrays::new(starts[b], nspec, job.grid.nwave(), job.ndiag())
+        })
+        .collect();
+    let rows = arrays
+        .iter_mut()
+        .flat_map(|a| a.row_blocks_mut(params.bundlesize))
+        .collect();
+    let (parts, times) = solve_into(job, backend, bundles, rows, progress, trace)?;
+    let dwave = job.grid.bin_widths();
+    let blocks = arrays
+        .into_iter()
+        .zip(parts)
+        .zip(bundles)
+        .map(|((mut arrays, part), &bundle)| {
+            arrays.zero_fully_masked();
+            arrays.to_per_angstrom(&dwave);
+            BundleBlock {
+                bundle,
+                arrays,
+                reports: part.reports,
+                model: part.model,
+                npatch: part.npatch,
+            }
+        })
+        .collect();
+    Ok(BundleSet { blocks, times })
+}
+
+/// Refuses bundle indices beyond the frame's `nbundle`.
+fn check_bundles(bundles: &[usize], nbundle: usize) -> Result<(), ExtractError> {
+    match bundles.iter().find(|&&b| b >= nbundle) {
+        Some(bad) => Err(ExtractError::Params(ParamsError::Invalid(format!(
+            "bundle {bad} requested but the frame has {nbundle} bundles"
+        )))),
+        None => Ok(()),
+    }
+}
+
+/// The frame pipeline proper: the bundles `bundles` solved by `backend` and stitched into
+/// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
+/// are back. Returns each bundle's reports, model box and patch count (before the finishing
+/// steps: flux still per bin) and the stage times.
+fn solve_into(
+    job: &FrameJob,
+    backend: &dyn Backend,
+    bundles: &[usize],
+    mut rows: Vec<FrameRows>,
+    progress: Progress,
+    trace: &Trace,
+) -> Result<(Vec<BundleOutput>, StageTimes), ExtractError> {
+    check_bundles(bundles, job.bundle_starts().len())?;
+    let padded = job.padded_grid();
+    let t_start = Instant::now();
+    // The backend takes the frame (a GPU uploads the image and evaluates every spot) while the
+    // host computes the stamp corners and plans the patches.
+    let (solver, planned) = std::thread::scope(|scope| {
+        let planning = scope.spawn(|| {
+            let start = trace.now();
+            let planned = plan_bundles(job, &padded, bundles);
+            trace.record("plan", "host", start, trace.now().saturating_sub(start));
+            planned
+        });
+        let solver = backend.begin_frame(job, trace);
+        (solver, planning.join())
+    });
+    let planned = planned.map_err(|_| SolveError::Failed {
+        backend: "host",
+        reason: "the planning thread panicked".into(),
+    })??;
+    let mut solver = solver?;
+    // The patches with a pixel window go to the backend, in bundle order; `first[i]` is the
+    // index of bundle i's first one (and the end).
+    let mut first = Vec::with_capacity(planned.len() + 1);
+    let mut solvable = Vec::new();
+    for bundle in &planned {
+        first.push(solvable.len());
+        solvable.extend(bundle.plans.iter().filter(|p| p.window.is_some()).cloned());
+    }
+    first.push(solvable.len());
+    let corners: Vec<SpotTable> = planned.iter().map(|b| b.corners.clone()).collect();
+    solver.start(solvable, &corners)?;
+    let t_solve = Instant::now();
+
+    let stitcher = Stitcher {
+        job,
+        backend,
+        padded: &padded,
+        ccd_host: OnceLock::new(),
+    };
+    let total: usize = planned.iter().map(|b| b.plans.len()).sum();
+    let mut results: Vec<Option<PatchResult>> = (0..first[planned.len()]).map(|_| None).collect();
+    let mut parts = Vec::with_capacity(planned.len());
+    let (mut stitched, mut done) = (0, 0);
+    let mut stitch_time = Duration::ZERO;
+    progress(0, total);
+    let mut finished = false;
+    while !finished {
+        let returned = match solver.next_results()? {
+            Some((start, run)) => {
+                let end = start + run.len();
+                for (slot, result) in results[start..end].iter_mut().zip(run) {
+                    *slot = Some(result);
+                }
+                end
+            }
+            None => {
+                finished = true;
+                results.len()
+            }
+        };
+        // Every bundle whose patches have all come back, stitched in parallel.
+        let ready = (stitched..planned.len())
+            .take_while(|&b| first[b + 1] <= returned)
+            .count();
+        if ready > 0 {
+            let t0 = Instant::now();
+            let range = stitched..stitched + ready;
+            let mut new_parts = stitcher.stitch(
+                &planned[range.clone()],
+                &mut rows[range.clone()],
+                &mut results[first[range.start]..first[range.end]],
+                &first[range.start..=range.end],
+                &*solver,
+                trace,
+            )?;
+            done += planned[range].iter().map(|b| b.plans.len()).sum::<usize>();
+            parts.append(&mut new_parts);
+            stitched += ready;
+            stitch_time += t0.elapsed();
+            progress(done, total);
+        }
+    }
+    let times = StageTimes {
+        spots: t_solve - t_start,
+        solve: t_solve.elapsed().saturating_sub(stitch_time),
+        finalize: stitch_time,
+        detail: solver.stage_times(),
+    };
+    Ok((parts, times))
+}
+
+/// The plans of one bundle with the corner-only spot table they were made from.
+struct BundlePlan {
+    /// Bundle index.
+    bundle: usize,
+    /// Stamp corners of the bundle's fibers on the padded grid.
+    corners: SpotTable,
+    /// Every patch of the bundle, off-CCD ones included.
+    plans: Vec<PatchPlan>,
+}
+
+/// The stamp corners and the patch plans of `bundles` (host, bundles in parallel).
+fn plan_bundles(
+    job: &FrameJob,
+    padded: &PaddedGrid,
+    bundles: &[usize],
+) -> Result<Vec<BundlePlan>, ExtractError> {
+    let (params, psf) = (job.params, job.psf);
+    let starts = params.bundle_starts();
+    let (nrow, ncol) = (job.image.ny, job.image.nx);
+    bundles
+        .par_iter()
+        .map(|&bundle| {
+            let corners = psf.corners(starts[bundle], params.bundlesize, &padded.fullwave)?;
+            check_on_ccd(psf, &corners, padded, ncol)?;
+            let plans = plan_bundle(bundle, &corners, params, padded.grid.nwave(), nrow);
+            Ok(BundlePlan {
+                bundle,
+                corners,
+                plans,
+            })
+        })
+        .collect()
+}
+
+/// What stitching patch results into bundle blocks needs.
+struct Stitcher<'a> {
+    job: &'a FrameJob<'a>,
+    backend: &'a dyn Backend,
+    padded: &'a PaddedGrid,
+    /// The host copy of the CCD in f64, made on the first CPU fallback.
+    ccd_host: OnceLock<CcdData>,
+}
+
+impl Stitcher<'_> {
+    /// Stitches `bundles` into their `rows` (bundles in parallel) from `results` (their
+    /// solvable patches in order; bundle i's are `first[i] - first[0] .. first[i + 1] -
+    /// first[0]`), then makes each bundle's model box (the spots from `solver`).
+    fn stitch(
+        &self,
+        bundles: &[BundlePlan],
+        rows: &mut [FrameRows],
+        results: &mut [Option<PatchResult>],
+        first: &[usize],
+        solver: &dyn FrameSolver,
+        trace: &Trace,
+    ) -> Result<Vec<BundleOutput>, ExtractError> {
+        let start = trace.now();
+        let mut per_bundle = Vec::with_capacity(bundles.len());
+        let mut rest = results;
+        for pair in first.windows(2) {
+            let (mine, tail) = rest.split_at_mut(pair[1] - pair[0]);
+            per_bundle.push(mine);
+            rest = tail;
+        }
+        let stitched: Vec<Result<Vec<PatchReport>, ExtractError>> = bundles
+            .par_iter()
+            .zip(rows.par_iter_mut())
+            .zip(per_bundle)
+            .map(|((bundle, rows), results)| self.stitch_bundle(bundle, rows, results))
+            .collect();
+        trace.record("stitch", "host", start, trace.now().saturating_sub(start));
+        let params = self.job.params;
+        let mut parts = Vec::with_capacity(bundles.len());
+        for ((bundle, rows), reports) in bundles.iter().zip(rows.iter()).zip(stitched) {
+            let model = if self.job.want_model {
+                let spots = solver.spots(bundle.corners.ispec_min, params.bundlesize)?;
+                let shape = (self.job.image.ny, self.job.image.nx);
+                Some(trace.span("model image", || {
+                    assemble::bundle_model(shape, &spots, &bundle.plans, rows, params.pad())
+                }))
+            } else {
+                None
+            };
+            parts.push(BundleOutput {
+                reports: reports?,
+                model,
+                npatch: bundle.plans.len(),
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
+    /// and returns its reports.
+    fn stitch_bundle(
+        &self,
+        bundle: &BundlePlan,
+        rows: &mut FrameRows,
+        results: &mut [Option<PatchResult>],
+    ) -> Result<Vec<PatchReport>, ExtractError> {
+        let pad = self.job.params.pad();
+        let ndiag = self.job.ndiag();
+        let mut reports = Vec::new();
+        let mut host_spots: Option<SpotTable> = None;
+        let mut results = results.iter_mut();
+        for plan in &bundle.plans {
+            let result = match plan.window {
+                None => PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd),
+                Some(_) => {
+                    let result = results.next().and_then(Option::take);
+                    match result {
+                        Some(r) if r.issue.is_none() || !self.backend.can_fall_back() => r,
+                        other => self.fall_back(bundle, plan, other, &mut host_spots)?,
+                    }
+                }
+            };
+            rows.insert(plan, &result, pad);
+            if let Some(issue) = &result.issue {
+                reports.push(PatchReport {
+                    bundle: bundle.bundle,
+                    patch: plan.patch,
+                    ispec: plan.ispec,
+                    iwave: plan.out_wave_min(pad),
+                    issue: issue.clone(),
+                });
+            }
+        }
+        Ok(reports)
+    }
+
+    /// A patch the backend did not solve (`result`: what it returned, if anything), under the
+    /// job's [`FallbackPolicy`]: solved on the CPU path and reported, or the frame fails.
+    fn fall_back(
+        &self,
+        bundle: &BundlePlan,
+        plan: &PatchPlan,
+        result: Option<PatchResult>,
+        host_spots: &mut Option<SpotTable>,
+    ) -> Result<PatchResult, ExtractError> {
+        let (job, params) = (self.job, self.job.params);
+        let reason = match result.and_then(|r| r.issue) {
+            Some(PatchIssue::Failed { reason }) => reason,
+            Some(other) => format!("{other:?}"),
+            None => "no result".to_string(),
+        };
+        if job.fallback == FallbackPolicy::Fail {
+            return Err(ExtractError::PatchFailed {
+                backend: self.backend.name(),
+                bundle: bundle.bundle,
+                patch: plan.patch,
+                ispec: plan.ispec,
+                iwave: plan.out_wave_min(params.pad()),
+                reason,
+            });
+        }
+        let spots = match host_spots {
+            Some(spots) => spots,
+            None => host_spots.insert(job.psf.spots(
+                bundle.corners.ispec_min,
+                params.bundlesize,
+                &self.padded.fullwave,
+            )?),
+        };
+        let ccd = self
+            .ccd_host
+            .get_or_init(|| CcdData::from_preproc(job.image));
+        let inputs = BundleInputs {
+            spots,
+            plans: &bundle.plans,
+            ccd: ccd.view(),
+            params,
+            ndiag: job.ndiag(),
+        };
+        let mut fallback = solve_patch(&inputs, plan);
+        if fallback.issue.is_none() {
+            fallback.issue = Some(PatchIssue::CpuFallback { reason });
+        }
+        Ok(fallback)
+    }
+}
