@@ -474,14 +474,7 @@ impl<'g> GpuFrame<'g> {
 impl FrameSolver for GpuFrame<'_> {
     fn spots(&self, ispec_min: usize, nspec: usize) -> Result<Arc<SpotTable>, SolveError> {
         let psf = self.job.psf;
-        if ispec_min + nspec > psf.nspec {
-            return Err(SolveError::Psf(PsfError::FiberRange {
-                path: psf.path.display().to_string(),
-                ispec_min,
-                ispec_max: ispec_min + nspec,
-                nspec: psf.nspec,
-            }));
-        }
+        psf.check_fibers(ispec_min, nspec)?;
         let (nfull, ny, nx) = (self.padded.nfull(), psf.stamp_ny(), psf.stamp_nx());
         let size = ny * nx;
         let fibers = ispec_min * nfull..(ispec_min + nspec) * nfull;
