@@ -8,7 +8,7 @@
 # ships inside the Nsight Compute installation (found below) and records a .qdstrm there that it
 # cannot turn into a report; copy the .qdstrm to a machine with Nsight Systems (QdstrmImporter) or
 # use the trace JSON. NVTX ranges: spots + upload, copy to device, plan, allocate, assemble,
-# cholesky, covariance, eigh, finalize, copy to host, unpack, stitch, model image, assemble frame
+# cholesky, covariance, eigh, finalize, copy to host, unpack, stitch, model image, finish frame
 # (host) and read/write (CLI).
 set -euo pipefail
 bin=${1:-target/release/desi-extract}

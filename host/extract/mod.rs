@@ -3,9 +3,10 @@
 //! each bundle stitched as soon as its patches are back (with the [`FallbackPolicy`] for patches
 //! the backend could not solve), the model image, and the finished frame.
 //!
-//! [`extract_frame`] is [`extract_bundles`] over every bundle followed by [`assemble_frame`]; the
-//! multi-process driver ([`crate::parallel`]) runs the same two steps with the bundles spread over
-//! ranks, so its output is bitwise identical.
+//! [`extract_frame`] stitches every bundle straight into the frame's rows; [`extract_bundles`]
+//! makes one block per bundle, which [`assemble_frame`] puts together (the multi-process driver,
+//! [`crate::parallel`], spreads the bundles over ranks that way). Both run the same per-bundle
+//! code and the same element-wise finishing steps, so their frames are bitwise identical.
 
 mod assemble;
 mod ccd;
@@ -225,7 +226,8 @@ fn check_bundles(bundles: &[usize], nbundle: usize) -> Result<(), ExtractError> 
     }
 }
 
-/// The frame pipeline proper: the bundles `bundles` solved by `backend` and stitched into
+/// The frame pipeline proper: the bundles `bundles` (valid indices) solved by `backend` and
+/// stitched into
 /// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
 /// are back. Returns each bundle's reports, model box and patch count (before the finishing
 /// steps: flux still per bin) and the stage times.
@@ -237,7 +239,6 @@ fn solve_into(
     progress: Progress,
     trace: &Trace,
 ) -> Result<(Vec<BundleOutput>, StageTimes), ExtractError> {
-    check_bundles(bundles, job.bundle_starts().len())?;
     let padded = job.padded_grid();
     let t_start = Instant::now();
     // The backend takes the frame (a GPU uploads the image and evaluates every spot) while the
