@@ -2,6 +2,7 @@
 
 use crate::psf::SpotTable;
 use desi_device::patch::{patch_bandwidth, PatchShape, StampView};
+use rayon::prelude::*;
 use thiserror::Error;
 
 /// Decomposition and solve parameters of `desi_extract_spectra` (docs/algorithm.md §8).
@@ -235,7 +236,7 @@ pub fn plan_bundle(
         for iwave in (pad..pad + nwave).step_by(params.nwavestep) {
             let keep = params.nwavestep.min(nwave - (iwave - pad));
             let window = pixel_window(spots, s0 - bspecmin, nspecpad, iwave, params, nrow);
-            let mut plan = PatchPlan {
+            plans.push(PatchPlan {
                 bundle,
                 patch: plans.len(),
                 bspecmin,
@@ -247,13 +248,15 @@ pub fn plan_bundle(
                 keep,
                 window,
                 kd: 0,
-            };
-            if let Some(shape) = plan.shape(params.nwavetot()) {
-                plan.kd = patch_bandwidth(&plan.corner_view(spots, pad), &shape);
-            }
-            plans.push(plan);
+            });
         }
     }
+    // The bandwidths, patches in parallel (the costly part of planning).
+    plans.par_iter_mut().for_each(|plan| {
+        if let Some(shape) = plan.shape(params.nwavetot()) {
+            plan.kd = patch_bandwidth(&plan.corner_view(spots, pad), &shape);
+        }
+    });
     plans
 }
 
