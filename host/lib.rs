@@ -7,6 +7,7 @@
 //! the PSF, [`sim`] and [`qa`] make and check simulated frames.
 #![warn(missing_docs)]
 
+pub mod exposure;
 pub mod extract;
 pub mod gpu;
 pub mod io;

@@ -23,6 +23,7 @@
 use super::extract::check_output_dir;
 use super::InputError;
 use clap::Args;
+use desi_extract::exposure::cameras;
 use desi_extract::extract::{
     assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock,
 };
@@ -86,16 +87,6 @@ impl ExposureArgs {
     }
 }
 
-/// desi_proc's grid WMIN, WMAX, DW and PSF error of a camera band (docs/algorithm.md §8).
-fn camera_setup(band: char) -> Option<(f64, f64, f64, f64)> {
-    match band {
-        'b' => Some((3600.0, 5800.0, 0.8, 0.04)),
-        'r' => Some((5760.0, 7620.0, 0.8, 0.01)),
-        'z' => Some((7520.0, 9824.0, 0.8, 0.01)),
-        _ => None,
-    }
-}
-
 /// One frame of the exposure.
 #[derive(Clone, Debug)]
 struct Job {
@@ -126,25 +117,22 @@ struct Timing {
 fn find_jobs(args: &ExposureArgs) -> (Vec<Job>, Vec<String>) {
     let expid = format!("{:08}", args.expid);
     let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
-    for spectrograph in 0..10 {
-        for band in ['b', 'r', 'z'] {
-            let camera = format!("{band}{spectrograph}");
-            let preproc = args.indir.join(format!("preproc-{camera}-{expid}.fits"));
-            if !preproc.is_file() {
-                continue;
-            }
-            let output = args.outdir.join(format!("frame-{camera}-{expid}.fits"));
-            if output.exists() && !args.overwrite {
-                skipped.push(camera);
-                continue;
-            }
-            jobs.push(Job {
-                psf: args.indir.join(format!("psf-{camera}-{expid}.fits")),
-                camera,
-                preproc,
-                output,
-            });
+    for camera in cameras::all_cameras() {
+        let preproc = args.indir.join(format!("preproc-{camera}-{expid}.fits"));
+        if !preproc.is_file() {
+            continue;
         }
+        let output = args.outdir.join(format!("frame-{camera}-{expid}.fits"));
+        if output.exists() && !args.overwrite {
+            skipped.push(camera);
+            continue;
+        }
+        jobs.push(Job {
+            psf: args.indir.join(format!("psf-{camera}-{expid}.fits")),
+            camera,
+            preproc,
+            output,
+        });
     }
     (jobs, skipped)
 }
@@ -154,17 +142,12 @@ fn grid_and_params(
     args: &ExposureArgs,
     camera: &str,
 ) -> Result<(WavelengthGrid, ExtractionParams), String> {
-    let band = camera.chars().next().unwrap_or(' ');
-    let (wmin, mut wmax, dw, psferr) =
-        camera_setup(band).ok_or_else(|| format!("unknown camera {camera}"))?;
-    if let Some(span) = args.wave_span {
-        wmax = wmax.min(wmin + span);
-    }
-    let grid = WavelengthGrid::arange(wmin, wmax, dw).map_err(|e| e.to_string())?;
+    let band = cameras::camera_band(camera).ok_or_else(|| format!("unknown camera {camera}"))?;
+    let grid = band.grid(args.wave_span).map_err(|e| e.to_string())?;
     let params = ExtractionParams {
         specmin: args.specmin,
         nspec: args.nspec,
-        psferr,
+        psferr: band.psferr,
         ..ExtractionParams::default()
     };
     Ok((grid, params))
