@@ -1,6 +1,6 @@
-//! The message path between two MPI ranks, timed end to end: rank 0 encodes a message, sends
-//! it, rank 1 receives and decodes it and answers with one byte; the median round trip of 9
-//! (after one warm-up) for the bundle blocks of a full 500-fiber r frame and for a full
+//! The message path between two MPI ranks, timed end to end: rank 0 encodes a message and
+//! sends it, rank 1 receives and decodes it and answers with one byte; the median round trip
+//! of 9 (after one warm-up) for the bundle blocks of a full 500-fiber r frame and for a full
 //! preproc image with its PSF (benches/common/wire_data.rs). Not a criterion bench: it needs
 //! two ranks.
 //!
@@ -14,9 +14,12 @@
 #[path = "common/wire_data.rs"]
 mod wire_data;
 
-use desi_extract::io::read_psf;
-use desi_extract::parallel::wire::{self, Decoder, Encoder};
+use desi_extract::io::{read_psf, PreprocImage};
+use desi_extract::parallel::wire::blocks::{read_share, share_message};
+use desi_extract::parallel::wire::preproc::PreprocHead;
+use desi_extract::parallel::wire::Outgoing;
 use desi_extract::parallel::Comm;
+use desi_extract::psf::GaussHermitePsf;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -47,37 +50,43 @@ fn round_trips(comm: &Comm, send: impl Fn(), receive: impl Fn()) -> Option<f64> 
     Some(times[REPEATS / 2])
 }
 
+/// The reader's message: the PSF and the preproc image.
+fn inputs_message<'a>(psf: &'a GaussHermitePsf, image: &'a PreprocImage) -> Outgoing<'a> {
+    let mut planes = Vec::new();
+    let head = (psf, PreprocHead::new(image, &mut planes));
+    Outgoing::new(&head, planes).expect("encodes")
+}
+
 fn main() {
     let comm = Comm::init();
     if comm.size() != 2 {
         eprintln!("wire_mpi: run it under `mpirun -n 2` (this is a single process): skipped");
         return;
     }
-    let blocks = Ok(wire_data::r_frame_blocks());
+    let blocks = wire_data::r_frame_blocks();
     let preproc = wire_data::full_preproc();
     let psf = read_psf(Path::new(PSF)).expect("bundled PSF");
 
     let blocks_s = round_trips(
         &comm,
-        || comm.send(1, &wire::encode_blocks(&blocks)),
+        || comm.send_message(1, &share_message(Ok(&blocks)).expect("encodes")),
         || {
-            let blocks = wire::decode_blocks(&comm.recv(0)).expect("decodes");
-            black_box(blocks.expect("no remote error"));
+            let message = comm.recv_message(0).expect("receives");
+            black_box(
+                read_share(message)
+                    .expect("decodes")
+                    .expect("no remote error"),
+            );
         },
     );
     let inputs_s = round_trips(
         &comm,
+        || comm.send_message(1, &inputs_message(&psf, &preproc)),
         || {
-            let mut e = Encoder::new();
-            wire::put_psf(&mut e, &psf);
-            wire::put_preproc(&mut e, &preproc, true);
-            comm.send(1, &e.finish());
-        },
-        || {
-            let bytes = comm.recv(0);
-            let mut d = Decoder::new(&bytes);
-            let psf = wire::get_psf(&mut d).expect("decodes");
-            black_box((psf, wire::get_preproc(&mut d).expect("decodes")));
+            let mut message = comm.recv_message(0).expect("receives");
+            let (psf, head): (GaussHermitePsf, PreprocHead) = message.head().expect("decodes");
+            let image = head.into_image(&mut message).expect("decodes");
+            black_box((psf, image));
         },
     );
     if let (Some(blocks_s), Some(inputs_s)) = (blocks_s, inputs_s) {
