@@ -15,7 +15,7 @@
 //! head, so a malformed message is a [`WireError`], never a panic. Both ends run the same
 //! binary: there is no versioning.
 //!
-//! Why planes apart (benches/wire.rs and benches/wire_mpi.rs, docs/design.md §6): encoding
+//! Why planes apart (benches/wire.rs and benches/wire_mpi.rs, docs/design.md §6.1): encoding
 //! a 4128 x 4114 preproc image value by value, as postcard (and the former hand-written
 //! encoder) does, costs a few hundred milliseconds per frame on the sending and the receiving
 //! rank; as typed buffers it costs nothing beyond MPI's own copy.
