@@ -53,6 +53,7 @@ use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
@@ -242,19 +243,6 @@ fn nan_max(a: f64, b: f64) -> f64 {
         f64::NAN
     } else {
         a.max(b)
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
     }
 }
 

@@ -18,4 +18,5 @@ pub mod psf;
 pub mod qa;
 pub mod sim;
 pub mod solve;
+pub mod stats;
 pub mod trace;

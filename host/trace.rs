@@ -2,7 +2,9 @@
 //! timeline of the same spans plus GPU kernel times, written as a Chrome/Perfetto trace JSON
 //! (`chrome://tracing`, <https://ui.perfetto.dev>) that needs no Nsight.
 
-use std::io::Write;
+use crate::io::atomic::write_file_atomically;
+use crate::io::IoError;
+use serde::Serialize;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -100,36 +102,87 @@ impl Trace {
     }
 
     /// Writes the Chrome trace-event JSON (complete events, microseconds; host on thread 1,
-    /// GPU kernels on thread 2).
-    pub fn write_chrome(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            writeln!(out, "{{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
-            writeln!(
-                out,
-                "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":1,\"args\":{{\"name\":\"host stages\"}}}},"
-            )?;
-            write!(
-                out,
-                "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":2,\"args\":{{\"name\":\"GPU kernels (CUDA events)\"}}}}"
-            )?;
-            for span in self.spans() {
-                let tid = if span.track == "gpu" { 2 } else { 1 };
-                write!(
-                    out,
-                    ",\n{{\"name\":{},\"cat\":\"{}\",\"ph\":\"X\",\"pid\":1,\"tid\":{tid},\"ts\":{:.3},\"dur\":{:.3}}}",
-                    json_string(&span.name),
-                    span.track,
-                    span.start.as_secs_f64() * 1e6,
-                    span.duration.as_secs_f64() * 1e6
-                )?;
-            }
-            writeln!(out, "\n]}}")?;
-            out.flush()?;
-        }
-        std::fs::rename(&tmp, path)
+    /// GPU kernels on thread 2), atomically (a temporary beside `path`, renamed when complete).
+    pub fn write_chrome(&self, path: &Path) -> Result<(), IoError> {
+        let spans = self.spans();
+        let thread = |tid, name| ChromeEvent {
+            name: "thread_name",
+            cat: None,
+            ph: "M",
+            pid: 1,
+            tid,
+            ts: None,
+            dur: None,
+            args: Some(ThreadName { name }),
+        };
+        let mut events = vec![
+            thread(HOST_TID, "host stages"),
+            thread(GPU_TID, "GPU kernels (CUDA events)"),
+        ];
+        events.extend(spans.iter().map(|span| ChromeEvent {
+            name: &span.name,
+            cat: Some(span.track),
+            ph: "X",
+            pid: 1,
+            tid: if span.track == "gpu" {
+                GPU_TID
+            } else {
+                HOST_TID
+            },
+            ts: Some(span.start.as_secs_f64() * 1e6),
+            dur: Some(span.duration.as_secs_f64() * 1e6),
+            args: None,
+        }));
+        let trace = ChromeTrace {
+            display_time_unit: "ms",
+            trace_events: events,
+        };
+        write_file_atomically(path, |out| {
+            serde_json::to_writer(out, &trace).map_err(|e| IoError::Io {
+                path: path.to_path_buf(),
+                op: "write the trace JSON",
+                source: e.into(),
+            })
+        })
     }
+}
+
+/// Chrome trace-event thread of the host stages.
+const HOST_TID: u32 = 1;
+/// Chrome trace-event thread of the GPU kernel times.
+const GPU_TID: u32 = 2;
+
+/// A Chrome trace file (JSON object format).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChromeTrace<'a> {
+    display_time_unit: &'static str,
+    trace_events: Vec<ChromeEvent<'a>>,
+}
+
+/// One trace event: a complete event (`ph` X) or thread-name metadata (`ph` M).
+#[derive(Serialize)]
+struct ChromeEvent<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cat: Option<&'a str>,
+    ph: &'static str,
+    pid: u32,
+    tid: u32,
+    /// Start, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<f64>,
+    /// Duration, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dur: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<ThreadName>,
+}
+
+/// Arguments of a `thread_name` metadata event.
+#[derive(Serialize)]
+struct ThreadName {
+    name: &'static str,
 }
 
 /// An NVTX range over the whole process (ended when dropped), for stages that begin and end
@@ -143,22 +196,6 @@ fn nvtx_name(name: &str) -> std::ffi::CString {
     std::ffi::CString::new(name.replace('\0', " ")).unwrap_or_default()
 }
 
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut s = String::with_capacity(text.len() + 2);
-    s.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +206,7 @@ mod tests {
         let v = trace.span("spots", || 41 + 1);
         assert_eq!(v, 42);
         trace.record(
-            "assemble \"kernel\"",
+            "assemble \"kernel\"\n\\ \u{1}",
             "gpu",
             Duration::from_micros(5),
             Duration::from_micros(7),
@@ -177,15 +214,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.json");
         trace.write_chrome(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["t.json"], "no temporary left");
         let text = std::fs::read_to_string(&path).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["displayTimeUnit"], "ms");
         let events = json["traceEvents"].as_array().unwrap();
+        // Thread names first (metadata events), then the spans in recording order.
+        let meta: Vec<_> = events.iter().filter(|e| e["ph"] == "M").collect();
+        assert_eq!(meta.len(), 2);
+        for (e, (tid, name)) in meta
+            .iter()
+            .zip([(1, "host stages"), (2, "GPU kernels (CUDA events)")])
+        {
+            assert_eq!(e["name"], "thread_name");
+            assert_eq!((e["pid"].as_u64(), e["tid"].as_u64()), (Some(1), Some(tid)));
+            assert_eq!(e["args"]["name"], name);
+            assert!(e.get("ts").is_none() && e.get("cat").is_none());
+        }
         let spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
         assert_eq!(spans.len(), 2);
-        assert_eq!(spans[1]["name"], "assemble \"kernel\"");
+        assert_eq!(spans[0]["name"], "spots");
+        assert_eq!(spans[0]["cat"], "host");
+        assert_eq!(spans[0]["tid"], 1);
+        assert_eq!(spans[1]["name"], "assemble \"kernel\"\n\\ \u{1}");
+        assert_eq!(spans[1]["cat"], "gpu");
+        assert_eq!(spans[1]["pid"], 1);
         assert_eq!(spans[1]["tid"], 2);
+        assert!((spans[1]["ts"].as_f64().unwrap() - 5.0).abs() < 1e-9);
         assert!((spans[1]["dur"].as_f64().unwrap() - 7.0).abs() < 1e-9);
+        assert!(spans.iter().all(|e| e.get("args").is_none()));
         let totals = trace.totals();
         assert_eq!(totals.len(), 2);
+
+        // A directory that does not exist: an error naming the file, nothing written.
+        let missing = dir.path().join("no-such-dir").join("t.json");
+        let err = trace.write_chrome(&missing).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

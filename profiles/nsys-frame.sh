@@ -7,8 +7,9 @@
 # BIN defaults to target/release/desi-extract. On the H100 lending machine nsys is not on PATH: it
 # ships inside the Nsight Compute installation (found below) and records a .qdstrm there that it
 # cannot turn into a report; copy the .qdstrm to a machine with Nsight Systems (QdstrmImporter) or
-# use the trace JSON. NVTX ranges: prepare, copy to device, spots, plan, allocate, assemble,
-# cholesky, covariance, eigh, finalize, copy to host, unpack, stitch (host) and read/write (CLI).
+# use the trace JSON. NVTX ranges: spots + upload, copy to device, plan, allocate, assemble,
+# cholesky, covariance, eigh, finalize, copy to host, unpack, stitch, model image, finish frame
+# (host) and read/write (CLI).
 set -euo pipefail
 bin=${1:-target/release/desi-extract}
 out=${2:-profile-output}

@@ -6,7 +6,9 @@
 mod common;
 
 use common::{extract_cpu_model, psf};
-use desi_extract::extract::{extract_frame, ExtractError, Extraction};
+use desi_extract::extract::{
+    assemble_frame, extract_bundles, extract_frame, ExtractError, Extraction,
+};
 use desi_extract::io::PreprocImage;
 use desi_extract::job::{FallbackPolicy, FrameJob};
 use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
@@ -231,4 +233,24 @@ fn host_corners_are_the_corners_of_the_full_spots() {
         );
     }
     assert!(psf.corners(490, 25, &waves).is_err());
+}
+
+#[test]
+fn frame_rows_and_assembled_blocks_are_bitwise_equal() {
+    let (psf, preproc, grid, params) = frame();
+    let job = FrameJob::new(&psf, &preproc, &grid, &params)
+        .unwrap()
+        .with_model(true);
+    let direct = extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).unwrap();
+    // Blocks in the order a two-rank run would gather them, bundle 1 first.
+    let mut blocks = Vec::new();
+    for bundle in [1, 0] {
+        let set = extract_bundles(&job, &CpuBackend, &[bundle], &|_, _| {}, &Trace::new()).unwrap();
+        blocks.extend(set.blocks);
+    }
+    let shape = Some((preproc.ny, preproc.nx));
+    let assembled = assemble_frame(&grid, &params, psf.hsizey, blocks, shape).unwrap();
+    assert_same_arrays(&direct, &assembled);
+    assert_eq!(direct.reports, assembled.reports);
+    assert_eq!(direct.npatch, assembled.npatch);
 }

@@ -449,7 +449,8 @@ fn picture_rejects_bad_fibers_and_paths() {
     let missing = dir.path().join("no-such-dir").join("qa.png");
     let err = qa::write_png(&canvas, &missing).unwrap_err();
     assert!(
-        matches!(err, QaError::OutputPath { .. }) && err.to_string().contains("no-such-dir"),
+        matches!(err, QaError::Output(io::IoError::InvalidInput { .. }))
+            && err.to_string().contains("no-such-dir"),
         "{err}"
     );
     assert!(err.is_input());

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{bundle_params, extract_cpu, psf};
-use desi_extract::patch::stitch::median;
 use desi_extract::patch::WavelengthGrid;
 use desi_extract::qa::convolve_truth;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::stats::median;
 
 #[test]
 fn noisy_bundle_pulls_are_unit_normal() {

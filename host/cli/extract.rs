@@ -6,11 +6,11 @@ use clap::Args;
 use desi_extract::extract::{extract_frame, frame_data, Extraction};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
-use desi_extract::job::FrameJob;
+use desi_extract::job::{FallbackPolicy, FrameJob};
 use desi_extract::parallel::{extract_frame_on_ranks, gpu_for_rank, Comm};
-use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
+use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -69,6 +69,10 @@ pub struct ExtractArgs {
     /// Run every stage on an NVIDIA GPU (a clear error where there is none).
     #[arg(long)]
     gpu: bool,
+    /// What to do with a patch the GPU could not solve: `cpu` solves it again on the CPU and
+    /// reports it, `fail` fails the frame (exit 2, no frame written).
+    #[arg(long = "gpu-fallback", value_enum, default_value_t = GpuFallback::Cpu)]
+    gpu_fallback: GpuFallback,
     /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -76,6 +80,24 @@ pub struct ExtractArgs {
     /// local_rank % visible GPUs instead).
     #[arg(long = "gpu-device", default_value_t = 0)]
     gpu_device: usize,
+}
+
+/// `--gpu-fallback` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuFallback {
+    /// Solve the patch again on the CPU and report it.
+    Cpu,
+    /// Fail the frame.
+    Fail,
+}
+
+impl From<GpuFallback> for FallbackPolicy {
+    fn from(choice: GpuFallback) -> Self {
+        match choice {
+            GpuFallback::Cpu => FallbackPolicy::CpuAndReport,
+            GpuFallback::Fail => FallbackPolicy::Fail,
+        }
+    }
 }
 
 impl ExtractArgs {
@@ -144,7 +166,9 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
     };
-    let job = FrameJob::new(&psf, &image, &grid, &params)?.with_model(args.model.is_some());
+    let job = FrameJob::new(&psf, &image, &grid, &params)?
+        .with_model(args.model.is_some())
+        .with_fallback(args.gpu_fallback.into());
     let bar = progress_bar();
     let read_time = start.elapsed();
     let t0 = Instant::now();

@@ -6,10 +6,10 @@ use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
 use desi_extract::job::FrameJob;
-use desi_extract::patch::stitch::median;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::CpuBackend;
+use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,12 +69,11 @@ fn bundled_psf() -> Result<PathBuf, InputError> {
 
 /// Relative-difference statistics of two arrays where `mask` holds.
 fn rel_stats(a: &[f64], b: &[f64], mask: impl Fn(usize) -> bool) -> (f64, f64) {
-    let mut d: Vec<f64> = (0..a.len())
+    let d: Vec<f64> = (0..a.len())
         .filter(|&i| mask(i))
         .map(|i| (a[i] - b[i]).abs() / a[i].abs().max(b[i].abs()).max(1e-300))
         .collect();
     let max = d.iter().cloned().fold(0.0, f64::max);
-    d.sort_by(|x, y| x.total_cmp(y));
     (median(d), max)
 }
 
@@ -148,19 +147,15 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let ivar_zero_mismatch = (0..a.ivar.len())
         .filter(|&i| (a.ivar[i] > 0.0) != (b.ivar[i] > 0.0))
         .count();
-    gpu_times.sort();
-    let med = gpu_times
-        .get(gpu_times.len() / 2)
-        .copied()
-        .unwrap_or(Duration::ZERO);
+    let gpu_secs: Vec<f64> = gpu_times.iter().map(Duration::as_secs_f64).collect();
     println!(
         "selftest: CPU {:.2} s; GPU median of {} runs {:.3} s (all: {:?})",
         cpu_time.as_secs_f64(),
-        gpu_times.len(),
-        med.as_secs_f64(),
-        gpu_times
+        gpu_secs.len(),
+        median(gpu_secs.clone()),
+        gpu_secs
             .iter()
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .map(|s| format!("{s:.3}"))
             .collect::<Vec<_>>()
     );
     println!("  stage (last run)     host ms   GPU (CUDA events) ms");

@@ -2,7 +2,7 @@
 //! their model-image boxes, and the frame they assemble into.
 
 use super::{ExtractError, Extraction, PatchReport, StageTimes};
-use crate::patch::stitch::{spectrum_mask, FrameArrays};
+use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows};
 use crate::patch::{ExtractionParams, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 
@@ -105,9 +105,7 @@ pub fn assemble_frame(
     }
     let nwave = grid.nwave();
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
-    let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
-    let mut reports = Vec::new();
-    let mut npatch = 0;
+    let mut parts = Vec::with_capacity(blocks.len());
     let ndiagonal = 2 * ndiag + 1;
     for block in blocks {
         let b = &block.arrays;
@@ -132,14 +130,46 @@ pub fn assemble_frame(
         arrays.chi2pix[lo..hi].copy_from_slice(&b.chi2pix);
         arrays.pixmask_fraction[lo..hi].copy_from_slice(&b.pixmask_fraction);
         arrays.rdiags[lo * ndiagonal..hi * ndiagonal].copy_from_slice(&b.rdiags);
-        if let (Some((full, nrow, ncol)), Some(part)) = (model.as_mut(), &block.model) {
-            part.add_to(full, *nrow, *ncol);
+        parts.push(BundleOutput {
+            reports: block.reports,
+            model: block.model,
+            npatch: block.npatch,
+        });
+    }
+    Ok(finish_frame(grid, arrays, parts, model_shape))
+}
+
+/// What a bundle adds to its frame besides its rows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct BundleOutput {
+    /// Per-patch problems of the bundle.
+    pub reports: Vec<PatchReport>,
+    /// The bundle's model image box, when requested.
+    pub model: Option<ModelBox>,
+    /// Patches of the bundle.
+    pub npatch: usize,
+}
+
+/// The finished frame from its finished rows (per Angstrom) and its bundles' outputs in bundle
+/// order: the mask on the whole frame, the model boxes summed in bundle order.
+pub(super) fn finish_frame(
+    grid: &WavelengthGrid,
+    arrays: FrameArrays,
+    parts: Vec<BundleOutput>,
+    model_shape: Option<(usize, usize)>,
+) -> Extraction {
+    let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
+    let mut reports = Vec::new();
+    let mut npatch = 0;
+    for part in parts {
+        if let (Some((full, nrow, ncol)), Some(boxed)) = (model.as_mut(), &part.model) {
+            boxed.add_to(full, *nrow, *ncol);
         }
-        reports.extend(block.reports);
-        npatch += block.npatch;
+        reports.extend(part.reports);
+        npatch += part.npatch;
     }
     let mask = spectrum_mask(&arrays);
-    Ok(Extraction {
+    Extraction {
         grid: grid.clone(),
         arrays,
         mask,
@@ -147,7 +177,7 @@ pub fn assemble_frame(
         model: model.map(|(full, _, _)| full),
         npatch,
         times: StageTimes::default(),
-    })
+    }
 }
 
 /// The model image of one bundle's patches (docs/algorithm.md §4.9) in the bounding box of its
@@ -156,7 +186,7 @@ pub(super) fn bundle_model(
     (nrow, ncol): (usize, usize),
     spots: &SpotTable,
     plans: &[PatchPlan],
-    arrays: &FrameArrays,
+    rows: &FrameRows,
     pad: usize,
 ) -> ModelBox {
     let (mut row_min, mut row_max) = (nrow, 0);
@@ -182,7 +212,7 @@ pub(super) fn bundle_model(
             (row_min, col_min),
             spots,
             plan,
-            arrays,
+            rows,
             pad,
         );
     }
@@ -205,7 +235,7 @@ fn add_patch_model_in(
     origin: (usize, usize),
     spots: &SpotTable,
     plan: &PatchPlan,
-    arrays: &FrameArrays,
+    rows: &FrameRows,
     pad: usize,
 ) {
     let Some(window) = plan.window else { return };
@@ -215,7 +245,7 @@ fn add_patch_model_in(
         let s = ispec - spots.ispec_min;
         for j in 0..plan.keep {
             let out = plan.out_wave_min(pad) + j;
-            let flux = arrays.flux[(ispec - arrays.specmin) * arrays.nwave + out];
+            let flux = rows.flux_at(ispec, out);
             let k = plan.iwave + j;
             let corner = spots.corner(s, k);
             let stamp = spots.stamp(s, k);

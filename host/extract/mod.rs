@@ -3,9 +3,10 @@
 //! each bundle stitched as soon as its patches are back (with the [`FallbackPolicy`] for patches
 //! the backend could not solve), the model image, and the finished frame.
 //!
-//! [`extract_frame`] is [`extract_bundles`] over every bundle followed by [`assemble_frame`]; the
-//! multi-process driver ([`crate::parallel`]) runs the same two steps with the bundles spread over
-//! ranks, so its output is bitwise identical.
+//! [`extract_frame`] stitches every bundle straight into the frame's rows; [`extract_bundles`]
+//! makes one block per bundle, which [`assemble_frame`] puts together (the multi-process driver,
+//! [`crate::parallel`], spreads the bundles over ranks that way). Both run the same per-bundle
+//! code and the same element-wise finishing steps, so their frames are bitwise identical.
 
 mod assemble;
 mod ccd;
@@ -13,6 +14,7 @@ mod checks;
 mod output;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
+use assemble::{finish_frame, BundleOutput};
 pub(crate) use ccd::trace_rows;
 pub use ccd::{CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd};
@@ -20,7 +22,7 @@ pub use output::frame_data;
 
 use crate::job::{FallbackPolicy, FrameJob};
 use crate::patch::plan::plan_bundle;
-use crate::patch::stitch::FrameArrays;
+use crate::patch::stitch::{FrameArrays, FrameRows};
 use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{PsfError, SpotTable};
 use crate::solve::cpu::solve_patch;
@@ -134,8 +136,9 @@ pub struct Extraction {
 /// Progress callback: (patches done, patches total).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-/// Extracts the spectra `params.specmin .. +nspec` of the job: [`extract_bundles`] over every
-/// bundle, then [`assemble_frame`].
+/// Extracts the spectra `params.specmin .. +nspec` of the job: every bundle stitched straight
+/// into the frame's rows, then the frame finished. The result is bitwise that of
+/// [`extract_bundles`] over every bundle followed by [`assemble_frame`] (the multi-process path).
 ///
 /// # Errors
 /// As [`extract_bundles`].
@@ -145,26 +148,22 @@ pub fn extract_frame(
     progress: Progress,
     trace: &Trace,
 ) -> Result<Extraction, ExtractError> {
+    let params = job.params;
     let all: Vec<usize> = (0..job.bundle_starts().len()).collect();
-    let set = extract_bundles(job, backend, &all, progress, trace)?;
+    let mut arrays = FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag());
+    let rows = arrays.row_blocks_mut(params.bundlesize);
+    let (parts, mut times) = solve_into(job, backend, &all, rows, progress, trace)?;
     let t0 = Instant::now();
-    let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
-    let mut extraction = trace.span("assemble frame", || {
-        assemble_frame(job.grid, job.params, job.ndiag(), set.blocks, model_shape)
-    })?;
-    extraction.times = set.times;
-    extraction.times.finalize += t0.elapsed();
+    let extraction = trace.span("finish frame", || {
+        arrays.zero_fully_masked();
+        arrays.to_per_angstrom(&job.grid.bin_widths());
+        let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
+        let mut extraction = finish_frame(job.grid, arrays, parts, model_shape);
+        times.finalize += t0.elapsed();
+        extraction.times = times;
+        extraction
+    });
     Ok(extraction)
-}
-
-/// The plans of one bundle with the corner-only spot table they were made from.
-struct BundlePlan {
-    /// Bundle index.
-    bundle: usize,
-    /// Stamp corners of the bundle's fibers on the padded grid.
-    corners: SpotTable,
-    /// Every patch of the bundle, off-CCD ones included.
-    plans: Vec<PatchPlan>,
 }
 
 /// Extracts the bundles `bundles` (indices into `params.bundle_starts()`) of the job and
@@ -181,13 +180,65 @@ pub fn extract_bundles(
     progress: Progress,
     trace: &Trace,
 ) -> Result<BundleSet, ExtractError> {
+    let params = job.params;
     let starts = job.bundle_starts();
-    if let Some(&bad) = bundles.iter().find(|&&b| b >= starts.len()) {
-        return Err(ExtractError::Params(ParamsError::Invalid(format!(
-            "bundle {bad} requested but the frame has {} bundles",
-            starts.len()
-        ))));
+    check_bundles(bundles, starts.len())?;
+    let spec_max = params.specmin + params.nspec;
+    let mut arrays: Vec<FrameArrays> = bundles
+        .iter()
+        .map(|&b| {
+            let nspec = params.bundlesize.min(spec_max - starts[b]);
+            FrameArrays::new(starts[b], nspec, job.grid.nwave(), job.ndiag())
+        })
+        .collect();
+    let rows = arrays
+        .iter_mut()
+        .flat_map(|a| a.row_blocks_mut(params.bundlesize))
+        .collect();
+    let (parts, times) = solve_into(job, backend, bundles, rows, progress, trace)?;
+    let dwave = job.grid.bin_widths();
+    let blocks = arrays
+        .into_iter()
+        .zip(parts)
+        .zip(bundles)
+        .map(|((mut arrays, part), &bundle)| {
+            arrays.zero_fully_masked();
+            arrays.to_per_angstrom(&dwave);
+            BundleBlock {
+                bundle,
+                arrays,
+                reports: part.reports,
+                model: part.model,
+                npatch: part.npatch,
+            }
+        })
+        .collect();
+    Ok(BundleSet { blocks, times })
+}
+
+/// Refuses bundle indices beyond the frame's `nbundle`.
+fn check_bundles(bundles: &[usize], nbundle: usize) -> Result<(), ExtractError> {
+    match bundles.iter().find(|&&b| b >= nbundle) {
+        Some(bad) => Err(ExtractError::Params(ParamsError::Invalid(format!(
+            "bundle {bad} requested but the frame has {nbundle} bundles"
+        )))),
+        None => Ok(()),
     }
+}
+
+/// The frame pipeline proper: the bundles `bundles` (valid indices) solved by `backend` and
+/// stitched into
+/// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
+/// are back. Returns each bundle's reports, model box and patch count (before the finishing
+/// steps: flux still per bin) and the stage times.
+fn solve_into(
+    job: &FrameJob,
+    backend: &dyn Backend,
+    bundles: &[usize],
+    mut rows: Vec<FrameRows>,
+    progress: Progress,
+    trace: &Trace,
+) -> Result<(Vec<BundleOutput>, StageTimes), ExtractError> {
     let padded = job.padded_grid();
     let t_start = Instant::now();
     // The backend takes the frame (a GPU uploads the image and evaluates every spot) while the
@@ -228,7 +279,7 @@ pub fn extract_bundles(
     };
     let total: usize = planned.iter().map(|b| b.plans.len()).sum();
     let mut results: Vec<Option<PatchResult>> = (0..first[planned.len()]).map(|_| None).collect();
-    let mut blocks = Vec::with_capacity(planned.len());
+    let mut parts = Vec::with_capacity(planned.len());
     let (mut stitched, mut done) = (0, 0);
     let mut stitch_time = Duration::ZERO;
     progress(0, total);
@@ -254,15 +305,16 @@ pub fn extract_bundles(
         if ready > 0 {
             let t0 = Instant::now();
             let range = stitched..stitched + ready;
-            let mut new_blocks = stitcher.stitch(
+            let mut new_parts = stitcher.stitch(
                 &planned[range.clone()],
+                &mut rows[range.clone()],
                 &mut results[first[range.start]..first[range.end]],
                 &first[range.start..=range.end],
                 &*solver,
                 trace,
             )?;
             done += planned[range].iter().map(|b| b.plans.len()).sum::<usize>();
-            blocks.append(&mut new_blocks);
+            parts.append(&mut new_parts);
             stitched += ready;
             stitch_time += t0.elapsed();
             progress(done, total);
@@ -274,7 +326,17 @@ pub fn extract_bundles(
         finalize: stitch_time,
         detail: solver.stage_times(),
     };
-    Ok(BundleSet { blocks, times })
+    Ok((parts, times))
+}
+
+/// The plans of one bundle with the corner-only spot table they were made from.
+struct BundlePlan {
+    /// Bundle index.
+    bundle: usize,
+    /// Stamp corners of the bundle's fibers on the padded grid.
+    corners: SpotTable,
+    /// Every patch of the bundle, off-CCD ones included.
+    plans: Vec<PatchPlan>,
 }
 
 /// The stamp corners and the patch plans of `bundles` (host, bundles in parallel).
@@ -311,17 +373,18 @@ struct Stitcher<'a> {
 }
 
 impl Stitcher<'_> {
-    /// Stitches `bundles` (in parallel) from `results` (their solvable patches in order; bundle
-    /// i's are `first[i] - first[0] .. first[i + 1] - first[0]`), then adds each bundle's model
-    /// box (the spots from `solver`) and finishes its rows.
+    /// Stitches `bundles` into their `rows` (bundles in parallel) from `results` (their
+    /// solvable patches in order; bundle i's are `first[i] - first[0] .. first[i + 1] -
+    /// first[0]`), then makes each bundle's model box (the spots from `solver`).
     fn stitch(
         &self,
         bundles: &[BundlePlan],
+        rows: &mut [FrameRows],
         results: &mut [Option<PatchResult>],
         first: &[usize],
         solver: &dyn FrameSolver,
         trace: &Trace,
-    ) -> Result<Vec<BundleBlock>, ExtractError> {
+    ) -> Result<Vec<BundleOutput>, ExtractError> {
         let start = trace.now();
         let mut per_bundle = Vec::with_capacity(bundles.len());
         let mut rest = results;
@@ -330,51 +393,44 @@ impl Stitcher<'_> {
             per_bundle.push(mine);
             rest = tail;
         }
-        let stitched: Vec<Result<BundleBlock, ExtractError>> = bundles
+        let stitched: Vec<Result<Vec<PatchReport>, ExtractError>> = bundles
             .par_iter()
+            .zip(rows.par_iter_mut())
             .zip(per_bundle)
-            .map(|(bundle, results)| self.stitch_bundle(bundle, results))
+            .map(|((bundle, rows), results)| self.stitch_bundle(bundle, rows, results))
             .collect();
         trace.record("stitch", "host", start, trace.now().saturating_sub(start));
-        let (params, grid) = (self.job.params, self.job.grid);
-        let dwave = grid.bin_widths();
-        let mut blocks = Vec::with_capacity(bundles.len());
-        for (bundle, block) in bundles.iter().zip(stitched) {
-            let mut block = block?;
-            if self.job.want_model {
+        let params = self.job.params;
+        let mut parts = Vec::with_capacity(bundles.len());
+        for ((bundle, rows), reports) in bundles.iter().zip(rows.iter()).zip(stitched) {
+            let model = if self.job.want_model {
                 let spots = solver.spots(bundle.corners.ispec_min, params.bundlesize)?;
                 let shape = (self.job.image.ny, self.job.image.nx);
-                block.model = Some(trace.span("model image", || {
-                    assemble::bundle_model(
-                        shape,
-                        &spots,
-                        &bundle.plans,
-                        &block.arrays,
-                        params.pad(),
-                    )
-                }));
-            }
-            block.arrays.zero_fully_masked();
-            block.arrays.to_per_angstrom(&dwave);
-            blocks.push(block);
+                Some(trace.span("model image", || {
+                    assemble::bundle_model(shape, &spots, &bundle.plans, rows, params.pad())
+                }))
+            } else {
+                None
+            };
+            parts.push(BundleOutput {
+                reports: reports?,
+                model,
+                npatch: bundle.plans.len(),
+            });
         }
-        Ok(blocks)
+        Ok(parts)
     }
 
-    /// One bundle's rows from its patches' results (`results`: its solvable patches in order),
-    /// before the finishing steps.
+    /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
+    /// and returns its reports.
     fn stitch_bundle(
         &self,
         bundle: &BundlePlan,
+        rows: &mut FrameRows,
         results: &mut [Option<PatchResult>],
-    ) -> Result<BundleBlock, ExtractError> {
-        let (job, params) = (self.job, self.job.params);
-        let (pad, ndiag) = (params.pad(), job.ndiag());
-        let bspecmin = bundle.corners.ispec_min;
-        let bnspec = params
-            .bundlesize
-            .min(params.specmin + params.nspec - bspecmin);
-        let mut arrays = FrameArrays::new(bspecmin, bnspec, job.grid.nwave(), ndiag);
+    ) -> Result<Vec<PatchReport>, ExtractError> {
+        let pad = self.job.params.pad();
+        let ndiag = self.job.ndiag();
         let mut reports = Vec::new();
         let mut host_spots: Option<SpotTable> = None;
         let mut results = results.iter_mut();
@@ -389,7 +445,7 @@ impl Stitcher<'_> {
                     }
                 }
             };
-            arrays.insert(plan, &result, pad);
+            rows.insert(plan, &result, pad);
             if let Some(issue) = &result.issue {
                 reports.push(PatchReport {
                     bundle: bundle.bundle,
@@ -400,13 +456,7 @@ impl Stitcher<'_> {
                 });
             }
         }
-        Ok(BundleBlock {
-            bundle: bundle.bundle,
-            arrays,
-            reports,
-            model: None,
-            npatch: bundle.plans.len(),
-        })
+        Ok(reports)
     }
 
     /// A patch the backend did not solve (`result`: what it returned, if anything), under the

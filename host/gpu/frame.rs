@@ -17,7 +17,7 @@ use crate::solve::{Backend, FrameSolver, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, PushKernelArg};
 use desi_device::linalg::{banded, jacobi};
-use desi_device::patch::{patch_bandwidth, PatchDesc, StampView, PATCH_DESC_WORDS};
+use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::spot::StampCorner;
 use desi_device::Status;
 use rayon::prelude::*;
@@ -361,22 +361,13 @@ impl<'g> GpuFrame<'g> {
     fn describe(&self, plans: Vec<PatchPlan>) -> Vec<Planned> {
         let params = self.job.params;
         let (nfull, pad, nwavetot) = (self.padded.nfull(), params.pad(), params.nwavetot());
-        let (ny, nx) = (self.job.psf.stamp_ny(), self.job.psf.stamp_nx());
-        let mut planned: Vec<Planned> = plans
-            .into_par_iter()
+        let (mut band_total, mut pixel_total) = (0u64, 0u64);
+        plans
+            .into_iter()
             .filter_map(|plan| {
                 let window = plan.window?;
-                let shape = plan.shape(nwavetot)?;
-                let stamp_offset = plan.s0 * nfull + (plan.iwave - pad);
-                let view = StampView {
-                    stamps: &[],
-                    corners: &self.corners[stamp_offset..],
-                    fiber_stride: nfull,
-                    ny,
-                    nx,
-                };
                 let desc = PatchDesc {
-                    stamp_offset: stamp_offset as u64,
+                    stamp_offset: (plan.s0 * nfull + (plan.iwave - pad)) as u64,
                     fiber_stride: nfull as u64,
                     nspecpad: plan.nspecpad as u64,
                     nspp: plan.nspp as u64,
@@ -386,21 +377,15 @@ impl<'g> GpuFrame<'g> {
                     row_max: window.row_max as i64,
                     col_min: window.col_min as i64,
                     col_max: window.col_max as i64,
-                    kd: patch_bandwidth(&view, &shape) as u64,
-                    band_offset: 0,
-                    pixel_offset: 0,
+                    kd: plan.kd as u64,
+                    band_offset: band_total,
+                    pixel_offset: pixel_total,
                 };
+                band_total += desc.band_len(nwavetot) as u64;
+                pixel_total += desc.npix() as u64;
                 Some(Planned { plan, desc })
             })
-            .collect();
-        let (mut band_total, mut pixel_total) = (0u64, 0u64);
-        for p in &mut planned {
-            p.desc.band_offset = band_total;
-            p.desc.pixel_offset = pixel_total;
-            band_total += p.desc.band_len(nwavetot) as u64;
-            pixel_total += p.desc.npix() as u64;
-        }
-        planned
+            .collect()
     }
 
     /// Sizes the batches to the free device memory: two in flight share it, and a frame has
@@ -489,14 +474,7 @@ impl<'g> GpuFrame<'g> {
 impl FrameSolver for GpuFrame<'_> {
     fn spots(&self, ispec_min: usize, nspec: usize) -> Result<Arc<SpotTable>, SolveError> {
         let psf = self.job.psf;
-        if ispec_min + nspec > psf.nspec {
-            return Err(SolveError::Psf(PsfError::FiberRange {
-                path: psf.path.display().to_string(),
-                ispec_min,
-                ispec_max: ispec_min + nspec,
-                nspec: psf.nspec,
-            }));
-        }
+        psf.check_fibers(ispec_min, nspec)?;
         let (nfull, ny, nx) = (self.padded.nfull(), psf.stamp_ny(), psf.stamp_nx());
         let size = ny * nx;
         let fibers = ispec_min * nfull..(ispec_min + nspec) * nfull;
@@ -642,7 +620,7 @@ fn upload_ccd(
         .stage("copy image and weights to device")?;
     drop(staging);
     trace.record(
-        "copy to device (upload thread)",
+        "copy to device",
         "host",
         start,
         trace.now().saturating_sub(start),

@@ -1,103 +1,297 @@
-//! Atomic output: write to a temporary name in the destination directory, rename on success,
-//! remove the temporary file on failure. A reader never sees a partial output file.
+//! Atomic output: write to a temporary file in the destination directory, flush it to disk and
+//! rename it over the target on success, remove it on failure. A reader never sees a partial
+//! output file, and a failed write leaves an existing target untouched.
+//!
+//! Every writer of the crate goes through here: the FITS writers ([`write_atomically`]), the
+//! QA picture and the trace JSON ([`write_file_atomically`]). The temporary files are
+//! `tempfile` named temporaries (removed when dropped, so on every error path), named
+//! `<name>.tmp<pid>.<random><extension>`: the final name and the process are visible, and the
+//! final extension (`.fits`, `.fits.gz`, `.png`) is kept for tools that look at it.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ffi::{OsStr, OsString};
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use tempfile::{Builder, NamedTempFile, TempPath};
 
 use super::error::IoError;
 use super::fits::Fits;
 
-/// Distinguishes temporary names of concurrent writes within one process.
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A pending output file. Dropping it without [`AtomicOutput::commit`] removes the temporary.
-pub(crate) struct AtomicOutput {
-    target: PathBuf,
-    temp: PathBuf,
-    committed: bool,
+/// A validated output path: its directory exists and it has a file name.
+struct Target<'a> {
+    path: &'a Path,
+    dir: &'a Path,
+    name: &'a OsStr,
 }
 
-impl AtomicOutput {
-    /// Reserves `<name>.tmp<pid>-<n>` beside `target` (nothing is created yet).
-    pub(crate) fn new(target: &Path) -> Result<Self, IoError> {
-        let Some(name) = target.file_name() else {
+impl<'a> Target<'a> {
+    /// Checks `path` before anything is created.
+    fn new(path: &'a Path) -> Result<Self, IoError> {
+        let Some(name) = path.file_name() else {
             return Err(IoError::InvalidInput {
-                path: target.to_path_buf(),
+                path: path.to_path_buf(),
                 detail: "output path has no file name".into(),
             });
         };
-        let dir = match target.parent() {
+        let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         if !dir.is_dir() {
             return Err(IoError::InvalidInput {
-                path: target.to_path_buf(),
+                path: path.to_path_buf(),
                 detail: format!("output directory {} does not exist", dir.display()),
             });
         }
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut temp_name = name.to_os_string();
-        temp_name.push(format!(".tmp{}-{n}", std::process::id()));
-        Ok(AtomicOutput {
-            target: target.to_path_buf(),
-            temp: target.with_file_name(temp_name),
-            committed: false,
-        })
+        Ok(Target { path, dir, name })
     }
 
-    /// Creates the temporary FITS file. Errors name the final path.
-    pub(crate) fn create_fits(&self) -> Result<Fits, IoError> {
-        let mut fits = Fits::create(&self.temp).map_err(|e| match e {
-            IoError::Cfitsio {
-                op,
-                status,
-                message,
-                ..
-            } => IoError::Cfitsio {
-                path: self.target.clone(),
-                hdu: "-".into(),
-                op: format!("{op} (temporary {})", self.temp.display()),
-                status,
-                message,
-            },
-            other => other,
-        })?;
-        fits.set_display_path(&self.target);
-        Ok(fits)
+    /// Creates a temporary beside the target through `create`, which must fail with
+    /// [`std::io::ErrorKind::AlreadyExists`] when its path is taken (another name is then
+    /// tried). New files are readable as the umask allows, like any output (not `0600`).
+    fn temp<R>(
+        &self,
+        create: impl FnMut(&Path) -> std::io::Result<R>,
+    ) -> Result<NamedTempFile<R>, IoError> {
+        let mut prefix = self.name.to_os_string();
+        prefix.push(format!(".tmp{}.", std::process::id()));
+        let suffix = extension(self.name);
+        let mut builder = Builder::new();
+        builder.prefix(&prefix).suffix(&suffix);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        builder
+            .make_in(self.dir, create)
+            .map_err(|source| self.io_err("create the temporary output", source))
     }
 
-    /// Renames the finished temporary file to the target.
-    pub(crate) fn commit(mut self) -> Result<(), IoError> {
-        std::fs::rename(&self.temp, &self.target).map_err(|source| IoError::Io {
-            path: self.target.clone(),
-            op: "rename temporary output into place",
+    /// Flushes the finished temporary file to disk and renames it to the target.
+    fn commit(&self, file: &std::fs::File, temp: TempPath) -> Result<(), IoError> {
+        file.sync_all()
+            .map_err(|source| self.io_err("flush the temporary output to disk", source))?;
+        temp.persist(self.path)
+            .map_err(|e| self.io_err("rename the temporary output into place", e.error))
+    }
+
+    /// An OS error naming the target.
+    fn io_err(&self, op: &'static str, source: std::io::Error) -> IoError {
+        IoError::Io {
+            path: self.path.to_path_buf(),
+            op,
             source,
-        })?;
-        self.committed = true;
-        Ok(())
+        }
     }
 }
 
-impl Drop for AtomicOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Best effort: the temporary may never have been created.
-            let _ = std::fs::remove_file(&self.temp);
-        }
+/// The extension of a file name from its first dot (`.fits.gz` of `frame.fits.gz`; a leading
+/// dot, as in `.hidden`, does not count), empty when there is none.
+fn extension(name: &OsStr) -> OsString {
+    let bytes = name.as_bytes();
+    match bytes.iter().skip(1).position(|&b| b == b'.') {
+        Some(i) => OsStr::from_bytes(&bytes[i + 1..]).to_os_string(),
+        None => OsString::new(),
     }
 }
 
 /// Runs `body` on a fresh temporary FITS file and moves it to `target` when everything,
 /// including the final close (flush), succeeded. On any error no file is left behind and an
-/// existing `target` is untouched.
+/// existing `target` is untouched. Errors name `target`.
 pub(crate) fn write_atomically(
     target: &Path,
     body: impl FnOnce(&mut Fits) -> Result<(), IoError>,
 ) -> Result<(), IoError> {
-    let out = AtomicOutput::new(target)?;
-    let mut fits = out.create_fits()?;
-    body(&mut fits)?;
+    let out = Target::new(target)?;
+    // cfitsio creates the file itself (and refuses an existing one): it is the temporary's
+    // creator. Its own error is kept for the message.
+    let mut failure = None;
+    let temp = out.temp(|path| {
+        Fits::create(path).map_err(|e| {
+            let kind = if path.exists() {
+                std::io::ErrorKind::AlreadyExists
+            } else {
+                std::io::ErrorKind::Other
+            };
+            let io = std::io::Error::new(kind, e.to_string());
+            failure = Some(e);
+            io
+        })
+    });
+    let (mut fits, temp) = match (temp, failure) {
+        (Ok(t), _) => t.into_parts(),
+        (
+            Err(_),
+            Some(IoError::Cfitsio {
+                path,
+                op,
+                status,
+                message,
+                ..
+            }),
+        ) => {
+            return Err(IoError::Cfitsio {
+                path: target.to_path_buf(),
+                hdu: "-".into(),
+                op: format!("{op} (temporary {})", path.display()),
+                status,
+                message,
+            })
+        }
+        (Err(_), Some(other)) => return Err(other),
+        (Err(e), None) => return Err(e),
+    };
+    fits.set_display_path(target);
+    if let Err(e) = body(&mut fits) {
+        // Close before `temp` removes the file.
+        drop(fits);
+        return Err(e);
+    }
     fits.close()?;
-    out.commit()
+    let file = std::fs::File::open(&temp)
+        .map_err(|source| out.io_err("reopen the temporary output", source))?;
+    out.commit(&file, temp)
+}
+
+/// Writes `target` through `body` (given a buffered writer on a temporary file beside it),
+/// then flushes, syncs and renames the temporary into place. On any error, of `body` or of
+/// the file system, the temporary is removed and an existing `target` is untouched. The
+/// errors of this function are [`IoError`]s naming `target`, converted into `E`.
+pub(crate) fn write_file_atomically<E: From<IoError>>(
+    target: &Path,
+    body: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E> {
+    let out = Target::new(target)?;
+    let mut temp = out.temp(|path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    })?;
+    {
+        let mut writer = BufWriter::new(temp.as_file_mut());
+        body(&mut writer)?;
+        writer
+            .flush()
+            .map_err(|source| out.io_err("write the temporary output", source))?;
+    }
+    let (file, path) = temp.into_parts();
+    Ok(out.commit(&file, path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn extension_keeps_every_suffix() {
+        for (name, ext) in [
+            ("frame.fits", ".fits"),
+            ("frame.fits.gz", ".fits.gz"),
+            ("qa.png", ".png"),
+            ("README", ""),
+            (".hidden", ""),
+            (".hidden.json", ".json"),
+        ] {
+            assert_eq!(extension(OsStr::new(name)), OsStr::new(ext), "{name}");
+        }
+    }
+
+    #[test]
+    fn temporary_carries_name_pid_and_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("frame.fits.gz");
+        let out = Target::new(&target).unwrap();
+        let temp = out.temp(|p| std::fs::File::create_new(p)).unwrap();
+        let name = temp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let start = format!("frame.fits.gz.tmp{}.", std::process::id());
+        assert!(
+            name.starts_with(&start) && name.ends_with(".fits.gz"),
+            "{name}"
+        );
+        assert_eq!(temp.path().parent(), Some(dir.path()));
+        drop(temp);
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn file_is_replaced_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.json");
+        write_file_atomically::<IoError>(&target, |w| {
+            w.write_all(b"first").map_err(|e| IoError::Io {
+                path: target.clone(),
+                op: "write",
+                source: e,
+            })
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"first");
+
+        // A failing body: the old content stays, no temporary is left.
+        let err = write_file_atomically(&target, |w| {
+            w.write_all(b"partial").unwrap();
+            Err(IoError::InvalidInput {
+                path: target.clone(),
+                detail: "stop".into(),
+            })
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("stop"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"first");
+        assert_eq!(names(dir.path()), ["out.json"]);
+
+        // Readable like a file written directly (the umask applies, not tempfile's 0600).
+        use std::os::unix::fs::PermissionsExt;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&target), mode(&plain));
+    }
+
+    #[test]
+    fn bad_targets_are_input_errors() {
+        let err =
+            write_file_atomically::<IoError>(Path::new("/nonexistent-dir-x/a.png"), |_| Ok(()))
+                .unwrap_err();
+        assert!(
+            matches!(err, IoError::InvalidInput { .. })
+                && err.to_string().contains("does not exist"),
+            "{err}"
+        );
+        let err = write_file_atomically::<IoError>(Path::new("/"), |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("no file name"), "{err}");
+    }
+
+    #[test]
+    fn fits_temporary_is_removed_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.fits");
+        let err = write_atomically(&target, |fits| {
+            assert!(fits.path() == target.as_path());
+            Err(IoError::InvalidInput {
+                path: target.clone(),
+                detail: "body failed".into(),
+            })
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("body failed"));
+        assert!(names(dir.path()).is_empty());
+    }
 }

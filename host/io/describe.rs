@@ -9,6 +9,7 @@ use super::frame::read_frame;
 use super::header::KeywordValue;
 use super::preproc::read_preproc;
 use super::psf_file::read_psf;
+use crate::stats::median;
 
 /// What kind of DESI file a path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,13 +117,10 @@ fn classify(path: &Path, hdus: &[HduSummary], has_psftype: bool) -> Result<FileK
     }
 }
 
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
+/// The median of the finite values (numpy's), `None` when there are none.
+fn finite_median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| median(v))
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -210,7 +208,7 @@ pub fn describe(path: &Path) -> Result<String, IoError> {
                 img.nx,
                 good as f64 / n,
                 masked as f64 / n,
-                fmt_opt(median(img.image.iter().map(|&v| f64::from(v))))
+                fmt_opt(finite_median(img.image.iter().map(|&v| f64::from(v))))
             );
             let _ = writeln!(
                 s,
@@ -251,10 +249,10 @@ pub fn describe(path: &Path) -> Result<String, IoError> {
             let _ = writeln!(
                 s,
                 "  median flux {}; ivar > 0: {:.4}; mask != 0: {:.4}; median chi2pix {}",
-                fmt_opt(median(fr.flux.iter().copied())),
+                fmt_opt(finite_median(fr.flux.iter().copied())),
                 good as f64 / n,
                 masked as f64 / n,
-                fmt_opt(median(fr.chi2pix.iter().copied()))
+                fmt_opt(finite_median(fr.chi2pix.iter().copied()))
             );
         }
     }

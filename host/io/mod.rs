@@ -12,7 +12,7 @@
 //! complete; on error the temporary file is removed and an existing output is left untouched.
 //! Every error message names the file and the problem ([`IoError`]).
 
-mod atomic;
+pub(crate) mod atomic;
 mod describe;
 mod error;
 mod fits;

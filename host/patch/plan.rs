@@ -1,7 +1,7 @@
 //! Bundles, sub-bundles, patches and their pixel windows (docs/algorithm.md §3.2, §3.3).
 
 use crate::psf::SpotTable;
-use desi_device::patch::{PatchShape, StampView};
+use desi_device::patch::{patch_bandwidth, PatchShape, StampView};
 use thiserror::Error;
 
 /// Decomposition and solve parameters of `desi_extract_spectra` (docs/algorithm.md §8).
@@ -163,6 +163,9 @@ pub struct PatchPlan {
     pub keep: usize,
     /// Kept pixels, or `None` when the patch falls off the CCD (its output stays zero).
     pub window: Option<PixelWindow>,
+    /// Half-bandwidth of the patch's normal matrix in wavelength-major order (docs/algorithm.md
+    /// §4.1), from the stamp corners; 0 off the CCD. Computed once here for every backend.
+    pub kd: usize,
 }
 
 impl PatchPlan {
@@ -188,6 +191,16 @@ impl PatchPlan {
         let first = (self.s0 - spots.ispec_min) * spots.nwave + (self.iwave - pad);
         StampView {
             stamps: &spots.stamps[first * spots.ny * spots.nx..],
+            ..self.corner_view(spots, pad)
+        }
+    }
+
+    /// [`PatchPlan::stamp_view`] without the stamps (corners only): `spots` may be a
+    /// corner-only table.
+    pub fn corner_view<'a>(&self, spots: &'a SpotTable, pad: usize) -> StampView<'a> {
+        let first = (self.s0 - spots.ispec_min) * spots.nwave + (self.iwave - pad);
+        StampView {
+            stamps: &[],
             corners: &spots.corners[first..],
             fiber_stride: spots.nwave,
             ny: spots.ny,
@@ -222,7 +235,7 @@ pub fn plan_bundle(
         for iwave in (pad..pad + nwave).step_by(params.nwavestep) {
             let keep = params.nwavestep.min(nwave - (iwave - pad));
             let window = pixel_window(spots, s0 - bspecmin, nspecpad, iwave, params, nrow);
-            plans.push(PatchPlan {
+            let mut plan = PatchPlan {
                 bundle,
                 patch: plans.len(),
                 bspecmin,
@@ -233,7 +246,12 @@ pub fn plan_bundle(
                 iwave,
                 keep,
                 window,
-            });
+                kd: 0,
+            };
+            if let Some(shape) = plan.shape(params.nwavetot()) {
+                plan.kd = patch_bandwidth(&plan.corner_view(spots, pad), &shape);
+            }
+            plans.push(plan);
         }
     }
     plans

@@ -2,6 +2,7 @@
 
 use super::PatchPlan;
 use crate::solve::PatchResult;
+use crate::stats::median;
 use rayon::prelude::*;
 
 /// Frame-level extraction outputs, `(nspec, nwave)` and `(nspec, 2·ndiag+1, nwave)` row-major.
@@ -122,6 +123,12 @@ pub struct FrameRows<'a> {
 }
 
 impl FrameRows<'_> {
+    /// The flux of spectrum `ispec` (frame numbering; it must lie in these rows) at output bin
+    /// `iwave`.
+    pub fn flux_at(&self, ispec: usize, iwave: usize) -> f64 {
+        self.flux[(ispec - self.first) * self.nwave + iwave]
+    }
+
     /// Copies a patch's core outputs (its spectra must lie in these rows).
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
         let keep = plan.keep;
@@ -186,30 +193,9 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
     mask
 }
 
-/// numpy median (mean of the two middle values for an even count; NaN for an empty slice).
-pub fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        0.5 * (values[n / 2 - 1] + values[n / 2])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_matches_numpy() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn mask_bits_follow_desispec_rules() {

@@ -89,14 +89,11 @@ impl GaussHermitePsf {
         }
     }
 
-    /// Evaluates the spots of spectra `ispec_min..ispec_min+nspec` at every wavelength of
-    /// `waves` (fibers in parallel).
-    pub fn spots(
-        &self,
-        ispec_min: usize,
-        nspec: usize,
-        waves: &[f64],
-    ) -> Result<SpotTable, PsfError> {
+    /// Refuses spectra `ispec_min..ispec_min+nspec` beyond the PSF's fibers.
+    ///
+    /// # Errors
+    /// [`PsfError::FiberRange`].
+    pub fn check_fibers(&self, ispec_min: usize, nspec: usize) -> Result<(), PsfError> {
         if ispec_min + nspec > self.nspec {
             return Err(PsfError::FiberRange {
                 path: self.path.display().to_string(),
@@ -105,6 +102,18 @@ impl GaussHermitePsf {
                 nspec: self.nspec,
             });
         }
+        Ok(())
+    }
+
+    /// Evaluates the spots of spectra `ispec_min..ispec_min+nspec` at every wavelength of
+    /// `waves` (fibers in parallel).
+    pub fn spots(
+        &self,
+        ispec_min: usize,
+        nspec: usize,
+        waves: &[f64],
+    ) -> Result<SpotTable, PsfError> {
+        self.check_fibers(ispec_min, nspec)?;
         let flat = self.flatten();
         let tables = self.tables(&flat);
         let (ny, nx) = (self.stamp_ny(), self.stamp_nx());
@@ -154,14 +163,7 @@ impl GaussHermitePsf {
         nspec: usize,
         waves: &[f64],
     ) -> Result<SpotTable, PsfError> {
-        if ispec_min + nspec > self.nspec {
-            return Err(PsfError::FiberRange {
-                path: self.path.display().to_string(),
-                ispec_min,
-                ispec_max: ispec_min + nspec,
-                nspec: self.nspec,
-            });
-        }
+        self.check_fibers(ispec_min, nspec)?;
         let flat = self.flatten();
         let tables = self.tables(&flat);
         let nwave = waves.len();

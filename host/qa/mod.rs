@@ -14,6 +14,7 @@ pub use pulls::{
     convolve_truth, model_flux, pulls, pulls_with_model, PullStats, HIST_BIN, HIST_RANGE,
 };
 
+use crate::io::IoError;
 use std::path::PathBuf;
 
 /// Every failure of the QA computations and of writing the picture.
@@ -59,14 +60,6 @@ pub enum QaError {
         /// Number of spectra of the frame.
         nspec: usize,
     },
-    /// The output path cannot be written (no file name, missing directory).
-    #[error("{}: cannot write: {detail}", .path.display())]
-    OutputPath {
-        /// The output file.
-        path: PathBuf,
-        /// What is wrong with it.
-        detail: String,
-    },
     /// The number of fibers to draw is not in `1..=MAX_FIBERS`.
     #[error("{n} fibers requested: the picture shows 1 to {max}")]
     FiberCount {
@@ -78,6 +71,9 @@ pub enum QaError {
     /// The bundled font could not be parsed (a build problem, not an input problem).
     #[error("bundled font assets/DejaVuSans.ttf: {0}")]
     Font(String),
+    /// plotters failed to draw the picture.
+    #[error("cannot draw the QA picture: {0}")]
+    Draw(String),
     /// PNG encoding failed.
     #[error("{}: cannot encode PNG: {source}", .path.display())]
     Png {
@@ -86,25 +82,26 @@ pub enum QaError {
         /// The encoder's error.
         source: png::EncodingError,
     },
-    /// A file-system operation on the output failed.
-    #[error("{}: cannot {op}: {source}", .path.display())]
-    Io {
-        /// The output file.
-        path: PathBuf,
-        /// What was attempted.
-        op: &'static str,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// The output file cannot be written: no file name, a missing directory (input errors),
+    /// or a failed file-system operation.
+    #[error(transparent)]
+    Output(#[from] IoError),
 }
 
 impl QaError {
     /// True when the error comes from the user's input (files, flags) rather than from the
     /// program or the system: the CLI exits with 1 for these.
     pub fn is_input(&self) -> bool {
-        !matches!(
-            self,
-            QaError::Font(_) | QaError::Png { .. } | QaError::Io { .. }
-        )
+        match self {
+            QaError::Output(e) => matches!(e, IoError::InvalidInput { .. }),
+            QaError::Font(_) | QaError::Draw(_) | QaError::Png { .. } => false,
+            QaError::WaveGrid { .. }
+            | QaError::Spectra { .. }
+            | QaError::Shape { .. }
+            | QaError::BadData { .. }
+            | QaError::NoValidBins
+            | QaError::Fiber { .. }
+            | QaError::FiberCount { .. } => true,
+        }
     }
 }

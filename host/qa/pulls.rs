@@ -4,6 +4,7 @@ use super::QaError;
 use crate::io::FrameData;
 use crate::patch::grid::gradient;
 use crate::sim::Spectra;
+use crate::stats::median;
 
 /// Wavelengths of the truth and frame grids may differ by this much (Angstrom).
 const WAVE_TOL: f64 = 1e-6;
@@ -246,7 +247,7 @@ pub fn pulls_with_model(
 }
 
 /// Mean, standard deviation, outlier fraction and histogram of `pulls` (not empty).
-fn statistics(pulls: &[f64], mut chi2: Vec<f64>) -> PullStats {
+fn statistics(pulls: &[f64], chi2: Vec<f64>) -> PullStats {
     let n = pulls.len();
     let mean = pulls.iter().sum::<f64>() / n as f64;
     let std = if n > 1 {
@@ -272,22 +273,8 @@ fn statistics(pulls: &[f64], mut chi2: Vec<f64>) -> PullStats {
         n,
         mean,
         std,
-        median_chi2pix: median(&mut chi2),
+        median_chi2pix: median(chi2),
         frac_abs_gt_3: outliers as f64 / n as f64,
         histogram,
-    }
-}
-
-/// Median (NaN for an empty slice; NaNs sort last).
-fn median(values: &mut [f64]) -> f64 {
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    values.sort_unstable_by(|a, b| a.total_cmp(b));
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        0.5 * (values[n / 2 - 1] + values[n / 2])
     }
 }

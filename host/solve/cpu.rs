@@ -10,7 +10,7 @@ use crate::psf::SpotTable;
 use crate::trace::Trace;
 use desi_device::linalg::{banded, jacobi};
 use desi_device::patch::{
-    apply_resolution, assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize,
+    apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
 };
 use desi_device::Status;
@@ -154,7 +154,7 @@ pub fn solve_patch_full(
     };
     let view = plan.stamp_view(inputs.spots, params.pad());
     let n = shape.nunknown();
-    let kd = patch_bandwidth(&view, &shape);
+    let kd = plan.kd;
     let fail = |stage: &str, status: Status| PatchIssue::Failed {
         reason: format!("{stage}: {status:?}"),
     };
