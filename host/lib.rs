@@ -2,11 +2,12 @@
 //!
 //! Layers, bottom up: the `desi_device` numerics; the backends behind one trait ([`solve`]: the
 //! CPU, and [`gpu`]); the frame pipeline ([`extract`], driven by a [`job::FrameJob`]: corners,
-//! [`patch`] plans, backend, stitching, finalization); multi-process frames and exposures
-//! ([`parallel`]); the command line on top. [`io`] reads and writes the files, [`psf`] evaluates
+//! [`patch`] plans, backend, stitching, finalization); multi-process frames ([`parallel`]) and
+//! whole exposures ([`exposure`]); the command line on top. [`io`] reads and writes the files, [`psf`] evaluates
 //! the PSF, [`sim`] and [`qa`] make and check simulated frames.
 #![warn(missing_docs)]
 
+pub mod exposure;
 pub mod extract;
 pub mod gpu;
 pub mod io;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `desi-extract` binary: `simulate` -> `extract` -> `info`, files read
 //! back through the library, bad inputs (exit code 1, a message naming the file and the
-//! problem, no output left behind) and the frame as astropy reads it (tests/astropy_check.py).
+//! problem, no output left behind), `exposure`'s bad inputs and an empty exposure (its frames
+//! are in tests/mpi.rs) and the frame as astropy reads it (tests/astropy_check.py).
 //!
 //! Frames are small (one bundle, 126 wavelengths) but every preproc is the full r0 CCD.
 
@@ -672,4 +673,61 @@ fn usage_errors_exit_1_and_help_exits_0() {
         r.expect_ok();
         assert!(!r.stdout.is_empty(), "{args:?} printed nothing");
     }
+}
+
+#[test]
+fn exposure_bad_inputs_exit_1_and_an_empty_exposure_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (indir, outdir) = (dir.path().join("in"), dir.path().join("out/new"));
+    std::fs::create_dir_all(&indir).expect("indir");
+    let exposure = |indir: &Path, extra: &[&str]| {
+        let mut args = vec!["exposure", "--indir", s(indir), "--outdir", s(&outdir)];
+        args.extend_from_slice(&["--expid", "7"]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let missing = dir.path().join("no-such-dir");
+    let r = exposure(&missing, &[]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("--indir") && r.stderr.contains("not a directory"),
+        "{}",
+        r.stderr
+    );
+    for span in ["-3", "0", "nan"] {
+        let r = exposure(&indir, &[&format!("--wave-span={span}")]);
+        r.expect_code(1);
+        assert!(r.stderr.contains("--wave-span"), "{span}: {}", r.stderr);
+    }
+    // Nothing to do: the output directory is created, the plan and summary say so.
+    let r = exposure(&indir, &[]);
+    r.expect_ok();
+    assert!(outdir.is_dir(), "--outdir is created");
+    assert!(
+        r.stdout
+            .contains("exposure 00000007: 0 frame(s) to extract, 0 skipped")
+            && r.stdout.contains("1 rank(s) sharing each frame's bundles"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("exposure 00000007: 0 written, 0 skipped, 0 failed"),
+        "{}",
+        r.stdout
+    );
+    // Stand-in PSFs exist for the b and z bands only.
+    let standin = dir.path().join("standin.fits");
+    let r = run(&[
+        "standin-psf",
+        "-p",
+        PSF,
+        "-o",
+        s(&standin),
+        "--camera",
+        "r0",
+    ]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("expected b or z"), "{}", r.stderr);
+    assert!(!standin.exists());
 }

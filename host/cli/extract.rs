@@ -230,7 +230,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
 }
 
 /// Refuses an output path whose directory does not exist.
-pub(super) fn check_output_dir(path: &Path) -> Result<(), InputError> {
+fn check_output_dir(path: &Path) -> Result<(), InputError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -113,6 +113,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<desi_extract::parallel::RanksError>()
                 .is_some_and(|e| e.is_input_error())
+            || cause
+                .downcast_ref::<desi_extract::exposure::ExposureError>()
+                .is_some_and(|e| e.is_input_error())
     });
     if input {
         1

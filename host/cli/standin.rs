@@ -4,6 +4,7 @@
 
 use super::InputError;
 use clap::Args;
+use desi_extract::exposure::cameras;
 use desi_extract::io::{self, Keyword};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,23 +24,15 @@ pub struct StandinArgs {
     camera: String,
 }
 
-/// The Legendre domain of a stand-in PSF for a camera band.
-pub fn standin_domain(band: char) -> Option<(f64, f64)> {
-    match band {
-        'b' => Some((3550.0, 5850.0)),
-        'z' => Some((7450.0, 9900.0)),
-        _ => None,
-    }
-}
-
 /// Runs `standin-psf`.
 pub fn run(args: StandinArgs) -> anyhow::Result<ExitCode> {
     let camera = args.camera.to_lowercase();
     let band = camera.chars().next().unwrap_or(' ');
     let digit_ok = camera.len() == 1
         || (camera.len() == 2 && camera.chars().nth(1).is_some_and(|c| c.is_ascii_digit()));
-    let (wavemin, wavemax) = match (band, digit_ok) {
-        ('b' | 'z', true) => standin_domain(band).unwrap_or((0.0, 0.0)),
+    let domain = cameras::band(band).and_then(|b| b.standin_domain);
+    let (wavemin, wavemax) = match (domain, digit_ok) {
+        (Some(domain), true) => domain,
         _ => {
             return Err(InputError(format!(
                 "--camera {}: expected b or z, optionally followed by a digit (b0, z3)",

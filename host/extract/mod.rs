@@ -87,7 +87,7 @@ impl ExtractError {
 }
 
 /// A reported per-patch problem.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatchReport {
     /// Bundle index.
     pub bundle: usize,

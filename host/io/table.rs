@@ -14,7 +14,7 @@ use super::fits::{Fits, HduKind};
 use super::header::{card_name, filter_cards};
 
 /// One column of a [`FitsTable`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TableColumn {
     /// TTYPEn.
     pub name: String,
@@ -31,7 +31,7 @@ pub struct TableColumn {
 }
 
 /// A FITS binary table held as raw rows (see the module documentation).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FitsTable {
     /// EXTNAME of the table.
     pub extname: String,

@@ -1,6 +1,22 @@
 //! The process group: MPI's world communicator when the program was started by an MPI
 //! launcher (mpirun, srun) and built with the `mpi` feature, else a single process.
 
+use super::wire::{Incoming, Outgoing, WireError};
+#[cfg(feature = "mpi")]
+use super::wire::{Plane, PlaneRef, PlaneSpec};
+
+/// MPI tags that keep the kinds of messages apart: a receive of one kind never matches
+/// another kind's message, whatever the order in which senders' messages arrive.
+#[cfg(feature = "mpi")]
+mod tags {
+    /// [`super::Comm::send`]'s byte messages.
+    pub const BYTES: i32 = 1;
+    /// The envelope of a [`super::Comm::send_message`].
+    pub const ENVELOPE: i32 = 2;
+    /// The planes that follow an envelope.
+    pub const PLANE: i32 = 3;
+}
+
 /// How this process was started, for the log line of [`Comm::init`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Launch {
@@ -12,7 +28,8 @@ pub enum Launch {
     Fallback(String),
 }
 
-/// Ranks of one job that exchange byte messages (blocking, in order per pair of ranks).
+/// Ranks of one job that exchange messages (blocking, in order per pair of ranks): bytes
+/// ([`Comm::send`]) and messages of a head and typed planes ([`Comm::send_message`]).
 pub struct Comm {
     rank: usize,
     size: usize,
@@ -160,38 +177,96 @@ impl Comm {
         #[cfg(feature = "mpi")]
         if let Some((_, world)) = &self.world {
             use mpi::traits::{Communicator, Destination};
-            world.process_at_rank(dest as i32).send(bytes);
+            world
+                .process_at_rank(dest as i32)
+                .send_with_tag(bytes, tags::BYTES);
             return;
         }
         let _ = (dest, bytes);
         unreachable_single("send");
     }
 
-    /// Receives the next message from rank `source` (blocking).
+    /// Receives the next byte message of [`Comm::send`] from rank `source` (blocking).
     pub fn recv(&self, source: usize) -> Vec<u8> {
         #[cfg(feature = "mpi")]
         if let Some((_, world)) = &self.world {
             use mpi::traits::{Communicator, Source};
-            let (bytes, _status) = world.process_at_rank(source as i32).receive_vec::<u8>();
-            return bytes;
+            let process = world.process_at_rank(source as i32);
+            return process.receive_vec_with_tag::<u8>(tags::BYTES).0;
         }
         let _ = source;
         unreachable_single("recv");
         Vec::new()
     }
 
-    /// Receives the next message from any rank (blocking): (source rank, bytes). Messages of
-    /// one sender still arrive in the order they were sent.
-    pub fn recv_any(&self) -> (usize, Vec<u8>) {
+    /// Sends a message to rank `dest` (blocking): its envelope, then each plane as a typed
+    /// buffer, straight from the memory that holds it (see [`super::wire`]).
+    pub fn send_message(&self, dest: usize, message: &Outgoing) {
         #[cfg(feature = "mpi")]
         if let Some((_, world)) = &self.world {
-            use mpi::point_to_point::Status;
-            use mpi::traits::{Communicator, Source};
-            let (bytes, status): (Vec<u8>, Status) = world.any_process().receive_vec::<u8>();
-            return (status.source_rank().max(0) as usize, bytes);
+            use mpi::traits::{Communicator, Destination};
+            let process = world.process_at_rank(dest as i32);
+            process.send_with_tag(message.envelope(), tags::ENVELOPE);
+            for plane in message.planes() {
+                match *plane {
+                    PlaneRef::F64(values) => process.send_with_tag(values, tags::PLANE),
+                    PlaneRef::F32(values) => process.send_with_tag(values, tags::PLANE),
+                    PlaneRef::I32(values) => process.send_with_tag(values, tags::PLANE),
+                }
+            }
+            return;
         }
-        unreachable_single("recv_any");
-        (0, Vec::new())
+        let _ = (dest, message);
+        unreachable_single("send_message");
+    }
+
+    /// Receives the next message of [`Comm::send_message`] from rank `source` (blocking).
+    ///
+    /// # Errors
+    /// A malformed envelope or a plane other than it lists.
+    pub fn recv_message(&self, source: usize) -> Result<Incoming, WireError> {
+        self.recv_message_from(Some(source))
+            .map(|(_, message)| message)
+    }
+
+    /// Receives the next message of [`Comm::send_message`] from any rank (blocking): (source
+    /// rank, message). Messages of one sender still arrive in the order they were sent.
+    ///
+    /// # Errors
+    /// A malformed envelope or a plane other than it lists.
+    pub fn recv_message_any(&self) -> Result<(usize, Incoming), WireError> {
+        self.recv_message_from(None)
+    }
+
+    fn recv_message_from(&self, source: Option<usize>) -> Result<(usize, Incoming), WireError> {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::traits::{Communicator, Source};
+            let (envelope, status) = match source {
+                Some(rank) => world
+                    .process_at_rank(rank as i32)
+                    .receive_vec_with_tag::<u8>(tags::ENVELOPE),
+                None => world
+                    .any_process()
+                    .receive_vec_with_tag::<u8>(tags::ENVELOPE),
+            };
+            // The planes follow the envelope from the same sender, in order.
+            let sender = status.source_rank();
+            let process = world.process_at_rank(sender);
+            let message = Incoming::receive(envelope, |spec| {
+                Ok(match spec {
+                    PlaneSpec::F64(_) => Plane::F64(process.receive_vec_with_tag(tags::PLANE).0),
+                    PlaneSpec::F32(_) => Plane::F32(process.receive_vec_with_tag(tags::PLANE).0),
+                    PlaneSpec::I32(_) => Plane::I32(process.receive_vec_with_tag(tags::PLANE).0),
+                })
+            })?;
+            return Ok((sender.max(0) as usize, message));
+        }
+        let _ = source;
+        unreachable_single("recv_message");
+        Err(WireError(
+            "a single process has no other rank to receive from".into(),
+        ))
     }
 
     /// Rank `root`'s `bytes` on every rank (the other ranks' `bytes` are ignored).

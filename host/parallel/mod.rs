@@ -81,21 +81,14 @@ pub fn extract_frame_on_ranks(
         Err(err) => (Err(err), Default::default()),
     };
     if comm.rank() != 0 {
-        return match mine {
-            Ok(blocks) => {
-                comm.send(0, &wire::encode_blocks(&Ok(blocks)));
-                Ok(None)
-            }
-            Err(err) => {
-                let message = format!("rank {}: {err}", comm.rank());
-                comm.send(0, &wire::encode_blocks(&Err(message)));
-                Err(err.into())
-            }
-        };
+        let share = mine.map_err(|err| (format!("rank {}: {err}", comm.rank()), err));
+        let sent = share.as_deref().map_err(|(text, _)| text.as_str());
+        comm.send_message(0, &wire::blocks::share_message(sent)?);
+        return share.map(|_| None).map_err(|(_, err)| err.into());
     }
     let mut blocks = mine?;
     for source in 1..comm.size() {
-        let theirs = wire::decode_blocks(&comm.recv(source))?;
+        let theirs = wire::blocks::read_share(comm.recv_message(source)?)?;
         blocks.extend(theirs.map_err(RanksError::Remote)?);
     }
     let t0 = Instant::now();

@@ -8,7 +8,7 @@ pub use model::{FlatPsf, PsfError, SpotTable};
 /// A Legendre-coefficient table of one quantity for every fiber, with its own domain.
 ///
 /// `coeffs` has shape `(nfiber, ncoeff)`, coefficient index fastest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LegendreTable {
     /// Lower end of the wavelength domain mapped to -1 (Angstrom; the HDU's WAVEMIN).
     pub wavemin: f64,
@@ -33,9 +33,10 @@ impl LegendreTable {
 }
 
 /// A GaussHermite PSF (PSFVER 3) as stored in a specex PSF file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GaussHermitePsf {
     /// File the PSF was read from (for error messages).
+    #[serde(with = "lossy_path")]
     pub path: std::path::PathBuf,
     /// X (column) trace, XTRACE HDU.
     pub xtrace: LegendreTable,
@@ -99,5 +100,20 @@ impl GaussHermitePsf {
             tail: self.tail.as_ref().map(|t| t.each_ref().map(remap)),
             ..self.clone()
         }
+    }
+}
+
+/// Serializes a path as text, lossily where it is not UTF-8 (it only names the file in
+/// messages), so that a PSF can always be sent to another rank.
+mod lossy_path {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&path.to_string_lossy())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+        String::deserialize(deserializer).map(PathBuf::from)
     }
 }

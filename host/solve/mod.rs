@@ -29,7 +29,7 @@ pub struct BundleInputs<'a> {
 }
 
 /// Something unusual that happened to a patch (reported, never silent).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PatchIssue {
     /// The factorization failed and succeeded after adding a ridge `regularize`.
     Regularized {

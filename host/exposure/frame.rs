@@ -1,0 +1,160 @@
+//! The steps of one frame, whatever rank runs them: read its PSF and preproc image, extract a
+//! share of its bundles, and assemble and write the frame file. A step that fails becomes the
+//! frame's error text (naming the file), carried to the writer so the other frames go on.
+
+use super::jobs::FrameFiles;
+use super::summary::FrameTiming;
+use super::ExposureConfig;
+use crate::extract::{assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock};
+use crate::io::{self, PreprocImage};
+use crate::job::FrameJob;
+use crate::psf::GaussHermitePsf;
+use crate::solve::Backend;
+use crate::trace::Trace;
+use std::time::Instant;
+
+/// A frame's inputs as read.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameInputs {
+    /// The PSF.
+    pub psf: GaussHermitePsf,
+    /// The preproc image with its pixels.
+    pub image: PreprocImage,
+}
+
+/// A frame as read: its inputs or the error naming the file, and the seconds it took.
+#[derive(Debug)]
+pub(crate) struct ReadFrame {
+    pub inputs: Result<FrameInputs, String>,
+    pub read_s: f64,
+}
+
+/// Reads a frame's PSF and preproc image, timed.
+pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
+    let t0 = Instant::now();
+    let inputs = io::read_psf(&files.psf)
+        .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
+        .map(|(psf, image)| FrameInputs { psf, image })
+        .map_err(|e| e.to_string());
+    ReadFrame {
+        inputs,
+        read_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// What a frame's writer needs: the PSF's IN_PSF, the preproc image without pixels (header,
+/// fibermap) and the finished bundle blocks.
+#[derive(Debug)]
+pub(crate) struct Extracted {
+    pub in_psf: Option<String>,
+    pub meta: PreprocImage,
+    pub blocks: Vec<BundleBlock>,
+}
+
+impl Extracted {
+    /// The writer's part of `inputs` with the frame's `blocks` (the pixels are freed).
+    pub fn new(inputs: FrameInputs, blocks: Vec<BundleBlock>) -> Self {
+        Self {
+            in_psf: inputs.psf.in_psf,
+            meta: without_pixels(inputs.image),
+            blocks,
+        }
+    }
+}
+
+/// A frame's extraction result with its read and extract seconds, ready to write.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub read_s: f64,
+    pub extract_s: f64,
+    pub result: Result<Extracted, String>,
+}
+
+/// The preproc image without its pixels (what the writer needs), freeing them.
+pub(crate) fn without_pixels(image: PreprocImage) -> PreprocImage {
+    PreprocImage {
+        image: Vec::new(),
+        ivar: Vec::new(),
+        mask: Vec::new(),
+        readnoise: None,
+        ..image
+    }
+}
+
+/// Extracts share `index` of `count` of the frame's bundles on `backend`.
+pub(crate) fn extract_share(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    inputs: &FrameInputs,
+    backend: &dyn Backend,
+    index: usize,
+    count: usize,
+) -> Result<Vec<BundleBlock>, String> {
+    let (grid, params) = config.frame_setup(&files.camera)?;
+    params
+        .validate(inputs.psf.hsizey, inputs.psf.nspec)
+        .map_err(|e| e.to_string())?;
+    let nbundle = params.bundle_starts().len();
+    let share = bundle_share(nbundle, index, count, backend.can_fall_back());
+    let progress = |_: usize, _: usize| {};
+    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
+        .and_then(|job| extract_bundles(&job, backend, &share, &progress, &Trace::new()))
+        .map(|set| set.blocks)
+        .map_err(|e| e.to_string())
+}
+
+/// One frame extracted whole by this process; an extraction error is prefixed with `who`
+/// (e.g. `rank 2: `), a read error is passed on as it is.
+pub(crate) fn extract_whole(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    read: ReadFrame,
+    backend: &dyn Backend,
+    who: &str,
+) -> Finished {
+    let t0 = Instant::now();
+    let result = read.inputs.and_then(|inputs| {
+        let blocks = extract_share(config, files, &inputs, backend, 0, 1)
+            .map_err(|e| format!("{who}{e}"))?;
+        Ok(Extracted::new(inputs, blocks))
+    });
+    Finished {
+        read_s: read.read_s,
+        extract_s: t0.elapsed().as_secs_f64(),
+        result,
+    }
+}
+
+/// Assembles and writes a finished frame: its timing, or the error of any step.
+pub(crate) fn write_finished(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    frame: Finished,
+) -> Result<FrameTiming, String> {
+    let extracted = frame.result?;
+    let t0 = Instant::now();
+    let npatch = extracted.blocks.iter().map(|b| b.npatch).sum();
+    write_frame(config, files, extracted)?;
+    Ok(FrameTiming {
+        read_s: frame.read_s,
+        extract_s: frame.extract_s,
+        write_s: t0.elapsed().as_secs_f64(),
+        npatch,
+    })
+}
+
+/// Assembles the blocks into the frame and writes its file.
+fn write_frame(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    extracted: Extracted,
+) -> Result<(), String> {
+    let ndiag = extracted.blocks.first().map_or(0, |b| b.arrays.ndiag);
+    let (grid, params) = config.frame_setup(&files.camera)?;
+    let ex =
+        assemble_frame(&grid, &params, ndiag, extracted.blocks, None).map_err(|e| e.to_string())?;
+    let meta = &extracted.meta;
+    let in_psf = extracted.in_psf.as_deref();
+    let frame = frame_data(&ex, meta, in_psf, &files.psf, &files.preproc, &grid);
+    io::write_frame(&files.output, &frame, meta.fibermap.as_ref()).map_err(|e| e.to_string())
+}

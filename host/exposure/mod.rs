@@ -1,0 +1,261 @@
+//! Every frame of one exposure (up to 30: cameras b, r, z of spectrographs 0..9), with
+//! desi_proc's per-camera grids and PSF errors (docs/algorithm.md §8), over the ranks of a
+//! [`Comm`]:
+//!
+//! - **Pipeline** (3+ ranks, [`pipeline`]): rank 0 reads, rank 1 writes, ranks 2.. extract whole
+//!   frames in turn.
+//! - **Shared frames** (1 or 2 ranks, or no overlap; [`shared`]): rank 0 reads and writes, every
+//!   rank extracts its share of each frame's bundles, so the frames are bitwise those of one
+//!   rank.
+//!
+//! MPI calls stay on each rank's main thread (MPI is initialized `MPI_THREAD_FUNNELED`); the
+//! threads only read and write files (cfitsio is built reentrant; each thread opens its own
+//! file). Frames are reported in frame order. A frame that fails at any step is carried
+//! through as its error text, so the others still finish.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`cameras`] | the DESI camera bands, their grids, PSF errors and stand-in PSF domains |
+//! | [`jobs`] | which frames the input directory holds, their files, the skipped ones |
+//! | [`roles`] | the mode for a number of ranks and each rank's role |
+//! | [`summary`] | the plan, per-frame outcomes, the observer that hears them, the summary |
+//! | `messages` | what the ranks send each other |
+//! | `frame` | one frame's steps: read, extract a share, assemble and write |
+//! | `read_ahead`, `write_pool` | reading ahead and writing behind on background threads |
+//! | `pipeline`, `shared` | the roles' loops |
+
+pub mod cameras;
+mod frame;
+pub mod jobs;
+mod messages;
+mod pipeline;
+mod read_ahead;
+pub mod roles;
+mod shared;
+pub mod summary;
+mod write_pool;
+
+pub use jobs::{discover, expid_text, Discovery, FrameFiles};
+pub use messages::FrameList;
+pub use roles::{Layout, Mode, Role};
+pub use summary::{ExposureObserver, ExposurePlan, ExposureSummary, FrameOutcome, FrameTiming};
+
+use crate::gpu::{GpuContext, GpuError};
+use crate::parallel::wire::WireError;
+use crate::parallel::{gpu_for_rank, Comm};
+use crate::patch::{ExtractionParams, WavelengthGrid};
+use crate::solve::{Backend, CpuBackend};
+use std::path::PathBuf;
+use std::time::Instant;
+use thiserror::Error;
+
+/// What to extract: the directories, the exposure, the backend and the per-frame request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExposureConfig {
+    /// Directory with preproc-{camera}-{EXPID}.fits and psf-{camera}-{EXPID}.fits.
+    pub indir: PathBuf,
+    /// Directory for frame-{camera}-{EXPID}.fits (created when missing).
+    pub outdir: PathBuf,
+    /// Exposure id.
+    pub expid: u64,
+    /// Extract on GPUs (each extracting rank takes GPU local_rank % visible GPUs).
+    pub gpu: bool,
+    /// Re-extract frames whose output exists (else they are skipped).
+    pub overwrite: bool,
+    /// Read ahead, write behind and, on 3+ ranks, run the reader/writer/extractor pipeline;
+    /// `false`: read, extract and write one frame after the other on every rank count.
+    pub overlap: bool,
+    /// First spectrum of every frame (relative to the PSF's FIBERMIN).
+    pub specmin: usize,
+    /// Spectra per frame.
+    pub nspec: usize,
+    /// Only the first `wave_span` Angstrom of each camera's grid.
+    pub wave_span: Option<f64>,
+}
+
+impl ExposureConfig {
+    /// The output grid and parameters of a frame of `camera` (checked against its PSF when
+    /// extracted; the writer has no PSF).
+    ///
+    /// # Errors
+    /// An unknown camera or an invalid grid, as the frame's error text.
+    pub fn frame_setup(&self, camera: &str) -> Result<(WavelengthGrid, ExtractionParams), String> {
+        let band =
+            cameras::camera_band(camera).ok_or_else(|| format!("unknown camera {camera}"))?;
+        let grid = band.grid(self.wave_span).map_err(|e| e.to_string())?;
+        let params = ExtractionParams {
+            specmin: self.specmin,
+            nspec: self.nspec,
+            psferr: band.psferr,
+            ..ExtractionParams::default()
+        };
+        Ok((grid, params))
+    }
+
+    /// Checks the input directory and `wave_span` and creates the output directory when
+    /// missing (as desi_proc does; every rank may try).
+    fn prepare(&self) -> Result<(), ExposureError> {
+        if !self.indir.is_dir() {
+            return Err(ExposureError::NotADirectory(self.indir.clone()));
+        }
+        if !self.outdir.is_dir() {
+            std::fs::create_dir_all(&self.outdir).map_err(|source| {
+                ExposureError::CreateOutdir {
+                    path: self.outdir.clone(),
+                    source,
+                }
+            })?;
+        }
+        if self.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+            return Err(ExposureError::WaveSpan);
+        }
+        Ok(())
+    }
+}
+
+/// Errors that stop an exposure run (a frame's own failure does not: it is its outcome).
+#[derive(Debug, Error)]
+pub enum ExposureError {
+    /// The input directory is not one.
+    #[error("--indir {}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The output directory could not be created.
+    #[error("--outdir {}: cannot create it: {source}", path.display())]
+    CreateOutdir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `wave_span` is not a positive number.
+    #[error("--wave-span must be a positive number of Angstrom")]
+    WaveSpan,
+    /// No GPU for an extracting rank.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// A message between ranks could not be decoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A worker thread panicked (a bug).
+    #[error("{0} panicked")]
+    ThreadPanicked(String),
+}
+
+impl ExposureError {
+    /// Whether the request is at fault (exit code 1) rather than the run (exit code 2).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            ExposureError::NotADirectory(_)
+                | ExposureError::CreateOutdir { .. }
+                | ExposureError::WaveSpan
+        )
+    }
+}
+
+/// What the role loops of one rank share.
+pub(crate) struct RankContext<'a> {
+    config: &'a ExposureConfig,
+    comm: &'a Comm,
+    frames: &'a [FrameFiles],
+    layout: Layout,
+    start: Instant,
+    backend: &'a dyn Backend,
+}
+
+/// Extracts every frame of the exposure over the ranks of `comm` (every rank calls it):
+/// rank 0 finds the frames ([`discover`]) and tells the others, the writing rank reports the
+/// plan and each frame to `observer`, and every rank returns the summary (the outcomes on the
+/// writing rank) with the writer's verdict.
+///
+/// # Errors
+/// Bad directories or `wave_span` (before any work), no GPU for an extracting rank with
+/// `config.gpu`, a malformed message. A frame that fails is not an error: see
+/// [`ExposureSummary::any_failed`].
+pub fn run_exposure(
+    config: &ExposureConfig,
+    comm: &Comm,
+    observer: &mut dyn ExposureObserver,
+) -> Result<ExposureSummary, ExposureError> {
+    let start = Instant::now();
+    config.prepare()?;
+    let (rank, layout) = (comm.rank(), Layout::new(comm.size(), config.overlap));
+    // Rank 0 lists the frames once for everybody (outputs appear while the others start).
+    let list = if rank == 0 {
+        let found = discover(
+            &config.indir,
+            &config.outdir,
+            config.expid,
+            config.overwrite,
+        );
+        let cameras = found.frames.into_iter().map(|f| f.camera).collect();
+        FrameList {
+            cameras,
+            skipped: found.skipped,
+        }
+        .to_bytes()?
+    } else {
+        Vec::new()
+    };
+    let list = FrameList::from_bytes(&comm.broadcast(0, list))?;
+    let frames: Vec<FrameFiles> = list
+        .cameras
+        .iter()
+        .map(|camera| FrameFiles::new(camera, &config.indir, &config.outdir, config.expid))
+        .collect();
+    let expid = expid_text(config.expid);
+    if rank == layout.writer() {
+        observer.planned(&ExposurePlan {
+            expid: expid.clone(),
+            frames: frames.len(),
+            skipped: list.skipped.len(),
+            layout,
+        });
+    }
+    let gpu = if config.gpu && layout.extracts(rank) {
+        Some(GpuContext::new(gpu_for_rank(comm.local_rank())?)?)
+    } else {
+        None
+    };
+    let second_gpu = match &gpu {
+        Some(first) if layout.two_frames_in_flight(true) => Some(GpuContext::new(first.ordinal)?),
+        _ => None,
+    };
+    let ctx = RankContext {
+        config,
+        comm,
+        frames: &frames,
+        layout,
+        start,
+        backend: gpu.as_ref().map_or(&CpuBackend, |g| g),
+    };
+    let outcomes = match (layout.role(rank), &second_gpu) {
+        (Role::Reader, _) => pipeline::reader(&ctx).map(|()| Vec::new()),
+        (Role::Writer, _) => pipeline::writer(&ctx, observer),
+        (Role::Extractor { index, count }, _) => {
+            pipeline::extractor(&ctx, index, count).map(|()| Vec::new())
+        }
+        (Role::SharedRoot { .. }, Some(second)) => {
+            shared::two_frames_in_flight(&ctx, second, observer)
+        }
+        (Role::SharedRoot { .. }, None) => {
+            let overlap = layout.mode == (Mode::Shared { overlap: true });
+            shared::root(&ctx, overlap, observer)
+        }
+        (Role::SharedMember { index, size }, _) => {
+            shared::member(&ctx, index, size).map(|()| Vec::new())
+        }
+    }?;
+    let wall_s = start.elapsed().as_secs_f64();
+    // Everybody ends with the writer's verdict.
+    let failed_here = outcomes.iter().any(|o| o.status.is_err());
+    let verdict = comm.broadcast(layout.writer(), vec![u8::from(failed_here)]);
+    Ok(ExposureSummary {
+        expid,
+        is_writer: rank == layout.writer(),
+        outcomes,
+        skipped: list.skipped,
+        wall_s,
+        any_failed: verdict.first().copied().unwrap_or(1) != 0,
+    })
+}

@@ -1,0 +1,135 @@
+//! Shared frames ([`super::roles::Mode::Shared`]: 1 or 2 ranks, or `--no-overlap`): rank 0
+//! reads and writes, every rank extracts its share of each frame's bundles, one frame after
+//! the other. With overlap rank 0 reads the next frames and writes the previous ones on
+//! background threads; without, it reads, extracts and writes strictly in turn (what the
+//! overlap gains is measurable). With one rank nothing is encoded or copied between the steps,
+//! and a single GPU process keeps two frames in flight on two GPU contexts.
+
+use super::frame::{extract_share, extract_whole, Extracted, Finished, ReadFrame};
+use super::jobs::FrameFiles;
+use super::messages::{inputs_message, read_inputs_message, read_share_message, share_message};
+use super::pipeline::{check_frame, WRITE_THREADS};
+use super::read_ahead::ReadAhead;
+use super::summary::{ExposureObserver, FrameOutcome};
+use super::write_pool::WritePool;
+use super::{ExposureError, RankContext};
+use crate::solve::Backend;
+use std::thread::ScopedJoinHandle;
+use std::time::Instant;
+
+/// Rank 0: reads each frame, extracts it with the other ranks and writes it; the outcomes.
+pub(crate) fn root(
+    ctx: &RankContext,
+    overlap: bool,
+    observer: &mut dyn ExposureObserver,
+) -> Result<Vec<FrameOutcome>, ExposureError> {
+    let (read_depth, writers) = if overlap { (2, WRITE_THREADS) } else { (0, 0) };
+    std::thread::scope(|scope| {
+        let mut reads = ReadAhead::new(scope, ctx.frames, read_depth);
+        let mut pool = WritePool::new(scope, ctx, writers, observer);
+        for (index, files) in ctx.frames.iter().enumerate() {
+            let Some(read) = reads.next_frame() else {
+                break;
+            };
+            let frame = root_frame(ctx, files, index, read)?;
+            pool.submit(index, frame);
+        }
+        Ok(pool.finish())
+    })
+}
+
+/// Rank 0's part of one frame: hands it to the other ranks (with one rank it extracts it
+/// whole), extracts its own share and gathers theirs in rank order.
+fn root_frame(
+    ctx: &RankContext,
+    files: &FrameFiles,
+    index: usize,
+    read: ReadFrame,
+) -> Result<Finished, ExposureError> {
+    let size = ctx.comm.size();
+    if size == 1 {
+        return Ok(extract_whole(ctx.config, files, read, ctx.backend, ""));
+    }
+    let message = inputs_message(index, &read)?;
+    for dest in 1..size {
+        ctx.comm.send_message(dest, &message);
+    }
+    drop(message);
+    let t0 = Instant::now();
+    let mut blocks = match &read.inputs {
+        Ok(inputs) => extract_share(ctx.config, files, inputs, ctx.backend, 0, size),
+        Err(e) => Err(e.clone()),
+    };
+    let mut extract_s = t0.elapsed().as_secs_f64();
+    for source in 1..size {
+        let (their_s, theirs) = read_share_message(ctx.comm.recv_message(source)?)?;
+        extract_s = extract_s.max(their_s);
+        blocks = match (blocks, theirs) {
+            (Ok(mut all), Ok(more)) => {
+                all.extend(more);
+                Ok(all)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+    }
+    let result = match (read.inputs, blocks) {
+        (Ok(inputs), Ok(blocks)) => Ok(Extracted::new(inputs, blocks)),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    Ok(Finished {
+        read_s: read.read_s,
+        extract_s,
+        result,
+    })
+}
+
+/// Ranks 1..: extracts share `index` of `size` of every frame and sends it to rank 0.
+pub(crate) fn member(ctx: &RankContext, index: usize, size: usize) -> Result<(), ExposureError> {
+    for (frame, files) in ctx.frames.iter().enumerate() {
+        let (at, read) = read_inputs_message(ctx.comm.recv_message(0)?)?;
+        check_frame(at, frame)?;
+        let t0 = Instant::now();
+        let blocks = read.inputs.and_then(|inputs| {
+            extract_share(ctx.config, files, &inputs, ctx.backend, index, size)
+                .map_err(|e| format!("rank {index}: {e}"))
+        });
+        let share = blocks.as_deref().map_err(String::as_str);
+        let message = share_message(t0.elapsed().as_secs_f64(), share)?;
+        ctx.comm.send_message(0, &message);
+    }
+    Ok(())
+}
+
+/// One GPU process with two GPU contexts: frame `i` extracts on context `i mod 2` on a worker
+/// thread while the next is read and the previous written.
+pub(crate) fn two_frames_in_flight(
+    ctx: &RankContext,
+    second: &dyn Backend,
+    observer: &mut dyn ExposureObserver,
+) -> Result<Vec<FrameOutcome>, ExposureError> {
+    let backends = [ctx.backend, second];
+    let join = |handle: ScopedJoinHandle<'_, Finished>| {
+        handle
+            .join()
+            .map_err(|_| ExposureError::ThreadPanicked("an extraction thread".into()))
+    };
+    std::thread::scope(|scope| {
+        let mut reads = ReadAhead::new(scope, ctx.frames, 3);
+        let mut pool = WritePool::new(scope, ctx, WRITE_THREADS, observer);
+        let mut running = None;
+        for (index, files) in ctx.frames.iter().enumerate() {
+            let Some(read) = reads.next_frame() else {
+                break;
+            };
+            let (config, backend) = (ctx.config, backends[index % 2]);
+            let handle = scope.spawn(move || extract_whole(config, files, read, backend, ""));
+            if let Some((done, previous)) = running.replace((index, handle)) {
+                pool.submit(done, join(previous)?);
+            }
+        }
+        if let Some((done, previous)) = running.take() {
+            pool.submit(done, join(previous)?);
+        }
+        Ok(pool.finish())
+    })
+}
