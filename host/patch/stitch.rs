@@ -86,26 +86,36 @@ impl FrameArrays {
     /// such bins carry no information, only the ~1e-12 ivar of the regularization floor
     /// (specter's convention; gpu_specter keeps the floor). Returns how many bins were zeroed.
     pub fn zero_fully_masked(&mut self) -> usize {
-        let mut count = 0;
-        for (iv, &frac) in self.ivar.iter_mut().zip(&self.pixmask_fraction) {
-            if frac == 1.0 && *iv != 0.0 {
-                *iv = 0.0;
-                count += 1;
-            }
-        }
-        count
+        let nwave = self.nwave.max(1);
+        self.ivar
+            .par_chunks_mut(nwave)
+            .zip(self.pixmask_fraction.par_chunks(nwave))
+            .map(|(ivar, fracs)| {
+                let mut count = 0;
+                for (iv, &frac) in ivar.iter_mut().zip(fracs) {
+                    if frac == 1.0 && *iv != 0.0 {
+                        *iv = 0.0;
+                        count += 1;
+                    }
+                }
+                count
+            })
+            .sum()
     }
 
     /// Converts flux and ivar from per bin to per Angstrom: `flux /= dwave`,
     /// `ivar *= dwave²` with `dwave` = numpy `gradient(wave)`.
     pub fn to_per_angstrom(&mut self, dwave: &[f64]) {
-        for row in 0..self.nspec {
-            for (j, &dw) in dwave.iter().enumerate().take(self.nwave) {
-                let i = row * self.nwave + j;
-                self.flux[i] /= dw;
-                self.ivar[i] *= dw * dw;
-            }
-        }
+        let nwave = self.nwave.max(1);
+        self.flux
+            .par_chunks_mut(nwave)
+            .zip(self.ivar.par_chunks_mut(nwave))
+            .for_each(|(flux, ivar)| {
+                for ((f, iv), &dw) in flux.iter_mut().zip(ivar.iter_mut()).zip(dwave) {
+                    *f /= dw;
+                    *iv *= dw * dw;
+                }
+            });
     }
 }
 
@@ -175,21 +185,24 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
         .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
         .collect();
     let mut mask = vec![0u32; nspec * nwave];
-    for (s, &fiber_med) in fiber_median.iter().enumerate() {
-        for (j, &wave_med) in wave_median.iter().enumerate() {
-            let i = s * nwave + j;
-            let frac = arrays.pixmask_fraction[i];
-            if frac > 0.5 {
-                mask[i] |= SOMEBADPIX;
+    mask.par_chunks_mut(nwave.max(1))
+        .zip(fiber_median.par_iter())
+        .enumerate()
+        .for_each(|(s, (row, &fiber_med))| {
+            for (j, (m, &wave_med)) in row.iter_mut().zip(&wave_median).enumerate() {
+                let i = s * nwave + j;
+                let frac = arrays.pixmask_fraction[i];
+                if frac > 0.5 {
+                    *m |= SOMEBADPIX;
+                }
+                if frac == 1.0 {
+                    *m |= ALLBADPIX;
+                }
+                if chi[i] > 5.0 * wave_med && chi[i] > 5.0 * fiber_med {
+                    *m |= BAD2DFIT;
+                }
             }
-            if frac == 1.0 {
-                mask[i] |= ALLBADPIX;
-            }
-            if chi[i] > 5.0 * wave_med && chi[i] > 5.0 * fiber_med {
-                mask[i] |= BAD2DFIT;
-            }
-        }
-    }
+        });
     mask
 }
 
