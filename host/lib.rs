@@ -3,13 +3,15 @@
 //! Layers, bottom up: the `desi_device` numerics; the backends behind one trait ([`solve`]: the
 //! CPU, and [`gpu`]); the frame pipeline ([`extract`], driven by a [`job::FrameJob`]: corners,
 //! [`patch`] plans, backend, stitching, finalization); multi-process frames ([`parallel`]) and
-//! whole exposures ([`exposure`]); the command line on top. [`io`] reads and writes the files, [`psf`] evaluates
-//! the PSF, [`sim`] and [`qa`] make and check simulated frames.
+//! whole exposures ([`exposure`]); the command line on top. [`io`] reads and writes the files,
+//! [`psf`] evaluates the PSF, [`sim`] and [`qa`] make and check simulated frames.
+//! [`heliocentric`] computes desispec's barycentric wavelength correction (HELIOCOR).
 #![warn(missing_docs)]
 
 pub mod exposure;
 pub mod extract;
 pub mod gpu;
+pub mod heliocentric;
 pub mod io;
 pub mod job;
 pub mod parallel;

@@ -10,7 +10,9 @@
 #      kernels), llvm-tools, clippy and rustfmt;
 #   3. Python tools, with `pip install --target` into $DESI_PY_TOOLS
 #      (default ${XDG_CACHE_HOME:-~/.cache}/desi-extract/py): nvidia-cuda-nvcc for `ptxas`
-#      (offline check of the PTX for sm_90) and astropy (tests read our FITS files back).
+#      (offline check of the PTX for sm_90) and astropy (tests read our FITS files back), then
+#      desispec without its dependencies (tests/heliocentric.rs calls its barycentric
+#      correction, which needs only astropy and numpy; a few seconds, 20 MB).
 #
 # Prints `export DESI_PTXAS=...` and `export PYTHONPATH=...` lines at the end; scripts/test.sh
 # finds both by itself.
@@ -22,6 +24,7 @@ py_tools=${DESI_PY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/desi-extract/py}
 # CUDA 13.x ptxas: supports sm_80 .. sm_120, PTX ISA up to 9.x.
 nvcc_req='nvidia-cuda-nvcc==13.5.37'
 astropy_req='astropy>=6.1,<8'
+desispec_req='desispec==0.70.0'
 
 say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
@@ -112,13 +115,28 @@ if ((need_rust)); then
     rustup toolchain install "$toolchain" --profile minimal "${args[@]}"
 fi
 
-# --- 3. Python tools (ptxas, astropy) --------------------------------------------------------------
+# --- 3. Python tools (ptxas, astropy, desispec) ----------------------------------------------------
 find_ptxas() { compgen -G "$py_tools/nvidia/cu*/bin/ptxas" | sort | tail -n 1; }
 if [[ -z $(find_ptxas) ]] || ! PYTHONPATH=$py_tools python3 -c 'import astropy' >/dev/null 2>&1; then
     say "pip installing $nvcc_req '$astropy_req' into $py_tools"
     mkdir -p "$py_tools"
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
         --root-user-action=ignore --upgrade --target "$py_tools" "$nvcc_req" "$astropy_req"
+fi
+# desispec's full dependency list (numba, healpy, fitsio, desitarget, ...) is not needed for
+# desispec.heliocentric, and some of it builds C code: install desispec alone, through a
+# scratch target so that its scripts do not replace the bin/ of the packages above.
+# (The check is by file: importing desispec.heliocentric loads astropy.coordinates, ~1.5 s.)
+desispec_check="import desispec, desispec.heliocentric; assert desispec.__version__ == '${desispec_req#*==}'"
+if [[ ! -f $py_tools/desispec/heliocentric.py || ! -d $py_tools/desispec-${desispec_req#*==}.dist-info ]]; then
+    say "pip installing $desispec_req (no dependencies) into $py_tools"
+    scratch=$(mktemp -d)
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore --no-deps --target "$scratch" "$desispec_req"
+    rm -rf "$py_tools"/desispec "$py_tools"/desispec-*.dist-info
+    mv "$scratch"/desispec "$scratch"/desispec-*.dist-info "$py_tools"/
+    rm -rf "$scratch"
+    PYTHONPATH=$py_tools python3 -c "$desispec_check" || { say "desispec.heliocentric does not import after installing $desispec_req"; exit 1; }
 fi
 ptxas=$(find_ptxas)
 [[ -n $ptxas && -x $ptxas ]] || { say "ptxas not found under $py_tools after pip install"; exit 1; }
