@@ -44,7 +44,8 @@
 //! astropy 7.2 and with desispec 0.70.0's own function: max |Δv| = 7 mm/s, all of it astropy's
 //! UT1 − UTC from its IERS tables (0.6 mm/s with astropy's UT1 set to UTC); it requires 1 m/s.
 
-use crate::io::{card_name, find_keyword, KeywordValue};
+use crate::io::{card_name, find_keyword, KeywordValue, PreprocImage};
+use crate::patch::{GridError, WavelengthGrid};
 use sofars::coords::gd2gc;
 use sofars::eph::{epv00, moon98, plan94};
 use sofars::erst::era00;
@@ -539,6 +540,50 @@ impl ExposurePointing {
     }
 }
 
+/// The barycentric correction factor of a preproc image as desispec's extraction computes it
+/// (`--barycentric-correction`): the pointing and time from the image header, else from the
+/// fibermap's ([`ExposurePointing::from_headers`]), at Kitt Peak ([`Site::KPNO_DESISPEC`]).
+///
+/// # Errors
+/// No pointing in either header, a keyword that is not a number, or a date or position outside
+/// the supported range.
+pub fn preproc_factor(image: &PreprocImage) -> Result<f64, HeliocentricError> {
+    let fibermap = image.fibermap.as_ref().map(|table| table.cards.as_slice());
+    let pointing = ExposurePointing::from_headers(&image.header, fibermap)?;
+    Ok(pointing
+        .barycentric_correction(&Site::KPNO_DESISPEC)?
+        .factor)
+}
+
+/// The grid desispec extracts on for a barycentric `factor`: the nominal `(wmin, wmax, dw)`
+/// divided by the factor, built by numpy's `arange` rule. The frame's WAVELENGTH stays the
+/// nominal grid (docs/algorithm.md §13), so both must have the same length.
+///
+/// # Errors
+/// A factor that is not finite and positive, or a corrected grid whose length differs from the
+/// nominal one.
+pub fn corrected_grid(grid: &WavelengthGrid, factor: f64) -> Result<WavelengthGrid, GridError> {
+    let invalid = |reason| GridError::Invalid {
+        wmin: grid.wmin,
+        wmax: grid.wmax,
+        dw: grid.dw,
+        reason,
+    };
+    if !(factor.is_finite() && factor > 0.0) {
+        return Err(invalid(
+            "the barycentric factor must be finite and positive",
+        ));
+    }
+    let corrected =
+        WavelengthGrid::arange(grid.wmin / factor, grid.wmax / factor, grid.dw / factor)?;
+    if corrected.nwave() != grid.nwave() {
+        return Err(invalid(
+            "divided by the barycentric factor it has another number of wavelengths",
+        ));
+    }
+    Ok(corrected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,5 +742,20 @@ mod tests {
         let p = ExposurePointing::from_headers(&with_target, Some(&cards)).expect("image pointing");
         assert_eq!(p.ra_deg, 12.0);
         assert!(p.barycentric_correction(&Site::KPNO_DESISPEC).is_ok());
+    }
+
+    #[test]
+    fn corrected_grid_divides_the_nominal_triple() {
+        let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
+        let factor = 1.000_075;
+        let corrected = corrected_grid(&grid, factor).unwrap();
+        let expected =
+            WavelengthGrid::arange(5760.0 / factor, 7620.0 / factor, 0.8 / factor).unwrap();
+        assert_eq!(corrected, expected);
+        assert_eq!(corrected.nwave(), grid.nwave());
+        assert!(corrected_grid(&grid, f64::NAN).is_err());
+        assert!(corrected_grid(&grid, 0.0).is_err());
+        // A factor far from 1 changes the count: refused rather than a WAVELENGTH of another length.
+        assert!(corrected_grid(&grid, 1.3).is_err());
     }
 }

@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{extract_frame, frame_data, Extraction};
 use desi_extract::gpu::GpuContext;
-use desi_extract::io;
+use desi_extract::heliocentric;
+use desi_extract::io::{self, Keyword};
 use desi_extract::job::{FallbackPolicy, FrameJob};
 use desi_extract::parallel::{extract_frame_on_ranks, gpu_for_rank, Comm};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
@@ -69,6 +70,12 @@ pub struct ExtractArgs {
     /// Run every stage on an NVIDIA GPU (a clear error where there is none).
     #[arg(long)]
     gpu: bool,
+    /// Extract on the grid corrected to the solar-system barycentre, as desispec does: the
+    /// pointing (TARGTRA/TARGTDEC, SKYRA, TELRA or RA/DEC) and MJD-OBS + EXPTIME/2 from the
+    /// preproc header (else the fibermap's), at Kitt Peak; the frame keeps the nominal
+    /// WAVELENGTH and records the factor as HELIOCOR.
+    #[arg(long = "barycentric-correction")]
+    barycentric_correction: bool,
     /// What to do with a patch the GPU could not solve: `cpu` solves it again on the CPU and
     /// reports it, `fail` fails the frame (exit 2, no frame written).
     #[arg(long = "gpu-fallback", value_enum, default_value_t = GpuFallback::Cpu)]
@@ -166,7 +173,22 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
     };
-    let job = FrameJob::new(&psf, &image, &grid, &params)?
+    let heliocor = if args.barycentric_correction {
+        let factor = heliocentric::preproc_factor(&image).map_err(|e| {
+            InputError(format!(
+                "{}: --barycentric-correction: {e}",
+                args.input.display()
+            ))
+        })?;
+        Some(factor)
+    } else {
+        None
+    };
+    let extraction_grid = match heliocor {
+        Some(factor) => heliocentric::corrected_grid(&grid, factor)?,
+        None => grid.clone(),
+    };
+    let job = FrameJob::new(&psf, &image, &extraction_grid, &params)?
         .with_model(args.model.is_some())
         .with_fallback(args.gpu_fallback.into());
     let bar = progress_bar();
@@ -189,7 +211,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let solve_time = t0.elapsed();
 
     let t1 = Instant::now();
-    let frame = frame_data(
+    let mut frame = frame_data(
         &ex,
         &image,
         psf.in_psf.as_deref(),
@@ -197,6 +219,13 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         &args.input,
         &grid,
     );
+    if let Some(factor) = heliocor.filter(|&f| f != 1.0) {
+        frame.keywords.push(Keyword::float(
+            "HELIOCOR",
+            factor,
+            "Barycentric wavelength correction factor",
+        ));
+    }
     trace.span("write", || {
         io::write_frame(&args.output, &frame, image.fibermap.as_ref())
     })?;
