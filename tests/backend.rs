@@ -65,7 +65,7 @@ impl FrameSolver for FlakyFrame<'_> {
         self.inner.spots(ispec_min, nspec)
     }
 
-    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[SpotTable]) -> Result<(), SolveError> {
+    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
         self.plans = plans.clone();
         self.inner.start(plans, corners)
     }

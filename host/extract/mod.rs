@@ -267,7 +267,7 @@ fn solve_into(
         solvable.extend(bundle.plans.iter().filter(|p| p.window.is_some()).cloned());
     }
     first.push(solvable.len());
-    let corners: Vec<SpotTable> = planned.iter().map(|b| b.corners.clone()).collect();
+    let corners: Vec<&SpotTable> = planned.iter().map(|b| &b.corners).collect();
     solver.start(solvable, &corners)?;
     let t_solve = Instant::now();
 

@@ -10,7 +10,7 @@ use super::launch::{lanes, Launch};
 use crate::extract::EXTRACT_MASK_BITS;
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
-use crate::psf::{PsfError, SpotTable};
+use crate::psf::SpotTable;
 use crate::solve::{Backend, FrameSolver, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice};
@@ -295,17 +295,15 @@ impl<'g> GpuFrame<'g> {
     }
 
     /// Checks the device's spots against the host's corners of `tables` (one per bundle).
-    fn check_spots(&self, tables: &[SpotTable]) -> Result<(), SolveError> {
+    fn check_spots(&self, tables: &[&SpotTable]) -> Result<(), SolveError> {
         let nfull = self.padded.nfull();
         let psf = self.job.psf;
-        let path = || psf.path.display().to_string();
         if let Some(i) = self.spot_status.par_iter().position_first(|&s| s != 0) {
-            return Err(SolveError::Psf(PsfError::Spot {
-                path: path(),
-                ispec: i / nfull,
-                wave: self.padded.fullwave[i % nfull],
-                status: Status::from_code(self.spot_status[i]),
-            }));
+            return Err(SolveError::Psf(psf.spot_error(
+                i / nfull,
+                self.padded.fullwave[i % nfull],
+                Status::from_code(self.spot_status[i]),
+            )));
         }
         for table in tables {
             let start = table.ispec_min * nfull;
@@ -463,7 +461,7 @@ impl FrameSolver for GpuFrame<'_> {
         }))
     }
 
-    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[SpotTable]) -> Result<(), SolveError> {
+    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
         self.check_spots(corners)?;
         self.planned = self.describe(plans);
         self.size_batches()?;

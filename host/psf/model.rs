@@ -105,6 +105,17 @@ impl GaussHermitePsf {
         Ok(())
     }
 
+    /// The error for a spot of spectrum `ispec` at `wave` (Angstrom) that the device code
+    /// refused with `status` (on the host or on a GPU).
+    pub fn spot_error(&self, ispec: usize, wave: f64, status: desi_device::Status) -> PsfError {
+        PsfError::Spot {
+            path: self.path.display().to_string(),
+            ispec,
+            wave,
+            status,
+        }
+    }
+
     /// Evaluates the spots of spectra `ispec_min..ispec_min+nspec` at every wavelength of
     /// `waves` (fibers in parallel).
     pub fn spots(
@@ -128,13 +139,8 @@ impl GaussHermitePsf {
                 let ispec = ispec_min + s;
                 for (k, &wave) in waves.iter().enumerate() {
                     let stamp = &mut fiber_stamps[k * ny * nx..(k + 1) * ny * nx];
-                    fiber_corners[k] =
-                        spot_at(&tables, ispec, wave, stamp).map_err(|status| PsfError::Spot {
-                            path: self.path.display().to_string(),
-                            ispec,
-                            wave,
-                            status,
-                        })?;
+                    fiber_corners[k] = spot_at(&tables, ispec, wave, stamp)
+                        .map_err(|status| self.spot_error(ispec, wave, status))?;
                 }
                 Ok(())
             })?;
@@ -171,12 +177,8 @@ impl GaussHermitePsf {
             .into_par_iter()
             .map(|i| {
                 let (ispec, wave) = (ispec_min + i / nwave.max(1), waves[i % nwave.max(1)]);
-                spot_corner(&tables, ispec, wave).map_err(|status| PsfError::Spot {
-                    path: self.path.display().to_string(),
-                    ispec,
-                    wave,
-                    status,
-                })
+                spot_corner(&tables, ispec, wave)
+                    .map_err(|status| self.spot_error(ispec, wave, status))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SpotTable {

@@ -81,7 +81,7 @@ impl FrameSolver for CpuFrame<'_> {
         Ok(spots)
     }
 
-    fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[SpotTable]) -> Result<(), SolveError> {
+    fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[&SpotTable]) -> Result<(), SolveError> {
         let mut first = 0;
         let mut plans = plans.into_iter().peekable();
         while let Some(plan) = plans.next() {

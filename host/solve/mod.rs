@@ -145,7 +145,7 @@ pub trait FrameSolver {
     ///
     /// # Errors
     /// Spots that failed on the device, corners that differ from the host's, no memory.
-    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[SpotTable]) -> Result<(), SolveError>;
+    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError>;
 
     /// The next run of results in plan order: the index of the run's first plan and one result
     /// per plan; `None` once every plan's result has come back.
