@@ -14,7 +14,9 @@
 #      desispec without its dependencies (tests/heliocentric.rs calls its barycentric
 #      correction, which needs only astropy and numpy; a few seconds, 20 MB), and what
 #      desispec.io.read_frame and desispec.specscore import (desiutil, fitsio, scipy, desitarget,
-#      without their dependencies: tests read our frames back with desispec, ~220 MB).
+#      without their dependencies: tests read our frames back with desispec, ~220 MB); for the
+#      Python package (pyproject.toml, tests/python): maturin (its build backend, `pip install .`)
+#      and mpi4py (its multi-rank test; the binary wheel runs on the system's OpenMPI).
 #
 # Prints `export DESI_PTXAS=...` and `export PYTHONPATH=...` lines at the end; scripts/test.sh
 # finds both by itself.
@@ -30,6 +32,8 @@ desispec_req='desispec==0.70.0'
 # What desispec.io.read_frame, Frame.vet() and desispec.specscore import (desispec's own
 # dependency list minus what they never load): installed without dependencies, pinned.
 readframe_reqs=(desiutil==4.0.1 fitsio==1.4.2 scipy==1.17.1 desitarget==4.4.0)
+# The Python package's build backend and the mpi4py of its multi-rank test.
+python_pkg_reqs=(maturin==1.16.0 mpi4py==4.1.2)
 
 say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
@@ -42,6 +46,10 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 # Step 3 below runs `python3 -m pip`; the tests run `python3` with astropy.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+# The Python package (PyO3): the interpreter's headers (Debian's python3-dev), where the python3
+# in use looks for them.
+py_include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+[[ -n $py_include && -f $py_include/Python.h ]] || missing+=(python3-dev)
 # libclang: bindgen (rsmpi's mpi-sys, nvtx-sys) loads it at build time through clang-sys, which
 # looks only for `libclang.so`, `libclang-*.so`, `libclang.so.*` or `libclang-*.so.*` (never
 # `libclang-cpp*`, the C++ library) in $LIBCLANG_PATH if set, else in `llvm-config --prefix`/lib*,
@@ -159,6 +167,23 @@ if ! PYTHONPATH=$py_tools python3 -c "$readframe_check" >/dev/null 2>&1; then
     done
     rm -rf "$scratch"
     PYTHONPATH=$py_tools python3 -c "$readframe_check" || { say "desispec.io does not import after installing ${readframe_reqs[*]}"; exit 1; }
+fi
+# The Python package: maturin (binary in $py_tools/bin, which scripts/test.sh puts on PATH) and
+# mpi4py, through a scratch target as above.
+if [[ ! -x $py_tools/bin/maturin ]] || ! PYTHONPATH=$py_tools python3 -c 'import maturin, mpi4py' >/dev/null 2>&1; then
+    say "pip installing ${python_pkg_reqs[*]} into $py_tools"
+    scratch=$(mktemp -d)
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore --no-deps --target "$scratch" "${python_pkg_reqs[@]}"
+    mkdir -p "$py_tools"/bin
+    mv -f "$scratch"/bin/maturin "$py_tools"/bin/maturin
+    rm -rf "$scratch"/bin
+    for entry in "$scratch"/*; do
+        rm -rf "$py_tools/$(basename "$entry")"
+        mv "$entry" "$py_tools"/
+    done
+    rm -rf "$scratch"
+    "$py_tools"/bin/maturin --version >/dev/null || { say "maturin does not run after pip install"; exit 1; }
 fi
 ptxas=$(find_ptxas)
 [[ -n $ptxas && -x $ptxas ]] || { say "ptxas not found under $py_tools after pip install"; exit 1; }

@@ -56,3 +56,11 @@ step env RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Ctarget-cpu=sm_8
     --target-dir "$target_dir/ptx/clippy" -- -D warnings -A unused_features
 # Library, binary, integration and doc tests of both packages (benches are only linted above).
 step cargo test --workspace --no-fail-fast --profile "$profile"
+# The Python package (pyproject.toml, python/): pip builds it with maturin in release (in
+# target/, sharing the dependencies built above) into target/python; tests/python compares it,
+# and desispec 0.70.0's own extraction script running on it, with the CLI built above.
+[[ $profile == dev ]] && bin_dir=$target_dir/debug || bin_dir=$target_dir/$profile
+step env PATH="$py_tools/bin:$PATH" python3 -m pip install --quiet --no-build-isolation --no-deps \
+    --upgrade --disable-pip-version-check --root-user-action=ignore --target "$target_dir/python" "$repo"
+step env PYTHONPATH="$target_dir/python:$PYTHONPATH" DESI_EXTRACT_BIN="$bin_dir/desi-extract" \
+    python3 -m unittest discover -s "$repo/tests/python" -v

@@ -249,6 +249,31 @@ impl GpuContext {
         })
     }
 
+    /// Hands the device memory this context's frames left in the device's memory pool back
+    /// to the driver (the pool keeps freed memory, see `keep_pool_memory`): for callers that
+    /// share the process with other GPU code (the Python package, before desispec's next
+    /// steps). Waits for the context's stream first.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn release_memory(&self) -> Result<(), GpuError> {
+        use cudarc::driver::sys;
+        self.stream.synchronize().stage("synchronize the stream")?;
+        self.ctx.bind_to_thread().stage("bind the context")?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: plain driver calls on the current context's device with a valid out-pointer;
+        // trimming only releases memory no allocation holds.
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device())
+                .result()
+                .stage("get the default memory pool")?;
+            sys::cuMemPoolTrimTo(pool, 0)
+                .result()
+                .stage("trim the memory pool")?;
+        }
+        Ok(())
+    }
+
     /// Number of visible CUDA devices.
     pub fn device_count() -> Result<usize, GpuError> {
         probe_driver()?;
