@@ -220,6 +220,30 @@ class Frames(unittest.TestCase):
         # the end); a free one ticks every millisecond or so.
         self.assertGreater(ticks[0], max(20, 100 * elapsed * 0.2), f"{ticks[0]} ticks in {elapsed:.2f} s")
 
+    def test_device_arrays_are_copied_to_the_host_once(self):
+        """An array with __cuda_array_interface__ (CuPy's protocol; CuPy itself needs a GPU and
+        is not installed here) is fetched with .get() once and extracts as its host copy."""
+        import desi_extract
+
+        class DeviceArray:
+            gets = 0
+
+            def __init__(self, host):
+                self.host = host
+                self.__cuda_array_interface__ = {"shape": host.shape, "version": 3}
+
+            def get(self):
+                DeviceArray.gets += 1
+                return self.host
+
+        image, psf = self.image_dict(), desi_extract.read_psf(PSF)
+        args = (psf, 25, SPECMIN, NSPEC)
+        device = {k: DeviceArray(v) for k, v in image.items()}
+        ours = desi_extract.extract_frame(device, *args, wavelength=WAVE, nsubbundles=5)
+        self.assertEqual(DeviceArray.gets, 2)
+        host = desi_extract.extract_frame(image, *args, wavelength=WAVE, nsubbundles=5)
+        self.assertTrue(ours["specflux"].tobytes() == host["specflux"].tobytes())
+
     def test_bad_input_is_a_value_error(self):
         import desi_extract
 
