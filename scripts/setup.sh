@@ -12,7 +12,9 @@
 #      (default ${XDG_CACHE_HOME:-~/.cache}/desi-extract/py): nvidia-cuda-nvcc for `ptxas`
 #      (offline check of the PTX for sm_90) and astropy (tests read our FITS files back), then
 #      desispec without its dependencies (tests/heliocentric.rs calls its barycentric
-#      correction, which needs only astropy and numpy; a few seconds, 20 MB).
+#      correction, which needs only astropy and numpy; a few seconds, 20 MB), and what
+#      desispec.io.read_frame and desispec.specscore import (desiutil, fitsio, scipy, desitarget,
+#      without their dependencies: tests read our frames back with desispec, ~220 MB).
 #
 # Prints `export DESI_PTXAS=...` and `export PYTHONPATH=...` lines at the end; scripts/test.sh
 # finds both by itself.
@@ -25,6 +27,9 @@ py_tools=${DESI_PY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/desi-extract/py}
 nvcc_req='nvidia-cuda-nvcc==13.5.37'
 astropy_req='astropy>=6.1,<8'
 desispec_req='desispec==0.70.0'
+# What desispec.io.read_frame, Frame.vet() and desispec.specscore import (desispec's own
+# dependency list minus what they never load): installed without dependencies, pinned.
+readframe_reqs=(desiutil==4.0.1 fitsio==1.4.2 scipy==1.17.1 desitarget==4.4.0)
 
 say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
@@ -137,6 +142,23 @@ if [[ ! -f $py_tools/desispec/heliocentric.py || ! -d $py_tools/desispec-${desis
     mv "$scratch"/desispec "$scratch"/desispec-*.dist-info "$py_tools"/
     rm -rf "$scratch"
     PYTHONPATH=$py_tools python3 -c "$desispec_check" || { say "desispec.heliocentric does not import after installing $desispec_req"; exit 1; }
+fi
+# desispec.io (read_frame), desispec.frame and desispec.specscore: their imports, each without
+# its own dependencies (desitarget's healpy/numba/... are never loaded by read_frame), through a
+# scratch target as above.
+readframe_check="import desispec.io, desispec.frame, desispec.specscore; from desispec.io import read_frame"
+if ! PYTHONPATH=$py_tools python3 -c "$readframe_check" >/dev/null 2>&1; then
+    say "pip installing ${readframe_reqs[*]} (no dependencies) into $py_tools"
+    scratch=$(mktemp -d)
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore --no-deps --target "$scratch" "${readframe_reqs[@]}"
+    rm -rf "$scratch"/bin
+    for entry in "$scratch"/*; do
+        rm -rf "$py_tools/$(basename "$entry")"
+        mv "$entry" "$py_tools"/
+    done
+    rm -rf "$scratch"
+    PYTHONPATH=$py_tools python3 -c "$readframe_check" || { say "desispec.io does not import after installing ${readframe_reqs[*]}"; exit 1; }
 fi
 ptxas=$(find_ptxas)
 [[ -n $ptxas && -x $ptxas ]] || { say "ptxas not found under $py_tools after pip install"; exit 1; }
