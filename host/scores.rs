@@ -83,7 +83,7 @@ fn np_median(values: Vec<f64>) -> f64 {
 /// (desispec raises there; desi-extract writes no SCORES HDU and says so).
 pub fn raw_frame_scores(wave: &[f64], flux: &[f64], ivar: &[f64]) -> Option<Vec<ScoreColumn>> {
     let nwave = wave.len();
-    if nwave == 0 || flux.len() % nwave != 0 || ivar.len() != flux.len() {
+    if nwave == 0 || !flux.len().is_multiple_of(nwave) || ivar.len() != flux.len() {
         return None;
     }
     let band = auto_band(wave);
