@@ -148,11 +148,12 @@ mod tests {
         assert_eq!(auto_band(&[5760.0, 7620.0]), 'r');
         assert_eq!(auto_band(&[7520.0, 9824.0]), 'z');
         assert_eq!(gradient(&[1.0, 2.0, 4.0, 7.0]), vec![1.0, 1.5, 2.5, 3.0]);
+        assert_eq!(gradient(&[5600.0, 5800.0, 6000.0, 7600.0])[2], 900.0);
     }
 
     #[test]
     fn scores_of_a_small_frame() {
-        // r band: bins 5800 and 6000 in, 5600 and 7600 out; dwave = 200 everywhere.
+        // r band (mean 6250): bins 5800 and 6000 in, 5600 and 7600 out; dwave 200, 200, 900, 1600.
         let wave = [5600.0, 5800.0, 6000.0, 7600.0];
         let flux = [
             9.0,
@@ -172,7 +173,7 @@ mod tests {
             ["SUM_RAW_COUNT_R", "MEDIAN_RAW_COUNT_R", "MEDIAN_RAW_SNR_R"]
         );
         assert_eq!(s[0].values[0], 6.0);
-        assert_eq!(s[1].values[0], 3.0 / 200.0);
+        assert_eq!(s[1].values[0], 0.5 * (2.0 / 200.0 + 4.0 / 900.0));
         // sqrt(4) * 2 / sqrt(200) and 0 (negative ivar) -> mean of the two.
         assert_eq!(s[2].values[0], 0.5 * (4.0 / 200f64.sqrt()));
         assert!(s[0].values[1].is_nan() && s[1].values[1].is_nan());
