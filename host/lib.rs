@@ -6,6 +6,7 @@
 //! whole exposures ([`exposure`]); the command line on top. [`io`] reads and writes the files,
 //! [`psf`] evaluates the PSF, [`sim`] and [`qa`] make and check simulated frames.
 //! [`heliocentric`] computes desispec's barycentric wavelength correction (HELIOCOR).
+//! [`scores`] computes the RAW scores of the SCORES HDU as desispec does.
 #![warn(missing_docs)]
 
 pub mod exposure;
@@ -18,6 +19,7 @@ pub mod parallel;
 pub mod patch;
 pub mod psf;
 pub mod qa;
+pub mod scores;
 pub mod sim;
 pub mod solve;
 pub mod stats;

@@ -1,6 +1,6 @@
 //! `desi-extract extract`: one preproc frame -> one frame file.
 
-use super::{parse_wave_range, InputError};
+use super::{logging, parse_wave_range, InputError};
 use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{extract_frame, frame_data, Extraction};
@@ -10,6 +10,7 @@ use desi_extract::io::{self, Keyword};
 use desi_extract::job::{FallbackPolicy, FrameJob};
 use desi_extract::parallel::{extract_frame_on_ranks, gpu_for_rank, Comm};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::scores::raw_frame_scores;
 use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
 use desi_extract::stats::median;
 use desi_extract::trace::Trace;
@@ -18,12 +19,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Arguments of `extract`, named as in desispec's `desi_extract_spectra`.
+/// Arguments of `extract`, named as in desispec's `desi_extract_spectra` (every flag of
+/// desispec 0.70.0 and main; docs/desispec-compat.md says what each does here).
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Input preproc file.
     #[arg(short = 'i', long = "input")]
     input: PathBuf,
+    /// Input fibermap file: its FIBERMAP HDU replaces the preproc's, and the frame takes its
+    /// rows specmin..specmin+nspec, as desispec does.
+    #[arg(short = 'f', long = "fibermap")]
+    fibermap: Option<PathBuf>,
     /// Input GaussHermite PSF file.
     #[arg(short = 'p', long = "psf")]
     psf: PathBuf,
@@ -83,6 +89,24 @@ pub struct ExtractArgs {
     /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Do not use the GPU (desispec: even if one is available). desi-extract runs on the CPU
+    /// unless --gpu is given, so this only confirms the default.
+    #[arg(long = "no-gpu", conflicts_with = "gpu")]
+    no_gpu: bool,
+    /// desispec: classic specter instead of gpu_specter. Accepted for desi_proc's command
+    /// lines, but desi-extract's own engine (gpu_specter's numerics) runs; a warning says so.
+    #[arg(long = "use-specter")]
+    use_specter: bool,
+    /// desispec: use MPI. Accepted; desi-extract uses MPI whenever it is started by an MPI
+    /// launcher (mpirun, srun) and runs as one process otherwise, with or without this flag.
+    #[arg(long)]
+    mpi: bool,
+    /// Do not compute the RAW scores nor write the SCORES HDU.
+    #[arg(long = "no-scores")]
+    no_scores: bool,
+    /// More log lines (DEBUG level; $DESI_LOGLEVEL also sets the level, as in desispec).
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
     /// GPU ordinal used with --gpu (under MPI with several ranks each rank uses GPU
     /// local_rank % visible GPUs instead).
     #[arg(long = "gpu-device", default_value_t = 0)]
@@ -117,11 +141,26 @@ impl ExtractArgs {
 /// Runs `extract` (on one rank, or with the bundles spread over the ranks of `comm`).
 pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
+    if args.verbose {
+        logging::verbose();
+    }
     if args.decorrelate_fibers {
         return Err(InputError(
-            "--decorrelate-fibers is not supported (signal decorrelation only, as desispec's GPU path)".into(),
+            "--decorrelate-fibers not implemented with gpu_specter (desispec refuses it on its default path too; desi-extract extracts with signal decorrelation only)".into(),
         )
         .into());
+    }
+    let root = comm.rank() == 0;
+    if args.use_specter && root {
+        log::warn!(
+            "--use-specter: desi-extract's engine runs instead of specter's ex2d (gpu_specter's numerics and defaults; see docs/desispec-compat.md)"
+        );
+    }
+    if args.mpi && root {
+        log::debug!(
+            "--mpi: {} rank(s) from the launcher (desi-extract uses MPI whenever started by one)",
+            comm.size()
+        );
     }
     // Refuse what can be refused before reading the (large) image and extracting (minutes).
     for path in std::iter::once(&args.output).chain(&args.model) {
@@ -168,7 +207,23 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None => &CpuBackend,
     };
     let trace = Trace::new();
-    let image = trace.span("read", || io::read_preproc(&args.input))?;
+    let mut image = trace.span("read", || io::read_preproc(&args.input))?;
+    if let Some(path) = &args.fibermap {
+        // desispec: io.read_fibermap(args.fibermap), then rows specmin..specmin+nspec.
+        let table = io::read_table(path, "FIBERMAP")?;
+        if table.nrows < args.specmin + args.nspec {
+            return Err(InputError(format!(
+                "{}: FIBERMAP has {} rows, the frame needs rows {}..{} (-s/--specmin, -n/--nspec)",
+                path.display(),
+                table.nrows,
+                args.specmin,
+                args.specmin + args.nspec
+            ))
+            .into());
+        }
+        image.fibermap = Some(table);
+        log::debug!("fibermap from {}", path.display());
+    }
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
@@ -184,6 +239,21 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    if root {
+        log::info!(
+            "Applying barycentric_correction_factor: {}",
+            heliocor.unwrap_or(1.0)
+        );
+        log::info!("extract:  input = {}", args.input.display());
+        log::info!("extract:  psf = {}", args.psf.display());
+        log::info!("extract:  specmin = {}", args.specmin);
+        log::info!("extract:  nspec = {}", args.nspec);
+        log::info!("extract:  wavelength = {wmin},{wmax},{dw}");
+        log::info!("extract:  nwavestep = {}", args.nwavestep);
+        log::info!("extract:  regularize = {}", args.regularize);
+        log::debug!("extract:  backend = {backend_name}");
+        log::debug!("extract:  {params:?}");
+    }
     let extraction_grid = match heliocor {
         Some(factor) => heliocentric::corrected_grid(&grid, factor)?,
         None => grid.clone(),
@@ -226,12 +296,38 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             "Barycentric wavelength correction factor",
         ));
     }
+    let scores = if args.no_scores {
+        None
+    } else {
+        log::info!("Computing scores and appending to frame");
+        let scores = raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+        if scores.is_none() {
+            log::warn!(
+                "no wavelength of {wmin}-{wmax} A lies in the score band of its camera arm: no SCORES HDU (desispec fails here)"
+            );
+        }
+        scores
+    };
+    log::info!("Writing frame {}", args.output.display());
     trace.span("write", || {
-        io::write_frame(&args.output, &frame, image.fibermap.as_ref())
+        io::write_frame_with_scores(
+            &args.output,
+            &frame,
+            image.fibermap.as_ref(),
+            scores.as_deref(),
+        )
     })?;
     if let (Some(path), Some(model)) = (&args.model, &ex.model) {
+        log::info!("Writing model {}", path.display());
         trace.span("write model", || {
-            io::write_model(path, image.ny, image.nx, model)
+            io::write_model_with_header(
+                path,
+                image.ny,
+                image.nx,
+                model,
+                &frame.header,
+                &frame.keywords,
+            )
         })?;
     }
     let write_time = t1.elapsed();

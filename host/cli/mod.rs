@@ -3,6 +3,7 @@
 mod exposure;
 mod extract;
 mod info;
+mod logging;
 mod qa;
 mod selftest;
 mod simulate;
@@ -44,6 +45,7 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    logging::init();
     let comm = desi_extract::parallel::Comm::init();
     // CPU ranks sharing a node share its cores unless --threads says otherwise. GPU ranks keep
     // all of them: they mostly wait on the GPU, and their host stages (planning, upload,

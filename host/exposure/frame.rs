@@ -143,7 +143,7 @@ pub(crate) fn write_finished(
     })
 }
 
-/// Assembles the blocks into the frame and writes its file.
+/// Assembles the blocks into the frame and writes its file (with the SCORES HDU).
 fn write_frame(
     config: &ExposureConfig,
     files: &FrameFiles,
@@ -156,5 +156,13 @@ fn write_frame(
     let meta = &extracted.meta;
     let in_psf = extracted.in_psf.as_deref();
     let frame = frame_data(&ex, meta, in_psf, &files.psf, &files.preproc, &grid);
-    io::write_frame(&files.output, &frame, meta.fibermap.as_ref()).map_err(|e| e.to_string())
+    // desispec's RAW scores, as `extract` writes them (docs/desispec-compat.md).
+    let scores = crate::scores::raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+    io::write_frame_with_scores(
+        &files.output,
+        &frame,
+        meta.fibermap.as_ref(),
+        scores.as_deref(),
+    )
+    .map_err(|e| e.to_string())
 }

@@ -12,6 +12,7 @@ mod assemble;
 mod ccd;
 mod checks;
 mod output;
+pub mod provenance;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
 use assemble::{finish_frame, BundleOutput};

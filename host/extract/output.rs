@@ -1,12 +1,16 @@
 //! The frame file of an extraction: its arrays and desispec's header keywords.
 
+use super::provenance::{dependency_keywords, shorten_filename};
 use super::Extraction;
 use crate::io::{FrameData, Keyword, PreprocImage};
 use crate::patch::WavelengthGrid;
 use std::path::Path;
 
 /// Frame file contents of an extraction of `input` with `psf_path` (`in_psf`: the PSF's
-/// IN_PSF keyword, passed on as ORIG_PSF).
+/// IN_PSF keyword, passed on as ORIG_PSF), with desispec's keywords: NSPEC, WAVEMIN/WAVEMAX/
+/// WAVESTEP, SPECTER (the extraction code), IN_PSF and IN_IMG as given on the command line and
+/// shortened as desispec does, the DEPNAMnn/DEPVERnn provenance and ORIG_PSF
+/// (see [`super::provenance`]).
 pub fn frame_data(
     ex: &Extraction,
     image: &PreprocImage,
@@ -18,19 +22,22 @@ pub fn frame_data(
     let a = &ex.arrays;
     let mut keywords = vec![
         Keyword::int("NSPEC", a.nspec as i64, "Number of spectra"),
-        Keyword::float("WAVEMIN", grid.wmin, "First wavelength [Angstrom]"),
-        Keyword::float("WAVEMAX", grid.wmax, "Last wavelength [Angstrom]"),
-        Keyword::float("WAVESTEP", grid.dw, "Wavelength step size [Angstrom]"),
+        Keyword::float("WAVEMIN", grid.wmin, "First wavelength [Angstroms]"),
+        Keyword::float("WAVEMAX", grid.wmax, "Last wavelength [Angstroms]"),
+        Keyword::float("WAVESTEP", grid.dw, "Wavelength step size [Angstroms]"),
         Keyword::str(
             "SPECTER",
             concat!("desi-extract ", env!("CARGO_PKG_VERSION")),
             "Extraction code",
         ),
-        Keyword::str("IN_PSF", &short_path(psf_path), "Input spectral PSF"),
-        Keyword::str("IN_IMG", &short_path(input), "Input image"),
-        Keyword::str("DEPNAM00", "desi-extract", ""),
-        Keyword::str("DEPVER00", env!("CARGO_PKG_VERSION"), ""),
+        Keyword::str(
+            "IN_PSF",
+            &shorten_filename(&psf_path.to_string_lossy()),
+            "Input spectral PSF",
+        ),
+        Keyword::str("IN_IMG", &shorten_filename(&input.to_string_lossy()), ""),
     ];
+    keywords.extend(dependency_keywords(&image.header));
     if let Some(orig) = in_psf {
         keywords.push(Keyword::str(
             "ORIG_PSF",
@@ -52,11 +59,4 @@ pub fn frame_data(
         header: image.header.clone(),
         keywords,
     }
-}
-
-/// The file name of a path (header values must stay short).
-fn short_path(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }

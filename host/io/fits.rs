@@ -590,6 +590,20 @@ impl Fits {
         self.check(format!("write keyword {name}"), status)
     }
 
+    /// Replaces the comment of the existing keyword `name` of the current HDU.
+    pub(crate) fn modify_comment(&mut self, name: &str, comment: &str) -> Result<(), IoError> {
+        let bad = || IoError::InvalidInput {
+            path: self.path.clone(),
+            detail: format!("keyword {name}: name or comment contains a NUL byte"),
+        };
+        let cname = CString::new(name).map_err(|_| bad())?;
+        let ccom = CString::new(comment).map_err(|_| bad())?;
+        let mut status: c_int = 0;
+        // SAFETY: both strings are NUL-terminated and only read.
+        unsafe { sys::ffmcom(self.raw(), cname.as_ptr(), ccom.as_ptr(), &mut status) };
+        self.check(format!("write the comment of {name}"), status)
+    }
+
     /// Writes CHECKSUM and DATASUM of the current HDU (call after its data are written).
     pub(crate) fn write_checksum(&mut self) -> Result<(), IoError> {
         let mut status: c_int = 0;
@@ -742,4 +756,14 @@ impl Drop for Fits {
         // SAFETY: the pointer came from a successful open/create and was not closed by `close`.
         unsafe { sys::ffclos(self.ptr.as_ptr(), &mut status) };
     }
+}
+
+/// The version of the cfitsio library linked in, e.g. `4.6.3` (as `fits_get_version`).
+pub fn cfitsio_version() -> String {
+    let mut version: f32 = 0.0;
+    // SAFETY: ffvers only writes the float behind the valid pointer.
+    unsafe { sys::ffvers(&mut version) };
+    // cfitsio encodes major.minor.micro as major + minor/100 + micro/10000.
+    let v = (f64::from(version) * 10000.0).round() as i64;
+    format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100)
 }

@@ -7,10 +7,12 @@ use super::error::IoError;
 use super::fits::{Fits, FitsElem, HduKind, ImgType};
 use super::header::{card_name, filter_cards, write_header, Keyword, KeywordValue};
 use super::table::{write_table_hdu, FitsTable};
+use crate::scores::ScoreColumn;
 
 /// BUNIT of FLUX.
 pub const FLUX_UNIT: &str = "electron/Angstrom";
-/// BUNIT of IVAR.
+/// The unit of IVAR. Not written in the file: desispec's `write_frame` writes no BUNIT in the
+/// IVAR HDU, and neither does desi-extract.
 pub const IVAR_UNIT: &str = "Angstrom2/electron2";
 
 /// Extracted spectra of one frame, as written to / read from a frame file.
@@ -140,11 +142,25 @@ fn image_hdu<T: FitsElem>(
     fits.write_checksum()
 }
 
-/// Writes a frame file atomically, HDUs in the order of docs/algorithm.md §1.3: FLUX (primary,
-/// f4, header = `frame.header` cards + `frame.keywords` + NSPEC/FIBERMIN when absent + SPECMIN +
-/// BUNIT), IVAR (f4), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
-/// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP, CHI2PIX (f4). Every HDU has
-/// EXTNAME and CHECKSUM/DATASUM.
+/// [`write_frame_with_scores`] without a SCORES HDU.
+///
+/// # Errors
+/// As [`write_frame_with_scores`].
+pub fn write_frame(
+    path: &Path,
+    frame: &FrameData,
+    fibermap: Option<&FitsTable>,
+) -> Result<(), IoError> {
+    write_frame_with_scores(path, frame, fibermap, None)
+}
+
+/// Writes a frame file atomically, HDUs in the order of docs/algorithm.md §1.3 (desispec's
+/// `write_frame`): FLUX (primary, f4, header = `frame.header` cards + `frame.keywords` +
+/// NSPEC/FIBERMIN when absent + SPECMIN + BUNIT), IVAR (f4, no BUNIT, as desispec), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
+/// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP (column descriptions and units
+/// carried), CHI2PIX (f4) and, when `scores` is given, SCORES (one float64 column per score,
+/// described in its TTYPEn comment, as desispec writes `frame.scores`). Every HDU has EXTNAME
+/// and CHECKSUM/DATASUM.
 ///
 /// FIBERMAP: rows `[specmin, specmin+nspec)` of `fibermap` (the preproc's, whole petal), or
 /// when None a minimal one (see [`FitsTable::minimal_fibermap`]) for fibers FIBERMIN.. (the
@@ -154,12 +170,32 @@ fn image_hdu<T: FitsElem>(
 /// # Errors
 /// Inconsistent shapes, a fibermap with too few rows, invalid header cards or keywords, or a
 /// cfitsio/OS failure; no output file is then left (a previous one is untouched).
-pub fn write_frame(
+pub fn write_frame_with_scores(
     path: &Path,
     frame: &FrameData,
     fibermap: Option<&FitsTable>,
+    scores: Option<&[ScoreColumn]>,
 ) -> Result<(), IoError> {
     frame.check(path)?;
+    let scores_table = match scores {
+        Some(columns) => {
+            let defs: Vec<(&str, &str, &[f64])> = columns
+                .iter()
+                .map(|c| (c.name.as_str(), c.comment.as_str(), c.values.as_slice()))
+                .collect();
+            let table = FitsTable::from_f64_columns("SCORES", &defs)
+                .filter(|t| t.nrows == frame.nspec || columns.is_empty())
+                .ok_or_else(|| IoError::InvalidInput {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "scores: every column must have nspec = {} values",
+                        frame.nspec
+                    ),
+                })?;
+            Some(table)
+        }
+        None => None,
+    };
     let rows = frame.specmin..frame.specmin + frame.nspec;
     let fm = match fibermap {
         Some(table) => table
@@ -210,7 +246,7 @@ pub fn write_frame(
         write_header(fits, &frame.header, &keywords)?;
         write_as_f32(fits, &frame.flux)?;
         fits.write_checksum()?;
-        f32_image_hdu(fits, &[nwave, nspec], "IVAR", Some(IVAR_UNIT), &frame.ivar)?;
+        f32_image_hdu(fits, &[nwave, nspec], "IVAR", None, &frame.ivar)?;
         image_hdu(
             fits,
             ImgType::U32,
@@ -236,6 +272,9 @@ pub fn write_frame(
         )?;
         write_table_hdu(fits, &fm, "FIBERMAP")?;
         f32_image_hdu(fits, &[nwave, nspec], "CHI2PIX", None, &frame.chi2pix)?;
+        if let Some(table) = &scores_table {
+            write_table_hdu(fits, table, "SCORES")?;
+        }
         Ok(())
     })
 }
@@ -355,11 +394,29 @@ pub fn read_frame(path: &Path) -> Result<FrameData, IoError> {
 }
 
 /// Writes a model image: one image HDU (primary) with EXTNAME MODEL, f8, shape `(ny, nx)`
-/// (NAXIS1 = nx), atomically.
+/// (NAXIS1 = nx), atomically, with no other keywords (see [`write_model_with_header`]).
 ///
 /// # Errors
 /// `model.len() != ny * nx`, or a cfitsio/OS failure (no file is then left).
 pub fn write_model(path: &Path, ny: usize, nx: usize, model: &[f64]) -> Result<(), IoError> {
+    write_model_with_header(path, ny, nx, model, &[], &[])
+}
+
+/// Writes a model image as [`write_model`], its header carrying the frame's: the raw `header`
+/// cards and the `keywords` (as [`write_frame`] writes them in FLUX), then BUNIT `electron`
+/// (the model is in electrons per CCD pixel; desispec copies the frame's header with its
+/// BUNIT `electron/Angstrom`).
+///
+/// # Errors
+/// As [`write_model`], or invalid header cards or keywords.
+pub fn write_model_with_header(
+    path: &Path,
+    ny: usize,
+    nx: usize,
+    model: &[f64],
+    header: &[String],
+    keywords: &[Keyword],
+) -> Result<(), IoError> {
     if model.len() != ny * nx {
         return Err(IoError::InvalidInput {
             path: path.to_path_buf(),
@@ -369,7 +426,14 @@ pub fn write_model(path: &Path, ny: usize, nx: usize, model: &[f64]) -> Result<(
             ),
         });
     }
+    let mut keywords = keywords.to_vec();
+    keywords.retain(|k| k.name != "BUNIT");
+    keywords.push(Keyword::str("BUNIT", "electron", "Model image unit"));
     write_atomically(path, |fits| {
-        image_hdu(fits, ImgType::F64, &[nx, ny], "MODEL", None, model)
+        fits.create_image(ImgType::F64, &[nx, ny])?;
+        fits.write_key_str("EXTNAME", "MODEL", "")?;
+        write_header(fits, header, &keywords)?;
+        fits.write_image(model)?;
+        fits.write_checksum()
     })
 }

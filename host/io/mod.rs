@@ -4,7 +4,8 @@
 //! - [`read_psf`]: GaussHermite PSF -> [`crate::psf::GaussHermitePsf`].
 //! - [`read_preproc`] / [`write_preproc`]: IMAGE/IVAR/MASK(/READNOISE/FIBERMAP).
 //! - [`write_frame`] / [`read_frame`]: FLUX/IVAR/MASK/WAVELENGTH/RESOLUTION/FIBERMAP/CHI2PIX.
-//! - [`write_model`]: the MODEL image.
+//! - [`write_frame_with_scores`]: the same with desispec's SCORES HDU.
+//! - [`write_model`] / [`write_model_with_header`]: the MODEL image.
 //! - [`write_psf`]: a GaussHermite PSF (stand-in PSFs for tests).
 //! - [`describe`]: the `info` command.
 //!
@@ -25,8 +26,10 @@ mod table;
 
 pub use describe::{checksums_ok, describe, detect, FileKind};
 pub use error::IoError;
+pub use fits::cfitsio_version;
 pub use frame::{
-    read_frame, write_frame, write_model, FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
+    read_frame, write_frame, write_frame_with_scores, write_model, write_model_with_header,
+    FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
 pub use preproc::{read_preproc, write_preproc, PreprocImage};

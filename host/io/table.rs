@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::error::IoError;
 use super::fits::{Fits, HduKind};
-use super::header::{card_name, filter_cards};
+use super::header::{card_name, filter_cards, Keyword};
 
 /// One column of a [`FitsTable`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,6 +28,10 @@ pub struct TableColumn {
     pub offset: usize,
     /// Bytes per row of the column.
     pub width: usize,
+    /// The column's description: the comment of its TTYPEn card (empty for none), carried
+    /// from the input file to the output as desispec's `annotate_fibermap` writes it.
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// A FITS binary table held as raw rows (see the module documentation).
@@ -79,6 +83,27 @@ fn parse_tform(tform: &str) -> Option<(usize, char, usize)> {
 }
 
 impl FitsTable {
+    /// A table of float64 (`D`) columns, one value per row each: (name, description, values).
+    /// None when the columns differ in length.
+    pub fn from_f64_columns(extname: &str, columns: &[(&str, &str, &[f64])]) -> Option<Self> {
+        let nrows = columns.first().map_or(0, |c| c.2.len());
+        if columns.iter().any(|c| c.2.len() != nrows) {
+            return None;
+        }
+        let mut data = Vec::with_capacity(nrows * columns.len() * 8);
+        for row in 0..nrows {
+            for column in columns {
+                data.extend_from_slice(&column.2[row].to_be_bytes());
+            }
+        }
+        let defs: Vec<(&str, &str)> = columns.iter().map(|c| (c.0, "D")).collect();
+        let mut table = Self::from_parts(extname, &defs, Vec::new(), nrows, data)?;
+        for (column, def) in table.columns.iter_mut().zip(columns) {
+            column.comment = def.1.to_string();
+        }
+        Some(table)
+    }
+
     /// Builds a table from column (name, TFORM) pairs and raw row bytes.
     pub(crate) fn from_parts(
         extname: &str,
@@ -98,6 +123,7 @@ impl FitsTable {
                 repeat,
                 offset,
                 width,
+                comment: String::new(),
             });
             offset += width;
         }
@@ -257,6 +283,17 @@ pub(crate) fn read_table_hdu(fits: &mut Fits, extname: &str) -> Result<FitsTable
         })?);
     }
     let cards = fits.cards()?;
+    let comments: Vec<String> = (1..=ncols)
+        .map(|i| {
+            let key = format!("TTYPE{i}");
+            cards
+                .iter()
+                .find(|c| card_name(c) == key)
+                .and_then(|c| Keyword::from_card(c))
+                .map(|k| k.comment)
+                .unwrap_or_default()
+        })
+        .collect();
     let defs: Vec<String> = (1..=ncols)
         .flat_map(|i| [format!("TTYPE{i}"), format!("TFORM{i}")])
         .collect();
@@ -268,12 +305,16 @@ pub(crate) fn read_table_hdu(fits: &mut Fits, extname: &str) -> Result<FitsTable
         .zip(&forms)
         .map(|(n, f)| (n.as_str(), f.as_str()))
         .collect();
-    FitsTable::from_parts(extname, &pairs, kept, nrows, data).ok_or_else(|| {
+    let mut table = FitsTable::from_parts(extname, &pairs, kept, nrows, data).ok_or_else(|| {
         shape_err(
             fits,
             format!("column formats {forms:?} do not add up to NAXIS1 = {row_bytes} bytes or are unsupported"),
         )
-    })
+    })?;
+    for (column, comment) in table.columns.iter_mut().zip(comments) {
+        column.comment = comment;
+    }
+    Ok(table)
 }
 
 /// Appends `table` as a binary table HDU named `extname`.
@@ -297,6 +338,11 @@ pub(crate) fn write_table_hdu(
     let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
     let forms: Vec<String> = table.columns.iter().map(|c| c.tform.clone()).collect();
     fits.create_bintable(extname, table.nrows, &names, &forms)?;
+    for (i, column) in table.columns.iter().enumerate() {
+        if !column.comment.is_empty() {
+            fits.modify_comment(&format!("TTYPE{}", i + 1), &column.comment)?;
+        }
+    }
     let defs: Vec<String> = (1..=table.columns.len())
         .flat_map(|i| [format!("TTYPE{i}"), format!("TFORM{i}")])
         .collect();
