@@ -215,11 +215,11 @@ fn print_summary(summary: &ExposureSummary) {
     let failed = summary.failed_cameras();
     let flagged = summary.flagged_cameras();
     println!(
-        "exposure {expid}: {} written ({} flagged), {} skipped, {} failed in {:.2} s ({:.2} frames/s)",
+        "exposure {expid}: {} written, {} skipped, {} failed, {} written flagged in {:.2} s ({:.2} frames/s)",
         summary.written(),
-        flagged.len(),
         summary.skipped.len(),
         failed.len(),
+        flagged.len(),
         summary.wall_s,
         summary.frames_per_s()
     );
