@@ -366,8 +366,8 @@ fn frame_mask_follows_desispec_main_or_0_70() {
         .map(|j| numpy_median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
         .collect();
     let mut counts = [0usize; 4];
-    for s in 0..nspec {
-        for j in 0..nwave {
+    for (s, &fiber_median) in fiber_med.iter().enumerate() {
+        for (j, &wave_median) in wave_med.iter().enumerate() {
             let i = s * nwave + j;
             let frac = a.pixmask_fraction[i];
             let mut base = 0;
@@ -377,7 +377,7 @@ fn frame_mask_follows_desispec_main_or_0_70() {
             if frac == 1.0 {
                 base |= ALLBADPIX;
             }
-            let bad_main = chi[i] > 5.0 * wave_med[j] && chi[i] > 5.0 * fiber_med[s];
+            let bad_main = chi[i] > 5.0 * wave_median && chi[i] > 5.0 * fiber_median;
             let bad_old = chi[i] > 100.0;
             let expect = |bad: bool| base | if bad { BAD2DFIT } else { 0 };
             assert_eq!(main.mask[i], expect(bad_main), "main: fiber {s} bin {j}");

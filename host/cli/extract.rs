@@ -291,7 +291,7 @@ fn pixel_limits(args: &ExtractArgs, image: &io::PreprocImage) -> Result<PixelLim
         ),
     ] {
         if let Some(v) = value {
-            if !(v > 0.0) {
+            if v.is_nan() || v <= 0.0 {
                 return Err(InputError(format!("{flag} {v}: must be positive")));
             }
             *slot = v;

@@ -86,8 +86,7 @@ impl PixelLimits {
     /// What the rule makes of one pixel.
     #[inline]
     pub fn classify(&self, value: f32, ivar: f32, mask: i32) -> Pixel {
-        // `!(ivar > 0)` also excludes a NaN IVAR.
-        if mask & EXTRACT_MASK_BITS != 0 || !(ivar > 0.0) {
+        if mask & EXTRACT_MASK_BITS != 0 || ivar <= 0.0 {
             Pixel::Masked
         } else if !value.is_finite() || !ivar.is_finite() {
             Pixel::NonFinite
@@ -135,7 +134,8 @@ pub enum Pixel {
     Used,
     /// IVAR 0 (or not positive) or an excluding MASK bit: not used, as in desispec.
     Masked,
-    /// IVAR > 0 but the value or IVAR is not finite: not used.
+    /// IVAR > 0 (or NaN) and no excluding MASK bit, but the value or IVAR is not finite: not
+    /// used.
     NonFinite,
     /// IVAR > 0 but |value| above [`PixelLimits::max_abs_value`]: not used.
     AbsurdValue,
@@ -185,5 +185,7 @@ mod tests {
         let none = PixelLimits::UNLIMITED;
         assert_eq!(none.classify(3e38, 3e38, 0), Pixel::Used);
         assert_eq!(none.classify(f32::NAN, 1.0, 0), Pixel::NonFinite);
+        assert_eq!(l.classify(1.0, f32::NAN, 0), Pixel::NonFinite);
+        assert_eq!(l.pixel(1.0, f32::NAN, 0), (0.0, 0.0));
     }
 }
