@@ -1,8 +1,9 @@
 //! One frame extraction request, validated once: the PSF, the preproc image, the output grid,
-//! the decomposition parameters, whether a model image is wanted and what to do with patches a
-//! backend could not solve. Every backend and every driver above them takes a [`FrameJob`].
+//! the decomposition parameters, whether a model image is wanted, what to do with patches a
+//! backend could not solve or that no backend could solve, and which pixels the solves use.
+//! Every backend and every driver above them takes a [`FrameJob`].
 
-use crate::extract::ExtractError;
+use crate::extract::{ExtractError, PixelLimits};
 use crate::io::PreprocImage;
 use crate::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use crate::psf::GaussHermitePsf;
@@ -15,6 +16,20 @@ pub enum FallbackPolicy {
     CpuAndReport,
     /// Fail the frame ([`ExtractError::PatchFailed`]): for checks that must see every patch
     /// solved where they asked (`selftest --gpu`) and for productions that prefer a clear failure.
+    Fail,
+}
+
+/// What happens to a frame with a patch that could not be solved at all (after the
+/// [`FallbackPolicy`]); docs/algorithm.md §5.1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailedPatchPolicy {
+    /// Keep the frame: the patch's bins get IVAR 0 and MASK BAD2DFIT, and the patch is
+    /// reported ([`crate::solve::PatchIssue::Failed`]); callers report the frame as flagged
+    /// (`extract` exits 2 after writing it). A pipeline keeps the other ~99.9% of the frame,
+    /// every lost bin says why, and the run is still visibly not clean.
+    #[default]
+    Flag,
+    /// Fail the frame ([`ExtractError::PatchFailed`]): no frame is written.
     Fail,
 }
 
@@ -33,6 +48,11 @@ pub struct FrameJob<'a> {
     pub want_model: bool,
     /// What to do with patches the backend could not solve.
     pub fallback: FallbackPolicy,
+    /// What to do with the frame when a patch could not be solved at all.
+    pub failed_patches: FailedPatchPolicy,
+    /// The pixels the solves use (docs/algorithm.md §1.2): by default
+    /// [`PixelLimits::for_image`].
+    pub pixel_limits: PixelLimits,
 }
 
 impl<'a> FrameJob<'a> {
@@ -57,6 +77,8 @@ impl<'a> FrameJob<'a> {
             params,
             want_model: false,
             fallback: FallbackPolicy::default(),
+            failed_patches: FailedPatchPolicy::default(),
+            pixel_limits: PixelLimits::for_image(image),
         })
     }
 
@@ -68,6 +90,22 @@ impl<'a> FrameJob<'a> {
     /// The same job with another fallback policy.
     pub fn with_fallback(self, fallback: FallbackPolicy) -> Self {
         Self { fallback, ..self }
+    }
+
+    /// The same job with another policy for patches that could not be solved.
+    pub fn with_failed_patches(self, failed_patches: FailedPatchPolicy) -> Self {
+        Self {
+            failed_patches,
+            ..self
+        }
+    }
+
+    /// The same job with other pixel limits (e.g. [`PixelLimits::UNLIMITED`]).
+    pub fn with_pixel_limits(self, pixel_limits: PixelLimits) -> Self {
+        Self {
+            pixel_limits,
+            ..self
+        }
     }
 
     /// Resolution half-width (the PSF's HSIZEY).

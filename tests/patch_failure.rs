@@ -1,13 +1,17 @@
-//! A patch that cannot be solved is reported and zeroed (ivar 0), never a silent NaN: here a
-//! NaN pixel with positive weight (which the FITS reader refuses, so it can only come from a
-//! caller) poisons the normal equations of the patches that see it.
+//! A patch that cannot be solved is reported and zeroed (ivar 0), never a silent NaN: here
+//! five pixels of IVAR 3e38 with the pixel screen off ([`PixelLimits::UNLIMITED`]; by default
+//! they are ignored as absurd) make the normal equations of the patches that see them not
+//! positive definite at working precision.
 
 mod common;
 
-use common::{bundle_params, extract_cpu, psf};
+use common::{bundle_params, psf};
+use desi_extract::extract::{extract_frame, PixelLimits};
+use desi_extract::job::FrameJob;
 use desi_extract::patch::WavelengthGrid;
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::PatchIssue;
+use desi_extract::solve::{CpuBackend, PatchIssue};
+use desi_extract::trace::Trace;
 
 #[test]
 fn unsolvable_patch_is_reported_and_zeroed() {
@@ -15,13 +19,18 @@ fn unsolvable_patch_is_reported_and_zeroed() {
     let grid = WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap();
     let truth = builtin_spectra(0, 25, &grid.wave);
     let mut preproc = simulated_preproc(&psf, &truth, 3.0, 0, true, "r0").unwrap();
-    // A NaN on fiber 12's trace in the middle of the grid.
+    // IVAR 3e38 on fiber 12's trace in the middle of the grid.
     let spots = psf.spots(12, 1, &[6100.0]).unwrap();
     let c = spots.corner(0, 0);
-    let pix = (c.yc as usize + 5) * psf.npix_x + c.xc as usize + 8;
-    preproc.image[pix] = f32::NAN;
+    for k in 0..5 {
+        let pix = (c.yc as usize + 3 + k) * psf.npix_x + c.xc as usize + 8;
+        preproc.ivar[pix] = 3e38;
+    }
     let params = bundle_params();
-    let ex = extract_cpu(&psf, &preproc, &grid, &params);
+    let job = FrameJob::new(&psf, &preproc, &grid, &params)
+        .unwrap()
+        .with_pixel_limits(PixelLimits::UNLIMITED);
+    let ex = extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).unwrap();
     let failed: Vec<_> = ex
         .reports
         .iter()

@@ -59,6 +59,8 @@ pub fn r_frame_blocks() -> Vec<BundleBlock> {
                     patch: 3,
                     ispec: 25 * bundle,
                     iwave: 150,
+                    nspec: 5,
+                    nwave: 50,
                     issue: PatchIssue::Regularized {
                         regularize: 1e-4,
                         reason: "band_factor: NotPositiveDefinite".into(),

@@ -3,10 +3,11 @@
 //! [`desi_extract::exposure`]; this module holds the flags and prints the plan, one line per
 //! frame and the summary table.
 
+use super::{FailedPatchesArg, MaskRuleArg};
 use clap::Args;
 use desi_extract::exposure::{
     expid_text, run_exposure, ExposureConfig, ExposureObserver, ExposurePlan, ExposureSummary,
-    FrameOutcome, Mode,
+    FrameFlags, FrameOutcome, Mode,
 };
 use desi_extract::parallel::Comm;
 use std::path::PathBuf;
@@ -43,6 +44,14 @@ pub struct ExposureArgs {
     /// Only the first ANGSTROM of each camera's grid (tests and quick looks).
     #[arg(long = "wave-span")]
     wave_span: Option<f64>,
+    /// desispec's rule for the BAD2DFIT mask bit: `main` or `0.70` (as `extract`).
+    #[arg(long = "mask-rule", value_enum, default_value_t = MaskRuleArg::Main)]
+    mask_rule: MaskRuleArg,
+    /// A frame with a patch that could not be solved: `flag` writes it with the patch's bins
+    /// at IVAR 0 and MASK BAD2DFIT, `fail` writes no frame; either way the frame counts as
+    /// failed (exit 2).
+    #[arg(long = "failed-patches", value_enum, default_value_t = FailedPatchesArg::Flag)]
+    failed_patches: FailedPatchesArg,
 }
 
 impl ExposureArgs {
@@ -52,7 +61,7 @@ impl ExposureArgs {
     }
 }
 
-/// Runs `exposure`: exit 2 when a frame failed.
+/// Runs `exposure`: exit 2 when a frame failed or was written flagged.
 pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let config = ExposureConfig {
         indir: args.indir,
@@ -64,6 +73,8 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         specmin: args.specmin,
         nspec: args.nspec,
         wave_span: args.wave_span,
+        mask_rule: args.mask_rule.into(),
+        failed_patches: args.failed_patches.into(),
     };
     let mut printer = Printer {
         expid: expid_text(config.expid),
@@ -108,17 +119,61 @@ impl ExposureObserver for Printer {
         let expid = &self.expid;
         let (number, camera) = (position + 1, &outcome.camera);
         match &outcome.status {
-            Ok(t) => println!(
-                "exposure {expid}: frame {number}/{total} {camera} written at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {}",
-                outcome.finished_at_s,
-                t.read_s,
-                t.extract_s,
-                t.write_s,
-                outcome.output.display()
-            ),
+            Ok(t) => {
+                println!(
+                    "exposure {expid}: frame {number}/{total} {camera} {} at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {}",
+                    if t.flags.is_flagged() { "written FLAGGED" } else { "written" },
+                    outcome.finished_at_s,
+                    t.read_s,
+                    t.extract_s,
+                    t.write_s,
+                    outcome.output.display()
+                );
+                if let Some(detail) = flag_detail(&t.flags) {
+                    let level = if t.flags.is_flagged() {
+                        "error"
+                    } else {
+                        "warning"
+                    };
+                    eprintln!(
+                        "exposure {expid}: {level}: frame {camera} ({}): {detail}",
+                        outcome.output.display()
+                    );
+                }
+            }
             Err(e) => println!("exposure {expid}: frame {number}/{total} {camera} FAILED: {e}"),
         }
     }
+}
+
+/// What a written frame carries without data, in words (None when nothing).
+fn flag_detail(flags: &FrameFlags) -> Option<String> {
+    let mut parts = Vec::new();
+    if flags.failed_patches > 0 {
+        parts.push(format!(
+            "{} patch(es) could not be solved (IVAR 0, MASK BAD2DFIT)",
+            flags.failed_patches
+        ));
+    }
+    if flags.off_ccd_patches > 0 {
+        parts.push(format!(
+            "{} patch(es) off the CCD (IVAR 0, MASK NODATA)",
+            flags.off_ccd_patches
+        ));
+    }
+    if flags.nonfinite_bins > 0 {
+        parts.push(format!(
+            "{} bin(s) with non-finite outputs (IVAR 0, MASK BAD2DFIT)",
+            flags.nonfinite_bins
+        ));
+    }
+    if flags.screened_pixels > 0 {
+        parts.push(format!(
+            "{} input pixel(s) with IVAR > 0 ignored as absurd",
+            flags.screened_pixels
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The table printed by the writer at the end.
@@ -132,8 +187,18 @@ fn print_summary(summary: &ExposureSummary) {
     for o in &summary.outcomes {
         match &o.status {
             Ok(t) => println!(
-                "  {:<6} {:<8} {:>8.2} {:>10.2} {:>8.2} {:>8}",
-                o.camera, "ok", t.read_s, t.extract_s, t.write_s, t.npatch
+                "  {:<6} {:<8} {:>8.2} {:>10.2} {:>8.2} {:>8}  {}",
+                o.camera,
+                if t.flags.is_flagged() {
+                    "FLAGGED"
+                } else {
+                    "ok"
+                },
+                t.read_s,
+                t.extract_s,
+                t.write_s,
+                t.npatch,
+                flag_detail(&t.flags).unwrap_or_default()
             ),
             Err(e) => println!(
                 "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  {e}",
@@ -148,15 +213,23 @@ fn print_summary(summary: &ExposureSummary) {
         );
     }
     let failed = summary.failed_cameras();
+    let flagged = summary.flagged_cameras();
     println!(
-        "exposure {expid}: {} written, {} skipped, {} failed in {:.2} s ({:.2} frames/s)",
+        "exposure {expid}: {} written, {} skipped, {} failed, {} written flagged in {:.2} s ({:.2} frames/s)",
         summary.written(),
         summary.skipped.len(),
         failed.len(),
+        flagged.len(),
         summary.wall_s,
         summary.frames_per_s()
     );
     if !failed.is_empty() {
         eprintln!("exposure {expid}: failed frame(s): {}", failed.join(" "));
+    }
+    if !flagged.is_empty() {
+        eprintln!(
+            "exposure {expid}: frame(s) written flagged (failed patches): {}",
+            flagged.join(" ")
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! `desi-extract extract`: one preproc frame -> one frame file.
 
-use super::{logging, parse_wave_range, InputError};
+use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{extract_frame, frame_data, Extraction};
+use desi_extract::extract::{extract_frame, frame_data, Extraction, PixelLimits};
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
 use desi_extract::io::{self, Keyword};
@@ -86,6 +86,21 @@ pub struct ExtractArgs {
     /// reports it, `fail` fails the frame (exit 2, no frame written).
     #[arg(long = "gpu-fallback", value_enum, default_value_t = GpuFallback::Cpu)]
     gpu_fallback: GpuFallback,
+    /// desispec's rule for the BAD2DFIT mask bit: `main` (chi2pix > 5x the median over fibers
+    /// and over wavelengths) or `0.70` (chi2pix > 100, desispec 0.70.0).
+    #[arg(long = "mask-rule", value_enum, default_value_t = MaskRuleArg::Main)]
+    mask_rule: MaskRuleArg,
+    /// A patch that could not be solved: `flag` writes the frame with its bins at IVAR 0 and
+    /// MASK BAD2DFIT, `fail` writes no frame; both exit 2.
+    #[arg(long = "failed-patches", value_enum, default_value_t = FailedPatchesArg::Flag)]
+    failed_patches: FailedPatchesArg,
+    /// Pixels with IVAR > 0 and |IMAGE| above this many electrons are ignored as absurd
+    /// (default: 10x the largest SATUELEx of the preproc header, else 10 x 131070).
+    #[arg(long = "max-pixel-value")]
+    max_pixel_value: Option<f64>,
+    /// Pixels with IVAR above this (electrons^-2) are ignored as absurd (default 1e4).
+    #[arg(long = "max-pixel-ivar")]
+    max_pixel_ivar: Option<f64>,
     /// Write a Chrome/Perfetto trace JSON of the stages (and GPU kernel times) here.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -183,6 +198,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         pixpad_frac: args.pixpad_frac,
         regularize: args.regularize,
         psferr: args.psferr.unwrap_or(psf.psferr),
+        mask_rule: args.mask_rule.into(),
     };
     params.validate(psf.hsizey, psf.nspec).with_context(|| {
         format!(
@@ -258,9 +274,15 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         Some(factor) => heliocentric::corrected_grid(&grid, factor)?,
         None => grid.clone(),
     };
+    let limits = pixel_limits(&args, &image)?;
     let job = FrameJob::new(&psf, &image, &extraction_grid, &params)?
         .with_model(args.model.is_some())
-        .with_fallback(args.gpu_fallback.into());
+        .with_fallback(args.gpu_fallback.into())
+        .with_failed_patches(args.failed_patches.into())
+        .with_pixel_limits(limits);
+    if comm.rank() == 0 {
+        warn_screened(&args.input, &limits, &image);
+    }
     let bar = progress_bar();
     let read_time = start.elapsed();
     let t0 = Instant::now();
@@ -342,16 +364,95 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         &backend_name,
         [read_time, solve_time, write_time, start.elapsed()],
     );
-    let failed = ex
-        .reports
-        .iter()
-        .filter(|r| matches!(r.issue, PatchIssue::Failed { .. }))
-        .count();
-    Ok(if failed > 0 {
+    Ok(if warn_flagged(&ex, &args.output) {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The pixel limits of the image, with `--max-pixel-value` / `--max-pixel-ivar` overriding.
+fn pixel_limits(args: &ExtractArgs, image: &io::PreprocImage) -> Result<PixelLimits, InputError> {
+    let mut limits = PixelLimits::for_image(image);
+    for (flag, value, slot) in [
+        (
+            "--max-pixel-value",
+            args.max_pixel_value,
+            &mut limits.max_abs_value,
+        ),
+        (
+            "--max-pixel-ivar",
+            args.max_pixel_ivar,
+            &mut limits.max_ivar,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v.is_nan() || v <= 0.0 {
+                return Err(InputError(format!("{flag} {v}: must be positive")));
+            }
+            *slot = v;
+        }
+    }
+    Ok(limits)
+}
+
+/// Says on stderr how many pixels with IVAR > 0 the screen ignores, and why.
+fn warn_screened(input: &Path, limits: &PixelLimits, image: &io::PreprocImage) {
+    let count = limits.count(image);
+    if count.total() > 0 {
+        eprintln!(
+            "desi-extract: warning: {}: {} pixel(s) with IVAR > 0 ignored as absurd ({} not finite, {} with |value| > {:e} electrons, {} with IVAR > {:e}); their bins carry SOMEBADPIX/ALLBADPIX where they dominate",
+            input.display(),
+            count.total(),
+            count.nonfinite,
+            count.value,
+            limits.max_abs_value,
+            count.ivar,
+            limits.max_ivar
+        );
+    }
+}
+
+/// Says on stderr which bins carry no data and why; returns whether a patch failed (the frame
+/// is then flagged: exit 2).
+fn warn_flagged(ex: &Extraction, output: &Path) -> bool {
+    let name = output.display();
+    let off = ex.off_ccd_patches();
+    if !off.is_empty() {
+        let bins: usize = off.iter().map(|r| r.nspec * r.nwave).sum();
+        eprintln!(
+            "desi-extract: warning: {name}: {} patch(es) off the CCD: {bins} bins written with IVAR 0 and MASK NODATA",
+            off.len()
+        );
+    }
+    if !ex.nonfinite_bins.is_empty() {
+        eprintln!(
+            "desi-extract: warning: {name}: {} bin(s) with non-finite outputs written with IVAR 0 and MASK BAD2DFIT",
+            ex.nonfinite_bins.len()
+        );
+    }
+    let failed = ex.failed_patches();
+    for r in &failed {
+        if let PatchIssue::Failed { reason } = &r.issue {
+            eprintln!(
+                "desi-extract: error: {name}: bundle {} patch {} (spectra {}..{}, bins {}..{}) could not be solved: {reason}",
+                r.bundle,
+                r.patch,
+                r.ispec,
+                r.ispec + r.nspec,
+                r.iwave,
+                r.iwave + r.nwave
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let bins: usize = failed.iter().map(|r| r.nspec * r.nwave).sum();
+        eprintln!(
+            "desi-extract: error: {name}: frame written FLAGGED: {} failed patch(es), {bins} bins with IVAR 0 and MASK BAD2DFIT (--failed-patches fail writes no frame)",
+            failed.len()
+        );
+    }
+    !failed.is_empty()
 }
 
 /// Refuses an output path whose directory does not exist.

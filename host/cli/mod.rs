@@ -126,6 +126,43 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// `--mask-rule` values: desispec's rule for the BAD2DFIT bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaskRuleArg {
+    /// desispec main: chi2pix > 5x the median over fibers and over wavelengths.
+    Main,
+    /// desispec 0.70.0: chi2pix > 100.
+    #[value(name = "0.70")]
+    V0_70,
+}
+
+impl From<MaskRuleArg> for desi_extract::patch::MaskRule {
+    fn from(arg: MaskRuleArg) -> Self {
+        match arg {
+            MaskRuleArg::Main => Self::Main,
+            MaskRuleArg::V0_70 => Self::V0_70,
+        }
+    }
+}
+
+/// `--failed-patches` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailedPatchesArg {
+    /// Write the frame with the patch's bins flagged (IVAR 0, MASK BAD2DFIT); exit 2.
+    Flag,
+    /// Write no frame; exit 2.
+    Fail,
+}
+
+impl From<FailedPatchesArg> for desi_extract::job::FailedPatchPolicy {
+    fn from(arg: FailedPatchesArg) -> Self {
+        match arg {
+            FailedPatchesArg::Flag => Self::Flag,
+            FailedPatchesArg::Fail => Self::Fail,
+        }
+    }
+}
+
 /// Parses `WMIN,WMAX,DW` (DW optional, default `default_dw`).
 pub fn parse_wave_range(text: &str, default_dw: f64) -> Result<(f64, f64, f64), InputError> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();

@@ -3,9 +3,12 @@
 //! frame's error text (naming the file), carried to the writer so the other frames go on.
 
 use super::jobs::FrameFiles;
-use super::summary::FrameTiming;
+use super::summary::{FrameFlags, FrameTiming};
 use super::ExposureConfig;
-use crate::extract::{assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock};
+use crate::extract::{
+    assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock, Extraction,
+    PixelLimits, ScreenCount,
+};
 use crate::io::{self, PreprocImage};
 use crate::job::FrameJob;
 use crate::psf::GaussHermitePsf;
@@ -48,15 +51,19 @@ pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
 pub(crate) struct Extracted {
     pub in_psf: Option<String>,
     pub meta: PreprocImage,
+    /// Pixels with IVAR > 0 that the extraction ignored as absurd.
+    pub screened: ScreenCount,
     pub blocks: Vec<BundleBlock>,
 }
 
 impl Extracted {
     /// The writer's part of `inputs` with the frame's `blocks` (the pixels are freed).
     pub fn new(inputs: FrameInputs, blocks: Vec<BundleBlock>) -> Self {
+        let screened = PixelLimits::for_image(&inputs.image).count(&inputs.image);
         Self {
             in_psf: inputs.psf.in_psf,
             meta: without_pixels(inputs.image),
+            screened,
             blocks,
         }
     }
@@ -98,6 +105,7 @@ pub(crate) fn extract_share(
     let share = bundle_share(nbundle, index, count, backend.can_fall_back());
     let progress = |_: usize, _: usize| {};
     FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
+        .map(|job| job.with_failed_patches(config.failed_patches))
         .and_then(|job| extract_bundles(&job, backend, &share, &progress, &Trace::new()))
         .map(|set| set.blocks)
         .map_err(|e| e.to_string())
@@ -134,21 +142,30 @@ pub(crate) fn write_finished(
     let extracted = frame.result?;
     let t0 = Instant::now();
     let npatch = extracted.blocks.iter().map(|b| b.npatch).sum();
-    write_frame(config, files, extracted)?;
+    let screened = extracted.screened.total();
+    let ex = write_frame(config, files, extracted)?;
     Ok(FrameTiming {
         read_s: frame.read_s,
         extract_s: frame.extract_s,
         write_s: t0.elapsed().as_secs_f64(),
         npatch,
+        flags: FrameFlags {
+            failed_patches: ex.failed_patches().len(),
+            off_ccd_patches: ex.off_ccd_patches().len(),
+            nonfinite_bins: ex.nonfinite_bins.len(),
+            zero_ivar_bins: ex.zero_ivar_bins(),
+            screened_pixels: screened,
+        },
     })
 }
 
-/// Assembles the blocks into the frame and writes its file (with the SCORES HDU).
+/// Assembles the blocks into the frame and writes its file (with the SCORES HDU); returns the
+/// frame (its reports and arrays say what was flagged).
 fn write_frame(
     config: &ExposureConfig,
     files: &FrameFiles,
     extracted: Extracted,
-) -> Result<(), String> {
+) -> Result<Extraction, String> {
     let ndiag = extracted.blocks.first().map_or(0, |b| b.arrays.ndiag);
     let (grid, params) = config.frame_setup(&files.camera)?;
     let ex =
@@ -164,5 +181,6 @@ fn write_frame(
         meta.fibermap.as_ref(),
         scores.as_deref(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    Ok(ex)
 }

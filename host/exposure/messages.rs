@@ -10,7 +10,7 @@
 //! Pixels and bundle arrays travel as planes, the rest in the postcard head.
 
 use super::frame::{Extracted, Finished, FrameInputs, ReadFrame};
-use crate::extract::BundleBlock;
+use crate::extract::{BundleBlock, ScreenCount};
 use crate::parallel::wire::blocks::{blocks_head, share_from_head, BlockHead, BlocksHead};
 use crate::parallel::wire::preproc::PreprocHead;
 use crate::parallel::wire::{self, Incoming, Outgoing, PlaneRef, WireError};
@@ -119,6 +119,7 @@ pub(crate) fn read_share_message(
 struct ExtractedHead<'a> {
     in_psf: Option<Cow<'a, str>>,
     meta: PreprocHead<'a>,
+    screened: ScreenCount,
     blocks: Vec<BlockHead<'a>>,
 }
 
@@ -137,6 +138,7 @@ pub(crate) fn finished_message(index: usize, frame: &Finished) -> Result<Outgoin
         Ok(ex) => Ok(ExtractedHead {
             in_psf: ex.in_psf.as_deref().map(Cow::Borrowed),
             meta: PreprocHead::new(&ex.meta, &mut planes),
+            screened: ex.screened,
             blocks: ex
                 .blocks
                 .iter()
@@ -168,6 +170,7 @@ pub(crate) fn read_finished_message(mut message: Incoming) -> Result<(usize, Fin
             Ok(Extracted {
                 in_psf: ex.in_psf.map(Cow::into_owned),
                 meta,
+                screened: ex.screened,
                 blocks,
             })
         }
@@ -300,9 +303,10 @@ mod tests {
         let (index, back) = read_finished_message(message.loopback().unwrap()).unwrap();
         let ex = back.result.unwrap();
         assert_eq!((index, back.read_s, back.extract_s), (2, 0.5, 3.25));
+        let sent = finished.result.as_ref().unwrap();
         assert_eq!(
-            (ex.blocks, ex.in_psf),
-            (blocks, finished.result.as_ref().unwrap().in_psf.clone())
+            (ex.blocks, ex.in_psf, ex.screened),
+            (blocks, sent.in_psf.clone(), sent.screened)
         );
         assert!(ex.meta.image.is_empty() && ex.meta.mask.is_empty());
         assert_eq!(
@@ -319,6 +323,11 @@ mod tests {
             result: Ok(Extracted {
                 in_psf: Some("psf-r0.fits".into()),
                 meta: image(),
+                screened: ScreenCount {
+                    nonfinite: 1,
+                    value: 2,
+                    ivar: 3,
+                },
                 blocks: blocks(),
             }),
         };

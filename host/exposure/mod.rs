@@ -38,12 +38,15 @@ mod write_pool;
 pub use jobs::{discover, expid_text, Discovery, FrameFiles};
 pub use messages::FrameList;
 pub use roles::{Layout, Mode, Role};
-pub use summary::{ExposureObserver, ExposurePlan, ExposureSummary, FrameOutcome, FrameTiming};
+pub use summary::{
+    ExposureObserver, ExposurePlan, ExposureSummary, FrameFlags, FrameOutcome, FrameTiming,
+};
 
 use crate::gpu::{GpuContext, GpuError};
+use crate::job::FailedPatchPolicy;
 use crate::parallel::wire::WireError;
 use crate::parallel::{gpu_for_rank, Comm};
-use crate::patch::{ExtractionParams, WavelengthGrid};
+use crate::patch::{ExtractionParams, MaskRule, WavelengthGrid};
 use crate::solve::{Backend, CpuBackend};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,6 +74,10 @@ pub struct ExposureConfig {
     pub nspec: usize,
     /// Only the first `wave_span` Angstrom of each camera's grid.
     pub wave_span: Option<f64>,
+    /// desispec's rule for the BAD2DFIT mask bit.
+    pub mask_rule: MaskRule,
+    /// A frame with a patch that could not be solved: written flagged, or failed.
+    pub failed_patches: FailedPatchPolicy,
 }
 
 impl ExposureConfig {
@@ -87,6 +94,7 @@ impl ExposureConfig {
             specmin: self.specmin,
             nspec: self.nspec,
             psferr: band.psferr,
+            mask_rule: self.mask_rule,
             ..ExtractionParams::default()
         };
         Ok((grid, params))
@@ -248,7 +256,7 @@ pub fn run_exposure(
     }?;
     let wall_s = start.elapsed().as_secs_f64();
     // Everybody ends with the writer's verdict.
-    let failed_here = outcomes.iter().any(|o| o.status.is_err());
+    let failed_here = outcomes.iter().any(FrameOutcome::is_failed_or_flagged);
     let verdict = comm.broadcast(layout.writer(), vec![u8::from(failed_here)]);
     Ok(ExposureSummary {
         expid,

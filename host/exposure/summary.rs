@@ -15,6 +15,38 @@ pub struct FrameTiming {
     pub write_s: f64,
     /// Patches solved.
     pub npatch: usize,
+    /// What the written frame carries without data.
+    pub flags: FrameFlags,
+}
+
+/// What a written frame carries without data (each such bin has IVAR 0 and a MASK bit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameFlags {
+    /// Patches that could not be solved (bins: MASK BAD2DFIT): the frame is flagged and
+    /// counts as failed ([`ExposureSummary::any_failed`]).
+    pub failed_patches: usize,
+    /// Patches off the CCD (bins: MASK NODATA).
+    pub off_ccd_patches: usize,
+    /// Bins whose outputs were not finite (MASK BAD2DFIT).
+    pub nonfinite_bins: usize,
+    /// Bins with IVAR 0 for any reason (masked pixels included).
+    pub zero_ivar_bins: usize,
+    /// Input pixels with IVAR > 0 ignored as absurd.
+    pub screened_pixels: usize,
+}
+
+impl FrameFlags {
+    /// Whether the frame was written with failed patches.
+    pub fn is_flagged(&self) -> bool {
+        self.failed_patches > 0
+    }
+}
+
+impl FrameOutcome {
+    /// Whether the frame failed, or was written flagged (with failed patches).
+    pub fn is_failed_or_flagged(&self) -> bool {
+        self.status.as_ref().map_or(true, |t| t.flags.is_flagged())
+    }
 }
 
 /// The outcome of one frame.
@@ -69,14 +101,24 @@ pub struct ExposureSummary {
     pub skipped: Vec<String>,
     /// Seconds from the start of the run to the last frame written.
     pub wall_s: f64,
-    /// Whether any frame failed (the writing rank's verdict, the same on every rank).
+    /// Whether any frame failed or was written flagged (with failed patches): the writing
+    /// rank's verdict, the same on every rank.
     pub any_failed: bool,
 }
 
 impl ExposureSummary {
-    /// Frames written.
+    /// Frames written (flagged ones included).
     pub fn written(&self) -> usize {
         self.outcomes.iter().filter(|o| o.status.is_ok()).count()
+    }
+
+    /// The cameras of the frames written flagged (with failed patches), in frame order.
+    pub fn flagged_cameras(&self) -> Vec<&str> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.status.as_ref().is_ok_and(|t| t.flags.is_flagged()))
+            .map(|o| o.camera.as_str())
+            .collect()
     }
 
     /// The cameras of the frames that failed, in frame order.

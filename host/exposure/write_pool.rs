@@ -156,6 +156,8 @@ mod tests {
             specmin: 0,
             nspec: 25,
             wave_span: None,
+            mask_rule: Default::default(),
+            failed_patches: Default::default(),
         };
         let frames: Vec<FrameFiles> = ["b0", "r0", "z0", "b1"]
             .iter()

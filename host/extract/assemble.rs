@@ -2,8 +2,8 @@
 //! their model-image boxes, and the frame they assemble into.
 
 use super::{ExtractError, Extraction, PatchReport, StageTimes};
-use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows};
-use crate::patch::{ExtractionParams, ParamsError, PatchPlan, WavelengthGrid};
+use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows, BAD2DFIT, NODATA};
+use crate::patch::{ExtractionParams, MaskRule, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 
 /// A bundle's share of the model image: rows `[row_min, row_max)` x columns
@@ -136,7 +136,13 @@ pub fn assemble_frame(
             npatch: block.npatch,
         });
     }
-    Ok(finish_frame(grid, arrays, parts, model_shape))
+    Ok(finish_frame(
+        grid,
+        arrays,
+        parts,
+        model_shape,
+        params.mask_rule,
+    ))
 }
 
 /// What a bundle adds to its frame besides its rows.
@@ -151,12 +157,14 @@ pub(super) struct BundleOutput {
 }
 
 /// The finished frame from its finished rows (per Angstrom) and its bundles' outputs in bundle
-/// order: the mask on the whole frame, the model boxes summed in bundle order.
+/// order: non-finite bins zeroed, the mask on the whole frame by `rule` plus the bits of
+/// [`flag_bins`], the model boxes summed in bundle order.
 pub(super) fn finish_frame(
     grid: &WavelengthGrid,
-    arrays: FrameArrays,
+    mut arrays: FrameArrays,
     parts: Vec<BundleOutput>,
     model_shape: Option<(usize, usize)>,
+    rule: MaskRule,
 ) -> Extraction {
     let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
     let mut reports = Vec::new();
@@ -168,15 +176,49 @@ pub(super) fn finish_frame(
         reports.extend(part.reports);
         npatch += part.npatch;
     }
-    let mask = spectrum_mask(&arrays);
+    let nonfinite_bins = arrays.zero_nonfinite();
+    let mut mask = spectrum_mask(&arrays, rule);
+    flag_bins(&arrays, &mut mask, &reports, &nonfinite_bins);
     Extraction {
         grid: grid.clone(),
         arrays,
         mask,
         reports,
+        nonfinite_bins,
         model: model.map(|(full, _, _)| full),
         npatch,
         times: StageTimes::default(),
+    }
+}
+
+/// The MASK bits of bins without a trustworthy value (docs/algorithm.md §1.3): BAD2DFIT on the
+/// bins of failed patches and on `nonfinite` bins, NODATA on the bins of patches off the CCD
+/// and on any other bin with ivar 0 and no bit yet. Afterwards every bin with ivar 0 has a bit.
+fn flag_bins(arrays: &FrameArrays, mask: &mut [u32], reports: &[PatchReport], nonfinite: &[usize]) {
+    let nwave = arrays.nwave;
+    for report in reports {
+        let bit = if report.is_failed() {
+            BAD2DFIT
+        } else if report.is_off_ccd() {
+            NODATA
+        } else {
+            continue;
+        };
+        let row0 = report.ispec.saturating_sub(arrays.specmin);
+        let bins = report.iwave.min(nwave)..(report.iwave + report.nwave).min(nwave);
+        for row in row0..(row0 + report.nspec).min(arrays.nspec) {
+            for m in &mut mask[row * nwave + bins.start..row * nwave + bins.end] {
+                *m |= bit;
+            }
+        }
+    }
+    for &i in nonfinite {
+        mask[i] |= BAD2DFIT;
+    }
+    for (m, &iv) in mask.iter_mut().zip(&arrays.ivar) {
+        if iv == 0.0 && *m == 0 {
+            *m |= NODATA;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The CCD as the solves read it: image and extraction weights in f64, and the rows a set of
 //! traces can reach.
 
+use super::PixelLimits;
 use crate::io::PreprocImage;
 use crate::patch::ExtractionParams;
 use crate::psf::GaussHermitePsf;
@@ -10,7 +11,8 @@ use rayon::prelude::*;
 /// ccdmask bits that exclude a pixel from the fit: everything but BADREADNOISE (0x2FF).
 pub const EXTRACT_MASK_BITS: i32 = 0x2FF;
 
-/// CCD image and weights promoted to f64; weights are IVAR where `(MASK & 0x2FF) == 0`.
+/// CCD image and weights promoted to f64 by the rule of [`PixelLimits::pixel`]: weights are IVAR
+/// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 (and the value 0).
 #[derive(Clone, Debug)]
 pub struct CcdData {
     /// Rows.
@@ -24,15 +26,19 @@ pub struct CcdData {
 }
 
 impl CcdData {
-    /// Converts a preproc image.
+    /// Converts a preproc image with its own limits ([`PixelLimits::for_image`]).
     pub fn from_preproc(img: &PreprocImage) -> Self {
-        Self::from_preproc_rows(img, 0..img.ny)
+        Self::from_preproc_rows(img, 0..img.ny, &PixelLimits::for_image(img))
     }
 
     /// Converts only the CCD rows `rows` (the others stay 0, i.e. zero weight, and, being
     /// zero-initialized allocations, are never touched): extracting a few bundles then costs
     /// the rows they cover, not the whole 17-Mpixel CCD.
-    pub fn from_preproc_rows(img: &PreprocImage, rows: std::ops::Range<usize>) -> Self {
+    pub fn from_preproc_rows(
+        img: &PreprocImage,
+        rows: std::ops::Range<usize>,
+        limits: &PixelLimits,
+    ) -> Self {
         let (nrow, ncol) = (img.ny, img.nx);
         let rows = rows.start.min(nrow)..rows.end.min(nrow);
         let mut image = vec![0.0; nrow * ncol];
@@ -49,12 +55,9 @@ impl CcdData {
             )
             .for_each(|(((im, wt), src), (iv, mk))| {
                 for i in 0..im.len() {
-                    im[i] = src[i] as f64;
-                    wt[i] = if mk[i] & EXTRACT_MASK_BITS == 0 {
-                        iv[i] as f64
-                    } else {
-                        0.0
-                    };
+                    let (value, weight) = limits.pixel(src[i], iv[i], mk[i]);
+                    im[i] = f64::from(value);
+                    wt[i] = f64::from(weight);
                 }
             });
         Self {

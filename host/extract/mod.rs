@@ -13,6 +13,7 @@ mod ccd;
 mod checks;
 mod output;
 pub mod provenance;
+mod screen;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
 use assemble::{finish_frame, BundleOutput};
@@ -20,8 +21,12 @@ pub(crate) use ccd::trace_rows;
 pub use ccd::{CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd};
 pub use output::frame_data;
+pub use screen::{
+    Pixel, PixelLimits, ScreenCount, DEFAULT_SATURATION_ELECTRONS, MAX_PIXEL_IVAR,
+    SATURATION_FACTOR,
+};
 
-use crate::job::{FallbackPolicy, FrameJob};
+use crate::job::{FailedPatchPolicy, FallbackPolicy, FrameJob};
 use crate::patch::plan::plan_bundle;
 use crate::patch::stitch::{FrameArrays, FrameRows};
 use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
@@ -54,7 +59,8 @@ pub enum ExtractError {
         /// What is wrong.
         reason: String,
     },
-    /// A patch the backend could not solve, under [`FallbackPolicy::Fail`].
+    /// A patch the backend could not solve, under [`FallbackPolicy::Fail`], or a patch no
+    /// backend could solve, under [`FailedPatchPolicy::Fail`].
     #[error("bundle {bundle} patch {patch} (spectra {ispec}.., bin {iwave}..) not solved on the {backend} backend: {reason}")]
     PatchFailed {
         /// Backend name.
@@ -70,6 +76,23 @@ pub enum ExtractError {
         /// Why the backend failed.
         reason: String,
     },
+}
+
+impl Extraction {
+    /// The patches that could not be solved (their bins: ivar 0, MASK BAD2DFIT).
+    pub fn failed_patches(&self) -> Vec<&PatchReport> {
+        self.reports.iter().filter(|r| r.is_failed()).collect()
+    }
+
+    /// The patches off the CCD (their bins: ivar 0, MASK NODATA).
+    pub fn off_ccd_patches(&self) -> Vec<&PatchReport> {
+        self.reports.iter().filter(|r| r.is_off_ccd()).collect()
+    }
+
+    /// Bins with ivar 0 (each carries a MASK bit saying why).
+    pub fn zero_ivar_bins(&self) -> usize {
+        self.arrays.ivar.iter().filter(|&&v| v == 0.0).count()
+    }
 }
 
 impl ExtractError {
@@ -98,8 +121,24 @@ pub struct PatchReport {
     pub ispec: usize,
     /// First core output wavelength index.
     pub iwave: usize,
+    /// Core spectra of the patch (`ispec .. ispec + nspec`).
+    pub nspec: usize,
+    /// Output bins of the patch (`iwave .. iwave + nwave`).
+    pub nwave: usize,
     /// What happened.
     pub issue: PatchIssue,
+}
+
+impl PatchReport {
+    /// Whether the patch could not be solved at all (its bins have ivar 0 and BAD2DFIT).
+    pub fn is_failed(&self) -> bool {
+        matches!(self.issue, PatchIssue::Failed { .. })
+    }
+
+    /// Whether the patch lies off the CCD (its bins have ivar 0 and NODATA).
+    pub fn is_off_ccd(&self) -> bool {
+        matches!(self.issue, PatchIssue::OffCcd)
+    }
 }
 
 /// Wall time per stage.
@@ -126,6 +165,8 @@ pub struct Extraction {
     pub mask: Vec<u32>,
     /// Per-patch problems.
     pub reports: Vec<PatchReport>,
+    /// Bins zeroed (ivar 0, BAD2DFIT) because an output was not finite, `row · nwave + bin`.
+    pub nonfinite_bins: Vec<usize>,
     /// Model image `(nrow, ncol)`, when requested.
     pub model: Option<Vec<f64>>,
     /// Number of patches solved.
@@ -159,7 +200,8 @@ pub fn extract_frame(
         arrays.zero_fully_masked();
         arrays.to_per_angstrom(&job.grid.bin_widths());
         let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
-        let mut extraction = finish_frame(job.grid, arrays, parts, model_shape);
+        let mut extraction =
+            finish_frame(job.grid, arrays, parts, model_shape, job.params.mask_rule);
         times.finalize += t0.elapsed();
         extraction.times = times;
         extraction
@@ -446,6 +488,18 @@ impl Stitcher<'_> {
                     }
                 }
             };
+            if let (Some(PatchIssue::Failed { reason }), FailedPatchPolicy::Fail) =
+                (&result.issue, self.job.failed_patches)
+            {
+                return Err(ExtractError::PatchFailed {
+                    backend: self.backend.name(),
+                    bundle: bundle.bundle,
+                    patch: plan.patch,
+                    ispec: plan.ispec,
+                    iwave: plan.out_wave_min(pad),
+                    reason: reason.clone(),
+                });
+            }
             rows.insert(plan, &result, pad);
             if let Some(issue) = &result.issue {
                 reports.push(PatchReport {
@@ -453,6 +507,8 @@ impl Stitcher<'_> {
                     patch: plan.patch,
                     ispec: plan.ispec,
                     iwave: plan.out_wave_min(pad),
+                    nspec: plan.nspp,
+                    nwave: plan.keep,
                     issue: issue.clone(),
                 });
             }
@@ -493,9 +549,9 @@ impl Stitcher<'_> {
                 &self.padded.fullwave,
             )?),
         };
-        let ccd = self
-            .ccd_host
-            .get_or_init(|| CcdData::from_preproc(job.image));
+        let ccd = self.ccd_host.get_or_init(|| {
+            CcdData::from_preproc_rows(job.image, 0..job.image.ny, &job.pixel_limits)
+        });
         let inputs = BundleInputs {
             spots,
             plans: &bundle.plans,

@@ -7,7 +7,7 @@
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
-use crate::extract::EXTRACT_MASK_BITS;
+use crate::extract::PixelLimits;
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
 use crate::psf::SpotTable;
@@ -240,14 +240,7 @@ impl<'g> GpuFrame<'g> {
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
         let copy_stream = stream.fork().stage("create the upload stream")?;
-        let (d_image, d_weight) = upload_ccd(
-            gpu,
-            &copy_stream,
-            &image.image,
-            &image.ivar,
-            &image.mask,
-            trace,
-        )?;
+        let (d_image, d_weight) = upload_ccd(gpu, &copy_stream, image, &job.pixel_limits, trace)?;
         // The kernels of the batches (main stream) wait for the upload (copy stream).
         stream
             .join(&copy_stream)
@@ -512,17 +505,18 @@ fn batches() -> usize {
 /// before).
 const UPLOAD_PARTS: usize = 4;
 
-/// Uploads the image and the extraction weights (IVAR where `(MASK & 0x2FF) == 0`, else 0; exact
-/// in f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
+/// Uploads the image and the extraction weights (by the rule of [`PixelLimits::pixel`]: IVAR
+/// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 and the value 0; exact in
+/// f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
 /// the device, all on `copy_stream`; returns once the copy is complete.
 fn upload_ccd(
     gpu: &GpuContext,
     copy_stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    pixels: &[f32],
-    ivar: &[f32],
-    mask: &[i32],
+    preproc: &crate::io::PreprocImage,
+    limits: &PixelLimits,
     trace: &Trace,
 ) -> Result<(CudaSlice<f64>, CudaSlice<f64>), GpuError> {
+    let (pixels, ivar, mask) = (&preproc.image, &preproc.ivar, &preproc.mask);
     let start = trace.now();
     let _range = crate::trace::nvtx_range("copy to device");
     let npix = pixels.len();
@@ -542,18 +536,16 @@ fn upload_ccd(
         let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
         image_p
             .par_chunks_mut(CHUNK)
+            .zip(weight_p.par_chunks_mut(CHUNK))
             .zip(pixels[range.clone()].par_chunks(CHUNK))
-            .for_each(|(dst, src)| dst.copy_from_slice(src));
-        weight_p
-            .par_chunks_mut(CHUNK)
             .zip(
                 ivar[range.clone()]
                     .par_chunks(CHUNK)
                     .zip(mask[range.clone()].par_chunks(CHUNK)),
             )
-            .for_each(|(dst, (iv, m))| {
-                for ((w, &iv), &m) in dst.iter_mut().zip(iv).zip(m) {
-                    *w = if m & EXTRACT_MASK_BITS == 0 { iv } else { 0.0 };
+            .for_each(|(((im, wt), src), (iv, m))| {
+                for i in 0..im.len() {
+                    (im[i], wt[i]) = limits.pixel(src[i], iv[i], m[i]);
                 }
             });
         for (offset, src) in [(0, &*image_p), (npix, &*weight_p)] {

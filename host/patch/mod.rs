@@ -6,3 +6,4 @@ pub mod stitch;
 
 pub use grid::{GridError, PaddedGrid, WavelengthGrid};
 pub use plan::{ExtractionParams, ParamsError, PatchPlan, PixelWindow};
+pub use stitch::MaskRule;

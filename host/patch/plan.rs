@@ -28,6 +28,8 @@ pub struct ExtractionParams {
     pub regularize: f64,
     /// PSF model error for chi2pix (0.01).
     pub psferr: f64,
+    /// desispec's rule for the BAD2DFIT bit of the frame MASK (main by default).
+    pub mask_rule: super::MaskRule,
 }
 
 impl Default for ExtractionParams {
@@ -43,6 +45,7 @@ impl Default for ExtractionParams {
             pixpad_frac: 0.8,
             regularize: 0.0,
             psferr: 0.01,
+            mask_rule: super::MaskRule::Main,
         }
     }
 }

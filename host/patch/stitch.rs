@@ -166,30 +166,73 @@ impl FrameRows<'_> {
 pub const SOMEBADPIX: u32 = 1 << 0;
 /// desispec specmask bit ALLBADPIX (pixmask_fraction == 1).
 pub const ALLBADPIX: u32 = 1 << 1;
-/// desispec specmask bit BAD2DFIT (chi2pix far above both its fiber's and its wavelength's medians).
+/// desispec specmask bit BAD2DFIT ("Bad fit of extraction 2D model to pixel data"): chi2pix
+/// far above its medians ([`MaskRule`]); we also set it, with ivar 0, on the bins of a patch
+/// that could not be solved and on bins whose outputs were not finite (docs/algorithm.md §1.3).
 pub const BAD2DFIT: u32 = 1 << 7;
+/// desispec specmask bit NODATA ("No data exists"): we set it, with ivar 0, on the bins of a
+/// patch whose pixels lie off the CCD and on any other bin left with ivar 0 and no other bit.
+pub const NODATA: u32 = 1 << 8;
 
-/// The frame MASK as desispec's `get_spectrum_mask` computes it (docs/algorithm.md §1.3):
-/// SOMEBADPIX where pixmask_fraction > 0.5, ALLBADPIX where it equals 1.0 exactly, BAD2DFIT
-/// where chi2pix exceeds 5× the median over fibers at that wavelength and 5× the median over
-/// wavelengths of that fiber.
-pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
+/// The rule that turns chi2pix into BAD2DFIT (docs/algorithm.md §1.3). SOMEBADPIX and
+/// ALLBADPIX are the same in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MaskRule {
+    /// desispec main's `get_spectrum_mask`: chi2pix > 5 × the median over the frame's fibers
+    /// at that wavelength **and** > 5 × the median over wavelengths of that fiber.
+    #[default]
+    Main,
+    /// desispec 0.70.0's `main_gpu_specter`: chi2pix > 100.
+    V0_70,
+}
+
+impl MaskRule {
+    /// The rule by its command-line name: `main` or `0.70`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "main" => Some(Self::Main),
+            "0.70" => Some(Self::V0_70),
+            _ => None,
+        }
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::V0_70 => "0.70",
+        }
+    }
+}
+
+/// The frame MASK as desispec computes it from pixmask_fraction and chi2pix
+/// (docs/algorithm.md §1.3): SOMEBADPIX where pixmask_fraction > 0.5, ALLBADPIX where it
+/// equals 1.0 exactly, BAD2DFIT by `rule`.
+pub fn spectrum_mask(arrays: &FrameArrays, rule: MaskRule) -> Vec<u32> {
     let (nspec, nwave) = (arrays.nspec, arrays.nwave);
     let chi = &arrays.chi2pix;
-    let fiber_median: Vec<f64> = (0..nspec)
-        .into_par_iter()
-        .map(|s| median(chi[s * nwave..(s + 1) * nwave].to_vec()))
-        .collect();
-    let wave_median: Vec<f64> = (0..nwave)
-        .into_par_iter()
-        .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
-        .collect();
+    let (fiber_median, wave_median): (Vec<f64>, Vec<f64>) = match rule {
+        MaskRule::Main => (
+            (0..nspec)
+                .into_par_iter()
+                .map(|s| median(chi[s * nwave..(s + 1) * nwave].to_vec()))
+                .collect(),
+            (0..nwave)
+                .into_par_iter()
+                .map(|j| median((0..nspec).map(|s| chi[s * nwave + j]).collect()))
+                .collect(),
+        ),
+        MaskRule::V0_70 => (Vec::new(), Vec::new()),
+    };
+    let bad2d = |i: usize, s: usize, j: usize| match rule {
+        MaskRule::Main => chi[i] > 5.0 * wave_median[j] && chi[i] > 5.0 * fiber_median[s],
+        MaskRule::V0_70 => chi[i] > 100.0,
+    };
     let mut mask = vec![0u32; nspec * nwave];
     mask.par_chunks_mut(nwave.max(1))
-        .zip(fiber_median.par_iter())
         .enumerate()
-        .for_each(|(s, (row, &fiber_med))| {
-            for (j, (m, &wave_med)) in row.iter_mut().zip(&wave_median).enumerate() {
+        .for_each(|(s, row)| {
+            for (j, m) in row.iter_mut().enumerate() {
                 let i = s * nwave + j;
                 let frac = arrays.pixmask_fraction[i];
                 if frac > 0.5 {
@@ -198,12 +241,48 @@ pub fn spectrum_mask(arrays: &FrameArrays) -> Vec<u32> {
                 if frac == 1.0 {
                     *m |= ALLBADPIX;
                 }
-                if chi[i] > 5.0 * wave_med && chi[i] > 5.0 * fiber_med {
+                if bad2d(i, s, j) {
                     *m |= BAD2DFIT;
                 }
             }
         });
     mask
+}
+
+impl FrameArrays {
+    /// Zeroes every bin (flux, ivar, chi2pix and its resolution column) one of whose outputs
+    /// is not finite at the f32 precision of the frame file, and returns their indices
+    /// (`ispec_row · nwave + iwave`). Nothing upstream should produce one (docs/algorithm.md
+    /// §5); this is the guarantee that none reaches a file.
+    pub fn zero_nonfinite(&mut self) -> Vec<usize> {
+        let (nwave, ndiagonal) = (self.nwave.max(1), 2 * self.ndiag + 1);
+        let finite = |v: f64| (v as f32).is_finite();
+        let bad: Vec<usize> = (0..self.flux.len())
+            .into_par_iter()
+            .filter(|&i| {
+                let (row, j) = (i / nwave, i % nwave);
+                !(finite(self.flux[i])
+                    && finite(self.ivar[i])
+                    && finite(self.chi2pix[i])
+                    && finite(self.pixmask_fraction[i])
+                    && (0..ndiagonal)
+                        .all(|d| finite(self.rdiags[(row * ndiagonal + d) * nwave + j])))
+            })
+            .collect();
+        for &i in &bad {
+            let (row, j) = (i / nwave, i % nwave);
+            self.flux[i] = 0.0;
+            self.ivar[i] = 0.0;
+            self.chi2pix[i] = 0.0;
+            if !self.pixmask_fraction[i].is_finite() {
+                self.pixmask_fraction[i] = 0.0;
+            }
+            for d in 0..ndiagonal {
+                self.rdiags[(row * ndiagonal + d) * nwave + j] = 0.0;
+            }
+        }
+        bad
+    }
 }
 
 #[cfg(test)]
@@ -219,12 +298,53 @@ mod tests {
         a.pixmask_fraction[1] = 0.75;
         a.pixmask_fraction[2] = 0.5;
         a.pixmask_fraction[3] = 1.0 - 1e-16;
-        let m = spectrum_mask(&a);
+        let m = spectrum_mask(&a, MaskRule::Main);
         assert_eq!(m[0], SOMEBADPIX | ALLBADPIX);
         assert_eq!(m[1], SOMEBADPIX);
         assert_eq!(m[2], 0);
         assert_eq!(m[3], SOMEBADPIX);
         assert_eq!(m[5], BAD2DFIT);
         assert_eq!(m.iter().filter(|&&v| v & BAD2DFIT != 0).count(), 1);
+    }
+
+    #[test]
+    fn the_two_bad2dfit_rules_differ_as_desispec_does() {
+        // 5 fibers x 4 bins on a background of 1. Fiber 4 is bright everywhere (chi2pix 150):
+        // above 100, so 0.70 flags it, but not above 5x its own median, so main does not.
+        // Fiber 0 bin 3 is 60: main flags it (> 5x both medians), 0.70 does not (<= 100).
+        // Fiber 1 bin 0 is exactly 100: main flags it, 0.70 does not (strict >).
+        let mut a = FrameArrays::new(0, 5, 4, 1);
+        a.chi2pix = vec![1.0; 20];
+        a.chi2pix[3] = 60.0;
+        a.chi2pix[4] = 100.0;
+        a.chi2pix[16..20].copy_from_slice(&[150.0; 4]);
+        let main = spectrum_mask(&a, MaskRule::Main);
+        let old = spectrum_mask(&a, MaskRule::V0_70);
+        let flagged =
+            |m: &[u32]| -> Vec<usize> { (0..20).filter(|&i| m[i] & BAD2DFIT != 0).collect() };
+        assert_eq!(flagged(&main), [3, 4]);
+        assert_eq!(flagged(&old), [16, 17, 18, 19]);
+        assert_eq!(MaskRule::from_name("0.70"), Some(MaskRule::V0_70));
+        assert_eq!(MaskRule::from_name("main"), Some(MaskRule::Main));
+        assert_eq!(MaskRule::from_name("0.7"), None);
+    }
+
+    #[test]
+    fn nonfinite_bins_are_zeroed_including_f32_overflow() {
+        let mut a = FrameArrays::new(0, 2, 3, 1);
+        a.flux = vec![1.0; 6];
+        a.ivar = vec![2.0; 6];
+        a.chi2pix = vec![1.0; 6];
+        a.rdiags = vec![0.5; 18];
+        a.flux[1] = f64::NAN;
+        a.ivar[3] = 1e39; // finite in f64, infinite in the f32 file
+        a.rdiags[2 * 3 + 2] = f64::INFINITY; // fiber 0 bin 2, last diagonal
+        let bad = a.zero_nonfinite();
+        assert_eq!(bad, [1, 2, 3]);
+        for &i in &bad {
+            assert_eq!((a.flux[i], a.ivar[i], a.chi2pix[i]), (0.0, 0.0, 0.0));
+        }
+        assert_eq!(a.ivar[0], 2.0);
+        assert!(a.rdiags.iter().all(|v| v.is_finite()));
     }
 }

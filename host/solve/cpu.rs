@@ -44,7 +44,7 @@ impl Backend for CpuBackend {
         let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);
         Ok(Box::new(CpuFrame {
             job: *job,
-            ccd: CcdData::from_preproc_rows(job.image, rows),
+            ccd: CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits),
             padded,
             bundles: VecDeque::new(),
             last_spots: Mutex::new(None),

@@ -22,7 +22,7 @@ use desi_extract::gpu::GpuContext;
 use desi_extract::io::{self, PreprocImage};
 use desi_extract::job::FrameJob;
 use desi_extract::parallel::wire::{self, Incoming, Plane, PlaneRef, PlaneSpec, WireError};
-use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::patch::{ExtractionParams, MaskRule, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
 use desi_extract::solve::{Backend, CpuBackend};
 use desi_extract::trace::Trace;
@@ -288,6 +288,9 @@ impl Job {
             pixpad_frac,
             regularize,
             psferr: psferr.unwrap_or(psf.psferr),
+            // Unused by gpu_specter's interface (its `specmask` is `specivar == 0` and desispec
+            // computes MASK itself); desispec main's rule as the CLI's default.
+            mask_rule: MaskRule::default(),
         };
         let job = Self {
             image: PreprocImage {

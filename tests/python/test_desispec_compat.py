@@ -39,10 +39,8 @@ WAVE = "6000.0,6100.0,0.8"
 SPECMIN, NSPEC = 0, 50
 
 #: desispec 0.70's script computes MASK itself with 0.70's rule (BAD2DFIT where chi2pix > 100);
-#: the CLI's default is desispec main's rule. Once `desi-extract extract --mask-rule 0.70` exists
-#: the MASK comparison runs against a CLI run with that flag; until then it is skipped, unless
-#: this is True (set it once the flag is merged, so that a missing flag fails instead).
-REQUIRE_MASK_RULE_070 = False
+#: the CLI's default is desispec main's rule, so the MASK comparison runs the CLI with
+#: `--mask-rule 0.70`.
 
 HDUS_COMPARED = ("FLUX", "IVAR", "RESOLUTION", "CHI2PIX", "WAVELENGTH")
 
@@ -62,11 +60,6 @@ def run(args, env=None, timeout=600):
             f"{' '.join(args)} exited {out.returncode}\n--- stdout\n{out.stdout}\n--- stderr\n{out.stderr}"
         )
     return out
-
-
-def cli_has_mask_rule():
-    """Whether the CLI accepts `--mask-rule`."""
-    return "--mask-rule" in run([BIN, "extract", "--help"]).stdout
 
 
 def hdu_bytes(path, name):
@@ -150,10 +143,6 @@ class Frames(unittest.TestCase):
 
     def test_desispec_mask_rule_070(self):
         """MASK of desispec 0.70's script equals the CLI's with `--mask-rule 0.70`."""
-        if not cli_has_mask_rule():
-            if REQUIRE_MASK_RULE_070:
-                self.fail("desi-extract extract has no --mask-rule")
-            self.skipTest("desi-extract extract has no --mask-rule yet (REQUIRE_MASK_RULE_070)")
         frame = os.path.join(self.tmp.name, "frame-cli-070.fits")
         run([BIN, "extract", "-i", self.preproc, "-o", frame, "--mask-rule", "0.70", *self.common])
         self.assert_same_hdus(self.desispec_frame, frame, ("MASK",))

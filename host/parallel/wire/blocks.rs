@@ -175,6 +175,8 @@ mod tests {
                     patch: 2,
                     ispec: 25,
                     iwave: 50,
+                    nspec: 5,
+                    nwave: 50,
                     issue: PatchIssue::Regularized {
                         regularize: 1e-4,
                         reason: "not positive definite".into(),
@@ -185,6 +187,8 @@ mod tests {
                     patch: 3,
                     ispec: 25,
                     iwave: 60,
+                    nspec: 5,
+                    nwave: 40,
                     issue: PatchIssue::OffCcd,
                 },
             ],

@@ -1,0 +1,191 @@
+//! Which preproc pixels the solves use: the one per-pixel rule of docs/algorithm.md §1.2,
+//! shared by the CPU conversion ([`super::CcdData`]) and the GPU upload, including the screen
+//! of pixels that are valid by their IVAR and MASK but absurd (non-finite, far beyond the
+//! saturation level, or an inverse variance no CCD can have).
+
+use super::ccd::EXTRACT_MASK_BITS;
+use crate::io::{find_keyword, KeywordValue, PreprocImage};
+use rayon::prelude::*;
+
+/// Saturation level assumed when the preproc header has no `SATUELE{A,B,C,D}` (electrons):
+/// desispec's default saturation of 65535 ADU (`preproc.py`) at 2 electrons/ADU, above the gain
+/// of every DESI amplifier.
+pub const DEFAULT_SATURATION_ELECTRONS: f64 = 65_535.0 * 2.0;
+
+/// A pixel above this many times the saturation level cannot come from the CCD: preproc
+/// divides by the pixel flat, which is at least 0.1 where it is not masked (PIXFLATLOW).
+pub const SATURATION_FACTOR: f64 = 10.0;
+
+/// Largest plausible pixel inverse variance (electrons⁻²): σ = 0.01 electron, 100 times below
+/// the read noise of any DESI amplifier (2-4 electrons).
+pub const MAX_PIXEL_IVAR: f64 = 1e4;
+
+/// The bounds beyond which a pixel with IVAR > 0 and no excluding MASK bit is treated as masked
+/// (weight 0). Non-finite values are always excluded, whatever the bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PixelLimits {
+    /// Largest |IMAGE| value used (electrons).
+    pub max_abs_value: f64,
+    /// Largest IVAR used (electrons⁻²).
+    pub max_ivar: f64,
+}
+
+impl Default for PixelLimits {
+    /// The limits without a header: [`DEFAULT_SATURATION_ELECTRONS`] × [`SATURATION_FACTOR`]
+    /// and [`MAX_PIXEL_IVAR`].
+    fn default() -> Self {
+        Self {
+            max_abs_value: SATURATION_FACTOR * DEFAULT_SATURATION_ELECTRONS,
+            max_ivar: MAX_PIXEL_IVAR,
+        }
+    }
+}
+
+impl PixelLimits {
+    /// No bound on values or inverse variances (only non-finite values are excluded).
+    pub const UNLIMITED: Self = Self {
+        max_abs_value: f64::INFINITY,
+        max_ivar: f64::INFINITY,
+    };
+
+    /// The limits of an image: [`SATURATION_FACTOR`] × the largest `SATUELEx` of its header
+    /// (desispec preproc's saturation level of amplifier x in electrons), else the
+    /// [`Default`], and [`MAX_PIXEL_IVAR`].
+    pub fn for_image(image: &PreprocImage) -> Self {
+        let saturation = ["A", "B", "C", "D"]
+            .iter()
+            .filter_map(
+                |amp| match find_keyword(&image.header, &format!("SATUELE{amp}")) {
+                    Some(KeywordValue::Float(v)) => Some(v),
+                    Some(KeywordValue::Int(v)) => Some(v as f64),
+                    _ => None,
+                },
+            )
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            });
+        Self {
+            max_abs_value: SATURATION_FACTOR * saturation.unwrap_or(DEFAULT_SATURATION_ELECTRONS),
+            max_ivar: MAX_PIXEL_IVAR,
+        }
+    }
+
+    /// The rule: `(value, weight)` as the solves see a pixel. The weight is IVAR where no
+    /// excluding MASK bit is set ([`EXTRACT_MASK_BITS`]) and the pixel passes the screen,
+    /// else 0; the value is 0 wherever the weight is 0, so that a masked NaN or infinity can
+    /// never reach a sum (`0 · NaN = NaN`).
+    #[inline]
+    pub fn pixel(&self, value: f32, ivar: f32, mask: i32) -> (f32, f32) {
+        match self.classify(value, ivar, mask) {
+            Pixel::Used => (value, ivar),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// What the rule makes of one pixel.
+    #[inline]
+    pub fn classify(&self, value: f32, ivar: f32, mask: i32) -> Pixel {
+        if mask & EXTRACT_MASK_BITS != 0 || ivar <= 0.0 {
+            Pixel::Masked
+        } else if !value.is_finite() || !ivar.is_finite() {
+            Pixel::NonFinite
+        } else if f64::from(value.abs()) > self.max_abs_value {
+            Pixel::AbsurdValue
+        } else if f64::from(ivar) > self.max_ivar {
+            Pixel::AbsurdIvar
+        } else {
+            Pixel::Used
+        }
+    }
+
+    /// How many pixels of `image` with IVAR > 0 and no excluding MASK bit the screen excludes.
+    pub fn count(&self, image: &PreprocImage) -> ScreenCount {
+        const CHUNK: usize = 1 << 16;
+        image
+            .image
+            .par_chunks(CHUNK)
+            .zip(image.ivar.par_chunks(CHUNK))
+            .zip(image.mask.par_chunks(CHUNK))
+            .map(|((v, iv), m)| {
+                let mut count = ScreenCount::default();
+                for ((&v, &iv), &m) in v.iter().zip(iv).zip(m) {
+                    match self.classify(v, iv, m) {
+                        Pixel::NonFinite => count.nonfinite += 1,
+                        Pixel::AbsurdValue => count.value += 1,
+                        Pixel::AbsurdIvar => count.ivar += 1,
+                        Pixel::Used | Pixel::Masked => {}
+                    }
+                }
+                count
+            })
+            .reduce(ScreenCount::default, |a, b| ScreenCount {
+                nonfinite: a.nonfinite + b.nonfinite,
+                value: a.value + b.value,
+                ivar: a.ivar + b.ivar,
+            })
+    }
+}
+
+/// What [`PixelLimits::classify`] makes of a pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pixel {
+    /// Used with weight IVAR.
+    Used,
+    /// IVAR 0 (or not positive) or an excluding MASK bit: not used, as in desispec.
+    Masked,
+    /// IVAR > 0 (or NaN) and no excluding MASK bit, but the value or IVAR is not finite: not
+    /// used.
+    NonFinite,
+    /// IVAR > 0 but |value| above [`PixelLimits::max_abs_value`]: not used.
+    AbsurdValue,
+    /// IVAR above [`PixelLimits::max_ivar`]: not used.
+    AbsurdIvar,
+}
+
+/// Pixels with IVAR > 0 and no excluding MASK bit that the screen excluded, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScreenCount {
+    /// Non-finite value or IVAR.
+    pub nonfinite: usize,
+    /// |value| beyond the limit.
+    pub value: usize,
+    /// IVAR beyond the limit.
+    pub ivar: usize,
+}
+
+impl ScreenCount {
+    /// All excluded pixels.
+    pub fn total(&self) -> usize {
+        self.nonfinite + self.value + self.ivar
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_excludes_masked_and_absurd_pixels() {
+        let l = PixelLimits::default();
+        assert_eq!(l.pixel(5.0, 0.1, 0), (5.0, 0.1));
+        // BADREADNOISE (bit 8) does not exclude; BAD (bit 0) does.
+        assert_eq!(l.pixel(5.0, 0.1, 1 << 8), (5.0, 0.1));
+        assert_eq!(l.pixel(5.0, 0.1, 1), (0.0, 0.0));
+        // A masked NaN becomes a plain 0: nothing can multiply it.
+        assert_eq!(l.pixel(f32::NAN, 0.0, 1), (0.0, 0.0));
+        assert_eq!(l.classify(f32::NAN, 0.0, 1), Pixel::Masked);
+        assert_eq!(l.classify(f32::NAN, 0.1, 0), Pixel::NonFinite);
+        assert_eq!(l.classify(f32::INFINITY, 0.1, 0), Pixel::NonFinite);
+        assert_eq!(l.classify(1e20, 0.1, 0), Pixel::AbsurdValue);
+        assert_eq!(l.classify(-3e38, 0.1, 0), Pixel::AbsurdValue);
+        assert_eq!(l.classify(5.0, 3e38, 0), Pixel::AbsurdIvar);
+        assert_eq!(l.classify(1.2e6, 0.1, 0), Pixel::Used);
+        assert_eq!(l.classify(1.4e6, 0.1, 0), Pixel::AbsurdValue);
+        let none = PixelLimits::UNLIMITED;
+        assert_eq!(none.classify(3e38, 3e38, 0), Pixel::Used);
+        assert_eq!(none.classify(f32::NAN, 1.0, 0), Pixel::NonFinite);
+        assert_eq!(l.classify(1.0, f32::NAN, 0), Pixel::NonFinite);
+        assert_eq!(l.pixel(1.0, f32::NAN, 0), (0.0, 0.0));
+    }
+}
