@@ -18,6 +18,7 @@ mod error;
 mod fits;
 mod frame;
 mod header;
+pub mod limits;
 mod preproc;
 mod psf_file;
 mod spectra;
