@@ -5,6 +5,9 @@
 use crate::patch::{GridError, WavelengthGrid};
 use std::ops::Range;
 
+/// Fibers of one DESI camera (one petal).
+pub const FIBERS_PER_CAMERA: usize = 500;
+
 /// One band of the DESI spectrographs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CameraBand {

@@ -109,6 +109,26 @@ impl ExposureConfig {
         if self.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
             return Err(ExposureError::WaveSpan);
         }
+        // Every frame would fail the same way: refuse the request before any work.
+        for band in &cameras::BANDS {
+            let camera = format!("{}0", band.band);
+            let (_, params) = self.frame_setup(&camera).map_err(|reason| {
+                ExposureError::Request(format!(
+                    "the {} grid {:?} with --wave-span {:?}: {reason}",
+                    band.band, band.wave, self.wave_span
+                ))
+            })?;
+            params
+                .validate(0, cameras::FIBERS_PER_CAMERA)
+                .map_err(|e| {
+                    ExposureError::Request(format!(
+                        "-s {} -n {}: {e} (a DESI camera has {} fibers)",
+                        self.specmin,
+                        self.nspec,
+                        cameras::FIBERS_PER_CAMERA
+                    ))
+                })?;
+        }
         Ok(())
     }
 }
@@ -130,6 +150,9 @@ pub enum ExposureError {
     /// `wave_span` is not a positive number.
     #[error("--wave-span must be a positive number of Angstrom")]
     WaveSpan,
+    /// The grid or the spectra asked for cannot be extracted from any DESI camera.
+    #[error("{0}")]
+    Request(String),
     /// No GPU for an extracting rank.
     #[error(transparent)]
     Gpu(#[from] GpuError),
@@ -149,6 +172,7 @@ impl ExposureError {
             ExposureError::NotADirectory(_)
                 | ExposureError::CreateOutdir { .. }
                 | ExposureError::WaveSpan
+                | ExposureError::Request(_)
         )
     }
 }
