@@ -5,8 +5,7 @@
 use crate::patch::{GridError, WavelengthGrid};
 use std::ops::Range;
 
-/// Fibers of one DESI camera (one petal).
-pub const FIBERS_PER_CAMERA: usize = 500;
+pub use crate::io::limits::FIBERS_PER_CAMERA;
 
 /// One band of the DESI spectrographs.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -114,8 +114,10 @@ impl ExposureConfig {
             let camera = format!("{}0", band.band);
             let (_, params) = self.frame_setup(&camera).map_err(|reason| {
                 ExposureError::Request(format!(
-                    "the {} grid {:?} with --wave-span {:?}: {reason}",
-                    band.band, band.wave, self.wave_span
+                    "--wave-span {}: the {} camera grid from {} A: {reason}",
+                    self.wave_span.map_or("none".into(), |s| s.to_string()),
+                    band.band,
+                    band.wave.0
                 ))
             })?;
             params

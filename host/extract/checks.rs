@@ -105,12 +105,21 @@ pub(crate) fn check_traces_on_ccd(
     for ispec in specmin..(specmin + nspec).min(table.nfiber()) {
         let coeffs = table.fiber(ispec);
         for &wave in &grid.wave {
-            let y = legval(normalized_wavelength(wave, table.wavemin, table.wavemax), coeffs);
+            let y = legval(
+                normalized_wavelength(wave, table.wavemin, table.wavemax),
+                coeffs,
+            );
             if (-0.5..=top).contains(&y) {
                 continue;
             }
             let fiber = psf.fibermin + ispec;
-            let worst = |e: f64| if (y - top).max(-0.5 - y) > (e - top).max(-0.5 - e) { y } else { e };
+            let worst = |e: f64| {
+                if (y - top).max(-0.5 - y) > (e - top).max(-0.5 - e) {
+                    y
+                } else {
+                    e
+                }
+            };
             off = Some(match off {
                 None => (fiber, fiber, wave, wave, y),
                 Some((f0, _, w0, w1, e)) => (f0, fiber, w0.min(wave), w1.max(wave), worst(e)),

@@ -137,6 +137,9 @@ impl Fits {
                     closed: false,
                     disk_len,
                 };
+                if fits.key_raw("EXTNAME").ok().flatten().is_some() {
+                    fits.refresh_label();
+                }
                 fits.check_structure()?;
                 Ok(fits)
             }
@@ -472,12 +475,14 @@ impl Fits {
         }
         self.check(format!("read keyword {name}"), status)?;
         let card = c_buf_to_string(&card);
-        card_value(&card).map(Some).map_err(|detail| IoError::BadKeyword {
-            path: self.path.clone(),
-            hdu: self.hdu.clone(),
-            key: name.into(),
-            detail: format!("{detail}: {:?}", card.trim_end()),
-        })
+        card_value(&card)
+            .map(Some)
+            .map_err(|detail| IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("{detail}: {:?}", card.trim_end()),
+            })
     }
 
     /// A structural keyword (BITPIX, NAXISn, PCOUNT, GCOUNT) as a strictly parsed integer.
@@ -485,12 +490,14 @@ impl Fits {
         let Some(raw) = self.key_raw(name)? else {
             return Ok(None);
         };
-        raw.parse::<i64>().map(Some).map_err(|_| IoError::BadKeyword {
-            path: self.path.clone(),
-            hdu: self.hdu.clone(),
-            key: name.into(),
-            detail: format!("expected an integer, found {raw}"),
-        })
+        raw.parse::<i64>()
+            .map(Some)
+            .map_err(|_| IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("expected an integer, found {raw}"),
+            })
     }
 
     /// Checks the current HDU's structural cards, parsed strictly (cfitsio reads `PCOUNT = 6 0`
@@ -506,7 +513,11 @@ impl Fits {
         };
         let bitpix = self.structural("BITPIX")?.unwrap_or(8);
         if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-            return Err(bad(self, "BITPIX", format!("{bitpix} is not a FITS BITPIX")));
+            return Err(bad(
+                self,
+                "BITPIX",
+                format!("{bitpix} is not a FITS BITPIX"),
+            ));
         }
         let naxis = self.structural("NAXIS")?.unwrap_or(0);
         if !(0..=999).contains(&naxis) {
@@ -538,7 +549,9 @@ impl Fits {
             return Err(bad(
                 self,
                 "PCOUNT",
-                format!("an IMAGE extension has PCOUNT = 0 and GCOUNT = 1, found {pcount} and {gcount}"),
+                format!(
+                    "an IMAGE extension has PCOUNT = 0 and GCOUNT = 1, found {pcount} and {gcount}"
+                ),
             ));
         }
         let bytes = (bitpix.unsigned_abs() as u128 / 8)
@@ -886,7 +899,11 @@ fn probe_readable(path: &Path) -> Result<Option<u64>, IoError> {
     let got = file.read(&mut magic).map_err(|e| unreadable(reason(&e)))?;
     // gzip, Unix compress, bzip2 and zip files are inflated by cfitsio: their length on disk
     // says nothing about the FITS data; a regular FITS file starts with "SIMPLE".
-    let compressed = got == 2 && matches!(magic, [0x1f, 0x8b] | [0x1f, 0x9d] | [b'B', b'Z'] | [b'P', b'K']);
+    let compressed = got == 2
+        && matches!(
+            magic,
+            [0x1f, 0x8b] | [0x1f, 0x9d] | [b'B', b'Z'] | [b'P', b'K']
+        );
     Ok((meta.is_file() && !compressed).then_some(meta.len()))
 }
 
@@ -894,7 +911,10 @@ fn probe_readable(path: &Path) -> Result<Option<u64>, IoError> {
 /// string keeps its quotes; empty when the card has no value) when the card holds one value
 /// and at most a `/ comment`; `Err` with what is wrong otherwise.
 fn card_value(card: &str) -> Result<String, String> {
-    let Some(rest) = card.get(8..).filter(|r| r.starts_with("= ") || r.starts_with('=')) else {
+    let Some(rest) = card
+        .get(8..)
+        .filter(|r| r.starts_with("= ") || r.starts_with('='))
+    else {
         return Ok(String::new());
     };
     let text = rest[1..].trim_start();

@@ -6,6 +6,9 @@
 /// CCDs are 4096–4128 pixels on a side.
 pub const MAX_CCD_AXIS: usize = 8192;
 
+/// Fibers of one DESI camera (one petal): the rows of a preproc FIBERMAP.
+pub const FIBERS_PER_CAMERA: usize = 500;
+
 /// Fibers of one PSF: DESI has 5,000 fibers in all (500 per camera).
 pub const MAX_PSF_FIBERS: usize = 5000;
 

@@ -10,8 +10,8 @@ use super::error::IoError;
 use super::fits::{Fits, HduKind, ImgType};
 use super::header::{write_header, Keyword};
 use super::limits::{
-    GH_SIGMA_CHECKS, GH_SIGMA_RANGE, HSIZE_RANGE, MAX_CCD_AXIS, MAX_GH_DEGREE,
-    MAX_LEGENDRE_COEFFS, MAX_PSF_FIBERS,
+    GH_SIGMA_CHECKS, GH_SIGMA_RANGE, HSIZE_RANGE, MAX_CCD_AXIS, MAX_GH_DEGREE, MAX_LEGENDRE_COEFFS,
+    MAX_PSF_FIBERS,
 };
 use super::table::{read_table_hdu, write_table_hdu, FitsTable};
 

@@ -102,7 +102,11 @@ pub fn extract_frame_on_ranks(
     };
     if comm.rank() != 0 {
         let share = mine.map_err(|err| {
-            let mark = if err.is_input_error() { BAD_INPUT_MARK } else { "" };
+            let mark = if err.is_input_error() {
+                BAD_INPUT_MARK
+            } else {
+                ""
+            };
             (format!("rank {}{mark}: {err}", comm.rank()), err)
         });
         let sent = share.as_deref().map_err(|(text, _)| text.as_str());

@@ -209,7 +209,15 @@ mod tests {
         assert!(WavelengthGrid::arange(6000.0, 6100.0, 30.0).is_err());
         assert!(WavelengthGrid::arange(3600.0, 9824.0, 0.1).is_err());
         // The limits themselves are allowed.
-        assert_eq!(WavelengthGrid::arange(6000.0, 6000.8, 0.8).unwrap().nwave(), 2);
-        assert_eq!(WavelengthGrid::arange(6000.0, 6100.0, MAX_WAVE_STEP).unwrap().nwave(), 51);
+        assert_eq!(
+            WavelengthGrid::arange(6000.0, 6000.8, 0.8).unwrap().nwave(),
+            2
+        );
+        assert_eq!(
+            WavelengthGrid::arange(6000.0, 6100.0, MAX_WAVE_STEP)
+                .unwrap()
+                .nwave(),
+            51
+        );
     }
 }
