@@ -762,7 +762,7 @@ impl Fits {
         nrows: usize,
         row_bytes: usize,
     ) -> Result<Vec<u8>, IoError> {
-        let n = nrows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+        let n = nrows.saturating_mul(row_bytes);
         let mut out = self.alloc::<u8>(n)?;
         if n == 0 {
             return Ok(out);
