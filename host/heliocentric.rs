@@ -563,11 +563,11 @@ pub fn preproc_factor(image: &PreprocImage) -> Result<f64, HeliocentricError> {
 /// A factor that is not finite and positive, or a corrected grid whose length differs from the
 /// nominal one.
 pub fn corrected_grid(grid: &WavelengthGrid, factor: f64) -> Result<WavelengthGrid, GridError> {
-    let invalid = |reason| GridError::Invalid {
+    let invalid = |reason: &str| GridError::Invalid {
         wmin: grid.wmin,
         wmax: grid.wmax,
         dw: grid.dw,
-        reason,
+        reason: reason.to_string(),
     };
     if !(factor.is_finite() && factor > 0.0) {
         return Err(invalid(

@@ -56,8 +56,9 @@ pub struct FrameJob<'a> {
 }
 
 impl<'a> FrameJob<'a> {
-    /// Checks the parameters against the PSF, the image shape against the PSF's CCD and the
-    /// grid against the PSF's wavelength domain.
+    /// Checks the parameters against the PSF, the image (shape, CAMERA, FIBERMAP rows) against
+    /// the PSF, the grid against the PSF's wavelength domain, and that the requested fibers'
+    /// traces stay on the CCD rows over the grid.
     ///
     /// # Errors
     /// [`ExtractError::Params`] for invalid parameters, [`ExtractError::Input`] naming the file
@@ -70,6 +71,7 @@ impl<'a> FrameJob<'a> {
     ) -> Result<Self, ExtractError> {
         params.validate(psf.hsizey, psf.nspec)?;
         crate::extract::check_compatible(psf, image, grid)?;
+        crate::extract::check_traces_on_ccd(psf, grid, params.specmin, params.nspec)?;
         Ok(Self {
             psf,
             image,

@@ -450,6 +450,16 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     assert!(img.ivar[row * NX + col] > 0.0);
     img.image[row * NX + col] = f32::NAN;
     io::write_preproc(&nan_pre, &img).expect("write the NaN preproc");
+    // The same image of camera b0 (the PSF is r0's), and with a 3-row FIBERMAP.
+    img.image[row * NX + col] = 1.0;
+    let b0_pre = d.join("b0-pre.fits");
+    img.camera = "b0".into();
+    img.header.retain(|c| !c.starts_with("CAMERA "));
+    io::write_preproc(&b0_pre, &img).expect("write the b0 preproc");
+    img.camera = "r0".into();
+    let fm3_pre = d.join("fm3-pre.fits");
+    img.fibermap = img.fibermap.as_ref().and_then(|f| f.slice_rows(0..3));
+    io::write_preproc(&fm3_pre, &img).expect("write the 3-row FIBERMAP preproc");
     drop(img);
     let inputs = dir_names(d);
 
@@ -490,6 +500,30 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             vec!["-w", "3000,3100"],
             Path::new(PSF),
             vec!["outside the PSF domain"],
+        ),
+        (
+            "one-point grid",
+            vec!["-w", "6000,6000,0.8"],
+            Path::new("6000,6000,0.8"),
+            vec!["at least two"],
+        ),
+        (
+            "step of 1000 A",
+            vec!["-w", "6000,6100,1000"],
+            Path::new("6000,6100,1000"),
+            vec!["must not exceed 2 A"],
+        ),
+        (
+            "camera mismatch",
+            vec!["-i", s(&b0_pre)],
+            &b0_pre,
+            vec!["CAMERA is b0", "camera r0"],
+        ),
+        (
+            "3-row FIBERMAP",
+            vec!["-i", s(&fm3_pre)],
+            &fm3_pre,
+            vec!["FIBERMAP has 3 rows", "500 fibers"],
         ),
         (
             "specmin 10",
@@ -694,10 +728,19 @@ fn exposure_bad_inputs_exit_1_and_an_empty_exposure_succeeds() {
         "{}",
         r.stderr
     );
-    for span in ["-3", "0", "nan"] {
+    for span in ["-3", "0", "nan", "0.1"] {
         let r = exposure(&indir, &[&format!("--wave-span={span}")]);
         r.expect_code(1);
         assert!(r.stderr.contains("--wave-span"), "{span}: {}", r.stderr);
+    }
+    // Spectra no DESI camera has: refused before any frame.
+    for (flags, says) in [
+        (&["-s", "480"][..], "specmin 480"),
+        (&["-s", "475", "-n", "50"][..], "spectra 475..525"),
+    ] {
+        let r = exposure(&indir, flags);
+        r.expect_code(1);
+        assert!(r.stderr.contains(says), "{flags:?}: {}", r.stderr);
     }
     // Nothing to do: the output directory is created, the plan and summary say so.
     let r = exposure(&indir, &[]);

@@ -288,3 +288,150 @@ fn failed_writes_leave_no_file() {
     write_frame(&fpath, &ok_kw, None).expect("valid frame writes");
     assert_eq!(dir_names(dir.path()), ["frame.fits", "p.fits"]);
 }
+
+/// Sets the constant Legendre term of `param` for fiber `fiber` (other terms 0) in the PSF
+/// table of `path`.
+fn set_psf_param(path: &Path, param: &str, fiber: usize, value: f64) {
+    let mut f = FitsFile::edit(path).expect("edit");
+    let hdu = f.hdu("PSF").expect("PSF");
+    let names: Vec<String> = hdu.read_col(&mut f, "PARAM").expect("PARAM");
+    let row = names.iter().position(|n| n.trim() == param).expect(param);
+    let mut values = [value, 0.0, 0.0, 0.0];
+    let mut status = 0;
+    // SAFETY: open writable file at the PSF HDU; column 2 is COEFF (2000D = 500 fibers x 4);
+    // the 4 elements of `fiber` (1-based first element fiber*4+1) are written from `values`.
+    unsafe {
+        fitsio::sys::ffpcl(
+            f.as_raw(),
+            fitsio::sys::TDOUBLE as i32,
+            2,
+            row as i64 + 1,
+            fiber as i64 * 4 + 1,
+            4,
+            values.as_mut_ptr() as *mut _,
+            &mut status,
+        );
+    }
+    assert_eq!(status, 0, "cfitsio write");
+}
+
+#[test]
+fn header_values_are_parsed_strictly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // cfitsio reads the first token of these values; they must be refused.
+    for (hdu, key, value, parts) in [
+        (
+            "PSF",
+            "WAVEMIN",
+            "9 5543.0",
+            vec!["WAVEMIN", "one value expected", "9 5543.0"],
+        ),
+        ("PSF", "HSIZEX", "8 2", vec!["HSIZEX", "one value expected"]),
+        (
+            "YTRACE",
+            "PCOUNT",
+            "6 0",
+            vec!["YTRACE", "PCOUNT", "one value expected"],
+        ),
+        ("PSF", "PCOUNT", "6 0", vec!["PCOUNT", "one value expected"]),
+        (
+            "PSF",
+            "WAVEMAX",
+            "7826.0E",
+            vec!["WAVEMAX", "expected a number"],
+        ),
+        ("YTRACE", "PCOUNT", "6", vec!["YTRACE", "PCOUNT = 0"]),
+    ] {
+        let path = psf_copy(&dir);
+        common::set_raw_card(&path, hdu, key, value);
+        let err = read_psf(&path).expect_err(value);
+        assert_msg(&err, &path, &parts);
+        assert!(err.is_input_error(), "{err}");
+    }
+    // The unedited copy still reads (the edit helper is not what fails).
+    let path = psf_copy(&dir);
+    common::set_raw_card(&path, "PSF", "WAVEMIN", "5543.0");
+    read_psf(&path).expect("an equivalent card reads");
+}
+
+#[test]
+fn absurd_psf_sizes_and_widths_are_refused_before_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in [
+        ("HSIZEX", "100000"),
+        ("HSIZEX", "2000"),
+        ("HSIZEX", "0"),
+        ("HSIZEY", "0"),
+        ("GHDEGX", "40"),
+        ("LEGDEG", "1000"),
+        ("NPIX_Y", "99999999"),
+    ] {
+        let path = psf_copy(&dir);
+        common::set_raw_card(&path, "PSF", key, value);
+        let err = read_psf(&path).expect_err(key);
+        assert_msg(&err, &path, &[key, value, "plausible range"]);
+        assert!(err.is_input_error(), "{err}");
+    }
+    for value in [1e10, 0.0, -1.0, 0.1] {
+        let path = psf_copy(&dir);
+        set_psf_param(&path, "GHSIGX", 42, value);
+        let err = read_psf(&path).expect_err("absurd GHSIGX");
+        assert_msg(&err, &path, &["GHSIGX", "fiber 42", "plausible range"]);
+    }
+    // A plausible width passes.
+    let path = psf_copy(&dir);
+    set_psf_param(&path, "GHSIGY", 42, 1.5);
+    assert!((read_psf(&path).expect("GHSIGY 1.5").sigma_y.fiber(42)[0] - 1.5).abs() < 1e-12);
+}
+
+#[test]
+fn sizes_beyond_the_file_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A PSF table of 50 million rows (800 GB) in a 1 MB file: an error, not an abort.
+    let path = psf_copy(&dir);
+    common::set_raw_card(&path, "PSF", "NAXIS2", "50000000");
+    let err = read_psf(&path).expect_err("huge table");
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err:?}");
+    assert_msg(
+        &err,
+        &path,
+        &["PSF", "800800000000 bytes", "truncated file or bad NAXISn"],
+    );
+    let err = describe(&path).expect_err("info of the huge table");
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err:?}");
+    // A preproc IMAGE of 99,999,999 rows.
+    let pre = dir.path().join("pre.fits");
+    write_preproc(&pre, &small_preproc(&pre)).expect("write preproc");
+    common::set_raw_card(&pre, "IMAGE", "NAXIS2", "99999999");
+    let err = read_preproc(&pre).expect_err("huge image");
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err:?}");
+    assert_msg(&err, &pre, &["IMAGE", "truncated file"]);
+    // A truncated file: the last HDU's data end beyond the end of the file.
+    let pre = dir.path().join("pre2.fits");
+    write_preproc(&pre, &small_preproc(&pre)).expect("write preproc");
+    let psf = psf_copy(&dir);
+    let len = std::fs::metadata(&psf).expect("meta").len();
+    let bytes = std::fs::read(&psf).expect("read");
+    std::fs::write(&psf, &bytes[..(len - 5000) as usize]).expect("truncate");
+    let err = read_psf(&psf).expect_err("truncated PSF");
+    assert_msg(&err, &psf, &["PSF", "truncated file"]);
+}
+
+#[test]
+fn unreadable_inputs_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = read_psf(dir.path()).expect_err("a directory");
+    assert!(matches!(err, IoError::Unreadable { .. }), "{err:?}");
+    assert_msg(&err, dir.path(), &["cannot read", "is a directory"]);
+    let path = psf_copy(&dir);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    }
+    if std::fs::File::open(&path).is_ok() {
+        eprintln!("NOTICE: running as root: permissions do not stop reading, skipping that case");
+        return;
+    }
+    let err = read_psf(&path).expect_err("unreadable");
+    assert_msg(&err, &path, &["cannot read", "permission denied"]);
+}

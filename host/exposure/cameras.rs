@@ -5,6 +5,8 @@
 use crate::patch::{GridError, WavelengthGrid};
 use std::ops::Range;
 
+pub use crate::io::limits::FIBERS_PER_CAMERA;
+
 /// One band of the DESI spectrographs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CameraBand {

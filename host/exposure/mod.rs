@@ -117,6 +117,28 @@ impl ExposureConfig {
         if self.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
             return Err(ExposureError::WaveSpan);
         }
+        // Every frame would fail the same way: refuse the request before any work.
+        for band in &cameras::BANDS {
+            let camera = format!("{}0", band.band);
+            let (_, params) = self.frame_setup(&camera).map_err(|reason| {
+                ExposureError::Request(format!(
+                    "--wave-span {}: the {} camera grid from {} A: {reason}",
+                    self.wave_span.map_or("none".into(), |s| s.to_string()),
+                    band.band,
+                    band.wave.0
+                ))
+            })?;
+            params
+                .validate(0, cameras::FIBERS_PER_CAMERA)
+                .map_err(|e| {
+                    ExposureError::Request(format!(
+                        "-s {} -n {}: {e} (a DESI camera has {} fibers)",
+                        self.specmin,
+                        self.nspec,
+                        cameras::FIBERS_PER_CAMERA
+                    ))
+                })?;
+        }
         Ok(())
     }
 }
@@ -138,6 +160,9 @@ pub enum ExposureError {
     /// `wave_span` is not a positive number.
     #[error("--wave-span must be a positive number of Angstrom")]
     WaveSpan,
+    /// The grid or the spectra asked for cannot be extracted from any DESI camera.
+    #[error("{0}")]
+    Request(String),
     /// No GPU for an extracting rank.
     #[error(transparent)]
     Gpu(#[from] GpuError),
@@ -157,6 +182,7 @@ impl ExposureError {
             ExposureError::NotADirectory(_)
                 | ExposureError::CreateOutdir { .. }
                 | ExposureError::WaveSpan
+                | ExposureError::Request(_)
         )
     }
 }

@@ -197,6 +197,17 @@ pub fn describe(path: &Path) -> Result<String, IoError> {
         }
         FileKind::Preproc => {
             let img = read_preproc(path)?;
+            let rows = super::limits::FIBERS_PER_CAMERA;
+            if let Some(fm) = img.fibermap.as_ref().filter(|f| f.nrows != rows) {
+                return Err(IoError::Shape {
+                    path: path.to_path_buf(),
+                    hdu: "FIBERMAP".into(),
+                    detail: format!(
+                        "{} rows, but a DESI preproc FIBERMAP has one row per fiber of the camera ({rows})",
+                        fm.nrows
+                    ),
+                });
+            }
             let n = img.image.len().max(1) as f64;
             let good = img.ivar.iter().filter(|&&v| v > 0.0).count();
             let masked = img.mask.iter().filter(|&&m| m != 0).count();

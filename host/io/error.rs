@@ -12,6 +12,35 @@ pub enum IoError {
         /// The file.
         path: PathBuf,
     },
+    /// The input exists but cannot be read (permissions, a directory, ...).
+    #[error("cannot read {}: {reason}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why, e.g. `permission denied`.
+        reason: String,
+    },
+    /// A size from a header is beyond what the file holds or beyond DESI's plausible range
+    /// (checked before anything is allocated).
+    #[error("{}, HDU {hdu}: {detail}", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The HDU.
+        hdu: String,
+        /// The size, what bounds it and the limit.
+        detail: String,
+    },
+    /// Memory for data of a plausible size could not be allocated (a runtime failure).
+    #[error("{}, HDU {hdu}: cannot allocate {bytes} bytes", .path.display())]
+    OutOfMemory {
+        /// The file.
+        path: PathBuf,
+        /// The HDU.
+        hdu: String,
+        /// The bytes asked for.
+        bytes: usize,
+    },
     /// The file exists but cfitsio cannot open it as FITS.
     #[error("{}: not a FITS file ({detail})", .path.display())]
     NotFits {
@@ -110,4 +139,21 @@ pub enum IoError {
         /// The HDU names that were found.
         detail: String,
     },
+}
+
+impl IoError {
+    /// Whether the input files are at fault (exit code 1) rather than the run (exit code 2).
+    ///
+    /// Runtime failures: an OS error creating, flushing or renaming an output (disk full,
+    /// permissions of the output directory), memory that could not be allocated, and a cfitsio
+    /// failure on an output being written (its HDU label is `-` or `(new ...)`, the labels
+    /// `Fits::create`, `create_image` and `create_bintable` give). A cfitsio failure while
+    /// reading an existing HDU is the input file's fault.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            IoError::Io { .. } | IoError::OutOfMemory { .. } => false,
+            IoError::Cfitsio { hdu, .. } => !(hdu == "-" || hdu.starts_with('(')),
+            _ => true,
+        }
+    }
 }

@@ -98,6 +98,9 @@ pub(crate) struct Fits {
     path: PathBuf,
     hdu: String,
     closed: bool,
+    /// Length of the file on disk when cfitsio reads it as it is (not compressed as a whole),
+    /// for checking the data sizes that headers declare against it.
+    disk_len: Option<u64>,
 }
 
 fn c_path(path: &Path) -> Result<CString, IoError> {
@@ -109,13 +112,10 @@ fn c_path(path: &Path) -> Result<CString, IoError> {
 }
 
 impl Fits {
-    /// Opens an existing file read-only (no extended filename syntax).
+    /// Opens an existing file read-only (no extended filename syntax). A file that cannot be
+    /// read (permissions, a directory) is [`IoError::Unreadable`], not "not a FITS file".
     pub(crate) fn open(path: &Path) -> Result<Self, IoError> {
-        if !path.exists() {
-            return Err(IoError::NotFound {
-                path: path.to_path_buf(),
-            });
-        }
+        let disk_len = probe_readable(path)?;
         let cpath = c_path(path)?;
         let mut fptr: *mut sys::fitsfile = ptr::null_mut();
         let mut status: c_int = 0;
@@ -129,12 +129,20 @@ impl Fits {
             )
         };
         match NonNull::new(fptr) {
-            Some(ptr) if status == 0 => Ok(Fits {
-                ptr,
-                path: path.to_path_buf(),
-                hdu: "0 (primary)".into(),
-                closed: false,
-            }),
+            Some(ptr) if status == 0 => {
+                let mut fits = Fits {
+                    ptr,
+                    path: path.to_path_buf(),
+                    hdu: "0 (primary)".into(),
+                    closed: false,
+                    disk_len,
+                };
+                if fits.key_raw("EXTNAME").ok().flatten().is_some() {
+                    fits.refresh_label();
+                }
+                fits.check_structure()?;
+                Ok(fits)
+            }
             _ => Err(IoError::NotFits {
                 path: path.to_path_buf(),
                 detail: format!("cfitsio status {status}: {}", status_text(status)),
@@ -155,6 +163,7 @@ impl Fits {
                 path: path.to_path_buf(),
                 hdu: "(new file)".into(),
                 closed: false,
+                disk_len: None,
             }),
             _ => Err(IoError::Cfitsio {
                 path: path.to_path_buf(),
@@ -229,6 +238,31 @@ impl Fits {
         };
     }
 
+    /// A zeroed buffer of `n` elements for the current HDU's data: refused beyond
+    /// [`limits::MAX_HDU_BYTES`](super::limits::MAX_HDU_BYTES), and allocated fallibly (an
+    /// allocation failure is [`IoError::OutOfMemory`], never an abort).
+    pub(crate) fn alloc<T: Copy + Default>(&self, n: usize) -> Result<Vec<T>, IoError> {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>());
+        if bytes > super::limits::MAX_HDU_BYTES {
+            return Err(IoError::TooLarge {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                detail: format!(
+                    "{n} values ({bytes} bytes) exceed the limit of {} bytes for one HDU",
+                    super::limits::MAX_HDU_BYTES
+                ),
+            });
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| IoError::OutOfMemory {
+            path: self.path.clone(),
+            hdu: self.hdu.clone(),
+            bytes,
+        })?;
+        out.resize(n, T::default());
+        Ok(out)
+    }
+
     /// Number of HDUs.
     pub(crate) fn num_hdus(&mut self) -> Result<usize, IoError> {
         let mut n: c_int = 0;
@@ -254,7 +288,7 @@ impl Fits {
         }
         self.check(format!("move to HDU {index}"), status)?;
         self.refresh_label();
-        Ok(())
+        self.check_structure()
     }
 
     /// Moves to the HDU whose EXTNAME (or HDUNAME) is `name`; `Ok(false)` when there is none.
@@ -276,6 +310,7 @@ impl Fits {
         }
         self.check(format!("move to HDU {name}"), status)?;
         self.refresh_label();
+        self.check_structure()?;
         Ok(true)
     }
 
@@ -341,7 +376,7 @@ impl Fits {
 
     /// Reads the whole current image (any stored type, converted by cfitsio).
     pub(crate) fn read_image<T: FitsElem>(&mut self, n: usize) -> Result<Vec<T>, IoError> {
-        let mut out = vec![T::default(); n];
+        let mut out = self.alloc::<T>(n)?;
         if n == 0 {
             return Ok(out);
         }
@@ -425,25 +460,126 @@ impl Fits {
     }
 
     /// Raw value text of a keyword (strings keep their quotes), or None when absent.
+    ///
+    /// The value is parsed from the card's own text, strictly: one value (a quoted string or
+    /// one token) then nothing but an optional `/ comment`. cfitsio itself stops at the first
+    /// blank, so that `WAVEMIN = 9 5543.0` would read as 9; here it is a [`IoError::BadKeyword`].
     pub(crate) fn key_raw(&mut self, name: &str) -> Result<Option<String>, IoError> {
         let cname = CString::new(name).map_err(|_| self.err("read keyword", KEY_NO_EXIST))?;
-        let mut value = [0 as c_char; 81];
+        let mut card = [0 as c_char; 81];
         let mut status: c_int = 0;
-        // SAFETY: value has FLEN_VALUE (71) or more bytes; comment may be null.
-        unsafe {
-            sys::ffgkey(
-                self.raw(),
-                cname.as_ptr(),
-                value.as_mut_ptr(),
-                ptr::null_mut(),
-                &mut status,
-            )
-        };
+        // SAFETY: card has FLEN_CARD (81) bytes; the name is NUL-terminated.
+        unsafe { sys::ffgcrd(self.raw(), cname.as_ptr(), card.as_mut_ptr(), &mut status) };
         if status == KEY_NO_EXIST {
             return Ok(None);
         }
         self.check(format!("read keyword {name}"), status)?;
-        Ok(Some(c_buf_to_string(&value).trim().to_string()))
+        let card = c_buf_to_string(&card);
+        card_value(&card)
+            .map(Some)
+            .map_err(|detail| IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("{detail}: {:?}", card.trim_end()),
+            })
+    }
+
+    /// A structural keyword (BITPIX, NAXISn, PCOUNT, GCOUNT) as a strictly parsed integer.
+    fn structural(&mut self, name: &str) -> Result<Option<i64>, IoError> {
+        let Some(raw) = self.key_raw(name)? else {
+            return Ok(None);
+        };
+        raw.parse::<i64>()
+            .map(Some)
+            .map_err(|_| IoError::BadKeyword {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                key: name.into(),
+                detail: format!("expected an integer, found {raw}"),
+            })
+    }
+
+    /// Checks the current HDU's structural cards, parsed strictly (cfitsio reads `PCOUNT = 6 0`
+    /// as 6), and that the data they declare lie inside the file: a header that claims more
+    /// data than the file holds (a truncated file, or a corrupt NAXISn or PCOUNT) is refused
+    /// here, before any read allocates for it.
+    fn check_structure(&mut self) -> Result<(), IoError> {
+        let bad = |fits: &Fits, key: &str, detail: String| IoError::BadKeyword {
+            path: fits.path.clone(),
+            hdu: fits.hdu.clone(),
+            key: key.into(),
+            detail,
+        };
+        let bitpix = self.structural("BITPIX")?.unwrap_or(8);
+        if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
+            return Err(bad(
+                self,
+                "BITPIX",
+                format!("{bitpix} is not a FITS BITPIX"),
+            ));
+        }
+        let naxis = self.structural("NAXIS")?.unwrap_or(0);
+        if !(0..=999).contains(&naxis) {
+            return Err(bad(self, "NAXIS", format!("{naxis} is not in 0..=999")));
+        }
+        let mut elements: u128 = u128::from(naxis > 0);
+        for i in 1..=naxis {
+            let key = format!("NAXIS{i}");
+            let n = self.structural(&key)?.unwrap_or(0);
+            let Ok(n) = u64::try_from(n) else {
+                return Err(bad(self, &key, format!("{n} is negative")));
+            };
+            elements = elements.saturating_mul(u128::from(n));
+        }
+        let extension = self.key_raw("XTENSION")?;
+        let pcount = self.structural("PCOUNT")?.unwrap_or(0);
+        let gcount = self.structural("GCOUNT")?.unwrap_or(1);
+        let (Ok(pcount), Ok(gcount)) = (u64::try_from(pcount), u64::try_from(gcount)) else {
+            return Err(bad(
+                self,
+                "PCOUNT",
+                format!("PCOUNT {pcount} and GCOUNT {gcount} must not be negative"),
+            ));
+        };
+        let is_image_ext = extension
+            .as_deref()
+            .is_some_and(|x| x.trim_matches('\'').trim() == "IMAGE");
+        if is_image_ext && (pcount != 0 || gcount != 1) {
+            return Err(bad(
+                self,
+                "PCOUNT",
+                format!(
+                    "an IMAGE extension has PCOUNT = 0 and GCOUNT = 1, found {pcount} and {gcount}"
+                ),
+            ));
+        }
+        let bytes = (bitpix.unsigned_abs() as u128 / 8)
+            .saturating_mul(u128::from(gcount))
+            .saturating_mul(elements.saturating_add(u128::from(pcount)));
+        let Some(disk_len) = self.disk_len else {
+            return Ok(());
+        };
+        let mut head: sys::LONGLONG = 0;
+        let mut data: sys::LONGLONG = 0;
+        let mut end: sys::LONGLONG = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghadll(self.raw(), &mut head, &mut data, &mut end, &mut status) };
+        self.check("get HDU offsets", status)?;
+        let available = u128::from(disk_len.saturating_sub(data.max(0) as u64));
+        if bytes > available {
+            return Err(IoError::TooLarge {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                detail: format!(
+                    "the header declares {bytes} bytes of data (BITPIX {bitpix}, NAXIS {naxis}, \
+                     PCOUNT {pcount}, GCOUNT {gcount}) but the file holds only {available} after \
+                     the header: truncated file or bad NAXISn/PCOUNT"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// A keyword's value as a string (long CONTINUE strings joined, quotes removed, trailing
@@ -640,8 +776,8 @@ impl Fits {
         nrows: usize,
         row_bytes: usize,
     ) -> Result<Vec<u8>, IoError> {
-        let n = nrows * row_bytes;
-        let mut out = vec![0u8; n];
+        let n = nrows.saturating_mul(row_bytes);
+        let mut out = self.alloc::<u8>(n)?;
         if n == 0 {
             return Ok(out);
         }
@@ -745,6 +881,82 @@ impl Fits {
         self.check("get number of columns", status)?;
         Ok(n.max(0) as usize)
     }
+}
+
+/// Checks that `path` can be read as an input and returns its length when cfitsio reads it as
+/// it is (`None` for a file compressed as a whole, which cfitsio inflates in memory).
+fn probe_readable(path: &Path) -> Result<Option<u64>, IoError> {
+    use std::io::{ErrorKind, Read};
+    let unreadable = |reason: String| IoError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reason = |e: &std::io::Error| match e.kind() {
+        ErrorKind::PermissionDenied => "permission denied".to_string(),
+        ErrorKind::IsADirectory => "is a directory".to_string(),
+        _ => e.to_string(),
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(IoError::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(unreadable(reason(&e))),
+    };
+    let meta = file.metadata().map_err(|e| unreadable(reason(&e)))?;
+    if meta.is_dir() {
+        return Err(unreadable("is a directory".into()));
+    }
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).map_err(|e| unreadable(reason(&e)))?;
+    // gzip, Unix compress, bzip2 and zip files are inflated by cfitsio: their length on disk
+    // says nothing about the FITS data; a regular FITS file starts with "SIMPLE".
+    let compressed = got == 2
+        && matches!(
+            magic,
+            [0x1f, 0x8b] | [0x1f, 0x9d] | [b'B', b'Z'] | [b'P', b'K']
+        );
+    Ok((meta.is_file() && !compressed).then_some(meta.len()))
+}
+
+/// The value of an 80-character header card, parsed strictly: `Ok` with the value text (a
+/// string keeps its quotes; empty when the card has no value) when the card holds one value
+/// and at most a `/ comment`; `Err` with what is wrong otherwise.
+fn card_value(card: &str) -> Result<String, String> {
+    let Some(rest) = card
+        .get(8..)
+        .filter(|r| r.starts_with("= ") || r.starts_with('='))
+    else {
+        return Ok(String::new());
+    };
+    let text = rest[1..].trim_start();
+    if let Some(body) = text.strip_prefix('\'') {
+        // A string: '' is an escaped quote; the closing quote ends it.
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\'' {
+                if bytes.get(i + 1) == Some(&b'\'') {
+                    i += 2;
+                    continue;
+                }
+                let after = body[i + 1..].trim_start();
+                if !(after.is_empty() || after.starts_with('/')) {
+                    return Err(format!("text after the closing quote: {after:?}"));
+                }
+                return Ok(format!("'{}", &body[..=i]));
+            }
+            i += 1;
+        }
+        return Err("string without its closing quote".into());
+    }
+    let value = text.split('/').next().unwrap_or("").trim();
+    if value.split_whitespace().nth(1).is_some() {
+        return Err(format!("one value expected, found {value:?}"));
+    }
+    Ok(value.to_string())
 }
 
 impl Drop for Fits {

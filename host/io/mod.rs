@@ -19,6 +19,7 @@ mod error;
 mod fits;
 mod frame;
 mod header;
+pub mod limits;
 mod preproc;
 mod psf_file;
 mod spectra;

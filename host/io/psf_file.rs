@@ -9,6 +9,10 @@ use super::atomic::write_atomically;
 use super::error::IoError;
 use super::fits::{Fits, HduKind, ImgType};
 use super::header::{write_header, Keyword};
+use super::limits::{
+    GH_SIGMA_CHECKS, GH_SIGMA_RANGE, HSIZE_RANGE, MAX_CCD_AXIS, MAX_GH_DEGREE, MAX_LEGENDRE_COEFFS,
+    MAX_PSF_FIBERS,
+};
 use super::table::{read_table_hdu, write_table_hdu, FitsTable};
 
 /// PSFERR used when the PSF has no PSFERR keyword (GS and specter default).
@@ -78,6 +82,16 @@ fn read_trace(fits: &mut Fits, name: &str) -> Result<LegendreTable, IoError> {
     };
     if ncoeff == 0 || nfiber == 0 {
         return Err(shape_err(fits, format!("empty image {ncoeff} x {nfiber}")));
+    }
+    if ncoeff > MAX_LEGENDRE_COEFFS || nfiber > MAX_PSF_FIBERS {
+        return Err(IoError::TooLarge {
+            path: fits.path().to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            detail: format!(
+                "{nfiber} fibers x {ncoeff} coefficients: beyond DESI's {MAX_PSF_FIBERS} fibers \
+                 and {MAX_LEGENDRE_COEFFS} Legendre coefficients"
+            ),
+        });
     }
     let wavemin = required_f64(fits, "WAVEMIN")?;
     let wavemax = required_f64(fits, "WAVEMAX")?;
@@ -165,6 +179,7 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
         });
     }
     let primary_in_psf = fits.key_string("IN_PSF")?;
+    let primary_camera = fits.key_string("CAMERA")?;
 
     let xtrace = read_trace(&mut fits, "XTRACE")?;
     let xtrace_fibermin = fits.key_i64("FIBERMIN")?;
@@ -200,6 +215,33 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
     let legdeg = required_usize(&mut fits, "LEGDEG")?;
     let npix_x = required_usize(&mut fits, "NPIX_X")?;
     let npix_y = required_usize(&mut fits, "NPIX_Y")?;
+    let in_range = |key: &str, value: usize, range: std::ops::RangeInclusive<usize>, why: &str| {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            Err(IoError::BadKeyword {
+                path: path.to_path_buf(),
+                hdu: fits.hdu_label().to_string(),
+                key: key.into(),
+                detail: format!(
+                    "{value} is outside the plausible range {}..={} ({why})",
+                    range.start(),
+                    range.end()
+                ),
+            })
+        }
+    };
+    let stamp = "the device's stamp limit; DESI's PSFs have HSIZEX 8, HSIZEY 5";
+    in_range("HSIZEX", hsizex, HSIZE_RANGE, stamp)?;
+    in_range("HSIZEY", hsizey, HSIZE_RANGE, stamp)?;
+    let degree = "the device's Hermite limit; DESI's PSFs have 6";
+    in_range("GHDEGX", ghdegx, 0..=MAX_GH_DEGREE, degree)?;
+    in_range("GHDEGY", ghdegy, 0..=MAX_GH_DEGREE, degree)?;
+    let legendre = "specex writes 3 to 9";
+    in_range("LEGDEG", legdeg, 0..=MAX_LEGENDRE_COEFFS - 1, legendre)?;
+    let ccd = "DESI's CCDs are 4096 to 4128 pixels on a side";
+    in_range("NPIX_X", npix_x, 1..=MAX_CCD_AXIS, ccd)?;
+    in_range("NPIX_Y", npix_y, 1..=MAX_CCD_AXIS, ccd)?;
     let fibermin = match fits.key_i64("FIBERMIN")?.or(xtrace_fibermin) {
         Some(v) => usize::try_from(v).map_err(|_| IoError::BadKeyword {
             path: path.to_path_buf(),
@@ -224,7 +266,21 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
         }
     }
     let psferr = fits.key_f64("PSFERR")?.unwrap_or(DEFAULT_PSFERR);
+    if !(0.0..=1.0).contains(&psferr) {
+        return Err(IoError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            key: "PSFERR".into(),
+            detail: format!("{psferr} is outside 0..=1 (a fraction of the model; DESI: 0.01-0.04)"),
+        });
+    }
     let in_psf = fits.key_string("IN_PSF")?.or(primary_in_psf);
+    let camera = match fits.key_string("CAMERA")? {
+        Some(c) => Some(c),
+        None => primary_camera,
+    }
+    .map(|c| c.trim().trim_matches('\'').trim().to_lowercase())
+    .filter(|c| !c.is_empty());
 
     let table = read_table_hdu(&mut fits, "PSF")?;
     let ncoeff = legdeg + 1;
@@ -300,6 +356,8 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
 
     let sigma_x = param("GHSIGX")?;
     let sigma_y = param("GHSIGY")?;
+    check_sigma(&fits, "GHSIGX", &sigma_x, fibermin)?;
+    check_sigma(&fits, "GHSIGY", &sigma_y, fibermin)?;
     let mut gh = Vec::with_capacity((ghdegx + 1) * (ghdegy + 1));
     for j in 0..=ghdegy {
         for i in 0..=ghdegx {
@@ -337,7 +395,39 @@ pub fn read_psf(path: &Path) -> Result<GaussHermitePsf, IoError> {
         nspec,
         psferr,
         in_psf,
+        camera,
     })
+}
+
+/// Refuses a Gaussian width (GHSIGX or GHSIGY) outside [`GH_SIGMA_RANGE`] at any of
+/// [`GH_SIGMA_CHECKS`] wavelengths spread over the PSF domain, naming the fiber and wavelength.
+fn check_sigma(
+    fits: &Fits,
+    name: &str,
+    table: &LegendreTable,
+    fibermin: usize,
+) -> Result<(), IoError> {
+    use desi_device::psf::legendre::{legendre_sum, normalized_wavelength};
+    let (lo, hi) = (table.wavemin, table.wavemax);
+    for ispec in 0..table.nfiber() {
+        for k in 0..GH_SIGMA_CHECKS {
+            let wave = lo + (hi - lo) * k as f64 / (GH_SIGMA_CHECKS - 1) as f64;
+            let sigma = legendre_sum(normalized_wavelength(wave, lo, hi), table.fiber(ispec));
+            if !GH_SIGMA_RANGE.contains(&sigma) {
+                return Err(bad_data(
+                    fits,
+                    format!(
+                        "{name} of fiber {} is {sigma} px at {wave:.1} A, outside the plausible \
+                         range {}..={} px (DESI's PSFs: 0.9-1.3 px)",
+                        fibermin + ispec,
+                        GH_SIGMA_RANGE.start(),
+                        GH_SIGMA_RANGE.end()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a GaussHermite PSF (PSFVER 3, docs/algorithm.md §1.1) that [`read_psf`] reads back

@@ -41,9 +41,15 @@ pub enum RanksError {
     /// This rank's own extraction failed.
     #[error(transparent)]
     Extract(#[from] ExtractError),
-    /// Another rank's extraction failed (its message).
-    #[error("{0}")]
-    Remote(String),
+    /// Another rank's extraction failed (its message); `input` when its request or files were
+    /// at fault (the message then carries [`BAD_INPUT_MARK`]).
+    #[error("{message}")]
+    Remote {
+        /// The other rank's error message.
+        message: String,
+        /// Whether it was a bad input (exit code 1) rather than a runtime failure.
+        input: bool,
+    },
     /// A message between ranks could not be decoded.
     #[error(transparent)]
     Wire(#[from] wire::WireError),
@@ -53,9 +59,23 @@ impl RanksError {
     /// Whether this rank's own request or files are at fault (see
     /// [`ExtractError::is_input_error`]).
     pub fn is_input_error(&self) -> bool {
-        matches!(self, RanksError::Extract(err) if err.is_input_error())
+        match self {
+            RanksError::Extract(err) => err.is_input_error(),
+            RanksError::Remote { input, .. } => *input,
+            RanksError::Wire(_) => false,
+        }
+    }
+
+    /// The error of another rank from the text it sent.
+    fn remote(message: String) -> Self {
+        let input = message.contains(BAD_INPUT_MARK);
+        RanksError::Remote { message, input }
     }
 }
+
+/// Marks the text a rank sends for an error of its request or files (so that the writing rank
+/// exits 1 for it, as the same run on one process does).
+pub const BAD_INPUT_MARK: &str = " (bad input)";
 
 /// Extracts one frame with its bundles spread over the ranks of `comm` (round-robin on the
 /// CPU, as gpu_specter; one run of consecutive bundles per rank on backends that can fall back,
@@ -81,7 +101,14 @@ pub fn extract_frame_on_ranks(
         Err(err) => (Err(err), Default::default()),
     };
     if comm.rank() != 0 {
-        let share = mine.map_err(|err| (format!("rank {}: {err}", comm.rank()), err));
+        let share = mine.map_err(|err| {
+            let mark = if err.is_input_error() {
+                BAD_INPUT_MARK
+            } else {
+                ""
+            };
+            (format!("rank {}{mark}: {err}", comm.rank()), err)
+        });
         let sent = share.as_deref().map_err(|(text, _)| text.as_str());
         comm.send_message(0, &wire::blocks::share_message(sent)?);
         return share.map(|_| None).map_err(|(_, err)| err.into());
@@ -89,7 +116,7 @@ pub fn extract_frame_on_ranks(
     let mut blocks = mine?;
     for source in 1..comm.size() {
         let theirs = wire::blocks::read_share(comm.recv_message(source)?)?;
-        blocks.extend(theirs.map_err(RanksError::Remote)?);
+        blocks.extend(theirs.map_err(RanksError::remote)?);
     }
     let t0 = Instant::now();
     let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));

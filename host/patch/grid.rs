@@ -16,9 +16,17 @@ pub enum GridError {
         /// Step (Angstrom).
         dw: f64,
         /// What is wrong.
-        reason: &'static str,
+        reason: String,
     },
 }
+
+/// Largest wavelength step (Angstrom): DESI extracts on 0.8 A; with the traces at 1.4-2 CCD
+/// rows per Angstrom, a step beyond a few Angstrom leaves rows between the spots of
+/// consecutive bins that no unknown models.
+pub const MAX_WAVE_STEP: f64 = 2.0;
+
+/// Most wavelengths in a grid: DESI's grids have 2,326-2,881 (0.8 A over a camera's range).
+pub const MAX_NWAVE: usize = 20_000;
 
 /// The requested output grid, exactly as numpy `arange(wmin, wmax + dw/2, dw)` builds it.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,11 +46,11 @@ impl WavelengthGrid {
     /// `wave[i] = wmin + i * delta` with `delta = (wmin + dw) - wmin` evaluated in f64
     /// (docs/algorithm.md §11, pitfall 1: reproduces the WAVELENGTH HDU bit for bit).
     pub fn arange(wmin: f64, wmax: f64, dw: f64) -> Result<Self, GridError> {
-        let invalid = |reason| GridError::Invalid {
+        let invalid = |reason: &str| GridError::Invalid {
             wmin,
             wmax,
             dw,
-            reason,
+            reason: reason.to_string(),
         };
         if !(wmin.is_finite() && wmax.is_finite() && dw.is_finite()) {
             return Err(invalid("values must be finite"));
@@ -53,9 +61,21 @@ impl WavelengthGrid {
         if wmax < wmin {
             return Err(invalid("wmax must not be below wmin"));
         }
+        if dw > MAX_WAVE_STEP {
+            return Err(invalid(&format!(
+                "the step must not exceed {MAX_WAVE_STEP} A (DESI extracts on 0.8 A)"
+            )));
+        }
         let count = ((wmax + 0.5 * dw - wmin) / dw).ceil();
-        if count > 1.0e6 {
-            return Err(invalid("more than a million wavelengths"));
+        if count > MAX_NWAVE as f64 {
+            return Err(invalid(&format!(
+                "{count} wavelengths, more than the limit of {MAX_NWAVE} (DESI's grids have about 2,900)"
+            )));
+        }
+        if count < 2.0 {
+            return Err(invalid(&format!(
+                "{count} wavelength(s): a grid needs at least two (bin widths are differences)"
+            )));
         }
         let nwave = count as usize;
         let delta = (wmin + dw) - wmin;
@@ -182,5 +202,22 @@ mod tests {
         assert!(WavelengthGrid::arange(6000.0, 5000.0, 0.8).is_err());
         assert!(WavelengthGrid::arange(6000.0, 7000.0, 0.0).is_err());
         assert!(WavelengthGrid::arange(f64::NAN, 7000.0, 0.8).is_err());
+        // One point (numpy would give a single bin of width 0), steps beyond the limit.
+        assert!(WavelengthGrid::arange(6000.0, 6000.0, 0.8).is_err());
+        assert!(WavelengthGrid::arange(6000.0, 6000.3, 0.8).is_err());
+        assert!(WavelengthGrid::arange(6000.0, 6100.0, 1000.0).is_err());
+        assert!(WavelengthGrid::arange(6000.0, 6100.0, 30.0).is_err());
+        assert!(WavelengthGrid::arange(3600.0, 9824.0, 0.1).is_err());
+        // The limits themselves are allowed.
+        assert_eq!(
+            WavelengthGrid::arange(6000.0, 6000.8, 0.8).unwrap().nwave(),
+            2
+        );
+        assert_eq!(
+            WavelengthGrid::arange(6000.0, 6100.0, MAX_WAVE_STEP)
+                .unwrap()
+                .nwave(),
+            51
+        );
     }
 }

@@ -74,6 +74,10 @@ pub struct GaussHermitePsf {
     pub psferr: f64,
     /// The PSF's IN_PSF keyword when present (passed to frame headers as ORIG_PSF).
     pub in_psf: Option<String>,
+    /// The CAMERA keyword (PSF HDU, else primary), lower-cased, when present: a preproc of
+    /// another camera is refused.
+    #[serde(default)]
+    pub camera: Option<String>,
 }
 
 impl GaussHermitePsf {

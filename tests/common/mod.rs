@@ -80,3 +80,70 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Replaces the value of header card `key` of the HDU whose EXTNAME is `hdu` (`""`: the
+/// primary HDU) in the file at `path` by the raw text `value`, byte for byte (no FITS library
+/// re-writes or validates it): how a corrupt or hand-edited header looks to a reader.
+pub fn set_raw_card(path: &Path, hdu: &str, key: &str, value: &str) {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let card_at = |b: &[u8], at: usize| String::from_utf8_lossy(&b[at..at + 80]).into_owned();
+    let mut start = 0;
+    while start + 2880 <= bytes.len() {
+        // The header: cards until END, in 2880-byte blocks.
+        let (mut at, mut cards) = (start, Vec::new());
+        loop {
+            let card = card_at(&bytes, at);
+            at += 80;
+            if card.starts_with("END ") || card.trim_end() == "END" {
+                break;
+            }
+            cards.push((at - 80, card));
+        }
+        let data = at.div_ceil(2880) * 2880;
+        let int = |name: &str| -> u64 {
+            cards
+                .iter()
+                .find(|(_, c)| c[..8].trim() == name)
+                .and_then(|(_, c)| c[10..].split('/').next()?.trim().parse::<i64>().ok())
+                .map_or(0, |v| v.unsigned_abs())
+        };
+        let name = cards
+            .iter()
+            .find(|(_, c)| c.starts_with("EXTNAME "))
+            .map(|(_, c)| {
+                c[10..]
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('\'')
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        if name == hdu || (hdu.is_empty() && start == 0) {
+            let (pos, _) = cards
+                .iter()
+                .find(|(_, c)| c[..8].trim() == key)
+                .unwrap_or_else(|| panic!("no card {key} in HDU {hdu:?} of {}", path.display()));
+            let card = format!("{key:<8}= {value:>20}");
+            bytes[*pos..*pos + 80].copy_from_slice(format!("{card:<80}").as_bytes());
+            std::fs::write(path, &bytes).expect("write the edited file");
+            return;
+        }
+        let naxis = int("NAXIS");
+        let elements: u64 = if naxis == 0 {
+            0
+        } else {
+            (1..=naxis).map(|i| int(&format!("NAXIS{i}"))).product()
+        };
+        let gcount = if cards.iter().any(|(_, c)| c.starts_with("GCOUNT ")) {
+            int("GCOUNT")
+        } else {
+            1
+        };
+        let size = (elements + int("PCOUNT")) * gcount * int("BITPIX") / 8;
+        start = data + (size as usize).div_ceil(2880) * 2880;
+    }
+    panic!("no HDU {hdu:?} in {}", path.display());
+}
