@@ -18,7 +18,8 @@ pub struct StandinArgs {
     /// Output PSF file.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Target camera band: b (domain 3550-5850 A) or z (7450-9900 A); a digit may follow
+    /// Target camera band: b or z (the r PSF relabelled so that desi_proc's r grid
+    /// 5760-7620 A lands on the band's grid, 3600-5800 A or 7520-9824 A); a digit may follow
     /// (b0, z3) and names the CAMERA keyword.
     #[arg(long)]
     camera: String,
@@ -30,18 +31,18 @@ pub fn run(args: StandinArgs) -> anyhow::Result<ExitCode> {
     let band = camera.chars().next().unwrap_or(' ');
     let digit_ok = camera.len() == 1
         || (camera.len() == 2 && camera.chars().nth(1).is_some_and(|c| c.is_ascii_digit()));
-    let domain = cameras::band(band).and_then(|b| b.standin_domain);
-    let (wavemin, wavemax) = match (domain, digit_ok) {
-        (Some(domain), true) => domain,
-        _ => {
-            return Err(InputError(format!(
-                "--camera {}: expected b or z, optionally followed by a digit (b0, z3)",
-                args.camera
-            ))
-            .into())
-        }
+    let bad_camera = || {
+        InputError(format!(
+            "--camera {}: expected b or z, optionally followed by a digit (b0, z3)",
+            args.camera
+        ))
     };
+    let target = cameras::band(band)
+        .filter(|target| digit_ok && target.band != 'r')
+        .ok_or_else(bad_camera)?;
     let real = io::read_psf(&args.psf)?;
+    let real_domain = (real.sigma_x.wavemin, real.sigma_x.wavemax);
+    let (wavemin, wavemax) = cameras::standin_domain(target, real_domain).ok_or_else(bad_camera)?;
     let standin = real.remapped(wavemin, wavemax);
     let source = args
         .psf
@@ -60,7 +61,7 @@ pub fn run(args: StandinArgs) -> anyhow::Result<ExitCode> {
     io::write_psf(&args.output, &standin, &keywords)?;
     eprintln!(
         "desi-extract standin-psf: wrote {} — a STAND-IN {band} PSF {note} (the r traces and \
-         spots relabelled onto {wavemin}-{wavemax} A; not a real PSF)",
+         spots relabelled onto {wavemin:.1}-{wavemax:.1} A; not a real PSF)",
         args.output.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! The DESI cameras: bands b, r and z of spectrographs 0..9, each band with desi_proc's
-//! extraction grid and PSF error (docs/algorithm.md §8) and, for b and z, the Legendre domain of
-//! the labelled stand-in PSFs that `standin-psf` derives from a real r PSF.
+//! extraction grid and PSF error (docs/algorithm.md §8), and the Legendre domain of the labelled
+//! stand-in b and z PSFs that `standin-psf` derives from a real r PSF ([`standin_domain`]).
 
 use crate::patch::{GridError, WavelengthGrid};
 use std::ops::Range;
@@ -16,9 +16,6 @@ pub struct CameraBand {
     pub wave: (f64, f64, f64),
     /// desi_proc's `--psferr`.
     pub psferr: f64,
-    /// Legendre domain (Angstrom) of a stand-in PSF of this band; `None` for r, the band of
-    /// the real PSF the stand-ins are made from.
-    pub standin_domain: Option<(f64, f64)>,
 }
 
 /// The three bands, in the order desi_proc lists a spectrograph's cameras.
@@ -27,21 +24,32 @@ pub const BANDS: [CameraBand; 3] = [
         band: 'b',
         wave: (3600.0, 5800.0, 0.8),
         psferr: 0.04,
-        standin_domain: Some((3550.0, 5850.0)),
     },
     CameraBand {
         band: 'r',
         wave: (5760.0, 7620.0, 0.8),
         psferr: 0.01,
-        standin_domain: None,
     },
     CameraBand {
         band: 'z',
         wave: (7520.0, 9824.0, 0.8),
         psferr: 0.01,
-        standin_domain: Some((7450.0, 9900.0)),
     },
 ];
+
+/// The Legendre domain of a stand-in PSF of band `target` made from a real r PSF whose domain
+/// is `real_domain`: the linear relabelling that puts the r band's grid onto `target`'s grid,
+/// so that on every grid point of `target` the stand-in's traces are the r traces at the matching
+/// r grid point (on the CCD wherever the r grid is). `None` for r itself.
+pub fn standin_domain(target: &CameraBand, real_domain: (f64, f64)) -> Option<(f64, f64)> {
+    if target.band == 'r' {
+        return None;
+    }
+    let r = band('r')?.wave;
+    let scale = (target.wave.1 - target.wave.0) / (r.1 - r.0);
+    let map = |w: f64| target.wave.0 + (w - r.0) * scale;
+    Some((map(real_domain.0), map(real_domain.1)))
+}
 
 /// The spectrograph numbers.
 pub const SPECTROGRAPHS: Range<usize> = 0..10;
@@ -88,19 +96,24 @@ mod tests {
         let b = band('b').unwrap();
         assert_eq!((b.wave, b.psferr), ((3600.0, 5800.0, 0.8), 0.04));
         let r = camera_band("r7").unwrap();
-        assert_eq!(
-            (r.wave, r.psferr, r.standin_domain),
-            ((5760.0, 7620.0, 0.8), 0.01, None)
-        );
+        assert_eq!((r.wave, r.psferr), ((5760.0, 7620.0, 0.8), 0.01));
         let z = camera_band("z0").unwrap();
         assert_eq!((z.wave, z.psferr), ((7520.0, 9824.0, 0.8), 0.01));
-        assert_eq!(z.standin_domain, Some((7450.0, 9900.0)));
         assert!(band('x').is_none() && camera_band("").is_none());
-        // Every stand-in domain covers its band's grid.
-        for b in BANDS {
-            if let Some((lo, hi)) = b.standin_domain {
-                assert!(lo < b.wave.0 && b.wave.1 < hi, "{}", b.band);
-            }
+    }
+
+    #[test]
+    fn standin_domains_put_the_r_grid_onto_the_bands_grid() {
+        let real = (5500.0, 7800.0);
+        assert_eq!(standin_domain(band('r').unwrap(), real), None);
+        for b in [band('b').unwrap(), band('z').unwrap()] {
+            let (lo, hi) = standin_domain(b, real).unwrap();
+            // The same linear map sends the real domain to (lo, hi) and the r grid's ends to
+            // the band grid's ends.
+            let map = |w: f64| lo + (w - real.0) * (hi - lo) / (real.1 - real.0);
+            assert!((map(5760.0) - b.wave.0).abs() < 1e-9, "{}", b.band);
+            assert!((map(7620.0) - b.wave.1).abs() < 1e-9, "{}", b.band);
+            assert!(lo < b.wave.0 && b.wave.1 < hi, "{}", b.band);
         }
     }
 
