@@ -6,14 +6,20 @@ use crate::patch::{PaddedGrid, WavelengthGrid};
 use crate::psf::{GaussHermitePsf, SpotTable};
 
 /// Rejects images whose shape differs from the PSF's CCD, a preproc of another camera than the
-/// PSF's (CAMERA keywords, when the PSF has one), a FIBERMAP without one row per PSF fiber, and
+/// PSF's (CAMERA keywords, when both have one: a preproc file always has one, an in-memory image
+/// handed over by the Python binding may not), a FIBERMAP without one row per PSF fiber, and
 /// grids outside the PSF domain.
 pub(crate) fn check_compatible(
     psf: &GaussHermitePsf,
     image: &PreprocImage,
     grid: &WavelengthGrid,
 ) -> Result<(), ExtractError> {
-    if let Some(camera) = psf.camera.as_deref().filter(|c| *c != image.camera) {
+    let image_camera = Some(image.camera.as_str()).filter(|c| !c.is_empty());
+    if let Some(camera) = psf
+        .camera
+        .as_deref()
+        .filter(|c| image_camera.is_some_and(|i| i != *c))
+    {
         return Err(ExtractError::Input {
             path: image.path.display().to_string(),
             reason: format!(
