@@ -56,3 +56,17 @@ pub fn screen_pixel(value: f32, ivar: f32, mask: i32, max_abs_value: f64, max_iv
 pub fn valid_input_pixel(value: f32, ivar: f32) -> bool {
     (0.0..f32::INFINITY).contains(&ivar) && (ivar == 0.0 || value.is_finite())
 }
+
+/// What the `screen_pixels` kernel makes of one pixel of an image in device memory (no mask
+/// bits: the inverse variance carries the mask): the value and weight of [`screen_pixel`]
+/// widened to f64 (exact), and whether the pixel is valid input ([`valid_input_pixel`]). An
+/// f64 input is rounded to f32 first (`as f32`, to nearest), as the host path converts it.
+#[inline]
+pub fn screen_device_pixel(value: f32, ivar: f32, max_abs_value: f64, max_ivar: f64) -> (f64, f64, bool) {
+    let (value_used, weight) = screen_pixel(value, ivar, 0, max_abs_value, max_ivar);
+    (
+        f64::from(value_used),
+        f64::from(weight),
+        valid_input_pixel(value, ivar),
+    )
+}

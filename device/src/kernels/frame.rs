@@ -6,7 +6,7 @@ use core::arch::nvptx;
 
 use super::args::{ScreenPixelsArgs, SmokeAxpyArgs, SpotsArgs, WidenArgs, WARP_THREADS};
 use super::thread;
-use crate::pixel::{screen_pixel, valid_input_pixel};
+use crate::pixel::screen_device_pixel;
 use crate::psf::spot::{spot_at, StampCorner};
 use crate::psf::spot_team::{spot_team, spot_team_scratch_len};
 use crate::team::{Shared, WarpTeam};
@@ -227,8 +227,8 @@ unsafe fn read_as_f32(row: *const u8, element: usize, col: usize) -> f32 {
 
 /// The pixel rule over an image already in device memory ([`ScreenPixelsArgs`]): thread `i`
 /// reads pixel `(i / ncol, i % ncol)` of `image` and `ivar` (f64 rounded to f32), writes
-/// [`screen_pixel`]'s value and weight (no mask bits) as f64, and counts the pixel in
-/// `invalid` when [`valid_input_pixel`] refuses it (atomic add and min: invalid input is rare,
+/// [`screen_device_pixel`]'s value and weight, and counts the pixel in `invalid` when it is
+/// not valid input (atomic add and min: invalid input is rare,
 /// so the atomics cost nothing on valid images).
 ///
 /// # Launch
@@ -269,13 +269,14 @@ pub unsafe extern "ptx-kernel" fn screen_pixels(args: ScreenPixelsArgs) {
             read_as_f32(args.ivar.add(row * args.ivar_row_stride), args.ivar_element, col),
         )
     };
-    let (value_used, weight) = screen_pixel(value, ivar, 0, args.max_abs_value, args.max_ivar);
+    let (value_used, weight, valid) =
+        screen_device_pixel(value, ivar, args.max_abs_value, args.max_ivar);
     // SAFETY: i < nrow * ncol; this thread alone writes element i of each output.
     unsafe {
-        args.value.add(i).write(value_used as f64);
-        args.weight.add(i).write(weight as f64);
+        args.value.add(i).write(value_used);
+        args.weight.add(i).write(weight);
     }
-    if !valid_input_pixel(value, ivar) {
+    if !valid {
         // SAFETY: `invalid` holds two aligned u64 of device memory (caller), only ever accessed
         // atomically during the launch.
         unsafe {
