@@ -1,6 +1,6 @@
 """GPU check of the Python package (needs an NVIDIA GPU; not part of the unittest run):
 
-    PYTHONPATH=target/python:$PYTHONPATH python3 tests/python/gpu_check.py PREPROC [NSPEC [PSF]]
+    PYTHONPATH=target/python:$PYTHONPATH python3 tests/python/gpu_check.py PREPROC [NSPEC [PSF]] [--cupy]
 
 PREPROC: e.g. `desi-extract simulate -p data/psf-r0-00051060.fits -o PREPROC -w 6000,6100,0.8 -n 50`.
 
@@ -9,6 +9,16 @@ Extracts the preproc with gpu=True and gpu=False, prints the largest GPU-vs-CPU 
 device memory in use (nvidia-smi) before, during (right after the call) and after: the call
 must hand its memory back (the pool is trimmed and the context dropped when it returns).
 Exits 1 when the results disagree beyond 1e-6 or the memory in use grew by more than 64 MiB.
+
+With CuPy installed (or `--cupy`, which makes its absence a failure) it then extracts the same
+image from CuPy arrays (float32, and float64 made on a non-default stream with work still
+queued, which the engine must wait for) and checks that
+  (a) the result equals the numpy-input GPU result bit for bit;
+  (b) the image never came to the host: the arrays are wrapped in an object that forwards only
+      `__cuda_array_interface__` and raises on `.get()`, `__array__` and every other attribute,
+      so any host copy by the package fails the call;
+  (c) the device memory in use after the call is back where it was before it (64 MiB slack);
+  (d) a NaN where ivar > 0 and a float16 array are refused with a ValueError.
 """
 
 import os
@@ -28,7 +38,75 @@ def used_mib():
     return int(out.split()[0])
 
 
-def main(preproc, nspec="50", psf=os.path.join(HERE, "..", "..", "data", "psf-r0-00051060.fits")):
+class DeviceOnly:
+    """A CuPy array seen only through its ``__cuda_array_interface__``: any other use (``.get()``,
+    ``__array__``, ``.astype``, ...) raises, so a copy to the host cannot go unnoticed."""
+
+    def __init__(self, array):
+        object.__setattr__(self, "_array", array)
+
+    @property
+    def __cuda_array_interface__(self):
+        return self._array.__cuda_array_interface__
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the device array was converted to numpy (a host copy)")
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the package used .{name} of a device array")
+
+
+def cupy_checks(image, psf, nspec, reference, strict):
+    """(a)-(d) of the module docstring; returns the number of failed checks."""
+    try:
+        import cupy
+    except ImportError:
+        print("CuPy not installed: device-array checks skipped" + (" (required)" if strict else ""))
+        return 1 if strict else 0
+    failures = 0
+    args = dict(wavelength="6000,6100,0.8", nsubbundles=5, gpu=True)
+    keys = ("specflux", "specivar", "Rdiags", "pixmask_fraction", "chi2pix")
+    cases = []
+    dimage, divar = cupy.asarray(image["image"]), cupy.asarray(image["ivar"])
+    cases.append(("float32", dimage, divar, None))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        # Queued on `stream`: the engine must synchronize it (the interface's `stream` field).
+        wide_image = dimage.astype(cupy.float64) * 1.0
+        wide_ivar = divar.astype(cupy.float64) * 1.0
+    cases.append(("float64 on a side stream", wide_image, wide_ivar, stream))
+    for label, im, iv, on in cases:
+        if on is None:
+            cupy.cuda.runtime.deviceSynchronize()
+        before = used_mib()
+        if on is None:
+            got = desi_extract.extract_frame({"image": DeviceOnly(im), "ivar": DeviceOnly(iv)},
+                                             psf, 25, 0, nspec, **args)
+        else:
+            with on:
+                got = desi_extract.extract_frame({"image": DeviceOnly(im), "ivar": DeviceOnly(iv)},
+                                                 psf, 25, 0, nspec, **args)
+        after = used_mib()
+        same = all(np.array_equal(got[k], reference[k]) for k in keys)
+        print(f"CuPy {label}: bitwise equal to the numpy-input GPU result: {same}; "
+              f"GPU memory {before} MiB before, {after} MiB after")
+        failures += (not same) + (after - before > 64)
+    bad, bad_ivar = dimage.copy(), divar.copy()
+    bad[2000, 2000], bad_ivar[2000, 2000] = cupy.nan, 1.0
+    for label, im, iv in (("NaN where ivar > 0", bad, bad_ivar),
+                          ("float16", dimage.astype(cupy.float16), divar)):
+        try:
+            desi_extract.extract_frame({"image": DeviceOnly(im), "ivar": DeviceOnly(iv)},
+                                       psf, 25, 0, nspec, **args)
+            print(f"CuPy {label}: accepted (expected a ValueError)")
+            failures += 1
+        except ValueError as err:
+            print(f"CuPy {label}: ValueError: {err}")
+    return failures
+
+
+def main(preproc, nspec="50", psf=os.path.join(HERE, "..", "..", "data", "psf-r0-00051060.fits"),
+         strict=False):
     from astropy.io import fits
 
     with fits.open(preproc) as hdul:
@@ -47,8 +125,10 @@ def main(preproc, nspec="50", psf=os.path.join(HERE, "..", "..", "data", "psf-r0
     rdiags = np.max(np.abs(gpu["Rdiags"] - cpu["Rdiags"]))
     print(f"GPU vs CPU: flux {flux:.2e} relative, ivar {ivar:.2e} relative, Rdiags {rdiags:.2e}")
     print(f"GPU memory used: {before} MiB before, {after} MiB after the call")
-    return 0 if max(flux, ivar, rdiags) < 1e-6 and after - before <= 64 else 1
+    failures = cupy_checks(image, psf, nspec, gpu, strict)
+    return 0 if max(flux, ivar, rdiags) < 1e-6 and after - before <= 64 and failures == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    argv = [a for a in sys.argv[1:] if a != "--cupy"]
+    sys.exit(main(*argv, strict="--cupy" in sys.argv[1:]))
