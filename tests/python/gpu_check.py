@@ -2,7 +2,9 @@
 
     PYTHONPATH=target/python:$PYTHONPATH python3 tests/python/gpu_check.py PREPROC [NSPEC [PSF]] [--cupy]
 
-PREPROC: e.g. `desi-extract simulate -p data/psf-r0-00051060.fits -o PREPROC -w 6000,6100,0.8 -n 50`.
+PREPROC: e.g. `desi-extract simulate -p data/psf-r0-00051060.fits -o PREPROC -w 6000,6100,0.8 -n 50`,
+or `synthetic`: a seeded image made here (a smooth background of 40-80 electrons with Gaussian
+noise, ivar 1/variance, 0.5% of the pixels masked), for a machine without the CLI or astropy.
 
 Extracts the preproc with gpu=True and gpu=False, prints the largest GPU-vs-CPU differences
 (flux and ivar relative, Rdiags absolute; the CLI's `selftest --gpu` expects ~1e-9), and the
@@ -105,14 +107,29 @@ def cupy_checks(image, psf, nspec, reference, strict):
     return failures
 
 
+def synthetic_image(psf, seed=12):
+    """The `synthetic` input (see the module docstring) for `psf`'s CCD."""
+    rng = np.random.default_rng(seed)
+    ny, nx = psf.native.npix_y, psf.native.npix_x
+    y, x = np.mgrid[0:ny, 0:nx]
+    level = 60.0 + 20.0 * np.sin(x / 300.0) * np.cos(y / 500.0)
+    variance = level + 9.0
+    image = (level + rng.normal(size=(ny, nx)) * np.sqrt(variance)).astype(np.float32)
+    ivar = (1.0 / variance * (rng.random((ny, nx)) > 0.005)).astype(np.float32)
+    return {"image": image, "ivar": ivar}
+
+
 def main(preproc, nspec="50", psf=os.path.join(HERE, "..", "..", "data", "psf-r0-00051060.fits"),
          strict=False):
-    from astropy.io import fits
-
-    with fits.open(preproc) as hdul:
-        image = {"image": hdul["IMAGE"].data.astype(np.float32),
-                 "ivar": (hdul["IVAR"].data * ((hdul["MASK"].data & 0x2FF) == 0)).astype(np.float32)}
     psf, nspec = desi_extract.read_psf(psf), int(nspec)
+    if preproc == "synthetic":
+        image = synthetic_image(psf)
+    else:
+        from astropy.io import fits
+
+        with fits.open(preproc) as hdul:
+            image = {"image": hdul["IMAGE"].data.astype(np.float32),
+                     "ivar": (hdul["IVAR"].data * ((hdul["MASK"].data & 0x2FF) == 0)).astype(np.float32)}
     before = used_mib()
     gpu = desi_extract.extract_frame(image, psf, 25, 0, nspec, wavelength="6000,6100,0.8",
                                      nsubbundles=5, gpu=True)
