@@ -17,9 +17,7 @@ use desi_extract::job::{DevicePixels, DevicePlane, FrameJob, PixelType};
 use desi_extract::patch::{PatchPlan, WavelengthGrid};
 use desi_extract::psf::{GaussHermitePsf, SpotTable};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::{
-    Backend, CpuBackend, FrameSolver, PatchIssue, PatchResult, SolveError,
-};
+use desi_extract::solve::{Backend, CpuBackend, FrameSolver, PatchIssue, PatchResult, SolveError};
 use desi_extract::trace::Trace;
 use std::sync::Arc;
 
@@ -74,7 +72,11 @@ fn edge_values(limits: &PixelLimits) -> Vec<f32> {
     ];
     for bound in [limits.max_abs_value, limits.max_ivar] {
         let b = bound as f32;
-        for x in [b, f32::from_bits(b.to_bits() - 1), f32::from_bits(b.to_bits() + 1)] {
+        for x in [
+            b,
+            f32::from_bits(b.to_bits() - 1),
+            f32::from_bits(b.to_bits() + 1),
+        ] {
             v.extend([x, -x]);
         }
     }
@@ -91,7 +93,16 @@ fn the_device_rule_is_bitwise_the_host_rule() {
         },
         PixelLimits::UNLIMITED,
     ];
-    let masks = [0, 1 << 8, EXTRACT_MASK_BITS, 1, 1 << 9, 1 << 10, 1 << 15, -1];
+    let masks = [
+        0,
+        1 << 8,
+        EXTRACT_MASK_BITS,
+        1,
+        1 << 9,
+        1 << 10,
+        1 << 15,
+        -1,
+    ];
     let mut cases = 0;
     for l in &limits {
         let values = edge_values(l);
@@ -99,7 +110,11 @@ fn the_device_rule_is_bitwise_the_host_rule() {
             for &ivar in &values {
                 for &mask in &masks {
                     let (class, expected) = rule_as_it_was(l, value, ivar, mask);
-                    assert_eq!(l.classify(value, ivar, mask), class, "{value} {ivar} {mask}");
+                    assert_eq!(
+                        l.classify(value, ivar, mask),
+                        class,
+                        "{value} {ivar} {mask}"
+                    );
                     let got = l.pixel(value, ivar, mask);
                     assert_eq!(
                         (got.0.to_bits(), got.1.to_bits()),
@@ -160,7 +175,12 @@ fn shape_only(image: &PreprocImage) -> PreprocImage {
 }
 
 /// Device pixels at made-up addresses (never dereferenced by these tests).
-fn fake_device_pixels(nx: usize, address: u64, dtype: PixelType, row_stride: usize) -> DevicePixels {
+fn fake_device_pixels(
+    nx: usize,
+    address: u64,
+    dtype: PixelType,
+    row_stride: usize,
+) -> DevicePixels {
     let plane = |offset: u64| DevicePlane {
         address: address + offset,
         dtype,
@@ -184,9 +204,18 @@ fn the_request_checks_device_planes() {
     assert!(job.with_device_pixels(padded).is_ok());
     for (pixels, expected) in [
         (fake_device_pixels(nx, 0, PixelType::F32, 4 * nx), "null"),
-        (fake_device_pixels(nx, (1 << 40) + 2, PixelType::F32, 4 * nx), "aligned"),
-        (fake_device_pixels(nx, 1 << 40, PixelType::F64, 8 * nx - 8), "row stride"),
-        (fake_device_pixels(nx, 1 << 40, PixelType::F64, 8 * nx + 4), "row stride"),
+        (
+            fake_device_pixels(nx, (1 << 40) + 2, PixelType::F32, 4 * nx),
+            "aligned",
+        ),
+        (
+            fake_device_pixels(nx, 1 << 40, PixelType::F64, 8 * nx - 8),
+            "row stride",
+        ),
+        (
+            fake_device_pixels(nx, 1 << 40, PixelType::F64, 8 * nx + 4),
+            "row stride",
+        ),
     ] {
         let err = job.with_device_pixels(pixels).unwrap_err();
         assert!(err.is_input_error(), "{err}");
@@ -208,7 +237,10 @@ fn the_cpu_backend_refuses_device_pixels() {
         .unwrap();
     let err = extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).unwrap_err();
     assert!(
-        matches!(err, ExtractError::Solve(SolveError::Unavailable { backend: "cpu", .. })),
+        matches!(
+            err,
+            ExtractError::Solve(SolveError::Unavailable { backend: "cpu", .. })
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("GPU memory"), "{err}");
@@ -314,19 +346,27 @@ fn the_fallback_of_device_pixels_reads_the_solvers_ccd() {
         .unwrap();
     // Every patch falls back to the CPU, on the CCD the backend screened: the CPU's frame.
     let backend = FailingBackend {
-        ccd: Some(CcdData::from_preproc_rows(&full, 0..full.ny, &cpu_job.pixel_limits)),
+        ccd: Some(CcdData::from_preproc_rows(
+            &full,
+            0..full.ny,
+            &cpu_job.pixel_limits,
+        )),
     };
     let ex = extract_frame(&job, &backend, &|_, _| {}, &Trace::new()).unwrap();
     assert_same(&ex, &cpu);
     assert_eq!(ex.reports.len(), ex.npatch, "every patch reported");
-    assert!(ex
-        .reports
-        .iter()
-        .all(|r| matches!(&r.issue, PatchIssue::CpuFallback { reason } if reason == "device says no")));
+    assert!(ex.reports.iter().all(
+        |r| matches!(&r.issue, PatchIssue::CpuFallback { reason } if reason == "device says no")
+    ));
 
     // A solver without a host copy: a clear failure, never a read of absent host pixels.
-    let err = extract_frame(&job, &FailingBackend { ccd: None }, &|_, _| {}, &Trace::new())
-        .unwrap_err();
+    let err = extract_frame(
+        &job,
+        &FailingBackend { ccd: None },
+        &|_, _| {},
+        &Trace::new(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("device memory"), "{err}");
     assert!(!err.is_input_error());
 }

@@ -25,7 +25,13 @@ pub enum Pixel {
 /// The rule: the class of a pixel `value` (electrons) with inverse variance `ivar` and ccdmask
 /// bits `mask`, given the largest |value| and IVAR a pixel may have to be used.
 #[inline]
-pub fn classify_pixel(value: f32, ivar: f32, mask: i32, max_abs_value: f64, max_ivar: f64) -> Pixel {
+pub fn classify_pixel(
+    value: f32,
+    ivar: f32,
+    mask: i32,
+    max_abs_value: f64,
+    max_ivar: f64,
+) -> Pixel {
     if mask & EXTRACT_MASK_BITS != 0 || ivar <= 0.0 {
         Pixel::Masked
     } else if !value.is_finite() || !ivar.is_finite() {
@@ -42,7 +48,13 @@ pub fn classify_pixel(value: f32, ivar: f32, mask: i32, max_abs_value: f64, max_
 /// `(value, weight)` as the solves see a pixel: `(value, ivar)` for a [`Pixel::Used`] one,
 /// else `(0, 0)`, so that a masked NaN or infinity can never reach a sum (`0 · NaN = NaN`).
 #[inline]
-pub fn screen_pixel(value: f32, ivar: f32, mask: i32, max_abs_value: f64, max_ivar: f64) -> (f32, f32) {
+pub fn screen_pixel(
+    value: f32,
+    ivar: f32,
+    mask: i32,
+    max_abs_value: f64,
+    max_ivar: f64,
+) -> (f32, f32) {
     match classify_pixel(value, ivar, mask, max_abs_value, max_ivar) {
         Pixel::Used => (value, ivar),
         _ => (0.0, 0.0),
@@ -62,7 +74,12 @@ pub fn valid_input_pixel(value: f32, ivar: f32) -> bool {
 /// widened to f64 (exact), and whether the pixel is valid input ([`valid_input_pixel`]). An
 /// f64 input is rounded to f32 first (`as f32`, to nearest), as the host path converts it.
 #[inline]
-pub fn screen_device_pixel(value: f32, ivar: f32, max_abs_value: f64, max_ivar: f64) -> (f64, f64, bool) {
+pub fn screen_device_pixel(
+    value: f32,
+    ivar: f32,
+    max_abs_value: f64,
+    max_ivar: f64,
+) -> (f64, f64, bool) {
     let (value_used, weight) = screen_pixel(value, ivar, 0, max_abs_value, max_ivar);
     (
         f64::from(value_used),

@@ -5,10 +5,10 @@
 //! saturation level, or an inverse variance no CCD can have).
 
 use crate::io::{find_keyword, KeywordValue, PreprocImage};
-use desi_device::pixel::{classify_pixel, screen_pixel};
 /// What [`PixelLimits::classify`] makes of a pixel (defined beside the rule in the device
 /// crate).
 pub use desi_device::pixel::Pixel;
+use desi_device::pixel::{classify_pixel, screen_pixel};
 use rayon::prelude::*;
 
 /// Saturation level assumed when the preproc header has no `SATUELE{A,B,C,D}` (electrons):

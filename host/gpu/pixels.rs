@@ -101,7 +101,9 @@ pub(super) fn screen_device_pixels(
             "{name}: {problem} ({count} such pixels in device memory)"
         )));
     }
-    Err(GpuError::Internal("the pixel check did not come back".into()))
+    Err(GpuError::Internal(
+        "the pixel check did not come back".into(),
+    ))
 }
 
 /// Checks with the driver that `plane` is device memory of `gpu`'s device and that one
@@ -134,10 +136,7 @@ fn check_plane(
         })
     };
     if known.is_err() || memory_type != sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32 {
-        return Err(format!(
-            "at {:#x} is not CUDA device memory",
-            plane.address
-        ));
+        return Err(format!("at {:#x} is not CUDA device memory", plane.address));
     }
     if usize::try_from(ordinal).ok() != Some(gpu.ordinal) {
         return Err(format!(
@@ -154,7 +153,7 @@ fn check_plane(
         .checked_sub(1)
         .and_then(|r| r.checked_mul(plane.row_stride))
         .and_then(|b| b.checked_add(ncol * plane.dtype.size()));
-    let available = (base as u64 + size as u64).saturating_sub(plane.address);
+    let available = (base + size as u64).saturating_sub(plane.address);
     match needed {
         Some(needed) if needed as u64 <= available => Ok(()),
         _ => Err(format!(

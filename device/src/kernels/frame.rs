@@ -244,15 +244,7 @@ unsafe fn read_as_f32(row: *const u8, element: usize, col: usize) -> f32 {
 pub unsafe extern "ptx-kernel" fn screen_pixels(args: ScreenPixelsArgs) {
     // SAFETY: device allocations (the kernel's contract: the host checked every input address
     // with the driver, and allocated the outputs).
-    unsafe {
-        assume_global!(
-            args.image,
-            args.ivar,
-            args.value,
-            args.weight,
-            args.invalid
-        )
-    };
+    unsafe { assume_global!(args.image, args.ivar, args.value, args.weight, args.invalid) };
     let i = thread::global_index();
     if i >= args.nrow * args.ncol {
         return;
@@ -266,7 +258,11 @@ pub unsafe extern "ptx-kernel" fn screen_pixels(args: ScreenPixelsArgs) {
                 args.image_element,
                 col,
             ),
-            read_as_f32(args.ivar.add(row * args.ivar_row_stride), args.ivar_element, col),
+            read_as_f32(
+                args.ivar.add(row * args.ivar_row_stride),
+                args.ivar_element,
+                col,
+            ),
         )
     };
     let (value_used, weight, valid) =
