@@ -53,6 +53,91 @@ pub struct FrameJob<'a> {
     /// The pixels the solves use (docs/algorithm.md §1.2): by default
     /// [`PixelLimits::for_image`].
     pub pixel_limits: PixelLimits,
+    /// Where the pixels are when they are already in GPU memory (set by
+    /// [`FrameJob::with_device_pixels`]; the Python binding's CuPy input): `image` then gives
+    /// the shape, header and name only, and its pixel vectors are not read. Only the GPU
+    /// backend runs such a job; the CPU backend refuses it.
+    pub device_pixels: Option<DevicePixels>,
+}
+
+/// Element type of a plane of [`DevicePixels`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelType {
+    /// `float32` (`'<f4'`).
+    F32,
+    /// `float64` (`'<f8'`): rounded to f32 as the host path converts such arrays.
+    F64,
+}
+
+impl PixelType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            PixelType::F32 => 4,
+            PixelType::F64 => 8,
+        }
+    }
+}
+
+/// One `(ny, nx)` row-major plane in GPU memory: its device address, element type and the
+/// bytes from one row to the next (the elements of a row are contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicePlane {
+    /// Device address of element `(0, 0)`.
+    pub address: u64,
+    /// Element type.
+    pub dtype: PixelType,
+    /// Bytes from one row to the next.
+    pub row_stride: usize,
+}
+
+/// The image and inverse variance of a frame already in GPU memory (e.g. CuPy arrays, through
+/// `__cuda_array_interface__`): the GPU backend screens them on the device by the same pixel
+/// rule (the `screen_pixels` kernel) instead of uploading `FrameJob::image`'s pixels, so the
+/// image is never copied to the host. The inverse variance carries the mask (no MASK plane:
+/// gpu_specter's convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicePixels {
+    image: DevicePlane,
+    ivar: DevicePlane,
+    stream: Option<u64>,
+}
+
+impl DevicePixels {
+    /// Device pixels from raw addresses. `stream` is the CUDA stream (a `CUstream` handle, or
+    /// 1/2 for the legacy/per-thread default stream) on which the producer wrote the arrays, as
+    /// `__cuda_array_interface__` v3 gives it: the backend synchronizes it before reading.
+    ///
+    /// # Safety
+    /// For as long as any job holding the value runs: each plane is a live allocation of the
+    /// CUDA device that the GPU backend runs on, in the process's primary context, holding the
+    /// job's `(ny, nx)` elements at `address + row * row_stride + col * size`, which nobody
+    /// writes or frees meanwhile. (The backend checks with the driver that each address lies
+    /// in a device allocation of its device large enough for the plane, and
+    /// [`FrameJob::with_device_pixels`] checks the shape arithmetic, but neither can tell
+    /// whether the memory will stay valid.)
+    pub unsafe fn new(image: DevicePlane, ivar: DevicePlane, stream: Option<u64>) -> Self {
+        Self {
+            image,
+            ivar,
+            stream,
+        }
+    }
+
+    /// The image plane.
+    pub fn image(&self) -> DevicePlane {
+        self.image
+    }
+
+    /// The inverse variance plane.
+    pub fn ivar(&self) -> DevicePlane {
+        self.ivar
+    }
+
+    /// The producer's stream, to synchronize before reading.
+    pub fn stream(&self) -> Option<u64> {
+        self.stream
+    }
 }
 
 impl<'a> FrameJob<'a> {
@@ -81,6 +166,46 @@ impl<'a> FrameJob<'a> {
             fallback: FallbackPolicy::default(),
             failed_patches: FailedPatchPolicy::default(),
             pixel_limits: PixelLimits::for_image(image),
+            device_pixels: None,
+        })
+    }
+
+    /// The same job with its pixels in GPU memory ([`DevicePixels`]): `image` then gives the
+    /// shape, header and name only.
+    ///
+    /// # Errors
+    /// [`ExtractError::Input`] naming the image when a plane's address is null or not aligned
+    /// to its element, or its row stride is not a multiple of the element or shorter than a
+    /// row of `image.nx` elements.
+    pub fn with_device_pixels(self, pixels: DevicePixels) -> Result<Self, ExtractError> {
+        let nx = self.image.nx;
+        for (name, plane) in [("image", pixels.image), ("ivar", pixels.ivar)] {
+            let size = plane.dtype.size();
+            let problem = if plane.address == 0 {
+                Some("a null device address".to_string())
+            } else if plane.address % size as u64 != 0 {
+                Some(format!(
+                    "device address {:#x} not aligned to its {size}-byte elements",
+                    plane.address
+                ))
+            } else if plane.row_stride % size != 0 || plane.row_stride < nx * size {
+                Some(format!(
+                    "row stride {} bytes for rows of {nx} elements of {size} bytes",
+                    plane.row_stride
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ExtractError::Input {
+                    path: self.image.path.display().to_string(),
+                    reason: format!("{name} in device memory: {problem}"),
+                });
+            }
+        }
+        Ok(Self {
+            device_pixels: Some(pixels),
+            ..self
         })
     }
 

@@ -5,8 +5,9 @@
 //! on `nvptx64-nvidia-cuda` the thin entry points in [`kernels`] map threads and blocks onto
 //! the same functions, so the CPU and GPU paths share one body of numerics.
 //!
-//! Modules by stage: [`psf`] (Legendre series, spots), [`patch`] (normal equations,
-//! resolution, pixel statistics), [`linalg`] (banded Cholesky, covariance blocks, Jacobi),
+//! Modules by stage: [`pixel`] (which CCD pixels the solves use), [`psf`] (Legendre series,
+//! spots), [`patch`] (normal equations, resolution, pixel statistics), [`linalg`] (banded
+//! Cholesky, covariance blocks, Jacobi),
 //! [`kernels`] (the GPU entry points); [`math`], [`team`] and [`status`] serve them all.
 //! `reference` (feature `reference`) holds the dense routines the production ones are checked
 //! against, for tests and benchmarks.
@@ -37,6 +38,7 @@ pub mod kernels;
 pub mod linalg;
 pub mod math;
 pub mod patch;
+pub mod pixel;
 pub mod psf;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;

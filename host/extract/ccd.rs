@@ -9,7 +9,7 @@ use desi_device::patch::CcdView;
 use rayon::prelude::*;
 
 /// ccdmask bits that exclude a pixel from the fit: everything but BADREADNOISE (0x2FF).
-pub const EXTRACT_MASK_BITS: i32 = 0x2FF;
+pub use desi_device::pixel::EXTRACT_MASK_BITS;
 
 /// CCD image and weights promoted to f64 by the rule of [`PixelLimits::pixel`]: weights are IVAR
 /// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 (and the value 0).

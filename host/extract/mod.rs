@@ -106,6 +106,7 @@ impl ExtractError {
                 | ExtractError::Params(_)
                 | ExtractError::Psf(_)
                 | ExtractError::Solve(SolveError::Psf(_))
+                | ExtractError::Solve(SolveError::Input { .. })
         )
     }
 }
@@ -429,6 +430,7 @@ impl Stitcher<'_> {
         trace: &Trace,
     ) -> Result<Vec<BundleOutput>, ExtractError> {
         let start = trace.now();
+        self.fetch_device_ccd(results, solver)?;
         let mut per_bundle = Vec::with_capacity(bundles.len());
         let mut rest = results;
         for pair in first.windows(2) {
@@ -462,6 +464,35 @@ impl Stitcher<'_> {
             });
         }
         Ok(parts)
+    }
+
+    /// For a job whose pixels are in device memory, the host copy of the screened CCD from
+    /// `solver` ([`FrameSolver::host_ccd`]: the rare device-to-host copy of the image), the
+    /// first time one of `results` is to be solved again on the CPU: the fallback has no host
+    /// pixels of its own to convert.
+    fn fetch_device_ccd(
+        &self,
+        results: &[Option<PatchResult>],
+        solver: &dyn FrameSolver,
+    ) -> Result<(), ExtractError> {
+        let needed = self.job.device_pixels.is_some()
+            && self.backend.can_fall_back()
+            && self.job.fallback == FallbackPolicy::CpuAndReport
+            && self.ccd_host.get().is_none()
+            && results
+                .iter()
+                .any(|r| r.as_ref().is_none_or(|r| r.issue.is_some()));
+        if needed {
+            let ccd = solver.host_ccd()?.ok_or_else(|| SolveError::Failed {
+                backend: self.backend.name(),
+                reason: "the pixels are in device memory and the backend gave no host copy \
+                         for the CPU fallback"
+                    .into(),
+            })?;
+            // Only this (sequential) step sets it.
+            let _ = self.ccd_host.set(ccd);
+        }
+        Ok(())
     }
 
     /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
@@ -549,9 +580,19 @@ impl Stitcher<'_> {
                 &self.padded.fullwave,
             )?),
         };
-        let ccd = self.ccd_host.get_or_init(|| {
-            CcdData::from_preproc_rows(job.image, 0..job.image.ny, &job.pixel_limits)
-        });
+        let ccd = match self.ccd_host.get() {
+            Some(ccd) => ccd,
+            None if job.device_pixels.is_none() => self.ccd_host.get_or_init(|| {
+                CcdData::from_preproc_rows(job.image, 0..job.image.ny, &job.pixel_limits)
+            }),
+            // `stitch` fetches the solver's copy first; reaching this is a bug.
+            None => {
+                return Err(ExtractError::Solve(SolveError::Failed {
+                    backend: "host",
+                    reason: "no host copy of the device pixels for the CPU fallback".into(),
+                }))
+            }
+        };
         let inputs = BundleInputs {
             spots,
             plans: &bundle.plans,

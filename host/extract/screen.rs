@@ -1,10 +1,14 @@
 //! Which preproc pixels the solves use: the one per-pixel rule of docs/algorithm.md §1.2,
-//! shared by the CPU conversion ([`super::CcdData`]) and the GPU upload, including the screen
+//! shared by the CPU conversion ([`super::CcdData`]) and the GPU upload (the rule itself lives
+//! in `desi_device::pixel`, so that the `screen_pixels` kernel applies the same one), including the screen
 //! of pixels that are valid by their IVAR and MASK but absurd (non-finite, far beyond the
 //! saturation level, or an inverse variance no CCD can have).
 
-use super::ccd::EXTRACT_MASK_BITS;
 use crate::io::{find_keyword, KeywordValue, PreprocImage};
+/// What [`PixelLimits::classify`] makes of a pixel (defined beside the rule in the device
+/// crate).
+pub use desi_device::pixel::Pixel;
+use desi_device::pixel::{classify_pixel, screen_pixel};
 use rayon::prelude::*;
 
 /// Saturation level assumed when the preproc header has no `SATUELE{A,B,C,D}` (electrons):
@@ -77,26 +81,14 @@ impl PixelLimits {
     /// never reach a sum (`0 · NaN = NaN`).
     #[inline]
     pub fn pixel(&self, value: f32, ivar: f32, mask: i32) -> (f32, f32) {
-        match self.classify(value, ivar, mask) {
-            Pixel::Used => (value, ivar),
-            _ => (0.0, 0.0),
-        }
+        screen_pixel(value, ivar, mask, self.max_abs_value, self.max_ivar)
     }
 
-    /// What the rule makes of one pixel.
+    /// What the rule makes of one pixel ([`desi_device::pixel::classify_pixel`], the function
+    /// the `screen_pixels` kernel applies to images already in device memory).
     #[inline]
     pub fn classify(&self, value: f32, ivar: f32, mask: i32) -> Pixel {
-        if mask & EXTRACT_MASK_BITS != 0 || ivar <= 0.0 {
-            Pixel::Masked
-        } else if !value.is_finite() || !ivar.is_finite() {
-            Pixel::NonFinite
-        } else if f64::from(value.abs()) > self.max_abs_value {
-            Pixel::AbsurdValue
-        } else if f64::from(ivar) > self.max_ivar {
-            Pixel::AbsurdIvar
-        } else {
-            Pixel::Used
-        }
+        classify_pixel(value, ivar, mask, self.max_abs_value, self.max_ivar)
     }
 
     /// How many pixels of `image` with IVAR > 0 and no excluding MASK bit the screen excludes.
@@ -125,22 +117,6 @@ impl PixelLimits {
                 ivar: a.ivar + b.ivar,
             })
     }
-}
-
-/// What [`PixelLimits::classify`] makes of a pixel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pixel {
-    /// Used with weight IVAR.
-    Used,
-    /// IVAR 0 (or not positive) or an excluding MASK bit: not used, as in desispec.
-    Masked,
-    /// IVAR > 0 (or NaN) and no excluding MASK bit, but the value or IVAR is not finite: not
-    /// used.
-    NonFinite,
-    /// IVAR > 0 but |value| above [`PixelLimits::max_abs_value`]: not used.
-    AbsurdValue,
-    /// IVAR above [`PixelLimits::max_ivar`]: not used.
-    AbsurdIvar,
 }
 
 /// Pixels with IVAR > 0 and no excluding MASK bit that the screen excluded, by reason.

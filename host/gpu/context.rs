@@ -6,7 +6,7 @@ use cudarc::driver::{CudaContext, CudaModule, CudaStream, DriverError, PinnedHos
 use cudarc::nvrtc::Ptx;
 use desi_device::kernels::{
     self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, PixelCoreArgs, PixelRowsArgs,
-    ResolutionArgs, SpotsArgs, WidenArgs,
+    ResolutionArgs, ScreenPixelsArgs, SpotsArgs, WidenArgs,
 };
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -36,6 +36,10 @@ pub enum GpuError {
     /// A helper thread of the GPU backend failed (a bug, reported rather than propagated).
     #[error("GPU backend: {0}")]
     Internal(String),
+    /// Input that only the device reads is bad: pixels in device memory that are invalid or
+    /// not where the job says (an input error, [`crate::solve::SolveError::Input`]).
+    #[error("{0}")]
+    Input(String),
 }
 
 /// Adds the stage to a driver error.
@@ -77,6 +81,8 @@ pub struct Kernels {
     pub spots_team: Kernel<SpotsArgs>,
     /// f32 -> f64 widening.
     pub widen_f32: Kernel<WidenArgs>,
+    /// The pixel rule over an image already in device memory.
+    pub screen_pixels: Kernel<ScreenPixelsArgs>,
     /// Normal equations.
     pub assemble: Kernel<AssembleArgs>,
     /// Normal equations: one warp per (patch, unknown).
@@ -220,6 +226,7 @@ impl GpuContext {
             spots: Kernel::load(&module, k::SPOTS)?,
             spots_team: Kernel::load(&module, k::SPOTS_TEAM)?,
             widen_f32: Kernel::load(&module, k::WIDEN_F32)?,
+            screen_pixels: Kernel::load(&module, k::SCREEN_PIXELS)?,
             assemble: Kernel::load(&module, k::ASSEMBLE)?,
             assemble_warp: Kernel::load(&module, k::ASSEMBLE_WARP)?,
             factor_solve: Kernel::load(&module, k::FACTOR_SOLVE)?,

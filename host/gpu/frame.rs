@@ -7,7 +7,7 @@
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
-use crate::extract::PixelLimits;
+use crate::extract::{CcdData, PixelLimits};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
 use crate::psf::SpotTable;
@@ -30,6 +30,10 @@ impl From<GpuError> for SolveError {
             GpuError::NoDriver(_) => SolveError::Unavailable {
                 backend: "gpu",
                 reason: err.to_string(),
+            },
+            GpuError::Input(reason) => SolveError::Input {
+                backend: "gpu",
+                reason,
             },
             _ => SolveError::Failed {
                 backend: "gpu",
@@ -240,7 +244,13 @@ impl<'g> GpuFrame<'g> {
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
         let copy_stream = stream.fork().stage("create the upload stream")?;
-        let (d_image, d_weight) = upload_ccd(gpu, &copy_stream, image, &job.pixel_limits, trace)?;
+        let (d_image, d_weight) = match &job.device_pixels {
+            // Pixels already on the device: screened there, never copied to the host.
+            Some(pixels) => {
+                super::pixels::screen_device_pixels(gpu, &copy_stream, pixels, &job, trace)?
+            }
+            None => upload_ccd(gpu, &copy_stream, image, &job.pixel_limits, trace)?,
+        };
         // The kernels of the batches (main stream) wait for the upload (copy stream).
         stream
             .join(&copy_stream)
@@ -487,6 +497,28 @@ impl FrameSolver for GpuFrame<'_> {
 
     fn stage_times(&self) -> Vec<(&'static str, Duration)> {
         self.stages.detail.clone()
+    }
+
+    /// The screened CCD copied back from the device, for a job whose pixels are in device
+    /// memory (the CPU fallback's only source of pixels then); `None` for a job with host
+    /// pixels, whose fallback converts them itself.
+    fn host_ccd(&self) -> Result<Option<CcdData>, SolveError> {
+        if self.job.device_pixels.is_none() {
+            return Ok(None);
+        }
+        let stream = &self.gpu.stream;
+        let image = stream
+            .clone_dtoh(&self.d_image)
+            .stage("copy the screened image to host")?;
+        let weight = stream
+            .clone_dtoh(&self.d_weight)
+            .stage("copy the screened weights to host")?;
+        Ok(Some(CcdData {
+            nrow: self.job.image.ny,
+            ncol: self.job.image.nx,
+            image,
+            weight,
+        }))
     }
 }
 

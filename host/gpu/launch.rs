@@ -93,6 +93,14 @@ impl<'a> Launch<'a> {
         ptr as usize as *mut T
     }
 
+    /// The device address `address` of memory this crate did not allocate (another library's
+    /// array, e.g. CuPy's: [`crate::job::DevicePixels`]), which the kernel only reads. No
+    /// stream ordering is recorded for it: the caller synchronized its producer first.
+    pub fn external<T>(&mut self, address: u64) -> *const T {
+        self.empty_buffer |= address == 0;
+        address as usize as *const T
+    }
+
     /// Enqueues `kernel` with `args` as its parameter and the grid, block and dynamic shared
     /// memory of `shape` (raising the kernel's shared-memory limit when `shape` asks for more
     /// than 48 KiB), then records the buffers' use on the stream. Refuses a launch with an
@@ -100,8 +108,9 @@ impl<'a> Launch<'a> {
     ///
     /// # Safety
     /// `args` satisfies the kernel's contract (`desi_device::kernels`): every pointer is an
-    /// address from [`Launch::read`] (buffers the kernel only reads) or [`Launch::write`] of
-    /// this launch, of a buffer at least as long as the kernel's documented size for the
+    /// address from [`Launch::read`] (buffers the kernel only reads), [`Launch::external`]
+    /// (memory of another library that is valid, on this device and not written meanwhile) or
+    /// [`Launch::write`] of this launch, of a buffer at least as long as the kernel's documented size for the
     /// struct's sizes, and `shape` is the kernel's launch shape for `args`.
     pub unsafe fn run<A: KernelArgs>(
         self,

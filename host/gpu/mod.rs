@@ -6,6 +6,7 @@ mod batch;
 pub mod context;
 pub mod frame;
 pub mod launch;
+mod pixels;
 pub mod ptx;
 
 pub use context::{probe_driver, GpuContext, GpuError};

@@ -39,6 +39,16 @@ impl Backend for CpuBackend {
         job: &FrameJob<'a>,
         trace: &'a Trace,
     ) -> Result<Box<dyn FrameSolver + 'a>, SolveError> {
+        if job.device_pixels.is_some() {
+            return Err(SolveError::Unavailable {
+                backend: "cpu",
+                reason: format!(
+                    "the pixels of {} are in GPU memory: copy them to the host to extract on \
+                     the CPU",
+                    job.image.path.display()
+                ),
+            });
+        }
         let padded = job.padded_grid();
         // Only the CCD rows the job's traces can reach are converted to f64.
         let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 
+use crate::extract::CcdData;
 use crate::job::FrameJob;
 use crate::patch::{ExtractionParams, PatchPlan};
 use crate::psf::{PsfError, SpotTable};
@@ -106,6 +107,15 @@ pub enum SolveError {
     /// The PSF could not be evaluated.
     #[error(transparent)]
     Psf(#[from] PsfError),
+    /// The input that only the backend reads is bad (pixels in device memory that are not
+    /// valid, or not where they are said to be): an input error.
+    #[error("{backend} backend: bad input: {reason}")]
+    Input {
+        /// Backend name.
+        backend: &'static str,
+        /// What is wrong, naming the input.
+        reason: String,
+    },
 }
 
 /// A way of solving patches. Nothing above this module knows which one runs: the frame
@@ -157,5 +167,16 @@ pub trait FrameSolver {
     /// Time of the backend's own stages so far (e.g. GPU kernels), in order of first use.
     fn stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
+    }
+
+    /// The whole CCD as this solver screened it, on the host, for the CPU fallback of a job
+    /// whose pixels are in device memory ([`crate::job::FrameJob::device_pixels`]), where the
+    /// pipeline has no host pixels to convert; `None` (the default) when the solver has no
+    /// such copy to give.
+    ///
+    /// # Errors
+    /// A device failure.
+    fn host_ccd(&self) -> Result<Option<CcdData>, SolveError> {
+        Ok(None)
     }
 }

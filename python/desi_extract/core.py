@@ -34,17 +34,25 @@ def _logger(loglevel=None):
         return log
 
 
+def _on_device(array):
+    """Whether ``array`` lives in CUDA device memory (exposes ``__cuda_array_interface__``, as
+    CuPy, Numba and PyTorch arrays do)."""
+    return array is not None and hasattr(array, "__cuda_array_interface__")
+
+
 def _host_float32(array, name):
     """``img[name]`` as a C-contiguous float32 numpy array.
 
     An array on the GPU (an object with ``__cuda_array_interface__``, e.g. CuPy) is copied to the
-    host once: the engine's GPU backend uploads the image itself, from the host. float64 values
-    are rounded to float32, the type preproc images are stored in (values read from a preproc
-    file are float32 already, and round-trip exactly).
+    host here, once, with its ``.get()``: this is the path of ``gpu=False`` (the CPU extracts
+    from host memory) and of a frame spread over several MPI ranks (rank 0 broadcasts the
+    pixels); with ``gpu=True`` on one process the GPU reads device arrays where they are
+    (:func:`_device_array`). float64 values are rounded to float32, the type preproc images are
+    stored in (values read from a preproc file are float32 already, and round-trip exactly).
     """
     if array is None:
         raise ValueError(f"image dict has no {name!r} array")
-    if hasattr(array, "__cuda_array_interface__"):
+    if _on_device(array):
         if not hasattr(array, "get"):
             raise TypeError(
                 f"image[{name!r}] is a GPU array without .get(): pass a numpy or CuPy array"
@@ -56,6 +64,55 @@ def _host_float32(array, name):
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"image[{name!r}] must be numeric, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+#: The element types the GPU reads in place (others: copy to float32 first).
+_DEVICE_TYPES = {"<f4": 4, "<f8": 8}
+
+
+def _device_array(array, name):
+    """``img[name]``, an array in CUDA device memory, described for the engine from its
+    ``__cuda_array_interface__`` (versions 2 and 3) without touching its data: the GPU backend
+    reads it where it is (no device-to-host copy), after synchronizing the interface's
+    ``stream``. Float32 or float64 (rounded to float32 on the device, as :func:`_host_float32`
+    rounds), 2-D, rows of contiguous elements (C order, or rows padded apart), no mask.
+
+    The returned object keeps ``array`` alive; the caller must not write the array while the
+    extraction runs (the interface's contract for the consumer's read).
+    """
+    cai = array.__cuda_array_interface__
+    version = cai.get("version")
+    if version not in (2, 3):
+        raise ValueError(f"image[{name!r}]: __cuda_array_interface__ version {version!r} "
+                         "is not supported (2 or 3)")
+    shape = tuple(int(n) for n in cai["shape"])
+    if len(shape) != 2:
+        raise ValueError(f"image[{name!r}] must be 2-D (rows, columns), got shape {shape}")
+    typestr = cai["typestr"]
+    if typestr not in _DEVICE_TYPES:
+        raise ValueError(f"image[{name!r}] on the GPU must be float32 or float64 ('<f4', '<f8'), "
+                         f"got {typestr!r}: convert it (e.g. .astype(cupy.float32)) first")
+    if cai.get("mask") is not None:
+        raise ValueError(f"image[{name!r}]: masked device arrays are not supported "
+                         "(put the mask into image['ivar'])")
+    itemsize = _DEVICE_TYPES[typestr]
+    strides = cai.get("strides")
+    if strides is None:
+        row_stride = shape[1] * itemsize
+    else:
+        row_stride, col_stride = (int(n) for n in strides)
+        if col_stride != itemsize and shape[1] > 1:
+            raise ValueError(f"image[{name!r}] on the GPU must have contiguous rows (strides "
+                             f"{tuple(strides)} for {typestr}): pass cupy.ascontiguousarray(...)")
+        if shape[0] == 1:
+            row_stride = shape[1] * itemsize
+        if row_stride < shape[1] * itemsize or row_stride % itemsize:
+            raise ValueError(f"image[{name!r}] on the GPU must be C-ordered (strides "
+                             f"{tuple(strides)}): pass cupy.ascontiguousarray(...)")
+    address, _readonly = cai["data"]
+    stream = cai.get("stream") if version >= 3 else None
+    return _native.DeviceArray(int(address), typestr, shape, row_stride,
+                               None if stream is None else int(stream), array)
 
 
 def _wavelength_grid(wavelength, psf):
@@ -117,7 +174,11 @@ def extract_frame(img, psf, bundlesize, specmin, nspec, wavelength=None, nwavest
     Args:
         img: dict with ``'image'`` and ``'ivar'`` (rows, columns) arrays, numpy or CuPy; the
             ivar already carries the mask, as desispec passes it. Other keys (``fibermap``,
-            ``wave``, ``meta``) are ignored. Needed on rank 0 only.
+            ``wave``, ``meta``) are ignored. Needed on rank 0 only. CuPy (any
+            ``__cuda_array_interface__``) float32/float64 arrays are read by the GPU where they
+            are when ``gpu`` is true on one process (no copy to the host; they must be on the
+            extraction's device, CuPy's current one, and not be written during the call);
+            with ``gpu=False`` or over several ranks they are copied to the host once.
         psf: :func:`desi_extract.read_psf`'s result, a PSF path, or gpu_specter's PSF dict
             (rank 0 only).
         bundlesize, specmin, nspec: spectra ``specmin .. specmin+nspec`` in bundles of
@@ -163,8 +224,12 @@ def extract_frame(img, psf, bundlesize, specmin, nspec, wavelength=None, nwavest
         if img is None:
             raise ValueError("extract_frame: rank 0 needs the image dict")
         psf = read_psf(psf)
-        image = _host_float32(img.get("image"), "image")
-        ivar = _host_float32(img.get("ivar"), "ivar")
+        image, ivar = img.get("image"), img.get("ivar")
+        if use_gpu and (comm is None or size == 1) and _on_device(image) and _on_device(ivar):
+            # The GPU reads the caller's device arrays in place: no copy to the host.
+            image, ivar = _device_array(image, "image"), _device_array(ivar, "ivar")
+        else:
+            image, ivar = _host_float32(image, "image"), _host_float32(ivar, "ivar")
     if comm is not None and size > 1:
         if rank == 0:
             log.info("Broadcasting inputs to other MPI ranks")

@@ -20,7 +20,7 @@ use desi_extract::extract::{
 };
 use desi_extract::gpu::GpuContext;
 use desi_extract::io::{self, PreprocImage};
-use desi_extract::job::FrameJob;
+use desi_extract::job::{DevicePixels, DevicePlane, FrameJob, PixelType};
 use desi_extract::parallel::wire::{self, Incoming, Plane, PlaneRef, PlaneSpec, WireError};
 use desi_extract::patch::{ExtractionParams, MaskRule, WavelengthGrid};
 use desi_extract::psf::GaussHermitePsf;
@@ -181,11 +181,94 @@ fn check_pixels(image: &[f32], ivar: &[f32], nx: usize) -> PyResult<()> {
     Ok(())
 }
 
+/// A 2-D array in CUDA device memory, as its `__cuda_array_interface__` describes it (the
+/// Python layer reads the interface; `desi_extract.core._device_array`): the device address of
+/// element `(0, 0)`, `typestr` (`'<f4'` or `'<f8'`), `shape` `(rows, columns)`, the bytes from
+/// one row to the next, the producer's stream (None: nothing to wait for), and `owner`, the
+/// array object itself, which a [`Job`] keeps alive while it may read the memory.
+#[pyclass(module = "desi_extract._native", frozen)]
+struct DeviceArray {
+    plane: DevicePlane,
+    shape: (usize, usize),
+    stream: Option<u64>,
+    owner: PyObject,
+}
+
+#[pymethods]
+impl DeviceArray {
+    /// Checks the description (`ValueError` for an unsupported type or a stream of 0, which
+    /// the interface forbids).
+    #[new]
+    #[pyo3(signature = (address, typestr, shape, row_stride, stream, owner))]
+    fn new(
+        address: u64,
+        typestr: &str,
+        shape: (usize, usize),
+        row_stride: usize,
+        stream: Option<u64>,
+        owner: PyObject,
+    ) -> PyResult<Self> {
+        let dtype = match typestr {
+            "<f4" => PixelType::F32,
+            "<f8" => PixelType::F64,
+            other => {
+                return Err(value_error(format!(
+                    "device array of type {other:?}: expected '<f4' or '<f8'"
+                )))
+            }
+        };
+        if stream == Some(0) {
+            return Err(value_error(
+                "__cuda_array_interface__ stream 0 is not allowed (use 1 or 2 for a default stream)",
+            ));
+        }
+        Ok(Self {
+            plane: DevicePlane {
+                address,
+                dtype,
+                row_stride,
+            },
+            shape,
+            stream,
+            owner,
+        })
+    }
+
+    /// `(rows, columns)`.
+    #[getter]
+    fn shape(&self) -> (usize, usize) {
+        self.shape
+    }
+}
+
+/// An image plane given to [`Job::new`]: a numpy float32 array, or a [`DeviceArray`].
+#[derive(FromPyObject)]
+enum PlaneArg<'py> {
+    /// On the host.
+    Host(PyReadonlyArray2<'py, f32>),
+    /// In device memory.
+    Device(Bound<'py, DeviceArray>),
+}
+
+impl PlaneArg<'_> {
+    /// `(rows, columns)`.
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            PlaneArg::Host(a) => (a.shape()[0], a.shape()[1]),
+            PlaneArg::Device(d) => d.get().shape,
+        }
+    }
+}
+
 /// One validated frame extraction request ([`FrameJob`]), built once per frame and process.
 #[pyclass(module = "desi_extract._native", frozen)]
 struct Job {
     psf: Arc<GaussHermitePsf>,
     image: PreprocImage,
+    /// The pixels when they are in device memory (`image` then holds no pixels).
+    device: Option<DevicePixels>,
+    /// The device arrays behind `device`, kept alive as long as the job.
+    _owners: Vec<PyObject>,
     grid: WavelengthGrid,
     params: ExtractionParams,
     want_model: bool,
@@ -194,10 +277,12 @@ struct Job {
 impl Job {
     /// The library's request for this job.
     fn frame_job(&self) -> Result<FrameJob<'_>, ExtractError> {
-        Ok(
-            FrameJob::new(&self.psf, &self.image, &self.grid, &self.params)?
-                .with_model(self.want_model),
-        )
+        let job = FrameJob::new(&self.psf, &self.image, &self.grid, &self.params)?
+            .with_model(self.want_model);
+        match self.device {
+            Some(pixels) => job.with_device_pixels(pixels),
+            None => Ok(job),
+        }
     }
 
     /// Runs `work` on the CPU backend, or on GPU `gpu_device` (opened for this call and closed
@@ -230,17 +315,18 @@ impl Job {
 
 #[pymethods]
 impl Job {
-    /// A request: `image`/`ivar` `(ny, nx)` float32 (mask already applied to `ivar`), the
-    /// output grid `wave` with the `wmin, wmax, dw` it was made from, and gpu_specter's
-    /// extraction parameters (`psferr` None: the PSF's).
+    /// A request: `image`/`ivar` `(ny, nx)` float32 numpy arrays (mask already applied to
+    /// `ivar`), or both [`DeviceArray`]s (the GPU then reads them where they are: such a job
+    /// runs only with a `gpu_device`), the output grid `wave` with the `wmin, wmax, dw` it was
+    /// made from, and gpu_specter's extraction parameters (`psferr` None: the PSF's).
     #[new]
     #[pyo3(signature = (image, ivar, psf, wave, wmin, wmax, dw, specmin, nspec, bundlesize,
         nsubbundles, nwavestep, wavepad, wavepad_frac, pixpad_frac, regularize, psferr, model,
         name = "<image dict>"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        image: PyReadonlyArray2<'_, f32>,
-        ivar: PyReadonlyArray2<'_, f32>,
+        image: PlaneArg<'_>,
+        ivar: PlaneArg<'_>,
         psf: &Psf,
         wave: PyReadonlyArray1<'_, f64>,
         wmin: f64,
@@ -259,7 +345,7 @@ impl Job {
         model: bool,
         name: &str,
     ) -> PyResult<Self> {
-        let (ny, nx) = (image.shape()[0], image.shape()[1]);
+        let (ny, nx) = image.shape();
         if ivar.shape() != image.shape() {
             return Err(value_error(format!(
                 "image['ivar'] has shape {:?} but image['image'] {:?}",
@@ -267,9 +353,35 @@ impl Job {
                 image.shape()
             )));
         }
-        let image_values = image.as_array().iter().copied().collect::<Vec<f32>>();
-        let ivar_values = ivar.as_array().iter().copied().collect::<Vec<f32>>();
-        check_pixels(&image_values, &ivar_values, nx)?;
+        let (image_values, ivar_values, device, owners) = match (image, ivar) {
+            (PlaneArg::Host(image), PlaneArg::Host(ivar)) => {
+                let image_values = image.as_array().iter().copied().collect::<Vec<f32>>();
+                let ivar_values = ivar.as_array().iter().copied().collect::<Vec<f32>>();
+                check_pixels(&image_values, &ivar_values, nx)?;
+                (image_values, ivar_values, None, Vec::new())
+            }
+            (PlaneArg::Device(image), PlaneArg::Device(ivar)) => {
+                let py = image.py();
+                let (image, ivar) = (image.get(), ivar.get());
+                if image.stream != ivar.stream {
+                    return Err(value_error(
+                        "image['image'] and image['ivar'] come from different CUDA streams",
+                    ));
+                }
+                // SAFETY: the job keeps both arrays alive (`owners`) for as long as it exists;
+                // the GPU backend checks with the driver that each address is device memory of
+                // its device holding the whole plane; the caller (desi_extract.core, which
+                // documents it) does not write the arrays while the job runs.
+                let pixels = unsafe { DevicePixels::new(image.plane, ivar.plane, image.stream) };
+                let owners = vec![image.owner.clone_ref(py), ivar.owner.clone_ref(py)];
+                (Vec::new(), Vec::new(), Some(pixels), owners)
+            }
+            _ => {
+                return Err(value_error(
+                    "image['image'] and image['ivar'] must both be on the host or both on the GPU",
+                ))
+            }
+        };
         let wave = wave.as_array().to_vec();
         if wave.is_empty() || wave.iter().any(|w| !w.is_finite()) {
             return Err(value_error(
@@ -299,14 +411,21 @@ impl Job {
                 ny,
                 image: image_values,
                 ivar: ivar_values,
-                // The caller's ivar already carries the mask (gpu_specter's convention).
-                mask: vec![0; nx * ny],
+                // The caller's ivar already carries the mask (gpu_specter's convention); none
+                // for device pixels, whose job reads no host pixels.
+                mask: if device.is_some() {
+                    Vec::new()
+                } else {
+                    vec![0; nx * ny]
+                },
                 camera: String::new(),
                 header: Vec::new(),
                 readnoise: None,
                 fibermap: None,
             },
             psf,
+            device,
+            _owners: owners,
             grid: WavelengthGrid {
                 wmin,
                 wmax,
@@ -520,6 +639,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Psf>()?;
     m.add_class::<Job>()?;
+    m.add_class::<DeviceArray>()?;
     m.add_function(wrap_pyfunction!(gpu_device_count, m)?)?;
     Ok(())
 }

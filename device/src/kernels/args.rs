@@ -97,6 +97,8 @@ pub const SPOTS: Entry<SpotsArgs> = Entry::new("spots");
 pub const SPOTS_TEAM: Entry<SpotsArgs> = Entry::new("spots_team");
 /// `widen_f32`: f32 -> f64 of the uploaded image and weights.
 pub const WIDEN_F32: Entry<WidenArgs> = Entry::new("widen_f32");
+/// `screen_pixels`: the pixel rule applied to an image already in device memory.
+pub const SCREEN_PIXELS: Entry<ScreenPixelsArgs> = Entry::new("screen_pixels");
 /// `assemble`: normal equations, one thread per (patch, unknown).
 pub const ASSEMBLE: Entry<AssembleArgs> = Entry::new("assemble");
 /// `assemble_warp`: normal equations, one warp per (patch, unknown).
@@ -126,6 +128,7 @@ pub const ENTRIES: &[EntryParam] = &[
     SPOTS.param(),
     SPOTS_TEAM.param(),
     WIDEN_F32.param(),
+    SCREEN_PIXELS.param(),
     ASSEMBLE.param(),
     ASSEMBLE_WARP.param(),
     FACTOR_SOLVE.param(),
@@ -233,6 +236,59 @@ impl WidenArgs {
     #[inline]
     pub const fn shape(&self) -> LaunchShape {
         LaunchShape::per_thread(self.n)
+    }
+}
+
+/// Arguments of `screen_pixels`: the pixel rule ([`crate::pixel::screen_pixel`], no mask
+/// bits: the inverse variance carries the mask) applied to an image and inverse variance that
+/// are already in device memory (another library's arrays), written as the f64 value and
+/// weight planes the solves read, with the input check of [`crate::pixel::valid_input_pixel`].
+///
+/// Each input plane is `(nrow, ncol)` row-major with its own element type (f32 or f64, given by
+/// its element size) and row stride in bytes (elements of a row are contiguous); f64 values are
+/// rounded to f32 first (as a host caller converts them), so both element types give what the
+/// host path gives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ScreenPixelsArgs {
+    /// Rows.
+    pub nrow: usize,
+    /// Columns.
+    pub ncol: usize,
+    /// Shape `(nrow, ncol)` of f32 or f64 pixel values (electrons), read.
+    pub image: *const u8,
+    /// Bytes per element of `image`: 4 (f32) or 8 (f64).
+    pub image_element: usize,
+    /// Bytes from one row of `image` to the next (a multiple of `image_element`).
+    pub image_row_stride: usize,
+    /// Shape `(nrow, ncol)` of f32 or f64 inverse variances, read.
+    pub ivar: *const u8,
+    /// Bytes per element of `ivar`: 4 (f32) or 8 (f64).
+    pub ivar_element: usize,
+    /// Bytes from one row of `ivar` to the next (a multiple of `ivar_element`).
+    pub ivar_row_stride: usize,
+    /// Largest |value| used (electrons).
+    pub max_abs_value: f64,
+    /// Largest inverse variance used.
+    pub max_ivar: f64,
+    /// Shape `(nrow, ncol)` f64, written: the values the solves use.
+    pub value: *mut f64,
+    /// Shape `(nrow, ncol)` f64, written: the extraction weights.
+    pub weight: *mut f64,
+    /// Shape `(2,)` u64, updated atomically: the number of invalid input pixels (add) and the
+    /// flat index `row * ncol + col` of the first one (min); the host sets them to 0 and
+    /// `u64::MAX` before the launch.
+    pub invalid: *mut u64,
+}
+
+// SAFETY: #[repr(C)], Copy, thirteen 8-byte fields (integers, floats, raw pointers).
+unsafe impl KernelArgs for ScreenPixelsArgs {}
+
+impl ScreenPixelsArgs {
+    /// One thread per pixel.
+    #[inline]
+    pub const fn shape(&self) -> LaunchShape {
+        LaunchShape::per_thread(self.nrow * self.ncol)
     }
 }
 

@@ -1,11 +1,12 @@
 //! Frame-wide entry points (`nvptx64-nvidia-cuda` only): the PSF spots of every
-//! `(fiber, wavelength)`, the f32 -> f64 widening of the uploaded CCD, and the smoke test of
-//! the launch path. Each takes its argument struct of [`super::args`] by value.
+//! `(fiber, wavelength)`, the f32 -> f64 widening of the uploaded CCD, the pixel screen of an
+//! image already in device memory, and the smoke test of the launch path. Each takes its argument struct of [`super::args`] by value.
 
 use core::arch::nvptx;
 
-use super::args::{SmokeAxpyArgs, SpotsArgs, WidenArgs, WARP_THREADS};
+use super::args::{ScreenPixelsArgs, SmokeAxpyArgs, SpotsArgs, WidenArgs, WARP_THREADS};
 use super::thread;
+use crate::pixel::screen_device_pixel;
 use crate::psf::spot::{spot_at, StampCorner};
 use crate::psf::spot_team::{spot_team, spot_team_scratch_len};
 use crate::team::{Shared, WarpTeam};
@@ -206,4 +207,78 @@ pub unsafe extern "ptx-kernel" fn widen_f32(args: WidenArgs) {
     }
     // SAFETY: i < n and the caller guarantees n valid elements behind both pointers.
     unsafe { dst.add(i).write(src.add(i).read() as f64) }
+}
+
+/// Reads element `col` of the row at `row` as f32: an f32 as it is, an f64 rounded to nearest.
+///
+/// # Safety
+/// `row` valid for reads of `col + 1` elements of `element` bytes (4 or 8), suitably aligned.
+#[inline(always)]
+unsafe fn read_as_f32(row: *const u8, element: usize, col: usize) -> f32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if element == 8 {
+            row.cast::<f64>().add(col).read() as f32
+        } else {
+            row.cast::<f32>().add(col).read()
+        }
+    }
+}
+
+/// The pixel rule over an image already in device memory ([`ScreenPixelsArgs`]): thread `i`
+/// reads pixel `(i / ncol, i % ncol)` of `image` and `ivar` (f64 rounded to f32), writes
+/// [`screen_device_pixel`]'s value and weight, and counts the pixel in `invalid` when it is
+/// not valid input (atomic add and min: invalid input is rare,
+/// so the atomics cost nothing on valid images).
+///
+/// # Launch
+/// [`ScreenPixelsArgs::shape`]: one thread per pixel; threads with `i >= nrow * ncol` return.
+///
+/// # Safety
+/// - `image` valid for reads of `nrow` rows of `ncol` elements of `image_element` bytes (4 or
+///   8), `image_row_stride` bytes apart, aligned to the element; the same for `ivar`; neither
+///   written during the launch;
+/// - `value` and `weight` valid for `nrow * ncol` writes each, `invalid` for two u64 reads and
+///   writes (8-byte aligned); the outputs overlap neither each other nor the inputs.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn screen_pixels(args: ScreenPixelsArgs) {
+    // SAFETY: device allocations (the kernel's contract: the host checked every input address
+    // with the driver, and allocated the outputs).
+    unsafe { assume_global!(args.image, args.ivar, args.value, args.weight, args.invalid) };
+    let i = thread::global_index();
+    if i >= args.nrow * args.ncol {
+        return;
+    }
+    let (row, col) = (i / args.ncol, i % args.ncol);
+    // SAFETY: row < nrow and col < ncol: inside both planes (caller).
+    let (value, ivar) = unsafe {
+        (
+            read_as_f32(
+                args.image.add(row * args.image_row_stride),
+                args.image_element,
+                col,
+            ),
+            read_as_f32(
+                args.ivar.add(row * args.ivar_row_stride),
+                args.ivar_element,
+                col,
+            ),
+        )
+    };
+    let (value_used, weight, valid) =
+        screen_device_pixel(value, ivar, args.max_abs_value, args.max_ivar);
+    // SAFETY: i < nrow * ncol; this thread alone writes element i of each output.
+    unsafe {
+        args.value.add(i).write(value_used);
+        args.weight.add(i).write(weight);
+    }
+    if !valid {
+        // SAFETY: `invalid` holds two aligned u64 of device memory (caller), only ever accessed
+        // atomically during the launch.
+        unsafe {
+            use core::sync::atomic::{AtomicU64, Ordering};
+            AtomicU64::from_ptr(args.invalid).fetch_add(1, Ordering::Relaxed);
+            AtomicU64::from_ptr(args.invalid.add(1)).fetch_min(i as u64, Ordering::Relaxed);
+        }
+    }
 }
