@@ -165,6 +165,16 @@ def _gpu_device(rank):
     return rank % count
 
 
+def _camera(img):
+    """The CAMERA of the image's ``meta`` header (desispec's image dict), or None."""
+    meta = img.get("meta") if hasattr(img, "get") else None
+    try:
+        camera = meta.get("CAMERA") if meta is not None else None
+    except AttributeError:
+        return None
+    return str(camera) if camera is not None else None
+
+
 def extract_frame(img, psf, bundlesize, specmin, nspec, wavelength=None, nwavestep=50,
                   nsubbundles=1, model=None, regularize=0, psferr=None, comm=None, gpu=None,
                   loglevel=None, timing=None, wavepad=10, pixpad_frac=0.8, wavepad_frac=0.2,
@@ -249,6 +259,7 @@ def extract_frame(img, psf, bundlesize, specmin, nspec, wavelength=None, nwavest
     job = _native.Job(
         image, ivar, psf.native, wave, wmin, wmax, dw, specmin, nspec, bundlesize, nsubbundles,
         nwavestep, wavepad, wavepad_frac, pixpad_frac, regularize, psferr, bool(model),
+        camera=_camera(img),
     )
     device = _gpu_device(rank) if use_gpu else None
     time_host_to_device = time.time()

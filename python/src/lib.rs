@@ -322,7 +322,7 @@ impl Job {
     #[new]
     #[pyo3(signature = (image, ivar, psf, wave, wmin, wmax, dw, specmin, nspec, bundlesize,
         nsubbundles, nwavestep, wavepad, wavepad_frac, pixpad_frac, regularize, psferr, model,
-        name = "<image dict>"))]
+        name = "<image dict>", camera = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         image: PlaneArg<'_>,
@@ -344,6 +344,7 @@ impl Job {
         psferr: Option<f64>,
         model: bool,
         name: &str,
+        camera: Option<&str>,
     ) -> PyResult<Self> {
         let (ny, nx) = image.shape();
         if ivar.shape() != image.shape() {
@@ -418,7 +419,9 @@ impl Job {
                 } else {
                     vec![0; nx * ny]
                 },
-                camera: String::new(),
+                // The image's CAMERA (from its `meta` header) is checked against the PSF's;
+                // without one there is nothing to check.
+                camera: camera.map(|c| c.trim().to_lowercase()).unwrap_or_default(),
                 header: Vec::new(),
                 readnoise: None,
                 fibermap: None,

@@ -248,6 +248,10 @@ class Frames(unittest.TestCase):
             desi_extract.extract_frame(image, psf, 25, SPECMIN, 510, wavelength=WAVE)
         with self.assertRaisesRegex(ValueError, "no-such-psf.fits"):
             desi_extract.read_psf("/nonexistent/no-such-psf.fits")
+        # The image's CAMERA (its meta header, as desispec's image dict has it) against the PSF's.
+        with self.assertRaisesRegex(ValueError, "CAMERA is b0 but the PSF .* is for camera r0"):
+            desi_extract.extract_frame(dict(image, meta={"CAMERA": "b0"}), psf, 25, SPECMIN,
+                                       NSPEC, wavelength=WAVE)
 
     @unittest.skipIf(mpirun() is None, "mpi4py or mpirun not installed")
     def test_mpi_two_ranks_are_bitwise_one(self):
