@@ -14,7 +14,7 @@ use desi_extract::solve::{Backend, CpuBackend, PatchIssue};
 use desi_extract::stats::median;
 use desi_extract::trace::Trace;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -123,10 +123,12 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    // Refuse what can be refused before reading the (large) image and extracting (minutes).
-    for path in std::iter::once(&args.output).chain(&args.model) {
-        check_output_dir(path)?;
-    }
+    // Refuse what can be refused before reading the (large) image and extracting (minutes):
+    // outputs that would replace an input or each other, devices, FIFOs, missing directories.
+    let mut outputs = vec![("-o", args.output.as_path())];
+    outputs.extend(args.model.as_deref().map(|p| ("-m", p)));
+    outputs.extend(args.trace.as_deref().map(|p| ("--trace", p)));
+    io::check_outputs(&[("-i", &args.input), ("-p", &args.psf)], &outputs)?;
     let psf = io::read_psf(&args.psf)?;
     let (wmin, wmax, dw) = match &args.wavelength {
         Some(text) => parse_wave_range(text, 0.8)?,
@@ -256,23 +258,6 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Refuses an output path whose directory does not exist.
-fn check_output_dir(path: &Path) -> Result<(), InputError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(InputError(format!(
-            "{}: output directory {} does not exist",
-            path.display(),
-            dir.display()
-        )))
-    }
 }
 
 /// A progress bar on a terminal, hidden otherwise.

@@ -104,7 +104,9 @@ pub struct InputError(pub String);
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let input = err.chain().any(|cause| {
         cause.is::<InputError>()
-            || cause.is::<desi_extract::io::IoError>()
+            || cause
+                .downcast_ref::<desi_extract::io::IoError>()
+                .is_some_and(|e| e.is_input_error())
             || cause.is::<desi_extract::patch::ParamsError>()
             || cause.is::<desi_extract::patch::GridError>()
             || cause

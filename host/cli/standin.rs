@@ -41,6 +41,7 @@ pub fn run(args: StandinArgs) -> anyhow::Result<ExitCode> {
             .into())
         }
     };
+    io::check_outputs(&[("-p", &args.psf)], &[("-o", &args.output)])?;
     let real = io::read_psf(&args.psf)?;
     let standin = real.remapped(wavemin, wavemax);
     let source = args

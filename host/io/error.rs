@@ -111,3 +111,30 @@ pub enum IoError {
         detail: String,
     },
 }
+
+impl IoError {
+    /// Whether the request is at fault (exit code 1: a bad or missing file, a refused output
+    /// path) rather than the run (exit code 2: a write that failed for lack of space, a file
+    /// size limit or an I/O error).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            IoError::Io { source, .. } => {
+                use std::io::ErrorKind as K;
+                matches!(
+                    source.kind(),
+                    K::NotFound
+                        | K::PermissionDenied
+                        | K::ReadOnlyFilesystem
+                        | K::AlreadyExists
+                        | K::IsADirectory
+                        | K::NotADirectory
+                        | K::InvalidFilename
+                )
+            }
+            // cfitsio's WRITE_ERROR (106) and FILE_NOT_CLOSED (110): the output could not be
+            // written (disk full, file size limit).
+            IoError::Cfitsio { status, .. } => !matches!(status, 106 | 110),
+            _ => true,
+        }
+    }
+}
