@@ -30,8 +30,10 @@ use super::fits::Fits;
 use super::output_path::OutputPath;
 use super::temp_name;
 
-/// gzip level of compressed outputs: 6, zlib's default (a full frame: see docs/design.md).
-const GZIP_LEVEL: u32 = 6;
+/// gzip level of compressed outputs. On a full r frame (500 x 2326, 69.8 MB of FITS), CPU
+/// seconds and size: zlib-rs level 1 1.1 s, 62.1 MB; level 2 2.0 s, 47.2 MB; level 6 2.35 s,
+/// 47.1 MB; cfitsio's own gzip (zlib level 1, whole file in memory) 2.3 s, 42.9 MB.
+const GZIP_LEVEL: u32 = 2;
 
 /// A validated output: where its temporaries go and the file the rename replaces.
 struct Target<'a> {
