@@ -70,8 +70,19 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     std::fs::copy(PSF, &psf).unwrap();
     let preproc = indir.join("preproc-r0-00000007.fits");
     let (code, out, err) = run(&[
-        "simulate", "-p", PSF, "-o", s(&preproc), "-w", "5740,5830", "-n", "25", "--camera",
-        "r0", "--expid", "7",
+        "simulate",
+        "-p",
+        PSF,
+        "-o",
+        s(&preproc),
+        "-w",
+        "5740,5830",
+        "-n",
+        "25",
+        "--camera",
+        "r0",
+        "--expid",
+        "7",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
     // A PSF without its preproc (camera b0).
@@ -131,8 +142,21 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     // Another input (the preproc rewritten with another seed): redone.
     exposure(&indir, &outdir, &[], 0);
     let (code, out, err) = run(&[
-        "simulate", "-p", PSF, "-o", s(&preproc), "-w", "5740,5830", "-n", "25", "--camera",
-        "r0", "--expid", "7", "--seed", "9",
+        "simulate",
+        "-p",
+        PSF,
+        "-o",
+        s(&preproc),
+        "-w",
+        "5740,5830",
+        "-n",
+        "25",
+        "--camera",
+        "r0",
+        "--expid",
+        "7",
+        "--seed",
+        "9",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
     let text = exposure(&indir, &outdir, &[], 0);
@@ -143,7 +167,16 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
 
     // A frame written by `extract` (no INPUTSUM) is not trusted either.
     let (code, out, err) = run(&[
-        "extract", "-i", s(&preproc), "-p", s(&psf), "-o", s(&frame), "-w", "5760,5800", "-n",
+        "extract",
+        "-i",
+        s(&preproc),
+        "-p",
+        s(&psf),
+        "-o",
+        s(&frame),
+        "-w",
+        "5760,5800",
+        "-n",
         "25",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -152,7 +185,11 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(text.contains("0 written, 1 skipped, 0 failed"), "{text}");
     let names = common::dir_names(&outdir);
-    assert_eq!(names, ["frame-r0-00000007.fits"], "nothing else left behind");
+    assert_eq!(
+        names,
+        ["frame-r0-00000007.fits"],
+        "nothing else left behind"
+    );
 
     // An exposure id without files is an error naming the directory.
     let (code, out, err) = run(&[

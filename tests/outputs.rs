@@ -99,7 +99,10 @@ fn outputs_never_replace_inputs_devices_or_each_other() {
 
     let same_input = [
         (preproc.clone(), "-o is the same file as the input -i"),
-        (d.join(".").join("preproc.fits"), "same file as the input -i"),
+        (
+            d.join(".").join("preproc.fits"),
+            "same file as the input -i",
+        ),
         (d.join("hard.fits"), "same file as the input -i"),
         (PathBuf::from(PSF), "-o is the same file as the input -p"),
     ];
@@ -190,7 +193,11 @@ fn failed_writes_exit_2_without_leftovers_and_stale_temporaries_are_swept() {
     std::fs::write(&live, b"in progress").unwrap();
     let r = extract(&preproc, &frame, &[]);
     assert_eq!(r.code, Some(0), "{}", r.text);
-    assert!(!stale.exists() && live.exists(), "{:?}", common::dir_names(d));
+    assert!(
+        !stale.exists() && live.exists(),
+        "{:?}",
+        common::dir_names(d)
+    );
     std::fs::remove_file(&live).unwrap();
 
     // The model image (the full CCD) beyond a 2 MB file size limit: the kernel's SIGXFSZ is
@@ -264,7 +271,10 @@ fn gz_outputs_are_gzip_and_desispec_reads_them() {
         desi_extract::io::read_frame(&gz).unwrap(),
     );
     assert!(a.flux == b.flux && a.ivar == b.ivar && a.mask == b.mask);
-    assert_eq!(common::dir_names(d), ["frame.fits", "frame.fits.gz", "preproc.fits"]);
+    assert_eq!(
+        common::dir_names(d),
+        ["frame.fits", "frame.fits.gz", "preproc.fits"]
+    );
     if desispec_available() {
         let code = format!(
             "import warnings, numpy as np\n\

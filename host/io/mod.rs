@@ -32,8 +32,8 @@ pub use error::IoError;
 pub use frame::{
     read_frame, write_frame, write_model, FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
-pub use output_path::check_outputs;
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
+pub use output_path::check_outputs;
 pub use preproc::{read_preproc, write_preproc, PreprocImage};
 pub use psf_file::{read_psf, write_psf, DEFAULT_PSFERR, TAIL_PARAMS};
 pub use spectra::{read_spectra, write_spectra};

@@ -156,8 +156,10 @@ pub fn check_outputs(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Res
                 in_path.display()
             )));
         }
-        if let Some(((other_flag, other), _)) =
-            outputs[..i].iter().zip(&outs[..i]).find(|(_, x)| x.same(id))
+        if let Some(((other_flag, other), _)) = outputs[..i]
+            .iter()
+            .zip(&outs[..i])
+            .find(|(_, x)| x.same(id))
         {
             return Err(collide(format!(
                 "{flag} is the same file as the output {other_flag} {}: each output needs its own file",
@@ -193,7 +195,10 @@ mod tests {
         }
         let (a, b) = (d.join("a.fits"), d.join("sub/../a.fits"));
         let err = ok(&[("-o", &a), ("-m", &b)]).unwrap_err().to_string();
-        assert!(err.contains("-m is the same file as the output -o"), "{err}");
+        assert!(
+            err.contains("-m is the same file as the output -o"),
+            "{err}"
+        );
         ok(&[("-o", &a), ("-m", &d.join("b.fits"))]).unwrap();
     }
 
