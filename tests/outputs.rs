@@ -231,6 +231,58 @@ fn failed_writes_exit_2_without_leftovers_and_stale_temporaries_are_swept() {
     );
 }
 
+#[test]
+fn a_run_killed_while_writing_leaves_a_temporary_that_the_next_run_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preproc = simulate(d);
+    let (frame, model) = (d.join("frame.fits"), d.join("model.fits"));
+    // Kill (SIGKILL: no clean-up possible) as soon as the model's temporary appears; a fast
+    // machine may finish first, so a few tries.
+    let mut killed_with_temp = false;
+    for _ in 0..5 {
+        let mut child = Command::new(BIN)
+            .args(["extract", "-i", s(&preproc), "-p", PSF, "-o", s(&frame)])
+            .args(["-m", s(&model), "-w", "6000,6100,0.8", "-n", "25"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            let temp = common::dir_names(d)
+                .iter()
+                .any(|n| n.starts_with("model.fits.tmp"));
+            if temp {
+                child.kill().unwrap();
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let status = child.wait().unwrap();
+        let left = common::dir_names(d)
+            .into_iter()
+            .any(|n| n.starts_with("model.fits.tmp"));
+        if !status.success() && left {
+            killed_with_temp = true;
+            break;
+        }
+        let _ = std::fs::remove_file(&model);
+    }
+    assert!(killed_with_temp, "never caught the model's temporary");
+    assert!(!model.exists(), "no partial model under the final name");
+    let r = extract(&preproc, &frame, &["-m", s(&model)]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(
+        common::dir_names(d),
+        ["frame.fits", "model.fits", "preproc.fits"],
+        "the killed run's temporary is swept"
+    );
+}
+
 /// Whether python3 can import desispec (PYTHONPATH from scripts/setup.sh); under CI it must.
 fn desispec_available() -> bool {
     let ok = Command::new("python3")
