@@ -317,7 +317,9 @@ fn classify(ran: &Ran, frame: Option<(&Path, &FrameData)>) -> Class {
                 .iter()
                 .zip(&f.ivar)
                 .zip(&f.mask)
-                .any(|((&x, &iv), &m)| !x.is_finite() || !(iv >= 0.0) || (iv == 0.0 && m == 0));
+                .any(|((&x, &iv), &m)| {
+                    !x.is_finite() || !iv.is_finite() || iv < 0.0 || (iv == 0.0 && m == 0)
+                });
             if bad || f.flux.len() != reference.flux.len() {
                 Class::BadBins
             } else if f.flux == reference.flux

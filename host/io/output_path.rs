@@ -134,14 +134,17 @@ impl Identity {
 
 /// Checks a run's outputs before any work: each resolves ([`OutputPath::resolve`]: no device,
 /// FIFO, directory or dangling link, an existing directory), none is the same file as an input
-/// or as another output. `inputs` and `outputs` are `(flag, path)` pairs, the flag naming the
+/// or as another output. Stale temporaries of each output left by dead processes are removed
+/// (host/io/temp_name.rs). `inputs` and `outputs` are `(flag, path)` pairs, the flag naming the
 /// path in messages (`-i`, `--trace`, ...).
 ///
 /// # Errors
 /// [`IoError::InvalidInput`] naming the output and the input or output it collides with.
 pub fn check_outputs(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<(), IoError> {
     for (_, path) in outputs {
-        OutputPath::resolve(path)?;
+        let out = OutputPath::resolve(path)?;
+        // Temporaries of killed earlier runs go now, whatever this run does next.
+        super::temp_name::sweep_stale(&out.dir, &out.name);
     }
     let ins: Vec<Identity> = inputs.iter().map(|(_, p)| Identity::of(p)).collect();
     let outs: Vec<Identity> = outputs.iter().map(|(_, p)| Identity::of(p)).collect();
