@@ -1,7 +1,7 @@
 //! End-to-end tests of the `desi-extract` binary: `simulate` -> `extract` -> `info`, files read
 //! back through the library, bad inputs (exit code 1, a message naming the file and the
 //! problem, no output left behind), `exposure`'s bad inputs and an empty exposure (its frames
-//! are in tests/mpi.rs) and the frame as astropy reads it (tests/astropy_check.py).
+//! are in tests/mpi.rs and tests/exposure_rerun.rs) and the frame as astropy reads it (tests/astropy_check.py).
 //!
 //! Frames are small (one bundle, 126 wavelengths) but every preproc is the full r0 CCD.
 
@@ -710,7 +710,7 @@ fn usage_errors_exit_1_and_help_exits_0() {
 }
 
 #[test]
-fn exposure_bad_inputs_exit_1_and_an_empty_exposure_succeeds() {
+fn exposure_bad_inputs_and_an_empty_exposure_exit_1() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (indir, outdir) = (dir.path().join("in"), dir.path().join("out/new"));
     std::fs::create_dir_all(&indir).expect("indir");
@@ -742,22 +742,15 @@ fn exposure_bad_inputs_exit_1_and_an_empty_exposure_succeeds() {
         r.expect_code(1);
         assert!(r.stderr.contains(says), "{flags:?}: {}", r.stderr);
     }
-    // Nothing to do: the output directory is created, the plan and summary say so.
+    // No preproc file for the exposure: an error naming the directory (the frames of a real
+    // exposure, reruns and missing preprocs are in tests/exposure_rerun.rs).
     let r = exposure(&indir, &[]);
-    r.expect_ok();
+    r.expect_code(1);
     assert!(outdir.is_dir(), "--outdir is created");
     assert!(
-        r.stdout
-            .contains("exposure 00000007: 0 frame(s) to extract, 0 skipped")
-            && r.stdout.contains("1 rank(s) sharing each frame's bundles"),
+        r.stderr.contains("no preproc-*-00000007.fits file"),
         "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains("exposure 00000007: 0 written, 0 skipped, 0 failed"),
-        "{}",
-        r.stdout
+        r.stderr
     );
     // Stand-in PSFs exist for the b and z bands only.
     let standin = dir.path().join("standin.fits");

@@ -61,7 +61,8 @@ impl ExposureArgs {
     }
 }
 
-/// Runs `exposure`: exit 2 when a frame failed or was written flagged.
+/// Runs `exposure`: exit 2 when a frame failed or was written flagged, or a camera has a PSF but
+/// no preproc; exit 1 when no preproc file of the exposure is found.
 pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let config = ExposureConfig {
         indir: args.indir,
@@ -110,9 +111,21 @@ impl ExposureObserver for Printer {
             }
         };
         println!(
-            "exposure {}: {} frame(s) to extract, {} skipped (output exists; --overwrite redoes them); {how}",
+            "exposure {}: {} frame(s) to extract, {} skipped (output exists and is verified; --overwrite redoes them); {how}",
             plan.expid, plan.frames, plan.skipped
         );
+        for (camera, why) in &plan.redone {
+            println!(
+                "exposure {}: frame {camera} exists but {why}: extracting it again",
+                plan.expid
+            );
+        }
+        for camera in &plan.missing_preproc {
+            eprintln!(
+                "exposure {}: camera {camera} has a PSF but no preproc file: no frame for it",
+                plan.expid
+            );
+        }
     }
 
     fn frame_done(&mut self, position: usize, total: usize, outcome: &FrameOutcome) {
@@ -208,12 +221,19 @@ fn print_summary(summary: &ExposureSummary) {
     }
     for camera in &summary.skipped {
         println!(
-            "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  output exists",
+            "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  output exists and is verified",
             camera, "skipped", "-", "-", "-", "-"
         );
     }
-    let failed = summary.failed_cameras();
+    for camera in &summary.missing_preproc {
+        println!(
+            "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  PSF but no preproc file",
+            camera, "MISSING", "-", "-", "-", "-"
+        );
+    }
+    let mut failed = summary.failed_cameras();
     let flagged = summary.flagged_cameras();
+    failed.extend(summary.missing_preproc.iter().map(String::as_str));
     println!(
         "exposure {expid}: {} written, {} skipped, {} failed, {} written flagged in {:.2} s ({:.2} frames/s)",
         summary.written(),

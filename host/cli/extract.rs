@@ -177,10 +177,12 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             comm.size()
         );
     }
-    // Refuse what can be refused before reading the (large) image and extracting (minutes).
-    for path in std::iter::once(&args.output).chain(&args.model) {
-        check_output_dir(path)?;
-    }
+    // Refuse what can be refused before reading the (large) image and extracting (minutes):
+    // outputs that would replace an input or each other, devices, FIFOs, missing directories.
+    let mut outputs = vec![("-o", args.output.as_path())];
+    outputs.extend(args.model.as_deref().map(|p| ("-m", p)));
+    outputs.extend(args.trace.as_deref().map(|p| ("--trace", p)));
+    io::check_outputs(&[("-i", &args.input), ("-p", &args.psf)], &outputs)?;
     let psf = io::read_psf(&args.psf)?;
     let (wmin, wmax, dw) = match &args.wavelength {
         Some(text) => parse_wave_range(text, 0.8)?,
@@ -453,23 +455,6 @@ fn warn_flagged(ex: &Extraction, output: &Path) -> bool {
         );
     }
     !failed.is_empty()
-}
-
-/// Refuses an output path whose directory does not exist.
-fn check_output_dir(path: &Path) -> Result<(), InputError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(InputError(format!(
-            "{}: output directory {} does not exist",
-            path.display(),
-            dir.display()
-        )))
-    }
 }
 
 /// A progress bar on a terminal, hidden otherwise.

@@ -28,6 +28,10 @@ pub struct QaArgs {
 
 /// Runs `qa`.
 pub fn run(args: QaArgs) -> anyhow::Result<ExitCode> {
+    io::check_outputs(
+        &[("--frame", &args.frame), ("--truth", &args.truth)],
+        &[("-o", &args.output)],
+    )?;
     let frame = io::read_frame(&args.frame)?;
     let truth = io::read_spectra(&args.truth)?;
     let context = |e: QaError| -> anyhow::Error {

@@ -55,6 +55,11 @@ pub struct SimulateArgs {
 /// Runs `simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
+    let mut inputs = vec![("-p", args.psf.as_path())];
+    inputs.extend(args.spectra.as_deref().map(|p| ("--spectra", p)));
+    let mut outputs = vec![("-o", args.output.as_path())];
+    outputs.extend(args.truth.as_deref().map(|p| ("--truth", p)));
+    io::check_outputs(&inputs, &outputs)?;
     if !(args.read_noise >= 0.0 && args.read_noise.is_finite()) {
         return Err(InputError(format!(
             "--read-noise {} must be a finite value >= 0",

@@ -37,6 +37,7 @@ pub fn run(args: StandinArgs) -> anyhow::Result<ExitCode> {
             args.camera
         ))
     };
+    io::check_outputs(&[("-p", &args.psf)], &[("-o", &args.output)])?;
     let target = cameras::band(band)
         .filter(|target| digit_ok && target.band != 'r')
         .ok_or_else(bad_camera)?;

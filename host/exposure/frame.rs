@@ -3,13 +3,14 @@
 //! frame's error text (naming the file), carried to the writer so the other frames go on.
 
 use super::jobs::FrameFiles;
+use super::provenance;
 use super::summary::{FrameFlags, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
     assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock, Extraction,
     PixelLimits, ScreenCount,
 };
-use crate::io::{self, PreprocImage};
+use crate::io::{self, Keyword, PreprocImage};
 use crate::job::FrameJob;
 use crate::psf::GaussHermitePsf;
 use crate::solve::Backend;
@@ -172,7 +173,20 @@ fn write_frame(
         assemble_frame(&grid, &params, ndiag, extracted.blocks, None).map_err(|e| e.to_string())?;
     let meta = &extracted.meta;
     let in_psf = extracted.in_psf.as_deref();
-    let frame = frame_data(&ex, meta, in_psf, &files.psf, &files.preproc, &grid);
+    let mut frame = frame_data(&ex, meta, in_psf, &files.psf, &files.preproc, &grid);
+    // The digest a rerun compares before skipping this frame (the inputs were just read: they
+    // are in the page cache).
+    let digest = provenance::input_digest(config, files)?;
+    frame.keywords.push(Keyword::str(
+        provenance::INPUT_DIGEST_KEY,
+        &digest,
+        "XXH3-128 of the inputs and options",
+    ));
+    io::check_outputs(
+        &[("preproc", &files.preproc), ("psf", &files.psf)],
+        &[("frame", &files.output)],
+    )
+    .map_err(|e| e.to_string())?;
     // desispec's RAW scores, as `extract` writes them (docs/desispec-compat.md).
     let scores = crate::scores::raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
     io::write_frame_with_scores(

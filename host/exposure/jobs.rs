@@ -1,6 +1,7 @@
 //! The frames of an exposure: which cameras have a preproc file in the input directory, where
-//! their PSFs are and where their frames go (desi_proc's file names), and which are skipped
-//! because their frame exists.
+//! their PSFs are and where their frames go (desi_proc's file names), which are skipped
+//! because their frame exists and is verified, which are redone (and why), and which cameras
+//! have a PSF but no preproc file.
 
 use super::cameras::all_cameras;
 use std::path::{Path, PathBuf};
@@ -41,22 +42,50 @@ impl FrameFiles {
 pub struct Discovery {
     /// Frames to extract, in desi_proc's camera order (b0 r0 z0 b1 ...).
     pub frames: Vec<FrameFiles>,
-    /// Cameras whose frame exists (skipped unless `overwrite`).
+    /// Cameras whose frame exists and passed the check (skipped unless `overwrite`).
     pub skipped: Vec<String>,
+    /// Cameras whose frame exists but failed the check, with the reason: extracted again.
+    pub redone: Vec<(String, String)>,
+    /// Cameras with a PSF file but no preproc file: no frame can be made for them.
+    pub missing_preproc: Vec<String>,
+}
+
+impl Discovery {
+    /// Whether no preproc file of the exposure was found at all.
+    pub fn no_input(&self) -> bool {
+        self.frames.is_empty() && self.skipped.is_empty()
+    }
 }
 
 /// The frames of exposure `expid` whose preproc file is in `indir`: those whose frame is not
-/// yet in `outdir` (all of them with `overwrite`), and the cameras skipped. The PSF is not
+/// yet in `outdir` or whose frame fails `keep` (all of them with `overwrite`), the cameras
+/// skipped, those redone and why, and the cameras with a PSF but no preproc. `keep` says
+/// whether an existing frame may stay (`Err(reason)` when not). The PSF of a preproc is not
 /// looked for here: a missing PSF fails its frame alone, when it is read.
-pub fn discover(indir: &Path, outdir: &Path, expid: u64, overwrite: bool) -> Discovery {
+pub fn discover(
+    indir: &Path,
+    outdir: &Path,
+    expid: u64,
+    overwrite: bool,
+    keep: impl Fn(&FrameFiles) -> Result<(), String>,
+) -> Discovery {
     let mut found = Discovery::default();
     for camera in all_cameras() {
         let files = FrameFiles::new(&camera, indir, outdir, expid);
         if !files.preproc.is_file() {
+            if files.psf.is_file() {
+                found.missing_preproc.push(camera);
+            }
             continue;
         }
         if files.output.exists() && !overwrite {
-            found.skipped.push(camera);
+            match keep(&files) {
+                Ok(()) => found.skipped.push(camera),
+                Err(reason) => {
+                    found.redone.push((camera, reason));
+                    found.frames.push(files);
+                }
+            }
         } else {
             found.frames.push(files);
         }
@@ -86,11 +115,20 @@ mod tests {
         touch(indir.join("psf-z0-00000042.fits"));
         std::fs::create_dir(indir.join("preproc-b2-00000042.fits")).unwrap();
         touch(outdir.join("frame-r0-00000042.fits"));
+        touch(outdir.join("frame-z1-00000042.fits"));
+        // r0's frame passes the check, z1's does not.
+        let keep = |f: &FrameFiles| match f.camera.as_str() {
+            "r0" => Ok(()),
+            _ => Err("truncated".to_string()),
+        };
 
-        let found = discover(&indir, &outdir, 42, false);
+        let found = discover(&indir, &outdir, 42, false, keep);
         let cameras: Vec<&str> = found.frames.iter().map(|f| f.camera.as_str()).collect();
         assert_eq!(cameras, ["b0", "r1", "z1"]);
         assert_eq!(found.skipped, ["r0"]);
+        assert_eq!(found.redone, [("z1".to_string(), "truncated".to_string())]);
+        assert_eq!(found.missing_preproc, ["z0"]);
+        assert!(!found.no_input());
         assert_eq!(found.frames[1], FrameFiles::new("r1", &indir, &outdir, 42));
         assert_eq!(
             found.frames[1].psf,
@@ -102,10 +140,12 @@ mod tests {
             outdir.join("frame-b0-00000042.fits")
         );
 
-        let all = discover(&indir, &outdir, 42, true);
+        let all = discover(&indir, &outdir, 42, true, keep);
         assert_eq!(all.frames.len(), 4);
-        assert!(all.skipped.is_empty());
-        assert_eq!(discover(&indir, &outdir, 7, false), Discovery::default());
+        assert!(all.skipped.is_empty() && all.redone.is_empty());
+        let none = discover(&indir, &outdir, 7, false, keep);
+        assert_eq!(none, Discovery::default());
+        assert!(none.no_input());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! | message | from → to | contents |
 //! |---|---|---|
-//! | [`FrameList`] | rank 0 → all (broadcast) | the cameras to extract and those skipped |
+//! | [`FrameList`] | rank 0 → all (broadcast) | the cameras to extract, skipped, redone (why), missing a preproc |
 //! | inputs | reader → extractor(s) | frame index, read seconds, PSF and preproc image with its pixels, or the read error |
 //! | share | shared-frame member → rank 0 | extract seconds, the member's bundle blocks or its error |
 //! | finished | extractor → writer | frame index, read and extract seconds, IN_PSF, the preproc image without pixels and the blocks, or the error |
@@ -23,8 +23,12 @@ use std::borrow::Cow;
 pub struct FrameList {
     /// Cameras to extract, in frame order.
     pub cameras: Vec<String>,
-    /// Cameras skipped because their frame exists.
+    /// Cameras skipped because their frame exists and is verified.
     pub skipped: Vec<String>,
+    /// Cameras whose frame exists but is extracted again, and why.
+    pub redone: Vec<(String, String)>,
+    /// Cameras with a PSF but no preproc file.
+    pub missing_preproc: Vec<String>,
 }
 
 impl FrameList {
@@ -241,6 +245,8 @@ mod tests {
         let list = FrameList {
             cameras: vec!["b0".into(), "r0".into()],
             skipped: vec!["z0".into()],
+            redone: vec![("r0".into(), "truncated".into())],
+            missing_preproc: vec!["b1".into()],
         };
         assert_eq!(
             FrameList::from_bytes(&list.to_bytes().unwrap()).unwrap(),

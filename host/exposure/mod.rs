@@ -16,7 +16,8 @@
 //! | module | job |
 //! |---|---|
 //! | [`cameras`] | the DESI camera bands, their grids, PSF errors and stand-in PSF domains |
-//! | [`jobs`] | which frames the input directory holds, their files, the skipped ones |
+//! | [`jobs`] | which frames the input directory holds, their files, the skipped and redone ones |
+//! | [`provenance`] | the digest of a frame's inputs and options (INPUTSUM) and the check of a frame on disk |
 //! | [`roles`] | the mode for a number of ranks and each rank's role |
 //! | [`summary`] | the plan, per-frame outcomes, the observer that hears them, the summary |
 //! | `messages` | what the ranks send each other |
@@ -29,6 +30,7 @@ mod frame;
 pub mod jobs;
 mod messages;
 mod pipeline;
+pub mod provenance;
 mod read_ahead;
 pub mod roles;
 mod shared;
@@ -169,6 +171,16 @@ pub enum ExposureError {
     /// A message between ranks could not be decoded.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// No preproc file of the exposure in the input directory.
+    #[error("--indir {}: no preproc-*-{expid}.fits file (nothing to extract){psf_note}", indir.display())]
+    NoInput {
+        /// The input directory.
+        indir: PathBuf,
+        /// The exposure id as file names write it.
+        expid: String,
+        /// Names the cameras that have a PSF file, if any.
+        psf_note: String,
+    },
     /// A worker thread panicked (a bug).
     #[error("{0} panicked")]
     ThreadPanicked(String),
@@ -180,6 +192,7 @@ impl ExposureError {
         matches!(
             self,
             ExposureError::NotADirectory(_)
+                | ExposureError::NoInput { .. }
                 | ExposureError::CreateOutdir { .. }
                 | ExposureError::WaveSpan
                 | ExposureError::Request(_)
@@ -221,11 +234,14 @@ pub fn run_exposure(
             &config.outdir,
             config.expid,
             config.overwrite,
+            |files| provenance::check_existing(config, files),
         );
         let cameras = found.frames.into_iter().map(|f| f.camera).collect();
         FrameList {
             cameras,
             skipped: found.skipped,
+            redone: found.redone,
+            missing_preproc: found.missing_preproc,
         }
         .to_bytes()?
     } else {
@@ -238,11 +254,29 @@ pub fn run_exposure(
         .map(|camera| FrameFiles::new(camera, &config.indir, &config.outdir, config.expid))
         .collect();
     let expid = expid_text(config.expid);
+    // Every rank has the same list: all of them stop here together.
+    if frames.is_empty() && list.skipped.is_empty() {
+        let psf_note = if list.missing_preproc.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; PSF file(s) without preproc for camera(s) {}",
+                list.missing_preproc.join(" ")
+            )
+        };
+        return Err(ExposureError::NoInput {
+            indir: config.indir.clone(),
+            expid,
+            psf_note,
+        });
+    }
     if rank == layout.writer() {
         observer.planned(&ExposurePlan {
             expid: expid.clone(),
             frames: frames.len(),
             skipped: list.skipped.len(),
+            redone: list.redone.clone(),
+            missing_preproc: list.missing_preproc.clone(),
             layout,
         });
     }
@@ -282,13 +316,15 @@ pub fn run_exposure(
     }?;
     let wall_s = start.elapsed().as_secs_f64();
     // Everybody ends with the writer's verdict.
-    let failed_here = outcomes.iter().any(FrameOutcome::is_failed_or_flagged);
+    let failed_here =
+        outcomes.iter().any(FrameOutcome::is_failed_or_flagged) || !list.missing_preproc.is_empty();
     let verdict = comm.broadcast(layout.writer(), vec![u8::from(failed_here)]);
     Ok(ExposureSummary {
         expid,
         is_writer: rank == layout.writer(),
         outcomes,
         skipped: list.skipped,
+        missing_preproc: list.missing_preproc,
         wall_s,
         any_failed: verdict.first().copied().unwrap_or(1) != 0,
     })

@@ -69,8 +69,12 @@ pub struct ExposurePlan {
     pub expid: String,
     /// Frames to extract.
     pub frames: usize,
-    /// Frames skipped because they exist.
+    /// Frames skipped because they exist and are verified.
     pub skipped: usize,
+    /// Frames that exist but are extracted again, with the reason (camera, why).
+    pub redone: Vec<(String, String)>,
+    /// Cameras with a PSF but no preproc file (no frame; the run fails).
+    pub missing_preproc: Vec<String>,
     /// How the ranks share the work.
     pub layout: Layout,
 }
@@ -97,12 +101,14 @@ pub struct ExposureSummary {
     pub is_writer: bool,
     /// Every frame's outcome, in frame order (on the writing rank; empty on the others).
     pub outcomes: Vec<FrameOutcome>,
-    /// Cameras skipped because their frame exists.
+    /// Cameras skipped because their frame exists and is verified.
     pub skipped: Vec<String>,
+    /// Cameras with a PSF but no preproc file (counted as failed).
+    pub missing_preproc: Vec<String>,
     /// Seconds from the start of the run to the last frame written.
     pub wall_s: f64,
-    /// Whether any frame failed or was written flagged (with failed patches): the writing
-    /// rank's verdict, the same on every rank.
+    /// Whether any frame failed or was written flagged (with failed patches), or a camera misses
+    /// its preproc: the writing rank's verdict, the same on every rank.
     pub any_failed: bool,
 }
 
@@ -164,6 +170,7 @@ mod tests {
                 outcome("r0", true),
             ],
             skipped: vec!["z0".into()],
+            missing_preproc: Vec::new(),
             wall_s: 4.0,
             any_failed: true,
         };

@@ -1,79 +1,100 @@
 //! Atomic output: write to a temporary file in the destination directory, flush it to disk and
-//! rename it over the target on success, remove it on failure. A reader never sees a partial
-//! output file, and a failed write leaves an existing target untouched.
+//! rename it over the target on success (then flush the directory), remove it on failure. A
+//! reader never sees a partial output file, and a failed write leaves an existing target
+//! untouched.
 //!
 //! Every writer of the crate goes through here: the FITS writers ([`write_atomically`]), the
-//! QA picture and the trace JSON ([`write_file_atomically`]). The temporary files are
-//! `tempfile` named temporaries (removed when dropped, so on every error path), named
-//! `<name>.tmp<pid>.<random><extension>`: the final name and the process are visible, and the
-//! final extension (`.fits`, `.fits.gz`, `.png`) is kept for tools that look at it.
+//! QA picture and the trace JSON ([`write_file_atomically`]). Before anything is created the
+//! target is resolved ([`OutputPath`]: symbolic links followed, devices, FIFOs, directories
+//! and dangling links refused) and stale temporaries of dead processes are swept
+//! ([`temp_name`](super::temp_name)). The temporaries are `tempfile` named temporaries
+//! (removed when dropped, so on every error path) named
+//! `<name>.tmp<pid>@<host>.<random><extension>`, keeping the final extension (`.fits`,
+//! `.fits.gz`, `.png`) for tools that look at it.
+//!
+//! A FITS target whose name ends in `.gz` is gzip-compressed: cfitsio writes the FITS file to
+//! an uncompressed temporary, which is then compressed into the final temporary (`flate2`,
+//! zlib-rs) and removed. Errors while writing (disk full, file size limit, I/O errors) are
+//! runtime failures ([`IoError::is_input_error`] is false for them).
 
-use std::ffi::{OsStr, OsString};
-use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
+use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use tempfile::{Builder, NamedTempFile, TempPath};
 
 use super::error::IoError;
 use super::fits::Fits;
+use super::output_path::OutputPath;
+use super::temp_name;
 
-/// A validated output path: its directory exists and it has a file name.
+/// gzip level of compressed outputs. On a full r frame (500 x 2326, 69.8 MB of FITS), CPU
+/// seconds and size: zlib-rs level 1 1.1 s, 62.1 MB; level 2 2.0 s, 47.2 MB; level 6 2.35 s,
+/// 47.1 MB; cfitsio's own gzip (zlib level 1, whole file in memory) 2.3 s, 42.9 MB.
+const GZIP_LEVEL: u32 = 2;
+
+/// A validated output: where its temporaries go and the file the rename replaces.
 struct Target<'a> {
+    /// The path as given (messages name it).
     path: &'a Path,
-    dir: &'a Path,
-    name: &'a OsStr,
+    /// The resolved path.
+    out: OutputPath,
 }
 
 impl<'a> Target<'a> {
-    /// Checks `path` before anything is created.
+    /// Checks `path` before anything is created and sweeps stale temporaries of it.
     fn new(path: &'a Path) -> Result<Self, IoError> {
-        let Some(name) = path.file_name() else {
-            return Err(IoError::InvalidInput {
-                path: path.to_path_buf(),
-                detail: "output path has no file name".into(),
-            });
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            return Err(IoError::InvalidInput {
-                path: path.to_path_buf(),
-                detail: format!("output directory {} does not exist", dir.display()),
-            });
-        }
-        Ok(Target { path, dir, name })
+        let out = OutputPath::resolve(path)?;
+        temp_name::sweep_stale(&out.dir, &out.name);
+        Ok(Target { path, out })
     }
 
-    /// Creates a temporary beside the target through `create`, which must fail with
-    /// [`std::io::ErrorKind::AlreadyExists`] when its path is taken (another name is then
-    /// tried). New files are readable as the umask allows, like any output (not `0600`).
+    /// Whether the target is gzip-compressed (its name ends in `.gz`).
+    fn gzip(&self) -> bool {
+        self.out.name.as_encoded_bytes().ends_with(b".gz")
+    }
+
+    /// Creates a temporary beside the target, ending in `suffix`, through `create`, which must
+    /// fail with [`std::io::ErrorKind::AlreadyExists`] when its path is taken (another name is
+    /// then tried). New files are readable as the umask allows, like any output (not `0600`).
     fn temp<R>(
         &self,
+        suffix: &OsString,
         create: impl FnMut(&Path) -> std::io::Result<R>,
     ) -> Result<NamedTempFile<R>, IoError> {
-        let mut prefix = self.name.to_os_string();
-        prefix.push(format!(".tmp{}.", std::process::id()));
-        let suffix = extension(self.name);
+        let prefix = temp_name::prefix(&self.out.name);
         let mut builder = Builder::new();
-        builder.prefix(&prefix).suffix(&suffix);
+        builder.prefix(&prefix).suffix(suffix);
         {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
         builder
-            .make_in(self.dir, create)
+            .make_in(&self.out.dir, create)
             .map_err(|source| self.io_err("create the temporary output", source))
     }
 
-    /// Flushes the finished temporary file to disk and renames it to the target.
+    /// The final extension (`.fits.gz`), kept by the temporary.
+    fn extension(&self) -> OsString {
+        temp_name::extension(&self.out.name)
+    }
+
+    /// Flushes the finished temporary file to disk, renames it to the target and flushes the
+    /// directory (so the rename itself survives a crash).
     fn commit(&self, file: &std::fs::File, temp: TempPath) -> Result<(), IoError> {
         file.sync_all()
             .map_err(|source| self.io_err("flush the temporary output to disk", source))?;
-        temp.persist(self.path)
-            .map_err(|e| self.io_err("rename the temporary output into place", e.error))
+        temp.persist(&self.out.real)
+            .map_err(|e| self.io_err("rename the temporary output into place", e.error))?;
+        match std::fs::File::open(&self.out.dir).and_then(|d| d.sync_all()) {
+            // Some file systems cannot sync a directory: the rename is done all the same.
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                Err(self.io_err("flush the output directory to disk", e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// An OS error naming the target.
@@ -86,28 +107,18 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The extension of a file name from its first dot (`.fits.gz` of `frame.fits.gz`; a leading
-/// dot, as in `.hidden`, does not count), empty when there is none.
-fn extension(name: &OsStr) -> OsString {
-    let bytes = name.as_bytes();
-    match bytes.iter().skip(1).position(|&b| b == b'.') {
-        Some(i) => OsStr::from_bytes(&bytes[i + 1..]).to_os_string(),
-        None => OsString::new(),
-    }
-}
-
-/// Runs `body` on a fresh temporary FITS file and moves it to `target` when everything,
-/// including the final close (flush), succeeded. On any error no file is left behind and an
-/// existing `target` is untouched. Errors name `target`.
-pub(crate) fn write_atomically(
-    target: &Path,
+/// Writes a FITS temporary ending in `suffix` through `body` and closes it: its path (removed
+/// when dropped). Errors name `target`.
+fn fits_temp(
+    out: &Target,
+    suffix: &OsString,
     body: impl FnOnce(&mut Fits) -> Result<(), IoError>,
-) -> Result<(), IoError> {
-    let out = Target::new(target)?;
+) -> Result<TempPath, IoError> {
+    let target = out.path;
     // cfitsio creates the file itself (and refuses an existing one): it is the temporary's
     // creator. Its own error is kept for the message.
     let mut failure = None;
-    let temp = out.temp(|path| {
+    let temp = out.temp(suffix, |path| {
         Fits::create(path).map_err(|e| {
             let kind = if path.exists() {
                 std::io::ErrorKind::AlreadyExists
@@ -149,6 +160,57 @@ pub(crate) fn write_atomically(
         return Err(e);
     }
     fits.close()?;
+    Ok(temp)
+}
+
+/// Compresses the finished FITS temporary `plain` into a new temporary of `out` (gzip) and
+/// renames that into place.
+fn commit_gzip(out: &Target, plain: &Path) -> Result<(), IoError> {
+    let source = std::fs::File::open(plain)
+        .map_err(|source| out.io_err("reopen the temporary output", source))?;
+    let mut temp = out.temp(&out.extension(), |path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    })?;
+    {
+        let mut encoder = GzEncoder::new(
+            BufWriter::with_capacity(1 << 20, temp.as_file_mut()),
+            Compression::new(GZIP_LEVEL),
+        );
+        std::io::copy(&mut BufReader::with_capacity(1 << 20, source), &mut encoder)
+            .map_err(|source| out.io_err("compress the temporary output", source))?;
+        encoder
+            .finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|source| out.io_err("write the compressed temporary output", source))?;
+    }
+    let (file, path) = temp.into_parts();
+    out.commit(&file, path)
+}
+
+/// Runs `body` on a fresh temporary FITS file and moves it to `target` when everything,
+/// including the final close (flush), succeeded. On any error no file is left behind and an
+/// existing `target` is untouched. Errors name `target`.
+pub(crate) fn write_atomically(
+    target: &Path,
+    body: impl FnOnce(&mut Fits) -> Result<(), IoError>,
+) -> Result<(), IoError> {
+    let out = Target::new(target)?;
+    if out.gzip() {
+        // The uncompressed intermediate: the same name without `.gz`.
+        let ext = out.extension();
+        let plain_ext = OsString::from(
+            ext.to_string_lossy()
+                .strip_suffix(".gz")
+                .unwrap_or_default()
+                .to_string(),
+        );
+        let plain = fits_temp(&out, &plain_ext, body)?;
+        return commit_gzip(&out, &plain);
+    }
+    let temp = fits_temp(&out, &out.extension(), body)?;
     let file = std::fs::File::open(&temp)
         .map_err(|source| out.io_err("reopen the temporary output", source))?;
     out.commit(&file, temp)
@@ -163,7 +225,7 @@ pub(crate) fn write_file_atomically<E: From<IoError>>(
     body: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<(), E> {
     let out = Target::new(target)?;
-    let mut temp = out.temp(|path| {
+    let mut temp = out.temp(&out.extension(), |path| {
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -195,32 +257,20 @@ mod tests {
     }
 
     #[test]
-    fn extension_keeps_every_suffix() {
-        for (name, ext) in [
-            ("frame.fits", ".fits"),
-            ("frame.fits.gz", ".fits.gz"),
-            ("qa.png", ".png"),
-            ("README", ""),
-            (".hidden", ""),
-            (".hidden.json", ".json"),
-        ] {
-            assert_eq!(extension(OsStr::new(name)), OsStr::new(ext), "{name}");
-        }
-    }
-
-    #[test]
     fn temporary_carries_name_pid_and_extension() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("frame.fits.gz");
         let out = Target::new(&target).unwrap();
-        let temp = out.temp(|p| std::fs::File::create_new(p)).unwrap();
+        let temp = out
+            .temp(&out.extension(), |p| std::fs::File::create_new(p))
+            .unwrap();
         let name = temp
             .path()
             .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let start = format!("frame.fits.gz.tmp{}.", std::process::id());
+        let start = format!("frame.fits.gz.tmp{}@", std::process::id());
         assert!(
             name.starts_with(&start) && name.ends_with(".fits.gz"),
             "{name}"

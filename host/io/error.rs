@@ -142,17 +142,34 @@ pub enum IoError {
 }
 
 impl IoError {
-    /// Whether the input files are at fault (exit code 1) rather than the run (exit code 2).
+    /// Whether the request is at fault (exit code 1: a bad, unreadable or missing file, a
+    /// refused output path) rather than the run (exit code 2).
     ///
-    /// Runtime failures: an OS error creating, flushing or renaming an output (disk full,
-    /// permissions of the output directory), memory that could not be allocated, and a cfitsio
-    /// failure on an output being written (its HDU label is `-` or `(new ...)`, the labels
+    /// Runtime failures: memory that could not be allocated; an OS error other than a bad path
+    /// (disk full, a file size limit, an I/O error) while creating, flushing or renaming an
+    /// output; cfitsio's WRITE_ERROR (106) and FILE_NOT_CLOSED (110); and any cfitsio failure
+    /// on an output being written (its HDU label is `-` or `(new ...)`, the labels
     /// `Fits::create`, `create_image` and `create_bintable` give). A cfitsio failure while
     /// reading an existing HDU is the input file's fault.
     pub fn is_input_error(&self) -> bool {
         match self {
-            IoError::Io { .. } | IoError::OutOfMemory { .. } => false,
-            IoError::Cfitsio { hdu, .. } => !(hdu == "-" || hdu.starts_with('(')),
+            IoError::OutOfMemory { .. } => false,
+            IoError::Io { source, .. } => {
+                use std::io::ErrorKind as K;
+                matches!(
+                    source.kind(),
+                    K::NotFound
+                        | K::PermissionDenied
+                        | K::ReadOnlyFilesystem
+                        | K::AlreadyExists
+                        | K::IsADirectory
+                        | K::NotADirectory
+                        | K::InvalidFilename
+                )
+            }
+            IoError::Cfitsio { hdu, status, .. } => {
+                !(hdu == "-" || hdu.starts_with('(') || matches!(status, 106 | 110))
+            }
             _ => true,
         }
     }

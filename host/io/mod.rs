@@ -11,6 +11,8 @@
 //!
 //! All outputs are written to a temporary name in the destination directory and renamed when
 //! complete; on error the temporary file is removed and an existing output is left untouched.
+//! Names ending in `.gz` are gzip-compressed. [`check_outputs`] refuses outputs that would
+//! replace an input, another output, a device or a FIFO.
 //! Every error message names the file and the problem ([`IoError`]).
 
 pub(crate) mod atomic;
@@ -20,10 +22,12 @@ mod fits;
 mod frame;
 mod header;
 pub mod limits;
+mod output_path;
 mod preproc;
 mod psf_file;
 mod spectra;
 mod table;
+mod temp_name;
 
 pub use describe::{checksums_ok, describe, detect, FileKind};
 pub use error::IoError;
@@ -33,6 +37,7 @@ pub use frame::{
     FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
+pub use output_path::check_outputs;
 pub use preproc::{read_preproc, write_preproc, PreprocImage};
 pub use psf_file::{read_psf, write_psf, DEFAULT_PSFERR, TAIL_PARAMS};
 pub use spectra::{read_spectra, write_spectra};
