@@ -16,7 +16,8 @@
 //! | hang | still running after the time limit (killed) |
 //! | leftover | a file other than the frame left in the output directory, or a frame after exit 1, or an unreadable frame after exit 0 |
 //!
-//! The test fails on crash, panic, hang and leftover. It prints the table of counts by class
+//! The test fails on crash, panic, hang, leftover, bad-bins and silent-error (every outcome must
+//! be a correct, flagged or changed frame, or a clear error with exit 1 or 2). It prints the table of counts by class
 //! (and each failing case, with its index, to reproduce it: the mutations depend only on the
 //! seed and the index). `DESI_FUZZ_CASES` (default 400, half PSF, half preproc) and
 //! `DESI_FUZZ_SEED` (default 14) change the loop; every child runs under a 4 GiB address-space
@@ -257,7 +258,7 @@ fn mutate(bytes: &[u8], rng: &mut ChaCha8Rng) -> (Vec<u8>, String) {
     }
 }
 
-/// What is wrong with the bins of the frame at `path` (for the notices).
+/// What is wrong with the bins of the frame at `path` (for the failure report).
 fn bad_bins_detail(path: &Path) -> String {
     let Ok(f) = io::read_frame(path) else {
         return "unreadable".into();
@@ -295,7 +296,12 @@ impl Class {
     fn fails(self) -> bool {
         matches!(
             self,
-            Class::Crash | Class::Panic | Class::Hang | Class::Leftover
+            Class::Crash
+                | Class::Panic
+                | Class::Hang
+                | Class::Leftover
+                | Class::BadBins
+                | Class::SilentError
         )
     }
 }
@@ -408,7 +414,6 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
     );
     let mut counts: BTreeMap<(&str, &str, Class), usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    let mut notices = Vec::new();
     let start = Instant::now();
     for case in 0..cases {
         let (kind, original) = &originals[case % 2];
@@ -448,11 +453,11 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
                 ran.code
             );
             if class.fails() {
-                failures.push(line);
-            } else if class == Class::BadBins {
-                notices.push(format!("{line} [{}]", bad_bins_detail(&out)));
-            } else if class == Class::SilentError {
-                notices.push(line);
+                let detail = match class {
+                    Class::BadBins => format!(" [{}]", bad_bins_detail(&out)),
+                    _ => String::new(),
+                };
+                failures.push(format!("{line}{detail}"));
             }
         }
         for entry in std::fs::read_dir(&work).unwrap().flatten() {
@@ -466,16 +471,12 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
     for ((kind, command, class), n) in &counts {
         println!("  {kind:<8} {command:<8} {class:?}: {n}");
     }
-    // Not failures of this test (issue #14's mask and exit-code items), shown for the record.
-    for n in &notices {
-        println!("notice {n}");
-    }
     for f in &failures {
         println!("FAIL {f}");
     }
     assert!(
         failures.is_empty(),
-        "{} failing outcome(s) (crash, panic, hang or leftover):\n{}",
+        "{} failing outcome(s) (crash, panic, hang, leftover, bad bins or a silent error):\n{}",
         failures.len(),
         failures.join("\n")
     );
