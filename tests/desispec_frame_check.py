@@ -110,7 +110,7 @@ def check(frame_path, model_path, expect_scores):
     if model_path is not None:
         with fits.open(model_path, checksum=True) as mdl:
             mh = mdl[0].header
-            for key in ["NSPEC", "IN_PSF", "IN_IMG", "CAMERA", "WAVEMIN", "WAVEMAX", "DEPNAM00"]:
+            for key in ["NSPEC", "IN_PSF", "IN_IMG", "CAMERA", "WAVEMIN", "WAVEMAX", "DEPNAM00", "FIBERMIN", "SPECMIN"]:
                 expect(mh.get(key) == head.get(key), f"model {key} {mh.get(key)!r}, frame {head.get(key)!r}")
             expect(mdl[0].verify_checksum() == 1, "model CHECKSUM missing or wrong")
             expect(mdl[0].data.dtype.kind == "f", "model is not a float image")

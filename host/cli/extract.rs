@@ -343,15 +343,11 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     })?;
     if let (Some(path), Some(model)) = (&args.model, &ex.model) {
         log::info!("Writing model {}", path.display());
+        // The frame's FLUX header (FIBERMIN, SPECMIN, ...), as desispec writes the model.
+        let (_, keywords) =
+            io::frame_fibermap_and_keywords(&args.output, &frame, image.fibermap.as_ref())?;
         trace.span("write model", || {
-            io::write_model_with_header(
-                path,
-                image.ny,
-                image.nx,
-                model,
-                &frame.header,
-                &frame.keywords,
-            )
+            io::write_model_with_header(path, image.ny, image.nx, model, &frame.header, &keywords)
         })?;
     }
     let write_time = t1.elapsed();

@@ -154,48 +154,17 @@ pub fn write_frame(
     write_frame_with_scores(path, frame, fibermap, None)
 }
 
-/// Writes a frame file atomically, HDUs in the order of docs/algorithm.md §1.3 (desispec's
-/// `write_frame`): FLUX (primary, f4, header = `frame.header` cards + `frame.keywords` +
-/// NSPEC/FIBERMIN when absent + SPECMIN + BUNIT), IVAR (f4, no BUNIT, as desispec), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
-/// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP (column descriptions and units
-/// carried), CHI2PIX (f4) and, when `scores` is given, SCORES (one float64 column per score,
-/// described in its TTYPEn comment, as desispec writes `frame.scores`). Every HDU has EXTNAME
-/// and CHECKSUM/DATASUM.
-///
-/// FIBERMAP: rows `[specmin, specmin+nspec)` of `fibermap` (the preproc's, whole petal), or
-/// when None a minimal one (see [`FitsTable::minimal_fibermap`]) for fibers FIBERMIN.. (the
-/// FIBERMIN keyword if given, else `specmin`). FIBERMIN, when not among the keywords, is the
-/// smallest FIBER of the written fibermap (or `specmin`).
+/// The FIBERMAP rows of a frame and the keywords of its FLUX header (as [`write_frame`]
+/// writes them: `frame.keywords`, NSPEC and FIBERMIN when absent, SPECMIN, BUNIT
+/// `electron/Angstrom`); desispec writes the model image with this header too.
 ///
 /// # Errors
-/// Inconsistent shapes, a fibermap with too few rows, invalid header cards or keywords, or a
-/// cfitsio/OS failure; no output file is then left (a previous one is untouched).
-pub fn write_frame_with_scores(
+/// A fibermap with too few rows (`path` names the output in the message).
+pub fn frame_fibermap_and_keywords(
     path: &Path,
     frame: &FrameData,
     fibermap: Option<&FitsTable>,
-    scores: Option<&[ScoreColumn]>,
-) -> Result<(), IoError> {
-    frame.check(path)?;
-    let scores_table = match scores {
-        Some(columns) => {
-            let defs: Vec<(&str, &str, &[f64])> = columns
-                .iter()
-                .map(|c| (c.name.as_str(), c.comment.as_str(), c.values.as_slice()))
-                .collect();
-            let table = FitsTable::from_f64_columns("SCORES", &defs)
-                .filter(|t| t.nrows == frame.nspec || columns.is_empty())
-                .ok_or_else(|| IoError::InvalidInput {
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "scores: every column must have nspec = {} values",
-                        frame.nspec
-                    ),
-                })?;
-            Some(table)
-        }
-        None => None,
-    };
+) -> Result<(FitsTable, Vec<Keyword>), IoError> {
     let rows = frame.specmin..frame.specmin + frame.nspec;
     let fm = match fibermap {
         Some(table) => table
@@ -238,6 +207,52 @@ pub fn write_frame_with_scores(
         "first spectrum index relative to PSF FIBERMIN",
     ));
     keywords.push(Keyword::str("BUNIT", FLUX_UNIT, "Flux unit"));
+    Ok((fm, keywords))
+}
+
+/// Writes a frame file atomically, HDUs in the order of docs/algorithm.md §1.3 (desispec's
+/// `write_frame`): FLUX (primary, f4, header = `frame.header` cards + `frame.keywords` +
+/// NSPEC/FIBERMIN when absent + SPECMIN + BUNIT), IVAR (f4, no BUNIT, as desispec), MASK (u4: BITPIX 32, BZERO 2147483648), WAVELENGTH (f8), RESOLUTION (f4,
+/// NAXIS1 = nwave, NAXIS2 = 2*ndiag+1, NAXIS3 = nspec), FIBERMAP (column descriptions and units
+/// carried), CHI2PIX (f4) and, when `scores` is given, SCORES (one float64 column per score,
+/// described in its TTYPEn comment, as desispec writes `frame.scores`). Every HDU has EXTNAME
+/// and CHECKSUM/DATASUM.
+///
+/// FIBERMAP: rows `[specmin, specmin+nspec)` of `fibermap` (the preproc's, whole petal), or
+/// when None a minimal one (see [`FitsTable::minimal_fibermap`]) for fibers FIBERMIN.. (the
+/// FIBERMIN keyword if given, else `specmin`). FIBERMIN, when not among the keywords, is the
+/// smallest FIBER of the written fibermap (or `specmin`).
+///
+/// # Errors
+/// Inconsistent shapes, a fibermap with too few rows, invalid header cards or keywords, or a
+/// cfitsio/OS failure; no output file is then left (a previous one is untouched).
+pub fn write_frame_with_scores(
+    path: &Path,
+    frame: &FrameData,
+    fibermap: Option<&FitsTable>,
+    scores: Option<&[ScoreColumn]>,
+) -> Result<(), IoError> {
+    frame.check(path)?;
+    let scores_table = match scores {
+        Some(columns) => {
+            let defs: Vec<(&str, &str, &[f64])> = columns
+                .iter()
+                .map(|c| (c.name.as_str(), c.comment.as_str(), c.values.as_slice()))
+                .collect();
+            let table = FitsTable::from_f64_columns("SCORES", &defs)
+                .filter(|t| t.nrows == frame.nspec || columns.is_empty())
+                .ok_or_else(|| IoError::InvalidInput {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "scores: every column must have nspec = {} values",
+                        frame.nspec
+                    ),
+                })?;
+            Some(table)
+        }
+        None => None,
+    };
+    let (fm, keywords) = frame_fibermap_and_keywords(path, frame, fibermap)?;
 
     let (nspec, nwave, ndiag) = (frame.nspec, frame.nwave, frame.ndiag);
     write_atomically(path, |fits| {
