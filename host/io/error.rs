@@ -174,3 +174,38 @@ impl IoError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IoError;
+    use std::path::PathBuf;
+
+    fn os_error(errno: i32) -> IoError {
+        IoError::Io {
+            path: PathBuf::from("frame.fits"),
+            op: "writing",
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_or_file_size_limit_is_a_runtime_failure_and_a_bad_path_an_input_error() {
+        // ENOSPC (28), EFBIG (27), EIO (5), EDQUOT (122): the run failed (exit 2).
+        for errno in [28, 27, 5, 122] {
+            assert!(!os_error(errno).is_input_error(), "errno {errno}");
+        }
+        // ENOENT (2), EACCES (13), EISDIR (21), ENOTDIR (20), EROFS (30): the request (exit 1).
+        for errno in [2, 13, 21, 20, 30] {
+            assert!(os_error(errno).is_input_error(), "errno {errno}");
+        }
+        let write_error = |status| IoError::Cfitsio {
+            path: PathBuf::from("frame.fits"),
+            hdu: "FLUX".into(),
+            op: "writing".into(),
+            status,
+            message: String::new(),
+        };
+        assert!(!write_error(106).is_input_error());
+        assert!(write_error(104).is_input_error());
+    }
+}
