@@ -37,6 +37,26 @@ python_pkg_reqs=(maturin==1.16.0 mpi4py==4.1.2)
 
 say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
+# pip-installs PACKAGES (no dependencies) into $py_tools through a scratch target, so that each
+# top-level entry replaces its old copy and the scripts of one package do not replace another's
+# bin/; the scripts named in $keep_bins (space-separated) are moved to $py_tools/bin.
+pip_into_tools() {
+    local scratch entry bin
+    scratch=$(mktemp -d)
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore --no-deps --target "$scratch" "$@"
+    for bin in ${keep_bins:-}; do
+        mkdir -p "$py_tools"/bin
+        mv -f "$scratch/bin/$bin" "$py_tools/bin/$bin"
+    done
+    rm -rf "$scratch"/bin
+    for entry in "$scratch"/*; do
+        rm -rf "${py_tools:?}/$(basename "$entry")"
+        mv "$entry" "$py_tools"/
+    done
+    rm -rf "$scratch"
+}
+
 # --- 1. system packages ------------------------------------------------------------------------
 missing=()
 # The cc crate and cfitsio's configure (fitsio-src, with its bundled zlib) run `$CC` (default cc)
@@ -138,17 +158,13 @@ if [[ -z $(find_ptxas) ]] || ! PYTHONPATH=$py_tools python3 -c 'import astropy' 
 fi
 # desispec's full dependency list (numba, healpy, fitsio, desitarget, ...) is not needed for
 # desispec.heliocentric, and some of it builds C code: install desispec alone, through a
-# scratch target so that its scripts do not replace the bin/ of the packages above.
+# scratch target (pip_into_tools) so that its scripts do not replace the bin/ of the packages above.
 # (The check is by file: importing desispec.heliocentric loads astropy.coordinates, ~1.5 s.)
 desispec_check="import desispec, desispec.heliocentric; assert desispec.__version__ == '${desispec_req#*==}'"
 if [[ ! -f $py_tools/desispec/heliocentric.py || ! -d $py_tools/desispec-${desispec_req#*==}.dist-info ]]; then
     say "pip installing $desispec_req (no dependencies) into $py_tools"
-    scratch=$(mktemp -d)
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-        --root-user-action=ignore --no-deps --target "$scratch" "$desispec_req"
-    rm -rf "$py_tools"/desispec "$py_tools"/desispec-*.dist-info
-    mv "$scratch"/desispec "$scratch"/desispec-*.dist-info "$py_tools"/
-    rm -rf "$scratch"
+    rm -rf "$py_tools"/desispec-*.dist-info
+    pip_into_tools "$desispec_req"
     PYTHONPATH=$py_tools python3 -c "$desispec_check" || { say "desispec.heliocentric does not import after installing $desispec_req"; exit 1; }
 fi
 # desispec.io (read_frame), desispec.frame and desispec.specscore: their imports, each without
@@ -157,32 +173,14 @@ fi
 readframe_check="import desispec.io, desispec.frame, desispec.specscore; from desispec.io import read_frame"
 if ! PYTHONPATH=$py_tools python3 -c "$readframe_check" >/dev/null 2>&1; then
     say "pip installing ${readframe_reqs[*]} (no dependencies) into $py_tools"
-    scratch=$(mktemp -d)
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-        --root-user-action=ignore --no-deps --target "$scratch" "${readframe_reqs[@]}"
-    rm -rf "$scratch"/bin
-    for entry in "$scratch"/*; do
-        rm -rf "$py_tools/$(basename "$entry")"
-        mv "$entry" "$py_tools"/
-    done
-    rm -rf "$scratch"
+    pip_into_tools "${readframe_reqs[@]}"
     PYTHONPATH=$py_tools python3 -c "$readframe_check" || { say "desispec.io does not import after installing ${readframe_reqs[*]}"; exit 1; }
 fi
 # The Python package: maturin (binary in $py_tools/bin, which scripts/test.sh puts on PATH) and
 # mpi4py, through a scratch target as above.
 if [[ ! -x $py_tools/bin/maturin ]] || ! PYTHONPATH=$py_tools python3 -c 'import maturin, mpi4py' >/dev/null 2>&1; then
     say "pip installing ${python_pkg_reqs[*]} into $py_tools"
-    scratch=$(mktemp -d)
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-        --root-user-action=ignore --no-deps --target "$scratch" "${python_pkg_reqs[@]}"
-    mkdir -p "$py_tools"/bin
-    mv -f "$scratch"/bin/maturin "$py_tools"/bin/maturin
-    rm -rf "$scratch"/bin
-    for entry in "$scratch"/*; do
-        rm -rf "$py_tools/$(basename "$entry")"
-        mv "$entry" "$py_tools"/
-    done
-    rm -rf "$scratch"
+    keep_bins=maturin pip_into_tools "${python_pkg_reqs[@]}"
     "$py_tools"/bin/maturin --version >/dev/null || { say "maturin does not run after pip install"; exit 1; }
 fi
 ptxas=$(find_ptxas)
