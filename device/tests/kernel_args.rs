@@ -5,8 +5,8 @@
 
 use desi_device::kernels::{
     AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, LaunchShape, PatchBatch,
-    PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, ResolutionArgs, SmokeAxpyArgs, SpotsArgs,
-    WidenArgs, ENTRIES, THREADS_PER_BLOCK,
+    PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, ResolutionArgs, ScreenPixelsArgs, SmokeAxpyArgs,
+    SpotsArgs, WidenArgs, ENTRIES, THREADS_PER_BLOCK,
 };
 use desi_device::linalg::{banded_team, jacobi_team};
 use desi_device::psf::spot::{PsfTables, SpotGeometry};
@@ -270,6 +270,7 @@ fn argument_structs_have_no_padding() {
     let sizes = [
         ("smoke_axpy", size_of::<SmokeAxpyArgs>(), 4),
         ("widen_f32", size_of::<WidenArgs>(), 3),
+        ("screen_pixels", size_of::<ScreenPixelsArgs>(), 13),
         ("spots", size_of::<SpotsArgs>(), tables + 5),
         (
             "assemble",
@@ -298,5 +299,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 14);
+    assert_eq!(ENTRIES.len(), 15);
 }
