@@ -397,6 +397,7 @@ fn extract_writes_a_frame_and_a_model() {
         }
         other => panic!("MODEL is not an image: {other:?}"),
     }
+    common::desispec_reads(&[&frame_path]);
 }
 
 #[test]
@@ -417,6 +418,33 @@ fn info_names_the_kind_and_refuses_other_files() {
             "info {} does not say {kind:?}:\n{}",
             path.display(),
             r.stdout
+        );
+    }
+    // desispec reads the frame; the read-back can fail: the preproc is no frame, and frames
+    // with a bin of IVAR 0 without a MASK bit or with a MASK bit desispec does not define are
+    // refused (written through the library: the binary writes neither).
+    let mut bad = io::read_frame(&frame).expect("read the frame");
+    bad.ivar[3] = 0.0;
+    bad.mask[3] = 0;
+    let unflagged = dir.path().join("unflagged.fits");
+    io::write_frame(&unflagged, &bad, None).expect("write the unflagged frame");
+    bad.ivar[3] = 1.0;
+    bad.mask[5] = 1 << 20;
+    let unknown_bit = dir.path().join("unknown-bit.fits");
+    io::write_frame(&unknown_bit, &bad, None).expect("write the frame with bit 20");
+    if let Some(verdicts) = common::desispec_verdicts(&[&frame, &pre, &unflagged, &unknown_bit]) {
+        assert_eq!(verdicts[0], Ok(()), "desispec on {}", frame.display());
+        let problem = |i: usize| verdicts[i].clone().expect_err("the read-back must fail");
+        assert!(problem(1).contains("extension not found"), "{}", problem(1));
+        assert!(
+            problem(2).contains("1 bin(s) with IVAR = 0 and MASK = 0"),
+            "{}",
+            problem(2)
+        );
+        assert!(
+            problem(3).contains("MASK bits 0x100000 are not desispec specmask bits"),
+            "{}",
+            problem(3)
         );
     }
     let garbage = dir.path().join("notes.txt");
@@ -458,8 +486,14 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     io::write_preproc(&b0_pre, &img).expect("write the b0 preproc");
     img.camera = "r0".into();
     let fm3_pre = d.join("fm3-pre.fits");
+    let full_fibermap = img.fibermap.clone();
     img.fibermap = img.fibermap.as_ref().and_then(|f| f.slice_rows(0..3));
     io::write_preproc(&fm3_pre, &img).expect("write the 3-row FIBERMAP preproc");
+    // Without FLAVOR: desispec refuses to write such a frame (Frame.vet()).
+    let noflavor_pre = d.join("noflavor-pre.fits");
+    img.fibermap = full_fibermap;
+    img.header.retain(|c| !c.starts_with("FLAVOR "));
+    io::write_preproc(&noflavor_pre, &img).expect("write the preproc without FLAVOR");
     drop(img);
     let inputs = dir_names(d);
 
@@ -524,6 +558,12 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             vec!["-i", s(&fm3_pre)],
             &fm3_pre,
             vec!["FIBERMAP has 3 rows", "500 fibers"],
+        ),
+        (
+            "no FLAVOR",
+            vec!["-i", s(&noflavor_pre)],
+            &noflavor_pre,
+            vec!["no FLAVOR keyword", "none, flat, arc, zero, bias, science"],
         ),
         (
             "specmin 10",
@@ -646,6 +686,7 @@ fn frame_reads_in_astropy_as_desispec_expects() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    common::desispec_reads(&[&frame]);
     // The check itself must be able to fail: a truth file is no frame.
     let out = check(&truth);
     assert!(

@@ -66,6 +66,8 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (indir, outdir) = (dir.path().join("in"), dir.path().join("out"));
     std::fs::create_dir_all(&indir).unwrap();
+    // Every version of the frame written, read back by desispec at the end.
+    let kept = dir.path().join("kept");
     let psf = indir.join("psf-r0-00000007.fits");
     std::fs::copy(PSF, &psf).unwrap();
     let preproc = indir.join("preproc-r0-00000007.fits");
@@ -97,6 +99,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     assert!(text.contains("1 written, 0 skipped, 1 failed"), "{text}");
     let frame = outdir.join("frame-r0-00000007.fits");
     let digest = input_digest(&frame).expect("INPUTSUM recorded");
+    common::keep_copy(&frame, &kept);
     assert_eq!(digest.len(), 32, "{digest}");
     std::fs::remove_file(indir.join("psf-b0-00000007.fits")).unwrap();
 
@@ -116,6 +119,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "{text}"
     );
     assert!(text.contains("1 written, 0 skipped, 0 failed"), "{text}");
+    common::keep_copy(&frame, &kept);
     let again = desi_extract::io::read_frame(&frame).unwrap();
     assert!(again.flux == flux, "the same frame again");
     assert_eq!(input_digest(&frame).as_deref(), Some(digest.as_str()));
@@ -130,6 +134,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         text.contains("CHECKSUM/DATASUM are missing or wrong"),
         "{text}"
     );
+    common::keep_copy(&frame, &kept);
 
     // Other options (a shorter grid): redone.
     let text = exposure(&indir, &outdir, &["--wave-span", "40"], 0);
@@ -138,9 +143,11 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "{text}"
     );
     assert_ne!(input_digest(&frame).as_deref(), Some(digest.as_str()));
+    common::keep_copy(&frame, &kept);
 
     // Another input (the preproc rewritten with another seed): redone.
     exposure(&indir, &outdir, &[], 0);
+    common::keep_copy(&frame, &kept);
     let (code, out, err) = run(&[
         "simulate",
         "-p",
@@ -164,6 +171,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         text.contains("extracted from other inputs or options"),
         "{text}"
     );
+    common::keep_copy(&frame, &kept);
 
     // A frame written by `extract` (no INPUTSUM) is not trusted either.
     let (code, out, err) = run(&[
@@ -180,8 +188,10 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "25",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
+    common::keep_copy(&frame, &kept);
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(text.contains("it has no INPUTSUM"), "{text}");
+    common::keep_copy(&frame, &kept);
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(text.contains("0 written, 1 skipped, 0 failed"), "{text}");
     let names = common::dir_names(&outdir);
@@ -216,4 +226,11 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("without preproc for camera(s) z3"), "{err}");
+
+    let versions: Vec<std::path::PathBuf> = common::dir_names(&kept)
+        .iter()
+        .map(|n| kept.join(n))
+        .collect();
+    assert_eq!(versions.len(), 8, "{versions:?}");
+    common::desispec_reads(&versions);
 }

@@ -3,7 +3,9 @@
 use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{extract_frame, frame_data, Extraction, PixelLimits};
+use desi_extract::extract::{
+    check_frame_flavor, extract_frame, frame_data, Extraction, PixelLimits,
+};
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
 use desi_extract::io::{self, Keyword};
@@ -226,6 +228,8 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     };
     let trace = Trace::new();
     let mut image = trace.span("read", || io::read_preproc(&args.input))?;
+    // A frame without a desispec FLAVOR fails Frame.vet(): refused before any work.
+    check_frame_flavor(&image).map_err(|e| InputError(e.to_string()))?;
     if let Some(path) = &args.fibermap {
         // desispec: io.read_fibermap(args.fibermap), then rows specmin..specmin+nspec.
         let table = io::read_table(path, "FIBERMAP")?;

@@ -1,10 +1,33 @@
 //! The frame file of an extraction: its arrays and desispec's header keywords.
 
 use super::provenance::{dependency_keywords, shorten_filename};
-use super::Extraction;
-use crate::io::{FrameData, Keyword, PreprocImage};
+use super::{ExtractError, Extraction};
+use crate::io::{find_keyword, FrameData, Keyword, KeywordValue, PreprocImage};
 use crate::patch::WavelengthGrid;
 use std::path::Path;
+
+/// The FLAVOR values of a frame file that desispec accepts (`desispec.io.params`'
+/// `frame_types`, which `Frame.vet()` checks).
+pub const FRAME_FLAVORS: &[&str] = &["none", "flat", "arc", "zero", "bias", "science"];
+
+/// Refuses a preproc whose header has no FLAVOR among [`FRAME_FLAVORS`], before any work:
+/// its frame would fail desispec's `Frame.vet()`, so desispec's `write_frame` refuses to write
+/// it and `read_frame` warns on it (a preproc desispec wrote always has one).
+pub fn check_frame_flavor(image: &PreprocImage) -> Result<(), ExtractError> {
+    let reason = match find_keyword(&image.header, "FLAVOR") {
+        Some(KeywordValue::Str(f)) if FRAME_FLAVORS.contains(&f.trim()) => return Ok(()),
+        Some(KeywordValue::Str(f)) => format!("FLAVOR '{}' is not one of", f.trim()),
+        Some(other) => format!("FLAVOR {other:?} is not one of"),
+        None => "no FLAVOR keyword: expected one of".to_string(),
+    };
+    Err(ExtractError::Input {
+        path: image.path.display().to_string(),
+        reason: format!(
+            "{reason} {} (desispec refuses to write a frame without one)",
+            FRAME_FLAVORS.join(", ")
+        ),
+    })
+}
 
 /// Frame file contents of an extraction of `input` with `psf_path` (`in_psf`: the PSF's
 /// IN_PSF keyword, passed on as ORIG_PSF), with desispec's keywords: NSPEC, WAVEMIN/WAVEMAX/
@@ -58,5 +81,50 @@ pub fn frame_data(
         chi2pix: a.chi2pix.clone(),
         header: image.header.clone(),
         keywords,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(cards: &[&str]) -> PreprocImage {
+        PreprocImage {
+            path: "preproc-r0-00000001.fits".into(),
+            nx: 0,
+            ny: 0,
+            image: Vec::new(),
+            ivar: Vec::new(),
+            mask: Vec::new(),
+            camera: "r0".into(),
+            header: cards.iter().map(|c| c.to_string()).collect(),
+            readnoise: None,
+            fibermap: None,
+        }
+    }
+
+    #[test]
+    fn flavor_must_be_a_desispec_frame_type() {
+        for flavor in FRAME_FLAVORS {
+            let card = Keyword::str("FLAVOR", flavor, "").card();
+            assert!(check_frame_flavor(&image(&[&card])).is_ok(), "{card}");
+        }
+        for (cards, says) in [
+            (vec![], "no FLAVOR keyword"),
+            (
+                vec!["FLAVOR  = 'dither  '"],
+                "FLAVOR 'dither' is not one of",
+            ),
+            (
+                vec!["FLAVOR  =                    3"],
+                "is not one of none, flat",
+            ),
+        ] {
+            let err = check_frame_flavor(&image(&cards)).unwrap_err().to_string();
+            assert!(
+                err.contains("preproc-r0-00000001.fits") && err.contains(says),
+                "{err}"
+            );
+        }
     }
 }
