@@ -2,7 +2,8 @@
 //! when it is a complete, valid frame of the same inputs and options (INPUTSUM and the FITS
 //! checksums); a truncated frame, a frame of other options and a frame written by `extract`
 //! are extracted again and said so; a camera with a PSF and no preproc is reported and fails
-//! the run (exit 2); an exposure id with no files is an error (exit 1).
+//! the run (exit 2); an exposure id with no files is an error (exit 1); a preproc whose FLAVOR
+//! desispec refuses fails its frame. Every version of the frame written is read back by desispec.
 //!
 //! One process, one r0 frame of 25 fibers and 50 Angstrom (the preproc is the full r0 CCD).
 
@@ -226,6 +227,31 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("without preproc for camera(s) z3"), "{err}");
+
+    // A preproc whose FLAVOR desispec's Frame.vet() refuses: that frame fails, none is written.
+    let odd = indir.join("preproc-r0-00000009.fits");
+    std::fs::copy(&preproc, &odd).unwrap();
+    common::set_raw_card(&odd, "", "FLAVOR", "'dither  '");
+    std::fs::copy(PSF, indir.join("psf-r0-00000009.fits")).unwrap();
+    let (code, out, err) = run(&[
+        "exposure",
+        "--indir",
+        s(&indir),
+        "--outdir",
+        s(&outdir),
+        "--expid",
+        "9",
+        "-n",
+        "25",
+        "--wave-span",
+        "50",
+    ]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("FLAVOR 'dither' is not one of none, flat, arc, zero, bias, science"),
+        "{out}{err}"
+    );
+    assert!(!outdir.join("frame-r0-00000009.fits").exists());
 
     let versions: Vec<std::path::PathBuf> = common::dir_names(&kept)
         .iter()

@@ -148,9 +148,10 @@ pub fn set_raw_card(path: &Path, hdu: &str, key: &str, value: &str) {
     panic!("no HDU {hdu:?} in {}", path.display());
 }
 
-/// Whether the tests may go on without desispec: `DESI_SKIP_DESISPEC=1`, and never when
-/// `CI=true`.
-fn may_skip_desispec() -> bool {
+/// Whether a test may go on without the Python stack of scripts/setup.sh (astropy, desispec):
+/// only with `DESI_SKIP_DESISPEC=1`, and never when `CI=true`. Otherwise a test that needs it
+/// and cannot import it fails, saying how to install it.
+pub fn may_skip_desispec() -> bool {
     std::env::var("DESI_SKIP_DESISPEC").as_deref() == Ok("1")
         && std::env::var("CI").as_deref() != Ok("true")
 }
