@@ -495,6 +495,14 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     img.header.retain(|c| !c.starts_with("FLAVOR "));
     io::write_preproc(&noflavor_pre, &img).expect("write the preproc without FLAVOR");
     drop(img);
+    // A header card no FITS reader parses, and a FIBERMAP without FIBER: both would be carried
+    // into the frame, which desispec could not read.
+    let badcard_pre = d.join("badcard-pre.fits");
+    std::fs::copy(&pre, &badcard_pre).expect("copy the preproc");
+    common::set_raw_card(&badcard_pre, "", "SIMSEED", "E");
+    let nofiber_pre = d.join("nofiber-pre.fits");
+    std::fs::copy(&pre, &nofiber_pre).expect("copy the preproc");
+    common::set_raw_card(&nofiber_pre, "FIBERMAP", "TTYPE1", "'FIB5R   '");
     let inputs = dir_names(d);
 
     let missing_pre = d.join("missing-pre.fits");
@@ -558,6 +566,18 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             vec!["-i", s(&fm3_pre)],
             &fm3_pre,
             vec!["FIBERMAP has 3 rows", "500 fibers"],
+        ),
+        (
+            "unparsable card",
+            vec!["-i", s(&badcard_pre)],
+            &badcard_pre,
+            vec!["header card SIMSEED has a value FITS readers cannot parse"],
+        ),
+        (
+            "FIBERMAP without FIBER",
+            vec!["-i", s(&nofiber_pre)],
+            &nofiber_pre,
+            vec!["FIBERMAP has no integer FIBER column", "FIB5R"],
         ),
         (
             "no FLAVOR",

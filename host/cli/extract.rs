@@ -4,7 +4,7 @@ use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg
 use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{
-    check_frame_flavor, extract_frame, frame_data, Extraction, PixelLimits,
+    check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
 };
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
@@ -228,8 +228,6 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     };
     let trace = Trace::new();
     let mut image = trace.span("read", || io::read_preproc(&args.input))?;
-    // A frame without a desispec FLAVOR fails Frame.vet(): refused before any work.
-    check_frame_flavor(&image).map_err(|e| InputError(e.to_string()))?;
     if let Some(path) = &args.fibermap {
         // desispec: io.read_fibermap(args.fibermap), then rows specmin..specmin+nspec.
         let table = io::read_table(path, "FIBERMAP")?;
@@ -246,6 +244,9 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         image.fibermap = Some(table);
         log::debug!("fibermap from {}", path.display());
     }
+    // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
+    // before any work.
+    check_frame_metadata(&image).map_err(|e| InputError(e.to_string()))?;
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),

@@ -7,7 +7,7 @@ use super::provenance;
 use super::summary::{FrameFlags, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
-    assemble_frame, bundle_share, check_frame_flavor, extract_bundles, frame_data, BundleBlock,
+    assemble_frame, bundle_share, check_frame_metadata, extract_bundles, frame_data, BundleBlock,
     Extraction, PixelLimits, ScreenCount,
 };
 use crate::io::{self, Keyword, PreprocImage};
@@ -40,8 +40,9 @@ pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
         .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
         .map_err(|e| e.to_string())
         .and_then(|(psf, image)| {
-            // A frame without a desispec FLAVOR fails Frame.vet(): refused before any work.
-            check_frame_flavor(&image).map_err(|e| e.to_string())?;
+            // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
+            // before any work.
+            check_frame_metadata(&image).map_err(|e| e.to_string())?;
             Ok(FrameInputs { psf, image })
         });
     ReadFrame {
