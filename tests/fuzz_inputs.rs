@@ -20,11 +20,12 @@
 //! The test fails on crash, panic, hang, leftover, bad-bins, desispec-rejects and silent-error
 //! (every outcome must be a correct, flagged or changed frame, or a clear error with exit 1 or
 //! 2). The frames of exit 0 (a few kB each) are kept aside and read back by desispec in one
-//! python process after the loop (`common::desispec_reads`). It prints the table of counts by class
-//! (and each failing case, with its index, to reproduce it: the mutations depend only on the
-//! seed and the index). `DESI_FUZZ_CASES` (default 400, half PSF, half preproc) and
-//! `DESI_FUZZ_SEED` (default 14) change the loop; every child runs under a 4 GiB address-space
-//! limit and a 60 s time limit.
+//! python process after the loop (`common::desispec_verdicts`). It prints the table of counts
+//! by class (and each failing case, with its index, to reproduce it: the mutations depend only
+//! on the seed and the index). `DESI_FUZZ_CASES` (default 400, half PSF, half preproc) and
+//! `DESI_FUZZ_SEED` (default 14) change the loop, `DESI_FUZZ_FROM` (default 0) skips the cases
+//! before it (`DESI_FUZZ_FROM=1743 DESI_FUZZ_CASES=1744` reruns case 1743 alone); every child
+//! runs under a 4 GiB address-space limit and a 60 s time limit.
 //!
 //! The files are small so that hundreds of cases take a few minutes on 2 cores: the bundled r0
 //! PSF cut to 5 fibers and a CCD window of about 100 x 150 pixels around their traces (the trace
@@ -110,6 +111,8 @@ fn extract_args<'a>(preproc: &'a str, psf: &'a str, out: &'a str) -> Vec<&'a str
 struct Ran {
     /// Exit code, `None` when killed by a signal.
     code: Option<i32>,
+    /// The signal that killed it, if one did.
+    signal: Option<i32>,
     hung: bool,
     stderr: String,
 }
@@ -141,6 +144,7 @@ fn run_limited(args: &[&str], logs: &Path) -> Ran {
     };
     Ran {
         code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
         hung,
         stderr: std::fs::read_to_string(&err).unwrap_or_default(),
     }
@@ -380,6 +384,10 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(14);
+    let from: usize = std::env::var("DESI_FUZZ_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (psf, preproc) = (d.join("psf.fits"), d.join("preproc.fits"));
@@ -423,7 +431,7 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
     // The frames of exit 0 for desispec: (copy, kind, class, the case's line).
     let mut written = Vec::new();
     let start = Instant::now();
-    for case in 0..cases {
+    for case in from..cases {
         let (kind, original) = &originals[case % 2];
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) + case as u64);
         let (bytes, how) = mutate(original, &mut rng);
@@ -466,8 +474,9 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
                 .collect::<Vec<_>>()
                 .join(" | ");
             let line = format!(
-                "case {case} ({kind}, {how}): {command} -> {class:?} (exit {:?}; left {left:?}): {tail}",
-                ran.code
+                "case {case} ({kind}, {how}): {command} -> {class:?} (exit {:?}, signal {:?}; left {left:?}): {tail}",
+                ran.code,
+                ran.signal
             );
             if class.fails() {
                 let detail = match class {
