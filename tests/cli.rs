@@ -489,20 +489,37 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     let full_fibermap = img.fibermap.clone();
     img.fibermap = img.fibermap.as_ref().and_then(|f| f.slice_rows(0..3));
     io::write_preproc(&fm3_pre, &img).expect("write the 3-row FIBERMAP preproc");
-    // Without FLAVOR: desispec refuses to write such a frame (Frame.vet()).
+    // What desispec could not read in the frame (docs/algorithm.md §1.2) is refused before the
+    // image is compared with the PSF: tiny (6 x 9 pixel) preprocs carry it. Without FLAVOR
+    // (desispec refuses to write such a frame: Frame.vet()), with a header card no FITS reader
+    // parses, with a FIBERMAP without FIBER (both would be carried into the frame).
+    let tiny = |path: &Path, header: Vec<String>| {
+        let n = 6 * 9;
+        let image = PreprocImage {
+            path: path.to_path_buf(),
+            nx: 9,
+            ny: 6,
+            image: vec![1.0; n],
+            ivar: vec![1.0; n],
+            mask: vec![0; n],
+            camera: "r0".into(),
+            header,
+            readnoise: None,
+            fibermap: full_fibermap.clone(),
+        };
+        io::write_preproc(path, &image).expect("write a tiny preproc");
+    };
     let noflavor_pre = d.join("noflavor-pre.fits");
-    img.fibermap = full_fibermap;
-    img.header.retain(|c| !c.starts_with("FLAVOR "));
-    io::write_preproc(&noflavor_pre, &img).expect("write the preproc without FLAVOR");
-    drop(img);
-    // A header card no FITS reader parses, and a FIBERMAP without FIBER: both would be carried
-    // into the frame, which desispec could not read.
     let badcard_pre = d.join("badcard-pre.fits");
-    std::fs::copy(&pre, &badcard_pre).expect("copy the preproc");
-    common::set_raw_card(&badcard_pre, "", "SIMSEED", "E");
     let nofiber_pre = d.join("nofiber-pre.fits");
-    std::fs::copy(&pre, &nofiber_pre).expect("copy the preproc");
+    let mut header = img.header.clone();
+    tiny(&badcard_pre, header.clone());
+    common::set_raw_card(&badcard_pre, "", "SIMSEED", "E");
+    tiny(&nofiber_pre, header.clone());
     common::set_raw_card(&nofiber_pre, "FIBERMAP", "TTYPE1", "'FIB5R   '");
+    header.retain(|c| !c.starts_with("FLAVOR "));
+    tiny(&noflavor_pre, header);
+    drop(img);
     let inputs = dir_names(d);
 
     let missing_pre = d.join("missing-pre.fits");

@@ -229,8 +229,14 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     assert!(err.contains("without preproc for camera(s) z3"), "{err}");
 
     // A preproc whose FLAVOR desispec's Frame.vet() refuses: that frame fails, none is written.
+    // (A tiny image: the check comes before the image is compared with the PSF.)
     let odd = indir.join("preproc-r0-00000009.fits");
-    std::fs::copy(&preproc, &odd).unwrap();
+    let mut tiny = desi_extract::io::read_preproc(&preproc).unwrap();
+    (tiny.nx, tiny.ny) = (9, 6);
+    tiny.image = vec![1.0; 54];
+    tiny.ivar = vec![1.0; 54];
+    tiny.mask = vec![0; 54];
+    desi_extract::io::write_preproc(&odd, &tiny).unwrap();
     common::set_raw_card(&odd, "", "FLAVOR", "'dither  '");
     std::fs::copy(PSF, indir.join("psf-r0-00000009.fits")).unwrap();
     let (code, out, err) = run(&[
