@@ -56,6 +56,10 @@ fn barycentric_correction_extracts_on_the_divided_grid_and_keeps_the_nominal_wav
     let nominal = WavelengthGrid::arange(6000.0, 6100.0, 0.8).unwrap();
     let truth = builtin_spectra(25, 25, &nominal.wave);
     let mut image = simulated_preproc(&psf, &truth, 3.0, 9, false, "r0").unwrap();
+    // What desispec's Frame.vet() requires of every frame (the CLI refuses a preproc without).
+    image
+        .header
+        .push(io::Keyword::str("FLAVOR", "science", "").card());
     let plain = dir.path().join("preproc-plain.fits");
     io::write_preproc(&plain, &image).unwrap();
     image.header.extend([
@@ -105,6 +109,7 @@ fn barycentric_correction_extracts_on_the_divided_grid_and_keeps_the_nominal_wav
         String::from_utf8_lossy(&out.stderr)
     );
 
+    common::desispec_reads(&[&corrected, &direct]);
     let corrected = read_frame(&corrected).unwrap();
     let direct = read_frame(&direct).unwrap();
     assert_eq!(corrected.flux, direct.flux);

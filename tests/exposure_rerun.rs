@@ -2,7 +2,8 @@
 //! when it is a complete, valid frame of the same inputs and options (INPUTSUM and the FITS
 //! checksums); a truncated frame, a frame of other options and a frame written by `extract`
 //! are extracted again and said so; a camera with a PSF and no preproc is reported and fails
-//! the run (exit 2); an exposure id with no files is an error (exit 1).
+//! the run (exit 2); an exposure id with no files is an error (exit 1); a preproc whose FLAVOR
+//! desispec refuses fails its frame. Every version of the frame written is read back by desispec.
 //!
 //! One process, one r0 frame of 25 fibers and 50 Angstrom (the preproc is the full r0 CCD).
 
@@ -66,6 +67,8 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (indir, outdir) = (dir.path().join("in"), dir.path().join("out"));
     std::fs::create_dir_all(&indir).unwrap();
+    // Every version of the frame written, read back by desispec at the end.
+    let kept = dir.path().join("kept");
     let psf = indir.join("psf-r0-00000007.fits");
     std::fs::copy(PSF, &psf).unwrap();
     let preproc = indir.join("preproc-r0-00000007.fits");
@@ -97,6 +100,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     assert!(text.contains("1 written, 0 skipped, 1 failed"), "{text}");
     let frame = outdir.join("frame-r0-00000007.fits");
     let digest = input_digest(&frame).expect("INPUTSUM recorded");
+    common::keep_copy(&frame, &kept);
     assert_eq!(digest.len(), 32, "{digest}");
     std::fs::remove_file(indir.join("psf-b0-00000007.fits")).unwrap();
 
@@ -116,6 +120,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "{text}"
     );
     assert!(text.contains("1 written, 0 skipped, 0 failed"), "{text}");
+    common::keep_copy(&frame, &kept);
     let again = desi_extract::io::read_frame(&frame).unwrap();
     assert!(again.flux == flux, "the same frame again");
     assert_eq!(input_digest(&frame).as_deref(), Some(digest.as_str()));
@@ -130,6 +135,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         text.contains("CHECKSUM/DATASUM are missing or wrong"),
         "{text}"
     );
+    common::keep_copy(&frame, &kept);
 
     // Other options (a shorter grid): redone.
     let text = exposure(&indir, &outdir, &["--wave-span", "40"], 0);
@@ -138,9 +144,11 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "{text}"
     );
     assert_ne!(input_digest(&frame).as_deref(), Some(digest.as_str()));
+    common::keep_copy(&frame, &kept);
 
     // Another input (the preproc rewritten with another seed): redone.
     exposure(&indir, &outdir, &[], 0);
+    common::keep_copy(&frame, &kept);
     let (code, out, err) = run(&[
         "simulate",
         "-p",
@@ -164,6 +172,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         text.contains("extracted from other inputs or options"),
         "{text}"
     );
+    common::keep_copy(&frame, &kept);
 
     // A frame written by `extract` (no INPUTSUM) is not trusted either.
     let (code, out, err) = run(&[
@@ -180,8 +189,10 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
         "25",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
+    common::keep_copy(&frame, &kept);
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(text.contains("it has no INPUTSUM"), "{text}");
+    common::keep_copy(&frame, &kept);
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(text.contains("0 written, 1 skipped, 0 failed"), "{text}");
     let names = common::dir_names(&outdir);
@@ -216,4 +227,42 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("without preproc for camera(s) z3"), "{err}");
+
+    // A preproc whose FLAVOR desispec's Frame.vet() refuses: that frame fails, none is written.
+    // (A tiny image: the check comes before the image is compared with the PSF.)
+    let odd = indir.join("preproc-r0-00000009.fits");
+    let mut tiny = desi_extract::io::read_preproc(&preproc).unwrap();
+    (tiny.nx, tiny.ny) = (9, 6);
+    tiny.image = vec![1.0; 54];
+    tiny.ivar = vec![1.0; 54];
+    tiny.mask = vec![0; 54];
+    desi_extract::io::write_preproc(&odd, &tiny).unwrap();
+    common::set_raw_card(&odd, "", "FLAVOR", "'dither  '");
+    std::fs::copy(PSF, indir.join("psf-r0-00000009.fits")).unwrap();
+    let (code, out, err) = run(&[
+        "exposure",
+        "--indir",
+        s(&indir),
+        "--outdir",
+        s(&outdir),
+        "--expid",
+        "9",
+        "-n",
+        "25",
+        "--wave-span",
+        "50",
+    ]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("FLAVOR 'dither' is not one of none, flat, arc, zero, bias, science"),
+        "{out}{err}"
+    );
+    assert!(!outdir.join("frame-r0-00000009.fits").exists());
+
+    let versions: Vec<std::path::PathBuf> = common::dir_names(&kept)
+        .iter()
+        .map(|n| kept.join(n))
+        .collect();
+    assert_eq!(versions.len(), 8, "{versions:?}");
+    common::desispec_reads(&versions);
 }

@@ -15,13 +15,17 @@
 //! | panic | a Rust panic message on stderr |
 //! | hang | still running after the time limit (killed) |
 //! | leftover | a file other than the frame left in the output directory, or a frame after exit 1, or an unreadable frame after exit 0 |
+//! | desispec-rejects | exit 0, but desispec 0.70.0 cannot read the frame (`read_frame` fails or warns) or `Frame.vet() != 0` or the bins break its rules (tests/desispec_read_back.py) |
 //!
-//! The test fails on crash, panic, hang, leftover, bad-bins and silent-error (every outcome must
-//! be a correct, flagged or changed frame, or a clear error with exit 1 or 2). It prints the table of counts by class
-//! (and each failing case, with its index, to reproduce it: the mutations depend only on the
-//! seed and the index). `DESI_FUZZ_CASES` (default 400, half PSF, half preproc) and
-//! `DESI_FUZZ_SEED` (default 14) change the loop; every child runs under a 4 GiB address-space
-//! limit and a 60 s time limit.
+//! The test fails on crash, panic, hang, leftover, bad-bins, desispec-rejects and silent-error
+//! (every outcome must be a correct, flagged or changed frame, or a clear error with exit 1 or
+//! 2). The frames of exit 0 (a few kB each) are kept aside and read back by desispec in one
+//! python process after the loop (`common::desispec_verdicts`). It prints the table of counts
+//! by class (and each failing case, with its index, to reproduce it: the mutations depend only
+//! on the seed and the index). `DESI_FUZZ_CASES` (default 400, half PSF, half preproc) and
+//! `DESI_FUZZ_SEED` (default 14) change the loop, `DESI_FUZZ_FROM` (default 0) skips the cases
+//! before it (`DESI_FUZZ_FROM=1743 DESI_FUZZ_CASES=1744` reruns case 1743 alone); every child
+//! runs under a 4 GiB address-space limit and a 60 s time limit.
 //!
 //! The files are small so that hundreds of cases take a few minutes on 2 cores: the bundled r0
 //! PSF cut to 5 fibers and a CCD window of about 100 x 150 pixels around their traces (the trace
@@ -107,6 +111,8 @@ fn extract_args<'a>(preproc: &'a str, psf: &'a str, out: &'a str) -> Vec<&'a str
 struct Ran {
     /// Exit code, `None` when killed by a signal.
     code: Option<i32>,
+    /// The signal that killed it, if one did.
+    signal: Option<i32>,
     hung: bool,
     stderr: String,
 }
@@ -138,6 +144,7 @@ fn run_limited(args: &[&str], logs: &Path) -> Ran {
     };
     Ran {
         code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
         hung,
         stderr: std::fs::read_to_string(&err).unwrap_or_default(),
     }
@@ -290,6 +297,7 @@ enum Class {
     Panic,
     Hang,
     Leftover,
+    DesispecRejects,
 }
 
 impl Class {
@@ -301,6 +309,7 @@ impl Class {
                 | Class::Hang
                 | Class::Leftover
                 | Class::BadBins
+                | Class::DesispecRejects
                 | Class::SilentError
         )
     }
@@ -375,6 +384,10 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(14);
+    let from: usize = std::env::var("DESI_FUZZ_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (psf, preproc) = (d.join("psf.fits"), d.join("preproc.fits"));
@@ -388,9 +401,10 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
         .output()
         .expect("simulate");
     assert!(sim.status.success(), "{sim:?}");
-    let (logs, work) = (d.join("logs"), d.join("case"));
+    let (logs, work, kept) = (d.join("logs"), d.join("case"), d.join("kept"));
     std::fs::create_dir_all(&logs).unwrap();
     std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&kept).unwrap();
     let s = |p: &Path| p.to_str().expect("UTF-8").to_string();
 
     // The unmutated run: the reference frame, and it must be clean.
@@ -414,8 +428,10 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
     );
     let mut counts: BTreeMap<(&str, &str, Class), usize> = BTreeMap::new();
     let mut failures = Vec::new();
+    // The frames of exit 0 for desispec: (copy, kind, class, the case's line).
+    let mut written = Vec::new();
     let start = Instant::now();
-    for case in 0..cases {
+    for case in from..cases {
         let (kind, original) = &originals[case % 2];
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) + case as u64);
         let (bytes, how) = mutate(original, &mut rng);
@@ -439,6 +455,15 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
         if !left.is_empty() {
             ext_class = Class::Leftover;
         }
+        if ext.code == Some(0) && out.is_file() {
+            let copy = kept.join(format!("case-{case}.fits"));
+            std::fs::copy(&out, &copy).unwrap();
+            let line = format!(
+                "case {case} ({kind}, {how}): extract -> {:?} (exit 0)",
+                Class::DesispecRejects
+            );
+            written.push((copy, *kind, ext_class, line));
+        }
         for (command, class, ran) in [("info", info_class, &info), ("extract", ext_class, &ext)] {
             *counts.entry((kind, command, class)).or_default() += 1;
             let tail: String = ran
@@ -449,8 +474,9 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
                 .collect::<Vec<_>>()
                 .join(" | ");
             let line = format!(
-                "case {case} ({kind}, {how}): {command} -> {class:?} (exit {:?}; left {left:?}): {tail}",
-                ran.code
+                "case {case} ({kind}, {how}): {command} -> {class:?} (exit {:?}, signal {:?}; left {left:?}): {tail}",
+                ran.code,
+                ran.signal
             );
             if class.fails() {
                 let detail = match class {
@@ -464,10 +490,30 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    println!(
-        "fuzz: {cases} cases in {:.1} s; outcomes (file, command, class: count):",
-        start.elapsed().as_secs_f64()
-    );
+    let loop_time = start.elapsed().as_secs_f64();
+    // desispec reads the reference and every frame of exit 0, in one process.
+    let mut paths = vec![reference_path.clone()];
+    paths.extend(written.iter().map(|w| w.0.clone()));
+    if let Some(verdicts) = common::desispec_verdicts(&paths) {
+        if let Err(problem) = &verdicts[0] {
+            panic!("desispec rejects the reference frame: {problem}");
+        }
+        for ((_, kind, class, line), verdict) in written.iter().zip(&verdicts[1..]) {
+            if let Err(problem) = verdict {
+                *counts.entry((kind, "extract", *class)).or_default() -= 1;
+                *counts
+                    .entry((kind, "extract", Class::DesispecRejects))
+                    .or_default() += 1;
+                failures.push(format!("{line}: {problem}"));
+            }
+        }
+        println!(
+            "fuzz: desispec read {} frame(s) of exit 0 back",
+            verdicts.len()
+        );
+    }
+    println!("fuzz: {cases} cases in {loop_time:.1} s; outcomes (file, command, class: count):");
+    counts.retain(|_, n| *n > 0);
     for ((kind, command, class), n) in &counts {
         println!("  {kind:<8} {command:<8} {class:?}: {n}");
     }
@@ -476,7 +522,7 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
     }
     assert!(
         failures.is_empty(),
-        "{} failing outcome(s) (crash, panic, hang, leftover, bad bins or a silent error):\n{}",
+        "{} failing outcome(s) (crash, panic, hang, leftover, bad bins, desispec rejects or a silent error):\n{}",
         failures.len(),
         failures.join("\n")
     );

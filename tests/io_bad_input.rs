@@ -417,6 +417,31 @@ fn sizes_beyond_the_file_are_refused_before_allocating() {
     assert_msg(&err, &psf, &["PSF", "truncated file"]);
 }
 
+/// cfitsio divides by ZTILEn when it opens a tile-compressed HDU, and reads `0   66` as 0
+/// (SIGFPE, found by the fuzz loop): ZTILEn and ZNAXISn are checked on the raw header first.
+#[test]
+fn tile_keywords_of_a_compressed_hdu_are_checked_before_cfitsio_opens_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value, says) in [
+        (
+            "ZTILE1",
+            "0            66",
+            "expected one integer >= 1, found \"0            66\"",
+        ),
+        ("ZTILE2", "0", "expected one integer >= 1, found \"0\""),
+        ("ZNAXIS1", "-9", "expected one integer >= 0, found \"-9\""),
+    ] {
+        let pre = dir.path().join(format!("pre-{key}.fits"));
+        write_preproc(&pre, &small_preproc(&pre)).expect("write preproc");
+        common::set_raw_card(&pre, "MASK", key, value);
+        let err = read_preproc(&pre).expect_err("bad tile keyword");
+        assert!(matches!(err, IoError::BadKeyword { .. }), "{err:?}");
+        assert_msg(&err, &pre, &["MASK", key, says]);
+        let err = describe(&pre).expect_err("info of the bad tile keyword");
+        assert_msg(&err, &pre, &["MASK", key]);
+    }
+}
+
 #[test]
 fn unreadable_inputs_say_so() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -155,6 +155,7 @@ fn one_frame_is_identical_on_1_2_and_3_ranks() {
     for other in &frames[1..] {
         assert_same_frame(Path::new(&frames[0]), Path::new(other));
     }
+    common::desispec_reads(&frames);
 }
 
 /// Writes the synthetic exposure 7 (b0, r0, z0; 25 fibers) into `dir`.
@@ -329,6 +330,28 @@ fn exposure_pipeline_matches_serial_and_a_corrupt_frame_fails_alone() {
         }
         assert!(!outdir.join("frame-b1-00000007.fits").exists());
     }
+
+    // desispec reads every frame written (b, r and z; every layout; beside a failed frame).
+    let mut written = Vec::new();
+    for sub in [
+        "serial",
+        "threaded",
+        "shared",
+        "piped",
+        "piped4",
+        "corrupt-piped",
+        "corrupt-shared",
+        "corrupt-threaded",
+    ] {
+        for camera in ["b0", "r0", "z0"] {
+            written.push(
+                dir.path()
+                    .join(sub)
+                    .join(format!("frame-{camera}-00000007.fits")),
+            );
+        }
+    }
+    common::desispec_reads(&written);
 }
 
 #[test]

@@ -159,6 +159,7 @@ fn outputs_never_replace_inputs_devices_or_each_other() {
     let written = desi_extract::io::read_frame(&target).expect("the target is a frame");
     assert_eq!(written.nspec, 25);
     assert_eq!(common::dir_names(&sub), ["target.fits"]);
+    common::desispec_reads(&[&target]);
 
     // Every directory holds only what the test made and the link's frame.
     assert_eq!(
@@ -204,6 +205,8 @@ fn failed_writes_exit_2_without_leftovers_and_stale_temporaries_are_swept() {
     // ignored, the write fails with EFBIG, exit 2, the temporary is removed, the frame
     // (written before) is complete.
     let model = d.join("model.fits");
+    let kept = tempfile::tempdir().unwrap();
+    let first = common::keep_copy(&frame, kept.path());
     std::fs::remove_file(&frame).unwrap();
     let script = format!(
         "ulimit -f 2048; exec {BIN} extract -i {} -p {PSF} -o {} -m {} -w 6000,6100,0.8 -n 25",
@@ -229,6 +232,8 @@ fn failed_writes_exit_2_without_leftovers_and_stale_temporaries_are_swept() {
         ["frame.fits", "preproc.fits"],
         "no temporary left behind"
     );
+    // The first run's frame, and the one the failed run wrote before its model.
+    common::desispec_reads(&[&first, &frame]);
 }
 
 #[test]
@@ -281,22 +286,7 @@ fn a_run_killed_while_writing_leaves_a_temporary_that_the_next_run_removes() {
         ["frame.fits", "model.fits", "preproc.fits"],
         "the killed run's temporary is swept"
     );
-}
-
-/// Whether python3 can import desispec (PYTHONPATH from scripts/setup.sh); under CI it must.
-fn desispec_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import desispec.io"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI: python3 cannot import desispec (run scripts/setup.sh, set PYTHONPATH)"
-        );
-        eprintln!("notice: desispec not importable, skipping its read of the .gz frame");
-    }
-    ok
+    common::desispec_reads(&[&frame]);
 }
 
 #[test]
@@ -327,19 +317,6 @@ fn gz_outputs_are_gzip_and_desispec_reads_them() {
         common::dir_names(d),
         ["frame.fits", "frame.fits.gz", "preproc.fits"]
     );
-    if desispec_available() {
-        let code = format!(
-            "import warnings, numpy as np\n\
-             warnings.simplefilter('error')\n\
-             from desispec.io import read_frame\n\
-             f = read_frame('{}'); g = read_frame('{}')\n\
-             assert f.flux.shape == (25, 126), f.flux.shape\n\
-             assert np.array_equal(f.flux, g.flux) and np.array_equal(f.ivar, g.ivar)\n\
-             print('ok')",
-            s(&gz),
-            s(&plain)
-        );
-        let r = run_cmd(Command::new("python3").args(["-c", &code]));
-        assert!(r.code == Some(0) && r.text.contains("ok"), "{}", r.text);
-    }
+    // desispec reads both (its read_frame opens .fits.gz through astropy).
+    common::desispec_reads(&[&gz, &plain]);
 }

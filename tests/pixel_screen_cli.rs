@@ -170,4 +170,7 @@ fn extract_reports_screened_pixels_and_failed_patches() {
         err.contains("frame r0") && err.contains("6 input pixel(s) with IVAR > 0 ignored"),
         "{err}"
     );
+    // desispec reads every frame written, the flagged one (IVAR 0 under BAD2DFIT) included.
+    let exposed = outdir.join("frame-r0-00000009.fits");
+    common::desispec_reads(&[&frame, &flagged, &old, &exposed]);
 }

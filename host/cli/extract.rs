@@ -3,7 +3,9 @@
 use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg};
 use anyhow::Context;
 use clap::Args;
-use desi_extract::extract::{extract_frame, frame_data, Extraction, PixelLimits};
+use desi_extract::extract::{
+    check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
+};
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
 use desi_extract::io::{self, Keyword};
@@ -242,6 +244,9 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         image.fibermap = Some(table);
         log::debug!("fibermap from {}", path.display());
     }
+    // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
+    // before any work.
+    check_frame_metadata(&image).map_err(|e| InputError(e.to_string()))?;
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),

@@ -7,8 +7,8 @@ use super::provenance;
 use super::summary::{FrameFlags, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
-    assemble_frame, bundle_share, extract_bundles, frame_data, BundleBlock, Extraction,
-    PixelLimits, ScreenCount,
+    assemble_frame, bundle_share, check_frame_metadata, extract_bundles, frame_data, BundleBlock,
+    Extraction, PixelLimits, ScreenCount,
 };
 use crate::io::{self, Keyword, PreprocImage};
 use crate::job::FrameJob;
@@ -38,8 +38,13 @@ pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
     let t0 = Instant::now();
     let inputs = io::read_psf(&files.psf)
         .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
-        .map(|(psf, image)| FrameInputs { psf, image })
-        .map_err(|e| e.to_string());
+        .map_err(|e| e.to_string())
+        .and_then(|(psf, image)| {
+            // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
+            // before any work.
+            check_frame_metadata(&image).map_err(|e| e.to_string())?;
+            Ok(FrameInputs { psf, image })
+        });
     ReadFrame {
         inputs,
         read_s: t0.elapsed().as_secs_f64(),

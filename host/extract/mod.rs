@@ -20,7 +20,7 @@ use assemble::{finish_frame, BundleOutput};
 pub(crate) use ccd::trace_rows;
 pub use ccd::{CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
-pub use output::frame_data;
+pub use output::{check_frame_metadata, frame_data, FRAME_FLAVORS};
 pub use screen::{
     Pixel, PixelLimits, ScreenCount, DEFAULT_SATURATION_ELECTRONS, MAX_PIXEL_IVAR,
     SATURATION_FACTOR,

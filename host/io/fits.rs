@@ -116,6 +116,9 @@ impl Fits {
     /// read (permissions, a directory) is [`IoError::Unreadable`], not "not a FITS file".
     pub(crate) fn open(path: &Path) -> Result<Self, IoError> {
         let disk_len = probe_readable(path)?;
+        if let Some(len) = disk_len {
+            check_tile_keywords(path, len)?;
+        }
         let cpath = c_path(path)?;
         let mut fptr: *mut sys::fitsfile = ptr::null_mut();
         let mut status: c_int = 0;
@@ -957,6 +960,116 @@ fn card_value(card: &str) -> Result<String, String> {
         return Err(format!("one value expected, found {value:?}"));
     }
     Ok(value.to_string())
+}
+
+/// Header blocks read per HDU by [`check_tile_keywords`] at most (a 28,800-card header).
+const MAX_HEADER_BLOCKS: u64 = 360;
+
+/// Scans the raw headers of the regular (not compressed) FITS file at `path`, `len` bytes,
+/// before cfitsio parses any: in a tile-compressed image HDU (ZIMAGE = T), every ZNAXISn and
+/// ZTILEn must be one integer (ZTILEn >= 1, ZNAXISn >= 0), parsed strictly. cfitsio reads
+/// `ZTILE1 = 0   66` as 0 when it opens the HDU, and divides by it (SIGFPE, an abort);
+/// [`Fits::check_structure`] comes too late for that. The scan stops, leaving the file to
+/// cfitsio's own checks, at the first header it cannot follow.
+fn check_tile_keywords(path: &Path, len: u64) -> Result<(), IoError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let unreadable = |e: std::io::Error| IoError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let (mut pos, mut index) = (0u64, 0usize);
+    let mut block = vec![0u8; 2880];
+    'hdus: while pos.saturating_add(2880) <= len {
+        file.seek(SeekFrom::Start(pos)).map_err(unreadable)?;
+        let mut cards: Vec<String> = Vec::new();
+        let mut blocks = 0;
+        loop {
+            if blocks == MAX_HEADER_BLOCKS || pos + 2880 * (blocks + 1) > len {
+                break 'hdus;
+            }
+            file.read_exact(&mut block).map_err(unreadable)?;
+            blocks += 1;
+            let mut ended = false;
+            for card in block.chunks(80) {
+                let card = String::from_utf8_lossy(card).into_owned();
+                ended = card.get(..8).is_some_and(|n| n.trim_end() == "END");
+                if ended {
+                    break;
+                }
+                cards.push(card);
+            }
+            if ended {
+                break;
+            }
+        }
+        let find = |name: &str| {
+            cards
+                .iter()
+                .find(|c| c.get(..8).map(str::trim_end) == Some(name))
+        };
+        let int = |name: &str| -> Option<i64> { card_value(find(name)?).ok()?.parse().ok() };
+        if find("ZIMAGE").and_then(|c| card_value(c).ok()).as_deref() == Some("T") {
+            let hdu = match find("EXTNAME").and_then(|c| card_value(c).ok()) {
+                Some(name) => format!("{index} ({})", name.trim_matches('\'').trim()),
+                None => index.to_string(),
+            };
+            for card in &cards {
+                let name = card.get(..8).unwrap_or("").trim_end();
+                let min = match name.strip_prefix("ZTILE").or(name.strip_prefix("ZNAXIS")) {
+                    Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                        i64::from(name.starts_with("ZTILE"))
+                    }
+                    _ => continue,
+                };
+                let value = card_value(card);
+                if value
+                    .as_deref()
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_none_or(|v| v < min)
+                {
+                    return Err(IoError::BadKeyword {
+                        path: path.to_path_buf(),
+                        hdu,
+                        key: name.to_string(),
+                        detail: format!(
+                            "expected one integer >= {min}, found {:?}",
+                            card.get(10..)
+                                .unwrap_or("")
+                                .split('/')
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                        ),
+                    });
+                }
+            }
+        }
+        // The next HDU, past this one's data.
+        let (Some(bitpix), Some(naxis)) = (int("BITPIX"), int("NAXIS")) else {
+            break;
+        };
+        let mut elements: u128 = u128::from(naxis > 0);
+        for i in 1..=naxis.clamp(0, 999) {
+            let Some(n) = int(&format!("NAXIS{i}")).and_then(|n| u64::try_from(n).ok()) else {
+                break 'hdus;
+            };
+            elements = elements.saturating_mul(u128::from(n));
+        }
+        let pcount = int("PCOUNT").unwrap_or(0).max(0) as u128;
+        let gcount = int("GCOUNT").unwrap_or(1).max(0) as u128;
+        let bytes = (u128::from(bitpix.unsigned_abs()) / 8)
+            .saturating_mul(gcount)
+            .saturating_mul(elements.saturating_add(pcount));
+        let data = pos + 2880 * blocks;
+        let Ok(next) = u64::try_from(u128::from(data) + bytes.div_ceil(2880) * 2880) else {
+            break;
+        };
+        pos = next;
+        index += 1;
+    }
+    Ok(())
 }
 
 impl Drop for Fits {

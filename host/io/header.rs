@@ -123,7 +123,7 @@ fn format_float(f: f64) -> String {
 }
 
 /// Splits the text after `= ` into value and comment, honouring quotes.
-fn split_value_comment(rest: &str) -> (&str, &str) {
+pub(crate) fn split_value_comment(rest: &str) -> (&str, &str) {
     let mut in_quote = false;
     for (i, c) in rest.char_indices() {
         match c {

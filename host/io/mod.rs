@@ -36,6 +36,7 @@ pub use frame::{
     frame_fibermap_and_keywords, read_frame, write_frame, write_frame_with_scores, write_model,
     write_model_with_header, FrameData, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
+pub(crate) use header::split_value_comment;
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
 pub use output_path::check_outputs;
 pub use preproc::{read_preproc, write_preproc, PreprocImage};

@@ -147,3 +147,130 @@ pub fn set_raw_card(path: &Path, hdu: &str, key: &str, value: &str) {
     }
     panic!("no HDU {hdu:?} in {}", path.display());
 }
+
+/// Whether a test may go on without the Python stack of scripts/setup.sh (astropy, desispec):
+/// only with `DESI_SKIP_DESISPEC=1`, and never when `CI=true`. Otherwise a test that needs it
+/// and cannot import it fails, saying how to install it.
+pub fn may_skip_desispec() -> bool {
+    std::env::var("DESI_SKIP_DESISPEC").as_deref() == Ok("1")
+        && std::env::var("CI").as_deref() != Ok("true")
+}
+
+/// What desispec 0.70.0 made of each of `frames` (tests/desispec_read_back.py, in one
+/// `python3` process): `read_frame` without a warning, `Frame.vet() == 0`, FLUX/IVAR/MASK of
+/// the header's NSPEC x NWAVE, and every bin finite with IVAR = 0 only under a desispec MASK
+/// bit. One entry per frame, in order: `Ok` or `Err(problems)`.
+///
+/// `None` when python3 cannot import desispec and `DESI_SKIP_DESISPEC=1` (a notice is
+/// printed); without that variable, or under `CI=true`, a missing desispec panics with how to
+/// install it (scripts/setup.sh; scripts/test.sh exports its PYTHONPATH). Panics when python3
+/// cannot be started or the script fails otherwise.
+pub fn desispec_verdicts<P: AsRef<Path>>(frames: &[P]) -> Option<Vec<Result<(), String>>> {
+    read_back(frames).map(|(verdicts, _)| verdicts)
+}
+
+/// [`desispec_verdicts`] and python's output (desispec's log, the script's messages).
+fn read_back<P: AsRef<Path>>(frames: &[P]) -> Option<(Vec<Result<(), String>>, String)> {
+    let frames: Vec<&Path> = frames.iter().map(AsRef::as_ref).collect();
+    assert!(!frames.is_empty(), "desispec_verdicts: no frame given");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/desispec_read_back.py");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(&frames)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        let hint = format!(
+            "python3 cannot import desispec ({}): run scripts/setup.sh and export the PYTHONPATH \
+             it prints (scripts/test.sh does), or set DESI_SKIP_DESISPEC=1 to skip reading \
+             frames back with desispec outside CI",
+            stderr.trim()
+        );
+        assert!(may_skip_desispec(), "{hint}");
+        eprintln!("NOTICE: not reading {} frame(s) back: {hint}", frames.len());
+        return None;
+    }
+    // desiutil's log writes to stdout too: the verdicts are the JSON lines.
+    let verdicts: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"path\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("verdict {l:?}: {e}")))
+        .collect();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)) && verdicts.len() == frames.len(),
+        "{} exited {} with {} verdict(s) for {} frame(s)\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        script.display(),
+        out.status,
+        verdicts.len(),
+        frames.len()
+    );
+    eprintln!(
+        "desispec read {} frame(s) back in {:.2} s",
+        frames.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let verdicts = frames
+        .iter()
+        .zip(&verdicts)
+        .map(|(path, v)| {
+            assert_eq!(v["path"].as_str(), path.to_str(), "verdicts out of order");
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+        .collect();
+    let log: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("{\"path\""))
+        .chain(stderr.lines())
+        .collect();
+    Some((verdicts, log.join("\n")))
+}
+
+/// Panics unless desispec 0.70.0 reads every one of `frames` as a valid frame (see
+/// [`desispec_verdicts`]; one `python3` process for all of them: call it once, at the end of a
+/// test, with every frame the test's runs of the binary wrote). The panic message names each
+/// rejected frame with its problems.
+pub fn desispec_reads<P: AsRef<Path>>(frames: &[P]) {
+    let frames: Vec<&Path> = frames.iter().map(AsRef::as_ref).collect();
+    let Some((verdicts, log)) = read_back(&frames) else {
+        return;
+    };
+    let rejected: Vec<String> = frames
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(path, v)| v.as_ref().err().map(|e| format!("{}: {e}", path.display())))
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "desispec 0.70.0 rejects {} of {} frame(s):\n{}\n--- python's output:\n{log}",
+        rejected.len(),
+        frames.len(),
+        rejected.join("\n")
+    );
+}
+
+/// Copies the frame at `frame` into `dir` as `NN-NAME` (NN: the number of files already in
+/// `dir`), for a test that rewrites a frame in place to read every version back with
+/// [`desispec_reads`] at its end; returns the copy's path.
+pub fn keep_copy(frame: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let n = std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let name = frame
+        .file_name()
+        .unwrap_or_else(|| panic!("{} has no file name", frame.display()))
+        .to_string_lossy();
+    let copy = dir.join(format!("{n:02}-{name}"));
+    std::fs::copy(frame, &copy)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", frame.display(), copy.display()));
+    copy
+}
