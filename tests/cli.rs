@@ -108,23 +108,13 @@ fn simulate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
 /// `extract` of spectra 25..50 from `preproc` into `dir/frame.fits`, plus `extra` flags.
 fn extract(dir: &Path, preproc: &Path, extra: &[&str]) -> (PathBuf, Run) {
     let frame = dir.join("frame.fits");
-    let mut args = vec![
-        "extract",
-        "-i",
-        s(preproc),
-        "-p",
-        PSF,
-        "-o",
-        s(&frame),
-        "-w",
+    let r = run(&common::extract_args(
+        preproc,
+        &frame,
         WAVE,
-        "-s",
-        "25",
-        "-n",
-        "25",
-    ];
-    args.extend_from_slice(extra);
-    let r = run(&args);
+        ("25", "25"),
+        extra,
+    ));
     r.expect_ok();
     assert!(
         frame.is_file(),

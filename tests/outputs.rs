@@ -37,20 +37,7 @@ fn s(p: &Path) -> &str {
 
 /// `extract` of one bundle, 126 bins, from `preproc` with `-o out` plus `extra`.
 fn extract(preproc: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "extract",
-        "-i",
-        s(preproc),
-        "-p",
-        PSF,
-        "-o",
-        s(out),
-        "-w",
-        "6000,6100,0.8",
-        "-n",
-        "25",
-    ];
-    args.extend_from_slice(extra);
+    let args = common::extract_args(preproc, out, "6000,6100,0.8", ("0", "25"), extra);
     run_cmd(Command::new(BIN).args(&args))
 }
 

@@ -41,21 +41,13 @@ fn trace_pixels(n: usize) -> Vec<usize> {
 }
 
 fn extract(preproc: &Path, frame: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    let mut args = vec![
-        "extract",
-        "-i",
-        s(preproc),
-        "-p",
-        PSF,
-        "-o",
-        s(frame),
-        "-w",
+    run(&common::extract_args(
+        preproc,
+        frame,
         WAVE,
-        "-n",
-        "25",
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+        ("0", "25"),
+        extra,
+    ))
 }
 
 #[test]

@@ -274,3 +274,37 @@ pub fn keep_copy(frame: &Path, dir: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", frame.display(), copy.display()));
     copy
 }
+
+/// The path as `&str` (test paths are UTF-8).
+pub fn utf8(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The arguments of `desi-extract extract` of spectra `specmin..specmin+nspec` of `preproc`
+/// (with the bundled PSF) on the grid `wave` (`WMIN,WMAX,DW`) into `frame`, then `extra`.
+pub fn extract_args<'a>(
+    preproc: &'a Path,
+    frame: &'a Path,
+    wave: &'a str,
+    spectra: (&'a str, &'a str),
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let (specmin, nspec) = spectra;
+    let mut args = vec![
+        "extract",
+        "-i",
+        utf8(preproc),
+        "-p",
+        PSF_PATH,
+        "-o",
+        utf8(frame),
+        "-w",
+        wave,
+        "-s",
+        specmin,
+        "-n",
+        nspec,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
