@@ -478,6 +478,11 @@ fn fuzzed_psf_and_preproc_end_in_a_frame_or_a_clean_error() {
                 ran.code,
                 ran.signal
             );
+            // Exit 2 is right for a run that failed (or a frame written FLAGGED), wrong for a bad
+            // input file: each is printed for the record.
+            if class == Class::RuntimeError {
+                println!("exit 2: {line}");
+            }
             if class.fails() {
                 let detail = match class {
                     Class::BadBins => format!(" [{}]", bad_bins_detail(&out)),

@@ -34,6 +34,13 @@ pub fn check_frame_metadata(image: &PreprocImage) -> Result<(), ExtractError> {
             FRAME_FLAVORS.join(", ")
         )));
     }
+    if let Some(card) = image.header.iter().find(|c| !card_text_is_legal(c)) {
+        return Err(bad(format!(
+            "header card {:?} is not a legal FITS card (keyword of A-Z, 0-9, '-', '_'; printable \
+             ASCII text)",
+            card.trim_end()
+        )));
+    }
     if let Some(card) = image.header.iter().find(|c| !card_value_parses(c)) {
         return Err(bad(format!(
             "header card {} has a value FITS readers cannot parse: {:?}",
@@ -55,6 +62,18 @@ pub fn check_frame_metadata(image: &PreprocImage) -> Result<(), ExtractError> {
         }
     }
     Ok(())
+}
+
+/// Whether a raw header card is legal FITS text (which cfitsio refuses to write otherwise, after
+/// the whole extraction): printable ASCII only, and a keyword (columns 1-8, left-justified) of
+/// upper-case letters, digits, `-` and `_`, or blank.
+fn card_text_is_legal(card: &str) -> bool {
+    if !card.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return false;
+    }
+    let name = card.get(..8.min(card.len())).unwrap_or("").trim_end();
+    name.bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Whether the value of a raw header card is one the FITS standard (and astropy) reads: a
@@ -214,6 +233,32 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("cannot parse"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn carried_cards_must_be_legal_fits_text() {
+        let flavor = "FLAVOR  = 'science '";
+        for bad in [
+            "EXTN\u{fffd}ME = 'IMAGE   '",
+            "extname = 'IMAGE   '",
+            "EXT NAME= 'IMAGE   '",
+            "EXTNAME = 'IMA\tGE  '",
+        ] {
+            let err = check_frame_metadata(&image(&[flavor, bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a legal FITS card"), "{bad:?}: {err}");
+        }
+        for good in [
+            "DATE-OBS= '2026-12-06'",
+            "MY_KEY1 =                    1",
+            "",
+        ] {
+            assert!(
+                check_frame_metadata(&image(&[flavor, good])).is_ok(),
+                "{good:?}"
+            );
         }
     }
 }
