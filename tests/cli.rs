@@ -73,9 +73,7 @@ fn run(args: &[&str]) -> Run {
     }
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temporary path")
-}
+use common::utf8 as s;
 
 /// `simulate` of spectra 25..50 on the test grid into `dir/name`, plus `extra` flags.
 fn simulate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {

@@ -69,9 +69,7 @@ fn describe(what: &str, out: &Output) -> String {
     )
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temporary path")
-}
+use common::utf8 as s;
 
 /// Writes an `n`-row fibermap (FIBER 1000.., as petal 2) with column descriptions and units,
 /// as desispec's `annotate_fibermap` writes them, with astropy.

@@ -25,9 +25,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+use common::utf8 as s;
 
 /// `exposure` of expid 7 from `indir` to `outdir` (25 fibers, 50 A unless `extra` has another
 /// `--wave-span`) plus `extra`; asserts the
@@ -62,6 +60,29 @@ fn input_digest(frame: &Path) -> Option<String> {
     }
 }
 
+/// Simulates the r0 preproc of exposure 7 (spectra 0..25, 5740-5830 A) into `preproc`, plus
+/// `extra` flags.
+fn simulate_r0(preproc: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "simulate",
+        "-p",
+        PSF,
+        "-o",
+        s(preproc),
+        "-w",
+        "5740,5830",
+        "-n",
+        "25",
+        "--camera",
+        "r0",
+        "--expid",
+        "7",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
 #[test]
 fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -72,22 +93,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     let psf = indir.join("psf-r0-00000007.fits");
     std::fs::copy(PSF, &psf).unwrap();
     let preproc = indir.join("preproc-r0-00000007.fits");
-    let (code, out, err) = run(&[
-        "simulate",
-        "-p",
-        PSF,
-        "-o",
-        s(&preproc),
-        "-w",
-        "5740,5830",
-        "-n",
-        "25",
-        "--camera",
-        "r0",
-        "--expid",
-        "7",
-    ]);
-    assert_eq!(code, Some(0), "{out}{err}");
+    simulate_r0(&preproc, &[]);
     // A PSF without its preproc (camera b0).
     std::fs::copy(PSF, indir.join("psf-b0-00000007.fits")).unwrap();
 
@@ -149,24 +155,7 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     // Another input (the preproc rewritten with another seed): redone.
     exposure(&indir, &outdir, &[], 0);
     common::keep_copy(&frame, &kept);
-    let (code, out, err) = run(&[
-        "simulate",
-        "-p",
-        PSF,
-        "-o",
-        s(&preproc),
-        "-w",
-        "5740,5830",
-        "-n",
-        "25",
-        "--camera",
-        "r0",
-        "--expid",
-        "7",
-        "--seed",
-        "9",
-    ]);
-    assert_eq!(code, Some(0), "{out}{err}");
+    simulate_r0(&preproc, &["--seed", "9"]);
     let text = exposure(&indir, &outdir, &[], 0);
     assert!(
         text.contains("extracted from other inputs or options"),

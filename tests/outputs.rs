@@ -31,9 +31,7 @@ fn run_cmd(cmd: &mut Command) -> Run {
     }
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+use common::utf8 as s;
 
 /// `extract` of one bundle, 126 bins, from `preproc` with `-o out` plus `extra`.
 fn extract(preproc: &Path, out: &Path, extra: &[&str]) -> Run {

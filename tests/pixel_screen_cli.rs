@@ -27,9 +27,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+use common::utf8 as s;
 
 /// Pixel indices on fiber 12's trace near 6050 A.
 fn trace_pixels(n: usize) -> Vec<usize> {
