@@ -44,6 +44,20 @@ impl Trace {
         }
     }
 
+    /// An empty trace whose origin is `origin` (spans of several traces made with one origin
+    /// share a timeline).
+    pub fn with_origin(origin: Instant) -> Self {
+        Self {
+            origin,
+            spans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The time of `instant` on this trace (zero for an instant before the origin).
+    pub fn at(&self, instant: Instant) -> Duration {
+        instant.saturating_duration_since(self.origin)
+    }
+
     /// Runs `f` inside an NVTX range and a host span named `name`.
     pub fn span<T>(&self, name: &str, f: impl FnOnce() -> T) -> T {
         let _nvtx = nvtx::LocalRange::new(nvtx_name(name).as_c_str());

@@ -9,6 +9,7 @@ use desi_extract::exposure::{
     expid_text, run_exposure, ExposureConfig, ExposureObserver, ExposurePlan, ExposureSummary,
     FrameFlags, FrameOutcome, Mode,
 };
+use desi_extract::gpu::memory::format_bytes;
 use desi_extract::parallel::Comm;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,18 @@ pub struct ExposureArgs {
     /// failed (exit 2).
     #[arg(long = "failed-patches", value_enum, default_value_t = FailedPatchesArg::Flag)]
     failed_patches: FailedPatchesArg,
+    /// Cap on the GPU memory of each process with --gpu (e.g. 20GiB for each of four ranks
+    /// sharing an 80 GB GPU; default $DESI_GPU_MEMORY_LIMIT, else none); the frames a process
+    /// has in flight share it.
+    #[arg(long = "gpu-memory-limit", value_parser = super::memory_size)]
+    gpu_memory_limit: Option<u64>,
+    /// Frames one GPU process extracts at once, each on its own stream (1 to 4; default 2).
+    #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=4))]
+    frames_in_flight: Option<u64>,
+    /// Also write the summary as JSON (per frame: status, read/extract/write seconds and start
+    /// times, device seconds and memory; the GPU busy fraction, GPU and host memory).
+    #[arg(long = "summary-json")]
+    summary_json: Option<PathBuf>,
 }
 
 impl ExposureArgs {
@@ -76,6 +89,8 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         wave_span: args.wave_span,
         mask_rule: args.mask_rule.into(),
         failed_patches: args.failed_patches.into(),
+        gpu_memory_limit: args.gpu_memory_limit,
+        frames_in_flight: args.frames_in_flight.map(|n| n as usize),
     };
     let mut printer = Printer {
         expid: expid_text(config.expid),
@@ -83,6 +98,9 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let summary = run_exposure(&config, comm, &mut printer)?;
     if summary.is_writer {
         print_summary(&summary);
+        if let Some(path) = &args.summary_json {
+            summary.write_json(path)?;
+        }
     }
     Ok(if summary.any_failed {
         ExitCode::from(2)
@@ -133,8 +151,16 @@ impl ExposureObserver for Printer {
         let (number, camera) = (position + 1, &outcome.camera);
         match &outcome.status {
             Ok(t) => {
+                let device = match t.device_peak_bytes {
+                    Some(peak) => format!(
+                        ", GPU {:.2} s, <= {}",
+                        t.device_busy_s,
+                        format_bytes(peak)
+                    ),
+                    None => String::new(),
+                };
                 println!(
-                    "exposure {expid}: frame {number}/{total} {camera} {} at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {}",
+                    "exposure {expid}: frame {number}/{total} {camera} {} at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s{device}) -> {}",
                     if t.flags.is_flagged() { "written FLAGGED" } else { "written" },
                     outcome.finished_at_s,
                     t.read_s,
@@ -194,13 +220,14 @@ fn print_summary(summary: &ExposureSummary) {
     let expid = &summary.expid;
     println!("exposure {expid} summary:");
     println!(
-        "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  detail",
-        "camera", "status", "read_s", "extract_s", "write_s", "patches"
+        "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}  detail",
+        "camera", "status", "read_s", "extract_s", "write_s", "gpu_s", "gpu_mem", "patches"
     );
+    let none = "-";
     for o in &summary.outcomes {
         match &o.status {
             Ok(t) => println!(
-                "  {:<6} {:<8} {:>8.2} {:>10.2} {:>8.2} {:>8}  {}",
+                "  {:<6} {:<8} {:>8.2} {:>10.2} {:>8.2} {:>8} {:>10} {:>8}  {}",
                 o.camera,
                 if t.flags.is_flagged() {
                     "FLAGGED"
@@ -210,26 +237,27 @@ fn print_summary(summary: &ExposureSummary) {
                 t.read_s,
                 t.extract_s,
                 t.write_s,
+                t.device_peak_bytes
+                    .map_or(none.into(), |_| format!("{:.2}", t.device_busy_s)),
+                t.device_peak_bytes.map_or(none.into(), format_bytes),
                 t.npatch,
                 flag_detail(&t.flags).unwrap_or_default()
             ),
             Err(e) => println!(
-                "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  {e}",
-                o.camera, "FAILED", "-", "-", "-", "-"
+                "  {:<6} {:<8} {none:>8} {none:>10} {none:>8} {none:>8} {none:>10} {none:>8}  {e}",
+                o.camera, "FAILED"
             ),
         }
     }
-    for camera in &summary.skipped {
-        println!(
-            "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  output exists and is verified",
-            camera, "skipped", "-", "-", "-", "-"
-        );
-    }
-    for camera in &summary.missing_preproc {
-        println!(
-            "  {:<6} {:<8} {:>8} {:>10} {:>8} {:>8}  PSF but no preproc file",
-            camera, "MISSING", "-", "-", "-", "-"
-        );
+    for (list, status, why) in [
+        (&summary.skipped, "skipped", "output exists and is verified"),
+        (&summary.missing_preproc, "MISSING", "PSF but no preproc file"),
+    ] {
+        for camera in list {
+            println!(
+                "  {camera:<6} {status:<8} {none:>8} {none:>10} {none:>8} {none:>8} {none:>10} {none:>8}  {why}"
+            );
+        }
     }
     let mut failed = summary.failed_cameras();
     let flagged = summary.flagged_cameras();
@@ -243,6 +271,7 @@ fn print_summary(summary: &ExposureSummary) {
         summary.wall_s,
         summary.frames_per_s()
     );
+    println!("exposure {expid}: {}", bounds_line(summary));
     if !failed.is_empty() {
         eprintln!("exposure {expid}: failed frame(s): {}", failed.join(" "));
     }
@@ -252,4 +281,40 @@ fn print_summary(summary: &ExposureSummary) {
             flagged.join(" ")
         );
     }
+}
+
+/// What bounds the run: the GPU busy fraction, the median step times, and the memory.
+fn bounds_line(summary: &ExposureSummary) -> String {
+    let (read, extract, write) = summary.median_steps();
+    let mut line = format!(
+        "median per frame read {read:.2} s, extract {extract:.2} s, write {write:.2} s; {} frame(s) in flight",
+        summary.frames_in_flight
+    );
+    if let Some(busy) = summary.gpu_busy_fraction() {
+        line += &format!(
+            "; GPU busy {:.0}% ({:.2} s of device stages over {:.2} s; sum of stage times {:.2} s)",
+            100.0 * busy,
+            summary.device_busy_s(),
+            summary.wall_s,
+            summary.device_stage_s()
+        );
+    }
+    if let Some(gpu) = &summary.gpu_memory {
+        let limit = gpu
+            .limit_bytes
+            .map_or("no cap".to_string(), |l| format!("cap {}", format_bytes(l)));
+        line += &format!(
+            "; GPU memory ({limit}): per frame in flight <= {}, pool peak {} used / {} reserved, {} held after release",
+            summary
+                .gpu_peak_bytes_per_frame()
+                .map_or("-".to_string(), format_bytes),
+            format_bytes(gpu.pool.used_high),
+            format_bytes(gpu.pool.reserved_high),
+            format_bytes(gpu.held_after_release)
+        );
+    }
+    line + &format!(
+        "; host peak RSS {}",
+        format_bytes(summary.host_peak_rss_bytes)
+    )
 }

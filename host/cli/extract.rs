@@ -128,6 +128,10 @@ pub struct ExtractArgs {
     /// local_rank % visible GPUs instead).
     #[arg(long = "gpu-device", default_value_t = 0)]
     gpu_device: usize,
+    /// Cap on the GPU memory of this process with --gpu (e.g. 20GiB, 8000MB; default
+    /// $DESI_GPU_MEMORY_LIMIT, else none): the batches are sized to stay under it.
+    #[arg(long = "gpu-memory-limit", value_parser = super::memory_size)]
+    gpu_memory_limit: Option<u64>,
 }
 
 /// `--gpu-fallback` values.
@@ -218,7 +222,11 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         } else {
             args.gpu_device
         };
-        Some(GpuContext::new(ordinal)?)
+        let mut gpu = GpuContext::new(ordinal)?;
+        if let Some(limit) = args.gpu_memory_limit {
+            gpu.set_memory_limit(Some(limit))?;
+        }
+        Some(gpu)
     } else {
         None
     };

@@ -120,6 +120,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<desi_extract::exposure::ExposureError>()
                 .is_some_and(|e| e.is_input_error())
+            || cause
+                .downcast_ref::<desi_extract::gpu::GpuError>()
+                .is_some_and(|e| e.is_input_error())
     });
     if input {
         1
@@ -163,6 +166,12 @@ impl From<FailedPatchesArg> for desi_extract::job::FailedPatchPolicy {
             FailedPatchesArg::Fail => Self::Fail,
         }
     }
+}
+
+/// `--gpu-memory-limit` values: a memory size with a unit (`20GiB`, `8000MB`; see
+/// [`desi_extract::gpu::parse_memory_size`]).
+pub fn memory_size(text: &str) -> Result<u64, String> {
+    desi_extract::gpu::parse_memory_size(text)
 }
 
 /// Parses `WMIN,WMAX,DW` (DW optional, default `default_dw`).

@@ -4,7 +4,7 @@
 
 use super::jobs::FrameFiles;
 use super::provenance;
-use super::summary::{FrameFlags, FrameTiming};
+use super::summary::{union_length, FrameFlags, FrameSteps, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
     assemble_frame, bundle_share, check_frame_metadata, extract_bundles, frame_data, BundleBlock,
@@ -26,15 +26,17 @@ pub(crate) struct FrameInputs {
     pub image: PreprocImage,
 }
 
-/// A frame as read: its inputs or the error naming the file, and the seconds it took.
+/// A frame as read: its inputs or the error naming the file, the seconds it took and when it
+/// started (seconds since the start of the run).
 #[derive(Debug)]
 pub(crate) struct ReadFrame {
     pub inputs: Result<FrameInputs, String>,
     pub read_s: f64,
+    pub read_start_s: f64,
 }
 
-/// Reads a frame's PSF and preproc image, timed.
-pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
+/// Reads a frame's PSF and preproc image, timed from `start` (the start of the run).
+pub(crate) fn read_frame(files: &FrameFiles, start: Instant) -> ReadFrame {
     let t0 = Instant::now();
     let inputs = io::read_psf(&files.psf)
         .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
@@ -48,6 +50,7 @@ pub(crate) fn read_frame(files: &FrameFiles) -> ReadFrame {
     ReadFrame {
         inputs,
         read_s: t0.elapsed().as_secs_f64(),
+        read_start_s: t0.saturating_duration_since(start).as_secs_f64(),
     }
 }
 
@@ -75,12 +78,35 @@ impl Extracted {
     }
 }
 
-/// A frame's extraction result with its read and extract seconds, ready to write.
+/// A frame's extraction result with its read and extract seconds, when they ran and its
+/// device use, ready to write.
 #[derive(Debug)]
 pub(crate) struct Finished {
     pub read_s: f64,
     pub extract_s: f64,
+    pub steps: FrameSteps,
     pub result: Result<Extracted, String>,
+}
+
+/// The device use of an extraction from its trace (whose origin is the start of the run): the
+/// GPU track's stages (the spots kernel is inside `spots + upload`) and the backend's memory
+/// bound; only the memory bound (`None`) on the CPU.
+fn device_use(trace: &Trace, peak_bytes: Option<u64>) -> FrameSteps {
+    let intervals: Vec<(f64, f64)> = trace
+        .spans()
+        .into_iter()
+        .filter(|s| s.track == "gpu" && s.name != "spots kernel")
+        .map(|s| {
+            let start = s.start.as_secs_f64();
+            (start, start + s.duration.as_secs_f64())
+        })
+        .collect();
+    FrameSteps {
+        device_stage_s: intervals.iter().map(|(a, b)| b - a).sum(),
+        device_intervals: intervals,
+        device_peak_bytes: peak_bytes,
+        ..FrameSteps::default()
+    }
 }
 
 /// The preproc image without its pixels (what the writer needs), freeing them.
@@ -94,15 +120,16 @@ pub(crate) fn without_pixels(image: PreprocImage) -> PreprocImage {
     }
 }
 
-/// Extracts share `index` of `count` of the frame's bundles on `backend`.
+/// Extracts share `index` of `count` of the frame's bundles on `backend`; the blocks with the
+/// device use (on the clock of `start`, the start of the run).
 pub(crate) fn extract_share(
     config: &ExposureConfig,
     files: &FrameFiles,
     inputs: &FrameInputs,
     backend: &dyn Backend,
-    index: usize,
-    count: usize,
-) -> Result<Vec<BundleBlock>, String> {
+    (index, count): (usize, usize),
+    start: Instant,
+) -> Result<(Vec<BundleBlock>, FrameSteps), String> {
     let (grid, params) = config.frame_setup(&files.camera)?;
     params
         .validate(inputs.psf.hsizey, inputs.psf.nspec)
@@ -110,50 +137,72 @@ pub(crate) fn extract_share(
     let nbundle = params.bundle_starts().len();
     let share = bundle_share(nbundle, index, count, backend.can_fall_back());
     let progress = |_: usize, _: usize| {};
+    let trace = Trace::with_origin(start);
     FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
         .map(|job| job.with_failed_patches(config.failed_patches))
-        .and_then(|job| extract_bundles(&job, backend, &share, &progress, &Trace::new()))
-        .map(|set| set.blocks)
+        .and_then(|job| extract_bundles(&job, backend, &share, &progress, &trace))
+        .map(|set| {
+            let device = device_use(&trace, set.times.device_peak_bytes);
+            (set.blocks, device)
+        })
         .map_err(|e| e.to_string())
 }
 
-/// One frame extracted whole by this process; an extraction error is prefixed with `who`
-/// (e.g. `rank 2: `), a read error is passed on as it is.
+/// One frame extracted whole by this process (times on the clock of `start`, the start of
+/// the run); an extraction error is prefixed with `who` (e.g. `rank 2: `), a read error is
+/// passed on as it is.
 pub(crate) fn extract_whole(
     config: &ExposureConfig,
     files: &FrameFiles,
     read: ReadFrame,
     backend: &dyn Backend,
     who: &str,
+    start: Instant,
 ) -> Finished {
     let t0 = Instant::now();
+    let mut steps = FrameSteps::default();
     let result = read.inputs.and_then(|inputs| {
-        let blocks = extract_share(config, files, &inputs, backend, 0, 1)
+        let (blocks, device) = extract_share(config, files, &inputs, backend, (0, 1), start)
             .map_err(|e| format!("{who}{e}"))?;
+        steps = device;
         Ok(Extracted::new(inputs, blocks))
     });
+    let extract_s = t0.elapsed().as_secs_f64();
+    steps.read = (read.read_start_s, read.read_start_s + read.read_s);
+    let extract_start_s = t0.saturating_duration_since(start).as_secs_f64();
+    steps.extract = (extract_start_s, extract_start_s + extract_s);
     Finished {
         read_s: read.read_s,
-        extract_s: t0.elapsed().as_secs_f64(),
+        extract_s,
+        steps,
         result,
     }
 }
 
-/// Assembles and writes a finished frame: its timing, or the error of any step.
+/// Assembles and writes a finished frame: its timing (on the clock of `start`, the start of the
+/// run), or the error of any step.
 pub(crate) fn write_finished(
     config: &ExposureConfig,
     files: &FrameFiles,
     frame: Finished,
+    start: Instant,
 ) -> Result<FrameTiming, String> {
     let extracted = frame.result?;
     let t0 = Instant::now();
     let npatch = extracted.blocks.iter().map(|b| b.npatch).sum();
     let screened = extracted.screened.total();
     let ex = write_frame(config, files, extracted)?;
+    let steps = &frame.steps;
     Ok(FrameTiming {
         read_s: frame.read_s,
         extract_s: frame.extract_s,
         write_s: t0.elapsed().as_secs_f64(),
+        read_start_s: steps.read.0,
+        extract_start_s: steps.extract.0,
+        write_start_s: t0.saturating_duration_since(start).as_secs_f64(),
+        device_s: steps.device_stage_s,
+        device_busy_s: union_length(&steps.device_intervals),
+        device_peak_bytes: steps.device_peak_bytes,
         npatch,
         flags: FrameFlags {
             failed_patches: ex.failed_patches().len(),

@@ -10,6 +10,7 @@
 //! Pixels and bundle arrays travel as planes, the rest in the postcard head.
 
 use super::frame::{Extracted, Finished, FrameInputs, ReadFrame};
+use super::summary::FrameSteps;
 use crate::extract::{BundleBlock, ScreenCount};
 use crate::parallel::wire::blocks::{blocks_head, share_from_head, BlockHead, BlocksHead};
 use crate::parallel::wire::preproc::PreprocHead;
@@ -53,6 +54,7 @@ impl FrameList {
 struct InputsHead<'a> {
     index: usize,
     read_s: f64,
+    read_start_s: f64,
     inputs: Result<(Cow<'a, GaussHermitePsf>, PreprocHead<'a>), Cow<'a, str>>,
 }
 
@@ -69,6 +71,7 @@ pub(crate) fn inputs_message(index: usize, read: &ReadFrame) -> Result<Outgoing<
     let head = InputsHead {
         index,
         read_s: read.read_s,
+        read_start_s: read.read_start_s,
         inputs,
     };
     Outgoing::new(&head, planes)
@@ -88,6 +91,7 @@ pub(crate) fn read_inputs_message(mut message: Incoming) -> Result<(usize, ReadF
     let read = ReadFrame {
         inputs,
         read_s: head.read_s,
+        read_start_s: head.read_start_s,
     };
     Ok((head.index, read))
 }
@@ -132,6 +136,7 @@ struct FinishedHead<'a> {
     index: usize,
     read_s: f64,
     extract_s: f64,
+    steps: Cow<'a, FrameSteps>,
     result: Result<ExtractedHead<'a>, Cow<'a, str>>,
 }
 
@@ -155,6 +160,7 @@ pub(crate) fn finished_message(index: usize, frame: &Finished) -> Result<Outgoin
         index,
         read_s: frame.read_s,
         extract_s: frame.extract_s,
+        steps: Cow::Borrowed(&frame.steps),
         result,
     };
     Outgoing::new(&head, planes)
@@ -184,6 +190,7 @@ pub(crate) fn read_finished_message(mut message: Incoming) -> Result<(usize, Fin
     let frame = Finished {
         read_s: head.read_s,
         extract_s: head.extract_s,
+        steps: head.steps.into_owned(),
         result,
     };
     Ok((head.index, frame))
@@ -264,11 +271,12 @@ mod tests {
                 image: image(),
             }),
             read_s: 0.75,
+            read_start_s: 1.25,
         };
         let message = inputs_message(3, &read).unwrap();
         let (index, back) = read_inputs_message(message.loopback().unwrap()).unwrap();
         let inputs = back.inputs.unwrap();
-        assert_eq!((index, back.read_s), (3, 0.75));
+        assert_eq!((index, back.read_s, back.read_start_s), (3, 0.75, 1.25));
         assert_eq!(inputs.image, image());
         assert_eq!((&inputs.psf.gh, &inputs.psf.ytrace), (&psf.gh, &psf.ytrace));
         assert_eq!((inputs.psf.path, inputs.psf.in_psf), (psf.path, psf.in_psf));
@@ -276,6 +284,7 @@ mod tests {
         let failed = ReadFrame {
             inputs: Err("psf-b1-00000007.fits: file not found".into()),
             read_s: 0.0,
+            read_start_s: 0.0,
         };
         let message = inputs_message(4, &failed).unwrap();
         let (index, back) = read_inputs_message(message.loopback().unwrap()).unwrap();
@@ -300,13 +309,22 @@ mod tests {
             psf: read_psf(Path::new(PSF)).unwrap(),
             image: image(),
         };
+        let steps = FrameSteps {
+            read: (0.25, 0.75),
+            extract: (0.75, 4.0),
+            device_stage_s: 2.5,
+            device_intervals: vec![(1.0, 2.0), (2.5, 4.0)],
+            device_peak_bytes: Some(7 << 30),
+        };
         let finished = Finished {
             read_s: 0.5,
             extract_s: 3.25,
+            steps: steps.clone(),
             result: Ok(Extracted::new(inputs, blocks.clone())),
         };
         let message = finished_message(2, &finished).unwrap();
         let (index, back) = read_finished_message(message.loopback().unwrap()).unwrap();
+        assert_eq!(back.steps, steps);
         let ex = back.result.unwrap();
         assert_eq!((index, back.read_s, back.extract_s), (2, 0.5, 3.25));
         let sent = finished.result.as_ref().unwrap();
@@ -326,6 +344,7 @@ mod tests {
         let finished = Finished {
             read_s: 0.5,
             extract_s: 3.25,
+            steps: FrameSteps::default(),
             result: Ok(Extracted {
                 in_psf: Some("psf-r0.fits".into()),
                 meta: image(),

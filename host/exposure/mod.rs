@@ -41,9 +41,11 @@ pub use jobs::{discover, expid_text, Discovery, FrameFiles};
 pub use messages::FrameList;
 pub use roles::{Layout, Mode, Role};
 pub use summary::{
-    ExposureObserver, ExposurePlan, ExposureSummary, FrameFlags, FrameOutcome, FrameTiming,
+    ExposureObserver, ExposurePlan, ExposureRecord, ExposureSummary, FrameFlags, FrameOutcome,
+    FrameRecord, FrameSteps, FrameTiming, GpuMemoryReport,
 };
 
+use crate::gpu::memory::memory_limit_from_env;
 use crate::gpu::{GpuContext, GpuError};
 use crate::job::FailedPatchPolicy;
 use crate::parallel::wire::WireError;
@@ -80,7 +82,21 @@ pub struct ExposureConfig {
     pub mask_rule: MaskRule,
     /// A frame with a patch that could not be solved: written flagged, or failed.
     pub failed_patches: FailedPatchPolicy,
+    /// Cap on the device memory of each GPU process (`None`: `DESI_GPU_MEMORY_LIMIT` if set,
+    /// else none); the frames a process has in flight share it equally.
+    pub gpu_memory_limit: Option<u64>,
+    /// Frames one GPU process extracts at once, each on its own GPU context and stream
+    /// (`None`: [`DEFAULT_FRAMES_IN_FLIGHT`]; at most [`MAX_FRAMES_IN_FLIGHT`]); only a single
+    /// GPU process that overlaps keeps more than one.
+    pub frames_in_flight: Option<usize>,
 }
+
+/// Frames a single GPU process keeps in flight by default: one frame's host stages (reading
+/// its results, stitching, finishing, the next frame's planning and upload) run while the
+/// other's kernels do.
+pub const DEFAULT_FRAMES_IN_FLIGHT: usize = 2;
+/// Most frames in flight on one GPU process.
+pub const MAX_FRAMES_IN_FLIGHT: usize = 4;
 
 impl ExposureConfig {
     /// The output grid and parameters of a frame of `camera` (checked against its PSF when
@@ -196,7 +212,7 @@ impl ExposureError {
                 | ExposureError::CreateOutdir { .. }
                 | ExposureError::WaveSpan
                 | ExposureError::Request(_)
-        )
+        ) || matches!(self, ExposureError::Gpu(e) if e.is_input_error())
     }
 }
 
@@ -280,40 +296,60 @@ pub fn run_exposure(
             layout,
         });
     }
-    let gpu = if config.gpu && layout.extracts(rank) {
-        Some(GpuContext::new(gpu_for_rank(comm.local_rank())?)?)
+    let uses_gpu = config.gpu && layout.extracts(rank);
+    let in_flight = if layout.two_frames_in_flight(uses_gpu) {
+        config
+            .frames_in_flight
+            .unwrap_or(DEFAULT_FRAMES_IN_FLIGHT)
+            .clamp(1, MAX_FRAMES_IN_FLIGHT)
     } else {
-        None
+        1
     };
-    let second_gpu = match &gpu {
-        Some(first) if layout.two_frames_in_flight(true) => Some(GpuContext::new(first.ordinal)?),
-        _ => None,
+    let limit = match (uses_gpu, config.gpu_memory_limit) {
+        (false, _) => None,
+        (true, Some(limit)) => Some(limit),
+        (true, None) => memory_limit_from_env()?,
     };
-    let ctx = RankContext {
-        config,
-        comm,
-        frames: &frames,
-        layout,
-        start,
-        backend: gpu.as_ref().map_or(&CpuBackend, |g| g),
-    };
-    let outcomes = match (layout.role(rank), &second_gpu) {
-        (Role::Reader, _) => pipeline::reader(&ctx).map(|()| Vec::new()),
-        (Role::Writer, _) => pipeline::writer(&ctx, observer),
-        (Role::Extractor { index, count }, _) => {
-            pipeline::extractor(&ctx, index, count).map(|()| Vec::new())
-        }
-        (Role::SharedRoot { .. }, Some(second)) => {
-            shared::two_frames_in_flight(&ctx, second, observer)
-        }
-        (Role::SharedRoot { .. }, None) => {
-            let overlap = layout.mode == (Mode::Shared { overlap: true });
-            shared::root(&ctx, overlap, observer)
-        }
-        (Role::SharedMember { index, size }, _) => {
-            shared::member(&ctx, index, size).map(|()| Vec::new())
-        }
-    }?;
+    let (outcomes, gpu_memory) = std::thread::scope(|scope| {
+        // A single GPU process starts reading before it opens the GPU (driver start-up and
+        // module load take a while on a fresh machine).
+        let reads = (in_flight > 1).then(|| {
+            read_ahead::ReadAhead::new(scope, &frames, shared::READ_AHEAD_IN_FLIGHT, start)
+        });
+        let gpus = if uses_gpu {
+            open_gpus(gpu_for_rank(comm.local_rank())?, in_flight, limit)?
+        } else {
+            Vec::new()
+        };
+        let ctx = RankContext {
+            config,
+            comm,
+            frames: &frames,
+            layout,
+            start,
+            backend: gpus.first().map_or(&CpuBackend, |g| g),
+        };
+        let outcomes = match (layout.role(rank), reads) {
+            (Role::Reader, _) => pipeline::reader(&ctx).map(|()| Vec::new()),
+            (Role::Writer, _) => pipeline::writer(&ctx, observer),
+            (Role::Extractor { index, count }, _) => {
+                pipeline::extractor(&ctx, index, count).map(|()| Vec::new())
+            }
+            (Role::SharedRoot { .. }, Some(reads)) => {
+                let backends: Vec<&dyn Backend> = gpus.iter().map(|g| g as &dyn Backend).collect();
+                shared::frames_in_flight(&ctx, &backends, reads, observer)
+            }
+            (Role::SharedRoot { .. }, None) => {
+                let overlap = layout.mode == (Mode::Shared { overlap: true });
+                shared::root(&ctx, overlap, observer)
+            }
+            (Role::SharedMember { index, size }, _) => {
+                shared::member(&ctx, index, size).map(|()| Vec::new())
+            }
+        }?;
+        let gpu_memory = release_gpus(&gpus, limit)?;
+        Ok::<_, ExposureError>((outcomes, gpu_memory))
+    })?;
     let wall_s = start.elapsed().as_secs_f64();
     // Everybody ends with the writer's verdict.
     let failed_here =
@@ -327,5 +363,49 @@ pub fn run_exposure(
         missing_preproc: list.missing_preproc,
         wall_s,
         any_failed: verdict.first().copied().unwrap_or(1) != 0,
+        frames_in_flight: in_flight,
+        gpu_memory,
+        host_peak_rss_bytes: summary::host_peak_rss_bytes(),
     })
+}
+
+/// Opens `count` contexts (streams) on GPU `ordinal`, each capped at its part of `limit`, with
+/// the device pool's peaks reset.
+fn open_gpus(
+    ordinal: usize,
+    count: usize,
+    limit: Option<u64>,
+) -> Result<Vec<GpuContext>, ExposureError> {
+    let share = limit.map(|l| l / count.max(1) as u64);
+    let mut gpus = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let mut gpu = GpuContext::new(ordinal)?;
+        gpu.set_memory_limit(share)?;
+        gpus.push(gpu);
+    }
+    if let Some(first) = gpus.first() {
+        first.reset_pool_peaks()?;
+    }
+    Ok(gpus)
+}
+
+/// Reads the device pool's counters over the run, then hands the memory the contexts' frames
+/// left in the pool back to the driver and checks that the pool holds nothing more; `None`
+/// without GPU. (The contexts themselves are released when dropped.)
+fn release_gpus(
+    gpus: &[GpuContext],
+    limit: Option<u64>,
+) -> Result<Option<GpuMemoryReport>, ExposureError> {
+    let Some(first) = gpus.first() else {
+        return Ok(None);
+    };
+    let pool = first.pool_stats()?;
+    for gpu in gpus {
+        gpu.release_memory()?;
+    }
+    Ok(Some(GpuMemoryReport {
+        limit_bytes: limit,
+        pool,
+        held_after_release: first.pool_stats()?.reserved,
+    }))
 }

@@ -27,7 +27,7 @@ const MAX_READ_AHEAD: usize = 8;
 pub(crate) fn reader(ctx: &RankContext) -> Result<(), ExposureError> {
     let depth = (ctx.layout.extractors() + 1).min(MAX_READ_AHEAD);
     std::thread::scope(|scope| {
-        let mut reads = ReadAhead::new(scope, ctx.frames, depth);
+        let mut reads = ReadAhead::new(scope, ctx.frames, depth, ctx.start);
         let mut index = 0;
         while let Some(read) = reads.next_frame() {
             let message = inputs_message(index, &read)?;
@@ -73,7 +73,7 @@ pub(crate) fn extractor(
     index: usize,
     count: usize,
 ) -> Result<(), ExposureError> {
-    let rank = ctx.comm.rank();
+    let (rank, start) = (ctx.comm.rank(), ctx.start);
     let extract_one = |frame: usize, message: Incoming| -> Result<Finished, ExposureError> {
         let (at, read) = read_inputs_message(message)?;
         check_frame(at, frame)?;
@@ -84,6 +84,7 @@ pub(crate) fn extractor(
             read,
             ctx.backend,
             &who,
+            start,
         ))
     };
     let join = |(frame, handle): (usize, ScopedJoinHandle<'_, Result<Finished, ExposureError>>)| {

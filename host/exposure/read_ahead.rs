@@ -4,30 +4,36 @@ use super::frame::{read_frame, ReadFrame};
 use super::jobs::FrameFiles;
 use std::collections::VecDeque;
 use std::thread::{Scope, ScopedJoinHandle};
+use std::time::Instant;
 
-/// Reads the frames of `frames` in order, up to `depth` of them at once on background threads
-/// ahead of the consumer (`depth` 0: each is read when asked for, on the calling thread).
-/// Memory: at most `depth` frames read or being read besides the one handed out.
+/// Reads the frames of `frames` in order, up to `depth` of them at once (in parallel) on
+/// background threads ahead of the consumer (`depth` 0: each is read when asked for, on the
+/// calling thread). Memory: at most `depth` frames read or being read besides the one handed
+/// out.
 pub(crate) struct ReadAhead<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     frames: &'env [FrameFiles],
     depth: usize,
     next: usize,
+    start: Instant,
     pending: VecDeque<ScopedJoinHandle<'scope, ReadFrame>>,
 }
 
 impl<'scope, 'env> ReadAhead<'scope, 'env> {
-    /// Starts reading the first `depth` frames.
+    /// Starts reading the first `depth` frames (read times on the clock of `start`, the start
+    /// of the run).
     pub fn new(
         scope: &'scope Scope<'scope, 'env>,
         frames: &'env [FrameFiles],
         depth: usize,
+        start: Instant,
     ) -> Self {
         let mut reads = Self {
             scope,
             frames,
             depth,
             next: 0,
+            start,
             pending: VecDeque::new(),
         };
         reads.fill();
@@ -36,9 +42,9 @@ impl<'scope, 'env> ReadAhead<'scope, 'env> {
 
     fn fill(&mut self) {
         while self.pending.len() < self.depth && self.next < self.frames.len() {
-            let files = &self.frames[self.next];
+            let (files, start) = (&self.frames[self.next], self.start);
             self.pending
-                .push_back(self.scope.spawn(move || read_frame(files)));
+                .push_back(self.scope.spawn(move || read_frame(files, start)));
             self.next += 1;
         }
     }
@@ -48,13 +54,14 @@ impl<'scope, 'env> ReadAhead<'scope, 'env> {
         if self.depth == 0 {
             let files = self.frames.get(self.next)?;
             self.next += 1;
-            return Some(read_frame(files));
+            return Some(read_frame(files, self.start));
         }
         let handle = self.pending.pop_front()?;
         self.fill();
         Some(handle.join().unwrap_or_else(|_| ReadFrame {
             inputs: Err("the thread reading this frame panicked".into()),
             read_s: 0.0,
+            read_start_s: 0.0,
         }))
     }
 }
@@ -73,7 +80,7 @@ mod tests {
             .collect();
         for depth in [0, 1, 2, 8] {
             std::thread::scope(|scope| {
-                let mut reads = ReadAhead::new(scope, &frames, depth);
+                let mut reads = ReadAhead::new(scope, &frames, depth, Instant::now());
                 for files in &frames {
                     let read = reads.next_frame().expect("one per frame");
                     let err = read.inputs.expect_err("no such file");

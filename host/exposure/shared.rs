@@ -3,19 +3,24 @@
 //! the other. With overlap rank 0 reads the next frames and writes the previous ones on
 //! background threads; without, it reads, extracts and writes strictly in turn (what the
 //! overlap gains is measurable). With one rank nothing is encoded or copied between the steps,
-//! and a single GPU process keeps two frames in flight on two GPU contexts.
+//! and a single GPU process keeps two (or more) frames in flight on as many GPU contexts.
 
 use super::frame::{extract_share, extract_whole, Extracted, Finished, ReadFrame};
 use super::jobs::FrameFiles;
 use super::messages::{inputs_message, read_inputs_message, read_share_message, share_message};
 use super::pipeline::{check_frame, WRITE_THREADS};
 use super::read_ahead::ReadAhead;
-use super::summary::{ExposureObserver, FrameOutcome};
+use super::summary::{ExposureObserver, FrameOutcome, FrameSteps};
 use super::write_pool::WritePool;
 use super::{ExposureError, RankContext};
 use crate::solve::Backend;
+use std::collections::VecDeque;
 use std::thread::ScopedJoinHandle;
 use std::time::Instant;
+
+/// Frames a single GPU process reads ahead, in parallel (each ~0.3 GB in memory): enough that
+/// the next frames are read while the ones in flight extract, even on a cold page cache.
+pub(crate) const READ_AHEAD_IN_FLIGHT: usize = 4;
 
 /// Rank 0: reads each frame, extracts it with the other ranks and writes it; the outcomes.
 pub(crate) fn root(
@@ -25,7 +30,7 @@ pub(crate) fn root(
 ) -> Result<Vec<FrameOutcome>, ExposureError> {
     let (read_depth, writers) = if overlap { (2, WRITE_THREADS) } else { (0, 0) };
     std::thread::scope(|scope| {
-        let mut reads = ReadAhead::new(scope, ctx.frames, read_depth);
+        let mut reads = ReadAhead::new(scope, ctx.frames, read_depth, ctx.start);
         let mut pool = WritePool::new(scope, ctx, writers, observer);
         for (index, files) in ctx.frames.iter().enumerate() {
             let Some(read) = reads.next_frame() else {
@@ -48,7 +53,14 @@ fn root_frame(
 ) -> Result<Finished, ExposureError> {
     let size = ctx.comm.size();
     if size == 1 {
-        return Ok(extract_whole(ctx.config, files, read, ctx.backend, ""));
+        return Ok(extract_whole(
+            ctx.config,
+            files,
+            read,
+            ctx.backend,
+            "",
+            ctx.start,
+        ));
     }
     let message = inputs_message(index, &read)?;
     for dest in 1..size {
@@ -56,8 +68,17 @@ fn root_frame(
     }
     drop(message);
     let t0 = Instant::now();
+    let mut steps = FrameSteps::default();
     let mut blocks = match &read.inputs {
-        Ok(inputs) => extract_share(ctx.config, files, inputs, ctx.backend, 0, size),
+        Ok(inputs) => {
+            extract_share(ctx.config, files, inputs, ctx.backend, (0, size), ctx.start).map(
+                |(blocks, device)| {
+                    // Rank 0's own device use (the others' clocks differ).
+                    steps = device;
+                    blocks
+                },
+            )
+        }
         Err(e) => Err(e.clone()),
     };
     let mut extract_s = t0.elapsed().as_secs_f64();
@@ -76,9 +97,13 @@ fn root_frame(
         (Ok(inputs), Ok(blocks)) => Ok(Extracted::new(inputs, blocks)),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
+    steps.read = (read.read_start_s, read.read_start_s + read.read_s);
+    let extract_start_s = t0.saturating_duration_since(ctx.start).as_secs_f64();
+    steps.extract = (extract_start_s, extract_start_s + extract_s);
     Ok(Finished {
         read_s: read.read_s,
         extract_s,
+        steps,
         result,
     })
 }
@@ -90,8 +115,16 @@ pub(crate) fn member(ctx: &RankContext, index: usize, size: usize) -> Result<(),
         check_frame(at, frame)?;
         let t0 = Instant::now();
         let blocks = read.inputs.and_then(|inputs| {
-            extract_share(ctx.config, files, &inputs, ctx.backend, index, size)
-                .map_err(|e| format!("rank {index}: {e}"))
+            extract_share(
+                ctx.config,
+                files,
+                &inputs,
+                ctx.backend,
+                (index, size),
+                ctx.start,
+            )
+            .map(|(blocks, _)| blocks)
+            .map_err(|e| format!("rank {index}: {e}"))
         });
         let share = blocks.as_deref().map_err(String::as_str);
         let message = share_message(t0.elapsed().as_secs_f64(), share)?;
@@ -100,35 +133,43 @@ pub(crate) fn member(ctx: &RankContext, index: usize, size: usize) -> Result<(),
     Ok(())
 }
 
-/// One GPU process with two GPU contexts: frame `i` extracts on context `i mod 2` on a worker
-/// thread while the next is read and the previous written.
-pub(crate) fn two_frames_in_flight(
+/// One GPU process with a GPU context per frame in flight (`backends`): frame `i` extracts
+/// on context `i mod N` on a worker thread while the next frames are read (`reads`, already
+/// started) and the previous ones written. A frame starts as soon as the oldest of the N
+/// running ones has finished and it is read, so its upload and spots overlap the other frames'
+/// batches and host stages and the device always has a frame's work queued.
+pub(crate) fn frames_in_flight(
     ctx: &RankContext,
-    second: &dyn Backend,
+    backends: &[&dyn Backend],
+    mut reads: ReadAhead<'_, '_>,
     observer: &mut dyn ExposureObserver,
 ) -> Result<Vec<FrameOutcome>, ExposureError> {
-    let backends = [ctx.backend, second];
     let join = |handle: ScopedJoinHandle<'_, Finished>| {
         handle
             .join()
             .map_err(|_| ExposureError::ThreadPanicked("an extraction thread".into()))
     };
+    let n = backends.len().max(1);
     std::thread::scope(|scope| {
-        let mut reads = ReadAhead::new(scope, ctx.frames, 3);
         let mut pool = WritePool::new(scope, ctx, WRITE_THREADS, observer);
-        let mut running = None;
+        let mut running = VecDeque::with_capacity(n);
         for (index, files) in ctx.frames.iter().enumerate() {
+            if running.len() >= n {
+                if let Some((done, oldest)) = running.pop_front() {
+                    pool.submit(done, join(oldest)?);
+                }
+            }
             let Some(read) = reads.next_frame() else {
                 break;
             };
-            let (config, backend) = (ctx.config, backends[index % 2]);
-            let handle = scope.spawn(move || extract_whole(config, files, read, backend, ""));
-            if let Some((done, previous)) = running.replace((index, handle)) {
-                pool.submit(done, join(previous)?);
-            }
+            let (config, start) = (ctx.config, ctx.start);
+            let backend = backends.get(index % n).copied().unwrap_or(ctx.backend);
+            let handle =
+                scope.spawn(move || extract_whole(config, files, read, backend, "", start));
+            running.push_back((index, handle));
         }
-        if let Some((done, previous)) = running.take() {
-            pool.submit(done, join(previous)?);
+        while let Some((done, oldest)) = running.pop_front() {
+            pool.submit(done, join(oldest)?);
         }
         Ok(pool.finish())
     })

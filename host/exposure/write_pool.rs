@@ -8,8 +8,9 @@ use std::collections::VecDeque;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
-/// A write that finished: its outcome and when (seconds since the start of the run).
-type Written = (Result<FrameTiming, String>, f64);
+/// A write that finished: its outcome, when (seconds since the start of the run) and the
+/// frame's device stages.
+type Written = (Result<FrameTiming, String>, f64, Vec<(f64, f64)>);
 
 /// Writes frames on up to `max` background threads (`max` 0: on the calling thread, at once)
 /// and reports each frame to the observer in frame order as soon as the frames before it are
@@ -54,8 +55,9 @@ impl<'scope, 'env, 'obs> WritePool<'scope, 'env, 'obs> {
         };
         let (config, start) = (self.config, self.start);
         let task = move || {
-            let status = write_finished(config, files, frame);
-            (status, start.elapsed().as_secs_f64())
+            let intervals = frame.steps.device_intervals.clone();
+            let status = write_finished(config, files, frame, start);
+            (status, start.elapsed().as_secs_f64(), intervals)
         };
         if self.max == 0 {
             let written = task();
@@ -74,6 +76,7 @@ impl<'scope, 'env, 'obs> WritePool<'scope, 'env, 'obs> {
                 (
                     Err("the thread writing this frame panicked".into()),
                     self.start.elapsed().as_secs_f64(),
+                    Vec::new(),
                 )
             });
             self.record(index, written);
@@ -84,8 +87,13 @@ impl<'scope, 'env, 'obs> WritePool<'scope, 'env, 'obs> {
         if let Some(slot) = self.done.get_mut(index) {
             *slot = Some(written);
         }
-        while let Some(Some((status, at))) = self.done.get(self.reported) {
-            let outcome = outcome(&self.frames[self.reported], status.clone(), *at);
+        while let Some(Some((status, at, intervals))) = self.done.get(self.reported) {
+            let outcome = outcome(
+                &self.frames[self.reported],
+                status.clone(),
+                *at,
+                intervals.clone(),
+            );
             self.observer
                 .frame_done(self.reported, self.frames.len(), &outcome);
             self.reported += 1;
@@ -103,19 +111,30 @@ impl<'scope, 'env, 'obs> WritePool<'scope, 'env, 'obs> {
             .iter()
             .zip(std::mem::take(&mut self.done))
             .map(|(files, written)| match written {
-                Some((status, at)) => outcome(files, status, at),
-                None => outcome(files, Err("never extracted (internal error)".into()), now),
+                Some((status, at, intervals)) => outcome(files, status, at, intervals),
+                None => outcome(
+                    files,
+                    Err("never extracted (internal error)".into()),
+                    now,
+                    Vec::new(),
+                ),
             })
             .collect()
     }
 }
 
-fn outcome(files: &FrameFiles, status: Result<FrameTiming, String>, at: f64) -> FrameOutcome {
+fn outcome(
+    files: &FrameFiles,
+    status: Result<FrameTiming, String>,
+    at: f64,
+    device_intervals: Vec<(f64, f64)>,
+) -> FrameOutcome {
     FrameOutcome {
         camera: files.camera.clone(),
         output: files.output.clone(),
         status,
         finished_at_s: at,
+        device_intervals,
     }
 }
 
@@ -140,6 +159,7 @@ mod tests {
         Finished {
             read_s: 0.0,
             extract_s: 0.0,
+            steps: Default::default(),
             result: Err(text.into()),
         }
     }
@@ -158,6 +178,8 @@ mod tests {
             wave_span: None,
             mask_rule: Default::default(),
             failed_patches: Default::default(),
+            gpu_memory_limit: None,
+            frames_in_flight: None,
         };
         let frames: Vec<FrameFiles> = ["b0", "r0", "z0", "b1"]
             .iter()

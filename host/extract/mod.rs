@@ -153,6 +153,8 @@ pub struct StageTimes {
     pub finalize: Duration,
     /// Finer stages of the backend (e.g. GPU kernels), in order.
     pub detail: Vec<(&'static str, Duration)>,
+    /// The backend's bound on the frame's device memory ([`FrameSolver::device_peak_bytes`]).
+    pub device_peak_bytes: Option<u64>,
 }
 
 /// A finished extraction.
@@ -369,6 +371,7 @@ fn solve_into(
         solve: t_solve.elapsed().saturating_sub(stitch_time),
         finalize: stitch_time,
         detail: solver.stage_times(),
+        device_peak_bytes: solver.device_peak_bytes(),
     };
     Ok((parts, times))
 }

@@ -411,11 +411,12 @@ pub(super) fn launch_batch<'g>(
 }
 
 impl PendingBatch<'_> {
-    /// Waits for the batch, records its GPU stage times (CUDA events) on the trace's `gpu`
-    /// track and adds them to `detail`, and returns the core outputs of `chunk` (the batch's
+    /// Waits for the batch, records its GPU stage times (CUDA events, placed at the device's
+    /// time through `gpu`'s epoch) on the trace's `gpu` track and adds them to `detail`, and returns the core outputs of `chunk` (the batch's
     /// patches) in order; a failed patch comes back with [`PatchIssue::Failed`].
     pub(super) fn collect(
         mut self,
+        gpu: &GpuContext,
         chunk: &[Planned],
         params: &ExtractionParams,
         shape: BatchShape,
@@ -424,14 +425,17 @@ impl PendingBatch<'_> {
     ) -> Result<Vec<PatchResult>, GpuError> {
         self.done.synchronize().stage("wait for a batch")?;
         let ends = self.marks.iter().skip(1).map(|(_, e, _)| e);
-        for ((name, start, host_start), end) in self
+        for ((name, start, _), end) in self
             .marks
             .iter()
             .zip(ends.chain(std::iter::once(&self.done)))
         {
             let ms = start.elapsed_ms(end).stage(name)?;
             let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
-            trace.record(name, "gpu", *host_start, gpu_time);
+            // On the GPU track at the time the device reached the stage (the host enqueued it
+            // earlier, while the batch before ran).
+            let device_start = trace.at(gpu.device_instant(start)?);
+            trace.record(name, "gpu", device_start, gpu_time);
             match detail.iter_mut().find(|(n, _)| n == name) {
                 Some((_, d)) => *d += gpu_time,
                 None => detail.push((name, gpu_time)),

@@ -2,7 +2,10 @@
 
 use super::launch::Kernel;
 use super::ptx;
-use cudarc::driver::{CudaContext, CudaModule, CudaStream, DriverError, PinnedHostSlice};
+use super::memory::{memory_limit_from_env, PoolStats};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaModule, CudaStream, DriverError, PinnedHostSlice,
+};
 use cudarc::nvrtc::Ptx;
 use desi_device::kernels::{
     self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, PixelCoreArgs, PixelRowsArgs,
@@ -10,6 +13,7 @@ use desi_device::kernels::{
 };
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Errors of the GPU backend as a whole.
@@ -29,6 +33,10 @@ pub enum GpuError {
     /// The device ran out of memory for even one patch.
     #[error("GPU memory: {0}")]
     Memory(String),
+    /// The caller's memory cap (`--gpu-memory-limit`, `DESI_GPU_MEMORY_LIMIT`) is malformed
+    /// or too small for the frame: the request is at fault.
+    #[error("GPU memory limit: {0}")]
+    MemoryLimit(String),
     /// A launch refused before it reached the driver: a shape beyond the 32-bit launch
     /// limits, or an empty buffer (the kernels need device allocations).
     #[error("GPU launch: {0}")]
@@ -40,6 +48,13 @@ pub enum GpuError {
     /// not where the job says (an input error, [`crate::solve::SolveError::Input`]).
     #[error("{0}")]
     Input(String),
+}
+
+impl GpuError {
+    /// Whether the request is at fault (exit code 1): a malformed or too small memory cap.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, GpuError::MemoryLimit(_))
+    }
 }
 
 /// Adds the stage to a driver error.
@@ -130,6 +145,13 @@ pub struct GpuContext {
     pinned_corners: Mutex<Option<PinnedHostSlice<i32>>>,
     /// Page-locked, write-combined host buffer for the image upload, reused across frames.
     pinned_up: Mutex<Option<PinnedHostSlice<f32>>>,
+    /// The caller's cap on the device bytes of one frame on this context (see
+    /// [`super::memory`]); `None`: the free memory alone sizes the batches.
+    memory_limit: Option<u64>,
+    /// An event recorded on the idle stream when the context was made, and the host time it
+    /// completed: device events convert to host instants through it
+    /// ([`GpuContext::device_instant`]).
+    epoch: (CudaEvent, Instant),
 }
 
 /// Number of page-locked download slots: batches that may be in flight at once.
@@ -187,40 +209,53 @@ fn load_kernels(ctx: &Arc<CudaContext>) -> Result<Arc<CudaModule>, GpuError> {
         .stage("load the PTX module")
 }
 
-/// Keeps freed device memory in the device's stream-ordered memory pool (release threshold
-/// unlimited): with the default threshold 0 the pool hands its memory back to the driver at
-/// every synchronization, and each frame then maps its gigabytes of buffers afresh.
-fn keep_pool_memory(ctx: &CudaContext) -> Result<(), GpuError> {
+/// The device's default (stream-ordered) memory pool, where the backend's allocations live.
+fn default_pool(ctx: &CudaContext) -> Result<cudarc::driver::sys::CUmemoryPool, GpuError> {
     use cudarc::driver::sys;
     ctx.bind_to_thread().stage("bind the context")?;
     let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-    let mut threshold: u64 = u64::MAX;
-    // SAFETY: plain driver calls on the current context's device with valid out-pointers.
+    // SAFETY: a plain driver call on the current context's device with a valid out-pointer.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .stage("get the default memory pool")?;
+    Ok(pool)
+}
+
+/// Keeps up to `threshold` bytes of freed device memory in the device's stream-ordered memory
+/// pool (`u64::MAX`, without a cap: all of it). With the default threshold 0 the pool hands its
+/// memory back to the driver at every synchronization, and each frame then maps its gigabytes
+/// of buffers afresh.
+fn set_pool_threshold(ctx: &CudaContext, threshold: u64) -> Result<(), GpuError> {
+    let pool = default_pool(ctx)?;
+    let mut threshold = threshold;
+    // SAFETY: the release threshold is a cuuint64_t; valid pointer.
     unsafe {
-        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            .result()
-            .stage("get the default memory pool")?;
-        sys::cuMemPoolSetAttribute(
+        cudarc::driver::sys::cuMemPoolSetAttribute(
             pool,
-            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut threshold as *mut u64).cast(),
         )
-        .result()
-        .stage("set the memory pool release threshold")?;
     }
+    .result()
+    .stage("set the memory pool release threshold")?;
     Ok(())
 }
 
 impl GpuContext {
-    /// Opens GPU `ordinal` and loads the kernels.
+    /// Opens GPU `ordinal` and loads the kernels; the memory cap is
+    /// [`super::memory::MEMORY_LIMIT_ENV`]'s, if set ([`GpuContext::set_memory_limit`]
+    /// overrides it).
+    ///
+    /// # Errors
+    /// No driver, a driver failure, or a malformed `DESI_GPU_MEMORY_LIMIT`.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
         probe_driver()?;
+        let memory_limit = memory_limit_from_env()?;
         let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
         // A stream of its own (not the legacy default stream, which every context of the
         // process would share and which synchronizes with the other streams): two contexts of
         // one device then overlap (`exposure` keeps two frames in flight).
         let stream = ctx.new_stream().stage("create a stream")?;
-        keep_pool_memory(&ctx)?;
         let module = load_kernels(&ctx)?;
         let kernels = Kernels {
             spots: Kernel::load(&module, k::SPOTS)?,
@@ -242,7 +277,14 @@ impl GpuContext {
             Ok("thread") => KernelMode::Thread,
             _ => KernelMode::Team,
         };
-        Ok(Self {
+        let epoch_event = stream
+            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .stage("record the epoch event")?;
+        epoch_event
+            .synchronize()
+            .stage("wait for the epoch event")?;
+        let epoch = (epoch_event, Instant::now());
+        let mut gpu = Self {
             ctx,
             stream,
             module,
@@ -253,11 +295,106 @@ impl GpuContext {
             pinned_status: Default::default(),
             pinned_corners: Mutex::new(None),
             pinned_up: Mutex::new(None),
+            memory_limit: None,
+            epoch,
+        };
+        gpu.set_memory_limit(memory_limit)?;
+        Ok(gpu)
+    }
+
+    /// Caps the device bytes of one frame on this context (`None`: no cap): the batches are
+    /// sized so that the frame's buffers and its batches in flight stay under it, and a frame
+    /// that cannot fit one patch per batch fails with [`GpuError::MemoryLimit`]. The device's
+    /// memory pool then hands back what it keeps beyond the cap at each synchronization.
+    /// Contexts sharing a process share its device's pool: give each its part of the
+    /// process's cap.
+    ///
+    /// # Errors
+    /// A driver error setting the pool's release threshold.
+    pub fn set_memory_limit(&mut self, limit: Option<u64>) -> Result<(), GpuError> {
+        self.memory_limit = limit;
+        set_pool_threshold(&self.ctx, limit.unwrap_or(u64::MAX))
+    }
+
+    /// The cap set by [`GpuContext::set_memory_limit`] or the environment.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
+    /// The host instant at which the device reached `event` (recorded on a stream of this
+    /// context), through the epoch event recorded when the context was made (accurate to the
+    /// driver's event resolution, about a microsecond, plus the epoch's host latency).
+    ///
+    /// # Errors
+    /// A driver error (the event must have completed or complete).
+    pub fn device_instant(&self, event: &CudaEvent) -> Result<Instant, GpuError> {
+        let ms = self
+            .epoch
+            .0
+            .elapsed_ms(event)
+            .stage("time an event against the epoch")?;
+        let after = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        Ok(self.epoch.1 + after)
+    }
+
+    /// The counters of the device's default memory pool (shared by every context of the
+    /// process on this device).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn pool_stats(&self) -> Result<PoolStats, GpuError> {
+        use cudarc::driver::sys::CUmemPool_attribute as A;
+        let pool = default_pool(&self.ctx)?;
+        let get = |attr| {
+            let mut value: u64 = 0;
+            // SAFETY: the four attributes read are cuuint64_t values; valid out-pointer.
+            unsafe {
+                cudarc::driver::sys::cuMemPoolGetAttribute(
+                    pool,
+                    attr,
+                    (&mut value as *mut u64).cast(),
+                )
+            }
+            .result()
+            .stage("read the memory pool counters")?;
+            Ok::<_, GpuError>(value)
+        };
+        Ok(PoolStats {
+            used: get(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            used_high: get(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+            reserved: get(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+            reserved_high: get(A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
         })
     }
 
+    /// Resets the pool's high-water marks to the current values (to measure a part of a run).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn reset_pool_peaks(&self) -> Result<(), GpuError> {
+        use cudarc::driver::sys::CUmemPool_attribute as A;
+        let pool = default_pool(&self.ctx)?;
+        for attr in [
+            A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+        ] {
+            let mut zero: u64 = 0;
+            // SAFETY: the high-water attributes may only be set to 0 (a reset); valid pointer.
+            unsafe {
+                cudarc::driver::sys::cuMemPoolSetAttribute(
+                    pool,
+                    attr,
+                    (&mut zero as *mut u64).cast(),
+                )
+            }
+            .result()
+            .stage("reset the memory pool peaks")?;
+        }
+        Ok(())
+    }
+
     /// Hands the device memory this context's frames left in the device's memory pool back
-    /// to the driver (the pool keeps freed memory, see `keep_pool_memory`): for callers that
+    /// to the driver (the pool keeps freed memory, see `set_pool_threshold`): for callers that
     /// share the process with other GPU code (the Python package, before desispec's next
     /// steps). Waits for the context's stream first.
     ///
@@ -266,18 +403,12 @@ impl GpuContext {
     pub fn release_memory(&self) -> Result<(), GpuError> {
         use cudarc::driver::sys;
         self.stream.synchronize().stage("synchronize the stream")?;
-        self.ctx.bind_to_thread().stage("bind the context")?;
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        // SAFETY: plain driver calls on the current context's device with a valid out-pointer;
-        // trimming only releases memory no allocation holds.
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device())
-                .result()
-                .stage("get the default memory pool")?;
-            sys::cuMemPoolTrimTo(pool, 0)
-                .result()
-                .stage("trim the memory pool")?;
-        }
+        let pool = default_pool(&self.ctx)?;
+        // SAFETY: a plain driver call on the device's pool; trimming only releases memory no
+        // allocation holds.
+        unsafe { sys::cuMemPoolTrimTo(pool, 0) }
+            .result()
+            .stage("trim the memory pool")?;
         Ok(())
     }
 

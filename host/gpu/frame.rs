@@ -7,6 +7,7 @@
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
+use super::memory::{plan_batches, FrameMemory};
 use crate::extract::{CcdData, PixelLimits};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
@@ -34,6 +35,10 @@ impl From<GpuError> for SolveError {
             GpuError::Input(reason) => SolveError::Input {
                 backend: "gpu",
                 reason,
+            },
+            GpuError::MemoryLimit(_) => SolveError::Input {
+                backend: "gpu",
+                reason: err.to_string(),
             },
             _ => SolveError::Failed {
                 backend: "gpu",
@@ -104,7 +109,9 @@ impl<'a> Stages<'a> {
         self.trace.record(open.name, "host", open.start, host);
         let gpu_ms = open.event.elapsed_ms(&end_event).stage(open.name)?;
         let gpu_time = Duration::from_secs_f64(f64::from(gpu_ms.max(0.0)) / 1e3);
-        self.trace.record(open.name, "gpu", open.start, gpu_time);
+        // On the GPU track at the time the device reached the stage.
+        let device_start = self.trace.at(self.gpu.device_instant(&open.event)?);
+        self.trace.record(open.name, "gpu", device_start, gpu_time);
         match self.detail.iter_mut().find(|(n, _)| *n == open.name) {
             Some((_, d)) => *d += host,
             None => self.detail.push((open.name, host)),
@@ -157,6 +164,10 @@ struct GpuFrame<'g> {
     next_batch: usize,
     /// The batch in flight.
     pending: Option<(Range<usize>, PendingBatch<'g>)>,
+    /// Device bytes the frame holds while its batches run (stamps, corners, image, weights).
+    fixed_bytes: u64,
+    /// Upper bound of the frame's device bytes (its buffers, then with its batches in flight).
+    peak_bytes: u64,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -174,6 +185,26 @@ impl<'g> GpuFrame<'g> {
         let nfiber = psf.nspec;
         let nitem = nfiber * nfull;
         let (ny, nx) = (psf.stamp_ny(), psf.stamp_nx());
+        // Refuse a frame the caller's cap cannot hold before allocating anything.
+        let npix = (image.ny * image.nx) as u64;
+        let fixed_bytes = 8 * (nitem * ny * nx) as u64 + 4 * 2 * nitem as u64 + 16 * npix;
+        let table_bytes =
+            8 * (tables.xtrace.len() + tables.ytrace.len() + tables.params.len() + nfull) as u64;
+        // While it begins: the spot status codes, the PSF tables and the f32 upload staging.
+        let begin_bytes = fixed_bytes + 4 * nitem as u64 + table_bytes + 8 * npix;
+        if let Some(limit) = gpu.memory_limit() {
+            if begin_bytes > limit {
+                return Err(GpuError::MemoryLimit(format!(
+                    "the GPU memory cap {} ({limit} bytes) is too small for this frame: its PSF \
+                     stamps ({nfiber} fibers x {nfull} wavelengths of {ny}x{nx} pixels), image \
+                     and weights ({}x{} pixels) need {} ({begin_bytes} bytes) before any patch",
+                    super::memory::format_bytes(limit),
+                    image.ny,
+                    image.nx,
+                    super::memory::format_bytes(begin_bytes),
+                )));
+            }
+        }
         let d_xtrace = stream.clone_htod(tables.xtrace).stage("copy PSF")?;
         let d_ytrace = stream.clone_htod(tables.ytrace).stage("copy PSF")?;
         let d_params = stream.clone_htod(tables.params).stage("copy PSF")?;
@@ -189,12 +220,9 @@ impl<'g> GpuFrame<'g> {
         let mut d_spot_status = stream
             .alloc_zeros::<u32>(nitem)
             .stage("allocate spot status")?;
-        let (t_spots, spots_start) = (
-            trace.now(),
-            stream
-                .record_event(Some(TIMING_EVENT))
-                .stage("record an event")?,
-        );
+        let spots_start = stream
+            .record_event(Some(TIMING_EVENT))
+            .stage("record an event")?;
         {
             let mut l = Launch::on(stream);
             let args = SpotsArgs {
@@ -262,7 +290,8 @@ impl<'g> GpuFrame<'g> {
             .elapsed_ms(&spots_end)
             .stage("time the spots kernel")?;
         let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
-        trace.record("spots kernel", "gpu", t_spots, gpu_time);
+        let device_start = trace.at(gpu.device_instant(&spots_start)?);
+        trace.record("spots kernel", "gpu", device_start, gpu_time);
         let corners = corner_buf
             .as_mut_slice()
             .stage("map pinned buffer")?
@@ -294,6 +323,8 @@ impl<'g> GpuFrame<'g> {
             ranges: Vec::new(),
             next_batch: 0,
             pending: None,
+            fixed_bytes,
+            peak_bytes: begin_bytes,
         })
     }
 
@@ -357,8 +388,9 @@ impl<'g> GpuFrame<'g> {
             .collect()
     }
 
-    /// Sizes the batches to the free device memory: two in flight share it, and a frame has
-    /// at least [`batches`] of them.
+    /// Sizes the batches to the free device memory and the caller's cap (docs/design.md §5.2,
+    /// [`plan_batches`]): two in flight share them, and a frame has at least [`batches`] of
+    /// them.
     fn size_batches(&mut self) -> Result<(), GpuError> {
         let params = self.job.params;
         let ndiag = self.job.ndiag();
@@ -387,19 +419,19 @@ impl<'g> GpuFrame<'g> {
         let per_patch_words =
             nmax * (kd_max + 1) + 3 * nmax + nspp_max * per_core + 140 * 70 + PATCH_DESC_WORDS + 1;
         let (free, _) = self.gpu.memory()?;
-        if free < 8 * per_patch_words * PINNED_SLOTS {
-            return Err(GpuError::Memory(format!(
-                "{free} bytes free, one patch needs {}",
-                8 * per_patch_words
-            )));
-        }
-        let memory_batch = (free as f64 * 0.7) as usize / (8 * per_patch_words * PINNED_SLOTS);
-        let n = self.planned.len();
-        let batch = memory_batch.min(n.div_ceil(batches())).max(1);
-        self.ranges = (0..n)
-            .step_by(batch)
-            .map(|start| start..(start + batch).min(n))
-            .collect();
+        let plan = plan_batches(
+            FrameMemory {
+                npatch: self.planned.len(),
+                per_patch: 8 * per_patch_words as u64,
+                fixed: self.fixed_bytes,
+                in_flight: PINNED_SLOTS,
+                min_batches: batches(),
+            },
+            free as u64,
+            self.gpu.memory_limit(),
+        )?;
+        self.peak_bytes = self.peak_bytes.max(plan.peak_bytes);
+        self.ranges = plan.ranges;
         self.shape = Some(BatchShape {
             nmax,
             nspp_max,
@@ -485,6 +517,7 @@ impl FrameSolver for GpuFrame<'_> {
                 .shape
                 .ok_or_else(|| GpuError::Internal("no batch shape".into()))?;
             let results = batch.collect(
+                self.gpu,
                 &self.planned[range.clone()],
                 self.job.params,
                 shape,
@@ -497,6 +530,10 @@ impl FrameSolver for GpuFrame<'_> {
 
     fn stage_times(&self) -> Vec<(&'static str, Duration)> {
         self.stages.detail.clone()
+    }
+
+    fn device_peak_bytes(&self) -> Option<u64> {
+        Some(self.peak_bytes)
     }
 
     /// The screened CCD copied back from the device, for a job whose pixels are in device

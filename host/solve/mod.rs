@@ -169,6 +169,12 @@ pub trait FrameSolver {
         Vec::new()
     }
 
+    /// Upper bound of the device memory this frame takes at most (its buffers and its batches
+    /// in flight, as sized), for backends with device memory; `None` (the default) otherwise.
+    fn device_peak_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// The whole CCD as this solver screened it, on the host, for the CPU fallback of a job
     /// whose pixels are in device memory ([`crate::job::FrameJob::device_pixels`]), where the
     /// pipeline has no host pixels to convert; `None` (the default) when the solver has no
