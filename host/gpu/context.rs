@@ -249,8 +249,9 @@ impl GpuContext {
     /// # Errors
     /// No driver, a driver failure, or a malformed `DESI_GPU_MEMORY_LIMIT`.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
-        probe_driver()?;
+        // A malformed cap is the caller's error, said before anything else.
         let memory_limit = memory_limit_from_env()?;
+        probe_driver()?;
         let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
         // A stream of its own (not the legacy default stream, which every context of the
         // process would share and which synchronizes with the other streams): two contexts of
