@@ -53,8 +53,21 @@ fn gpu_here(test: &str) -> bool {
 /// Simulates an r0 preproc of spectra 0..nspec on `wave` into `path`.
 fn simulate_r0(path: &Path, nspec: &str, wave: &str) {
     let (code, out, err) = run(&[
-        "simulate", "-p", PSF, "-o", s(path), "-w", wave, "-n", nspec, "--camera", "r0",
-        "--expid", "7", "--seed", "5",
+        "simulate",
+        "-p",
+        PSF,
+        "-o",
+        s(path),
+        "-w",
+        wave,
+        "-n",
+        nspec,
+        "--camera",
+        "r0",
+        "--expid",
+        "7",
+        "--seed",
+        "5",
     ]);
     assert_eq!(code, Some(0), "simulate: {out}{err}");
 }
@@ -130,7 +143,10 @@ fn check_frame_record(frame: &Value, wall_s: f64) {
     assert!(r0 >= 0.0 && e0 + slack >= r0 + read, "{t}");
     assert!(w0 + slack >= e0 + extract, "{t}");
     let done = num(frame, "finished_at_s");
-    assert!(done + slack >= w0 + write && done <= wall_s + slack, "{frame}");
+    assert!(
+        done + slack >= w0 + write && done <= wall_s + slack,
+        "{frame}"
+    );
     assert!(t["npatch"].as_u64().is_some_and(|n| n > 0), "{t}");
 }
 
@@ -148,7 +164,10 @@ fn the_summary_reports_each_frames_steps_and_what_bounds_the_run() {
     assert!(!out.contains("GPU busy"), "no GPU on the CPU: {out}");
     let wall_s = num(&json, "wall_s");
     assert_eq!(json["expid"], "00000007");
-    assert_eq!((json["written"].as_u64(), json["failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (json["written"].as_u64(), json["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
     assert_eq!(json["frames_in_flight"], 1);
     assert!(json["gpu_busy_fraction"].is_null() && json["gpu_memory"].is_null());
     assert!(json["gpu_peak_bytes_per_frame"].is_null());
@@ -160,7 +179,10 @@ fn the_summary_reports_each_frames_steps_and_what_bounds_the_run() {
         assert!(num(&json, key) > 0.0 && num(&json, key) < wall_s, "{key}");
     }
     let frames = json["frames"].as_array().unwrap();
-    let cameras: Vec<&str> = frames.iter().map(|f| f["camera"].as_str().unwrap()).collect();
+    let cameras: Vec<&str> = frames
+        .iter()
+        .map(|f| f["camera"].as_str().unwrap())
+        .collect();
     assert_eq!(cameras, ["r0", "r1", "r2"]);
     for frame in frames {
         check_frame_record(frame, wall_s);
@@ -183,8 +205,14 @@ fn the_summary_reports_each_frames_steps_and_what_bounds_the_run() {
     let mut written = Vec::new();
     for camera in ["r0", "r1", "r2"] {
         let name = format!("frame-{camera}-00000007.fits");
-        let (a, b) = (dir.path().join("out").join(&name), dir.path().join("serial").join(&name));
-        assert!(frame_arrays(&a) == frame_arrays(&b), "{name}: overlap changed the frame");
+        let (a, b) = (
+            dir.path().join("out").join(&name),
+            dir.path().join("serial").join(&name),
+        );
+        assert!(
+            frame_arrays(&a) == frame_arrays(&b),
+            "{name}: overlap changed the frame"
+        );
         written.extend([a, b]);
     }
     common::desispec_reads(&written);
@@ -275,8 +303,14 @@ fn a_frame_under_a_small_gpu_memory_cap_is_bitwise_the_one_without() {
             .count()
     };
     let (nb_capped, nb_free) = (batches(&capped_trace), batches(&free_trace));
-    assert!(nb_capped > nb_free && nb_free >= 1, "{nb_capped} batches under the cap, {nb_free} without");
-    assert!(frame_arrays(&capped) == frame_arrays(&free), "the cap changed the frame");
+    assert!(
+        nb_capped > nb_free && nb_free >= 1,
+        "{nb_capped} batches under the cap, {nb_free} without"
+    );
+    assert!(
+        frame_arrays(&capped) == frame_arrays(&free),
+        "the cap changed the frame"
+    );
     common::desispec_reads(&[capped, free]);
 }
 
@@ -296,7 +330,10 @@ fn gpu_exposure_frames_are_the_same_in_flight_and_capped_and_memory_is_released(
     let mut written = Vec::new();
     for (name, extra) in runs {
         let (out, json) = exposure(&indir, &dir.path().join(name), extra);
-        assert!(out.contains("GPU busy") && out.contains("held after release"), "{out}");
+        assert!(
+            out.contains("GPU busy") && out.contains("held after release"),
+            "{out}"
+        );
         let wall_s = num(&json, "wall_s");
         let busy = json["gpu_busy_fraction"].as_f64().expect("a GPU fraction");
         assert!(busy > 0.0 && busy <= 1.0 + 1e-6, "{name}: busy {busy}");
@@ -316,17 +353,32 @@ fn gpu_exposure_frames_are_the_same_in_flight_and_capped_and_memory_is_released(
         for frame in json["frames"].as_array().unwrap() {
             check_frame_record(frame, wall_s);
             let t = &frame["timing"];
-            let peak = t["device_peak_bytes"].as_u64().expect("GPU frames report memory");
-            assert!(peak > 0 && (name != "capped" || peak <= (3u64 << 30) / 2), "{t}");
-            assert!(num(t, "device_s") > 0.0 && num(t, "device_busy_s") <= num(t, "device_s") + 1e-6);
+            let peak = t["device_peak_bytes"]
+                .as_u64()
+                .expect("GPU frames report memory");
+            assert!(
+                peak > 0 && (name != "capped" || peak <= (3u64 << 30) / 2),
+                "{t}"
+            );
+            assert!(
+                num(t, "device_s") > 0.0 && num(t, "device_busy_s") <= num(t, "device_s") + 1e-6
+            );
         }
         for i in 0..4 {
-            written.push(dir.path().join(name).join(format!("frame-r{i}-00000007.fits")));
+            written.push(
+                dir.path()
+                    .join(name)
+                    .join(format!("frame-r{i}-00000007.fits")),
+            );
         }
     }
     let reference = frame_arrays(&written[0]);
     for path in &written {
-        assert!(frame_arrays(path) == reference, "{} differs", path.display());
+        assert!(
+            frame_arrays(path) == reference,
+            "{} differs",
+            path.display()
+        );
     }
     common::desispec_reads(&written);
 }

@@ -152,11 +152,9 @@ impl ExposureObserver for Printer {
         match &outcome.status {
             Ok(t) => {
                 let device = match t.device_peak_bytes {
-                    Some(peak) => format!(
-                        ", GPU {:.2} s, <= {}",
-                        t.device_busy_s,
-                        format_bytes(peak)
-                    ),
+                    Some(peak) => {
+                        format!(", GPU {:.2} s, <= {}", t.device_busy_s, format_bytes(peak))
+                    }
                     None => String::new(),
                 };
                 println!(
@@ -251,7 +249,11 @@ fn print_summary(summary: &ExposureSummary) {
     }
     for (list, status, why) in [
         (&summary.skipped, "skipped", "output exists and is verified"),
-        (&summary.missing_preproc, "MISSING", "PSF but no preproc file"),
+        (
+            &summary.missing_preproc,
+            "MISSING",
+            "PSF but no preproc file",
+        ),
     ] {
         for camera in list {
             println!(

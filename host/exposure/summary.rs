@@ -384,7 +384,10 @@ impl ExposureSummary {
                 timing: o.status.as_ref().ok().copied(),
             })
             .collect();
-        for (list, status) in [(&self.skipped, "skipped"), (&self.missing_preproc, "missing")] {
+        for (list, status) in [
+            (&self.skipped, "skipped"),
+            (&self.missing_preproc, "missing"),
+        ] {
             frames.extend(list.iter().map(|camera| FrameRecord {
                 camera,
                 output: String::new(),
@@ -495,7 +498,11 @@ mod tests {
 
     #[test]
     fn the_record_reports_what_bounds_the_run() {
-        let mut frames = vec![outcome("b0", true), outcome("r0", true), outcome("z0", false)];
+        let mut frames = vec![
+            outcome("b0", true),
+            outcome("r0", true),
+            outcome("z0", false),
+        ];
         frames[0].status = Ok(timing(0.2, 1.0, 0.5, 4 << 30));
         frames[1].status = Ok(timing(0.4, 3.0, 0.7, 6 << 30));
         // Two frames in flight: their device stages overlap over [1, 2].
@@ -541,10 +548,7 @@ mod tests {
         assert_eq!(status, ["ok", "ok", "failed", "skipped", "missing"]);
         assert_eq!(records[1]["timing"]["extract_s"], 3.0);
         assert_eq!(records[1]["timing"]["device_peak_bytes"], 6u64 << 30);
-        assert_eq!(
-            records[2]["error"],
-            "preproc-b1-00000007.fits: truncated"
-        );
+        assert_eq!(records[2]["error"], "preproc-b1-00000007.fits: truncated");
         // On the CPU there is no GPU fraction.
         let cpu = ExposureSummary {
             gpu_memory: None,

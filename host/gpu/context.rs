@@ -1,8 +1,8 @@
 //! The CUDA context of the GPU backend: library probe, device, stream and the loaded kernels.
 
 use super::launch::Kernel;
-use super::ptx;
 use super::memory::{memory_limit_from_env, PoolStats};
+use super::ptx;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaModule, CudaStream, DriverError, PinnedHostSlice,
 };

@@ -157,9 +157,7 @@ pub fn plan_batches(
     let by_free = (free as f64 * FREE_FRACTION) as u64 / one_patch_each;
     let by_limit = limit.map_or(u64::MAX, |l| (l - fixed) / one_patch_each);
     let memory_batch = usize::try_from(by_free.min(by_limit)).unwrap_or(usize::MAX);
-    let batch = memory_batch
-        .min(npatch.div_ceil(min_batches.max(1)))
-        .max(1);
+    let batch = memory_batch.min(npatch.div_ceil(min_batches.max(1))).max(1);
     let ranges = (0..npatch)
         .step_by(batch)
         .map(|start| start..(start + batch).min(npatch))
@@ -205,7 +203,9 @@ mod tests {
         ] {
             assert_eq!(parse_memory_size(text), Ok(want), "{text}");
         }
-        for text in ["", "GiB", "8 GiBs", "-1G", "0", "0.1", "1e3", "8 PB", "1.2.3G"] {
+        for text in [
+            "", "GiB", "8 GiBs", "-1G", "0", "0.1", "1e3", "8 PB", "1.2.3G",
+        ] {
             let err = parse_memory_size(text).expect_err(text);
             assert!(err.contains("memory"), "{text}: {err}");
         }
@@ -258,7 +258,10 @@ mod tests {
             assert!(plan.peak_bytes <= limit, "limit {limit}: {plan:?}");
             // The largest batch under the cap (unless the frame's two batches fit anyway).
             let next = 10_000 + 2 * 1_000 * (plan.batch as u64 + 1);
-            assert!(plan.batch == 2350 || next > limit, "limit {limit}: {plan:?}");
+            assert!(
+                plan.batch == 2350 || next > limit,
+                "limit {limit}: {plan:?}"
+            );
         }
         assert_eq!(
             plan_batches(frame(4700), u64::MAX / 4, Some(12_000))
