@@ -24,6 +24,9 @@ pub(crate) struct FrameInputs {
     pub psf: GaussHermitePsf,
     /// The preproc image with its pixels.
     pub image: PreprocImage,
+    /// The digest of the input files (as read) and options that the frame records
+    /// ([`provenance::input_digest`]).
+    pub digest: String,
 }
 
 /// A frame as read: its inputs or the error naming the file, the seconds it took and when it
@@ -35,8 +38,10 @@ pub(crate) struct ReadFrame {
     pub read_start_s: f64,
 }
 
-/// Reads a frame's PSF and preproc image, timed from `start` (the start of the run).
-pub(crate) fn read_frame(files: &FrameFiles, start: Instant) -> ReadFrame {
+/// Reads a frame's PSF and preproc image and digests them with the options of `config` (the
+/// files are in the page cache; on the reading thread, off the write's path), timed from
+/// `start` (the start of the run).
+pub(crate) fn read_frame(config: &ExposureConfig, files: &FrameFiles, start: Instant) -> ReadFrame {
     let t0 = Instant::now();
     let inputs = io::read_psf(&files.psf)
         .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
@@ -45,7 +50,8 @@ pub(crate) fn read_frame(files: &FrameFiles, start: Instant) -> ReadFrame {
             // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
             // before any work.
             check_frame_metadata(&image).map_err(|e| e.to_string())?;
-            Ok(FrameInputs { psf, image })
+            let digest = provenance::input_digest(config, files)?;
+            Ok(FrameInputs { psf, image, digest })
         });
     ReadFrame {
         inputs,
@@ -63,6 +69,8 @@ pub(crate) struct Extracted {
     /// Pixels with IVAR > 0 that the extraction ignored as absurd.
     pub screened: ScreenCount,
     pub blocks: Vec<BundleBlock>,
+    /// The inputs' digest (INPUTSUM).
+    pub digest: String,
 }
 
 impl Extracted {
@@ -74,6 +82,7 @@ impl Extracted {
             meta: without_pixels(inputs.image),
             screened,
             blocks,
+            digest: inputs.digest,
         }
     }
 }
@@ -221,19 +230,19 @@ fn write_frame(
     files: &FrameFiles,
     extracted: Extracted,
 ) -> Result<Extraction, String> {
+    let t0 = Instant::now();
     let ndiag = extracted.blocks.first().map_or(0, |b| b.arrays.ndiag);
     let (grid, params) = config.frame_setup(&files.camera)?;
     let ex =
         assemble_frame(&grid, &params, ndiag, extracted.blocks, None).map_err(|e| e.to_string())?;
+    let t_assembled = t0.elapsed().as_secs_f64();
     let meta = &extracted.meta;
     let in_psf = extracted.in_psf.as_deref();
     let mut frame = frame_data(&ex, meta, in_psf, &files.psf, &files.preproc, &grid);
-    // The digest a rerun compares before skipping this frame (the inputs were just read: they
-    // are in the page cache).
-    let digest = provenance::input_digest(config, files)?;
+    // The digest a rerun compares before skipping this frame (of the files as they were read).
     frame.keywords.push(Keyword::str(
         provenance::INPUT_DIGEST_KEY,
-        &digest,
+        &extracted.digest,
         "XXH3-128 of the inputs and options",
     ));
     io::check_outputs(
@@ -242,7 +251,9 @@ fn write_frame(
     )
     .map_err(|e| e.to_string())?;
     // desispec's RAW scores, as `extract` writes them (docs/desispec-compat.md).
+    let t_contents = t0.elapsed().as_secs_f64();
     let scores = crate::scores::raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+    let t_scores = t0.elapsed().as_secs_f64();
     io::write_frame_with_scores(
         &files.output,
         &frame,
@@ -250,5 +261,15 @@ fn write_frame(
         scores.as_deref(),
     )
     .map_err(|e| e.to_string())?;
+    log::debug!(
+        "exposure: frame {} written in {:.3} s: assemble {:.3} s, contents and checks {:.3} s, \
+         scores {:.3} s, FITS {:.3} s",
+        files.camera,
+        t0.elapsed().as_secs_f64(),
+        t_assembled,
+        t_contents - t_assembled,
+        t_scores - t_contents,
+        t0.elapsed().as_secs_f64() - t_scores
+    );
     Ok(ex)
 }

@@ -55,7 +55,7 @@ struct InputsHead<'a> {
     index: usize,
     read_s: f64,
     read_start_s: f64,
-    inputs: Result<(Cow<'a, GaussHermitePsf>, PreprocHead<'a>), Cow<'a, str>>,
+    inputs: Result<(Cow<'a, GaussHermitePsf>, PreprocHead<'a>, Cow<'a, str>), Cow<'a, str>>,
 }
 
 /// The message with frame `index` as read (its PSF and pixels, or its error).
@@ -65,6 +65,7 @@ pub(crate) fn inputs_message(index: usize, read: &ReadFrame) -> Result<Outgoing<
         Ok(inputs) => Ok((
             Cow::Borrowed(&inputs.psf),
             PreprocHead::new(&inputs.image, &mut planes),
+            Cow::Borrowed(inputs.digest.as_str()),
         )),
         Err(text) => Err(Cow::Borrowed(text.as_str())),
     };
@@ -81,9 +82,10 @@ pub(crate) fn inputs_message(index: usize, read: &ReadFrame) -> Result<Outgoing<
 pub(crate) fn read_inputs_message(mut message: Incoming) -> Result<(usize, ReadFrame), WireError> {
     let head: InputsHead = message.head()?;
     let inputs = match head.inputs {
-        Ok((psf, image)) => Ok(FrameInputs {
+        Ok((psf, image, digest)) => Ok(FrameInputs {
             psf: psf.into_owned(),
             image: image.into_image(&mut message)?,
+            digest: digest.into_owned(),
         }),
         Err(text) => Err(text.into_owned()),
     };
@@ -126,6 +128,7 @@ pub(crate) fn read_share_message(
 #[derive(Serialize, Deserialize)]
 struct ExtractedHead<'a> {
     in_psf: Option<Cow<'a, str>>,
+    digest: Cow<'a, str>,
     meta: PreprocHead<'a>,
     screened: ScreenCount,
     blocks: Vec<BlockHead<'a>>,
@@ -146,6 +149,7 @@ pub(crate) fn finished_message(index: usize, frame: &Finished) -> Result<Outgoin
     let result = match &frame.result {
         Ok(ex) => Ok(ExtractedHead {
             in_psf: ex.in_psf.as_deref().map(Cow::Borrowed),
+            digest: Cow::Borrowed(ex.digest.as_str()),
             meta: PreprocHead::new(&ex.meta, &mut planes),
             screened: ex.screened,
             blocks: ex
@@ -179,6 +183,7 @@ pub(crate) fn read_finished_message(mut message: Incoming) -> Result<(usize, Fin
                 .collect::<Result<_, _>>()?;
             Ok(Extracted {
                 in_psf: ex.in_psf.map(Cow::into_owned),
+                digest: ex.digest.into_owned(),
                 meta,
                 screened: ex.screened,
                 blocks,
@@ -269,6 +274,7 @@ mod tests {
             inputs: Ok(FrameInputs {
                 psf: psf.clone(),
                 image: image(),
+                digest: "0123456789abcdef0123456789abcdef".into(),
             }),
             read_s: 0.75,
             read_start_s: 1.25,
@@ -278,6 +284,7 @@ mod tests {
         let inputs = back.inputs.unwrap();
         assert_eq!((index, back.read_s, back.read_start_s), (3, 0.75, 1.25));
         assert_eq!(inputs.image, image());
+        assert_eq!(inputs.digest, "0123456789abcdef0123456789abcdef");
         assert_eq!((&inputs.psf.gh, &inputs.psf.ytrace), (&psf.gh, &psf.ytrace));
         assert_eq!((inputs.psf.path, inputs.psf.in_psf), (psf.path, psf.in_psf));
 
@@ -308,6 +315,7 @@ mod tests {
         let inputs = FrameInputs {
             psf: read_psf(Path::new(PSF)).unwrap(),
             image: image(),
+            digest: "fedcba9876543210fedcba9876543210".into(),
         };
         let steps = FrameSteps {
             read: (0.25, 0.75),
@@ -332,6 +340,7 @@ mod tests {
             (ex.blocks, ex.in_psf, ex.screened),
             (blocks, sent.in_psf.clone(), sent.screened)
         );
+        assert_eq!(ex.digest, "fedcba9876543210fedcba9876543210");
         assert!(ex.meta.image.is_empty() && ex.meta.mask.is_empty());
         assert_eq!(
             (ex.meta.header, ex.meta.fibermap),
@@ -354,6 +363,7 @@ mod tests {
                     ivar: 3,
                 },
                 blocks: blocks(),
+                digest: "0123456789abcdef0123456789abcdef".into(),
             }),
         };
         let message = finished_message(0, &finished).unwrap();

@@ -118,6 +118,26 @@ impl ExposureConfig {
         Ok((grid, params))
     }
 
+    /// A configuration for unit tests: 25 fibers of expid 7 from `indir` to `outdir` on the CPU.
+    #[cfg(test)]
+    pub(crate) fn for_tests(indir: &str, outdir: &str) -> Self {
+        Self {
+            indir: indir.into(),
+            outdir: outdir.into(),
+            expid: 7,
+            gpu: false,
+            overwrite: false,
+            overlap: true,
+            specmin: 0,
+            nspec: 25,
+            wave_span: None,
+            mask_rule: Default::default(),
+            failed_patches: Default::default(),
+            gpu_memory_limit: None,
+            frames_in_flight: None,
+        }
+    }
+
     /// Checks the input directory and `wave_span` and creates the output directory when
     /// missing (as desi_proc does; every rank may try).
     fn prepare(&self) -> Result<(), ExposureError> {
@@ -314,7 +334,13 @@ pub fn run_exposure(
         // A single GPU process starts reading before it opens the GPU (driver start-up and
         // module load take a while on a fresh machine).
         let reads = (in_flight > 1).then(|| {
-            read_ahead::ReadAhead::new(scope, &frames, shared::READ_AHEAD_IN_FLIGHT, start)
+            read_ahead::ReadAhead::new(
+                scope,
+                config,
+                &frames,
+                shared::READ_AHEAD_IN_FLIGHT,
+                start,
+            )
         });
         let gpus = if uses_gpu {
             open_gpus(gpu_for_rank(comm.local_rank())?, in_flight, limit)?

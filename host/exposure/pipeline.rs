@@ -27,7 +27,7 @@ const MAX_READ_AHEAD: usize = 8;
 pub(crate) fn reader(ctx: &RankContext) -> Result<(), ExposureError> {
     let depth = (ctx.layout.extractors() + 1).min(MAX_READ_AHEAD);
     std::thread::scope(|scope| {
-        let mut reads = ReadAhead::new(scope, ctx.frames, depth, ctx.start);
+        let mut reads = ReadAhead::new(scope, ctx.config, ctx.frames, depth, ctx.start);
         let mut index = 0;
         while let Some(read) = reads.next_frame() {
             let message = inputs_message(index, &read)?;

@@ -2,6 +2,7 @@
 
 use super::frame::{read_frame, ReadFrame};
 use super::jobs::FrameFiles;
+use super::ExposureConfig;
 use std::collections::VecDeque;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
@@ -12,6 +13,7 @@ use std::time::Instant;
 /// out.
 pub(crate) struct ReadAhead<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
+    config: &'env ExposureConfig,
     frames: &'env [FrameFiles],
     depth: usize,
     next: usize,
@@ -24,12 +26,14 @@ impl<'scope, 'env> ReadAhead<'scope, 'env> {
     /// of the run).
     pub fn new(
         scope: &'scope Scope<'scope, 'env>,
+        config: &'env ExposureConfig,
         frames: &'env [FrameFiles],
         depth: usize,
         start: Instant,
     ) -> Self {
         let mut reads = Self {
             scope,
+            config,
             frames,
             depth,
             next: 0,
@@ -42,9 +46,9 @@ impl<'scope, 'env> ReadAhead<'scope, 'env> {
 
     fn fill(&mut self) {
         while self.pending.len() < self.depth && self.next < self.frames.len() {
-            let (files, start) = (&self.frames[self.next], self.start);
+            let (config, files, start) = (self.config, &self.frames[self.next], self.start);
             self.pending
-                .push_back(self.scope.spawn(move || read_frame(files, start)));
+                .push_back(self.scope.spawn(move || read_frame(config, files, start)));
             self.next += 1;
         }
     }
@@ -54,7 +58,7 @@ impl<'scope, 'env> ReadAhead<'scope, 'env> {
         if self.depth == 0 {
             let files = self.frames.get(self.next)?;
             self.next += 1;
-            return Some(read_frame(files, self.start));
+            return Some(read_frame(self.config, files, self.start));
         }
         let handle = self.pending.pop_front()?;
         self.fill();
@@ -74,13 +78,14 @@ mod tests {
     #[test]
     fn frames_come_in_order_at_any_depth_with_their_errors() {
         let (indir, outdir) = (Path::new("/nonexistent/in"), Path::new("/nonexistent/out"));
+        let config = ExposureConfig::for_tests("/nonexistent/in", "/nonexistent/out");
         let frames: Vec<FrameFiles> = ["b0", "r0", "z0"]
             .iter()
             .map(|camera| FrameFiles::new(camera, indir, outdir, 7))
             .collect();
         for depth in [0, 1, 2, 8] {
             std::thread::scope(|scope| {
-                let mut reads = ReadAhead::new(scope, &frames, depth, Instant::now());
+                let mut reads = ReadAhead::new(scope, &config, &frames, depth, Instant::now());
                 for files in &frames {
                     let read = reads.next_frame().expect("one per frame");
                     let err = read.inputs.expect_err("no such file");

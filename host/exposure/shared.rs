@@ -30,7 +30,7 @@ pub(crate) fn root(
 ) -> Result<Vec<FrameOutcome>, ExposureError> {
     let (read_depth, writers) = if overlap { (2, WRITE_THREADS) } else { (0, 0) };
     std::thread::scope(|scope| {
-        let mut reads = ReadAhead::new(scope, ctx.frames, read_depth, ctx.start);
+        let mut reads = ReadAhead::new(scope, ctx.config, ctx.frames, read_depth, ctx.start);
         let mut pool = WritePool::new(scope, ctx, writers, observer);
         for (index, files) in ctx.frames.iter().enumerate() {
             let Some(read) = reads.next_frame() else {

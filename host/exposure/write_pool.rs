@@ -166,21 +166,7 @@ mod tests {
 
     #[test]
     fn frames_are_reported_in_frame_order_whatever_order_they_finish_in() {
-        let config = ExposureConfig {
-            indir: "/in".into(),
-            outdir: "/out".into(),
-            expid: 7,
-            gpu: false,
-            overwrite: false,
-            overlap: true,
-            specmin: 0,
-            nspec: 25,
-            wave_span: None,
-            mask_rule: Default::default(),
-            failed_patches: Default::default(),
-            gpu_memory_limit: None,
-            frames_in_flight: None,
-        };
+        let config = ExposureConfig::for_tests("/in", "/out");
         let frames: Vec<FrameFiles> = ["b0", "r0", "z0", "b1"]
             .iter()
             .map(|c| FrameFiles::new(c, &config.indir, &config.outdir, 7))
