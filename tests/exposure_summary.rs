@@ -120,8 +120,11 @@ fn num(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
+/// FLUX, IVAR, MASK, RESOLUTION and CHI2PIX of a frame.
+type Arrays = (Vec<f64>, Vec<f64>, Vec<u32>, Vec<f64>, Vec<f64>);
+
 /// The data arrays of a frame, for bitwise comparisons.
-fn frame_arrays(path: &Path) -> (Vec<f64>, Vec<f64>, Vec<u32>, Vec<f64>, Vec<f64>) {
+fn frame_arrays(path: &Path) -> Arrays {
     let f = desi_extract::io::read_frame(path).expect("read the frame");
     (f.flux, f.ivar, f.mask, f.resolution, f.chi2pix)
 }

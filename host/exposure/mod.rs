@@ -334,13 +334,7 @@ pub fn run_exposure(
         // A single GPU process starts reading before it opens the GPU (driver start-up and
         // module load take a while on a fresh machine).
         let reads = (in_flight > 1).then(|| {
-            read_ahead::ReadAhead::new(
-                scope,
-                config,
-                &frames,
-                shared::READ_AHEAD_IN_FLIGHT,
-                start,
-            )
+            read_ahead::ReadAhead::new(scope, config, &frames, shared::READ_AHEAD_IN_FLIGHT, start)
         });
         let gpus = if uses_gpu {
             open_gpus(gpu_for_rank(comm.local_rank())?, in_flight, limit)?

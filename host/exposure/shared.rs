@@ -21,6 +21,11 @@ use std::time::Instant;
 /// Frames a single GPU process reads ahead, in parallel (each ~0.3 GB in memory): enough that
 /// the next frames are read while the ones in flight extract, even on a cold page cache.
 pub(crate) const READ_AHEAD_IN_FLIGHT: usize = 4;
+/// Frames a single GPU process writes at once (each ~0.15 GB of results in memory): a full
+/// frame takes 0.5-0.7 s to assemble and write on one core (2-core development machine), so
+/// that the extraction loop, which waits for a free writer before it starts the next frame,
+/// never waits at GPU speed (0.1-0.2 s a frame).
+const WRITE_THREADS_IN_FLIGHT: usize = 6;
 
 /// Rank 0: reads each frame, extracts it with the other ranks and writes it; the outcomes.
 pub(crate) fn root(
@@ -151,7 +156,7 @@ pub(crate) fn frames_in_flight(
     };
     let n = backends.len().max(1);
     std::thread::scope(|scope| {
-        let mut pool = WritePool::new(scope, ctx, WRITE_THREADS, observer);
+        let mut pool = WritePool::new(scope, ctx, WRITE_THREADS_IN_FLIGHT, observer);
         let mut running = VecDeque::with_capacity(n);
         for (index, files) in ctx.frames.iter().enumerate() {
             if running.len() >= n {
