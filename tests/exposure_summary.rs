@@ -159,7 +159,7 @@ fn the_summary_reports_each_frames_steps_and_what_bounds_the_run() {
     let indir = exposure_inputs(dir.path(), 3);
     let (out, json) = exposure(&indir, &dir.path().join("out"), &[]);
     assert!(
-        out.contains("median per frame read")
+        out.contains("per-frame median read")
             && out.contains("1 frame(s) in flight")
             && out.contains("host peak RSS"),
         "{out}"
@@ -265,13 +265,14 @@ fn a_frame_under_a_small_gpu_memory_cap_is_bitwise_the_one_without() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let preproc = dir.path().join("preproc-r0-00000007.fits");
-    simulate_r0(&preproc, "50", "5740,5980");
+    // 100 fibers x 500 bins: 20 sub-bundles x 10 wavelength patches, 2 batches without a cap.
+    simulate_r0(&preproc, "100", "5740,6180");
     let extract = |name: &str, extra: &[&str]| {
         let frame = dir.path().join(name);
         let trace = dir.path().join(format!("{name}.trace.json"));
         let mut more = vec!["--gpu", "--trace", s(&trace)];
         more.extend_from_slice(extra);
-        let args = common::extract_args(&preproc, &frame, "5760,5960,0.8", ("0", "50"), &more);
+        let args = common::extract_args(&preproc, &frame, "5760,6160,0.8", ("0", "100"), &more);
         let (code, out, err) = run(&args);
         (code, format!("{out}{err}"), frame, trace)
     };
@@ -290,7 +291,8 @@ fn a_frame_under_a_small_gpu_memory_cap_is_bitwise_the_one_without() {
         .and_then(|head| head.rsplit('(').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no byte count in {text}"));
-    // A few patches per batch above that.
+    // Just above that: the batches get the room of the upload staging (8 bytes a pixel, freed
+    // before the batches run) and 8 MiB, a few tens of patches of ~1-5 MB each.
     let cap = (need + (8 << 20)).to_string();
     let (code, text, capped, capped_trace) = extract("capped.fits", &["--gpu-memory-limit", &cap]);
     assert_eq!(code, Some(0), "{text}");

@@ -289,7 +289,7 @@ fn print_summary(summary: &ExposureSummary) {
 fn bounds_line(summary: &ExposureSummary) -> String {
     let (read, extract, write) = summary.median_steps();
     let mut line = format!(
-        "median per frame read {read:.2} s, extract {extract:.2} s, write {write:.2} s; {} frame(s) in flight",
+        "per-frame median read {read:.2} s, extract {extract:.2} s, write {write:.2} s; {} frame(s) in flight",
         summary.frames_in_flight
     );
     if let Some(busy) = summary.gpu_busy_fraction() {

@@ -404,6 +404,8 @@ fn open_gpus(
         gpus.push(gpu);
     }
     if let Some(first) = gpus.first() {
+        // The pool may keep what the whole process may use.
+        first.set_pool_release_threshold(limit.unwrap_or(u64::MAX))?;
         first.reset_pool_peaks()?;
     }
     Ok(gpus)

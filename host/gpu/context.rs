@@ -317,6 +317,17 @@ impl GpuContext {
         set_pool_threshold(&self.ctx, limit.unwrap_or(u64::MAX))
     }
 
+    /// Keeps up to `bytes` of freed memory in the device's pool (shared by the contexts of the
+    /// process on this device) for the next allocations; the rest goes back to the driver at
+    /// each synchronization. [`GpuContext::set_memory_limit`] sets it to the context's cap (or
+    /// unlimited): contexts that share a process's cap set it to the whole cap.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn set_pool_release_threshold(&self, bytes: u64) -> Result<(), GpuError> {
+        set_pool_threshold(&self.ctx, bytes)
+    }
+
     /// The cap set by [`GpuContext::set_memory_limit`] or the environment.
     pub fn memory_limit(&self) -> Option<u64> {
         self.memory_limit
