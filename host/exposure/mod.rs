@@ -306,16 +306,6 @@ pub fn run_exposure(
             psf_note,
         });
     }
-    if rank == layout.writer() {
-        observer.planned(&ExposurePlan {
-            expid: expid.clone(),
-            frames: frames.len(),
-            skipped: list.skipped.len(),
-            redone: list.redone.clone(),
-            missing_preproc: list.missing_preproc.clone(),
-            layout,
-        });
-    }
     let uses_gpu = config.gpu && layout.extracts(rank);
     let in_flight = if layout.two_frames_in_flight(uses_gpu) {
         config
@@ -325,11 +315,26 @@ pub fn run_exposure(
     } else {
         1
     };
+    if rank == layout.writer() {
+        observer.planned(&ExposurePlan {
+            expid: expid.clone(),
+            frames: frames.len(),
+            skipped: list.skipped.len(),
+            redone: list.redone.clone(),
+            missing_preproc: list.missing_preproc.clone(),
+            layout,
+            frames_in_flight: in_flight,
+        });
+    }
     let limit = match (uses_gpu, config.gpu_memory_limit) {
         (false, _) => None,
         (true, Some(limit)) => Some(limit),
         (true, None) => memory_limit_from_env()?,
     };
+    if uses_gpu {
+        // No driver: say so at once, not after the first frames are read.
+        crate::gpu::probe_driver()?;
+    }
     let (outcomes, gpu_memory) = std::thread::scope(|scope| {
         // A single GPU process starts reading before it opens the GPU (driver start-up and
         // module load take a while on a fresh machine).

@@ -141,6 +141,9 @@ pub struct ExposurePlan {
     pub missing_preproc: Vec<String>,
     /// How the ranks share the work.
     pub layout: Layout,
+    /// Frames the writing rank's process extracts at once (a single GPU process: one per GPU
+    /// context; else 1).
+    pub frames_in_flight: usize,
 }
 
 /// Hears what the writing rank reports while the run goes (the CLI prints it). Both methods
