@@ -111,7 +111,7 @@ fn device_use(trace: &Trace, peak_bytes: Option<u64>) -> FrameSteps {
         })
         .collect();
     FrameSteps {
-        device_stage_s: intervals.iter().map(|(a, b)| b - a).sum(),
+        device_stage_s: intervals.iter().fold(0.0, |total, (a, b)| total + (b - a)),
         device_intervals: intervals,
         device_peak_bytes: peak_bytes,
         ..FrameSteps::default()

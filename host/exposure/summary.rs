@@ -307,7 +307,8 @@ impl ExposureSummary {
 
     /// Sum of every written frame's device stage times, seconds.
     pub fn device_stage_s(&self) -> f64 {
-        self.timings().map(|t| t.device_s).sum()
+        // A fold from +0: an empty f64 sum is -0.
+        self.timings().fold(0.0, |total, t| total + t.device_s)
     }
 
     /// Seconds during which the device ran a stage of any frame (the union of every frame's

@@ -412,8 +412,9 @@ pub(super) fn launch_batch<'g>(
 
 impl PendingBatch<'_> {
     /// Waits for the batch, records its GPU stage times (CUDA events, placed at the device's
-    /// time through `gpu`'s epoch) on the trace's `gpu` track and adds them to `detail`, and returns the core outputs of `chunk` (the batch's
-    /// patches) in order; a failed patch comes back with [`PatchIssue::Failed`].
+    /// time through `gpu`'s epoch) on the trace's `gpu` track and adds them to `detail`, and
+    /// returns the core outputs of `chunk` (the batch's patches) in order; a failed patch comes
+    /// back with [`PatchIssue::Failed`].
     pub(super) fn collect(
         mut self,
         gpu: &GpuContext,
