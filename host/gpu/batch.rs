@@ -349,9 +349,13 @@ pub(super) fn launch_batch<'g>(
             pixels: l.write(&mut d_pixels),
             pixels_len,
         };
-        let shape = args.shape();
+        let (kernel, shape) = if team {
+            (&gpu.kernels.pixel_rows_warp, args.warp_shape())
+        } else {
+            (&gpu.kernels.pixel_rows, args.shape())
+        };
         // SAFETY: pixels has pixels_len >= every patch's window end; the rest as above.
-        unsafe { l.run(&gpu.kernels.pixel_rows, shape, &args) }?;
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     {
         let mut l = Launch::on(stream);
@@ -367,9 +371,13 @@ pub(super) fn launch_batch<'g>(
             chi2pix: l.write(&mut d_chi2),
             pixmask: l.write(&mut d_pixmask),
         };
-        let shape = args.shape();
+        let (kernel, shape) = if team {
+            (&gpu.kernels.pixel_core_warp, args.warp_shape())
+        } else {
+            (&gpu.kernels.pixel_core, args.shape())
+        };
         // SAFETY: chi2pix and pixmask have ncore * nwavestep values; the rest as above.
-        unsafe { l.run(&gpu.kernels.pixel_core, shape, &args) }?;
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "copy to host")?;
     // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
