@@ -108,7 +108,10 @@ impl Case {
             } else {
                 (0..lanes).collect()
             };
+            let y = p.shape.row_min + r as i32;
+            let mut chunks = Vec::new();
             for lane in order {
+                let mut mine = Vec::new();
                 codes.push(pixel_chi2_row_lane(
                     &p.view(),
                     &p.ccd(),
@@ -121,17 +124,46 @@ impl Case {
                     lane,
                     lanes,
                     row,
+                    |chunk, hit| {
+                        // The warp's vote, every lane's answer recomputed here; the lane's own
+                        // must be the one it passed.
+                        mine.push(chunk);
+                        let votes = self.votes(y, chunk, lanes);
+                        assert_eq!(hit, votes >> lane & 1 == 1, "row {r} lane {lane} q {chunk}");
+                        votes
+                    },
                 ));
+                chunks.push(mine);
             }
             assert!(
                 codes.iter().all(|&c| c == codes[0]),
                 "row {r}: lanes disagree on the status: {codes:?}"
+            );
+            assert!(
+                chunks.iter().all(|c| *c == chunks[0]),
+                "row {r}: lanes vote on different chunks"
             );
             if codes[0] != Status::Ok {
                 return (window, codes[0]);
             }
         }
         (window, Status::Ok)
+    }
+
+    /// The votes of `lanes` lanes testing whether the stamps of q = chunk + lane cover CCD
+    /// row `y`.
+    fn votes(&self, y: i32, chunk: usize, lanes: usize) -> u32 {
+        let p = &self.patch;
+        let ns = p.shape.nspecpad;
+        (0..lanes)
+            .filter(|&lane| {
+                let q = chunk + lane;
+                q < p.n() && {
+                    let c = p.corners[(q % ns) * p.fiber_stride + q / ns];
+                    y >= c.yc && y < c.yc + p.ny as i32
+                }
+            })
+            .fold(0, |votes, lane| votes | 1 << lane)
     }
 
     /// Core unknowns (s, k) of the test: every padded spectrum but the first and last, bins
@@ -459,7 +491,8 @@ fn model_pixel_rows_thread(case: &Case) -> Traffic {
     t
 }
 
-/// `pixel_rows_warp`: a warp per row, lanes over columns (`pixel_chi2_row_lane`).
+/// `pixel_rows_warp`: a warp per row, lanes over columns (`pixel_chi2_row_lane`): the vote
+/// over 32 candidate unknowns at a time, then the covering stamps' rows.
 fn model_pixel_rows_warp(case: &Case) -> Traffic {
     let p = &case.patch;
     let (w, h) = (case.width(), case.height());
@@ -469,12 +502,17 @@ fn model_pixel_rows_warp(case: &Case) -> Traffic {
     for r in 0..h {
         let y = p.shape.row_min + r as i32;
         let cover = covering(case, y);
+        let ns = p.shape.nspecpad;
         for base in (0..w).step_by(WARP * MAX_COLS_PER_LANE) {
-            for q in 0..p.n() {
-                let (s, k) = (q % p.shape.nspecpad, q / p.shape.nspecpad);
-                t.access([CORNERS + (s * p.fiber_stride + k) as u64 * 8]);
+            // The vote: lane i loads the corner of q = chunk + i.
+            for chunk in (0..p.n()).step_by(WARP) {
+                t.access(
+                    (chunk..(chunk + WARP).min(p.n()))
+                        .map(|q| CORNERS + ((q % ns) * p.fiber_stride + q / ns) as u64 * 8),
+                );
             }
             for &(_, s, k) in &cover {
+                t.access([CORNERS + (s * p.fiber_stride + k) as u64 * 8]);
                 let c = p.view().corner(s, k);
                 let idx = (s * p.fiber_stride + k) as u64;
                 let x0 = (c.xc - case.col_min) as i64;

@@ -7,6 +7,7 @@
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
+use super::schedule;
 use crate::extract::{CcdData, PixelLimits};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
@@ -357,8 +358,8 @@ impl<'g> GpuFrame<'g> {
             .collect()
     }
 
-    /// Sizes the batches to the free device memory: two in flight share it, and a frame has
-    /// at least [`batches`] of them.
+    /// Sizes the batches to the free device memory: two in flight share it, a frame has at
+    /// least [`batches`] of them and a short last one (`schedule::batch_ranges`).
     fn size_batches(&mut self) -> Result<(), GpuError> {
         let params = self.job.params;
         let ndiag = self.job.ndiag();
@@ -394,12 +395,12 @@ impl<'g> GpuFrame<'g> {
             )));
         }
         let memory_batch = (free as f64 * 0.7) as usize / (8 * per_patch_words * PINNED_SLOTS);
-        let n = self.planned.len();
-        let batch = memory_batch.min(n.div_ceil(batches())).max(1);
-        self.ranges = (0..n)
-            .step_by(batch)
-            .map(|start| start..(start + batch).min(n))
-            .collect();
+        self.ranges = schedule::batch_ranges(
+            self.planned.len(),
+            memory_batch,
+            batches(),
+            schedule::tail_percent(),
+        );
         self.shape = Some(BatchShape {
             nmax,
             nspp_max,

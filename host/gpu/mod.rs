@@ -8,5 +8,6 @@ pub mod frame;
 pub mod launch;
 mod pixels;
 pub mod ptx;
+mod schedule;
 
 pub use context::{probe_driver, GpuContext, GpuError};

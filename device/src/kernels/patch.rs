@@ -245,6 +245,22 @@ extern "C" {
     fn shfl_bfly(mask: u32, value: i32, lane_mask: i32, clamp: i32) -> i32;
 }
 
+extern "C" {
+    /// `vote.sync.ballot.b32`: bit `i` set when lane `i` of `mask` passes `pred = true`.
+    #[link_name = "llvm.nvvm.vote.ballot.sync"]
+    fn vote_ballot(mask: u32, pred: bool) -> u32;
+}
+
+/// The votes of the 32 lanes of the calling warp (bit `i`: lane `i` passed `true`).
+///
+/// # Safety
+/// All 32 lanes of the warp must call it together (converged, uniform control flow).
+#[inline(always)]
+unsafe fn warp_ballot(hit: bool) -> u32 {
+    // SAFETY: every lane of the full mask executes this vote (caller's guarantee).
+    unsafe { vote_ballot(u32::MAX, hit) }
+}
+
 /// Sum of `value` over the 32 lanes of the calling warp, returned to every lane (butterfly:
 /// 5 steps of two 32-bit shuffles; f64 addition is commutative, so every lane gets the same
 /// bits).
@@ -792,12 +808,13 @@ pub unsafe extern "ptx-kernel" fn pixel_core(args: PixelCoreArgs) {
 /// χ²_pix of the kept window, warp-cooperative: the same arguments and results as
 /// [`pixel_rows`] (bitwise), one warp per (patch, window row) running
 /// [`pixel_chi2_row_lane`]: lanes over the row's columns, coalesced stamp-row, image, weight
-/// and window accesses, the row's model in registers.
+/// and window accesses, the row's model in registers; the stamps that cover the row are found
+/// 32 unknowns at a time by a warp vote.
 ///
 /// # Launch
 /// [`PixelRowsArgs::warp_shape`]: blocks of 128 threads (any multiple of 32 works),
 /// `warp = patch · max_rows + r`; warps with `r >= row_max − row_min` of their patch or
-/// `patch >= npatch` return.
+/// `patch >= npatch` return as a whole (every vote is executed by all 32 lanes).
 ///
 /// # Safety
 /// All pointers valid for the documented sizes; the launch shape above.
@@ -832,7 +849,8 @@ pub unsafe extern "ptx-kernel" fn pixel_rows_warp(args: PixelRowsArgs) {
     let lane = thread % WARP_LANES;
     let item = Item::new(thread / WARP_LANES, max_rows);
     // SAFETY: each (patch, row) owns its row of the window scratch, and each lane the columns
-    // pixel_chi2_row_lane assigns to it.
+    // pixel_chi2_row_lane assigns to it. Every early return depends on the warp's (patch, row)
+    // only, so the votes run on all 32 lanes.
     unsafe {
         let Some(d) = batch.live(item.patch) else {
             return;
@@ -864,6 +882,8 @@ pub unsafe extern "ptx-kernel" fn pixel_rows_warp(args: PixelRowsArgs) {
             lane,
             WARP_LANES,
             row,
+            // All 32 lanes of the warp vote together (pixel_chi2_row_lane's contract).
+            |_, hit| warp_ballot(hit),
         );
         batch.fail(p, code);
     }

@@ -4,10 +4,11 @@
 //!
 //! - [`pixel_chi2_row_lane`]: one warp per (patch, window row). Lane `lane` of `lanes` owns the
 //!   window columns `lane + lanes·t` (`t < MAX_COLS_PER_LANE`, then the next group of
-//!   `lanes · MAX_COLS_PER_LANE` columns) and keeps their model in registers; for each unknown
-//!   `q` whose stamp covers the row (the same `q` for every lane: uniform loads of the corner),
-//!   the lanes read the stamp row at consecutive addresses. Each pixel adds the same products in
-//!   the same order (`q` ascending) as [`pixel_chi2_row`](crate::patch::pixel_chi2_row): the
+//!   `lanes · MAX_COLS_PER_LANE` columns) and keeps their model in registers. The lanes find the
+//!   unknowns whose stamp covers the row `lanes` at a time (lane `i` tests `q = chunk + i`, a
+//!   warp vote gathers the answers), then, for each such `q` in ascending order (the same for
+//!   every lane), read its stamp row at consecutive addresses. Each pixel adds the same
+//!   products in the same order as [`pixel_chi2_row`](crate::patch::pixel_chi2_row): the
 //!   window is bitwise the serial one.
 //! - [`core_pixel_sums_lane`]: one warp per (patch, core spectrum, core bin). Lane `lane` sums
 //!   the stamp pixels `e = e0 + lane + lanes·t` of the kept rows (consecutive lanes, consecutive
@@ -37,9 +38,15 @@ pub const MAX_COLS_PER_LANE: usize = 4;
 ///
 /// Model `m = Σ_q xflux[q]·A[pix, q]` (`q` ascending); `χ²_pix = (p − m)²·t` with
 /// `t = 1/(1/w + (psferr·m + 1e-32)²)` where `w > 0`, else 0.
+///
+/// `ballot(chunk, hit)` must return the votes of the warp's lanes as a bit mask (bit `i` set
+/// when lane `i` passed `hit = true`); `chunk` is the first unknown the lanes tested (for
+/// emulations; the GPU ignores it). Every lane of a warp calls it the same number of times
+/// with the same `chunk`s (every branch around it depends on the patch and the row only), so
+/// a GPU warp implements it with `vote.sync.ballot`. `lanes` is at most 32.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn pixel_chi2_row_lane(
+pub fn pixel_chi2_row_lane<B: FnMut(usize, bool) -> u32>(
     view: &StampView,
     ccd: &CcdView,
     shape: &PatchShape,
@@ -51,11 +58,17 @@ pub fn pixel_chi2_row_lane(
     lane: usize,
     lanes: usize,
     row_out: Shared,
+    mut ballot: B,
 ) -> Status {
     let ns = shape.nspecpad;
     let (ny, nx) = (view.ny, view.nx);
     let n = shape.nunknown();
-    if lane >= lanes || col_min < 0 || col_max < col_min || col_max as usize > ccd.ncol {
+    if lane >= lanes
+        || lanes > 32
+        || col_min < 0
+        || col_max < col_min
+        || col_max as usize > ccd.ncol
+    {
         return Status::BadShape;
     }
     let width = (col_max - col_min) as usize;
@@ -73,13 +86,25 @@ pub fn pixel_chi2_row_lane(
         // Model of this lane's columns base + lane + lanes·t, accumulated as the serial
         // function does (0, then += f·stamp in q order).
         let mut model = [0.0; MAX_COLS_PER_LANE];
-        let (mut s, mut k) = (0, 0);
-        for &f in &xflux[..n] {
-            let c = view.corner(s, k);
-            if y >= c.yc && y < c.yc + ny as i32 {
+        // (s, k) of this lane's candidate q = chunk + lane, stepped by lanes without division.
+        let (step_s, step_k) = (lanes % ns, lanes / ns);
+        let (mut s_lane, mut k_lane) = (lane % ns, lane / ns);
+        let mut chunk = 0;
+        while chunk < n {
+            let hit = chunk + lane < n && {
+                let c = view.corner(s_lane, k_lane);
+                y >= c.yc && y < c.yc + ny as i32
+            };
+            let mut votes = ballot(chunk, hit);
+            while votes != 0 {
+                let q = chunk + votes.trailing_zeros() as usize;
+                votes &= votes - 1;
+                let (s, k) = (q % ns, q / ns);
+                let c = view.corner(s, k);
                 if c.xc < col_min || c.xc + nx as i32 > col_max {
                     return Status::BadShape;
                 }
+                let f = xflux[q];
                 let srow = &view.stamp(s, k)[(y - c.yc) as usize * nx..][..nx];
                 // Stamp column of this lane's first column: i = base + lane + lanes·t − x0.
                 let first = (base + lane) as i64 - (c.xc - col_min) as i64;
@@ -90,10 +115,12 @@ pub fn pixel_chi2_row_lane(
                     }
                 }
             }
-            s += 1;
-            if s == ns {
-                s = 0;
-                k += 1;
+            chunk += lanes;
+            s_lane += step_s;
+            k_lane += step_k;
+            if s_lane >= ns {
+                s_lane -= ns;
+                k_lane += 1;
             }
         }
         for (t, &m) in model.iter().enumerate() {
