@@ -497,21 +497,29 @@ fn unpack(
                     },
                 );
             }
-            let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
-            r.issue = None;
+            // Filled by appending, core spectrum by core spectrum (no zero fill first):
+            // `(nspp, keep)` and `(nspp, ndiagonal, keep)`.
+            let bins = nspp * keep;
+            let mut r = PatchResult {
+                flux: Vec::with_capacity(bins),
+                ivar: Vec::with_capacity(bins),
+                rdiags: Vec::with_capacity(bins * ndiagonal),
+                chi2pix: Vec::with_capacity(bins),
+                pixmask_fraction: Vec::with_capacity(bins),
+                issue: None,
+            };
             for c in 0..nspp {
                 let item = i * nspp_max + c;
                 let src = item * nwavetot + pad;
-                r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
-                r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
+                r.flux.extend_from_slice(&flux[src..src + keep]);
+                r.ivar.extend_from_slice(&ivar[src..src + keep]);
                 let src = item * nwavestep;
-                r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
-                r.pixmask_fraction[c * keep..(c + 1) * keep]
-                    .copy_from_slice(&pixmask[src..src + keep]);
+                r.chi2pix.extend_from_slice(&chi2[src..src + keep]);
+                r.pixmask_fraction
+                    .extend_from_slice(&pixmask[src..src + keep]);
                 for d in 0..ndiagonal {
                     let src = (item * ndiagonal + d) * nwavestep;
-                    let dst = (c * ndiagonal + d) * keep;
-                    r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+                    r.rdiags.extend_from_slice(&rdiags[src..src + keep]);
                 }
             }
             r
