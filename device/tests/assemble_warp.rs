@@ -13,7 +13,8 @@ mod common;
 
 use common::patch::{build_patch, Geometry, Patch};
 use desi_device::patch::assemble_warp::{
-    assemble_unknown_lane, LaneStamp, WarpTerm, MAX_PER_LANE, WARP_LANES,
+    assemble_unknown_lane, assemble_unknown_lane_slots, LaneStamp, WarpTerm, DESI_SLOTS,
+    MAX_PER_LANE, WARP_LANES,
 };
 use desi_device::patch::{assemble_unknown, patch_bandwidth};
 use desi_device::team::Shared;
@@ -74,8 +75,15 @@ fn butterfly(parts: &[f64]) -> Vec<f64> {
     v
 }
 
-/// One warp per q1, emulated lane by lane (see the module documentation).
+/// One warp per q1, emulated lane by lane (see the module documentation), with the kernel's
+/// default cache of `MAX_PER_LANE` slots per lane.
 fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
+    warp_emulation_slots::<MAX_PER_LANE>(patch, kd, band_len)
+}
+
+/// [`warp_emulation`] with `SLOTS` stamp pixels cached per lane (`assemble_unknown_lane` for
+/// `MAX_PER_LANE`, `assemble_unknown_lane_slots` otherwise).
+fn warp_emulation_slots<const SLOTS: usize>(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
     let (view, ccd, shape, n) = (patch.view(), patch.ccd(), patch.shape, patch.n());
     let ns = shape.nspecpad;
     let mut out = Assembly::new(n, band_len);
@@ -84,53 +92,59 @@ fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
         let mut terms_of_lane0: Vec<WarpTerm> = Vec::new();
         let mut status_of_lane0 = Status::Ok;
         for lane in 0..WARP_LANES {
-            let mut caches: Option<Vec<LaneStamp>> = None;
+            let mut caches: Option<Vec<LaneStamp<SLOTS>>> = None;
             let mut terms = Vec::new();
-            let status = assemble_unknown_lane(
-                &view,
-                &ccd,
-                &shape,
-                kd,
-                q1,
-                lane,
-                WARP_LANES,
+            let all_reduce = |term, partial: f64| {
+                terms.push(term);
+                let caches = caches.get_or_insert_with(|| {
+                    (0..WARP_LANES)
+                        .map(|l| {
+                            LaneStamp::<SLOTS>::new(&view, &ccd, &shape, s1, k1, l, WARP_LANES)
+                        })
+                        .collect()
+                });
+                let parts: Vec<f64> = caches
+                    .iter()
+                    .map(|cache| match term {
+                        WarpTerm::Rhs => cache.rhs,
+                        WarpTerm::Fluxweight => cache.fluxweight,
+                        WarpTerm::Entry(q2) => cache
+                            .entry_partial(&view, &shape, q2 % ns, q2 / ns)
+                            .unwrap_or_else(|| {
+                                panic!("q1 {q1}: reduction of the rejected entry q2 {q2}")
+                            }),
+                    })
+                    .collect();
+                assert_eq!(
+                    parts[lane].to_bits(),
+                    partial.to_bits(),
+                    "q1 {q1} lane {lane} {term:?}: partial {partial:e} but the emulation \
+                         computes {:e}",
+                    parts[lane]
+                );
+                let sums = butterfly(&parts);
+                assert!(
+                    sums.iter().all(|s| s.to_bits() == sums[0].to_bits()),
+                    "q1 {q1} {term:?}: the butterfly gives different lanes different sums"
+                );
+                sums[lane]
+            };
+            let (band, rhs, fluxweight) = (
                 Shared::new(&mut out.band),
                 Shared::new(&mut out.rhs),
                 Shared::new(&mut out.fluxweight),
-                |term, partial| {
-                    terms.push(term);
-                    let caches = caches.get_or_insert_with(|| {
-                        (0..WARP_LANES)
-                            .map(|l| LaneStamp::new(&view, &ccd, &shape, s1, k1, l, WARP_LANES))
-                            .collect()
-                    });
-                    let parts: Vec<f64> = caches
-                        .iter()
-                        .map(|cache| match term {
-                            WarpTerm::Rhs => cache.rhs,
-                            WarpTerm::Fluxweight => cache.fluxweight,
-                            WarpTerm::Entry(q2) => cache
-                                .entry_partial(&view, &shape, q2 % ns, q2 / ns)
-                                .unwrap_or_else(|| {
-                                    panic!("q1 {q1}: reduction of the rejected entry q2 {q2}")
-                                }),
-                        })
-                        .collect();
-                    assert_eq!(
-                        parts[lane].to_bits(),
-                        partial.to_bits(),
-                        "q1 {q1} lane {lane} {term:?}: partial {partial:e} but the emulation \
-                         computes {:e}",
-                        parts[lane]
-                    );
-                    let sums = butterfly(&parts);
-                    assert!(
-                        sums.iter().all(|s| s.to_bits() == sums[0].to_bits()),
-                        "q1 {q1} {term:?}: the butterfly gives different lanes different sums"
-                    );
-                    sums[lane]
-                },
             );
+            let status = if SLOTS == MAX_PER_LANE {
+                assemble_unknown_lane(
+                    &view, &ccd, &shape, kd, q1, lane, WARP_LANES, band, rhs, fluxweight,
+                    all_reduce,
+                )
+            } else {
+                assemble_unknown_lane_slots::<SLOTS, _>(
+                    &view, &ccd, &shape, kd, q1, lane, WARP_LANES, band, rhs, fluxweight,
+                    all_reduce,
+                )
+            };
             if lane == 0 {
                 terms_of_lane0 = terms;
                 status_of_lane0 = status;
@@ -330,6 +344,44 @@ fn bad_shapes_give_the_same_status() {
     let expected = reference(&base, bandwidth, n * (bandwidth + 1) - 1);
     assert!(expected.status.iter().all(|s| *s == Status::BadShape));
     check("short band", &base, bandwidth, n * (bandwidth + 1) - 1);
+}
+
+#[test]
+fn desi_slots_give_the_same_bits_as_the_full_cache() {
+    // The kernel's 6-slot cache for DESI's 11 x 17 stamps: bitwise the 8-slot result (the
+    // extra slots hold nothing), and TooLarge beyond 32 x 6 = 192 pixels.
+    for (seed, geometry) in [(21, Geometry::desi(7, 40)), (22, Geometry::desi(6, 30))] {
+        assert!(geometry.ny * geometry.nx <= WARP_LANES * DESI_SLOTS);
+        let patch = build_patch(geometry, seed);
+        let n = patch.n();
+        let kd = patch_bandwidth(&patch.view(), &patch.shape);
+        let full = warp_emulation(&patch, kd, n * (kd + 1));
+        let desi = warp_emulation_slots::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+        assert!(full.status.iter().all(|s| *s == Status::Ok));
+        assert_eq!(desi.status, full.status);
+        for (what, a, b) in [
+            ("band", &desi.band, &full.band),
+            ("rhs", &desi.rhs, &full.rhs),
+            ("fluxweight", &desi.fluxweight, &full.fluxweight),
+        ] {
+            let same = a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "seed {seed}: {what} differs between 6 and 8 slots");
+        }
+        check(&format!("seed {seed}, 8 slots"), &patch, kd, n * (kd + 1));
+    }
+    let geometry = Geometry {
+        ny: 12,
+        nx: 17,
+        ..Geometry::desi(6, 12)
+    };
+    let patch = build_patch(geometry, 23);
+    let n = patch.n();
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    let desi = warp_emulation_slots::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+    assert!(desi.status.iter().all(|s| *s == Status::TooLarge));
 }
 
 #[test]

@@ -20,7 +20,9 @@ use super::args::{
 };
 use super::thread;
 use crate::linalg::{banded, banded_team, jacobi, jacobi_team};
-use crate::patch::assemble_warp::{assemble_unknown_lane, WARP_LANES};
+use crate::patch::assemble_warp::{
+    assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
+};
 use crate::patch::finalize_warp::{core_pixel_sums_lane, pixel_chi2_row_lane, CorePartial};
 use crate::patch::{
     apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
@@ -288,9 +290,10 @@ unsafe fn warp_sum(value: f64) -> f64 {
 
 /// Normal equations, warp-cooperative: the same arguments and results as [`assemble`] (up
 /// to the order of the sums), but one warp per (patch, unknown) runs
-/// [`assemble_unknown_lane`]: coalesced stamp and CCD loads, the stamp of `q1` times the
-/// weights kept in registers, lane sums added by shuffles. `TooLarge` for stamps of more
-/// than 256 pixels: use [`assemble`].
+/// [`assemble_unknown_lane_slots`]: coalesced stamp and CCD loads, the stamp of `q1` times the
+/// weights kept in registers ([`DESI_SLOTS`] per lane for stamps of up to 192 pixels, such as
+/// DESI's 187, else [`MAX_PER_LANE`]), lane sums added by shuffles. `TooLarge` for stamps of
+/// more than 256 pixels: use [`assemble`].
 ///
 /// # Launch
 /// [`AssembleArgs::warp_shape`]: blocks of 128 threads (any multiple of 32 works), i.e. 4
@@ -314,7 +317,7 @@ pub unsafe extern "ptx-kernel" fn assemble_warp(args: AssembleArgs) {
     let batch = args.batch;
     // SAFETY: the caller's guarantee. p and q are the same for the 32 lanes of a warp, so the
     // early returns leave whole warps and the shuffles of warp_sum are executed by all lanes.
-    // Each lane writes only the entries that assemble_unknown_lane assigns to (q, lane);
+    // Each lane writes only the entries that assemble_unknown_lane_slots assigns to (q, lane);
     // p < npatch in both continuations.
     unsafe {
         assemble_unit(
@@ -326,21 +329,39 @@ pub unsafe extern "ptx-kernel" fn assemble_warp(args: AssembleArgs) {
                 }
             },
             |u| {
-                let code = assemble_unknown_lane(
-                    &u.view,
-                    &u.ccd,
-                    &u.shape,
-                    u.kd,
-                    u.q,
-                    lane,
-                    WARP_LANES,
-                    u.band,
-                    u.rhs,
-                    u.fluxweight,
-                    // All 32 lanes of the warp call the all-reduce together
-                    // (assemble_unknown_lane's contract).
-                    |_, partial| warp_sum(partial),
-                );
+                // DESI's stamps take 6 slots per lane; the shape is the same for the whole
+                // launch, so every warp takes the same branch.
+                let code = if u.view.ny * u.view.nx <= WARP_LANES * DESI_SLOTS {
+                    assemble_unknown_lane_slots::<DESI_SLOTS, _>(
+                        &u.view,
+                        &u.ccd,
+                        &u.shape,
+                        u.kd,
+                        u.q,
+                        lane,
+                        WARP_LANES,
+                        u.band,
+                        u.rhs,
+                        u.fluxweight,
+                        // All 32 lanes of the warp call the all-reduce together
+                        // (assemble_unknown_lane_slots's contract).
+                        |_, partial| warp_sum(partial),
+                    )
+                } else {
+                    assemble_unknown_lane_slots::<MAX_PER_LANE, _>(
+                        &u.view,
+                        &u.ccd,
+                        &u.shape,
+                        u.kd,
+                        u.q,
+                        lane,
+                        WARP_LANES,
+                        u.band,
+                        u.rhs,
+                        u.fluxweight,
+                        |_, partial| warp_sum(partial),
+                    )
+                };
                 if lane == 0 {
                     batch.fail(u.p, code);
                 }
