@@ -33,7 +33,13 @@ fn fake_result(plan: &PatchPlan, ndiag: usize, seed: usize) -> PatchResult {
             .collect(),
         chi2pix: (0..bins).map(|i| value(i, 1.0)).collect(),
         pixmask_fraction: (0..bins)
-            .map(|i| if (i + seed) % 97 == 0 { 1.0 } else { 0.0 })
+            .map(|i| {
+                if (i + seed).is_multiple_of(97) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect(),
         issue: None,
     }

@@ -220,9 +220,7 @@ impl Case {
                 masked: pick(|c| c.masked),
             }
         } else {
-            parts
-                .iter()
-                .fold(CorePartial::default(), |acc, &c| acc.add(c))
+            parts.iter().fold(CorePartial::default(), |acc, &c| acc + c)
         };
         total.finish()
     }

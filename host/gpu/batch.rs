@@ -331,6 +331,9 @@ pub(super) fn launch_batch<'g>(
     let mut d_pixmask = stream
         .alloc_zeros::<f64>(ncore * nwavestep)
         .stage("allocate pixmask")?;
+    // The warp kernels with the team kernels, unless DESI_FINALIZE_KERNELS=thread asks for the
+    // one-thread-per-item ones (to compare the two on one machine).
+    let warp_finalize = team && std::env::var("DESI_FINALIZE_KERNELS").as_deref() != Ok("thread");
     let max_rows = chunk
         .iter()
         .map(|p| (p.desc.row_max - p.desc.row_min).max(0) as usize)
@@ -349,7 +352,7 @@ pub(super) fn launch_batch<'g>(
             pixels: l.write(&mut d_pixels),
             pixels_len,
         };
-        let (kernel, shape) = if team {
+        let (kernel, shape) = if warp_finalize {
             (&gpu.kernels.pixel_rows_warp, args.warp_shape())
         } else {
             (&gpu.kernels.pixel_rows, args.shape())
@@ -371,7 +374,7 @@ pub(super) fn launch_batch<'g>(
             chi2pix: l.write(&mut d_chi2),
             pixmask: l.write(&mut d_pixmask),
         };
-        let (kernel, shape) = if team {
+        let (kernel, shape) = if warp_finalize {
             (&gpu.kernels.pixel_core_warp, args.warp_shape())
         } else {
             (&gpu.kernels.pixel_core, args.shape())

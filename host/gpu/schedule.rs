@@ -84,7 +84,8 @@ mod tests {
         check(&r, 4700, 300);
         assert_eq!(r.last().map(|r| r.len()), Some(300));
         // One batch asked for, or a small frame: no tail.
-        assert_eq!(batch_ranges(4700, 10_000, 1, 12), [0..4700]);
+        let one = batch_ranges(4700, 10_000, 1, 12);
+        assert_eq!((one.len(), one.first()), (1, Some(&(0..4700))));
         assert_eq!(batch_ranges(100, 10_000, 2, 12), [0..50, 50..100]);
         for n in [0, 1, 2, 255, 256, 257, 999] {
             for cap in [1, 7, 100, 10_000] {

@@ -155,17 +155,21 @@ pub struct CorePartial {
     pub masked: f64,
 }
 
-impl CorePartial {
+impl core::ops::Add for CorePartial {
+    type Output = CorePartial;
+
     /// The element-wise sum of two partials.
     #[inline(always)]
-    pub fn add(self, other: CorePartial) -> CorePartial {
+    fn add(self, other: CorePartial) -> CorePartial {
         CorePartial {
             num: self.num + other.num,
             den: self.den + other.den,
             masked: self.masked + other.masked,
         }
     }
+}
 
+impl CorePartial {
     /// `(chi2pix, pixmask_fraction)` of the whole stamp's sums (the rule of
     /// [`core_pixel_sums`](crate::patch::core_pixel_sums)).
     #[inline(always)]
