@@ -9,183 +9,21 @@
 //! checks that every lane asks for the same sequence of sums (the shuffles need all 32 lanes)
 //! and that the partial a lane passes is the one the emulation computes for it.
 
+mod common;
+
+use common::patch::{build_patch, Geometry, Patch};
 use desi_device::patch::assemble_warp::{
-    assemble_unknown_lane, LaneStamp, WarpTerm, MAX_PER_LANE, WARP_LANES,
+    assemble_unknown_lane, assemble_unknown_lane_slots, LaneStamp, WarpTerm, DESI_SLOTS,
+    MAX_PER_LANE, WARP_LANES,
 };
-use desi_device::patch::{assemble_unknown, patch_bandwidth, CcdView, PatchShape, StampView};
-use desi_device::psf::spot::StampCorner;
+use desi_device::patch::{assemble_unknown, patch_bandwidth};
 use desi_device::team::Shared;
 use desi_device::Status;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 /// Relative tolerance on band, rhs and fluxweight: both sides add the same non-negative
 /// products (positive stamps, weights and image) in different orders (and the warp with fused
 /// multiply-adds), a few ulp per term; 1e-13 leaves a factor ~100 of margin over 187 terms.
 const RTOL: f64 = 1e-13;
-
-/// Extra bins per fiber in the stamp table (NaN stamps, far-away corners): a wrong fiber stride
-/// shows up as NaN.
-const TABLE_PAD: usize = 3;
-
-/// A patch: its stamp table, CCD and shape.
-struct Patch {
-    stamps: Vec<f64>,
-    corners: Vec<StampCorner>,
-    fiber_stride: usize,
-    ny: usize,
-    nx: usize,
-    image: Vec<f64>,
-    weight: Vec<f64>,
-    nrow: usize,
-    ncol: usize,
-    shape: PatchShape,
-}
-
-impl Patch {
-    fn view(&self) -> StampView<'_> {
-        StampView {
-            stamps: &self.stamps,
-            corners: &self.corners,
-            fiber_stride: self.fiber_stride,
-            ny: self.ny,
-            nx: self.nx,
-        }
-    }
-
-    fn ccd(&self) -> CcdView<'_> {
-        CcdView {
-            image: &self.image,
-            weight: &self.weight,
-            nrow: self.nrow,
-            ncol: self.ncol,
-        }
-    }
-
-    fn n(&self) -> usize {
-        self.shape.nunknown()
-    }
-}
-
-/// Geometry of a simulated patch.
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    nspecpad: usize,
-    nwavetot: usize,
-    ny: usize,
-    nx: usize,
-    /// Fiber spacing (px).
-    spacing: f64,
-    /// Trace slope (px per bin).
-    rate: f64,
-    /// Kept rows removed above the first stamp's top and below the last stamp's bottom.
-    cut: i32,
-}
-
-impl Geometry {
-    fn desi(nspecpad: usize, nwavetot: usize) -> Self {
-        Geometry {
-            nspecpad,
-            nwavetot,
-            ny: 11,
-            nx: 17,
-            spacing: 7.5,
-            rate: 1.4,
-            cut: 4,
-        }
-    }
-}
-
-/// Pixel-sampled elliptical Gaussian spots (positive, unit sum) on a noisy CCD with random
-/// weights, ~2% of pixels masked and one masked column segment crossing several traces.
-fn build_patch(geometry: Geometry, seed: u64) -> Patch {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Geometry {
-        nspecpad: ns,
-        nwavetot: nw,
-        ny,
-        nx,
-        spacing,
-        rate,
-        cut,
-    } = geometry;
-    let (hx, hy) = ((nx / 2) as f64, (ny / 2) as f64);
-    let margin = 3.0;
-    let stride = nw + TABLE_PAD;
-    let mut stamps = vec![f64::NAN; ns * stride * ny * nx];
-    let mut corners = vec![
-        StampCorner {
-            xc: -1_000_000,
-            yc: -1_000_000
-        };
-        ns * stride
-    ];
-    let phase: Vec<f64> = (0..ns).map(|_| rng.random_range(0.0..1.0)).collect();
-    for s in 0..ns {
-        for k in 0..nw {
-            let x = margin + hx + spacing * s as f64 + 0.02 * k as f64 + 0.3 * phase[s];
-            let y = margin + hy + rate * k as f64 + 0.5 * phase[s];
-            let corner = StampCorner {
-                xc: (x - hx + 0.5).floor() as i32,
-                yc: (y - hy + 0.5).floor() as i32,
-            };
-            let (sx, sy) = (rng.random_range(0.9..1.3), rng.random_range(1.0..1.4));
-            let stamp = &mut stamps[(s * stride + k) * ny * nx..][..ny * nx];
-            let mut total = 0.0;
-            for r in 0..ny {
-                for c in 0..nx {
-                    let dx = (corner.xc + c as i32) as f64 - x;
-                    let dy = (corner.yc + r as i32) as f64 - y;
-                    let v = (-0.5 * (dx * dx / (sx * sx) + dy * dy / (sy * sy))).exp();
-                    stamp[r * nx + c] = v;
-                    total += v;
-                }
-            }
-            stamp.iter_mut().for_each(|v| *v /= total);
-            corners[s * stride + k] = corner;
-        }
-    }
-    let used = |s: usize| (0..nw).map(move |k| s * stride + k);
-    let all: Vec<StampCorner> = (0..ns).flat_map(used).map(|i| corners[i]).collect();
-    let top = all.iter().map(|c| c.yc).min().unwrap();
-    let bottom = all.iter().map(|c| c.yc).max().unwrap() + ny as i32;
-    let right = all.iter().map(|c| c.xc).max().unwrap() + nx as i32;
-    let (nrow, ncol) = (bottom as usize + 2, right as usize + 2);
-    let image: Vec<f64> = (0..nrow * ncol)
-        .map(|_| rng.random_range(0.0..100.0))
-        .collect();
-    let mut weight: Vec<f64> = (0..nrow * ncol)
-        .map(|_| {
-            if rng.random_range(0.0..1.0) < 0.02 {
-                0.0
-            } else {
-                rng.random_range(0.5..1.5)
-            }
-        })
-        .collect();
-    // A masked column segment (a bad CCD column) through the middle of the patch.
-    let col = ncol / 2;
-    for row in nrow / 3..nrow / 2 {
-        weight[row * ncol + col] = 0.0;
-    }
-    Patch {
-        stamps,
-        corners,
-        fiber_stride: stride,
-        ny,
-        nx,
-        image,
-        weight,
-        nrow,
-        ncol,
-        shape: PatchShape {
-            nspecpad: ns,
-            nwavetot: nw,
-            row_min: top + cut,
-            row_max: bottom - cut,
-        },
-    }
-}
 
 /// Outputs of one assembly: band `(n, kd + 1)`, rhs, fluxweight (NaN where not written) and the
 /// status of each q1.
@@ -237,8 +75,15 @@ fn butterfly(parts: &[f64]) -> Vec<f64> {
     v
 }
 
-/// One warp per q1, emulated lane by lane (see the module documentation).
+/// One warp per q1, emulated lane by lane (see the module documentation), with the kernel's
+/// default cache of `MAX_PER_LANE` slots per lane.
 fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
+    warp_emulation_slots::<MAX_PER_LANE>(patch, kd, band_len)
+}
+
+/// [`warp_emulation`] with `SLOTS` stamp pixels cached per lane (`assemble_unknown_lane` for
+/// `MAX_PER_LANE`, `assemble_unknown_lane_slots` otherwise).
+fn warp_emulation_slots<const SLOTS: usize>(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
     let (view, ccd, shape, n) = (patch.view(), patch.ccd(), patch.shape, patch.n());
     let ns = shape.nspecpad;
     let mut out = Assembly::new(n, band_len);
@@ -247,53 +92,59 @@ fn warp_emulation(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
         let mut terms_of_lane0: Vec<WarpTerm> = Vec::new();
         let mut status_of_lane0 = Status::Ok;
         for lane in 0..WARP_LANES {
-            let mut caches: Option<Vec<LaneStamp>> = None;
+            let mut caches: Option<Vec<LaneStamp<SLOTS>>> = None;
             let mut terms = Vec::new();
-            let status = assemble_unknown_lane(
-                &view,
-                &ccd,
-                &shape,
-                kd,
-                q1,
-                lane,
-                WARP_LANES,
+            let all_reduce = |term, partial: f64| {
+                terms.push(term);
+                let caches = caches.get_or_insert_with(|| {
+                    (0..WARP_LANES)
+                        .map(|l| {
+                            LaneStamp::<SLOTS>::new(&view, &ccd, &shape, s1, k1, l, WARP_LANES)
+                        })
+                        .collect()
+                });
+                let parts: Vec<f64> = caches
+                    .iter()
+                    .map(|cache| match term {
+                        WarpTerm::Rhs => cache.rhs,
+                        WarpTerm::Fluxweight => cache.fluxweight,
+                        WarpTerm::Entry(q2) => cache
+                            .entry_partial(&view, &shape, q2 % ns, q2 / ns)
+                            .unwrap_or_else(|| {
+                                panic!("q1 {q1}: reduction of the rejected entry q2 {q2}")
+                            }),
+                    })
+                    .collect();
+                assert_eq!(
+                    parts[lane].to_bits(),
+                    partial.to_bits(),
+                    "q1 {q1} lane {lane} {term:?}: partial {partial:e} but the emulation \
+                         computes {:e}",
+                    parts[lane]
+                );
+                let sums = butterfly(&parts);
+                assert!(
+                    sums.iter().all(|s| s.to_bits() == sums[0].to_bits()),
+                    "q1 {q1} {term:?}: the butterfly gives different lanes different sums"
+                );
+                sums[lane]
+            };
+            let (band, rhs, fluxweight) = (
                 Shared::new(&mut out.band),
                 Shared::new(&mut out.rhs),
                 Shared::new(&mut out.fluxweight),
-                |term, partial| {
-                    terms.push(term);
-                    let caches = caches.get_or_insert_with(|| {
-                        (0..WARP_LANES)
-                            .map(|l| LaneStamp::new(&view, &ccd, &shape, s1, k1, l, WARP_LANES))
-                            .collect()
-                    });
-                    let parts: Vec<f64> = caches
-                        .iter()
-                        .map(|cache| match term {
-                            WarpTerm::Rhs => cache.rhs,
-                            WarpTerm::Fluxweight => cache.fluxweight,
-                            WarpTerm::Entry(q2) => cache
-                                .entry_partial(&view, &shape, q2 % ns, q2 / ns)
-                                .unwrap_or_else(|| {
-                                    panic!("q1 {q1}: reduction of the rejected entry q2 {q2}")
-                                }),
-                        })
-                        .collect();
-                    assert_eq!(
-                        parts[lane].to_bits(),
-                        partial.to_bits(),
-                        "q1 {q1} lane {lane} {term:?}: partial {partial:e} but the emulation \
-                         computes {:e}",
-                        parts[lane]
-                    );
-                    let sums = butterfly(&parts);
-                    assert!(
-                        sums.iter().all(|s| s.to_bits() == sums[0].to_bits()),
-                        "q1 {q1} {term:?}: the butterfly gives different lanes different sums"
-                    );
-                    sums[lane]
-                },
             );
+            let status = if SLOTS == MAX_PER_LANE {
+                assemble_unknown_lane(
+                    &view, &ccd, &shape, kd, q1, lane, WARP_LANES, band, rhs, fluxweight,
+                    all_reduce,
+                )
+            } else {
+                assemble_unknown_lane_slots::<SLOTS, _>(
+                    &view, &ccd, &shape, kd, q1, lane, WARP_LANES, band, rhs, fluxweight,
+                    all_reduce,
+                )
+            };
             if lane == 0 {
                 terms_of_lane0 = terms;
                 status_of_lane0 = status;
@@ -493,6 +344,44 @@ fn bad_shapes_give_the_same_status() {
     let expected = reference(&base, bandwidth, n * (bandwidth + 1) - 1);
     assert!(expected.status.iter().all(|s| *s == Status::BadShape));
     check("short band", &base, bandwidth, n * (bandwidth + 1) - 1);
+}
+
+#[test]
+fn desi_slots_give_the_same_bits_as_the_full_cache() {
+    // The kernel's 6-slot cache for DESI's 11 x 17 stamps: bitwise the 8-slot result (the
+    // extra slots hold nothing), and TooLarge beyond 32 x 6 = 192 pixels.
+    for (seed, geometry) in [(21, Geometry::desi(7, 40)), (22, Geometry::desi(6, 30))] {
+        assert!(geometry.ny * geometry.nx <= WARP_LANES * DESI_SLOTS);
+        let patch = build_patch(geometry, seed);
+        let n = patch.n();
+        let kd = patch_bandwidth(&patch.view(), &patch.shape);
+        let full = warp_emulation(&patch, kd, n * (kd + 1));
+        let desi = warp_emulation_slots::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+        assert!(full.status.iter().all(|s| *s == Status::Ok));
+        assert_eq!(desi.status, full.status);
+        for (what, a, b) in [
+            ("band", &desi.band, &full.band),
+            ("rhs", &desi.rhs, &full.rhs),
+            ("fluxweight", &desi.fluxweight, &full.fluxweight),
+        ] {
+            let same = a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "seed {seed}: {what} differs between 6 and 8 slots");
+        }
+        check(&format!("seed {seed}, 8 slots"), &patch, kd, n * (kd + 1));
+    }
+    let geometry = Geometry {
+        ny: 12,
+        nx: 17,
+        ..Geometry::desi(6, 12)
+    };
+    let patch = build_patch(geometry, 23);
+    let n = patch.n();
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    let desi = warp_emulation_slots::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+    assert!(desi.status.iter().all(|s| *s == Status::TooLarge));
 }
 
 #[test]

@@ -185,6 +185,15 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
         pixels_len: 0,
     };
     assert_eq!(rows.shape(), old_grid(np * 80));
+    // One warp per (patch, row): 4 warps per 128-thread block.
+    assert_eq!(
+        rows.warp_shape(),
+        LaunchShape {
+            blocks: (np * 80).div_ceil(4),
+            threads: 128,
+            shared_bytes: 0,
+        }
+    );
     let core = PixelCoreArgs {
         batch: batch(np, nwavetot),
         nspp_max,
@@ -198,6 +207,14 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
         pixmask: null_mut(),
     };
     assert_eq!(core.shape(), old_grid(np * nspp_max * 54));
+    assert_eq!(
+        core.warp_shape(),
+        LaunchShape {
+            blocks: (np * nspp_max * 54).div_ceil(4),
+            threads: 128,
+            shared_bytes: 0,
+        }
+    );
 }
 
 #[test]
@@ -299,5 +316,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 15);
+    assert_eq!(ENTRIES.len(), 17);
 }

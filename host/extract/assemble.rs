@@ -134,6 +134,7 @@ pub fn assemble_frame(
             reports: block.reports,
             model: block.model,
             npatch: block.npatch,
+            nonfinite: Vec::new(),
         });
     }
     Ok(finish_frame(
@@ -142,6 +143,7 @@ pub fn assemble_frame(
         parts,
         model_shape,
         params.mask_rule,
+        RowsFinished::No,
     ))
 }
 
@@ -154,29 +156,48 @@ pub(super) struct BundleOutput {
     pub model: Option<ModelBox>,
     /// Patches of the bundle.
     pub npatch: usize,
+    /// The bundle's bins zeroed as not finite (frame `row · nwave + bin`), when its rows were
+    /// finished as soon as they were stitched ([`FrameRows::finish_bins`]); empty otherwise.
+    pub nonfinite: Vec<usize>,
+}
+
+/// Whether the frame's rows went through [`FrameRows::finish_bins`] bundle by bundle (their
+/// non-finite bins zeroed and listed in the [`BundleOutput`]s) or [`finish_frame`] zeroes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowsFinished {
+    /// Every bundle's rows are finished; the outputs list their non-finite bins.
+    Yes,
+    /// The rows are per Angstrom; non-finite bins are still to be zeroed.
+    No,
 }
 
 /// The finished frame from its finished rows (per Angstrom) and its bundles' outputs in bundle
-/// order: non-finite bins zeroed, the mask on the whole frame by `rule` plus the bits of
-/// [`flag_bins`], the model boxes summed in bundle order.
+/// order: non-finite bins zeroed (unless `finished` says the bundles did it), the mask on the
+/// whole frame by `rule` plus the bits of [`flag_bins`], the model boxes summed in bundle order.
 pub(super) fn finish_frame(
     grid: &WavelengthGrid,
     mut arrays: FrameArrays,
     parts: Vec<BundleOutput>,
     model_shape: Option<(usize, usize)>,
     rule: MaskRule,
+    finished: RowsFinished,
 ) -> Extraction {
     let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
     let mut reports = Vec::new();
     let mut npatch = 0;
+    let mut nonfinite_bins = Vec::new();
     for part in parts {
         if let (Some((full, nrow, ncol)), Some(boxed)) = (model.as_mut(), &part.model) {
             boxed.add_to(full, *nrow, *ncol);
         }
         reports.extend(part.reports);
+        nonfinite_bins.extend(part.nonfinite);
         npatch += part.npatch;
     }
-    let nonfinite_bins = arrays.zero_nonfinite();
+    match finished {
+        RowsFinished::Yes => nonfinite_bins.sort_unstable(),
+        RowsFinished::No => nonfinite_bins = arrays.zero_nonfinite(),
+    }
     let mut mask = spectrum_mask(&arrays, rule);
     flag_bins(&arrays, &mut mask, &reports, &nonfinite_bins);
     Extraction {

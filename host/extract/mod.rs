@@ -16,7 +16,7 @@ pub mod provenance;
 mod screen;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
-use assemble::{finish_frame, BundleOutput};
+use assemble::{finish_frame, BundleOutput, RowsFinished};
 pub(crate) use ccd::trace_rows;
 pub use ccd::{CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
@@ -197,14 +197,22 @@ pub fn extract_frame(
     let all: Vec<usize> = (0..job.bundle_starts().len()).collect();
     let mut arrays = FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag());
     let rows = arrays.row_blocks_mut(params.bundlesize);
-    let (parts, mut times) = solve_into(job, backend, &all, rows, progress, trace)?;
+    // Each bundle's rows are finished (per Angstrom, non-finite bins zeroed) as soon as they
+    // are stitched, mostly while the backend solves later bundles: only the whole-frame steps
+    // are left for the end.
+    let dwave = job.grid.bin_widths();
+    let (parts, mut times) = solve_into(job, backend, &all, rows, Some(&dwave), progress, trace)?;
     let t0 = Instant::now();
     let extraction = trace.span("finish frame", || {
-        arrays.zero_fully_masked();
-        arrays.to_per_angstrom(&job.grid.bin_widths());
         let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
-        let mut extraction =
-            finish_frame(job.grid, arrays, parts, model_shape, job.params.mask_rule);
+        let mut extraction = finish_frame(
+            job.grid,
+            arrays,
+            parts,
+            model_shape,
+            job.params.mask_rule,
+            RowsFinished::Yes,
+        );
         times.finalize += t0.elapsed();
         extraction.times = times;
         extraction
@@ -241,7 +249,7 @@ pub fn extract_bundles(
         .iter_mut()
         .flat_map(|a| a.row_blocks_mut(params.bundlesize))
         .collect();
-    let (parts, times) = solve_into(job, backend, bundles, rows, progress, trace)?;
+    let (parts, times) = solve_into(job, backend, bundles, rows, None, progress, trace)?;
     let dwave = job.grid.bin_widths();
     let blocks = arrays
         .into_iter()
@@ -275,13 +283,16 @@ fn check_bundles(bundles: &[usize], nbundle: usize) -> Result<(), ExtractError> 
 /// The frame pipeline proper: the bundles `bundles` (valid indices) solved by `backend` and
 /// stitched into
 /// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
-/// are back. Returns each bundle's reports, model box and patch count (before the finishing
-/// steps: flux still per bin) and the stage times.
+/// are back. Returns each bundle's reports, model box and patch count and the stage times.
+/// With `finish` (the output grid's bin widths) each bundle's rows are finished
+/// ([`FrameRows::finish_bins`]) right after its stitching and model box, and its output lists
+/// its non-finite bins; without it the rows are left as stitched (flux per bin).
 fn solve_into(
     job: &FrameJob,
     backend: &dyn Backend,
     bundles: &[usize],
     mut rows: Vec<FrameRows>,
+    finish: Option<&[f64]>,
     progress: Progress,
     trace: &Trace,
 ) -> Result<(Vec<BundleOutput>, StageTimes), ExtractError> {
@@ -321,6 +332,7 @@ fn solve_into(
         job,
         backend,
         padded: &padded,
+        finish,
         ccd_host: OnceLock::new(),
     };
     let total: usize = planned.iter().map(|b| b.plans.len()).sum();
@@ -330,8 +342,18 @@ fn solve_into(
     let mut stitch_time = Duration::ZERO;
     progress(0, total);
     let mut finished = false;
+    // The rows' pages are mapped while the backend works on its first run (the stitch would
+    // otherwise fault them in, on the critical path of the frame's last batch).
+    let mut next = std::thread::scope(|scope| {
+        let prefault = scope.spawn(|| rows.par_iter_mut().for_each(FrameRows::prefault));
+        let first_run = solver.next_results();
+        if let Err(panic) = prefault.join() {
+            std::panic::resume_unwind(panic);
+        }
+        first_run
+    });
     while !finished {
-        let returned = match solver.next_results()? {
+        let returned = match std::mem::replace(&mut next, Ok(None))? {
             Some((start, run)) => {
                 let end = start + run.len();
                 for (slot, result) in results[start..end].iter_mut().zip(run) {
@@ -364,6 +386,9 @@ fn solve_into(
             stitched += ready;
             stitch_time += t0.elapsed();
             progress(done, total);
+        }
+        if !finished {
+            next = solver.next_results();
         }
     }
     let times = StageTimes {
@@ -415,6 +440,8 @@ struct Stitcher<'a> {
     job: &'a FrameJob<'a>,
     backend: &'a dyn Backend,
     padded: &'a PaddedGrid,
+    /// The output bin widths when each bundle's rows are finished once stitched (`solve_into`).
+    finish: Option<&'a [f64]>,
     /// The host copy of the CCD in f64, made on the first CPU fallback.
     ccd_host: OnceLock<CcdData>,
 }
@@ -464,7 +491,30 @@ impl Stitcher<'_> {
                 reports: reports?,
                 model,
                 npatch: bundle.plans.len(),
+                nonfinite: Vec::new(),
             });
+        }
+        if let Some(dwave) = self.finish {
+            let start = trace.now();
+            let nwave = dwave.len();
+            let specmin = self.job.params.specmin;
+            let nonfinite: Vec<Vec<usize>> = rows
+                .par_iter_mut()
+                .map(|rows| {
+                    let offset = (rows.first() - specmin) * nwave;
+                    let local = rows.finish_bins(dwave);
+                    local.into_iter().map(|i| offset + i).collect()
+                })
+                .collect();
+            for (part, bins) in parts.iter_mut().zip(nonfinite) {
+                part.nonfinite = bins;
+            }
+            trace.record(
+                "finish bundles",
+                "host",
+                start,
+                trace.now().saturating_sub(start),
+            );
         }
         Ok(parts)
     }

@@ -331,6 +331,9 @@ pub(super) fn launch_batch<'g>(
     let mut d_pixmask = stream
         .alloc_zeros::<f64>(ncore * nwavestep)
         .stage("allocate pixmask")?;
+    // The warp kernels with the team kernels, unless DESI_FINALIZE_KERNELS=thread asks for the
+    // one-thread-per-item ones (to compare the two on one machine).
+    let warp_finalize = team && std::env::var("DESI_FINALIZE_KERNELS").as_deref() != Ok("thread");
     let max_rows = chunk
         .iter()
         .map(|p| (p.desc.row_max - p.desc.row_min).max(0) as usize)
@@ -349,9 +352,13 @@ pub(super) fn launch_batch<'g>(
             pixels: l.write(&mut d_pixels),
             pixels_len,
         };
-        let shape = args.shape();
+        let (kernel, shape) = if warp_finalize {
+            (&gpu.kernels.pixel_rows_warp, args.warp_shape())
+        } else {
+            (&gpu.kernels.pixel_rows, args.shape())
+        };
         // SAFETY: pixels has pixels_len >= every patch's window end; the rest as above.
-        unsafe { l.run(&gpu.kernels.pixel_rows, shape, &args) }?;
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     {
         let mut l = Launch::on(stream);
@@ -367,9 +374,13 @@ pub(super) fn launch_batch<'g>(
             chi2pix: l.write(&mut d_chi2),
             pixmask: l.write(&mut d_pixmask),
         };
-        let shape = args.shape();
+        let (kernel, shape) = if warp_finalize {
+            (&gpu.kernels.pixel_core_warp, args.warp_shape())
+        } else {
+            (&gpu.kernels.pixel_core, args.shape())
+        };
         // SAFETY: chi2pix and pixmask have ncore * nwavestep values; the rest as above.
-        unsafe { l.run(&gpu.kernels.pixel_core, shape, &args) }?;
+        unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, "copy to host")?;
     // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
@@ -494,21 +505,29 @@ fn unpack(
                     },
                 );
             }
-            let mut r = PatchResult::zeros(nspp, keep, ndiag, PatchIssue::OffCcd);
-            r.issue = None;
+            // Filled by appending, core spectrum by core spectrum (no zero fill first):
+            // `(nspp, keep)` and `(nspp, ndiagonal, keep)`.
+            let bins = nspp * keep;
+            let mut r = PatchResult {
+                flux: Vec::with_capacity(bins),
+                ivar: Vec::with_capacity(bins),
+                rdiags: Vec::with_capacity(bins * ndiagonal),
+                chi2pix: Vec::with_capacity(bins),
+                pixmask_fraction: Vec::with_capacity(bins),
+                issue: None,
+            };
             for c in 0..nspp {
                 let item = i * nspp_max + c;
                 let src = item * nwavetot + pad;
-                r.flux[c * keep..(c + 1) * keep].copy_from_slice(&flux[src..src + keep]);
-                r.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ivar[src..src + keep]);
+                r.flux.extend_from_slice(&flux[src..src + keep]);
+                r.ivar.extend_from_slice(&ivar[src..src + keep]);
                 let src = item * nwavestep;
-                r.chi2pix[c * keep..(c + 1) * keep].copy_from_slice(&chi2[src..src + keep]);
-                r.pixmask_fraction[c * keep..(c + 1) * keep]
-                    .copy_from_slice(&pixmask[src..src + keep]);
+                r.chi2pix.extend_from_slice(&chi2[src..src + keep]);
+                r.pixmask_fraction
+                    .extend_from_slice(&pixmask[src..src + keep]);
                 for d in 0..ndiagonal {
                     let src = (item * ndiagonal + d) * nwavestep;
-                    let dst = (c * ndiagonal + d) * keep;
-                    r.rdiags[dst..dst + keep].copy_from_slice(&rdiags[src..src + keep]);
+                    r.rdiags.extend_from_slice(&rdiags[src..src + keep]);
                 }
             }
             r

@@ -118,6 +118,10 @@ pub struct Kernels {
     pub pixel_rows: Kernel<PixelRowsArgs>,
     /// chi2pix and pixmask_fraction.
     pub pixel_core: Kernel<PixelCoreArgs>,
+    /// χ² of the kept window rows: one warp per (patch, row).
+    pub pixel_rows_warp: Kernel<PixelRowsArgs>,
+    /// chi2pix and pixmask_fraction: one warp per (patch, core spectrum, core bin).
+    pub pixel_core_warp: Kernel<PixelCoreArgs>,
 }
 
 /// A CUDA device with the desi-extract kernels loaded.
@@ -273,6 +277,8 @@ impl GpuContext {
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             pixel_rows: Kernel::load(&module, k::PIXEL_ROWS)?,
             pixel_core: Kernel::load(&module, k::PIXEL_CORE)?,
+            pixel_rows_warp: Kernel::load(&module, k::PIXEL_ROWS_WARP)?,
+            pixel_core_warp: Kernel::load(&module, k::PIXEL_CORE_WARP)?,
         };
         let mode = match std::env::var("DESI_GPU_KERNELS").as_deref() {
             Ok("thread") => KernelMode::Thread,

@@ -8,6 +8,7 @@ use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
 use super::memory::{plan_batches, FrameMemory};
+use super::schedule;
 use crate::extract::{CcdData, PixelLimits};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan};
@@ -390,7 +391,7 @@ impl<'g> GpuFrame<'g> {
 
     /// Sizes the batches to the free device memory and the caller's cap (docs/design.md §5.2,
     /// [`plan_batches`]): two in flight share them, and a frame has at least [`batches`] of
-    /// them.
+    /// them, and a short last one (`schedule::batch_ranges`).
     fn size_batches(&mut self) -> Result<(), GpuError> {
         let params = self.job.params;
         let ndiag = self.job.ndiag();
@@ -431,7 +432,14 @@ impl<'g> GpuFrame<'g> {
             self.gpu.memory_limit(),
         )?;
         self.peak_bytes = self.peak_bytes.max(plan.peak_bytes);
-        self.ranges = plan.ranges;
+        // The plan's batch size bounds every range (so its peak holds); within it, the frame
+        // ends with a short tail batch.
+        self.ranges = schedule::batch_ranges(
+            self.planned.len(),
+            plan.batch,
+            batches(),
+            schedule::tail_percent(),
+        );
         self.shape = Some(BatchShape {
             nmax,
             nspp_max,

@@ -10,6 +10,7 @@ pub mod launch;
 pub mod memory;
 mod pixels;
 pub mod ptx;
+mod schedule;
 
 pub use context::{probe_driver, GpuContext, GpuError};
 pub use memory::{parse_memory_size, PoolStats, MEMORY_LIMIT_ENV};

@@ -90,16 +90,7 @@ impl FrameArrays {
         self.ivar
             .par_chunks_mut(nwave)
             .zip(self.pixmask_fraction.par_chunks(nwave))
-            .map(|(ivar, fracs)| {
-                let mut count = 0;
-                for (iv, &frac) in ivar.iter_mut().zip(fracs) {
-                    if frac == 1.0 && *iv != 0.0 {
-                        *iv = 0.0;
-                        count += 1;
-                    }
-                }
-                count
-            })
+            .map(|(ivar, fracs)| zero_fully_masked(ivar, fracs))
             .sum()
     }
 
@@ -110,12 +101,27 @@ impl FrameArrays {
         self.flux
             .par_chunks_mut(nwave)
             .zip(self.ivar.par_chunks_mut(nwave))
-            .for_each(|(flux, ivar)| {
-                for ((f, iv), &dw) in flux.iter_mut().zip(ivar.iter_mut()).zip(dwave) {
-                    *f /= dw;
-                    *iv *= dw * dw;
-                }
-            });
+            .for_each(|(flux, ivar)| to_per_angstrom(flux, ivar, dwave));
+    }
+}
+
+/// [`FrameArrays::zero_fully_masked`] of one spectrum.
+fn zero_fully_masked(ivar: &mut [f64], fracs: &[f64]) -> usize {
+    let mut count = 0;
+    for (iv, &frac) in ivar.iter_mut().zip(fracs) {
+        if frac == 1.0 && *iv != 0.0 {
+            *iv = 0.0;
+            count += 1;
+        }
+    }
+    count
+}
+
+/// [`FrameArrays::to_per_angstrom`] of one spectrum.
+fn to_per_angstrom(flux: &mut [f64], ivar: &mut [f64], dwave: &[f64]) {
+    for ((f, iv), &dw) in flux.iter_mut().zip(ivar.iter_mut()).zip(dwave) {
+        *f /= dw;
+        *iv *= dw * dw;
     }
 }
 
@@ -137,6 +143,58 @@ impl FrameRows<'_> {
     /// `iwave`.
     pub fn flux_at(&self, ispec: usize, iwave: usize) -> f64 {
         self.flux[(ispec - self.first) * self.nwave + iwave]
+    }
+
+    /// First spectrum of these rows (frame numbering, FIBERMIN-relative as
+    /// [`FrameArrays::specmin`]).
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// Writes zeros over every value, so that the pages of freshly allocated arrays are mapped
+    /// before the stitching that fills them (the host can do this while the device solves the
+    /// first batch; faulting them in during the stitch doubled its time).
+    pub fn prefault(&mut self) {
+        self.flux.fill(0.0);
+        self.ivar.fill(0.0);
+        self.chi2pix.fill(0.0);
+        self.pixmask_fraction.fill(0.0);
+        self.rdiags.fill(0.0);
+    }
+
+    /// The element-wise finishing steps of these rows, once every patch of them is stitched:
+    /// [`FrameArrays::zero_fully_masked`], [`FrameArrays::to_per_angstrom`] and
+    /// [`FrameArrays::zero_nonfinite`], in that order, spectra in parallel. Returns the zeroed
+    /// non-finite bins as `row · nwave + iwave`, `row` counted from [`FrameRows::first`],
+    /// ascending. The same values as those steps on the whole frame, bin for bin.
+    pub fn finish_bins(&mut self, dwave: &[f64]) -> Vec<usize> {
+        let nwave = self.nwave.max(1);
+        let bad_rows: Vec<Vec<usize>> = self
+            .flux
+            .par_chunks_mut(nwave)
+            .zip(self.ivar.par_chunks_mut(nwave))
+            .zip(self.chi2pix.par_chunks_mut(nwave))
+            .zip(self.pixmask_fraction.par_chunks_mut(nwave))
+            .zip(self.rdiags.par_chunks_mut(nwave * self.ndiagonal))
+            .enumerate()
+            .map(|(row, ((((flux, ivar), chi2pix), fraction), rdiags))| {
+                zero_fully_masked(ivar, fraction);
+                to_per_angstrom(flux, ivar, dwave);
+                let mut bins = BinsMut {
+                    flux,
+                    ivar,
+                    chi2pix,
+                    pixmask_fraction: fraction,
+                    rdiags,
+                    nwave,
+                };
+                bins.zero_nonfinite()
+                    .into_iter()
+                    .map(|j| row * nwave + j)
+                    .collect()
+            })
+            .collect();
+        bad_rows.concat()
     }
 
     /// Copies a patch's core outputs (its spectra must lie in these rows).
@@ -255,30 +313,89 @@ impl FrameArrays {
     /// (`ispec_row · nwave + iwave`). Nothing upstream should produce one (docs/algorithm.md
     /// §5); this is the guarantee that none reaches a file.
     pub fn zero_nonfinite(&mut self) -> Vec<usize> {
-        let (nwave, ndiagonal) = (self.nwave.max(1), 2 * self.ndiag + 1);
-        let finite = |v: f64| (v as f32).is_finite();
-        let bad: Vec<usize> = (0..self.flux.len())
-            .into_par_iter()
-            .filter(|&i| {
-                let (row, j) = (i / nwave, i % nwave);
-                !(finite(self.flux[i])
-                    && finite(self.ivar[i])
-                    && finite(self.chi2pix[i])
-                    && finite(self.pixmask_fraction[i])
-                    && (0..ndiagonal)
-                        .all(|d| finite(self.rdiags[(row * ndiagonal + d) * nwave + j])))
+        let nwave = self.nwave.max(1);
+        let ndiagonal = 2 * self.ndiag + 1;
+        // Rows in parallel; a row's values are checked in branch-free passes and only a row
+        // holding a bad value is searched bin by bin (indices in ascending order either way).
+        let bad_rows: Vec<Vec<usize>> = self
+            .flux
+            .par_chunks_mut(nwave)
+            .zip(self.ivar.par_chunks_mut(nwave))
+            .zip(self.chi2pix.par_chunks_mut(nwave))
+            .zip(self.pixmask_fraction.par_chunks_mut(nwave))
+            .zip(self.rdiags.par_chunks_mut(nwave * ndiagonal))
+            .enumerate()
+            .map(|(row, ((((flux, ivar), chi2pix), fraction), rdiags))| {
+                let mut bins = BinsMut {
+                    flux,
+                    ivar,
+                    chi2pix,
+                    pixmask_fraction: fraction,
+                    rdiags,
+                    nwave,
+                };
+                bins.zero_nonfinite()
+                    .into_iter()
+                    .map(|j| row * nwave + j)
+                    .collect()
             })
             .collect();
-        for &i in &bad {
-            let (row, j) = (i / nwave, i % nwave);
-            self.flux[i] = 0.0;
-            self.ivar[i] = 0.0;
-            self.chi2pix[i] = 0.0;
-            if !self.pixmask_fraction[i].is_finite() {
-                self.pixmask_fraction[i] = 0.0;
+        bad_rows.concat()
+    }
+}
+
+/// One spectrum's bins: `(nwave,)` arrays and `(2·ndiag+1, nwave)` resolution diagonals.
+struct BinsMut<'a> {
+    flux: &'a mut [f64],
+    ivar: &'a mut [f64],
+    chi2pix: &'a mut [f64],
+    pixmask_fraction: &'a mut [f64],
+    rdiags: &'a mut [f64],
+    nwave: usize,
+}
+
+/// Whether `v` is finite at the f32 precision of the frame file.
+#[inline(always)]
+fn finite_f32(v: f64) -> bool {
+    (v as f32).is_finite()
+}
+
+/// Whether every value of `values` is [`finite_f32`] (a branch-free pass).
+fn all_finite_f32(values: &[f64]) -> bool {
+    values.iter().fold(true, |ok, &v| ok & finite_f32(v))
+}
+
+impl BinsMut<'_> {
+    /// [`FrameArrays::zero_nonfinite`] of this spectrum: the bins zeroed, ascending.
+    fn zero_nonfinite(&mut self) -> Vec<usize> {
+        let clean = all_finite_f32(self.flux)
+            && all_finite_f32(self.ivar)
+            && all_finite_f32(self.chi2pix)
+            && all_finite_f32(self.pixmask_fraction)
+            && all_finite_f32(self.rdiags);
+        if clean {
+            return Vec::new();
+        }
+        let nwave = self.nwave;
+        let ndiagonal = self.rdiags.len() / nwave.max(1);
+        let bad: Vec<usize> = (0..nwave)
+            .filter(|&j| {
+                !(finite_f32(self.flux[j])
+                    && finite_f32(self.ivar[j])
+                    && finite_f32(self.chi2pix[j])
+                    && finite_f32(self.pixmask_fraction[j])
+                    && (0..ndiagonal).all(|d| finite_f32(self.rdiags[d * nwave + j])))
+            })
+            .collect();
+        for &j in &bad {
+            self.flux[j] = 0.0;
+            self.ivar[j] = 0.0;
+            self.chi2pix[j] = 0.0;
+            if !self.pixmask_fraction[j].is_finite() {
+                self.pixmask_fraction[j] = 0.0;
             }
             for d in 0..ndiagonal {
-                self.rdiags[(row * ndiagonal + d) * nwave + j] = 0.0;
+                self.rdiags[d * nwave + j] = 0.0;
             }
         }
         bad

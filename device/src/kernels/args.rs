@@ -120,6 +120,10 @@ pub const RESOLUTION_TEAM: Entry<ResolutionArgs> = Entry::new("resolution_team")
 pub const PIXEL_ROWS: Entry<PixelRowsArgs> = Entry::new("pixel_rows");
 /// `pixel_core`: chi2pix and pixmask_fraction of the core unknowns.
 pub const PIXEL_CORE: Entry<PixelCoreArgs> = Entry::new("pixel_core");
+/// `pixel_rows_warp`: the same as `pixel_rows`, one warp per window row.
+pub const PIXEL_ROWS_WARP: Entry<PixelRowsArgs> = Entry::new("pixel_rows_warp");
+/// `pixel_core_warp`: the same as `pixel_core`, one warp per core unknown.
+pub const PIXEL_CORE_WARP: Entry<PixelCoreArgs> = Entry::new("pixel_core_warp");
 
 /// Every kernel of the PTX module with the layout of its parameter (`tests/ptx.rs` checks
 /// this list against the `.entry` directives both ways).
@@ -139,6 +143,8 @@ pub const ENTRIES: &[EntryParam] = &[
     RESOLUTION_TEAM.param(),
     PIXEL_ROWS.param(),
     PIXEL_CORE.param(),
+    PIXEL_ROWS_WARP.param(),
+    PIXEL_CORE_WARP.param(),
 ];
 
 /// Threads per block of the one-thread-per-item kernels.
@@ -167,6 +173,17 @@ impl LaunchShape {
         Self {
             blocks: max1(items.div_ceil(THREADS_PER_BLOCK)),
             threads: THREADS_PER_BLOCK,
+            shared_bytes: 0,
+        }
+    }
+
+    /// One warp per item, blocks of `block` threads (a multiple of [`WARP_THREADS`]), no
+    /// shared memory (the extra warps of the last block return).
+    #[inline]
+    pub const fn per_warp(items: usize, block: usize) -> Self {
+        Self {
+            blocks: max1(items.div_ceil(block / WARP_THREADS)),
+            threads: block,
             shared_bytes: 0,
         }
     }
@@ -790,6 +807,13 @@ impl PixelRowsArgs {
     pub const fn shape(&self) -> LaunchShape {
         LaunchShape::per_thread(self.batch.npatch * self.max_rows)
     }
+
+    /// `pixel_rows_warp`: one warp per `(patch, window row)`, [`THREADS_PER_BLOCK`] threads
+    /// per block.
+    #[inline]
+    pub const fn warp_shape(&self) -> LaunchShape {
+        LaunchShape::per_warp(self.batch.npatch * self.max_rows, THREADS_PER_BLOCK)
+    }
 }
 
 /// Arguments of `pixel_core`: chi2pix and pixmask_fraction of every core unknown, from the
@@ -828,5 +852,15 @@ impl PixelCoreArgs {
     #[inline]
     pub const fn shape(&self) -> LaunchShape {
         LaunchShape::per_thread(self.batch.npatch * self.nspp_max * self.nwavestep)
+    }
+
+    /// `pixel_core_warp`: one warp per `(patch, core spectrum, core bin)`,
+    /// [`THREADS_PER_BLOCK`] threads per block.
+    #[inline]
+    pub const fn warp_shape(&self) -> LaunchShape {
+        LaunchShape::per_warp(
+            self.batch.npatch * self.nspp_max * self.nwavestep,
+            THREADS_PER_BLOCK,
+        )
     }
 }

@@ -20,7 +20,10 @@ use super::args::{
 };
 use super::thread;
 use crate::linalg::{banded, banded_team, jacobi, jacobi_team};
-use crate::patch::assemble_warp::{assemble_unknown_lane, WARP_LANES};
+use crate::patch::assemble_warp::{
+    assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
+};
+use crate::patch::finalize_warp::{core_pixel_sums_lane, pixel_chi2_row_lane, CorePartial};
 use crate::patch::{
     apply_resolution, assemble_unknown, core_pixel_sums, pixel_chi2_row, regularize,
     resolution_diagonals, CcdView, PatchDesc, PatchShape, StampView,
@@ -244,6 +247,22 @@ extern "C" {
     fn shfl_bfly(mask: u32, value: i32, lane_mask: i32, clamp: i32) -> i32;
 }
 
+extern "C" {
+    /// `vote.sync.ballot.b32`: bit `i` set when lane `i` of `mask` passes `pred = true`.
+    #[link_name = "llvm.nvvm.vote.ballot.sync"]
+    fn vote_ballot(mask: u32, pred: bool) -> u32;
+}
+
+/// The votes of the 32 lanes of the calling warp (bit `i`: lane `i` passed `true`).
+///
+/// # Safety
+/// All 32 lanes of the warp must call it together (converged, uniform control flow).
+#[inline(always)]
+unsafe fn warp_ballot(hit: bool) -> u32 {
+    // SAFETY: every lane of the full mask executes this vote (caller's guarantee).
+    unsafe { vote_ballot(u32::MAX, hit) }
+}
+
 /// Sum of `value` over the 32 lanes of the calling warp, returned to every lane (butterfly:
 /// 5 steps of two 32-bit shuffles; f64 addition is commutative, so every lane gets the same
 /// bits).
@@ -271,9 +290,10 @@ unsafe fn warp_sum(value: f64) -> f64 {
 
 /// Normal equations, warp-cooperative: the same arguments and results as [`assemble`] (up
 /// to the order of the sums), but one warp per (patch, unknown) runs
-/// [`assemble_unknown_lane`]: coalesced stamp and CCD loads, the stamp of `q1` times the
-/// weights kept in registers, lane sums added by shuffles. `TooLarge` for stamps of more
-/// than 256 pixels: use [`assemble`].
+/// [`assemble_unknown_lane_slots`]: coalesced stamp and CCD loads, the stamp of `q1` times the
+/// weights kept in registers ([`DESI_SLOTS`] per lane for stamps of up to 192 pixels, such as
+/// DESI's 187, else [`MAX_PER_LANE`]), lane sums added by shuffles. `TooLarge` for stamps of
+/// more than 256 pixels: use [`assemble`].
 ///
 /// # Launch
 /// [`AssembleArgs::warp_shape`]: blocks of 128 threads (any multiple of 32 works), i.e. 4
@@ -297,7 +317,7 @@ pub unsafe extern "ptx-kernel" fn assemble_warp(args: AssembleArgs) {
     let batch = args.batch;
     // SAFETY: the caller's guarantee. p and q are the same for the 32 lanes of a warp, so the
     // early returns leave whole warps and the shuffles of warp_sum are executed by all lanes.
-    // Each lane writes only the entries that assemble_unknown_lane assigns to (q, lane);
+    // Each lane writes only the entries that assemble_unknown_lane_slots assigns to (q, lane);
     // p < npatch in both continuations.
     unsafe {
         assemble_unit(
@@ -309,21 +329,39 @@ pub unsafe extern "ptx-kernel" fn assemble_warp(args: AssembleArgs) {
                 }
             },
             |u| {
-                let code = assemble_unknown_lane(
-                    &u.view,
-                    &u.ccd,
-                    &u.shape,
-                    u.kd,
-                    u.q,
-                    lane,
-                    WARP_LANES,
-                    u.band,
-                    u.rhs,
-                    u.fluxweight,
-                    // All 32 lanes of the warp call the all-reduce together
-                    // (assemble_unknown_lane's contract).
-                    |_, partial| warp_sum(partial),
-                );
+                // DESI's stamps take 6 slots per lane; the shape is the same for the whole
+                // launch, so every warp takes the same branch.
+                let code = if u.view.ny * u.view.nx <= WARP_LANES * DESI_SLOTS {
+                    assemble_unknown_lane_slots::<DESI_SLOTS, _>(
+                        &u.view,
+                        &u.ccd,
+                        &u.shape,
+                        u.kd,
+                        u.q,
+                        lane,
+                        WARP_LANES,
+                        u.band,
+                        u.rhs,
+                        u.fluxweight,
+                        // All 32 lanes of the warp call the all-reduce together
+                        // (assemble_unknown_lane_slots's contract).
+                        |_, partial| warp_sum(partial),
+                    )
+                } else {
+                    assemble_unknown_lane_slots::<MAX_PER_LANE, _>(
+                        &u.view,
+                        &u.ccd,
+                        &u.shape,
+                        u.kd,
+                        u.q,
+                        lane,
+                        WARP_LANES,
+                        u.band,
+                        u.rhs,
+                        u.fluxweight,
+                        |_, partial| warp_sum(partial),
+                    )
+                };
                 if lane == 0 {
                     batch.fail(u.p, code);
                 }
@@ -785,6 +823,181 @@ pub unsafe extern "ptx-kernel" fn pixel_core(args: PixelCoreArgs) {
         );
         chi2pix.add(item.index).write(chi);
         pixmask.add(item.index).write(masked);
+    }
+}
+
+/// χ²_pix of the kept window, warp-cooperative: the same arguments and results as
+/// [`pixel_rows`] (bitwise), one warp per (patch, window row) running
+/// [`pixel_chi2_row_lane`]: lanes over the row's columns, coalesced stamp-row, image, weight
+/// and window accesses, the row's model in registers; the stamps that cover the row are found
+/// 32 unknowns at a time by a warp vote.
+///
+/// # Launch
+/// [`PixelRowsArgs::warp_shape`]: blocks of 128 threads (any multiple of 32 works),
+/// `warp = patch · max_rows + r`; warps with `r >= row_max − row_min` of their patch or
+/// `patch >= npatch` return as a whole (every vote is executed by all 32 lanes).
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch shape above.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn pixel_rows_warp(args: PixelRowsArgs) {
+    let PixelRowsArgs {
+        batch,
+        max_rows,
+        nmax,
+        stamps,
+        ccd,
+        xflux,
+        psferr,
+        pixels,
+        pixels_len,
+    } = args;
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe {
+        assume_global!(
+            batch.descs,
+            batch.status,
+            stamps.stamps,
+            stamps.corners,
+            ccd.image,
+            ccd.weight,
+            xflux,
+            pixels
+        )
+    };
+    let nwavetot = batch.nwavetot;
+    let thread = thread::global_index();
+    let lane = thread % WARP_LANES;
+    let item = Item::new(thread / WARP_LANES, max_rows);
+    // SAFETY: each (patch, row) owns its row of the window scratch, and each lane the columns
+    // pixel_chi2_row_lane assigns to it. Every early return depends on the warp's (patch, row)
+    // only, so the votes run on all 32 lanes.
+    unsafe {
+        let Some(d) = batch.live(item.patch) else {
+            return;
+        };
+        let (p, r) = (item.patch, item.sub);
+        let height = (d.row_max - d.row_min).max(0) as usize;
+        if r >= height {
+            return;
+        }
+        let width = (d.col_max - d.col_min).max(0) as usize;
+        if d.pixel_offset as usize + d.npix() > pixels_len {
+            batch.fail(p, Status::BadShape);
+            return;
+        }
+        let view = stamps.patch_view(&d);
+        let ccd = ccd.view();
+        let shape = d.shape(nwavetot);
+        let x = core::slice::from_raw_parts(xflux.add(p * nmax), d.nunknown(nwavetot));
+        let row = Shared::from_raw(pixels.add(d.pixel_offset as usize + r * width), width);
+        let code = pixel_chi2_row_lane(
+            &view,
+            &ccd,
+            &shape,
+            d.col_min as i32,
+            d.col_max as i32,
+            x,
+            psferr,
+            r,
+            lane,
+            WARP_LANES,
+            row,
+            // All 32 lanes of the warp vote together (pixel_chi2_row_lane's contract).
+            |_, hit| warp_ballot(hit),
+        );
+        batch.fail(p, code);
+    }
+}
+
+/// chi2pix and pixmask_fraction, warp-cooperative: the same arguments and results as
+/// [`pixel_core`] (up to the order of the sums), one warp per (patch, core spectrum c, core
+/// bin j) running [`core_pixel_sums_lane`] (lanes over the stamp's pixels: coalesced stamp,
+/// window and weight loads) and adding the lanes' sums by shuffles.
+///
+/// # Launch
+/// [`PixelCoreArgs::warp_shape`]: blocks of 128 threads (any multiple of 32 works),
+/// `warp = (patch · nspp_max + c) · nwavestep + j`; warps with `c >= nspp` or `j >= keep` of
+/// their patch or `patch >= npatch` return as a whole (every shuffle is executed by all 32
+/// lanes). Lane 0 writes the outputs.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch shape above.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
+    let PixelCoreArgs {
+        batch,
+        nspp_max,
+        pad,
+        nwavestep,
+        stamps,
+        ccd,
+        pixels,
+        pixels_len,
+        chi2pix,
+        pixmask,
+    } = args;
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe {
+        assume_global!(
+            batch.descs,
+            batch.status,
+            stamps.stamps,
+            stamps.corners,
+            ccd.image,
+            ccd.weight,
+            pixels,
+            chi2pix,
+            pixmask
+        )
+    };
+    let thread = thread::global_index();
+    let lane = thread % WARP_LANES;
+    let item = Item::new(thread / WARP_LANES, nspp_max * nwavestep);
+    let (p, cj) = (item.patch, item.sub);
+    let (c, j) = (cj / nwavestep, cj % nwavestep);
+    // SAFETY: every test below depends on the warp's item only (whole warps return, so the
+    // shuffles of warp_sum run on all 32 lanes); lane 0 writes the item's own outputs.
+    unsafe {
+        let Some(d) = batch.live(p) else {
+            return;
+        };
+        if c >= d.nspp as usize || j >= d.keep as usize {
+            return;
+        }
+        let off = d.pixel_offset as usize;
+        if off + d.npix() > pixels_len {
+            if lane == 0 {
+                batch.fail(p, Status::BadShape);
+            }
+            return;
+        }
+        let view = stamps.patch_view(&d);
+        let ccd = ccd.view();
+        let shape = d.shape(batch.nwavetot);
+        let window = core::slice::from_raw_parts(pixels.add(off), d.npix());
+        let part = core_pixel_sums_lane(
+            &view,
+            &ccd,
+            &shape,
+            d.col_min as i32,
+            d.col_max as i32,
+            window,
+            d.s_core as usize + c,
+            pad + j,
+            lane,
+            WARP_LANES,
+        );
+        let total = CorePartial {
+            num: warp_sum(part.num),
+            den: warp_sum(part.den),
+            masked: warp_sum(part.masked),
+        };
+        if lane == 0 {
+            let (chi, masked) = total.finish();
+            chi2pix.add(item.index).write(chi);
+            pixmask.add(item.index).write(masked);
+        }
     }
 }
 

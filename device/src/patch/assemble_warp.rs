@@ -25,6 +25,12 @@ pub const WARP_LANES: usize = 32;
 /// warp; DESI's are 11 × 17 = 187) are assembled, larger ones give [`Status::TooLarge`].
 pub const MAX_PER_LANE: usize = 8;
 
+/// Slots per lane that DESI's 11 × 17 = 187-pixel stamps need in a warp (`⌈187 / 32⌉`): the
+/// kernel runs [`assemble_unknown_lane_slots`] with this many for stamps of up to
+/// `32 · DESI_SLOTS` pixels (every slot loop a quarter shorter than with [`MAX_PER_LANE`],
+/// and fewer registers), with `MAX_PER_LANE` otherwise.
+pub const DESI_SLOTS: usize = 6;
+
 /// Stamp column of a cache slot that holds no pixel (outside the stamp or the kept rows):
 /// far enough from any stamp that `col + dx` is never in `0..nx` for the column offsets
 /// `|dx| < nx <= MAX_STAMP_PIXELS` of overlapping stamps.
@@ -46,15 +52,15 @@ pub enum WarpTerm {
 }
 
 /// One lane's share of the stamp of unknown `q1`: `w·A[e, q1]` of the pixels
-/// `e = lane + lanes·j`, `j < MAX_PER_LANE`, and the lane's partial sums of `rhs[q1]` and
-/// `fluxweight[q1]`.
+/// `e = lane + lanes·j`, `j < SLOTS` (at most [`MAX_PER_LANE`]), and the lane's partial sums of
+/// `rhs[q1]` and `fluxweight[q1]`.
 #[derive(Clone, Copy, Debug)]
-pub struct LaneStamp {
+pub struct LaneStamp<const SLOTS: usize = MAX_PER_LANE> {
     /// `weight(pix) · stamp1[e]` (0 for a slot that holds no pixel).
-    wa: [f64; MAX_PER_LANE],
+    wa: [f64; SLOTS],
     /// Stamp column `e % nx`, or [`NO_COL`] for a slot that holds no pixel (its row is
     /// implied by `e`, see [`LaneStamp::entry_partial`]).
-    col: [i32; MAX_PER_LANE],
+    col: [i32; SLOTS],
     /// Corner of the stamp of `q1`.
     corner1: StampCorner,
     /// Lane (slot `j` holds pixel `lane + lanes·j`).
@@ -71,15 +77,14 @@ pub struct LaneStamp {
     pub fluxweight: f64,
 }
 
-impl LaneStamp {
+impl<const SLOTS: usize> LaneStamp<SLOTS> {
     /// Caches lane `lane`'s pixels of the stamp of padded spectrum `s1`, padded bin `k1`,
     /// truncated to the kept rows `[row_min, row_max)` of `shape`.
     ///
-    /// The caller has checked (as [`assemble_unknown_lane`] does) that `lane < lanes`, that
-    /// `ny · nx <= lanes · MAX_PER_LANE`, that the kept rows lie on the CCD and that the
+    /// The caller has checked (as [`assemble_unknown_lane_slots`] does) that `lane < lanes`,
+    /// that `ny · nx <= lanes · SLOTS`, that the kept rows lie on the CCD and that the
     /// stamp's columns do. Otherwise pixels beyond the cache are ignored (nothing is cached
-    /// for a stamp of more than `lanes · MAX_PER_LANE` pixels) and a read outside `ccd`
-    /// panics.
+    /// for a stamp of more than `lanes · SLOTS` pixels) and a read outside `ccd` panics.
     #[inline(always)]
     pub fn new(
         view: &StampView,
@@ -94,8 +99,8 @@ impl LaneStamp {
         let corner1 = view.corner(s1, k1);
         let stamp1 = view.stamp(s1, k1);
         let mut cache = LaneStamp {
-            wa: [0.0; MAX_PER_LANE],
-            col: [NO_COL; MAX_PER_LANE],
+            wa: [0.0; SLOTS],
+            col: [NO_COL; SLOTS],
             corner1,
             lane,
             lanes,
@@ -105,7 +110,7 @@ impl LaneStamp {
             fluxweight: 0.0,
         };
         let size = ny * nx;
-        if size == 0 || size > lanes * MAX_PER_LANE || size > MAX_STAMP_PIXELS {
+        if size == 0 || SLOTS > MAX_PER_LANE || size > lanes * SLOTS || size > MAX_STAMP_PIXELS {
             return cache;
         }
         // (r, c) of e = lane + lanes·j, stepped by (lanes / nx, lanes % nx) with one carry:
@@ -113,7 +118,7 @@ impl LaneStamp {
         // in registers on the GPU.
         let (step_r, step_c) = (lanes / nx, lanes % nx);
         let (mut r, mut c) = (lane / nx, lane % nx);
-        for j in 0..MAX_PER_LANE {
+        for j in 0..SLOTS {
             let e = lane + lanes * j;
             debug_assert_eq!(e, r * nx + c);
             let row = corner1.yc + r as i32;
@@ -176,7 +181,7 @@ impl LaneStamp {
         let size32 = size.min(u32::MAX as usize) as u32;
         let nx32 = nx.min(u32::MAX as usize) as u32;
         let mut sum = 0.0;
-        for j in 0..MAX_PER_LANE {
+        for j in 0..SLOTS {
             let c2 = self.col[j].wrapping_add(dx);
             let i = base.wrapping_add((self.lanes * j) as i32);
             // Negative values wrap to large u32: one compare per bound.
@@ -221,12 +226,35 @@ pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
     band: Shared,
     rhs: Shared,
     fluxweight: Shared,
+    all_reduce: F,
+) -> Status {
+    assemble_unknown_lane_slots::<MAX_PER_LANE, F>(
+        view, ccd, shape, kd, q1, lane, lanes, band, rhs, fluxweight, all_reduce,
+    )
+}
+
+/// [`assemble_unknown_lane`] with `SLOTS` (at most [`MAX_PER_LANE`]) stamp pixels cached per
+/// lane: the same results (bitwise: the slots beyond the stamp hold nothing and add nothing)
+/// for stamps of up to `lanes · SLOTS` pixels, [`Status::TooLarge`] for larger ones.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -> f64>(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    q1: usize,
+    lane: usize,
+    lanes: usize,
+    band: Shared,
+    rhs: Shared,
+    fluxweight: Shared,
     mut all_reduce: F,
 ) -> Status {
     let n = shape.nunknown();
     let ns = shape.nspecpad;
     let (ny, nx) = (view.ny, view.nx);
-    if ny * nx > lanes * MAX_PER_LANE {
+    if SLOTS > MAX_PER_LANE || ny * nx > lanes * SLOTS {
         return Status::TooLarge;
     }
     if q1 >= n
@@ -245,7 +273,7 @@ pub fn assemble_unknown_lane<F: FnMut(WarpTerm, f64) -> f64>(
     if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
         return Status::BadShape;
     }
-    let cache = LaneStamp::new(view, ccd, shape, s1, k1, lane, lanes);
+    let cache = LaneStamp::<SLOTS>::new(view, ccd, shape, s1, k1, lane, lanes);
     let y_sum = all_reduce(WarpTerm::Rhs, cache.rhs);
     let w_sum = all_reduce(WarpTerm::Fluxweight, cache.fluxweight);
     if lane == 0 {

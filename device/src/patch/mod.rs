@@ -9,6 +9,7 @@
 //! `band[i * (kd + 1) + (j + kd - i)] = M[i][j]` for `i - kd <= j <= i`.
 
 pub mod assemble_warp;
+pub mod finalize_warp;
 
 use crate::psf::spot::StampCorner;
 use crate::team::Shared;
@@ -587,6 +588,14 @@ pub fn core_pixel_sums(
         }
         row += 1;
     }
+    core_pixel_result(num, den, masked)
+}
+
+/// `(chi2pix, pixmask_fraction)` of a core unknown from its sums over the kept pixels of its
+/// stamp: `num = Σ A·χ²_pix` and `den = Σ A` over pixels with weight, `masked = Σ A` over
+/// pixels without (see [`pixel_statistics`]).
+#[inline(always)]
+pub fn core_pixel_result(num: f64, den: f64, masked: f64) -> (f64, f64) {
     let chi2pix = if den > 0.0 { num / den } else { 0.0 };
     // A bin none of whose kept pixels has weight is fully masked: report exactly 1
     // (desispec's ALLBADPIX test is an exact `== 1.0`, which a floating-point sum of

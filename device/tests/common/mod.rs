@@ -1,6 +1,8 @@
 //! Matrix generators and team emulations shared by the device tests and benches.
 #![allow(dead_code)]
 
+pub mod patch;
+
 use desi_device::team::Team;
 use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng};
