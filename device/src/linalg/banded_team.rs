@@ -279,6 +279,10 @@ fn factor_impl<T: Team>(
         }
     });
     let mut last = 1;
+    // z_{j-1} = u_{j-1} / L[j-1][j-1], computed by every lane in phase j - 1 and stored by
+    // lane 0 in phase j from its register (lane 0 alone sets it: each GPU thread has its own
+    // copy, the serial emulation shares one).
+    let mut zprev = 0.0;
     for j in 0..n {
         // Read after a barrier, the same value on every lane: uniform exit.
         if flag.get(last) != 0.0 {
@@ -318,10 +322,14 @@ fn factor_impl<T: Team>(
                 if j + 1 >= n {
                     flag.set(cur, 0.0);
                 }
-                // z_{j-1}: its window slot may be reloaded in this phase; ab row j-1 is
-                // final (written back in phase j - 1).
+                // z_{j-1} (read by everyone in phase j - 1, by no one now): from the
+                // register, not from memory (a global-memory load and a division on the lane
+                // that also finishes the next pivot, every phase).
                 if let (Some(r), true) = (rhs, j > 0) {
-                    r.set(j - 1, r.get(j - 1) / ab.get((j - 1) * w + kd));
+                    r.set(j - 1, zprev);
+                }
+                if let Some(z) = zj {
+                    zprev = z;
                 }
             }
             // Row j is final: write it back (nobody reads ab in this phase but the loads).
@@ -470,6 +478,9 @@ pub fn band_back_solve_team<T: Team>(
         }
     };
     team.each(|lane| load(lane, 0));
+    // x_{i+1}, computed by every lane in phase i + 1 and stored by lane 0 in phase i from its
+    // register (see `zprev` in the factorization).
+    let mut xprev = 0.0;
     for i in (0..n).rev() {
         team.each(|lane| {
             let back = n - 1 - i;
@@ -484,8 +495,11 @@ pub fn band_back_solve_team<T: Team>(
                 rhs.set(k, fma(-x, window.get(staged(i, k + kd - i)), rhs.get(k)));
                 k += lanes;
             }
-            if lane == 0 && i + 1 < n {
-                rhs.set(i + 1, rhs.get(i + 1) / window.get(staged(i + 1, kd)));
+            if lane == 0 {
+                if i + 1 < n {
+                    rhs.set(i + 1, xprev);
+                }
+                xprev = x;
             }
         });
     }
@@ -518,21 +532,31 @@ fn cov_ring_depth(kd: usize) -> usize {
 /// global-memory `out` once, so batching groups divides that traffic, which bounded the GPU
 /// kernel (H100, Nsight Compute: long-scoreboard stalls first, 13 of 32 bytes per store
 /// sector used). The sums are the same FMAs in the same order: the results do not change.
-const GRAM_GROUPS: usize = 4;
+const GRAM_GROUPS: usize = 8;
 
 /// Side of the square tiles of `C_bb` that one lane accumulates per phase in
 /// [`covariance_block_team`] (`TILE²` registers; 120 upper tiles for `bs = 74`).
 const TILE: usize = 5;
 
 /// Length of the `ring` view that [`covariance_block_team`] needs:
-/// `(max(kd, 8) + 8) * (n / nblock + 16)`: the ring of `Y_b` rows (`bs` values each) and two
-/// staged groups of 8 rows of `L` (5,940 values = 47.5 KB for `kd = 58`, `bs = 74`); 0 for
-/// invalid shapes.
+/// `(max(kd, 8) + 8) * (n / nblock + 16) + 1`: the ring of `Y_b` rows (`bs` values each), one
+/// value of alignment slack and two staged groups of 8 rows of `L` (5,941 values = 47.5 KB for
+/// `kd = 58`, `bs = 74`); 0 for invalid shapes.
 pub fn covariance_block_team_ring_len(n: usize, kd: usize, nblock: usize) -> usize {
     if nblock == 0 || !n.is_multiple_of(nblock) {
         return 0;
     }
-    cov_ring_depth(kd).saturating_mul((n / nblock).saturating_add(2 * ROWS))
+    cov_ring_depth(kd)
+        .saturating_mul((n / nblock).saturating_add(2 * ROWS))
+        .saturating_add(1)
+}
+
+/// Index in `ring` of the staged `L` groups: the first index `>= depth · bs` whose address is
+/// a multiple of 16 bytes (the pairs of [`Shared::get2_unchecked`]), i.e. after the ring of
+/// `Y_b` rows and at most one value of slack.
+fn cov_stage_start(ring: &Shared, depth: usize, bs: usize) -> usize {
+    let first = depth * bs;
+    first + (ring.address() / 8 + first) % 2
 }
 
 /// The first failing diagonal entry of `L` (`None` when all are finite and positive): every
@@ -667,10 +691,18 @@ pub fn covariance_block_team<T: Team>(
     }
     let depth = cov_ring_depth(kd);
     let stage_len = depth * ROWS;
-    let stage = |g: usize| ring.sub(depth * bs + (g % 2) * stage_len, stage_len);
+    let stage0 = cov_stage_start(&ring, depth, bs);
+    let stage = |g: usize| ring.sub(stage0 + (g % 2) * stage_len, stage_len);
     let ngroup = (n - block).div_ceil(ROWS);
     let ntr = bs.div_ceil(TILE);
     let ntile = ntr * (ntr + 1) / 2;
+    // Tile-major sums when they fit in `out` and, for the final reordering, in the ring of
+    // `Y_b` rows (always for the production shapes: 3,000 values for bs = 74).
+    let store = if TILE * TILE * ntile <= (bs * bs).min(depth * bs) {
+        TileStore::TileMajor { ntile }
+    } else {
+        TileStore::RowMajor
+    };
     let geo = CovGeometry {
         n,
         kd,
@@ -710,7 +742,7 @@ pub fn covariance_block_team<T: Team>(
             if gram_now {
                 let mut tile = (lane + lanes - bs % lanes) % lanes;
                 while tile < ntile {
-                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile);
+                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
                     tile += lanes;
                 }
             }
@@ -719,16 +751,42 @@ pub fn covariance_block_team<T: Team>(
             gram_from = gram_to;
         }
     }
-    team.each(|lane| {
-        let mut e = lane;
-        while e < bs * bs {
-            let (r, c) = (e / bs, e % bs);
-            if r > c {
-                out.set(e, out.get(c * bs + r));
+    match store {
+        TileStore::RowMajor => team.each(|lane| {
+            let mut e = lane;
+            while e < bs * bs {
+                let (r, c) = (e / bs, e % bs);
+                if r > c {
+                    out.set(e, out.get(c * bs + r));
+                }
+                e += lanes;
             }
-            e += lanes;
+        }),
+        TileStore::TileMajor { ntile } => {
+            // The tile-major sums into the ring (free now), then every entry of `C_bb` from
+            // there: coalesced global reads and writes.
+            let len = TILE * TILE * ntile;
+            team.each(|lane| {
+                let mut k = lane;
+                while k < len {
+                    ring.set(k, out.get(k));
+                    k += lanes;
+                }
+            });
+            team.each(|lane| {
+                let mut e = lane;
+                while e < bs * bs {
+                    let (r, c) = (e / bs, e % bs);
+                    let (r, c) = (r.min(c), r.max(c));
+                    let (tr, tc) = (r / TILE, c / TILE);
+                    let tile = tc * (tc + 1) / 2 + tr;
+                    let k = ((r % TILE) * TILE + c % TILE) * ntile + tile;
+                    out.set(e, ring.get(k));
+                    e += lanes;
+                }
+            });
         }
-    });
+    }
     if (0..bs).all(|c| out.get(c * bs + c).is_finite()) {
         Status::Ok
     } else {
@@ -782,26 +840,37 @@ fn stage_l_rows(
 /// Rows `m0 .. m0 + 8` of column `c` of `Y_b` into the ring (zero for rows before the
 /// column's start or `>= n`): `y_m[c] = (e_m[c] - Σ_k L[m][k]·y_k[c]) / L[m][m]`, `L` from
 /// the staged group.
+///
+/// Every column that has started runs the sum over the same rows
+/// `k = max(m0 - kd, block) .. m0` (the ring holds zeros above a column's start, which add
+/// exact zeros: the same value as a sum from the start): the lanes of a warp then read the
+/// same `L` entries (one broadcast wavefront per 16-byte pair) instead of up to 9 different
+/// rows in the columns that start within the window. Columns that start after the group only
+/// store their zeros.
 // Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
 #[inline(never)]
 fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
     let (n, kd, bs, depth) = (geo.n, geo.kd, geo.bs, geo.depth);
     let start = geo.block + c * geo.nblock;
-    let mut acc = [0.0f64; ROWS];
-    // Ring part: k in [max(m0 - kd, start), m0); stage position j = k + kd - m0 (the zero
-    // padding covers the rows whose band starts later).
+    let slot0 = m0 % depth;
+    let mut y = [0.0f64; ROWS];
     // SAFETY (the unchecked accesses): `stage` has `depth · ROWS >= (kd + ROWS) · ROWS`
-    // values, `ring` at least `depth · bs` (checked by the caller), `slot < depth`, `c < bs`.
-    let k_lo = m0.saturating_sub(kd).max(start);
-    if k_lo < m0 {
+    // values and starts 16-byte aligned (`lrow + 2p` is even), `ring` at least `depth · bs`
+    // (checked by the caller), `slot < depth`, `c < bs`.
+    if start < m0 + ROWS {
+        let mut acc = [0.0f64; ROWS];
+        // Ring part: k in [max(m0 - kd, block), m0); stage position j = k + kd - m0 (the
+        // zero padding covers the rows whose band starts later).
+        let k_lo = m0.saturating_sub(kd).max(geo.block);
         let mut slot = k_lo % depth;
         let mut j = k_lo + kd - m0;
-        let j_end = kd;
-        while j < j_end {
+        while j < kd {
             let v = unsafe { ring.get_unchecked(slot * bs + c) };
             let lrow = j * ROWS;
-            unroll_rows!(t => {
-                acc[t] = fma(-unsafe { stage.get_unchecked(lrow + t) }, v, acc[t]);
+            unroll!(p in [0, 1, 2, 3] => {
+                let (a, b) = unsafe { stage.get2_unchecked(lrow + 2 * p) };
+                acc[2 * p] = fma(-a, v, acc[2 * p]);
+                acc[2 * p + 1] = fma(-b, v, acc[2 * p + 1]);
             });
             slot += 1;
             if slot == depth {
@@ -809,23 +878,21 @@ fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
             }
             j += 1;
         }
-    }
-    // Triangle: rows of this group, in registers.
-    let mut y = [0.0f64; ROWS];
-    let tri = kd * ROWS;
-    unroll_rows!(t => {
-        let m = m0 + t;
-        let e = if m == start { 1.0 } else { 0.0 };
-        let mut s = e + acc[t];
-        unroll_rows!(t2 => {
-            if t2 < t {
-                s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
-            }
+        // Triangle: rows of this group, in registers.
+        let tri = kd * ROWS;
+        unroll_rows!(t => {
+            let m = m0 + t;
+            let e = if m == start { 1.0 } else { 0.0 };
+            let mut s = e + acc[t];
+            unroll_rows!(t2 => {
+                if t2 < t {
+                    s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
+                }
+            });
+            let v = s / unsafe { stage.get_unchecked(tri + t * ROWS + t) };
+            y[t] = if m >= start && m < n { v } else { 0.0 };
         });
-        let v = s / unsafe { stage.get_unchecked(tri + t * ROWS + t) };
-        y[t] = if m >= start && m < n { v } else { 0.0 };
-    });
-    let slot0 = m0 % depth;
+    }
     unroll_rows!(t => {
         let slot = if slot0 + t >= depth { slot0 + t - depth } else { slot0 + t };
         unsafe { ring.set_unchecked(slot * bs + c, y[t]) };
@@ -840,12 +907,35 @@ macro_rules! unroll_tile {
 }
 const _: () = assert!(TILE == 5, "unroll_tile! expands TILE = 5 bodies");
 
+/// Where [`gram_tile`] accumulates `C_bb` in `out` between updates.
+#[derive(Clone, Copy)]
+enum TileStore {
+    /// In place: entry `(r, c)` at `r · bs + c` (the lanes of a warp touch rows of different
+    /// tiles: about one 32-byte sector per value).
+    RowMajor,
+    /// Tile-major: entry `(i, j)` of tile `tile` at `(i · TILE + j) · ntile + tile`, so the
+    /// lanes of a warp (consecutive tiles) touch consecutive values (whole sectors);
+    /// [`covariance_block_team`] moves the sums to their row-major places at the end.
+    TileMajor {
+        /// Number of tiles.
+        ntile: usize,
+    },
+}
+
 /// Adds rows `m0 .. min(m1, n)` of `Y_b` (in the ring: `m1 - m0 <= kd`, `m1` a group start) to
-/// the upper-triangle entries of tile `tile` of `C_bb` (`out`): `C[r][c] += Σ_t y_t[r]·y_t[c]`
-/// for `r <= c`. Tiles are numbered column by column: `(0,0), (0,1), (1,1), (0,2), ...`.
+/// the upper-triangle entries of tile `tile` of `C_bb` (`out`, laid out as `store` says):
+/// `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c`. Tiles are numbered column by column:
+/// `(0,0), (0,1), (1,1), (0,2), ...` (tile `(tr, tc)` is number `tc·(tc+1)/2 + tr`).
 // Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
 #[inline(never)]
-fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usize), tile: usize) {
+fn gram_tile(
+    geo: &CovGeometry,
+    out: Shared,
+    ring: Shared,
+    (m0, m1): (usize, usize),
+    tile: usize,
+    store: TileStore,
+) {
     let (bs, depth) = (geo.bs, geo.depth);
     let (mut tr, mut tc) = (tile, 0);
     while tr > tc {
@@ -858,18 +948,26 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usi
         return;
     }
     // Rows / columns past `bs - 1` (edge tiles) read at most `TILE - 1` values past the end of
-    // a ring row (inside `ring`: the next row or the staged `L`) into accumulators that are
-    // not stored.
-    let keep = |i: usize, j: usize| r0 + i <= c0 + j && c0 + j < bs;
-    // SAFETY (the unchecked accesses): stored entries have `r <= c < bs` and `out` has at
-    // least `bs²` values; ring reads are below `depth · bs + TILE <= ring.len()` (checked by
-    // the caller: `ring` also holds the staged `L`).
+    // a ring row (inside `ring`: the next row, the alignment slack or the staged `L`) into
+    // accumulators that never reach the row-major `C_bb` (tile-major: stored in their own
+    // slots and left there).
+    let keep = |i: usize, j: usize| match store {
+        TileStore::RowMajor => r0 + i <= c0 + j && c0 + j < bs,
+        TileStore::TileMajor { .. } => true,
+    };
+    let at = |i: usize, j: usize| match store {
+        TileStore::RowMajor => (r0 + i) * bs + c0 + j,
+        TileStore::TileMajor { ntile } => (i * TILE + j) * ntile + tile,
+    };
+    // SAFETY (the unchecked accesses): row-major stored entries have `r <= c < bs` and `out`
+    // has at least `bs²` values; tile-major ones are below `TILE² · ntile <= bs²` (checked by
+    // the caller); ring reads are below `depth · bs + TILE <= ring.len()` (checked by the
+    // caller: `ring` also holds the staged `L`).
     let mut acc = [[0.0f64; TILE]; TILE];
     unroll_tile!(i => {
-        let orow = (r0 + i) * bs + c0;
         unroll_tile!(j => {
             if keep(i, j) {
-                acc[i][j] = unsafe { out.get_unchecked(orow + j) };
+                acc[i][j] = unsafe { out.get_unchecked(at(i, j)) };
             }
         });
     });
@@ -898,10 +996,9 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usi
         t += 1;
     }
     unroll_tile!(i => {
-        let orow = (r0 + i) * bs + c0;
         unroll_tile!(j => {
             if keep(i, j) {
-                unsafe { out.set_unchecked(orow + j, acc[i][j]) };
+                unsafe { out.set_unchecked(at(i, j), acc[i][j]) };
             }
         });
     });
