@@ -217,6 +217,8 @@ pub struct Model {
     pub unmatched: u64,
     /// Phases run.
     pub phases: u32,
+    /// Per source location (`file:line:column`) and region: the traffic, in no order.
+    pub sites: Vec<(&'static str, u32, u32, &'static str, Traffic)>,
 }
 
 impl Model {
@@ -307,6 +309,7 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
         entry.1.push(a.addr - base);
     }
     let mut out: Vec<Traffic> = alloc_traffic(regions.len());
+    let mut sites: HashMap<(&'static str, u32, u32, usize), Traffic> = HashMap::new();
     for (key, (r, addrs)) in groups {
         let (write, bytes) = (key.6, key.7 as usize);
         let units = if regions[r].shared {
@@ -314,20 +317,24 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
         } else {
             global_sectors_sized(&addrs, bytes)
         };
-        let t = &mut out[r];
-        t.lane_accesses += addrs.len() as u64;
         let mut distinct = addrs.clone();
         distinct.sort_unstable();
         distinct.dedup();
         let per_unit = if regions[r].shared { 128 } else { 32 } / bytes;
-        t.ideal_units += distinct.len().div_ceil(per_unit) as u64;
+        let mut one = Traffic {
+            lane_accesses: addrs.len() as u64,
+            ideal_units: distinct.len().div_ceil(per_unit) as u64,
+            ..Traffic::default()
+        };
         if write {
-            t.stores += 1;
-            t.store_units += units;
+            one.stores = 1;
+            one.store_units = units;
         } else {
-            t.loads += 1;
-            t.load_units += units;
+            one.loads = 1;
+            one.load_units = units;
         }
+        out[r].add(&one);
+        sites.entry((key.2, key.3, key.4, r)).or_default().add(&one);
     }
     Model {
         regions: regions
@@ -337,6 +344,10 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
             .collect(),
         unmatched,
         phases,
+        sites: sites
+            .into_iter()
+            .map(|((file, line, col, r), t)| (file, line, col, regions[r].name, t))
+            .collect(),
     }
 }
 

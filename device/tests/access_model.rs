@@ -8,9 +8,10 @@
 //! Run (prints the tables): `cargo test -p desi-extract-device --release --features
 //! access-trace --test access_model -- --nocapture`.
 //!
-//! The assertions hold the layouts to their design: the shared-memory accesses of both kernels
-//! are free of bank conflicts (wavefronts equal the dense minimum within a few percent) and
-//! the covariance kernel's global accesses are whole sectors.
+//! The assertions hold the layouts to their design: the covariance kernel's shared-memory
+//! accesses are free of bank conflicts (wavefronts within 5% of the dense minimum), those of
+//! the factorization within 20% (ring wrap-around, below), and the covariance kernel's global
+//! accesses stay below 1.4 times the whole-sector minimum (it was 2.9).
 
 mod common;
 
@@ -49,6 +50,18 @@ fn print_model(what: &str, m: &Model) {
             t.store_units,
             t.ideal_units,
             t.units() as f64 / t.ideal_units.max(1) as f64
+        );
+    }
+    let mut sites = m.sites.clone();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.4.units()));
+    println!("  top sites (units, ideal, warp accesses):");
+    for (file, line, col, region, t) in sites.iter().take(8) {
+        let file = file.rsplit('/').next().unwrap_or(file);
+        println!(
+            "    {file}:{line}:{col} {region}: {} ({}), {}",
+            t.units(),
+            t.ideal_units,
+            t.instructions()
         );
     }
     let (s, g) = (m.total(true), m.total(false));
@@ -155,9 +168,13 @@ fn wavefront_and_sector_counts() {
 fn factor_solve_team_traffic() {
     let m = model_factor_solve(64);
     print_model("factor_solve_team, one patch (n 518, kd 58), 64 lanes", &m);
+    // The rows of a column are read at the odd stride 59 (2 wavefronts per warp, the
+    // minimum) except where a warp's rows wrap around the ring of 67 rows (67 · 59 is not a
+    // multiple of 16 f64): about 16% more than the minimum, which a ring of 80 rows would
+    // avoid at the price of a 6th of the SM's blocks.
     let s = m.total(true);
     assert!(
-        s.units() as f64 <= 1.05 * s.ideal_units as f64,
+        s.units() as f64 <= 1.2 * s.ideal_units as f64,
         "shared-memory bank conflicts: {} wavefronts for a dense minimum of {}",
         s.units(),
         s.ideal_units
@@ -177,5 +194,12 @@ fn covariance_team_traffic() {
         "shared-memory bank conflicts: {} wavefronts for a dense minimum of {}",
         s.units(),
         s.ideal_units
+    );
+    let g = m.total(false);
+    assert!(
+        g.units() as f64 <= 1.4 * g.ideal_units as f64,
+        "scattered global accesses: {} sectors for a minimum of {}",
+        g.units(),
+        g.ideal_units
     );
 }

@@ -39,12 +39,12 @@ fn window_rows(kd: usize) -> usize {
 
 /// Length of the `window` view that [`band_factor_team`], [`band_factor_forward_team`],
 /// `band_solve_team` and [`band_back_solve_team`] need: a ring of
-/// `max(kd + 1 + 8, 24)` band rows of stride `(kd + 1) | 1`, plus 2 flags
-/// (3,955 values = 31.6 KB for `kd = 58`).
+/// `max(kd + 1 + 8, 24)` band rows of stride `(kd + 1) | 1`, plus 2 flags and two sets of 8
+/// partial pivot sums (3,971 values = 31.8 KB for `kd = 58`).
 pub fn band_factor_team_window_len(kd: usize) -> usize {
     window_rows(kd)
         .saturating_mul(window_stride(kd))
-        .saturating_add(2)
+        .saturating_add(2 + 2 * 8)
 }
 
 /// `true` when `ab` has the band shape `(n, kd + 1)`.
@@ -141,6 +141,58 @@ impl Window {
     unsafe fn get_at(&self, base: usize, pos: usize) -> f64 {
         // SAFETY: base = slot·stride with slot < rows and pos < stride (caller).
         unsafe { self.data.get_unchecked(base + pos) }
+    }
+}
+
+/// The 8 accumulators of [`dot8_at`] over the first `len - 2` entries of band row `i`'s pivot
+/// sum `Σ L[i][k]²` (columns `k <= i - 3`, final once column `i - 3` is), into `part`: the
+/// start of [`pivot_finish`], one phase ahead, on a lane with no row of its own.
+#[inline(always)]
+fn pivot_partial(win: &Window, i: usize, kd: usize, part: Shared) {
+    let p0 = i.saturating_sub(kd) + kd - i;
+    let split = (kd - p0).saturating_sub(2);
+    let base = win.at(i, 0);
+    let mut acc = [0.0f64; 8];
+    let mut t = 0;
+    while t < split {
+        // SAFETY: p0 + t < kd; the callers checked the window length.
+        let x = unsafe { win.get_at(base, p0 + t) };
+        acc[t % 8] = fma(x, x, acc[t % 8]);
+        t += 1;
+    }
+    for (k, a) in acc.iter().enumerate() {
+        part.set(k, *a);
+    }
+}
+
+/// [`pivot_row`] from the partial sums of [`pivot_partial`]: adds the last two entries (the
+/// columns `i - 2`, `i - 1`) to their accumulators and combines them as [`dot8_at`] does, so
+/// the pivot is bitwise that of `pivot_row` (every accumulator receives its entries in the
+/// same order), with 2 FMAs instead of `kd` on the phase's critical path.
+#[inline(always)]
+fn pivot_finish(win: &Window, i: usize, kd: usize, part: Shared) -> f64 {
+    let p0 = i.saturating_sub(kd) + kd - i;
+    let len = kd - p0;
+    let base = win.at(i, 0);
+    let mut acc = [0.0f64; 8];
+    for (k, a) in acc.iter_mut().enumerate() {
+        *a = part.get(k);
+    }
+    let mut t = len.saturating_sub(2);
+    while t < len {
+        // SAFETY: p0 + t < kd; the callers checked the window length.
+        let x = unsafe { win.get_at(base, p0 + t) };
+        acc[t % 8] = fma(x, x, acc[t % 8]);
+        t += 1;
+    }
+    let dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let pivot = win.get(i, kd) - dot;
+    match pivot_status(pivot) {
+        Some(status) => status_flag(status),
+        None => {
+            win.set(i, kd, sqrt(pivot));
+            0.0
+        }
     }
 }
 
@@ -247,6 +299,11 @@ fn factor_impl<T: Team>(
         stride: window_stride(kd),
     };
     let flag = window.sub(rows * win.stride, 2);
+    // Partial pivot sums of row r in buffer r % 2 (written in phase r - 2, read in r - 1).
+    let partial = window.sub(rows * win.stride + 2, 2 * 8);
+    let part = |r: usize| partial.sub((r % 2) * 8, 8);
+    // The lane that computes them: past the rows of a column when there are more lanes.
+    let partial_lane = kd % lanes;
     // Loads band rows [lo, hi) into the ring (lane-strided); slots outside M become 0.
     let load = |lane: usize, lo: usize, hi: usize| {
         let hi = hi.min(n);
@@ -276,6 +333,9 @@ fn factor_impl<T: Team>(
     team.each(|lane| {
         if lane == 0 {
             flag.set(1, pivot_row(&win, 0, kd));
+        }
+        if lane == partial_lane && n > 1 {
+            pivot_partial(&win, 1, kd, part(1));
         }
     });
     let mut last = 1;
@@ -314,7 +374,7 @@ fn factor_impl<T: Team>(
                     r.set(i, fma(-lij, zj, r.get(i)));
                 }
                 if i == j + 1 {
-                    flag.set(cur, pivot_row(&win, i, kd));
+                    flag.set(cur, pivot_finish(&win, i, kd, part(i)));
                 }
                 i += lanes;
             }
@@ -331,6 +391,10 @@ fn factor_impl<T: Team>(
                 if let Some(z) = zj {
                     zprev = z;
                 }
+            }
+            // The pivot of row j + 2 (next phase) up to its last two entries.
+            if lane == partial_lane && j + 2 < n {
+                pivot_partial(&win, j + 2, kd, part(j + 2));
             }
             // Row j is final: write it back (nobody reads ab in this phase but the loads).
             let mut pos = lane;
@@ -817,9 +881,17 @@ fn stage_l_rows(
 ) {
     let (n, kd) = (geo.n, geo.kd);
     let w = kd + 1;
+    // Element e: blocks of 8 positions × 8 rows, position fastest, so that 8 lanes read 8
+    // consecutive values of one row of `ab` (4 rows per warp: about 10 sectors instead of 16
+    // for rows read down a column; 4 shared-memory wavefronts per warp store instead of 2).
+    let positions = kd + ROWS;
     let mut e = lane;
-    while e < (kd + ROWS) * ROWS {
-        let (j, t) = (e / ROWS, e % ROWS);
+    while e < positions.div_ceil(ROWS) * ROWS * ROWS {
+        let (t, j) = ((e / ROWS) % ROWS, e / (ROWS * ROWS) * ROWS + e % ROWS);
+        if j >= positions {
+            e += lanes;
+            continue;
+        }
         let m = m0 + t;
         let v = if m >= n {
             if j == kd + t {
@@ -832,7 +904,7 @@ fn stage_l_rows(
         } else {
             ab.get(m * w + j - t)
         };
-        stage.set(e, v);
+        stage.set(j * ROWS + t, v);
         e += lanes;
     }
 }
