@@ -691,28 +691,40 @@ fn diagonal_status_team<T: Team>(
 /// - `out`: shape `(bs, bs)` (at least `bs²` values; may be global memory: each element is
 ///   read and written by one lane per phase), row-major output
 ///   `out[r * bs + c] = C[r * nblock + b][c * nblock + b]` (symmetric). Used as the
-///   accumulator: on failure it holds partial sums.
+///   accumulator (tile-major, see below): on failure it holds partial sums.
 /// - `ring`: scratch of [`covariance_block_team_ring_len`]`(n, kd, nblock)` values (shared
-///   memory): the last `depth = max(kd, 8) + 8` rows of `Y_b` (row `m` in slot `m % depth`,
-///   `bs` values each), then two buffers of `depth · 8` values holding the rows
-///   `m0 .. m0 + 8` of `L` of one group, position-major and zero-padded:
-///   `stage[j · 8 + t] = L[m0 + t][m0 - kd + j]` (`0 <= j < kd + 8`, zero outside the band
-///   and the matrix; `1` on the diagonal of rows `>= n`).
+///   memory; on the GPU 16-byte aligned, as dynamic shared memory is): the last
+///   `depth = max(kd, 8) + 8` rows of `Y_b` (row `m` in slot `m % depth`, `bs` values each),
+///   then, from the first 16-byte aligned index (at most one value of slack), two buffers of
+///   `depth · 8` values holding the rows `m0 .. m0 + 8` of `L` of one group, position-major
+///   and zero-padded: `stage[j · 8 + t] = L[m0 + t][m0 - kd + j]` (`0 <= j < kd + 8`, zero
+///   outside the band and the matrix) except on the diagonal `j = kd + t`, which holds
+///   `1 / L[m0 + t][m0 + t]` (`1` for rows `>= n`).
 ///
 /// # Equation
 /// `C_bb = Y_bᵀ Y_b` with `Y_b = L⁻¹ E_b` (Bolton & Schlegel 2010 eq 10 restricted to one
 /// fiber); column `c` of `Y_b` is zero above row `start = b + c·nblock`, where it starts with
 /// `1 / L[m][m]`. Rows are produced 8 per phase (group `g`: rows `m0 = b + 8g ..`): the lane
-/// of column `c` forms `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) / L[m][m]` for
-/// the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
-/// from the staged group: broadcast shared-memory reads, no branch), then the 8×8 triangle
-/// in registers. In the same phase the next group of `L` is staged (all lanes, from `ab`)
-/// and, every [`GRAM_GROUPS`] groups (fewer for `kd < 32`) and after the last, the lanes of the
-/// `TILE × TILE` tiles of the upper triangle of `C_bb` add the rows computed since their last
-/// update: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after those rows are
+/// of column `c` forms `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) · (1 / L[m][m])`
+/// for the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
+/// from the staged group in 16-byte pairs: broadcast shared-memory reads, the same rows `k`
+/// for every started column, no branch), then the 8×8 triangle in registers; columns that
+/// start after the group only store zeros. In the same phase the next group of `L` is staged
+/// (all lanes, from `ab`, 8 consecutive band values per 8 lanes) and, every `min(kd / 8, 8)`
+/// groups (at least 1; the rows stay in the ring for `kd` rows) and after the last, the lanes
+/// of the `TILE × TILE` tiles of the upper triangle of `C_bb` add the rows computed since their
+/// last update: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after those rows are
 /// skipped); tile `i` runs on lane `(i + bs) % lanes`, so that with `lanes >= bs + tiles`
-/// no lane has both kinds of task. Then the lower triangle is mirrored.
-/// `ceil((n - b) / 8) + 3` phases.
+/// no lane has both kinds of task. The tiles' sums live in `out` tile-major between updates
+/// (entry `(i, j)` of tile `tile` at `(i·5 + j)·ntile + tile`: the lanes of a warp touch
+/// consecutive values) when `25·ntile <= min(bs², depth·bs)` (always for `bs >= 5` and
+/// `kd >= 32`), else row-major in place. At the end the tile-major sums go through the ring to
+/// their row-major places, lower triangle included (2 phases); row-major ones are mirrored
+/// (1 phase). `ceil((n - b) / 8) + 3` or `+ 4` phases.
+///
+/// The differences from the serial routine: the order of the sums, and `y` multiplied by the
+/// reciprocal of the diagonal instead of divided by it (one rounding more per row, far below
+/// `n·eps·κ`).
 ///
 /// # Returns
 /// [`Status::Ok`]; [`Status::BadShape`] on a shape mismatch; [`Status::NotPositiveDefinite`]
@@ -901,6 +913,10 @@ fn stage_l_rows(
             }
         } else if j < t || j > kd + t || m0 + j < kd {
             0.0
+        } else if j == kd + t {
+            // The diagonal as its reciprocal: one division per row here instead of one per
+            // row and column in `y_rows`.
+            1.0 / ab.get(m * w + kd)
         } else {
             ab.get(m * w + j - t)
         };
@@ -961,7 +977,7 @@ fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
                     s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
                 }
             });
-            let v = s / unsafe { stage.get_unchecked(tri + t * ROWS + t) };
+            let v = s * unsafe { stage.get_unchecked(tri + t * ROWS + t) };
             y[t] = if m >= start && m < n { v } else { 0.0 };
         });
     }
