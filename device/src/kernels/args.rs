@@ -628,7 +628,7 @@ impl FactorSolveArgs {
 
     /// `factor_solve_team`: one block of `lanes` per patch, with
     /// [`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) +
-    /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,784 bytes
+    /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,912 bytes
     /// for `kd = 58`, `nmax = 518`).
     #[inline]
     pub fn team_shape(&self, lanes: usize, kd_max: usize) -> LaunchShape {
@@ -679,7 +679,7 @@ impl CovarianceArgs {
 
     /// `covariance_team`: one block of `lanes` per `(patch, core spectrum)`, with
     /// [`covariance_block_team_ring_len`](banded_team::covariance_block_team_ring_len)`(nwavetot,
-    /// kd_max, 1)` f64 of dynamic shared memory (47,520 bytes for `nwavetot = 74`,
+    /// kd_max, 1)` f64 of dynamic shared memory (47,528 bytes for `nwavetot = 74`,
     /// `kd_max = 58`).
     #[inline]
     pub fn team_shape(&self, lanes: usize, kd_max: usize) -> LaunchShape {

@@ -799,7 +799,7 @@ pub unsafe extern "ptx-kernel" fn pixel_core(args: PixelCoreArgs) {
 ///   for `kd <= 63`, e.g. kd = 58: 58 dot products per phase);
 /// - dynamic shared memory of at least
 ///   `8 · (`[`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) + nmax)`
-///   bytes (`kd_max` the largest `kd` of the batch): 8 · (3,955 + 518) = 35,784 bytes for
+///   bytes (`kd_max` the largest `kd` of the batch): 8 · (3,971 + 518) = 35,912 bytes for
 ///   `kd = 58`, `nmax = 518` (below the default 48 KiB). A smaller allocation is not detected.
 ///
 /// # Thread mapping
@@ -902,10 +902,11 @@ pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
 ///   `nwavetot = 74`, at most one of each per lane);
 /// - dynamic shared memory of at least `8 · `
 ///   [`covariance_block_team_ring_len`](banded_team::covariance_block_team_ring_len)`(nwavetot, kd_max, 1)`
-///   bytes = `8 · (nwavetot + 16) · (max(kd_max, 8) + 8)`: 47,520 bytes for
+///   bytes = `8 · ((nwavetot + 16) · (max(kd_max, 8) + 8) + 1)`: 47,528 bytes for
 ///   `nwavetot = 74`, `kd_max = 58` (4 blocks per SM), above the default 48 KiB for larger
 ///   shapes: the host sets `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller
-///   allocation is not detected. `C_bb` is accumulated in place in `cov` (global memory).
+///   allocation is not detected. `C_bb` is accumulated in `cov` (global memory; tile-major,
+///   reordered to row-major at the end).
 ///
 /// # Thread mapping
 /// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]. The patch status is read

@@ -352,7 +352,7 @@ fn factor_impl<T: Team>(
         team.each(|lane| {
             let inv = 1.0 / win.get(j, kd);
             // z_j = u_j / L[j][j] (the same value on every lane; stored in phase j + 1).
-            let zj = rhs.map(|r| r.get(j) / win.get(j, kd));
+            let zj = rhs.map(|r| r.get(j) * inv);
             let i_end = n.min(j + w);
             let mut i = j + 1 + lane;
             while i < i_end {
@@ -416,7 +416,7 @@ fn factor_impl<T: Team>(
         if let Some(r) = rhs {
             team.each(|lane| {
                 if lane == 0 {
-                    r.set(n - 1, r.get(n - 1) / ab.get((n - 1) * w + kd));
+                    r.set(n - 1, r.get(n - 1) * (1.0 / ab.get((n - 1) * w + kd)));
                 }
             });
         }
@@ -468,7 +468,7 @@ pub fn band_solve_team<T: Team>(
     let lanes = team.lanes();
     for i in 0..n {
         team.each(|lane| {
-            let zi = rhs.get(i) / ab.get(i * w + kd);
+            let zi = rhs.get(i) * (1.0 / ab.get(i * w + kd));
             let mut k = i + 1 + lane;
             while k < n.min(i + w) {
                 rhs.set(k, fma(-ab.get(k * w + i + kd - k), zi, rhs.get(k)));
@@ -476,20 +476,21 @@ pub fn band_solve_team<T: Team>(
             }
             // z_{i-1} (read by everyone in phase i - 1, by no one now).
             if lane == 0 && i > 0 {
-                rhs.set(i - 1, rhs.get(i - 1) / ab.get((i - 1) * w + kd));
+                rhs.set(i - 1, rhs.get(i - 1) * (1.0 / ab.get((i - 1) * w + kd)));
             }
         });
     }
     team.each(|lane| {
         if lane == 0 {
-            rhs.set(n - 1, rhs.get(n - 1) / ab.get((n - 1) * w + kd));
+            rhs.set(n - 1, rhs.get(n - 1) * (1.0 / ab.get((n - 1) * w + kd)));
         }
     });
     band_back_solve_team(team, ab, n, kd, window, rhs)
 }
 
 /// Back substitution `Lᵀ x = z` by one team, in the order of the second pass of
-/// [`super::banded::band_solve`] (bitwise the same `x` for the same `z`).
+/// [`super::banded::band_solve`], except that `x_i = z_i · (1 / L[i][i])` (one rounding more
+/// per unknown than the serial division, far below `n·eps·κ`).
 ///
 /// # Parameters
 /// - `ab`: shape `(n, kd + 1)`, `L` in band storage (may be global memory).
@@ -498,9 +499,11 @@ pub fn band_solve_team<T: Team>(
 /// - `rhs`: shape `(n,)`; on entry `z`, on exit `x`.
 ///
 /// # Equation
-/// For `i = n-1, ..., 0` (one phase each): `x_i = z_i / L[i][i]` (every lane computes it),
-/// lanes over `k = i-kd .. i` apply `z_k -= L[i][k]·x_i`; `x_i` is stored in phase `i - 1`.
-/// `n + 2` phases.
+/// For `i = n-1, ..., 0` (one phase each): `x_i = z_i · r_i` (every lane computes it),
+/// lanes over `k = i-kd .. i` apply `z_k -= L[i][k]·x_i`; `x_i` is stored in phase `i - 1`
+/// (from lane 0's register). The reciprocal `r_i = 1 / L[i][i]` is computed by lane 0 one
+/// phase ahead into a shared slot, so a phase's critical path is a load, a multiplication and
+/// an FMA, without a division. `n + 2` phases.
 ///
 /// # Returns
 /// [`Status::Ok`], or [`Status::BadShape`] if a length disagrees with `n`, `kd`.
@@ -541,7 +544,14 @@ pub fn band_back_solve_team<T: Team>(
             e += lanes;
         }
     };
-    team.each(|lane| load(lane, 0));
+    // r_i = 1 / L[i][i] in slot i % 2 (the flag slots of the factorization).
+    let rinv = window.sub(window_rows(kd) * stride, 2);
+    team.each(|lane| {
+        load(lane, 0);
+        if lane == 0 {
+            rinv.set((n - 1) % 2, 1.0 / ab.get((n - 1) * w + kd));
+        }
+    });
     // x_{i+1}, computed by every lane in phase i + 1 and stored by lane 0 in phase i from its
     // register (see `zprev` in the factorization).
     let mut xprev = 0.0;
@@ -552,7 +562,7 @@ pub fn band_back_solve_team<T: Team>(
                 // Chunk c + 1 into the buffer of chunk c - 2 (finished).
                 load(lane, back / LOAD_AHEAD + 1);
             }
-            let x = rhs.get(i) / window.get(staged(i, kd));
+            let x = rhs.get(i) * rinv.get(i % 2);
             let j0 = i.saturating_sub(kd);
             let mut k = j0 + lane;
             while k < i {
@@ -564,12 +574,17 @@ pub fn band_back_solve_team<T: Team>(
                     rhs.set(i + 1, xprev);
                 }
                 xprev = x;
+                // Row i - 1 is staged: its chunk was loaded at the start of this chunk or
+                // earlier.
+                if i > 0 {
+                    rinv.set((i - 1) % 2, 1.0 / window.get(staged(i - 1, kd)));
+                }
             }
         });
     }
     team.each(|lane| {
         if lane == 0 {
-            rhs.set(0, rhs.get(0) / window.get(staged(0, kd)));
+            rhs.set(0, xprev);
         }
     });
     Status::Ok
