@@ -152,16 +152,27 @@ fn pivot_partial(win: &Window, i: usize, kd: usize, part: Shared) {
     let p0 = i.saturating_sub(kd) + kd - i;
     let split = (kd - p0).saturating_sub(2);
     let base = win.at(i, 0);
+    // SAFETY: p0 + t < kd for t < split; the callers checked the window length.
+    let row = |t: usize| unsafe { win.get_at(base, p0 + t) };
+    // The loop of `dot8_at` (constant accumulator indices: registers, not local memory).
     let mut acc = [0.0f64; 8];
+    let full = split / 8 * 8;
     let mut t = 0;
-    while t < split {
-        // SAFETY: p0 + t < kd; the callers checked the window length.
-        let x = unsafe { win.get_at(base, p0 + t) };
-        acc[t % 8] = fma(x, x, acc[t % 8]);
-        t += 1;
+    while t < full {
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            let x = row(t + k);
+            *acc_k = fma(x, x, *acc_k);
+        }
+        t += 8;
     }
-    for (k, a) in acc.iter().enumerate() {
-        part.set(k, *a);
+    for (k, acc_k) in acc.iter_mut().enumerate() {
+        if full + k < split {
+            let x = row(full + k);
+            *acc_k = fma(x, x, *acc_k);
+        }
+    }
+    for (k, acc_k) in acc.iter().enumerate() {
+        part.set(k, *acc_k);
     }
 }
 
@@ -182,7 +193,12 @@ fn pivot_finish(win: &Window, i: usize, kd: usize, part: Shared) -> f64 {
     while t < len {
         // SAFETY: p0 + t < kd; the callers checked the window length.
         let x = unsafe { win.get_at(base, p0 + t) };
-        acc[t % 8] = fma(x, x, acc[t % 8]);
+        // acc[t % 8] with constant indices (registers, not local memory).
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            if t % 8 == k {
+                *acc_k = fma(x, x, *acc_k);
+            }
+        }
         t += 1;
     }
     let dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
