@@ -198,7 +198,8 @@ impl Traffic {
         self.loads + self.stores
     }
 
-    fn add(&mut self, o: &Traffic) {
+    /// Adds `o` to these totals.
+    pub fn add(&mut self, o: &Traffic) {
         self.loads += o.loads;
         self.stores += o.stores;
         self.load_units += o.load_units;
@@ -217,6 +218,10 @@ pub struct Model {
     pub unmatched: u64,
     /// Phases run.
     pub phases: u32,
+    /// Sum over the phases of the most accesses one lane makes in the phase: a proxy for the
+    /// length of the phases' critical paths (a phase ends at its barrier, when its busiest
+    /// lane is done).
+    pub critical_accesses: u64,
     /// Per source location (`file:line:column`) and region: the traffic, in no order.
     pub sites: Vec<(&'static str, u32, u32, &'static str, Traffic)>,
 }
@@ -279,7 +284,9 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
     let mut groups: HashMap<Key, (usize, Vec<usize>)> = HashMap::new();
     let mut unmatched = 0;
     let mut phases = 0;
+    let mut per_lane: HashMap<(u32, u32), u64> = HashMap::new();
     for a in log {
+        *per_lane.entry((a.phase, a.lane)).or_insert(0) += 1;
         phases = phases.max(a.phase + 1);
         let Some(r) = regions.iter().position(|r| r.contains(a.addr)) else {
             unmatched += 1;
@@ -336,7 +343,13 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
         out[r].add(&one);
         sites.entry((key.2, key.3, key.4, r)).or_default().add(&one);
     }
+    let mut busiest: HashMap<u32, u64> = HashMap::new();
+    for ((phase, _), count) in per_lane {
+        let b = busiest.entry(phase).or_insert(0);
+        *b = (*b).max(count);
+    }
     Model {
+        critical_accesses: busiest.values().sum(),
         regions: regions
             .iter()
             .zip(out)

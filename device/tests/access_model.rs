@@ -23,7 +23,7 @@ use desi_device::linalg::banded_team::{
 };
 use desi_device::team::Shared;
 use desi_device::trace::{
-    global_sectors, model, shared_wavefronts, trace, Model, Region, TraceTeam,
+    global_sectors, model, shared_wavefronts, trace, Model, Region, TraceTeam, Traffic,
 };
 use desi_device::Status;
 
@@ -34,7 +34,10 @@ const KD: usize = 8 * NSPEC + 2;
 
 /// Prints one model as a table.
 fn print_model(what: &str, m: &Model) {
-    println!("{what}: {} phases", m.phases);
+    println!(
+        "{what}: {} phases, {} accesses on the busiest lane of each phase (sum)",
+        m.phases, m.critical_accesses
+    );
     println!(
         "  {:<8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}",
         "region", "space", "loads", "stores", "load u", "store u", "ideal u", "factor"
@@ -172,6 +175,16 @@ fn factor_solve_team_traffic() {
     // minimum) except where a warp's rows wrap around the ring of 67 rows (67 · 59 is not a
     // multiple of 16 f64): about 16% more than the minimum, which a ring of 80 rows would
     // avoid at the price of a 6th of the SM's blocks.
+    // The busiest lane of a factorization phase computes one entry of the column (a dot
+    // product: 2 reads per term, up to kd terms) and a few more accesses, the pivot's sum of
+    // squares having been started a phase ahead by another lane (before: the same lane also
+    // summed the kd squares, 126,245 accesses in all); a back-substitution phase is a few
+    // accesses per lane.
+    assert!(
+        m.critical_accesses <= (N * (2 * KD + 16) + N * 16) as u64,
+        "critical path: {} accesses",
+        m.critical_accesses
+    );
     let s = m.total(true);
     assert!(
         s.units() as f64 <= 1.2 * s.ideal_units as f64,
@@ -183,10 +196,28 @@ fn factor_solve_team_traffic() {
 
 #[test]
 fn covariance_team_traffic() {
+    // A patch: its 5 core fibers (blocks 1..=5 of nspecpad 7).
+    let (mut shared, mut global) = (Traffic::default(), Traffic::default());
+    for block in [1, 2, 4, 5] {
+        let m = model_covariance(128, block);
+        shared.add(&m.total(true));
+        global.add(&m.total(false));
+    }
     let m = model_covariance(128, 3);
     print_model(
         "covariance_team, one block (n 518, kd 58, nblock 7, block 3), 128 lanes",
         &m,
+    );
+    shared.add(&m.total(true));
+    global.add(&m.total(false));
+    println!(
+        "covariance_team, one patch (blocks 1..=5): shared {} warp accesses, {} wavefronts (ideal {}); global {} warp accesses, {} sectors (ideal {})",
+        shared.instructions(),
+        shared.units(),
+        shared.ideal_units,
+        global.instructions(),
+        global.units(),
+        global.ideal_units
     );
     let s = m.total(true);
     assert!(
