@@ -176,15 +176,15 @@ fn pivot_partial(win: &Window, i: usize, kd: usize, part: Shared) {
     }
 }
 
-/// [`pivot_row`] from the partial sums of [`pivot_partial`]: adds the last two entries (the
+/// [`pivot_row`] from the partial sums of [`pivot_partial`] (`base`: `win.at(i, 0)`): adds the
+/// last two entries (the
 /// columns `i - 2`, `i - 1`) to their accumulators and combines them as [`dot8_at`] does, so
 /// the pivot is bitwise that of `pivot_row` (every accumulator receives its entries in the
 /// same order), with 2 FMAs instead of `kd` on the phase's critical path.
 #[inline(always)]
-fn pivot_finish(win: &Window, i: usize, kd: usize, part: Shared) -> f64 {
+fn pivot_finish(win: &Window, i: usize, base: usize, kd: usize, part: Shared) -> f64 {
     let p0 = i.saturating_sub(kd) + kd - i;
     let len = kd - p0;
-    let base = win.at(i, 0);
     let mut acc = [0.0f64; 8];
     for (k, a) in acc.iter_mut().enumerate() {
         *a = part.get(k);
@@ -202,14 +202,23 @@ fn pivot_finish(win: &Window, i: usize, kd: usize, part: Shared) -> f64 {
         t += 1;
     }
     let dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    let pivot = win.get(i, kd) - dot;
+    let pivot = win.data.get(base + kd) - dot;
     match pivot_status(pivot) {
         Some(status) => status_flag(status),
         None => {
-            win.set(i, kd, sqrt(pivot));
+            win.data.set(base + kd, sqrt(pivot));
             0.0
         }
     }
+}
+
+/// `slot % rows` for `slot < rows + lanes` (a subtraction or a few: no 64-bit remainder).
+#[inline(always)]
+fn wrap_slot(mut slot: usize, rows: usize) -> usize {
+    while slot >= rows {
+        slot -= rows;
+    }
+    slot
 }
 
 /// Finishes the pivot of band row `i` in the window (all its off-diagonal entries final):
@@ -365,34 +374,40 @@ fn factor_impl<T: Team>(
             break;
         }
         let cur = j % 2;
+        // Ring slots by additions from row j's (the same on every lane), not by a 64-bit
+        // remainder per row access: it led every lane's dot product.
+        let slot_j = j % rows;
+        let base_j = slot_j * win.stride;
         team.each(|lane| {
-            let inv = 1.0 / win.get(j, kd);
+            let inv = 1.0 / win.data.get(base_j + kd);
             // z_j = u_j / L[j][j] (the same value on every lane; stored in phase j + 1).
             let zj = rhs.map(|r| r.get(j) * inv);
             let i_end = n.min(j + w);
             let mut i = j + 1 + lane;
+            let mut slot_i = wrap_slot(slot_j + 1 + lane, rows);
             while i < i_end {
                 let i0 = i.saturating_sub(kd);
                 let pj = j + kd - i;
                 let (xi, yj) = (i0 + kd - i, i0 + kd - j);
-                let (base_i, base_j) = (win.at(i, 0), win.at(j, 0));
+                let base_i = slot_i * win.stride;
                 // SAFETY: xi + t < pj <= kd and yj + t < kd for t < j - i0; the window length
                 // was checked on entry.
-                let s = win.get(i, pj)
+                let s = win.data.get(base_i + pj)
                     - dot4_at(
                         j - i0,
                         |t| unsafe { win.get_at(base_i, xi + t) },
                         |t| unsafe { win.get_at(base_j, yj + t) },
                     );
                 let lij = s * inv;
-                win.set(i, pj, lij);
+                win.data.set(base_i + pj, lij);
                 if let (Some(r), Some(zj)) = (rhs, zj) {
                     r.set(i, fma(-lij, zj, r.get(i)));
                 }
                 if i == j + 1 {
-                    flag.set(cur, pivot_finish(&win, i, kd, part(i)));
+                    flag.set(cur, pivot_finish(&win, i, base_i, kd, part(i)));
                 }
                 i += lanes;
+                slot_i = wrap_slot(slot_i + lanes, rows);
             }
             if lane == 0 {
                 if j + 1 >= n {
@@ -415,7 +430,7 @@ fn factor_impl<T: Team>(
             // Row j is final: write it back (nobody reads ab in this phase but the loads).
             let mut pos = lane;
             while pos < w {
-                ab.set(j * w + pos, win.get(j, pos));
+                ab.set(j * w + pos, win.data.get(base_j + pos));
                 pos += lanes;
             }
             // Rows j+w .. j+w+LOAD_AHEAD (first read in phases j+1 .. j+LOAD_AHEAD) go to
@@ -975,25 +990,27 @@ fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
     let mut y = [0.0f64; ROWS];
     // SAFETY (the unchecked accesses): `stage` has `depth · ROWS >= (kd + ROWS) · ROWS`
     // values and starts 16-byte aligned (`lrow + 2p` is even), `ring` at least `depth · bs`
-    // (checked by the caller), `slot < depth`, `c < bs`.
+    // (checked by the caller), `at = slot · bs + c < depth · bs` (`slot < depth`, `c < bs`).
     if start < m0 + ROWS {
         let mut acc = [0.0f64; ROWS];
         // Ring part: k in [max(m0 - kd, block), m0); stage position j = k + kd - m0 (the
         // zero padding covers the rows whose band starts later).
         let k_lo = m0.saturating_sub(kd).max(geo.block);
-        let mut slot = k_lo % depth;
+        // Index of y_k[c] in the ring, advanced by additions (no multiplication per term).
+        let ring_end = depth * bs;
+        let mut at = (k_lo % depth) * bs + c;
         let mut j = k_lo + kd - m0;
         while j < kd {
-            let v = unsafe { ring.get_unchecked(slot * bs + c) };
+            let v = unsafe { ring.get_unchecked(at) };
             let lrow = j * ROWS;
             unroll!(p in [0, 1, 2, 3] => {
                 let (a, b) = unsafe { stage.get2_unchecked(lrow + 2 * p) };
                 acc[2 * p] = fma(-a, v, acc[2 * p]);
                 acc[2 * p + 1] = fma(-b, v, acc[2 * p + 1]);
             });
-            slot += 1;
-            if slot == depth {
-                slot = 0;
+            at += bs;
+            if at >= ring_end {
+                at -= ring_end;
             }
             j += 1;
         }
