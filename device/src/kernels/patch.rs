@@ -790,7 +790,8 @@ pub unsafe extern "ptx-kernel" fn pixel_core(args: PixelCoreArgs) {
 
 /// Regularization, banded Cholesky factorization and solve of one patch per thread block
 /// (the cooperative version of [`factor_solve`], same arguments and results; the factor is
-/// bitwise that of `band_factor`, the solve equal up to the order of the forward sums).
+/// bitwise that of `band_factor`, the solve equal up to the order of the forward sums and
+/// the diagonal's reciprocals).
 ///
 /// # Launch
 /// [`FactorSolveArgs::team_shape`]`(lanes, kd_max)`:

@@ -276,8 +276,9 @@ pub fn band_factor_team<T: Team>(
 
 /// [`band_factor_team`] fused with the forward substitution `L z = rhs` (no extra phase):
 /// in phase `j` the lane of row `i` also applies `u_i -= L[i][j]·z_j` with
-/// `z_j = u_j / L[j][j]` (column-oriented, so the sums run in a different order than in
-/// [`super::banded::band_solve`]: equal to about `n·eps·κ`).
+/// `z_j = u_j · (1 / L[j][j])` (column-oriented, so the sums run in a different order than in
+/// [`super::banded::band_solve`], and the reciprocal rounds once more: equal to about
+/// `n·eps·κ`).
 ///
 /// # Parameters
 /// As [`band_factor_team`], plus `rhs`: shape `(n,)`, on entry `y = AᵀWp`, on exit `z` with
@@ -466,9 +467,10 @@ fn factor_impl<T: Team>(
 ///   2010 eq 4).
 ///
 /// # Equation
-/// Forward, phase `i`: `z_i = u_i / L[i][i]`, and lanes over `k = i+1 ..= i+kd` apply
-/// `u_k -= L[k][i]·z_i` (`u = rhs` on entry). Same result as
-/// [`super::banded::band_solve`] up to the order of the forward sums (about `n·eps·κ`).
+/// Forward, phase `i`: `z_i = u_i · (1 / L[i][i])`, and lanes over `k = i+1 ..= i+kd` apply
+/// `u_k -= L[k][i]·z_i` (`u = rhs` on entry): bitwise [`band_factor_forward_team`]'s `z`.
+/// Same result as [`super::banded::band_solve`] up to the order of the forward sums and the
+/// reciprocals (about `n·eps·κ`).
 /// `2n + 3` phases.
 ///
 /// # Returns
