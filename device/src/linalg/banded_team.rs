@@ -254,11 +254,15 @@ fn pivot_row(win: &Window, i: usize, kd: usize) -> f64 {
 /// # Algorithm (phases)
 /// Column by column (LAPACK `dpbtf2` order). Phase `j` (after `L[j][j]` is known): lane `l`
 /// computes `L[i][j] = (M[i][j] - Σ_k L[i][k]·L[j][k]) / L[j][j]` for the rows
-/// `i = j + 1 + l + t·lanes <= j + kd`, each a dot product over its own window row; the lane
-/// of row `j + 1` then finishes that row's pivot and writes the failure flag. In the same
-/// phase, row `j` (final) is written back to `ab`, and every `LOAD_AHEAD` columns the next
-/// `LOAD_AHEAD` rows are loaded into the ring. `n + 2` phases; the work of one phase is
-/// `kd` dot products of length `<= kd` (one per lane for `lanes >= kd`, e.g. 64 lanes).
+/// `i = j + 1 + l + t·lanes <= j + kd`, each a dot product over its own window row (`L[i][j]`
+/// is `(…) · (1 / L[j][j])`, as in `band_factor`); the lane of row `j + 1` then finishes that
+/// row's pivot from the partial sum of squares that lane `kd % lanes` (idle for
+/// `lanes > kd`) left in phase `j - 1` (all but the last two terms, in `dot8_at`'s
+/// accumulators: the same FMAs in the same order) and writes the failure flag; lane
+/// `kd % lanes` starts the pivot of row `j + 2`. In the same phase, row `j` (final) is written
+/// back to `ab`, and every `LOAD_AHEAD` columns the next `LOAD_AHEAD` rows are loaded into the
+/// ring. `n + 2` phases; the work of one phase is `kd` dot products of length `<= kd` (one
+/// per lane for `lanes >= kd`, e.g. 64 lanes) and the partial sum of squares.
 ///
 /// # Returns
 /// As `band_factor`: [`Status::Ok`], [`Status::NonFinite`] / [`Status::NotPositiveDefinite`]
