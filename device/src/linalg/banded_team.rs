@@ -335,21 +335,25 @@ fn factor_impl<T: Team>(
     // The lane that computes them: past the rows of a column when there are more lanes.
     let partial_lane = kd % lanes;
     // Loads band rows [lo, hi) into the ring (lane-strided); slots outside M become 0.
+    // Row by row, lanes over the positions (no 64-bit division per element).
     let load = |lane: usize, lo: usize, hi: usize| {
         let hi = hi.min(n);
-        if hi <= lo {
-            return;
-        }
-        let mut e = lane;
-        while e < (hi - lo) * w {
-            let (i, pos) = (lo + e / w, e % w);
-            let v = if pos + i < kd {
-                0.0
-            } else {
-                ab.get(i * w + pos)
-            };
-            win.set(i, pos, v);
-            e += lanes;
+        let mut i = lo;
+        let mut slot = lo % rows;
+        while i < hi {
+            let base = slot * win.stride;
+            let mut pos = lane;
+            while pos < w {
+                let v = if pos + i < kd {
+                    0.0
+                } else {
+                    ab.get(i * w + pos)
+                };
+                win.data.set(base + pos, v);
+                pos += lanes;
+            }
+            i += 1;
+            slot = wrap_slot(slot + 1, rows);
         }
     };
     team.each(|lane| {
@@ -571,14 +575,17 @@ pub fn band_back_solve_team<T: Team>(
         row * stride + pos
     };
     // Loads chunk c (rows n-(c+1)A .. n-cA, clamped at 0), lane-strided.
+    // Row by row, lanes over the positions (no 64-bit division per element).
     let load = |lane: usize, c: usize| {
         let hi = n.saturating_sub(c * LOAD_AHEAD);
-        let lo = n.saturating_sub((c + 1) * LOAD_AHEAD);
-        let mut e = lane;
-        while e < (hi - lo) * w {
-            let (i, pos) = (lo + e / w, e % w);
-            window.set(staged(i, pos), ab.get(i * w + pos));
-            e += lanes;
+        let mut i = n.saturating_sub((c + 1) * LOAD_AHEAD);
+        while i < hi {
+            let mut pos = lane;
+            while pos < w {
+                window.set(staged(i, pos), ab.get(i * w + pos));
+                pos += lanes;
+            }
+            i += 1;
         }
     };
     // r_i = 1 / L[i][i] in slot i % 2 (the flag slots of the factorization).
