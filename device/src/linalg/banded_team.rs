@@ -12,6 +12,8 @@
 //! pivot is written to a flag in one phase and read by every lane after the barrier, and all
 //! lanes return the same [`Status`].
 
+pub mod base;
+
 use super::dense::pivot_status;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
