@@ -222,6 +222,9 @@ pub struct Model {
     /// length of the phases' critical paths (a phase ends at its barrier, when its busiest
     /// lane is done).
     pub critical_accesses: u64,
+    /// Sum over the phases of the most warp accesses one warp issues in the phase (the lanes
+    /// of a warp that take different branches issue one after the other: SIMT divergence).
+    pub critical_warp_accesses: u64,
     /// Per source location (`file:line:column`) and region: the traffic, in no order.
     pub sites: Vec<(&'static str, u32, u32, &'static str, Traffic)>,
 }
@@ -315,6 +318,15 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
         };
         entry.1.push(a.addr - base);
     }
+    let mut per_warp: HashMap<(u32, u32), u64> = HashMap::new();
+    for key in groups.keys() {
+        *per_warp.entry((key.0, key.1)).or_insert(0) += 1;
+    }
+    let mut busiest_warp: HashMap<u32, u64> = HashMap::new();
+    for ((phase, _), count) in per_warp {
+        let b = busiest_warp.entry(phase).or_insert(0);
+        *b = (*b).max(count);
+    }
     let mut out: Vec<Traffic> = alloc_traffic(regions.len());
     let mut sites: HashMap<(&'static str, u32, u32, usize), Traffic> = HashMap::new();
     for (key, (r, addrs)) in groups {
@@ -350,6 +362,7 @@ pub fn model(log: &[Access], regions: &[Region]) -> Model {
     }
     Model {
         critical_accesses: busiest.values().sum(),
+        critical_warp_accesses: busiest_warp.values().sum(),
         regions: regions
             .iter()
             .zip(out)

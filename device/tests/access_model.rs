@@ -35,8 +35,8 @@ const KD: usize = 8 * NSPEC + 2;
 /// Prints one model as a table.
 fn print_model(what: &str, m: &Model) {
     println!(
-        "{what}: {} phases, {} accesses on the busiest lane of each phase (sum)",
-        m.phases, m.critical_accesses
+        "{what}: {} phases; per phase, summed: {} accesses on the busiest lane, {} warp accesses on the busiest warp",
+        m.phases, m.critical_accesses, m.critical_warp_accesses
     );
     println!(
         "  {:<8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}",

@@ -107,6 +107,39 @@ fn dot4_at(len: usize, x: impl Fn(usize) -> f64, y: impl Fn(usize) -> f64) -> f6
     (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
+/// [`dot4_at`]`(len, x, y)` (bitwise) and, in the same pass over `x`, the 8 accumulators of
+/// [`dot8_at`]`(len, x, x)` before their final combination (each accumulator receives its
+/// terms in `dot8_at`'s order): the sum of squares of a row comes for free with its dot
+/// product (the loads are shared; the FMAs are independent chains).
+#[inline(always)]
+fn dot4_squares8_at(
+    len: usize,
+    x: impl Fn(usize) -> f64,
+    y: impl Fn(usize) -> f64,
+) -> (f64, [f64; 8]) {
+    let mut acc = [0.0f64; 4];
+    let mut sq = [0.0f64; 8];
+    let full = len / 8 * 8;
+    let mut i = 0;
+    while i < full {
+        for (t, sq_t) in sq.iter_mut().enumerate() {
+            let xv = x(i + t);
+            acc[t % 4] = fma(xv, y(i + t), acc[t % 4]);
+            *sq_t = fma(xv, xv, *sq_t);
+        }
+        i += 8;
+    }
+    // Constant trip count (unrolled: the accumulators stay in registers).
+    for (t, sq_t) in sq.iter_mut().enumerate() {
+        if full + t < len {
+            let xv = x(full + t);
+            acc[t % 4] = fma(xv, y(full + t), acc[t % 4]);
+            *sq_t = fma(xv, xv, *sq_t);
+        }
+    }
+    ((acc[0] + acc[2]) + (acc[1] + acc[3]), sq)
+}
+
 /// Window geometry of one band: row `i` of the band lives in ring slot `i % rows`.
 #[derive(Clone, Copy)]
 struct Window {
@@ -123,11 +156,19 @@ impl Window {
     }
 
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     fn get(&self, i: usize, pos: usize) -> f64 {
         self.data.get(self.at(i, pos))
     }
 
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     fn set(&self, i: usize, pos: usize, value: f64) {
         self.data.set(self.at(i, pos), value)
     }
@@ -140,46 +181,21 @@ impl Window {
     /// `pos <= kd` (so `pos < stride`) and the window holds `rows · stride` values (checked
     /// against [`band_factor_team_window_len`] by the callers).
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     unsafe fn get_at(&self, base: usize, pos: usize) -> f64 {
         // SAFETY: base = slot·stride with slot < rows and pos < stride (caller).
         unsafe { self.data.get_unchecked(base + pos) }
     }
 }
 
-/// The 8 accumulators of [`dot8_at`] over the first `len - 2` entries of band row `i`'s pivot
-/// sum `Σ L[i][k]²` (columns `k <= i - 3`, final once column `i - 3` is), into `part`: the
-/// start of [`pivot_finish`], one phase ahead, on a lane with no row of its own.
-#[inline(always)]
-fn pivot_partial(win: &Window, i: usize, kd: usize, part: Shared) {
-    let p0 = i.saturating_sub(kd) + kd - i;
-    let split = (kd - p0).saturating_sub(2);
-    let base = win.at(i, 0);
-    // SAFETY: p0 + t < kd for t < split; the callers checked the window length.
-    let row = |t: usize| unsafe { win.get_at(base, p0 + t) };
-    // The loop of `dot8_at` (constant accumulator indices: registers, not local memory).
-    let mut acc = [0.0f64; 8];
-    let full = split / 8 * 8;
-    let mut t = 0;
-    while t < full {
-        for (k, acc_k) in acc.iter_mut().enumerate() {
-            let x = row(t + k);
-            *acc_k = fma(x, x, *acc_k);
-        }
-        t += 8;
-    }
-    for (k, acc_k) in acc.iter_mut().enumerate() {
-        if full + k < split {
-            let x = row(full + k);
-            *acc_k = fma(x, x, *acc_k);
-        }
-    }
-    for (k, acc_k) in acc.iter().enumerate() {
-        part.set(k, *acc_k);
-    }
-}
-
-/// [`pivot_row`] from the partial sums of [`pivot_partial`] (`base`: `win.at(i, 0)`): adds the
-/// last two entries (the
+/// [`pivot_row`] from partial sums (`base`: `win.at(i, 0)`): the 8 accumulators of
+/// [`dot8_at`] over all but the last two entries of the row, which the lane of row `i` left in
+/// `part` in phase `i - 2` (from its dot product's pass over the row, [`dot4_squares8_at`];
+/// zeros when the row has at most 2 entries, `part` then not read); adds the last two entries
+/// (the
 /// columns `i - 2`, `i - 1`) to their accumulators and combines them as [`dot8_at`] does, so
 /// the pivot is bitwise that of `pivot_row` (every accumulator receives its entries in the
 /// same order), with 2 FMAs instead of `kd` on the phase's critical path.
@@ -188,8 +204,10 @@ fn pivot_finish(win: &Window, i: usize, base: usize, kd: usize, part: Shared) ->
     let p0 = i.saturating_sub(kd) + kd - i;
     let len = kd - p0;
     let mut acc = [0.0f64; 8];
-    for (k, a) in acc.iter_mut().enumerate() {
-        *a = part.get(k);
+    if len > 2 {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = part.get(k);
+        }
     }
     let mut t = len.saturating_sub(2);
     while t < len {
@@ -258,13 +276,13 @@ fn pivot_row(win: &Window, i: usize, kd: usize) -> f64 {
 /// computes `L[i][j] = (M[i][j] - Σ_k L[i][k]·L[j][k]) / L[j][j]` for the rows
 /// `i = j + 1 + l + t·lanes <= j + kd`, each a dot product over its own window row (`L[i][j]`
 /// is `(…) · (1 / L[j][j])`, as in `band_factor`); the lane of row `j + 1` then finishes that
-/// row's pivot from the partial sum of squares that lane `kd % lanes` (idle for
-/// `lanes > kd`) left in phase `j - 1` (all but the last two terms, in `dot8_at`'s
-/// accumulators: the same FMAs in the same order) and writes the failure flag; lane
-/// `kd % lanes` starts the pivot of row `j + 2`. In the same phase, row `j` (final) is written
+/// row's pivot from the partial sum of squares that the lane of row `j + 1` left in phase
+/// `j - 1` (all but the last two terms, accumulated in `dot8_at`'s order during its dot
+/// product over the same entries: the same FMAs in the same order, no extra loads) and writes
+/// the failure flag. In the same phase, row `j` (final) is written
 /// back to `ab`, and every `LOAD_AHEAD` columns the next `LOAD_AHEAD` rows are loaded into the
 /// ring. `n + 2` phases; the work of one phase is `kd` dot products of length `<= kd` (one
-/// per lane for `lanes >= kd`, e.g. 64 lanes) and the partial sum of squares.
+/// per lane for `lanes >= kd`, e.g. 64 lanes), each with its row's sum of squares.
 ///
 /// # Returns
 /// As `band_factor`: [`Status::Ok`], [`Status::NonFinite`] / [`Status::NotPositiveDefinite`]
@@ -331,11 +349,10 @@ fn factor_impl<T: Team>(
         stride: window_stride(kd),
     };
     let flag = window.sub(rows * win.stride, 2);
-    // Partial pivot sums of row r in buffer r % 2 (written in phase r - 2, read in r - 1).
+    // Partial pivot sums of row r in buffer r % 2 (written in phase r - 2 by the lane of row
+    // r, read in phase r - 1).
     let partial = window.sub(rows * win.stride + 2, 2 * 8);
     let part = |r: usize| partial.sub((r % 2) * 8, 8);
-    // The lane that computes them: past the rows of a column when there are more lanes.
-    let partial_lane = kd % lanes;
     // Loads band rows [lo, hi) into the ring (lane-strided); slots outside M become 0.
     // Row by row, lanes over the positions (no 64-bit division per element).
     let load = |lane: usize, lo: usize, hi: usize| {
@@ -370,9 +387,6 @@ fn factor_impl<T: Team>(
         if lane == 0 {
             flag.set(1, pivot_row(&win, 0, kd));
         }
-        if lane == partial_lane && n > 1 {
-            pivot_partial(&win, 1, kd, part(1));
-        }
     });
     let mut last = 1;
     // z_{j-1} = u_{j-1} / L[j-1][j-1], computed by every lane in phase j - 1 and stored by
@@ -403,12 +417,20 @@ fn factor_impl<T: Team>(
                 let base_i = slot_i * win.stride;
                 // SAFETY: xi + t < pj <= kd and yj + t < kd for t < j - i0; the window length
                 // was checked on entry.
-                let s = win.data.get(base_i + pj)
-                    - dot4_at(
-                        j - i0,
-                        |t| unsafe { win.get_at(base_i, xi + t) },
-                        |t| unsafe { win.get_at(base_j, yj + t) },
-                    );
+                let (dot, squares) = dot4_squares8_at(
+                    j - i0,
+                    |t| unsafe { win.get_at(base_i, xi + t) },
+                    |t| unsafe { win.get_at(base_j, yj + t) },
+                );
+                let s = win.data.get(base_i + pj) - dot;
+                // Row j + 2's pivot, all but its last two terms (the same entries as this
+                // dot product's): read in the next phase.
+                if i == j + 2 {
+                    let p = part(i);
+                    for (k, v) in squares.iter().enumerate() {
+                        p.set(k, *v);
+                    }
+                }
                 let lij = s * inv;
                 win.data.set(base_i + pj, lij);
                 if let (Some(r), Some(zj)) = (rhs, zj) {
@@ -433,10 +455,6 @@ fn factor_impl<T: Team>(
                 if let Some(z) = zj {
                     zprev = z;
                 }
-            }
-            // The pivot of row j + 2 (next phase) up to its last two entries.
-            if lane == partial_lane && j + 2 < n {
-                pivot_partial(&win, j + 2, kd, part(j + 2));
             }
             // Row j is final: write it back (nobody reads ab in this phase but the loads).
             let mut pos = lane;
