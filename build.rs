@@ -124,7 +124,13 @@ include!("tools/find_ptxas.rs");
 /// attribute, and without a limit ptxas schedules for ILP up to 255 registers.
 /// `covariance_team`: 128 registers x 128 lanes x 4 blocks fill an SM's 64 K registers, the 4
 /// blocks its shared memory allows (47.5 KB each); unlimited it takes about 220.
-const REGISTER_LIMITS: &[(&str, u32)] = &[("covariance_team", 128), ("resolution_team", 128)];
+/// `factor_solve_team`: 168 registers x 64 lanes x 6 blocks fit, the 6 blocks its shared memory
+/// allows (35.9 KB each); it takes 167 unlimited, a guard against a silent drop to 5 blocks.
+const REGISTER_LIMITS: &[(&str, u32)] = &[
+    ("covariance_team", 128),
+    ("resolution_team", 128),
+    ("factor_solve_team", 168),
+];
 
 /// Inserts `.maxnreg` between the parameter list and the body of the kernels of
 /// [`REGISTER_LIMITS`] (fails when one is missing or already has a directive).

@@ -54,8 +54,12 @@ step cargo clippy --workspace --all-targets -- -D warnings
 step env RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Ctarget-cpu=sm_80" \
     cargo clippy -p desi-extract-device --lib --target nvptx64-nvidia-cuda -Zbuild-std=core \
     --target-dir "$target_dir/ptx/clippy" -- -D warnings -A unused_features
+# The device crate's access model (feature access-trace: device/src/trace.rs and
+# device/tests/access_model.rs, which the workspace runs above leave out).
+step cargo clippy -p desi-extract-device --all-targets --features access-trace -- -D warnings
 # Library, binary, integration and doc tests of both packages (benches are only linted above).
 step cargo test --workspace --no-fail-fast --profile "$profile"
+step cargo test -p desi-extract-device --profile "$profile" --features access-trace --test access_model
 # The Python package (pyproject.toml, python/): pip builds it with maturin in release (in
 # target/, sharing the dependencies built above) into target/python; tests/python compares it,
 # and desispec 0.70.0's own extraction script running on it, with the CLI built above.

@@ -44,5 +44,7 @@ pub mod psf;
 pub mod reference;
 pub mod status;
 pub mod team;
+#[cfg(all(feature = "access-trace", not(target_arch = "nvptx64")))]
+pub mod trace;
 
 pub use status::Status;

@@ -140,8 +140,19 @@ impl Shared {
 
     /// Element `i` (NaN when out of range, which is a logic error that tests catch).
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     pub fn get(&self, i: usize) -> f64 {
         if i < self.len {
+            #[cfg(all(feature = "access-trace", not(target_arch = "nvptx64")))]
+            crate::trace::record(
+                self.ptr.wrapping_add(i),
+                8,
+                false,
+                core::panic::Location::caller(),
+            );
             // SAFETY: i < len and the view is valid (constructor contract).
             unsafe { self.ptr.add(i).read() }
         } else {
@@ -151,8 +162,19 @@ impl Shared {
 
     /// Sets element `i` (ignored when out of range; see [`Shared::get`]).
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     pub fn set(&self, i: usize, value: f64) {
         if i < self.len {
+            #[cfg(all(feature = "access-trace", not(target_arch = "nvptx64")))]
+            crate::trace::record(
+                self.ptr.wrapping_add(i),
+                8,
+                true,
+                core::panic::Location::caller(),
+            );
             // SAFETY: i < len and the view is valid (constructor contract).
             unsafe { self.ptr.add(i).write(value) }
         }
@@ -164,8 +186,19 @@ impl Shared {
     /// # Safety
     /// `i < self.len()`.
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     pub unsafe fn get_unchecked(&self, i: usize) -> f64 {
         debug_assert!(i < self.len, "Shared::get_unchecked: {i} >= {}", self.len);
+        #[cfg(all(feature = "access-trace", not(target_arch = "nvptx64")))]
+        crate::trace::record(
+            self.ptr.wrapping_add(i),
+            8,
+            false,
+            core::panic::Location::caller(),
+        );
         // SAFETY: i < len (caller) and the view is valid (constructor contract).
         unsafe { self.ptr.add(i).read() }
     }
@@ -175,10 +208,66 @@ impl Shared {
     /// # Safety
     /// `i < self.len()`.
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     pub unsafe fn set_unchecked(&self, i: usize, value: f64) {
         debug_assert!(i < self.len, "Shared::set_unchecked: {i} >= {}", self.len);
+        #[cfg(all(feature = "access-trace", not(target_arch = "nvptx64")))]
+        crate::trace::record(
+            self.ptr.wrapping_add(i),
+            8,
+            true,
+            core::panic::Location::caller(),
+        );
         // SAFETY: i < len (caller) and the view is valid (constructor contract).
         unsafe { self.ptr.add(i).write(value) }
+    }
+
+    /// Elements `i` and `i + 1`: one 16-byte load on the GPU (half the load instructions, and
+    /// half the shared-memory wavefronts of a broadcast), two loads on the host.
+    ///
+    /// # Safety
+    /// `i + 1 < self.len()`; on the GPU the address of element `i` is a multiple of 16 (see
+    /// [`Shared::address`]).
+    #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
+    pub unsafe fn get2_unchecked(&self, i: usize) -> (f64, f64) {
+        debug_assert!(
+            i + 1 < self.len,
+            "Shared::get2_unchecked: {i} + 1 >= {}",
+            self.len
+        );
+        #[cfg(target_arch = "nvptx64")]
+        {
+            /// Two f64 with the alignment of a 16-byte vector load.
+            #[repr(C, align(16))]
+            struct Pair(f64, f64);
+            // SAFETY: i + 1 < len (caller), the address is 16-byte aligned (caller).
+            let pair = unsafe { self.ptr.add(i).cast::<Pair>().read() };
+            (pair.0, pair.1)
+        }
+        #[cfg(not(target_arch = "nvptx64"))]
+        {
+            #[cfg(feature = "access-trace")]
+            crate::trace::record(
+                self.ptr.wrapping_add(i),
+                16,
+                false,
+                core::panic::Location::caller(),
+            );
+            // SAFETY: i + 1 < len (caller) and the view is valid (constructor contract).
+            unsafe { (self.ptr.add(i).read(), self.ptr.add(i + 1).read()) }
+        }
+    }
+
+    /// Byte address of element 0 (for alignment decisions, e.g. [`Shared::get2_unchecked`]).
+    pub fn address(&self) -> usize {
+        self.ptr as usize
     }
 
     /// A sub-view `[start, start + len)` (clamped to the view).

@@ -308,6 +308,134 @@ fn covariance_matches_serial_blocks() {
     }
 }
 
+/// The routines of main bbb071a kept for A/B timing (`banded_team::base`): the same factor
+/// bit for bit, the solution within the solve's tolerance of `band_solve` and of the current
+/// routines, the same bits at every lane count and order.
+#[test]
+fn base_routines_match() {
+    use desi_device::linalg::banded_team::base::{
+        band_back_solve_team_base, band_factor_forward_team_base,
+    };
+    for case in cases() {
+        let (n, kd) = (case.n, case.kd);
+        let mut l = case.ab.clone();
+        assert_eq!(band_factor(&mut l, n, kd), Status::Ok);
+        let rhs = random_vector(n, 7 + n as u64);
+        let mut expected = rhs.clone();
+        assert_eq!(band_solve(&l, n, kd, &mut expected), Status::Ok);
+        let tol = 1e-13 * max_abs(&expected);
+        let (_, _, current) = factor_solve_team(&SerialTeam { lanes: 64 }, &case.ab, n, kd, &rhs);
+        let mut first: Option<Vec<f64>> = None;
+        for lanes in [1usize, 32, 64, 128] {
+            for reverse in [false, true] {
+                let what = format!("{} base lanes={lanes} reverse={reverse}", case.name);
+                let mut band = case.ab.clone();
+                let mut x = rhs.clone();
+                let mut window = vec![f64::NAN; band_factor_team_window_len(kd)];
+                let (b, w, xs) = (
+                    Shared::new(&mut band),
+                    Shared::new(&mut window),
+                    Shared::new(&mut x),
+                );
+                let status = if reverse {
+                    let team = ReverseTeam { lanes };
+                    let mut s = band_factor_forward_team_base(&team, b, n, kd, w, xs);
+                    if s == Status::Ok {
+                        s = band_back_solve_team_base(&team, b, n, kd, w, xs);
+                    }
+                    s
+                } else {
+                    let team = SerialTeam { lanes };
+                    let mut s = band_factor_forward_team_base(&team, b, n, kd, w, xs);
+                    if s == Status::Ok {
+                        s = band_back_solve_team_base(&team, b, n, kd, w, xs);
+                    }
+                    s
+                };
+                assert_eq!(status, Status::Ok, "{what}");
+                assert_bitwise(&band, &l, &format!("{what}: factor"));
+                assert_close(&x, &expected, tol, &format!("{what}: x vs band_solve"));
+                assert_close(&x, &current, tol, &format!("{what}: x vs current"));
+                match &first {
+                    None => first = Some(x),
+                    Some(f) => assert_bitwise(&x, f, &format!("{what}: vs first")),
+                }
+            }
+        }
+    }
+}
+
+/// A random SPD band matrix (band storage): off-diagonals uniform in (-1, 1) inside the band,
+/// diagonal `2·kd + 1 + u` (strictly diagonally dominant).
+fn banded_spd(n: usize, kd: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let w = kd + 1;
+    let mut ab = vec![1.0e300; n * w];
+    for i in 0..n {
+        for j in i.saturating_sub(kd)..i {
+            ab[i * w + j + kd - i] = rng.random_range(-1.0..1.0);
+        }
+        ab[i * w + kd] = 2.0 * kd as f64 + 1.0 + rng.random_range(0.0..1.0);
+    }
+    ab
+}
+
+/// The covariance layouts on other shapes: odd block sizes (13, 37 with tiles past the edge),
+/// `kd` below, at and above the 8 rows of a group (kd = 0, 1, 7, 8, 33, 35), the tile-major
+/// accumulators on all of them (the row-major ones run in `covariance_matches_serial_blocks`:
+/// the nspec 1 and 2 patches, kd = 10, 18), and the ring at both alignments
+/// (its first value at an odd f64 index: the 16-byte aligned `L` staging then starts one
+/// value later). The scratch and the output start as NaN, so a value read from the padding
+/// or the alignment slack would show.
+#[test]
+fn covariance_layouts_odd_shapes_and_alignment() {
+    for (n, kd, nblock, seed) in [
+        (39usize, 0usize, 3usize, 21u64),
+        (39, 1, 3, 22),
+        (39, 7, 3, 23),
+        (52, 8, 4, 24),
+        (65, 33, 5, 25),
+        (222, 35, 3, 26),
+    ] {
+        let mut l = banded_spd(n, kd, seed);
+        assert_eq!(band_factor(&mut l, n, kd), Status::Ok);
+        let bs = n / nblock;
+        for block in 0..nblock {
+            let (status, expected) = cov_serial(&l, n, kd, nblock, block);
+            assert_eq!(status, Status::Ok);
+            let tol = 1e-13 * max_abs(&expected);
+            let mut first: Option<Vec<f64>> = None;
+            for lanes in [32usize, 128] {
+                for offset in [0usize, 1] {
+                    let what = format!(
+                        "n={n} kd={kd} nblock={nblock} block={block} lanes={lanes} offset={offset}"
+                    );
+                    let mut lc = l.clone();
+                    let mut out = vec![f64::NAN; bs * bs];
+                    let len = covariance_block_team_ring_len(n, kd, nblock);
+                    let mut ring = vec![f64::NAN; len + 1];
+                    let status = covariance_block_team(
+                        &SerialTeam { lanes },
+                        Shared::new(&mut lc),
+                        n,
+                        kd,
+                        nblock,
+                        block,
+                        Shared::new(&mut out),
+                        Shared::new(&mut ring[offset..offset + len]),
+                    );
+                    assert_eq!(status, Status::Ok, "{what}");
+                    assert_close(&out, &expected, tol, &what);
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert_bitwise(&out, f, &format!("{what}: vs the first")),
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Failures
 // ------------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
             shared_bytes: 8 * (banded_team::band_factor_team_window_len(kd_max) + nmax),
         }
     );
-    // The documented 35,784 bytes for kd = 58, nmax = 518.
-    assert_eq!(team.shared_bytes, 35_784);
+    // The documented 35,912 bytes for kd = 58, nmax = 518.
+    assert_eq!(team.shared_bytes, 35_912);
 
     let cov = CovarianceArgs {
         batch: batch(np, nwavetot),
@@ -134,16 +134,17 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
     };
     assert_eq!(cov.shape(), old_grid(np * nspp_max));
     for kd in [0, 3, 8, 40, 58, 90] {
-        // The hand-written formula the host used: 8 (nwavetot + 16) (max(kd, 8) + 8).
+        // The hand-written formula the host used, 8 (nwavetot + 16) (max(kd, 8) + 8), plus
+        // one value of alignment slack for the 16-byte loads of the staged L.
         let shape = cov.team_shape(128, kd);
         assert_eq!(
             shape.shared_bytes,
-            8 * (nwavetot + 16) * (kd.max(8) + 8),
+            8 * ((nwavetot + 16) * (kd.max(8) + 8) + 1),
             "kd = {kd}"
         );
         assert_eq!((shape.blocks, shape.threads), (np * nspp_max, 128));
     }
-    assert_eq!(cov.team_shape(128, kd_max).shared_bytes, 47_520);
+    assert_eq!(cov.team_shape(128, kd_max).shared_bytes, 47_528);
 
     let res = ResolutionArgs {
         batch: batch(np, nwavetot),
@@ -316,5 +317,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 17);
+    assert_eq!(ENTRIES.len(), 18);
 }

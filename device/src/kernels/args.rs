@@ -107,6 +107,9 @@ pub const ASSEMBLE_WARP: Entry<AssembleArgs> = Entry::new("assemble_warp");
 pub const FACTOR_SOLVE: Entry<FactorSolveArgs> = Entry::new("factor_solve");
 /// `factor_solve_team`: the same, one thread block per patch.
 pub const FACTOR_SOLVE_TEAM: Entry<FactorSolveArgs> = Entry::new("factor_solve_team");
+/// `factor_solve_team_base`: the same with the banded routines of main bbb071a (A/B timing,
+/// `DESI_FACTOR_KERNEL=base`).
+pub const FACTOR_SOLVE_TEAM_BASE: Entry<FactorSolveArgs> = Entry::new("factor_solve_team_base");
 /// `covariance`: covariance blocks of the core spectra, one thread per core spectrum.
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
@@ -137,6 +140,7 @@ pub const ENTRIES: &[EntryParam] = &[
     ASSEMBLE_WARP.param(),
     FACTOR_SOLVE.param(),
     FACTOR_SOLVE_TEAM.param(),
+    FACTOR_SOLVE_TEAM_BASE.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
     RESOLUTION.param(),
@@ -645,7 +649,7 @@ impl FactorSolveArgs {
 
     /// `factor_solve_team`: one block of `lanes` per patch, with
     /// [`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) +
-    /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,784 bytes
+    /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,912 bytes
     /// for `kd = 58`, `nmax = 518`).
     #[inline]
     pub fn team_shape(&self, lanes: usize, kd_max: usize) -> LaunchShape {
@@ -696,7 +700,7 @@ impl CovarianceArgs {
 
     /// `covariance_team`: one block of `lanes` per `(patch, core spectrum)`, with
     /// [`covariance_block_team_ring_len`](banded_team::covariance_block_team_ring_len)`(nwavetot,
-    /// kd_max, 1)` f64 of dynamic shared memory (47,520 bytes for `nwavetot = 74`,
+    /// kd_max, 1)` f64 of dynamic shared memory (47,528 bytes for `nwavetot = 74`,
     /// `kd_max = 58`).
     #[inline]
     pub fn team_shape(&self, lanes: usize, kd_max: usize) -> LaunchShape {

@@ -1003,7 +1003,8 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 
 /// Regularization, banded Cholesky factorization and solve of one patch per thread block
 /// (the cooperative version of [`factor_solve`], same arguments and results; the factor is
-/// bitwise that of `band_factor`, the solve equal up to the order of the forward sums).
+/// bitwise that of `band_factor`, the solve equal up to the order of the forward sums and
+/// the diagonal's reciprocals).
 ///
 /// # Launch
 /// [`FactorSolveArgs::team_shape`]`(lanes, kd_max)`:
@@ -1012,7 +1013,7 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 ///   for `kd <= 63`, e.g. kd = 58: 58 dot products per phase);
 /// - dynamic shared memory of at least
 ///   `8 · (`[`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) + nmax)`
-///   bytes (`kd_max` the largest `kd` of the batch): 8 · (3,955 + 518) = 35,784 bytes for
+///   bytes (`kd_max` the largest `kd` of the batch): 8 · (3,971 + 518) = 35,912 bytes for
 ///   `kd = 58`, `nmax = 518` (below the default 48 KiB). A smaller allocation is not detected.
 ///
 /// # Thread mapping
@@ -1026,6 +1027,28 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 /// All pointers valid for the documented sizes; the launch shape above.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { factor_solve_team_body(args, false) }
+}
+
+/// [`factor_solve_team`] with the banded routines of main at bbb071a
+/// ([`banded_team::base`]), for A/B timing (`DESI_FACTOR_KERNEL=base`); same launch, same
+/// arguments, the factor bitwise the same, the solution equal up to one rounding per unknown.
+///
+/// # Safety
+/// As [`factor_solve_team`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn factor_solve_team_base(args: FactorSolveArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { factor_solve_team_body(args, true) }
+}
+
+/// The body of [`factor_solve_team`] (`base`: the routines of [`banded_team::base`]).
+///
+/// # Safety
+/// As [`factor_solve_team`].
+#[inline(always)]
+unsafe fn factor_solve_team_body(args: FactorSolveArgs, base: bool) {
     let FactorSolveArgs {
         batch,
         nmax,
@@ -1082,9 +1105,17 @@ pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
                 q += lanes;
             }
         });
-        let mut code = banded_team::band_factor_forward_team(&team, ab, n, kd, window, x);
+        let mut code = if base {
+            banded_team::base::band_factor_forward_team_base(&team, ab, n, kd, window, x)
+        } else {
+            banded_team::band_factor_forward_team(&team, ab, n, kd, window, x)
+        };
         if code == Status::Ok {
-            code = banded_team::band_back_solve_team(&team, ab, n, kd, window, x);
+            code = if base {
+                banded_team::base::band_back_solve_team_base(&team, ab, n, kd, window, x)
+            } else {
+                banded_team::band_back_solve_team(&team, ab, n, kd, window, x)
+            };
         }
         if code == Status::Ok {
             let dst = xflux.add(p * nmax);
@@ -1115,10 +1146,11 @@ pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
 ///   `nwavetot = 74`, at most one of each per lane);
 /// - dynamic shared memory of at least `8 · `
 ///   [`covariance_block_team_ring_len`](banded_team::covariance_block_team_ring_len)`(nwavetot, kd_max, 1)`
-///   bytes = `8 · (nwavetot + 16) · (max(kd_max, 8) + 8)`: 47,520 bytes for
+///   bytes = `8 · ((nwavetot + 16) · (max(kd_max, 8) + 8) + 1)`: 47,528 bytes for
 ///   `nwavetot = 74`, `kd_max = 58` (4 blocks per SM), above the default 48 KiB for larger
 ///   shapes: the host sets `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`. A smaller
-///   allocation is not detected. `C_bb` is accumulated in place in `cov` (global memory).
+///   allocation is not detected. `C_bb` is accumulated in `cov` (global memory; tile-major,
+///   reordered to row-major at the end).
 ///
 /// # Thread mapping
 /// Thread `threadIdx.x` is lane `threadIdx.x` of a [`BlockTeam`]. The patch status is read

@@ -12,6 +12,8 @@
 //! pivot is written to a flag in one phase and read by every lane after the barrier, and all
 //! lanes return the same [`Status`].
 
+pub mod base;
+
 use super::dense::pivot_status;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
@@ -39,12 +41,12 @@ fn window_rows(kd: usize) -> usize {
 
 /// Length of the `window` view that [`band_factor_team`], [`band_factor_forward_team`],
 /// `band_solve_team` and [`band_back_solve_team`] need: a ring of
-/// `max(kd + 1 + 8, 24)` band rows of stride `(kd + 1) | 1`, plus 2 flags
-/// (3,955 values = 31.6 KB for `kd = 58`).
+/// `max(kd + 1 + 8, 24)` band rows of stride `(kd + 1) | 1`, plus 2 flags and two sets of 8
+/// partial pivot sums (3,971 values = 31.8 KB for `kd = 58`).
 pub fn band_factor_team_window_len(kd: usize) -> usize {
     window_rows(kd)
         .saturating_mul(window_stride(kd))
-        .saturating_add(2)
+        .saturating_add(2 + 2 * 8)
 }
 
 /// `true` when `ab` has the band shape `(n, kd + 1)`.
@@ -105,6 +107,39 @@ fn dot4_at(len: usize, x: impl Fn(usize) -> f64, y: impl Fn(usize) -> f64) -> f6
     (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
+/// [`dot4_at`]`(len, x, y)` (bitwise) and, in the same pass over `x`, the 8 accumulators of
+/// [`dot8_at`]`(len, x, x)` before their final combination (each accumulator receives its
+/// terms in `dot8_at`'s order): the sum of squares of a row comes for free with its dot
+/// product (the loads are shared; the FMAs are independent chains).
+#[inline(always)]
+fn dot4_squares8_at(
+    len: usize,
+    x: impl Fn(usize) -> f64,
+    y: impl Fn(usize) -> f64,
+) -> (f64, [f64; 8]) {
+    let mut acc = [0.0f64; 4];
+    let mut sq = [0.0f64; 8];
+    let full = len / 8 * 8;
+    let mut i = 0;
+    while i < full {
+        for (t, sq_t) in sq.iter_mut().enumerate() {
+            let xv = x(i + t);
+            acc[t % 4] = fma(xv, y(i + t), acc[t % 4]);
+            *sq_t = fma(xv, xv, *sq_t);
+        }
+        i += 8;
+    }
+    // Constant trip count (unrolled: the accumulators stay in registers).
+    for (t, sq_t) in sq.iter_mut().enumerate() {
+        if full + t < len {
+            let xv = x(full + t);
+            acc[t % 4] = fma(xv, y(full + t), acc[t % 4]);
+            *sq_t = fma(xv, xv, *sq_t);
+        }
+    }
+    ((acc[0] + acc[2]) + (acc[1] + acc[3]), sq)
+}
+
 /// Window geometry of one band: row `i` of the band lives in ring slot `i % rows`.
 #[derive(Clone, Copy)]
 struct Window {
@@ -121,11 +156,19 @@ impl Window {
     }
 
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     fn get(&self, i: usize, pos: usize) -> f64 {
         self.data.get(self.at(i, pos))
     }
 
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     fn set(&self, i: usize, pos: usize, value: f64) {
         self.data.set(self.at(i, pos), value)
     }
@@ -138,10 +181,64 @@ impl Window {
     /// `pos <= kd` (so `pos < stride`) and the window holds `rows · stride` values (checked
     /// against [`band_factor_team_window_len`] by the callers).
     #[inline(always)]
+    #[cfg_attr(
+        all(feature = "access-trace", not(target_arch = "nvptx64")),
+        track_caller
+    )]
     unsafe fn get_at(&self, base: usize, pos: usize) -> f64 {
         // SAFETY: base = slot·stride with slot < rows and pos < stride (caller).
         unsafe { self.data.get_unchecked(base + pos) }
     }
+}
+
+/// [`pivot_row`] from partial sums (`base`: `win.at(i, 0)`): the 8 accumulators of
+/// [`dot8_at`] over all but the last two entries of the row, which the lane of row `i` left in
+/// `part` in phase `i - 2` (from its dot product's pass over the row, [`dot4_squares8_at`];
+/// zeros when the row has at most 2 entries, `part` then not read); adds the last two entries
+/// (the
+/// columns `i - 2`, `i - 1`) to their accumulators and combines them as [`dot8_at`] does, so
+/// the pivot is bitwise that of `pivot_row` (every accumulator receives its entries in the
+/// same order), with 2 FMAs instead of `kd` on the phase's critical path.
+#[inline(always)]
+fn pivot_finish(win: &Window, i: usize, base: usize, kd: usize, part: Shared) -> f64 {
+    let p0 = i.saturating_sub(kd) + kd - i;
+    let len = kd - p0;
+    let mut acc = [0.0f64; 8];
+    if len > 2 {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = part.get(k);
+        }
+    }
+    let mut t = len.saturating_sub(2);
+    while t < len {
+        // SAFETY: p0 + t < kd; the callers checked the window length.
+        let x = unsafe { win.get_at(base, p0 + t) };
+        // acc[t % 8] with constant indices (registers, not local memory).
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            if t % 8 == k {
+                *acc_k = fma(x, x, *acc_k);
+            }
+        }
+        t += 1;
+    }
+    let dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let pivot = win.data.get(base + kd) - dot;
+    match pivot_status(pivot) {
+        Some(status) => status_flag(status),
+        None => {
+            win.data.set(base + kd, sqrt(pivot));
+            0.0
+        }
+    }
+}
+
+/// `slot % rows` for `slot < rows + lanes` (a subtraction or a few: no 64-bit remainder).
+#[inline(always)]
+fn wrap_slot(mut slot: usize, rows: usize) -> usize {
+    while slot >= rows {
+        slot -= rows;
+    }
+    slot
 }
 
 /// Finishes the pivot of band row `i` in the window (all its off-diagonal entries final):
@@ -177,11 +274,15 @@ fn pivot_row(win: &Window, i: usize, kd: usize) -> f64 {
 /// # Algorithm (phases)
 /// Column by column (LAPACK `dpbtf2` order). Phase `j` (after `L[j][j]` is known): lane `l`
 /// computes `L[i][j] = (M[i][j] - Σ_k L[i][k]·L[j][k]) / L[j][j]` for the rows
-/// `i = j + 1 + l + t·lanes <= j + kd`, each a dot product over its own window row; the lane
-/// of row `j + 1` then finishes that row's pivot and writes the failure flag. In the same
-/// phase, row `j` (final) is written back to `ab`, and every `LOAD_AHEAD` columns the next
-/// `LOAD_AHEAD` rows are loaded into the ring. `n + 2` phases; the work of one phase is
-/// `kd` dot products of length `<= kd` (one per lane for `lanes >= kd`, e.g. 64 lanes).
+/// `i = j + 1 + l + t·lanes <= j + kd`, each a dot product over its own window row (`L[i][j]`
+/// is `(…) · (1 / L[j][j])`, as in `band_factor`); the lane of row `j + 1` then finishes that
+/// row's pivot from the partial sum of squares that the lane of row `j + 1` left in phase
+/// `j - 1` (all but the last two terms, accumulated in `dot8_at`'s order during its dot
+/// product over the same entries: the same FMAs in the same order, no extra loads) and writes
+/// the failure flag. In the same phase, row `j` (final) is written
+/// back to `ab`, and every `LOAD_AHEAD` columns the next `LOAD_AHEAD` rows are loaded into the
+/// ring. `n + 2` phases; the work of one phase is `kd` dot products of length `<= kd` (one
+/// per lane for `lanes >= kd`, e.g. 64 lanes), each with its row's sum of squares.
 ///
 /// # Returns
 /// As `band_factor`: [`Status::Ok`], [`Status::NonFinite`] / [`Status::NotPositiveDefinite`]
@@ -199,8 +300,9 @@ pub fn band_factor_team<T: Team>(
 
 /// [`band_factor_team`] fused with the forward substitution `L z = rhs` (no extra phase):
 /// in phase `j` the lane of row `i` also applies `u_i -= L[i][j]·z_j` with
-/// `z_j = u_j / L[j][j]` (column-oriented, so the sums run in a different order than in
-/// [`super::banded::band_solve`]: equal to about `n·eps·κ`).
+/// `z_j = u_j · (1 / L[j][j])` (column-oriented, so the sums run in a different order than in
+/// [`super::banded::band_solve`], and the reciprocal rounds once more: equal to about
+/// `n·eps·κ`).
 ///
 /// # Parameters
 /// As [`band_factor_team`], plus `rhs`: shape `(n,)`, on entry `y = AᵀWp`, on exit `z` with
@@ -247,22 +349,30 @@ fn factor_impl<T: Team>(
         stride: window_stride(kd),
     };
     let flag = window.sub(rows * win.stride, 2);
+    // Partial pivot sums of row r in buffer r % 2 (written in phase r - 2 by the lane of row
+    // r, read in phase r - 1).
+    let partial = window.sub(rows * win.stride + 2, 2 * 8);
+    let part = |r: usize| partial.sub((r % 2) * 8, 8);
     // Loads band rows [lo, hi) into the ring (lane-strided); slots outside M become 0.
+    // Row by row, lanes over the positions (no 64-bit division per element).
     let load = |lane: usize, lo: usize, hi: usize| {
         let hi = hi.min(n);
-        if hi <= lo {
-            return;
-        }
-        let mut e = lane;
-        while e < (hi - lo) * w {
-            let (i, pos) = (lo + e / w, e % w);
-            let v = if pos + i < kd {
-                0.0
-            } else {
-                ab.get(i * w + pos)
-            };
-            win.set(i, pos, v);
-            e += lanes;
+        let mut i = lo;
+        let mut slot = lo % rows;
+        while i < hi {
+            let base = slot * win.stride;
+            let mut pos = lane;
+            while pos < w {
+                let v = if pos + i < kd {
+                    0.0
+                } else {
+                    ab.get(i * w + pos)
+                };
+                win.data.set(base + pos, v);
+                pos += lanes;
+            }
+            i += 1;
+            slot = wrap_slot(slot + 1, rows);
         }
     };
     team.each(|lane| {
@@ -279,55 +389,77 @@ fn factor_impl<T: Team>(
         }
     });
     let mut last = 1;
+    // z_{j-1} = u_{j-1} / L[j-1][j-1], computed by every lane in phase j - 1 and stored by
+    // lane 0 in phase j from its register (lane 0 alone sets it: each GPU thread has its own
+    // copy, the serial emulation shares one).
+    let mut zprev = 0.0;
     for j in 0..n {
         // Read after a barrier, the same value on every lane: uniform exit.
         if flag.get(last) != 0.0 {
             break;
         }
         let cur = j % 2;
+        // Ring slots by additions from row j's (the same on every lane), not by a 64-bit
+        // remainder per row access: it led every lane's dot product.
+        let slot_j = j % rows;
+        let base_j = slot_j * win.stride;
         team.each(|lane| {
-            let inv = 1.0 / win.get(j, kd);
+            let inv = 1.0 / win.data.get(base_j + kd);
             // z_j = u_j / L[j][j] (the same value on every lane; stored in phase j + 1).
-            let zj = rhs.map(|r| r.get(j) / win.get(j, kd));
+            let zj = rhs.map(|r| r.get(j) * inv);
             let i_end = n.min(j + w);
             let mut i = j + 1 + lane;
+            let mut slot_i = wrap_slot(slot_j + 1 + lane, rows);
             while i < i_end {
                 let i0 = i.saturating_sub(kd);
                 let pj = j + kd - i;
                 let (xi, yj) = (i0 + kd - i, i0 + kd - j);
-                let (base_i, base_j) = (win.at(i, 0), win.at(j, 0));
+                let base_i = slot_i * win.stride;
                 // SAFETY: xi + t < pj <= kd and yj + t < kd for t < j - i0; the window length
                 // was checked on entry.
-                let s = win.get(i, pj)
-                    - dot4_at(
-                        j - i0,
-                        |t| unsafe { win.get_at(base_i, xi + t) },
-                        |t| unsafe { win.get_at(base_j, yj + t) },
-                    );
+                let (dot, squares) = dot4_squares8_at(
+                    j - i0,
+                    |t| unsafe { win.get_at(base_i, xi + t) },
+                    |t| unsafe { win.get_at(base_j, yj + t) },
+                );
+                let s = win.data.get(base_i + pj) - dot;
+                // Row j + 2's pivot, all but its last two terms (the same entries as this
+                // dot product's): read in the next phase.
+                if i == j + 2 {
+                    let p = part(i);
+                    for (k, v) in squares.iter().enumerate() {
+                        p.set(k, *v);
+                    }
+                }
                 let lij = s * inv;
-                win.set(i, pj, lij);
+                win.data.set(base_i + pj, lij);
                 if let (Some(r), Some(zj)) = (rhs, zj) {
                     r.set(i, fma(-lij, zj, r.get(i)));
                 }
                 if i == j + 1 {
-                    flag.set(cur, pivot_row(&win, i, kd));
+                    flag.set(cur, pivot_finish(&win, i, base_i, kd, part(i)));
                 }
                 i += lanes;
+                slot_i = wrap_slot(slot_i + lanes, rows);
             }
             if lane == 0 {
                 if j + 1 >= n {
                     flag.set(cur, 0.0);
                 }
-                // z_{j-1}: its window slot may be reloaded in this phase; ab row j-1 is
-                // final (written back in phase j - 1).
+                // z_{j-1} (read by everyone in phase j - 1, by no one now): from the
+                // register, not from memory (a global-memory load and a division on the lane
+                // that also finishes the next pivot, every phase).
                 if let (Some(r), true) = (rhs, j > 0) {
-                    r.set(j - 1, r.get(j - 1) / ab.get((j - 1) * w + kd));
+                    r.set(j - 1, zprev);
+                }
+                if let Some(z) = zj {
+                    zprev = z;
                 }
             }
             // Row j is final: write it back (nobody reads ab in this phase but the loads).
             let mut pos = lane;
             while pos < w {
-                ab.set(j * w + pos, win.get(j, pos));
+                ab.set(j * w + pos, win.data.get(base_j + pos));
                 pos += lanes;
             }
             // Rows j+w .. j+w+LOAD_AHEAD (first read in phases j+1 .. j+LOAD_AHEAD) go to
@@ -344,7 +476,7 @@ fn factor_impl<T: Team>(
         if let Some(r) = rhs {
             team.each(|lane| {
                 if lane == 0 {
-                    r.set(n - 1, r.get(n - 1) / ab.get((n - 1) * w + kd));
+                    r.set(n - 1, r.get(n - 1) * (1.0 / ab.get((n - 1) * w + kd)));
                 }
             });
         }
@@ -363,9 +495,10 @@ fn factor_impl<T: Team>(
 ///   2010 eq 4).
 ///
 /// # Equation
-/// Forward, phase `i`: `z_i = u_i / L[i][i]`, and lanes over `k = i+1 ..= i+kd` apply
-/// `u_k -= L[k][i]·z_i` (`u = rhs` on entry). Same result as
-/// [`super::banded::band_solve`] up to the order of the forward sums (about `n·eps·κ`).
+/// Forward, phase `i`: `z_i = u_i · (1 / L[i][i])`, and lanes over `k = i+1 ..= i+kd` apply
+/// `u_k -= L[k][i]·z_i` (`u = rhs` on entry): bitwise [`band_factor_forward_team`]'s `z`.
+/// Same result as [`super::banded::band_solve`] up to the order of the forward sums and the
+/// reciprocals (about `n·eps·κ`).
 /// `2n + 3` phases.
 ///
 /// # Returns
@@ -396,7 +529,7 @@ pub fn band_solve_team<T: Team>(
     let lanes = team.lanes();
     for i in 0..n {
         team.each(|lane| {
-            let zi = rhs.get(i) / ab.get(i * w + kd);
+            let zi = rhs.get(i) * (1.0 / ab.get(i * w + kd));
             let mut k = i + 1 + lane;
             while k < n.min(i + w) {
                 rhs.set(k, fma(-ab.get(k * w + i + kd - k), zi, rhs.get(k)));
@@ -404,20 +537,21 @@ pub fn band_solve_team<T: Team>(
             }
             // z_{i-1} (read by everyone in phase i - 1, by no one now).
             if lane == 0 && i > 0 {
-                rhs.set(i - 1, rhs.get(i - 1) / ab.get((i - 1) * w + kd));
+                rhs.set(i - 1, rhs.get(i - 1) * (1.0 / ab.get((i - 1) * w + kd)));
             }
         });
     }
     team.each(|lane| {
         if lane == 0 {
-            rhs.set(n - 1, rhs.get(n - 1) / ab.get((n - 1) * w + kd));
+            rhs.set(n - 1, rhs.get(n - 1) * (1.0 / ab.get((n - 1) * w + kd)));
         }
     });
     band_back_solve_team(team, ab, n, kd, window, rhs)
 }
 
 /// Back substitution `Lᵀ x = z` by one team, in the order of the second pass of
-/// [`super::banded::band_solve`] (bitwise the same `x` for the same `z`).
+/// [`super::banded::band_solve`], except that `x_i = z_i · (1 / L[i][i])` (one rounding more
+/// per unknown than the serial division, far below `n·eps·κ`).
 ///
 /// # Parameters
 /// - `ab`: shape `(n, kd + 1)`, `L` in band storage (may be global memory).
@@ -426,9 +560,11 @@ pub fn band_solve_team<T: Team>(
 /// - `rhs`: shape `(n,)`; on entry `z`, on exit `x`.
 ///
 /// # Equation
-/// For `i = n-1, ..., 0` (one phase each): `x_i = z_i / L[i][i]` (every lane computes it),
-/// lanes over `k = i-kd .. i` apply `z_k -= L[i][k]·x_i`; `x_i` is stored in phase `i - 1`.
-/// `n + 2` phases.
+/// For `i = n-1, ..., 0` (one phase each): `x_i = z_i · r_i` (every lane computes it),
+/// lanes over `k = i-kd .. i` apply `z_k -= L[i][k]·x_i`; `x_i` is stored in phase `i - 1`
+/// (from lane 0's register). The reciprocal `r_i = 1 / L[i][i]` is computed by lane 0 one
+/// phase ahead into a shared slot, so a phase's critical path is a load, a multiplication and
+/// an FMA, without a division. `n + 2` phases.
 ///
 /// # Returns
 /// [`Status::Ok`], or [`Status::BadShape`] if a length disagrees with `n`, `kd`.
@@ -459,17 +595,30 @@ pub fn band_back_solve_team<T: Team>(
         row * stride + pos
     };
     // Loads chunk c (rows n-(c+1)A .. n-cA, clamped at 0), lane-strided.
+    // Row by row, lanes over the positions (no 64-bit division per element).
     let load = |lane: usize, c: usize| {
         let hi = n.saturating_sub(c * LOAD_AHEAD);
-        let lo = n.saturating_sub((c + 1) * LOAD_AHEAD);
-        let mut e = lane;
-        while e < (hi - lo) * w {
-            let (i, pos) = (lo + e / w, e % w);
-            window.set(staged(i, pos), ab.get(i * w + pos));
-            e += lanes;
+        let mut i = n.saturating_sub((c + 1) * LOAD_AHEAD);
+        while i < hi {
+            let mut pos = lane;
+            while pos < w {
+                window.set(staged(i, pos), ab.get(i * w + pos));
+                pos += lanes;
+            }
+            i += 1;
         }
     };
-    team.each(|lane| load(lane, 0));
+    // r_i = 1 / L[i][i] in slot i % 2 (the flag slots of the factorization).
+    let rinv = window.sub(window_rows(kd) * stride, 2);
+    team.each(|lane| {
+        load(lane, 0);
+        if lane == 0 {
+            rinv.set((n - 1) % 2, 1.0 / ab.get((n - 1) * w + kd));
+        }
+    });
+    // x_{i+1}, computed by every lane in phase i + 1 and stored by lane 0 in phase i from its
+    // register (see `zprev` in the factorization).
+    let mut xprev = 0.0;
     for i in (0..n).rev() {
         team.each(|lane| {
             let back = n - 1 - i;
@@ -477,21 +626,29 @@ pub fn band_back_solve_team<T: Team>(
                 // Chunk c + 1 into the buffer of chunk c - 2 (finished).
                 load(lane, back / LOAD_AHEAD + 1);
             }
-            let x = rhs.get(i) / window.get(staged(i, kd));
+            let x = rhs.get(i) * rinv.get(i % 2);
             let j0 = i.saturating_sub(kd);
             let mut k = j0 + lane;
             while k < i {
                 rhs.set(k, fma(-x, window.get(staged(i, k + kd - i)), rhs.get(k)));
                 k += lanes;
             }
-            if lane == 0 && i + 1 < n {
-                rhs.set(i + 1, rhs.get(i + 1) / window.get(staged(i + 1, kd)));
+            if lane == 0 {
+                if i + 1 < n {
+                    rhs.set(i + 1, xprev);
+                }
+                xprev = x;
+                // Row i - 1 is staged: its chunk was loaded at the start of this chunk or
+                // earlier.
+                if i > 0 {
+                    rinv.set((i - 1) % 2, 1.0 / window.get(staged(i - 1, kd)));
+                }
             }
         });
     }
     team.each(|lane| {
         if lane == 0 {
-            rhs.set(0, rhs.get(0) / window.get(staged(0, kd)));
+            rhs.set(0, xprev);
         }
     });
     Status::Ok
@@ -518,21 +675,31 @@ fn cov_ring_depth(kd: usize) -> usize {
 /// global-memory `out` once, so batching groups divides that traffic, which bounded the GPU
 /// kernel (H100, Nsight Compute: long-scoreboard stalls first, 13 of 32 bytes per store
 /// sector used). The sums are the same FMAs in the same order: the results do not change.
-const GRAM_GROUPS: usize = 4;
+const GRAM_GROUPS: usize = 8;
 
 /// Side of the square tiles of `C_bb` that one lane accumulates per phase in
 /// [`covariance_block_team`] (`TILE²` registers; 120 upper tiles for `bs = 74`).
 const TILE: usize = 5;
 
 /// Length of the `ring` view that [`covariance_block_team`] needs:
-/// `(max(kd, 8) + 8) * (n / nblock + 16)`: the ring of `Y_b` rows (`bs` values each) and two
-/// staged groups of 8 rows of `L` (5,940 values = 47.5 KB for `kd = 58`, `bs = 74`); 0 for
-/// invalid shapes.
+/// `(max(kd, 8) + 8) * (n / nblock + 16) + 1`: the ring of `Y_b` rows (`bs` values each), one
+/// value of alignment slack and two staged groups of 8 rows of `L` (5,941 values = 47.5 KB for
+/// `kd = 58`, `bs = 74`); 0 for invalid shapes.
 pub fn covariance_block_team_ring_len(n: usize, kd: usize, nblock: usize) -> usize {
     if nblock == 0 || !n.is_multiple_of(nblock) {
         return 0;
     }
-    cov_ring_depth(kd).saturating_mul((n / nblock).saturating_add(2 * ROWS))
+    cov_ring_depth(kd)
+        .saturating_mul((n / nblock).saturating_add(2 * ROWS))
+        .saturating_add(1)
+}
+
+/// Index in `ring` of the staged `L` groups: the first index `>= depth · bs` whose address is
+/// a multiple of 16 bytes (the pairs of [`Shared::get2_unchecked`]), i.e. after the ring of
+/// `Y_b` rows and at most one value of slack.
+fn cov_stage_start(ring: &Shared, depth: usize, bs: usize) -> usize {
+    let first = depth * bs;
+    first + (ring.address() / 8 + first) % 2
 }
 
 /// The first failing diagonal entry of `L` (`None` when all are finite and positive): every
@@ -603,28 +770,40 @@ fn diagonal_status_team<T: Team>(
 /// - `out`: shape `(bs, bs)` (at least `bs²` values; may be global memory: each element is
 ///   read and written by one lane per phase), row-major output
 ///   `out[r * bs + c] = C[r * nblock + b][c * nblock + b]` (symmetric). Used as the
-///   accumulator: on failure it holds partial sums.
+///   accumulator (tile-major, see below): on failure it holds partial sums.
 /// - `ring`: scratch of [`covariance_block_team_ring_len`]`(n, kd, nblock)` values (shared
-///   memory): the last `depth = max(kd, 8) + 8` rows of `Y_b` (row `m` in slot `m % depth`,
-///   `bs` values each), then two buffers of `depth · 8` values holding the rows
-///   `m0 .. m0 + 8` of `L` of one group, position-major and zero-padded:
-///   `stage[j · 8 + t] = L[m0 + t][m0 - kd + j]` (`0 <= j < kd + 8`, zero outside the band
-///   and the matrix; `1` on the diagonal of rows `>= n`).
+///   memory; on the GPU 16-byte aligned, as dynamic shared memory is): the last
+///   `depth = max(kd, 8) + 8` rows of `Y_b` (row `m` in slot `m % depth`, `bs` values each),
+///   then, from the first 16-byte aligned index (at most one value of slack), two buffers of
+///   `depth · 8` values holding the rows `m0 .. m0 + 8` of `L` of one group, position-major
+///   and zero-padded: `stage[j · 8 + t] = L[m0 + t][m0 - kd + j]` (`0 <= j < kd + 8`, zero
+///   outside the band and the matrix) except on the diagonal `j = kd + t`, which holds
+///   `1 / L[m0 + t][m0 + t]` (`1` for rows `>= n`).
 ///
 /// # Equation
 /// `C_bb = Y_bᵀ Y_b` with `Y_b = L⁻¹ E_b` (Bolton & Schlegel 2010 eq 10 restricted to one
 /// fiber); column `c` of `Y_b` is zero above row `start = b + c·nblock`, where it starts with
 /// `1 / L[m][m]`. Rows are produced 8 per phase (group `g`: rows `m0 = b + 8g ..`): the lane
-/// of column `c` forms `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) / L[m][m]` for
-/// the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
-/// from the staged group: broadcast shared-memory reads, no branch), then the 8×8 triangle
-/// in registers. In the same phase the next group of `L` is staged (all lanes, from `ab`)
-/// and, every [`GRAM_GROUPS`] groups (fewer for `kd < 32`) and after the last, the lanes of the
-/// `TILE × TILE` tiles of the upper triangle of `C_bb` add the rows computed since their last
-/// update: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after those rows are
+/// of column `c` forms `y_m[c] = (e_m[c] - Σ_{k=m-kd}^{m-1} L[m][k]·y_k[c]) · (1 / L[m][m])`
+/// for the 8 rows, reading each ring value once for the 8 rows (one accumulator per row, `L`
+/// from the staged group in 16-byte pairs: broadcast shared-memory reads, the same rows `k`
+/// for every started column, no branch), then the 8×8 triangle in registers; columns that
+/// start after the group only store zeros. In the same phase the next group of `L` is staged
+/// (all lanes, from `ab`, 8 consecutive band values per 8 lanes) and, every `min(kd / 8, 8)`
+/// groups (at least 1; the rows stay in the ring for `kd` rows) and after the last, the lanes
+/// of the `TILE × TILE` tiles of the upper triangle of `C_bb` add the rows computed since their
+/// last update: `C[r][c] += Σ_t y_t[r]·y_t[c]` (tiles whose columns start after those rows are
 /// skipped); tile `i` runs on lane `(i + bs) % lanes`, so that with `lanes >= bs + tiles`
-/// no lane has both kinds of task. Then the lower triangle is mirrored.
-/// `ceil((n - b) / 8) + 3` phases.
+/// no lane has both kinds of task. The tiles' sums live in `out` tile-major between updates
+/// (entry `(i, j)` of tile `tile` at `(i·5 + j)·ntile + tile`: the lanes of a warp touch
+/// consecutive values) when `25·ntile <= min(bs², depth·bs)` (always for `bs >= 5` and
+/// `kd >= 32`), else row-major in place. At the end the tile-major sums go through the ring to
+/// their row-major places, lower triangle included (2 phases); row-major ones are mirrored
+/// (1 phase). `ceil((n - b) / 8) + 3` or `+ 4` phases.
+///
+/// The differences from the serial routine: the order of the sums, and `y` multiplied by the
+/// reciprocal of the diagonal instead of divided by it (one rounding more per row, far below
+/// `n·eps·κ`).
 ///
 /// # Returns
 /// [`Status::Ok`]; [`Status::BadShape`] on a shape mismatch; [`Status::NotPositiveDefinite`]
@@ -667,10 +846,18 @@ pub fn covariance_block_team<T: Team>(
     }
     let depth = cov_ring_depth(kd);
     let stage_len = depth * ROWS;
-    let stage = |g: usize| ring.sub(depth * bs + (g % 2) * stage_len, stage_len);
+    let stage0 = cov_stage_start(&ring, depth, bs);
+    let stage = |g: usize| ring.sub(stage0 + (g % 2) * stage_len, stage_len);
     let ngroup = (n - block).div_ceil(ROWS);
     let ntr = bs.div_ceil(TILE);
     let ntile = ntr * (ntr + 1) / 2;
+    // Tile-major sums when they fit in `out` and, for the final reordering, in the ring of
+    // `Y_b` rows (always for the production shapes: 3,000 values for bs = 74).
+    let store = if TILE * TILE * ntile <= (bs * bs).min(depth * bs) {
+        TileStore::TileMajor { ntile }
+    } else {
+        TileStore::RowMajor
+    };
     let geo = CovGeometry {
         n,
         kd,
@@ -710,7 +897,7 @@ pub fn covariance_block_team<T: Team>(
             if gram_now {
                 let mut tile = (lane + lanes - bs % lanes) % lanes;
                 while tile < ntile {
-                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile);
+                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
                     tile += lanes;
                 }
             }
@@ -719,16 +906,42 @@ pub fn covariance_block_team<T: Team>(
             gram_from = gram_to;
         }
     }
-    team.each(|lane| {
-        let mut e = lane;
-        while e < bs * bs {
-            let (r, c) = (e / bs, e % bs);
-            if r > c {
-                out.set(e, out.get(c * bs + r));
+    match store {
+        TileStore::RowMajor => team.each(|lane| {
+            let mut e = lane;
+            while e < bs * bs {
+                let (r, c) = (e / bs, e % bs);
+                if r > c {
+                    out.set(e, out.get(c * bs + r));
+                }
+                e += lanes;
             }
-            e += lanes;
+        }),
+        TileStore::TileMajor { ntile } => {
+            // The tile-major sums into the ring (free now), then every entry of `C_bb` from
+            // there: coalesced global reads and writes.
+            let len = TILE * TILE * ntile;
+            team.each(|lane| {
+                let mut k = lane;
+                while k < len {
+                    ring.set(k, out.get(k));
+                    k += lanes;
+                }
+            });
+            team.each(|lane| {
+                let mut e = lane;
+                while e < bs * bs {
+                    let (r, c) = (e / bs, e % bs);
+                    let (r, c) = (r.min(c), r.max(c));
+                    let (tr, tc) = (r / TILE, c / TILE);
+                    let tile = tc * (tc + 1) / 2 + tr;
+                    let k = ((r % TILE) * TILE + c % TILE) * ntile + tile;
+                    out.set(e, ring.get(k));
+                    e += lanes;
+                }
+            });
         }
-    });
+    }
     if (0..bs).all(|c| out.get(c * bs + c).is_finite()) {
         Status::Ok
     } else {
@@ -759,9 +972,17 @@ fn stage_l_rows(
 ) {
     let (n, kd) = (geo.n, geo.kd);
     let w = kd + 1;
+    // Element e: blocks of 8 positions × 8 rows, position fastest, so that 8 lanes read 8
+    // consecutive values of one row of `ab` (4 rows per warp: about 10 sectors instead of 16
+    // for rows read down a column; 4 shared-memory wavefronts per warp store instead of 2).
+    let positions = kd + ROWS;
     let mut e = lane;
-    while e < (kd + ROWS) * ROWS {
-        let (j, t) = (e / ROWS, e % ROWS);
+    while e < positions.div_ceil(ROWS) * ROWS * ROWS {
+        let (t, j) = ((e / ROWS) % ROWS, e / (ROWS * ROWS) * ROWS + e % ROWS);
+        if j >= positions {
+            e += lanes;
+            continue;
+        }
         let m = m0 + t;
         let v = if m >= n {
             if j == kd + t {
@@ -771,10 +992,14 @@ fn stage_l_rows(
             }
         } else if j < t || j > kd + t || m0 + j < kd {
             0.0
+        } else if j == kd + t {
+            // The diagonal as its reciprocal: one division per row here instead of one per
+            // row and column in `y_rows`.
+            1.0 / ab.get(m * w + kd)
         } else {
             ab.get(m * w + j - t)
         };
-        stage.set(e, v);
+        stage.set(j * ROWS + t, v);
         e += lanes;
     }
 }
@@ -782,50 +1007,61 @@ fn stage_l_rows(
 /// Rows `m0 .. m0 + 8` of column `c` of `Y_b` into the ring (zero for rows before the
 /// column's start or `>= n`): `y_m[c] = (e_m[c] - Σ_k L[m][k]·y_k[c]) / L[m][m]`, `L` from
 /// the staged group.
+///
+/// Every column that has started runs the sum over the same rows
+/// `k = max(m0 - kd, block) .. m0` (the ring holds zeros above a column's start, which add
+/// exact zeros: the same value as a sum from the start): the lanes of a warp then read the
+/// same `L` entries (one broadcast wavefront per 16-byte pair) instead of up to 9 different
+/// rows in the columns that start within the window. Columns that start after the group only
+/// store their zeros.
 // Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
 #[inline(never)]
 fn y_rows(geo: &CovGeometry, ring: Shared, stage: Shared, m0: usize, c: usize) {
     let (n, kd, bs, depth) = (geo.n, geo.kd, geo.bs, geo.depth);
     let start = geo.block + c * geo.nblock;
-    let mut acc = [0.0f64; ROWS];
-    // Ring part: k in [max(m0 - kd, start), m0); stage position j = k + kd - m0 (the zero
-    // padding covers the rows whose band starts later).
+    let slot0 = m0 % depth;
+    let mut y = [0.0f64; ROWS];
     // SAFETY (the unchecked accesses): `stage` has `depth · ROWS >= (kd + ROWS) · ROWS`
-    // values, `ring` at least `depth · bs` (checked by the caller), `slot < depth`, `c < bs`.
-    let k_lo = m0.saturating_sub(kd).max(start);
-    if k_lo < m0 {
-        let mut slot = k_lo % depth;
+    // values and starts 16-byte aligned (`lrow + 2p` is even), `ring` at least `depth · bs`
+    // (checked by the caller), `at = slot · bs + c < depth · bs` (`slot < depth`, `c < bs`).
+    if start < m0 + ROWS {
+        let mut acc = [0.0f64; ROWS];
+        // Ring part: k in [max(m0 - kd, block), m0); stage position j = k + kd - m0 (the
+        // zero padding covers the rows whose band starts later).
+        let k_lo = m0.saturating_sub(kd).max(geo.block);
+        // Index of y_k[c] in the ring, advanced by additions (no multiplication per term).
+        let ring_end = depth * bs;
+        let mut at = (k_lo % depth) * bs + c;
         let mut j = k_lo + kd - m0;
-        let j_end = kd;
-        while j < j_end {
-            let v = unsafe { ring.get_unchecked(slot * bs + c) };
+        while j < kd {
+            let v = unsafe { ring.get_unchecked(at) };
             let lrow = j * ROWS;
-            unroll_rows!(t => {
-                acc[t] = fma(-unsafe { stage.get_unchecked(lrow + t) }, v, acc[t]);
+            unroll!(p in [0, 1, 2, 3] => {
+                let (a, b) = unsafe { stage.get2_unchecked(lrow + 2 * p) };
+                acc[2 * p] = fma(-a, v, acc[2 * p]);
+                acc[2 * p + 1] = fma(-b, v, acc[2 * p + 1]);
             });
-            slot += 1;
-            if slot == depth {
-                slot = 0;
+            at += bs;
+            if at >= ring_end {
+                at -= ring_end;
             }
             j += 1;
         }
-    }
-    // Triangle: rows of this group, in registers.
-    let mut y = [0.0f64; ROWS];
-    let tri = kd * ROWS;
-    unroll_rows!(t => {
-        let m = m0 + t;
-        let e = if m == start { 1.0 } else { 0.0 };
-        let mut s = e + acc[t];
-        unroll_rows!(t2 => {
-            if t2 < t {
-                s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
-            }
+        // Triangle: rows of this group, in registers.
+        let tri = kd * ROWS;
+        unroll_rows!(t => {
+            let m = m0 + t;
+            let e = if m == start { 1.0 } else { 0.0 };
+            let mut s = e + acc[t];
+            unroll_rows!(t2 => {
+                if t2 < t {
+                    s = fma(-unsafe { stage.get_unchecked(tri + t2 * ROWS + t) }, y[t2], s);
+                }
+            });
+            let v = s * unsafe { stage.get_unchecked(tri + t * ROWS + t) };
+            y[t] = if m >= start && m < n { v } else { 0.0 };
         });
-        let v = s / unsafe { stage.get_unchecked(tri + t * ROWS + t) };
-        y[t] = if m >= start && m < n { v } else { 0.0 };
-    });
-    let slot0 = m0 % depth;
+    }
     unroll_rows!(t => {
         let slot = if slot0 + t >= depth { slot0 + t - depth } else { slot0 + t };
         unsafe { ring.set_unchecked(slot * bs + c, y[t]) };
@@ -840,12 +1076,35 @@ macro_rules! unroll_tile {
 }
 const _: () = assert!(TILE == 5, "unroll_tile! expands TILE = 5 bodies");
 
+/// Where [`gram_tile`] accumulates `C_bb` in `out` between updates.
+#[derive(Clone, Copy)]
+enum TileStore {
+    /// In place: entry `(r, c)` at `r · bs + c` (the lanes of a warp touch rows of different
+    /// tiles: about one 32-byte sector per value).
+    RowMajor,
+    /// Tile-major: entry `(i, j)` of tile `tile` at `(i · TILE + j) · ntile + tile`, so the
+    /// lanes of a warp (consecutive tiles) touch consecutive values (whole sectors);
+    /// [`covariance_block_team`] moves the sums to their row-major places at the end.
+    TileMajor {
+        /// Number of tiles.
+        ntile: usize,
+    },
+}
+
 /// Adds rows `m0 .. min(m1, n)` of `Y_b` (in the ring: `m1 - m0 <= kd`, `m1` a group start) to
-/// the upper-triangle entries of tile `tile` of `C_bb` (`out`): `C[r][c] += Σ_t y_t[r]·y_t[c]`
-/// for `r <= c`. Tiles are numbered column by column: `(0,0), (0,1), (1,1), (0,2), ...`.
+/// the upper-triangle entries of tile `tile` of `C_bb` (`out`, laid out as `store` says):
+/// `C[r][c] += Σ_t y_t[r]·y_t[c]` for `r <= c`. Tiles are numbered column by column:
+/// `(0,0), (0,1), (1,1), (0,2), ...` (tile `(tr, tc)` is number `tc·(tc+1)/2 + tr`).
 // Not inlined: keeps its loop-invariant addresses out of the phase loop (registers).
 #[inline(never)]
-fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usize), tile: usize) {
+fn gram_tile(
+    geo: &CovGeometry,
+    out: Shared,
+    ring: Shared,
+    (m0, m1): (usize, usize),
+    tile: usize,
+    store: TileStore,
+) {
     let (bs, depth) = (geo.bs, geo.depth);
     let (mut tr, mut tc) = (tile, 0);
     while tr > tc {
@@ -858,18 +1117,26 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usi
         return;
     }
     // Rows / columns past `bs - 1` (edge tiles) read at most `TILE - 1` values past the end of
-    // a ring row (inside `ring`: the next row or the staged `L`) into accumulators that are
-    // not stored.
-    let keep = |i: usize, j: usize| r0 + i <= c0 + j && c0 + j < bs;
-    // SAFETY (the unchecked accesses): stored entries have `r <= c < bs` and `out` has at
-    // least `bs²` values; ring reads are below `depth · bs + TILE <= ring.len()` (checked by
-    // the caller: `ring` also holds the staged `L`).
+    // a ring row (inside `ring`: the next row, the alignment slack or the staged `L`) into
+    // accumulators that never reach the row-major `C_bb` (tile-major: stored in their own
+    // slots and left there).
+    let keep = |i: usize, j: usize| match store {
+        TileStore::RowMajor => r0 + i <= c0 + j && c0 + j < bs,
+        TileStore::TileMajor { .. } => true,
+    };
+    let at = |i: usize, j: usize| match store {
+        TileStore::RowMajor => (r0 + i) * bs + c0 + j,
+        TileStore::TileMajor { ntile } => (i * TILE + j) * ntile + tile,
+    };
+    // SAFETY (the unchecked accesses): row-major stored entries have `r <= c < bs` and `out`
+    // has at least `bs²` values; tile-major ones are below `TILE² · ntile <= bs²` (checked by
+    // the caller); ring reads are below `depth · bs + TILE <= ring.len()` (checked by the
+    // caller: `ring` also holds the staged `L`).
     let mut acc = [[0.0f64; TILE]; TILE];
     unroll_tile!(i => {
-        let orow = (r0 + i) * bs + c0;
         unroll_tile!(j => {
             if keep(i, j) {
-                acc[i][j] = unsafe { out.get_unchecked(orow + j) };
+                acc[i][j] = unsafe { out.get_unchecked(at(i, j)) };
             }
         });
     });
@@ -898,10 +1165,9 @@ fn gram_tile(geo: &CovGeometry, out: Shared, ring: Shared, (m0, m1): (usize, usi
         t += 1;
     }
     unroll_tile!(i => {
-        let orow = (r0 + i) * bs + c0;
         unroll_tile!(j => {
             if keep(i, j) {
-                unsafe { out.set_unchecked(orow + j, acc[i][j]) };
+                unsafe { out.set_unchecked(at(i, j), acc[i][j]) };
             }
         });
     });
