@@ -8,7 +8,7 @@ use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
 use crate::trace::Trace;
-use desi_device::linalg::{banded, jacobi};
+use desi_device::linalg::{banded, tridiagonal};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
@@ -230,12 +230,14 @@ pub fn solve_patch_full(
     let mut resolution = vec![0.0; plan.nspp * block_len];
     let mut flux = vec![0.0; plan.nspp * nwavetot];
     let mut ivar = vec![0.0; plan.nspp * nwavetot];
-    let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
+    let mut eig_work = vec![0.0; tridiagonal::inverse_sqrt_eigh_work_len(nwavetot)];
     for c in 0..plan.nspp {
         let s = s_core + c;
         let block = &cov[c * block_len..(c + 1) * block_len];
         let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
-        let status = jacobi::inverse_sqrt(block, nwavetot, q_block, &mut eig_work);
+        // The CPU's method (Householder + QL; the GPU keeps one-sided Jacobi): both agree with
+        // the float64 reference to ~1e-13 of max|Q| (device/tests/tridiagonal.rs).
+        let status = tridiagonal::inverse_sqrt_eigh(block, nwavetot, q_block, &mut eig_work);
         if status != Status::Ok {
             return Err(fail("inverse square root of C_bb", status));
         }
