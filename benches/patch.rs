@@ -6,8 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use desi_device::linalg::{banded, jacobi, tridiagonal};
 use desi_device::patch::{
-    assemble_normal_equations, assemble_normal_equations_rows, patch_bandwidth, pixel_statistics,
-    regularize, CoreRange,
+    assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange,
 };
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::read_psf;
@@ -74,19 +73,6 @@ fn benches(c: &mut Criterion) {
     g.bench_function("assemble", |b| {
         b.iter(|| {
             assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw)
-        })
-    });
-    g.bench_function("assemble_rows", |b| {
-        b.iter(|| {
-            assemble_normal_equations_rows(
-                &view,
-                &inputs.ccd,
-                &shape,
-                kd,
-                &mut band,
-                &mut rhs,
-                &mut fw,
-            )
         })
     });
     g.bench_function("band_factor", |b| {

@@ -10,7 +10,7 @@ use crate::psf::SpotTable;
 use crate::trace::Trace;
 use desi_device::linalg::{banded, tridiagonal};
 use desi_device::patch::{
-    apply_resolution, assemble_normal_equations_rows, pixel_statistics, regularize,
+    apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
 };
 use desi_device::Status;
@@ -202,9 +202,7 @@ pub fn solve_patch_full(
     let mut issue = None;
     let mut ridge = params.regularize;
     loop {
-        // The CPU's vectorized assembly (same entries as the device's
-        // `assemble_normal_equations` up to the order of summation).
-        let status = assemble_normal_equations_rows(
+        let status = assemble_normal_equations(
             &view,
             &inputs.ccd,
             &shape,

@@ -8,13 +8,11 @@
 //! stored in the lower band layout of [`crate::linalg::banded`]:
 //! `band[i * (kd + 1) + (j + kd - i)] = M[i][j]` for `i - kd <= j <= i`.
 
-pub mod assemble_rows;
 pub mod assemble_warp;
 
 use crate::psf::spot::StampCorner;
 use crate::team::Shared;
 use crate::Status;
-pub use assemble_rows::assemble_normal_equations_rows;
 
 /// Read-only view of the spot stamps of one patch inside a larger (bundle or frame) table.
 ///
