@@ -5,6 +5,9 @@
 #
 #   GS=/tmp/gs GS_DEPS=/tmp/gsdeps bash tools/bench_vs_gpu_specter.sh [REPEATS]
 #
+# BASELINE_BIN=path/to/another/desi-extract also times that binary in the same runs (e.g. a
+# build of an earlier commit), for before/after figures on the same machine load.
+#
 # GS: a gpu_specter checkout (git -C .../desihub+gpu_specter/repo archive HEAD | tar -x -C $GS);
 # GS_DEPS: a pip --target folder with numba (pip install --target $GS_DEPS numba); numpy, scipy,
 # astropy and fitsio come from ~/.cache/desi-extract/py (scripts/setup.sh). Build first:
@@ -28,7 +31,18 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 now() { date +%s.%N; }
 
 : >"$work/ours_total"; : >"$work/ours_solve"; : >"$work/gs_total"; : >"$work/gs_extract"
+: >"$work/base_total"; : >"$work/base_solve"
 for i in $(seq "$repeats"); do
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        t0=$(now)
+        "$BASELINE_BIN" extract -i "$work/preproc.fits" -p "$psf" -o "$work/frame-base.fits" \
+            -w "$wave" -s 0 -n 25 --threads 1 >"$work/base.log" 2>&1
+        t1=$(now)
+        echo "$t1 - $t0" | bc -l >>"$work/base_total"
+        grep -o 'solve [0-9.]* s' "$work/base.log" | head -1 | awk '{print $2}' >>"$work/base_solve"
+        printf 'run %d: baseline %.3f s (solve %s s)\n' "$i" "$(tail -1 "$work/base_total")" \
+            "$(tail -1 "$work/base_solve")"
+    fi
     t0=$(now)
     "$bin" extract -i "$work/preproc.fits" -p "$psf" -o "$work/frame.fits" -w "$wave" \
         -s 0 -n 25 --threads 1 >"$work/ours.log" 2>&1
@@ -52,6 +66,9 @@ ot=$(median <"$work/ours_total"); os=$(median <"$work/ours_solve")
 gt=$(median <"$work/gs_total"); ge=$(median <"$work/gs_extract")
 echo "median of $repeats, one thread:"
 echo "  desi-extract whole process $ot s, solve $os s"
+if [ -n "${BASELINE_BIN:-}" ]; then
+    echo "  baseline     whole process $(median <"$work/base_total") s, solve $(median <"$work/base_solve") s"
+fi
 echo "  gpu_specter  warm process (read + extract + write) $gt s, extraction $ge s"
 printf '  ratio gpu_specter / desi-extract: whole process %.1fx; gpu_specter extraction alone / our whole process %.1fx\n' \
     "$(echo "$gt / $ot" | bc -l)" "$(echo "$ge / $ot" | bc -l)"
