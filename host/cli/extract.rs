@@ -284,7 +284,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None => grid.clone(),
     };
     let rows = ccd_rows(&psf, &params, &extraction_grid);
-    let image = trace.span("read", || reader.read_rows(rows))?;
+    let image = trace.span("read", || reader.read_rows(rows.clone()))?;
     let limits = pixel_limits(&args, &image)?;
     let job = FrameJob::new(&psf, &image, &extraction_grid, &params)?
         .with_model(args.model.is_some())
@@ -292,7 +292,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         .with_failed_patches(args.failed_patches.into())
         .with_pixel_limits(limits);
     if comm.rank() == 0 {
-        warn_screened(&args.input, &limits, &image);
+        warn_screened(&args.input, &limits, &image, rows);
     }
     let bar = progress_bar();
     let read_time = start.elapsed();
@@ -403,9 +403,15 @@ fn pixel_limits(args: &ExtractArgs, image: &io::PreprocImage) -> Result<PixelLim
     Ok(limits)
 }
 
-/// Says on stderr how many pixels with IVAR > 0 the screen ignores, and why.
-fn warn_screened(input: &Path, limits: &PixelLimits, image: &io::PreprocImage) {
-    let count = limits.count(image);
+/// Says on stderr how many pixels with IVAR > 0 the screen ignores among the CCD rows read,
+/// and why.
+fn warn_screened(
+    input: &Path,
+    limits: &PixelLimits,
+    image: &io::PreprocImage,
+    rows: std::ops::Range<usize>,
+) {
+    let count = limits.count_rows(image, rows);
     if count.total() > 0 {
         eprintln!(
             "desi-extract: warning: {}: {} pixel(s) with IVAR > 0 ignored as absurd ({} not finite, {} with |value| > {:e} electrons, {} with IVAR > {:e}); their bins carry SOMEBADPIX/ALLBADPIX where they dominate",
