@@ -4,7 +4,7 @@
 //! `cargo bench --bench patch` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use desi_device::linalg::{banded, jacobi};
+use desi_device::linalg::{banded, jacobi, tridiagonal};
 use desi_device::patch::{
     assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange,
 };
@@ -97,6 +97,32 @@ fn benches(c: &mut Criterion) {
     g.bench_function("inverse_sqrt_74_one_block", |b| {
         b.iter(|| {
             jacobi::inverse_sqrt(&cov[..nwavetot * nwavetot], nwavetot, &mut q, &mut eig_work)
+        })
+    });
+    let mut eigh_work = vec![0.0; tridiagonal::inverse_sqrt_eigh_work_len(nwavetot)];
+    g.bench_function("inverse_sqrt_eigh_74_one_block", |b| {
+        b.iter(|| {
+            tridiagonal::inverse_sqrt_eigh(
+                &cov[..nwavetot * nwavetot],
+                nwavetot,
+                &mut q,
+                &mut eigh_work,
+            )
+        })
+    });
+    let s_core = plan.ispec - plan.s0;
+    let mut core_cov = vec![0.0; plan.nspp * nwavetot * nwavetot];
+    g.bench_function("covariance_block_range_core", |b| {
+        b.iter(|| {
+            banded::band_covariance_block_range(
+                &factored,
+                n,
+                kd,
+                plan.nspecpad,
+                s_core,
+                &mut core_cov,
+                &mut work,
+            )
         })
     });
     let mut pixels = vec![0.0; window.npix()];

@@ -188,3 +188,90 @@ fn rewrite_replaces_previous_file() {
     assert_eq!(back.image, second.image);
     assert_eq!(dir_names(dir.path()), ["p.fits"]);
 }
+
+/// `PreprocReader::read_rows` reads exactly the rows asked for (IMAGE, IVAR, the compressed
+/// MASK and READNOISE), zeros elsewhere, clamps a range that runs past the CCD edge, and checks
+/// only the rows it reads, naming a bad pixel by its CCD row.
+#[test]
+fn preproc_row_range_read() {
+    use desi_extract::io::PreprocReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tmp(&dir, "preproc-r0-00000002.fits");
+    let (ny, nx) = (41, 29);
+    let mut img = sample(&path, ny, nx, 11);
+    img.readnoise = Some((0..ny * nx).map(|i| 2.0 + i as f32 * 1e-3).collect());
+    write_preproc(&path, &img).expect("write preproc");
+
+    let planes_match = |back: &PreprocImage, rows: std::ops::Range<usize>| {
+        for r in 0..ny {
+            let span = r * nx..(r + 1) * nx;
+            let inside = rows.contains(&r);
+            let pick_f = |src: &[f32]| {
+                if inside {
+                    src[span.clone()].to_vec()
+                } else {
+                    vec![0.0; nx]
+                }
+            };
+            assert_eq!(
+                back.image[span.clone()],
+                pick_f(&img.image)[..],
+                "image row {r}"
+            );
+            assert_eq!(
+                back.ivar[span.clone()],
+                pick_f(&img.ivar)[..],
+                "ivar row {r}"
+            );
+            let rn = img.readnoise.as_deref().expect("readnoise");
+            let back_rn = back.readnoise.as_deref().expect("readnoise read");
+            assert_eq!(back_rn[span.clone()], pick_f(rn)[..], "readnoise row {r}");
+            let mask: Vec<i32> = if inside {
+                img.mask[span.clone()].to_vec()
+            } else {
+                vec![0; nx]
+            };
+            assert_eq!(back.mask[span.clone()], mask[..], "mask row {r}");
+        }
+    };
+
+    // Interior rows, the first rows, the last rows and a range past the CCD edge.
+    for (rows, expect) in [
+        (5..17, 5..17),
+        (0..3, 0..3),
+        (ny - 4..ny, ny - 4..ny),
+        (ny - 2..ny + 50, ny - 2..ny),
+        (ny + 3..ny + 9, ny..ny),
+        (0..ny, 0..ny),
+    ] {
+        let reader = PreprocReader::open(&path).expect("open");
+        let meta = reader.metadata();
+        assert_eq!((meta.ny, meta.nx, meta.camera.as_str()), (ny, nx, "r0"));
+        assert!(meta.image.is_empty() && meta.ivar.is_empty() && meta.mask.is_empty());
+        let back = reader.read_rows(rows.clone()).expect("read rows");
+        assert_eq!((back.ny, back.nx), (ny, nx), "{rows:?}");
+        assert_eq!(back.image.len(), ny * nx);
+        planes_match(&back, expect);
+        assert_eq!(back.header, read_preproc(&path).expect("full read").header);
+    }
+
+    // A bad IVAR outside the rows read is not seen; inside, it is named by its CCD row.
+    let bad_row = 30;
+    img.ivar[bad_row * nx + 4] = f32::NAN;
+    let path2 = tmp(&dir, "preproc-r0-00000003.fits");
+    write_preproc(&path2, &img).expect("write preproc with a NaN ivar");
+    let back = PreprocReader::open(&path2)
+        .expect("open")
+        .read_rows(0..bad_row)
+        .expect("the bad pixel is not in the rows read");
+    assert_eq!(back.ivar[bad_row * nx + 4], 0.0);
+    let err = PreprocReader::open(&path2)
+        .expect("open")
+        .read_rows(bad_row - 2..bad_row + 1)
+        .expect_err("the bad pixel is in the rows read");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("(row {bad_row}, col 4)")) && text.contains("IVAR"),
+        "{text}"
+    );
+}

@@ -4,7 +4,7 @@ use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg
 use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{
-    check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
+    ccd_rows, check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
 };
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
@@ -235,7 +235,9 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None => &CpuBackend,
     };
     let trace = Trace::new();
-    let mut image = trace.span("read", || io::read_preproc(&args.input))?;
+    // The header and FIBERMAP first: they fix the extraction grid (barycentric correction),
+    // hence the CCD rows the requested fibers' traces reach; only those rows are read.
+    let mut reader = trace.span("read", || io::PreprocReader::open(&args.input))?;
     if let Some(path) = &args.fibermap {
         // desispec: io.read_fibermap(args.fibermap), then rows specmin..specmin+nspec.
         let table = io::read_table(path, "FIBERMAP")?;
@@ -249,18 +251,18 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        image.fibermap = Some(table);
+        reader.metadata_mut().fibermap = Some(table);
         log::debug!("fibermap from {}", path.display());
     }
     // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
     // before any work.
-    check_frame_metadata(&image).map_err(|e| InputError(e.to_string()))?;
+    check_frame_metadata(reader.metadata()).map_err(|e| InputError(e.to_string()))?;
     let backend_name = match &gpu {
         Some(g) => format!("gpu ({})", g.name()),
         None => CpuBackend.name().to_string(),
     };
     let heliocor = if args.barycentric_correction {
-        let factor = heliocentric::preproc_factor(&image).map_err(|e| {
+        let factor = heliocentric::preproc_factor(reader.metadata()).map_err(|e| {
             InputError(format!(
                 "{}: --barycentric-correction: {e}",
                 args.input.display()
@@ -289,6 +291,8 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         Some(factor) => heliocentric::corrected_grid(&grid, factor)?,
         None => grid.clone(),
     };
+    let rows = ccd_rows(&psf, &params, &extraction_grid);
+    let image = trace.span("read", || reader.read_rows(rows.clone()))?;
     let limits = pixel_limits(&args, &image)?;
     let job = FrameJob::new(&psf, &image, &extraction_grid, &params)?
         .with_model(args.model.is_some())
@@ -296,7 +300,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         .with_failed_patches(args.failed_patches.into())
         .with_pixel_limits(limits);
     if comm.rank() == 0 {
-        warn_screened(&args.input, &limits, &image);
+        warn_screened(&args.input, &limits, &image, rows);
     }
     let bar = progress_bar();
     let read_time = start.elapsed();
@@ -407,9 +411,15 @@ fn pixel_limits(args: &ExtractArgs, image: &io::PreprocImage) -> Result<PixelLim
     Ok(limits)
 }
 
-/// Says on stderr how many pixels with IVAR > 0 the screen ignores, and why.
-fn warn_screened(input: &Path, limits: &PixelLimits, image: &io::PreprocImage) {
-    let count = limits.count(image);
+/// Says on stderr how many pixels with IVAR > 0 the screen ignores among the CCD rows read,
+/// and why.
+fn warn_screened(
+    input: &Path,
+    limits: &PixelLimits,
+    image: &io::PreprocImage,
+    rows: std::ops::Range<usize>,
+) {
+    let count = limits.count_rows(image, rows);
     if count.total() > 0 {
         eprintln!(
             "desi-extract: warning: {}: {} pixel(s) with IVAR > 0 ignored as absurd ({} not finite, {} with |value| > {:e} electrons, {} with IVAR > {:e}); their bins carry SOMEBADPIX/ALLBADPIX where they dominate",

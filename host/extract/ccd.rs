@@ -3,7 +3,7 @@
 
 use super::PixelLimits;
 use crate::io::PreprocImage;
-use crate::patch::ExtractionParams;
+use crate::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use crate::psf::GaussHermitePsf;
 use desi_device::patch::CcdView;
 use rayon::prelude::*;
@@ -77,6 +77,20 @@ impl CcdData {
             ncol: self.ncol,
         }
     }
+}
+
+/// The CCD rows an extraction of `params` on `grid` with `psf` reads: the rows its fibers'
+/// stamps can reach over the padded grid ([`trace_rows`], the rows the CPU backend converts),
+/// before the image's height is known (the reader clamps them). A caller that reads only these
+/// rows of a preproc ([`crate::io::PreprocReader::read_rows`]) and extracts with the same
+/// `psf`, `params` and `grid` gets the frame of the whole image.
+pub fn ccd_rows(
+    psf: &GaussHermitePsf,
+    params: &ExtractionParams,
+    grid: &WavelengthGrid,
+) -> std::ops::Range<usize> {
+    let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+    trace_rows(psf, params, &padded.fullwave, usize::MAX)
 }
 
 /// CCD rows that the stamps of spectra `specmin..specmin+nspec` can reach on `fullwave`: the

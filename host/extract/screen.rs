@@ -93,12 +93,25 @@ impl PixelLimits {
 
     /// How many pixels of `image` with IVAR > 0 and no excluding MASK bit the screen excludes.
     pub fn count(&self, image: &PreprocImage) -> ScreenCount {
+        self.count_rows(image, 0..image.ny)
+    }
+
+    /// [`PixelLimits::count`] over the CCD rows `rows` only (clamped to the image): the rows
+    /// an extraction reads ([`crate::io::PreprocReader::read_rows`]; the others are 0).
+    pub fn count_rows(&self, image: &PreprocImage, rows: std::ops::Range<usize>) -> ScreenCount {
         const CHUNK: usize = 1 << 16;
-        image
-            .image
+        let end = rows.end.min(image.ny);
+        let span = rows.start.min(end) * image.nx..end * image.nx;
+        let planes = (
+            image.image.get(span.clone()).unwrap_or_default(),
+            image.ivar.get(span.clone()).unwrap_or_default(),
+            image.mask.get(span).unwrap_or_default(),
+        );
+        planes
+            .0
             .par_chunks(CHUNK)
-            .zip(image.ivar.par_chunks(CHUNK))
-            .zip(image.mask.par_chunks(CHUNK))
+            .zip(planes.1.par_chunks(CHUNK))
+            .zip(planes.2.par_chunks(CHUNK))
             .map(|((v, iv), m)| {
                 let mut count = ScreenCount::default();
                 for ((&v, &iv), &m) in v.iter().zip(iv).zip(m) {

@@ -241,6 +241,41 @@ impl Fits {
         };
     }
 
+    /// `n` zeros of a cfitsio element type, as [`Fits::alloc`] (same size limit, allocation
+    /// failure an error) but from the allocator's zeroed pages: pages never written cost no
+    /// memory or time (a plane of which only some rows are read).
+    pub(crate) fn alloc_zeroed<T: FitsElem>(&self, n: usize) -> Result<Vec<T>, IoError> {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>());
+        if bytes > super::limits::MAX_HDU_BYTES {
+            return Err(IoError::TooLarge {
+                path: self.path.clone(),
+                hdu: self.hdu.clone(),
+                detail: format!(
+                    "{n} values ({bytes} bytes) exceed the limit of {} bytes for one HDU",
+                    super::limits::MAX_HDU_BYTES
+                ),
+            });
+        }
+        if n == 0 || std::mem::size_of::<T>() == 0 {
+            return Ok(Vec::new());
+        }
+        let oom = || IoError::OutOfMemory {
+            path: self.path.clone(),
+            hdu: self.hdu.clone(),
+            bytes,
+        };
+        let layout = std::alloc::Layout::array::<T>(n).map_err(|_| oom())?;
+        // SAFETY: the layout has a non-zero size (n > 0, T not zero-sized).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+        if ptr.is_null() {
+            return Err(oom());
+        }
+        // SAFETY: ptr was allocated by the global allocator with the layout of n values of T
+        // (capacity n), and all-zero bytes are a valid value of every FitsElem type (f64,
+        // f32, i32, u32, i16), so its n elements are initialized.
+        Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+    }
+
     /// A zeroed buffer of `n` elements for the current HDU's data: refused beyond
     /// [`limits::MAX_HDU_BYTES`](super::limits::MAX_HDU_BYTES), and allocated fallibly (an
     /// allocation failure is [`IoError::OutOfMemory`], never an abort).
@@ -401,6 +436,36 @@ impl Fits {
         };
         self.check("read image", status)?;
         Ok(out)
+    }
+
+    /// Reads `out.len()` values of the current image starting at element `first` (0-based,
+    /// row-major from the first pixel; any stored type, converted by cfitsio): e.g. a range of
+    /// whole rows. cfitsio reads only the blocks (or compressed tiles) that hold them.
+    pub(crate) fn read_image_into<T: FitsElem>(
+        &mut self,
+        first: usize,
+        out: &mut [T],
+    ) -> Result<(), IoError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut status: c_int = 0;
+        let mut anynul: c_int = 0;
+        // SAFETY: out holds out.len() elements of the type named by T::DATATYPE; a null
+        // nulval means "no null checking".
+        unsafe {
+            sys::ffgpv(
+                self.raw(),
+                T::DATATYPE,
+                first as sys::LONGLONG + 1,
+                out.len() as sys::LONGLONG,
+                ptr::null_mut(),
+                out.as_mut_ptr() as *mut c_void,
+                &mut anynul,
+                &mut status,
+            )
+        };
+        self.check("read image rows", status)
     }
 
     /// Appends a new image HDU with axes in FITS order (NAXIS1 first) and makes it current.

@@ -1,5 +1,6 @@
 //! Preprocessed CCD images (`preproc-{camera}-{expid}.fits`, docs/algorithm.md §1.2).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::atomic::write_atomically;
@@ -44,11 +45,9 @@ fn shape_err(fits: &Fits, detail: String) -> IoError {
     }
 }
 
-/// Reads the current HDU as a 2-D image of shape `(ny, nx)`; `expect` checks the size.
-fn read_2d<T: super::fits::FitsElem>(
-    fits: &mut Fits,
-    expect: Option<(usize, usize)>,
-) -> Result<(usize, usize, Vec<T>), IoError> {
+/// Checks that the current HDU is a 2-D image and returns its `(ny, nx)`; `expect` checks the
+/// size.
+fn image_dims(fits: &mut Fits, expect: Option<(usize, usize)>) -> Result<(usize, usize), IoError> {
     if fits.hdu_kind()? != HduKind::Image {
         return Err(shape_err(fits, "expected an image".into()));
     }
@@ -70,8 +69,20 @@ fn read_2d<T: super::fits::FitsElem>(
             ));
         }
     }
-    let data = fits.read_image::<T>(nx * ny)?;
-    Ok((ny, nx, data))
+    Ok((ny, nx))
+}
+
+/// Reads rows `rows` of the current HDU, a 2-D image of shape `(ny, nx)`, into a zeroed
+/// `(ny, nx)` plane (the other rows stay 0).
+fn read_plane_rows<T: super::fits::FitsElem>(
+    fits: &mut Fits,
+    (ny, nx): (usize, usize),
+    rows: &Range<usize>,
+) -> Result<Vec<T>, IoError> {
+    image_dims(fits, Some((ny, nx)))?;
+    let mut plane = fits.alloc_zeroed::<T>(ny.saturating_mul(nx))?;
+    fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
+    Ok(plane)
 }
 
 /// Reads a preproc file: IMAGE (primary, or EXTNAME IMAGE), IVAR, MASK (int16, possibly
@@ -82,101 +93,174 @@ fn read_2d<T: super::fits::FitsElem>(
 /// IMAGE not finite where IVAR > 0 (the message names the HDU and the first bad pixel
 /// (row, col)).
 pub fn read_preproc(path: &Path) -> Result<PreprocImage, IoError> {
-    let mut fits = Fits::open(path)?;
-    if !fits.move_to_name("IMAGE")? {
-        fits.move_to(0)?;
-        if fits.image_shape()?.len() != 2 {
-            return Err(IoError::MissingHdu {
+    let reader = PreprocReader::open(path)?;
+    let rows = 0..reader.metadata().ny;
+    reader.read_rows(rows)
+}
+
+/// A preproc file opened for reading in two steps: its metadata (header, CAMERA, shape,
+/// FIBERMAP) first, then the pixels of the CCD rows a job needs ([`PreprocReader::read_rows`]).
+/// A few bundles over part of the wavelength range then read and check a fraction of the
+/// 17-Mpixel planes.
+pub struct PreprocReader {
+    fits: Fits,
+    meta: PreprocImage,
+    has_readnoise: bool,
+}
+
+impl PreprocReader {
+    /// Opens `path` and reads everything but the pixel planes.
+    ///
+    /// # Errors
+    /// Missing file/HDU, missing CAMERA, IMAGE not 2-D, a bad FIBERMAP.
+    pub fn open(path: &Path) -> Result<Self, IoError> {
+        let mut fits = Fits::open(path)?;
+        if !fits.move_to_name("IMAGE")? {
+            fits.move_to(0)?;
+            if fits.image_shape()?.len() != 2 {
+                return Err(IoError::MissingHdu {
+                    path: path.to_path_buf(),
+                    hdu: "IMAGE".into(),
+                });
+            }
+        }
+        let (ny, nx) = image_dims(&mut fits, None)?;
+        let cards = fits.cards()?;
+        let header = filter_cards(&cards, &[]);
+        let camera = fits
+            .key_string("CAMERA")?
+            .ok_or_else(|| IoError::MissingKeyword {
                 path: path.to_path_buf(),
-                hdu: "IMAGE".into(),
+                hdu: fits.hdu_label().to_string(),
+                key: "CAMERA".into(),
+            })?
+            .trim()
+            .to_lowercase();
+        let has_readnoise = fits.move_to_name("READNOISE")?;
+        let fibermap = if fits.move_to_name("FIBERMAP")? {
+            Some(read_table_hdu(&mut fits, "FIBERMAP")?)
+        } else {
+            None
+        };
+        let meta = PreprocImage {
+            path: path.to_path_buf(),
+            nx,
+            ny,
+            image: Vec::new(),
+            ivar: Vec::new(),
+            mask: Vec::new(),
+            camera,
+            header,
+            readnoise: None,
+            fibermap,
+        };
+        Ok(Self {
+            fits,
+            meta,
+            has_readnoise,
+        })
+    }
+
+    /// The file's metadata: shape, CAMERA, header cards and FIBERMAP; its pixel planes are
+    /// empty.
+    pub fn metadata(&self) -> &PreprocImage {
+        &self.meta
+    }
+
+    /// The metadata, to change before the pixels are read (e.g. a FIBERMAP from another file,
+    /// which [`PreprocReader::read_rows`] keeps); the pixel planes it sets are replaced.
+    pub fn metadata_mut(&mut self) -> &mut PreprocImage {
+        &mut self.meta
+    }
+
+    /// Reads rows `rows` (clamped to the image) of IMAGE, IVAR, MASK and READNOISE and checks
+    /// them as [`read_preproc`] does. The planes have the full `(ny, nx)` shape; the rows not
+    /// read are 0 (IVAR 0: no data) and are not checked. The extraction reads only the rows
+    /// its fibers' traces reach (`extract::ccd_rows`).
+    ///
+    /// # Errors
+    /// As [`read_preproc`], for the rows read.
+    pub fn read_rows(self, rows: Range<usize>) -> Result<PreprocImage, IoError> {
+        let Self {
+            mut fits,
+            mut meta,
+            has_readnoise,
+        } = self;
+        let path = meta.path.clone();
+        let (ny, nx) = (meta.ny, meta.nx);
+        let rows = rows.start.min(ny)..rows.end.min(ny).max(rows.start.min(ny));
+        if !fits.move_to_name("IMAGE")? {
+            fits.move_to(0)?;
+        }
+        let image_hdu = fits.hdu_label().to_string();
+        let image = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+
+        fits.require_hdu("IVAR")?;
+        let ivar = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+        let span = rows.start * nx..rows.end * nx;
+        let (image_part, ivar_part) = (&image[span.clone()], &ivar[span]);
+        let offset = rows.start * nx;
+        // Branch-free passes over blocks (vectorized) find whether there is a bad pixel; the
+        // slower scan that names the first one only runs when there is.
+        let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
+        let all_ivar_ok = ivar_part
+            .chunks(4096)
+            .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)));
+        if let Some(i) = (!all_ivar_ok)
+            .then(|| ivar_part.iter().position(|&v| !ivar_ok(v)))
+            .flatten()
+        {
+            return Err(IoError::BadData {
+                path,
+                hdu: fits.hdu_label().to_string(),
+                detail: format!(
+                    "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
+                    ivar_part[i],
+                    (offset + i) / nx,
+                    (offset + i) % nx
+                ),
             });
         }
-    }
-    let (ny, nx, image) = read_2d::<f32>(&mut fits, None)?;
-    let cards = fits.cards()?;
-    let header = filter_cards(&cards, &[]);
-    let camera = fits
-        .key_string("CAMERA")?
-        .ok_or_else(|| IoError::MissingKeyword {
-            path: path.to_path_buf(),
-            hdu: fits.hdu_label().to_string(),
-            key: "CAMERA".into(),
-        })?
-        .trim()
-        .to_lowercase();
-    let image_hdu = fits.hdu_label().to_string();
+        let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
+        let all_pixels_ok = image_part
+            .chunks(4096)
+            .zip(ivar_part.chunks(4096))
+            .all(|(c, w)| {
+                c.iter()
+                    .zip(w)
+                    .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
+            });
+        if let Some(i) = (!all_pixels_ok)
+            .then(|| (0..image_part.len()).find(|&i| !pixel_ok(image_part[i], ivar_part[i])))
+            .flatten()
+        {
+            return Err(IoError::BadData {
+                path,
+                hdu: image_hdu,
+                detail: format!(
+                    "pixel (row {}, col {}) is {} where ivar = {} > 0",
+                    (offset + i) / nx,
+                    (offset + i) % nx,
+                    image_part[i],
+                    ivar_part[i]
+                ),
+            });
+        }
 
-    fits.require_hdu("IVAR")?;
-    let (_, _, ivar) = read_2d::<f32>(&mut fits, Some((ny, nx)))?;
-    // Branch-free passes over blocks (vectorized) find whether there is a bad pixel; the
-    // slower scan that names the first one only runs when there is.
-    let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
-    let all_ivar_ok = ivar
-        .chunks(4096)
-        .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)));
-    if let Some(i) = (!all_ivar_ok)
-        .then(|| ivar.iter().position(|&v| !ivar_ok(v)))
-        .flatten()
-    {
-        return Err(IoError::BadData {
-            path: path.to_path_buf(),
-            hdu: fits.hdu_label().to_string(),
-            detail: format!(
-                "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
-                ivar[i],
-                i / nx,
-                i % nx
-            ),
-        });
+        fits.require_hdu("MASK")?;
+        let mask = read_plane_rows::<i32>(&mut fits, (ny, nx), &rows)?;
+        let readnoise = if has_readnoise {
+            fits.require_hdu("READNOISE")?;
+            Some(read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?)
+        } else {
+            None
+        };
+        meta.image = image;
+        meta.ivar = ivar;
+        meta.mask = mask;
+        meta.readnoise = readnoise;
+        Ok(meta)
     }
-    let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
-    let all_pixels_ok = image.chunks(4096).zip(ivar.chunks(4096)).all(|(c, w)| {
-        c.iter()
-            .zip(w)
-            .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
-    });
-    if let Some(i) = (!all_pixels_ok)
-        .then(|| (0..image.len()).find(|&i| !pixel_ok(image[i], ivar[i])))
-        .flatten()
-    {
-        return Err(IoError::BadData {
-            path: path.to_path_buf(),
-            hdu: image_hdu,
-            detail: format!(
-                "pixel (row {}, col {}) is {} where ivar = {} > 0",
-                i / nx,
-                i % nx,
-                image[i],
-                ivar[i]
-            ),
-        });
-    }
-
-    fits.require_hdu("MASK")?;
-    let (_, _, mask) = read_2d::<i32>(&mut fits, Some((ny, nx)))?;
-
-    let readnoise = if fits.move_to_name("READNOISE")? {
-        Some(read_2d::<f32>(&mut fits, Some((ny, nx)))?.2)
-    } else {
-        None
-    };
-    let fibermap = if fits.move_to_name("FIBERMAP")? {
-        Some(read_table_hdu(&mut fits, "FIBERMAP")?)
-    } else {
-        None
-    };
-    Ok(PreprocImage {
-        path: path.to_path_buf(),
-        nx,
-        ny,
-        image,
-        ivar,
-        mask,
-        camera,
-        header,
-        readnoise,
-        fibermap,
-    })
 }
 
 fn check_len(path: &Path, what: &str, len: usize, want: usize) -> Result<(), IoError> {

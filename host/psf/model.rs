@@ -6,6 +6,9 @@ use desi_device::psf::spot::{spot_at, spot_corner, PsfTables, SpotGeometry, Stam
 use rayon::prelude::*;
 use thiserror::Error;
 
+/// Wavelengths of one fiber per parallel work item of [`GaussHermitePsf::spots`].
+pub const SPOT_CHUNK: usize = 64;
+
 /// Errors while evaluating a PSF.
 #[derive(Debug, Error)]
 pub enum PsfError {
@@ -117,7 +120,8 @@ impl GaussHermitePsf {
     }
 
     /// Evaluates the spots of spectra `ispec_min..ispec_min+nspec` at every wavelength of
-    /// `waves` (fibers in parallel).
+    /// `waves` (in parallel over runs of [`SPOT_CHUNK`] wavelengths of a fiber; every spot is
+    /// computed on its own, so the result does not depend on the threads).
     pub fn spots(
         &self,
         ispec_min: usize,
@@ -131,15 +135,27 @@ impl GaussHermitePsf {
         let nwave = waves.len();
         let mut stamps = vec![0.0; nspec * nwave * ny * nx];
         let mut corners = vec![StampCorner::default(); nspec * nwave];
+        // Work items of up to SPOT_CHUNK wavelengths of one fiber: a bundle's 25 fibers would
+        // leave most of a many-core node idle.
+        let chunk = SPOT_CHUNK.min(nwave.max(1));
         stamps
-            .par_chunks_mut(nwave * ny * nx)
-            .zip(corners.par_chunks_mut(nwave))
+            .par_chunks_mut((nwave * ny * nx).max(1))
+            .zip(corners.par_chunks_mut(nwave.max(1)))
             .enumerate()
-            .try_for_each(|(s, (fiber_stamps, fiber_corners))| {
+            .flat_map(|(s, (fiber_stamps, fiber_corners))| {
+                fiber_stamps
+                    .par_chunks_mut((chunk * ny * nx).max(1))
+                    .zip(fiber_corners.par_chunks_mut(chunk))
+                    .enumerate()
+                    .map(move |(c, part)| (s, c, part))
+            })
+            .try_for_each(|(s, c, (part_stamps, part_corners))| {
                 let ispec = ispec_min + s;
-                for (k, &wave) in waves.iter().enumerate() {
-                    let stamp = &mut fiber_stamps[k * ny * nx..(k + 1) * ny * nx];
-                    fiber_corners[k] = spot_at(&tables, ispec, wave, stamp)
+                let k0 = c * chunk;
+                for (i, corner) in part_corners.iter_mut().enumerate() {
+                    let wave = waves[k0 + i];
+                    let stamp = &mut part_stamps[i * ny * nx..(i + 1) * ny * nx];
+                    *corner = spot_at(&tables, ispec, wave, stamp)
                         .map_err(|status| self.spot_error(ispec, wave, status))?;
                 }
                 Ok(())

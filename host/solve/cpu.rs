@@ -8,7 +8,7 @@ use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
 use crate::trace::Trace;
-use desi_device::linalg::{banded, jacobi};
+use desi_device::linalg::{banded, tridiagonal};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
@@ -58,6 +58,7 @@ impl Backend for CpuBackend {
             padded,
             bundles: VecDeque::new(),
             last_spots: Mutex::new(None),
+            prefetched: None,
             trace,
         }))
     }
@@ -72,6 +73,10 @@ struct CpuFrame<'a> {
     bundles: VecDeque<(usize, Vec<PatchPlan>)>,
     /// The spots of the bundle solved last (the model image asks for them next).
     last_spots: Mutex<Option<Arc<SpotTable>>>,
+    /// The next bundle's spots (its first fiber and the result), evaluated while the current
+    /// bundle's patches are solved: the cores that finish their patches first take them, so
+    /// no core waits at a bundle's end.
+    prefetched: Option<(usize, Result<Arc<SpotTable>, SolveError>)>,
     trace: &'a Trace,
 }
 
@@ -111,7 +116,16 @@ impl FrameSolver for CpuFrame<'_> {
             return Ok(None);
         };
         let bspecmin = plans[0].bspecmin;
-        let spots = self.spots(bspecmin, self.job.params.bundlesize)?;
+        let bundlesize = self.job.params.bundlesize;
+        let spots = match self.prefetched.take() {
+            Some((b, spots)) if b == bspecmin => {
+                let spots = spots?;
+                *self.last_spots.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::clone(&spots));
+                spots
+            }
+            _ => self.spots(bspecmin, bundlesize)?,
+        };
         let inputs = BundleInputs {
             spots: &spots,
             plans: &plans,
@@ -119,12 +133,25 @@ impl FrameSolver for CpuFrame<'_> {
             params: self.job.params,
             ndiag: self.job.ndiag(),
         };
-        let results = self.trace.span("solve", || {
-            plans
-                .par_iter()
-                .map(|plan| solve_patch(&inputs, plan))
-                .collect()
-        });
+        let next = self.bundles.front().map(|(_, p)| p[0].bspecmin);
+        let (psf, fullwave, trace) = (self.job.psf, &self.padded.fullwave, self.trace);
+        let (results, prefetched) = rayon::join(
+            || {
+                trace.span("solve", || {
+                    plans
+                        .par_iter()
+                        .map(|plan| solve_patch(&inputs, plan))
+                        .collect()
+                })
+            },
+            || {
+                next.map(|b| {
+                    let spots = trace.span("spots", || psf.spots(b, bundlesize, fullwave));
+                    (b, spots.map(Arc::new).map_err(SolveError::from))
+                })
+            },
+        );
+        self.prefetched = prefetched;
         Ok(Some((first, results)))
     }
 }
@@ -230,12 +257,14 @@ pub fn solve_patch_full(
     let mut resolution = vec![0.0; plan.nspp * block_len];
     let mut flux = vec![0.0; plan.nspp * nwavetot];
     let mut ivar = vec![0.0; plan.nspp * nwavetot];
-    let mut eig_work = vec![0.0; jacobi::inverse_sqrt_work_len(nwavetot)];
+    let mut eig_work = vec![0.0; tridiagonal::inverse_sqrt_eigh_work_len(nwavetot)];
     for c in 0..plan.nspp {
         let s = s_core + c;
         let block = &cov[c * block_len..(c + 1) * block_len];
         let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
-        let status = jacobi::inverse_sqrt(block, nwavetot, q_block, &mut eig_work);
+        // The CPU's method (Householder + QL; the GPU keeps one-sided Jacobi): both agree with
+        // the float64 reference to ~1e-13 of max|Q| (device/tests/tridiagonal.rs).
+        let status = tridiagonal::inverse_sqrt_eigh(block, nwavetot, q_block, &mut eig_work);
         if status != Status::Ok {
             return Err(fail("inverse square root of C_bb", status));
         }

@@ -1,0 +1,344 @@
+//! Symmetric eigendecomposition by Householder tridiagonalization and implicit QL
+//! ([`symmetric_eigen`]), and the inverse square root `C^(-1/2)` built from it
+//! ([`inverse_sqrt_eigh`]): the CPU backend's method for the per-fiber covariance blocks
+//! (docs/algorithm.md §4.4). It does about half the arithmetic of the one-sided Jacobi of
+//! [`super::jacobi::inverse_sqrt`] (which the GPU kernels keep) with every inner loop over
+//! contiguous rows, and agrees with it and with the float64 references to ~1e-13 of `max|Q|`
+//! on real covariance blocks (device/tests/tridiagonal.rs).
+//!
+//! Accuracy: tridiagonalization and QL are backward stable (eigenvalues within
+//! `~n·ε·‖C‖` of the exact ones: absolute, not relative, accuracy), so entries of
+//! `C^(-1/2)` have errors of `~n·ε·κ` relative to `max|Q|` (`κ` the condition number after the
+//! clip), the bound the Jacobi route and LAPACK-based codes (numpy's `eigh` in gpu_specter) are
+//! tested to as well.
+
+use super::dense::{axpy, dot};
+use crate::math::{abs, sqrt};
+use crate::Status;
+
+/// QL iterations allowed per eigenvalue before [`Status::NoConvergence`] (LAPACK `dsteqr`
+/// allows 30 per eigenvalue in all; real covariance blocks need 1-3).
+pub const QL_MAX_ITERATIONS: usize = 30;
+
+/// Length of the `work` slice that [`symmetric_eigen`] needs: `3n` (off-diagonal, reflector
+/// scalars, one vector of scratch); 0 if that overflows.
+pub fn symmetric_eigen_work_len(n: usize) -> usize {
+    n.checked_mul(3).unwrap_or(0)
+}
+
+/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: `n² + 4n` (eigenvectors,
+/// eigenvalues and [`symmetric_eigen`]'s scratch); 0 if that overflows.
+pub fn inverse_sqrt_eigh_work_len(n: usize) -> usize {
+    n.checked_add(4).and_then(|m| m.checked_mul(n)).unwrap_or(0)
+}
+
+/// `sqrt(a² + b²)` without overflow or harmful underflow.
+#[inline(always)]
+fn hypot(a: f64, b: f64) -> f64 {
+    let (a, b) = (abs(a), abs(b));
+    let (big, small) = if a > b { (a, b) } else { (b, a) };
+    if big == 0.0 {
+        return 0.0;
+    }
+    let r = small / big;
+    big * sqrt(1.0 + r * r)
+}
+
+/// Eigenvalues and eigenvectors of the symmetric `(n, n)` row-major matrix `a` (destroyed; both
+/// triangles are read).
+///
+/// # Algorithm
+/// 1. Householder reduction to tridiagonal form `a = Z T Zᵀ` (LAPACK `dsytd2`, on the full
+///    symmetric matrix so that the matrix-vector product and the rank-2 update run over
+///    contiguous rows).
+/// 2. `Z` accumulated from the reflectors (backward, `dorg2l`-style), stored transposed.
+/// 3. Implicit QL with Wilkinson-type shifts on `T` (EISPACK `tql2`), each plane rotation
+///    applied to two contiguous rows of `Zᵀ`.
+///
+/// # Parameters
+/// - `a`: shape `(n, n)`, row-major, symmetric; destroyed.
+/// - `values`: `n` eigenvalues, unordered.
+/// - `vectors`: shape `(n, n)`, row-major: row `i` is the unit eigenvector of `values[i]`.
+/// - `work`: at least [`symmetric_eigen_work_len`]`(n)` values.
+///
+/// # Returns
+/// [`Status::Ok`]; [`Status::BadShape`] for wrong slice lengths; [`Status::NonFinite`] for a
+/// NaN or infinity in `a` or the result; [`Status::NoConvergence`] if an eigenvalue needs more
+/// than [`QL_MAX_ITERATIONS`] QL iterations.
+pub fn symmetric_eigen(
+    a: &mut [f64],
+    n: usize,
+    values: &mut [f64],
+    vectors: &mut [f64],
+    work: &mut [f64],
+) -> Status {
+    let nn = match n.checked_mul(n) {
+        Some(nn) => nn,
+        None => return Status::BadShape,
+    };
+    if a.len() != nn
+        || vectors.len() != nn
+        || values.len() != n
+        || work.len() < symmetric_eigen_work_len(n)
+    {
+        return Status::BadShape;
+    }
+    if n == 0 {
+        return Status::Ok;
+    }
+    if a.iter().any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
+    let (offdiag, rest) = work.split_at_mut(n);
+    let (tau, rest) = rest.split_at_mut(n);
+    let scratch = &mut rest[..n];
+    tridiagonalize(a, n, values, offdiag, tau, scratch);
+    accumulate_reflectors(a, n, tau, vectors, scratch);
+    let status = implicit_ql(values, offdiag, vectors, n);
+    if status != Status::Ok {
+        return status;
+    }
+    if values.iter().chain(vectors.iter()).any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
+    Status::Ok
+}
+
+/// Householder tridiagonalization of the full symmetric `a`: `diag`, `offdiag[k] = T[k][k+1]`
+/// (`offdiag[n-1] = 0`), the reflector of step `k` in `a[k][k+1..]` (its first entry 1 implied)
+/// with scalar `tau[k]`.
+fn tridiagonalize(
+    a: &mut [f64],
+    n: usize,
+    diag: &mut [f64],
+    offdiag: &mut [f64],
+    tau: &mut [f64],
+    scratch: &mut [f64],
+) {
+    tau.fill(0.0);
+    offdiag.fill(0.0);
+    for k in 0..n.saturating_sub(2) {
+        let m = n - k - 1;
+        let (head, trailing) = a.split_at_mut((k + 1) * n);
+        let x = &mut head[k * n + k + 1..k * n + n];
+        // Reflector H = I − τ·v·vᵀ with H·x = β·e₁ (LAPACK dlarfg).
+        let alpha = x[0];
+        let xnorm2 = dot(&x[1..], &x[1..]);
+        if xnorm2 == 0.0 {
+            offdiag[k] = alpha;
+            tau[k] = 0.0;
+            x[1..].fill(0.0);
+            continue;
+        }
+        let norm = hypot(alpha, sqrt(xnorm2));
+        let beta = if alpha >= 0.0 { -norm } else { norm };
+        let t = (beta - alpha) / beta;
+        let scale = 1.0 / (alpha - beta);
+        for xi in x[1..].iter_mut() {
+            *xi *= scale;
+        }
+        x[0] = 1.0;
+        offdiag[k] = beta;
+        tau[k] = t;
+        // A22 ← H·A22·H on the trailing (m, m) block (rows k+1.., columns k+1..):
+        // p = τ·A22·v, w = p − (τ/2)(pᵀv)·v, A22 −= v·wᵀ + w·vᵀ.
+        let v = &*x;
+        let p = &mut scratch[..m];
+        for (i, pi) in p.iter_mut().enumerate() {
+            let row = &trailing[i * n + k + 1..i * n + n];
+            *pi = t * dot(row, v);
+        }
+        let kappa = -0.5 * t * dot(p, v);
+        axpy(kappa, v, p);
+        for i in 0..m {
+            let row = &mut trailing[i * n + k + 1..i * n + n];
+            axpy(-v[i], p, row);
+            axpy(-p[i], v, row);
+        }
+    }
+    for (k, d) in diag.iter_mut().enumerate() {
+        *d = a[k * n + k];
+    }
+    if n >= 2 {
+        offdiag[n - 2] = a[(n - 2) * n + n - 1];
+    }
+    offdiag[n - 1] = 0.0;
+}
+
+/// `Zᵀ` (row `j` = column `j` of `Z = H₀·H₁⋯H_{n−3}`) into `zt`, from the reflectors that
+/// [`tridiagonalize`] left in `a`.
+fn accumulate_reflectors(a: &[f64], n: usize, tau: &[f64], zt: &mut [f64], y: &mut [f64]) {
+    // Z = H₀(H₁(⋯(H_{n−3}·I))): applying H_k from the left touches rows and columns k+1.. only.
+    zt.fill(0.0);
+    for i in 0..n {
+        zt[i * n + i] = 1.0;
+    }
+    for k in (0..n.saturating_sub(2)).rev() {
+        let t = tau[k];
+        if t == 0.0 {
+            continue;
+        }
+        let vtail = &a[k * n + k + 2..k * n + n];
+        let y = &mut y[..n - k - 1];
+        // y = vᵀ·Z[k+1.., k+1..] (v₀ = 1), then Z[r][k+1..] −= τ·v_r·y.
+        y.copy_from_slice(&zt[(k + 1) * n + k + 1..(k + 1) * n + n]);
+        for (r, &vr) in vtail.iter().enumerate() {
+            let row = (k + 2 + r) * n;
+            axpy(vr, &zt[row + k + 1..row + n], y);
+        }
+        axpy(-t, y, &mut zt[(k + 1) * n + k + 1..(k + 1) * n + n]);
+        for (r, &vr) in vtail.iter().enumerate() {
+            let row = (k + 2 + r) * n;
+            axpy(-t * vr, y, &mut zt[row + k + 1..row + n]);
+        }
+    }
+    // In place transpose: rows become the columns of Z.
+    for i in 0..n {
+        for j in i + 1..n {
+            zt.swap(i * n + j, j * n + i);
+        }
+    }
+}
+
+/// Implicit QL on the tridiagonal `(diag, offdiag)` (EISPACK `tql2`, Numerical Recipes
+/// `tqli`), rotating the rows of `zt`; `diag` ends as the eigenvalues, row `i` of `zt` as the
+/// eigenvector of `diag[i]`.
+fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) -> Status {
+    for l in 0..n {
+        let mut iterations = 0;
+        loop {
+            let mut m = l;
+            while m + 1 < n {
+                let dd = abs(diag[m]) + abs(diag[m + 1]);
+                if abs(offdiag[m]) <= f64::EPSILON * dd {
+                    break;
+                }
+                m += 1;
+            }
+            if m == l {
+                break;
+            }
+            iterations += 1;
+            if iterations > QL_MAX_ITERATIONS {
+                return Status::NoConvergence;
+            }
+            let mut g = (diag[l + 1] - diag[l]) / (2.0 * offdiag[l]);
+            let mut r = hypot(g, 1.0);
+            g = diag[m] - diag[l] + offdiag[l] / (g + if g >= 0.0 { r } else { -r });
+            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
+            let mut underflow = false;
+            for i in (l..m).rev() {
+                let f = s * offdiag[i];
+                let b = c * offdiag[i];
+                r = hypot(f, g);
+                offdiag[i + 1] = r;
+                if r == 0.0 {
+                    diag[i + 1] -= p;
+                    offdiag[m] = 0.0;
+                    underflow = true;
+                    break;
+                }
+                s = f / r;
+                c = g / r;
+                g = diag[i + 1] - p;
+                r = (diag[i] - g) * s + 2.0 * c * b;
+                p = s * r;
+                diag[i + 1] = g + p;
+                g = c * r - b;
+                let (lo, hi) = zt.split_at_mut((i + 1) * n);
+                rotate_pair(&mut lo[i * n..i * n + n], &mut hi[..n], c, s);
+            }
+            if underflow {
+                continue;
+            }
+            diag[l] -= p;
+            offdiag[l] = g;
+            offdiag[m] = 0.0;
+        }
+    }
+    Status::Ok
+}
+
+/// `x ← c·x − s·y`, `y ← s·x + c·y` (the QL rotation of eigenvector rows `i`, `i + 1`).
+#[inline(always)]
+fn rotate_pair(x: &mut [f64], y: &mut [f64], c: f64, s: f64) {
+    for (xi, yi) in x.iter_mut().zip(y.iter_mut()) {
+        let (u, v) = (*xi, *yi);
+        *xi = c * u - s * v;
+        *yi = s * u + c * v;
+    }
+}
+
+/// Inverse square root `C^(-1/2)` of a symmetric positive (semi)definite matrix by
+/// [`symmetric_eigen`], with the clip of docs/algorithm.md §4.4 (the same rule as
+/// [`super::jacobi::inverse_sqrt`]): `λ_i ← max(λ_i, f)` with `f = 1e-14·max_i λ_i` per matrix,
+/// and the clipped eigenvalues' part written basis-free as `f^(-1/2)·(I − Σ_kept u_i u_iᵀ)`.
+///
+/// # Parameters
+/// - `a`: shape `(n, n)`, row-major, symmetric (both triangles read).
+/// - `out`: shape `(n, n)`, row-major, output `C^(-1/2)`, exactly symmetric.
+/// - `work`: at least [`inverse_sqrt_eigh_work_len`]`(n)` values.
+///
+/// # Returns
+/// [`Status::Ok`]; [`Status::BadShape`] for wrong slice lengths; [`Status::NonFinite`] for a NaN
+/// or infinity in `a` or the result; [`Status::NotPositiveDefinite`] when the largest
+/// eigenvalue is not positive or the smallest is below `−n·ε·λ_max` (indefinite beyond
+/// rounding, the pivot rule of the Jacobi route); [`Status::NoConvergence`] from the QL
+/// iteration.
+pub fn inverse_sqrt_eigh(a: &[f64], n: usize, out: &mut [f64], work: &mut [f64]) -> Status {
+    let nn = match n.checked_mul(n) {
+        Some(nn) => nn,
+        None => return Status::BadShape,
+    };
+    if a.len() != nn || out.len() != nn || work.len() < inverse_sqrt_eigh_work_len(n) {
+        return Status::BadShape;
+    }
+    if n == 0 {
+        return Status::Ok;
+    }
+    let (vectors, rest) = work.split_at_mut(nn);
+    let (values, rest) = rest.split_at_mut(n);
+    out.copy_from_slice(a);
+    let status = symmetric_eigen(out, n, values, vectors, rest);
+    if status != Status::Ok {
+        return status;
+    }
+    let lambda_max = values.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+    let lambda_min = values.iter().fold(f64::INFINITY, |m, &x| m.min(x));
+    if lambda_max <= 0.0 || lambda_min < -(n as f64) * f64::EPSILON * lambda_max {
+        return Status::NotPositiveDefinite;
+    }
+    let floor = 1e-14 * lambda_max;
+    let clipped = values.iter().any(|&x| x <= floor);
+    let floor_weight = if clipped { 1.0 / sqrt(floor) } else { 0.0 };
+    // out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ, coef_i = λ_i^(-1/2) − floor_weight for the
+    // kept eigenvalues and 0 for the clipped ones (values now holds coef_i).
+    for x in values.iter_mut() {
+        *x = if *x > floor {
+            1.0 / sqrt(*x) - floor_weight
+        } else {
+            0.0
+        };
+    }
+    // Upper triangle: row j accumulates the tails of the eigenvector rows (contiguous axpy);
+    // then mirrored, so `out` is exactly symmetric.
+    for j in 0..n {
+        let out_row = &mut out[j * n + j..j * n + n];
+        out_row.fill(0.0);
+        out_row[0] = floor_weight;
+        for (u, &coef) in vectors.chunks_exact(n).zip(values.iter()) {
+            if coef != 0.0 {
+                axpy(coef * u[j], &u[j..], out_row);
+            }
+        }
+    }
+    for j in 0..n {
+        for k in 0..j {
+            out[j * n + k] = out[k * n + j];
+        }
+    }
+    if out.iter().any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
+    Status::Ok
+}
