@@ -51,6 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => RejectConfig::default(),
     };
     let psf = desi_extract::io::read_psf(Path::new(PSF))?;
+    if std::env::var("REJECT_COST").is_ok() {
+        return cost(&psf, nspec, base);
+    }
     let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8)?;
     let params = ExtractionParams {
         nspec,
@@ -243,4 +246,64 @@ fn measure(
         dirty.rejections.len(),
         dirty.reject_summary().capped,
     )
+}
+
+/// CPU seconds (user + system) this process has used so far (Linux /proc/self/stat).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // rest starts at field 3 (state is not numeric and is skipped): utime, stime = fields 14, 15.
+    let (utime, stime) = (
+        f.get(10).copied().unwrap_or(0.0),
+        f.get(11).copied().unwrap_or(0.0),
+    );
+    (utime + stime) / 100.0
+}
+
+/// `REJECT_COST=1`: CPU seconds of the extraction without and with rejection (clean frame:
+/// the detection alone; cosmic frame: detection and re-solves), 3 runs each, on a loaded
+/// machine where wall times mislead.
+fn cost(
+    psf: &desi_extract::psf::GaussHermitePsf,
+    nspec: usize,
+    cfg: RejectConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8)?;
+    let params = ExtractionParams {
+        nspec,
+        ..ExtractionParams::default()
+    };
+    let truth = builtin_spectra(0, nspec, &grid.wave);
+    for cosmics in [None, Some(CosmicConfig::default())] {
+        let extras = SimExtras {
+            cosmics,
+            ..SimExtras::default()
+        };
+        let (image, _) = simulated_preproc_with(psf, &truth, 3.0, 100, false, "r0", &extras)?;
+        for reject in [None, Some(cfg)] {
+            let mut runs = Vec::new();
+            let mut patches = 0;
+            for _ in 0..3 {
+                let job = FrameJob::new(psf, &image, &grid, &params)?.with_reject(reject);
+                let c0 = cpu_seconds();
+                let ex = extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new())?;
+                runs.push(cpu_seconds() - c0);
+                patches = ex.rejections.len();
+            }
+            runs.sort_by(f64::total_cmp);
+            println!(
+                "cost: {} frame, rejection {}: CPU {:.2} s (median of 3: {:?}), patches re-solved {patches}",
+                if cosmics.is_some() { "cosmic" } else { "clean" },
+                if reject.is_some() { "on" } else { "off" },
+                runs[1],
+                runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(())
 }

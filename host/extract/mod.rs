@@ -432,6 +432,9 @@ fn plan_bundles(
         .collect()
 }
 
+/// A stitched bundle's patch reports and outlier rejections.
+type Stitched = (Vec<PatchReport>, Vec<PatchRejection>);
+
 /// What stitching patch results into bundle blocks needs.
 struct Stitcher<'a> {
     job: &'a FrameJob<'a>,
@@ -464,7 +467,7 @@ impl Stitcher<'_> {
             per_bundle.push(mine);
             rest = tail;
         }
-        let stitched: Vec<Result<(Vec<PatchReport>, Vec<PatchRejection>), ExtractError>> = bundles
+        let stitched: Vec<Result<Stitched, ExtractError>> = bundles
             .par_iter()
             .zip(rows.par_iter_mut())
             .zip(per_bundle)
@@ -573,7 +576,7 @@ impl Stitcher<'_> {
         rows: &mut FrameRows,
         results: &mut [Option<PatchResult>],
         reject: Option<(CcdView, &SpotTable)>,
-    ) -> Result<(Vec<PatchReport>, Vec<PatchRejection>), ExtractError> {
+    ) -> Result<Stitched, ExtractError> {
         let pad = self.job.params.pad();
         let ndiag = self.job.ndiag();
         let mut reports = Vec::new();
