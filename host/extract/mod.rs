@@ -474,7 +474,7 @@ impl Stitcher<'_> {
             .enumerate()
             .map(|(i, ((bundle, rows), results))| {
                 let reject = reject.as_ref().map(|(ccd, spots)| (*ccd, &*spots[i]));
-                self.stitch_bundle(bundle, rows, results, reject)
+                self.stitch_bundle(bundle, rows, results, reject, trace)
             })
             .collect();
         trace.record("stitch", "host", start, trace.now().saturating_sub(start));
@@ -569,13 +569,15 @@ impl Stitcher<'_> {
 
     /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
     /// and returns its reports and, with `reject` (the host CCD and the bundle's spots), the
-    /// pixels rejected as outliers (docs/algorithm.md §4.11).
+    /// pixels rejected as outliers (docs/algorithm.md §4.11; its time recorded as the `reject`
+    /// span of `trace`).
     fn stitch_bundle(
         &self,
         bundle: &BundlePlan,
         rows: &mut FrameRows,
         results: &mut [Option<PatchResult>],
         reject: Option<(CcdView, &SpotTable)>,
+        trace: &Trace,
     ) -> Result<Stitched, ExtractError> {
         let pad = self.job.params.pad();
         let ndiag = self.job.ndiag();
@@ -617,7 +619,8 @@ impl Stitcher<'_> {
                 params: self.job.params,
                 ndiag,
             };
-            let (results, found) = reject::reject_bundle(cfg, &inputs, solved);
+            let (results, found) =
+                trace.span("reject", || reject::reject_bundle(cfg, &inputs, solved));
             solved = results;
             rejections = found;
         }

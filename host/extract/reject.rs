@@ -310,6 +310,10 @@ impl PatchState {
         let mut chi2 = vec![0.0; width];
         let mut hits = Vec::new();
         for r in 0..height {
+            // Rows with no tested pixel (the pad rows) need no model.
+            if !self.eligible[r * width..(r + 1) * width].iter().any(|&e| e) {
+                continue;
+            }
             let status = pixel_chi2_row(
                 &view,
                 &view_ccd,
