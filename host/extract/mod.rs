@@ -545,9 +545,12 @@ impl Stitcher<'_> {
             Some(ccd) => ccd,
             None => match self.ccd_host.get() {
                 Some(ccd) => ccd,
+                // Only the rows the traces reach, as the CPU backend converts (every patch,
+                // and so the fallback too, reads only those).
                 None if self.job.device_pixels.is_none() => self.ccd_host.get_or_init(|| {
                     let job = self.job;
-                    CcdData::from_preproc_rows(job.image, 0..job.image.ny, &job.pixel_limits)
+                    let rows = trace_rows(job.psf, job.params, &self.padded.fullwave, job.image.ny);
+                    CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits)
                 }),
                 None => {
                     let ccd = solver.host_ccd()?.ok_or_else(|| SolveError::Failed {
