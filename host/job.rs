@@ -58,6 +58,9 @@ pub struct FrameJob<'a> {
     /// the shape, header and name only, and its pixel vectors are not read. Only the GPU
     /// backend runs such a job; the CPU backend refuses it.
     pub device_pixels: Option<DevicePixels>,
+    /// Outlier (cosmic-ray) rejection inside the extraction (docs/algorithm.md §4.11); `None`
+    /// (the default) extracts as desispec does.
+    pub reject: Option<crate::extract::RejectConfig>,
 }
 
 /// Element type of a plane of [`DevicePixels`].
@@ -167,6 +170,7 @@ impl<'a> FrameJob<'a> {
             failed_patches: FailedPatchPolicy::default(),
             pixel_limits: PixelLimits::for_image(image),
             device_pixels: None,
+            reject: None,
         })
     }
 
@@ -225,6 +229,11 @@ impl<'a> FrameJob<'a> {
             failed_patches,
             ..self
         }
+    }
+
+    /// The same job with outlier rejection `reject` (`None`: off).
+    pub fn with_reject(self, reject: Option<crate::extract::RejectConfig>) -> Self {
+        Self { reject, ..self }
     }
 
     /// The same job with other pixel limits (e.g. [`PixelLimits::UNLIMITED`]).

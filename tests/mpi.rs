@@ -158,6 +158,82 @@ fn one_frame_is_identical_on_1_2_and_3_ranks() {
     common::desispec_reads(&frames);
 }
 
+/// Outlier rejection (issue 16) decides per bundle, so the frame with cosmic rays and
+/// `--reject-outliers` is bitwise the same on 1, 2 and 3 ranks, rejected pixels included.
+#[test]
+fn outlier_rejection_is_identical_on_1_2_and_3_ranks() {
+    if !have_mpirun() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preproc = path(d, "preproc.fits");
+    ok(&run(
+        0,
+        &[
+            "simulate",
+            "-p",
+            PSF_PATH,
+            "-o",
+            &preproc,
+            "-w",
+            "5950,6150",
+            "-n",
+            "50",
+            "--seed",
+            "12",
+            "--cosmics",
+            "--cosmic-rate",
+            "20",
+        ],
+    ));
+    let (mut frames, mut masks) = (Vec::new(), Vec::new());
+    for ranks in [0, 2, 3] {
+        let frame = path(d, &format!("frame-{ranks}.fits"));
+        let rejected = path(d, &format!("rejected-{ranks}.fits"));
+        ok(&run(
+            ranks,
+            &[
+                "extract",
+                "-i",
+                &preproc,
+                "-p",
+                PSF_PATH,
+                "-o",
+                &frame,
+                "-w",
+                "6000,6100",
+                "-n",
+                "50",
+                "--reject-outliers",
+                "--rejected-pixels",
+                &rejected,
+            ],
+        ));
+        frames.push(frame);
+        masks.push(
+            desi_extract::io::read_image(Path::new(&rejected), "REJECTED")
+                .unwrap()
+                .2,
+        );
+    }
+    let cosmic_bins = read_frame(Path::new(&frames[0]))
+        .unwrap()
+        .mask
+        .iter()
+        .filter(|&&m| m & 4 != 0)
+        .count();
+    assert!(
+        cosmic_bins > 0,
+        "no bin has MASK COSMIC: the test frame has no rejection"
+    );
+    for (other, mask) in frames[1..].iter().zip(&masks[1..]) {
+        assert_same_frame(Path::new(&frames[0]), Path::new(other));
+        assert!(mask == &masks[0], "rejected pixels differ");
+    }
+    common::desispec_reads(&frames);
+}
+
 /// Writes the synthetic exposure 7 (b0, r0, z0; 25 fibers) into `dir`.
 fn synthetic_exposure(dir: &Path) {
     let real = read_psf(Path::new(PSF_PATH)).unwrap();

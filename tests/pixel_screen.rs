@@ -292,6 +292,7 @@ fn off_ccd_patches_and_nonfinite_bins_carry_their_bits() {
             nwave: 3,
             issue: PatchIssue::OffCcd,
         }],
+        rejections: Vec::new(),
         model: None,
         npatch: 1,
     };

@@ -66,6 +66,7 @@ pub fn r_frame_blocks() -> Vec<BundleBlock> {
                         reason: "band_factor: NotPositiveDefinite".into(),
                     },
                 }],
+                rejections: Vec::new(),
                 model: None,
                 npatch: 5 * 30,
             }

@@ -1,5 +1,6 @@
 //! `desi-extract extract`: one preproc frame -> one frame file.
 
+use super::reject::{reject_keywords, reject_line, RejectArgs};
 use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg};
 use anyhow::Context;
 use clap::Args;
@@ -132,6 +133,13 @@ pub struct ExtractArgs {
     /// $DESI_GPU_MEMORY_LIMIT, else none): the batches are sized to stay under it.
     #[arg(long = "gpu-memory-limit", value_parser = super::memory_size)]
     gpu_memory_limit: Option<u64>,
+    /// Outlier rejection (docs/algorithm.md §4.11).
+    #[command(flatten)]
+    reject: RejectArgs,
+    /// With --reject-outliers: write the pixels rejected as outliers here, an int16 image
+    /// (EXTNAME REJECTED) of the CCD's shape, 1 where a patch rejected the pixel.
+    #[arg(long = "rejected-pixels", requires = "reject_outliers")]
+    rejected_pixels: Option<PathBuf>,
 }
 
 /// `--gpu-fallback` values.
@@ -188,6 +196,12 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     let mut outputs = vec![("-o", args.output.as_path())];
     outputs.extend(args.model.as_deref().map(|p| ("-m", p)));
     outputs.extend(args.trace.as_deref().map(|p| ("--trace", p)));
+    outputs.extend(
+        args.rejected_pixels
+            .as_deref()
+            .map(|p| ("--rejected-pixels", p)),
+    );
+    let reject = args.reject.config()?;
     io::check_outputs(&[("-i", &args.input), ("-p", &args.psf)], &outputs)?;
     let psf = io::read_psf(&args.psf)?;
     let (wmin, wmax, dw) = match &args.wavelength {
@@ -298,7 +312,8 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         .with_model(args.model.is_some())
         .with_fallback(args.gpu_fallback.into())
         .with_failed_patches(args.failed_patches.into())
-        .with_pixel_limits(limits);
+        .with_pixel_limits(limits)
+        .with_reject(reject);
     if comm.rank() == 0 {
         warn_screened(&args.input, &limits, &image, rows);
     }
@@ -337,6 +352,10 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             "Barycentric wavelength correction factor",
         ));
     }
+    if let Some(cfg) = &reject {
+        frame.keywords.extend(reject_keywords(cfg, &ex));
+        log::info!("{}", reject_line(&ex));
+    }
     let scores = if args.no_scores {
         None
     } else {
@@ -366,6 +385,14 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         trace.span("write model", || {
             io::write_model_with_header(path, image.ny, image.nx, model, &frame.header, &keywords)
         })?;
+    }
+    if let Some(path) = &args.rejected_pixels {
+        log::info!("Writing rejected pixels {}", path.display());
+        let pixels = desi_extract::extract::rejected_pixels(&ex.rejections);
+        let keywords = reject
+            .map(|cfg| reject_keywords(&cfg, &ex))
+            .unwrap_or_default();
+        io::write_pixel_mask(path, image.ny, image.nx, &pixels, "REJECTED", &keywords)?;
     }
     let write_time = t1.elapsed();
     if let Some(path) = &args.trace {

@@ -5,6 +5,7 @@ mod extract;
 mod info;
 mod logging;
 mod qa;
+mod reject;
 mod selftest;
 mod simulate;
 mod standin;

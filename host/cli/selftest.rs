@@ -1,13 +1,14 @@
 //! `desi-extract selftest --gpu`: GPU against CPU on a simulated frame, with timings.
 
+use super::reject::{reject_line, RejectArgs};
 use super::{parse_wave_range, InputError};
 use clap::Args;
-use desi_extract::extract::{extract_frame, Extraction};
+use desi_extract::extract::{extract_frame, rejected_pixels, Extraction};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
 use desi_extract::job::FrameJob;
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
-use desi_extract::sim::{builtin_spectra, simulated_preproc};
+use desi_extract::sim::{builtin_spectra, simulated_preproc_with, CosmicConfig, SimExtras};
 use desi_extract::solve::CpuBackend;
 use desi_extract::stats::median;
 use desi_extract::trace::Trace;
@@ -37,6 +38,12 @@ pub struct SelftestArgs {
     /// GPU ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Add cosmic rays to the simulated frame (unmasked; 2.5 per cm^2 per minute, 1000 s).
+    #[arg(long)]
+    cosmics: bool,
+    /// Outlier rejection on both backends (the rejected pixels must agree).
+    #[command(flatten)]
+    reject: RejectArgs,
 }
 
 /// File name of the real DESI r0 PSF bundled in the repository's data/ folder.
@@ -100,7 +107,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     );
     let t = Instant::now();
     let spectra = builtin_spectra(0, args.nspec, &grid.wave);
-    let image = simulated_preproc(&psf, &spectra, 3.0, 1, false, "r0")?;
+    let extras = SimExtras {
+        oversample: 1,
+        cosmics: args.cosmics.then(CosmicConfig::default),
+    };
+    let (image, _) = simulated_preproc_with(&psf, &spectra, 3.0, 1, false, "r0", &extras)?;
     println!(
         "selftest: simulated {} spectra x {} wavelengths in {:.2} s",
         args.nspec,
@@ -112,7 +123,8 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         psferr: psf.psferr,
         ..ExtractionParams::default()
     };
-    let job = FrameJob::new(&psf, &image, &grid, &params)?;
+    let reject = args.reject.config()?;
+    let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);
     let no_progress = |_: usize, _: usize| {};
     let t = Instant::now();
     let cpu = extract_frame(&job, &CpuBackend, &no_progress, &Trace::new())?;
@@ -179,6 +191,23 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!("selftest: flux rel diff median {flux_med:.2e} max {flux_max:.2e}; ivar median {ivar_med:.2e} max {ivar_max:.2e}; Rdiags max abs {rd_max:.2e}; chi2pix median {chi_med:.2e} max {chi_max:.2e}; ivar>0 mismatches {ivar_zero_mismatch}");
+    // The rejection decides the same on both backends: the same pixels, patch by patch.
+    let rejection_mismatch = if reject.is_some() {
+        println!("selftest: CPU {}", reject_line(&cpu));
+        println!("selftest: GPU {}", reject_line(&g));
+        let (c, q) = (
+            rejected_pixels(&cpu.rejections),
+            rejected_pixels(&g.rejections),
+        );
+        let only_cpu = c.iter().filter(|p| q.binary_search(p).is_err()).count();
+        let only_gpu = q.iter().filter(|p| c.binary_search(p).is_err()).count();
+        println!(
+            "selftest: rejected pixels only on the CPU {only_cpu}, only on the GPU {only_gpu}"
+        );
+        only_cpu + only_gpu
+    } else {
+        0
+    };
     println!("selftest: GPU patch reports: {}", g.reports.len());
     for r in g.reports.iter().take(10) {
         println!("  {r:?}");
@@ -192,7 +221,12 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         gpu_reports: g.reports.len(),
         gpu_stages: g.times.detail.len(),
     };
-    let failures = verdict.failures();
+    let mut failures = verdict.failures();
+    if rejection_mismatch > 0 {
+        failures.push(format!(
+            "{rejection_mismatch} pixels rejected as outliers on one backend only"
+        ));
+    }
     for failure in &failures {
         println!("selftest: FAIL: {failure}");
     }

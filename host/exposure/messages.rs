@@ -239,6 +239,7 @@ mod tests {
                     bundle,
                     arrays,
                     reports: Vec::new(),
+                    rejections: Vec::new(),
                     model: (bundle == 1).then(|| ModelBox {
                         row_min: 0,
                         row_max: 1,

@@ -1,8 +1,8 @@
 //! Bundles into frames: the finished row blocks of bundles (from any number of processes),
 //! their model-image boxes, and the frame they assemble into.
 
-use super::{ExtractError, Extraction, PatchReport, StageTimes};
-use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows, BAD2DFIT, NODATA};
+use super::{ExtractError, Extraction, PatchRejection, PatchReport, StageTimes};
+use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows, BAD2DFIT, COSMIC, NODATA};
 use crate::patch::{ExtractionParams, MaskRule, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 
@@ -52,6 +52,8 @@ pub struct BundleBlock {
     pub arrays: FrameArrays,
     /// Per-patch problems of the bundle.
     pub reports: Vec<PatchReport>,
+    /// Pixels the bundle's patches rejected as outliers (docs/algorithm.md §4.11).
+    pub rejections: Vec<PatchRejection>,
     /// The bundle's model image contribution, when requested.
     pub model: Option<ModelBox>,
     /// Patches solved.
@@ -132,6 +134,7 @@ pub fn assemble_frame(
         arrays.rdiags[lo * ndiagonal..hi * ndiagonal].copy_from_slice(&b.rdiags);
         parts.push(BundleOutput {
             reports: block.reports,
+            rejections: block.rejections,
             model: block.model,
             npatch: block.npatch,
             nonfinite: Vec::new(),
@@ -152,6 +155,8 @@ pub fn assemble_frame(
 pub(super) struct BundleOutput {
     /// Per-patch problems of the bundle.
     pub reports: Vec<PatchReport>,
+    /// Pixels the bundle's patches rejected as outliers.
+    pub rejections: Vec<PatchRejection>,
     /// The bundle's model image box, when requested.
     pub model: Option<ModelBox>,
     /// Patches of the bundle.
@@ -184,9 +189,11 @@ pub(super) fn finish_frame(
 ) -> Extraction {
     let mut model = model_shape.map(|(nrow, ncol)| (vec![0.0; nrow * ncol], nrow, ncol));
     let mut reports = Vec::new();
+    let mut rejections = Vec::new();
     let mut npatch = 0;
     let mut nonfinite_bins = Vec::new();
     for part in parts {
+        rejections.extend(part.rejections);
         if let (Some((full, nrow, ncol)), Some(boxed)) = (model.as_mut(), &part.model) {
             boxed.add_to(full, *nrow, *ncol);
         }
@@ -200,11 +207,13 @@ pub(super) fn finish_frame(
     }
     let mut mask = spectrum_mask(&arrays, rule);
     flag_bins(&arrays, &mut mask, &reports, &nonfinite_bins);
+    flag_rejected(&arrays, &mut mask, &rejections);
     Extraction {
         grid: grid.clone(),
         arrays,
         mask,
         reports,
+        rejections,
         nonfinite_bins,
         model: model.map(|(full, _, _)| full),
         npatch,
@@ -239,6 +248,29 @@ fn flag_bins(arrays: &FrameArrays, mask: &mut [u32], reports: &[PatchReport], no
     for (m, &iv) in mask.iter_mut().zip(&arrays.ivar) {
         if iv == 0.0 && *m == 0 {
             *m |= NODATA;
+        }
+    }
+}
+
+/// desispec's specmask COSMIC ("Input pixels included a masked cosmic") on every core bin where
+/// a patch rejected a pixel carrying a material part of the bin's PSF weight
+/// ([`PatchRejection::bin_counts`]; docs/algorithm.md §4.11). The bins keep their ivar: the
+/// re-solve without those pixels is a trustworthy value.
+fn flag_rejected(arrays: &FrameArrays, mask: &mut [u32], rejections: &[PatchRejection]) {
+    let nwave = arrays.nwave;
+    for r in rejections {
+        let row0 = r.ispec.wrapping_sub(arrays.specmin);
+        for c in 0..r.nspec {
+            let row = row0.wrapping_add(c);
+            if row >= arrays.nspec {
+                continue;
+            }
+            for j in 0..r.nwave {
+                let bin = r.iwave + j;
+                if bin < nwave && r.bin_counts.get(c * r.nwave + j).is_some_and(|&n| n > 0) {
+                    mask[row * nwave + bin] |= COSMIC;
+                }
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ mod ccd;
 mod checks;
 mod output;
 pub mod provenance;
+mod reject;
 mod screen;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
@@ -21,6 +22,11 @@ pub(crate) use ccd::trace_rows;
 pub use ccd::{ccd_rows, CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
 pub use output::{check_frame_metadata, frame_data, FRAME_FLAVORS};
+pub use reject::{
+    rejected_image, rejected_pixels, PatchRejection, RejectConfig, RejectSummary, BIN_PIXEL_WEIGHT,
+    DEFAULT_REJECT_GROW, DEFAULT_REJECT_ITERATIONS, DEFAULT_REJECT_MAX_FRACTION,
+    DEFAULT_REJECT_NSIGMA,
+};
 pub use screen::{
     Pixel, PixelLimits, ScreenCount, DEFAULT_SATURATION_ELECTRONS, MAX_PIXEL_IVAR,
     SATURATION_FACTOR,
@@ -31,9 +37,10 @@ use crate::patch::plan::plan_bundle;
 use crate::patch::stitch::{FrameArrays, FrameRows};
 use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{PsfError, SpotTable};
-use crate::solve::cpu::solve_patch;
+use crate::solve::cpu::solve_patch_keeping;
 use crate::solve::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
+use desi_device::patch::CcdView;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -92,6 +99,20 @@ impl Extraction {
     /// Bins with ivar 0 (each carries a MASK bit saying why).
     pub fn zero_ivar_bins(&self) -> usize {
         self.arrays.ivar.iter().filter(|&&v| v == 0.0).count()
+    }
+
+    /// What the outlier rejection did (all zero when it was off or found nothing).
+    pub fn reject_summary(&self) -> RejectSummary {
+        RejectSummary {
+            pixels: rejected_pixels(&self.rejections).len(),
+            patches: self.rejections.len(),
+            capped: self.rejections.iter().filter(|r| r.capped).count(),
+            bins: self
+                .mask
+                .iter()
+                .filter(|&&m| m & crate::patch::stitch::COSMIC != 0)
+                .count(),
+        }
     }
 }
 
@@ -168,6 +189,9 @@ pub struct Extraction {
     pub mask: Vec<u32>,
     /// Per-patch problems.
     pub reports: Vec<PatchReport>,
+    /// Pixels rejected as outliers, per patch that rejected any (empty without
+    /// [`FrameJob::reject`]).
+    pub rejections: Vec<PatchRejection>,
     /// Bins zeroed (ivar 0, BAD2DFIT) because an output was not finite, `row · nwave + bin`.
     pub nonfinite_bins: Vec<usize>,
     /// Model image `(nrow, ncol)`, when requested.
@@ -262,6 +286,7 @@ pub fn extract_bundles(
                 bundle,
                 arrays,
                 reports: part.reports,
+                rejections: part.rejections,
                 model: part.model,
                 npatch: part.npatch,
             }
@@ -435,6 +460,9 @@ fn plan_bundles(
         .collect()
 }
 
+/// A stitched bundle's patch reports and outlier rejections.
+type Stitched = (Vec<PatchReport>, Vec<PatchRejection>);
+
 /// What stitching patch results into bundle blocks needs.
 struct Stitcher<'a> {
     job: &'a FrameJob<'a>,
@@ -461,6 +489,7 @@ impl Stitcher<'_> {
     ) -> Result<Vec<BundleOutput>, ExtractError> {
         let start = trace.now();
         self.fetch_device_ccd(results, solver)?;
+        let reject = self.reject_inputs(bundles, solver)?;
         let mut per_bundle = Vec::with_capacity(bundles.len());
         let mut rest = results;
         for pair in first.windows(2) {
@@ -468,16 +497,21 @@ impl Stitcher<'_> {
             per_bundle.push(mine);
             rest = tail;
         }
-        let stitched: Vec<Result<Vec<PatchReport>, ExtractError>> = bundles
+        let stitched: Vec<Result<Stitched, ExtractError>> = bundles
             .par_iter()
             .zip(rows.par_iter_mut())
             .zip(per_bundle)
-            .map(|((bundle, rows), results)| self.stitch_bundle(bundle, rows, results))
+            .enumerate()
+            .map(|(i, ((bundle, rows), results))| {
+                let reject = reject.as_ref().map(|(ccd, spots)| (*ccd, &*spots[i]));
+                self.stitch_bundle(bundle, rows, results, reject, trace)
+            })
             .collect();
         trace.record("stitch", "host", start, trace.now().saturating_sub(start));
         let params = self.job.params;
         let mut parts = Vec::with_capacity(bundles.len());
-        for ((bundle, rows), reports) in bundles.iter().zip(rows.iter()).zip(stitched) {
+        for ((bundle, rows), stitched) in bundles.iter().zip(rows.iter()).zip(stitched) {
+            let (reports, rejections) = stitched?;
             let model = if self.job.want_model {
                 let spots = solver.spots(bundle.corners.ispec_min, params.bundlesize)?;
                 let shape = (self.job.image.ny, self.job.image.nx);
@@ -488,7 +522,8 @@ impl Stitcher<'_> {
                 None
             };
             parts.push(BundleOutput {
-                reports: reports?,
+                reports,
+                rejections,
                 model,
                 npatch: bundle.plans.len(),
                 nonfinite: Vec::new(),
@@ -548,19 +583,64 @@ impl Stitcher<'_> {
         Ok(())
     }
 
+    /// What the outlier rejection of `bundles` reads, when the job rejects outliers: the host
+    /// CCD (the solver's own, or the pipeline's copy) and each bundle's spots from `solver`.
+    #[allow(clippy::type_complexity)]
+    fn reject_inputs<'s>(
+        &'s self,
+        bundles: &[BundlePlan],
+        solver: &'s dyn FrameSolver,
+    ) -> Result<Option<(CcdView<'s>, Vec<std::sync::Arc<SpotTable>>)>, ExtractError> {
+        if self.job.reject.is_none() {
+            return Ok(None);
+        }
+        let ccd = match solver.ccd() {
+            Some(ccd) => ccd,
+            None => match self.ccd_host.get() {
+                Some(ccd) => ccd,
+                // Only the rows the traces reach, as the CPU backend converts (every patch,
+                // and so the fallback too, reads only those).
+                None if self.job.device_pixels.is_none() => self.ccd_host.get_or_init(|| {
+                    let job = self.job;
+                    let rows = trace_rows(job.psf, job.params, &self.padded.fullwave, job.image.ny);
+                    CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits)
+                }),
+                None => {
+                    let ccd = solver.host_ccd()?.ok_or_else(|| SolveError::Failed {
+                        backend: self.backend.name(),
+                        reason: "the pixels are in device memory and the backend gave no host \
+                                 copy for the outlier rejection"
+                            .into(),
+                    })?;
+                    self.ccd_host.get_or_init(|| ccd)
+                }
+            },
+        };
+        let spots = bundles
+            .iter()
+            .map(|b| solver.spots(b.corners.ispec_min, self.job.params.bundlesize))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((ccd.view(), spots)))
+    }
+
     /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
-    /// and returns its reports.
+    /// and returns its reports and, with `reject` (the host CCD and the bundle's spots), the
+    /// pixels rejected as outliers (docs/algorithm.md §4.11; its time recorded as the `reject`
+    /// span of `trace`).
     fn stitch_bundle(
         &self,
         bundle: &BundlePlan,
         rows: &mut FrameRows,
         results: &mut [Option<PatchResult>],
-    ) -> Result<Vec<PatchReport>, ExtractError> {
+        reject: Option<(CcdView, &SpotTable)>,
+        trace: &Trace,
+    ) -> Result<Stitched, ExtractError> {
         let pad = self.job.params.pad();
         let ndiag = self.job.ndiag();
         let mut reports = Vec::new();
         let mut host_spots: Option<SpotTable> = None;
         let mut results = results.iter_mut();
+        let mut solved = Vec::with_capacity(bundle.plans.len());
         for plan in &bundle.plans {
             let result = match plan.window {
                 None => PatchResult::zeros(plan.nspp, plan.keep, ndiag, PatchIssue::OffCcd),
@@ -584,6 +664,24 @@ impl Stitcher<'_> {
                     reason: reason.clone(),
                 });
             }
+            solved.push(result);
+        }
+        let mut rejections = Vec::new();
+        if let (Some(cfg), Some((ccd, spots))) = (self.job.reject.as_ref(), reject) {
+            let inputs = BundleInputs {
+                spots,
+                plans: &bundle.plans,
+                ccd,
+                params: self.job.params,
+                ndiag,
+            };
+            let (results, found) =
+                trace.span("reject", || reject::reject_bundle(cfg, &inputs, solved));
+            solved = results;
+            rejections = found;
+        }
+        for (plan, mut result) in bundle.plans.iter().zip(solved) {
+            result.xflux = Vec::new();
             rows.insert(plan, &result, pad);
             if let Some(issue) = &result.issue {
                 reports.push(PatchReport {
@@ -597,7 +695,7 @@ impl Stitcher<'_> {
                 });
             }
         }
-        Ok(reports)
+        Ok((reports, rejections))
     }
 
     /// A patch the backend did not solve (`result`: what it returned, if anything), under the
@@ -653,7 +751,7 @@ impl Stitcher<'_> {
             params,
             ndiag: job.ndiag(),
         };
-        let mut fallback = solve_patch(&inputs, plan);
+        let mut fallback = solve_patch_keeping(&inputs, plan, job.reject.is_some());
         if fallback.issue.is_none() {
             fallback.issue = Some(PatchIssue::CpuFallback { reason });
         }

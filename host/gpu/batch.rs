@@ -109,13 +109,15 @@ pub(super) struct BatchShape {
     pub eig_work: usize,
     /// PSF half height: Rdiags have `2·ndiag + 1` diagonals.
     pub ndiag: usize,
+    /// Whether the deconvolved flux comes back too (the job rejects outliers).
+    pub keep_xflux: bool,
 }
 
 /// A batch whose kernels and result copies are enqueued on the context's stream.
 pub(super) struct PendingBatch<'g> {
     results: PinnedGuard<'g, f64>,
     status: PinnedGuard<'g, u32>,
-    sizes: [usize; 5],
+    sizes: [usize; 6],
     /// `(stage, event at its start, host time of the enqueue)`, then the end event.
     marks: Vec<(&'static str, CudaEvent, Duration)>,
     done: CudaEvent,
@@ -151,6 +153,7 @@ pub(super) fn launch_batch<'g>(
         cov_work,
         eig_work,
         ndiag,
+        keep_xflux,
     } = shape;
     let stream = &gpu.stream;
     let mut marks = Vec::new();
@@ -398,6 +401,7 @@ pub(super) fn launch_batch<'g>(
         d_rdiags.len(),
         d_chi2.len(),
         d_pixmask.len(),
+        if keep_xflux { d_xflux.len() } else { 0 },
     ];
     let mut results = gpu.pinned_download(slot, sizes.iter().sum())?;
     let mut host = results.as_mut_slice().stage("map pinned buffer")?;
@@ -407,7 +411,11 @@ pub(super) fn launch_batch<'g>(
         (&d_rdiags, sizes[2]),
         (&d_chi2, sizes[3]),
         (&d_pixmask, sizes[4]),
+        (&d_xflux, sizes[5]),
     ] {
+        if len == 0 {
+            continue;
+        }
         let (dst, rest) = host.split_at_mut(len);
         stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
         host = rest;
@@ -463,11 +471,12 @@ impl PendingBatch<'_> {
         let (flux, rest) = host.split_at(self.sizes[0]);
         let (ivar, rest) = rest.split_at(self.sizes[1]);
         let (rdiags, rest) = rest.split_at(self.sizes[2]);
-        let (chi2, pixmask) = rest.split_at(self.sizes[3]);
+        let (chi2, rest) = rest.split_at(self.sizes[3]);
+        let (pixmask, xflux) = rest.split_at(self.sizes[4]);
         let out = unpack(
             chunk,
             status,
-            [flux, ivar, rdiags, chi2, pixmask],
+            [flux, ivar, rdiags, chi2, pixmask, xflux],
             params,
             shape,
         );
@@ -481,12 +490,13 @@ impl PendingBatch<'_> {
     }
 }
 
-/// Splits the batch outputs (`[flux, ivar, rdiags, chi2pix, pixmask]` as copied from the
-/// device) into one [`PatchResult`] per patch.
+/// Splits the batch outputs (`[flux, ivar, rdiags, chi2pix, pixmask, xflux]` as copied from
+/// the device; `xflux` empty unless [`BatchShape::keep_xflux`]) into one [`PatchResult`] per
+/// patch.
 fn unpack(
     chunk: &[Planned],
     status: &[u32],
-    [flux, ivar, rdiags, chi2, pixmask]: [&[f64]; 5],
+    [flux, ivar, rdiags, chi2, pixmask, xflux]: [&[f64]; 6],
     params: &ExtractionParams,
     shape: BatchShape,
 ) -> Vec<PatchResult> {
@@ -532,6 +542,11 @@ fn unpack(
                     let src = (item * ndiagonal + d) * nwavestep;
                     r.rdiags.extend_from_slice(&rdiags[src..src + keep]);
                 }
+            }
+            if !xflux.is_empty() {
+                let n = p.plan.nspecpad * nwavetot;
+                let src = i * shape.nmax;
+                r.xflux = xflux[src..src + n].to_vec();
             }
             r
         })

@@ -446,6 +446,7 @@ impl<'g> GpuFrame<'g> {
             cov_work,
             eig_work,
             ndiag,
+            keep_xflux: self.job.reject.is_some(),
         });
         Ok(())
     }

@@ -408,6 +408,89 @@ pub fn read_frame(path: &Path) -> Result<FrameData, IoError> {
     })
 }
 
+/// Writes a pixel mask: one int16 image HDU (primary) named `extname`, shape `(ny, nx)`, 1 at
+/// the linear indices `pixels` (`row · nx + col`) and 0 elsewhere, with `keywords`, atomically
+/// (the outlier rejection's `--rejected-pixels`).
+///
+/// # Errors
+/// A pixel index beyond the image, or a cfitsio/OS failure (no file is then left).
+pub fn write_pixel_mask(
+    path: &Path,
+    ny: usize,
+    nx: usize,
+    pixels: &[u64],
+    extname: &str,
+    keywords: &[Keyword],
+) -> Result<(), IoError> {
+    let mut image = vec![0i16; ny * nx];
+    for &p in pixels {
+        match usize::try_from(p).ok().and_then(|p| image.get_mut(p)) {
+            Some(v) => *v = 1,
+            None => {
+                return Err(IoError::InvalidInput {
+                    path: path.to_path_buf(),
+                    detail: format!("pixel {p} outside the {ny}x{nx} image"),
+                })
+            }
+        }
+    }
+    write_atomically(path, |fits| {
+        fits.create_image(ImgType::I16, &[nx, ny])?;
+        fits.write_key_str("EXTNAME", extname, "")?;
+        write_header(fits, &[], keywords)?;
+        fits.write_image(&image)?;
+        fits.write_checksum()
+    })
+}
+
+/// Writes one f64 image HDU (primary) named `extname`, shape `(ny, nx)`, with `keywords`,
+/// atomically (the simulator's cosmic-ray truth).
+///
+/// # Errors
+/// `values.len() != ny * nx`, or a cfitsio/OS failure (no file is then left).
+pub fn write_image_hdu(
+    path: &Path,
+    ny: usize,
+    nx: usize,
+    values: &[f64],
+    extname: &str,
+    keywords: &[Keyword],
+) -> Result<(), IoError> {
+    if values.len() != ny * nx {
+        return Err(IoError::InvalidInput {
+            path: path.to_path_buf(),
+            detail: format!("image has {} values, expected {ny}*{nx}", values.len()),
+        });
+    }
+    write_atomically(path, |fits| {
+        fits.create_image(ImgType::F64, &[nx, ny])?;
+        fits.write_key_str("EXTNAME", extname, "")?;
+        write_header(fits, &[], keywords)?;
+        fits.write_image(values)?;
+        fits.write_checksum()
+    })
+}
+
+/// Reads the 2-D image of HDU `extname` (any numeric type, converted to f64) and its shape
+/// `(ny, nx)`: the images of [`write_image_hdu`] and [`write_pixel_mask`].
+///
+/// # Errors
+/// A missing HDU, an image that is not 2-D, or a cfitsio failure.
+pub fn read_image(path: &Path, extname: &str) -> Result<(usize, usize, Vec<f64>), IoError> {
+    let mut fits = Fits::open(path)?;
+    fits.require_hdu(extname)?;
+    let shape = fits.image_shape()?;
+    let [nx, ny] = shape[..] else {
+        return Err(IoError::Shape {
+            path: path.to_path_buf(),
+            hdu: fits.hdu_label().to_string(),
+            detail: format!("expected a 2-D image, found axes {shape:?}"),
+        });
+    };
+    let values = fits.read_image::<f64>(nx * ny)?;
+    Ok((ny, nx, values))
+}
+
 /// Writes a model image: one image HDU (primary) with EXTNAME MODEL, f8, shape `(ny, nx)`
 /// (NAXIS1 = nx), atomically, with no other keywords (see [`write_model_with_header`]).
 ///

@@ -224,6 +224,9 @@ impl FrameRows<'_> {
 pub const SOMEBADPIX: u32 = 1 << 0;
 /// desispec specmask bit ALLBADPIX (pixmask_fraction == 1).
 pub const ALLBADPIX: u32 = 1 << 1;
+/// desispec specmask bit COSMIC ("Input pixels included a masked cosmic"): set on bins whose
+/// pixels the outlier rejection removed (docs/algorithm.md §4.11).
+pub const COSMIC: u32 = 1 << 2;
 /// desispec specmask bit BAD2DFIT ("Bad fit of extraction 2D model to pixel data"): chi2pix
 /// far above its medians ([`MaskRule`]); we also set it, with ivar 0, on the bins of a patch
 /// that could not be solved and on bins whose outputs were not finite (docs/algorithm.md §1.3).

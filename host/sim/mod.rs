@@ -1,6 +1,7 @@
 //! Simulation of preproc images: known spectra projected through the PSF, with optional
 //! Poisson and Gaussian read noise (reproducible from a seed).
 
+pub mod cosmics;
 pub mod spectra;
 
 use crate::psf::{GaussHermitePsf, PsfError};
@@ -9,7 +10,52 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Poisson};
 use rayon::prelude::*;
 
+pub use cosmics::{CosmicConfig, CosmicHit, Track};
 pub use spectra::{builtin_spectra, Spectra};
+
+/// What a simulation adds to the plain projection of [`simulated_preproc`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SimExtras {
+    /// Project every bin as `oversample` sub-bins spread over its width (photons shared
+    /// equally) instead of one spot at its centre: a PSF mismatch against the extraction's
+    /// model (1 or 0: none).
+    pub oversample: usize,
+    /// Cosmic rays added after the noise (unmasked, as cosmics that escaped preproc).
+    pub cosmics: Option<CosmicConfig>,
+}
+
+/// `spectra` on a grid `factor` times finer: each bin split into `factor` sub-bins centred
+/// across its width (the grid's local step), each with `1/factor` of its photons.
+pub fn oversampled(spectra: &Spectra, factor: usize) -> Spectra {
+    let factor = factor.max(1);
+    let nwave = spectra.nwave();
+    if factor == 1 || nwave < 2 {
+        return spectra.clone();
+    }
+    let dw: Vec<f64> = (0..nwave)
+        .map(|k| {
+            let (a, b) = (k.saturating_sub(1), (k + 1).min(nwave - 1));
+            (spectra.wave[b] - spectra.wave[a]) / (b - a) as f64
+        })
+        .collect();
+    let wave: Vec<f64> = (0..nwave)
+        .flat_map(|k| {
+            let (w, d) = (spectra.wave[k], dw[k]);
+            (0..factor).map(move |j| w + d * ((j as f64 + 0.5) / factor as f64 - 0.5))
+        })
+        .collect();
+    let flux = spectra
+        .flux
+        .iter()
+        .flat_map(|&f| std::iter::repeat_n(f / factor as f64, factor))
+        .collect();
+    Spectra {
+        specmin: spectra.specmin,
+        nspec: spectra.nspec,
+        wave,
+        flux,
+    }
+}
 
 /// Rows per independently seeded noise chunk (keeps noise independent of the thread count).
 const NOISE_ROWS_PER_CHUNK: usize = 16;
@@ -109,14 +155,57 @@ pub fn simulated_preproc(
     noiseless: bool,
     camera: &str,
 ) -> Result<crate::io::PreprocImage, PsfError> {
-    let model = project_spectra(psf, spectra)?;
-    let image = if noiseless {
+    simulated_preproc_with(
+        psf,
+        spectra,
+        read_noise,
+        seed,
+        noiseless,
+        camera,
+        &SimExtras::default(),
+    )
+    .map(|(image, _)| image)
+}
+
+/// [`simulated_preproc`] with `extras`: the spectra projected `extras.oversample` times finer
+/// and cosmic rays drawn from `seed` added after the noise (their electrons also enter the
+/// IVAR, as preproc's variance from the pixel values does). Returns the image and the cosmic
+/// truth (hit pixels in ascending order; empty without cosmics).
+///
+/// # Errors
+/// The PSF cannot be evaluated at a wavelength.
+pub fn simulated_preproc_with(
+    psf: &GaussHermitePsf,
+    spectra: &Spectra,
+    read_noise: f64,
+    seed: u64,
+    noiseless: bool,
+    camera: &str,
+    extras: &SimExtras,
+) -> Result<(crate::io::PreprocImage, Vec<CosmicHit>), PsfError> {
+    let mut model = if extras.oversample > 1 {
+        project_spectra(psf, &oversampled(spectra, extras.oversample))?
+    } else {
+        project_spectra(psf, spectra)?
+    };
+    let mut image = if noiseless {
         model.clone()
     } else {
         add_noise(&model, psf.npix_x, read_noise, seed)
     };
+    let hits = match &extras.cosmics {
+        Some(cfg) => {
+            let tracks = cosmics::draw_tracks(psf.npix_y, psf.npix_x, cfg, seed);
+            cosmics::deposit(&tracks, psf.npix_y, psf.npix_x)
+        }
+        None => Vec::new(),
+    };
+    for h in &hits {
+        image[h.pixel] += h.electrons;
+        model[h.pixel] += h.electrons;
+    }
     let ivar = model_ivar(&model, read_noise);
-    Ok(crate::io::PreprocImage {
+    let preproc = crate::io::PreprocImage {
         path: std::path::PathBuf::from(format!("simulated-{camera}.fits")),
         nx: psf.npix_x,
         ny: psf.npix_y,
@@ -127,5 +216,6 @@ pub fn simulated_preproc(
         header: Vec::new(),
         readnoise: None,
         fibermap: None,
-    })
+    };
+    Ok((preproc, hits))
 }

@@ -133,6 +133,7 @@ impl FrameSolver for CpuFrame<'_> {
             params: self.job.params,
             ndiag: self.job.ndiag(),
         };
+        let keep_xflux = self.job.reject.is_some();
         let next = self.bundles.front().map(|(_, p)| p[0].bspecmin);
         let (psf, fullwave, trace) = (self.job.psf, &self.padded.fullwave, self.trace);
         let (results, prefetched) = rayon::join(
@@ -140,7 +141,7 @@ impl FrameSolver for CpuFrame<'_> {
                 trace.span("solve", || {
                     plans
                         .par_iter()
-                        .map(|plan| solve_patch(&inputs, plan))
+                        .map(|plan| solve_patch_keeping(&inputs, plan, keep_xflux))
                         .collect()
                 })
             },
@@ -153,6 +154,10 @@ impl FrameSolver for CpuFrame<'_> {
         );
         self.prefetched = prefetched;
         Ok(Some((first, results)))
+    }
+
+    fn ccd(&self) -> Option<&CcdData> {
+        Some(&self.ccd)
     }
 }
 
@@ -295,6 +300,17 @@ pub fn solve_patch_full(
 
 /// Solves one patch (docs/algorithm.md §4) and returns its core outputs.
 pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
+    solve_patch_keeping(inputs, plan, false)
+}
+
+/// [`solve_patch`], keeping the deconvolved flux of every padded unknown in
+/// [`PatchResult::xflux`] when `keep_xflux` (the outlier rejection needs the patch's model;
+/// docs/algorithm.md §4.11).
+pub fn solve_patch_keeping(
+    inputs: &BundleInputs,
+    plan: &PatchPlan,
+    keep_xflux: bool,
+) -> PatchResult {
     let ndiag = inputs.ndiag;
     let solution = match solve_patch_full(inputs, plan) {
         Ok(solution) => solution,
@@ -311,6 +327,7 @@ pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
         chi2pix: vec![0.0; plan.nspp * keep],
         pixmask_fraction: vec![0.0; plan.nspp * keep],
         issue: solution.issue.clone(),
+        xflux: Vec::new(),
     };
     for c in 0..plan.nspp {
         let src = c * nwavetot + pad;
@@ -348,6 +365,9 @@ pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
     );
     if status != Status::Ok {
         return failed(plan, ndiag, format!("pixel statistics: {status:?}"));
+    }
+    if keep_xflux {
+        result.xflux = solution.xflux;
     }
     result
 }

@@ -69,6 +69,9 @@ pub struct PatchResult {
     pub pixmask_fraction: Vec<f64>,
     /// What went wrong, if anything.
     pub issue: Option<PatchIssue>,
+    /// Deconvolved flux of every padded unknown, wavelength-major (`q = k·nspecpad + s`),
+    /// when the job rejects outliers ([`crate::job::FrameJob::reject`]); empty otherwise.
+    pub xflux: Vec<f64>,
 }
 
 impl PatchResult {
@@ -81,6 +84,7 @@ impl PatchResult {
             chi2pix: vec![0.0; nspp * keep],
             pixmask_fraction: vec![0.0; nspp * keep],
             issue: Some(issue),
+            xflux: Vec::new(),
         }
     }
 }
@@ -184,5 +188,11 @@ pub trait FrameSolver {
     /// A device failure.
     fn host_ccd(&self) -> Result<Option<CcdData>, SolveError> {
         Ok(None)
+    }
+
+    /// The CCD the solver reads, when it holds one on the host (the CPU backend): the outlier
+    /// rejection ([`crate::extract::RejectConfig`]) reads it instead of converting its own.
+    fn ccd(&self) -> Option<&CcdData> {
+        None
     }
 }

@@ -18,6 +18,8 @@ pub struct BlockHead<'a> {
     nwave: usize,
     ndiag: usize,
     reports: Cow<'a, [crate::extract::PatchReport]>,
+    /// Pixels the block's patches rejected as outliers.
+    rejections: Cow<'a, [crate::extract::PatchRejection]>,
     /// The model box's `[row_min, row_max, col_min, col_max]`.
     model: Option<[usize; 4]>,
     npatch: usize,
@@ -41,6 +43,7 @@ impl<'a> BlockHead<'a> {
             nwave: a.nwave,
             ndiag: a.ndiag,
             reports: Cow::Borrowed(&block.reports),
+            rejections: Cow::Borrowed(&block.rejections),
             model,
             npatch: block.npatch,
         }
@@ -91,6 +94,7 @@ impl<'a> BlockHead<'a> {
             bundle,
             arrays,
             reports: self.reports.into_owned(),
+            rejections: self.rejections.into_owned(),
             model,
             npatch: self.npatch,
         })
@@ -192,6 +196,18 @@ mod tests {
                     issue: PatchIssue::OffCcd,
                 },
             ],
+            rejections: vec![crate::extract::PatchRejection {
+                bundle,
+                patch: 2,
+                ispec: 25,
+                iwave: 50,
+                nspec: 1,
+                nwave: 2,
+                pixels: vec![7, 4_000_000_000],
+                bin_counts: vec![0, 3],
+                iterations: 2,
+                capped: true,
+            }],
             model: model.then(|| ModelBox {
                 row_min: 3,
                 row_max: 5,
@@ -220,8 +236,8 @@ mod tests {
         for (b, s) in back.iter().zip(&blocks) {
             assert_eq!(bits(b), bits(s));
             assert_eq!(
-                (&b.reports, &b.model, b.npatch),
-                (&s.reports, &s.model, s.npatch)
+                (&b.reports, &b.rejections, &b.model, b.npatch),
+                (&s.reports, &s.rejections, &s.model, s.npatch)
             );
         }
         assert_eq!(back.len(), 2);
