@@ -527,6 +527,7 @@ fn unpack(
                 rdiags: Vec::with_capacity(bins * ndiagonal),
                 chi2pix: Vec::with_capacity(bins),
                 pixmask_fraction: Vec::with_capacity(bins),
+                xflux: Vec::new(),
                 issue: None,
             };
             for c in 0..nspp {
