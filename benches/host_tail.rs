@@ -41,6 +41,7 @@ fn fake_result(plan: &PatchPlan, ndiag: usize, seed: usize) -> PatchResult {
                 }
             })
             .collect(),
+        xflux: Vec::new(),
         issue: None,
     }
 }
