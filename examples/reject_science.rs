@@ -18,7 +18,7 @@ use desi_extract::job::FrameJob;
 use desi_extract::patch::stitch::{BAD2DFIT, COSMIC};
 use desi_extract::patch::{ExtractionParams, WavelengthGrid};
 use desi_extract::psf::SpotTable;
-use desi_extract::qa::convolve_truth;
+use desi_extract::qa::resolved_truth;
 use desi_extract::sim::{
     builtin_spectra, project_spectra, simulated_preproc_with, CosmicConfig, SimExtras, Spectra,
 };
@@ -192,12 +192,10 @@ fn measure(
     let (mut big, mut still, mut big_flag, mut big_cosmic) = (0usize, 0usize, 0usize, 0usize);
     let mut pulls = Vec::new();
     let dwave = grid.bin_widths();
-    let ndiagonal = 2 * a.ndiag + 1;
-    let mut rt = vec![0.0; a.nwave];
+    let expected = resolved_truth(&a.rdiags, (a.nspec, a.nwave, a.ndiag), &dwave, |s| {
+        &truth.flux[s * a.nwave..(s + 1) * a.nwave]
+    });
     for s in 0..a.nspec {
-        let t = &truth.flux[s * a.nwave..(s + 1) * a.nwave];
-        let rd = &a.rdiags[s * ndiagonal * a.nwave..(s + 1) * ndiagonal * a.nwave];
-        convolve_truth(rd, t, a.nwave, a.ndiag, &mut rt);
         for j in 0..a.nwave {
             let i = s * a.nwave + j;
             if c.ivar[i] <= 0.0 {
@@ -207,7 +205,7 @@ fn measure(
             if hit[i] {
                 // Bias against the truth in the bin's own error (ivar 0: rejected everything).
                 if a.ivar[i] > 0.0 {
-                    let d = (a.flux[i] - rt[j] / dwave[j]) * a.ivar[i].sqrt();
+                    let d = (a.flux[i] - expected[i]) * a.ivar[i].sqrt();
                     sum += d;
                     sum_abs += d.abs();
                     n += 1;
@@ -227,7 +225,7 @@ fn measure(
                     }
                 }
             } else if a.ivar[i] > 0.0 {
-                pulls.push((a.flux[i] - rt[j] / dwave[j]) * a.ivar[i].sqrt());
+                pulls.push((a.flux[i] - expected[i]) * a.ivar[i].sqrt());
             }
         }
     }

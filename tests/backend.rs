@@ -172,7 +172,11 @@ fn failed_patches_fall_back_to_the_cpu_and_are_reported() {
     };
     let ex = extract_frame(&job, &backend, &|_, _| {}, &Trace::new()).unwrap();
     assert_same_arrays(&ex, &cpu);
-    let reported: Vec<(usize, usize)> = ex.reports.iter().map(|r| (r.bundle, r.patch)).collect();
+    let reported: Vec<(usize, usize)> = ex
+        .reports
+        .iter()
+        .map(|r| (r.site.bundle, r.site.patch))
+        .collect();
     assert_eq!(reported, [(0, 3), (1, 3), (1, 14)]);
     for report in &ex.reports {
         assert_eq!(

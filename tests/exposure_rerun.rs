@@ -31,17 +31,7 @@ use common::utf8 as s;
 /// `--wave-span`) plus `extra`; asserts the
 /// exit code and returns stdout + stderr.
 fn exposure(indir: &Path, outdir: &Path, extra: &[&str], code: i32) -> String {
-    let mut args = vec![
-        "exposure",
-        "--indir",
-        s(indir),
-        "--outdir",
-        s(outdir),
-        "--expid",
-        "7",
-        "-n",
-        "25",
-    ];
+    let mut args = common::exposure_args(indir, outdir, "7", &["-n", "25"]);
     if !extra.contains(&"--wave-span") {
         args.extend_from_slice(&["--wave-span", "50"]);
     }
@@ -192,28 +182,12 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     );
 
     // An exposure id without files is an error naming the directory.
-    let (code, out, err) = run(&[
-        "exposure",
-        "--indir",
-        s(&indir),
-        "--outdir",
-        s(&outdir),
-        "--expid",
-        "8",
-    ]);
+    let (code, out, err) = run(&common::exposure_args(&indir, &outdir, "8", &[]));
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("no preproc-*-00000008.fits file"), "{err}");
     // With only a PSF for it, the message says so.
     std::fs::copy(PSF, indir.join("psf-z3-00000008.fits")).unwrap();
-    let (code, _, err) = run(&[
-        "exposure",
-        "--indir",
-        s(&indir),
-        "--outdir",
-        s(&outdir),
-        "--expid",
-        "8",
-    ]);
+    let (code, _, err) = run(&common::exposure_args(&indir, &outdir, "8", &[]));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("without preproc for camera(s) z3"), "{err}");
 
@@ -228,19 +202,12 @@ fn reruns_verify_frames_on_disk_and_missing_inputs_are_reported() {
     desi_extract::io::write_preproc(&odd, &tiny).unwrap();
     common::set_raw_card(&odd, "", "FLAVOR", "'dither  '");
     std::fs::copy(PSF, indir.join("psf-r0-00000009.fits")).unwrap();
-    let (code, out, err) = run(&[
-        "exposure",
-        "--indir",
-        s(&indir),
-        "--outdir",
-        s(&outdir),
-        "--expid",
+    let (code, out, err) = run(&common::exposure_args(
+        &indir,
+        &outdir,
         "9",
-        "-n",
-        "25",
-        "--wave-span",
-        "50",
-    ]);
+        &["-n", "25", "--wave-span", "50"],
+    ));
     assert_ne!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("FLAVOR 'dither' is not one of none, flat, arc, zero, bias, science"),

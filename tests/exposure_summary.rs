@@ -92,21 +92,12 @@ fn exposure_inputs(dir: &Path, n: usize) -> PathBuf {
 /// the summary JSON; asserts exit 0 and returns (stdout, JSON).
 fn exposure(indir: &Path, outdir: &Path, extra: &[&str]) -> (String, Value) {
     let json = outdir.with_extension("json");
-    let mut args = vec![
-        "exposure",
-        "--indir",
-        s(indir),
-        "--outdir",
-        s(outdir),
-        "--expid",
+    let mut args = common::exposure_args(
+        indir,
+        outdir,
         "7",
-        "-n",
-        "25",
-        "--wave-span",
-        "50",
-        "--summary-json",
-        s(&json),
-    ];
+        &["-n", "25", "--wave-span", "50", "--summary-json", s(&json)],
+    );
     args.extend_from_slice(extra);
     let (code, out, err) = run(&args);
     assert_eq!(code, Some(0), "exposure {extra:?}: {out}\n{err}");
@@ -230,17 +221,8 @@ fn a_malformed_gpu_memory_cap_is_a_clear_input_error() {
     std::fs::write(indir.join("preproc-r0-00000007.fits"), b"").unwrap();
     std::fs::copy(PSF, indir.join("psf-r0-00000007.fits")).unwrap();
     let outdir = dir.path().join("out");
-    let base = [
-        "exposure",
-        "--indir",
-        s(&indir),
-        "--outdir",
-        s(&outdir),
-        "--expid",
-        "7",
-        "--gpu",
-    ];
-    let mut flag = base.to_vec();
+    let base = common::exposure_args(&indir, &outdir, "7", &["--gpu"]);
+    let mut flag = base.clone();
     flag.extend(["--gpu-memory-limit", "12 parsecs"]);
     let (code, out, err) = run(&flag);
     assert_eq!(code, Some(1), "{out}{err}");

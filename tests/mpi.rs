@@ -100,6 +100,43 @@ fn path(dir: &Path, name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
+/// `simulate` of 50 fibers over 5950-6150 A with the bundled PSF into `preproc`, then `extra`.
+fn simulate_50(preproc: &str, extra: &[&str]) {
+    let mut args = vec![
+        "simulate",
+        "-p",
+        PSF_PATH,
+        "-o",
+        preproc,
+        "-w",
+        "5950,6150",
+        "-n",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    ok(&run(0, &args));
+}
+
+/// `extract` of 50 fibers over 6000-6100 A of `preproc` into `frame` on `ranks` ranks (0: no
+/// mpirun), then `extra`; asserts exit 0 and returns stdout.
+fn extract_50(ranks: usize, preproc: &str, frame: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "extract",
+        "-i",
+        preproc,
+        "-p",
+        PSF_PATH,
+        "-o",
+        frame,
+        "-w",
+        "6000,6100",
+        "-n",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    ok(&run(ranks, &args))
+}
+
 #[test]
 fn one_frame_is_identical_on_1_2_and_3_ranks() {
     if !have_mpirun() {
@@ -108,44 +145,12 @@ fn one_frame_is_identical_on_1_2_and_3_ranks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let preproc = path(d, "preproc.fits");
-    ok(&run(
-        0,
-        &[
-            "simulate",
-            "-p",
-            PSF_PATH,
-            "-o",
-            &preproc,
-            "-w",
-            "5950,6150",
-            "-n",
-            "50",
-            "--seed",
-            "11",
-        ],
-    ));
+    simulate_50(&preproc, &["--seed", "11"]);
     let mut frames = Vec::new();
     for ranks in [0, 2, 3] {
         let frame = path(d, &format!("frame-{ranks}.fits"));
         let model = path(d, &format!("model-{ranks}.fits"));
-        let out = ok(&run(
-            ranks,
-            &[
-                "extract",
-                "-i",
-                &preproc,
-                "-p",
-                PSF_PATH,
-                "-o",
-                &frame,
-                "-m",
-                &model,
-                "-w",
-                "6000,6100",
-                "-n",
-                "50",
-            ],
-        ));
+        let out = extract_50(ranks, &preproc, &frame, &["-m", &model]);
         assert!(
             out.contains("patches     30"),
             "two bundles of 15 patches: {out}"
@@ -168,48 +173,20 @@ fn outlier_rejection_is_identical_on_1_2_and_3_ranks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let preproc = path(d, "preproc.fits");
-    ok(&run(
-        0,
-        &[
-            "simulate",
-            "-p",
-            PSF_PATH,
-            "-o",
-            &preproc,
-            "-w",
-            "5950,6150",
-            "-n",
-            "50",
-            "--seed",
-            "12",
-            "--cosmics",
-            "--cosmic-rate",
-            "20",
-        ],
-    ));
+    simulate_50(
+        &preproc,
+        &["--seed", "12", "--cosmics", "--cosmic-rate", "20"],
+    );
     let (mut frames, mut masks) = (Vec::new(), Vec::new());
     for ranks in [0, 2, 3] {
         let frame = path(d, &format!("frame-{ranks}.fits"));
         let rejected = path(d, &format!("rejected-{ranks}.fits"));
-        ok(&run(
+        extract_50(
             ranks,
-            &[
-                "extract",
-                "-i",
-                &preproc,
-                "-p",
-                PSF_PATH,
-                "-o",
-                &frame,
-                "-w",
-                "6000,6100",
-                "-n",
-                "50",
-                "--reject-outliers",
-                "--rejected-pixels",
-                &rejected,
-            ],
-        ));
+            &preproc,
+            &frame,
+            &["--reject-outliers", "--rejected-pixels", &rejected],
+        );
         frames.push(frame);
         masks.push(
             desi_extract::io::read_image(Path::new(&rejected), "REJECTED")
@@ -281,23 +258,7 @@ fn synthetic_exposure(dir: &Path) {
 
 fn exposure(ranks: usize, indir: &Path, outdir: &Path, extra: &[&str]) -> Output {
     std::fs::create_dir_all(outdir).unwrap();
-    let (i, o) = (
-        indir.to_string_lossy().into_owned(),
-        outdir.to_string_lossy().into_owned(),
-    );
-    let mut args = vec![
-        "exposure",
-        "--indir",
-        &i,
-        "--outdir",
-        &o,
-        "--expid",
-        "7",
-        "-n",
-        "25",
-        "--wave-span",
-        "300",
-    ];
+    let mut args = common::exposure_args(indir, outdir, "7", &["-n", "25", "--wave-span", "300"]);
     args.extend_from_slice(extra);
     run(ranks, &args)
 }

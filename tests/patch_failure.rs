@@ -38,7 +38,9 @@ fn unsolvable_patch_is_reported_and_zeroed() {
         .collect();
     assert!(!failed.is_empty(), "no patch reported: {:?}", ex.reports);
     assert!(
-        failed.iter().any(|r| r.ispec <= 12 && 12 < r.ispec + 5),
+        failed
+            .iter()
+            .any(|r| r.site.ispec <= 12 && 12 < r.site.ispec + 5),
         "{failed:?}"
     );
     let a = &ex.arrays;

@@ -8,7 +8,8 @@ mod common;
 
 use common::{bundle_params, psf};
 use desi_extract::extract::{
-    assemble_frame, extract_frame, BundleBlock, ExtractError, Extraction, PatchReport, PixelLimits,
+    assemble_frame, extract_frame, BundleBlock, ExtractError, Extraction, PatchReport, PatchSite,
+    PixelLimits,
 };
 use desi_extract::io::PreprocImage;
 use desi_extract::job::{FailedPatchPolicy, FrameJob};
@@ -216,15 +217,15 @@ fn failed_patches_are_flagged_bad2dfit_or_fail_the_frame() {
     assert!(
         failed
             .iter()
-            .any(|r| r.ispec <= 12 && 12 < r.ispec + r.nspec),
+            .any(|r| r.site.ispec <= 12 && 12 < r.site.ispec + r.site.nspec),
         "{failed:?}"
     );
     assert_trustworthy_or_flagged(&ex, "failed patches");
     let a = &ex.arrays;
     let mut flagged = 0;
     for r in &failed {
-        for s in r.ispec..r.ispec + r.nspec {
-            for j in r.iwave..r.iwave + r.nwave {
+        for s in r.site.ispec..r.site.ispec + r.site.nspec {
+            for j in r.site.iwave..r.site.iwave + r.site.nwave {
                 let i = (s - a.specmin) * a.nwave + j;
                 assert_eq!(a.ivar[i], 0.0, "fiber {s} bin {j}");
                 assert!(
@@ -238,7 +239,10 @@ fn failed_patches_are_flagged_bad2dfit_or_fail_the_frame() {
     }
     assert_eq!(
         flagged,
-        failed.iter().map(|r| r.nspec * r.nwave).sum::<usize>()
+        failed
+            .iter()
+            .map(|r| r.site.nspec * r.site.nwave)
+            .sum::<usize>()
     );
     // Elsewhere the frame is the one of the screened image (the patches are independent).
     let bad2d = ex.mask.iter().filter(|&&m| m & BAD2DFIT != 0).count();
@@ -284,12 +288,14 @@ fn off_ccd_patches_and_nonfinite_bins_carry_their_bits() {
         bundle: 0,
         arrays,
         reports: vec![PatchReport {
-            bundle: 0,
-            patch: 0,
-            ispec: 0,
-            iwave: 2,
-            nspec: 2,
-            nwave: 3,
+            site: PatchSite {
+                bundle: 0,
+                patch: 0,
+                ispec: 0,
+                iwave: 2,
+                nspec: 2,
+                nwave: 3,
+            },
             issue: PatchIssue::OffCcd,
         }],
         rejections: Vec::new(),

@@ -136,21 +136,12 @@ fn extract_reports_screened_pixels_and_failed_patches() {
     std::fs::create_dir_all(&indir).unwrap();
     std::fs::copy(&poisoned, indir.join("preproc-r0-00000009.fits")).unwrap();
     std::fs::copy(PSF, indir.join("psf-r0-00000009.fits")).unwrap();
-    let (code, out, err) = run(&[
-        "exposure",
-        "--indir",
-        s(&indir),
-        "--outdir",
-        s(&outdir),
-        "--expid",
+    let (code, out, err) = run(&common::exposure_args(
+        &indir,
+        &outdir,
         "9",
-        "-n",
-        "25",
-        "--wave-span",
-        "40",
-        "--mask-rule",
-        "0.70",
-    ]);
+        &["-n", "25", "--wave-span", "40", "--mask-rule", "0.70"],
+    ));
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(
         out.contains("1 written, 0 skipped, 0 failed, 0 written flagged"),

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use desi_extract::extract::{BundleBlock, PatchReport};
+use desi_extract::extract::{BundleBlock, PatchReport, PatchSite};
 use desi_extract::io::{FitsTable, PreprocImage};
 use desi_extract::patch::stitch::FrameArrays;
 use desi_extract::solve::PatchIssue;
@@ -55,12 +55,14 @@ pub fn r_frame_blocks() -> Vec<BundleBlock> {
                 bundle,
                 arrays,
                 reports: vec![PatchReport {
-                    bundle,
-                    patch: 3,
-                    ispec: 25 * bundle,
-                    iwave: 150,
-                    nspec: 5,
-                    nwave: 50,
+                    site: PatchSite {
+                        bundle,
+                        patch: 3,
+                        ispec: 25 * bundle,
+                        iwave: 150,
+                        nspec: 5,
+                        nwave: 50,
+                    },
                     issue: PatchIssue::Regularized {
                         regularize: 1e-4,
                         reason: "band_factor: NotPositiveDefinite".into(),

@@ -467,7 +467,7 @@ fn warn_flagged(ex: &Extraction, output: &Path) -> bool {
     let name = output.display();
     let off = ex.off_ccd_patches();
     if !off.is_empty() {
-        let bins: usize = off.iter().map(|r| r.nspec * r.nwave).sum();
+        let bins: usize = off.iter().map(|r| r.site.nspec * r.site.nwave).sum();
         eprintln!(
             "desi-extract: warning: {name}: {} patch(es) off the CCD: {bins} bins written with IVAR 0 and MASK NODATA",
             off.len()
@@ -484,17 +484,17 @@ fn warn_flagged(ex: &Extraction, output: &Path) -> bool {
         if let PatchIssue::Failed { reason } = &r.issue {
             eprintln!(
                 "desi-extract: error: {name}: bundle {} patch {} (spectra {}..{}, bins {}..{}) could not be solved: {reason}",
-                r.bundle,
-                r.patch,
-                r.ispec,
-                r.ispec + r.nspec,
-                r.iwave,
-                r.iwave + r.nwave
+                r.site.bundle,
+                r.site.patch,
+                r.site.ispec,
+                r.site.ispec + r.site.nspec,
+                r.site.iwave,
+                r.site.iwave + r.site.nwave
             );
         }
     }
     if !failed.is_empty() {
-        let bins: usize = failed.iter().map(|r| r.nspec * r.nwave).sum();
+        let bins: usize = failed.iter().map(|r| r.site.nspec * r.site.nwave).sum();
         eprintln!(
             "desi-extract: error: {name}: frame written FLAGGED: {} failed patch(es), {bins} bins with IVAR 0 and MASK BAD2DFIT (--failed-patches fail writes no frame)",
             failed.len()
@@ -551,7 +551,11 @@ fn print_summary(
     for report in &ex.reports {
         println!(
             "  patch bundle {} #{} (spectra {}.., bin {}..): {:?}",
-            report.bundle, report.patch, report.ispec, report.iwave, report.issue
+            report.site.bundle,
+            report.site.patch,
+            report.site.ispec,
+            report.site.iwave,
+            report.issue
         );
     }
     println!(

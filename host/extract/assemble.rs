@@ -234,9 +234,9 @@ fn flag_bins(arrays: &FrameArrays, mask: &mut [u32], reports: &[PatchReport], no
         } else {
             continue;
         };
-        let row0 = report.ispec.saturating_sub(arrays.specmin);
-        let bins = report.iwave.min(nwave)..(report.iwave + report.nwave).min(nwave);
-        for row in row0..(row0 + report.nspec).min(arrays.nspec) {
+        let row0 = report.site.ispec.saturating_sub(arrays.specmin);
+        let bins = report.site.iwave.min(nwave)..(report.site.iwave + report.site.nwave).min(nwave);
+        for row in row0..(row0 + report.site.nspec).min(arrays.nspec) {
             for m in &mut mask[row * nwave + bins.start..row * nwave + bins.end] {
                 *m |= bit;
             }
@@ -259,15 +259,19 @@ fn flag_bins(arrays: &FrameArrays, mask: &mut [u32], reports: &[PatchReport], no
 fn flag_rejected(arrays: &FrameArrays, mask: &mut [u32], rejections: &[PatchRejection]) {
     let nwave = arrays.nwave;
     for r in rejections {
-        let row0 = r.ispec.wrapping_sub(arrays.specmin);
-        for c in 0..r.nspec {
+        let row0 = r.site.ispec.wrapping_sub(arrays.specmin);
+        for c in 0..r.site.nspec {
             let row = row0.wrapping_add(c);
             if row >= arrays.nspec {
                 continue;
             }
-            for j in 0..r.nwave {
-                let bin = r.iwave + j;
-                if bin < nwave && r.bin_counts.get(c * r.nwave + j).is_some_and(|&n| n > 0) {
+            for j in 0..r.site.nwave {
+                let bin = r.site.iwave + j;
+                if bin < nwave
+                    && r.bin_counts
+                        .get(c * r.site.nwave + j)
+                        .is_some_and(|&n| n > 0)
+                {
                     mask[row * nwave + bin] |= COSMIC;
                 }
             }

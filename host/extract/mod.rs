@@ -132,9 +132,10 @@ impl ExtractError {
     }
 }
 
-/// A reported per-patch problem.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PatchReport {
+/// Which patch, and the core bins of the frame it fills: what a [`PatchReport`] or a
+/// [`PatchRejection`] speaks of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PatchSite {
     /// Bundle index.
     pub bundle: usize,
     /// Patch index within the bundle.
@@ -147,6 +148,27 @@ pub struct PatchReport {
     pub nspec: usize,
     /// Output bins of the patch (`iwave .. iwave + nwave`).
     pub nwave: usize,
+}
+
+impl PatchSite {
+    /// The core of `plan`, whose output bins start at [`PatchPlan::out_wave_min`]`(pad)`.
+    pub fn of(plan: &PatchPlan, pad: usize) -> Self {
+        Self {
+            bundle: plan.bundle,
+            patch: plan.patch,
+            ispec: plan.ispec,
+            iwave: plan.out_wave_min(pad),
+            nspec: plan.nspp,
+            nwave: plan.keep,
+        }
+    }
+}
+
+/// A reported per-patch problem.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PatchReport {
+    /// The patch and its core bins.
+    pub site: PatchSite,
     /// What happened.
     pub issue: PatchIssue,
 }
@@ -685,12 +707,7 @@ impl Stitcher<'_> {
             rows.insert(plan, &result, pad);
             if let Some(issue) = &result.issue {
                 reports.push(PatchReport {
-                    bundle: bundle.bundle,
-                    patch: plan.patch,
-                    ispec: plan.ispec,
-                    iwave: plan.out_wave_min(pad),
-                    nspec: plan.nspp,
-                    nwave: plan.keep,
+                    site: PatchSite::of(plan, pad),
                     issue: issue.clone(),
                 });
             }

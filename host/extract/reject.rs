@@ -10,6 +10,7 @@
 //! pixels and solution, so it is the same for every backend and bundle split: the frame
 //! pipeline runs it on whatever the backend returned, with the CPU numerics for the re-solves.
 
+use super::PatchSite;
 use crate::patch::PatchPlan;
 use crate::solve::cpu::solve_patch_keeping;
 use crate::solve::{BundleInputs, PatchIssue, PatchResult};
@@ -85,18 +86,8 @@ impl RejectConfig {
 /// The pixels of one patch rejected as outliers and the core bins they touched.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatchRejection {
-    /// Bundle index.
-    pub bundle: usize,
-    /// Patch index within the bundle.
-    pub patch: usize,
-    /// First core spectrum.
-    pub ispec: usize,
-    /// First core output wavelength index.
-    pub iwave: usize,
-    /// Core spectra.
-    pub nspec: usize,
-    /// Core output bins.
-    pub nwave: usize,
+    /// The patch and its core bins.
+    pub site: PatchSite,
     /// Rejected CCD pixels, `row · ncol + col`, ascending.
     pub pixels: Vec<u64>,
     /// Per core bin `(nspec, nwave)`: rejected pixels carrying at least [`BIN_PIXEL_WEIGHT`] of
@@ -180,12 +171,7 @@ pub(crate) fn reject_bundle(
                 .filter(|p| state.masked.contains(p))
                 .collect();
             rejections.push(PatchRejection {
-                bundle: plan.bundle,
-                patch: plan.patch,
-                ispec: plan.ispec,
-                iwave: plan.out_wave_min(inputs.params.pad()),
-                nspec: plan.nspp,
-                nwave: plan.keep,
+                site: PatchSite::of(plan, inputs.params.pad()),
                 bin_counts: bin_counts(inputs, plan, &pixels),
                 pixels,
                 iterations: state.resolves,

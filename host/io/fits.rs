@@ -415,26 +415,7 @@ impl Fits {
     /// Reads the whole current image (any stored type, converted by cfitsio).
     pub(crate) fn read_image<T: FitsElem>(&mut self, n: usize) -> Result<Vec<T>, IoError> {
         let mut out = self.alloc::<T>(n)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let mut status: c_int = 0;
-        let mut anynul: c_int = 0;
-        // SAFETY: out holds n elements of the type named by T::DATATYPE; a null nulval means
-        // "no null checking".
-        unsafe {
-            sys::ffgpv(
-                self.raw(),
-                T::DATATYPE,
-                1,
-                n as sys::LONGLONG,
-                ptr::null_mut(),
-                out.as_mut_ptr() as *mut c_void,
-                &mut anynul,
-                &mut status,
-            )
-        };
-        self.check("read image", status)?;
+        self.read_pixels(0, &mut out, "read image")?;
         Ok(out)
     }
 
@@ -446,26 +427,58 @@ impl Fits {
         first: usize,
         out: &mut [T],
     ) -> Result<(), IoError> {
-        if out.is_empty() {
+        self.read_pixels(first, out, "read image rows")
+    }
+
+    /// Reads `out.len()` values of the current image from element `first` (0-based), checking
+    /// cfitsio's status as the operation `what`.
+    fn read_pixels<T: FitsElem>(
+        &mut self,
+        first: usize,
+        out: &mut [T],
+        what: &str,
+    ) -> Result<(), IoError> {
+        let len = out.len();
+        self.pixel_range(first, len, what, |file, first, n, status| {
+            let mut anynul: c_int = 0;
+            // SAFETY: out holds n = out.len() elements of the type named by T::DATATYPE; a
+            // null nulval means "no null checking".
+            unsafe {
+                sys::ffgpv(
+                    file,
+                    T::DATATYPE,
+                    first,
+                    n,
+                    ptr::null_mut(),
+                    out.as_mut_ptr() as *mut c_void,
+                    &mut anynul,
+                    status,
+                )
+            };
+        })
+    }
+
+    /// Runs `call(file, first, n, status)`, one cfitsio read or write of the `n = len`
+    /// image elements from 1-based `first` (`first` here is 0-based), unless `len` is 0, and
+    /// checks its status as the operation `what`.
+    fn pixel_range(
+        &mut self,
+        first: usize,
+        len: usize,
+        what: &str,
+        call: impl FnOnce(*mut sys::fitsfile, sys::LONGLONG, sys::LONGLONG, &mut c_int),
+    ) -> Result<(), IoError> {
+        if len == 0 {
             return Ok(());
         }
         let mut status: c_int = 0;
-        let mut anynul: c_int = 0;
-        // SAFETY: out holds out.len() elements of the type named by T::DATATYPE; a null
-        // nulval means "no null checking".
-        unsafe {
-            sys::ffgpv(
-                self.raw(),
-                T::DATATYPE,
-                first as sys::LONGLONG + 1,
-                out.len() as sys::LONGLONG,
-                ptr::null_mut(),
-                out.as_mut_ptr() as *mut c_void,
-                &mut anynul,
-                &mut status,
-            )
-        };
-        self.check("read image rows", status)
+        call(
+            self.raw(),
+            first as sys::LONGLONG + 1,
+            len as sys::LONGLONG,
+            &mut status,
+        );
+        self.check(what, status)
     }
 
     /// Appends a new image HDU with axes in FITS order (NAXIS1 first) and makes it current.
@@ -508,23 +521,26 @@ impl Fits {
         first: usize,
         data: &[T],
     ) -> Result<(), IoError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let mut status: c_int = 0;
-        // SAFETY: data holds data.len() elements of T::DATATYPE; cfitsio only reads the array
-        // (the C prototype lacks const) and checks that the range lies inside the image.
-        unsafe {
-            sys::ffppr(
-                self.raw(),
-                T::DATATYPE,
-                first as sys::LONGLONG + 1,
-                data.len() as sys::LONGLONG,
-                data.as_ptr() as *mut c_void,
-                &mut status,
-            )
-        };
-        self.check("write image", status)
+        self.pixel_range(
+            first,
+            data.len(),
+            "write image",
+            |file, first, n, status| {
+                // SAFETY: data holds n = data.len() elements of T::DATATYPE; cfitsio only reads the
+                // array (the C prototype lacks const) and checks that the range lies inside the
+                // image.
+                unsafe {
+                    sys::ffppr(
+                        file,
+                        T::DATATYPE,
+                        first,
+                        n,
+                        data.as_ptr() as *mut c_void,
+                        status,
+                    )
+                };
+            },
+        )
     }
 
     /// Raw value text of a keyword (strings keep their quotes), or None when absent.

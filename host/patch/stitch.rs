@@ -168,33 +168,18 @@ impl FrameRows<'_> {
     /// non-finite bins as `row · nwave + iwave`, `row` counted from [`FrameRows::first`],
     /// ascending. The same values as those steps on the whole frame, bin for bin.
     pub fn finish_bins(&mut self, dwave: &[f64]) -> Vec<usize> {
-        let nwave = self.nwave.max(1);
-        let bad_rows: Vec<Vec<usize>> = self
-            .flux
-            .par_chunks_mut(nwave)
-            .zip(self.ivar.par_chunks_mut(nwave))
-            .zip(self.chi2pix.par_chunks_mut(nwave))
-            .zip(self.pixmask_fraction.par_chunks_mut(nwave))
-            .zip(self.rdiags.par_chunks_mut(nwave * self.ndiagonal))
-            .enumerate()
-            .map(|(row, ((((flux, ivar), chi2pix), fraction), rdiags))| {
-                zero_fully_masked(ivar, fraction);
-                to_per_angstrom(flux, ivar, dwave);
-                let mut bins = BinsMut {
-                    flux,
-                    ivar,
-                    chi2pix,
-                    pixmask_fraction: fraction,
-                    rdiags,
-                    nwave,
-                };
-                bins.zero_nonfinite()
-                    .into_iter()
-                    .map(|j| row * nwave + j)
-                    .collect()
-            })
-            .collect();
-        bad_rows.concat()
+        let rows = BinsMut {
+            flux: self.flux,
+            ivar: self.ivar,
+            chi2pix: self.chi2pix,
+            pixmask_fraction: self.pixmask_fraction,
+            rdiags: self.rdiags,
+            nwave: self.nwave,
+        };
+        zero_nonfinite_rows(rows, self.ndiagonal, |bins| {
+            zero_fully_masked(bins.ivar, bins.pixmask_fraction);
+            to_per_angstrom(bins.flux, bins.ivar, dwave);
+        })
     }
 
     /// Copies a patch's core outputs (its spectra must lie in these rows).
@@ -316,35 +301,53 @@ impl FrameArrays {
     /// (`ispec_row · nwave + iwave`). Nothing upstream should produce one (docs/algorithm.md
     /// §5); this is the guarantee that none reaches a file.
     pub fn zero_nonfinite(&mut self) -> Vec<usize> {
-        let nwave = self.nwave.max(1);
-        let ndiagonal = 2 * self.ndiag + 1;
-        // Rows in parallel; a row's values are checked in branch-free passes and only a row
-        // holding a bad value is searched bin by bin (indices in ascending order either way).
-        let bad_rows: Vec<Vec<usize>> = self
-            .flux
-            .par_chunks_mut(nwave)
-            .zip(self.ivar.par_chunks_mut(nwave))
-            .zip(self.chi2pix.par_chunks_mut(nwave))
-            .zip(self.pixmask_fraction.par_chunks_mut(nwave))
-            .zip(self.rdiags.par_chunks_mut(nwave * ndiagonal))
-            .enumerate()
-            .map(|(row, ((((flux, ivar), chi2pix), fraction), rdiags))| {
-                let mut bins = BinsMut {
-                    flux,
-                    ivar,
-                    chi2pix,
-                    pixmask_fraction: fraction,
-                    rdiags,
-                    nwave,
-                };
-                bins.zero_nonfinite()
-                    .into_iter()
-                    .map(|j| row * nwave + j)
-                    .collect()
-            })
-            .collect();
-        bad_rows.concat()
+        let rows = BinsMut {
+            flux: &mut self.flux,
+            ivar: &mut self.ivar,
+            chi2pix: &mut self.chi2pix,
+            pixmask_fraction: &mut self.pixmask_fraction,
+            rdiags: &mut self.rdiags,
+            nwave: self.nwave,
+        };
+        zero_nonfinite_rows(rows, 2 * self.ndiag + 1, |_| {})
     }
+}
+
+/// Runs `before` and then [`BinsMut::zero_nonfinite`] on each spectrum of `rows` (`nwave` bins
+/// each, `ndiagonal` resolution diagonals), spectra in parallel, and returns the zeroed bins
+/// as `row · nwave + iwave`, ascending. A row's values are checked in branch-free passes and
+/// only a row holding a bad value is searched bin by bin.
+fn zero_nonfinite_rows(
+    rows: BinsMut<'_>,
+    ndiagonal: usize,
+    before: impl Fn(&mut BinsMut<'_>) + Sync,
+) -> Vec<usize> {
+    let nwave = rows.nwave.max(1);
+    let bad_rows: Vec<Vec<usize>> = rows
+        .flux
+        .par_chunks_mut(nwave)
+        .zip(rows.ivar.par_chunks_mut(nwave))
+        .zip(rows.chi2pix.par_chunks_mut(nwave))
+        .zip(rows.pixmask_fraction.par_chunks_mut(nwave))
+        .zip(rows.rdiags.par_chunks_mut(nwave * ndiagonal))
+        .enumerate()
+        .map(|(row, ((((flux, ivar), chi2pix), fraction), rdiags))| {
+            let mut bins = BinsMut {
+                flux,
+                ivar,
+                chi2pix,
+                pixmask_fraction: fraction,
+                rdiags,
+                nwave,
+            };
+            before(&mut bins);
+            bins.zero_nonfinite()
+                .into_iter()
+                .map(|j| row * nwave + j)
+                .collect()
+        })
+        .collect();
+    bad_rows.concat()
 }
 
 /// One spectrum's bins: `(nwave,)` arrays and `(2·ndiag+1, nwave)` resolution diagonals.

@@ -11,7 +11,8 @@ mod pulls;
 
 pub use plot::{default_fibers, render, write_png, Canvas, HEIGHT, MAX_FIBERS, WIDTH};
 pub use pulls::{
-    convolve_truth, model_flux, pulls, pulls_with_model, PullStats, HIST_BIN, HIST_RANGE,
+    convolve_truth, model_flux, pulls, pulls_with_model, resolved_truth, PullStats, HIST_BIN,
+    HIST_RANGE,
 };
 
 use crate::io::IoError;

@@ -177,19 +177,42 @@ pub fn model_flux(frame: &FrameData, truth: &Spectra) -> Result<Vec<f64>, QaErro
     }
     let row0 = frame.specmin - truth.specmin;
     let (nwave, ndiag) = (frame.nwave, frame.ndiag);
-    let ndiagonal = 2 * ndiag + 1;
     let dwave = gradient(&frame.wavelength);
-    let mut model = vec![0.0; frame.nspec * nwave];
+    Ok(resolved_truth(
+        &frame.resolution,
+        (frame.nspec, nwave, ndiag),
+        &dwave,
+        |s| {
+            let row = (row0 + s) * tw + offset;
+            &truth.flux[row..row + nwave]
+        },
+    ))
+}
+
+/// `R·truth / dwave` per bin, `(nspec, nwave)` spectrum-major, for spectra whose resolution
+/// diagonals `(nspec, 2·ndiag+1, nwave)` are `rdiags` (`shape` = `(nspec, nwave, ndiag)`), with
+/// `truth_row(s)` the `nwave` true values of spectrum `s` (per bin) and `dwave` the bin widths:
+/// the expected extracted flux per Angstrom.
+///
+/// # Panics
+/// If a slice length does not match the shape (a caller bug).
+pub fn resolved_truth<'t>(
+    rdiags: &[f64],
+    shape: (usize, usize, usize),
+    dwave: &[f64],
+    truth_row: impl Fn(usize) -> &'t [f64],
+) -> Vec<f64> {
+    let (nspec, nwave, ndiag) = shape;
+    let ndiagonal = 2 * ndiag + 1;
+    let mut model = vec![0.0; nspec * nwave];
     for (s, out) in model.chunks_exact_mut(nwave.max(1)).enumerate() {
-        let row = (row0 + s) * tw + offset;
-        let t = &truth.flux[row..row + nwave];
-        let rd = &frame.resolution[s * ndiagonal * nwave..(s + 1) * ndiagonal * nwave];
-        convolve_truth(rd, t, nwave, ndiag, out);
-        for (v, dw) in out.iter_mut().zip(&dwave) {
+        let rd = &rdiags[s * ndiagonal * nwave..(s + 1) * ndiagonal * nwave];
+        convolve_truth(rd, truth_row(s), nwave, ndiag, out);
+        for (v, dw) in out.iter_mut().zip(dwave) {
             *v /= dw;
         }
     }
-    Ok(model)
+    model
 }
 
 /// Pulls `(flux - R·truth / dwave) · sqrt(ivar)` of every bin of `frame` with `ivar > 0`

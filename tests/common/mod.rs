@@ -308,3 +308,24 @@ pub fn extract_args<'a>(
     args.extend_from_slice(extra);
     args
 }
+
+/// The arguments of `desi-extract exposure` of expid `expid` from `indir` into `outdir`, then
+/// `extra`.
+pub fn exposure_args<'a>(
+    indir: &'a Path,
+    outdir: &'a Path,
+    expid: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "exposure",
+        "--indir",
+        utf8(indir),
+        "--outdir",
+        utf8(outdir),
+        "--expid",
+        expid,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
