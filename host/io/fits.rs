@@ -241,10 +241,9 @@ impl Fits {
         };
     }
 
-    /// `n` zeros of a cfitsio element type, as [`Fits::alloc`] (same size limit, allocation
-    /// failure an error) but from the allocator's zeroed pages: pages never written cost no
-    /// memory or time (a plane of which only some rows are read).
-    pub(crate) fn alloc_zeroed<T: FitsElem>(&self, n: usize) -> Result<Vec<T>, IoError> {
+    /// The size in bytes of `n` values of `T` for the current HDU's data, refused beyond
+    /// [`limits::MAX_HDU_BYTES`](super::limits::MAX_HDU_BYTES).
+    fn checked_bytes<T>(&self, n: usize) -> Result<usize, IoError> {
         let bytes = n.saturating_mul(std::mem::size_of::<T>());
         if bytes > super::limits::MAX_HDU_BYTES {
             return Err(IoError::TooLarge {
@@ -256,6 +255,14 @@ impl Fits {
                 ),
             });
         }
+        Ok(bytes)
+    }
+
+    /// `n` zeros of a cfitsio element type, as [`Fits::alloc`] (same size limit, allocation
+    /// failure an error) but from the allocator's zeroed pages: pages never written cost no
+    /// memory or time (a plane of which only some rows are read).
+    pub(crate) fn alloc_zeroed<T: FitsElem>(&self, n: usize) -> Result<Vec<T>, IoError> {
+        let bytes = self.checked_bytes::<T>(n)?;
         if n == 0 || std::mem::size_of::<T>() == 0 {
             return Ok(Vec::new());
         }
@@ -280,17 +287,7 @@ impl Fits {
     /// [`limits::MAX_HDU_BYTES`](super::limits::MAX_HDU_BYTES), and allocated fallibly (an
     /// allocation failure is [`IoError::OutOfMemory`], never an abort).
     pub(crate) fn alloc<T: Copy + Default>(&self, n: usize) -> Result<Vec<T>, IoError> {
-        let bytes = n.saturating_mul(std::mem::size_of::<T>());
-        if bytes > super::limits::MAX_HDU_BYTES {
-            return Err(IoError::TooLarge {
-                path: self.path.clone(),
-                hdu: self.hdu.clone(),
-                detail: format!(
-                    "{n} values ({bytes} bytes) exceed the limit of {} bytes for one HDU",
-                    super::limits::MAX_HDU_BYTES
-                ),
-            });
-        }
+        let bytes = self.checked_bytes::<T>(n)?;
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| IoError::OutOfMemory {
             path: self.path.clone(),

@@ -558,7 +558,7 @@ impl Job {
             .map(|r| {
                 format!(
                     "bundle {} patch {} (spectra {}.., bin {}..): {:?}",
-                    r.bundle, r.patch, r.ispec, r.iwave, r.issue
+                    r.site.bundle, r.site.patch, r.site.ispec, r.site.iwave, r.issue
                 )
             })
             .collect();
