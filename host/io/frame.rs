@@ -323,16 +323,7 @@ fn read_image_hdu<T: FitsElem>(
 /// DEPVERnn; `header` the other non-structural cards, BUNIT excluded. `specmin` is the SPECMIN
 /// keyword (0 when absent).
 pub fn read_frame(path: &Path) -> Result<FrameData, IoError> {
-    let mut fits = Fits::open(path)?;
-    fits.require_hdu("FLUX")?;
-    let shape = fits.image_shape()?;
-    let [nwave, nspec] = shape[..] else {
-        return Err(IoError::Shape {
-            path: path.to_path_buf(),
-            hdu: fits.hdu_label().to_string(),
-            detail: format!("expected a 2-D image (nspec, nwave), found axes {shape:?}"),
-        });
-    };
+    let (mut fits, [nwave, nspec]) = open_2d_image(path, "FLUX", " (nspec, nwave)")?;
     let flux = fits.read_image::<f64>(nspec * nwave)?;
     let cards = fits.cards()?;
     let mut header = Vec::new();
@@ -477,18 +468,25 @@ pub fn write_image_hdu(
 /// # Errors
 /// A missing HDU, an image that is not 2-D, or a cfitsio failure.
 pub fn read_image(path: &Path, extname: &str) -> Result<(usize, usize, Vec<f64>), IoError> {
+    let (mut fits, [nx, ny]) = open_2d_image(path, extname, "")?;
+    let values = fits.read_image::<f64>(nx * ny)?;
+    Ok((ny, nx, values))
+}
+
+/// Opens `path` at HDU `extname` and returns it with the image's axes `[NAXIS1, NAXIS2]`; an
+/// image that is not 2-D is an [`IoError::Shape`] ("expected a 2-D image{layout}, ...").
+fn open_2d_image(path: &Path, extname: &str, layout: &str) -> Result<(Fits, [usize; 2]), IoError> {
     let mut fits = Fits::open(path)?;
     fits.require_hdu(extname)?;
     let shape = fits.image_shape()?;
-    let [nx, ny] = shape[..] else {
+    let [naxis1, naxis2] = shape[..] else {
         return Err(IoError::Shape {
             path: path.to_path_buf(),
             hdu: fits.hdu_label().to_string(),
-            detail: format!("expected a 2-D image, found axes {shape:?}"),
+            detail: format!("expected a 2-D image{layout}, found axes {shape:?}"),
         });
     };
-    let values = fits.read_image::<f64>(nx * ny)?;
-    Ok((ny, nx, values))
+    Ok((fits, [naxis1, naxis2]))
 }
 
 /// Writes a model image: one image HDU (primary) with EXTNAME MODEL, f8, shape `(ny, nx)`
