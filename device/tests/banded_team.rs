@@ -308,63 +308,6 @@ fn covariance_matches_serial_blocks() {
     }
 }
 
-/// The routines of main bbb071a kept for A/B timing (`banded_team::base`): the same factor
-/// bit for bit, the solution within the solve's tolerance of `band_solve` and of the current
-/// routines, the same bits at every lane count and order.
-#[test]
-fn base_routines_match() {
-    use desi_device::linalg::banded_team::base::{
-        band_back_solve_team_base, band_factor_forward_team_base,
-    };
-    for case in cases() {
-        let (n, kd) = (case.n, case.kd);
-        let mut l = case.ab.clone();
-        assert_eq!(band_factor(&mut l, n, kd), Status::Ok);
-        let rhs = random_vector(n, 7 + n as u64);
-        let mut expected = rhs.clone();
-        assert_eq!(band_solve(&l, n, kd, &mut expected), Status::Ok);
-        let tol = 1e-13 * max_abs(&expected);
-        let (_, _, current) = factor_solve_team(&SerialTeam { lanes: 64 }, &case.ab, n, kd, &rhs);
-        let mut first: Option<Vec<f64>> = None;
-        for lanes in [1usize, 32, 64, 128] {
-            for reverse in [false, true] {
-                let what = format!("{} base lanes={lanes} reverse={reverse}", case.name);
-                let mut band = case.ab.clone();
-                let mut x = rhs.clone();
-                let mut window = vec![f64::NAN; band_factor_team_window_len(kd)];
-                let (b, w, xs) = (
-                    Shared::new(&mut band),
-                    Shared::new(&mut window),
-                    Shared::new(&mut x),
-                );
-                let status = if reverse {
-                    let team = ReverseTeam { lanes };
-                    let mut s = band_factor_forward_team_base(&team, b, n, kd, w, xs);
-                    if s == Status::Ok {
-                        s = band_back_solve_team_base(&team, b, n, kd, w, xs);
-                    }
-                    s
-                } else {
-                    let team = SerialTeam { lanes };
-                    let mut s = band_factor_forward_team_base(&team, b, n, kd, w, xs);
-                    if s == Status::Ok {
-                        s = band_back_solve_team_base(&team, b, n, kd, w, xs);
-                    }
-                    s
-                };
-                assert_eq!(status, Status::Ok, "{what}");
-                assert_bitwise(&band, &l, &format!("{what}: factor"));
-                assert_close(&x, &expected, tol, &format!("{what}: x vs band_solve"));
-                assert_close(&x, &current, tol, &format!("{what}: x vs current"));
-                match &first {
-                    None => first = Some(x),
-                    Some(f) => assert_bitwise(&x, f, &format!("{what}: vs first")),
-                }
-            }
-        }
-    }
-}
-
 /// A random SPD band matrix (band storage): off-diagonals uniform in (-1, 1) inside the band,
 /// diagonal `2·kd + 1 + u` (strictly diagonally dominant).
 fn banded_spd(n: usize, kd: usize, seed: u64) -> Vec<f64> {

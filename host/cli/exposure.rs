@@ -58,7 +58,7 @@ pub struct ExposureArgs {
     /// has in flight share it.
     #[arg(long = "gpu-memory-limit", value_parser = super::memory_size)]
     gpu_memory_limit: Option<u64>,
-    /// Frames one GPU process extracts at once, each on its own stream (1 to 4; default 2).
+    /// Frames one GPU process extracts at once, each on its own stream (1 to 4; default 3).
     #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=4))]
     frames_in_flight: Option<u64>,
     /// Also write the summary as JSON (per frame: status, read/extract/write seconds and start

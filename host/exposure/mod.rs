@@ -93,8 +93,9 @@ pub struct ExposureConfig {
 
 /// Frames a single GPU process keeps in flight by default: one frame's host stages (reading
 /// its results, stitching, finishing, the next frame's planning and upload) run while the
-/// other's kernels do.
-pub const DEFAULT_FRAMES_IN_FLIGHT: usize = 2;
+/// others' kernels do. Three, measured on an H100 (30 full frames, one run each): 1 frame
+/// 10.35 s (GPU busy 72%), 2 frames 9.12-9.57 s (79-82%), 3 frames 8.03 s (88%).
+pub const DEFAULT_FRAMES_IN_FLIGHT: usize = 3;
 /// Most frames in flight on one GPU process.
 pub const MAX_FRAMES_IN_FLIGHT: usize = 4;
 

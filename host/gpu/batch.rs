@@ -239,13 +239,10 @@ pub(super) fn launch_batch<'g>(
         };
         let (kernel, shape) = if team {
             let lanes = lanes("DESI_FACTOR_LANES", FactorSolveArgs::TEAM_LANES);
-            // DESI_FACTOR_KERNEL=base: the routines of main bbb071a, for A/B timing.
-            let kernel = if std::env::var("DESI_FACTOR_KERNEL").as_deref() == Ok("base") {
-                &gpu.kernels.factor_solve_team_base
-            } else {
-                &gpu.kernels.factor_solve_team
-            };
-            (kernel, args.team_shape(lanes, kd_max))
+            (
+                &gpu.kernels.factor_solve_team,
+                args.team_shape(lanes, kd_max),
+            )
         } else {
             (&gpu.kernels.factor_solve, args.shape())
         };

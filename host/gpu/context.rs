@@ -110,8 +110,6 @@ pub struct Kernels {
     pub resolution: Kernel<ResolutionArgs>,
     /// Regularize, factor, solve: one thread block per patch.
     pub factor_solve_team: Kernel<FactorSolveArgs>,
-    /// The same with the banded routines of main bbb071a (A/B timing: `DESI_FACTOR_KERNEL=base`).
-    pub factor_solve_team_base: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
     pub covariance_team: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
@@ -275,7 +273,6 @@ impl GpuContext {
             covariance: Kernel::load(&module, k::COVARIANCE)?,
             resolution: Kernel::load(&module, k::RESOLUTION)?,
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
-            factor_solve_team_base: Kernel::load(&module, k::FACTOR_SOLVE_TEAM_BASE)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             pixel_rows: Kernel::load(&module, k::PIXEL_ROWS)?,

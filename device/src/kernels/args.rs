@@ -107,9 +107,6 @@ pub const ASSEMBLE_WARP: Entry<AssembleArgs> = Entry::new("assemble_warp");
 pub const FACTOR_SOLVE: Entry<FactorSolveArgs> = Entry::new("factor_solve");
 /// `factor_solve_team`: the same, one thread block per patch.
 pub const FACTOR_SOLVE_TEAM: Entry<FactorSolveArgs> = Entry::new("factor_solve_team");
-/// `factor_solve_team_base`: the same with the banded routines of main bbb071a (A/B timing,
-/// `DESI_FACTOR_KERNEL=base`).
-pub const FACTOR_SOLVE_TEAM_BASE: Entry<FactorSolveArgs> = Entry::new("factor_solve_team_base");
 /// `covariance`: covariance blocks of the core spectra, one thread per core spectrum.
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
@@ -140,7 +137,6 @@ pub const ENTRIES: &[EntryParam] = &[
     ASSEMBLE_WARP.param(),
     FACTOR_SOLVE.param(),
     FACTOR_SOLVE_TEAM.param(),
-    FACTOR_SOLVE_TEAM_BASE.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
     RESOLUTION.param(),

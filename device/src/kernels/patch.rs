@@ -1028,27 +1028,15 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
     // SAFETY: the kernel's contract.
-    unsafe { factor_solve_team_body(args, false) }
+    unsafe { factor_solve_team_body(args) }
 }
 
-/// [`factor_solve_team`] with the banded routines of main at bbb071a
-/// ([`banded_team::base`]), for A/B timing (`DESI_FACTOR_KERNEL=base`); same launch, same
-/// arguments, the factor bitwise the same, the solution equal up to one rounding per unknown.
-///
-/// # Safety
-/// As [`factor_solve_team`].
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn factor_solve_team_base(args: FactorSolveArgs) {
-    // SAFETY: the kernel's contract.
-    unsafe { factor_solve_team_body(args, true) }
-}
-
-/// The body of [`factor_solve_team`] (`base`: the routines of [`banded_team::base`]).
+/// The body of [`factor_solve_team`].
 ///
 /// # Safety
 /// As [`factor_solve_team`].
 #[inline(always)]
-unsafe fn factor_solve_team_body(args: FactorSolveArgs, base: bool) {
+unsafe fn factor_solve_team_body(args: FactorSolveArgs) {
     let FactorSolveArgs {
         batch,
         nmax,
@@ -1105,17 +1093,9 @@ unsafe fn factor_solve_team_body(args: FactorSolveArgs, base: bool) {
                 q += lanes;
             }
         });
-        let mut code = if base {
-            banded_team::base::band_factor_forward_team_base(&team, ab, n, kd, window, x)
-        } else {
-            banded_team::band_factor_forward_team(&team, ab, n, kd, window, x)
-        };
+        let mut code = banded_team::band_factor_forward_team(&team, ab, n, kd, window, x);
         if code == Status::Ok {
-            code = if base {
-                banded_team::base::band_back_solve_team_base(&team, ab, n, kd, window, x)
-            } else {
-                banded_team::band_back_solve_team(&team, ab, n, kd, window, x)
-            };
+            code = banded_team::band_back_solve_team(&team, ab, n, kd, window, x);
         }
         if code == Status::Ok {
             let dst = xflux.add(p * nmax);

@@ -12,8 +12,6 @@
 //! pivot is written to a flag in one phase and read by every lane after the barrier, and all
 //! lanes return the same [`Status`].
 
-pub mod base;
-
 use super::dense::pivot_status;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
@@ -86,28 +84,7 @@ fn dot8_at(len: usize, x: impl Fn(usize) -> f64, y: impl Fn(usize) -> f64) -> f6
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// `Σ_{t<len} x(t)·y(t)` in the order of `banded::dot4` (4 fused accumulators): bitwise the
-/// same value.
-#[inline(always)]
-fn dot4_at(len: usize, x: impl Fn(usize) -> f64, y: impl Fn(usize) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let full = len / 4 * 4;
-    let mut i = 0;
-    while i < full {
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            *acc_t = fma(x(i + t), y(i + t), *acc_t);
-        }
-        i += 4;
-    }
-    for (t, acc_t) in acc.iter_mut().enumerate() {
-        if full + t < len {
-            *acc_t = fma(x(full + t), y(full + t), *acc_t);
-        }
-    }
-    (acc[0] + acc[2]) + (acc[1] + acc[3])
-}
-
-/// [`dot4_at`]`(len, x, y)` (bitwise) and, in the same pass over `x`, the 8 accumulators of
+/// `Σ_{t<len} x(t)·y(t)` in the order of `banded::dot4` (4 fused accumulators; bitwise) and, in the same pass over `x`, the 8 accumulators of
 /// [`dot8_at`]`(len, x, x)` before their final combination (each accumulator receives its
 /// terms in `dot8_at`'s order): the sum of squares of a row comes for free with its dot
 /// product (the loads are shared; the FMAs are independent chains).
