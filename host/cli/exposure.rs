@@ -26,6 +26,17 @@ pub struct ExposureArgs {
     /// Exposure id (file names use it zero-padded to 8 digits).
     #[arg(long)]
     expid: u64,
+    #[command(flatten)]
+    options: FrameOptions,
+    /// Also write the summary as JSON (per frame: status, read/extract/write seconds and start
+    /// times, device seconds and memory; the GPU busy fraction, GPU and host memory).
+    #[arg(long = "summary-json")]
+    summary_json: Option<PathBuf>,
+}
+
+/// The options of every frame, shared by `exposure` and `exposures`.
+#[derive(Debug, Args)]
+pub struct FrameOptions {
     /// Extract on GPUs (each extracting rank takes GPU local_rank % visible GPUs).
     #[arg(long)]
     gpu: bool,
@@ -61,37 +72,46 @@ pub struct ExposureArgs {
     /// Frames one GPU process extracts at once, each on its own stream (1 to 4; default 3).
     #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=4))]
     frames_in_flight: Option<u64>,
-    /// Also write the summary as JSON (per frame: status, read/extract/write seconds and start
-    /// times, device seconds and memory; the GPU busy fraction, GPU and host memory).
-    #[arg(long = "summary-json")]
-    summary_json: Option<PathBuf>,
+}
+
+impl FrameOptions {
+    /// `true` with `--gpu`.
+    pub fn uses_gpu(&self) -> bool {
+        self.gpu
+    }
+
+    /// The library's configuration for these options and the exposure `expid` of `indir` into
+    /// `outdir`.
+    pub fn config(&self, indir: PathBuf, outdir: PathBuf, expid: u64) -> ExposureConfig {
+        ExposureConfig {
+            indir,
+            outdir,
+            expid,
+            gpu: self.gpu,
+            overwrite: self.overwrite,
+            overlap: !self.no_overlap,
+            specmin: self.specmin,
+            nspec: self.nspec,
+            wave_span: self.wave_span,
+            mask_rule: self.mask_rule.into(),
+            failed_patches: self.failed_patches.into(),
+            gpu_memory_limit: self.gpu_memory_limit,
+            frames_in_flight: self.frames_in_flight.map(|n| n as usize),
+        }
+    }
 }
 
 impl ExposureArgs {
     /// `true` with `--gpu`.
     pub fn uses_gpu(&self) -> bool {
-        self.gpu
+        self.options.uses_gpu()
     }
 }
 
 /// Runs `exposure`: exit 2 when a frame failed or was written flagged, or a camera has a PSF but
 /// no preproc; exit 1 when no preproc file of the exposure is found.
 pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
-    let config = ExposureConfig {
-        indir: args.indir,
-        outdir: args.outdir,
-        expid: args.expid,
-        gpu: args.gpu,
-        overwrite: args.overwrite,
-        overlap: !args.no_overlap,
-        specmin: args.specmin,
-        nspec: args.nspec,
-        wave_span: args.wave_span,
-        mask_rule: args.mask_rule.into(),
-        failed_patches: args.failed_patches.into(),
-        gpu_memory_limit: args.gpu_memory_limit,
-        frames_in_flight: args.frames_in_flight.map(|n| n as usize),
-    };
+    let config = args.options.config(args.indir, args.outdir, args.expid);
     let mut printer = Printer {
         expid: expid_text(config.expid),
     };
@@ -188,7 +208,7 @@ impl ExposureObserver for Printer {
 }
 
 /// What a written frame carries without data, in words (None when nothing).
-fn flag_detail(flags: &FrameFlags) -> Option<String> {
+pub(super) fn flag_detail(flags: &FrameFlags) -> Option<String> {
     let mut parts = Vec::new();
     if flags.failed_patches > 0 {
         parts.push(format!(

@@ -1,6 +1,7 @@
 //! Sub-commands of the `desi-extract` binary.
 
 mod exposure;
+mod exposures;
 mod extract;
 mod info;
 mod logging;
@@ -32,6 +33,10 @@ enum Command {
     /// Extract every frame of an exposure (preproc-{b,r,z}{0..9}-EXPID.fits); under mpirun
     /// with 3+ ranks a reader and a writer rank overlap I/O with the compute ranks.
     Exposure(exposure::ExposureArgs),
+    /// Extract every frame of many exposures in one job (a desispec production tree or a list
+    /// file); under mpirun/srun the ranks form groups (by node, or --group-size) that take
+    /// frames from one queue.
+    Exposures(exposures::ExposuresArgs),
     /// Write a labelled stand-in b or z PSF derived from a real r PSF (for tests only).
     StandinPsf(standin::StandinArgs),
     /// Project spectra through a PSF into a simulated preproc image.
@@ -55,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let gpu_job = match &cli.command {
         Command::Extract(args) => args.uses_gpu(),
         Command::Exposure(args) => args.uses_gpu(),
+        Command::Exposures(args) => args.uses_gpu(),
         _ => false,
     };
     let threads = cli.threads.or_else(|| {
@@ -82,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = match cli.command {
         Command::Extract(args) => extract::run(args, &comm),
         Command::Exposure(args) => exposure::run(args, &comm),
+        Command::Exposures(args) => exposures::run(args, &comm),
         Command::StandinPsf(args) => standin::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Info(args) => info::run(args),

@@ -4,10 +4,41 @@
 //! have a PSF but no preproc file.
 
 use super::cameras::all_cameras;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where one exposure's files are: desi_proc's layout puts the preproc images under
+/// `preproc/NIGHT/EXPID/` and the PSFs and frames under `exposures/NIGHT/EXPID/`; `exposure`
+/// reads both from one directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureDirs {
+    /// The night (YYYYMMDD) when known (desispec layout or list file).
+    pub night: Option<u32>,
+    /// Exposure id.
+    pub expid: u64,
+    /// Directory of `preproc-{camera}-{EXPID}.fits`.
+    pub preproc_dir: PathBuf,
+    /// Directory of `psf-{camera}-{EXPID}.fits`.
+    pub psf_dir: PathBuf,
+    /// Directory of `frame-{camera}-{EXPID}.fits`.
+    pub outdir: PathBuf,
+}
+
+impl ExposureDirs {
+    /// One directory for the preproc images and PSFs, as `exposure --indir` reads them.
+    pub fn flat(indir: &Path, outdir: &Path, expid: u64) -> Self {
+        Self {
+            night: None,
+            expid,
+            preproc_dir: indir.to_path_buf(),
+            psf_dir: indir.to_path_buf(),
+            outdir: outdir.to_path_buf(),
+        }
+    }
+}
+
 /// The files of one frame of the exposure.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameFiles {
     /// Camera name, e.g. `r3`.
     pub camera: String,
@@ -27,12 +58,19 @@ pub fn expid_text(expid: u64) -> String {
 impl FrameFiles {
     /// The files of `camera` in exposure `expid`.
     pub fn new(camera: &str, indir: &Path, outdir: &Path, expid: u64) -> Self {
-        let expid = expid_text(expid);
+        Self::in_dirs(camera, &ExposureDirs::flat(indir, outdir, expid))
+    }
+
+    /// The files of `camera` in the exposure of `dirs` (desi_proc's names: `preproc-`, `psf-`
+    /// and `frame-{camera}-{EXPID}.fits`, the PSF being the one desi_proc passes to
+    /// `desi_extract_spectra`).
+    pub fn in_dirs(camera: &str, dirs: &ExposureDirs) -> Self {
+        let expid = expid_text(dirs.expid);
         Self {
             camera: camera.to_string(),
-            preproc: indir.join(format!("preproc-{camera}-{expid}.fits")),
-            psf: indir.join(format!("psf-{camera}-{expid}.fits")),
-            output: outdir.join(format!("frame-{camera}-{expid}.fits")),
+            preproc: dirs.preproc_dir.join(format!("preproc-{camera}-{expid}.fits")),
+            psf: dirs.psf_dir.join(format!("psf-{camera}-{expid}.fits")),
+            output: dirs.outdir.join(format!("frame-{camera}-{expid}.fits")),
         }
     }
 }
@@ -69,9 +107,18 @@ pub fn discover(
     overwrite: bool,
     keep: impl Fn(&FrameFiles) -> Result<(), String>,
 ) -> Discovery {
+    discover_in(&ExposureDirs::flat(indir, outdir, expid), overwrite, keep)
+}
+
+/// [`discover`] for the exposure of `dirs` (preproc images and PSFs in their directories).
+pub fn discover_in(
+    dirs: &ExposureDirs,
+    overwrite: bool,
+    keep: impl Fn(&FrameFiles) -> Result<(), String>,
+) -> Discovery {
     let mut found = Discovery::default();
     for camera in all_cameras() {
-        let files = FrameFiles::new(&camera, indir, outdir, expid);
+        let files = FrameFiles::in_dirs(&camera, dirs);
         if !files.preproc.is_file() {
             if files.psf.is_file() {
                 found.missing_preproc.push(camera);

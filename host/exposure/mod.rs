@@ -19,6 +19,10 @@
 //! | [`jobs`] | which frames the input directory holds, their files, the skipped and redone ones |
 //! | [`provenance`] | the digest of a frame's inputs and options (INPUTSUM) and the check of a frame on disk |
 //! | [`roles`] | the mode for a number of ranks and each rank's role |
+//! | [`list`] | the exposures of a job: a desispec production tree or a list file |
+//! | [`groups`] | the split of the job's ranks into groups (by node, or of a given size) |
+//! | [`night`] | a job over many exposures: the plan, each group's loop over its chunks, the summary |
+//! | `coordinator` | the rank that hands chunks of frames to the groups and gathers their outcomes |
 //! | [`summary`] | the plan, per-frame outcomes, the observer that hears them, the summary |
 //! | `messages` | what the ranks send each other |
 //! | `frame` | one frame's steps: read, extract a share, assemble and write |
@@ -26,9 +30,13 @@
 //! | `pipeline`, `shared` | the roles' loops |
 
 pub mod cameras;
+mod coordinator;
 mod frame;
+pub mod groups;
 pub mod jobs;
+pub mod list;
 mod messages;
+pub mod night;
 mod pipeline;
 pub mod provenance;
 mod read_ahead;
@@ -37,7 +45,9 @@ mod shared;
 pub mod summary;
 mod write_pool;
 
-pub use jobs::{discover, expid_text, Discovery, FrameFiles};
+pub use groups::{GroupSize, Groups};
+pub use jobs::{discover, discover_in, expid_text, Discovery, ExposureDirs, FrameFiles};
+pub use night::{run_job, JobConfig, JobObserver, JobPlan, JobRecord, JobSummary};
 pub use messages::FrameList;
 pub use roles::{Layout, Mode, Role};
 pub use summary::{
@@ -145,14 +155,16 @@ impl ExposureConfig {
         if !self.indir.is_dir() {
             return Err(ExposureError::NotADirectory(self.indir.clone()));
         }
-        if !self.outdir.is_dir() {
-            std::fs::create_dir_all(&self.outdir).map_err(|source| {
-                ExposureError::CreateOutdir {
-                    path: self.outdir.clone(),
-                    source,
-                }
-            })?;
-        }
+        create_outdir(&self.outdir)?;
+        self.check_request()
+    }
+
+    /// Checks `wave_span` and the spectra asked for against every DESI camera: a request that
+    /// would fail every frame the same way is refused before any work.
+    ///
+    /// # Errors
+    /// [`ExposureError::WaveSpan`] or [`ExposureError::Request`].
+    pub fn check_request(&self) -> Result<(), ExposureError> {
         if self.wave_span.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
             return Err(ExposureError::WaveSpan);
         }
@@ -180,6 +192,18 @@ impl ExposureConfig {
         }
         Ok(())
     }
+}
+
+/// Creates the output directory `path` when missing (as desi_proc does; several ranks may
+/// try at once).
+pub(crate) fn create_outdir(path: &std::path::Path) -> Result<(), ExposureError> {
+    if !path.is_dir() {
+        std::fs::create_dir_all(path).map_err(|source| ExposureError::CreateOutdir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Errors that stop an exposure run (a frame's own failure does not: it is its outcome).
@@ -308,14 +332,7 @@ pub fn run_exposure(
         });
     }
     let uses_gpu = config.gpu && layout.extracts(rank);
-    let in_flight = if layout.two_frames_in_flight(uses_gpu) {
-        config
-            .frames_in_flight
-            .unwrap_or(DEFAULT_FRAMES_IN_FLIGHT)
-            .clamp(1, MAX_FRAMES_IN_FLIGHT)
-    } else {
-        1
-    };
+    let in_flight = frames_in_flight_for(&layout, uses_gpu, config.frames_in_flight);
     if rank == layout.writer() {
         observer.planned(&ExposurePlan {
             expid: expid.clone(),
@@ -355,24 +372,7 @@ pub fn run_exposure(
             start,
             backend: gpus.first().map_or(&CpuBackend, |g| g),
         };
-        let outcomes = match (layout.role(rank), reads) {
-            (Role::Reader, _) => pipeline::reader(&ctx).map(|()| Vec::new()),
-            (Role::Writer, _) => pipeline::writer(&ctx, observer),
-            (Role::Extractor { index, count }, _) => {
-                pipeline::extractor(&ctx, index, count).map(|()| Vec::new())
-            }
-            (Role::SharedRoot { .. }, Some(reads)) => {
-                let backends: Vec<&dyn Backend> = gpus.iter().map(|g| g as &dyn Backend).collect();
-                shared::frames_in_flight(&ctx, &backends, reads, observer)
-            }
-            (Role::SharedRoot { .. }, None) => {
-                let overlap = layout.mode == (Mode::Shared { overlap: true });
-                shared::root(&ctx, overlap, observer)
-            }
-            (Role::SharedMember { index, size }, _) => {
-                shared::member(&ctx, index, size).map(|()| Vec::new())
-            }
-        }?;
+        let outcomes = run_role(&ctx, &gpus, reads, observer)?;
         let gpu_memory = release_gpus(&gpus, limit)?;
         Ok::<_, ExposureError>((outcomes, gpu_memory))
     })?;
@@ -395,9 +395,52 @@ pub fn run_exposure(
     })
 }
 
+/// Runs this rank's role over the frames of `ctx` (`reads`: the frames already being read
+/// ahead by a single GPU process with several frames in flight, one per context of `gpus`);
+/// the outcomes on the writing rank, none on the others.
+pub(crate) fn run_role(
+    ctx: &RankContext,
+    gpus: &[GpuContext],
+    reads: Option<read_ahead::ReadAhead<'_, '_>>,
+    observer: &mut dyn ExposureObserver,
+) -> Result<Vec<FrameOutcome>, ExposureError> {
+    let layout = ctx.layout;
+    match (layout.role(ctx.comm.rank()), reads) {
+        (Role::Reader, _) => pipeline::reader(ctx).map(|()| Vec::new()),
+        (Role::Writer, _) => pipeline::writer(ctx, observer),
+        (Role::Extractor { index, count }, _) => {
+            pipeline::extractor(ctx, index, count).map(|()| Vec::new())
+        }
+        (Role::SharedRoot { .. }, Some(reads)) => {
+            let backends: Vec<&dyn Backend> = gpus.iter().map(|g| g as &dyn Backend).collect();
+            shared::frames_in_flight(ctx, &backends, reads, observer)
+        }
+        (Role::SharedRoot { .. }, None) => {
+            let overlap = layout.mode == (Mode::Shared { overlap: true });
+            shared::root(ctx, overlap, observer)
+        }
+        (Role::SharedMember { index, size }, _) => {
+            shared::member(ctx, index, size).map(|()| Vec::new())
+        }
+    }
+}
+
+/// The frames one process keeps in flight on its GPU: `requested` (default
+/// [`DEFAULT_FRAMES_IN_FLIGHT`], at most [`MAX_FRAMES_IN_FLIGHT`]) for a single GPU process
+/// that overlaps, else 1.
+pub(crate) fn frames_in_flight_for(layout: &Layout, uses_gpu: bool, requested: Option<usize>) -> usize {
+    if layout.two_frames_in_flight(uses_gpu) {
+        requested
+            .unwrap_or(DEFAULT_FRAMES_IN_FLIGHT)
+            .clamp(1, MAX_FRAMES_IN_FLIGHT)
+    } else {
+        1
+    }
+}
+
 /// Opens `count` contexts (streams) on GPU `ordinal`, each capped at its part of `limit`, with
 /// the device pool's peaks reset.
-fn open_gpus(
+pub(crate) fn open_gpus(
     ordinal: usize,
     count: usize,
     limit: Option<u64>,
@@ -420,7 +463,7 @@ fn open_gpus(
 /// Reads the device pool's counters over the run, then hands the memory the contexts' frames
 /// left in the pool back to the driver and checks that the pool holds nothing more; `None`
 /// without GPU. (The contexts themselves are released when dropped.)
-fn release_gpus(
+pub(crate) fn release_gpus(
     gpus: &[GpuContext],
     limit: Option<u64>,
 ) -> Result<Option<GpuMemoryReport>, ExposureError> {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// Seconds spent on a written frame's steps, when they started (seconds since the start of the
 /// run on the rank that ran them), its device use and its patch count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameTiming {
     /// Reading the PSF and the preproc image.
     pub read_s: f64,
@@ -81,7 +81,7 @@ pub fn union_length(intervals: &[(f64, f64)]) -> f64 {
 }
 
 /// What a written frame carries without data (each such bin has IVAR 0 and a MASK bit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameFlags {
     /// Patches that could not be solved (bins: MASK BAD2DFIT): the frame is flagged and
     /// counts as failed ([`ExposureSummary::any_failed`]).
@@ -111,7 +111,7 @@ impl FrameOutcome {
 }
 
 /// The outcome of one frame.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FrameOutcome {
     /// Camera name.
     pub camera: String,

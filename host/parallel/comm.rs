@@ -35,9 +35,11 @@ pub struct Comm {
     size: usize,
     local_rank: usize,
     launch: Launch,
+    /// The communicator, with the universe (which finalizes MPI when dropped) on the world
+    /// only: a communicator split off the world ([`Comm::split`]) holds none.
     #[cfg(feature = "mpi")]
     world: Option<(
-        mpi::environment::Universe,
+        Option<mpi::environment::Universe>,
         mpi::topology::SimpleCommunicator,
     )>,
 }
@@ -136,7 +138,7 @@ impl Comm {
                     size,
                     local_rank: env_local_rank(),
                     launch: Launch::Mpi,
-                    world: Some((universe, world)),
+                    world: Some((Some(universe), world)),
                 }
             }
             None => Self::single_with(Launch::Fallback(
@@ -170,6 +172,85 @@ impl Comm {
     /// How the group came about.
     pub fn launch(&self) -> &Launch {
         &self.launch
+    }
+
+    /// The same ranks with `local_rank` as the rank among the processes of this node (the GPU
+    /// choice of a group's ranks: see [`crate::exposure::groups`]).
+    pub fn with_local_rank(mut self, local_rank: usize) -> Self {
+        self.local_rank = local_rank;
+        self
+    }
+
+    /// Splits the ranks into communicators, one per `color` (ranks ordered by `key`, then by
+    /// rank here); a rank with `color` `None` gets none. Every rank must call it. The new
+    /// communicator must be dropped before this one (the world finalizes MPI). Its local
+    /// rank is this one's until [`Comm::with_local_rank`] says otherwise.
+    pub fn split(&self, color: Option<u32>, key: usize) -> Option<Comm> {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::topology::{Color, Communicator};
+            let color = color.map_or_else(Color::undefined, |c| {
+                Color::with_value(i32::try_from(c).unwrap_or(i32::MAX))
+            });
+            let key = i32::try_from(key).unwrap_or(i32::MAX);
+            let sub = world.split_by_color_with_key(color, key)?;
+            return Some(self.sub(sub));
+        }
+        let _ = key;
+        color.map(|_| Self::single_with(self.launch.clone()))
+    }
+
+    /// The ranks of this node (MPI_Comm_split_type shared), in rank order. Every rank must call
+    /// it; the same drop order as [`Comm::split`].
+    pub fn split_by_node(&self) -> Comm {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::topology::Communicator;
+            let key = i32::try_from(self.rank).unwrap_or(i32::MAX);
+            return self.sub(world.split_shared(key));
+        }
+        Self::single_with(self.launch.clone())
+    }
+
+    #[cfg(feature = "mpi")]
+    fn sub(&self, comm: mpi::topology::SimpleCommunicator) -> Comm {
+        use mpi::traits::Communicator;
+        let (rank, size) = (comm.rank().max(0) as usize, comm.size().max(1) as usize);
+        Self {
+            rank,
+            size,
+            local_rank: self.local_rank,
+            launch: self.launch.clone(),
+            world: Some((None, comm)),
+        }
+    }
+
+    /// Receives the next byte message of [`Comm::send`] from any rank: (source, bytes). With
+    /// `poll` it sleeps that long between probes instead of blocking in MPI (a blocked MPI
+    /// receive spins a core: a rank that mostly waits, the job's coordinator, stays light).
+    pub fn recv_any(&self, poll: Option<std::time::Duration>) -> (usize, Vec<u8>) {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.world {
+            use mpi::point_to_point::MatchedReceiveVec;
+            use mpi::traits::{Communicator, Source};
+            let probed = match poll {
+                Some(pause) => loop {
+                    if let Some(found) = world
+                        .any_process()
+                        .immediate_matched_probe_with_tag(tags::BYTES)
+                    {
+                        break found;
+                    }
+                    std::thread::sleep(pause);
+                },
+                None => world.any_process().matched_probe_with_tag(tags::BYTES),
+            };
+            let (bytes, status) = probed.matched_receive_vec::<u8>();
+            return (status.source_rank().max(0) as usize, bytes);
+        }
+        let _ = poll;
+        unreachable_single("recv_any");
+        (0, Vec::new())
     }
 
     /// Sends `bytes` to rank `dest` (blocking; `dest` must differ from this rank).
