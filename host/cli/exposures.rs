@@ -64,9 +64,7 @@ pub fn run(args: ExposuresArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
     }
     .map_err(|e| InputError(e.to_string()))?;
     let config = JobConfig {
-        options: args
-            .options
-            .config(PathBuf::new(), PathBuf::new(), 0),
+        options: args.options.config(PathBuf::new(), PathBuf::new(), 0),
         exposures,
         groups: args
             .group_size
@@ -128,7 +126,9 @@ impl JobObserver for Logger {
                 log::error!("exposure {expid}: no frame can be made: {why}");
             }
             for (camera, why) in &exposure.found.redone {
-                log::info!("exposure {expid}: frame {camera} exists but {why}: extracting it again");
+                log::info!(
+                    "exposure {expid}: frame {camera} exists but {why}: extracting it again"
+                );
             }
             for camera in &exposure.found.missing_preproc {
                 log::error!(
@@ -188,7 +188,11 @@ fn log_summary(summary: &JobSummary) {
         let mut failed: Vec<&str> = e.failed_cameras();
         failed.extend(e.missing_preproc.iter().map(String::as_str));
         if !failed.is_empty() {
-            log::error!("exposure {}: failed frame(s): {}", e.expid, failed.join(" "));
+            log::error!(
+                "exposure {}: failed frame(s): {}",
+                e.expid,
+                failed.join(" ")
+            );
         }
     }
     for (expid, why) in &summary.failed_exposures {

@@ -83,7 +83,11 @@ pub fn split(world: &Comm, size: GroupSize) -> Groups {
     let table = world.broadcast(0, table);
     let colors: Vec<Option<usize>> = table
         .chunks_exact(8)
-        .map(|c| Some(u64_from(c)).filter(|&v| v != u64::MAX).map(|v| v as usize))
+        .map(|c| {
+            Some(u64_from(c))
+                .filter(|&v| v != u64::MAX)
+                .map(|v| v as usize)
+        })
         .collect();
     let mine = colors.get(world.rank()).copied().flatten();
     let count = {
@@ -122,7 +126,10 @@ mod tests {
     #[test]
     fn groups_by_node_and_by_size_with_rank_0_coordinating() {
         // One node: one group, no coordinator, whatever the rank count.
-        assert_eq!(assign(&[0; 4], GroupSize::ByNode), (vec![Some(0); 4], 1, None));
+        assert_eq!(
+            assign(&[0; 4], GroupSize::ByNode),
+            (vec![Some(0); 4], 1, None)
+        );
         assert_eq!(assign(&[0], GroupSize::Ranks(3)), (vec![Some(0)], 1, None));
         // Two nodes of 3 ranks: rank 0 coordinates, its node keeps ranks 1 and 2.
         let two_nodes = [0, 0, 0, 3, 3, 3];
@@ -144,7 +151,10 @@ mod tests {
     fn one_process_is_one_group() {
         let world = Comm::single();
         let groups = split(&world, GroupSize::Ranks(1));
-        assert_eq!((groups.index, groups.count, groups.coordinator), (0, 1, None));
+        assert_eq!(
+            (groups.index, groups.count, groups.coordinator),
+            (0, 1, None)
+        );
         let comm = groups.comm.expect("a group");
         assert_eq!((comm.rank(), comm.size(), comm.local_rank()), (0, 1, 0));
     }

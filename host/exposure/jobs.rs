@@ -68,7 +68,9 @@ impl FrameFiles {
         let expid = expid_text(dirs.expid);
         Self {
             camera: camera.to_string(),
-            preproc: dirs.preproc_dir.join(format!("preproc-{camera}-{expid}.fits")),
+            preproc: dirs
+                .preproc_dir
+                .join(format!("preproc-{camera}-{expid}.fits")),
             psf: dirs.psf_dir.join(format!("psf-{camera}-{expid}.fits")),
             output: dirs.outdir.join(format!("frame-{camera}-{expid}.fits")),
         }

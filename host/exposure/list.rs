@@ -243,8 +243,13 @@ mod tests {
         let one = from_tree(root, &[20201215]).unwrap();
         assert_eq!(one.len(), 1);
         let err = from_tree(root, &[20201216]).unwrap_err().to_string();
-        assert!(err.contains("no exposure found") && err.contains("20201216"), "{err}");
-        let err = from_tree(&root.join("preproc"), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("no exposure found") && err.contains("20201216"),
+            "{err}"
+        );
+        let err = from_tree(&root.join("preproc"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no preproc/ directory"), "{err}");
     }
 
@@ -268,8 +273,14 @@ mod tests {
         let cases = [
             ("20201214 101\n2020121 5\n", ":2: '2020121' is not a night"),
             ("20201214 x1\n", ":1: 'x1' is not an exposure id"),
-            ("1 2 3 4\n", ":1: expected 'NIGHT EXPID' or 'EXPID INDIR OUTDIR', found 4"),
-            ("5 in out\n# again\n5 other out\n", ":3: exposure 00000005 into out is listed twice"),
+            (
+                "1 2 3 4\n",
+                ":1: expected 'NIGHT EXPID' or 'EXPID INDIR OUTDIR', found 4",
+            ),
+            (
+                "5 in out\n# again\n5 other out\n",
+                ":3: exposure 00000005 into out is listed twice",
+            ),
             ("# nothing\n", "no exposure found"),
         ];
         for (text, expect) in cases {
@@ -284,6 +295,9 @@ mod tests {
         let err = from_list(&dir.path().join("missing.txt"), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("missing.txt: cannot read the exposure list"), "{err}");
+        assert!(
+            err.contains("missing.txt: cannot read the exposure list"),
+            "{err}"
+        );
     }
 }

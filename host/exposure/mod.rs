@@ -47,8 +47,8 @@ mod write_pool;
 
 pub use groups::{GroupSize, Groups};
 pub use jobs::{discover, discover_in, expid_text, Discovery, ExposureDirs, FrameFiles};
-pub use night::{run_job, JobConfig, JobObserver, JobPlan, JobRecord, JobSummary};
 pub use messages::FrameList;
+pub use night::{run_job, JobConfig, JobObserver, JobPlan, JobRecord, JobSummary};
 pub use roles::{Layout, Mode, Role};
 pub use summary::{
     ExposureObserver, ExposurePlan, ExposureRecord, ExposureSummary, FrameFlags, FrameOutcome,
@@ -428,7 +428,11 @@ pub(crate) fn run_role(
 /// The frames one process keeps in flight on its GPU: `requested` (default
 /// [`DEFAULT_FRAMES_IN_FLIGHT`], at most [`MAX_FRAMES_IN_FLIGHT`]) for a single GPU process
 /// that overlaps, else 1.
-pub(crate) fn frames_in_flight_for(layout: &Layout, uses_gpu: bool, requested: Option<usize>) -> usize {
+pub(crate) fn frames_in_flight_for(
+    layout: &Layout,
+    uses_gpu: bool,
+    requested: Option<usize>,
+) -> usize {
     if layout.two_frames_in_flight(uses_gpu) {
         requested
             .unwrap_or(DEFAULT_FRAMES_IN_FLIGHT)

@@ -520,7 +520,8 @@ pub fn run_job(
         (None, coordinator) => {
             reporter = coordinator.unwrap_or(0);
             let (plan, frames, exposure_of) = planned(observer);
-            let outcomes = coordinator::serve(world, Queue::new(frames, groups.count), groups.count)?;
+            let outcomes =
+                coordinator::serve(world, Queue::new(frames, groups.count), groups.count)?;
             result = Some((plan, exposure_of, outcomes));
         }
         (Some(group), Some(coordinator)) => {
@@ -554,7 +555,8 @@ pub fn run_job(
     drop(groups);
     let mut summary = match result {
         Some((plan, exposure_of, outcomes)) => {
-            let nothing = plan.frames == 0 && plan.exposures.iter().all(|e| e.found.skipped.is_empty());
+            let nothing =
+                plan.frames == 0 && plan.exposures.iter().all(|e| e.found.skipped.is_empty());
             if nothing {
                 return Err(ExposureError::Request(format!(
                     "no frame to extract or skip in {} exposure(s): {}",
