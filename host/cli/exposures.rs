@@ -37,8 +37,9 @@ pub struct ExposuresArgs {
     /// rank 0 only hands frames out.
     #[arg(long = "group-size", value_parser = clap::value_parser!(u64).range(1..))]
     group_size: Option<u64>,
-    /// Frames a group takes at once (default: 4 per frame its ranks extract at once; never
-    /// more than its share of what is left).
+    /// Frames a group takes at once (default: 10 per frame its ranks extract at once, e.g. 30
+    /// for one GPU process; never more than its share of what is left). A job with one group
+    /// takes every frame at once.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     chunk: Option<u64>,
     /// Also write the job's record as JSON: totals and, per exposure, `exposure`'s record (a

@@ -42,7 +42,7 @@ pub struct JobConfig {
     pub exposures: Vec<ExposureDirs>,
     /// How the ranks are split into groups.
     pub groups: GroupSize,
-    /// Frames a group asks for at once (`None`: 4 per frame its extracting ranks hold at
+    /// Frames a group asks for at once (`None`: 10 per frame its extracting ranks hold at
     /// once), capped by its share of what is left.
     pub chunk: Option<usize>,
 }
@@ -329,9 +329,12 @@ fn plan(config: &JobConfig) -> (JobPlan, Vec<JobFrame>, Vec<usize>) {
     (plan, frames, exposure_of)
 }
 
-/// Frames a group asks for at once by default: 4 per frame its extracting ranks hold at once.
+/// Frames a group asks for at once by default: 10 per frame its extracting ranks hold at once
+/// (a single GPU process with 3 in flight: 30, an exposure's worth). A chunk ends with its
+/// pipeline drained (the last frames run with fewer in flight, the next chunk's reads start
+/// with it), so chunks are large; the coordinator's guided share keeps the end balanced.
 fn default_chunk(layout: &Layout, in_flight: usize) -> usize {
-    4 * layout.extractors().max(1) * in_flight.max(1)
+    10 * layout.extractors().max(1) * in_flight.max(1)
 }
 
 /// Passes the frames of a chunk, reported by the writer's pool, on to the job's observer.
@@ -376,9 +379,12 @@ fn run_group(
     } else {
         Vec::new()
     };
-    let want = config
-        .chunk
-        .unwrap_or_else(|| default_chunk(&layout, in_flight));
+    // The only group takes the whole queue at once: no chunk boundary at all.
+    let want = match (config.chunk, &source) {
+        (Some(n), _) => n,
+        (None, Some(Source::Local { .. })) => usize::MAX,
+        (None, _) => default_chunk(&layout, in_flight),
+    };
     let mut last = Vec::new();
     loop {
         let bytes = match source.as_mut() {
