@@ -12,6 +12,7 @@
 //! - A corrupt preproc fails alone and an exposure with no preproc is reported, on a
 //!   coordinator and 2 groups of one rank: the others are written, the job exits 2 and its
 //!   JSON record says which and why.
+//! - desispec 0.70.0 reads the frames the jobs wrote.
 //!
 //! Without `mpirun` the MPI parts fail when CI=true and are skipped (with a notice) otherwise.
 
@@ -372,6 +373,18 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
             );
         }
     }
+
+    // desispec reads what the jobs wrote (before part 3 overwrites the tree).
+    let mut written = Vec::new();
+    for e in EXPIDS {
+        for (camera, _) in CAMERAS {
+            written.push(tree.join(expid(e)).join(frame_name(camera, e)));
+            if mpi {
+                written.push(root.join("mpi").join(expid(e)).join(frame_name(camera, e)));
+            }
+        }
+    }
+    common::desispec_reads(&written);
 
     // 3. A corrupt preproc fails alone; an exposure without preproc is reported.
     if mpi {
