@@ -441,3 +441,42 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
         }
     }
 }
+
+#[test]
+fn bad_lists_and_trees_are_input_errors_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let list = root.join("nights.txt");
+    std::fs::write(&list, "20201214 12\n2020-12-14 13\n").unwrap();
+    let out = run(
+        0,
+        &["exposures", "--list", s(&list), "--specprod", s(root)],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nights.txt:2: '2020-12-14' is not a night (YYYYMMDD)"),
+        "{err}"
+    );
+
+    let out = run(0, &["exposures", "--specprod", s(root)], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a desispec production directory (no preproc/ directory"),
+        "{err}"
+    );
+
+    // A tree whose only exposure has no preproc file: nothing to extract or skip.
+    std::fs::create_dir_all(root.join("preproc").join(NIGHT).join(expid(5))).unwrap();
+    let mut args = vec!["exposures", "--specprod", s(root)];
+    args.extend(OPTIONS);
+    let out = run(0, &args, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no frame to extract or skip in 1 exposure(s): no preproc-*-00000005.fits in"),
+        "{err}"
+    );
+}

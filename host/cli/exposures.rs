@@ -145,7 +145,8 @@ impl JobObserver for Logger {
         match &outcome.status {
             Ok(t) => {
                 log::info!(
-                    "group {group}: frame {number}/{total} {} at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {output}",
+                    "group {group}: frame {number}/{total} {} {} at {:.2} s (read {:.2} s, extract {:.2} s, write {:.2} s) -> {output}",
+                    outcome.camera,
                     if t.flags.is_flagged() { "written FLAGGED" } else { "written" },
                     outcome.finished_at_s,
                     t.read_s,
