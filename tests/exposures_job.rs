@@ -5,7 +5,7 @@
 //! - `mpirun -n 6 --group-size 3` (a coordinator and 2 groups: 2 ranks sharing frames, 3 in
 //!   the reader/writer pipeline) over a list file writes frames identical, card for card and
 //!   byte for byte but CHECKSUM/DATASUM, to three single-exposure `exposure` runs; a rerun
-//!   skips them all.
+//!   skips them all. One frame for 3 groups of one rank: the idle groups end cleanly.
 //! - A job over the production tree killed (SIGKILL) after its first frames and restarted
 //!   with the same command finishes only what is missing, with identical frames and no
 //!   temporary file left.
@@ -330,6 +330,33 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
             log.contains("0 frame(s) written, 9 skipped, 0 failed"),
             "{log}"
         );
+
+        // Fewer frames than groups: one frame (r0 of exposure 1) for 3 groups of one rank.
+        let one = root.join("one");
+        std::fs::create_dir_all(&one).unwrap();
+        for name in ["preproc-r0-00000001.fits", "psf-r0-00000001.fits"] {
+            std::os::unix::fs::symlink(root.join("flat").join(expid(1)).join(name), one.join(name))
+                .unwrap();
+        }
+        let list = root.join("one.txt");
+        std::fs::write(
+            &list,
+            format!("1 {} {}\n", one.display(), root.join("one-out").display()),
+        )
+        .unwrap();
+        let mut args = vec!["exposures", "--list", s(&list), "--group-size", "1"];
+        args.extend(OPTIONS);
+        let log = ok(&run(4, &args, &[]));
+        assert!(log.contains("3 groups over 4 ranks"), "{log}");
+        assert!(
+            log.contains("1 frame(s) written, 0 skipped, 0 failed"),
+            "{log}"
+        );
+        let name = frame_name("r0", 1);
+        let reference = root.join("ref").join(expid(1)).join(&name);
+        let written = root.join("one-out").join(&name);
+        // The inputs' directory differs (links to the same files); nothing else does.
+        assert_same_fits(&reference, &written, &["IN_PSF", "IN_IMG"]);
     }
 
     // 2. The production tree, killed after 4 frames, then restarted: only what is missing.
@@ -383,6 +410,9 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
                 written.push(root.join("mpi").join(expid(e)).join(frame_name(camera, e)));
             }
         }
+    }
+    if mpi {
+        written.push(root.join("one-out").join(frame_name("r0", 1)));
     }
     common::desispec_reads(&written);
 

@@ -24,6 +24,7 @@ use super::{
     ExposureConfig, ExposureError, Layout, RankContext,
 };
 use crate::gpu::memory::memory_limit_from_env;
+use crate::gpu::GpuContext;
 use crate::io::atomic::write_file_atomically;
 use crate::io::IoError;
 use crate::parallel::{gpu_for_rank, Comm};
@@ -373,12 +374,13 @@ fn run_group(
         (true, Some(limit)) => Some(limit),
         (true, None) => memory_limit_from_env()?,
     };
-    let gpus = if uses_gpu {
+    if uses_gpu {
+        // No driver: say so at once, not after the first frames are read.
         crate::gpu::probe_driver()?;
-        open_gpus(gpu_for_rank(group.local_rank())?, in_flight, limit)?
-    } else {
-        Vec::new()
-    };
+    }
+    // Opened with the first chunk, once its first frames are being read (driver start and
+    // module load overlap the reads, as in `exposure`); never for a group that gets no frame.
+    let mut gpus: Vec<GpuContext> = Vec::new();
     // The only group takes the whole queue at once: no chunk boundary at all.
     let want = match (config.chunk, &source) {
         (Some(n), _) => n,
@@ -395,14 +397,6 @@ fn run_group(
             break;
         };
         let files: Vec<FrameFiles> = chunk.frames.iter().map(|f| f.files.clone()).collect();
-        let ctx = RankContext {
-            config: options,
-            comm: group,
-            frames: &files,
-            layout,
-            start,
-            backend: gpus.first().map_or(&CpuBackend, |g| g),
-        };
         let mut heard = ChunkObserver {
             group: group_index,
             chunk: &chunk,
@@ -412,6 +406,17 @@ fn run_group(
             let reads = (in_flight > 1).then(|| {
                 ReadAhead::new(scope, options, &files, shared::READ_AHEAD_IN_FLIGHT, start)
             });
+            if uses_gpu && gpus.is_empty() {
+                gpus = open_gpus(gpu_for_rank(group.local_rank())?, in_flight, limit)?;
+            }
+            let ctx = RankContext {
+                config: options,
+                comm: group,
+                frames: &files,
+                layout,
+                start,
+                backend: gpus.first().map_or(&CpuBackend, |g| g),
+            };
             run_role(&ctx, &gpus, reads, &mut heard)
         })?;
         last = chunk.frames.iter().map(|f| f.index).zip(outcomes).collect();
