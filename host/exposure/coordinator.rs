@@ -40,6 +40,8 @@ pub(crate) struct Chunk {
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     want: usize,
+    /// Frames the group's writing process holds at once (its summary's `frames_in_flight`).
+    in_flight: usize,
     done: Vec<(usize, FrameOutcome)>,
 }
 
@@ -86,18 +88,24 @@ impl Queue {
     }
 }
 
+/// What the groups sent back: every outcome (job frame index, world rank of the group writer
+/// that sent it, outcome) and the most frames a group's process held at once.
+pub(crate) type Gathered = (Vec<(usize, usize, FrameOutcome)>, usize);
+
 /// The coordinator: serves the `groups` groups' requests until each has been told that the
-/// queue is empty; every outcome with the world rank of the group writer that sent it.
+/// queue is empty.
 pub(crate) fn serve(
     world: &Comm,
     mut queue: Queue,
     groups: usize,
-) -> Result<Vec<(usize, usize, FrameOutcome)>, ExposureError> {
+) -> Result<Gathered, ExposureError> {
     let mut outcomes = Vec::new();
+    let mut in_flight = 1;
     let mut active = groups;
     while active > 0 {
         let (source, bytes) = world.recv_any(Some(POLL));
         let request: Request = decode(&bytes)?;
+        in_flight = in_flight.max(request.in_flight);
         outcomes.extend(request.done.into_iter().map(|(i, o)| (i, source, o)));
         let chunk = queue.next_chunk(request.want);
         if chunk.is_none() {
@@ -105,7 +113,7 @@ pub(crate) fn serve(
         }
         world.send(source, &encode(&chunk)?);
     }
-    Ok(outcomes)
+    Ok((outcomes, in_flight))
 }
 
 /// Where a group's writer gets its chunks.
@@ -114,35 +122,50 @@ pub(crate) enum Source<'a> {
     Local {
         queue: Queue,
         done: Vec<(usize, FrameOutcome)>,
+        in_flight: usize,
     },
     /// Groups of a job with a coordinator at world rank `coordinator`.
     Remote { world: &'a Comm, coordinator: usize },
 }
 
 impl Source<'_> {
-    /// Hands in the outcomes of the last chunk and takes the next (`None`: the group is done).
+    /// Hands in the outcomes of the last chunk and takes the next (`None`: the group is done);
+    /// `in_flight`: the frames the group's writing process holds at once.
     pub fn next_chunk(
         &mut self,
         want: usize,
+        in_flight: usize,
         done: Vec<(usize, FrameOutcome)>,
     ) -> Result<Option<Chunk>, ExposureError> {
         match self {
-            Source::Local { queue, done: all } => {
+            Source::Local {
+                queue,
+                done: all,
+                in_flight: held,
+            } => {
                 all.extend(done);
+                *held = in_flight;
                 Ok(queue.next_chunk(want))
             }
             Source::Remote { world, coordinator } => {
-                world.send(*coordinator, &encode(&Request { want, done })?);
+                let request = Request {
+                    want,
+                    in_flight,
+                    done,
+                };
+                world.send(*coordinator, &encode(&request)?);
                 Ok(decode(&world.recv(*coordinator))?)
             }
         }
     }
 
-    /// The outcomes kept here (a local source's).
-    pub fn into_outcomes(self) -> Vec<(usize, FrameOutcome)> {
+    /// The outcomes kept here (a local source's) and the frames its process held at once.
+    pub fn into_outcomes(self) -> (Vec<(usize, FrameOutcome)>, usize) {
         match self {
-            Source::Local { done, .. } => done,
-            Source::Remote { .. } => Vec::new(),
+            Source::Local {
+                done, in_flight, ..
+            } => (done, in_flight),
+            Source::Remote { .. } => (Vec::new(), 1),
         }
     }
 }
@@ -201,8 +224,9 @@ mod tests {
         let mut source = Source::Local {
             queue: Queue::new(frames(3), 1),
             done: Vec::new(),
+            in_flight: 1,
         };
-        let chunk = source.next_chunk(8, Vec::new()).unwrap();
+        let chunk = source.next_chunk(8, 3, Vec::new()).unwrap();
         let bytes = chunk_bytes(&chunk).unwrap();
         assert_eq!(read_chunk(&bytes).unwrap(), chunk);
         let outcome = FrameOutcome {
@@ -214,12 +238,17 @@ mod tests {
         };
         let request = Request {
             want: 2,
+            in_flight: 3,
             done: vec![(0, outcome.clone())],
         };
         let back: Request = decode(&encode(&request).unwrap()).unwrap();
-        assert_eq!(back.done, request.done);
-        assert!(source.next_chunk(8, vec![(0, outcome)]).unwrap().is_none());
-        assert_eq!(source.into_outcomes().len(), 1);
+        assert_eq!((back.done, back.in_flight), (request.done, 3));
+        assert!(source
+            .next_chunk(8, 3, vec![(0, outcome)])
+            .unwrap()
+            .is_none());
+        let (kept, in_flight) = source.into_outcomes();
+        assert_eq!((kept.len(), in_flight), (1, 3));
         assert!(read_chunk(b"{").is_err());
     }
 }

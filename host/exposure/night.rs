@@ -12,7 +12,7 @@
 //! pipeline over the frames of every exposure. A frame that fails is an outcome, so the
 //! others finish; a killed job rerun with the same command extracts only what is missing.
 
-use super::coordinator::{self, chunk_bytes, read_chunk, Chunk, JobFrame, Queue, Source};
+use super::coordinator::{self, chunk_bytes, read_chunk, Chunk, Gathered, JobFrame, Queue, Source};
 use super::groups::{self, GroupSize};
 use super::jobs::{discover_in, expid_text, Discovery, ExposureDirs, FrameFiles};
 use super::read_ahead::ReadAhead;
@@ -94,7 +94,8 @@ impl JobObserver for () {}
 pub struct JobSummary {
     /// Whether this rank holds the outcomes and reports.
     pub is_reporter: bool,
-    /// Every exposure's summary (frames in camera order; its wall time is the job's).
+    /// Every exposure's summary (frames in camera order; its wall time and frames/s are the
+    /// job's, its frames in flight the most that a group's process held at once).
     pub exposures: Vec<(ExposureDirs, ExposureSummary)>,
     /// Exposures none of whose frames could be made, with why.
     pub failed_exposures: Vec<(String, String)>,
@@ -356,7 +357,7 @@ impl ExposureObserver for ChunkObserver<'_> {
 
 /// One group's loop: opens its GPUs once, then extracts the chunks its writer gets from
 /// `source` (`Some` on the writer only) until there are none; the outcomes a local source
-/// kept (on the writer of a job's only group).
+/// kept (on the writer of a job's only group) and the frames this process held at once.
 fn run_group(
     config: &JobConfig,
     group: &Comm,
@@ -364,7 +365,7 @@ fn run_group(
     mut source: Option<Source<'_>>,
     start: Instant,
     observer: &mut dyn JobObserver,
-) -> Result<Vec<(usize, FrameOutcome)>, ExposureError> {
+) -> Result<(Vec<(usize, FrameOutcome)>, usize), ExposureError> {
     let options = &config.options;
     let layout = Layout::new(group.size(), options.overlap);
     let uses_gpu = options.gpu && layout.extracts(group.rank());
@@ -390,7 +391,10 @@ fn run_group(
     let mut last = Vec::new();
     loop {
         let bytes = match source.as_mut() {
-            Some(source) => chunk_bytes(&source.next_chunk(want, std::mem::take(&mut last))?)?,
+            Some(source) => {
+                let next = source.next_chunk(want, in_flight, std::mem::take(&mut last))?;
+                chunk_bytes(&next)?
+            }
             None => Vec::new(),
         };
         let Some(chunk) = read_chunk(&group.broadcast(layout.writer(), bytes))? else {
@@ -422,14 +426,14 @@ fn run_group(
         last = chunk.frames.iter().map(|f| f.index).zip(outcomes).collect();
     }
     release_gpus(&gpus, limit)?;
-    Ok(source.map(Source::into_outcomes).unwrap_or_default())
+    Ok(source.map_or((Vec::new(), 1), Source::into_outcomes))
 }
 
 /// Puts the outcomes (job frame index, group key, outcome) back into the plan's exposures.
 fn summarize(
     plan: JobPlan,
     exposure_of: &[usize],
-    outcomes: Vec<(usize, usize, FrameOutcome)>,
+    (outcomes, frames_in_flight): Gathered,
     start: Instant,
 ) -> JobSummary {
     let wall_s = start.elapsed().as_secs_f64();
@@ -480,7 +484,7 @@ fn summarize(
                 missing_preproc: planned.found.missing_preproc,
                 wall_s,
                 any_failed,
-                frames_in_flight: 1,
+                frames_in_flight,
                 gpu_memory: None,
                 host_peak_rss_bytes: super::summary::host_peak_rss_bytes(),
             };
@@ -552,14 +556,15 @@ pub fn run_job(
                 Some(Source::Local {
                     queue: Queue::new(frames, 1),
                     done: Vec::new(),
+                    in_flight: 1,
                 })
             } else {
                 None
             };
-            let kept = run_group(config, group, 0, source, start, observer)?;
+            let (kept, in_flight) = run_group(config, group, 0, source, start, observer)?;
             if let Some((plan, exposure_of)) = planning {
                 let outcomes = kept.into_iter().map(|(i, o)| (i, 0, o)).collect();
-                result = Some((plan, exposure_of, outcomes));
+                result = Some((plan, exposure_of, (outcomes, in_flight)));
             }
         }
     }
