@@ -21,7 +21,8 @@
 //! | [`roles`] | the mode for a number of ranks and each rank's role |
 //! | [`list`] | the exposures of a job: a desispec production tree or a list file |
 //! | [`groups`] | the split of the job's ranks into groups (by node, or of a given size) |
-//! | [`night`] | a job over many exposures: the plan, each group's loop over its chunks, the summary |
+//! | [`night`] | a job over many exposures: the plan, each group's loop over its chunks |
+//! | [`job_summary`] | a job's per-exposure summaries, totals and JSON record |
 //! | `coordinator` | the rank that hands chunks of frames to the groups and gathers their outcomes |
 //! | [`summary`] | the plan, per-frame outcomes, the observer that hears them, the summary |
 //! | `messages` | what the ranks send each other |
@@ -33,6 +34,7 @@ pub mod cameras;
 mod coordinator;
 mod frame;
 pub mod groups;
+pub mod job_summary;
 pub mod jobs;
 pub mod list;
 mod messages;
@@ -46,9 +48,10 @@ pub mod summary;
 mod write_pool;
 
 pub use groups::{GroupSize, Groups};
+pub use job_summary::{JobRecord, JobSummary};
 pub use jobs::{discover, discover_in, expid_text, Discovery, ExposureDirs, FrameFiles};
 pub use messages::FrameList;
-pub use night::{run_job, JobConfig, JobObserver, JobPlan, JobRecord, JobSummary};
+pub use night::{run_job, JobConfig, JobObserver, JobPlan};
 pub use roles::{Layout, Mode, Role};
 pub use summary::{
     ExposureObserver, ExposurePlan, ExposureRecord, ExposureSummary, FrameFlags, FrameOutcome,
