@@ -9,6 +9,7 @@
 //! own group's chunk.
 
 use super::jobs::FrameFiles;
+use super::night::PlannedExposure;
 use super::summary::FrameOutcome;
 use super::ExposureError;
 use crate::parallel::wire::WireError;
@@ -43,6 +44,14 @@ struct Request {
     /// Frames the group's writing process holds at once (its summary's `frames_in_flight`).
     in_flight: usize,
     done: Vec<(usize, FrameOutcome)>,
+}
+
+/// What a group's writer sends the coordinator: first its share of the plan (the exposures
+/// it planned, by index in the job's list), then requests for chunks.
+#[derive(Debug, Serialize, Deserialize)]
+enum ToCoordinator {
+    Plan(Vec<(usize, PlannedExposure)>),
+    Next(Request),
 }
 
 /// How long the coordinator sleeps between looks for a request.
@@ -92,19 +101,48 @@ impl Queue {
 /// that sent it, outcome) and the most frames a group's process held at once.
 pub(crate) type Gathered = (Vec<(usize, usize, FrameOutcome)>, usize);
 
-/// The coordinator: serves the `groups` groups' requests until each has been told that the
-/// queue is empty.
+/// The coordinator: gathers the `groups` groups' shares of the plan, makes the queue of the
+/// whole plan with `make_queue` (which also reports it), then serves the groups' requests
+/// until each has been told that the queue is empty. A request that comes before every share
+/// is in waits for them.
 pub(crate) fn serve(
     world: &Comm,
-    mut queue: Queue,
     groups: usize,
+    make_queue: impl FnOnce(Vec<(usize, PlannedExposure)>) -> Queue,
 ) -> Result<Gathered, ExposureError> {
+    let mut shares = Vec::new();
+    let mut early = VecDeque::new();
+    let mut planned = 0;
+    while planned < groups {
+        let (source, bytes) = world.recv_any(Some(POLL));
+        match decode(&bytes)? {
+            ToCoordinator::Plan(share) => {
+                shares.extend(share);
+                planned += 1;
+            }
+            ToCoordinator::Next(request) => early.push_back((source, request)),
+        }
+    }
+    let mut queue = make_queue(shares);
     let mut outcomes = Vec::new();
     let mut in_flight = 1;
     let mut active = groups;
     while active > 0 {
-        let (source, bytes) = world.recv_any(Some(POLL));
-        let request: Request = decode(&bytes)?;
+        let (source, request) = match early.pop_front() {
+            Some(request) => request,
+            None => {
+                let (source, bytes) = world.recv_any(Some(POLL));
+                match decode(&bytes)? {
+                    ToCoordinator::Next(request) => (source, request),
+                    ToCoordinator::Plan(_) => {
+                        return Err(WireError(format!(
+                            "rank {source} sent its share of the plan twice"
+                        ))
+                        .into())
+                    }
+                }
+            }
+        };
         in_flight = in_flight.max(request.in_flight);
         outcomes.extend(request.done.into_iter().map(|(i, o)| (i, source, o)));
         let chunk = queue.next_chunk(request.want);
@@ -114,6 +152,17 @@ pub(crate) fn serve(
         world.send(source, &encode(&chunk)?);
     }
     Ok((outcomes, in_flight))
+}
+
+/// Sends a group's share of the plan to the coordinator (the group's writer, before its first
+/// request).
+pub(crate) fn send_plan(
+    world: &Comm,
+    coordinator: usize,
+    share: Vec<(usize, PlannedExposure)>,
+) -> Result<(), ExposureError> {
+    world.send(coordinator, &encode(&ToCoordinator::Plan(share))?);
+    Ok(())
 }
 
 /// Where a group's writer gets its chunks.
@@ -153,7 +202,7 @@ impl Source<'_> {
                     in_flight,
                     done,
                 };
-                world.send(*coordinator, &encode(&request)?);
+                world.send(*coordinator, &encode(&ToCoordinator::Next(request))?);
                 Ok(decode(&world.recv(*coordinator))?)
             }
         }

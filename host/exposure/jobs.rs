@@ -78,7 +78,7 @@ impl FrameFiles {
 }
 
 /// What [`discover`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovery {
     /// Frames to extract, in desi_proc's camera order (b0 r0 z0 b1 ...).
     pub frames: Vec<FrameFiles>,

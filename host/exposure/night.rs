@@ -2,15 +2,18 @@
 //! through one queue, so a GPU never waits at an exposure boundary, over groups of ranks
 //! ([`super::groups`]: by node, or of a given size).
 //!
-//! The rank that plans (the coordinator when there are several groups, else the group's
-//! writer) finds each exposure's frames as `exposure` does ([`super::discover_in`], with its
+//! Planning finds each exposure's frames as `exposure` does ([`super::discover_in`], with its
 //! skip rule: a frame on disk is kept only when complete and made from the same inputs and
-//! options) and puts them in one queue. Each group opens its GPUs once and then loops: its
-//! writer asks for a chunk ([`super::coordinator`]), tells its ranks, and the ranks run
-//! `exposure`'s role loops ([`super::run_role`]) over the chunk; the outcomes go back with
-//! the next request. With one group the whole queue is one chunk: exactly `exposure`'s
-//! pipeline over the frames of every exposure. A frame that fails is an outcome, so the
-//! others finish; a killed job rerun with the same command extracts only what is missing.
+//! options, which reads them), in parallel on the rayon pool: with one group on its writer,
+//! with several on every group's writer for its share of the exposures, gathered by the
+//! coordinator (a restart of a large job verifies its frames on every node at once). The
+//! frames go into one queue. Each group then loops: its writer asks for a chunk
+//! ([`super::coordinator`]), tells its ranks, and the ranks run `exposure`'s role loops
+//! ([`super::run_role`]) over the chunk, opening their GPUs with the first one; the outcomes
+//! go back with the next request. With one group the whole queue is one chunk: exactly
+//! `exposure`'s pipeline over the frames of every exposure. A frame that fails is an outcome,
+//! so the others finish; a killed job rerun with the same command extracts only what is
+//! missing.
 
 use super::coordinator::{self, chunk_bytes, read_chunk, Chunk, JobFrame, Queue, Source};
 use super::groups::{self, GroupSize};
@@ -26,6 +29,7 @@ use crate::gpu::memory::memory_limit_from_env;
 use crate::gpu::GpuContext;
 use crate::parallel::{gpu_for_rank, Comm};
 use crate::solve::CpuBackend;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// What a job extracts and how its ranks share the work.
@@ -44,7 +48,7 @@ pub struct JobConfig {
 }
 
 /// One exposure of the plan.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedExposure {
     /// Its directories.
     pub dirs: ExposureDirs,
@@ -83,49 +87,68 @@ pub trait JobObserver {
 /// An observer that hears nothing.
 impl JobObserver for () {}
 
-/// Finds the frames of every exposure (creating missing output directories) and queues them.
-fn plan(config: &JobConfig) -> (JobPlan, Vec<JobFrame>, Vec<usize>) {
-    let options = &config.options;
-    let mut exposures = Vec::with_capacity(config.exposures.len());
-    let (mut frames, mut exposure_of) = (Vec::new(), Vec::new());
-    for (e, dirs) in config.exposures.iter().enumerate() {
-        let mut found = discover_in(dirs, options.overwrite, |files| {
-            provenance::check_existing(options, files)
-        });
-        let mut problem = found.no_input().then(|| {
-            let mut why = format!(
-                "no preproc-*-{}.fits in {}",
-                expid_text(dirs.expid),
-                dirs.preproc_dir.display()
+/// Finds the frames of one exposure with `exposure`'s skip rule (a frame on disk is verified:
+/// checksums, and INPUTSUM against a digest of the inputs) and creates its output directory
+/// when it has frames to write.
+fn plan_exposure(options: &ExposureConfig, dirs: &ExposureDirs) -> PlannedExposure {
+    let mut found = discover_in(dirs, options.overwrite, |files| {
+        provenance::check_existing(options, files)
+    });
+    let mut problem = found.no_input().then(|| {
+        let mut why = format!(
+            "no preproc-*-{}.fits in {}",
+            expid_text(dirs.expid),
+            dirs.preproc_dir.display()
+        );
+        if !found.missing_preproc.is_empty() {
+            why += &format!(
+                " (PSF file(s) for camera(s) {})",
+                found.missing_preproc.join(" ")
             );
-            if !found.missing_preproc.is_empty() {
-                why += &format!(
-                    " (PSF file(s) for camera(s) {})",
-                    found.missing_preproc.join(" ")
-                );
-            }
-            why
-        });
-        if problem.is_none() && !found.frames.is_empty() {
-            if let Err(e) = create_outdir(&dirs.outdir) {
-                problem = Some(e.to_string());
-            }
         }
-        if problem.is_some() {
-            found.frames.clear();
+        why
+    });
+    if problem.is_none() && !found.frames.is_empty() {
+        if let Err(e) = create_outdir(&dirs.outdir) {
+            problem = Some(e.to_string());
         }
-        for files in &found.frames {
+    }
+    if problem.is_some() {
+        found.frames.clear();
+    }
+    PlannedExposure {
+        dirs: dirs.clone(),
+        found,
+        problem,
+    }
+}
+
+/// Plans the exposures `which` (indices into the job's list) on the rayon pool: verifying the
+/// frames a rerun may skip reads their inputs and outputs, so the files are read in parallel
+/// (and, with a coordinator, by every group's writer for its share of the exposures).
+fn plan_share(config: &JobConfig, which: &[usize]) -> Vec<(usize, PlannedExposure)> {
+    use rayon::prelude::*;
+    which
+        .par_iter()
+        .filter_map(|&e| {
+            let dirs = config.exposures.get(e)?;
+            Some((e, plan_exposure(&config.options, dirs)))
+        })
+        .collect()
+}
+
+/// The job's plan from every exposure's, in the job's order, and its queue: the frames in
+/// exposure then camera order, with the exposure of each.
+fn queue_plan(exposures: Vec<PlannedExposure>) -> (JobPlan, Vec<JobFrame>, Vec<usize>) {
+    let (mut frames, mut exposure_of) = (Vec::new(), Vec::new());
+    for (e, planned) in exposures.iter().enumerate() {
+        for files in &planned.found.frames {
             frames.push(JobFrame {
                 index: frames.len(),
                 files: files.clone(),
             });
             exposure_of.push(e);
         }
-        exposures.push(PlannedExposure {
-            dirs: dirs.clone(),
-            found,
-            problem,
-        });
     }
     let plan = JobPlan {
         exposures,
@@ -252,8 +275,12 @@ pub fn run_job(
     let start = Instant::now();
     config.options.check_request()?;
     let groups = groups::split(world, config.groups);
-    let planned = |observer: &mut dyn JobObserver| {
-        let (mut plan, frames, exposure_of) = plan(config);
+    // The plan of the exposures `share` and, on the rank that reports, the whole plan.
+    let report = |exposures: Vec<(usize, PlannedExposure)>, observer: &mut dyn JobObserver| {
+        let mut exposures = exposures;
+        exposures.sort_by_key(|(e, _)| *e);
+        let (mut plan, frames, exposure_of) =
+            queue_plan(exposures.into_iter().map(|(_, p)| p).collect());
         plan.groups = groups.count;
         plan.ranks = world.size();
         plan.coordinator = groups.coordinator;
@@ -264,16 +291,32 @@ pub fn run_job(
     let reporter;
     match (&groups.comm, groups.coordinator) {
         (None, coordinator) => {
+            // The coordinator: the groups plan, it queues and hands out.
             reporter = coordinator.unwrap_or(0);
-            let (plan, frames, exposure_of) = planned(observer);
-            let outcomes =
-                coordinator::serve(world, Queue::new(frames, groups.count), groups.count)?;
-            result = Some((plan, exposure_of, outcomes));
+            let mut planned = None;
+            let outcomes = coordinator::serve(world, groups.count, |shares| {
+                let (plan, frames, exposure_of) = report(shares, &mut *observer);
+                planned = Some((plan, exposure_of));
+                Queue::new(frames, groups.count)
+            })?;
+            if let Some((plan, exposure_of)) = planned {
+                result = Some((plan, exposure_of, outcomes));
+            }
         }
         (Some(group), Some(coordinator)) => {
+            // A group's writer plans its share of the exposures (every `count`-th), sends it
+            // and asks for chunks.
             reporter = coordinator;
             let writer = Layout::new(group.size(), config.options.overlap).writer();
-            let source = (group.rank() == writer).then_some(Source::Remote { world, coordinator });
+            let source = if group.rank() == writer {
+                let mine: Vec<usize> = (groups.index..config.exposures.len())
+                    .step_by(groups.count.max(1))
+                    .collect();
+                coordinator::send_plan(world, coordinator, plan_share(config, &mine))?;
+                Some(Source::Remote { world, coordinator })
+            } else {
+                None
+            };
             run_group(config, group, groups.index, source, start, observer)?;
         }
         (Some(group), None) => {
@@ -282,7 +325,8 @@ pub fn run_job(
             reporter = writer;
             let mut planning = None;
             let source = if group.rank() == writer {
-                let (plan, frames, exposure_of) = planned(observer);
+                let all: Vec<usize> = (0..config.exposures.len()).collect();
+                let (plan, frames, exposure_of) = report(plan_share(config, &all), observer);
                 planning = Some((plan, exposure_of));
                 Some(Source::Local {
                     queue: Queue::new(frames, 1),
