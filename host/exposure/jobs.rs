@@ -64,13 +64,24 @@ impl FrameFiles {
     /// The files of `camera` in the exposure of `dirs` (desi_proc's names: `preproc-`, `psf-`
     /// and `frame-{camera}-{EXPID}.fits`, the PSF being the one desi_proc passes to
     /// `desi_extract_spectra`).
+    ///
+    /// The preproc image may be gzip-compressed, as desispec writes it by default
+    /// (`preproc-{camera}-{EXPID}.fits.gz`, `DESI_COMPRESSION`): that name is taken when the
+    /// plain one does not exist.
     pub fn in_dirs(camera: &str, dirs: &ExposureDirs) -> Self {
         let expid = expid_text(dirs.expid);
+        let plain = dirs
+            .preproc_dir
+            .join(format!("preproc-{camera}-{expid}.fits"));
+        let gzipped = plain.with_extension("fits.gz");
+        let preproc = if !plain.exists() && gzipped.is_file() {
+            gzipped
+        } else {
+            plain
+        };
         Self {
             camera: camera.to_string(),
-            preproc: dirs
-                .preproc_dir
-                .join(format!("preproc-{camera}-{expid}.fits")),
+            preproc,
             psf: dirs.psf_dir.join(format!("psf-{camera}-{expid}.fits")),
             output: dirs.outdir.join(format!("frame-{camera}-{expid}.fits")),
         }
@@ -165,6 +176,8 @@ mod tests {
         std::fs::create_dir(indir.join("preproc-b2-00000042.fits")).unwrap();
         touch(outdir.join("frame-r0-00000042.fits"));
         touch(outdir.join("frame-z1-00000042.fits"));
+        // desispec's gzip-compressed preproc name counts when the plain one is absent.
+        touch(indir.join("preproc-b3-00000042.fits.gz"));
         // r0's frame passes the check, z1's does not.
         let keep = |f: &FrameFiles| match f.camera.as_str() {
             "r0" => Ok(()),
@@ -173,7 +186,15 @@ mod tests {
 
         let found = discover(&indir, &outdir, 42, false, keep);
         let cameras: Vec<&str> = found.frames.iter().map(|f| f.camera.as_str()).collect();
-        assert_eq!(cameras, ["b0", "r1", "z1"]);
+        assert_eq!(cameras, ["b0", "r1", "z1", "b3"]);
+        assert_eq!(
+            found.frames[3].preproc,
+            indir.join("preproc-b3-00000042.fits.gz")
+        );
+        assert_eq!(
+            found.frames[3].output,
+            outdir.join("frame-b3-00000042.fits")
+        );
         assert_eq!(found.skipped, ["r0"]);
         assert_eq!(found.redone, [("z1".to_string(), "truncated".to_string())]);
         assert_eq!(found.missing_preproc, ["z0"]);
@@ -190,7 +211,7 @@ mod tests {
         );
 
         let all = discover(&indir, &outdir, 42, true, keep);
-        assert_eq!(all.frames.len(), 4);
+        assert_eq!(all.frames.len(), 5);
         assert!(all.skipped.is_empty() && all.redone.is_empty());
         let none = discover(&indir, &outdir, 7, false, keep);
         assert_eq!(none, Discovery::default());
