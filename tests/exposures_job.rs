@@ -5,7 +5,8 @@
 //! - `mpirun -n 6 --group-size 3` (a coordinator and 2 groups: 2 ranks sharing frames, 3 in
 //!   the reader/writer pipeline) over a list file writes frames identical, card for card and
 //!   byte for byte but CHECKSUM/DATASUM, to three single-exposure `exposure` runs; a rerun
-//!   skips them all. One frame for 3 groups of one rank: the idle groups end cleanly.
+//!   skips them all. One frame for 3 groups of one rank: the idle groups end cleanly (its
+//!   preproc read gzip-compressed, as desispec names it by default).
 //! - A job over the production tree killed (SIGKILL) after its first frames and restarted
 //!   with the same command finishes only what is missing, with identical frames and no
 //!   temporary file left.
@@ -331,13 +332,21 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
             "{log}"
         );
 
-        // Fewer frames than groups: one frame (r0 of exposure 1) for 3 groups of one rank.
+        // Fewer frames than groups: one frame (r0 of exposure 1) for 3 groups of one rank, its
+        // preproc gzip-compressed as desispec names it by default (preproc-*.fits.gz).
         let one = root.join("one");
         std::fs::create_dir_all(&one).unwrap();
-        for name in ["preproc-r0-00000001.fits", "psf-r0-00000001.fits"] {
-            std::os::unix::fs::symlink(root.join("flat").join(expid(1)).join(name), one.join(name))
-                .unwrap();
-        }
+        let flat = root.join("flat").join(expid(1));
+        std::os::unix::fs::symlink(
+            flat.join("psf-r0-00000001.fits"),
+            one.join("psf-r0-00000001.fits"),
+        )
+        .unwrap();
+        let plain = std::fs::read(flat.join("preproc-r0-00000001.fits")).unwrap();
+        let gz = std::fs::File::create(one.join("preproc-r0-00000001.fits.gz")).unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &plain).unwrap();
+        encoder.finish().unwrap();
         let list = root.join("one.txt");
         std::fs::write(
             &list,
@@ -355,8 +364,9 @@ fn many_exposures_in_one_job_over_groups_with_restart_and_failures() {
         let name = frame_name("r0", 1);
         let reference = root.join("ref").join(expid(1)).join(&name);
         let written = root.join("one-out").join(&name);
-        // The inputs' directory differs (links to the same files); nothing else does.
-        assert_same_fits(&reference, &written, &["IN_PSF", "IN_IMG"]);
+        // The inputs' names differ (a link, a compressed copy), and so does the digest of the
+        // input bytes (INPUTSUM); nothing else does.
+        assert_same_fits(&reference, &written, &["IN_PSF", "IN_IMG", "INPUTSUM"]);
     }
 
     // 2. The production tree, killed after 4 frames, then restarted: only what is missing.

@@ -42,7 +42,7 @@ impl ExposureDirs {
 pub struct FrameFiles {
     /// Camera name, e.g. `r3`.
     pub camera: String,
-    /// `INDIR/preproc-{camera}-{EXPID}.fits`.
+    /// `INDIR/preproc-{camera}-{EXPID}.fits` (or `.fits.gz`).
     pub preproc: PathBuf,
     /// `INDIR/psf-{camera}-{EXPID}.fits`.
     pub psf: PathBuf,
