@@ -8,7 +8,7 @@
 # may differ. Prints the wall time and frames/s of each way, the GPU busy fraction and the
 # per-frame read/extract/write medians (from --summary-json), and the differing cards.
 #
-#   bash profiles/night-gpu.sh [BIN] [WORKDIR]      (about 2-3 minutes on an H100, 11 GB of disk)
+#   bash profiles/night-gpu.sh [BIN] [WORKDIR]      (about 2-3 minutes on an H100, 15 GB of disk)
 #
 # Optional: FRAMES_IN_FLIGHT=N (default: the binary's, 3); MULTI=1 on a machine with several GPUs
 # also runs the job over all of them (mpirun, a coordinator and one group of one rank per GPU)
@@ -39,7 +39,7 @@ for e in $EXPIDS; do
     done; done
     echo "$e $I $W/job/$id" >> "$W/list.txt"
 done
-rm -rf "$W/sep" "$W/job" "$W"/*.json
+rm -rf "$W/sep" "$W/job" "$W/job-mg" "$W"/*.json
 now() { date +%s%N; }
 # Warm-up (driver start, page cache of the inputs): one exposure of 25 fibers, not timed.
 "$B" exposure --indir "$W/in/00000008" --outdir "$W/warm" --expid 8 $GPU -n 25 $EXTRA --overwrite >/dev/null 2>&1
