@@ -16,8 +16,11 @@ use crate::psf::SpotTable;
 use crate::solve::{Backend, FrameSolver, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice};
-use desi_device::kernels::{PsfTablesArgs, SpotsArgs, WidenArgs};
+use desi_device::kernels::{
+    FrameStamps, PsfTablesArgs, RejectBinsArgs, RejectMaskArgs, SpotsArgs, WidenArgs,
+};
 use desi_device::linalg::{banded, jacobi};
+use desi_device::patch::reject::hit_words;
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
@@ -169,6 +172,8 @@ struct GpuFrame<'g> {
     fixed_bytes: u64,
     /// Upper bound of the frame's device bytes (its buffers, then with its batches in flight).
     peak_bytes: u64,
+    /// Most patches of one batch (the memory plan's).
+    batch_max: usize,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -326,6 +331,7 @@ impl<'g> GpuFrame<'g> {
             pending: None,
             fixed_bytes,
             peak_bytes: begin_bytes,
+            batch_max: 1,
         })
     }
 
@@ -417,8 +423,26 @@ impl<'g> GpuFrame<'g> {
             + eig_work
             + 2 * nwavetot
             + (2 * ndiag + 4) * params.nwavestep;
-        let per_patch_words =
-            nmax * (kd_max + 1) + 3 * nmax + nspp_max * per_core + 140 * 70 + PATCH_DESC_WORDS + 1;
+        // The outlier test's masks and counts (u32, per window row), when the job rejects.
+        let scan_words = if self.job.reject.is_some() {
+            let (rows, cols) = self.planned.iter().fold((0, 0), |(r, c), p| {
+                let d = &p.desc;
+                (
+                    r.max((d.row_max - d.row_min).max(0) as usize),
+                    c.max((d.col_max - d.col_min).max(0) as usize),
+                )
+            });
+            (rows * (hit_words(cols) + 1)).div_ceil(2)
+        } else {
+            0
+        };
+        let per_patch_words = nmax * (kd_max + 1)
+            + 3 * nmax
+            + nspp_max * per_core
+            + 140 * 70
+            + PATCH_DESC_WORDS
+            + 1
+            + scan_words;
         let (free, _) = self.gpu.memory()?;
         let plan = plan_batches(
             FrameMemory {
@@ -446,8 +470,9 @@ impl<'g> GpuFrame<'g> {
             cov_work,
             eig_work,
             ndiag,
-            keep_xflux: self.job.reject.is_some(),
+            reject_threshold: self.job.reject.map(|c| c.nsigma * c.nsigma),
         });
+        self.batch_max = plan.batch.max(1);
         Ok(())
     }
 
@@ -507,6 +532,15 @@ impl FrameSolver for GpuFrame<'_> {
 
     fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
         self.check_spots(corners)?;
+        if self.job.reject.is_some() {
+            // The rejection masks pixels in the frame's weights, which every bundle reads:
+            // right only while no two bundles' windows share a column.
+            let bundles: Vec<&[PatchPlan]> = plans.chunk_by(|a, b| a.bundle == b.bundle).collect();
+            crate::extract::check_disjoint(&bundles).map_err(|reason| SolveError::Failed {
+                backend: "gpu",
+                reason,
+            })?;
+        }
         self.planned = self.describe(plans);
         self.size_batches()?;
         Ok(())
@@ -541,6 +575,178 @@ impl FrameSolver for GpuFrame<'_> {
         self.stages.detail.clone()
     }
 
+    /// The re-solves of the outlier rejection on the device: the mask's pixels get weight 0
+    /// in the frame's weights (`reject_mask`; bundles share no column, checked by `start`),
+    /// then `plans` run through the batch kernels (with the outlier test) in batches of the
+    /// memory plan's size, each waited for.
+    fn resolve(
+        &mut self,
+        plans: &[PatchPlan],
+        mask: &[u64],
+    ) -> Result<Vec<PatchResult>, SolveError> {
+        let shape = self
+            .shape
+            .ok_or_else(|| GpuError::Internal("no batch shape".into()))?;
+        if shape.reject_threshold.is_none() {
+            return Err(
+                GpuError::Internal("re-solve asked of a job without rejection".into()).into(),
+            );
+        }
+        let start = std::time::Instant::now();
+        let stream = &self.gpu.stream;
+        if !mask.is_empty() {
+            let d_mask = stream.clone_htod(mask).stage("copy the rejected pixels")?;
+            let npix = self.d_weight.len();
+            let mut l = Launch::on(stream);
+            let args = RejectMaskArgs {
+                n: mask.len(),
+                pixels: l.read(&d_mask),
+                weight: l.write(&mut self.d_weight),
+                npix,
+            };
+            // SAFETY: pixels holds n indices, weight npix values (indices beyond are skipped).
+            unsafe { l.run(&self.gpu.kernels.reject_mask, args.shape(), &args) }?;
+        }
+        let planned = self.describe(plans.to_vec());
+        if planned.len() != plans.len() {
+            return Err(GpuError::Internal("a re-solved patch has no window".into()).into());
+        }
+        let psf = self.job.psf;
+        let buffers = FrameBuffers {
+            stamps: &self.d_stamps,
+            corners: &self.d_corners,
+            image: &self.d_image,
+            weight: &self.d_weight,
+            ccd_shape: (self.job.image.ny, self.job.image.nx),
+            stamp_shape: (psf.stamp_ny(), psf.stamp_nx()),
+        };
+        // The download slot the first pass is not using (its batch in flight holds the other).
+        let slot = self.next_batch % PINNED_SLOTS;
+        let mut detail = Vec::new();
+        let mut out = Vec::with_capacity(planned.len());
+        for chunk in planned.chunks(self.batch_max) {
+            let batch = launch_batch(
+                self.gpu,
+                slot,
+                chunk,
+                &buffers,
+                self.job.params,
+                shape,
+                self.trace,
+            )?;
+            out.extend(batch.collect(
+                self.gpu,
+                chunk,
+                self.job.params,
+                shape,
+                self.trace,
+                &mut detail,
+            )?);
+        }
+        let gpu_time: Duration = detail.iter().map(|(_, d)| *d).sum();
+        add_stage(&mut self.stages.detail, "reject re-solve (gpu)", gpu_time);
+        add_stage(
+            &mut self.stages.detail,
+            "reject re-solve (wall)",
+            start.elapsed(),
+        );
+        Ok(out)
+    }
+
+    /// The per-bin counts of the rejected pixels on the device (`reject_bins`, the function
+    /// the CPU backend runs).
+    fn rejected_bin_counts(
+        &mut self,
+        patches: &[(PatchPlan, Vec<u64>)],
+    ) -> Result<Vec<Vec<u16>>, SolveError> {
+        if patches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = std::time::Instant::now();
+        let params = self.job.params;
+        let planned = self.describe(patches.iter().map(|(p, _)| p.clone()).collect());
+        if planned.len() != patches.len() {
+            return Err(GpuError::Internal("a rejecting patch has no window".into()).into());
+        }
+        let words: Vec<u64> = planned.iter().flat_map(|p| p.desc.to_words()).collect();
+        let mut offsets = Vec::with_capacity(patches.len() + 1);
+        offsets.push(0u64);
+        let mut pixels = Vec::new();
+        for (_, list) in patches {
+            pixels.extend_from_slice(list);
+            offsets.push(pixels.len() as u64);
+        }
+        let nspp_max = planned.iter().map(|p| p.plan.nspp).max().unwrap_or(1);
+        let nwavestep = params.nwavestep;
+        let stream = &self.gpu.stream;
+        let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
+        let d_offsets = stream.clone_htod(&offsets).stage("copy pixel offsets")?;
+        let d_pixels = stream
+            .clone_htod(if pixels.is_empty() {
+                &[0u64][..]
+            } else {
+                &pixels
+            })
+            .stage("copy the rejected pixels")?;
+        let mut d_counts = stream
+            .alloc_zeros::<u32>(planned.len() * nspp_max * nwavestep)
+            .stage("allocate bin counts")?;
+        let psf = self.job.psf;
+        {
+            let mut l = Launch::on(stream);
+            let args = RejectBinsArgs {
+                descs: l.read(&d_descs).cast::<PatchDesc>(),
+                npatch: planned.len(),
+                nspp_max,
+                nwavestep,
+                pad: params.pad(),
+                stamps: FrameStamps {
+                    stamps: l.read(&self.d_stamps),
+                    stamps_len: self.d_stamps.len(),
+                    corners: l.read(&self.d_corners).cast::<StampCorner>(),
+                    ny: psf.stamp_ny(),
+                    nx: psf.stamp_nx(),
+                },
+                ncol: self.job.image.nx,
+                offsets: l.read(&d_offsets),
+                pixels: l.read(&d_pixels),
+                min_fraction: crate::solve::outliers::BIN_PIXEL_WEIGHT,
+                counts: l.write(&mut d_counts),
+            };
+            // SAFETY: descs holds npatch descriptors of plans of this frame (stamps inside the
+            // frame's table), offsets npatch + 1 ascending values ending at the length of
+            // pixels (one unused value when empty), counts npatch * nspp_max * nwavestep
+            // (nspp <= nspp_max, keep <= nwavestep).
+            unsafe { l.run(&self.gpu.kernels.reject_bins, args.shape(), &args) }?;
+        }
+        let counts = stream
+            .clone_dtoh(&d_counts)
+            .stage("copy bin counts to host")?;
+        let out = planned
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (nspp, keep) = (p.plan.nspp, p.plan.keep);
+                let mut bins = Vec::with_capacity(nspp * keep);
+                for c in 0..nspp {
+                    let src = (i * nspp_max + c) * nwavestep;
+                    bins.extend(
+                        counts[src..src + keep]
+                            .iter()
+                            .map(|&n| n.min(u32::from(u16::MAX)) as u16),
+                    );
+                }
+                bins
+            })
+            .collect();
+        add_stage(
+            &mut self.stages.detail,
+            "reject bins (wall)",
+            start.elapsed(),
+        );
+        Ok(out)
+    }
+
     fn device_peak_bytes(&self) -> Option<u64> {
         Some(self.peak_bytes)
     }
@@ -565,6 +771,14 @@ impl FrameSolver for GpuFrame<'_> {
             image,
             weight,
         }))
+    }
+}
+
+/// Adds `time` to stage `name` of `detail` (appended the first time).
+fn add_stage(detail: &mut Vec<(&'static str, Duration)>, name: &'static str, time: Duration) {
+    match detail.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, d)) => *d += time,
+        None => detail.push((name, time)),
     }
 }
 
