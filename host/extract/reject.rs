@@ -11,9 +11,9 @@
 //! mis-models must not be eaten), and added to the mask; the backend solves the touched
 //! patches again without the masked pixels ([`FrameSolver::resolve`]) and tests them again,
 //! at most `max_iterations` times; the backend finally counts the rejected pixels per core
-//! bin ([`FrameSolver::rejected_bin_counts`]). The mask is each bundle's (bundles never share
-//! a pixel column, checked by [`check_disjoint`]), so the outcome does not depend on which
-//! bundles a process extracts, nor on the backend beyond the last bits of the solutions.
+//! bin ([`FrameSolver::rejected_bin_counts`]). The mask is each bundle's own, so the outcome
+//! does not depend on which bundles a process extracts, nor on the backend beyond the last
+//! bits of the solutions.
 
 use super::PatchSite;
 use crate::patch::{PatchPlan, PixelWindow};
@@ -111,19 +111,21 @@ pub(crate) struct BundleResults<'a> {
 }
 
 /// Runs the rejection on the solved patches of `bundles` together: each pass grows the
-/// outliers of every patch whose solution changed, adds them to the mask, and has `solver`
-/// solve again (and test again) every patch whose window holds a newly masked pixel, with the
-/// whole mask. `weight_ok(p)` says whether CCD pixel `p` has weight (grown pixels without
+/// outliers of every patch whose solution changed, adds them to its bundle's mask, and has
+/// `solver` solve again (and test again) every patch whose window holds a newly masked pixel
+/// of its bundle, with the bundle's whole mask. `weight_ok(p)` says whether CCD pixel `p` has weight (grown pixels without
 /// weight are not rejected). Returns per bundle the final results (bitwise the given ones for
 /// patches whose window holds no masked pixel) and one [`PatchRejection`] per patch solved
 /// without some pixels.
 ///
-/// The mask is the bundles' (a patch's pad rows and neighbour columns are the core of other
-/// patches of the bundle, whose tests find the outliers there); the bundles' windows share no
-/// column ([`check_disjoint`]), so a pixel masked for one bundle never enters another's solve.
+/// The mask is each bundle's own (a patch's pad rows and neighbour columns are the core of
+/// other patches of the bundle, whose tests find the outliers there; the windows of
+/// neighbouring bundles may share an edge column, and a pixel masked for one bundle never
+/// enters the other's solves), so the outcome does not depend on which bundles are rejected
+/// together, nor on the number of processes.
 ///
 /// # Errors
-/// Bundles that share a column, or a failure of the backend as a whole.
+/// A failure of the backend as a whole.
 pub(crate) fn reject_bundles(
     cfg: &RejectConfig,
     pad: usize,
@@ -132,60 +134,63 @@ pub(crate) fn reject_bundles(
     solver: &mut dyn FrameSolver,
     weight_ok: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Vec<(Vec<PatchResult>, Vec<PatchRejection>)>, SolveError> {
-    let plan_sets: Vec<&[PatchPlan]> = bundles.iter().map(|b| b.plans).collect();
-    check_disjoint(&plan_sets).map_err(|reason| SolveError::Failed {
-        backend: "host",
-        reason,
-    })?;
     let mut plans: Vec<&PatchPlan> = Vec::new();
     let mut states: Vec<PatchState> = Vec::new();
+    // The bundle (index into `bundles`) of each patch.
+    let mut owner: Vec<usize> = Vec::new();
     let mut sizes = Vec::with_capacity(bundles.len());
-    for bundle in bundles {
+    for (b, bundle) in bundles.into_iter().enumerate() {
         sizes.push(bundle.plans.len());
         for (plan, result) in bundle.plans.iter().zip(bundle.results) {
             states.push(PatchState::new(plan, result, cfg));
             plans.push(plan);
+            owner.push(b);
         }
     }
-    let mut mask = BTreeSet::<u64>::new();
+    let mut masks: Vec<BTreeSet<u64>> = sizes.iter().map(|_| BTreeSet::new()).collect();
     let mut changed: Vec<bool> = states.iter().map(|s| s.testable).collect();
     for _ in 0..cfg.max_iterations {
-        // The grown outliers of every patch whose solution changed, under the current mask.
+        // The grown outliers of every patch whose solution changed, under its bundle's mask.
         let found: Vec<Vec<u64>> = states
             .par_iter_mut()
             .zip(plans.par_iter())
-            .zip(changed.par_iter())
-            .map(|((state, plan), &changed)| {
+            .zip(changed.par_iter().zip(owner.par_iter()))
+            .map(|((state, plan), (&changed, &b))| {
                 if changed {
-                    state.grow(plan, &mask, cfg.grow, ncol, weight_ok)
+                    state.grow(plan, &masks[b], cfg.grow, ncol, weight_ok)
                 } else {
                     Vec::new()
                 }
             })
             .collect();
-        let new: BTreeSet<u64> = found
-            .into_iter()
-            .flatten()
-            .filter(|p| !mask.contains(p))
-            .collect();
-        if new.is_empty() {
+        let mut new: Vec<BTreeSet<u64>> = sizes.iter().map(|_| BTreeSet::new()).collect();
+        for (pixels, &b) in found.into_iter().zip(&owner) {
+            new[b].extend(pixels.into_iter().filter(|p| !masks[b].contains(p)));
+        }
+        if new.iter().all(BTreeSet::is_empty) {
             break;
         }
-        mask.extend(new.iter().copied());
-        // Solve again every patch whose window holds a new pixel.
+        for (mask, added) in masks.iter_mut().zip(&new) {
+            mask.extend(added.iter().copied());
+        }
+        // Solve again every patch whose window holds a new pixel of its bundle.
         let touched: Vec<usize> = (0..states.len())
             .into_par_iter()
             .filter(|&i| {
-                states[i].testable && plans[i].window.is_some_and(|w| window_holds(w, ncol, &new))
+                states[i].testable
+                    && plans[i]
+                        .window
+                        .is_some_and(|w| window_holds(w, ncol, &new[owner[i]]))
             })
             .collect();
         changed = vec![false; states.len()];
         if touched.is_empty() {
             break;
         }
+        let lists: Vec<Vec<u64>> = masks.iter().map(|m| m.iter().copied().collect()).collect();
         let resolve_plans: Vec<PatchPlan> = touched.iter().map(|&i| plans[i].clone()).collect();
-        let mask_list: Vec<u64> = mask.iter().copied().collect();
-        let solved = solver.resolve(&resolve_plans, &mask_list)?;
+        let resolve_masks: Vec<&[u64]> = touched.iter().map(|&i| &lists[owner[i]][..]).collect();
+        let solved = solver.resolve(&resolve_plans, &resolve_masks)?;
         if solved.len() != touched.len() {
             return Err(SolveError::Failed {
                 backend: "host",
@@ -197,7 +202,7 @@ pub(crate) fn reject_bundles(
             });
         }
         for (&i, result) in touched.iter().zip(solved) {
-            changed[i] = states[i].accept(plans[i], result, &mask, ncol);
+            changed[i] = states[i].accept(plans[i], result, &masks[owner[i]], ncol);
         }
         if !changed.iter().any(|&c| c) {
             break;
@@ -245,29 +250,51 @@ pub(crate) fn reject_bundles(
 }
 
 /// Checks that no two of `bundles` (each bundle's plans) have windows that share a CCD
-/// column: the rejection's mask is then each bundle's own, whichever bundles are extracted
-/// together (and a frame-wide mask in device memory is right for every bundle).
+/// pixel: the rejection's mask is then each bundle's own, whichever bundles are extracted
+/// together (and a frame-wide mask in device memory is right for every bundle). The column
+/// ranges of neighbouring bundles do overlap (traces curve: a bundle's windows span more
+/// columns than any of its rows), so the windows of bundles whose ranges overlap are compared
+/// pairwise.
 ///
 /// # Errors
-/// The two bundles and their column ranges.
+/// The first two windows of different bundles that overlap.
 pub fn check_disjoint(bundles: &[&[PatchPlan]]) -> Result<(), String> {
     let mut spans: Vec<(i32, i32, usize)> = bundles
         .iter()
-        .filter_map(|plans| {
+        .enumerate()
+        .filter_map(|(i, plans)| {
             let windows = plans.iter().filter_map(|p| p.window);
             let lo = windows.clone().map(|w| w.col_min).min()?;
             let hi = windows.map(|w| w.col_max).max()?;
-            Some((lo, hi, plans.first()?.bundle))
+            Some((lo, hi, i))
         })
         .collect();
     spans.sort_unstable();
-    for pair in spans.windows(2) {
-        let ((lo0, hi0, b0), (lo1, hi1, b1)) = (pair[0], pair[1]);
-        if lo1 < hi0 {
-            return Err(format!(
-                "bundles {b0} (columns {lo0}..{hi0}) and {b1} (columns {lo1}..{hi1}) share CCD \
-                 columns: the outlier rejection's mask would leak from one to the other"
-            ));
+    let overlap = |a: PixelWindow, b: PixelWindow| {
+        a.col_min < b.col_max
+            && b.col_min < a.col_max
+            && a.row_min < b.row_max
+            && b.row_min < a.row_max
+    };
+    for (n, &(_, hi0, i)) in spans.iter().enumerate() {
+        for &(lo1, _, j) in &spans[n + 1..] {
+            if lo1 >= hi0 {
+                break;
+            }
+            for p in bundles[i] {
+                for q in bundles[j] {
+                    if let (Some(a), Some(b)) = (p.window, q.window) {
+                        if overlap(a, b) {
+                            return Err(format!(
+                                "bundles {} and {} share CCD pixels (patch {} {a:?}, patch {} \
+                                 {b:?}): the outlier rejection's mask would leak from one to \
+                                 the other",
+                                p.bundle, q.bundle, p.patch, q.patch
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
+use crate::solve::outliers::outliers_from_rows;
 use crate::solve::{PatchIssue, PatchOutliers, PatchResult};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream};
@@ -15,7 +16,7 @@ use desi_device::kernels::{
     PixelCoreArgs, PixelRowsArgs, RejectScanArgs, ResolutionArgs,
 };
 use desi_device::patch::assemble_warp::{MAX_PER_LANE, WARP_LANES};
-use desi_device::patch::reject::{hit_words, HIT_WORD_BITS};
+use desi_device::patch::reject::hit_words;
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
@@ -142,7 +143,9 @@ fn mark(
 }
 
 /// Enqueues every per-patch kernel of `chunk` on the context's stream, and the copies of the results into
-/// download slot `slot` of the context's page-locked buffers; returns without waiting.
+/// download slot `slot` of the context's page-locked buffers; returns without waiting. With
+/// `label`, every stage of the batch is timed under that one name (the outlier rejection's
+/// re-solves), else under its own.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch_batch<'g>(
     gpu: &'g GpuContext,
@@ -152,6 +155,7 @@ pub(super) fn launch_batch<'g>(
     params: &ExtractionParams,
     shape: BatchShape,
     trace: &Trace,
+    label: Option<&'static str>,
 ) -> Result<PendingBatch<'g>, GpuError> {
     let BatchShape {
         nmax,
@@ -163,7 +167,7 @@ pub(super) fn launch_batch<'g>(
     } = shape;
     let stream = &gpu.stream;
     let mut marks = Vec::new();
-    mark(&mut marks, stream, trace, "allocate")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("allocate"))?;
     let np = chunk.len();
     let kd_max = chunk.iter().map(|p| p.desc.kd as usize).max().unwrap_or(0);
     let nwavetot = params.nwavetot();
@@ -206,7 +210,7 @@ pub(super) fn launch_batch<'g>(
         .alloc_zeros::<f64>(scratch(ncore * cov_work))
         .stage("allocate covariance scratch")?;
     let (sny, snx) = frame.stamp_shape;
-    mark(&mut marks, stream, trace, "assemble")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("assemble"))?;
     {
         let mut l = Launch::on(stream);
         let args = AssembleArgs {
@@ -230,7 +234,7 @@ pub(super) fn launch_batch<'g>(
         // image and weights); the shape is the kernel's.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "cholesky")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("cholesky"))?;
     {
         let mut l = Launch::on(stream);
         let args = FactorSolveArgs {
@@ -256,7 +260,7 @@ pub(super) fn launch_batch<'g>(
         // the batch's largest kd.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "covariance")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("covariance"))?;
     {
         let mut l = Launch::on(stream);
         let args = CovarianceArgs {
@@ -278,7 +282,7 @@ pub(super) fn launch_batch<'g>(
         // per-thread kernel (one, unused, for the team kernel); the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "eigh")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("eigh"))?;
     // Freed in stream order: the kernels above still read them.
     drop(d_cov_work);
     drop(d_band);
@@ -327,7 +331,7 @@ pub(super) fn launch_batch<'g>(
         // for the team kernel); the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "finalize")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("finalize"))?;
     drop(d_q);
     drop(d_eig_work);
     drop(d_cov);
@@ -401,7 +405,12 @@ pub(super) fn launch_batch<'g>(
         .unwrap_or(0);
     let scan = match reject_threshold {
         Some(threshold) => {
-            mark(&mut marks, stream, trace, "reject scan")?;
+            mark(
+                &mut marks,
+                stream,
+                trace,
+                label.unwrap_or(super::frame::SCAN_STAGE),
+            )?;
             let words = hit_words(max_width).max(1);
             let rows = np * max_rows.max(1);
             let mut d_hits = stream
@@ -434,7 +443,7 @@ pub(super) fn launch_batch<'g>(
         }
         None => None,
     };
-    mark(&mut marks, stream, trace, "copy to host")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("copy to host"))?;
     // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
     // synchronize): asynchronous copies, waited for in `collect`.
     let scan_len = scan
@@ -576,27 +585,14 @@ struct Scan<'a> {
 impl Scan<'_> {
     /// The outliers of patch `i` of the batch (window `width` columns, `height` rows).
     fn outliers(&self, i: usize, width: usize, height: usize) -> PatchOutliers {
-        let rows = height.min(self.rows);
         let base = i * self.rows;
-        let weighted = self.weighted[base..base + rows]
-            .iter()
-            .map(|&n| n as usize)
-            .sum();
-        let mut hits = Vec::new();
-        for r in 0..rows {
-            let row = &self.hits[(base + r) * self.words..(base + r + 1) * self.words];
-            for (w, &word) in row.iter().enumerate() {
-                let mut bits = word;
-                while bits != 0 {
-                    let c = w * HIT_WORD_BITS + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    if c < width {
-                        hits.push((r * width + c) as u32);
-                    }
-                }
-            }
-        }
-        PatchOutliers { hits, weighted }
+        outliers_from_rows(
+            &self.hits[base * self.words..(base + self.rows) * self.words],
+            &self.weighted[base..base + self.rows],
+            self.words,
+            width,
+            height,
+        )
     }
 }
 

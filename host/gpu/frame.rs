@@ -174,6 +174,9 @@ struct GpuFrame<'g> {
     peak_bytes: u64,
     /// Most patches of one batch (the memory plan's).
     batch_max: usize,
+    /// The weights with one class of bundles' rejected pixels at 0 (the outlier rejection's
+    /// re-solves; allocated on first use).
+    d_masked: Option<CudaSlice<f64>>,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -193,7 +196,10 @@ impl<'g> GpuFrame<'g> {
         let (ny, nx) = (psf.stamp_ny(), psf.stamp_nx());
         // Refuse a frame the caller's cap cannot hold before allocating anything.
         let npix = (image.ny * image.nx) as u64;
-        let fixed_bytes = 8 * (nitem * ny * nx) as u64 + 4 * 2 * nitem as u64 + 16 * npix;
+        // (With the outlier rejection, the masked copy of the weights of its re-solves.)
+        let masked_bytes = if job.reject.is_some() { 8 * npix } else { 0 };
+        let fixed_bytes =
+            8 * (nitem * ny * nx) as u64 + 4 * 2 * nitem as u64 + 16 * npix + masked_bytes;
         let table_bytes =
             8 * (tables.xtrace.len() + tables.ytrace.len() + tables.params.len() + nfull) as u64;
         // While it begins: the spot status codes, the PSF tables and the f32 upload staging.
@@ -332,6 +338,7 @@ impl<'g> GpuFrame<'g> {
             fixed_bytes,
             peak_bytes: begin_bytes,
             batch_max: 1,
+            d_masked: None,
         })
     }
 
@@ -476,6 +483,40 @@ impl<'g> GpuFrame<'g> {
         Ok(())
     }
 
+    /// `d_masked` := the frame's weights with the pixels `mask` (CCD indices) at 0 (allocated
+    /// on first use; the memory plan counts it).
+    fn mask_weights(&mut self, mask: &[u64]) -> Result<(), GpuError> {
+        let stream = &self.gpu.stream;
+        let npix = self.d_weight.len();
+        if self.d_masked.is_none() {
+            self.d_masked = Some(
+                stream
+                    .alloc_zeros::<f64>(npix)
+                    .stage("allocate masked weights")?,
+            );
+        }
+        let Some(masked) = self.d_masked.as_mut() else {
+            return Err(GpuError::Internal("no masked weights".into()));
+        };
+        stream
+            .memcpy_dtod(&self.d_weight, masked)
+            .stage("copy the weights")?;
+        if mask.is_empty() {
+            return Ok(());
+        }
+        let d_mask = stream.clone_htod(mask).stage("copy the rejected pixels")?;
+        let mut l = Launch::on(stream);
+        let args = RejectMaskArgs {
+            n: mask.len(),
+            pixels: l.read(&d_mask),
+            weight: l.write(masked),
+            npix,
+        };
+        // SAFETY: pixels holds n indices, weight npix values (indices beyond are skipped).
+        unsafe { l.run(&self.gpu.kernels.reject_mask, args.shape(), &args) }?;
+        Ok(())
+    }
+
     /// Launches batch `self.next_batch`, if any is left.
     fn launch_next(&mut self) -> Result<Option<(Range<usize>, PendingBatch<'g>)>, GpuError> {
         let (Some(range), Some(shape)) = (self.ranges.get(self.next_batch).cloned(), self.shape)
@@ -501,6 +542,7 @@ impl<'g> GpuFrame<'g> {
             self.job.params,
             shape,
             self.trace,
+            None,
         )?;
         Ok(Some((range, batch)))
     }
@@ -533,13 +575,20 @@ impl FrameSolver for GpuFrame<'_> {
     fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
         self.check_spots(corners)?;
         if self.job.reject.is_some() {
-            // The rejection masks pixels in the frame's weights, which every bundle reads:
-            // right only while no two bundles' windows share a column.
+            // The re-solves mask the pixels of a class of bundles (even, odd) in one copy of
+            // the weights: right only while no two bundles of a class share a pixel.
             let bundles: Vec<&[PatchPlan]> = plans.chunk_by(|a, b| a.bundle == b.bundle).collect();
-            crate::extract::check_disjoint(&bundles).map_err(|reason| SolveError::Failed {
-                backend: "gpu",
-                reason,
-            })?;
+            for parity in 0..2 {
+                let class: Vec<&[PatchPlan]> = bundles
+                    .iter()
+                    .filter(|b| b[0].bundle % 2 == parity)
+                    .copied()
+                    .collect();
+                crate::extract::check_disjoint(&class).map_err(|reason| SolveError::Failed {
+                    backend: "gpu",
+                    reason,
+                })?;
+            }
         }
         self.planned = self.describe(plans);
         self.size_batches()?;
@@ -575,82 +624,103 @@ impl FrameSolver for GpuFrame<'_> {
         self.stages.detail.clone()
     }
 
-    /// The re-solves of the outlier rejection on the device: the mask's pixels get weight 0
-    /// in the frame's weights (`reject_mask`; bundles share no column, checked by `start`),
-    /// then `plans` run through the batch kernels (with the outlier test) in batches of the
-    /// memory plan's size, each waited for.
+    /// The re-solves of the outlier rejection on the device, in two classes of bundles (even
+    /// and odd: the windows of neighbouring bundles may share an edge column, those of a
+    /// class never, checked by `start`): per class, a copy of the frame's weights with the
+    /// class's masked pixels at 0 (`reject_mask`; each bundle's mask then reaches its own
+    /// windows only), and its plans through the batch kernels (with the outlier test) in
+    /// batches of the memory plan's size, each waited for. The frame's own weights, which the
+    /// first pass still reads, are never changed.
     fn resolve(
         &mut self,
         plans: &[PatchPlan],
-        mask: &[u64],
+        masks: &[&[u64]],
     ) -> Result<Vec<PatchResult>, SolveError> {
         let shape = self
             .shape
             .ok_or_else(|| GpuError::Internal("no batch shape".into()))?;
-        if shape.reject_threshold.is_none() {
-            return Err(
-                GpuError::Internal("re-solve asked of a job without rejection".into()).into(),
-            );
+        if shape.reject_threshold.is_none() || masks.len() != plans.len() {
+            return Err(GpuError::Internal(format!(
+                "re-solve of {} patches with {} masks asked of a job {} rejection",
+                plans.len(),
+                masks.len(),
+                if shape.reject_threshold.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            ))
+            .into());
         }
-        let start = std::time::Instant::now();
-        let stream = &self.gpu.stream;
-        if !mask.is_empty() {
-            let d_mask = stream.clone_htod(mask).stage("copy the rejected pixels")?;
-            let npix = self.d_weight.len();
-            let mut l = Launch::on(stream);
-            let args = RejectMaskArgs {
-                n: mask.len(),
-                pixels: l.read(&d_mask),
-                weight: l.write(&mut self.d_weight),
-                npix,
+        let start = self.trace.now();
+        let mut out: Vec<Option<PatchResult>> = plans.iter().map(|_| None).collect();
+        for parity in 0..2 {
+            let class: Vec<usize> = (0..plans.len())
+                .filter(|&i| plans[i].bundle % 2 == parity)
+                .collect();
+            if class.is_empty() {
+                continue;
+            }
+            // The class's masks, one per bundle.
+            let mut bundles = std::collections::BTreeSet::new();
+            let mut union: Vec<u64> = Vec::new();
+            for &i in &class {
+                if bundles.insert(plans[i].bundle) {
+                    union.extend_from_slice(masks[i]);
+                }
+            }
+            self.mask_weights(&union)?;
+            let planned = self.describe(class.iter().map(|&i| plans[i].clone()).collect());
+            if planned.len() != class.len() {
+                return Err(GpuError::Internal("a re-solved patch has no window".into()).into());
+            }
+            let psf = self.job.psf;
+            let Some(masked) = self.d_masked.as_ref() else {
+                return Err(GpuError::Internal("no masked weights".into()).into());
             };
-            // SAFETY: pixels holds n indices, weight npix values (indices beyond are skipped).
-            unsafe { l.run(&self.gpu.kernels.reject_mask, args.shape(), &args) }?;
+            let buffers = FrameBuffers {
+                stamps: &self.d_stamps,
+                corners: &self.d_corners,
+                image: &self.d_image,
+                weight: masked,
+                ccd_shape: (self.job.image.ny, self.job.image.nx),
+                stamp_shape: (psf.stamp_ny(), psf.stamp_nx()),
+            };
+            // The download slot the first pass is not using (its batch in flight holds the
+            // other).
+            let slot = self.next_batch % PINNED_SLOTS;
+            let mut done = 0;
+            for chunk in planned.chunks(self.batch_max) {
+                let batch = launch_batch(
+                    self.gpu,
+                    slot,
+                    chunk,
+                    &buffers,
+                    self.job.params,
+                    shape,
+                    self.trace,
+                    Some(RESOLVE_STAGE),
+                )?;
+                let results = batch.collect(
+                    self.gpu,
+                    chunk,
+                    self.job.params,
+                    shape,
+                    self.trace,
+                    &mut self.stages.detail,
+                )?;
+                for (&i, result) in class[done..].iter().zip(results) {
+                    out[i] = Some(result);
+                }
+                done += chunk.len();
+            }
         }
-        let planned = self.describe(plans.to_vec());
-        if planned.len() != plans.len() {
-            return Err(GpuError::Internal("a re-solved patch has no window".into()).into());
-        }
-        let psf = self.job.psf;
-        let buffers = FrameBuffers {
-            stamps: &self.d_stamps,
-            corners: &self.d_corners,
-            image: &self.d_image,
-            weight: &self.d_weight,
-            ccd_shape: (self.job.image.ny, self.job.image.nx),
-            stamp_shape: (psf.stamp_ny(), psf.stamp_nx()),
-        };
-        // The download slot the first pass is not using (its batch in flight holds the other).
-        let slot = self.next_batch % PINNED_SLOTS;
-        let mut detail = Vec::new();
-        let mut out = Vec::with_capacity(planned.len());
-        for chunk in planned.chunks(self.batch_max) {
-            let batch = launch_batch(
-                self.gpu,
-                slot,
-                chunk,
-                &buffers,
-                self.job.params,
-                shape,
-                self.trace,
-            )?;
-            out.extend(batch.collect(
-                self.gpu,
-                chunk,
-                self.job.params,
-                shape,
-                self.trace,
-                &mut detail,
-            )?);
-        }
-        let gpu_time: Duration = detail.iter().map(|(_, d)| *d).sum();
-        add_stage(&mut self.stages.detail, "reject re-solve (gpu)", gpu_time);
-        add_stage(
-            &mut self.stages.detail,
-            "reject re-solve (wall)",
-            start.elapsed(),
-        );
-        Ok(out)
+        let end = self.trace.now();
+        self.trace
+            .record(RESOLVE_STAGE, "host", start, end.saturating_sub(start));
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| GpuError::Internal("a patch was not re-solved".into()).into()))
+            .collect()
     }
 
     /// The per-bin counts of the rejected pixels on the device (`reject_bins`, the function
@@ -662,7 +732,7 @@ impl FrameSolver for GpuFrame<'_> {
         if patches.is_empty() {
             return Ok(Vec::new());
         }
-        let start = std::time::Instant::now();
+        let start = self.trace.now();
         let params = self.job.params;
         let planned = self.describe(patches.iter().map(|(p, _)| p.clone()).collect());
         if planned.len() != patches.len() {
@@ -739,10 +809,13 @@ impl FrameSolver for GpuFrame<'_> {
                 bins
             })
             .collect();
+        let end = self.trace.now();
+        self.trace
+            .record("reject bins", "host", start, end.saturating_sub(start));
         add_stage(
             &mut self.stages.detail,
-            "reject bins (wall)",
-            start.elapsed(),
+            "reject bins",
+            end.saturating_sub(start),
         );
         Ok(out)
     }
@@ -773,6 +846,14 @@ impl FrameSolver for GpuFrame<'_> {
         }))
     }
 }
+
+/// The stage name of the outlier rejection's re-solves on the device (every kernel of their
+/// batches; `selftest --gpu --reject-outliers` requires it when the CPU rejected pixels).
+pub const RESOLVE_STAGE: &str = "reject re-solve";
+
+/// The stage name of the outlier test on the device (`reject_scan`, in every batch of a job
+/// that rejects; `selftest --gpu --reject-outliers` requires it).
+pub const SCAN_STAGE: &str = "reject scan";
 
 /// Adds `time` to stage `name` of `detail` (appended the first time).
 fn add_stage(detail: &mut Vec<(&'static str, Duration)>, name: &'static str, time: Duration) {

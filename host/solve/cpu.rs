@@ -164,16 +164,26 @@ impl FrameSolver for CpuFrame<'_> {
     fn resolve(
         &mut self,
         plans: &[PatchPlan],
-        mask: &[u64],
+        masks: &[&[u64]],
     ) -> Result<Vec<PatchResult>, SolveError> {
         let threshold = self.threshold()?;
+        if masks.len() != plans.len() {
+            return Err(SolveError::Failed {
+                backend: "cpu",
+                reason: format!("{} masks for {} patches", masks.len(), plans.len()),
+            });
+        }
         let mut out = Vec::with_capacity(plans.len());
+        let mut first = 0;
         for run in plans.chunk_by(|a, b| a.bspecmin == b.bspecmin) {
             let spots = self.spots(run[0].bspecmin, self.job.params.bundlesize)?;
             let inputs = self.inputs(&spots, run);
+            let masks = &masks[first..first + run.len()];
+            first += run.len();
             let solved: Vec<PatchResult> = self.trace.span("reject re-solve", || {
                 run.par_iter()
-                    .map(|plan| resolve_patch(&inputs, plan, mask, threshold))
+                    .zip(masks.par_iter())
+                    .map(|(plan, mask)| resolve_patch(&inputs, plan, mask, threshold))
                     .collect()
             });
             out.extend(solved);

@@ -209,23 +209,22 @@ pub trait FrameSolver {
         None
     }
 
-    /// Outlier rejection (docs/algorithm.md §4.11): solves `plans` (each with a pixel window)
-    /// again with the weights of the pixels of `mask` (CCD indices `row · ncol + col`,
-    /// ascending) set to 0, and returns one result per plan, in order, with its
+    /// Outlier rejection (docs/algorithm.md §4.11): solves each of `plans` (each with a pixel
+    /// window) again with the weights of the pixels of its mask (`masks[i]`: its bundle's
+    /// rejected CCD pixels `row · ncol + col`, ascending; plans of one bundle share one) set
+    /// to 0 in its window, and returns one result per plan, in order, with its
     /// [`PatchResult::outliers`] under that mask (a patch that cannot be solved comes back
-    /// with [`PatchIssue::Failed`]). `mask` holds every pixel of the earlier calls of the
-    /// frame (masks only grow); the frame pipeline checks that no two bundles' windows share
-    /// a column, so a frame-wide mask is each bundle's own.
+    /// with [`PatchIssue::Failed`]).
     ///
     /// # Errors
-    /// A backend that does not reject outliers (the default), or a failure of the backend as
-    /// a whole.
+    /// A backend that does not reject outliers (the default), `masks` not one per plan, or a
+    /// failure of the backend as a whole.
     fn resolve(
         &mut self,
         plans: &[PatchPlan],
-        mask: &[u64],
+        masks: &[&[u64]],
     ) -> Result<Vec<PatchResult>, SolveError> {
-        let _ = (plans, mask);
+        let _ = (plans, masks);
         Err(SolveError::Unavailable {
             backend: "this",
             reason: "the backend does not re-solve patches for the outlier rejection".into(),

@@ -91,6 +91,38 @@ pub fn detect(
     Some(PatchOutliers { hits, weighted })
 }
 
+/// The outliers of a patch from per-row hit masks and counts, as the GPU's `reject_scan`
+/// writes them ([`desi_device::patch::reject::row_outliers`] of every window row): `hits`
+/// `(rows, words)` (bit `c` of row `r`: window column `c`), `weighted` `(rows,)`; the first
+/// `height` rows of a window `width` columns wide are read.
+pub fn outliers_from_rows(
+    hits: &[u32],
+    weighted: &[u32],
+    words: usize,
+    width: usize,
+    height: usize,
+) -> PatchOutliers {
+    let rows = height.min(weighted.len()).min(hits.len() / words.max(1));
+    let weighted = weighted[..rows].iter().map(|&n| n as usize).sum();
+    let mut out = Vec::new();
+    for r in 0..rows {
+        for (w, &word) in hits[r * words..(r + 1) * words].iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let c = w * HIT_WORD_BITS + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if c < width {
+                    out.push((r * width + c) as u32);
+                }
+            }
+        }
+    }
+    PatchOutliers {
+        hits: out,
+        weighted,
+    }
+}
+
 /// [`crate::solve::cpu::solve_patch`], and with `threshold` the patch's outliers
 /// ([`detect`]) in [`PatchResult::outliers`].
 pub fn solve_patch_detecting(
