@@ -110,6 +110,9 @@ pub(crate) struct BundleResults<'a> {
     pub results: Vec<PatchResult>,
 }
 
+/// One bundle's final results (one per plan) and its patches' rejections.
+pub(crate) type BundleRejected = (Vec<PatchResult>, Vec<PatchRejection>);
+
 /// Runs the rejection on the solved patches of `bundles` together: each pass grows the
 /// outliers of every patch whose solution changed, adds them to its bundle's mask, and has
 /// `solver` solve again (and test again) every patch whose window holds a newly masked pixel
@@ -133,7 +136,7 @@ pub(crate) fn reject_bundles(
     bundles: Vec<BundleResults>,
     solver: &mut dyn FrameSolver,
     weight_ok: &(dyn Fn(u64) -> bool + Sync),
-) -> Result<Vec<(Vec<PatchResult>, Vec<PatchRejection>)>, SolveError> {
+) -> Result<Vec<BundleRejected>, SolveError> {
     let mut plans: Vec<&PatchPlan> = Vec::new();
     let mut states: Vec<PatchState> = Vec::new();
     // The bundle (index into `bundles`) of each patch.
