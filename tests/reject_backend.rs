@@ -10,18 +10,26 @@ use common::psf;
 use desi_device::patch::pixel_chi2_row;
 use desi_device::patch::reject::{hit_words, row_core_columns, row_outliers, CoreUnknowns};
 use desi_device::Status;
-use desi_extract::extract::{check_disjoint, CcdData, RejectConfig, BIN_PIXEL_WEIGHT};
+use desi_extract::extract::{
+    check_disjoint, extract_frame, CcdData, RejectConfig, BIN_PIXEL_WEIGHT,
+};
 use desi_extract::io::PreprocImage;
 use desi_extract::job::FrameJob;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
 use desi_extract::psf::{GaussHermitePsf, SpotTable};
 use desi_extract::sim::cosmics::deposit;
-use desi_extract::sim::{builtin_spectra, simulated_preproc, Track};
+use desi_extract::sim::cosmics::CosmicConfig;
+use desi_extract::sim::{
+    builtin_spectra, simulated_preproc, simulated_preproc_with, SimExtras, Track,
+};
 use desi_extract::solve::cpu::solve_patch_with_xflux;
 use desi_extract::solve::outliers::{detect, outliers_from_rows};
-use desi_extract::solve::{Backend, BundleInputs, CpuBackend, PatchResult};
+use desi_extract::solve::{
+    Backend, BundleInputs, CpuBackend, FrameSolver, PatchResult, SolveError,
+};
 use desi_extract::trace::Trace;
+use std::sync::Arc;
 
 fn grid() -> WavelengthGrid {
     WavelengthGrid::arange(6000.0, 6200.0, 0.8).unwrap()
@@ -337,4 +345,110 @@ fn cpu_entries_resolve_and_count_as_independent_recomputations_say() {
     }
     assert_eq!(counts, expected);
     assert!(counts.iter().any(|&n| n > 0));
+}
+
+/// The CPU backend, all of a frame's patches returned in one run: the frame pipeline then
+/// rejects every bundle together (as it does with the GPU's large batches), where the CPU
+/// backend's runs make it reject one bundle at a time.
+struct Grouped;
+
+static CPU: CpuBackend = CpuBackend;
+
+impl Backend for Grouped {
+    fn name(&self) -> &'static str {
+        "grouped-cpu"
+    }
+
+    fn can_fall_back(&self) -> bool {
+        false
+    }
+
+    fn begin_frame<'a>(
+        &'a self,
+        job: &FrameJob<'a>,
+        trace: &'a Trace,
+    ) -> Result<Box<dyn FrameSolver + 'a>, SolveError> {
+        Ok(Box::new(GroupedFrame {
+            inner: CPU.begin_frame(job, trace)?,
+            done: false,
+        }))
+    }
+}
+
+struct GroupedFrame<'a> {
+    inner: Box<dyn FrameSolver + 'a>,
+    done: bool,
+}
+
+impl FrameSolver for GroupedFrame<'_> {
+    fn spots(&self, ispec_min: usize, nspec: usize) -> Result<Arc<SpotTable>, SolveError> {
+        self.inner.spots(ispec_min, nspec)
+    }
+
+    fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
+        self.inner.start(plans, corners)
+    }
+
+    fn next_results(&mut self) -> Result<Option<(usize, Vec<PatchResult>)>, SolveError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        let mut all = Vec::new();
+        while let Some((_, run)) = self.inner.next_results()? {
+            all.extend(run);
+        }
+        Ok(Some((0, all)))
+    }
+
+    fn resolve(
+        &mut self,
+        plans: &[PatchPlan],
+        masks: &[&[u64]],
+    ) -> Result<Vec<PatchResult>, SolveError> {
+        self.inner.resolve(plans, masks)
+    }
+
+    fn rejected_bin_counts(
+        &mut self,
+        patches: &[(PatchPlan, Vec<u64>)],
+    ) -> Result<Vec<Vec<u16>>, SolveError> {
+        self.inner.rejected_bin_counts(patches)
+    }
+}
+
+#[test]
+fn bundles_rejected_together_give_what_bundles_rejected_one_at_a_time_give() {
+    let psf = psf();
+    let grid = WavelengthGrid::arange(6000.0, 6400.0, 0.8).unwrap();
+    let nspec = 75;
+    let truth = builtin_spectra(0, nspec, &grid.wave);
+    let extras = SimExtras {
+        oversample: 1,
+        cosmics: Some(CosmicConfig::default()),
+    };
+    let (image, hits) = simulated_preproc_with(&psf, &truth, 3.0, 7, false, "r0", &extras).unwrap();
+    assert!(hits.len() > 1000);
+    let params = ExtractionParams {
+        nspec,
+        ..ExtractionParams::default()
+    };
+    let job = FrameJob::new(&psf, &image, &grid, &params)
+        .unwrap()
+        .with_reject(Some(RejectConfig::default()));
+    let one = extract_frame(&job, &CpuBackend, &|_, _| {}, &Trace::new()).unwrap();
+    let together = extract_frame(&job, &Grouped, &|_, _| {}, &Trace::new()).unwrap();
+    // Every bundle rejected something (the comparison is not vacuous).
+    for b in 0..nspec / params.bundlesize {
+        assert!(
+            one.rejections.iter().any(|r| r.site.bundle == b),
+            "bundle {b} rejected nothing"
+        );
+    }
+    assert_eq!(one.rejections, together.rejections);
+    assert_eq!(one.arrays.flux, together.arrays.flux);
+    assert_eq!(one.arrays.ivar, together.arrays.ivar);
+    assert_eq!(one.arrays.rdiags, together.arrays.rdiags);
+    assert_eq!(one.arrays.chi2pix, together.arrays.chi2pix);
+    assert_eq!(one.mask, together.mask);
 }
