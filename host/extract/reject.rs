@@ -17,7 +17,6 @@
 
 use super::PatchSite;
 use crate::patch::{PatchPlan, PixelWindow};
-use crate::solve::outliers::window_pixels;
 pub use crate::solve::outliers::BIN_PIXEL_WEIGHT;
 use crate::solve::{FrameSolver, PatchIssue, PatchResult, SolveError};
 use rayon::prelude::*;
@@ -186,7 +185,6 @@ pub(crate) fn reject_bundles(
                         .is_some_and(|w| window_holds(w, ncol, &new[owner[i]]))
             })
             .collect();
-        changed = vec![false; states.len()];
         if touched.is_empty() {
             break;
         }
@@ -204,9 +202,18 @@ pub(crate) fn reject_bundles(
                 ),
             });
         }
+        let mut incoming: Vec<Option<PatchResult>> = states.iter().map(|_| None).collect();
         for (&i, result) in touched.iter().zip(solved) {
-            changed[i] = states[i].accept(plans[i], result, &masks[owner[i]], ncol);
+            incoming[i] = Some(result);
         }
+        changed = states
+            .par_iter_mut()
+            .zip(incoming.into_par_iter())
+            .zip(plans.par_iter().zip(owner.par_iter()))
+            .map(|((state, result), (plan, &b))| {
+                result.is_some_and(|r| state.accept(plan, r, &masks[b], ncol))
+            })
+            .collect();
         if !changed.iter().any(|&c| c) {
             break;
         }
@@ -214,11 +221,8 @@ pub(crate) fn reject_bundles(
     // The per-bin counts of the patches solved without some pixels.
     let mut rejected: Vec<(usize, Vec<u64>)> = Vec::new();
     for (i, state) in states.iter().enumerate() {
-        if let (true, Some(window)) = (state.resolves > 0, plans[i].window) {
-            let pixels: Vec<u64> = window_pixels(window, ncol)
-                .filter(|p| state.masked.binary_search(p).is_ok())
-                .collect();
-            rejected.push((i, pixels));
+        if state.resolves > 0 && plans[i].window.is_some() {
+            rejected.push((i, state.masked.clone()));
         }
     }
     let counted: Vec<(PatchPlan, Vec<u64>)> = rejected
@@ -301,6 +305,17 @@ pub fn check_disjoint(bundles: &[&[PatchPlan]]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The pixels of `mask` in window `w`, ascending.
+fn window_masked(w: PixelWindow, ncol: usize, mask: &BTreeSet<u64>) -> Vec<u64> {
+    (w.row_min..w.row_max)
+        .flat_map(|r| {
+            let lo = (r as usize * ncol + w.col_min as usize) as u64;
+            let hi = (r as usize * ncol + w.col_max as usize) as u64;
+            mask.range(lo..hi).copied()
+        })
+        .collect()
 }
 
 /// Whether any of `pixels` lies in window `w`.
@@ -416,9 +431,7 @@ impl PatchState {
             solved.issue = self.result.issue.clone();
         }
         self.result = solved;
-        self.masked = window_pixels(w, ncol)
-            .filter(|p| mask.contains(p))
-            .collect();
+        self.masked = window_masked(w, ncol, mask);
         self.resolves += 1;
         true
     }
