@@ -107,14 +107,35 @@ pub fn row_core_columns(
             } else {
                 col_max
             } - col_min;
-            let mut col = lo;
-            while col < hi {
-                words[col as usize / HIT_WORD_BITS] |= 1 << (col as usize % HIT_WORD_BITS);
-                col += 1;
+            if lo < hi {
+                set_bits(words, lo as usize, hi as usize);
             }
         }
     }
     Ok(())
+}
+
+/// Sets bits `lo .. hi` (`lo < hi <= 32 · words.len()`) of a bit mask, a word at a time.
+#[inline(always)]
+fn set_bits(words: &mut [u32], lo: usize, hi: usize) {
+    let (first, last) = (lo / HIT_WORD_BITS, (hi - 1) / HIT_WORD_BITS);
+    let mut w = first;
+    while w <= last {
+        // The bits of word w inside lo .. hi.
+        let from = if w == first { lo % HIT_WORD_BITS } else { 0 };
+        let to = if w == last {
+            (hi - 1) % HIT_WORD_BITS + 1
+        } else {
+            HIT_WORD_BITS
+        };
+        let ones = if to - from == HIT_WORD_BITS {
+            u32::MAX
+        } else {
+            ((1u32 << (to - from)) - 1) << from
+        };
+        words[w] |= ones;
+        w += 1;
+    }
 }
 
 /// Keeps, of the columns set in `words` (a row's tested columns, [`row_core_columns`]), those
