@@ -11,7 +11,7 @@ use desi_device::patch::pixel_chi2_row;
 use desi_device::patch::reject::{hit_words, row_core_columns, row_outliers, CoreUnknowns};
 use desi_device::Status;
 use desi_extract::extract::{
-    check_disjoint, extract_frame, CcdData, RejectConfig, BIN_PIXEL_WEIGHT,
+    check_disjoint, extract_frame, shared_windows, CcdData, RejectConfig, BIN_PIXEL_WEIGHT,
 };
 use desi_extract::io::PreprocImage;
 use desi_extract::job::FrameJob;
@@ -115,6 +115,40 @@ fn only_neighbouring_bundles_share_pixels_on_a_full_frame() {
     assert!(shared > 0, "no neighbouring bundles share a pixel");
     let err = check_disjoint(&sets).unwrap_err();
     assert!(err.contains("share CCD pixels"), "{err}");
+    // The shared rectangles (where the GPU needs its two classes) are exactly the pixels in
+    // windows of two bundles, by brute force over the columns where bundles 1 and 2 meet.
+    let shared = shared_windows(&sets);
+    assert!(!shared.is_empty());
+    let span = |plans: &[PatchPlan]| {
+        let ws: Vec<_> = plans.iter().filter_map(|p| p.window).collect();
+        (
+            ws.iter().map(|w| w.col_min).min().unwrap(),
+            ws.iter().map(|w| w.col_max).max().unwrap(),
+        )
+    };
+    let (lo, hi) = (span(sets[2]).0, span(sets[1]).1);
+    assert!(lo < hi);
+    let inside = |w: desi_extract::patch::PixelWindow, row: i32, col: i32| {
+        (w.row_min..w.row_max).contains(&row) && (w.col_min..w.col_max).contains(&col)
+    };
+    let mut in_two = 0;
+    for col in lo..hi {
+        for row in 0..image.ny as i32 {
+            let owners = sets
+                .iter()
+                .filter(|plans| {
+                    plans
+                        .iter()
+                        .filter_map(|p| p.window)
+                        .any(|w| inside(w, row, col))
+                })
+                .count();
+            let in_shared = shared.iter().any(|&w| inside(w, row, col));
+            assert_eq!(owners >= 2, in_shared, "pixel ({row}, {col})");
+            in_two += usize::from(owners >= 2);
+        }
+    }
+    assert!(in_two > 0);
 }
 
 /// The CPU backend's results of the frame's one bundle, with the rejection's test on.

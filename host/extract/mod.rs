@@ -23,9 +23,9 @@ pub use ccd::{ccd_rows, CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
 pub use output::{check_frame_metadata, frame_data, FRAME_FLAVORS};
 pub use reject::{
-    check_disjoint, rejected_image, rejected_pixels, PatchRejection, RejectConfig, RejectSummary,
-    BIN_PIXEL_WEIGHT, DEFAULT_REJECT_GROW, DEFAULT_REJECT_ITERATIONS, DEFAULT_REJECT_MAX_FRACTION,
-    DEFAULT_REJECT_NSIGMA,
+    check_disjoint, rejected_image, rejected_pixels, shared_windows, PatchRejection, RejectConfig,
+    RejectSummary, BIN_PIXEL_WEIGHT, DEFAULT_REJECT_GROW, DEFAULT_REJECT_ITERATIONS,
+    DEFAULT_REJECT_MAX_FRACTION, DEFAULT_REJECT_NSIGMA,
 };
 pub use screen::{
     Pixel, PixelLimits, ScreenCount, DEFAULT_SATURATION_ELECTRONS, MAX_PIXEL_IVAR,

@@ -318,6 +318,44 @@ fn window_masked(w: PixelWindow, ncol: usize, mask: &BTreeSet<u64>) -> Vec<u64> 
         .collect()
 }
 
+/// The CCD rectangles where windows of two different bundles of `bundles` overlap (the edge
+/// columns of neighbouring bundles, where traces curve): a pixel outside all of them lies in
+/// the windows of one bundle at most.
+pub fn shared_windows(bundles: &[&[PatchPlan]]) -> Vec<PixelWindow> {
+    let spans: Vec<(i32, i32)> = bundles
+        .iter()
+        .map(|plans| {
+            let windows = plans.iter().filter_map(|p| p.window);
+            (
+                windows.clone().map(|w| w.col_min).min().unwrap_or(0),
+                windows.map(|w| w.col_max).max().unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut shared = Vec::new();
+    for i in 0..bundles.len() {
+        for j in i + 1..bundles.len() {
+            if spans[i].0 >= spans[j].1 || spans[j].0 >= spans[i].1 {
+                continue;
+            }
+            for a in bundles[i].iter().filter_map(|p| p.window) {
+                for b in bundles[j].iter().filter_map(|p| p.window) {
+                    let w = PixelWindow {
+                        col_min: a.col_min.max(b.col_min),
+                        col_max: a.col_max.min(b.col_max),
+                        row_min: a.row_min.max(b.row_min),
+                        row_max: a.row_max.min(b.row_max),
+                    };
+                    if w.col_min < w.col_max && w.row_min < w.row_max {
+                        shared.push(w);
+                    }
+                }
+            }
+        }
+    }
+    shared
+}
+
 /// Whether any of `pixels` lies in window `w`.
 fn window_holds(w: PixelWindow, ncol: usize, pixels: &BTreeSet<u64>) -> bool {
     (w.row_min..w.row_max).any(|r| {

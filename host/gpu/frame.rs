@@ -177,6 +177,9 @@ struct GpuFrame<'g> {
     /// The weights with one class of bundles' rejected pixels at 0 (the outlier rejection's
     /// re-solves; allocated on first use).
     d_masked: Option<CudaSlice<f64>>,
+    /// Where windows of two bundles overlap (`crate::extract::shared_windows`), with the
+    /// outlier rejection: per CCD column, the row ranges.
+    shared: std::collections::HashMap<i32, Vec<Range<i32>>>,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -339,6 +342,7 @@ impl<'g> GpuFrame<'g> {
             peak_bytes: begin_bytes,
             batch_max: 1,
             d_masked: None,
+            shared: Default::default(),
         })
     }
 
@@ -483,6 +487,36 @@ impl<'g> GpuFrame<'g> {
         Ok(())
     }
 
+    /// The classes (indices into `plans`) whose re-solves share one masked copy of the
+    /// weights: all of them when no masked pixel lies where windows of two bundles overlap
+    /// (each bundle's mask then reaches its own windows only), else the even and the odd
+    /// bundles (no two of a class share a pixel: `start` checks it). `DESI_REJECT_CLASSES=
+    /// parity` always takes the two classes (the same results: to compare the cost).
+    fn resolve_classes(&self, plans: &[PatchPlan], masks: &[&[u64]]) -> Vec<Vec<usize>> {
+        let ncol = self.job.image.nx;
+        let mut seen = std::collections::BTreeSet::new();
+        let leaks = std::env::var("DESI_REJECT_CLASSES").as_deref() == Ok("parity")
+            || plans.iter().zip(masks).any(|(plan, mask)| {
+                seen.insert(plan.bundle)
+                    && mask.iter().any(|&p| {
+                        let (row, col) = ((p as usize / ncol) as i32, (p as usize % ncol) as i32);
+                        self.shared
+                            .get(&col)
+                            .is_some_and(|rows| rows.iter().any(|r| r.contains(&row)))
+                    })
+            });
+        if !leaks {
+            return vec![(0..plans.len()).collect()];
+        }
+        (0..2)
+            .map(|parity| {
+                (0..plans.len())
+                    .filter(|&i| plans[i].bundle % 2 == parity)
+                    .collect()
+            })
+            .collect()
+    }
+
     /// `d_masked` := the frame's weights with the pixels `mask` (CCD indices) at 0 (allocated
     /// on first use; the memory plan counts it).
     fn mask_weights(&mut self, mask: &[u64]) -> Result<(), GpuError> {
@@ -589,6 +623,15 @@ impl FrameSolver for GpuFrame<'_> {
                     reason,
                 })?;
             }
+            self.shared.clear();
+            for w in crate::extract::shared_windows(&bundles) {
+                for col in w.col_min..w.col_max {
+                    self.shared
+                        .entry(col)
+                        .or_default()
+                        .push(w.row_min..w.row_max);
+                }
+            }
         }
         self.planned = self.describe(plans);
         self.size_batches()?;
@@ -624,13 +667,13 @@ impl FrameSolver for GpuFrame<'_> {
         self.stages.detail.clone()
     }
 
-    /// The re-solves of the outlier rejection on the device, in two classes of bundles (even
-    /// and odd: the windows of neighbouring bundles may share an edge column, those of a
-    /// class never, checked by `start`): per class, a copy of the frame's weights with the
-    /// class's masked pixels at 0 (`reject_mask`; each bundle's mask then reaches its own
-    /// windows only), and its plans through the batch kernels (with the outlier test) in
-    /// batches of the memory plan's size, each waited for. The frame's own weights, which the
-    /// first pass still reads, are never changed.
+    /// The re-solves of the outlier rejection on the device, in classes of bundles
+    /// ([`GpuFrame::resolve_classes`]: one, or even and odd where a masked pixel lies in an
+    /// edge column that neighbouring bundles' windows share): per class, a copy of the
+    /// frame's weights with the class's masked pixels at 0 (`reject_mask`; each bundle's mask
+    /// then reaches its own windows only), and its plans through the batch kernels (with the
+    /// outlier test) in batches of the memory plan's size, each waited for. The frame's own
+    /// weights, which the first pass still reads, are never changed.
     fn resolve(
         &mut self,
         plans: &[PatchPlan],
@@ -654,10 +697,7 @@ impl FrameSolver for GpuFrame<'_> {
         }
         let start = self.trace.now();
         let mut out: Vec<Option<PatchResult>> = plans.iter().map(|_| None).collect();
-        for parity in 0..2 {
-            let class: Vec<usize> = (0..plans.len())
-                .filter(|&i| plans[i].bundle % 2 == parity)
-                .collect();
+        for class in self.resolve_classes(plans, masks) {
             if class.is_empty() {
                 continue;
             }
