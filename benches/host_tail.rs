@@ -41,7 +41,7 @@ fn fake_result(plan: &PatchPlan, ndiag: usize, seed: usize) -> PatchResult {
                 }
             })
             .collect(),
-        xflux: Vec::new(),
+        outliers: None,
         issue: None,
     }
 }

@@ -6,6 +6,8 @@
 # KERNEL is a kernel name of host/gpu/ptx.rs (spots, assemble, factor_solve_team, covariance_team,
 # resolution_team, pixel_rows, pixel_core, ...). Writes OUTDIR/KERNEL.ncu-rep (open in the Nsight
 # Compute GUI) and prints the "SpeedOfLight", "Occupancy" and "LaunchStats" sections.
+# NCU_SIM_ARGS are added to the simulation (e.g. "--cosmics"; the frame is then kept apart),
+# NCU_EXTRACT_ARGS to the extraction (e.g. "--reject-outliers" for reject_scan, reject_bins).
 set -euo pipefail
 kernel=${1:?kernel name}
 bin=${2:-target/release/desi-extract}
@@ -13,8 +15,11 @@ out=${3:-profile-output}
 mkdir -p "$out"
 psf=$(dirname "$0")/../data/psf-r0-00051060.fits
 ncu=$(command -v ncu || compgen -G "/opt/nvidia/nsight-compute/*/ncu" | head -n 1 || compgen -G "/usr/local/cuda*/bin/ncu" | head -n 1)
-[[ -f $out/preproc.fits ]] || "$bin" simulate -p "$psf" -o "$out/preproc.fits" -w 5760,7620,0.8 --seed 1
+read -r -a sim_args <<<"${NCU_SIM_ARGS:-}"
+read -r -a extract_args <<<"${NCU_EXTRACT_ARGS:-}"
+preproc=$out/preproc${NCU_SIM_ARGS:+-$(echo "$NCU_SIM_ARGS" | tr -c 'a-z0-9' '_')}.fits
+[[ -f $preproc ]] || "$bin" simulate -p "$psf" -o "$preproc" -w 5760,7620,0.8 --seed 1 "${sim_args[@]}"
 "$ncu" --kernel-name "$kernel" --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section MemoryWorkloadAnalysis --force-overwrite -o "$out/$kernel" \
-    "$bin" extract --gpu -i "$out/preproc.fits" -p "$psf" -o "$out/frame.fits" -w 5760,7620,0.8
+    "$bin" extract --gpu -i "$preproc" -p "$psf" -o "$out/frame.fits" -w 5760,7620,0.8 "${extract_args[@]}"
 "$ncu" --import "$out/$kernel.ncu-rep" --print-summary per-kernel

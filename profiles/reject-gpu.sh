@@ -10,8 +10,13 @@
 #   bash profiles/reject-gpu.sh [BIN] [OUTDIR]
 #
 # Read: "GPU median of 5 runs" of each of the four runs; the cost is (with / without) - 1,
-# clean frame (the detection alone: model + residuals of every patch on the host, spots copied
-# back, xflux copied back) and cosmic frame (plus the re-solves, on the host CPU cores).
+# clean frame (the outlier test alone: the reject_scan kernel in every batch and its per-row
+# masks copied back; the host has nothing else to do) and cosmic frame (plus the re-solves as
+# GPU batches, the per-bin counts on the device, and the host's grow/cap/mask bookkeeping).
+# With the rejection, selftest also prints "rejection stages (last GPU run)": the outlier
+# test's GPU time, the re-solves' GPU and wall time, the bin counts and the host's whole
+# rejection span (waits included), and fails unless the GPU ran the test (and the re-solves,
+# where the CPU re-solved) and both backends rejected the same pixels patch by patch.
 set -euo pipefail
 bin=${1:-target/release/desi-extract}
 out=${2:-profile-output/reject}
@@ -34,4 +39,4 @@ for f in "$out"/selftest-*.txt; do
     printf '  %-40s %s\n' "$(basename "$f" .txt)" \
         "$(grep -o 'GPU median of [0-9]* runs [0-9.]* s' "$f" | awk '{print $(NF-1)}')"
 done
-grep -h "rejected pixels only\|outlier rejection\|selftest: PASS\|selftest: FAIL" "$out"/selftest-*-on.txt
+grep -h "rejected pixels only\|outlier rejection\|rejection stages\|rejection (pixels\|selftest: PASS\|selftest: FAIL" "$out"/selftest-*-on.txt

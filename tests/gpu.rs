@@ -49,3 +49,59 @@ fn gpu_selftest_or_clear_error_without_gpu() {
         assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     }
 }
+
+/// Outlier rejection on the GPU (docs/algorithm.md §4.11): on a frame with unmasked cosmic
+/// rays, `selftest --gpu --reject-outliers` must pass (the GPU ran the outlier test and the
+/// re-solves, and rejected the CPU's pixels patch by patch); without a GPU, the clear error.
+#[test]
+fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
+    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let out = Command::new(BIN)
+        .args([
+            "selftest",
+            "--gpu",
+            "-p",
+            PSF,
+            "-n",
+            "50",
+            "-w",
+            "6000,6400,0.8",
+            "--repeat",
+            "1",
+            "--cosmics",
+            "--reject-outliers",
+        ])
+        .output()
+        .expect("run desi-extract");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if probe_driver().is_ok() || require {
+        assert!(
+            out.status.success(),
+            "selftest --gpu --reject-outliers failed:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("selftest: PASS"), "{stdout}");
+        assert!(stdout.contains("rejection stages"), "{stdout}");
+        // The frame has outliers: the GPU rejected pixels.
+        let gpu_line = stdout
+            .lines()
+            .find(|l| l.starts_with("selftest: GPU outlier rejection:"))
+            .unwrap_or_else(|| panic!("no GPU rejection line:\n{stdout}"));
+        let pixels: usize = gpu_line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{gpu_line}"));
+        assert!(pixels > 0, "{gpu_line}");
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "stdout {stdout} stderr {stderr}"
+        );
+        assert!(
+            stderr.contains("no NVIDIA GPU driver found"),
+            "stderr: {stderr}"
+        );
+    }
+}

@@ -5,8 +5,9 @@
 
 use desi_device::kernels::{
     AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, LaunchShape, PatchBatch,
-    PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, ResolutionArgs, ScreenPixelsArgs, SmokeAxpyArgs,
-    SpotsArgs, WidenArgs, ENTRIES, THREADS_PER_BLOCK,
+    PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, RejectBinsArgs, RejectMaskArgs, RejectScanArgs,
+    ResolutionArgs, ScreenPixelsArgs, SmokeAxpyArgs, SpotsArgs, WidenArgs, ENTRIES,
+    THREADS_PER_BLOCK,
 };
 use desi_device::linalg::{banded_team, jacobi_team};
 use desi_device::psf::spot::{PsfTables, SpotGeometry};
@@ -308,6 +309,13 @@ fn argument_structs_have_no_padding() {
             size_of::<PixelCoreArgs>(),
             patch + 3 + stamps + ccd + 4,
         ),
+        (
+            "reject_scan",
+            size_of::<RejectScanArgs>(),
+            patch + 2 + stamps + ccd + 6,
+        ),
+        ("reject_mask", size_of::<RejectMaskArgs>(), 4),
+        ("reject_bins", size_of::<RejectBinsArgs>(), stamps + 10),
     ];
     for (name, size, fields) in sizes {
         assert_eq!(size, 8 * fields, "{name}: {size} bytes for {fields} fields");
@@ -317,5 +325,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 17);
+    assert_eq!(ENTRIES.len(), 20);
 }

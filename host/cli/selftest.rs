@@ -3,7 +3,8 @@
 use super::reject::{reject_line, RejectArgs};
 use super::{parse_wave_range, InputError};
 use clap::Args;
-use desi_extract::extract::{extract_frame, rejected_pixels, Extraction};
+use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
+use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
 use desi_extract::job::FrameJob;
@@ -191,8 +192,10 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!("selftest: flux rel diff median {flux_med:.2e} max {flux_max:.2e}; ivar median {ivar_med:.2e} max {ivar_max:.2e}; Rdiags max abs {rd_max:.2e}; chi2pix median {chi_med:.2e} max {chi_max:.2e}; ivar>0 mismatches {ivar_zero_mismatch}");
-    // The rejection decides the same on both backends: the same pixels, patch by patch.
-    let rejection_mismatch = if reject.is_some() {
+    // The rejection decides the same on both backends: the same pixels, patch by patch, and
+    // the GPU ran it (its outlier test and re-solves are GPU stages).
+    let mut rejection_failures = Vec::new();
+    if reject.is_some() {
         println!("selftest: CPU {}", reject_line(&cpu));
         println!("selftest: GPU {}", reject_line(&g));
         let (c, q) = (
@@ -204,10 +207,52 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         println!(
             "selftest: rejected pixels only on the CPU {only_cpu}, only on the GPU {only_gpu}"
         );
-        only_cpu + only_gpu
-    } else {
-        0
-    };
+        if only_cpu + only_gpu > 0 {
+            rejection_failures.push(format!(
+                "{} pixels rejected as outliers on one backend only",
+                only_cpu + only_gpu
+            ));
+        }
+        let differing = patch_rejection_mismatches(&cpu, &g);
+        println!("selftest: patches whose rejection (pixels, bin counts, passes, cap) differs: {differing}");
+        if differing > 0 {
+            rejection_failures.push(format!(
+                "{differing} patches rejected differently on the two backends"
+            ));
+        }
+        let gpu_ms = |name: &str| {
+            totals
+                .iter()
+                .find(|(n, t, _)| *n == name && *t == "gpu")
+                .map(|(_, _, d)| d.as_secs_f64() * 1e3)
+        };
+        let host_ms = |name: &str| {
+            totals
+                .iter()
+                .find(|(n, t, _)| *n == name && *t == "host")
+                .map_or(0.0, |(_, _, d)| d.as_secs_f64() * 1e3)
+        };
+        let scan = gpu_ms(SCAN_STAGE);
+        let resolve = gpu_ms(RESOLVE_STAGE);
+        println!(
+            "selftest: rejection stages (last GPU run): outlier test (GPU) {} ms; re-solves: GPU {} ms, wall {:.2} ms; bin counts {:.2} ms; host rejection (all passes, waits included) {:.2} ms",
+            scan.map_or("-".into(), |v| format!("{v:.2}")),
+            resolve.map_or("-".into(), |v| format!("{v:.2}")),
+            host_ms(RESOLVE_STAGE),
+            host_ms("reject bins"),
+            host_ms("reject"),
+        );
+        if scan.is_none() {
+            rejection_failures.push(
+                "the GPU run has no outlier test stage: it did not run the rejection on the device"
+                    .into(),
+            );
+        }
+        if !cpu.rejections.is_empty() && resolve.is_none() {
+            rejection_failures
+                .push("the CPU re-solved patches but the GPU run has no re-solve stage".into());
+        }
+    }
     println!("selftest: GPU patch reports: {}", g.reports.len());
     for r in g.reports.iter().take(10) {
         println!("  {r:?}");
@@ -222,11 +267,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         gpu_stages: g.times.detail.len(),
     };
     let mut failures = verdict.failures();
-    if rejection_mismatch > 0 {
-        failures.push(format!(
-            "{rejection_mismatch} pixels rejected as outliers on one backend only"
-        ));
-    }
+    failures.extend(rejection_failures);
     for failure in &failures {
         println!("selftest: FAIL: {failure}");
     }
@@ -237,6 +278,39 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Patches whose rejection differs between two extractions of one frame: present in one
+/// only, or with other pixels, bin counts, passes or cap.
+fn patch_rejection_mismatches(a: &Extraction, b: &Extraction) -> usize {
+    let key = |r: &PatchRejection| (r.site.bundle, r.site.patch);
+    let mut left: Vec<&PatchRejection> = a.rejections.iter().collect();
+    let mut right: Vec<&PatchRejection> = b.rejections.iter().collect();
+    left.sort_by_key(|r| key(r));
+    right.sort_by_key(|r| key(r));
+    let (mut i, mut j, mut differ) = (0, 0, 0);
+    while i < left.len() || j < right.len() {
+        match (left.get(i), right.get(j)) {
+            (Some(x), Some(y)) if key(x) == key(y) => {
+                differ += usize::from(x != y);
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if key(x) < key(y) => {
+                differ += 1;
+                i += 1;
+            }
+            (Some(_), None) => {
+                differ += 1;
+                i += 1;
+            }
+            _ => {
+                differ += 1;
+                j += 1;
+            }
+        }
+    }
+    differ
 }
 
 /// What `selftest --gpu` compares, and the bounds it holds them to.

@@ -23,9 +23,9 @@ pub use ccd::{ccd_rows, CcdData, EXTRACT_MASK_BITS};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
 pub use output::{check_frame_metadata, frame_data, FRAME_FLAVORS};
 pub use reject::{
-    rejected_image, rejected_pixels, PatchRejection, RejectConfig, RejectSummary, BIN_PIXEL_WEIGHT,
-    DEFAULT_REJECT_GROW, DEFAULT_REJECT_ITERATIONS, DEFAULT_REJECT_MAX_FRACTION,
-    DEFAULT_REJECT_NSIGMA,
+    check_disjoint, rejected_image, rejected_pixels, shared_windows, PatchRejection, RejectConfig,
+    RejectSummary, BIN_PIXEL_WEIGHT, DEFAULT_REJECT_GROW, DEFAULT_REJECT_ITERATIONS,
+    DEFAULT_REJECT_MAX_FRACTION, DEFAULT_REJECT_NSIGMA,
 };
 pub use screen::{
     Pixel, PixelLimits, ScreenCount, DEFAULT_SATURATION_ELECTRONS, MAX_PIXEL_IVAR,
@@ -37,10 +37,9 @@ use crate::patch::plan::plan_bundle;
 use crate::patch::stitch::{FrameArrays, FrameRows};
 use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{PsfError, SpotTable};
-use crate::solve::cpu::solve_patch_keeping;
+use crate::solve::outliers::solve_patch_detecting;
 use crate::solve::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
-use desi_device::patch::CcdView;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -425,7 +424,7 @@ fn solve_into(
                 &mut rows[range.clone()],
                 &mut results[first[range.start]..first[range.end]],
                 &first[range.start..=range.end],
-                &*solver,
+                &mut *solver,
                 trace,
             )?;
             done += planned[range].iter().map(|b| b.plans.len()).sum::<usize>();
@@ -506,12 +505,11 @@ impl Stitcher<'_> {
         rows: &mut [FrameRows],
         results: &mut [Option<PatchResult>],
         first: &[usize],
-        solver: &dyn FrameSolver,
+        solver: &mut dyn FrameSolver,
         trace: &Trace,
     ) -> Result<Vec<BundleOutput>, ExtractError> {
         let start = trace.now();
-        self.fetch_device_ccd(results, solver)?;
-        let reject = self.reject_inputs(bundles, solver)?;
+        self.fetch_device_ccd(results, &*solver)?;
         let mut per_bundle = Vec::with_capacity(bundles.len());
         let mut rest = results;
         for pair in first.windows(2) {
@@ -519,21 +517,69 @@ impl Stitcher<'_> {
             per_bundle.push(mine);
             rest = tail;
         }
-        let stitched: Vec<Result<Stitched, ExtractError>> = bundles
+        // Every patch's result (the fallback applied), bundles in parallel.
+        let collected: Vec<Result<Vec<PatchResult>, ExtractError>> = bundles
+            .par_iter()
+            .zip(per_bundle)
+            .map(|(bundle, results)| self.collect_bundle(bundle, results))
+            .collect();
+        let solved = collected.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // The outlier rejection of these bundles together (docs/algorithm.md §4.11).
+        let (solved, rejections): (Vec<Vec<PatchResult>>, Vec<Vec<PatchRejection>>) =
+            match self.job.reject.as_ref() {
+                None => {
+                    let none = bundles.iter().map(|_| Vec::new()).collect();
+                    (solved, none)
+                }
+                Some(cfg) => {
+                    let reject_start = trace.now();
+                    let any_hits = solved
+                        .iter()
+                        .flatten()
+                        .any(|r| r.outliers.as_ref().is_some_and(|o| !o.hits.is_empty()));
+                    if any_hits {
+                        self.fetch_reject_ccd(&*solver)?;
+                    }
+                    let weights = self.host_weights();
+                    let weight_ok = |p: u64| weights.positive(p);
+                    let input = bundles
+                        .iter()
+                        .zip(solved)
+                        .map(|(bundle, results)| reject::BundleResults {
+                            plans: &bundle.plans,
+                            results,
+                        })
+                        .collect();
+                    let out = reject::reject_bundles(
+                        cfg,
+                        self.job.params.pad(),
+                        self.job.image.nx,
+                        input,
+                        solver,
+                        &weight_ok,
+                    );
+                    trace.record(
+                        "reject",
+                        "host",
+                        reject_start,
+                        trace.now().saturating_sub(reject_start),
+                    );
+                    out?.into_iter().unzip()
+                }
+            };
+        let stitched: Vec<Stitched> = bundles
             .par_iter()
             .zip(rows.par_iter_mut())
-            .zip(per_bundle)
-            .enumerate()
-            .map(|(i, ((bundle, rows), results))| {
-                let reject = reject.as_ref().map(|(ccd, spots)| (*ccd, &*spots[i]));
-                self.stitch_bundle(bundle, rows, results, reject, trace)
+            .zip(solved.into_par_iter().zip(rejections))
+            .map(|((bundle, rows), (results, rejections))| {
+                (self.insert_bundle(bundle, rows, results), rejections)
             })
             .collect();
         trace.record("stitch", "host", start, trace.now().saturating_sub(start));
         let params = self.job.params;
         let mut parts = Vec::with_capacity(bundles.len());
         for ((bundle, rows), stitched) in bundles.iter().zip(rows.iter()).zip(stitched) {
-            let (reports, rejections) = stitched?;
+            let (reports, rejections) = stitched;
             let model = if self.job.want_model {
                 let spots = solver.spots(bundle.corners.ispec_min, params.bundlesize)?;
                 let shape = (self.job.image.ny, self.job.image.nx);
@@ -605,61 +651,43 @@ impl Stitcher<'_> {
         Ok(())
     }
 
-    /// What the outlier rejection of `bundles` reads, when the job rejects outliers: the host
-    /// CCD (the solver's own, or the pipeline's copy) and each bundle's spots from `solver`.
-    #[allow(clippy::type_complexity)]
-    fn reject_inputs<'s>(
-        &'s self,
-        bundles: &[BundlePlan],
-        solver: &'s dyn FrameSolver,
-    ) -> Result<Option<(CcdView<'s>, Vec<std::sync::Arc<SpotTable>>)>, ExtractError> {
-        if self.job.reject.is_none() {
-            return Ok(None);
+    /// Whether each CCD pixel has weight, for the growth of the outliers
+    /// (docs/algorithm.md §4.11): the pipeline's host copy of the CCD, or, read pixel by
+    /// pixel, the job's preproc image under its pixel rule (the rule by which every backend
+    /// converts or uploads it: the same weights).
+    fn host_weights(&self) -> HostWeights<'_> {
+        match self.ccd_host.get() {
+            Some(ccd) => HostWeights::Ccd(ccd),
+            None => HostWeights::Preproc(self.job.image, &self.job.pixel_limits),
         }
-        let ccd = match solver.ccd() {
-            Some(ccd) => ccd,
-            None => match self.ccd_host.get() {
-                Some(ccd) => ccd,
-                // Only the rows the traces reach, as the CPU backend converts (every patch,
-                // and so the fallback too, reads only those).
-                None if self.job.device_pixels.is_none() => self.ccd_host.get_or_init(|| {
-                    let job = self.job;
-                    let rows = trace_rows(job.psf, job.params, &self.padded.fullwave, job.image.ny);
-                    CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits)
-                }),
-                None => {
-                    let ccd = solver.host_ccd()?.ok_or_else(|| SolveError::Failed {
-                        backend: self.backend.name(),
-                        reason: "the pixels are in device memory and the backend gave no host \
-                                 copy for the outlier rejection"
-                            .into(),
-                    })?;
-                    self.ccd_host.get_or_init(|| ccd)
-                }
-            },
-        };
-        let spots = bundles
-            .iter()
-            .map(|b| solver.spots(b.corners.ispec_min, self.job.params.bundlesize))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((ccd.view(), spots)))
     }
 
-    /// Stitches one bundle's patches into its `rows` (`results`: its solvable patches in order)
-    /// and returns its reports and, with `reject` (the host CCD and the bundle's spots), the
-    /// pixels rejected as outliers (docs/algorithm.md §4.11; its time recorded as the `reject`
-    /// span of `trace`).
-    fn stitch_bundle(
+    /// For a job whose pixels are in device memory (no preproc pixels on the host), the
+    /// solver's host copy of the CCD, once, for the growth of the outliers.
+    fn fetch_reject_ccd(&self, solver: &dyn FrameSolver) -> Result<(), ExtractError> {
+        if self.job.device_pixels.is_none() || self.ccd_host.get().is_some() {
+            return Ok(());
+        }
+        let ccd = solver.host_ccd()?.ok_or_else(|| SolveError::Failed {
+            backend: self.backend.name(),
+            reason: "the pixels are in device memory and the backend gave no host copy for \
+                     the outlier rejection"
+                .into(),
+        })?;
+        // Only this (sequential) step and `fetch_device_ccd` set it.
+        let _ = self.ccd_host.set(ccd);
+        Ok(())
+    }
+
+    /// One bundle's results, one per plan (`results`: its solvable patches in order), the
+    /// [`FallbackPolicy`] and [`FailedPatchPolicy`] applied.
+    fn collect_bundle(
         &self,
         bundle: &BundlePlan,
-        rows: &mut FrameRows,
         results: &mut [Option<PatchResult>],
-        reject: Option<(CcdView, &SpotTable)>,
-        trace: &Trace,
-    ) -> Result<Stitched, ExtractError> {
+    ) -> Result<Vec<PatchResult>, ExtractError> {
         let pad = self.job.params.pad();
         let ndiag = self.job.ndiag();
-        let mut reports = Vec::new();
         let mut host_spots: Option<SpotTable> = None;
         let mut results = results.iter_mut();
         let mut solved = Vec::with_capacity(bundle.plans.len());
@@ -688,31 +716,29 @@ impl Stitcher<'_> {
             }
             solved.push(result);
         }
-        let mut rejections = Vec::new();
-        if let (Some(cfg), Some((ccd, spots))) = (self.job.reject.as_ref(), reject) {
-            let inputs = BundleInputs {
-                spots,
-                plans: &bundle.plans,
-                ccd,
-                params: self.job.params,
-                ndiag,
-            };
-            let (results, found) =
-                trace.span("reject", || reject::reject_bundle(cfg, &inputs, solved));
-            solved = results;
-            rejections = found;
-        }
-        for (plan, mut result) in bundle.plans.iter().zip(solved) {
-            result.xflux = Vec::new();
+        Ok(solved)
+    }
+
+    /// Stitches one bundle's final results (one per plan) into its `rows` and returns its
+    /// reports.
+    fn insert_bundle(
+        &self,
+        bundle: &BundlePlan,
+        rows: &mut FrameRows,
+        solved: Vec<PatchResult>,
+    ) -> Vec<PatchReport> {
+        let pad = self.job.params.pad();
+        let mut reports = Vec::new();
+        for (plan, result) in bundle.plans.iter().zip(solved) {
             rows.insert(plan, &result, pad);
-            if let Some(issue) = &result.issue {
+            if let Some(issue) = result.issue {
                 reports.push(PatchReport {
                     site: PatchSite::of(plan, pad),
-                    issue: issue.clone(),
+                    issue,
                 });
             }
         }
-        Ok((reports, rejections))
+        reports
     }
 
     /// A patch the backend did not solve (`result`: what it returned, if anything), under the
@@ -768,10 +794,35 @@ impl Stitcher<'_> {
             params,
             ndiag: job.ndiag(),
         };
-        let mut fallback = solve_patch_keeping(&inputs, plan, job.reject.is_some());
+        let threshold = job.reject.map(|c| c.nsigma * c.nsigma);
+        let mut fallback = solve_patch_detecting(&inputs, plan, threshold);
         if fallback.issue.is_none() {
             fallback.issue = Some(PatchIssue::CpuFallback { reason });
         }
         Ok(fallback)
+    }
+}
+
+/// Where the outlier rejection reads whether a CCD pixel has weight ([`Stitcher::host_weights`]).
+enum HostWeights<'a> {
+    /// A host CCD.
+    Ccd(&'a CcdData),
+    /// The preproc image under the job's pixel rule, pixel by pixel.
+    Preproc(&'a crate::io::PreprocImage, &'a PixelLimits),
+}
+
+impl HostWeights<'_> {
+    /// Whether pixel `p` (`row · ncol + col`) has weight > 0 (false beyond the CCD).
+    fn positive(&self, p: u64) -> bool {
+        let p = p as usize;
+        match self {
+            HostWeights::Ccd(ccd) => ccd.weight.get(p).is_some_and(|&w| w > 0.0),
+            HostWeights::Preproc(image, limits) => {
+                match (image.image.get(p), image.ivar.get(p), image.mask.get(p)) {
+                    (Some(&v), Some(&iv), Some(&m)) => limits.pixel(v, iv, m).1 > 0.0,
+                    _ => false,
+                }
+            }
+        }
     }
 }

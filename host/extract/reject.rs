@@ -1,22 +1,26 @@
-//! Outlier (cosmic-ray) rejection inside the extraction (docs/algorithm.md §4.11, issue 16).
+//! Outlier (cosmic-ray) rejection inside the extraction (docs/algorithm.md §4.11, issue 16):
+//! the decisions, the same for every backend.
 //!
-//! After a patch is solved, every kept pixel of its window is compared with the patch's model
-//! `m = Σ_q xflux_q · A_q` through the χ² term of chi2pix, `(p − m)² / (1/w + (psferr·m)²)`
-//! (`desi_device::patch::pixel_chi2_row`, the same function the pixel statistics use). Pixels
-//! beyond `nsigma²` are rejected with their neighbours within `grow` pixels, and the patch is
-//! solved again with their weights set to 0, at most `max_iterations` times; a pass that would
-//! reject more than `max_fraction` of the patch's weighted pixels is not applied (a source the
-//! PSF mis-models must not be eaten). The decision is per patch and uses only that patch's
-//! pixels and solution, so it is the same for every backend and bundle split: the frame
-//! pipeline runs it on whatever the backend returned, with the CPU numerics for the re-solves.
+//! The backend that solved a patch also tests it ([`PatchResult::outliers`]): every pixel
+//! inside the stamp of a core unknown is compared with the patch's model
+//! `m = Σ_q xflux_q · A_q` through the χ² term of chi2pix, `(p − m)² / (1/w + (psferr·m)²)`,
+//! and those beyond `nsigma²` come back (on the GPU the test runs on the device, next to the
+//! pixel statistics; a clean frame's patches bring back no pixel, and the host then has
+//! nothing to do). Here, on the host, the outliers are grown by `grow` pixels, refused when a
+//! patch's finds would exceed `max_fraction` of its tested weighted pixels (a source the PSF
+//! mis-models must not be eaten), and added to the mask; the backend solves the touched
+//! patches again without the masked pixels ([`FrameSolver::resolve`]) and tests them again,
+//! at most `max_iterations` times; the backend finally counts the rejected pixels per core
+//! bin ([`FrameSolver::rejected_bin_counts`]). The mask is each bundle's own, so the outcome
+//! does not depend on which bundles a process extracts, nor on the backend beyond the last
+//! bits of the solutions.
 
 use super::PatchSite;
-use crate::patch::PatchPlan;
-use crate::solve::cpu::solve_patch_keeping;
-use crate::solve::{BundleInputs, PatchIssue, PatchResult};
-use desi_device::patch::{pixel_chi2_row, CcdView};
-use desi_device::Status;
+use crate::patch::{PatchPlan, PixelWindow};
+pub use crate::solve::outliers::BIN_PIXEL_WEIGHT;
+use crate::solve::{FrameSolver, PatchIssue, PatchResult, SolveError};
 use rayon::prelude::*;
+use std::collections::BTreeSet;
 
 /// Default rejection threshold in σ (docs/algorithm.md §4.11 gives the measurements).
 pub const DEFAULT_REJECT_NSIGMA: f64 = 6.0;
@@ -29,9 +33,6 @@ pub const DEFAULT_REJECT_GROW: usize = 1;
 /// the cap of desispec's fibermask MANYREJECTED, such tracks stayed in; docs/algorithm.md
 /// §4.11).
 pub const DEFAULT_REJECT_MAX_FRACTION: f64 = 0.30;
-/// A rejected pixel counts for a bin (and sets its COSMIC bit) when it carries at least this
-/// fraction of the bin's PSF weight.
-pub const BIN_PIXEL_WEIGHT: f64 = 0.01;
 
 /// How outliers are rejected ([`crate::job::FrameJob::reject`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -99,103 +100,264 @@ pub struct PatchRejection {
     pub capped: bool,
 }
 
-/// Runs the rejection on the solved patches of one bundle (`results`, one per plan of
-/// `inputs.plans`, in order; `inputs.ccd` the unmasked CCD): each pass tests every patch whose
-/// solution changed against its model ([`detect`]), adds the outliers (grown) to the bundle's
-/// mask, and solves again every patch whose window holds a newly masked pixel, with the whole
-/// mask. Returns the final results (bitwise `results` for patches whose window holds no masked
-/// pixel) and one [`PatchRejection`] per patch solved without some pixels.
+/// One bundle's patches for [`reject_bundles`]: its plans (every patch, off-CCD ones included)
+/// and their results, one per plan in order.
+pub(crate) struct BundleResults<'a> {
+    /// The bundle's plans.
+    pub plans: &'a [PatchPlan],
+    /// One result per plan.
+    pub results: Vec<PatchResult>,
+}
+
+/// One bundle's final results (one per plan) and its patches' rejections.
+pub(crate) type BundleRejected = (Vec<PatchResult>, Vec<PatchRejection>);
+
+/// Runs the rejection on the solved patches of `bundles` together: each pass grows the
+/// outliers of every patch whose solution changed, adds them to its bundle's mask, and has
+/// `solver` solve again (and test again) every patch whose window holds a newly masked pixel
+/// of its bundle, with the bundle's whole mask. `weight_ok(p)` says whether CCD pixel `p` has weight (grown pixels without
+/// weight are not rejected). Returns per bundle the final results (bitwise the given ones for
+/// patches whose window holds no masked pixel) and one [`PatchRejection`] per patch solved
+/// without some pixels.
 ///
-/// The mask is the bundle's: a patch's pad rows and neighbour columns are the core of other
-/// patches of the bundle, whose tests find the outliers there. Bundles never share pixels (the
-/// gap between bundles is wider than a stamp), so the result does not depend on which bundles
-/// a process extracts.
-pub(crate) fn reject_bundle(
+/// The mask is each bundle's own (a patch's pad rows and neighbour columns are the core of
+/// other patches of the bundle, whose tests find the outliers there; the windows of
+/// neighbouring bundles may share an edge column, and a pixel masked for one bundle never
+/// enters the other's solves), so the outcome does not depend on which bundles are rejected
+/// together, nor on the number of processes.
+///
+/// # Errors
+/// A failure of the backend as a whole.
+pub(crate) fn reject_bundles(
     cfg: &RejectConfig,
-    inputs: &BundleInputs,
-    results: Vec<PatchResult>,
-) -> (Vec<PatchResult>, Vec<PatchRejection>) {
-    let plans = inputs.plans;
-    let threshold = cfg.nsigma * cfg.nsigma;
-    let mut states: Vec<PatchState> = plans
-        .iter()
-        .zip(results)
-        .map(|(plan, result)| PatchState::new(inputs, plan, result, cfg))
-        .collect();
-    let mut mask = std::collections::BTreeSet::<u64>::new();
-    let mut changed: Vec<bool> = states.iter().map(PatchState::testable).collect();
+    pad: usize,
+    ncol: usize,
+    bundles: Vec<BundleResults>,
+    solver: &mut dyn FrameSolver,
+    weight_ok: &(dyn Fn(u64) -> bool + Sync),
+) -> Result<Vec<BundleRejected>, SolveError> {
+    let mut plans: Vec<&PatchPlan> = Vec::new();
+    let mut states: Vec<PatchState> = Vec::new();
+    // The bundle (index into `bundles`) of each patch.
+    let mut owner: Vec<usize> = Vec::new();
+    let mut sizes = Vec::with_capacity(bundles.len());
+    for (b, bundle) in bundles.into_iter().enumerate() {
+        sizes.push(bundle.plans.len());
+        for (plan, result) in bundle.plans.iter().zip(bundle.results) {
+            states.push(PatchState::new(plan, result, cfg));
+            plans.push(plan);
+            owner.push(b);
+        }
+    }
+    let mut masks: Vec<BTreeSet<u64>> = sizes.iter().map(|_| BTreeSet::new()).collect();
+    let mut changed: Vec<bool> = states.iter().map(|s| s.testable).collect();
     for _ in 0..cfg.max_iterations {
-        // Outliers of every patch whose solution changed, under the current mask.
+        // The grown outliers of every patch whose solution changed, under its bundle's mask.
         let found: Vec<Vec<u64>> = states
             .par_iter_mut()
             .zip(plans.par_iter())
-            .zip(changed.par_iter())
-            .map(|((state, plan), &changed)| {
+            .zip(changed.par_iter().zip(owner.par_iter()))
+            .map(|((state, plan), (&changed, &b))| {
                 if changed {
-                    state.detect(inputs, plan, &mask, threshold, cfg.grow)
+                    state.grow(plan, &masks[b], cfg.grow, ncol, weight_ok)
                 } else {
                     Vec::new()
                 }
             })
             .collect();
-        let new: std::collections::BTreeSet<u64> = found
-            .into_iter()
-            .flatten()
-            .filter(|p| !mask.contains(p))
-            .collect();
-        if new.is_empty() {
+        let mut new: Vec<BTreeSet<u64>> = sizes.iter().map(|_| BTreeSet::new()).collect();
+        for (pixels, &b) in found.into_iter().zip(&owner) {
+            new[b].extend(pixels.into_iter().filter(|p| !masks[b].contains(p)));
+        }
+        if new.iter().all(BTreeSet::is_empty) {
             break;
         }
-        mask.extend(new.iter().copied());
-        // Solve again every patch whose window holds a new pixel.
-        let ncol = inputs.ccd.ncol;
+        for (mask, added) in masks.iter_mut().zip(&new) {
+            mask.extend(added.iter().copied());
+        }
+        // Solve again every patch whose window holds a new pixel of its bundle.
+        let touched: Vec<usize> = (0..states.len())
+            .into_par_iter()
+            .filter(|&i| {
+                states[i].testable
+                    && plans[i]
+                        .window
+                        .is_some_and(|w| window_holds(w, ncol, &new[owner[i]]))
+            })
+            .collect();
+        if touched.is_empty() {
+            break;
+        }
+        let lists: Vec<Vec<u64>> = masks.iter().map(|m| m.iter().copied().collect()).collect();
+        let resolve_plans: Vec<PatchPlan> = touched.iter().map(|&i| plans[i].clone()).collect();
+        let resolve_masks: Vec<&[u64]> = touched.iter().map(|&i| &lists[owner[i]][..]).collect();
+        let solved = solver.resolve(&resolve_plans, &resolve_masks)?;
+        if solved.len() != touched.len() {
+            return Err(SolveError::Failed {
+                backend: "host",
+                reason: format!(
+                    "{} patches solved again for the outlier rejection, {} asked",
+                    solved.len(),
+                    touched.len()
+                ),
+            });
+        }
+        let mut incoming: Vec<Option<PatchResult>> = states.iter().map(|_| None).collect();
+        for (&i, result) in touched.iter().zip(solved) {
+            incoming[i] = Some(result);
+        }
         changed = states
             .par_iter_mut()
-            .zip(plans.par_iter())
-            .map(|(state, plan)| {
-                let touched =
-                    state.testable() && plan.window.is_some_and(|w| window_holds(w, ncol, &new));
-                touched && state.resolve(inputs, plan, &mask)
+            .zip(incoming.into_par_iter())
+            .zip(plans.par_iter().zip(owner.par_iter()))
+            .map(|((state, result), (plan, &b))| {
+                result.is_some_and(|r| state.accept(plan, r, &masks[b], ncol))
             })
             .collect();
         if !changed.iter().any(|&c| c) {
             break;
         }
     }
-    let ncol = inputs.ccd.ncol;
-    let mut rejections = Vec::new();
-    let mut out = Vec::with_capacity(states.len());
-    for (state, plan) in states.into_iter().zip(plans) {
-        if let (true, Some(window)) = (state.resolves > 0, plan.window) {
-            let pixels: Vec<u64> = window_pixels(window, ncol)
-                .filter(|p| state.masked.contains(p))
-                .collect();
-            rejections.push(PatchRejection {
-                site: PatchSite::of(plan, inputs.params.pad()),
-                bin_counts: bin_counts(inputs, plan, &pixels),
-                pixels,
-                iterations: state.resolves,
-                capped: state.capped,
-            });
+    // The per-bin counts of the patches solved without some pixels.
+    let mut rejected: Vec<(usize, Vec<u64>)> = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        if state.resolves > 0 && plans[i].window.is_some() {
+            rejected.push((i, state.masked.clone()));
         }
-        out.push(state.result);
     }
-    (out, rejections)
+    let counted: Vec<(PatchPlan, Vec<u64>)> = rejected
+        .iter()
+        .map(|(i, pixels)| (plans[*i].clone(), pixels.clone()))
+        .collect();
+    let counts = if counted.is_empty() {
+        Vec::new()
+    } else {
+        solver.rejected_bin_counts(&counted)?
+    };
+    let mut rejections: Vec<Option<PatchRejection>> = (0..states.len()).map(|_| None).collect();
+    for ((i, pixels), bin_counts) in rejected.into_iter().zip(counts) {
+        let state = &states[i];
+        rejections[i] = Some(PatchRejection {
+            site: PatchSite::of(plans[i], pad),
+            pixels,
+            bin_counts,
+            iterations: state.resolves,
+            capped: state.capped,
+        });
+    }
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut states = states.into_iter();
+    let mut rejections = rejections.into_iter();
+    for n in sizes {
+        let results: Vec<PatchResult> = states.by_ref().take(n).map(|s| s.result).collect();
+        let found: Vec<PatchRejection> = rejections.by_ref().take(n).flatten().collect();
+        out.push((results, found));
+    }
+    Ok(out)
 }
 
-/// The linear CCD indices of a window, ascending.
-fn window_pixels(w: crate::patch::PixelWindow, ncol: usize) -> impl Iterator<Item = u64> {
-    (w.row_min..w.row_max).flat_map(move |r| {
-        (w.col_min..w.col_max).map(move |c| (r as usize * ncol + c as usize) as u64)
-    })
+/// Checks that no two of `bundles` (each bundle's plans) have windows that share a CCD
+/// pixel: the rejection's mask is then each bundle's own, whichever bundles are extracted
+/// together (and a frame-wide mask in device memory is right for every bundle). The column
+/// ranges of neighbouring bundles do overlap (traces curve: a bundle's windows span more
+/// columns than any of its rows), so the windows of bundles whose ranges overlap are compared
+/// pairwise.
+///
+/// # Errors
+/// The first two windows of different bundles that overlap.
+pub fn check_disjoint(bundles: &[&[PatchPlan]]) -> Result<(), String> {
+    let mut spans: Vec<(i32, i32, usize)> = bundles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, plans)| {
+            let windows = plans.iter().filter_map(|p| p.window);
+            let lo = windows.clone().map(|w| w.col_min).min()?;
+            let hi = windows.map(|w| w.col_max).max()?;
+            Some((lo, hi, i))
+        })
+        .collect();
+    spans.sort_unstable();
+    let overlap = |a: PixelWindow, b: PixelWindow| {
+        a.col_min < b.col_max
+            && b.col_min < a.col_max
+            && a.row_min < b.row_max
+            && b.row_min < a.row_max
+    };
+    for (n, &(_, hi0, i)) in spans.iter().enumerate() {
+        for &(lo1, _, j) in &spans[n + 1..] {
+            if lo1 >= hi0 {
+                break;
+            }
+            for p in bundles[i] {
+                for q in bundles[j] {
+                    if let (Some(a), Some(b)) = (p.window, q.window) {
+                        if overlap(a, b) {
+                            return Err(format!(
+                                "bundles {} and {} share CCD pixels (patch {} {a:?}, patch {} \
+                                 {b:?}): the outlier rejection's mask would leak from one to \
+                                 the other",
+                                p.bundle, q.bundle, p.patch, q.patch
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pixels of `mask` in window `w`, ascending.
+fn window_masked(w: PixelWindow, ncol: usize, mask: &BTreeSet<u64>) -> Vec<u64> {
+    (w.row_min..w.row_max)
+        .flat_map(|r| {
+            let lo = (r as usize * ncol + w.col_min as usize) as u64;
+            let hi = (r as usize * ncol + w.col_max as usize) as u64;
+            mask.range(lo..hi).copied()
+        })
+        .collect()
+}
+
+/// The CCD rectangles where windows of two different bundles of `bundles` overlap (the edge
+/// columns of neighbouring bundles, where traces curve): a pixel outside all of them lies in
+/// the windows of one bundle at most.
+pub fn shared_windows(bundles: &[&[PatchPlan]]) -> Vec<PixelWindow> {
+    let spans: Vec<(i32, i32)> = bundles
+        .iter()
+        .map(|plans| {
+            let windows = plans.iter().filter_map(|p| p.window);
+            (
+                windows.clone().map(|w| w.col_min).min().unwrap_or(0),
+                windows.map(|w| w.col_max).max().unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut shared = Vec::new();
+    for i in 0..bundles.len() {
+        for j in i + 1..bundles.len() {
+            if spans[i].0 >= spans[j].1 || spans[j].0 >= spans[i].1 {
+                continue;
+            }
+            for a in bundles[i].iter().filter_map(|p| p.window) {
+                for b in bundles[j].iter().filter_map(|p| p.window) {
+                    let w = PixelWindow {
+                        col_min: a.col_min.max(b.col_min),
+                        col_max: a.col_max.min(b.col_max),
+                        row_min: a.row_min.max(b.row_min),
+                        row_max: a.row_max.min(b.row_max),
+                    };
+                    if w.col_min < w.col_max && w.row_min < w.row_max {
+                        shared.push(w);
+                    }
+                }
+            }
+        }
+    }
+    shared
 }
 
 /// Whether any of `pixels` lies in window `w`.
-fn window_holds(
-    w: crate::patch::PixelWindow,
-    ncol: usize,
-    pixels: &std::collections::BTreeSet<u64>,
-) -> bool {
+fn window_holds(w: PixelWindow, ncol: usize, pixels: &BTreeSet<u64>) -> bool {
     (w.row_min..w.row_max).any(|r| {
         let lo = (r as usize * ncol + w.col_min as usize) as u64;
         let hi = (r as usize * ncol + w.col_max as usize) as u64;
@@ -203,17 +365,16 @@ fn window_holds(
     })
 }
 
-/// One patch during the rejection of its bundle.
+/// One patch during the rejection.
 struct PatchState {
     /// The current solution.
     result: PatchResult,
-    /// Window-local: inside a core unknown's stamp ([`core_footprint`]); empty when the patch
-    /// is not tested (not solved, or no deconvolved flux).
-    eligible: Vec<bool>,
+    /// Whether the patch is tested (solved, with outliers from its backend, a window).
+    testable: bool,
     /// Pixels this patch's own tests found (grown), for the cap.
     found: usize,
-    /// Masked pixels the current solution was solved without.
-    masked: std::collections::BTreeSet<u64>,
+    /// Masked pixels the current solution was solved without (ascending).
+    masked: Vec<u64>,
     /// Re-solves done.
     resolves: u32,
     /// Whether the cap refused a pass of this patch.
@@ -223,110 +384,49 @@ struct PatchState {
 }
 
 impl PatchState {
-    fn new(
-        inputs: &BundleInputs,
-        plan: &PatchPlan,
-        result: PatchResult,
-        cfg: &RejectConfig,
-    ) -> Self {
-        let nwavetot = inputs.params.nwavetot();
+    fn new(plan: &PatchPlan, result: PatchResult, cfg: &RejectConfig) -> Self {
         let solved = !matches!(
             result.issue,
             Some(PatchIssue::Failed { .. }) | Some(PatchIssue::OffCcd)
         );
-        let shape = plan.shape(nwavetot);
-        let usable = solved && shape.is_some_and(|s| result.xflux.len() == s.nunknown());
-        let (eligible, weighted) = match (usable, plan.window) {
-            (true, Some(w)) => {
-                let width = (w.col_max - w.col_min) as usize;
-                let eligible = core_footprint(inputs, plan, width);
-                let ccd = inputs.ccd;
-                let weighted = window_pixels(w, ccd.ncol)
-                    .zip(&eligible)
-                    .filter(|(p, &e)| e && ccd.weight[*p as usize] > 0.0)
-                    .count();
-                (eligible, weighted)
-            }
-            _ => (Vec::new(), 0),
-        };
+        let weighted = result.outliers.as_ref().map_or(0, |o| o.weighted);
+        let testable = solved && plan.window.is_some() && result.outliers.is_some();
         Self {
             result,
-            eligible,
+            testable,
             found: 0,
-            masked: Default::default(),
+            masked: Vec::new(),
             resolves: 0,
             capped: false,
             cap: (cfg.max_fraction * weighted as f64).floor() as usize,
         }
     }
 
-    fn testable(&self) -> bool {
-        !self.eligible.is_empty()
-    }
-
-    /// The outliers of the current solution among the eligible pixels not in `mask`, each
-    /// grown by `grow` pixels (weighted pixels of the window only); none when the cap refuses
-    /// them.
-    fn detect(
+    /// The outliers of the current solution (its backend's hits), each grown by `grow`
+    /// pixels (pixels of the window with weight and not in `mask` only); none when the cap
+    /// refuses them.
+    fn grow(
         &mut self,
-        inputs: &BundleInputs,
         plan: &PatchPlan,
-        mask: &std::collections::BTreeSet<u64>,
-        threshold: f64,
+        mask: &BTreeSet<u64>,
         grow: usize,
+        ncol: usize,
+        weight_ok: &(dyn Fn(u64) -> bool + Sync),
     ) -> Vec<u64> {
-        let params = inputs.params;
-        let (Some(w), Some(shape)) = (plan.window, plan.shape(params.nwavetot())) else {
+        let (Some(w), Some(outliers)) = (plan.window, self.result.outliers.as_ref()) else {
             return Vec::new();
         };
-        let ccd = inputs.ccd;
-        let ncol = ccd.ncol;
+        if outliers.hits.is_empty() {
+            return Vec::new();
+        }
         let (width, height) = (
             (w.col_max - w.col_min) as usize,
             (w.row_max - w.row_min) as usize,
         );
-        let local_mask: Vec<bool> = window_pixels(w, ncol).map(|p| mask.contains(&p)).collect();
-        // The CCD as this patch's solution saw it (copied only when some pixel is masked).
-        let masked = local_mask
-            .iter()
-            .any(|&m| m)
-            .then(|| MaskedCcd::new(ccd, w, &local_mask));
-        let view_ccd = masked.as_ref().map_or(ccd, MaskedCcd::view);
-        let view = plan.stamp_view(inputs.spots, params.pad());
-        let mut chi2 = vec![0.0; width];
-        let mut hits = Vec::new();
-        for r in 0..height {
-            // Rows with no tested pixel (the pad rows) need no model.
-            if !self.eligible[r * width..(r + 1) * width].iter().any(|&e| e) {
-                continue;
-            }
-            let status = pixel_chi2_row(
-                &view,
-                &view_ccd,
-                &shape,
-                w.col_min,
-                w.col_max,
-                &self.result.xflux,
-                params.psferr,
-                r,
-                &mut chi2,
-            );
-            if status != Status::Ok {
-                // Not expected for a solved patch: leave it as it is.
-                return Vec::new();
-            }
-            hits.extend(
-                (0..width)
-                    .filter(|&c| {
-                        let i = r * width + c;
-                        chi2[c] > threshold && self.eligible[i] && !local_mask[i]
-                    })
-                    .map(|c| (r, c)),
-            );
-        }
         let g = grow as isize;
-        let mut grown = std::collections::BTreeSet::new();
-        for (r, c) in hits {
+        let mut grown = BTreeSet::new();
+        for &h in &outliers.hits {
+            let (r, c) = (h as usize / width, h as usize % width);
             for dr in -g..=g {
                 for dc in -g..=g {
                     let (rr, cc) = (r as isize + dr, c as isize + dc);
@@ -335,7 +435,7 @@ impl PatchState {
                     }
                     let (rr, cc) = (rr as usize, cc as usize);
                     let p = ((w.row_min as usize + rr) * ncol + w.col_min as usize + cc) as u64;
-                    if !local_mask[rr * width + cc] && ccd.weight[p as usize] > 0.0 {
+                    if !mask.contains(&p) && weight_ok(p) {
                         grown.insert(p);
                     }
                 }
@@ -349,25 +449,18 @@ impl PatchState {
         grown.into_iter().collect()
     }
 
-    /// Solves the patch again without the pixels of `mask` in its window; false (the solution
-    /// kept) when that solve fails.
-    fn resolve(
+    /// Takes `solved`, the patch solved again without the pixels of `mask` in its window;
+    /// false (the solution kept) when that solve failed.
+    fn accept(
         &mut self,
-        inputs: &BundleInputs,
         plan: &PatchPlan,
-        mask: &std::collections::BTreeSet<u64>,
+        mut solved: PatchResult,
+        mask: &BTreeSet<u64>,
+        ncol: usize,
     ) -> bool {
         let Some(w) = plan.window else {
             return false;
         };
-        let ncol = inputs.ccd.ncol;
-        let local_mask: Vec<bool> = window_pixels(w, ncol).map(|p| mask.contains(&p)).collect();
-        let masked = MaskedCcd::new(inputs.ccd, w, &local_mask);
-        let inputs_masked = BundleInputs {
-            ccd: masked.view(),
-            ..*inputs
-        };
-        let mut solved = solve_patch_keeping(&inputs_masked, plan, true);
         if matches!(solved.issue, Some(PatchIssue::Failed { .. })) {
             return false;
         }
@@ -376,143 +469,9 @@ impl PatchState {
             solved.issue = self.result.issue.clone();
         }
         self.result = solved;
-        self.masked = window_pixels(w, ncol)
-            .filter(|p| mask.contains(p))
-            .collect();
+        self.masked = window_masked(w, ncol, mask);
         self.resolves += 1;
         true
-    }
-}
-
-/// The window pixels (window-local, rows of `width`) inside the stamp of a core unknown of
-/// `plan`: the only ones tested. The pad rows and the neighbour fibers' columns also see light
-/// of unknowns outside the patch (the wings of bins beyond the pad, of fibers beyond the
-/// neighbours), which the patch's model lacks: a bright line there leaves residuals that are
-/// no outliers. Each pixel is a core pixel of some patch, whose own test covers it.
-fn core_footprint(inputs: &BundleInputs, plan: &PatchPlan, width: usize) -> Vec<bool> {
-    let pad = inputs.params.pad();
-    let view = plan.stamp_view(inputs.spots, pad);
-    let Some(window) = plan.window else {
-        return Vec::new();
-    };
-    let height = (window.row_max - window.row_min) as usize;
-    let mut inside = vec![false; width * height];
-    let s_core = plan.ispec - plan.s0;
-    for s in s_core..s_core + plan.nspp {
-        for k in pad..pad + plan.keep {
-            let corner = view.corner(s, k);
-            for y in 0..view.ny as i32 {
-                let row = corner.yc + y;
-                if row < window.row_min || row >= window.row_max {
-                    continue;
-                }
-                for x in 0..view.nx as i32 {
-                    let col = corner.xc + x;
-                    if col >= window.col_min && col < window.col_max {
-                        let local = (row - window.row_min) as usize * width
-                            + (col - window.col_min) as usize;
-                        inside[local] = true;
-                    }
-                }
-            }
-        }
-    }
-    inside
-}
-
-/// Per core bin of `plan`, the masked `pixels` (CCD indices) that carry at least
-/// [`BIN_PIXEL_WEIGHT`] of the bin's PSF weight inside the window.
-fn bin_counts(inputs: &BundleInputs, plan: &PatchPlan, pixels: &[u64]) -> Vec<u16> {
-    let pad = inputs.params.pad();
-    let view = plan.stamp_view(inputs.spots, pad);
-    let ncol = inputs.ccd.ncol;
-    let mut counts = vec![0u16; plan.nspp * plan.keep];
-    let Some(window) = plan.window else {
-        return counts;
-    };
-    let s_core = plan.ispec - plan.s0;
-    for c in 0..plan.nspp {
-        for j in 0..plan.keep {
-            let (s, k) = (s_core + c, pad + j);
-            let corner = view.corner(s, k);
-            let stamp = view.stamp(s, k);
-            let mut total = 0.0;
-            let mut hits = Vec::new();
-            for y in 0..view.ny {
-                let row = corner.yc + y as i32;
-                if row < window.row_min || row >= window.row_max {
-                    continue;
-                }
-                for x in 0..view.nx {
-                    let col = corner.xc + x as i32;
-                    if col < window.col_min || col >= window.col_max {
-                        continue;
-                    }
-                    let v = stamp[y * view.nx + x];
-                    total += v;
-                    let p = (row as usize * ncol + col as usize) as u64;
-                    if pixels.binary_search(&p).is_ok() {
-                        hits.push(v);
-                    }
-                }
-            }
-            let n = hits
-                .iter()
-                .filter(|&&v| total > 0.0 && v >= BIN_PIXEL_WEIGHT * total)
-                .count();
-            counts[c * plan.keep + j] = n.min(u16::MAX as usize) as u16;
-        }
-    }
-    counts
-}
-
-/// A CCD that reads as `ccd` inside one patch window, with some of its pixels' weights set to
-/// 0, and as empty (weight 0) elsewhere: the re-solve of that patch reads only its window.
-/// The planes are zero-initialized allocations of the rows up to the window's last, so only
-/// the pages of the window's rows are ever touched.
-struct MaskedCcd {
-    image: Vec<f64>,
-    weight: Vec<f64>,
-    nrow: usize,
-    ncol: usize,
-}
-
-impl MaskedCcd {
-    fn new(ccd: CcdView, window: crate::patch::PixelWindow, rejected: &[bool]) -> Self {
-        let ncol = ccd.ncol;
-        let (r0, r1) = (window.row_min as usize, window.row_max as usize);
-        let (c0, c1) = (window.col_min as usize, window.col_max as usize);
-        let width = c1 - c0;
-        let mut image = vec![0.0; r1 * ncol];
-        let mut weight = vec![0.0; r1 * ncol];
-        for r in r0..r1 {
-            let span = r * ncol + c0..r * ncol + c1;
-            image[span.clone()].copy_from_slice(&ccd.image[span.clone()]);
-            let local = &rejected[(r - r0) * width..(r - r0 + 1) * width];
-            for ((w, &src), &bad) in weight[span.clone()]
-                .iter_mut()
-                .zip(&ccd.weight[span])
-                .zip(local)
-            {
-                *w = if bad { 0.0 } else { src };
-            }
-        }
-        Self {
-            image,
-            weight,
-            nrow: ccd.nrow,
-            ncol,
-        }
-    }
-
-    fn view(&self) -> CcdView<'_> {
-        // Rows past the window's last are never read (`nrow` is the CCD's, for the checks).
-        CcdView {
-            image: &self.image,
-            weight: &self.weight,
-            nrow: self.nrow,
-            ncol: self.ncol,
-        }
     }
 }
 

@@ -7,14 +7,16 @@
 use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
-use crate::solve::{PatchIssue, PatchResult};
+use crate::solve::outliers::outliers_from_rows;
+use crate::solve::{PatchIssue, PatchOutliers, PatchResult};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream};
 use desi_device::kernels::{
     AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, PatchBatch,
-    PixelCoreArgs, PixelRowsArgs, ResolutionArgs,
+    PixelCoreArgs, PixelRowsArgs, RejectScanArgs, ResolutionArgs,
 };
 use desi_device::patch::assemble_warp::{MAX_PER_LANE, WARP_LANES};
+use desi_device::patch::reject::hit_words;
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
@@ -109,15 +111,20 @@ pub(super) struct BatchShape {
     pub eig_work: usize,
     /// PSF half height: Rdiags have `2·ndiag + 1` diagonals.
     pub ndiag: usize,
-    /// Whether the deconvolved flux comes back too (the job rejects outliers).
-    pub keep_xflux: bool,
+    /// The χ²_pix threshold `nsigma²` of the outlier test (`reject_scan`), when the job
+    /// rejects outliers.
+    pub reject_threshold: Option<f64>,
 }
 
 /// A batch whose kernels and result copies are enqueued on the context's stream.
 pub(super) struct PendingBatch<'g> {
     results: PinnedGuard<'g, f64>,
+    /// The status codes, then with the outlier test the hit masks `(np, max_rows, words)` and
+    /// the tested weighted pixels `(np, max_rows)`.
     status: PinnedGuard<'g, u32>,
-    sizes: [usize; 6],
+    /// `(max_rows, words)` of the outlier test's outputs, when it ran.
+    scan: Option<(usize, usize)>,
+    sizes: [usize; 5],
     /// `(stage, event at its start, host time of the enqueue)`, then the end event.
     marks: Vec<(&'static str, CudaEvent, Duration)>,
     done: CudaEvent,
@@ -136,7 +143,9 @@ fn mark(
 }
 
 /// Enqueues every per-patch kernel of `chunk` on the context's stream, and the copies of the results into
-/// download slot `slot` of the context's page-locked buffers; returns without waiting.
+/// download slot `slot` of the context's page-locked buffers; returns without waiting. With
+/// `label`, every stage of the batch is timed under that one name (the outlier rejection's
+/// re-solves), else under its own.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch_batch<'g>(
     gpu: &'g GpuContext,
@@ -146,6 +155,7 @@ pub(super) fn launch_batch<'g>(
     params: &ExtractionParams,
     shape: BatchShape,
     trace: &Trace,
+    label: Option<&'static str>,
 ) -> Result<PendingBatch<'g>, GpuError> {
     let BatchShape {
         nmax,
@@ -153,11 +163,11 @@ pub(super) fn launch_batch<'g>(
         cov_work,
         eig_work,
         ndiag,
-        keep_xflux,
+        reject_threshold,
     } = shape;
     let stream = &gpu.stream;
     let mut marks = Vec::new();
-    mark(&mut marks, stream, trace, "allocate")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("allocate"))?;
     let np = chunk.len();
     let kd_max = chunk.iter().map(|p| p.desc.kd as usize).max().unwrap_or(0);
     let nwavetot = params.nwavetot();
@@ -200,7 +210,7 @@ pub(super) fn launch_batch<'g>(
         .alloc_zeros::<f64>(scratch(ncore * cov_work))
         .stage("allocate covariance scratch")?;
     let (sny, snx) = frame.stamp_shape;
-    mark(&mut marks, stream, trace, "assemble")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("assemble"))?;
     {
         let mut l = Launch::on(stream);
         let args = AssembleArgs {
@@ -224,7 +234,7 @@ pub(super) fn launch_batch<'g>(
         // image and weights); the shape is the kernel's.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "cholesky")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("cholesky"))?;
     {
         let mut l = Launch::on(stream);
         let args = FactorSolveArgs {
@@ -250,7 +260,7 @@ pub(super) fn launch_batch<'g>(
         // the batch's largest kd.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "covariance")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("covariance"))?;
     {
         let mut l = Launch::on(stream);
         let args = CovarianceArgs {
@@ -272,7 +282,7 @@ pub(super) fn launch_batch<'g>(
         // per-thread kernel (one, unused, for the team kernel); the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "eigh")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("eigh"))?;
     // Freed in stream order: the kernels above still read them.
     drop(d_cov_work);
     drop(d_band);
@@ -321,7 +331,7 @@ pub(super) fn launch_batch<'g>(
         // for the team kernel); the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "finalize")?;
+    mark(&mut marks, stream, trace, label.unwrap_or("finalize"))?;
     drop(d_q);
     drop(d_eig_work);
     drop(d_cov);
@@ -385,20 +395,83 @@ pub(super) fn launch_batch<'g>(
         // SAFETY: chi2pix and pixmask have ncore * nwavestep values; the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
-    mark(&mut marks, stream, trace, "copy to host")?;
+    // The outlier test (docs/algorithm.md §4.11) on the windows just written: per window row
+    // a bit mask of the tested pixels beyond the threshold and the count of tested pixels
+    // with weight, copied back with the status codes (a few bytes per row).
+    let max_width = chunk
+        .iter()
+        .map(|p| (p.desc.col_max - p.desc.col_min).max(0) as usize)
+        .max()
+        .unwrap_or(0);
+    let scan = match reject_threshold {
+        Some(threshold) => {
+            mark(
+                &mut marks,
+                stream,
+                trace,
+                label.unwrap_or(super::frame::SCAN_STAGE),
+            )?;
+            let words = hit_words(max_width).max(1);
+            let rows = np * max_rows.max(1);
+            let mut d_hits = stream
+                .alloc_zeros::<u32>(rows * words)
+                .stage("allocate outlier masks")?;
+            let mut d_weighted = stream
+                .alloc_zeros::<u32>(rows)
+                .stage("allocate outlier counts")?;
+            {
+                let mut l = Launch::on(stream);
+                let args = RejectScanArgs {
+                    batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+                    max_rows: max_rows.max(1),
+                    pad,
+                    stamps: frame.stamp_args(&mut l),
+                    ccd: frame.ccd_args(&mut l),
+                    pixels: l.read(&d_pixels),
+                    pixels_len,
+                    threshold,
+                    words,
+                    hits: l.write(&mut d_hits),
+                    weighted: l.write(&mut d_weighted),
+                };
+                // SAFETY: hits has np * max_rows * words u32 (words >= hit_words of every
+                // window of the batch), weighted np * max_rows; pixels the windows of
+                // pixel_rows of this batch; the rest as above.
+                unsafe { l.run(&gpu.kernels.reject_scan, args.shape(), &args) }?;
+            }
+            Some((max_rows.max(1), words, d_hits, d_weighted))
+        }
+        None => None,
+    };
+    mark(&mut marks, stream, trace, label.unwrap_or("copy to host"))?;
     // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
     // synchronize): asynchronous copies, waited for in `collect`.
-    let mut status = gpu.pinned_status(slot, np)?;
-    stream
-        .memcpy_dtoh(&d_status, status.as_mut_slice().stage("map pinned buffer")?)
-        .stage("copy status to host")?;
+    let scan_len = scan
+        .as_ref()
+        .map_or(0, |(_, _, hits, weighted)| hits.len() + weighted.len());
+    let mut status = gpu.pinned_status(slot, np + scan_len)?;
+    {
+        let host = status.as_mut_slice().stage("map pinned buffer")?;
+        let (status_h, rest) = host.split_at_mut(np);
+        stream
+            .memcpy_dtoh(&d_status, status_h)
+            .stage("copy status to host")?;
+        if let Some((_, _, hits, weighted)) = &scan {
+            let (hits_h, rest) = rest.split_at_mut(hits.len());
+            stream
+                .memcpy_dtoh(hits, hits_h)
+                .stage("copy outlier masks to host")?;
+            stream
+                .memcpy_dtoh(weighted, &mut rest[..weighted.len()])
+                .stage("copy outlier counts to host")?;
+        }
+    }
     let sizes = [
         d_flux.len(),
         d_ivar.len(),
         d_rdiags.len(),
         d_chi2.len(),
         d_pixmask.len(),
-        if keep_xflux { d_xflux.len() } else { 0 },
     ];
     let mut results = gpu.pinned_download(slot, sizes.iter().sum())?;
     let mut host = results.as_mut_slice().stage("map pinned buffer")?;
@@ -408,21 +481,19 @@ pub(super) fn launch_batch<'g>(
         (&d_rdiags, sizes[2]),
         (&d_chi2, sizes[3]),
         (&d_pixmask, sizes[4]),
-        (&d_xflux, sizes[5]),
     ] {
-        if len == 0 {
-            continue;
-        }
         let (dst, rest) = host.split_at_mut(len);
         stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
         host = rest;
     }
+    let scan = scan.map(|(rows, words, _, _)| (rows, words));
     let done = stream
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
     Ok(PendingBatch {
         results,
         status,
+        scan,
         sizes,
         marks,
         done,
@@ -462,18 +533,29 @@ impl PendingBatch<'_> {
             }
         }
         let t_unpack = trace.now();
-        let status = &*self.status.as_mut_slice().stage("map pinned buffer")?;
-        debug_assert_eq!(chunk.len(), status.len());
+        let np = chunk.len();
+        let status_all = &*self.status.as_mut_slice().stage("map pinned buffer")?;
+        let (status, scan_out) = status_all.split_at(np);
+        let scan = self.scan.map(|(rows, words)| {
+            let (hits, rest) = scan_out.split_at(np * rows * words);
+            Scan {
+                rows,
+                words,
+                hits,
+                weighted: &rest[..np * rows],
+            }
+        });
         let host = &*self.results.as_mut_slice().stage("map pinned buffer")?;
         let (flux, rest) = host.split_at(self.sizes[0]);
         let (ivar, rest) = rest.split_at(self.sizes[1]);
         let (rdiags, rest) = rest.split_at(self.sizes[2]);
         let (chi2, rest) = rest.split_at(self.sizes[3]);
-        let (pixmask, xflux) = rest.split_at(self.sizes[4]);
+        let pixmask = &rest[..self.sizes[4]];
         let out = unpack(
             chunk,
             status,
-            [flux, ivar, rdiags, chi2, pixmask, xflux],
+            [flux, ivar, rdiags, chi2, pixmask],
+            scan,
             params,
             shape,
         );
@@ -487,13 +569,40 @@ impl PendingBatch<'_> {
     }
 }
 
-/// Splits the batch outputs (`[flux, ivar, rdiags, chi2pix, pixmask, xflux]` as copied from
-/// the device; `xflux` empty unless [`BatchShape::keep_xflux`]) into one [`PatchResult`] per
-/// patch.
+/// The outlier test's outputs of a batch as copied back (`reject_scan`).
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    /// Rows per patch.
+    rows: usize,
+    /// Words per row.
+    words: usize,
+    /// `(np, rows, words)` hit masks.
+    hits: &'a [u32],
+    /// `(np, rows)` tested pixels with weight.
+    weighted: &'a [u32],
+}
+
+impl Scan<'_> {
+    /// The outliers of patch `i` of the batch (window `width` columns, `height` rows).
+    fn outliers(&self, i: usize, width: usize, height: usize) -> PatchOutliers {
+        let base = i * self.rows;
+        outliers_from_rows(
+            &self.hits[base * self.words..(base + self.rows) * self.words],
+            &self.weighted[base..base + self.rows],
+            self.words,
+            width,
+            height,
+        )
+    }
+}
+
+/// Splits the batch outputs (`[flux, ivar, rdiags, chi2pix, pixmask]` as copied from the
+/// device, and the outlier test's when it ran) into one [`PatchResult`] per patch.
 fn unpack(
     chunk: &[Planned],
     status: &[u32],
-    [flux, ivar, rdiags, chi2, pixmask, xflux]: [&[f64]; 6],
+    [flux, ivar, rdiags, chi2, pixmask]: [&[f64]; 5],
+    scan: Option<Scan>,
     params: &ExtractionParams,
     shape: BatchShape,
 ) -> Vec<PatchResult> {
@@ -524,7 +633,7 @@ fn unpack(
                 rdiags: Vec::with_capacity(bins * ndiagonal),
                 chi2pix: Vec::with_capacity(bins),
                 pixmask_fraction: Vec::with_capacity(bins),
-                xflux: Vec::new(),
+                outliers: None,
                 issue: None,
             };
             for c in 0..nspp {
@@ -541,10 +650,10 @@ fn unpack(
                     r.rdiags.extend_from_slice(&rdiags[src..src + keep]);
                 }
             }
-            if !xflux.is_empty() {
-                let n = p.plan.nspecpad * nwavetot;
-                let src = i * shape.nmax;
-                r.xflux = xflux[src..src + n].to_vec();
+            if let (Some(scan), Some(w)) = (scan, p.plan.window) {
+                let width = (w.col_max - w.col_min) as usize;
+                let height = (w.row_max - w.row_min) as usize;
+                r.outliers = Some(scan.outliers(i, width, height));
             }
             r
         })

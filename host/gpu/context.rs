@@ -9,7 +9,8 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use desi_device::kernels::{
     self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, PixelCoreArgs, PixelRowsArgs,
-    ResolutionArgs, ScreenPixelsArgs, SpotsArgs, WidenArgs,
+    RejectBinsArgs, RejectMaskArgs, RejectScanArgs, ResolutionArgs, ScreenPixelsArgs, SpotsArgs,
+    WidenArgs,
 };
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -122,6 +123,12 @@ pub struct Kernels {
     pub pixel_rows_warp: Kernel<PixelRowsArgs>,
     /// chi2pix and pixmask_fraction: one warp per (patch, core spectrum, core bin).
     pub pixel_core_warp: Kernel<PixelCoreArgs>,
+    /// Outlier test of the window rows (docs/algorithm.md §4.11).
+    pub reject_scan: Kernel<RejectScanArgs>,
+    /// Rejected pixels' weights set to 0.
+    pub reject_mask: Kernel<RejectMaskArgs>,
+    /// Rejected pixels per core bin.
+    pub reject_bins: Kernel<RejectBinsArgs>,
 }
 
 /// A CUDA device with the desi-extract kernels loaded.
@@ -279,6 +286,9 @@ impl GpuContext {
             pixel_core: Kernel::load(&module, k::PIXEL_CORE)?,
             pixel_rows_warp: Kernel::load(&module, k::PIXEL_ROWS_WARP)?,
             pixel_core_warp: Kernel::load(&module, k::PIXEL_CORE_WARP)?,
+            reject_scan: Kernel::load(&module, k::REJECT_SCAN)?,
+            reject_mask: Kernel::load(&module, k::REJECT_MASK)?,
+            reject_bins: Kernel::load(&module, k::REJECT_BINS)?,
         };
         let mode = match std::env::var("DESI_GPU_KERNELS").as_deref() {
             Ok("thread") => KernelMode::Thread,

@@ -16,8 +16,11 @@ use crate::psf::SpotTable;
 use crate::solve::{Backend, FrameSolver, PatchResult, SolveError};
 use crate::trace::Trace;
 use cudarc::driver::{CudaEvent, CudaSlice};
-use desi_device::kernels::{PsfTablesArgs, SpotsArgs, WidenArgs};
+use desi_device::kernels::{
+    FrameStamps, PsfTablesArgs, RejectBinsArgs, RejectMaskArgs, SpotsArgs, WidenArgs,
+};
 use desi_device::linalg::{banded, jacobi};
+use desi_device::patch::reject::hit_words;
 use desi_device::patch::{PatchDesc, PATCH_DESC_WORDS};
 use desi_device::psf::spot::StampCorner;
 use desi_device::Status;
@@ -169,6 +172,14 @@ struct GpuFrame<'g> {
     fixed_bytes: u64,
     /// Upper bound of the frame's device bytes (its buffers, then with its batches in flight).
     peak_bytes: u64,
+    /// Most patches of one batch (the memory plan's).
+    batch_max: usize,
+    /// The weights with one class of bundles' rejected pixels at 0 (the outlier rejection's
+    /// re-solves; allocated on first use).
+    d_masked: Option<CudaSlice<f64>>,
+    /// Where windows of two bundles overlap (`crate::extract::shared_windows`), with the
+    /// outlier rejection: per CCD column, the row ranges.
+    shared: std::collections::HashMap<i32, Vec<Range<i32>>>,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -188,7 +199,10 @@ impl<'g> GpuFrame<'g> {
         let (ny, nx) = (psf.stamp_ny(), psf.stamp_nx());
         // Refuse a frame the caller's cap cannot hold before allocating anything.
         let npix = (image.ny * image.nx) as u64;
-        let fixed_bytes = 8 * (nitem * ny * nx) as u64 + 4 * 2 * nitem as u64 + 16 * npix;
+        // (With the outlier rejection, the masked copy of the weights of its re-solves.)
+        let masked_bytes = if job.reject.is_some() { 8 * npix } else { 0 };
+        let fixed_bytes =
+            8 * (nitem * ny * nx) as u64 + 4 * 2 * nitem as u64 + 16 * npix + masked_bytes;
         let table_bytes =
             8 * (tables.xtrace.len() + tables.ytrace.len() + tables.params.len() + nfull) as u64;
         // While it begins: the spot status codes, the PSF tables and the f32 upload staging.
@@ -326,6 +340,9 @@ impl<'g> GpuFrame<'g> {
             pending: None,
             fixed_bytes,
             peak_bytes: begin_bytes,
+            batch_max: 1,
+            d_masked: None,
+            shared: Default::default(),
         })
     }
 
@@ -417,8 +434,26 @@ impl<'g> GpuFrame<'g> {
             + eig_work
             + 2 * nwavetot
             + (2 * ndiag + 4) * params.nwavestep;
-        let per_patch_words =
-            nmax * (kd_max + 1) + 3 * nmax + nspp_max * per_core + 140 * 70 + PATCH_DESC_WORDS + 1;
+        // The outlier test's masks and counts (u32, per window row), when the job rejects.
+        let scan_words = if self.job.reject.is_some() {
+            let (rows, cols) = self.planned.iter().fold((0, 0), |(r, c), p| {
+                let d = &p.desc;
+                (
+                    r.max((d.row_max - d.row_min).max(0) as usize),
+                    c.max((d.col_max - d.col_min).max(0) as usize),
+                )
+            });
+            (rows * (hit_words(cols) + 1)).div_ceil(2)
+        } else {
+            0
+        };
+        let per_patch_words = nmax * (kd_max + 1)
+            + 3 * nmax
+            + nspp_max * per_core
+            + 140 * 70
+            + PATCH_DESC_WORDS
+            + 1
+            + scan_words;
         let (free, _) = self.gpu.memory()?;
         let plan = plan_batches(
             FrameMemory {
@@ -446,8 +481,73 @@ impl<'g> GpuFrame<'g> {
             cov_work,
             eig_work,
             ndiag,
-            keep_xflux: self.job.reject.is_some(),
+            reject_threshold: self.job.reject.map(|c| c.nsigma * c.nsigma),
         });
+        self.batch_max = plan.batch.max(1);
+        Ok(())
+    }
+
+    /// The classes (indices into `plans`) whose re-solves share one masked copy of the
+    /// weights: all of them when no masked pixel lies where windows of two bundles overlap
+    /// (each bundle's mask then reaches its own windows only), else the even and the odd
+    /// bundles (no two of a class share a pixel: `start` checks it). `DESI_REJECT_CLASSES=
+    /// parity` always takes the two classes (the same results: to compare the cost).
+    fn resolve_classes(&self, plans: &[PatchPlan], masks: &[&[u64]]) -> Vec<Vec<usize>> {
+        let ncol = self.job.image.nx;
+        let mut seen = std::collections::BTreeSet::new();
+        let leaks = std::env::var("DESI_REJECT_CLASSES").as_deref() == Ok("parity")
+            || plans.iter().zip(masks).any(|(plan, mask)| {
+                seen.insert(plan.bundle)
+                    && mask.iter().any(|&p| {
+                        let (row, col) = ((p as usize / ncol) as i32, (p as usize % ncol) as i32);
+                        self.shared
+                            .get(&col)
+                            .is_some_and(|rows| rows.iter().any(|r| r.contains(&row)))
+                    })
+            });
+        if !leaks {
+            return vec![(0..plans.len()).collect()];
+        }
+        (0..2)
+            .map(|parity| {
+                (0..plans.len())
+                    .filter(|&i| plans[i].bundle % 2 == parity)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `d_masked` := the frame's weights with the pixels `mask` (CCD indices) at 0 (allocated
+    /// on first use; the memory plan counts it).
+    fn mask_weights(&mut self, mask: &[u64]) -> Result<(), GpuError> {
+        let stream = &self.gpu.stream;
+        let npix = self.d_weight.len();
+        if self.d_masked.is_none() {
+            self.d_masked = Some(
+                stream
+                    .alloc_zeros::<f64>(npix)
+                    .stage("allocate masked weights")?,
+            );
+        }
+        let Some(masked) = self.d_masked.as_mut() else {
+            return Err(GpuError::Internal("no masked weights".into()));
+        };
+        stream
+            .memcpy_dtod(&self.d_weight, masked)
+            .stage("copy the weights")?;
+        if mask.is_empty() {
+            return Ok(());
+        }
+        let d_mask = stream.clone_htod(mask).stage("copy the rejected pixels")?;
+        let mut l = Launch::on(stream);
+        let args = RejectMaskArgs {
+            n: mask.len(),
+            pixels: l.read(&d_mask),
+            weight: l.write(masked),
+            npix,
+        };
+        // SAFETY: pixels holds n indices, weight npix values (indices beyond are skipped).
+        unsafe { l.run(&self.gpu.kernels.reject_mask, args.shape(), &args) }?;
         Ok(())
     }
 
@@ -476,6 +576,7 @@ impl<'g> GpuFrame<'g> {
             self.job.params,
             shape,
             self.trace,
+            None,
         )?;
         Ok(Some((range, batch)))
     }
@@ -507,6 +608,31 @@ impl FrameSolver for GpuFrame<'_> {
 
     fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
         self.check_spots(corners)?;
+        if self.job.reject.is_some() {
+            // The re-solves mask the pixels of a class of bundles (even, odd) in one copy of
+            // the weights: right only while no two bundles of a class share a pixel.
+            let bundles: Vec<&[PatchPlan]> = plans.chunk_by(|a, b| a.bundle == b.bundle).collect();
+            for parity in 0..2 {
+                let class: Vec<&[PatchPlan]> = bundles
+                    .iter()
+                    .filter(|b| b[0].bundle % 2 == parity)
+                    .copied()
+                    .collect();
+                crate::extract::check_disjoint(&class).map_err(|reason| SolveError::Failed {
+                    backend: "gpu",
+                    reason,
+                })?;
+            }
+            self.shared.clear();
+            for w in crate::extract::shared_windows(&bundles) {
+                for col in w.col_min..w.col_max {
+                    self.shared
+                        .entry(col)
+                        .or_default()
+                        .push(w.row_min..w.row_max);
+                }
+            }
+        }
         self.planned = self.describe(plans);
         self.size_batches()?;
         Ok(())
@@ -541,6 +667,199 @@ impl FrameSolver for GpuFrame<'_> {
         self.stages.detail.clone()
     }
 
+    /// The re-solves of the outlier rejection on the device, in classes of bundles
+    /// ([`GpuFrame::resolve_classes`]: one, or even and odd where a masked pixel lies in an
+    /// edge column that neighbouring bundles' windows share): per class, a copy of the
+    /// frame's weights with the class's masked pixels at 0 (`reject_mask`; each bundle's mask
+    /// then reaches its own windows only), and its plans through the batch kernels (with the
+    /// outlier test) in batches of the memory plan's size, each waited for. The frame's own
+    /// weights, which the first pass still reads, are never changed.
+    fn resolve(
+        &mut self,
+        plans: &[PatchPlan],
+        masks: &[&[u64]],
+    ) -> Result<Vec<PatchResult>, SolveError> {
+        let shape = self
+            .shape
+            .ok_or_else(|| GpuError::Internal("no batch shape".into()))?;
+        if shape.reject_threshold.is_none() || masks.len() != plans.len() {
+            return Err(GpuError::Internal(format!(
+                "re-solve of {} patches with {} masks asked of a job {} rejection",
+                plans.len(),
+                masks.len(),
+                if shape.reject_threshold.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            ))
+            .into());
+        }
+        let start = self.trace.now();
+        let mut out: Vec<Option<PatchResult>> = plans.iter().map(|_| None).collect();
+        for class in self.resolve_classes(plans, masks) {
+            if class.is_empty() {
+                continue;
+            }
+            // The class's masks, one per bundle.
+            let mut bundles = std::collections::BTreeSet::new();
+            let mut union: Vec<u64> = Vec::new();
+            for &i in &class {
+                if bundles.insert(plans[i].bundle) {
+                    union.extend_from_slice(masks[i]);
+                }
+            }
+            self.mask_weights(&union)?;
+            let planned = self.describe(class.iter().map(|&i| plans[i].clone()).collect());
+            if planned.len() != class.len() {
+                return Err(GpuError::Internal("a re-solved patch has no window".into()).into());
+            }
+            let psf = self.job.psf;
+            let Some(masked) = self.d_masked.as_ref() else {
+                return Err(GpuError::Internal("no masked weights".into()).into());
+            };
+            let buffers = FrameBuffers {
+                stamps: &self.d_stamps,
+                corners: &self.d_corners,
+                image: &self.d_image,
+                weight: masked,
+                ccd_shape: (self.job.image.ny, self.job.image.nx),
+                stamp_shape: (psf.stamp_ny(), psf.stamp_nx()),
+            };
+            // The download slot the first pass is not using (its batch in flight holds the
+            // other).
+            let slot = self.next_batch % PINNED_SLOTS;
+            let mut done = 0;
+            for chunk in planned.chunks(self.batch_max) {
+                let batch = launch_batch(
+                    self.gpu,
+                    slot,
+                    chunk,
+                    &buffers,
+                    self.job.params,
+                    shape,
+                    self.trace,
+                    Some(RESOLVE_STAGE),
+                )?;
+                let results = batch.collect(
+                    self.gpu,
+                    chunk,
+                    self.job.params,
+                    shape,
+                    self.trace,
+                    &mut self.stages.detail,
+                )?;
+                for (&i, result) in class[done..].iter().zip(results) {
+                    out[i] = Some(result);
+                }
+                done += chunk.len();
+            }
+        }
+        let end = self.trace.now();
+        self.trace
+            .record(RESOLVE_STAGE, "host", start, end.saturating_sub(start));
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| GpuError::Internal("a patch was not re-solved".into()).into()))
+            .collect()
+    }
+
+    /// The per-bin counts of the rejected pixels on the device (`reject_bins`, the function
+    /// the CPU backend runs).
+    fn rejected_bin_counts(
+        &mut self,
+        patches: &[(PatchPlan, Vec<u64>)],
+    ) -> Result<Vec<Vec<u16>>, SolveError> {
+        if patches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = self.trace.now();
+        let params = self.job.params;
+        let planned = self.describe(patches.iter().map(|(p, _)| p.clone()).collect());
+        if planned.len() != patches.len() {
+            return Err(GpuError::Internal("a rejecting patch has no window".into()).into());
+        }
+        let words: Vec<u64> = planned.iter().flat_map(|p| p.desc.to_words()).collect();
+        let mut offsets = Vec::with_capacity(patches.len() + 1);
+        offsets.push(0u64);
+        let mut pixels = Vec::new();
+        for (_, list) in patches {
+            pixels.extend_from_slice(list);
+            offsets.push(pixels.len() as u64);
+        }
+        let nspp_max = planned.iter().map(|p| p.plan.nspp).max().unwrap_or(1);
+        let nwavestep = params.nwavestep;
+        let stream = &self.gpu.stream;
+        let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
+        let d_offsets = stream.clone_htod(&offsets).stage("copy pixel offsets")?;
+        let d_pixels = stream
+            .clone_htod(if pixels.is_empty() {
+                &[0u64][..]
+            } else {
+                &pixels
+            })
+            .stage("copy the rejected pixels")?;
+        let mut d_counts = stream
+            .alloc_zeros::<u32>(planned.len() * nspp_max * nwavestep)
+            .stage("allocate bin counts")?;
+        let psf = self.job.psf;
+        {
+            let mut l = Launch::on(stream);
+            let args = RejectBinsArgs {
+                descs: l.read(&d_descs).cast::<PatchDesc>(),
+                npatch: planned.len(),
+                nspp_max,
+                nwavestep,
+                pad: params.pad(),
+                stamps: FrameStamps {
+                    stamps: l.read(&self.d_stamps),
+                    stamps_len: self.d_stamps.len(),
+                    corners: l.read(&self.d_corners).cast::<StampCorner>(),
+                    ny: psf.stamp_ny(),
+                    nx: psf.stamp_nx(),
+                },
+                ncol: self.job.image.nx,
+                offsets: l.read(&d_offsets),
+                pixels: l.read(&d_pixels),
+                min_fraction: crate::solve::outliers::BIN_PIXEL_WEIGHT,
+                counts: l.write(&mut d_counts),
+            };
+            // SAFETY: descs holds npatch descriptors of plans of this frame (stamps inside the
+            // frame's table), offsets npatch + 1 ascending values ending at the length of
+            // pixels (one unused value when empty), counts npatch * nspp_max * nwavestep
+            // (nspp <= nspp_max, keep <= nwavestep).
+            unsafe { l.run(&self.gpu.kernels.reject_bins, args.shape(), &args) }?;
+        }
+        let counts = stream
+            .clone_dtoh(&d_counts)
+            .stage("copy bin counts to host")?;
+        let out = planned
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (nspp, keep) = (p.plan.nspp, p.plan.keep);
+                let mut bins = Vec::with_capacity(nspp * keep);
+                for c in 0..nspp {
+                    let src = (i * nspp_max + c) * nwavestep;
+                    bins.extend(
+                        counts[src..src + keep]
+                            .iter()
+                            .map(|&n| n.min(u32::from(u16::MAX)) as u16),
+                    );
+                }
+                bins
+            })
+            .collect();
+        let end = self.trace.now();
+        self.trace
+            .record("reject bins", "host", start, end.saturating_sub(start));
+        add_stage(
+            &mut self.stages.detail,
+            "reject bins",
+            end.saturating_sub(start),
+        );
+        Ok(out)
+    }
+
     fn device_peak_bytes(&self) -> Option<u64> {
         Some(self.peak_bytes)
     }
@@ -565,6 +884,22 @@ impl FrameSolver for GpuFrame<'_> {
             image,
             weight,
         }))
+    }
+}
+
+/// The stage name of the outlier rejection's re-solves on the device (every kernel of their
+/// batches; `selftest --gpu --reject-outliers` requires it when the CPU rejected pixels).
+pub const RESOLVE_STAGE: &str = "reject re-solve";
+
+/// The stage name of the outlier test on the device (`reject_scan`, in every batch of a job
+/// that rejects; `selftest --gpu --reject-outliers` requires it).
+pub const SCAN_STAGE: &str = "reject scan";
+
+/// Adds `time` to stage `name` of `detail` (appended the first time).
+fn add_stage(detail: &mut Vec<(&'static str, Duration)>, name: &'static str, time: Duration) {
+    match detail.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, d)) => *d += time,
+        None => detail.push((name, time)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! `desi_device` numerics. Results do not depend on the thread count (patches are independent
 //! and each is computed sequentially).
 
+use super::outliers::{bin_counts, resolve_patch, solve_patch_detecting};
 use super::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
 use crate::extract::{trace_rows, CcdData};
 use crate::job::FrameJob;
@@ -133,7 +134,7 @@ impl FrameSolver for CpuFrame<'_> {
             params: self.job.params,
             ndiag: self.job.ndiag(),
         };
-        let keep_xflux = self.job.reject.is_some();
+        let threshold = self.job.reject.map(|c| c.nsigma * c.nsigma);
         let next = self.bundles.front().map(|(_, p)| p[0].bspecmin);
         let (psf, fullwave, trace) = (self.job.psf, &self.padded.fullwave, self.trace);
         let (results, prefetched) = rayon::join(
@@ -141,7 +142,7 @@ impl FrameSolver for CpuFrame<'_> {
                 trace.span("solve", || {
                     plans
                         .par_iter()
-                        .map(|plan| solve_patch_keeping(&inputs, plan, keep_xflux))
+                        .map(|plan| solve_patch_detecting(&inputs, plan, threshold))
                         .collect()
                 })
             },
@@ -158,6 +159,78 @@ impl FrameSolver for CpuFrame<'_> {
 
     fn ccd(&self) -> Option<&CcdData> {
         Some(&self.ccd)
+    }
+
+    fn resolve(
+        &mut self,
+        plans: &[PatchPlan],
+        masks: &[&[u64]],
+    ) -> Result<Vec<PatchResult>, SolveError> {
+        let threshold = self.threshold()?;
+        if masks.len() != plans.len() {
+            return Err(SolveError::Failed {
+                backend: "cpu",
+                reason: format!("{} masks for {} patches", masks.len(), plans.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(plans.len());
+        let mut first = 0;
+        for run in plans.chunk_by(|a, b| a.bspecmin == b.bspecmin) {
+            let spots = self.spots(run[0].bspecmin, self.job.params.bundlesize)?;
+            let inputs = self.inputs(&spots, run);
+            let masks = &masks[first..first + run.len()];
+            first += run.len();
+            let solved: Vec<PatchResult> = self.trace.span("reject re-solve", || {
+                run.par_iter()
+                    .zip(masks.par_iter())
+                    .map(|(plan, mask)| resolve_patch(&inputs, plan, mask, threshold))
+                    .collect()
+            });
+            out.extend(solved);
+        }
+        Ok(out)
+    }
+
+    fn rejected_bin_counts(
+        &mut self,
+        patches: &[(PatchPlan, Vec<u64>)],
+    ) -> Result<Vec<Vec<u16>>, SolveError> {
+        let mut out = Vec::with_capacity(patches.len());
+        for run in patches.chunk_by(|a, b| a.0.bspecmin == b.0.bspecmin) {
+            let spots = self.spots(run[0].0.bspecmin, self.job.params.bundlesize)?;
+            let plans: Vec<PatchPlan> = run.iter().map(|(p, _)| p.clone()).collect();
+            let inputs = self.inputs(&spots, &plans);
+            out.extend(
+                run.par_iter()
+                    .map(|(plan, pixels)| bin_counts(&inputs, plan, pixels))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl CpuFrame<'_> {
+    /// The χ²_pix threshold of the job's outlier rejection.
+    fn threshold(&self) -> Result<f64, SolveError> {
+        self.job
+            .reject
+            .map(|c| c.nsigma * c.nsigma)
+            .ok_or_else(|| SolveError::Failed {
+                backend: "cpu",
+                reason: "outlier rejection asked of a job without it".into(),
+            })
+    }
+
+    /// The solve inputs of `plans` (one bundle's) with the bundle's `spots`.
+    fn inputs<'s>(&'s self, spots: &'s SpotTable, plans: &'s [PatchPlan]) -> BundleInputs<'s> {
+        BundleInputs {
+            spots,
+            plans,
+            ccd: self.ccd.view(),
+            params: self.job.params,
+            ndiag: self.job.ndiag(),
+        }
     }
 }
 
@@ -300,21 +373,21 @@ pub fn solve_patch_full(
 
 /// Solves one patch (docs/algorithm.md §4) and returns its core outputs.
 pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
-    solve_patch_keeping(inputs, plan, false)
+    solve_patch_with_xflux(inputs, plan, false).0
 }
 
-/// [`solve_patch`], keeping the deconvolved flux of every padded unknown in
-/// [`PatchResult::xflux`] when `keep_xflux` (the outlier rejection needs the patch's model;
+/// [`solve_patch`], and with `keep_xflux` the deconvolved flux of every padded unknown
+/// (wavelength-major, `q = k·nspecpad + s`) of a solved patch (the outlier rejection's model;
 /// docs/algorithm.md §4.11).
-pub fn solve_patch_keeping(
+pub fn solve_patch_with_xflux(
     inputs: &BundleInputs,
     plan: &PatchPlan,
     keep_xflux: bool,
-) -> PatchResult {
+) -> (PatchResult, Option<Vec<f64>>) {
     let ndiag = inputs.ndiag;
     let solution = match solve_patch_full(inputs, plan) {
         Ok(solution) => solution,
-        Err(issue) => return PatchResult::zeros(plan.nspp, plan.keep, ndiag, issue),
+        Err(issue) => return (PatchResult::zeros(plan.nspp, plan.keep, ndiag, issue), None),
     };
     let pad = inputs.params.pad();
     let nwavetot = solution.shape.nwavetot;
@@ -327,7 +400,7 @@ pub fn solve_patch_keeping(
         chi2pix: vec![0.0; plan.nspp * keep],
         pixmask_fraction: vec![0.0; plan.nspp * keep],
         issue: solution.issue.clone(),
-        xflux: Vec::new(),
+        outliers: None,
     };
     for c in 0..plan.nspp {
         let src = c * nwavetot + pad;
@@ -337,7 +410,10 @@ pub fn solve_patch_keeping(
         let rd = &mut result.rdiags[c * ndiagonal * keep..(c + 1) * ndiagonal * keep];
         let status = resolution_diagonals(block, nwavetot, ndiag, pad, pad + keep, rd, keep);
         if status != Status::Ok {
-            return failed(plan, ndiag, format!("resolution diagonals: {status:?}"));
+            return (
+                failed(plan, ndiag, format!("resolution diagonals: {status:?}")),
+                None,
+            );
         }
     }
     let s_core = plan.ispec - plan.s0;
@@ -364,12 +440,12 @@ pub fn solve_patch_keeping(
         keep,
     );
     if status != Status::Ok {
-        return failed(plan, ndiag, format!("pixel statistics: {status:?}"));
+        return (
+            failed(plan, ndiag, format!("pixel statistics: {status:?}")),
+            None,
+        );
     }
-    if keep_xflux {
-        result.xflux = solution.xflux;
-    }
-    result
+    (result, keep_xflux.then_some(solution.xflux))
 }
 
 fn failed(plan: &PatchPlan, ndiag: usize, reason: String) -> PatchResult {

@@ -2,6 +2,7 @@
 //! frame pipeline above them. Nothing above this module knows which one runs.
 
 pub mod cpu;
+pub mod outliers;
 
 use crate::extract::CcdData;
 use crate::job::FrameJob;
@@ -69,9 +70,21 @@ pub struct PatchResult {
     pub pixmask_fraction: Vec<f64>,
     /// What went wrong, if anything.
     pub issue: Option<PatchIssue>,
-    /// Deconvolved flux of every padded unknown, wavelength-major (`q = k·nspecpad + s`),
-    /// when the job rejects outliers ([`crate::job::FrameJob::reject`]); empty otherwise.
-    pub xflux: Vec<f64>,
+    /// The patch's outlier candidates, when the job rejects outliers
+    /// ([`crate::job::FrameJob::reject`]) and the patch was solved; `None` otherwise.
+    pub outliers: Option<PatchOutliers>,
+}
+
+/// What the outlier rejection (docs/algorithm.md §4.11) needs of a solved patch, computed by
+/// the backend that solved it: the tested pixels (inside the stamp of a core unknown) whose
+/// χ²_pix term `(p − m)² / (1/w + (psferr·m)²)` exceeds `nsigma²`, under the mask the patch was
+/// solved with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PatchOutliers {
+    /// Window-local indices `row · width + col` of the outliers, ascending.
+    pub hits: Vec<u32>,
+    /// Tested pixels with weight > 0 (the base of the rejection cap).
+    pub weighted: usize,
 }
 
 impl PatchResult {
@@ -84,7 +97,7 @@ impl PatchResult {
             chi2pix: vec![0.0; nspp * keep],
             pixmask_fraction: vec![0.0; nspp * keep],
             issue: Some(issue),
-            xflux: Vec::new(),
+            outliers: None,
         }
     }
 }
@@ -194,5 +207,45 @@ pub trait FrameSolver {
     /// rejection ([`crate::extract::RejectConfig`]) reads it instead of converting its own.
     fn ccd(&self) -> Option<&CcdData> {
         None
+    }
+
+    /// Outlier rejection (docs/algorithm.md §4.11): solves each of `plans` (each with a pixel
+    /// window) again with the weights of the pixels of its mask (`masks[i]`: its bundle's
+    /// rejected CCD pixels `row · ncol + col`, ascending; plans of one bundle share one) set
+    /// to 0 in its window, and returns one result per plan, in order, with its
+    /// [`PatchResult::outliers`] under that mask (a patch that cannot be solved comes back
+    /// with [`PatchIssue::Failed`]).
+    ///
+    /// # Errors
+    /// A backend that does not reject outliers (the default), `masks` not one per plan, or a
+    /// failure of the backend as a whole.
+    fn resolve(
+        &mut self,
+        plans: &[PatchPlan],
+        masks: &[&[u64]],
+    ) -> Result<Vec<PatchResult>, SolveError> {
+        let _ = (plans, masks);
+        Err(SolveError::Unavailable {
+            backend: "this",
+            reason: "the backend does not re-solve patches for the outlier rejection".into(),
+        })
+    }
+
+    /// Outlier rejection: per `(plan, pixels)` (rejected CCD pixels of the plan's window,
+    /// ascending), the count per core bin `(nspp, keep)` of the pixels that carry at least
+    /// [`outliers::BIN_PIXEL_WEIGHT`] of the bin's PSF weight inside the window
+    /// ([`desi_device::patch::reject::rejected_bin_count`]).
+    ///
+    /// # Errors
+    /// As [`FrameSolver::resolve`].
+    fn rejected_bin_counts(
+        &mut self,
+        patches: &[(PatchPlan, Vec<u64>)],
+    ) -> Result<Vec<Vec<u16>>, SolveError> {
+        let _ = patches;
+        Err(SolveError::Unavailable {
+            backend: "this",
+            reason: "the backend does not count rejected pixels".into(),
+        })
     }
 }

@@ -53,7 +53,7 @@ impl<A> core::fmt::Debug for Entry<A> {
 }
 
 impl<A: KernelArgs> Entry<A> {
-    const fn new(name: &'static str) -> Self {
+    pub(crate) const fn new(name: &'static str) -> Self {
         Self {
             name,
             args: PhantomData,
@@ -145,6 +145,9 @@ pub const ENTRIES: &[EntryParam] = &[
     PIXEL_CORE.param(),
     PIXEL_ROWS_WARP.param(),
     PIXEL_CORE_WARP.param(),
+    super::reject_args::REJECT_SCAN.param(),
+    super::reject_args::REJECT_MASK.param(),
+    super::reject_args::REJECT_BINS.param(),
 ];
 
 /// Threads per block of the one-thread-per-item kernels.

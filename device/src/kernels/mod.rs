@@ -10,8 +10,10 @@
 //! - `patch`: the per-patch solve stages.
 
 pub mod args;
+pub mod reject_args;
 
 pub use args::*;
+pub use reject_args::*;
 
 /// The global address space of the pointers of an argument struct: see [`assume_global!`].
 #[cfg(target_arch = "nvptx64")]
@@ -93,3 +95,5 @@ mod thread {
 mod frame;
 #[cfg(target_arch = "nvptx64")]
 mod patch;
+#[cfg(target_arch = "nvptx64")]
+mod reject;

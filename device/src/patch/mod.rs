@@ -10,6 +10,7 @@
 
 pub mod assemble_warp;
 pub mod finalize_warp;
+pub mod reject;
 
 use crate::psf::spot::StampCorner;
 use crate::team::Shared;
