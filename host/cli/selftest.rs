@@ -42,6 +42,10 @@ pub struct SelftestArgs {
     /// Add cosmic rays to the simulated frame (unmasked; 2.5 per cm^2 per minute, 1000 s).
     #[arg(long)]
     cosmics: bool,
+    /// With --cosmics: events per cm^2 per minute (e.g. 0.25 for one cosmic in ten escaping
+    /// preproc's mask).
+    #[arg(long = "cosmic-rate", default_value_t = 2.5, requires = "cosmics")]
+    cosmic_rate: f64,
     /// Outlier rejection on both backends (the rejected pixels must agree).
     #[command(flatten)]
     reject: RejectArgs,
@@ -110,7 +114,10 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let spectra = builtin_spectra(0, args.nspec, &grid.wave);
     let extras = SimExtras {
         oversample: 1,
-        cosmics: args.cosmics.then(CosmicConfig::default),
+        cosmics: args.cosmics.then(|| CosmicConfig {
+            rate: args.cosmic_rate,
+            ..CosmicConfig::default()
+        }),
     };
     let (image, _) = simulated_preproc_with(&psf, &spectra, 3.0, 1, false, "r0", &extras)?;
     println!(
