@@ -88,19 +88,7 @@ impl JobSummary {
             .outcomes()
             .filter_map(|o| o.status.as_ref().ok())
             .collect();
-        let median = |f: fn(&FrameTiming) -> f64| {
-            let values: Vec<f64> = timings.iter().map(|t| f(t)).collect();
-            if values.is_empty() {
-                0.0
-            } else {
-                crate::stats::median(values)
-            }
-        };
-        (
-            median(|t| t.read_s),
-            median(|t| t.extract_s),
-            median(|t| t.write_s),
-        )
+        super::summary::median_steps(&timings)
     }
 
     /// The job as a serializable record: its totals and each exposure's

@@ -332,19 +332,7 @@ impl ExposureSummary {
 
     /// Medians over the written frames of (read, extract, write) seconds.
     pub fn median_steps(&self) -> (f64, f64, f64) {
-        let median = |f: fn(&FrameTiming) -> f64| {
-            let values: Vec<f64> = self.timings().map(f).collect();
-            if values.is_empty() {
-                0.0
-            } else {
-                crate::stats::median(values)
-            }
-        };
-        (
-            median(|t| t.read_s),
-            median(|t| t.extract_s),
-            median(|t| t.write_s),
-        )
+        median_steps(&self.timings().collect::<Vec<_>>())
     }
 
     /// The largest bound of one frame's device memory.
@@ -422,6 +410,23 @@ impl ExposureSummary {
             frames,
         }
     }
+}
+
+/// Medians of `timings`' (read, extract, write) seconds (0 for none).
+pub(crate) fn median_steps(timings: &[&FrameTiming]) -> (f64, f64, f64) {
+    let median = |f: fn(&FrameTiming) -> f64| {
+        let values: Vec<f64> = timings.iter().map(|t| f(t)).collect();
+        if values.is_empty() {
+            0.0
+        } else {
+            crate::stats::median(values)
+        }
+    };
+    (
+        median(|t| t.read_s),
+        median(|t| t.extract_s),
+        median(|t| t.write_s),
+    )
 }
 
 #[cfg(test)]
