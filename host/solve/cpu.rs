@@ -9,7 +9,7 @@ use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
 use crate::trace::Trace;
-use desi_device::linalg::{banded, tridiagonal};
+use desi_device::linalg::{banded, jacobi, tridiagonal};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
@@ -21,6 +21,37 @@ use std::sync::{Arc, Mutex};
 
 /// Ridge used when a factorization fails with `regularize = 0` (gpu_specter's retry value).
 pub const RETRY_REGULARIZE: f64 = 1e-4;
+
+/// Condition number of a covariance block above which the CPU computes `C_bb^(-1/2)` by
+/// one-sided Jacobi instead of Householder + QL: QL's error is about `ε·κ` relative (a block
+/// with a bin that lost most of its pixels to the outlier rejection reaches κ ~ 1e8, 5e-9 in
+/// R), Jacobi's ~1e-13 at any κ (the GPU's method). Below 1e4 QL stays within ~1e-12.
+pub const QL_MAX_CONDITION: f64 = 1e4;
+
+/// Length of the `work` of [`inverse_sqrt_block`].
+pub fn inverse_sqrt_block_work_len(n: usize) -> usize {
+    tridiagonal::inverse_sqrt_eigh_work_len(n).max(jacobi::inverse_sqrt_work_len(n))
+}
+
+/// `C^(-1/2)` of one covariance block as the CPU backend computes it: Householder + QL, and
+/// one-sided Jacobi where the block's condition number exceeds [`QL_MAX_CONDITION`] (see
+/// there); `work` holds [`inverse_sqrt_block_work_len`]`(n)` values.
+pub fn inverse_sqrt_block(block: &[f64], n: usize, out: &mut [f64], work: &mut [f64]) -> Status {
+    let mut condition = 0.0;
+    let ql_len = tridiagonal::inverse_sqrt_eigh_work_len(n);
+    let status = tridiagonal::inverse_sqrt_eigh_with_condition(
+        block,
+        n,
+        out,
+        &mut work[..ql_len],
+        &mut condition,
+    );
+    if status != Status::Ok || condition <= QL_MAX_CONDITION {
+        return status;
+    }
+    let jacobi_len = jacobi::inverse_sqrt_work_len(n);
+    jacobi::inverse_sqrt(block, n, out, &mut work[..jacobi_len])
+}
 
 /// Solves patches on the host CPU cores.
 #[derive(Clone, Copy, Debug, Default)]
@@ -335,14 +366,15 @@ pub fn solve_patch_full(
     let mut resolution = vec![0.0; plan.nspp * block_len];
     let mut flux = vec![0.0; plan.nspp * nwavetot];
     let mut ivar = vec![0.0; plan.nspp * nwavetot];
-    let mut eig_work = vec![0.0; tridiagonal::inverse_sqrt_eigh_work_len(nwavetot)];
+    let mut eig_work = vec![0.0; inverse_sqrt_block_work_len(nwavetot)];
     for c in 0..plan.nspp {
         let s = s_core + c;
         let block = &cov[c * block_len..(c + 1) * block_len];
         let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
-        // The CPU's method (Householder + QL; the GPU keeps one-sided Jacobi): both agree with
-        // the float64 reference to ~1e-13 of max|Q| (device/tests/tridiagonal.rs).
-        let status = tridiagonal::inverse_sqrt_eigh(block, nwavetot, q_block, &mut eig_work);
+        // The CPU's method (Householder + QL, one-sided Jacobi for ill-conditioned blocks; the
+        // GPU keeps one-sided Jacobi): both agree with the float64 reference to ~1e-13 of
+        // max|Q| (device/tests/tridiagonal.rs; tests/rdiag_conditioning.rs).
+        let status = inverse_sqrt_block(block, nwavetot, q_block, &mut eig_work);
         if status != Status::Ok {
             return Err(fail("inverse square root of C_bb", status));
         }
