@@ -122,11 +122,17 @@ pub fn run(args: ExposureArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             summary.write_json(path)?;
         }
     }
-    Ok(if summary.any_failed {
+    Ok(job_exit_code(summary.any_failed))
+}
+
+/// The exit code of an `exposure` or `exposures` run: 2 when some frame failed (the others
+/// were still written), else 0.
+pub(super) fn job_exit_code(any_failed: bool) -> ExitCode {
+    if any_failed {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Prints the plan and a line per frame as the writing rank reports them.

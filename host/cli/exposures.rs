@@ -83,11 +83,7 @@ pub fn run(args: ExposuresArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
             summary.write_json(path)?;
         }
     }
-    Ok(if summary.any_failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(super::exposure::job_exit_code(summary.any_failed))
 }
 
 /// Test hook: `DESI_EXTRACT_TEST_KILL_AFTER_FRAMES=N` kills the process with SIGKILL once
