@@ -13,7 +13,7 @@
 //! tested to as well.
 
 use super::dense::{axpy, dot};
-use crate::math::{abs, sqrt};
+use crate::math::{abs, fma, sqrt};
 use crate::Status;
 
 /// QL iterations allowed per eigenvalue before [`Status::NoConvergence`] (LAPACK `dsteqr`
@@ -200,10 +200,26 @@ fn accumulate_reflectors(a: &[f64], n: usize, tau: &[f64], zt: &mut [f64], y: &m
     }
 }
 
+/// Rotations generated but not yet applied to the eigenvector rows by [`implicit_ql`] (the
+/// application lags the generation by this many rotations so that each rotation's vector work
+/// is ready to run while the scalar recurrence computes the next ones).
+const QL_LAG: usize = 4;
+
+/// Ring of pending rotations `(i, c, s)` (a power of two above [`QL_LAG`]).
+const QL_RING: usize = 8;
+
 /// Implicit QL on the tridiagonal `(diag, offdiag)` (EISPACK `tql2`, Numerical Recipes
 /// `tqli`), rotating the rows of `zt`; `diag` ends as the eigenvalues, row `i` of `zt` as the
 /// eigenvector of `diag[i]`.
+///
+/// The scalar recurrence is one serial chain of dependent operations per rotation (a square
+/// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
+/// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
+/// (the rotations are applied in the same order, so the result does not change).
 fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) -> Status {
+    let mut ring = [(0usize, 0.0f64, 0.0f64); QL_RING];
+    // Rotations generated (`tail`) and applied (`head`) so far.
+    let (mut head, mut tail) = (0usize, 0usize);
     for l in 0..n {
         let mut iterations = 0;
         loop {
@@ -223,30 +239,33 @@ fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) 
                 return Status::NoConvergence;
             }
             let mut g = (diag[l + 1] - diag[l]) / (2.0 * offdiag[l]);
-            let mut r = hypot(g, 1.0);
+            let r = hypot(g, 1.0);
             g = diag[m] - diag[l] + offdiag[l] / (g + if g >= 0.0 { r } else { -r });
             let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
             let mut underflow = false;
             for i in (l..m).rev() {
                 let f = s * offdiag[i];
                 let b = c * offdiag[i];
-                r = hypot(f, g);
+                let (r, cs) = givens(f, g);
                 offdiag[i + 1] = r;
-                if r == 0.0 {
+                let Some((cn, sn)) = cs else {
                     diag[i + 1] -= p;
                     offdiag[m] = 0.0;
                     underflow = true;
                     break;
-                }
-                s = f / r;
-                c = g / r;
+                };
+                (c, s) = (cn, sn);
                 g = diag[i + 1] - p;
-                r = (diag[i] - g) * s + 2.0 * c * b;
+                let r = fma(diag[i] - g, s, 2.0 * c * b);
                 p = s * r;
                 diag[i + 1] = g + p;
-                g = c * r - b;
-                let (lo, hi) = zt.split_at_mut((i + 1) * n);
-                rotate_pair(&mut lo[i * n..i * n + n], &mut hi[..n], c, s);
+                g = fma(c, r, -b);
+                ring[tail % QL_RING] = (i, c, s);
+                tail += 1;
+                if tail - head > QL_LAG {
+                    apply_pending(&ring, head, zt, n);
+                    head += 1;
+                }
             }
             if underflow {
                 continue;
@@ -256,7 +275,43 @@ fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) 
             offdiag[m] = 0.0;
         }
     }
+    while head < tail {
+        apply_pending(&ring, head, zt, n);
+        head += 1;
+    }
     Status::Ok
+}
+
+/// Applies the pending rotation number `k` of the ring to the rows of `zt`.
+#[inline(always)]
+fn apply_pending(ring: &[(usize, f64, f64); QL_RING], k: usize, zt: &mut [f64], n: usize) {
+    let (i, c, s) = ring[k % QL_RING];
+    let (lo, hi) = zt.split_at_mut((i + 1) * n);
+    rotate_pair(&mut lo[i * n..i * n + n], &mut hi[..n], c, s);
+}
+
+/// The plane rotation of the QL step: `r = sqrt(f² + g²)` and `(c, s) = (g/r, f/r)`, or `None`
+/// when `r = 0`. The common case takes one square root and one division, with no branch on
+/// the operands' sizes (a mispredicted branch stalls the serial QL recurrence): `1/r` is
+/// `r · (1/r²)`. Where `f² + g²` could lose accuracy to underflow or overflow (outside
+/// `[2^-960, 2^960]`), [`hypot`]'s scaled formula is used.
+#[inline(always)]
+fn givens(f: f64, g: f64) -> (f64, Option<(f64, f64)>) {
+    const TINY: f64 = 1.0e-289; // ≈ 2^-960
+    const HUGE: f64 = 1.0e289; // ≈ 2^960
+    let x = fma(f, f, g * g);
+    if x > TINY && x < HUGE {
+        let r = sqrt(x);
+        let inv = r * (1.0 / x);
+        (r, Some((g * inv, f * inv)))
+    } else {
+        let r = hypot(f, g);
+        if r == 0.0 {
+            (r, None)
+        } else {
+            (r, Some((g / r, f / r)))
+        }
+    }
 }
 
 /// `x ← c·x − s·y`, `y ← s·x + c·y` (the QL rotation of eigenvector rows `i`, `i + 1`).
@@ -264,8 +319,8 @@ fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) 
 fn rotate_pair(x: &mut [f64], y: &mut [f64], c: f64, s: f64) {
     for (xi, yi) in x.iter_mut().zip(y.iter_mut()) {
         let (u, v) = (*xi, *yi);
-        *xi = c * u - s * v;
-        *yi = s * u + c * v;
+        *xi = fma(c, u, -s * v);
+        *yi = fma(s, u, c * v);
     }
 }
 
