@@ -26,10 +26,11 @@ pub fn symmetric_eigen_work_len(n: usize) -> usize {
     n.checked_mul(3).unwrap_or(0)
 }
 
-/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: `n² + 4n` (eigenvectors,
-/// eigenvalues and [`symmetric_eigen`]'s scratch); 0 if that overflows.
+/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: `n² + 5n` (eigenvectors,
+/// eigenvalues and `4n` of scratch: [`symmetric_eigen`]'s, then the panel of the product
+/// that forms the result); 0 if that overflows.
 pub fn inverse_sqrt_eigh_work_len(n: usize) -> usize {
-    n.checked_add(4).and_then(|m| m.checked_mul(n)).unwrap_or(0)
+    n.checked_add(5).and_then(|m| m.checked_mul(n)).unwrap_or(0)
 }
 
 /// `sqrt(a² + b²)` without overflow or harmful underflow.
@@ -400,25 +401,77 @@ pub fn inverse_sqrt_eigh_with_condition(
             0.0
         };
     }
-    // Upper triangle: row j accumulates the tails of the eigenvector rows (contiguous axpy);
-    // then mirrored, so `out` is exactly symmetric.
-    for j in 0..n {
-        let out_row = &mut out[j * n + j..j * n + n];
-        out_row.fill(0.0);
-        out_row[0] = floor_weight;
-        for (u, &coef) in vectors.chunks_exact(n).zip(values.iter()) {
-            if coef != 0.0 {
-                axpy(coef * u[j], &u[j..], out_row);
-            }
-        }
-    }
-    for j in 0..n {
-        for k in 0..j {
-            out[j * n + k] = out[k * n + j];
-        }
-    }
+    compose(vectors, values, n, floor_weight, out, rest);
     if out.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
     Status::Ok
+}
+
+/// Rows of the result computed together by [`compose`] (a panel of `coef_i·u_i[j]`).
+const COMPOSE_ROWS: usize = 4;
+
+/// Columns of the result computed together by [`compose`] (two 4-wide vectors).
+const COMPOSE_COLS: usize = 8;
+
+/// `out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ` (`u_i` row `i` of `zt`), exactly symmetric:
+/// the upper triangle by tiles of [`COMPOSE_ROWS`] × [`COMPOSE_COLS`] (a register-blocked
+/// `Zᵀ·diag(coef)·Z`, each product summed over `i` in order), then mirrored. `panel` holds at
+/// least `COMPOSE_ROWS·n` values.
+fn compose(
+    zt: &[f64],
+    coef: &[f64],
+    n: usize,
+    floor_weight: f64,
+    out: &mut [f64],
+    panel: &mut [f64],
+) {
+    const R: usize = COMPOSE_ROWS;
+    const C: usize = COMPOSE_COLS;
+    let panel = &mut panel[..R * n];
+    for j0 in (0..n).step_by(R) {
+        let rows = R.min(n - j0);
+        // panel[i·R + r] = coef_i·u_i[j0 + r] (zero past the last row).
+        for (i, p) in panel.chunks_exact_mut(R).enumerate() {
+            let u = &zt[i * n + j0..i * n + j0 + rows];
+            for (r, pr) in p.iter_mut().enumerate() {
+                *pr = if r < rows { coef[i] * u[r] } else { 0.0 };
+            }
+        }
+        let mut k0 = j0;
+        while k0 + C <= n {
+            let mut acc = [[0.0f64; C]; R];
+            for (i, p) in panel.chunks_exact(R).enumerate() {
+                let b = &zt[i * n + k0..i * n + k0 + C];
+                for (accr, &pr) in acc.iter_mut().zip(p) {
+                    for (a, &bt) in accr.iter_mut().zip(b) {
+                        *a = fma(pr, bt, *a);
+                    }
+                }
+            }
+            for (r, accr) in acc.iter().enumerate().take(rows) {
+                out[(j0 + r) * n + k0..(j0 + r) * n + k0 + C].copy_from_slice(accr);
+            }
+            k0 += C;
+        }
+        // The last columns (fewer than C).
+        for k in k0..n {
+            let mut acc = [0.0f64; R];
+            for (i, p) in panel.chunks_exact(R).enumerate() {
+                let b = zt[i * n + k];
+                for (a, &pr) in acc.iter_mut().zip(p) {
+                    *a = fma(pr, b, *a);
+                }
+            }
+            for (r, &a) in acc.iter().enumerate().take(rows) {
+                out[(j0 + r) * n + k] = a;
+            }
+        }
+    }
+    for j in 0..n {
+        out[j * n + j] += floor_weight;
+        for k in 0..j {
+            out[j * n + k] = out[k * n + j];
+        }
+    }
 }
