@@ -303,7 +303,12 @@ fn bad_inputs_are_reported() {
         inverse_sqrt_eigh(&a, n, &mut out, &mut work[1..]),
         Status::BadShape
     );
-    assert_eq!(inverse_sqrt_eigh_work_len(n), n * n + 5 * n);
+    // Padded matrix and eigenvectors (rows of 8 for n = 5), 2n + 4 padded rows of vectors,
+    // then 5n (eigenvalues, panel).
+    assert_eq!(
+        inverse_sqrt_eigh_work_len(n),
+        2 * n * 8 + 2 * n + 4 * 8 + 5 * n
+    );
     assert_eq!(inverse_sqrt_eigh(&[], 0, &mut [], &mut []), Status::Ok);
     // A diagonal matrix: exact.
     let d = [4.0, 9.0, 0.25];

@@ -12,7 +12,6 @@
 //! clip), the bound the Jacobi route and LAPACK-based codes (numpy's `eigh` in gpu_specter) are
 //! tested to as well.
 
-use super::dense::{axpy, dot};
 use crate::math::{abs, fma, sqrt};
 use crate::Status;
 
@@ -20,17 +19,46 @@ use crate::Status;
 /// allows 30 per eigenvalue in all; real covariance blocks need 1-3).
 pub const QL_MAX_ITERATIONS: usize = 30;
 
-/// Length of the `work` slice that [`symmetric_eigen`] needs: `3n` (off-diagonal, reflector
-/// scalars, one vector of scratch); 0 if that overflows.
-pub fn symmetric_eigen_work_len(n: usize) -> usize {
-    n.checked_mul(3).unwrap_or(0)
+/// Width of the vectors the inner loops are written for (4 `f64`: AVX2). The working matrices
+/// have rows padded with zeros to a multiple of it ([`padded`]), and every row operation runs
+/// over whole aligned groups, so no loop has a scalar remainder.
+const LANES: usize = 4;
+
+/// `n` rounded up to a multiple of [`LANES`] (the row stride of the working matrices).
+fn padded(n: usize) -> Option<usize> {
+    n.checked_add(LANES - 1).map(|m| m / LANES * LANES)
 }
 
-/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: `n² + 5n` (eigenvectors,
-/// eigenvalues and `4n` of scratch: [`symmetric_eigen`]'s, then the panel of the product
-/// that forms the result); 0 if that overflows.
+/// `n · padded(n) + k`, `None` on overflow.
+fn padded_square_plus(n: usize, k: usize) -> Option<usize> {
+    padded(n)
+        .and_then(|ld| ld.checked_mul(n))
+        .and_then(|m| m.checked_add(k))
+}
+
+/// Length of the `work` slice that [`symmetric_eigen`] needs: the padded matrix and
+/// eigenvectors (`2·n·ld`, `ld` = `n` rounded up to a multiple of 4) and `2n + 4·ld` for the
+/// off-diagonal, the reflector scalars and four vectors; 0 if that overflows.
+pub fn symmetric_eigen_work_len(n: usize) -> usize {
+    let Some(ld) = padded(n) else { return 0 };
+    padded_square_plus(n, 0)
+        .and_then(|m| m.checked_mul(2))
+        .and_then(|m| m.checked_add(n.checked_mul(2)?))
+        .and_then(|m| m.checked_add(ld.checked_mul(4)?))
+        .unwrap_or(0)
+}
+
+/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: [`symmetric_eigen_work_len`]
+/// plus `5n` (eigenvalues and the panel of the product that forms the result); 0 if that
+/// overflows.
 pub fn inverse_sqrt_eigh_work_len(n: usize) -> usize {
-    n.checked_add(5).and_then(|m| m.checked_mul(n)).unwrap_or(0)
+    let base = symmetric_eigen_work_len(n);
+    if base == 0 && n != 0 {
+        return 0;
+    }
+    n.checked_mul(5)
+        .and_then(|m| m.checked_add(base))
+        .unwrap_or(0)
 }
 
 /// `sqrt(a² + b²)` without overflow or harmful underflow.
@@ -51,10 +79,12 @@ fn hypot(a: f64, b: f64) -> f64 {
 /// # Algorithm
 /// 1. Householder reduction to tridiagonal form `a = Z T Zᵀ` (LAPACK `dsytd2`, on the full
 ///    symmetric matrix so that the matrix-vector product and the rank-2 update run over
-///    contiguous rows).
+///    contiguous rows, fused in one pass per step).
 /// 2. `Z` accumulated from the reflectors (backward, `dorg2l`-style), stored transposed.
 /// 3. Implicit QL with Wilkinson-type shifts on `T` (EISPACK `tql2`), each plane rotation
 ///    applied to two contiguous rows of `Zᵀ`.
+///
+/// The matrices are worked on with rows padded to a multiple of 4 (in `work`).
 ///
 /// # Parameters
 /// - `a`: shape `(n, n)`, row-major, symmetric; destroyed.
@@ -87,117 +117,263 @@ pub fn symmetric_eigen(
     if n == 0 {
         return Status::Ok;
     }
-    if a.iter().any(|x| !x.is_finite()) {
+    let Some(ld) = padded(n) else {
+        return Status::BadShape;
+    };
+    let (ap, rest) = work.split_at_mut(n * ld);
+    let (zt, rest) = rest.split_at_mut(n * ld);
+    copy_padded(a, n, ap, ld);
+    let status = eigen_padded(ap, n, ld, values, zt, rest);
+    if status != Status::Ok {
+        return status;
+    }
+    for (row, src) in vectors.chunks_exact_mut(n).zip(zt.chunks_exact(ld)) {
+        row.copy_from_slice(&src[..n]);
+    }
+    Status::Ok
+}
+
+/// `dst` (rows of stride `ld`, zero padding) from the `(n, n)` row-major `src`.
+fn copy_padded(src: &[f64], n: usize, dst: &mut [f64], ld: usize) {
+    for (d, s) in dst.chunks_exact_mut(ld).zip(src.chunks_exact(n)) {
+        d[..n].copy_from_slice(s);
+        d[n..].fill(0.0);
+    }
+}
+
+/// [`symmetric_eigen`] on `ap` (`n` rows of stride `ld`, zero padded; destroyed): the
+/// eigenvectors as the rows of `zt` (same layout); `work` holds `2n + 4·ld` values.
+fn eigen_padded(
+    ap: &mut [f64],
+    n: usize,
+    ld: usize,
+    values: &mut [f64],
+    zt: &mut [f64],
+    work: &mut [f64],
+) -> Status {
+    if ap.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
     let (offdiag, rest) = work.split_at_mut(n);
     let (tau, rest) = rest.split_at_mut(n);
-    let scratch = &mut rest[..n];
-    tridiagonalize(a, n, values, offdiag, tau, scratch);
-    accumulate_reflectors(a, n, tau, vectors, scratch);
-    let status = implicit_ql(values, offdiag, vectors, n);
+    let (v, rest) = rest.split_at_mut(ld);
+    let (w, rest) = rest.split_at_mut(ld);
+    let (v_next, rest) = rest.split_at_mut(ld);
+    let p_next = &mut rest[..ld];
+    tridiagonalize(
+        ap,
+        n,
+        ld,
+        values,
+        offdiag,
+        tau,
+        [v, &mut *w, v_next, p_next],
+    );
+    accumulate_reflectors(ap, n, ld, tau, zt, w);
+    let status = implicit_ql(values, offdiag, zt, n, ld);
     if status != Status::Ok {
         return status;
     }
-    if values.iter().chain(vectors.iter()).any(|x| !x.is_finite()) {
+    if values.iter().chain(zt.iter()).any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
     Status::Ok
 }
 
-/// Householder tridiagonalization of the full symmetric `a`: `diag`, `offdiag[k] = T[k][k+1]`
-/// (`offdiag[n-1] = 0`), the reflector of step `k` in `a[k][k+1..]` (its first entry 1 implied)
-/// with scalar `tau[k]`.
+/// Householder tridiagonalization of the full symmetric `a` (`n` rows of stride `ld`, zero
+/// padded): `diag`, `offdiag[k] = T[k][k+1]` (`offdiag[n-1] = 0`), the reflector of step `k`
+/// in `a[k][k+1..n]` (its first entry 1 implied) with scalar `tau[k]`.
+///
+/// Each step is one pass over the trailing rows: row `i` gets the rank-2 update of step `k`
+/// and, while it is in cache, its product with the reflector of step `k + 1` (built from row
+/// `k + 1`, updated first), so that step `k + 1`'s matrix-vector product costs no second pass.
+/// The vectors (`v`, `w`, the next `v`, the next `p`; `ld` values each) are kept zero outside
+/// their active columns, so that every row operation runs over whole aligned groups of
+/// [`LANES`] from the group holding column `k + 1` (the columns before it meet zeros).
 fn tridiagonalize(
     a: &mut [f64],
     n: usize,
+    ld: usize,
     diag: &mut [f64],
     offdiag: &mut [f64],
     tau: &mut [f64],
-    scratch: &mut [f64],
+    vectors: [&mut [f64]; 4],
 ) {
+    let [mut v, w, mut v_next, p] = vectors;
     tau.fill(0.0);
     offdiag.fill(0.0);
-    for k in 0..n.saturating_sub(2) {
-        let m = n - k - 1;
-        let (head, trailing) = a.split_at_mut((k + 1) * n);
-        let x = &mut head[k * n + k + 1..k * n + n];
-        // Reflector H = I − τ·v·vᵀ with H·x = β·e₁ (LAPACK dlarfg).
-        let alpha = x[0];
-        let xnorm2 = dot(&x[1..], &x[1..]);
-        if xnorm2 == 0.0 {
-            offdiag[k] = alpha;
-            tau[k] = 0.0;
-            x[1..].fill(0.0);
-            continue;
+    let steps = n.saturating_sub(2);
+    if steps > 0 {
+        // Step 0's reflector and p = τ·A22·v (later steps get theirs from the previous pass).
+        let (head, trailing) = a.split_at_mut(ld);
+        let (beta, t) = reflector(&mut head[1..n]);
+        offdiag[0] = beta;
+        tau[0] = t;
+        v.copy_from_slice(&head[..ld]);
+        v[0] = 0.0;
+        for (i, row) in trailing.chunks_exact(ld).enumerate() {
+            p[i + 1] = t * dot_lanes(row, v);
         }
-        let norm = hypot(alpha, sqrt(xnorm2));
-        let beta = if alpha >= 0.0 { -norm } else { norm };
-        let t = (beta - alpha) / beta;
-        let scale = 1.0 / (alpha - beta);
-        for xi in x[1..].iter_mut() {
-            *xi *= scale;
+    }
+    for k in 0..steps {
+        let t = tau[k];
+        let start = (k + 1) / LANES * LANES;
+        // w = p − (τ/2)(pᵀv)·v on columns k+1..n, zero elsewhere.
+        let mut pv = 0.0;
+        for j in k + 1..n {
+            pv = fma(p[j], v[j], pv);
         }
-        x[0] = 1.0;
-        offdiag[k] = beta;
-        tau[k] = t;
-        // A22 ← H·A22·H on the trailing (m, m) block (rows k+1.., columns k+1..):
-        // p = τ·A22·v, w = p − (τ/2)(pᵀv)·v, A22 −= v·wᵀ + w·vᵀ.
-        let v = &*x;
-        let p = &mut scratch[..m];
-        for (i, pi) in p.iter_mut().enumerate() {
-            let row = &trailing[i * n + k + 1..i * n + n];
-            *pi = t * dot(row, v);
+        let kappa = -0.5 * t * pv;
+        w.fill(0.0);
+        for j in k + 1..n {
+            w[j] = fma(kappa, v[j], p[j]);
         }
-        let kappa = -0.5 * t * dot(p, v);
-        axpy(kappa, v, p);
-        for i in 0..m {
-            let row = &mut trailing[i * n + k + 1..i * n + n];
-            axpy(-v[i], p, row);
-            axpy(-p[i], v, row);
+        let (_, trailing) = a.split_at_mut((k + 1) * ld);
+        let (first, rest) = trailing.split_at_mut(ld);
+        rank2_lanes(
+            &mut first[start..],
+            v[k + 1],
+            w[k + 1],
+            &v[start..],
+            &w[start..],
+        );
+        if k + 1 < steps {
+            let (beta, t_next) = reflector(&mut first[k + 2..n]);
+            offdiag[k + 1] = beta;
+            tau[k + 1] = t_next;
+            v_next.fill(0.0);
+            v_next[k + 2..n].copy_from_slice(&first[k + 2..n]);
+            for (r, row) in rest.chunks_exact_mut(ld).enumerate() {
+                let i = k + 2 + r;
+                let row = &mut row[start..];
+                rank2_lanes(row, v[i], w[i], &v[start..], &w[start..]);
+                p[i] = t_next * dot_lanes(row, &v_next[start..]);
+            }
+            core::mem::swap(&mut v, &mut v_next);
+        } else {
+            for (r, row) in rest.chunks_exact_mut(ld).enumerate() {
+                let i = k + 2 + r;
+                rank2_lanes(&mut row[start..], v[i], w[i], &v[start..], &w[start..]);
+            }
         }
     }
     for (k, d) in diag.iter_mut().enumerate() {
-        *d = a[k * n + k];
+        *d = a[k * ld + k];
     }
     if n >= 2 {
-        offdiag[n - 2] = a[(n - 2) * n + n - 1];
+        offdiag[n - 2] = a[(n - 2) * ld + n - 1];
     }
     offdiag[n - 1] = 0.0;
 }
 
-/// `Zᵀ` (row `j` = column `j` of `Z = H₀·H₁⋯H_{n−3}`) into `zt`, from the reflectors that
-/// [`tridiagonalize`] left in `a`.
-fn accumulate_reflectors(a: &[f64], n: usize, tau: &[f64], zt: &mut [f64], y: &mut [f64]) {
-    // Z = H₀(H₁(⋯(H_{n−3}·I))): applying H_k from the left touches rows and columns k+1.. only.
+/// The Householder reflector `H = I − τ·v·vᵀ` with `H·x = β·e₁` (LAPACK `dlarfg`): `x` becomes
+/// `v` (`v₀ = 1` stored); returns `(β, τ)`, `(x₀, 0)` when `x[1..]` is zero.
+#[inline(always)]
+fn reflector(x: &mut [f64]) -> (f64, f64) {
+    let alpha = x[0];
+    let mut xnorm2 = 0.0;
+    for &xi in &x[1..] {
+        xnorm2 = fma(xi, xi, xnorm2);
+    }
+    if xnorm2 == 0.0 {
+        x[1..].fill(0.0);
+        return (alpha, 0.0);
+    }
+    let norm = hypot(alpha, sqrt(xnorm2));
+    let beta = if alpha >= 0.0 { -norm } else { norm };
+    let t = (beta - alpha) / beta;
+    let scale = 1.0 / (alpha - beta);
+    for xi in x[1..].iter_mut() {
+        *xi *= scale;
+    }
+    x[0] = 1.0;
+    (beta, t)
+}
+
+/// `row −= vi·w + wi·v` over whole groups of [`LANES`] (the lengths are multiples of it).
+#[inline(always)]
+fn rank2_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64]) {
+    for ((x, &vj), &wj) in row.iter_mut().zip(v).zip(w) {
+        *x = fma(-vi, wj, fma(-wi, vj, *x));
+    }
+}
+
+/// `x · y` over whole groups of [`LANES`], with `2·LANES` independent fused accumulators
+/// (fixed order).
+#[inline(always)]
+fn dot_lanes(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [[0.0f64; LANES]; 2];
+    let (xc, yc) = (x.chunks_exact(2 * LANES), y.chunks_exact(2 * LANES));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for h in 0..2 {
+            for t in 0..LANES {
+                acc[h][t] = fma(a[h * LANES + t], b[h * LANES + t], acc[h][t]);
+            }
+        }
+    }
+    for (a, b) in xr.chunks_exact(LANES).zip(yr.chunks_exact(LANES)) {
+        for t in 0..LANES {
+            acc[0][t] = fma(a[t], b[t], acc[0][t]);
+        }
+    }
+    let mut sum = [0.0f64; LANES];
+    for t in 0..LANES {
+        sum[t] = acc[0][t] + acc[1][t];
+    }
+    (sum[0] + sum[2]) + (sum[1] + sum[3])
+}
+
+/// `Zᵀ` (row `j` = column `j` of `Z = H₀·H₁⋯H_{n−3}`; rows of stride `ld`, zero padded) into
+/// `zt`, from the reflectors that [`tridiagonalize`] left in `a`; `y` holds `ld` values.
+fn accumulate_reflectors(
+    a: &[f64],
+    n: usize,
+    ld: usize,
+    tau: &[f64],
+    zt: &mut [f64],
+    y: &mut [f64],
+) {
+    // Z = H₀(H₁(⋯(H_{n−3}·I))): applying H_k from the left touches rows and columns k+1.. only
+    // (the rows k+1.. of the partial product are zero before column k+1, so the aligned
+    // groups from column k+1's start meet zeros there).
     zt.fill(0.0);
     for i in 0..n {
-        zt[i * n + i] = 1.0;
+        zt[i * ld + i] = 1.0;
     }
     for k in (0..n.saturating_sub(2)).rev() {
         let t = tau[k];
         if t == 0.0 {
             continue;
         }
-        let vtail = &a[k * n + k + 2..k * n + n];
-        let y = &mut y[..n - k - 1];
-        // y = vᵀ·Z[k+1.., k+1..] (v₀ = 1), then Z[r][k+1..] −= τ·v_r·y.
-        y.copy_from_slice(&zt[(k + 1) * n + k + 1..(k + 1) * n + n]);
+        let start = (k + 1) / LANES * LANES;
+        let vtail = &a[k * ld + k + 2..k * ld + n];
+        let y = &mut y[start..ld];
+        // y = vᵀ·Z[k+1.., ..] (v₀ = 1), then Z[r][..] −= τ·v_r·y.
+        y.copy_from_slice(&zt[(k + 1) * ld + start..(k + 2) * ld]);
         for (r, &vr) in vtail.iter().enumerate() {
-            let row = (k + 2 + r) * n;
-            axpy(vr, &zt[row + k + 1..row + n], y);
+            let row = (k + 2 + r) * ld;
+            axpy_lanes(vr, &zt[row + start..row + ld], y);
         }
-        axpy(-t, y, &mut zt[(k + 1) * n + k + 1..(k + 1) * n + n]);
+        axpy_lanes(-t, y, &mut zt[(k + 1) * ld + start..(k + 2) * ld]);
         for (r, &vr) in vtail.iter().enumerate() {
-            let row = (k + 2 + r) * n;
-            axpy(-t * vr, y, &mut zt[row + k + 1..row + n]);
+            let row = (k + 2 + r) * ld;
+            axpy_lanes(-t * vr, y, &mut zt[row + start..row + ld]);
         }
     }
     // In place transpose: rows become the columns of Z.
     for i in 0..n {
         for j in i + 1..n {
-            zt.swap(i * n + j, j * n + i);
+            zt.swap(i * ld + j, j * ld + i);
         }
+    }
+}
+
+/// `y += alpha·x` over whole groups of [`LANES`].
+#[inline(always)]
+fn axpy_lanes(alpha: f64, x: &[f64], y: &mut [f64]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = fma(alpha, xi, *yi);
     }
 }
 
@@ -217,7 +393,13 @@ const QL_RING: usize = 8;
 /// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
 /// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
 /// (the rotations are applied in the same order, so the result does not change).
-fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) -> Status {
+fn implicit_ql(
+    diag: &mut [f64],
+    offdiag: &mut [f64],
+    zt: &mut [f64],
+    n: usize,
+    ld: usize,
+) -> Status {
     let mut ring = [(0usize, 0.0f64, 0.0f64); QL_RING];
     // Rotations generated (`tail`) and applied (`head`) so far.
     let (mut head, mut tail) = (0usize, 0usize);
@@ -264,7 +446,7 @@ fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) 
                 ring[tail % QL_RING] = (i, c, s);
                 tail += 1;
                 if tail - head > QL_LAG {
-                    apply_pending(&ring, head, zt, n);
+                    apply_pending(&ring, head, zt, ld);
                     head += 1;
                 }
             }
@@ -277,18 +459,18 @@ fn implicit_ql(diag: &mut [f64], offdiag: &mut [f64], zt: &mut [f64], n: usize) 
         }
     }
     while head < tail {
-        apply_pending(&ring, head, zt, n);
+        apply_pending(&ring, head, zt, ld);
         head += 1;
     }
     Status::Ok
 }
 
-/// Applies the pending rotation number `k` of the ring to the rows of `zt`.
+/// Applies the pending rotation number `k` of the ring to the rows (stride `ld`) of `zt`.
 #[inline(always)]
-fn apply_pending(ring: &[(usize, f64, f64); QL_RING], k: usize, zt: &mut [f64], n: usize) {
+fn apply_pending(ring: &[(usize, f64, f64); QL_RING], k: usize, zt: &mut [f64], ld: usize) {
     let (i, c, s) = ring[k % QL_RING];
-    let (lo, hi) = zt.split_at_mut((i + 1) * n);
-    rotate_pair(&mut lo[i * n..i * n + n], &mut hi[..n], c, s);
+    let (lo, hi) = zt.split_at_mut((i + 1) * ld);
+    rotate_pair(&mut lo[i * ld..i * ld + ld], &mut hi[..ld], c, s);
 }
 
 /// The plane rotation of the QL step: `r = sqrt(f² + g²)` and `(c, s) = (g/r, f/r)`, or `None`
@@ -315,7 +497,8 @@ fn givens(f: f64, g: f64) -> (f64, Option<(f64, f64)>) {
     }
 }
 
-/// `x ← c·x − s·y`, `y ← s·x + c·y` (the QL rotation of eigenvector rows `i`, `i + 1`).
+/// `x ← c·x − s·y`, `y ← s·x + c·y` (the QL rotation of eigenvector rows `i`, `i + 1`; whole
+/// padded rows, so vectors without a remainder).
 #[inline(always)]
 fn rotate_pair(x: &mut [f64], y: &mut [f64], c: f64, s: f64) {
     for (xi, yi) in x.iter_mut().zip(y.iter_mut()) {
@@ -372,10 +555,17 @@ pub fn inverse_sqrt_eigh_with_condition(
     if n == 0 {
         return Status::Ok;
     }
-    let (vectors, rest) = work.split_at_mut(nn);
+    let Some(ld) = padded(n) else {
+        return Status::BadShape;
+    };
+    let (ap, rest) = work.split_at_mut(n * ld);
+    let (zt, rest) = rest.split_at_mut(n * ld);
     let (values, rest) = rest.split_at_mut(n);
-    out.copy_from_slice(a);
-    let status = symmetric_eigen(out, n, values, vectors, rest);
+    if a.iter().any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
+    copy_padded(a, n, ap, ld);
+    let status = eigen_padded(ap, n, ld, values, zt, rest);
     if status != Status::Ok {
         return status;
     }
@@ -401,7 +591,7 @@ pub fn inverse_sqrt_eigh_with_condition(
             0.0
         };
     }
-    compose(vectors, values, n, floor_weight, out, rest);
+    compose(zt, ld, values, n, floor_weight, out, rest);
     if out.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
@@ -411,15 +601,13 @@ pub fn inverse_sqrt_eigh_with_condition(
 /// Rows of the result computed together by [`compose`] (a panel of `coef_i·u_i[j]`).
 const COMPOSE_ROWS: usize = 4;
 
-/// Columns of the result computed together by [`compose`] (two 4-wide vectors).
-const COMPOSE_COLS: usize = 8;
-
-/// `out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ` (`u_i` row `i` of `zt`), exactly symmetric:
-/// the upper triangle by tiles of [`COMPOSE_ROWS`] × [`COMPOSE_COLS`] (a register-blocked
-/// `Zᵀ·diag(coef)·Z`, each product summed over `i` in order), then mirrored. `panel` holds at
-/// least `COMPOSE_ROWS·n` values.
+/// `out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ` (`u_i` row `i` of `zt`, stride `ld`, zero
+/// padded), exactly symmetric: the upper triangle by tiles of [`COMPOSE_ROWS`] × 8 (then × 4)
+/// columns (a register-blocked `Zᵀ·diag(coef)·Z`, each product summed over `i` in order),
+/// then mirrored. `panel` holds at least `COMPOSE_ROWS·n` values.
 fn compose(
     zt: &[f64],
+    ld: usize,
     coef: &[f64],
     n: usize,
     floor_weight: f64,
@@ -427,45 +615,24 @@ fn compose(
     panel: &mut [f64],
 ) {
     const R: usize = COMPOSE_ROWS;
-    const C: usize = COMPOSE_COLS;
     let panel = &mut panel[..R * n];
     for j0 in (0..n).step_by(R) {
         let rows = R.min(n - j0);
         // panel[i·R + r] = coef_i·u_i[j0 + r] (zero past the last row).
         for (i, p) in panel.chunks_exact_mut(R).enumerate() {
-            let u = &zt[i * n + j0..i * n + j0 + rows];
+            let u = &zt[i * ld + j0..i * ld + j0 + rows];
             for (r, pr) in p.iter_mut().enumerate() {
                 *pr = if r < rows { coef[i] * u[r] } else { 0.0 };
             }
         }
+        // Column groups from the one holding column j0 (aligned: j0 is a multiple of 4).
         let mut k0 = j0;
-        while k0 + C <= n {
-            let mut acc = [[0.0f64; C]; R];
-            for (i, p) in panel.chunks_exact(R).enumerate() {
-                let b = &zt[i * n + k0..i * n + k0 + C];
-                for (accr, &pr) in acc.iter_mut().zip(p) {
-                    for (a, &bt) in accr.iter_mut().zip(b) {
-                        *a = fma(pr, bt, *a);
-                    }
-                }
-            }
-            for (r, accr) in acc.iter().enumerate().take(rows) {
-                out[(j0 + r) * n + k0..(j0 + r) * n + k0 + C].copy_from_slice(accr);
-            }
-            k0 += C;
+        while k0 + 2 * LANES <= ld {
+            compose_tile::<{ 2 * LANES }>(zt, ld, panel, k0, rows, j0, n, out);
+            k0 += 2 * LANES;
         }
-        // The last columns (fewer than C).
-        for k in k0..n {
-            let mut acc = [0.0f64; R];
-            for (i, p) in panel.chunks_exact(R).enumerate() {
-                let b = zt[i * n + k];
-                for (a, &pr) in acc.iter_mut().zip(p) {
-                    *a = fma(pr, b, *a);
-                }
-            }
-            for (r, &a) in acc.iter().enumerate().take(rows) {
-                out[(j0 + r) * n + k] = a;
-            }
+        if k0 < ld {
+            compose_tile::<LANES>(zt, ld, panel, k0, rows, j0, n, out);
         }
     }
     for j in 0..n {
@@ -473,5 +640,35 @@ fn compose(
         for k in 0..j {
             out[j * n + k] = out[k * n + j];
         }
+    }
+}
+
+/// One tile of [`compose`]: rows `j0..j0 + rows`, columns `k0..k0 + C` (those below `n`
+/// stored).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn compose_tile<const C: usize>(
+    zt: &[f64],
+    ld: usize,
+    panel: &[f64],
+    k0: usize,
+    rows: usize,
+    j0: usize,
+    n: usize,
+    out: &mut [f64],
+) {
+    const R: usize = COMPOSE_ROWS;
+    let mut acc = [[0.0f64; C]; R];
+    for (i, p) in panel.chunks_exact(R).enumerate() {
+        let b = &zt[i * ld + k0..i * ld + k0 + C];
+        for (accr, &pr) in acc.iter_mut().zip(p) {
+            for (a, &bt) in accr.iter_mut().zip(b) {
+                *a = fma(pr, bt, *a);
+            }
+        }
+    }
+    let cols = C.min(n - k0);
+    for (r, accr) in acc.iter().enumerate().take(rows) {
+        out[(j0 + r) * n + k0..(j0 + r) * n + k0 + cols].copy_from_slice(&accr[..cols]);
     }
 }
