@@ -151,41 +151,32 @@ fn eigen_padded(
     zt: &mut [f64],
     work: &mut [f64],
 ) -> Status {
-    let (offdiag, rest) = work.split_at_mut(n);
-    let status = reduce_padded(ap, n, ld, values, offdiag, zt, rest);
-    if status != Status::Ok {
-        return status;
-    }
-    let mut blocks = [Some(QlBlock::new(values, offdiag, zt))];
-    implicit_ql_many(&mut blocks, n, ld);
-    let Some(block) = &blocks[0] else {
-        return Status::BadShape;
-    };
-    block.status()
-}
-
-/// Steps 1-2 of [`symmetric_eigen`] on `ap` (`n` rows of stride `ld`, zero padded;
-/// destroyed): the tridiagonal `(diag, offdiag)` and `Zᵀ` in `zt`; `work` holds `n + 4·ld`
-/// values. [`Status::NonFinite`] for a NaN or infinity in `ap`.
-fn reduce_padded(
-    ap: &mut [f64],
-    n: usize,
-    ld: usize,
-    diag: &mut [f64],
-    offdiag: &mut [f64],
-    zt: &mut [f64],
-    work: &mut [f64],
-) -> Status {
     if ap.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
-    let (tau, rest) = work.split_at_mut(n);
+    let (offdiag, rest) = work.split_at_mut(n);
+    let (tau, rest) = rest.split_at_mut(n);
     let (v, rest) = rest.split_at_mut(ld);
     let (w, rest) = rest.split_at_mut(ld);
     let (v_next, rest) = rest.split_at_mut(ld);
     let p_next = &mut rest[..ld];
-    tridiagonalize(ap, n, ld, diag, offdiag, tau, [v, &mut *w, v_next, p_next]);
+    tridiagonalize(
+        ap,
+        n,
+        ld,
+        values,
+        offdiag,
+        tau,
+        [v, &mut *w, v_next, p_next],
+    );
     accumulate_reflectors(ap, n, ld, tau, zt, w);
+    let status = implicit_ql(values, offdiag, zt, n, ld);
+    if status != Status::Ok {
+        return status;
+    }
+    if values.iter().chain(zt.iter()).any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
     Status::Ok
 }
 
@@ -378,7 +369,7 @@ fn axpy_lanes(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
-/// Rotations generated but not yet applied to the eigenvector rows by [`implicit_ql_many`] (the
+/// Rotations generated but not yet applied to the eigenvector rows by [`implicit_ql`] (the
 /// application lags the generation by this many rotations so that each rotation's vector work
 /// is ready to run while the scalar recurrence computes the next ones).
 const QL_LAG: usize = 4;
@@ -386,198 +377,84 @@ const QL_LAG: usize = 4;
 /// Ring of pending rotations `(i, c, s)` (a power of two above [`QL_LAG`]).
 const QL_RING: usize = 8;
 
-/// Blocks whose QL iterations [`implicit_ql_many`] interleaves.
-pub const QL_INTERLEAVE: usize = 4;
-
-/// The state of one implicit QL run (EISPACK `tql2`, Numerical Recipes `tqli`) between two
-/// rotations: the eigenvalue being isolated (`l`), the current sweep (`m` down to `l`, at
-/// `i`) and its recurrence (`s`, `c`, `p`, `g`).
-#[derive(Clone, Copy)]
-struct QlRun {
-    l: usize,
-    m: usize,
-    i: usize,
-    iterations: usize,
-    s: f64,
-    c: f64,
-    p: f64,
-    g: f64,
-    in_sweep: bool,
-}
-
-impl QlRun {
-    const fn new() -> Self {
-        QlRun {
-            l: 0,
-            m: 0,
-            i: 0,
-            iterations: 0,
-            s: 1.0,
-            c: 1.0,
-            p: 0.0,
-            g: 0.0,
-            in_sweep: false,
-        }
-    }
-
-    /// Advances the iteration on `(diag, offdiag)` to its next plane rotation `(i, c, s)` (of
-    /// eigenvector rows `i`, `i + 1`); `Err` when it has finished (`Status::Ok`: `diag` holds
-    /// the eigenvalues) or failed.
-    #[inline(always)]
-    fn next(&mut self, diag: &mut [f64], offdiag: &mut [f64]) -> Result<(usize, f64, f64), Status> {
-        let n = diag.len();
-        loop {
-            if !self.in_sweep {
-                let l = self.l;
-                if l >= n {
-                    return Err(Status::Ok);
-                }
-                let mut m = l;
-                while m + 1 < n {
-                    let dd = abs(diag[m]) + abs(diag[m + 1]);
-                    if abs(offdiag[m]) <= f64::EPSILON * dd {
-                        break;
-                    }
-                    m += 1;
-                }
-                if m == l {
-                    self.l += 1;
-                    self.iterations = 0;
-                    continue;
-                }
-                self.iterations += 1;
-                if self.iterations > QL_MAX_ITERATIONS {
-                    return Err(Status::NoConvergence);
-                }
-                let g = (diag[l + 1] - diag[l]) / (2.0 * offdiag[l]);
-                let r = hypot(g, 1.0);
-                self.g = diag[m] - diag[l] + offdiag[l] / (g + if g >= 0.0 { r } else { -r });
-                (self.s, self.c, self.p) = (1.0, 1.0, 0.0);
-                (self.m, self.i, self.in_sweep) = (m, m, true);
-            }
-            if self.i > self.l {
-                let i = self.i - 1;
-                self.i = i;
-                let f = self.s * offdiag[i];
-                let b = self.c * offdiag[i];
-                let (r, cs) = givens(f, self.g);
-                offdiag[i + 1] = r;
-                let Some((c, s)) = cs else {
-                    // r = 0: the matrix splits here; restart the search at this l.
-                    diag[i + 1] -= self.p;
-                    offdiag[self.m] = 0.0;
-                    self.in_sweep = false;
-                    continue;
-                };
-                (self.c, self.s) = (c, s);
-                let g = diag[i + 1] - self.p;
-                let r = fma(diag[i] - g, s, 2.0 * c * b);
-                self.p = s * r;
-                diag[i + 1] = g + self.p;
-                self.g = fma(c, r, -b);
-                return Ok((i, c, s));
-            }
-            // The sweep is complete.
-            diag[self.l] -= self.p;
-            offdiag[self.l] = self.g;
-            offdiag[self.m] = 0.0;
-            self.in_sweep = false;
-        }
-    }
-}
-
-/// One tridiagonal eigenproblem of [`implicit_ql_many`]: `(diag, offdiag)`, the rows of `zt`
-/// to rotate, and the run's state and pending rotations.
-struct QlBlock<'a> {
-    diag: &'a mut [f64],
-    offdiag: &'a mut [f64],
-    zt: &'a mut [f64],
-    run: QlRun,
-    ring: [(usize, f64, f64); QL_RING],
-    /// Rotations applied (`head`) and generated (`tail`) so far.
-    head: usize,
-    tail: usize,
-    /// `Some` once the run has finished.
-    done: Option<Status>,
-}
-
-impl<'a> QlBlock<'a> {
-    fn new(diag: &'a mut [f64], offdiag: &'a mut [f64], zt: &'a mut [f64]) -> Self {
-        QlBlock {
-            diag,
-            offdiag,
-            zt,
-            run: QlRun::new(),
-            ring: [(0, 0.0, 0.0); QL_RING],
-            head: 0,
-            tail: 0,
-            done: None,
-        }
-    }
-
-    /// The run's outcome: [`Status::NonFinite`] for a NaN or infinity in the eigenvalues or
-    /// vectors.
-    fn status(&self) -> Status {
-        match self.done {
-            Some(Status::Ok) => {
-                if self
-                    .diag
-                    .iter()
-                    .chain(self.zt.iter())
-                    .any(|x| !x.is_finite())
-                {
-                    Status::NonFinite
-                } else {
-                    Status::Ok
-                }
-            }
-            Some(status) => status,
-            None => Status::NoConvergence,
-        }
-    }
-}
-
-/// Implicit QL on the tridiagonals of `blocks` (each `(diag, offdiag)` with `zt`'s rows of
-/// stride `ld`; `diag` ends as the eigenvalues, row `i` of `zt` as the eigenvector of
-/// `diag[i]`), the blocks' iterations interleaved rotation by rotation.
+/// Implicit QL on the tridiagonal `(diag, offdiag)` (EISPACK `tql2`, Numerical Recipes
+/// `tqli`), rotating the rows of `zt`; `diag` ends as the eigenvalues, row `i` of `zt` as the
+/// eigenvector of `diag[i]`.
 ///
-/// The scalar recurrence of one QL run is a serial chain of dependent operations per rotation
-/// (a square root and a division, kept short by [`givens`]): alone it is latency-bound. The
-/// chains of independent blocks interleaved, and each rotation's vector work on `zt` applied
-/// [`QL_LAG`] rotations behind its generation, out-of-order execution overlaps them all. The
-/// rotations of each block are applied in the order they were generated, so each block's
-/// result is the one it would have alone.
-fn implicit_ql_many(blocks: &mut [Option<QlBlock>], n: usize, ld: usize) {
-    let _ = n;
-    loop {
-        let mut active = false;
-        for block in blocks.iter_mut().flatten() {
-            if block.done.is_some() {
+/// The scalar recurrence is one serial chain of dependent operations per rotation (a square
+/// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
+/// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
+/// (the rotations are applied in the same order, so the result does not change).
+fn implicit_ql(
+    diag: &mut [f64],
+    offdiag: &mut [f64],
+    zt: &mut [f64],
+    n: usize,
+    ld: usize,
+) -> Status {
+    let mut ring = [(0usize, 0.0f64, 0.0f64); QL_RING];
+    // Rotations generated (`tail`) and applied (`head`) so far.
+    let (mut head, mut tail) = (0usize, 0usize);
+    for l in 0..n {
+        let mut iterations = 0;
+        loop {
+            let mut m = l;
+            while m + 1 < n {
+                let dd = abs(diag[m]) + abs(diag[m + 1]);
+                if abs(offdiag[m]) <= f64::EPSILON * dd {
+                    break;
+                }
+                m += 1;
+            }
+            if m == l {
+                break;
+            }
+            iterations += 1;
+            if iterations > QL_MAX_ITERATIONS {
+                return Status::NoConvergence;
+            }
+            let mut g = (diag[l + 1] - diag[l]) / (2.0 * offdiag[l]);
+            let r = hypot(g, 1.0);
+            g = diag[m] - diag[l] + offdiag[l] / (g + if g >= 0.0 { r } else { -r });
+            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
+            let mut underflow = false;
+            for i in (l..m).rev() {
+                let f = s * offdiag[i];
+                let b = c * offdiag[i];
+                let (r, cs) = givens(f, g);
+                offdiag[i + 1] = r;
+                let Some((cn, sn)) = cs else {
+                    diag[i + 1] -= p;
+                    offdiag[m] = 0.0;
+                    underflow = true;
+                    break;
+                };
+                (c, s) = (cn, sn);
+                g = diag[i + 1] - p;
+                let r = fma(diag[i] - g, s, 2.0 * c * b);
+                p = s * r;
+                diag[i + 1] = g + p;
+                g = fma(c, r, -b);
+                ring[tail % QL_RING] = (i, c, s);
+                tail += 1;
+                if tail - head > QL_LAG {
+                    apply_pending(&ring, head, zt, ld);
+                    head += 1;
+                }
+            }
+            if underflow {
                 continue;
             }
-            active = true;
-            match block.run.next(block.diag, block.offdiag) {
-                Ok(rotation) => {
-                    block.ring[block.tail % QL_RING] = rotation;
-                    block.tail += 1;
-                    if block.tail - block.head > QL_LAG {
-                        apply_pending(&block.ring, block.head, block.zt, ld);
-                        block.head += 1;
-                    }
-                }
-                Err(status) => {
-                    while block.head < block.tail {
-                        apply_pending(&block.ring, block.head, block.zt, ld);
-                        block.head += 1;
-                    }
-                    block.done = Some(status);
-                }
-            }
-        }
-        if !active {
-            break;
+            diag[l] -= p;
+            offdiag[l] = g;
+            offdiag[m] = 0.0;
         }
     }
+    while head < tail {
+        apply_pending(&ring, head, zt, ld);
+        head += 1;
+    }
+    Status::Ok
 }
 
 /// Applies the pending rotation number `k` of the ring to the rows (stride `ld`) of `zt`.
@@ -667,137 +544,23 @@ pub fn inverse_sqrt_eigh_with_condition(
     if a.len() != nn || out.len() != nn || work.len() < inverse_sqrt_eigh_work_len(n) {
         return Status::BadShape;
     }
-    let mut status = [Status::Ok];
-    let conditions = core::slice::from_mut(condition);
-    let shape = inverse_sqrt_eigh_batch(a, n, out, work, conditions, &mut status);
-    if shape != Status::Ok {
-        return shape;
-    }
-    status[0]
-}
-
-/// Length of the `work` slice that [`inverse_sqrt_eigh_batch`] needs for `count` blocks:
-/// `count ·` [`inverse_sqrt_eigh_work_len`]`(n)`; 0 if that overflows.
-pub fn inverse_sqrt_eigh_batch_work_len(n: usize, count: usize) -> usize {
-    inverse_sqrt_eigh_work_len(n)
-        .checked_mul(count)
-        .unwrap_or(0)
-}
-
-/// [`inverse_sqrt_eigh_with_condition`] of `count = statuses.len()` blocks at once (e.g. the
-/// core fibers' covariance blocks of a patch): the QL iterations of up to [`QL_INTERLEAVE`]
-/// blocks are interleaved ([`implicit_ql_many`]), which hides the latency of their serial
-/// recurrences; each block's result is the one it gets alone.
-///
-/// # Parameters
-/// - `a`: shape `(count, n, n)`, row-major, each block symmetric.
-/// - `out`: shape `(count, n, n)`: `C^(-1/2)` of each block.
-/// - `work`: at least [`inverse_sqrt_eigh_batch_work_len`]`(n, count)` values.
-/// - `conditions`: `count` values, each block's `λ_max / λ_min` as
-///   [`inverse_sqrt_eigh_with_condition`] writes it.
-/// - `statuses`: `count` values, each block's [`inverse_sqrt_eigh_with_condition`] status.
-///
-/// # Returns
-/// [`Status::BadShape`] for wrong slice lengths (then `statuses` is not written), else
-/// [`Status::Ok`] with the blocks' outcomes in `statuses`.
-pub fn inverse_sqrt_eigh_batch(
-    a: &[f64],
-    n: usize,
-    out: &mut [f64],
-    work: &mut [f64],
-    conditions: &mut [f64],
-    statuses: &mut [Status],
-) -> Status {
-    let count = statuses.len();
-    let (Some(nn), Some(ld)) = (n.checked_mul(n), padded(n)) else {
-        return Status::BadShape;
-    };
-    let per = inverse_sqrt_eigh_work_len(n);
-    let total = nn.checked_mul(count);
-    if total != Some(a.len())
-        || total != Some(out.len())
-        || conditions.len() != count
-        || (n > 0 && per == 0)
-        || per.checked_mul(count).is_none_or(|len| work.len() < len)
-    {
-        return Status::BadShape;
-    }
-    conditions.fill(1.0);
-    statuses.fill(Status::Ok);
-    if n == 0 || count == 0 {
+    if n == 0 {
         return Status::Ok;
     }
-    for first in (0..count).step_by(QL_INTERLEAVE) {
-        let group = QL_INTERLEAVE.min(count - first);
-        // Each block's region of `work`: padded matrix, Zᵀ, eigenvalues, off-diagonal, scratch.
-        let mut regions: [Option<(&mut [f64], &mut [f64], &mut [f64], &mut [f64], &mut [f64])>;
-            QL_INTERLEAVE] = [None, None, None, None];
-        let chunks = work[first * per..(first + group) * per].chunks_exact_mut(per);
-        for (g, region) in chunks.enumerate() {
-            let b = first + g;
-            let (ap, rest) = region.split_at_mut(n * ld);
-            let (zt, rest) = rest.split_at_mut(n * ld);
-            let (values, rest) = rest.split_at_mut(n);
-            let (offdiag, rest) = rest.split_at_mut(n);
-            let block = &a[b * nn..(b + 1) * nn];
-            if block.iter().any(|x| !x.is_finite()) {
-                statuses[b] = Status::NonFinite;
-                continue;
-            }
-            copy_padded(block, n, ap, ld);
-            statuses[b] = reduce_padded(ap, n, ld, values, offdiag, zt, rest);
-            if statuses[b] == Status::Ok {
-                regions[g] = Some((ap, zt, values, offdiag, rest));
-            }
-        }
-        let mut blocks: [Option<QlBlock>; QL_INTERLEAVE] = [None, None, None, None];
-        for (slot, region) in blocks.iter_mut().zip(regions.iter_mut()) {
-            if let Some((_, zt, values, offdiag, _)) = region {
-                *slot = Some(QlBlock::new(values, offdiag, zt));
-            }
-        }
-        implicit_ql_many(&mut blocks, n, ld);
-        let mut ql_status = [Status::Ok; QL_INTERLEAVE];
-        for (st, block) in ql_status.iter_mut().zip(&blocks) {
-            if let Some(block) = block {
-                *st = block.status();
-            }
-        }
-        for (g, region) in regions.iter_mut().enumerate() {
-            let b = first + g;
-            let Some((_, zt, values, _, scratch)) = region else {
-                continue;
-            };
-            statuses[b] = if ql_status[g] != Status::Ok {
-                ql_status[g]
-            } else {
-                finish_inverse_sqrt(
-                    values,
-                    zt,
-                    n,
-                    ld,
-                    &mut out[b * nn..(b + 1) * nn],
-                    scratch,
-                    &mut conditions[b],
-                )
-            };
-        }
+    let Some(ld) = padded(n) else {
+        return Status::BadShape;
+    };
+    let (ap, rest) = work.split_at_mut(n * ld);
+    let (zt, rest) = rest.split_at_mut(n * ld);
+    let (values, rest) = rest.split_at_mut(n);
+    if a.iter().any(|x| !x.is_finite()) {
+        return Status::NonFinite;
     }
-    Status::Ok
-}
-
-/// `C^(-1/2)` into `out` from the eigenvalues (`values`, overwritten) and eigenvectors (rows of
-/// `zt`, stride `ld`) of `C`, with the clip and the checks of [`inverse_sqrt_eigh`];
-/// `condition` as [`inverse_sqrt_eigh_with_condition`] writes it; `panel` holds `4n` values.
-fn finish_inverse_sqrt(
-    values: &mut [f64],
-    zt: &[f64],
-    n: usize,
-    ld: usize,
-    out: &mut [f64],
-    panel: &mut [f64],
-    condition: &mut f64,
-) -> Status {
+    copy_padded(a, n, ap, ld);
+    let status = eigen_padded(ap, n, ld, values, zt, rest);
+    if status != Status::Ok {
+        return status;
+    }
     let lambda_max = values.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
     let lambda_min = values.iter().fold(f64::INFINITY, |m, &x| m.min(x));
     *condition = if lambda_min > 0.0 {
@@ -820,7 +583,7 @@ fn finish_inverse_sqrt(
             0.0
         };
     }
-    compose(zt, ld, values, n, floor_weight, out, panel);
+    compose(zt, ld, values, n, floor_weight, out, rest);
     if out.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
