@@ -320,3 +320,45 @@ fn bad_inputs_are_reported() {
     assert_eq!(status, Status::Ok);
     assert_eq!(q, vec![0.5, 0.0, 0.0, 0.0, 1.0 / 3.0, 0.0, 0.0, 0.0, 2.0]);
 }
+
+/// Matrices scaled by 2^∓600 (squares of their entries, as in reflector norms and the QL
+/// rotations, leave the double range): the result is the unscaled one scaled by 2^±300 to the
+/// bit (the matrix is normalized by a power of two first), and so are the eigenpairs.
+#[test]
+fn extreme_scales_are_normalized() {
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    for n in [5, 74] {
+        let a = covariance_block(n, &mut rng);
+        let (status, q) = inverse_sqrt_of(&a, n);
+        assert_eq!(status, Status::Ok);
+        for exponent in [-600, 600] {
+            let scaled: Vec<f64> = a.iter().map(|x| x * 2f64.powi(exponent)).collect();
+            let (status, q_scaled) = inverse_sqrt_of(&scaled, n);
+            assert_eq!(status, Status::Ok, "n={n} 2^{exponent}");
+            let back: Vec<f64> = q_scaled
+                .iter()
+                .map(|x| x * 2f64.powi(exponent / 2))
+                .collect();
+            assert_eq!(back, q, "n={n} 2^{exponent}");
+            // The eigenvalues scale exactly too (the references' own arithmetic overflows
+            // here, so the unscaled matrix's are the reference).
+            let eigen = |m: &[f64]| {
+                let mut work_a = m.to_vec();
+                let mut values = vec![0.0; n];
+                let mut vectors = vec![0.0; n * n];
+                let mut work = vec![0.0; symmetric_eigen_work_len(n)];
+                let status = symmetric_eigen(&mut work_a, n, &mut values, &mut vectors, &mut work);
+                assert_eq!(status, Status::Ok, "n={n} 2^{exponent}");
+                (values, vectors)
+            };
+            let (values, vectors) = eigen(&a);
+            let (values_scaled, vectors_scaled) = eigen(&scaled);
+            let values_back: Vec<f64> = values_scaled
+                .iter()
+                .map(|x| x * 2f64.powi(-exponent))
+                .collect();
+            assert_eq!(values_back, values, "n={n} 2^{exponent}");
+            assert_eq!(vectors_scaled, vectors, "n={n} 2^{exponent}");
+        }
+    }
+}

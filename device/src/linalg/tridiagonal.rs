@@ -123,14 +123,52 @@ pub fn symmetric_eigen(
     let (ap, rest) = work.split_at_mut(n * ld);
     let (zt, rest) = rest.split_at_mut(n * ld);
     copy_padded(a, n, ap, ld);
+    let k = normalize(ap);
     let status = eigen_padded(ap, n, ld, values, zt, rest);
     if status != Status::Ok {
         return status;
+    }
+    // Undo the scaling by 2^(−2k) (exactly, barring overflow).
+    for x in values.iter_mut() {
+        *x = *x * pow2(k) * pow2(k);
+    }
+    if values.iter().any(|x| !x.is_finite()) {
+        return Status::NonFinite;
     }
     for (row, src) in vectors.chunks_exact_mut(n).zip(zt.chunks_exact(ld)) {
         row.copy_from_slice(&src[..n]);
     }
     Status::Ok
+}
+
+/// Scales `a` by `2^(−2k)` (exact: a power of two) so that its largest magnitude is in
+/// `[1/4, 4)`, and returns `k`; 0 (no scaling) when that magnitude is 0 or not finite. The
+/// eigen-decomposition then runs on entries of order 1: no squared quantity (reflector norms,
+/// the QL rotations' `f² + g²`) underflows or overflows, whatever the units of `a`, and the
+/// results, scaled back by powers of two, do not depend on them.
+fn normalize(a: &mut [f64]) -> i32 {
+    let max = a.iter().fold(0.0f64, |m, x| m.max(abs(*x)));
+    if max == 0.0 || !max.is_finite() {
+        return 0;
+    }
+    // Binary exponent of max (subnormals first brought into the normal range).
+    let (m, shift) = if max < f64::MIN_POSITIVE {
+        (max * pow2(600), 600)
+    } else {
+        (max, 0)
+    };
+    let exponent = ((m.to_bits() >> 52) & 0x7ff) as i32 - 1023 - shift;
+    let k = exponent.div_euclid(2);
+    let scale = pow2(-k);
+    for x in a.iter_mut() {
+        *x = *x * scale * scale;
+    }
+    k
+}
+
+/// `2^k` for `|k| <= 1022`.
+fn pow2(k: i32) -> f64 {
+    f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 /// `dst` (rows of stride `ld`, zero padding) from the `(n, n)` row-major `src`.
@@ -557,6 +595,8 @@ pub fn inverse_sqrt_eigh_with_condition(
         return Status::NonFinite;
     }
     copy_padded(a, n, ap, ld);
+    // C·2^(−2k) has the inverse square root C^(-1/2)·2^k: scaled back exactly at the end.
+    let k = normalize(ap);
     let status = eigen_padded(ap, n, ld, values, zt, rest);
     if status != Status::Ok {
         return status;
@@ -584,6 +624,10 @@ pub fn inverse_sqrt_eigh_with_condition(
         };
     }
     compose(zt, ld, values, n, floor_weight, out, rest);
+    let unscale = pow2(-k);
+    for x in out.iter_mut() {
+        *x *= unscale;
+    }
     if out.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
