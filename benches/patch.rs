@@ -14,7 +14,7 @@ use desi_extract::job::FrameJob;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::cpu::solve_patch;
+use desi_extract::solve::cpu::{inverse_sqrt_block, inverse_sqrt_block_work_len, solve_patch};
 use desi_extract::solve::{BundleInputs, CpuBackend};
 use desi_extract::trace::Trace;
 use std::hint::black_box;
@@ -123,6 +123,25 @@ fn benches(c: &mut Criterion) {
                 &mut core_cov,
                 &mut work,
             )
+        })
+    });
+    // The CPU backend's C_bb^(-1/2) (Householder + QL, Jacobi above QL_MAX_CONDITION) of the
+    // patch's core blocks, as solve_patch_full calls it: one iteration = all core blocks.
+    banded::band_covariance_block_range(
+        &factored,
+        n,
+        kd,
+        plan.nspecpad,
+        s_core,
+        &mut core_cov,
+        &mut work,
+    );
+    let mut block_work = vec![0.0; inverse_sqrt_block_work_len(nwavetot)];
+    g.bench_function(format!("inverse_sqrt_block_74_core_x{}", plan.nspp), |b| {
+        b.iter(|| {
+            for block in core_cov.chunks_exact(nwavetot * nwavetot) {
+                black_box(inverse_sqrt_block(block, nwavetot, &mut q, &mut block_work));
+            }
         })
     });
     let mut pixels = vec![0.0; window.npix()];
