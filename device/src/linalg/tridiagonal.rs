@@ -477,7 +477,9 @@ fn implicit_ql(
                 };
                 (c, s) = (cn, sn);
                 g = diag[i + 1] - p;
-                let r = fma(diag[i] - g, s, 2.0 * c * b);
+                // c·(2b), not (2c)·b: the same value (doubling is exact) with one fewer
+                // operation after c on the recurrence's critical path.
+                let r = fma(diag[i] - g, s, c * (2.0 * b));
                 p = s * r;
                 diag[i + 1] = g + p;
                 g = fma(c, r, -b);
