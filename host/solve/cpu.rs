@@ -4,7 +4,7 @@
 
 use super::outliers::{bin_counts, resolve_patch, solve_patch_detecting};
 use super::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
-use crate::extract::{trace_rows, CcdData};
+use crate::extract::CcdData;
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
@@ -82,11 +82,9 @@ impl Backend for CpuBackend {
             });
         }
         let padded = job.padded_grid();
-        // Only the CCD rows the job's traces can reach are converted to f64.
-        let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);
         Ok(Box::new(CpuFrame {
             job: *job,
-            ccd: CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits),
+            ccd: None,
             padded,
             bundles: VecDeque::new(),
             last_spots: Mutex::new(None),
@@ -99,7 +97,9 @@ impl Backend for CpuBackend {
 /// One frame on the CPU: the patches of one bundle at a time, in parallel with rayon.
 struct CpuFrame<'a> {
     job: FrameJob<'a>,
-    ccd: CcdData,
+    /// The CCD in f64, converted by [`FrameSolver::start`] over the box of the patches'
+    /// pixel windows only.
+    ccd: Option<CcdData>,
     padded: PaddedGrid,
     /// The plans still to solve, one run per bundle: (index of the first plan, plans).
     bundles: VecDeque<(usize, Vec<PatchPlan>)>,
@@ -129,6 +129,10 @@ impl FrameSolver for CpuFrame<'_> {
     }
 
     fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[&SpotTable]) -> Result<(), SolveError> {
+        let (rows, cols) = window_box(&plans);
+        self.ccd = Some(self.trace.span("ccd", || {
+            CcdData::from_preproc_window(self.job.image, rows, cols, &self.job.pixel_limits)
+        }));
         let mut first = 0;
         let mut plans = plans.into_iter().peekable();
         while let Some(plan) = plans.next() {
@@ -161,7 +165,7 @@ impl FrameSolver for CpuFrame<'_> {
         let inputs = BundleInputs {
             spots: &spots,
             plans: &plans,
-            ccd: self.ccd.view(),
+            ccd: self.ccd_data()?.view(),
             params: self.job.params,
             ndiag: self.job.ndiag(),
         };
@@ -189,7 +193,7 @@ impl FrameSolver for CpuFrame<'_> {
     }
 
     fn ccd(&self) -> Option<&CcdData> {
-        Some(&self.ccd)
+        self.ccd.as_ref()
     }
 
     fn resolve(
@@ -208,7 +212,7 @@ impl FrameSolver for CpuFrame<'_> {
         let mut first = 0;
         for run in plans.chunk_by(|a, b| a.bspecmin == b.bspecmin) {
             let spots = self.spots(run[0].bspecmin, self.job.params.bundlesize)?;
-            let inputs = self.inputs(&spots, run);
+            let inputs = self.inputs(&spots, run)?;
             let masks = &masks[first..first + run.len()];
             first += run.len();
             let solved: Vec<PatchResult> = self.trace.span("reject re-solve", || {
@@ -230,7 +234,7 @@ impl FrameSolver for CpuFrame<'_> {
         for run in patches.chunk_by(|a, b| a.0.bspecmin == b.0.bspecmin) {
             let spots = self.spots(run[0].0.bspecmin, self.job.params.bundlesize)?;
             let plans: Vec<PatchPlan> = run.iter().map(|(p, _)| p.clone()).collect();
-            let inputs = self.inputs(&spots, &plans);
+            let inputs = self.inputs(&spots, &plans)?;
             out.extend(
                 run.par_iter()
                     .map(|(plan, pixels)| bin_counts(&inputs, plan, pixels))
@@ -254,15 +258,48 @@ impl CpuFrame<'_> {
     }
 
     /// The solve inputs of `plans` (one bundle's) with the bundle's `spots`.
-    fn inputs<'s>(&'s self, spots: &'s SpotTable, plans: &'s [PatchPlan]) -> BundleInputs<'s> {
-        BundleInputs {
+    fn inputs<'s>(
+        &'s self,
+        spots: &'s SpotTable,
+        plans: &'s [PatchPlan],
+    ) -> Result<BundleInputs<'s>, SolveError> {
+        Ok(BundleInputs {
             spots,
             plans,
-            ccd: self.ccd.view(),
+            ccd: self.ccd_data()?.view(),
             params: self.job.params,
             ndiag: self.job.ndiag(),
-        }
+        })
     }
+
+    /// The CCD converted by [`FrameSolver::start`].
+    fn ccd_data(&self) -> Result<&CcdData, SolveError> {
+        self.ccd.as_ref().ok_or_else(|| SolveError::Failed {
+            backend: "cpu",
+            reason: "patches solved before the frame's plans were given (start)".into(),
+        })
+    }
+}
+
+/// The CCD rows and columns of the bounding box of the pixel windows of `plans` (empty when
+/// none has one): every pixel a patch solve reads.
+fn window_box(plans: &[PatchPlan]) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let windows = plans.iter().filter_map(|p| p.window);
+    let (mut r0, mut r1, mut c0, mut c1) = (i32::MAX, i32::MIN, i32::MAX, i32::MIN);
+    for w in windows {
+        r0 = r0.min(w.row_min);
+        r1 = r1.max(w.row_max);
+        c0 = c0.min(w.col_min);
+        c1 = c1.max(w.col_max);
+    }
+    let range = |lo: i32, hi: i32| {
+        if lo < hi {
+            lo.max(0) as usize..hi.max(0) as usize
+        } else {
+            0..0
+        }
+    };
+    (range(r0, r1), range(c0, c1))
 }
 
 /// Full solution of one patch for its core spectra, before core bins are selected.
