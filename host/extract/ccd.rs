@@ -108,16 +108,49 @@ pub fn ccd_rows(
 
 /// CCD rows that the stamps of spectra `specmin..specmin+nspec` can reach on `fullwave`: the
 /// Y trace sampled along the grid, widened by the stamp half-height and a margin of 3 rows.
-fn trace_rows(
+pub(crate) fn trace_rows(
     psf: &GaussHermitePsf,
     params: &ExtractionParams,
     fullwave: &[f64],
     nrow: usize,
 ) -> std::ops::Range<usize> {
+    let fibers = params.specmin..(params.specmin + params.nspec).min(psf.nspec);
+    trace_span(&psf.ytrace, fibers, fullwave, psf.hsizey, nrow)
+}
+
+/// CCD columns that the stamps of every fiber of the bundles of `params` (whole bundles: a
+/// patch's padded spectra reach beyond the extracted ones) can reach on `fullwave`: the X
+/// trace sampled along the grid, widened by the stamp half-width and a margin of 3 columns.
+pub(crate) fn trace_cols(
+    psf: &GaussHermitePsf,
+    params: &ExtractionParams,
+    fullwave: &[f64],
+    ncol: usize,
+) -> std::ops::Range<usize> {
+    let last = params.bundle_starts().last().copied();
+    let end = last.map_or(params.specmin, |start| start + params.bundlesize);
+    trace_span(
+        &psf.xtrace,
+        params.specmin..end.min(psf.nspec),
+        fullwave,
+        psf.hsizex,
+        ncol,
+    )
+}
+
+/// Pixels along one axis that the stamps of `fibers` can reach on `fullwave` (`trace`: the
+/// Legendre table of that axis, `half`: the stamp's half-size along it), clamped to `0..len`.
+fn trace_span(
+    trace: &crate::psf::LegendreTable,
+    fibers: std::ops::Range<usize>,
+    fullwave: &[f64],
+    half: usize,
+    len: usize,
+) -> std::ops::Range<usize> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     let samples = 64.min(fullwave.len().max(1));
-    for ispec in params.specmin..(params.specmin + params.nspec).min(psf.nspec) {
-        let coeffs = psf.ytrace.fiber(ispec);
+    for ispec in fibers {
+        let coeffs = trace.fiber(ispec);
         for j in 0..samples {
             let k = j * (fullwave.len().saturating_sub(1)) / (samples - 1).max(1);
             let Some(&wave) = fullwave.get(k) else {
@@ -125,8 +158,8 @@ fn trace_rows(
             };
             let ww = desi_device::psf::legendre::normalized_wavelength(
                 wave,
-                psf.ytrace.wavemin,
-                psf.ytrace.wavemax,
+                trace.wavemin,
+                trace.wavemax,
             );
             let y = desi_device::psf::legendre::legval(ww, coeffs);
             lo = lo.min(y);
@@ -134,13 +167,72 @@ fn trace_rows(
         }
     }
     if !(lo.is_finite() && hi.is_finite()) {
-        return 0..nrow;
+        return 0..len;
     }
-    // Between samples the trace moves by at most a few rows (1.5-2 rows per bin, 2400/64
+    // Between samples the trace moves by at most a few pixels (1.5-2 rows per bin, 2400/64
     // bins between samples): widen by that step as well.
     let step = (hi - lo) / samples as f64;
-    let margin = psf.hsizey as f64 + 3.0 + step;
+    let margin = half as f64 + 3.0 + step;
     let lo = (lo - margin).floor().max(0.0) as usize;
-    let hi = ((hi + margin).ceil().max(0.0) as usize).min(nrow);
+    let hi = ((hi + margin).ceil().max(0.0) as usize).min(len);
     lo..hi.max(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::read_psf;
+    use crate::patch::plan::plan_bundle;
+    use std::path::Path;
+
+    /// The CPU backend converts the traces' box ([`trace_rows`] x [`trace_cols`]); every pixel
+    /// window of every patch must lie inside it (else `start` converts again). Checked for the
+    /// bundled r-camera PSF: the whole frame, one bundle, a partial last bundle, and a grid
+    /// running off the CCD's bottom.
+    #[test]
+    fn patch_windows_lie_in_the_traces_box() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/psf-r0-00051060.fits");
+        let psf = read_psf(&path).expect("bundled PSF");
+        let (nrow, ncol) = (4128, 4114);
+        for (specmin, nspec, wave) in [
+            (0, 500, (5760.0, 7620.0)),
+            (25, 25, (6000.0, 6200.0)),
+            (475, 13, (7000.0, 7100.0)),
+            (200, 50, (7500.0, 7900.0)),
+        ] {
+            let params = ExtractionParams {
+                specmin,
+                nspec,
+                ..ExtractionParams::default()
+            };
+            let grid = WavelengthGrid::arange(wave.0, wave.1, 0.8).unwrap();
+            let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+            let rows = trace_rows(&psf, &params, &padded.fullwave, nrow);
+            let cols = trace_cols(&psf, &params, &padded.fullwave, ncol);
+            let mut windows = 0;
+            for (bundle, &start) in params.bundle_starts().iter().enumerate() {
+                let corners = psf
+                    .corners(start, params.bundlesize, &padded.fullwave)
+                    .unwrap();
+                let plans = plan_bundle(bundle, &corners, &params, grid.nwave(), nrow);
+                for w in plans.iter().filter_map(|p| p.window) {
+                    windows += 1;
+                    let label = format!("{specmin}+{nspec} {wave:?}: {w:?} vs {rows:?} x {cols:?}");
+                    assert!(
+                        rows.start as i32 <= w.row_min && w.row_max <= rows.end as i32,
+                        "{label}"
+                    );
+                    assert!(
+                        cols.start as i32 <= w.col_min && w.col_max <= cols.end as i32,
+                        "{label}"
+                    );
+                }
+            }
+            assert!(windows > 0);
+            // The box is a bundle's, not the CCD's width, for one bundle.
+            if nspec <= 25 {
+                assert!(cols.len() < 400, "{cols:?}");
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::outliers::{bin_counts, resolve_patch, solve_patch_detecting};
 use super::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
-use crate::extract::CcdData;
+use crate::extract::{trace_cols, trace_rows, CcdData};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
@@ -17,6 +17,7 @@ use desi_device::patch::{
 use desi_device::Status;
 use rayon::prelude::*;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 /// Ridge used when a factorization fails with `regularize = 0` (gpu_specter's retry value).
@@ -82,9 +83,17 @@ impl Backend for CpuBackend {
             });
         }
         let padded = job.padded_grid();
+        // Only the CCD rows and columns the job's traces can reach are converted to f64
+        // (while the pipeline plans the patches; `start` checks the plans' windows).
+        let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);
+        let cols = trace_cols(job.psf, job.params, &padded.fullwave, job.image.nx);
+        let ccd = trace.span("ccd", || {
+            CcdData::from_preproc_window(job.image, rows.clone(), cols.clone(), &job.pixel_limits)
+        });
         Ok(Box::new(CpuFrame {
             job: *job,
-            ccd: None,
+            ccd,
+            converted: (rows, cols),
             padded,
             bundles: VecDeque::new(),
             last_spots: Mutex::new(None),
@@ -97,9 +106,9 @@ impl Backend for CpuBackend {
 /// One frame on the CPU: the patches of one bundle at a time, in parallel with rayon.
 struct CpuFrame<'a> {
     job: FrameJob<'a>,
-    /// The CCD in f64, converted by [`FrameSolver::start`] over the box of the patches'
-    /// pixel windows only.
-    ccd: Option<CcdData>,
+    ccd: CcdData,
+    /// The CCD rows and columns `ccd` holds (the other pixels are 0).
+    converted: (Range<usize>, Range<usize>),
     padded: PaddedGrid,
     /// The plans still to solve, one run per bundle: (index of the first plan, plans).
     bundles: VecDeque<(usize, Vec<PatchPlan>)>,
@@ -129,10 +138,32 @@ impl FrameSolver for CpuFrame<'_> {
     }
 
     fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[&SpotTable]) -> Result<(), SolveError> {
+        // Every pixel a solve reads lies in its window: convert again should a window leave
+        // the traces' box (never seen; the pixels outside would read as weight 0).
         let (rows, cols) = window_box(&plans);
-        self.ccd = Some(self.trace.span("ccd", || {
-            CcdData::from_preproc_window(self.job.image, rows, cols, &self.job.pixel_limits)
-        }));
+        let (have_rows, have_cols) = &self.converted;
+        let inside = |r: &Range<usize>, have: &Range<usize>| {
+            r.is_empty() || (have.start <= r.start && r.end <= have.end)
+        };
+        if !inside(&rows, have_rows) || !inside(&cols, have_cols) {
+            let union = |r: &Range<usize>, have: &Range<usize>| {
+                r.start.min(have.start)..r.end.max(have.end)
+            };
+            let (rows, cols) = (union(&rows, have_rows), union(&cols, have_cols));
+            log::debug!(
+                "cpu: patch windows reach rows {rows:?} columns {cols:?} beyond the traces' box \
+                 {have_rows:?} x {have_cols:?}: converting the CCD again"
+            );
+            self.ccd = self.trace.span("ccd", || {
+                CcdData::from_preproc_window(
+                    self.job.image,
+                    rows.clone(),
+                    cols.clone(),
+                    &self.job.pixel_limits,
+                )
+            });
+            self.converted = (rows, cols);
+        }
         let mut first = 0;
         let mut plans = plans.into_iter().peekable();
         while let Some(plan) = plans.next() {
@@ -165,7 +196,7 @@ impl FrameSolver for CpuFrame<'_> {
         let inputs = BundleInputs {
             spots: &spots,
             plans: &plans,
-            ccd: self.ccd_data()?.view(),
+            ccd: self.ccd.view(),
             params: self.job.params,
             ndiag: self.job.ndiag(),
         };
@@ -193,7 +224,7 @@ impl FrameSolver for CpuFrame<'_> {
     }
 
     fn ccd(&self) -> Option<&CcdData> {
-        self.ccd.as_ref()
+        Some(&self.ccd)
     }
 
     fn resolve(
@@ -212,7 +243,7 @@ impl FrameSolver for CpuFrame<'_> {
         let mut first = 0;
         for run in plans.chunk_by(|a, b| a.bspecmin == b.bspecmin) {
             let spots = self.spots(run[0].bspecmin, self.job.params.bundlesize)?;
-            let inputs = self.inputs(&spots, run)?;
+            let inputs = self.inputs(&spots, run);
             let masks = &masks[first..first + run.len()];
             first += run.len();
             let solved: Vec<PatchResult> = self.trace.span("reject re-solve", || {
@@ -234,7 +265,7 @@ impl FrameSolver for CpuFrame<'_> {
         for run in patches.chunk_by(|a, b| a.0.bspecmin == b.0.bspecmin) {
             let spots = self.spots(run[0].0.bspecmin, self.job.params.bundlesize)?;
             let plans: Vec<PatchPlan> = run.iter().map(|(p, _)| p.clone()).collect();
-            let inputs = self.inputs(&spots, &plans)?;
+            let inputs = self.inputs(&spots, &plans);
             out.extend(
                 run.par_iter()
                     .map(|(plan, pixels)| bin_counts(&inputs, plan, pixels))
@@ -258,35 +289,22 @@ impl CpuFrame<'_> {
     }
 
     /// The solve inputs of `plans` (one bundle's) with the bundle's `spots`.
-    fn inputs<'s>(
-        &'s self,
-        spots: &'s SpotTable,
-        plans: &'s [PatchPlan],
-    ) -> Result<BundleInputs<'s>, SolveError> {
-        Ok(BundleInputs {
+    fn inputs<'s>(&'s self, spots: &'s SpotTable, plans: &'s [PatchPlan]) -> BundleInputs<'s> {
+        BundleInputs {
             spots,
             plans,
-            ccd: self.ccd_data()?.view(),
+            ccd: self.ccd.view(),
             params: self.job.params,
             ndiag: self.job.ndiag(),
-        })
-    }
-
-    /// The CCD converted by [`FrameSolver::start`].
-    fn ccd_data(&self) -> Result<&CcdData, SolveError> {
-        self.ccd.as_ref().ok_or_else(|| SolveError::Failed {
-            backend: "cpu",
-            reason: "patches solved before the frame's plans were given (start)".into(),
-        })
+        }
     }
 }
 
 /// The CCD rows and columns of the bounding box of the pixel windows of `plans` (empty when
 /// none has one): every pixel a patch solve reads.
-fn window_box(plans: &[PatchPlan]) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-    let windows = plans.iter().filter_map(|p| p.window);
+fn window_box(plans: &[PatchPlan]) -> (Range<usize>, Range<usize>) {
     let (mut r0, mut r1, mut c0, mut c1) = (i32::MAX, i32::MIN, i32::MAX, i32::MIN);
-    for w in windows {
+    for w in plans.iter().filter_map(|p| p.window) {
         r0 = r0.min(w.row_min);
         r1 = r1.max(w.row_max);
         c0 = c0.min(w.col_min);
