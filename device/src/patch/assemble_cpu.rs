@@ -120,11 +120,16 @@ pub fn assemble_patch(
                 (Some((rlo, rhi)), Some(_)) => {
                     // |dx| < nx: the columns overlap.
                     let copy = (mid as i32 + c2.xc - c1.xc) as usize;
-                    let moved = &mut shifted[copy * size..(copy + 1) * size];
-                    if built[copy] != q1 + 1 {
-                        move_columns(w_stamp, moved, nx, copy, mid);
-                        built[copy] = q1 + 1;
-                    }
+                    let moved: &[f64] = if copy == mid {
+                        w_stamp
+                    } else {
+                        let moved = &mut shifted[copy * size..(copy + 1) * size];
+                        if built[copy] != q1 + 1 {
+                            move_columns(w_stamp, moved, nx, copy, mid);
+                            built[copy] = q1 + 1;
+                        }
+                        moved
+                    };
                     let len = (rhi - rlo) as usize * nx;
                     let a = &moved[(rlo - c1.yc) as usize * nx..][..len];
                     let b = &view.stamp(s2, k2)[(rlo - c2.yc) as usize * nx..][..len];
