@@ -6,8 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use desi_device::linalg::{banded, jacobi, tridiagonal};
 use desi_device::patch::{
-    assemble_normal_equations, patch_bandwidth, pixel_statistics, regularize, CoreRange,
+    assemble_normal_equations, assemble_unknown, core_pixel_sums, patch_bandwidth, pixel_chi2_row,
+    pixel_statistics, regularize, CoreRange,
 };
+use desi_device::team::Shared;
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::read_psf;
 use desi_extract::job::FrameJob;
@@ -73,6 +75,24 @@ fn benches(c: &mut Criterion) {
     g.bench_function("assemble", |b| {
         b.iter(|| {
             assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw)
+        })
+    });
+    // The one-thread-per-unknown body the GPU's `assemble` kernel runs, over every unknown
+    // (the CPU's assembly before `patch::assemble_cpu`).
+    g.bench_function("assemble_per_unknown", |b| {
+        b.iter(|| {
+            for q1 in 0..n {
+                assemble_unknown(
+                    &view,
+                    &inputs.ccd,
+                    &shape,
+                    kd,
+                    q1,
+                    Shared::new(&mut band),
+                    Shared::new(&mut rhs),
+                    Shared::new(&mut fw),
+                );
+            }
         })
     });
     g.bench_function("band_factor", |b| {
@@ -169,6 +189,41 @@ fn benches(c: &mut Criterion) {
                 &mut pm,
                 params.nwavestep,
             )
+        })
+    });
+    // The row and core bodies of the GPU's one-thread kernels over the whole patch (the CPU's
+    // pixel statistics before the model was built stamp by stamp).
+    let width = (window.col_max - window.col_min) as usize;
+    g.bench_function("pixel_statistics_per_row", |b| {
+        b.iter(|| {
+            for (r, row) in pixels.chunks_exact_mut(width).enumerate() {
+                pixel_chi2_row(
+                    &view,
+                    &inputs.ccd,
+                    &shape,
+                    window.col_min,
+                    window.col_max,
+                    &xflux,
+                    params.psferr,
+                    r,
+                    row,
+                );
+            }
+            for s in core.s_min..core.s_max {
+                for k in core.k_min..core.k_max {
+                    let out = (s - core.s_min) * params.nwavestep + (k - core.k_min);
+                    (chi[out], pm[out]) = core_pixel_sums(
+                        &view,
+                        &inputs.ccd,
+                        &shape,
+                        window.col_min,
+                        window.col_max,
+                        &pixels,
+                        s,
+                        k,
+                    );
+                }
+            }
         })
     });
     g.bench_function("solve_patch_total", |b| {

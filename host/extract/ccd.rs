@@ -39,8 +39,21 @@ impl CcdData {
         rows: std::ops::Range<usize>,
         limits: &PixelLimits,
     ) -> Self {
+        Self::from_preproc_window(img, rows, 0..img.nx, limits)
+    }
+
+    /// Converts only the pixels of rows `rows` and columns `cols` (clamped to the image; the
+    /// others stay 0, i.e. zero weight, their pages never touched): a bundle's patches read
+    /// ~250 of a CCD row's 4,000+ columns.
+    pub fn from_preproc_window(
+        img: &PreprocImage,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        limits: &PixelLimits,
+    ) -> Self {
         let (nrow, ncol) = (img.ny, img.nx);
         let rows = rows.start.min(nrow)..rows.end.min(nrow);
+        let cols = cols.start.min(ncol)..cols.end.min(ncol);
         let mut image = vec![0.0; nrow * ncol];
         let mut weight = vec![0.0; nrow * ncol];
         let span = rows.start * ncol..rows.end * ncol;
@@ -54,7 +67,7 @@ impl CcdData {
                     .zip(img.mask[span].par_chunks(ncol.max(1))),
             )
             .for_each(|(((im, wt), src), (iv, mk))| {
-                for i in 0..im.len() {
+                for i in cols.clone() {
                     let (value, weight) = limits.pixel(src[i], iv[i], mk[i]);
                     im[i] = f64::from(value);
                     wt[i] = f64::from(weight);
@@ -80,7 +93,7 @@ impl CcdData {
 }
 
 /// The CCD rows an extraction of `params` on `grid` with `psf` reads: the rows its fibers'
-/// stamps can reach over the padded grid ([`trace_rows`], the rows the CPU backend converts),
+/// stamps can reach over the padded grid ([`trace_rows`]),
 /// before the image's height is known (the reader clamps them). A caller that reads only these
 /// rows of a preproc ([`crate::io::PreprocReader::read_rows`]) and extracts with the same
 /// `psf`, `params` and `grid` gets the frame of the whole image.
@@ -101,10 +114,43 @@ pub(crate) fn trace_rows(
     fullwave: &[f64],
     nrow: usize,
 ) -> std::ops::Range<usize> {
+    let fibers = params.specmin..(params.specmin + params.nspec).min(psf.nspec);
+    trace_span(&psf.ytrace, fibers, fullwave, psf.hsizey, nrow)
+}
+
+/// CCD columns that the stamps of every fiber of the bundles of `params` (whole bundles: a
+/// patch's padded spectra reach beyond the extracted ones) can reach on `fullwave`: the X
+/// trace sampled along the grid, widened by the stamp half-width and a margin of 3 columns.
+pub(crate) fn trace_cols(
+    psf: &GaussHermitePsf,
+    params: &ExtractionParams,
+    fullwave: &[f64],
+    ncol: usize,
+) -> std::ops::Range<usize> {
+    let last = params.bundle_starts().last().copied();
+    let end = last.map_or(params.specmin, |start| start + params.bundlesize);
+    trace_span(
+        &psf.xtrace,
+        params.specmin..end.min(psf.nspec),
+        fullwave,
+        psf.hsizex,
+        ncol,
+    )
+}
+
+/// Pixels along one axis that the stamps of `fibers` can reach on `fullwave` (`trace`: the
+/// Legendre table of that axis, `half`: the stamp's half-size along it), clamped to `0..len`.
+fn trace_span(
+    trace: &crate::psf::LegendreTable,
+    fibers: std::ops::Range<usize>,
+    fullwave: &[f64],
+    half: usize,
+    len: usize,
+) -> std::ops::Range<usize> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     let samples = 64.min(fullwave.len().max(1));
-    for ispec in params.specmin..(params.specmin + params.nspec).min(psf.nspec) {
-        let coeffs = psf.ytrace.fiber(ispec);
+    for ispec in fibers {
+        let coeffs = trace.fiber(ispec);
         for j in 0..samples {
             let k = j * (fullwave.len().saturating_sub(1)) / (samples - 1).max(1);
             let Some(&wave) = fullwave.get(k) else {
@@ -112,8 +158,8 @@ pub(crate) fn trace_rows(
             };
             let ww = desi_device::psf::legendre::normalized_wavelength(
                 wave,
-                psf.ytrace.wavemin,
-                psf.ytrace.wavemax,
+                trace.wavemin,
+                trace.wavemax,
             );
             let y = desi_device::psf::legendre::legval(ww, coeffs);
             lo = lo.min(y);
@@ -121,13 +167,72 @@ pub(crate) fn trace_rows(
         }
     }
     if !(lo.is_finite() && hi.is_finite()) {
-        return 0..nrow;
+        return 0..len;
     }
-    // Between samples the trace moves by at most a few rows (1.5-2 rows per bin, 2400/64
+    // Between samples the trace moves by at most a few pixels (1.5-2 rows per bin, 2400/64
     // bins between samples): widen by that step as well.
     let step = (hi - lo) / samples as f64;
-    let margin = psf.hsizey as f64 + 3.0 + step;
+    let margin = half as f64 + 3.0 + step;
     let lo = (lo - margin).floor().max(0.0) as usize;
-    let hi = ((hi + margin).ceil().max(0.0) as usize).min(nrow);
+    let hi = ((hi + margin).ceil().max(0.0) as usize).min(len);
     lo..hi.max(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::read_psf;
+    use crate::patch::plan::plan_bundle;
+    use std::path::Path;
+
+    /// The CPU backend converts the traces' box ([`trace_rows`] x [`trace_cols`]); every pixel
+    /// window of every patch must lie inside it (else `start` converts again). Checked for the
+    /// bundled r-camera PSF: the whole frame, one bundle, a partial last bundle, and a grid
+    /// running off the CCD's bottom.
+    #[test]
+    fn patch_windows_lie_in_the_traces_box() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/psf-r0-00051060.fits");
+        let psf = read_psf(&path).expect("bundled PSF");
+        let (nrow, ncol) = (4128, 4114);
+        for (specmin, nspec, wave) in [
+            (0, 500, (5760.0, 7620.0)),
+            (25, 25, (6000.0, 6200.0)),
+            (475, 13, (7000.0, 7100.0)),
+            (200, 50, (7500.0, 7900.0)),
+        ] {
+            let params = ExtractionParams {
+                specmin,
+                nspec,
+                ..ExtractionParams::default()
+            };
+            let grid = WavelengthGrid::arange(wave.0, wave.1, 0.8).unwrap();
+            let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+            let rows = trace_rows(&psf, &params, &padded.fullwave, nrow);
+            let cols = trace_cols(&psf, &params, &padded.fullwave, ncol);
+            let mut windows = 0;
+            for (bundle, &start) in params.bundle_starts().iter().enumerate() {
+                let corners = psf
+                    .corners(start, params.bundlesize, &padded.fullwave)
+                    .unwrap();
+                let plans = plan_bundle(bundle, &corners, &params, grid.nwave(), nrow);
+                for w in plans.iter().filter_map(|p| p.window) {
+                    windows += 1;
+                    let label = format!("{specmin}+{nspec} {wave:?}: {w:?} vs {rows:?} x {cols:?}");
+                    assert!(
+                        rows.start as i32 <= w.row_min && w.row_max <= rows.end as i32,
+                        "{label}"
+                    );
+                    assert!(
+                        cols.start as i32 <= w.col_min && w.col_max <= cols.end as i32,
+                        "{label}"
+                    );
+                }
+            }
+            assert!(windows > 0);
+            // The box is a bundle's, not the CCD's width, for one bundle.
+            if nspec <= 25 {
+                assert!(cols.len() < 400, "{cols:?}");
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::outliers::{bin_counts, resolve_patch, solve_patch_detecting};
 use super::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
-use crate::extract::{trace_rows, CcdData};
+use crate::extract::{trace_cols, trace_rows, CcdData};
 use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
@@ -17,6 +17,7 @@ use desi_device::patch::{
 use desi_device::Status;
 use rayon::prelude::*;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 /// Ridge used when a factorization fails with `regularize = 0` (gpu_specter's retry value).
@@ -84,11 +85,17 @@ impl Backend for CpuBackend {
             });
         }
         let padded = job.padded_grid();
-        // Only the CCD rows the job's traces can reach are converted to f64.
+        // Only the CCD rows and columns the job's traces can reach are converted to f64
+        // (while the pipeline plans the patches; `start` checks the plans' windows).
         let rows = trace_rows(job.psf, job.params, &padded.fullwave, job.image.ny);
+        let cols = trace_cols(job.psf, job.params, &padded.fullwave, job.image.nx);
+        let ccd = trace.span("ccd", || {
+            CcdData::from_preproc_window(job.image, rows.clone(), cols.clone(), &job.pixel_limits)
+        });
         Ok(Box::new(CpuFrame {
             job: *job,
-            ccd: CcdData::from_preproc_rows(job.image, rows, &job.pixel_limits),
+            ccd,
+            converted: (rows, cols),
             padded,
             bundles: VecDeque::new(),
             last_spots: Mutex::new(None),
@@ -102,6 +109,8 @@ impl Backend for CpuBackend {
 struct CpuFrame<'a> {
     job: FrameJob<'a>,
     ccd: CcdData,
+    /// The CCD rows and columns `ccd` holds (the other pixels are 0).
+    converted: (Range<usize>, Range<usize>),
     padded: PaddedGrid,
     /// The plans still to solve, one run per bundle: (index of the first plan, plans).
     bundles: VecDeque<(usize, Vec<PatchPlan>)>,
@@ -131,6 +140,32 @@ impl FrameSolver for CpuFrame<'_> {
     }
 
     fn start(&mut self, plans: Vec<PatchPlan>, _corners: &[&SpotTable]) -> Result<(), SolveError> {
+        // Every pixel a solve reads lies in its window: convert again should a window leave
+        // the traces' box (never seen; the pixels outside would read as weight 0).
+        let (rows, cols) = window_box(&plans);
+        let (have_rows, have_cols) = &self.converted;
+        let inside = |r: &Range<usize>, have: &Range<usize>| {
+            r.is_empty() || (have.start <= r.start && r.end <= have.end)
+        };
+        if !inside(&rows, have_rows) || !inside(&cols, have_cols) {
+            let union = |r: &Range<usize>, have: &Range<usize>| {
+                r.start.min(have.start)..r.end.max(have.end)
+            };
+            let (rows, cols) = (union(&rows, have_rows), union(&cols, have_cols));
+            log::debug!(
+                "cpu: patch windows reach rows {rows:?} columns {cols:?} beyond the traces' box \
+                 {have_rows:?} x {have_cols:?}: converting the CCD again"
+            );
+            self.ccd = self.trace.span("ccd", || {
+                CcdData::from_preproc_window(
+                    self.job.image,
+                    rows.clone(),
+                    cols.clone(),
+                    &self.job.pixel_limits,
+                )
+            });
+            self.converted = (rows, cols);
+        }
         let mut first = 0;
         let mut plans = plans.into_iter().peekable();
         while let Some(plan) = plans.next() {
@@ -265,6 +300,26 @@ impl CpuFrame<'_> {
             ndiag: self.job.ndiag(),
         }
     }
+}
+
+/// The CCD rows and columns of the bounding box of the pixel windows of `plans` (empty when
+/// none has one): every pixel a patch solve reads.
+fn window_box(plans: &[PatchPlan]) -> (Range<usize>, Range<usize>) {
+    let (mut r0, mut r1, mut c0, mut c1) = (i32::MAX, i32::MIN, i32::MAX, i32::MIN);
+    for w in plans.iter().filter_map(|p| p.window) {
+        r0 = r0.min(w.row_min);
+        r1 = r1.max(w.row_max);
+        c0 = c0.min(w.col_min);
+        c1 = c1.max(w.col_max);
+    }
+    let range = |lo: i32, hi: i32| {
+        if lo < hi {
+            lo.max(0) as usize..hi.max(0) as usize
+        } else {
+            0..0
+        }
+    };
+    (range(r0, r1), range(c0, c1))
 }
 
 /// Full solution of one patch for its core spectra, before core bins are selected.

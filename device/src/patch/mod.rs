@@ -8,6 +8,7 @@
 //! stored in the lower band layout of [`crate::linalg::banded`]:
 //! `band[i * (kd + 1) + (j + kd - i)] = M[i][j]` for `i - kd <= j <= i`.
 
+pub mod assemble_cpu;
 pub mod assemble_warp;
 pub mod finalize_warp;
 pub mod reject;
@@ -214,6 +215,10 @@ pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
 ///
 /// Returns `BadShape` if a slice is too short, a stamp leaves the CCD in x or `kd` is too small
 /// for a pair of overlapping stamps (use [`patch_bandwidth`]).
+///
+/// This is the CPU's routine ([`assemble_cpu::assemble_patch`]: the entries of
+/// [`assemble_unknown`] for every unknown, summed in vector lanes, equal to rounding); the GPU
+/// kernels run [`assemble_unknown`] and [`assemble_warp`].
 pub fn assemble_normal_equations(
     view: &StampView,
     ccd: &CcdView,
@@ -223,14 +228,7 @@ pub fn assemble_normal_equations(
     rhs: &mut [f64],
     fluxweight: &mut [f64],
 ) -> Status {
-    let (band, rhs, fluxweight) = (Shared::new(band), Shared::new(rhs), Shared::new(fluxweight));
-    for q1 in 0..shape.nunknown() {
-        let status = assemble_unknown(view, ccd, shape, kd, q1, band, rhs, fluxweight);
-        if status != Status::Ok {
-            return status;
-        }
-    }
-    Status::Ok
+    assemble_cpu::assemble_patch(view, ccd, shape, kd, band, rhs, fluxweight)
 }
 
 /// The part of [`assemble_normal_equations`] owned by unknown `q1`: `rhs[q1]`,
@@ -442,8 +440,9 @@ pub fn resolution_diagonals(
 /// `window` is a scratch buffer of `(row_max − row_min) · (col_max − col_min)` f64 where
 /// `col_min/col_max` bound every stamp column. Outputs `chi2pix` and `pixmask_fraction` are
 /// `(nspp, out_stride)`: core spectrum `s_core` in `s_min..s_min+nspp`, core bin in
-/// `k_min..k_max`. This is [`pixel_chi2_row`] for every row followed by [`core_pixel_sums`]
-/// for every core unknown (the GPU maps threads onto both).
+/// `k_min..k_max`. The window is bitwise [`pixel_chi2_row`] for every row (computed stamp by
+/// stamp, each pixel's terms in the same order), followed by [`core_pixel_sums`] for every
+/// core unknown (the GPU maps threads onto both).
 #[allow(clippy::too_many_arguments)]
 pub fn pixel_statistics(
     view: &StampView,
@@ -471,12 +470,52 @@ pub fn pixel_statistics(
     {
         return Status::BadShape;
     }
-    for r in 0..height {
-        let row = &mut window[r * width..(r + 1) * width];
-        let status = pixel_chi2_row(view, ccd, shape, col_min, col_max, xflux, psferr, r, row);
-        if status != Status::Ok {
-            return status;
+    let n = shape.nunknown();
+    if xflux.len() < n || col_min < 0 || col_max as usize > ccd.ncol {
+        return Status::BadShape;
+    }
+    if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
+        return Status::BadShape;
+    }
+    // The model, stamp by stamp in ascending q: every pixel adds its terms in the order of
+    // pixel_chi2_row, so the window is bitwise that of pixel_chi2_row row by row, without
+    // scanning every unknown for every row.
+    let window = &mut window[..width * height];
+    window.fill(0.0);
+    let (ns, ny, nx) = (shape.nspecpad, view.ny, view.nx);
+    let (mut s, mut k) = (0, 0);
+    for &f in xflux[..n].iter() {
+        let c = view.corner(s, k);
+        let lo = max_i32(c.yc, shape.row_min);
+        let hi = min_i32(c.yc + ny as i32, shape.row_max);
+        if lo < hi {
+            if c.xc < col_min || c.xc + nx as i32 > col_max {
+                return Status::BadShape;
+            }
+            let st = view.stamp(s, k);
+            let col = (c.xc - col_min) as usize;
+            for row in lo..hi {
+                let srow = &st[(row - c.yc) as usize * nx..][..nx];
+                let dst = &mut window[(row - shape.row_min) as usize * width + col..][..nx];
+                for i in 0..nx {
+                    dst[i] += f * srow[i];
+                }
+            }
         }
+        s += 1;
+        if s == ns {
+            s = 0;
+            k += 1;
+        }
+    }
+    for (r, row) in window.chunks_exact_mut(width.max(1)).enumerate() {
+        let pix = (shape.row_min as usize + r) * ccd.ncol + col_min as usize;
+        chi2_of_model(
+            row,
+            &ccd.image[pix..pix + width],
+            &ccd.weight[pix..pix + width],
+            psferr,
+        );
     }
     for s in core.s_min..core.s_max {
         for k in core.k_min..core.k_max {
@@ -535,21 +574,30 @@ pub fn pixel_chi2_row(
         }
     }
     let pix = y as usize * ccd.ncol + col_min as usize;
-    let img = &ccd.image[pix..pix + width];
-    let wgt = &ccd.weight[pix..pix + width];
-    for i in 0..width {
-        let m = row_out[i];
-        let w = wgt[i];
-        row_out[i] = if w > 0.0 {
+    chi2_of_model(
+        &mut row_out[..width],
+        &ccd.image[pix..pix + width],
+        &ccd.weight[pix..pix + width],
+        psferr,
+    );
+    Status::Ok
+}
+
+/// Replaces the model `m` of each pixel of `row` by its `χ²_pix = (p − m)²·t` (see
+/// [`pixel_statistics`]); `image` and `weight` are the same pixels.
+#[inline(always)]
+fn chi2_of_model(row: &mut [f64], image: &[f64], weight: &[f64], psferr: f64) {
+    for ((v, &p), &w) in row.iter_mut().zip(image).zip(weight) {
+        let m = *v;
+        *v = if w > 0.0 {
             let e = psferr * m + 1e-32;
             let t = 1.0 / (1.0 / w + e * e);
-            let d = img[i] - m;
+            let d = p - m;
             d * d * t
         } else {
             0.0
         };
     }
-    Status::Ok
 }
 
 /// `(chi2pix, pixmask_fraction)` of unknown (s, k) from the χ²_pix window of

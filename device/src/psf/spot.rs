@@ -17,7 +17,14 @@
 //! and [`MAX_HALF_SIZE`]; bad sizes come back as a [`Status`].
 
 use crate::math::{erf, exp, floor};
+#[cfg(not(target_arch = "nvptx64"))]
+use crate::psf::legendre::legendre_basis;
 use crate::psf::legendre::{legendre_sum, legval, normalized_wavelength};
+
+/// Legendre degrees + 1 of the PSF parameters up to which [`psf_point`] computes their basis
+/// once on the host (specex writes LEGDEG 8-10); longer series use `legendre_sum` per parameter.
+#[cfg(not(target_arch = "nvptx64"))]
+const MAX_HOST_LEGENDRE: usize = 32;
 use crate::Status;
 
 /// Largest supported Hermite degree along either axis (GHDEGX, GHDEGY).
@@ -206,9 +213,30 @@ pub fn psf_point(
 
     let x = legval(ww_x, coeff_row(tables.xtrace, ispec * ntrace, ntrace)?);
     let y = legval(ww_y, coeff_row(tables.ytrace, ispec * ntrace, ntrace)?);
+    // On the host the Legendre basis at ww_p is computed once for every parameter (the
+    // recurrence of legendre_sum, one division per degree, would run ngh + 2 times) and dotted
+    // in index order: bitwise legendre_sum.
+    #[cfg(not(target_arch = "nvptx64"))]
+    let mut basis_buf = [0.0f64; MAX_HOST_LEGENDRE];
+    #[cfg(not(target_arch = "nvptx64"))]
+    let basis = match basis_buf.get_mut(..ncoeff) {
+        Some(basis) => {
+            legendre_basis(ww_p, basis);
+            Some(&*basis)
+        }
+        None => None,
+    };
     // Parameter p of fiber ispec starts at (p·nspec + ispec)·ncoeff.
     let param = |p: usize| -> Result<f64, Status> {
         let row = coeff_row(tables.params, (p * nspec + ispec) * ncoeff, ncoeff)?;
+        #[cfg(not(target_arch = "nvptx64"))]
+        if let Some(basis) = basis {
+            let mut sum = 0.0;
+            for (&b, &c) in basis.iter().zip(row) {
+                sum += b * c;
+            }
+            return Ok(sum);
+        }
         Ok(legendre_sum(ww_p, row))
     };
     let sigma_x = param(0)?;
@@ -398,6 +426,27 @@ pub fn evaluate_spot(
         }
     }
     let mut total = 0.0;
+    // On the host the same sums run row by row, j outside and the columns inside (4-wide
+    // vectors, each element's terms still added in the order j = 0, 1, ...: bitwise the same
+    // stamp); the GPU keeps one element at a time in a register.
+    #[cfg(not(target_arch = "nvptx64"))]
+    for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
+        stamp_row.fill(0.0);
+        for (gy_j, hx_j) in gy.chunks_exact(ny).zip(hx.chunks_exact(nx)) {
+            // In range by construction (iy < ny); NaN would flag a logic error.
+            let g = gy_j.get(iy).copied().unwrap_or(f64::NAN);
+            for (out, &h) in stamp_row.iter_mut().zip(hx_j) {
+                *out += g * h;
+            }
+        }
+        for out in stamp_row.iter_mut() {
+            if *out < 0.0 {
+                *out = 0.0;
+            }
+            total += *out;
+        }
+    }
+    #[cfg(target_arch = "nvptx64")]
     for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
         for (ix, out) in stamp_row.iter_mut().enumerate() {
             let mut s = 0.0;
