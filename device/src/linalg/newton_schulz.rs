@@ -800,3 +800,71 @@ pub fn inverse_sqrt_ns<const L: usize, T: MmaTeam<L>>(
     });
     Status::Ok
 }
+
+/// The calling thread block as an [`MmaTeam`] (`blockDim.x / 32` warps; each thread holds its
+/// own lane, `L = 1`), with the DMMA instruction.
+#[cfg(target_arch = "nvptx64")]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockMmaTeam;
+
+#[cfg(target_arch = "nvptx64")]
+impl BlockMmaTeam {
+    /// `(warp, lane)` of the calling thread.
+    #[inline(always)]
+    fn me() -> (usize, usize) {
+        // SAFETY: reading %tid.x has no preconditions.
+        let tid = unsafe { core::arch::nvptx::_thread_idx_x() } as usize;
+        (tid / NS_WARP_LANES, tid % NS_WARP_LANES)
+    }
+}
+
+#[cfg(target_arch = "nvptx64")]
+impl MmaTeam<1> for BlockMmaTeam {
+    fn warps(&self) -> usize {
+        // SAFETY: reading %ntid.x has no preconditions.
+        unsafe { core::arch::nvptx::_block_dim_x() as usize / NS_WARP_LANES }
+    }
+
+    fn each<F: FnMut(usize, [usize; 1])>(&self, mut f: F) {
+        let (w, lane) = Self::me();
+        f(w, [lane]);
+        // SAFETY: every thread of the block reaches this barrier the same number of times
+        // (`each` is called in uniform control flow).
+        unsafe { core::arch::nvptx::_syncthreads() };
+    }
+
+    fn each_split<S: Copy, F: FnMut(usize, [usize; 1]) -> S, G: FnMut(usize, [usize; 1], S)>(
+        &self,
+        mut f: F,
+        mut g: G,
+    ) {
+        let (w, lane) = Self::me();
+        let s = f(w, [lane]);
+        // SAFETY: as in `each`.
+        unsafe { core::arch::nvptx::_syncthreads() };
+        g(w, [lane], s);
+        // SAFETY: as in `each`.
+        unsafe { core::arch::nvptx::_syncthreads() };
+    }
+
+    #[inline(always)]
+    fn mma(&self, a: [f64; 1], b: [f64; 1], c: [[f64; 2]; 1]) -> [[f64; 2]; 1] {
+        let (d0, d1): (f64, f64);
+        // SAFETY: `mma.sync.aligned` needs the 32 lanes of the warp to execute it together,
+        // which the trait's contract (uniform control flow per warp) guarantees; it reads and
+        // writes registers only; the PTX targets sm_80+, where the f64 shape exists.
+        unsafe {
+            core::arch::asm!(
+                "mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {{{0}, {1}}}, {{{2}}}, {{{3}}}, {{{4}, {5}}};",
+                out(reg64) d0,
+                out(reg64) d1,
+                in(reg64) a[0],
+                in(reg64) b[0],
+                in(reg64) c[0][0],
+                in(reg64) c[0][1],
+                options(nostack, nomem),
+            );
+        }
+        [[d0, d1]]
+    }
+}
