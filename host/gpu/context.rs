@@ -9,9 +9,8 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use desi_device::kernels::{
     self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, MmaCheckArgs, PixelCoreArgs,
-    PixelRowsArgs,
-    RejectBinsArgs, RejectMaskArgs, RejectScanArgs, ResolutionArgs, ScreenPixelsArgs, SpotsArgs,
-    WidenArgs,
+    PixelRowsArgs, RejectBinsArgs, RejectMaskArgs, RejectScanArgs, ResolutionArgs,
+    ScreenPixelsArgs, SpotsArgs, WidenArgs,
 };
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -308,7 +307,9 @@ impl GpuContext {
             .stream
             .clone_dtoh(&*counts)
             .stage("copy the eigh counters")?;
-        self.stream.synchronize().stage("wait for the eigh counters")?;
+        self.stream
+            .synchronize()
+            .stage("wait for the eigh counters")?;
         Ok((host[0] as u64, host[1] as u64))
     }
 
@@ -333,10 +334,7 @@ impl GpuContext {
         let d_a = self.stream.clone_htod(&a).stage("copy mma A")?;
         let d_b = self.stream.clone_htod(&b).stage("copy mma B")?;
         let d_c = self.stream.clone_htod(&c).stage("copy mma C")?;
-        let mut d_d = self
-            .stream
-            .alloc_zeros::<f64>(64)
-            .stage("allocate mma D")?;
+        let mut d_d = self.stream.alloc_zeros::<f64>(64).stage("allocate mma D")?;
         {
             let mut l = super::launch::Launch::on(&self.stream);
             let args = MmaCheckArgs {
@@ -353,9 +351,14 @@ impl GpuContext {
         let mut worst = 0.0f64;
         for r in 0..8 {
             for col in 0..8 {
-                let want = c[r * 8 + col] + (0..4).map(|k| a[r * 4 + k] * b[k * 8 + col]).sum::<f64>();
+                let want =
+                    c[r * 8 + col] + (0..4).map(|k| a[r * 4 + k] * b[k * 8 + col]).sum::<f64>();
                 let err = (d[r * 8 + col] - want).abs();
-                worst = if err.is_nan() { f64::NAN } else { worst.max(err) };
+                worst = if err.is_nan() {
+                    f64::NAN
+                } else {
+                    worst.max(err)
+                };
             }
         }
         Ok(worst)
