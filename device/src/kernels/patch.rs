@@ -772,7 +772,7 @@ pub unsafe extern "ptx-kernel" fn resolution_ns(args: ResolutionArgs) {
             let mut stats = newton_schulz::NsStats::default();
             let code = newton_schulz::resolution_ns(
                 &team,
-                |e| src.add(e).read(),
+                move |e| src.add(e).read(),
                 nwavetot,
                 (x, d.nspecpad as usize),
                 (ndiag, pad, pad + d.keep as usize),

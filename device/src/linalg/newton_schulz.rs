@@ -550,8 +550,8 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     first,
                     end,
                     full_tile,
-                    |x, k, h, lane| fragment(z, x, k, h, lane),
-                    |x, k, h, lane| fragment(y, x, k, h, lane),
+                    move |x, k, h, lane| fragment(z, x, k, h, lane),
+                    move |x, k, h, lane| fragment(y, x, k, h, lane),
                     w,
                     lanes,
                 );
@@ -618,8 +618,8 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     0,
                     NS_PACKED_TILES,
                     lower_tile,
-                    |x, k, h, lane| fragment(y, x, k, h, lane),
-                    |x, k, h, lane| fragment_full_b(m, x, k, h, lane),
+                    move |x, k, h, lane| fragment(y, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_b(m, x, k, h, lane),
                     w,
                     lanes,
                 )
@@ -635,8 +635,8 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     0,
                     NS_PACKED_TILES,
                     lower_tile,
-                    |x, k, h, lane| fragment_full_a(m, x, k, h, lane),
-                    |x, k, h, lane| fragment(z, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_a(m, x, k, h, lane),
+                    move |x, k, h, lane| fragment(z, x, k, h, lane),
                     w,
                     lanes,
                 )
@@ -820,11 +820,13 @@ impl BlockMmaTeam {
 
 #[cfg(target_arch = "nvptx64")]
 impl MmaTeam<1> for BlockMmaTeam {
+    #[inline(always)]
     fn warps(&self) -> usize {
         // SAFETY: reading %ntid.x has no preconditions.
         unsafe { core::arch::nvptx::_block_dim_x() as usize / NS_WARP_LANES }
     }
 
+    #[inline(always)]
     fn each<F: FnMut(usize, [usize; 1])>(&self, mut f: F) {
         let (w, lane) = Self::me();
         f(w, [lane]);
@@ -833,6 +835,7 @@ impl MmaTeam<1> for BlockMmaTeam {
         unsafe { core::arch::nvptx::_syncthreads() };
     }
 
+    #[inline(always)]
     fn each_split<S: Copy, F: FnMut(usize, [usize; 1]) -> S, G: FnMut(usize, [usize; 1], S)>(
         &self,
         mut f: F,
