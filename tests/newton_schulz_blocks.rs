@@ -234,7 +234,15 @@ fn newton_schulz_on_real_covariance_blocks() {
             for c in 0..plan.nspp {
                 let blk = &cov[c * bl..(c + 1) * bl];
                 let s = plan.ispec - plan.s0 + c;
-                let r = check_block(blk, nwavetot, &xflux[s..], plan.nspecpad, ndiag, pad, plan.keep);
+                let r = check_block(
+                    blk,
+                    nwavetot,
+                    &xflux[s..],
+                    plan.nspecpad,
+                    ndiag,
+                    pad,
+                    plan.keep,
+                );
                 rows.push((label, r));
             }
         }
@@ -254,22 +262,33 @@ fn newton_schulz_on_real_covariance_blocks() {
             left += 1;
         }
         if ok && *kappa <= 1e4 && !(*dq <= 1e-11 && *drd <= 1e-11) {
-            failures.push(format!("{label} κ {kappa:.2e}: ΔQ {dq:.2e} ΔRdiag {drd:.2e}"));
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: ΔQ {dq:.2e} ΔRdiag {drd:.2e}"
+            ));
         }
         if ok && !(*dq <= 1e-10 && *drd <= 1e-10) {
-            failures.push(format!("{label} κ {kappa:.2e}: accepted with ΔQ {dq:.2e} ΔRdiag {drd:.2e}"));
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: accepted with ΔQ {dq:.2e} ΔRdiag {drd:.2e}"
+            ));
         }
         if *kappa <= 1e4 && !ok {
-            failures.push(format!("{label} κ {kappa:.2e}: {st:?} after {it} iterations"));
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: {st:?} after {it} iterations"
+            ));
         }
         if *kappa > 1e6 && ok {
-            failures.push(format!("{label} κ {kappa:.2e}: accepted after {it} iterations"));
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: accepted after {it} iterations"
+            ));
         }
     }
     // Iterations against κ, per decade.
     for d in 0..10 {
         let (lo, hi) = (10f64.powi(d), 10f64.powi(d + 1));
-        let sel: Vec<_> = rows.iter().filter(|r| r.1 .0 >= lo && r.1 .0 < hi).collect();
+        let sel: Vec<_> = rows
+            .iter()
+            .filter(|r| r.1 .0 >= lo && r.1 .0 < hi)
+            .collect();
         if sel.is_empty() {
             continue;
         }
@@ -288,6 +307,9 @@ fn newton_schulz_on_real_covariance_blocks() {
     }
     println!("{solved} blocks by NS, {left} left; worst ΔQ {worst_q:.2e}, ΔRdiag {worst_rd:.2e}");
     assert!(rows.len() > 200, "{} blocks", rows.len());
-    assert!(rows.last().map_or(0.0, |r| r.1 .0) > 1e6, "the set reaches κ > 1e6");
+    assert!(
+        rows.last().map_or(0.0, |r| r.1 .0) > 1e6,
+        "the set reaches κ > 1e6"
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -110,15 +110,13 @@ fn emulated_mma_is_the_plain_product() {
         ];
     }
     let d = SerialMmaTeam { warps: NS_WARPS }.mma(fa, fb, fc);
-    for lane in 0..32 {
-        for i in 0..2 {
+    for (lane, dl) in d.iter().enumerate() {
+        for (i, &got) in dl.iter().enumerate() {
             let (r, col) = (lane / 4, 2 * (lane % 4) + i);
             let want: f64 =
                 c[r * 8 + col] + (0..4).map(|k| a[r * 4 + k] * b[k * 8 + col]).sum::<f64>();
-            assert!(
-                (d[lane][i] - want).abs() <= 4.0 * f64::EPSILON * 5.0,
-                "lane {lane} {i}"
-            );
+            // Four products of values in (-1, 1): a few ε whatever the summation order.
+            assert!((got - want).abs() <= 20.0 * f64::EPSILON, "lane {lane} {i}");
         }
     }
 }
@@ -134,7 +132,7 @@ fn packed_index_is_a_symmetric_bijection() {
             if r / 8 != c / 8 {
                 assert_eq!(i, packed_index(c, r));
             }
-            if r / 8 > c / 8 || (r / 8 == c / 8) {
+            if r / 8 >= c / 8 {
                 seen[i] += 1;
             }
         }

@@ -273,7 +273,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         "selftest: DMMA check (one mma.m8n8k4.f64 against the f64 product): max abs error {mma_err:.2e}"
     );
     // |A|, |B|, |C| < 1 and k = 4: any correct summation order is within ~5ε.
-    if !(mma_err <= MMA_CHECK_TOLERANCE) {
+    if mma_err.is_nan() || mma_err > MMA_CHECK_TOLERANCE {
         eigh_failures.push(format!(
             "the DMMA check is off by {mma_err:.2e} (> {MMA_CHECK_TOLERANCE:e}): wrong fragment layout"
         ));
