@@ -170,8 +170,8 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
         res.ns_shape(),
         LaunchShape {
             blocks: np * nspp_max,
-            threads: 256,
-            shared_bytes: 111_872,
+            threads: 512,
+            shared_bytes: 157_952,
         }
     );
     for lanes in [32, 96, 128, 256] {

@@ -774,7 +774,7 @@ impl ResolutionArgs {
 
     /// `resolution_ns`: one block of [`NS_WARPS`](newton_schulz::NS_WARPS) warps per
     /// `(patch, core spectrum)` with [`NS_SHARED_LEN`](newton_schulz::NS_SHARED_LEN) f64 of
-    /// dynamic shared memory (111,872 bytes: two blocks per H100 SM).
+    /// dynamic shared memory (157,952 bytes: one block of 512 threads per H100 SM).
     #[inline]
     pub fn ns_shape(&self) -> LaunchShape {
         LaunchShape::per_block(

@@ -698,7 +698,7 @@ pub unsafe extern "ptx-kernel" fn resolution_team(args: ResolutionArgs) {
 /// (also those of a patch an earlier stage failed). `ns_counts` adds the solved and left blocks.
 ///
 /// # Launch
-/// [`ResolutionArgs::ns_shape`]: `blockIdx.x = patch · nspp_max + c`, 256 threads,
+/// [`ResolutionArgs::ns_shape`]: `blockIdx.x = patch · nspp_max + c`, 512 threads,
 /// `8 · NS_SHARED_LEN` bytes of dynamic shared memory; `nwavetot <= 80`.
 ///
 /// # Safety

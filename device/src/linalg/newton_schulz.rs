@@ -33,12 +33,17 @@
 //! the blocks this accepts (κ <= ~1e5).
 //!
 //! # Storage
-//! A symmetric matrix of order `n <= 80` is padded to 80 with the identity (padding rows and
-//! columns are exact unit vectors through every product) and stored as its 55 lower tiles
-//! `(I, J)`, `I >= J`, tile-major (`I(I+1)/2 + J`), each tile row-major with the column index
-//! swizzled by `c ^ 4·((r >> 1) & 1)`: the DMMA fragment loads (8 rows × 4 columns, in either
-//! orientation) and the accumulator stores then hit every shared-memory bank evenly
-//! ([`packed_index`]).
+//! Matrices of order `n <= 80` are padded to 80 with the identity (padding rows and columns
+//! are exact unit vectors through every product) and stored as 100 `8×8` tiles, tile-major
+//! (`10·I + J`), each tile row-major with the column index swizzled by `c ^ 4·((r >> 1) & 1)`:
+//! the DMMA fragment loads (8 rows × 4 columns, in either orientation) then hit every
+//! shared-memory bank evenly ([`full_index`]), and a fragment's address advances by a
+//! constant along `k`. `Y` and `Z` are computed on their 55 lower tiles and stored in both
+//! triangles; `M` is computed in full: its unsymmetric rounding is what keeps the coupled
+//! iteration stable (symmetrizing `M` as well as `Y` and `Z` lost four digits at κ = 1e4).
+//! (Storing `Y` and `Z` as their lower tiles only, 111,872 bytes for two blocks per SM, cost
+//! ~20 instructions of addressing per DMMA; full tiles take 157,952 bytes, one block of 16
+//! warps per SM, and ~5.)
 //!
 //! # Phase rule
 //! As for [`crate::team`]: within one [`MmaTeam::each`] phase no lane reads what another lane
@@ -57,10 +62,8 @@ pub const NS_TILES: usize = 10;
 pub const NS_ORDER_MAX: usize = NS_TILES * NS_TILE;
 /// Lower tiles of a padded matrix.
 pub const NS_PACKED_TILES: usize = NS_TILES * (NS_TILES + 1) / 2;
-/// f64 of one packed symmetric matrix (55 tiles of 64).
-pub const NS_MATRIX_LEN: usize = NS_PACKED_TILES * NS_TILE * NS_TILE;
 /// Warps per thread block (each owns at most [`NS_SLOTS`] of the 55 output tiles).
-pub const NS_WARPS: usize = 8;
+pub const NS_WARPS: usize = 16;
 /// Output tiles per warp and product, at [`NS_WARPS`] or more warps.
 pub const NS_SLOTS: usize = NS_PACKED_TILES.div_ceil(NS_WARPS);
 /// Lanes of a warp.
@@ -71,9 +74,9 @@ pub const NS_MAX_WARPS: usize = 16;
 pub const NS_FULL_LEN: usize = NS_TILES * NS_TILES * NS_TILE * NS_TILE;
 /// Length (f64) of the reduction scratch: one partial per thread and one per 32 of them.
 pub const NS_SCRATCH_LEN: usize = NS_MAX_WARPS * NS_WARP_LANES + NS_MAX_WARPS + 16;
-/// Shared memory (f64) of `resolution_ns`: `Y` and `Z` packed, `M`/`H` full, and the scratch:
-/// 13,984 f64 = 111,872 bytes (two blocks per H100 SM).
-pub const NS_SHARED_LEN: usize = 2 * NS_MATRIX_LEN + NS_FULL_LEN + NS_SCRATCH_LEN;
+/// Shared memory (f64) of `resolution_ns`: `Y`, `Z` and `M`/`H` (full tiles) and the scratch:
+/// 19,744 f64 = 157,952 bytes (one block of 16 warps per H100 SM).
+pub const NS_SHARED_LEN: usize = 3 * NS_FULL_LEN + NS_SCRATCH_LEN;
 /// Lower end (in eigenvalues of `B = C/‖C‖_∞`) of the interval the coefficient schedule is
 /// designed for: blocks with `λ_min(C)/‖C‖_∞ >= 1e-5` converge within the schedule
 /// (`‖C‖_∞ <= ~3 λ_max` on covariance blocks, so κ up to ~3e4; DESI's clean blocks have
@@ -231,58 +234,10 @@ const fn local(r: usize, c: usize) -> usize {
     r * NS_TILE + (c ^ (4 * ((r >> 1) & 1)))
 }
 
-/// Storage index of the lower tile `(i, j)`, `i >= j`.
-#[inline(always)]
-const fn tile_base(i: usize, j: usize) -> usize {
-    (i * (i + 1) / 2 + j) * NS_TILE * NS_TILE
-}
-
-/// Index of element `(r, c)` (`r, c < 80`) of a symmetric matrix in the packed storage of the
-/// module documentation (`(r, c)` and `(c, r)` map to the same place outside the diagonal
-/// tiles).
-#[inline(always)]
-pub const fn packed_index(r: usize, c: usize) -> usize {
-    let (tr, tc) = (r / NS_TILE, c / NS_TILE);
-    if tr >= tc {
-        tile_base(tr, tc) + local(r % NS_TILE, c % NS_TILE)
-    } else {
-        tile_base(tc, tr) + local(c % NS_TILE, r % NS_TILE)
-    }
-}
-
-/// `(row, column)` of storage index `idx < NS_MATRIX_LEN` (the inverse of [`packed_index`] on
-/// the stored elements), and whether the tile is off the diagonal (its element stands for two).
-#[inline(always)]
-fn unpack(idx: usize) -> (usize, usize, bool) {
-    let (ti, tj) = TILES[idx / 64];
-    let (ti, tj) = (ti as usize, tj as usize);
-    let li = idx % 64;
-    let r = li / NS_TILE;
-    let c = (li % NS_TILE) ^ (4 * ((r >> 1) & 1));
-    (ti * NS_TILE + r, tj * NS_TILE + c, ti != tj)
-}
-
-/// The fragment element of `lane` for rows of tile `x` and columns `4h..4h+4` of tile `y` of
-/// the symmetric matrix `m`: `m[8x + lane/4][8y + 4h + lane%4]` (an `A` fragment of rows `x`;
-/// by symmetry also the `B` fragment of columns `x` and rows `8y + 4h..`).
-#[inline(always)]
-fn fragment(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 {
-    let (g, t) = (lane >> 2, lane & 3);
-    let idx = if x >= y {
-        tile_base(x, y) + local(g, 4 * h + t)
-    } else {
-        tile_base(y, x) + local(4 * h + t, g)
-    };
-    // SAFETY: x, y < NS_TILES, h < 2, lane < 32 give idx < NS_MATRIX_LEN, which every caller's
-    // matrix view holds (checked by `resolution_ns`).
-    unsafe { m.get_unchecked(idx) }
-}
-
 /// One warp's accumulators: `NS_SLOTS` tiles of `L` lanes' two values.
 type Acc<const L: usize> = [[[f64; 2]; L]; NS_SLOTS];
 
-/// Index of element `(r, c)` of a full padded matrix (tile-major `10·I + J`, tiles as the
-/// packed ones).
+/// Index of element `(r, c)` of a padded matrix (tile-major `10·I + J`, swizzled tiles).
 #[inline(always)]
 pub const fn full_index(r: usize, c: usize) -> usize {
     ((r / NS_TILE) * NS_TILES + c / NS_TILE) * NS_TILE * NS_TILE + local(r % NS_TILE, c % NS_TILE)
@@ -349,15 +304,16 @@ where
     acc
 }
 
-/// Stores the tiles of [`product_tiles`] (same `first`, `end`, `w`) at `base(t)` in `d`. With
-/// `symmetric(t)`, tile `t` is a diagonal tile of a symmetric matrix: its lower triangle is
-/// stored in both triangles (an exactly symmetric iterate; keeping the two rounded triangles
-/// cost the iteration two orders of magnitude of accuracy at κ = 1e4).
+/// Stores the tiles of [`product_tiles`] (same `first`, `end`, `w`) in the full matrix `d`:
+/// `place(t)` gives tile `t`'s `(row, column)` tile and whether the matrix is symmetric. A
+/// symmetric product is computed on its lower tiles only and each is also stored transposed;
+/// a diagonal tile stores its lower triangle in both triangles (an exactly symmetric iterate:
+/// keeping the two rounded triangles cost two orders of magnitude of accuracy at κ = 1e4).
 #[inline(always)]
-fn store_tiles<const L: usize, B: Fn(usize) -> usize, S: Fn(usize) -> bool>(
+fn store_tiles<const L: usize, P: Fn(usize) -> ((usize, usize), bool)>(
     d: Shared,
     (first, end, warps): (usize, usize, usize),
-    (base, symmetric): (B, S),
+    place: P,
     w: usize,
     lanes: [usize; L],
     acc: &Acc<L>,
@@ -365,14 +321,18 @@ fn store_tiles<const L: usize, B: Fn(usize) -> usize, S: Fn(usize) -> bool>(
     unroll!(s in [0, 1, 2, 3, 4, 5, 6] => {
         let t = first + w + s * warps;
         if s < NS_SLOTS && t < end {
-            let b = base(t);
-            let mirror = symmetric(t);
+            let ((ti, tj), symmetric) = place(t);
+            let b = (ti * NS_TILES + tj) * 64;
+            let bt = (tj * NS_TILES + ti) * 64;
             for i in 0..L {
                 let (g, q) = (lanes[i] >> 2, lanes[i] & 3);
                 for (e, &v) in acc[s][i].iter().enumerate() {
                     let c = 2 * q + e;
-                    if !mirror {
+                    if !symmetric {
                         d.set(b + local(g, c), v);
+                    } else if ti != tj {
+                        d.set(b + local(g, c), v);
+                        d.set(bt + local(c, g), v);
                     } else if g >= c {
                         d.set(b + local(g, c), v);
                         d.set(b + local(c, g), v);
@@ -383,18 +343,11 @@ fn store_tiles<const L: usize, B: Fn(usize) -> usize, S: Fn(usize) -> bool>(
     });
 }
 
-/// The lower tile of number `t` (packed order).
+/// The lower tile of number `t` (row-major order of the lower triangle).
 #[inline(always)]
 fn lower_tile(t: usize) -> (usize, usize) {
     let (i, j) = TILES[t];
     (i as usize, j as usize)
-}
-
-/// Whether lower tile `t` lies on the diagonal.
-#[inline(always)]
-fn is_diagonal(t: usize) -> bool {
-    let (i, j) = TILES[t];
-    i == j
 }
 
 /// The tile of number `t` of a full matrix (row-major tiles).
@@ -476,17 +429,17 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
         return (Status::BadShape, 0.0);
     }
     let threads = warps * NS_WARP_LANES;
-    let y = smem.sub(0, NS_MATRIX_LEN);
+    let y = smem.sub(0, NS_FULL_LEN);
     let z = ns_z(smem);
-    let m = smem.sub(2 * NS_MATRIX_LEN, NS_FULL_LEN);
-    let scratch = smem.sub(2 * NS_MATRIX_LEN + NS_FULL_LEN, NS_SCRATCH_LEN);
+    let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
+    let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
     // Load C into Y (identity padding) and its absolute row sums into scratch.
     team.each(|w, lanes| {
         for &lane in lanes.iter() {
             let tid = w * NS_WARP_LANES + lane;
             let mut idx = tid;
-            while idx < NS_MATRIX_LEN {
-                let (r, c, _) = unpack(idx);
+            while idx < NS_FULL_LEN {
+                let (r, c) = unpack_full(idx);
                 let v = if r < n && c < n {
                     cov(r * n + c)
                 } else if r == c {
@@ -520,8 +473,8 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
         for &lane in lanes.iter() {
             let tid = w * NS_WARP_LANES + lane;
             let mut idx = tid;
-            while idx < NS_MATRIX_LEN {
-                let (r, col, _) = unpack(idx);
+            while idx < NS_FULL_LEN {
+                let (r, col) = unpack_full(idx);
                 if r < n && col < n {
                     y.set(idx, y.get(idx) / norm);
                 }
@@ -550,15 +503,15 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     first,
                     end,
                     full_tile,
-                    move |x, k, h, lane| fragment(z, x, k, h, lane),
-                    move |x, k, h, lane| fragment(y, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_a(z, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_b(y, x, k, h, lane),
                     w,
                     lanes,
                 );
                 store_tiles(
                     m,
                     (first, end, warps),
-                    (|t| t * 64, |_| false),
+                    |t| (full_tile(t), false),
                     w,
                     lanes,
                     &acc,
@@ -618,14 +571,14 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     0,
                     NS_PACKED_TILES,
                     lower_tile,
-                    move |x, k, h, lane| fragment(y, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_a(y, x, k, h, lane),
                     move |x, k, h, lane| fragment_full_b(m, x, k, h, lane),
                     w,
                     lanes,
                 )
             },
             |w, lanes, acc: Acc<L>| {
-                store_tiles(y, lower, (|t| t * 64, is_diagonal), w, lanes, &acc)
+                store_tiles(y, lower, |t| (lower_tile(t), true), w, lanes, &acc)
             },
         );
         team.each_split(
@@ -636,13 +589,13 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     NS_PACKED_TILES,
                     lower_tile,
                     move |x, k, h, lane| fragment_full_a(m, x, k, h, lane),
-                    move |x, k, h, lane| fragment(z, x, k, h, lane),
+                    move |x, k, h, lane| fragment_full_b(z, x, k, h, lane),
                     w,
                     lanes,
                 )
             },
             |w, lanes, acc: Acc<L>| {
-                store_tiles(z, lower, (|t| t * 64, is_diagonal), w, lanes, &acc)
+                store_tiles(z, lower, |t| (lower_tile(t), true), w, lanes, &acc)
             },
         );
         if last {
@@ -706,8 +659,8 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     }
     let threads = warps * NS_WARP_LANES;
     let z = ns_z(smem);
-    let m = smem.sub(2 * NS_MATRIX_LEN, NS_FULL_LEN);
-    let scratch = smem.sub(2 * NS_MATRIX_LEN + NS_FULL_LEN, NS_SCRATCH_LEN);
+    let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
+    let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
     // Q = Z / √c: row sums, ivar, flux (row sums kept in m, free now).
     let row_sum = m;
     team.each(|w, lanes| {
@@ -716,7 +669,7 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
             if k < n {
                 let (mut s, mut qx) = (0.0, 0.0);
                 for j in 0..n {
-                    let v = z.get(packed_index(k, j)) * qscale;
+                    let v = z.get(full_index(k, j)) * qscale;
                     s += v;
                     qx += v * xflux[j * xflux_stride];
                 }
@@ -752,7 +705,7 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
                 let k = k_min + j;
                 let row = (k + d).wrapping_sub(ndiag);
                 let value = if k + d >= ndiag && row < n {
-                    z.get(packed_index(row, k)) * qscale / row_sum.get(row)
+                    z.get(full_index(row, k)) * qscale / row_sum.get(row)
                 } else {
                     0.0
                 };
@@ -764,10 +717,9 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     Status::Ok
 }
 
-/// The `Z` matrix (packed, [`packed_index`]) inside the shared memory of
-/// [`inverse_sqrt_ns_iterate`].
+/// The `Z` matrix ([`full_index`]) inside the shared memory of [`inverse_sqrt_ns_iterate`].
 pub fn ns_z(smem: Shared) -> Shared {
-    smem.sub(NS_MATRIX_LEN, NS_MATRIX_LEN)
+    smem.sub(NS_FULL_LEN, NS_FULL_LEN)
 }
 
 /// `Q = C^(-1/2)` by [`inverse_sqrt_ns_iterate`], written to `q` (`(n, n)` row-major) on
@@ -793,7 +745,7 @@ pub fn inverse_sqrt_ns<const L: usize, T: MmaTeam<L>>(
         for &lane in lanes.iter() {
             let mut e = w * NS_WARP_LANES + lane;
             while e < n * n {
-                q.set(e, z.get(packed_index(e / n, e % n)) * qscale);
+                q.set(e, z.get(full_index(e / n, e % n)) * qscale);
                 e += threads;
             }
         }
