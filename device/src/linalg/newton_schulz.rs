@@ -433,11 +433,10 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
     let z = ns_z(smem);
     let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
     let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
-    // Load C into Y (identity padding) and its absolute row sums into scratch.
+    // Load C into Y (identity padding): each element read once from `cov`.
     team.each(|w, lanes| {
         for &lane in lanes.iter() {
-            let tid = w * NS_WARP_LANES + lane;
-            let mut idx = tid;
+            let mut idx = w * NS_WARP_LANES + lane;
             while idx < NS_FULL_LEN {
                 let (r, c) = unpack_full(idx);
                 let v = if r < n && c < n {
@@ -450,12 +449,18 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                 y.set(idx, v);
                 idx += threads;
             }
-            if tid < n {
+        }
+    });
+    // Absolute row sums (from shared memory: no serial chain of global loads).
+    team.each(|w, lanes| {
+        for &lane in lanes.iter() {
+            let k = w * NS_WARP_LANES + lane;
+            if k < n {
                 let mut s = 0.0;
                 for j in 0..n {
-                    s += abs(cov(tid * n + j));
+                    s += abs(y.get(full_index(k, j)));
                 }
-                scratch.set(tid, s);
+                scratch.set(k, s);
             }
         }
     });
@@ -661,8 +666,17 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     let z = ns_z(smem);
     let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
     let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
-    // Q = Z / √c: row sums, ivar, flux (row sums kept in m, free now).
-    let row_sum = m;
+    // Q = Z / √c: row sums, ivar, flux (row sums and the staged xflux kept in m, free now).
+    let row_sum = m.sub(0, NS_ORDER_MAX);
+    let xstaged = m.sub(NS_ORDER_MAX, NS_ORDER_MAX);
+    team.each(|w, lanes| {
+        for &lane in lanes.iter() {
+            let j = w * NS_WARP_LANES + lane;
+            if j < n {
+                xstaged.set(j, xflux[j * xflux_stride]);
+            }
+        }
+    });
     team.each(|w, lanes| {
         for &lane in lanes.iter() {
             let k = w * NS_WARP_LANES + lane;
@@ -671,7 +685,7 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
                 for j in 0..n {
                     let v = z.get(full_index(k, j)) * qscale;
                     s += v;
-                    qx += v * xflux[j * xflux_stride];
+                    qx += v * xstaged.get(j);
                 }
                 row_sum.set(k, s);
                 scratch.set(k, qx);
