@@ -21,7 +21,8 @@
 //! `√(1 − ‖I − M‖_F)` as soon as the residual proves more (the eigenvalues of the symmetric `M`
 //! then lie in `[1 − ‖I − M‖_F, 1]`); at `l = 1` the step is the classical `a = 3/2`, `b = −1/2`
 //! with its quadratic convergence. The iteration ends after the step taken with
-//! `‖I − M‖_F <= NS_STOP` (the step squares the residual); a block still above it after
+//! `‖I − M‖_F <= NS_STOP` (the step squares the residual), or without a step once the residual
+//! is at most [`NS_CONVERGED`]; a block still above [`NS_STOP`] after
 //! [`NS_MAX_ITERATIONS`] (a spectrum wider than the design's, κ beyond ~1e5, or an indefinite or
 //! non-finite block) returns [`Status::NoConvergence`] and nothing is written: the caller
 //! solves it with the one-sided Jacobi ([`super::jacobi_team::resolution_team`]).
@@ -85,6 +86,10 @@ pub const NS_DESIGN_FLOOR: f64 = 1e-5;
 /// The iteration ends after the step taken at `‖I − ZY‖_F <=` this (the step squares it:
 /// ~1e-12 left, at the rounding level of the products for κ <= 1e4).
 pub const NS_STOP: f64 = 1e-6;
+/// A residual at or below this ends the iteration without a further step: `Z` then differs
+/// from `B^(-1/2)` by about half of it relatively (in the eigenbasis), below the products'
+/// own rounding for κ >= 10 (saves the last `Y`, `Z` update, 5% of the DMMAs).
+pub const NS_CONVERGED: f64 = 1e-11;
 /// Iterations at most (the design interval needs 11; blocks still above [`NS_STOP`] after this
 /// many are left to the Jacobi).
 pub const NS_MAX_ITERATIONS: usize = 14;
@@ -550,6 +555,11 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
             if proven > l {
                 l = proven;
             }
+        }
+        if residual <= NS_CONVERGED {
+            // Z is already B^(-1/2) to rounding: the step would only confirm it.
+            converged = true;
+            break;
         }
         let last = residual <= NS_STOP;
         let (a, b, next) = ns_coefficients(l);
