@@ -105,7 +105,10 @@ fn check_block(
     keep: usize,
 ) -> (f64, Status, usize, f64, f64) {
     let (q_ref, kappa) = reference(cov, n);
-    let team = SerialMmaTeam { warps: NS_WARPS };
+    let team = SerialMmaTeam {
+        warps: NS_WARPS,
+        reverse: false,
+    };
     let mut smem = vec![f64::NAN; NS_SHARED_LEN];
     let mut q = vec![f64::NAN; n * n];
     let mut stats = NsStats::default();

@@ -154,6 +154,20 @@ pub trait MmaTeam<const L: usize> {
 pub struct SerialMmaTeam {
     /// Warps emulated (at least [`NS_WARPS`], at most [`NS_MAX_WARPS`]).
     pub warps: usize,
+    /// Run the warps of each phase in reverse order (with `false`, in order: comparing the two
+    /// shows whether a warp reads, within a phase, what another writes).
+    pub reverse: bool,
+}
+
+impl SerialMmaTeam {
+    /// Warp `i` of the order of this emulation.
+    fn warp(&self, i: usize) -> usize {
+        if self.reverse {
+            self.warps - 1 - i
+        } else {
+            i
+        }
+    }
 }
 
 /// The 32 lanes `0..32` of a warp.
@@ -173,8 +187,8 @@ impl MmaTeam<NS_WARP_LANES> for SerialMmaTeam {
     }
 
     fn each<F: FnMut(usize, [usize; NS_WARP_LANES])>(&self, mut f: F) {
-        for w in 0..self.warps {
-            f(w, ALL_LANES);
+        for i in 0..self.warps {
+            f(self.warp(i), ALL_LANES);
         }
     }
 
@@ -189,12 +203,14 @@ impl MmaTeam<NS_WARP_LANES> for SerialMmaTeam {
     ) {
         let mut state: [Option<S>; NS_MAX_WARPS] = [None; NS_MAX_WARPS];
         let warps = self.warps.min(NS_MAX_WARPS);
-        for (w, s) in state.iter_mut().enumerate().take(warps) {
-            *s = Some(f(w, ALL_LANES));
+        for i in 0..warps {
+            let w = self.warp(i);
+            state[w] = Some(f(w, ALL_LANES));
         }
-        for (w, s) in state.iter().enumerate().take(warps) {
-            if let Some(s) = s {
-                g(w, ALL_LANES, *s);
+        for i in 0..warps {
+            let w = self.warp(i);
+            if let Some(s) = state[w] {
+                g(w, ALL_LANES, s);
             }
         }
     }
