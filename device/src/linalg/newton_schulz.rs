@@ -330,11 +330,14 @@ where
 /// symmetric product is computed on its lower tiles only and each is also stored transposed;
 /// a diagonal tile stores its lower triangle in both triangles (an exactly symmetric iterate:
 /// keeping the two rounded triangles cost two orders of magnitude of accuracy at κ = 1e4).
+/// `combine = Some((a, b))` stores `a·old + b·product` (the step `Y ← aY + b·YM` without
+/// forming `H = aI + bM`).
 #[inline(always)]
 fn store_tiles<const L: usize, P: Fn(usize) -> ((usize, usize), bool)>(
     d: Shared,
     (first, end, warps): (usize, usize, usize),
     place: P,
+    combine: Option<(f64, f64)>,
     w: usize,
     lanes: [usize; L],
     acc: &Acc<L>,
@@ -347,8 +350,16 @@ fn store_tiles<const L: usize, P: Fn(usize) -> ((usize, usize), bool)>(
             let bt = (tj * NS_TILES + ti) * 64;
             for i in 0..L {
                 let (g, q) = (lanes[i] >> 2, lanes[i] & 3);
-                for (e, &v) in acc[s][i].iter().enumerate() {
+                for (e, &p) in acc[s][i].iter().enumerate() {
                     let c = 2 * q + e;
+                    // With `combine = (a, b)`: `a·d + b·p`, `d` the element's old value
+                    // (read at the lower position this lane owns, never written by another).
+                    let v = match combine {
+                        Some((ca, cb)) if !symmetric || ti != tj || g >= c => {
+                            ca * d.get(b + local(g, c)) + cb * p
+                        }
+                        _ => p,
+                    };
                     if !symmetric {
                         d.set(b + local(g, c), v);
                     } else if ti != tj {
@@ -358,6 +369,32 @@ fn store_tiles<const L: usize, P: Fn(usize) -> ((usize, usize), bool)>(
                         d.set(b + local(g, c), v);
                         d.set(b + local(c, g), v);
                     }
+                }
+            }
+        }
+    });
+}
+
+/// Adds `Σ (δ_rc − M_rc)²` over the elements of the tiles of [`product_tiles`] (same `first`,
+/// `end`, `w`; tiles of a full matrix) that each lane holds to `partial`.
+#[inline(always)]
+fn residual_partials<const L: usize>(
+    acc: &Acc<L>,
+    (first, end, warps): (usize, usize, usize),
+    w: usize,
+    lanes: [usize; L],
+    partial: &mut [f64; L],
+) {
+    unroll!(s in [0, 1, 2, 3, 4, 5, 6] => {
+        let t = first + w + s * warps;
+        if s < NS_SLOTS && t < end {
+            let (ti, tj) = full_tile(t);
+            for i in 0..L {
+                let (g, q) = (lanes[i] >> 2, lanes[i] & 3);
+                for (e, &v) in acc[s][i].iter().enumerate() {
+                    let delta = if ti == tj && g == 2 * q + e { 1.0 } else { 0.0 };
+                    let r = delta - v;
+                    partial[i] += r * r;
                 }
             }
         }
@@ -522,6 +559,7 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
         let half = NS_SLOTS * warps;
         team.each(|w, lanes| {
             let mut first = 0;
+            let mut partial = [0.0; L];
             while first < NS_TILES * NS_TILES {
                 let end = (first + half).min(NS_TILES * NS_TILES);
                 let acc = product_tiles(
@@ -534,30 +572,21 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                     w,
                     lanes,
                 );
+                residual_partials(&acc, (first, end, warps), w, lanes, &mut partial);
                 store_tiles(
                     m,
                     (first, end, warps),
                     |t| (full_tile(t), false),
+                    None,
                     w,
                     lanes,
                     &acc,
                 );
                 first = end;
             }
-        });
-        // ‖I − M‖_F² partials.
-        team.each(|w, lanes| {
-            for &lane in lanes.iter() {
-                let tid = w * NS_WARP_LANES + lane;
-                let mut sum = 0.0;
-                let mut idx = tid;
-                while idx < NS_FULL_LEN {
-                    let (r, c) = unpack_full(idx);
-                    let e = if r == c { 1.0 } else { 0.0 } - m.get(idx);
-                    sum += e * e;
-                    idx += threads;
-                }
-                scratch.set(tid, sum);
+            // ‖I − M‖_F² partials, from the registers.
+            for (i, &lane) in lanes.iter().enumerate() {
+                scratch.set(w * NS_WARP_LANES + lane, partial[i]);
             }
         });
         let residual = sqrt(team_sum(team, scratch));
@@ -580,20 +609,8 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
         let last = residual <= NS_STOP;
         let (a, b, next) = ns_coefficients(l);
         l = next;
-        // H = a I + b M in place.
-        team.each(|w, lanes| {
-            for &lane in lanes.iter() {
-                let mut idx = w * NS_WARP_LANES + lane;
-                while idx < NS_FULL_LEN {
-                    let (r, c) = unpack_full(idx);
-                    let v = b * m.get(idx);
-                    m.set(idx, if r == c { v + a } else { v });
-                    idx += threads;
-                }
-            }
-        });
-        // Y ← Y·H, then Z ← H·Z: lower tiles (the iterates are symmetric), each product kept
-        // in registers across a barrier.
+        // Y ← Y·H = aY + b·YM, then Z ← H·Z = aZ + b·MZ (H = aI + bM is never formed): lower
+        // tiles (the iterates are symmetric), each product kept in registers across a barrier.
         let lower = (0, NS_PACKED_TILES, warps);
         team.each_split(
             |w, lanes| {
@@ -609,7 +626,15 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                 )
             },
             |w, lanes, acc: Acc<L>| {
-                store_tiles(y, lower, |t| (lower_tile(t), true), w, lanes, &acc)
+                store_tiles(
+                    y,
+                    lower,
+                    |t| (lower_tile(t), true),
+                    Some((a, b)),
+                    w,
+                    lanes,
+                    &acc,
+                )
             },
         );
         team.each_split(
@@ -626,7 +651,15 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
                 )
             },
             |w, lanes, acc: Acc<L>| {
-                store_tiles(z, lower, |t| (lower_tile(t), true), w, lanes, &acc)
+                store_tiles(
+                    z,
+                    lower,
+                    |t| (lower_tile(t), true),
+                    Some((a, b)),
+                    w,
+                    lanes,
+                    &acc,
+                )
             },
         );
         if last {
