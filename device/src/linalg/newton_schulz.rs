@@ -7,8 +7,9 @@
 //!
 //! # Algorithm
 //! With `B = C / c`, `c = ‖C‖_∞ >= λ_max(C)` (so the spectrum of `B` lies in `(0, 1]`),
-//! `Y_0 = B`, `Z_0 = I`, each iteration forms `M = Z Y`, `H = a I + b M` and
-//! `Y ← Y H`, `Z ← H Z`. This is the odd polynomial `p(s) = a s + b s³` applied to the block
+//! `Y_0 = B`, `Z_0 = I`, each iteration forms `M = Z Y` and, with `H = a I + b M`,
+//! `Y ← Y H = a Y + b·Y M`, `Z ← H Z = a Z + b·M Z` (`H` is never formed; `‖I − M‖_F` is summed
+//! from the product's registers). This is the odd polynomial `p(s) = a s + b s³` applied to the block
 //! matrix `[[0, Y], [Z, 0]]` (whose sign is `[[0, B^(1/2)], [B^(-1/2), 0]]`), so `Y → B^(1/2)`
 //! and `Z → B^(-1/2)`; the coupled form is the stable one (Higham, *Functions of Matrices*,
 //! §6.3). Every iterate is a polynomial in `B`: all matrices are symmetric and only their lower
