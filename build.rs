@@ -129,6 +129,7 @@ include!("tools/find_ptxas.rs");
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("covariance_team", 128),
     ("resolution_team", 128),
+    ("resolution_ns", 128),
     ("factor_solve_team", 168),
 ];
 

@@ -4,10 +4,10 @@
 //! root crate's tests/ptx.rs).
 
 use desi_device::kernels::{
-    AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, LaunchShape, PatchBatch,
-    PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, RejectBinsArgs, RejectMaskArgs, RejectScanArgs,
-    ResolutionArgs, ScreenPixelsArgs, SmokeAxpyArgs, SpotsArgs, WidenArgs, ENTRIES,
-    THREADS_PER_BLOCK,
+    AssembleArgs, CovarianceArgs, FactorSolveArgs, FrameCcd, FrameStamps, LaunchShape,
+    MmaCheckArgs, PatchBatch, PixelCoreArgs, PixelRowsArgs, PsfTablesArgs, RejectBinsArgs,
+    RejectMaskArgs, RejectScanArgs, ResolutionArgs, ScreenPixelsArgs, SmokeAxpyArgs, SpotsArgs,
+    WidenArgs, ENTRIES, THREADS_PER_BLOCK,
 };
 use desi_device::linalg::{banded_team, jacobi_team};
 use desi_device::psf::spot::{PsfTables, SpotGeometry};
@@ -162,8 +162,18 @@ fn patch_kernel_shapes_match_the_former_host_formulas() {
         flux: null_mut(),
         ivar: null_mut(),
         rdiags: null_mut(),
+        block_state: null_mut(),
+        ns_counts: null_mut(),
     };
     assert_eq!(res.shape(), old_grid(np * nspp_max));
+    assert_eq!(
+        res.ns_shape(),
+        LaunchShape {
+            blocks: np * nspp_max,
+            threads: 512,
+            shared_bytes: 157_952,
+        }
+    );
     for lanes in [32, 96, 128, 256] {
         assert_eq!(
             res.team_shape(lanes),
@@ -298,7 +308,8 @@ fn argument_structs_have_no_padding() {
         ),
         ("factor_solve", size_of::<FactorSolveArgs>(), patch + 7),
         ("covariance", size_of::<CovarianceArgs>(), patch + 6),
-        ("resolution", size_of::<ResolutionArgs>(), patch + 13),
+        ("resolution", size_of::<ResolutionArgs>(), patch + 15),
+        ("mma_check", size_of::<MmaCheckArgs>(), 4),
         (
             "pixel_rows",
             size_of::<PixelRowsArgs>(),
@@ -325,5 +336,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 20);
+    assert_eq!(ENTRIES.len(), 22);
 }

@@ -4,6 +4,7 @@ use super::reject::{reject_line, RejectArgs};
 use super::{parse_wave_range, InputError};
 use clap::Args;
 use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
+use desi_extract::gpu::context::{EighKernel, EIGH_KERNEL_ENV};
 use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
@@ -264,6 +265,30 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     for r in g.reports.iter().take(10) {
         println!("  {r:?}");
     }
+    // The DMMA fragment layout that resolution_ns relies on (one warp: always checked) and,
+    // with DESI_EIGH_KERNEL=ns, how many blocks that kernel solved.
+    let mut eigh_failures = Vec::new();
+    let mma_err = gpu.check_mma()?;
+    println!(
+        "selftest: DMMA check (one mma.m8n8k4.f64 against the f64 product): max abs error {mma_err:.2e}"
+    );
+    // |A|, |B|, |C| < 1 and k = 4: any correct summation order is within ~5ε.
+    if mma_err.is_nan() || mma_err > MMA_CHECK_TOLERANCE {
+        eigh_failures.push(format!(
+            "the DMMA check is off by {mma_err:.2e} (> {MMA_CHECK_TOLERANCE:e}): wrong fragment layout"
+        ));
+    }
+    if gpu.eigh == EighKernel::Ns {
+        let (solved, left) = gpu.eigh_counts()?;
+        println!(
+            "selftest: eigh {EIGH_KERNEL_ENV}=ns: {solved} blocks by Newton-Schulz, {left} left to the Jacobi (all runs)"
+        );
+        if solved == 0 {
+            eigh_failures.push(format!(
+                "{EIGH_KERNEL_ENV}=ns, but resolution_ns solved no block"
+            ));
+        }
+    }
     let verdict = Verdict {
         flux: (flux_med, flux_max),
         ivar: (ivar_med, ivar_max),
@@ -275,6 +300,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut failures = verdict.failures();
     failures.extend(rejection_failures);
+    failures.extend(eigh_failures);
     for failure in &failures {
         println!("selftest: FAIL: {failure}");
     }
@@ -319,6 +345,9 @@ fn patch_rejection_mismatches(a: &Extraction, b: &Extraction) -> usize {
     }
     differ
 }
+
+/// Largest `|D − (A·B + C)|` accepted from `mma_check` (entries in (−1, 1), four products).
+const MMA_CHECK_TOLERANCE: f64 = 1e-14;
 
 /// What `selftest --gpu` compares, and the bounds it holds them to.
 #[derive(Clone, Debug, PartialEq)]

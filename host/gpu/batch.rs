@@ -4,7 +4,7 @@
 //! batches in flight, the host unpacks and stitches one batch while the device solves the
 //! next.
 
-use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard};
+use super::context::{DriverContext, EighKernel, GpuContext, GpuError, KernelMode, PinnedGuard};
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
 use crate::solve::outliers::outliers_from_rows;
@@ -302,9 +302,18 @@ pub(super) fn launch_batch<'g>(
     let mut d_rdiags = stream
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
-    {
+    // With DESI_EIGH_KERNEL=ns, resolution_ns first; it marks the blocks it solved, and
+    // resolution_team (timed as "eigh fallback") does the others.
+    let ns = team
+        && gpu.eigh == EighKernel::Ns
+        && nwavetot <= desi_device::linalg::newton_schulz::NS_ORDER_MAX;
+    let mut d_state = stream
+        .alloc_zeros::<u32>(if ns { ncore.max(1) } else { 1 })
+        .stage("allocate block states")?;
+    if ns {
+        let mut counts = gpu.ns_counts();
         let mut l = Launch::on(stream);
-        let args = ResolutionArgs {
+        let mut args = ResolutionArgs {
             batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
             nspp_max,
             nmax,
@@ -319,7 +328,41 @@ pub(super) fn launch_batch<'g>(
             flux: l.write(&mut d_flux),
             ivar: l.write(&mut d_ivar),
             rdiags: l.write(&mut d_rdiags),
+            block_state: std::ptr::null_mut(),
+            ns_counts: std::ptr::null_mut(),
         };
+        args.block_state = l.write(&mut d_state);
+        args.ns_counts = l.write(&mut *counts);
+        // SAFETY: as for resolution_team below, with block_state ncore values and ns_counts
+        // two; nwavetot <= 80; the shape is the kernel's.
+        unsafe { l.run(&gpu.kernels.resolution_ns, args.ns_shape(), &args) }?;
+        drop(counts);
+        mark(&mut marks, stream, trace, label.unwrap_or("eigh fallback"))?;
+    }
+    {
+        let mut l = Launch::on(stream);
+        let mut args = ResolutionArgs {
+            batch: patch_batch(&mut l, &d_descs, &mut d_status, nwavetot),
+            nspp_max,
+            nmax,
+            ndiag,
+            pad,
+            nwavestep,
+            cov: l.read(&d_cov),
+            xflux: l.read(&d_xflux),
+            qbuf: l.write(&mut d_q),
+            work: l.write(&mut d_eig_work),
+            work_stride: eig_work,
+            flux: l.write(&mut d_flux),
+            ivar: l.write(&mut d_ivar),
+            rdiags: l.write(&mut d_rdiags),
+            block_state: std::ptr::null_mut(),
+            ns_counts: std::ptr::null_mut(),
+        };
+        if ns {
+            // Only read by resolution_team.
+            args.block_state = l.read(&d_state).cast_mut();
+        }
         let (kernel, shape) = if team {
             let lanes = lanes("DESI_RESOLUTION_LANES", ResolutionArgs::TEAM_LANES);
             (&gpu.kernels.resolution_team, args.team_shape(lanes))
@@ -328,10 +371,11 @@ pub(super) fn launch_batch<'g>(
         };
         // SAFETY: flux and ivar have ncore * nwavetot values, rdiags ncore * ndiagonal *
         // nwavestep, qbuf and work the per-thread kernel's scratch (one value each, unused,
-        // for the team kernel); the rest as above.
+        // for the team kernel); block_state null or ncore values; the rest as above.
         unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, label.unwrap_or("finalize"))?;
+    drop(d_state);
     drop(d_q);
     drop(d_eig_work);
     drop(d_cov);

@@ -4,13 +4,13 @@ use super::launch::Kernel;
 use super::memory::{memory_limit_from_env, PoolStats};
 use super::ptx;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaModule, CudaStream, DriverError, PinnedHostSlice,
+    CudaContext, CudaEvent, CudaModule, CudaSlice, CudaStream, DriverError, PinnedHostSlice,
 };
 use cudarc::nvrtc::Ptx;
 use desi_device::kernels::{
-    self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, PixelCoreArgs, PixelRowsArgs,
-    RejectBinsArgs, RejectMaskArgs, RejectScanArgs, ResolutionArgs, ScreenPixelsArgs, SpotsArgs,
-    WidenArgs,
+    self as k, AssembleArgs, CovarianceArgs, FactorSolveArgs, MmaCheckArgs, PixelCoreArgs,
+    PixelRowsArgs, RejectBinsArgs, RejectMaskArgs, RejectScanArgs, ResolutionArgs,
+    ScreenPixelsArgs, SpotsArgs, WidenArgs,
 };
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -115,6 +115,11 @@ pub struct Kernels {
     pub covariance_team: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
     pub resolution_team: Kernel<ResolutionArgs>,
+    /// Newton–Schulz inverse square root (FP64 tensor cores) and resolution, one thread block
+    /// per (patch, core spectrum); what it cannot solve is left to `resolution_team`.
+    pub resolution_ns: Kernel<ResolutionArgs>,
+    /// One DMMA of one warp (the fragment layout check of `selftest --gpu`).
+    pub mma_check: Kernel<MmaCheckArgs>,
     /// χ² of the kept window rows.
     pub pixel_rows: Kernel<PixelRowsArgs>,
     /// chi2pix and pixmask_fraction.
@@ -146,6 +151,11 @@ pub struct GpuContext {
     pub ordinal: usize,
     /// Kernel family for the solve stages.
     pub mode: KernelMode,
+    /// Method of the `eigh` stage with the team kernels ([`EIGH_KERNEL_ENV`]).
+    pub eigh: EighKernel,
+    /// Blocks `resolution_ns` solved and left to the Jacobi, added up on the device over the
+    /// context's life ([`GpuContext::eigh_counts`]).
+    ns_counts: Mutex<CudaSlice<u32>>,
     /// Page-locked host buffers for the results of the (at most two) batches in flight,
     /// reused across batches and frames.
     pinned: [Mutex<Option<PinnedHostSlice<f64>>>; PINNED_SLOTS],
@@ -194,6 +204,34 @@ pub enum KernelMode {
     Team,
     /// One thread per patch or per core spectrum (the plain device functions; reference).
     Thread,
+}
+
+/// Environment variable choosing the `eigh` stage's method: `team` (default: one-sided Jacobi,
+/// `resolution_team`) or `ns` (Newton–Schulz on FP64 tensor cores, `resolution_ns`, with the
+/// blocks it cannot solve left to `resolution_team`).
+pub const EIGH_KERNEL_ENV: &str = "DESI_EIGH_KERNEL";
+
+/// Method of the `eigh` stage (`C_bb^(-1/2)` and the resolution, docs/algorithm.md §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EighKernel {
+    /// One-sided Jacobi (`resolution_team`): default.
+    Team,
+    /// Coupled Newton–Schulz with its products on FP64 tensor cores (`resolution_ns`), then
+    /// `resolution_team` on the blocks it left (κ beyond ~1e5, non-finite).
+    Ns,
+}
+
+impl EighKernel {
+    /// From [`EIGH_KERNEL_ENV`]: `ns`, or `team`/unset; anything else is an error naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(EIGH_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
+            Ok("ns") => Ok(Self::Ns),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{EIGH_KERNEL_ENV}={other}: expected `team` or `ns`"
+            ))),
+        }
+    }
 }
 
 /// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
@@ -253,6 +291,79 @@ fn set_pool_threshold(ctx: &CudaContext, threshold: u64) -> Result<(), GpuError>
 }
 
 impl GpuContext {
+    /// The device counters of `resolution_ns` (for [`Launch::write`](super::launch::Launch)).
+    pub(super) fn ns_counts(&self) -> MutexGuard<'_, CudaSlice<u32>> {
+        self.ns_counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks the `ns` method of the `eigh` stage solved, and left to the Jacobi, since the
+    /// context was made (waits for the stream).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn eigh_counts(&self) -> Result<(u64, u64), GpuError> {
+        let counts = self.ns_counts();
+        let host = self
+            .stream
+            .clone_dtoh(&*counts)
+            .stage("copy the eigh counters")?;
+        self.stream
+            .synchronize()
+            .stage("wait for the eigh counters")?;
+        Ok((host[0] as u64, host[1] as u64))
+    }
+
+    /// Runs `mma_check` (one DMMA of one warp) on fixed pseudo-random `A` (8×4), `B` (4×8),
+    /// `C` (8×8) and returns the largest `|D − (A·B + C)|` against the plain f64 product:
+    /// a wrong fragment layout gives O(1), the instruction's rounding ~1e-16.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn check_mma(&self) -> Result<f64, GpuError> {
+        // A small LCG: values in (-1, 1) with no structure a layout error could hide in.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        };
+        let a: Vec<f64> = (0..32).map(|_| next()).collect();
+        let b: Vec<f64> = (0..32).map(|_| next()).collect();
+        let c: Vec<f64> = (0..64).map(|_| next()).collect();
+        let d_a = self.stream.clone_htod(&a).stage("copy mma A")?;
+        let d_b = self.stream.clone_htod(&b).stage("copy mma B")?;
+        let d_c = self.stream.clone_htod(&c).stage("copy mma C")?;
+        let mut d_d = self.stream.alloc_zeros::<f64>(64).stage("allocate mma D")?;
+        {
+            let mut l = super::launch::Launch::on(&self.stream);
+            let args = MmaCheckArgs {
+                a: l.read(&d_a),
+                b: l.read(&d_b),
+                c: l.read(&d_c),
+                d: l.write(&mut d_d),
+            };
+            // SAFETY: a and b hold 32 values, c and d 64 (MmaCheckArgs); one warp.
+            unsafe { l.run(&self.kernels.mma_check, args.shape(), &args) }?;
+        }
+        let d = self.stream.clone_dtoh(&d_d).stage("copy mma D")?;
+        self.stream.synchronize().stage("wait for mma_check")?;
+        let mut worst = 0.0f64;
+        for r in 0..8 {
+            for col in 0..8 {
+                let want =
+                    c[r * 8 + col] + (0..4).map(|k| a[r * 4 + k] * b[k * 8 + col]).sum::<f64>();
+                let err = (d[r * 8 + col] - want).abs();
+                worst = if err.is_nan() {
+                    f64::NAN
+                } else {
+                    worst.max(err)
+                };
+            }
+        }
+        Ok(worst)
+    }
+
     /// Opens GPU `ordinal` and loads the kernels; the memory cap is
     /// [`super::memory::MEMORY_LIMIT_ENV`]'s, if set ([`GpuContext::set_memory_limit`]
     /// overrides it).
@@ -282,6 +393,8 @@ impl GpuContext {
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
+            resolution_ns: Kernel::load(&module, k::RESOLUTION_NS)?,
+            mma_check: Kernel::load(&module, k::MMA_CHECK)?,
             pixel_rows: Kernel::load(&module, k::PIXEL_ROWS)?,
             pixel_core: Kernel::load(&module, k::PIXEL_CORE)?,
             pixel_rows_warp: Kernel::load(&module, k::PIXEL_ROWS_WARP)?,
@@ -294,6 +407,12 @@ impl GpuContext {
             Ok("thread") => KernelMode::Thread,
             _ => KernelMode::Team,
         };
+        let eigh = EighKernel::from_env()?;
+        let ns_counts = Mutex::new(
+            stream
+                .alloc_zeros::<u32>(2)
+                .stage("allocate the eigh counters")?,
+        );
         let epoch_event = stream
             .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
             .stage("record the epoch event")?;
@@ -308,6 +427,8 @@ impl GpuContext {
             kernels,
             ordinal,
             mode,
+            eigh,
+            ns_counts,
             pinned: Default::default(),
             pinned_status: Default::default(),
             pinned_corners: Mutex::new(None),

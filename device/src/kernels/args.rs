@@ -19,7 +19,7 @@
 
 use core::marker::PhantomData;
 
-use crate::linalg::{banded_team, jacobi_team};
+use crate::linalg::{banded_team, jacobi_team, newton_schulz};
 use crate::patch::{CcdView, PatchDesc, StampView};
 use crate::psf::spot::{PsfTables, SpotGeometry, StampCorner};
 use crate::psf::spot_team::spot_team_scratch_len;
@@ -116,6 +116,11 @@ pub const COVARIANCE_TEAM: Entry<CovarianceArgs> = Entry::new("covariance_team")
 pub const RESOLUTION: Entry<ResolutionArgs> = Entry::new("resolution");
 /// `resolution_team`: the same, one thread block per core spectrum.
 pub const RESOLUTION_TEAM: Entry<ResolutionArgs> = Entry::new("resolution_team");
+/// `resolution_ns`: the same by Newton–Schulz on FP64 tensor cores, one thread block per core
+/// spectrum (blocks it cannot solve are left to `resolution_team`).
+pub const RESOLUTION_NS: Entry<ResolutionArgs> = Entry::new("resolution_ns");
+/// `mma_check`: one DMMA (`mma.m8n8k4.f64`) of one warp, to check the fragment layout.
+pub const MMA_CHECK: Entry<MmaCheckArgs> = Entry::new("mma_check");
 /// `pixel_rows`: χ² of every kept window row.
 pub const PIXEL_ROWS: Entry<PixelRowsArgs> = Entry::new("pixel_rows");
 /// `pixel_core`: chi2pix and pixmask_fraction of the core unknowns.
@@ -141,6 +146,8 @@ pub const ENTRIES: &[EntryParam] = &[
     COVARIANCE_TEAM.param(),
     RESOLUTION.param(),
     RESOLUTION_TEAM.param(),
+    RESOLUTION_NS.param(),
+    MMA_CHECK.param(),
     PIXEL_ROWS.param(),
     PIXEL_CORE.param(),
     PIXEL_ROWS_WARP.param(),
@@ -747,6 +754,13 @@ pub struct ResolutionArgs {
     pub ivar: *mut f64,
     /// Shape `(npatch, nspp_max, 2·ndiag + 1, nwavestep)`: resolution diagonals (written).
     pub rdiags: *mut f64,
+    /// Shape `(npatch, nspp_max)`, or null: `resolution_ns` writes 1 for a block it solved (or
+    /// whose patch had already failed) and 0 for one it leaves to the Jacobi; `resolution_team`
+    /// then skips the blocks marked 1. Null: no Newton–Schulz pass (every block is the team's).
+    pub block_state: *mut u32,
+    /// Shape `(2,)`, or null: `resolution_ns` adds its blocks solved (`[0]`) and left to the
+    /// Jacobi (`[1]`).
+    pub ns_counts: *mut u32,
 }
 
 // SAFETY: #[repr(C)], Copy, 8-byte integers and raw pointers only.
@@ -757,6 +771,18 @@ impl ResolutionArgs {
     /// index arithmetic clean-up: 96 lanes 144 ms, 128: 167, 160: 155; before it: 128 lanes
     /// 251 ms per frame, 96: 281, 160: 281, 256: 333, 64: 409, 512: 564).
     pub const TEAM_LANES: usize = 96;
+
+    /// `resolution_ns`: one block of [`NS_WARPS`](newton_schulz::NS_WARPS) warps per
+    /// `(patch, core spectrum)` with [`NS_SHARED_LEN`](newton_schulz::NS_SHARED_LEN) f64 of
+    /// dynamic shared memory (157,952 bytes: one block of 512 threads per H100 SM).
+    #[inline]
+    pub fn ns_shape(&self) -> LaunchShape {
+        LaunchShape::per_block(
+            self.batch.npatch * self.nspp_max,
+            newton_schulz::NS_WARPS * WARP_THREADS,
+            8 * newton_schulz::NS_SHARED_LEN,
+        )
+    }
 
     /// `resolution`: one thread per `(patch, core spectrum)`, `npatch · nspp_max` items.
     #[inline]
@@ -774,6 +800,33 @@ impl ResolutionArgs {
             lanes,
             8 * jacobi_team::resolution_team_shared_len(self.batch.nwavetot, lanes),
         )
+    }
+}
+
+/// Arguments of `mma_check`: `D = A·B + C` by one `mma.m8n8k4.row.col.f64` of one warp, each
+/// lane loading its fragment elements by the layout of the PTX ISA (the layout
+/// `newton_schulz::SerialMmaTeam` emulates).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MmaCheckArgs {
+    /// Shape `(8, 4)`: A (read).
+    pub a: *const f64,
+    /// Shape `(4, 8)`: B (read).
+    pub b: *const f64,
+    /// Shape `(8, 8)`: C (read).
+    pub c: *const f64,
+    /// Shape `(8, 8)`: D (written).
+    pub d: *mut f64,
+}
+
+// SAFETY: #[repr(C)], Copy, raw pointers only.
+unsafe impl KernelArgs for MmaCheckArgs {}
+
+impl MmaCheckArgs {
+    /// One warp.
+    #[inline]
+    pub const fn shape(&self) -> LaunchShape {
+        LaunchShape::per_block(1, WARP_THREADS, 0)
     }
 }
 

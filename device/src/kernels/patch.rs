@@ -15,10 +15,11 @@
 use core::arch::nvptx;
 
 use super::args::{
-    AssembleArgs, CovarianceArgs, FactorSolveArgs, PatchBatch, PixelCoreArgs, PixelRowsArgs,
-    ResolutionArgs,
+    AssembleArgs, CovarianceArgs, FactorSolveArgs, MmaCheckArgs, PatchBatch, PixelCoreArgs,
+    PixelRowsArgs, ResolutionArgs,
 };
 use super::thread;
+use crate::linalg::newton_schulz::{self, BlockMmaTeam, MmaTeam};
 use crate::linalg::{banded, banded_team, jacobi, jacobi_team};
 use crate::patch::assemble_warp::{
     assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
@@ -501,6 +502,7 @@ pub unsafe extern "ptx-kernel" fn resolution(args: ResolutionArgs) {
         flux,
         ivar,
         rdiags,
+        ..
     } = args;
     // SAFETY: device allocations of the host (the kernel's contract).
     unsafe {
@@ -607,6 +609,7 @@ pub unsafe extern "ptx-kernel" fn resolution_team(args: ResolutionArgs) {
         flux,
         ivar,
         rdiags,
+        block_state,
         ..
     } = args;
     // SAFETY: device allocations of the host (the kernel's contract).
@@ -615,6 +618,12 @@ pub unsafe extern "ptx-kernel" fn resolution_team(args: ResolutionArgs) {
     let Some(item) = block_item(&batch, nspp_max) else {
         return;
     };
+    // A block that `resolution_ns` solved (the whole block returns: the value is the same
+    // for every thread).
+    // SAFETY: block_state, when not null, holds npatch · nspp_max values (the contract).
+    if !block_state.is_null() && unsafe { block_state.add(item.index).read() } == 1 {
+        return;
+    }
     let (p, c) = (item.patch, item.sub);
     let team = BlockTeam;
     let lanes = team.lanes();
@@ -677,6 +686,146 @@ pub unsafe extern "ptx-kernel" fn resolution_team(args: ResolutionArgs) {
         if thread_index() == 0 {
             batch.fail(p, code);
         }
+    }
+}
+
+/// Jacobi inverse square root and resolution by Newton–Schulz on FP64 tensor cores: one thread
+/// block of [`newton_schulz::NS_WARPS`] warps per (patch, core spectrum) runs
+/// [`newton_schulz::resolution_ns`] on the covariance block read from global memory; the same
+/// outputs as [`resolution_team`], for the blocks it solves. It never fails a patch: a block it
+/// cannot solve (not converged, κ beyond its range, non-finite) gets `block_state` 0 and is
+/// left to `resolution_team`, launched next with the same arguments; every other block gets 1
+/// (also those of a patch an earlier stage failed). `ns_counts` adds the solved and left blocks.
+///
+/// # Launch
+/// [`ResolutionArgs::ns_shape`]: `blockIdx.x = patch · nspp_max + c`, 512 threads,
+/// `8 · NS_SHARED_LEN` bytes of dynamic shared memory; `nwavetot <= 80`.
+///
+/// # Safety
+/// As [`resolution_team`], with `block_state` valid for `npatch · nspp_max` and `ns_counts`
+/// for 2 values (neither null).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn resolution_ns(args: ResolutionArgs) {
+    let ResolutionArgs {
+        batch,
+        nspp_max,
+        nmax,
+        ndiag,
+        pad,
+        nwavestep,
+        cov,
+        xflux,
+        flux,
+        ivar,
+        rdiags,
+        block_state,
+        ns_counts,
+        ..
+    } = args;
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe {
+        assume_global!(
+            batch.descs,
+            batch.status,
+            cov,
+            xflux,
+            flux,
+            ivar,
+            rdiags,
+            block_state,
+            ns_counts
+        )
+    };
+    let nwavetot = batch.nwavetot;
+    let Some(item) = block_item(&batch, nspp_max) else {
+        return;
+    };
+    let (p, c) = (item.patch, item.sub);
+    let team = BlockMmaTeam;
+    let block = nwavetot * nwavetot;
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    let first = thread_index() == 0;
+    // SAFETY: the launch provides NS_SHARED_LEN f64 of dynamic shared memory, used by this
+    // block's threads under the team's phase rule; descriptor, status, cov, xflux, outputs,
+    // block_state and ns_counts are within the documented sizes, and each (patch, c) owns its
+    // output rows and state.
+    unsafe {
+        let d = batch.desc(p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        // Nothing to do for a failed patch (the status does not change during this kernel:
+        // resolution_ns never writes it; every thread reads the same value).
+        if batch.status.add(p).read() != 0 {
+            if first {
+                block_state.add(item.index).write(1);
+            }
+            return;
+        }
+        let mut solved = false;
+        if nwavetot <= newton_schulz::NS_ORDER_MAX && team.warps() >= newton_schulz::NS_WARPS {
+            let src = cov.add(item.index * block);
+            let s = d.s_core as usize + c;
+            let n = d.nunknown(nwavetot);
+            let x = core::slice::from_raw_parts(xflux.add(p * nmax + s), n - s);
+            let ndiagonal = 2 * ndiag + 1;
+            let mut stats = newton_schulz::NsStats::default();
+            let code = newton_schulz::resolution_ns(
+                &team,
+                move |e| src.add(e).read(),
+                nwavetot,
+                (x, d.nspecpad as usize),
+                (ndiag, pad, pad + d.keep as usize),
+                (
+                    Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
+                    Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
+                    Shared::from_raw(
+                        rdiags.add(item.index * ndiagonal * nwavestep),
+                        ndiagonal * nwavestep,
+                    ),
+                    nwavestep,
+                ),
+                Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
+                &mut stats,
+            );
+            solved = code == Status::Ok;
+        }
+        if first {
+            block_state.add(item.index).write(solved as u32);
+            let counter = ns_counts.add(if solved { 0 } else { 1 });
+            core::sync::atomic::AtomicU32::from_ptr(counter)
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// One DMMA of one warp ([`MmaCheckArgs`]): lane `l` loads `A[l/4][l%4]`, `B[l%4][l/4]` and
+/// `C[l/4][2(l%4) + i]`, runs [`BlockMmaTeam`]'s `mma` and stores `D` at the places of `C`.
+///
+/// # Launch
+/// [`MmaCheckArgs::shape`]: one block of 32 threads.
+///
+/// # Safety
+/// `a`, `b` valid for 32 reads, `c` for 64 reads, `d` for 64 writes.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mma_check(args: MmaCheckArgs) {
+    let MmaCheckArgs { a, b, c, d } = args;
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe { assume_global!(a, b, c, d) };
+    let lane = thread_index() as usize;
+    if lane >= 32 {
+        return;
+    }
+    let (g, t) = (lane / 4, lane % 4);
+    // SAFETY: the indices are below 32 (a, b) and 64 (c, d), the documented sizes; all 32
+    // lanes reach the mma.
+    unsafe {
+        let va = a.add(g * 4 + t).read();
+        let vb = b.add(t * 8 + g).read();
+        let vc = [c.add(g * 8 + 2 * t).read(), c.add(g * 8 + 2 * t + 1).read()];
+        let [[d0, d1]] = BlockMmaTeam.mma([va], [vb], [vc]);
+        d.add(g * 8 + 2 * t).write(d0);
+        d.add(g * 8 + 2 * t + 1).write(d1);
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`jacobi`]: the inverse square root of the `74×74` covariance blocks by one-sided Jacobi.
 //! - [`jacobi_team`]: the same inverse square root (and the resolution step) done cooperatively
 //!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
+//! - [`newton_schulz`]: the same inverse square root and resolution step by a coupled
+//!   Newton–Schulz iteration on FP64 tensor cores (the GPU's `DESI_EIGH_KERNEL=ns` variant).
 //! - [`tridiagonal`]: symmetric eigendecomposition (Householder + implicit QL) and the inverse
 //!   square root built from it: the CPU backend's method for the covariance blocks.
 //! - `dense` (crate-private): the dot products, axpys and covariance engine they share.
@@ -24,4 +26,5 @@ pub mod banded_team;
 pub(crate) mod dense;
 pub mod jacobi;
 pub mod jacobi_team;
+pub mod newton_schulz;
 pub mod tridiagonal;

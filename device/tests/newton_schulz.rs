@@ -1,0 +1,357 @@
+//! Tests of the Newton–Schulz inverse square root on emulated FP64 tensor cores
+//! (device/src/linalg/newton_schulz.rs, `SerialMmaTeam`): `C^(-1/2)` against the float64
+//! two-sided Jacobi reference on matrices of known condition number and on covariance-like
+//! blocks, iteration counts against κ, the fallback status beyond the design range, the
+//! resolution step against the serial `apply_resolution` + `resolution_diagonals`, the packed
+//! storage, and the emulated `mma` against a plain product. (tests/newton_schulz_blocks.rs
+//! runs it on the real covariance blocks of the bundled PSF.)
+
+mod common;
+
+use common::{covariance_block, max_abs};
+use desi_device::linalg::newton_schulz::{
+    full_index, inverse_sqrt_ns, resolution_ns, MmaTeam, NsStats, SerialMmaTeam, NS_FULL_LEN,
+    NS_MAX_ITERATIONS, NS_ORDER_MAX, NS_SHARED_LEN, NS_WARPS,
+};
+use desi_device::patch::{apply_resolution, resolution_diagonals};
+use desi_device::reference::jacobi_eigh::jacobi_eigh;
+use desi_device::team::Shared;
+use desi_device::Status;
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Reference `C^(-1/2)` and `(λ_min, λ_max)` from the two-sided Jacobi eigenpairs.
+fn reference_inverse_sqrt(c: &[f64], n: usize) -> (Vec<f64>, f64, f64) {
+    let mut a = c.to_vec();
+    let mut v = vec![0.0; n * n];
+    let mut l = vec![0.0; n];
+    assert_eq!(jacobi_eigh(&mut a, n, &mut v, &mut l, 100), Status::Ok);
+    let mut q = vec![0.0; n * n];
+    for e in 0..n {
+        let f = 1.0 / l[e].sqrt();
+        for i in 0..n {
+            let vi = v[i * n + e] * f;
+            for j in 0..n {
+                q[i * n + j] += vi * v[j * n + e];
+            }
+        }
+    }
+    (q, l[0], l[n - 1])
+}
+
+/// `V diag(λ) Vᵀ` with a random orthogonal V and eigenvalues log-spaced from 1 down to
+/// `1/kappa`, times `scale`.
+fn with_condition(n: usize, kappa: f64, scale: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let g = DMatrix::<f64>::from_fn(n, n, |_, _| rng.random_range(-1.0..1.0));
+    let v = g.qr().q();
+    let mut c = vec![0.0; n * n];
+    for e in 0..n {
+        let t = if n > 1 {
+            e as f64 / (n - 1) as f64
+        } else {
+            0.0
+        };
+        let lambda = scale * kappa.powf(-t);
+        for i in 0..n {
+            for j in 0..n {
+                c[i * n + j] += lambda * v[(i, e)] * v[(j, e)];
+            }
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            c[j * n + i] = c[i * n + j];
+        }
+    }
+    c
+}
+
+/// NS `C^(-1/2)` on the emulated team (shared memory pre-filled with NaN).
+fn ns(c: &[f64], n: usize, warps: usize) -> (Status, Vec<f64>, NsStats) {
+    let team = SerialMmaTeam {
+        warps,
+        reverse: false,
+    };
+    let mut q = vec![f64::NAN; n * n];
+    let mut smem = vec![f64::NAN; NS_SHARED_LEN];
+    let mut stats = NsStats::default();
+    let st = inverse_sqrt_ns(
+        &team,
+        c,
+        n,
+        Shared::new(&mut q),
+        Shared::new(&mut smem),
+        &mut stats,
+    );
+    (st, q, stats)
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+}
+
+#[test]
+fn emulated_mma_is_the_plain_product() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let a: Vec<f64> = (0..32).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f64> = (0..32).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let c: Vec<f64> = (0..64).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // A (8x4) and B (4x8) row-major, C (8x8) row-major; lane fragments as the PTX ISA says.
+    let mut fa = [0.0; 32];
+    let mut fb = [0.0; 32];
+    let mut fc = [[0.0; 2]; 32];
+    for lane in 0..32 {
+        fa[lane] = a[(lane / 4) * 4 + lane % 4];
+        fb[lane] = b[(lane % 4) * 8 + lane / 4];
+        fc[lane] = [
+            c[(lane / 4) * 8 + 2 * (lane % 4)],
+            c[(lane / 4) * 8 + 2 * (lane % 4) + 1],
+        ];
+    }
+    let d = SerialMmaTeam {
+        warps: NS_WARPS,
+        reverse: false,
+    }
+    .mma(fa, fb, fc);
+    for (lane, dl) in d.iter().enumerate() {
+        for (i, &got) in dl.iter().enumerate() {
+            let (r, col) = (lane / 4, 2 * (lane % 4) + i);
+            let want: f64 =
+                c[r * 8 + col] + (0..4).map(|k| a[r * 4 + k] * b[k * 8 + col]).sum::<f64>();
+            // Four products of values in (-1, 1): a few ε whatever the summation order.
+            assert!((got - want).abs() <= 20.0 * f64::EPSILON, "lane {lane} {i}");
+        }
+    }
+}
+
+#[test]
+fn full_index_is_a_bijection() {
+    let mut seen = vec![0u32; NS_FULL_LEN];
+    for r in 0..NS_ORDER_MAX {
+        for c in 0..NS_ORDER_MAX {
+            let i = full_index(r, c);
+            assert!(i < NS_FULL_LEN);
+            // Tile-major: the 64 elements of a tile are contiguous.
+            assert_eq!(i / 64, (r / 8) * 10 + c / 8);
+            seen[i] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&k| k == 1), "every element once");
+}
+
+/// Accuracy against the reference for κ from 1 to 1e4 (the brief: 1e-11 of max|Q|), at 74 (DESI),
+/// 80 (no padding), 37 and 9 (odd, mostly padding).
+#[test]
+fn inverse_sqrt_matches_reference_up_to_kappa_1e4() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    println!("n    kappa     scale   iterations  residual   max|dQ|/max|Q|");
+    for &n in &[74usize, 80, 37, 9] {
+        for &kappa in &[1.0, 10.0, 1e2, 1e3, 3e3, 1e4] {
+            let scale = 10f64.powf(rng.random_range(-6.0..6.0));
+            let c = with_condition(n, kappa, scale, &mut rng);
+            let (q_ref, _, _) = reference_inverse_sqrt(&c, n);
+            let (st, q, stats) = ns(&c, n, NS_WARPS);
+            assert_eq!(st, Status::Ok, "n {n} kappa {kappa:e}: {stats:?}");
+            let rel = max_diff(&q, &q_ref) / max_abs(&q_ref);
+            println!(
+                "{n:3} {kappa:9.1e} {scale:9.1e} {:6} {:12.2e} {rel:12.2e}",
+                stats.iterations, stats.residual
+            );
+            // The required 1e-11 of max|Q| (measured: at most ~3e-13).
+            assert!(rel <= 1e-11, "n {n} kappa {kappa:e}: {rel:e}");
+        }
+    }
+}
+
+/// The phase rule: warps run in reverse order give bitwise the same result (a warp reading,
+/// within a phase, what another writes would show here; on the GPU it would be a race).
+#[test]
+fn warp_order_does_not_matter() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let c = covariance_block(74, &mut rng);
+    let run = |reverse: bool| {
+        let team = SerialMmaTeam {
+            warps: NS_WARPS,
+            reverse,
+        };
+        let mut q = vec![f64::NAN; 74 * 74];
+        let mut smem = vec![f64::NAN; NS_SHARED_LEN];
+        let mut stats = NsStats::default();
+        let st = inverse_sqrt_ns(
+            &team,
+            &c,
+            74,
+            Shared::new(&mut q),
+            Shared::new(&mut smem),
+            &mut stats,
+        );
+        (st, q)
+    };
+    let (a, b) = (run(false), run(true));
+    assert_eq!(a.0, Status::Ok);
+    assert_eq!(a.0, b.0);
+    assert!(a
+        .1
+        .iter()
+        .zip(&b.1)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+/// Covariance-like blocks (dense, anticorrelated neighbours: device/tests/common).
+#[test]
+fn covariance_blocks_74() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..6 {
+        let c = covariance_block(74, &mut rng);
+        let (q_ref, lmin, lmax) = reference_inverse_sqrt(&c, 74);
+        let (st, q, stats) = ns(&c, 74, NS_WARPS);
+        assert_eq!(st, Status::Ok);
+        let rel = max_diff(&q, &q_ref) / max_abs(&q_ref);
+        println!(
+            "kappa {:.2e}: {} iterations, error {rel:.2e}",
+            lmax / lmin,
+            stats.iterations
+        );
+        assert!(rel <= 1e-11, "{rel:e}");
+    }
+}
+
+/// Beyond the design range the block is left to the Jacobi: never a wrong result.
+#[test]
+fn ill_conditioned_and_bad_blocks_are_flagged() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for &kappa in &[1e7, 1e8, 1e10] {
+        let c = with_condition(74, kappa, 1.0, &mut rng);
+        let (st, _, stats) = ns(&c, 74, NS_WARPS);
+        println!(
+            "kappa {kappa:e}: {st:?} after {} iterations",
+            stats.iterations
+        );
+        assert_eq!(st, Status::NoConvergence, "kappa {kappa:e}");
+        assert_eq!(stats.iterations, NS_MAX_ITERATIONS);
+    }
+    // Indefinite, NaN, zero: no result.
+    let mut c = with_condition(74, 10.0, 1.0, &mut rng);
+    for i in 0..74 {
+        c[i * 74 + i] -= 0.5;
+    }
+    assert_eq!(ns(&c, 74, NS_WARPS).0, Status::NoConvergence);
+    let mut c = with_condition(74, 10.0, 1.0, &mut rng);
+    c[5 * 74 + 7] = f64::NAN;
+    assert_eq!(ns(&c, 74, NS_WARPS).0, Status::NoConvergence);
+    assert_eq!(ns(&[0.0; 74 * 74], 74, NS_WARPS).0, Status::NoConvergence);
+    // Bad shapes.
+    assert_eq!(ns(&[1.0; 81 * 81], 81, NS_WARPS).0, Status::BadShape);
+    assert_eq!(ns(&[1.0; 4], 2, 4).0, Status::BadShape);
+}
+
+/// Iterations against κ and where the fallback starts (printed; `--nocapture`).
+#[test]
+fn iteration_counts_against_kappa() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let mut last_ok = 0.0;
+    for e in 0..=16 {
+        let kappa = 10f64.powf(e as f64 * 0.5);
+        let c = with_condition(74, kappa, 1.0, &mut rng);
+        let (st, q, stats) = ns(&c, 74, NS_WARPS);
+        let err = if st == Status::Ok {
+            let (q_ref, _, _) = reference_inverse_sqrt(&c, 74);
+            max_diff(&q, &q_ref) / max_abs(&q_ref)
+        } else {
+            f64::NAN
+        };
+        println!(
+            "kappa {kappa:8.1e}: {st:?} {} iterations, residual {:.1e}, error {err:.1e}",
+            stats.iterations, stats.residual
+        );
+        if st == Status::Ok {
+            last_ok = kappa;
+            // Accepted blocks beyond 1e4 are still accurate to 1e-10 of max|Q|.
+            assert!(err <= 1e-10, "kappa {kappa:e}: {err:e}");
+        }
+    }
+    assert!(last_ok >= 1e4, "the design range covers κ = 1e4");
+}
+
+/// The resolution step against the serial functions on the reference Q.
+#[test]
+fn resolution_matches_serial_functions() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (n, ndiag, k_min, k_max, nspecpad) = (74usize, 5usize, 12usize, 62usize, 3usize);
+    let out_stride = k_max - k_min + 2;
+    let ndiagonal = 2 * ndiag + 1;
+    for _ in 0..3 {
+        let c = covariance_block(n, &mut rng);
+        let xflux: Vec<f64> = (0..n * nspecpad)
+            .map(|_| rng.random_range(-1.0..5.0))
+            .collect();
+        let (mut q, _, _) = reference_inverse_sqrt(&c, n);
+        let (mut flux_ref, mut ivar_ref) = (vec![0.0; n], vec![0.0; n]);
+        assert_eq!(
+            apply_resolution(&mut q, n, &xflux, nspecpad, &mut flux_ref, &mut ivar_ref),
+            Status::Ok
+        );
+        let mut rd_ref = vec![0.0; ndiagonal * out_stride];
+        assert_eq!(
+            resolution_diagonals(&q, n, ndiag, k_min, k_max, &mut rd_ref, out_stride),
+            Status::Ok
+        );
+        let team = SerialMmaTeam {
+            warps: NS_WARPS,
+            reverse: false,
+        };
+        let (mut flux, mut ivar) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+        let mut rd = vec![0.0; ndiagonal * out_stride];
+        let mut smem = vec![f64::NAN; NS_SHARED_LEN];
+        let mut stats = NsStats::default();
+        let st = resolution_ns(
+            &team,
+            |e| c[e],
+            n,
+            (&xflux, nspecpad),
+            (ndiag, k_min, k_max),
+            (
+                Shared::new(&mut flux),
+                Shared::new(&mut ivar),
+                Shared::new(&mut rd),
+                out_stride,
+            ),
+            Shared::new(&mut smem),
+            &mut stats,
+        );
+        assert_eq!(st, Status::Ok);
+        let rel = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| ((x - y) / y).abs())
+                .fold(0.0, f64::max)
+        };
+        // Relative 1e-11 (as the Q accuracy; measured ~1e-13).
+        assert!(
+            rel(&ivar, &ivar_ref) <= 1e-11,
+            "ivar {:e}",
+            rel(&ivar, &ivar_ref)
+        );
+        assert!(
+            rel(&flux, &flux_ref) <= 1e-11,
+            "flux {:e}",
+            rel(&flux, &flux_ref)
+        );
+        // Rdiags absolute (the selftest's metric), 1e-12.
+        assert!(
+            max_diff(&rd, &rd_ref) <= 1e-12,
+            "rdiags {:e}",
+            max_diff(&rd, &rd_ref)
+        );
+        // Columns beyond the core bins untouched.
+        for d in 0..ndiagonal {
+            for j in k_max - k_min..out_stride {
+                assert_eq!(rd[d * out_stride + j], 0.0);
+            }
+        }
+    }
+}

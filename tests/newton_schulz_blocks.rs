@@ -1,0 +1,328 @@
+//! The Newton–Schulz inverse square root of the GPU's `DESI_EIGH_KERNEL=ns` variant
+//! (desi_device::linalg::newton_schulz, its DMMA products emulated by `SerialMmaTeam`) on the
+//! real covariance blocks of the bundled r-camera PSF: the patches of a simulated 25-fiber
+//! frame with cosmics (every 6th patch as extracted, and every patch the outlier rejection
+//! re-solved, whose blocks reach κ ~ 1e8), against the float64 two-sided Jacobi reference.
+//! Blocks with κ <= 1e4 must be solved to 1e-11 of max|Q| (and Rdiags to 1e-11 absolute, ivar
+//! relative); a block it accepts beyond that to 1e-10; blocks beyond κ = 1e6 must be left to the Jacobi (`NoConvergence`). `--nocapture`
+//! prints iteration counts against κ.
+
+mod common;
+
+use common::psf;
+use desi_device::linalg::banded;
+use desi_device::linalg::newton_schulz::{
+    inverse_sqrt_ns, resolution_ns, NsStats, SerialMmaTeam, NS_SHARED_LEN, NS_WARPS,
+};
+use desi_device::patch::{assemble_normal_equations, regularize, resolution_diagonals};
+use desi_device::reference::jacobi_eigh::jacobi_eigh;
+use desi_device::team::Shared;
+use desi_device::Status;
+use desi_extract::extract::{CcdData, RejectConfig};
+use desi_extract::job::FrameJob;
+use desi_extract::patch::plan::plan_bundle;
+use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
+use desi_extract::sim::cosmics::CosmicConfig;
+use desi_extract::sim::{builtin_spectra, simulated_preproc_with, SimExtras};
+use desi_extract::solve::{Backend, BundleInputs, CpuBackend};
+use desi_extract::trace::Trace;
+
+/// Covariance blocks of the core spectra of `plan` (as `solve_patch_full`), and xflux.
+fn core_blocks(inputs: &BundleInputs, plan: &PatchPlan) -> Option<(Vec<f64>, Vec<f64>)> {
+    let params = inputs.params;
+    let nwavetot = params.nwavetot();
+    let shape = plan.shape(nwavetot)?;
+    let view = plan.stamp_view(inputs.spots, params.pad());
+    let n = shape.nunknown();
+    let kd = plan.kd;
+    let mut band = vec![0.0; n * (kd + 1)];
+    let mut xflux = vec![0.0; n];
+    let mut fw = vec![0.0; n];
+    let st = assemble_normal_equations(
+        &view,
+        &inputs.ccd,
+        &shape,
+        kd,
+        &mut band,
+        &mut xflux,
+        &mut fw,
+    );
+    assert_eq!(st, Status::Ok);
+    regularize(&mut band, n, kd, &fw, params.regularize);
+    if banded::band_factor(&mut band, n, kd) != Status::Ok {
+        return None;
+    }
+    assert_eq!(banded::band_solve(&band, n, kd, &mut xflux), Status::Ok);
+    let s_core = plan.ispec - plan.s0;
+    let mut cov = vec![0.0; plan.nspp * nwavetot * nwavetot];
+    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
+    let st = banded::band_covariance_block_range(
+        &band,
+        n,
+        kd,
+        plan.nspecpad,
+        s_core,
+        &mut cov,
+        &mut work,
+    );
+    assert_eq!(st, Status::Ok);
+    Some((cov, xflux))
+}
+
+/// Reference `C^(-1/2)` (two-sided Jacobi) and κ.
+fn reference(cov: &[f64], n: usize) -> (Vec<f64>, f64) {
+    let mut a = cov.to_vec();
+    for i in 0..n {
+        for j in i + 1..n {
+            a[i * n + j] = a[j * n + i];
+        }
+    }
+    let mut v = vec![0.0; n * n];
+    let mut l = vec![0.0; n];
+    assert_eq!(jacobi_eigh(&mut a, n, &mut v, &mut l, 100), Status::Ok);
+    let mut q = vec![0.0; n * n];
+    for e in 0..n {
+        let f = 1.0 / l[e].sqrt();
+        for i in 0..n {
+            let vi = v[i * n + e] * f;
+            for j in 0..n {
+                q[i * n + j] += vi * v[j * n + e];
+            }
+        }
+    }
+    (q, l[n - 1] / l[0])
+}
+
+/// One block: (κ, status, iterations, max|ΔQ|/max|Q|, max(|ΔRdiag|, relative Δivar)).
+#[allow(clippy::too_many_arguments)]
+fn check_block(
+    cov: &[f64],
+    n: usize,
+    xflux: &[f64],
+    stride: usize,
+    ndiag: usize,
+    pad: usize,
+    keep: usize,
+) -> (f64, Status, usize, f64, f64) {
+    let (q_ref, kappa) = reference(cov, n);
+    let team = SerialMmaTeam {
+        warps: NS_WARPS,
+        reverse: false,
+    };
+    let mut smem = vec![f64::NAN; NS_SHARED_LEN];
+    let mut q = vec![f64::NAN; n * n];
+    let mut stats = NsStats::default();
+    let st = inverse_sqrt_ns(
+        &team,
+        cov,
+        n,
+        Shared::new(&mut q),
+        Shared::new(&mut smem),
+        &mut stats,
+    );
+    if st != Status::Ok {
+        return (kappa, st, stats.iterations, f64::NAN, f64::NAN);
+    }
+    let scale = q_ref.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let dq = q
+        .iter()
+        .zip(&q_ref)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max)
+        / scale;
+    // Rdiags of the kernel's function against the serial ones on the reference Q.
+    let ndiagonal = 2 * ndiag + 1;
+    let mut r_ref = q_ref.clone();
+    for k in 0..n {
+        let s: f64 = r_ref[k * n..(k + 1) * n].iter().sum();
+        for v in &mut r_ref[k * n..(k + 1) * n] {
+            *v /= s;
+        }
+    }
+    let ivar_ref: Vec<f64> = q_ref
+        .chunks(n)
+        .map(|row| row.iter().sum::<f64>().powi(2))
+        .collect();
+    let mut rd_ref = vec![0.0; ndiagonal * keep];
+    assert_eq!(
+        resolution_diagonals(&r_ref, n, ndiag, pad, pad + keep, &mut rd_ref, keep),
+        Status::Ok
+    );
+    let (mut flux, mut ivar) = (vec![0.0; n], vec![0.0; n]);
+    let mut rd = vec![0.0; ndiagonal * keep];
+    let st = resolution_ns(
+        &team,
+        |e| cov[e],
+        n,
+        (xflux, stride),
+        (ndiag, pad, pad + keep),
+        (
+            Shared::new(&mut flux),
+            Shared::new(&mut ivar),
+            Shared::new(&mut rd),
+            keep,
+        ),
+        Shared::new(&mut smem),
+        &mut stats,
+    );
+    assert_eq!(st, Status::Ok);
+    let drd = rd
+        .iter()
+        .zip(&rd_ref)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    // ivar relative (the selftest's metric for ivar) at the core bins.
+    let div = ivar[pad..pad + keep]
+        .iter()
+        .zip(&ivar_ref[pad..pad + keep])
+        .map(|(a, b)| ((a - b) / b).abs())
+        .fold(0.0f64, f64::max);
+    (kappa, st, stats.iterations, dq, drd.max(div))
+}
+
+#[test]
+fn newton_schulz_on_real_covariance_blocks() {
+    let psf = psf();
+    let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
+    let params = ExtractionParams {
+        nspec: 25,
+        psferr: psf.psferr,
+        ..ExtractionParams::default()
+    };
+    let truth = builtin_spectra(0, 25, &grid.wave);
+    let extras = SimExtras {
+        oversample: 1,
+        cosmics: Some(CosmicConfig::default()),
+    };
+    let (image, _) = simulated_preproc_with(&psf, &truth, 3.0, 1, false, "r0", &extras).unwrap();
+    let job = FrameJob::new(&psf, &image, &grid, &params)
+        .unwrap()
+        .with_reject(Some(RejectConfig::default()));
+    let padded = job.padded_grid();
+    let start = job.bundle_starts()[0];
+    let corners = psf
+        .corners(start, params.bundlesize, &padded.fullwave)
+        .unwrap();
+    let plans: Vec<PatchPlan> = plan_bundle(0, &corners, &params, padded.grid.nwave(), image.ny)
+        .into_iter()
+        .filter(|p| p.window.is_some())
+        .collect();
+    let no_progress = |_: usize, _: usize| {};
+    let ext = desi_extract::extract::extract_frame(&job, &CpuBackend, &no_progress, &Trace::new())
+        .unwrap();
+    let trace = Box::leak(Box::new(Trace::new()));
+    let solver = CpuBackend.begin_frame(&job, trace).unwrap();
+    let spots = solver.spots(0, params.bundlesize).unwrap();
+    let ccd = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
+    let mut masked = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
+    let mut hit = Vec::new();
+    for rej in &ext.rejections {
+        for &p in &rej.pixels {
+            masked.weight[p as usize] = 0.0;
+        }
+        let plan = plans.iter().find(|p| p.patch == rej.site.patch).unwrap();
+        if !hit.iter().any(|h: &PatchPlan| h.patch == plan.patch) {
+            hit.push(plan.clone());
+        }
+    }
+    let clean: Vec<PatchPlan> = plans.iter().step_by(6).cloned().collect();
+    let pad = params.pad();
+    let nwavetot = params.nwavetot();
+    let ndiag = job.ndiag();
+    // (κ, status, iterations, error) of every block.
+    let mut rows = Vec::new();
+    for (label, data, list) in [("clean", &ccd, &clean), ("re-solved", &masked, &hit)] {
+        let inputs = BundleInputs {
+            spots: &spots,
+            plans: &plans,
+            ccd: data.view(),
+            params: &params,
+            ndiag,
+        };
+        for plan in list.iter() {
+            let Some((cov, xflux)) = core_blocks(&inputs, plan) else {
+                continue;
+            };
+            let bl = nwavetot * nwavetot;
+            for c in 0..plan.nspp {
+                let blk = &cov[c * bl..(c + 1) * bl];
+                let s = plan.ispec - plan.s0 + c;
+                let r = check_block(
+                    blk,
+                    nwavetot,
+                    &xflux[s..],
+                    plan.nspecpad,
+                    ndiag,
+                    pad,
+                    plan.keep,
+                );
+                rows.push((label, r));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+    let mut failures = Vec::new();
+    let (mut solved, mut left) = (0, 0);
+    let mut worst_q = 0.0f64;
+    let mut worst_rd = 0.0f64;
+    for (label, (kappa, st, it, dq, drd)) in &rows {
+        let ok = *st == Status::Ok;
+        if ok {
+            solved += 1;
+            worst_q = worst_q.max(*dq);
+            worst_rd = worst_rd.max(*drd);
+        } else {
+            left += 1;
+        }
+        if ok && *kappa <= 1e4 && !(*dq <= 1e-11 && *drd <= 1e-11) {
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: ΔQ {dq:.2e} ΔRdiag or relative Δivar {drd:.2e}"
+            ));
+        }
+        if ok && !(*dq <= 1e-10 && *drd <= 1e-10) {
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: accepted with ΔQ {dq:.2e} ΔRdiag or relative Δivar {drd:.2e}"
+            ));
+        }
+        if *kappa <= 1e4 && !ok {
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: {st:?} after {it} iterations"
+            ));
+        }
+        if *kappa > 1e6 && ok {
+            failures.push(format!(
+                "{label} κ {kappa:.2e}: accepted after {it} iterations"
+            ));
+        }
+    }
+    // Iterations against κ, per decade.
+    for d in 0..10 {
+        let (lo, hi) = (10f64.powi(d), 10f64.powi(d + 1));
+        let sel: Vec<_> = rows
+            .iter()
+            .filter(|r| r.1 .0 >= lo && r.1 .0 < hi)
+            .collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let ok: Vec<_> = sel.iter().filter(|r| r.1 .1 == Status::Ok).collect();
+        let its: Vec<usize> = ok.iter().map(|r| r.1 .2).collect();
+        let err = ok.iter().map(|r| r.1 .3).fold(0.0f64, f64::max);
+        println!(
+            "κ in [1e{d}, 1e{}): {} blocks, {} by NS (iterations {:?}..{:?}, max ΔQ/max|Q| {err:.1e}), {} left to the Jacobi",
+            d + 1,
+            sel.len(),
+            ok.len(),
+            its.iter().min(),
+            its.iter().max(),
+            sel.len() - ok.len()
+        );
+    }
+    println!("{solved} blocks by NS, {left} left; worst ΔQ {worst_q:.2e}, ΔRdiag or relative Δivar {worst_rd:.2e}");
+    assert!(rows.len() > 200, "{} blocks", rows.len());
+    assert!(
+        rows.last().map_or(0.0, |r| r.1 .0) > 1e6,
+        "the set reaches κ > 1e6"
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
