@@ -1,0 +1,513 @@
+//! Register-tiled CPU versions of the band Cholesky factorization and of the interleaved
+//! covariance blocks (host only: the GPU kernels keep [`super::banded`] and
+//! [`super::banded_team`]). Same band storage, same shapes and the same results as
+//! [`super::banded`] up to rounding (the sums are grouped differently and the covariance
+//! rows are scaled by the reciprocal of the pivot instead of divided by it).
+//!
+//! The inner loops are fixed-size tiles (`R` rows × `CH` columns of accumulators) that the
+//! compiler keeps in vector registers (4-wide AVX2 + FMA on x86-64-v3, `.cargo/config.toml`):
+//! each load of a row segment feeds several fused multiply-adds.
+
+use super::dense::{diagonal_status, pivot_status};
+use crate::math::{fma, sqrt};
+use crate::Status;
+
+/// Rows of `Y_b = L⁻¹ E_b` computed together by the forward substitution.
+const R: usize = 4;
+/// Columns of `Y_b` (and of `C_bb`) per register tile: three 4-wide vectors.
+const CH: usize = 12;
+/// Rows of `Y_b` added to `C_bb` at once (a multiple of [`R`]).
+const G: usize = 16;
+
+/// `true` when `ab` has the band shape `(n, kd + 1)`.
+fn band_shape_ok(ab: &[f64], n: usize, kd: usize) -> bool {
+    kd.checked_add(1).and_then(|w| w.checked_mul(n)) == Some(ab.len())
+}
+
+/// `x` rounded up to a multiple of `m` (`m > 0`).
+fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
+
+/// Layout of the covariance workspace: a ring of `depth` rows of `Y_b` (`bsp` values each,
+/// `bs` padded to a multiple of [`CH`]), the padded `(bsp, bsp)` accumulator of `C_bb`, the
+/// packed band panel `(kd + R, R)` and the [`R`] reciprocal pivots.
+struct CovLayout {
+    bs: usize,
+    bsp: usize,
+    depth: usize,
+    panel_k: usize,
+}
+
+impl CovLayout {
+    fn new(n: usize, kd: usize, nblock: usize) -> Option<CovLayout> {
+        if nblock == 0 || !n.is_multiple_of(nblock) {
+            return None;
+        }
+        let bs = n / nblock;
+        let bsp = round_up(bs.max(1), CH);
+        let depth = round_up(kd.checked_add(R)?.max(G), G);
+        Some(CovLayout {
+            bs,
+            bsp,
+            depth,
+            panel_k: kd + R,
+        })
+    }
+
+    fn ring_len(&self) -> usize {
+        self.depth * self.bsp
+    }
+
+    fn acc_len(&self) -> usize {
+        self.bsp * self.bsp
+    }
+
+    fn panel_len(&self) -> usize {
+        self.panel_k * R
+    }
+
+    fn work_len(&self) -> Option<usize> {
+        self.ring_len()
+            .checked_add(self.acc_len())?
+            .checked_add(self.panel_len())?
+            .checked_add(R)
+    }
+}
+
+/// Length of the `work` slice that [`band_covariance_block_range`] needs (for any number of
+/// blocks): a ring of `round_up(max(kd + 4, 16), 16)` rows of `bs` values padded to a multiple
+/// of 12, a padded `(bs, bs)` accumulator and a small panel of `L` (61 KB for `n = 518`,
+/// `nblock = 7`, `kd = 58`); 0 for invalid shapes.
+pub fn band_covariance_block_range_work_len(n: usize, kd: usize, nblock: usize) -> usize {
+    CovLayout::new(n, kd, nblock)
+        .and_then(|l| l.work_len())
+        .unwrap_or(0)
+}
+
+/// [`super::banded::band_covariance_block_range`] on the CPU: the diagonal covariance blocks
+/// `C_bb` of `C = M⁻¹` for the consecutive interleaved blocks `first_block .. first_block +
+/// out.len() / bs²`, from the band Cholesky factor of `M`.
+///
+/// # Parameters
+/// - `ab`: shape `(n, kd + 1)`, `L` in band storage (as left by [`band_factor`] or
+///   [`super::banded::band_factor`]).
+/// - `nblock`: number of interleaved blocks (`nspec`); `n` must be a multiple of it,
+///   `bs = n / nblock`. Block `b` is the set of unknowns `q = j·nblock + b`, `j in 0..bs`.
+/// - `first_block`: the first block written.
+/// - `out`: shape `(count, bs, bs)`, row-major: `out[i][r][c] = C[r·nblock + b][c·nblock + b]`
+///   with `b = first_block + i` (symmetric).
+/// - `work`: scratch of at least [`band_covariance_block_range_work_len`]`(n, kd, nblock)`
+///   values (its content on entry is irrelevant).
+///
+/// # Equation
+/// `C_bb = Y_bᵀ Y_b` with `Y_b = L⁻¹ E_b` (Bolton & Schlegel 2010 eq 10 restricted to one
+/// fiber). `Y_b` is built four rows at a time: for the rows `m0..m0+4`,
+/// `Y[m] = E[m] - Σ_{k<m0} L[m][k]·Y[k]` over the band (a `4 × 12` register tile per column
+/// chunk, each `Y[k]` chunk loaded once for the four rows), then the `4 × 4` triangle
+/// `Y[m] -= L[m][k]·Y[k]` for `m0 <= k < m` and `Y[m] *= 1 / L[m][m]`. Column `j` of `Y_b` is
+/// zero above row `j·nblock + b`, so a chunk starting at column `j0` only reads rows from
+/// `j0·nblock + b` on, and the rows' stored prefixes stop at the last non-zero chunk. Every 16
+/// rows, the rank-16 update `C_bb += Y[g0..g0+16]ᵀ Y[g0..g0+16]` runs on `4 × 12` tiles of the
+/// upper triangle. Cost `≈ n²·kd/2 + n²·bs/6` multiply-adds per block, as the serial engine.
+///
+/// # Returns
+/// [`Status::Ok`]; [`Status::BadShape`] if `nblock == 0`, `n % nblock != 0` or a slice is the
+/// wrong size; [`Status::NotPositiveDefinite`] / [`Status::NonFinite`] if a diagonal entry of
+/// `L` is `<= 0` / not finite, or [`Status::NonFinite`] if a result is not finite.
+pub fn band_covariance_block_range(
+    ab: &[f64],
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    first_block: usize,
+    out: &mut [f64],
+    work: &mut [f64],
+) -> Status {
+    if !band_shape_ok(ab, n, kd) {
+        return Status::BadShape;
+    }
+    let Some(layout) = CovLayout::new(n, kd, nblock) else {
+        return Status::BadShape;
+    };
+    let Some(work_len) = layout.work_len() else {
+        return Status::BadShape;
+    };
+    let bs = layout.bs;
+    let nout = out.len().checked_div(bs * bs).unwrap_or(0);
+    if nout * bs * bs != out.len()
+        || first_block.checked_add(nout).is_none_or(|end| end > nblock)
+        || work.len() < work_len
+    {
+        return Status::BadShape;
+    }
+    let w = kd + 1;
+    if let Some(status) = diagonal_status(n, |m| ab[m * w + kd]) {
+        return status;
+    }
+    if n == 0 {
+        return Status::Ok;
+    }
+    let (ring, rest) = work[..work_len].split_at_mut(layout.ring_len());
+    let (acc, rest) = rest.split_at_mut(layout.acc_len());
+    let (panel, inv) = rest.split_at_mut(layout.panel_len());
+    for (i, cbb) in out.chunks_exact_mut(bs * bs).enumerate() {
+        let b = first_block + i;
+        one_block(ab, n, kd, nblock, b, &layout, ring, acc, panel, inv);
+        // Copy the upper triangle out and mirror it.
+        let bsp = layout.bsp;
+        for r in 0..bs {
+            for c in r..bs {
+                let v = acc[r * bsp + c];
+                cbb[r * bs + c] = v;
+                cbb[c * bs + r] = v;
+            }
+        }
+    }
+    if out.iter().all(|v| v.is_finite()) {
+        Status::Ok
+    } else {
+        Status::NonFinite
+    }
+}
+
+/// Number of columns of `Y_b` that can be non-zero in row `m`: `(m - b) / nblock + 1`
+/// (0 above row `b`), at most `bs`.
+#[inline(always)]
+fn active(m: usize, b: usize, nblock: usize, bs: usize) -> usize {
+    if m < b {
+        0
+    } else {
+        ((m - b) / nblock + 1).min(bs)
+    }
+}
+
+/// `C_bb` of block `b` into the padded accumulator `acc` (upper triangle; see
+/// [`band_covariance_block_range`]).
+#[allow(clippy::too_many_arguments)]
+fn one_block(
+    ab: &[f64],
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    b: usize,
+    layout: &CovLayout,
+    ring: &mut [f64],
+    acc: &mut [f64],
+    panel: &mut [f64],
+    inv: &mut [f64],
+) {
+    let (bs, bsp, depth) = (layout.bs, layout.bsp, layout.depth);
+    let w = kd + 1;
+    acc.fill(0.0);
+    let mut g0 = 0;
+    while g0 < n {
+        let g_end = (g0 + G).min(n);
+        // Chunks written for every row of this group: up to the last row's active prefix, so
+        // that the group's rows are complete (zeros included) over the Gram's columns.
+        let ncol = round_up(active(g_end - 1, b, nblock, bs), CH);
+        let mut m0 = g0;
+        while m0 < g_end {
+            let k_base = m0.saturating_sub(kd);
+            pack_panel(ab, n, kd, w, m0, k_base, panel, inv);
+            let panel: &[f64] = panel;
+            for j0 in (0..ncol).step_by(CH) {
+                let mut tile = [[0.0f64; CH]; R];
+                // E rows: 1 at column j where j·nblock + b = m.
+                for (r, row) in tile.iter_mut().enumerate() {
+                    let m = m0 + r;
+                    if m < n && m >= b && (m - b).is_multiple_of(nblock) {
+                        let j = (m - b) / nblock;
+                        if (j0..j0 + CH).contains(&j) {
+                            row[j - j0] = 1.0;
+                        }
+                    }
+                }
+                // Rows k < m0 with column j0 possibly non-zero: k >= j0·nblock + b.
+                let k_start = k_base.max(j0 * nblock + b);
+                let mut k = k_start;
+                while k < m0 {
+                    // Contiguous run of ring slots (at most one wrap).
+                    let slot = k % depth;
+                    let run = (depth - slot).min(m0 - k);
+                    let rows = &ring[slot * bsp + j0..(slot + run - 1) * bsp + j0 + CH];
+                    let coef = &panel[(k - k_base) * R..(k - k_base + run) * R];
+                    forward_tile(&mut tile, coef, rows, bsp, run);
+                    k += run;
+                }
+                // The triangle within the rows m0..m0+R, then the pivot.
+                for r in 0..R {
+                    for t in 0..r {
+                        let c = panel[(m0 + t - k_base) * R + r];
+                        let (done, todo) = tile.split_at_mut(r);
+                        for (y, x) in todo[0].iter_mut().zip(&done[t]) {
+                            *y = fma(-c, *x, *y);
+                        }
+                    }
+                    let d = inv[r];
+                    for y in tile[r].iter_mut() {
+                        *y *= d;
+                    }
+                }
+                for (r, row) in tile.iter().enumerate() {
+                    let slot = (m0 + r) % depth;
+                    ring[slot * bsp + j0..slot * bsp + j0 + CH].copy_from_slice(row);
+                }
+            }
+            m0 += R;
+        }
+        // Rank-16 update of the upper triangle over the group's active columns.
+        let slot0 = g0 % depth;
+        let rows = &ring[slot0 * bsp..(slot0 + g_end - g0) * bsp];
+        gram_upper(acc, bsp, ncol, rows, g_end - g0);
+        g0 += G;
+    }
+}
+
+/// Packs rows `m0..m0 + R` of `L` into `panel` as `(kd + R, R)`:
+/// `panel[(k - k_base)·R + r] = L[m0 + r][k]` for `k_base <= k < m0 + R` (zero outside the
+/// band and above the diagonal), and `inv[r] = 1 / L[m0 + r][m0 + r]`. Rows past `n` are
+/// identity rows (zero off-diagonal, pivot 1).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pack_panel(
+    ab: &[f64],
+    n: usize,
+    kd: usize,
+    w: usize,
+    m0: usize,
+    k_base: usize,
+    panel: &mut [f64],
+    inv: &mut [f64],
+) {
+    let used = m0 + R - k_base;
+    panel[..used * R].fill(0.0);
+    for r in 0..R {
+        let m = m0 + r;
+        if m >= n {
+            inv[r] = 1.0;
+            continue;
+        }
+        let k_lo = m.saturating_sub(kd).max(k_base);
+        let row = &ab[m * w..m * w + w];
+        for k in k_lo..m {
+            panel[(k - k_base) * R + r] = row[k + kd - m];
+        }
+        inv[r] = 1.0 / row[kd];
+    }
+}
+
+/// `tile[r][c] -= Σ_t coef[t·R + r]·rows[t·stride + c]` for `t in 0..run` (the rows of the
+/// ring, `stride` apart; the coefficients of the packed panel).
+#[inline(always)]
+fn forward_tile(tile: &mut [[f64; CH]; R], coef: &[f64], rows: &[f64], stride: usize, run: usize) {
+    let mut a = *tile;
+    for t in 0..run {
+        let c: &[f64; R] = coef[t * R..t * R + R].try_into().unwrap_or(&[0.0; R]);
+        let y: &[f64; CH] = rows[t * stride..t * stride + CH]
+            .try_into()
+            .unwrap_or(&[0.0; CH]);
+        for r in 0..R {
+            for j in 0..CH {
+                a[r][j] = fma(-c[r], y[j], a[r][j]);
+            }
+        }
+    }
+    *tile = a;
+}
+
+/// `acc[r][c] += Σ_t rows[t][r]·rows[t][c]` over `nrows` rows (`stride = bsp` apart) for the
+/// tiles of the upper triangle of the leading `(ncol, ncol)` corner (`ncol` a multiple of
+/// [`CH`]); the tiles straddling the diagonal also update a few entries below it (unused).
+#[inline(always)]
+fn gram_upper(acc: &mut [f64], stride: usize, ncol: usize, rows: &[f64], nrows: usize) {
+    const TR: usize = 4;
+    for r0 in (0..ncol).step_by(TR) {
+        for c0 in ((r0 / CH) * CH..ncol).step_by(CH) {
+            let mut a = [[0.0f64; CH]; TR];
+            for (i, row) in a.iter_mut().enumerate() {
+                let src = &acc[(r0 + i) * stride + c0..(r0 + i) * stride + c0 + CH];
+                row.copy_from_slice(src);
+            }
+            for t in 0..nrows {
+                let y = &rows[t * stride..t * stride + stride];
+                let x: &[f64; TR] = y[r0..r0 + TR].try_into().unwrap_or(&[0.0; TR]);
+                let z: &[f64; CH] = y[c0..c0 + CH].try_into().unwrap_or(&[0.0; CH]);
+                for i in 0..TR {
+                    for j in 0..CH {
+                        a[i][j] = fma(x[i], z[j], a[i][j]);
+                    }
+                }
+            }
+            for (i, row) in a.iter().enumerate() {
+                acc[(r0 + i) * stride + c0..(r0 + i) * stride + c0 + CH].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+
+/// Columns of `L` factored together by [`band_factor`] (the panel width).
+const NB: usize = 16;
+/// Rows of the trailing update per register tile of [`band_factor`].
+const TR: usize = 4;
+
+/// Row length of the transposed panel of [`band_factor`]: the `NB + kd` rows that a panel
+/// touches, padded by one tile of [`CH`] columns.
+fn panel_width(kd: usize) -> Option<usize> {
+    kd.checked_add(NB + CH)
+}
+
+/// Length of the `work` slice that [`band_factor`] needs: `NB · (NB + kd + CH)` values
+/// (11 KB for `kd = 58`); 0 if that overflows.
+pub fn band_factor_work_len(kd: usize) -> usize {
+    panel_width(kd)
+        .and_then(|p| p.checked_mul(NB))
+        .unwrap_or(0)
+}
+
+/// [`super::banded::band_factor`] on the CPU, blocked: `M = L·Lᵀ` in place, `NB = 16`
+/// columns at a time (LAPACK `dpbtrf` order, right-looking).
+///
+/// # Parameters
+/// - `ab`: shape `(n, kd + 1)`, row-major band storage of the lower triangle of `M`
+///   (`ab[i * (kd + 1) + (j + kd - i)] = M[i][j]`). On exit it holds `L` in the same layout;
+///   the slots outside the matrix (`j < 0`) are zeroed.
+/// - `n`: the order of `M`; `kd`: its half-bandwidth (any `kd >= 0`).
+/// - `work`: scratch of at least [`band_factor_work_len`]`(kd)` values (content irrelevant).
+///
+/// # Equation
+/// For each panel of columns `j0..j1` (`j1 = j0 + 16`): the panel's rows `j0..j1 + kd` are
+/// copied transposed (`P[t][i - j0] = M[i][j0 + t]`, zero outside the band) and factored
+/// column by column, `L[j][j] = sqrt(P[j][j])`, `L[i][j] = P[j][i] · (1 / L[j][j])`, each
+/// column then subtracted from the panel's later columns (`P[u][i] -= L[u][j]·L[i][j]`, a
+/// contiguous axpy over the rows); then the trailing triangle
+/// `M[i][j] -= Σ_{t} L[i][j0 + t]·L[j][j0 + t]` for `j1 <= j <= i < j1 + kd` is updated on
+/// `4 × 12` register tiles. The same sums as the unblocked factor, grouped by panel:
+/// equal up to rounding. Cost `≈ n·kd²/2` multiply-adds.
+///
+/// # Returns
+/// [`Status::Ok`]; [`Status::NonFinite`] if a pivot is NaN or infinite;
+/// [`Status::NotPositiveDefinite`] if a pivot is `<= 0` (the factorization stops, `ab` is
+/// then partly overwritten); [`Status::BadShape`] if `ab.len() != n * (kd + 1)` or `work` is
+/// too short.
+pub fn band_factor(ab: &mut [f64], n: usize, kd: usize, work: &mut [f64]) -> Status {
+    let Some(pw) = panel_width(kd) else {
+        return Status::BadShape;
+    };
+    if !band_shape_ok(ab, n, kd) || work.len() < band_factor_work_len(kd) {
+        return Status::BadShape;
+    }
+    let w = kd + 1;
+    for i in 0..n.min(kd) {
+        ab[i * w..i * w + kd - i].fill(0.0);
+    }
+    let p = &mut work[..NB * pw];
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = (j0 + NB).min(n);
+        let nb = j1 - j0;
+        // Rows touched by the panel: j0..i_end.
+        let i_end = (j1 + kd).min(n);
+        // Load the panel transposed, zero outside the band and the matrix.
+        p.fill(0.0);
+        for t in 0..nb {
+            let j = j0 + t;
+            let col = &mut p[t * pw..(t + 1) * pw];
+            for i in j..(j + w).min(n) {
+                col[i - j0] = ab[i * w + j + kd - i];
+            }
+        }
+        // Factor the panel column by column (right-looking inside the panel).
+        for t in 0..nb {
+            let (done, rest) = p.split_at_mut((t + 1) * pw);
+            let col = &mut done[t * pw..];
+            let pivot = col[t];
+            if let Some(status) = pivot_status(pivot) {
+                return status;
+            }
+            let d = sqrt(pivot);
+            col[t] = d;
+            let inv = 1.0 / d;
+            let rows = i_end - j0;
+            for v in &mut col[t + 1..rows] {
+                *v *= inv;
+            }
+            let col: &[f64] = col;
+            for (u, later) in (t + 1..nb).zip(rest.chunks_exact_mut(pw)) {
+                let c = col[u];
+                if c != 0.0 {
+                    for (y, x) in later[u..rows].iter_mut().zip(&col[u..rows]) {
+                        *y = fma(-c, *x, *y);
+                    }
+                }
+            }
+        }
+        // Store the panel's columns of L.
+        for t in 0..nb {
+            let j = j0 + t;
+            let col = &p[t * pw..(t + 1) * pw];
+            for i in j..(j + w).min(n) {
+                ab[i * w + j + kd - i] = col[i - j0];
+            }
+        }
+        // Trailing update of rows and columns j1..i_end (lower triangle, inside the band).
+        trailing_update(ab, kd, p, pw, nb, j0, j1, i_end);
+        j0 = j1;
+    }
+    Status::Ok
+}
+
+/// `M[i][j] -= Σ_{t < nb} P[t][i - j0]·P[t][j - j0]` for `j1 <= j <= i < i_end`, on tiles of
+/// [`TR`] rows × [`CH`] columns (entries above the diagonal are computed but not stored).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn trailing_update(
+    ab: &mut [f64],
+    kd: usize,
+    p: &[f64],
+    pw: usize,
+    nb: usize,
+    j0: usize,
+    j1: usize,
+    i_end: usize,
+) {
+    let w = kd + 1;
+    let mut i0 = j1;
+    while i0 < i_end {
+        let nr = (i_end - i0).min(TR);
+        let mut jc = j1;
+        while jc < i0 + nr {
+            let mut a = [[0.0f64; CH]; TR];
+            // Valid columns of each tile row: jc..=i.
+            let mut valid = [0usize; TR];
+            for r in 0..nr {
+                let i = i0 + r;
+                let v = (i + 1).saturating_sub(jc).min(CH);
+                valid[r] = v;
+                let base = i * w + jc + kd - i;
+                a[r][..v].copy_from_slice(&ab[base..base + v]);
+            }
+            for t in 0..nb {
+                let col = &p[t * pw..(t + 1) * pw];
+                let x: [f64; TR] = core::array::from_fn(|r| col.get(i0 + r - j0).copied().unwrap_or(0.0));
+                let z: &[f64; CH] = col[jc - j0..jc - j0 + CH]
+                    .try_into()
+                    .unwrap_or(&[0.0; CH]);
+                for r in 0..TR {
+                    for c in 0..CH {
+                        a[r][c] = fma(-x[r], z[c], a[r][c]);
+                    }
+                }
+            }
+            for r in 0..nr {
+                let i = i0 + r;
+                let base = i * w + jc + kd - i;
+                let v = valid[r];
+                ab[base..base + v].copy_from_slice(&a[r][..v]);
+            }
+            jc += CH;
+        }
+        i0 += TR;
+    }
+}
