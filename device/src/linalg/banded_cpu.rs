@@ -18,6 +18,8 @@ const R: usize = 4;
 const CH: usize = 12;
 /// Rows of `Y_b` added to `C_bb` at once (a multiple of [`R`]).
 const G: usize = 16;
+/// Rows per register tile of the Gram update and of the factor's trailing update.
+const TR: usize = 4;
 
 /// `true` when `ab` has the band shape `(n, kd + 1)`.
 fn band_shape_ok(ab: &[f64], n: usize, kd: usize) -> bool {
@@ -197,8 +199,7 @@ fn one_block(
     panel: &mut [f64],
     inv: &mut [f64],
 ) {
-    let (bs, bsp, depth) = (layout.bs, layout.bsp, layout.depth);
-    let w = kd + 1;
+    let (bs, bsp, depth, pk) = (layout.bs, layout.bsp, layout.depth, layout.panel_k);
     acc.fill(0.0);
     let mut g0 = 0;
     while g0 < n {
@@ -209,7 +210,7 @@ fn one_block(
         let mut m0 = g0;
         while m0 < g_end {
             let k_base = m0.saturating_sub(kd);
-            pack_panel(ab, n, kd, w, m0, k_base, panel, inv);
+            pack_panel(ab, n, kd, m0, k_base, pk, panel, inv);
             let panel: &[f64] = panel;
             for j0 in (0..ncol).step_by(CH) {
                 let mut tile = [[0.0f64; CH]; R];
@@ -231,14 +232,13 @@ fn one_block(
                     let slot = k % depth;
                     let run = (depth - slot).min(m0 - k);
                     let rows = &ring[slot * bsp + j0..(slot + run - 1) * bsp + j0 + CH];
-                    let coef = &panel[(k - k_base) * R..(k - k_base + run) * R];
-                    forward_tile(&mut tile, coef, rows, bsp, run);
+                    forward_tile(&mut tile, &panel[k - k_base..], pk, rows, bsp, run);
                     k += run;
                 }
                 // The triangle within the rows m0..m0+R, then the pivot.
                 for r in 0..R {
                     for t in 0..r {
-                        let c = panel[(m0 + t - k_base) * R + r];
+                        let c = panel[r * pk + (m0 + t - k_base)];
                         let (done, todo) = tile.split_at_mut(r);
                         for (y, x) in todo[0].iter_mut().zip(&done[t]) {
                             *y = fma(-c, *x, *y);
@@ -259,13 +259,13 @@ fn one_block(
         // Rank-16 update of the upper triangle over the group's active columns.
         let slot0 = g0 % depth;
         let rows = &ring[slot0 * bsp..(slot0 + g_end - g0) * bsp];
-        gram_upper(acc, bsp, ncol, rows, g_end - g0);
+        gram_upper(acc, bsp, active(g_end - 1, b, nblock, bs), rows, g_end - g0);
         g0 += G;
     }
 }
 
-/// Packs rows `m0..m0 + R` of `L` into `panel` as `(kd + R, R)`:
-/// `panel[(k - k_base)·R + r] = L[m0 + r][k]` for `k_base <= k < m0 + R` (zero outside the
+/// Packs rows `m0..m0 + R` of `L` into `panel`, row `r` at `r·pk`:
+/// `panel[r·pk + (k - k_base)] = L[m0 + r][k]` for `k_base <= k < m0 + R` (zero outside the
 /// band and above the diagonal), and `inv[r] = 1 / L[m0 + r][m0 + r]`. Rows past `n` are
 /// identity rows (zero off-diagonal, pivot 1).
 #[allow(clippy::too_many_arguments)]
@@ -274,83 +274,110 @@ fn pack_panel(
     ab: &[f64],
     n: usize,
     kd: usize,
-    w: usize,
     m0: usize,
     k_base: usize,
+    pk: usize,
     panel: &mut [f64],
     inv: &mut [f64],
 ) {
+    let w = kd + 1;
     let used = m0 + R - k_base;
-    panel[..used * R].fill(0.0);
-    for r in 0..R {
+    for (r, prow) in panel.chunks_exact_mut(pk).take(R).enumerate() {
+        let prow = &mut prow[..used];
         let m = m0 + r;
         if m >= n {
+            prow.fill(0.0);
             inv[r] = 1.0;
             continue;
         }
         let k_lo = m.saturating_sub(kd).max(k_base);
         let row = &ab[m * w..m * w + w];
-        for k in k_lo..m {
-            panel[(k - k_base) * R + r] = row[k + kd - m];
-        }
+        let (head, tail) = prow.split_at_mut(k_lo - k_base);
+        head.fill(0.0);
+        let (mid, after) = tail.split_at_mut(m - k_lo);
+        mid.copy_from_slice(&row[k_lo + kd - m..kd]);
+        after.fill(0.0);
         inv[r] = 1.0 / row[kd];
     }
 }
 
-/// `tile[r][c] -= Σ_t coef[t·R + r]·rows[t·stride + c]` for `t in 0..run` (the rows of the
+/// `tile[r][c] -= Σ_t coef[r·pk + t]·rows[t·stride + c]` for `t in 0..run` (the rows of the
 /// ring, `stride` apart; the coefficients of the packed panel).
 #[inline(always)]
-fn forward_tile(tile: &mut [[f64; CH]; R], coef: &[f64], rows: &[f64], stride: usize, run: usize) {
+fn forward_tile(
+    tile: &mut [[f64; CH]; R],
+    coef: &[f64],
+    pk: usize,
+    rows: &[f64],
+    stride: usize,
+    run: usize,
+) {
     let mut a = *tile;
-    for t in 0..run {
-        let c: &[f64; R] = coef[t * R..t * R + R].try_into().unwrap_or(&[0.0; R]);
-        let y: &[f64; CH] = rows[t * stride..t * stride + CH]
-            .try_into()
-            .unwrap_or(&[0.0; CH]);
+    let c: [&[f64]; R] = core::array::from_fn(|r| &coef[r * pk..r * pk + run]);
+    for (t, y) in rows.chunks(stride).take(run).enumerate() {
+        let y: &[f64; CH] = y[..CH].try_into().unwrap_or(&[0.0; CH]);
         for r in 0..R {
+            let cr = c[r][t];
             for j in 0..CH {
-                a[r][j] = fma(-c[r], y[j], a[r][j]);
+                a[r][j] = fma(-cr, y[j], a[r][j]);
             }
         }
     }
     *tile = a;
 }
 
-/// `acc[r][c] += Σ_t rows[t][r]·rows[t][c]` over `nrows` rows (`stride = bsp` apart) for the
-/// tiles of the upper triangle of the leading `(ncol, ncol)` corner (`ncol` a multiple of
-/// [`CH`]); the tiles straddling the diagonal also update a few entries below it (unused).
+/// `acc[r][c] += Σ_t rows[t][r]·rows[t][c]` over `nrows` rows (`stride` apart) for the
+/// upper triangle of the leading `(nact, nact)` corner, on tiles of 4 rows starting at the
+/// diagonal: 12 columns at a time, then 4 (the tiles on the diagonal also update a few entries
+/// below it, which are not used). Reads columns up to `nact` rounded up to 4.
 #[inline(always)]
-fn gram_upper(acc: &mut [f64], stride: usize, ncol: usize, rows: &[f64], nrows: usize) {
-    const TR: usize = 4;
-    for r0 in (0..ncol).step_by(TR) {
-        for c0 in ((r0 / CH) * CH..ncol).step_by(CH) {
-            let mut a = [[0.0f64; CH]; TR];
-            for (i, row) in a.iter_mut().enumerate() {
-                let src = &acc[(r0 + i) * stride + c0..(r0 + i) * stride + c0 + CH];
-                row.copy_from_slice(src);
-            }
-            for t in 0..nrows {
-                let y = &rows[t * stride..t * stride + stride];
-                let x: &[f64; TR] = y[r0..r0 + TR].try_into().unwrap_or(&[0.0; TR]);
-                let z: &[f64; CH] = y[c0..c0 + CH].try_into().unwrap_or(&[0.0; CH]);
-                for i in 0..TR {
-                    for j in 0..CH {
-                        a[i][j] = fma(x[i], z[j], a[i][j]);
-                    }
-                }
-            }
-            for (i, row) in a.iter().enumerate() {
-                acc[(r0 + i) * stride + c0..(r0 + i) * stride + c0 + CH].copy_from_slice(row);
-            }
+fn gram_upper(acc: &mut [f64], stride: usize, nact: usize, rows: &[f64], nrows: usize) {
+    let end = round_up(nact, TR);
+    for r0 in (0..nact).step_by(TR) {
+        let mut c0 = r0;
+        while c0 + CH <= end {
+            gram_tile::<CH>(acc, stride, r0, c0, rows, nrows);
+            c0 += CH;
+        }
+        while c0 < end {
+            gram_tile::<TR>(acc, stride, r0, c0, rows, nrows);
+            c0 += TR;
         }
     }
 }
 
+/// One `(4, W)` tile of [`gram_upper`] at `(r0, c0)`.
+#[inline(always)]
+fn gram_tile<const W: usize>(
+    acc: &mut [f64],
+    stride: usize,
+    r0: usize,
+    c0: usize,
+    rows: &[f64],
+    nrows: usize,
+) {
+    let mut a = [[0.0f64; W]; TR];
+    for (i, row) in a.iter_mut().enumerate() {
+        let at = (r0 + i) * stride + c0;
+        row.copy_from_slice(&acc[at..at + W]);
+    }
+    for y in rows.chunks(stride).take(nrows) {
+        let x: &[f64; TR] = y[r0..r0 + TR].try_into().unwrap_or(&[0.0; TR]);
+        let z: &[f64; W] = y[c0..c0 + W].try_into().unwrap_or(&[0.0; W]);
+        for i in 0..TR {
+            for j in 0..W {
+                a[i][j] = fma(x[i], z[j], a[i][j]);
+            }
+        }
+    }
+    for (i, row) in a.iter().enumerate() {
+        let at = (r0 + i) * stride + c0;
+        acc[at..at + W].copy_from_slice(row);
+    }
+}
 
 /// Columns of `L` factored together by [`band_factor`] (the panel width).
 const NB: usize = 16;
-/// Rows of the trailing update per register tile of [`band_factor`].
-const TR: usize = 4;
 
 /// Row length of the transposed panel of [`band_factor`]: the `NB + kd` rows that a panel
 /// touches, padded by one tile of [`CH`] columns.
