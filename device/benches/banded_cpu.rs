@@ -113,8 +113,7 @@ fn main() {
             assert_eq!(s, Status::Ok);
         },
         || {
-            let s =
-                banded_cpu::band_covariance_block_range(&l, N, KD, NSPEC, 1, &mut cb, &mut wb);
+            let s = banded_cpu::band_covariance_block_range(&l, N, KD, NSPEC, 1, &mut cb, &mut wb);
             assert_eq!(s, Status::Ok);
         },
     );

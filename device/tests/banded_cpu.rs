@@ -260,7 +260,11 @@ fn random_sizes_and_bandwidths() {
 fn factor_failures() {
     let mut work = vec![0.0; banded_cpu::band_factor_work_len(1)];
     // Indefinite (eigenvalues 3 and -1), singular, negative first pivot.
-    for m in [[1.0, 2.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 1.0]] {
+    for m in [
+        [1.0, 2.0, 2.0, 1.0],
+        [1.0, 1.0, 1.0, 1.0],
+        [-1.0, 0.0, 0.0, 1.0],
+    ] {
         let mut ab = to_band(&m, 2, 1);
         assert_eq!(
             banded_cpu::band_factor(&mut ab, 2, 1, &mut work),
@@ -317,7 +321,10 @@ fn covariance_failures() {
     let m = random_band_spd(n, kd, 3);
     let mut ab = to_band(&m, n, kd);
     let mut work = vec![0.0; banded_cpu::band_factor_work_len(kd)];
-    assert_eq!(banded_cpu::band_factor(&mut ab, n, kd, &mut work), Status::Ok);
+    assert_eq!(
+        banded_cpu::band_factor(&mut ab, n, kd, &mut work),
+        Status::Ok
+    );
     let len = banded_cpu::band_covariance_block_range_work_len(n, kd, nblock);
     let mut work = vec![0.0; len];
     let mut out = vec![0.0; 2 * 16];
@@ -345,14 +352,26 @@ fn covariance_failures() {
     let cov = banded_cpu::band_covariance_block_range;
     assert_eq!(cov(&ab, n, kd, 3, 0, &mut out, &mut work), Status::BadShape);
     assert_eq!(cov(&ab, n, kd, 0, 0, &mut out, &mut work), Status::BadShape);
-    assert_eq!(cov(&ab, n, kd, nblock, 1, &mut out, &mut work), Status::BadShape);
-    assert_eq!(cov(&ab, n, kd, nblock, 0, &mut out[..15], &mut work), Status::BadShape);
+    assert_eq!(
+        cov(&ab, n, kd, nblock, 1, &mut out, &mut work),
+        Status::BadShape
+    );
+    assert_eq!(
+        cov(&ab, n, kd, nblock, 0, &mut out[..15], &mut work),
+        Status::BadShape
+    );
     assert_eq!(
         cov(&ab, n, kd, nblock, 0, &mut out, &mut work[..len - 1]),
         Status::BadShape
     );
-    assert_eq!(cov(&ab[1..], n, kd, nblock, 0, &mut out, &mut work), Status::BadShape);
-    assert_eq!(banded_cpu::band_covariance_block_range_work_len(n, kd, 3), 0);
+    assert_eq!(
+        cov(&ab[1..], n, kd, nblock, 0, &mut out, &mut work),
+        Status::BadShape
+    );
+    assert_eq!(
+        banded_cpu::band_covariance_block_range_work_len(n, kd, 3),
+        0
+    );
     // The work content on entry does not matter.
     let mut a = vec![0.0; 2 * 16];
     let mut b = vec![0.0; 2 * 16];

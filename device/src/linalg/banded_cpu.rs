@@ -58,7 +58,7 @@ impl CovLayout {
     }
 
     fn ring_len(&self) -> usize {
-        self.depth * self.bsp
+        (self.depth + 1) * self.bsp
     }
 
     fn acc_len(&self) -> usize {
@@ -228,27 +228,15 @@ fn one_block(
                 let k_start = k_base.max(j0 * nblock + b);
                 let mut k = k_start;
                 while k < m0 {
-                    // Contiguous run of ring slots (at most one wrap).
+                    // Contiguous run of ring slots (at most one wrap; the ring has one spare
+                    // row so that every run is `run` whole rows).
                     let slot = k % depth;
                     let run = (depth - slot).min(m0 - k);
-                    let rows = &ring[slot * bsp + j0..(slot + run - 1) * bsp + j0 + CH];
-                    forward_tile(&mut tile, &panel[k - k_base..], pk, rows, bsp, run);
+                    let rows = &ring[slot * bsp + j0..(slot + run) * bsp + j0];
+                    tile = forward_tile(tile, &panel[k - k_base..], pk, rows, bsp, run);
                     k += run;
                 }
-                // The triangle within the rows m0..m0+R, then the pivot.
-                for r in 0..R {
-                    for t in 0..r {
-                        let c = panel[r * pk + (m0 + t - k_base)];
-                        let (done, todo) = tile.split_at_mut(r);
-                        for (y, x) in todo[0].iter_mut().zip(&done[t]) {
-                            *y = fma(-c, *x, *y);
-                        }
-                    }
-                    let d = inv[r];
-                    for y in tile[r].iter_mut() {
-                        *y *= d;
-                    }
-                }
+                let tile = triangle(tile, panel, pk, m0 - k_base, inv);
                 for (r, row) in tile.iter().enumerate() {
                     let slot = (m0 + r) % depth;
                     ring[slot * bsp + j0..slot * bsp + j0 + CH].copy_from_slice(row);
@@ -301,20 +289,19 @@ fn pack_panel(
     }
 }
 
-/// `tile[r][c] -= Σ_t coef[r·pk + t]·rows[t·stride + c]` for `t in 0..run` (the rows of the
+/// `tile[r][c] - Σ_t coef[r·pk + t]·rows[t·stride + c]` for `t in 0..run` (the rows of the
 /// ring, `stride` apart; the coefficients of the packed panel).
 #[inline(always)]
 fn forward_tile(
-    tile: &mut [[f64; CH]; R],
+    mut a: [[f64; CH]; R],
     coef: &[f64],
     pk: usize,
     rows: &[f64],
     stride: usize,
     run: usize,
-) {
-    let mut a = *tile;
+) -> [[f64; CH]; R] {
     let c: [&[f64]; R] = core::array::from_fn(|r| &coef[r * pk..r * pk + run]);
-    for (t, y) in rows.chunks(stride).take(run).enumerate() {
+    for (t, y) in rows.chunks_exact(stride).take(run).enumerate() {
         let y: &[f64; CH] = y[..CH].try_into().unwrap_or(&[0.0; CH]);
         for r in 0..R {
             let cr = c[r][t];
@@ -323,12 +310,39 @@ fn forward_tile(
             }
         }
     }
-    *tile = a;
+    a
+}
+
+/// The triangle within the rows `m0..m0 + R` (`L[m0 + r][m0 + t]` at
+/// `panel[r·pk + diag + t]`, `t < r`) and the reciprocal pivots: row `r` becomes
+/// `(tile[r] - Σ_{t<r} L[m0 + r][m0 + t]·row_t) · inv[r]`, rows in order.
+#[inline(always)]
+fn triangle(
+    mut a: [[f64; CH]; R],
+    panel: &[f64],
+    pk: usize,
+    diag: usize,
+    inv: &[f64],
+) -> [[f64; CH]; R] {
+    for r in 0..R {
+        for t in 0..r {
+            let c = panel[r * pk + diag + t];
+            let x = a[t];
+            for j in 0..CH {
+                a[r][j] = fma(-c, x[j], a[r][j]);
+            }
+        }
+        let d = inv[r];
+        for j in 0..CH {
+            a[r][j] *= d;
+        }
+    }
+    a
 }
 
 /// `acc[r][c] += Σ_t rows[t][r]·rows[t][c]` over `nrows` rows (`stride` apart) for the
 /// upper triangle of the leading `(nact, nact)` corner, on tiles of 4 rows starting at the
-/// diagonal: 12 columns at a time, then 4 (the tiles on the diagonal also update a few entries
+/// diagonal: 12 columns at a time, then 8 or 4 (the tiles on the diagonal also update a few entries
 /// below it, which are not used). Reads columns up to `nact` rounded up to 4.
 #[inline(always)]
 fn gram_upper(acc: &mut [f64], stride: usize, nact: usize, rows: &[f64], nrows: usize) {
@@ -339,9 +353,12 @@ fn gram_upper(acc: &mut [f64], stride: usize, nact: usize, rows: &[f64], nrows: 
             gram_tile::<CH>(acc, stride, r0, c0, rows, nrows);
             c0 += CH;
         }
-        while c0 < end {
+        if c0 + 8 <= end {
+            gram_tile::<8>(acc, stride, r0, c0, rows, nrows);
+            c0 += 8;
+        }
+        if c0 < end {
             gram_tile::<TR>(acc, stride, r0, c0, rows, nrows);
-            c0 += TR;
         }
     }
 }
@@ -388,9 +405,7 @@ fn panel_width(kd: usize) -> Option<usize> {
 /// Length of the `work` slice that [`band_factor`] needs: `NB · (NB + kd + CH)` values
 /// (11 KB for `kd = 58`); 0 if that overflows.
 pub fn band_factor_work_len(kd: usize) -> usize {
-    panel_width(kd)
-        .and_then(|p| p.checked_mul(NB))
-        .unwrap_or(0)
+    panel_width(kd).and_then(|p| p.checked_mul(NB)).unwrap_or(0)
 }
 
 /// [`super::banded::band_factor`] on the CPU, blocked: `M = L·Lᵀ` in place, `NB = 16`
@@ -517,10 +532,9 @@ fn trailing_update(
             }
             for t in 0..nb {
                 let col = &p[t * pw..(t + 1) * pw];
-                let x: [f64; TR] = core::array::from_fn(|r| col.get(i0 + r - j0).copied().unwrap_or(0.0));
-                let z: &[f64; CH] = col[jc - j0..jc - j0 + CH]
-                    .try_into()
-                    .unwrap_or(&[0.0; CH]);
+                let x: [f64; TR] =
+                    core::array::from_fn(|r| col.get(i0 + r - j0).copied().unwrap_or(0.0));
+                let z: &[f64; CH] = col[jc - j0..jc - j0 + CH].try_into().unwrap_or(&[0.0; CH]);
                 for r in 0..TR {
                     for c in 0..CH {
                         a[r][c] = fma(-x[r], z[c], a[r][c]);
