@@ -47,7 +47,7 @@ impl CovLayout {
             return None;
         }
         let bs = n / nblock;
-        let bsp = round_up(bs.max(1), CH);
+        let bsp = round_up(bs, TR) + 8;
         let depth = round_up(kd.checked_add(R)?.max(G), G);
         Some(CovLayout {
             bs,
@@ -204,43 +204,40 @@ fn one_block(
     let mut g0 = 0;
     while g0 < n {
         let g_end = (g0 + G).min(n);
-        // Chunks written for every row of this group: up to the last row's active prefix, so
-        // that the group's rows are complete (zeros included) over the Gram's columns.
-        let ncol = round_up(active(g_end - 1, b, nblock, bs), CH);
+        // Columns written for every row of this group: up to the last row's active prefix
+        // (rounded up to 4), so that the group's rows are complete (zeros included) over the
+        // Gram's columns; 8 more zeros cover the chunks of later groups that start inside it.
+        let ncol = round_up(active(g_end - 1, b, nblock, bs), TR);
         let mut m0 = g0;
         while m0 < g_end {
             let k_base = m0.saturating_sub(kd);
             pack_panel(ab, n, kd, m0, k_base, pk, panel, inv);
             let panel: &[f64] = panel;
-            for j0 in (0..ncol).step_by(CH) {
-                let mut tile = [[0.0f64; CH]; R];
-                // E rows: 1 at column j where j·nblock + b = m.
-                for (r, row) in tile.iter_mut().enumerate() {
-                    let m = m0 + r;
-                    if m < n && m >= b && (m - b).is_multiple_of(nblock) {
-                        let j = (m - b) / nblock;
-                        if (j0..j0 + CH).contains(&j) {
-                            row[j - j0] = 1.0;
-                        }
-                    }
-                }
-                // Rows k < m0 with column j0 possibly non-zero: k >= j0·nblock + b.
-                let k_start = k_base.max(j0 * nblock + b);
-                let mut k = k_start;
-                while k < m0 {
-                    // Contiguous run of ring slots (at most one wrap; the ring has one spare
-                    // row so that every run is `run` whole rows).
-                    let slot = k % depth;
-                    let run = (depth - slot).min(m0 - k);
-                    let rows = &ring[slot * bsp + j0..(slot + run) * bsp + j0];
-                    tile = forward_tile(tile, &panel[k - k_base..], pk, rows, bsp, run);
-                    k += run;
-                }
-                let tile = triangle(tile, panel, pk, m0 - k_base, inv);
-                for (r, row) in tile.iter().enumerate() {
-                    let slot = (m0 + r) % depth;
-                    ring[slot * bsp + j0..slot * bsp + j0 + CH].copy_from_slice(row);
-                }
+            let rows = Rows {
+                n,
+                nblock,
+                b,
+                m0,
+                k_base,
+                depth,
+                stride: bsp,
+                pk,
+            };
+            let mut j0 = 0;
+            while j0 + CH <= ncol {
+                rows.chunk::<CH>(ring, panel, inv, j0);
+                j0 += CH;
+            }
+            if j0 + 8 <= ncol {
+                rows.chunk::<8>(ring, panel, inv, j0);
+                j0 += 8;
+            }
+            if j0 < ncol {
+                rows.chunk::<TR>(ring, panel, inv, j0);
+            }
+            for r in 0..R {
+                let at = ((m0 + r) % depth) * bsp + ncol;
+                ring[at..at + 8].fill(0.0);
             }
             m0 += R;
         }
@@ -249,6 +246,54 @@ fn one_block(
         let rows = &ring[slot0 * bsp..(slot0 + g_end - g0) * bsp];
         gram_upper(acc, bsp, active(g_end - 1, b, nblock, bs), rows, g_end - g0);
         g0 += G;
+    }
+}
+
+/// The rows `m0..m0 + R` of `Y_b` being computed (see [`one_block`]).
+struct Rows {
+    n: usize,
+    nblock: usize,
+    b: usize,
+    m0: usize,
+    k_base: usize,
+    depth: usize,
+    stride: usize,
+    pk: usize,
+}
+
+impl Rows {
+    /// Columns `j0..j0 + W` of the rows `m0..m0 + R` into the ring: `E` rows, minus the
+    /// rows `k < m0` from `j0·nblock + b` on (whole runs of ring slots), then the triangle.
+    #[inline(always)]
+    fn chunk<const W: usize>(&self, ring: &mut [f64], panel: &[f64], inv: &[f64], j0: usize) {
+        let (m0, k_base, depth, stride) = (self.m0, self.k_base, self.depth, self.stride);
+        let mut tile = [[0.0f64; W]; R];
+        // E rows: 1 at column j where j·nblock + b = m.
+        for (r, row) in tile.iter_mut().enumerate() {
+            let m = m0 + r;
+            if m < self.n && m >= self.b && (m - self.b).is_multiple_of(self.nblock) {
+                let j = (m - self.b) / self.nblock;
+                if (j0..j0 + W).contains(&j) {
+                    row[j - j0] = 1.0;
+                }
+            }
+        }
+        // Rows k < m0 with column j0 possibly non-zero: k >= j0·nblock + b.
+        let mut k = k_base.max(j0 * self.nblock + self.b);
+        while k < m0 {
+            // Contiguous run of ring slots (at most one wrap; the ring has one spare row so
+            // that every run is `run` whole rows).
+            let slot = k % depth;
+            let run = (depth - slot).min(m0 - k);
+            let rows = &ring[slot * stride + j0..(slot + run) * stride + j0];
+            tile = forward_tile(tile, &panel[k - k_base..], self.pk, rows, stride, run);
+            k += run;
+        }
+        let tile = triangle(tile, panel, self.pk, m0 - k_base, inv);
+        for (r, row) in tile.iter().enumerate() {
+            let at = ((m0 + r) % depth) * stride + j0;
+            ring[at..at + W].copy_from_slice(row);
+        }
     }
 }
 
@@ -292,20 +337,20 @@ fn pack_panel(
 /// `tile[r][c] - Σ_t coef[r·pk + t]·rows[t·stride + c]` for `t in 0..run` (the rows of the
 /// ring, `stride` apart; the coefficients of the packed panel).
 #[inline(always)]
-fn forward_tile(
-    mut a: [[f64; CH]; R],
+fn forward_tile<const W: usize>(
+    mut a: [[f64; W]; R],
     coef: &[f64],
     pk: usize,
     rows: &[f64],
     stride: usize,
     run: usize,
-) -> [[f64; CH]; R] {
+) -> [[f64; W]; R] {
     let c: [&[f64]; R] = core::array::from_fn(|r| &coef[r * pk..r * pk + run]);
     for (t, y) in rows.chunks_exact(stride).take(run).enumerate() {
-        let y: &[f64; CH] = y[..CH].try_into().unwrap_or(&[0.0; CH]);
+        let y: &[f64; W] = y[..W].try_into().unwrap_or(&[0.0; W]);
         for r in 0..R {
             let cr = c[r][t];
-            for j in 0..CH {
+            for j in 0..W {
                 a[r][j] = fma(-cr, y[j], a[r][j]);
             }
         }
@@ -317,23 +362,23 @@ fn forward_tile(
 /// `panel[r·pk + diag + t]`, `t < r`) and the reciprocal pivots: row `r` becomes
 /// `(tile[r] - Σ_{t<r} L[m0 + r][m0 + t]·row_t) · inv[r]`, rows in order.
 #[inline(always)]
-fn triangle(
-    mut a: [[f64; CH]; R],
+fn triangle<const W: usize>(
+    mut a: [[f64; W]; R],
     panel: &[f64],
     pk: usize,
     diag: usize,
     inv: &[f64],
-) -> [[f64; CH]; R] {
+) -> [[f64; W]; R] {
     for r in 0..R {
         for t in 0..r {
             let c = panel[r * pk + diag + t];
             let x = a[t];
-            for j in 0..CH {
+            for j in 0..W {
                 a[r][j] = fma(-c, x[j], a[r][j]);
             }
         }
         let d = inv[r];
-        for j in 0..CH {
+        for j in 0..W {
             a[r][j] *= d;
         }
     }
