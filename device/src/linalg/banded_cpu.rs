@@ -378,8 +378,8 @@ fn triangle<const W: usize>(
             }
         }
         let d = inv[r];
-        for j in 0..W {
-            a[r][j] *= d;
+        for v in a[r].iter_mut() {
+            *v *= d;
         }
     }
     a
