@@ -213,16 +213,7 @@ fn one_block(
             let k_base = m0.saturating_sub(kd);
             pack_panel(ab, n, kd, m0, k_base, pk, panel, inv);
             let panel: &[f64] = panel;
-            let rows = Rows {
-                n,
-                nblock,
-                b,
-                m0,
-                k_base,
-                depth,
-                stride: bsp,
-                pk,
-            };
+            let rows = Rows::new(n, nblock, b, m0, kd, layout);
             let mut j0 = 0;
             while j0 + CH <= ncol {
                 rows.chunk::<CH>(ring, panel, inv, j0);
@@ -236,7 +227,7 @@ fn one_block(
                 rows.chunk::<TR>(ring, panel, inv, j0);
             }
             for r in 0..R {
-                let at = ((m0 + r) % depth) * bsp + ncol;
+                let at = (rows.slot0 + r) * bsp + ncol;
                 ring[at..at + 8].fill(0.0);
             }
             m0 += R;
@@ -251,31 +242,63 @@ fn one_block(
 
 /// The rows `m0..m0 + R` of `Y_b` being computed (see [`one_block`]).
 struct Rows {
-    n: usize,
     nblock: usize,
     b: usize,
     m0: usize,
     k_base: usize,
+    /// Ring slot of row `m0` (the rows `m0..m0 + R` never wrap: `depth` and `m0` are
+    /// multiples of `R`).
+    slot0: usize,
+    /// Column of the `1` of `E` in each row (`usize::MAX` if none).
+    e_col: [usize; R],
     depth: usize,
     stride: usize,
     pk: usize,
 }
 
 impl Rows {
+    fn new(n: usize, nblock: usize, b: usize, m0: usize, kd: usize, layout: &CovLayout) -> Rows {
+        let e_col = core::array::from_fn(|r| {
+            let m = m0 + r;
+            if m < n && m >= b && (m - b).is_multiple_of(nblock) {
+                (m - b) / nblock
+            } else {
+                usize::MAX
+            }
+        });
+        Rows {
+            nblock,
+            b,
+            m0,
+            k_base: m0.saturating_sub(kd),
+            slot0: m0 % layout.depth,
+            e_col,
+            depth: layout.depth,
+            stride: layout.bsp,
+            pk: layout.panel_k,
+        }
+    }
+
+    /// Ring slot of row `k`, `m0 - depth < k <= m0`.
+    #[inline(always)]
+    fn slot(&self, k: usize) -> usize {
+        let back = self.m0 - k;
+        if self.slot0 >= back {
+            self.slot0 - back
+        } else {
+            self.slot0 + self.depth - back
+        }
+    }
+
     /// Columns `j0..j0 + W` of the rows `m0..m0 + R` into the ring: `E` rows, minus the
     /// rows `k < m0` from `j0·nblock + b` on (whole runs of ring slots), then the triangle.
     #[inline(always)]
     fn chunk<const W: usize>(&self, ring: &mut [f64], panel: &[f64], inv: &[f64], j0: usize) {
         let (m0, k_base, depth, stride) = (self.m0, self.k_base, self.depth, self.stride);
         let mut tile = [[0.0f64; W]; R];
-        // E rows: 1 at column j where j·nblock + b = m.
-        for (r, row) in tile.iter_mut().enumerate() {
-            let m = m0 + r;
-            if m < self.n && m >= self.b && (m - self.b).is_multiple_of(self.nblock) {
-                let j = (m - self.b) / self.nblock;
-                if (j0..j0 + W).contains(&j) {
-                    row[j - j0] = 1.0;
-                }
+        for (row, &j) in tile.iter_mut().zip(&self.e_col) {
+            if (j0..j0 + W).contains(&j) {
+                row[j - j0] = 1.0;
             }
         }
         // Rows k < m0 with column j0 possibly non-zero: k >= j0·nblock + b.
@@ -283,7 +306,7 @@ impl Rows {
         while k < m0 {
             // Contiguous run of ring slots (at most one wrap; the ring has one spare row so
             // that every run is `run` whole rows).
-            let slot = k % depth;
+            let slot = self.slot(k);
             let run = (depth - slot).min(m0 - k);
             let rows = &ring[slot * stride + j0..(slot + run) * stride + j0];
             tile = forward_tile(tile, &panel[k - k_base..], self.pk, rows, stride, run);
@@ -291,7 +314,7 @@ impl Rows {
         }
         let tile = triangle(tile, panel, self.pk, m0 - k_base, inv);
         for (r, row) in tile.iter().enumerate() {
-            let at = ((m0 + r) % depth) * stride + j0;
+            let at = (self.slot0 + r) * stride + j0;
             ring[at..at + W].copy_from_slice(row);
         }
     }
