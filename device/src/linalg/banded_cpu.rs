@@ -369,8 +369,14 @@ fn forward_tile<const W: usize>(
     run: usize,
 ) -> [[f64; W]; R] {
     let c: [&[f64]; R] = core::array::from_fn(|r| &coef[r * pk..r * pk + run]);
-    for (t, y) in rows.chunks_exact(stride).take(run).enumerate() {
-        let y: &[f64; W] = y[..W].try_into().unwrap_or(&[0.0; W]);
+    // Rows split off one at a time (no division for an iterator's length).
+    let mut rest = rows;
+    for t in 0..run {
+        let Some((y, tail)) = rest.split_at_checked(stride.min(rest.len())) else {
+            break;
+        };
+        rest = tail;
+        let y: &[f64; W] = y.get(..W).and_then(|y| y.try_into().ok()).unwrap_or(&[0.0; W]);
         for r in 0..R {
             let cr = c[r][t];
             for j in 0..W {
@@ -446,7 +452,12 @@ fn gram_tile<const W: usize>(
         let at = (r0 + i) * stride + c0;
         row.copy_from_slice(&acc[at..at + W]);
     }
-    for y in rows.chunks(stride).take(nrows) {
+    let mut rest = rows;
+    for _ in 0..nrows {
+        let Some((y, tail)) = rest.split_at_checked(stride.min(rest.len())) else {
+            break;
+        };
+        rest = tail;
         let x: &[f64; TR] = y[r0..r0 + TR].try_into().unwrap_or(&[0.0; TR]);
         let z: &[f64; W] = y[c0..c0 + W].try_into().unwrap_or(&[0.0; W]);
         for i in 0..TR {
