@@ -376,7 +376,10 @@ fn forward_tile<const W: usize>(
             break;
         };
         rest = tail;
-        let y: &[f64; W] = y.get(..W).and_then(|y| y.try_into().ok()).unwrap_or(&[0.0; W]);
+        let y: &[f64; W] = y
+            .get(..W)
+            .and_then(|y| y.try_into().ok())
+            .unwrap_or(&[0.0; W]);
         for r in 0..R {
             let cr = c[r][t];
             for j in 0..W {
@@ -599,20 +602,29 @@ fn trailing_update(
         let nr = (i_end - i0).min(TR);
         let mut jc = j1;
         while jc < i0 + nr {
+            // Valid columns of each tile row: jc..=i (all CH below the diagonal).
+            let valid: [usize; TR] = core::array::from_fn(|r| {
+                if r < nr {
+                    (i0 + r + 1).saturating_sub(jc).min(CH)
+                } else {
+                    0
+                }
+            });
+            let full = valid == [CH; TR];
             let mut a = [[0.0f64; CH]; TR];
-            // Valid columns of each tile row: jc..=i.
-            let mut valid = [0usize; TR];
-            for r in 0..nr {
+            for (r, row) in a.iter_mut().enumerate().take(nr) {
                 let i = i0 + r;
-                let v = (i + 1).saturating_sub(jc).min(CH);
-                valid[r] = v;
                 let base = i * w + jc + kd - i;
-                a[r][..v].copy_from_slice(&ab[base..base + v]);
+                if full {
+                    row.copy_from_slice(&ab[base..base + CH]);
+                } else {
+                    row[..valid[r]].copy_from_slice(&ab[base..base + valid[r]]);
+                }
             }
-            for t in 0..nb {
-                let col = &p[t * pw..(t + 1) * pw];
-                let x: [f64; TR] =
-                    core::array::from_fn(|r| col.get(i0 + r - j0).copied().unwrap_or(0.0));
+            let mut rest = &p[..nb * pw];
+            while let Some((col, tail)) = rest.split_at_checked(pw) {
+                rest = tail;
+                let x: &[f64; TR] = col[i0 - j0..i0 - j0 + TR].try_into().unwrap_or(&[0.0; TR]);
                 let z: &[f64; CH] = col[jc - j0..jc - j0 + CH].try_into().unwrap_or(&[0.0; CH]);
                 for r in 0..TR {
                     for c in 0..CH {
@@ -620,11 +632,14 @@ fn trailing_update(
                     }
                 }
             }
-            for r in 0..nr {
+            for (r, row) in a.iter().enumerate().take(nr) {
                 let i = i0 + r;
                 let base = i * w + jc + kd - i;
-                let v = valid[r];
-                ab[base..base + v].copy_from_slice(&a[r][..v]);
+                if full {
+                    ab[base..base + CH].copy_from_slice(row);
+                } else {
+                    ab[base..base + valid[r]].copy_from_slice(&row[..valid[r]]);
+                }
             }
             jc += CH;
         }
