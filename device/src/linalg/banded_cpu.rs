@@ -535,11 +535,14 @@ pub fn band_factor(ab: &mut [f64], n: usize, kd: usize, work: &mut [f64]) -> Sta
         let i_end = (j1 + kd).min(n);
         // Load the panel transposed, zero outside the band and the matrix.
         p.fill(0.0);
-        for t in 0..nb {
+        // Column j of M below the diagonal, M[i][j] for i in j..j + w, is every kd-th slot
+        // of the band from its diagonal entry on.
+        for (t, col) in p.chunks_exact_mut(pw).take(nb).enumerate() {
             let j = j0 + t;
-            let col = &mut p[t * pw..(t + 1) * pw];
-            for i in j..(j + w).min(n) {
-                col[i - j0] = ab[i * w + j + kd - i];
+            let count = w.min(n - j);
+            let src = ab[j * w + kd..].iter().step_by(kd.max(1));
+            for (dst, v) in col[t..t + count].iter_mut().zip(src) {
+                *dst = *v;
             }
         }
         // Factor the panel column by column (right-looking inside the panel).
@@ -568,11 +571,12 @@ pub fn band_factor(ab: &mut [f64], n: usize, kd: usize, work: &mut [f64]) -> Sta
             }
         }
         // Store the panel's columns of L.
-        for t in 0..nb {
+        for (t, col) in p.chunks_exact(pw).take(nb).enumerate() {
             let j = j0 + t;
-            let col = &p[t * pw..(t + 1) * pw];
-            for i in j..(j + w).min(n) {
-                ab[i * w + j + kd - i] = col[i - j0];
+            let count = w.min(n - j);
+            let dst = ab[j * w + kd..].iter_mut().step_by(kd.max(1));
+            for (d, v) in dst.zip(&col[t..t + count]) {
+                *d = *v;
             }
         }
         // Trailing update of rows and columns j1..i_end (lower triangle, inside the band).
