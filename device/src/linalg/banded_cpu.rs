@@ -360,6 +360,7 @@ fn pack_panel(
 /// `tile[r][c] - Σ_t coef[r·pk + t]·rows[t·stride + c]` for `t in 0..run` (the rows of the
 /// ring, `stride` apart; the coefficients of the packed panel).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // t walks the R coefficient rows and the ring rows together
 fn forward_tile<const W: usize>(
     mut a: [[f64; W]; R],
     coef: &[f64],
