@@ -372,6 +372,21 @@ fn covariance_failures() {
         banded_cpu::band_covariance_block_range_work_len(n, kd, 3),
         0
     );
+    // Sizes that overflow: no work length, and BadShape rather than a panic.
+    let huge = usize::MAX - 5;
+    assert_eq!(
+        banded_cpu::band_covariance_block_range_work_len(0, huge, 1),
+        0
+    );
+    assert_eq!(
+        cov(&[], 0, huge, 1, 0, &mut [], &mut work),
+        Status::BadShape
+    );
+    assert_eq!(banded_cpu::band_factor_work_len(huge), 0);
+    assert_eq!(
+        banded_cpu::band_factor(&mut [], 0, huge, &mut work),
+        Status::BadShape
+    );
     // The work content on entry does not matter.
     let mut a = vec![0.0; 2 * 16];
     let mut b = vec![0.0; 2 * 16];

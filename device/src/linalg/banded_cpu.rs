@@ -31,60 +31,57 @@ fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
-/// Layout of the covariance workspace: a ring of `depth` rows of `Y_b` (`bsp` values each,
-/// `bs` padded to a multiple of [`CH`]), the padded `(bsp, bsp)` accumulator of `C_bb`, the
-/// packed band panel `(kd + R, R)` and the [`R`] reciprocal pivots.
+/// Layout of the covariance workspace: a ring of `depth + 1` rows of `Y_b` (`bsp` values each:
+/// `bs` rounded up to 4, plus 8 zeros for the chunks that start inside a row's prefix), the
+/// padded `(bsp, bsp)` accumulator of `C_bb`, the packed band panel `(R, kd + R)` and the [`R`]
+/// reciprocal pivots.
 struct CovLayout {
     bs: usize,
     bsp: usize,
     depth: usize,
     panel_k: usize,
+    ring_len: usize,
+    acc_len: usize,
+    panel_len: usize,
+    work_len: usize,
 }
 
 impl CovLayout {
+    /// The layout, or `None` for an invalid shape or a size that overflows.
     fn new(n: usize, kd: usize, nblock: usize) -> Option<CovLayout> {
         if nblock == 0 || !n.is_multiple_of(nblock) {
             return None;
         }
         let bs = n / nblock;
-        let bsp = round_up(bs, TR) + 8;
-        let depth = round_up(kd.checked_add(R)?.max(G), G);
+        let bsp = bs.checked_next_multiple_of(TR)?.checked_add(8)?;
+        let panel_k = kd.checked_add(R)?;
+        let depth = panel_k.max(G).checked_next_multiple_of(G)?;
+        let ring_len = depth.checked_add(1)?.checked_mul(bsp)?;
+        let acc_len = bsp.checked_mul(bsp)?;
+        let panel_len = panel_k.checked_mul(R)?;
+        let work_len = ring_len
+            .checked_add(acc_len)?
+            .checked_add(panel_len)?
+            .checked_add(R)?;
         Some(CovLayout {
             bs,
             bsp,
             depth,
-            panel_k: kd + R,
+            panel_k,
+            ring_len,
+            acc_len,
+            panel_len,
+            work_len,
         })
-    }
-
-    fn ring_len(&self) -> usize {
-        (self.depth + 1) * self.bsp
-    }
-
-    fn acc_len(&self) -> usize {
-        self.bsp * self.bsp
-    }
-
-    fn panel_len(&self) -> usize {
-        self.panel_k * R
-    }
-
-    fn work_len(&self) -> Option<usize> {
-        self.ring_len()
-            .checked_add(self.acc_len())?
-            .checked_add(self.panel_len())?
-            .checked_add(R)
     }
 }
 
 /// Length of the `work` slice that [`band_covariance_block_range`] needs (for any number of
-/// blocks): a ring of `round_up(max(kd + 4, 16), 16)` rows of `bs` values padded to a multiple
-/// of 12, a padded `(bs, bs)` accumulator and a small panel of `L` (61 KB for `n = 518`,
-/// `nblock = 7`, `kd = 58`); 0 for invalid shapes.
+/// blocks): a ring of `round_up(max(kd + 4, 16), 16) + 1` rows of `bs` values padded to a
+/// multiple of 4 plus 8, the padded `(bs, bs)` accumulator and a small panel of `L` (100 KB for
+/// `n = 518`, `nblock = 7`, `kd = 58`); 0 for invalid shapes.
 pub fn band_covariance_block_range_work_len(n: usize, kd: usize, nblock: usize) -> usize {
-    CovLayout::new(n, kd, nblock)
-        .and_then(|l| l.work_len())
-        .unwrap_or(0)
+    CovLayout::new(n, kd, nblock).map_or(0, |l| l.work_len)
 }
 
 /// [`super::banded::band_covariance_block_range`] on the CPU: the diagonal covariance blocks
@@ -132,9 +129,7 @@ pub fn band_covariance_block_range(
     let Some(layout) = CovLayout::new(n, kd, nblock) else {
         return Status::BadShape;
     };
-    let Some(work_len) = layout.work_len() else {
-        return Status::BadShape;
-    };
+    let work_len = layout.work_len;
     let bs = layout.bs;
     let nout = out.len().checked_div(bs * bs).unwrap_or(0);
     if nout * bs * bs != out.len()
@@ -150,9 +145,9 @@ pub fn band_covariance_block_range(
     if n == 0 {
         return Status::Ok;
     }
-    let (ring, rest) = work[..work_len].split_at_mut(layout.ring_len());
-    let (acc, rest) = rest.split_at_mut(layout.acc_len());
-    let (panel, inv) = rest.split_at_mut(layout.panel_len());
+    let (ring, rest) = work[..work_len].split_at_mut(layout.ring_len);
+    let (acc, rest) = rest.split_at_mut(layout.acc_len);
+    let (panel, inv) = rest.split_at_mut(layout.panel_len);
     for (i, cbb) in out.chunks_exact_mut(bs * bs).enumerate() {
         let b = first_block + i;
         one_block(ab, n, kd, nblock, b, &layout, ring, acc, panel, inv);
