@@ -102,12 +102,13 @@ pub fn band_covariance_block_range_work_len(n: usize, kd: usize, nblock: usize) 
 /// # Equation
 /// `C_bb = Y_bᵀ Y_b` with `Y_b = L⁻¹ E_b` (Bolton & Schlegel 2010 eq 10 restricted to one
 /// fiber). `Y_b` is built four rows at a time: for the rows `m0..m0+4`,
-/// `Y[m] = E[m] - Σ_{k<m0} L[m][k]·Y[k]` over the band (a `4 × 12` register tile per column
-/// chunk, each `Y[k]` chunk loaded once for the four rows), then the `4 × 4` triangle
-/// `Y[m] -= L[m][k]·Y[k]` for `m0 <= k < m` and `Y[m] *= 1 / L[m][m]`. Column `j` of `Y_b` is
-/// zero above row `j·nblock + b`, so a chunk starting at column `j0` only reads rows from
-/// `j0·nblock + b` on, and the rows' stored prefixes stop at the last non-zero chunk. Every 16
-/// rows, the rank-16 update `C_bb += Y[g0..g0+16]ᵀ Y[g0..g0+16]` runs on `4 × 12` tiles of the
+/// `Y[m] = E[m] - Σ_{k<m0} L[m][k]·Y[k]` over the band (register tiles of 4 rows × 12 columns,
+/// the last chunk of a row 8 or 4 wide; each `Y[k]` chunk loaded once for the four rows), then
+/// the `4 × 4` triangle `Y[m] -= L[m][k]·Y[k]` for `m0 <= k < m` and `Y[m] *= 1 / L[m][m]`.
+/// Column `j` of `Y_b` is zero above row `j·nblock + b`, so a chunk starting at column `j0`
+/// only reads rows from `j0·nblock + b` on, and each group of 16 rows is stored up to its last
+/// row's non-zero prefix (rounded up to 4, then 8 zeros). Every 16 rows, the rank-16 update
+/// `C_bb += Y[g0..g0+16]ᵀ Y[g0..g0+16]` runs on tiles of 4 rows × 12 (8, 4) columns of the
 /// upper triangle. Cost `≈ n²·kd/2 + n²·bs/6` multiply-adds per block, as the serial engine.
 ///
 /// # Returns
