@@ -4,7 +4,7 @@
 //! `cargo bench --bench patch` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use desi_device::linalg::{banded, jacobi, tridiagonal};
+use desi_device::linalg::{banded, banded_cpu, jacobi, tridiagonal};
 use desi_device::patch::{
     assemble_normal_equations, assemble_unknown, core_pixel_sums, patch_bandwidth, pixel_chi2_row,
     pixel_statistics, regularize, CoreRange,
@@ -101,6 +101,13 @@ fn benches(c: &mut Criterion) {
             banded::band_factor(&mut band, n, kd)
         })
     });
+    let mut factor_work = vec![0.0; banded_cpu::band_factor_work_len(kd)];
+    g.bench_function("band_factor_blocked", |b| {
+        b.iter(|| {
+            band.copy_from_slice(&unfactored);
+            banded_cpu::band_factor(&mut band, n, kd, &mut factor_work)
+        })
+    });
     g.bench_function("band_solve", |b| {
         b.iter(|| {
             let mut x = rhs.clone();
@@ -162,6 +169,21 @@ fn benches(c: &mut Criterion) {
             for block in core_cov.chunks_exact(nwavetot * nwavetot) {
                 black_box(inverse_sqrt_block(block, nwavetot, &mut q, &mut block_work));
             }
+        })
+    });
+    let mut cpu_work =
+        vec![0.0; banded_cpu::band_covariance_block_range_work_len(n, kd, plan.nspecpad)];
+    g.bench_function("covariance_block_range_core_tiled", |b| {
+        b.iter(|| {
+            banded_cpu::band_covariance_block_range(
+                &factored,
+                n,
+                kd,
+                plan.nspecpad,
+                s_core,
+                &mut core_cov,
+                &mut cpu_work,
+            )
         })
     });
     let mut pixels = vec![0.0; window.npix()];

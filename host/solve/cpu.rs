@@ -9,7 +9,7 @@ use crate::job::FrameJob;
 use crate::patch::{PaddedGrid, PatchPlan, PixelWindow};
 use crate::psf::SpotTable;
 use crate::trace::Trace;
-use desi_device::linalg::{banded, jacobi, tridiagonal};
+use desi_device::linalg::{banded, banded_cpu, jacobi, tridiagonal};
 use desi_device::patch::{
     apply_resolution, assemble_normal_equations, pixel_statistics, regularize,
     resolution_diagonals, CoreRange, PatchShape,
@@ -367,6 +367,7 @@ pub fn solve_patch_full(
     let mut fluxweight = vec![0.0; n];
     let mut issue = None;
     let mut ridge = params.regularize;
+    let mut factor_work = vec![0.0; banded_cpu::band_factor_work_len(kd)];
     loop {
         let status = assemble_normal_equations(
             &view,
@@ -381,7 +382,8 @@ pub fn solve_patch_full(
             return Err(fail("assembly", status));
         }
         regularize(&mut band, n, kd, &fluxweight, ridge);
-        let status = banded::band_factor(&mut band, n, kd);
+        // The CPU's blocked factor (the GPU keeps the serial/team order): equal up to rounding.
+        let status = banded_cpu::band_factor(&mut band, n, kd, &mut factor_work);
         if status == Status::Ok {
             break;
         }
@@ -406,8 +408,10 @@ pub fn solve_patch_full(
     let s_core = plan.ispec - plan.s0;
     let block_len = nwavetot * nwavetot;
     let mut cov = vec![0.0; plan.nspp * block_len];
-    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
-    let status = banded::band_covariance_block_range(
+    // The CPU's register-tiled engine (device/tests/banded_cpu.rs: 1e-12 of the dense inverse).
+    let mut work =
+        vec![0.0; banded_cpu::band_covariance_block_range_work_len(n, kd, plan.nspecpad)];
+    let status = banded_cpu::band_covariance_block_range(
         &band,
         n,
         kd,

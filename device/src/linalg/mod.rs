@@ -7,6 +7,8 @@
 //! - [`banded`]: Cholesky factor, solve and the interleaved diagonal covariance blocks of
 //!   `C = M⁻¹` on the band storage of the lower triangle (ordered wavelength-major, a patch's
 //!   `M` has bandwidth `kd ≈ 8·nspec + 2`, not `n`).
+//! - `banded_cpu` (host only): the factor and the covariance blocks of [`banded`] as
+//!   register-tiled, blocked loops: the CPU backend's path (same results up to rounding).
 //! - [`banded_team`]: the same verbs done cooperatively by a team of lanes (one GPU thread
 //!   block per patch or per block).
 //! - [`jacobi`]: the inverse square root of the `74×74` covariance blocks by one-sided Jacobi.
@@ -22,6 +24,8 @@
 //! in `crate::reference` (feature `reference`: tests and benchmarks only).
 
 pub mod banded;
+#[cfg(not(target_arch = "nvptx64"))]
+pub mod banded_cpu;
 pub mod banded_team;
 pub(crate) mod dense;
 pub mod jacobi;
