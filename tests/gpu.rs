@@ -106,60 +106,69 @@ fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
     }
 }
 
-/// The `eigh` stage by Newton–Schulz on FP64 tensor cores (`DESI_EIGH_KERNEL=ns`, docs/
-/// algorithm.md §6), on a frame with cosmic rays and the outlier rejection (its re-solved
-/// blocks reach κ ~ 1e8, which the kernel leaves to the Jacobi): `selftest --gpu` must pass,
-/// its DMMA check must have run and the kernel must have solved blocks; without a GPU, the
-/// clear error.
+/// The `eigh` stage by Newton–Schulz on FP64 tensor cores (the default; docs/algorithm.md §6),
+/// on a frame with cosmic rays and the outlier rejection (its re-solved blocks reach κ ~ 1e8,
+/// which the kernel leaves to the Jacobi): `selftest --gpu` must pass, its DMMA check must have
+/// run and the kernel must have solved blocks; then the same with `DESI_EIGH_KERNEL=team` (the
+/// Jacobi for every block), which must pass and print no ns line; without a GPU, the clear
+/// error.
 #[test]
 fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
     let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let out = Command::new(BIN)
-        .env("DESI_EIGH_KERNEL", "ns")
-        .args([
-            "selftest",
-            "--gpu",
-            "-p",
-            PSF,
-            "-n",
-            "50",
-            "-w",
-            "6000,6400,0.8",
-            "--repeat",
-            "1",
-            "--cosmics",
-            "--reject-outliers",
-        ])
-        .output()
-        .expect("run desi-extract");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if probe_driver().is_ok() || require {
-        assert!(
-            out.status.success(),
-            "DESI_EIGH_KERNEL=ns selftest --gpu failed:\n{stdout}\n{stderr}"
-        );
-        assert!(stdout.contains("selftest: PASS"), "{stdout}");
-        assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("selftest: eigh DESI_EIGH_KERNEL=ns:"))
-            .unwrap_or_else(|| panic!("no ns line:\n{stdout}"));
-        let solved: u64 = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
-        assert!(solved > 0, "{line}");
-    } else {
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "stdout {stdout} stderr {stderr}"
-        );
-        assert!(
-            stderr.contains("no NVIDIA GPU driver found"),
-            "stderr: {stderr}"
-        );
+    for method in [None, Some("team")] {
+        let mut command = Command::new(BIN);
+        command.env_remove("DESI_EIGH_KERNEL");
+        if let Some(method) = method {
+            command.env("DESI_EIGH_KERNEL", method);
+        }
+        let out = command
+            .args([
+                "selftest",
+                "--gpu",
+                "-p",
+                PSF,
+                "-n",
+                "50",
+                "-w",
+                "6000,6400,0.8",
+                "--repeat",
+                "1",
+                "--cosmics",
+                "--reject-outliers",
+            ])
+            .output()
+            .expect("run desi-extract");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if probe_driver().is_ok() || require {
+            assert!(
+                out.status.success(),
+                "selftest --gpu (eigh {method:?}) failed:\n{stdout}\n{stderr}"
+            );
+            assert!(stdout.contains("selftest: PASS"), "{stdout}");
+            assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
+            let line = stdout.lines().find(|l| l.starts_with("selftest: eigh ns:"));
+            if method.is_some() {
+                assert!(line.is_none(), "team run printed {line:?}");
+                continue;
+            }
+            let line = line.unwrap_or_else(|| panic!("no ns line:\n{stdout}"));
+            let solved: u64 = line
+                .split_whitespace()
+                .nth(3)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            assert!(solved > 0, "{line}");
+        } else {
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "stdout {stdout} stderr {stderr}"
+            );
+            assert!(
+                stderr.contains("no NVIDIA GPU driver found"),
+                "stderr: {stderr}"
+            );
+        }
     }
 }

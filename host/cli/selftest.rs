@@ -266,7 +266,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         println!("  {r:?}");
     }
     // The DMMA fragment layout that resolution_ns relies on (one warp: always checked) and,
-    // with DESI_EIGH_KERNEL=ns, how many blocks that kernel solved.
+    // with the ns method (the default), how many blocks that kernel solved.
     let mut eigh_failures = Vec::new();
     let mma_err = gpu.check_mma()?;
     println!(
@@ -281,11 +281,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     if gpu.eigh == EighKernel::Ns {
         let (solved, left) = gpu.eigh_counts()?;
         println!(
-            "selftest: eigh {EIGH_KERNEL_ENV}=ns: {solved} blocks by Newton-Schulz, {left} left to the Jacobi (all runs)"
+            "selftest: eigh ns: {solved} blocks by Newton-Schulz, {left} left to the Jacobi (all runs)"
         );
         if solved == 0 {
             eigh_failures.push(format!(
-                "{EIGH_KERNEL_ENV}=ns, but resolution_ns solved no block"
+                "the eigh method is ns ({EIGH_KERNEL_ENV} unset or ns), but resolution_ns solved no block"
             ));
         }
     }

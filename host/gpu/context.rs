@@ -206,27 +206,27 @@ pub enum KernelMode {
     Thread,
 }
 
-/// Environment variable choosing the `eigh` stage's method: `team` (default: one-sided Jacobi,
-/// `resolution_team`) or `ns` (Newton–Schulz on FP64 tensor cores, `resolution_ns`, with the
-/// blocks it cannot solve left to `resolution_team`).
+/// Environment variable choosing the `eigh` stage's method: `ns` (default: Newton–Schulz on
+/// FP64 tensor cores, `resolution_ns`, with the blocks it cannot solve left to
+/// `resolution_team`) or `team` (one-sided Jacobi for every block, `resolution_team`).
 pub const EIGH_KERNEL_ENV: &str = "DESI_EIGH_KERNEL";
 
 /// Method of the `eigh` stage (`C_bb^(-1/2)` and the resolution, docs/algorithm.md §4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EighKernel {
-    /// One-sided Jacobi (`resolution_team`): default.
+    /// One-sided Jacobi (`resolution_team`) for every block.
     Team,
     /// Coupled Newton–Schulz with its products on FP64 tensor cores (`resolution_ns`), then
-    /// `resolution_team` on the blocks it left (κ beyond ~1e5, non-finite).
+    /// `resolution_team` on the blocks it left (κ beyond ~1e5, non-finite): default.
     Ns,
 }
 
 impl EighKernel {
-    /// From [`EIGH_KERNEL_ENV`]: `ns`, or `team`/unset; anything else is an error naming it.
+    /// From [`EIGH_KERNEL_ENV`]: `team`, or `ns`/unset; anything else is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
         match std::env::var(EIGH_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
-            Ok("ns") => Ok(Self::Ns),
+            Err(_) | Ok("ns") | Ok("") => Ok(Self::Ns),
+            Ok("team") => Ok(Self::Team),
             Ok(other) => Err(GpuError::Launch(format!(
                 "{EIGH_KERNEL_ENV}={other}: expected `team` or `ns`"
             ))),
