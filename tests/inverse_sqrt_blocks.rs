@@ -11,10 +11,8 @@
 
 mod common;
 
+use common::blocks::{core_blocks, reference_inverse_sqrt};
 use common::psf;
-use desi_device::linalg::banded;
-use desi_device::patch::{assemble_normal_equations, regularize};
-use desi_device::reference::jacobi_eigh::jacobi_eigh;
 use desi_device::Status;
 use desi_extract::extract::CcdData;
 use desi_extract::job::FrameJob;
@@ -23,66 +21,6 @@ use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::cpu::{inverse_sqrt_block, inverse_sqrt_block_work_len, QL_MAX_CONDITION};
 use desi_extract::solve::BundleInputs;
-
-/// Covariance blocks `(nspp, n, n)` of the core spectra of `plan` (as `solve_patch_full`).
-fn core_blocks(inputs: &BundleInputs, plan: &PatchPlan) -> Option<Vec<f64>> {
-    let params = inputs.params;
-    let nwavetot = params.nwavetot();
-    let shape = plan.shape(nwavetot)?;
-    let view = plan.stamp_view(inputs.spots, params.pad());
-    let n = shape.nunknown();
-    let kd = plan.kd;
-    let mut band = vec![0.0; n * (kd + 1)];
-    let mut rhs = vec![0.0; n];
-    let mut fw = vec![0.0; n];
-    let st =
-        assemble_normal_equations(&view, &inputs.ccd, &shape, kd, &mut band, &mut rhs, &mut fw);
-    assert_eq!(st, Status::Ok);
-    regularize(&mut band, n, kd, &fw, params.regularize);
-    if banded::band_factor(&mut band, n, kd) != Status::Ok {
-        return None;
-    }
-    let mut cov = vec![0.0; plan.nspp * nwavetot * nwavetot];
-    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
-    let s_core = plan.ispec - plan.s0;
-    let st = banded::band_covariance_block_range(
-        &band,
-        n,
-        kd,
-        plan.nspecpad,
-        s_core,
-        &mut cov,
-        &mut work,
-    );
-    assert_eq!(st, Status::Ok);
-    Some(cov)
-}
-
-/// `C^(-1/2)` from the two-sided Jacobi eigenpairs of `c` (lower triangle mirrored), with the
-/// per-matrix clip, and `κ = λ_max / λ_min`.
-fn reference(c: &[f64], n: usize) -> (Vec<f64>, f64) {
-    let mut a = c.to_vec();
-    for i in 0..n {
-        for j in i + 1..n {
-            a[i * n + j] = a[j * n + i];
-        }
-    }
-    let mut v = vec![0.0; n * n];
-    let mut l = vec![0.0; n];
-    assert_eq!(jacobi_eigh(&mut a, n, &mut v, &mut l, 100), Status::Ok);
-    let floor = 1e-14 * l[n - 1];
-    let mut q = vec![0.0; n * n];
-    for e in 0..n {
-        let f = 1.0 / l[e].max(floor).sqrt();
-        for i in 0..n {
-            let vi = v[i * n + e] * f;
-            for j in 0..n {
-                q[i * n + j] += vi * v[j * n + e];
-            }
-        }
-    }
-    (q, l[n - 1] / l[0].max(floor))
-}
 
 #[test]
 fn cpu_inverse_sqrt_matches_the_reference_on_real_blocks() {
@@ -131,12 +69,12 @@ fn cpu_inverse_sqrt_matches_the_reference_on_real_blocks() {
             ndiag: job.ndiag(),
         };
         for plan in &plans {
-            let Some(cov) = core_blocks(&inputs, plan) else {
+            let Some((cov, _)) = core_blocks(&inputs, plan) else {
                 continue;
             };
             for block in cov.chunks_exact(nn) {
                 assert_eq!(inverse_sqrt_block(block, n, &mut q, &mut work), Status::Ok);
-                let (r, kappa) = reference(block, n);
+                let (r, kappa) = reference_inverse_sqrt(block, n);
                 let max = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
                 let err = q
                     .iter()

@@ -9,13 +9,12 @@
 
 mod common;
 
+use common::blocks::{core_blocks, reference_inverse_sqrt};
 use common::psf;
-use desi_device::linalg::banded;
 use desi_device::linalg::newton_schulz::{
     inverse_sqrt_ns, resolution_ns, NsStats, SerialMmaTeam, NS_SHARED_LEN, NS_WARPS,
 };
-use desi_device::patch::{assemble_normal_equations, regularize, resolution_diagonals};
-use desi_device::reference::jacobi_eigh::jacobi_eigh;
+use desi_device::patch::resolution_diagonals;
 use desi_device::team::Shared;
 use desi_device::Status;
 use desi_extract::extract::{CcdData, RejectConfig};
@@ -26,72 +25,6 @@ use desi_extract::sim::cosmics::CosmicConfig;
 use desi_extract::sim::{builtin_spectra, simulated_preproc_with, SimExtras};
 use desi_extract::solve::{Backend, BundleInputs, CpuBackend};
 use desi_extract::trace::Trace;
-
-/// Covariance blocks of the core spectra of `plan` (as `solve_patch_full`), and xflux.
-fn core_blocks(inputs: &BundleInputs, plan: &PatchPlan) -> Option<(Vec<f64>, Vec<f64>)> {
-    let params = inputs.params;
-    let nwavetot = params.nwavetot();
-    let shape = plan.shape(nwavetot)?;
-    let view = plan.stamp_view(inputs.spots, params.pad());
-    let n = shape.nunknown();
-    let kd = plan.kd;
-    let mut band = vec![0.0; n * (kd + 1)];
-    let mut xflux = vec![0.0; n];
-    let mut fw = vec![0.0; n];
-    let st = assemble_normal_equations(
-        &view,
-        &inputs.ccd,
-        &shape,
-        kd,
-        &mut band,
-        &mut xflux,
-        &mut fw,
-    );
-    assert_eq!(st, Status::Ok);
-    regularize(&mut band, n, kd, &fw, params.regularize);
-    if banded::band_factor(&mut band, n, kd) != Status::Ok {
-        return None;
-    }
-    assert_eq!(banded::band_solve(&band, n, kd, &mut xflux), Status::Ok);
-    let s_core = plan.ispec - plan.s0;
-    let mut cov = vec![0.0; plan.nspp * nwavetot * nwavetot];
-    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
-    let st = banded::band_covariance_block_range(
-        &band,
-        n,
-        kd,
-        plan.nspecpad,
-        s_core,
-        &mut cov,
-        &mut work,
-    );
-    assert_eq!(st, Status::Ok);
-    Some((cov, xflux))
-}
-
-/// Reference `C^(-1/2)` (two-sided Jacobi) and κ.
-fn reference(cov: &[f64], n: usize) -> (Vec<f64>, f64) {
-    let mut a = cov.to_vec();
-    for i in 0..n {
-        for j in i + 1..n {
-            a[i * n + j] = a[j * n + i];
-        }
-    }
-    let mut v = vec![0.0; n * n];
-    let mut l = vec![0.0; n];
-    assert_eq!(jacobi_eigh(&mut a, n, &mut v, &mut l, 100), Status::Ok);
-    let mut q = vec![0.0; n * n];
-    for e in 0..n {
-        let f = 1.0 / l[e].sqrt();
-        for i in 0..n {
-            let vi = v[i * n + e] * f;
-            for j in 0..n {
-                q[i * n + j] += vi * v[j * n + e];
-            }
-        }
-    }
-    (q, l[n - 1] / l[0])
-}
 
 /// One block: (κ, status, iterations, max|ΔQ|/max|Q|, max(|ΔRdiag|, relative Δivar)).
 #[allow(clippy::too_many_arguments)]
@@ -104,7 +37,7 @@ fn check_block(
     pad: usize,
     keep: usize,
 ) -> (f64, Status, usize, f64, f64) {
-    let (q_ref, kappa) = reference(cov, n);
+    let (q_ref, kappa) = reference_inverse_sqrt(cov, n);
     let team = SerialMmaTeam {
         warps: NS_WARPS,
         reverse: false,

@@ -10,14 +10,12 @@
 
 mod common;
 
+use common::blocks::core_blocks;
 use common::psf;
-use desi_device::linalg::banded;
 use desi_device::linalg::jacobi::JacobiStats;
 use desi_device::linalg::jacobi_team::{jacobi_team_scratch_len, resolution_team};
 use desi_device::linalg::tridiagonal;
-use desi_device::patch::{
-    apply_resolution, assemble_normal_equations, regularize, resolution_diagonals,
-};
+use desi_device::patch::{apply_resolution, resolution_diagonals};
 use desi_device::reference::jacobi_eigh::jacobi_eigh;
 use desi_device::team::{SerialTeam, Shared};
 use desi_device::Status;
@@ -36,48 +34,6 @@ use desi_extract::trace::Trace;
 struct BlockOut {
     ivar: Vec<f64>,
     rdiags: Vec<f64>,
-}
-
-/// Covariance blocks of the core spectra of `plan` (as `solve_patch_full`), and xflux.
-fn core_blocks(inputs: &BundleInputs, plan: &PatchPlan) -> Option<(Vec<f64>, Vec<f64>)> {
-    let params = inputs.params;
-    let nwavetot = params.nwavetot();
-    let shape = plan.shape(nwavetot)?;
-    let view = plan.stamp_view(inputs.spots, params.pad());
-    let n = shape.nunknown();
-    let kd = plan.kd;
-    let mut band = vec![0.0; n * (kd + 1)];
-    let mut xflux = vec![0.0; n];
-    let mut fw = vec![0.0; n];
-    let st = assemble_normal_equations(
-        &view,
-        &inputs.ccd,
-        &shape,
-        kd,
-        &mut band,
-        &mut xflux,
-        &mut fw,
-    );
-    assert_eq!(st, Status::Ok);
-    regularize(&mut band, n, kd, &fw, params.regularize);
-    if banded::band_factor(&mut band, n, kd) != Status::Ok {
-        return None;
-    }
-    assert_eq!(banded::band_solve(&band, n, kd, &mut xflux), Status::Ok);
-    let s_core = plan.ispec - plan.s0;
-    let mut cov = vec![0.0; plan.nspp * nwavetot * nwavetot];
-    let mut work = vec![0.0; banded::band_covariance_blocks_work_len(n, kd, plan.nspecpad)];
-    let st = banded::band_covariance_block_range(
-        &band,
-        n,
-        kd,
-        plan.nspecpad,
-        s_core,
-        &mut cov,
-        &mut work,
-    );
-    assert_eq!(st, Status::Ok);
-    Some((cov, xflux))
 }
 
 fn finish(

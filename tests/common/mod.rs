@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod blocks;
+
 use desi_extract::extract::{extract_frame, Extraction};
 use desi_extract::io::{read_psf, PreprocImage};
 use desi_extract::job::FrameJob;
