@@ -9,22 +9,15 @@
 
 mod common;
 
-use common::blocks::{core_blocks, reference_inverse_sqrt};
-use common::psf;
+use common::blocks::{core_blocks, cosmic_bundle, reference_inverse_sqrt, CosmicBundle};
 use desi_device::linalg::newton_schulz::{
     inverse_sqrt_ns, resolution_ns, NsStats, SerialMmaTeam, NS_SHARED_LEN, NS_WARPS,
 };
 use desi_device::patch::resolution_diagonals;
 use desi_device::team::Shared;
 use desi_device::Status;
-use desi_extract::extract::{CcdData, RejectConfig};
-use desi_extract::job::FrameJob;
-use desi_extract::patch::plan::plan_bundle;
-use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
-use desi_extract::sim::cosmics::CosmicConfig;
-use desi_extract::sim::{builtin_spectra, simulated_preproc_with, SimExtras};
-use desi_extract::solve::{Backend, BundleInputs, CpuBackend};
-use desi_extract::trace::Trace;
+use desi_extract::patch::PatchPlan;
+use desi_extract::solve::BundleInputs;
 
 /// One block: (κ, status, iterations, max|ΔQ|/max|Q|, max(|ΔRdiag|, relative Δivar)).
 #[allow(clippy::too_many_arguments)]
@@ -115,53 +108,25 @@ fn check_block(
 
 #[test]
 fn newton_schulz_on_real_covariance_blocks() {
-    let psf = psf();
-    let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
-    let params = ExtractionParams {
-        nspec: 25,
-        psferr: psf.psferr,
-        ..ExtractionParams::default()
-    };
-    let truth = builtin_spectra(0, 25, &grid.wave);
-    let extras = SimExtras {
-        oversample: 1,
-        cosmics: Some(CosmicConfig::default()),
-    };
-    let (image, _) = simulated_preproc_with(&psf, &truth, 3.0, 1, false, "r0", &extras).unwrap();
-    let job = FrameJob::new(&psf, &image, &grid, &params)
-        .unwrap()
-        .with_reject(Some(RejectConfig::default()));
-    let padded = job.padded_grid();
-    let start = job.bundle_starts()[0];
-    let corners = psf
-        .corners(start, params.bundlesize, &padded.fullwave)
-        .unwrap();
-    let plans: Vec<PatchPlan> = plan_bundle(0, &corners, &params, padded.grid.nwave(), image.ny)
-        .into_iter()
-        .filter(|p| p.window.is_some())
-        .collect();
-    let no_progress = |_: usize, _: usize| {};
-    let ext = desi_extract::extract::extract_frame(&job, &CpuBackend, &no_progress, &Trace::new())
-        .unwrap();
-    let trace = Box::leak(Box::new(Trace::new()));
-    let solver = CpuBackend.begin_frame(&job, trace).unwrap();
-    let spots = solver.spots(0, params.bundlesize).unwrap();
-    let ccd = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
-    let mut masked = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
-    let mut hit = Vec::new();
-    for rej in &ext.rejections {
-        for &p in &rej.pixels {
-            masked.weight[p as usize] = 0.0;
-        }
-        let plan = plans.iter().find(|p| p.patch == rej.site.patch).unwrap();
-        if !hit.iter().any(|h: &PatchPlan| h.patch == plan.patch) {
-            hit.push(plan.clone());
+    let CosmicBundle {
+        params,
+        ndiag,
+        plans,
+        spots,
+        ccd,
+        masked,
+        rejected_patches,
+        ..
+    } = cosmic_bundle();
+    let mut hit: Vec<PatchPlan> = Vec::new();
+    for plan in rejected_patches {
+        if !hit.iter().any(|h| h.patch == plan.patch) {
+            hit.push(plan);
         }
     }
     let clean: Vec<PatchPlan> = plans.iter().step_by(6).cloned().collect();
     let pad = params.pad();
     let nwavetot = params.nwavetot();
-    let ndiag = job.ndiag();
     // (κ, status, iterations, error) of every block.
     let mut rows = Vec::new();
     for (label, data, list) in [("clean", &ccd, &clean), ("re-solved", &masked, &hit)] {

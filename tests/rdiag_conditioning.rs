@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::blocks::core_blocks;
-use common::psf;
+use common::blocks::{core_blocks, cosmic_bundle, CosmicBundle};
 use desi_device::linalg::jacobi::JacobiStats;
 use desi_device::linalg::jacobi_team::{jacobi_team_scratch_len, resolution_team};
 use desi_device::linalg::tridiagonal;
@@ -20,16 +19,9 @@ use desi_device::reference::jacobi_eigh::jacobi_eigh;
 use desi_device::team::{SerialTeam, Shared};
 use desi_device::Status;
 #[allow(unused_imports)]
-use desi_extract::extract::extract_frame;
-use desi_extract::extract::{CcdData, RejectConfig};
-use desi_extract::job::FrameJob;
-use desi_extract::patch::plan::plan_bundle;
-use desi_extract::patch::{ExtractionParams, PatchPlan, WavelengthGrid};
-use desi_extract::sim::cosmics::CosmicConfig;
-use desi_extract::sim::{builtin_spectra, simulated_preproc_with, SimExtras};
+use desi_extract::patch::PatchPlan;
 use desi_extract::solve::cpu::{inverse_sqrt_block, inverse_sqrt_block_work_len};
-use desi_extract::solve::{Backend, BundleInputs, CpuBackend};
-use desi_extract::trace::Trace;
+use desi_extract::solve::BundleInputs;
 
 struct BlockOut {
     ivar: Vec<f64>,
@@ -183,50 +175,17 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> (f64, usize) {
 
 #[test]
 fn rdiags_of_resolved_blocks_by_three_methods() {
-    let psf = psf();
-    let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap();
-    let params = ExtractionParams {
-        nspec: 25,
-        psferr: psf.psferr,
-        ..ExtractionParams::default()
-    };
-    let truth = builtin_spectra(0, 25, &grid.wave);
-    let extras = SimExtras {
-        oversample: 1,
-        cosmics: Some(CosmicConfig::default()),
-    };
-    let (image, _) = simulated_preproc_with(&psf, &truth, 3.0, 1, false, "r0", &extras).unwrap();
-    let job = FrameJob::new(&psf, &image, &grid, &params)
-        .unwrap()
-        .with_reject(Some(RejectConfig::default()));
-    let padded = job.padded_grid();
-    let start = job.bundle_starts()[0];
-    let corners = psf
-        .corners(start, params.bundlesize, &padded.fullwave)
-        .unwrap();
-    let plans: Vec<PatchPlan> = plan_bundle(0, &corners, &params, padded.grid.nwave(), image.ny)
-        .into_iter()
-        .filter(|p| p.window.is_some())
-        .collect();
-    let no_progress = |_: usize, _: usize| {};
-    let ext = desi_extract::extract::extract_frame(&job, &CpuBackend, &no_progress, &Trace::new())
-        .unwrap();
-    let trace = Box::leak(Box::new(Trace::new()));
-    let solver = CpuBackend.begin_frame(&job, trace).unwrap();
-    let spots = solver.spots(0, params.bundlesize).unwrap();
-    let ccd = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
-    // Masked CCD: the bundle's rejected pixels at weight 0 (one bundle: one mask).
-    let mut masked = CcdData::from_preproc_rows(&image, 0..image.ny, &job.pixel_limits);
-    let mut hit_patches = Vec::new();
-    let mut npix = 0;
-    for rej in &ext.rejections {
-        for &p in &rej.pixels {
-            masked.weight[p as usize] = 0.0;
-        }
-        npix += rej.pixels.len();
-        let plan = plans.iter().find(|p| p.patch == rej.site.patch).unwrap();
-        hit_patches.push(plan.clone());
-    }
+    let CosmicBundle {
+        params,
+        ndiag,
+        ext,
+        plans,
+        spots,
+        masked,
+        rejected_patches: hit_patches,
+        rejected_pixels: npix,
+        ..
+    } = cosmic_bundle();
     println!(
         "{} rejections, {} pixels (with repeats)",
         ext.rejections.len(),
@@ -235,8 +194,6 @@ fn rdiags_of_resolved_blocks_by_three_methods() {
     println!("{} patches, {} re-solved", plans.len(), hit_patches.len());
     let pad = params.pad();
     let nwavetot = params.nwavetot();
-    let ndiag = job.ndiag();
-    let _ = &ccd;
     let mut worst_all = (0.0f64, 0.0f64);
     for (label, data, list) in [("masked", &masked, &hit_patches)] {
         let inputs = BundleInputs {
