@@ -10,32 +10,30 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
-#[test]
-fn gpu_selftest_or_clear_error_without_gpu() {
+/// Runs `selftest --gpu -p PSF ARGS` with `DESI_EIGH_KERNEL` set to `eigh` (unset for `None`).
+/// With a GPU (or `DESI_REQUIRE_GPU=1`) it must succeed and print `selftest: PASS`: returns its
+/// stdout. Without one it must be the clear error (exit 2, no panic): returns `None`.
+fn selftest_gpu(eigh: Option<&str>, args: &[&str]) -> Option<String> {
     let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let out = Command::new(BIN)
-        .args([
-            "selftest",
-            "--gpu",
-            "-p",
-            PSF,
-            "-n",
-            "25",
-            "-w",
-            "6000,6200,0.8",
-            "--repeat",
-            "1",
-        ])
+    let mut command = Command::new(BIN);
+    command.env_remove("DESI_EIGH_KERNEL");
+    if let Some(method) = eigh {
+        command.env("DESI_EIGH_KERNEL", method);
+    }
+    let out = command
+        .args(["selftest", "--gpu", "-p", PSF])
+        .args(args)
         .output()
         .expect("run desi-extract");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if probe_driver().is_ok() || require {
         assert!(
             out.status.success(),
-            "selftest --gpu failed:\n{stdout}\n{stderr}"
+            "selftest --gpu {args:?} (eigh {eigh:?}) failed:\n{stdout}\n{stderr}"
         );
         assert!(stdout.contains("selftest: PASS"), "{stdout}");
+        Some(stdout)
     } else {
         assert_eq!(
             out.status.code(),
@@ -47,7 +45,25 @@ fn gpu_selftest_or_clear_error_without_gpu() {
             "stderr: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+        None
     }
+}
+
+/// A bundle with cosmic rays, extracted with the outlier rejection.
+const COSMIC_ARGS: [&str; 8] = [
+    "-n",
+    "50",
+    "-w",
+    "6000,6400,0.8",
+    "--repeat",
+    "1",
+    "--cosmics",
+    "--reject-outliers",
+];
+
+#[test]
+fn gpu_selftest_or_clear_error_without_gpu() {
+    selftest_gpu(None, &["-n", "25", "-w", "6000,6200,0.8", "--repeat", "1"]);
 }
 
 /// Outlier rejection on the GPU (docs/algorithm.md §4.11): on a frame with unmasked cosmic
@@ -55,55 +71,21 @@ fn gpu_selftest_or_clear_error_without_gpu() {
 /// re-solves, and rejected the CPU's pixels patch by patch); without a GPU, the clear error.
 #[test]
 fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
-    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let out = Command::new(BIN)
-        .args([
-            "selftest",
-            "--gpu",
-            "-p",
-            PSF,
-            "-n",
-            "50",
-            "-w",
-            "6000,6400,0.8",
-            "--repeat",
-            "1",
-            "--cosmics",
-            "--reject-outliers",
-        ])
-        .output()
-        .expect("run desi-extract");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if probe_driver().is_ok() || require {
-        assert!(
-            out.status.success(),
-            "selftest --gpu --reject-outliers failed:\n{stdout}\n{stderr}"
-        );
-        assert!(stdout.contains("selftest: PASS"), "{stdout}");
-        assert!(stdout.contains("rejection stages"), "{stdout}");
-        // The frame has outliers: the GPU rejected pixels.
-        let gpu_line = stdout
-            .lines()
-            .find(|l| l.starts_with("selftest: GPU outlier rejection:"))
-            .unwrap_or_else(|| panic!("no GPU rejection line:\n{stdout}"));
-        let pixels: usize = gpu_line
-            .split_whitespace()
-            .nth(4)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{gpu_line}"));
-        assert!(pixels > 0, "{gpu_line}");
-    } else {
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "stdout {stdout} stderr {stderr}"
-        );
-        assert!(
-            stderr.contains("no NVIDIA GPU driver found"),
-            "stderr: {stderr}"
-        );
-    }
+    let Some(stdout) = selftest_gpu(None, &COSMIC_ARGS) else {
+        return;
+    };
+    assert!(stdout.contains("rejection stages"), "{stdout}");
+    // The frame has outliers: the GPU rejected pixels.
+    let gpu_line = stdout
+        .lines()
+        .find(|l| l.starts_with("selftest: GPU outlier rejection:"))
+        .unwrap_or_else(|| panic!("no GPU rejection line:\n{stdout}"));
+    let pixels: usize = gpu_line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{gpu_line}"));
+    assert!(pixels > 0, "{gpu_line}");
 }
 
 /// The `eigh` stage by Newton–Schulz on FP64 tensor cores (the default; docs/algorithm.md §6),
@@ -114,61 +96,22 @@ fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
 /// error.
 #[test]
 fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
-    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for method in [None, Some("team")] {
-        let mut command = Command::new(BIN);
-        command.env_remove("DESI_EIGH_KERNEL");
-        if let Some(method) = method {
-            command.env("DESI_EIGH_KERNEL", method);
+        let Some(stdout) = selftest_gpu(method, &COSMIC_ARGS) else {
+            return;
+        };
+        assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
+        let line = stdout.lines().find(|l| l.starts_with("selftest: eigh ns:"));
+        if method.is_some() {
+            assert!(line.is_none(), "team run printed {line:?}");
+            continue;
         }
-        let out = command
-            .args([
-                "selftest",
-                "--gpu",
-                "-p",
-                PSF,
-                "-n",
-                "50",
-                "-w",
-                "6000,6400,0.8",
-                "--repeat",
-                "1",
-                "--cosmics",
-                "--reject-outliers",
-            ])
-            .output()
-            .expect("run desi-extract");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if probe_driver().is_ok() || require {
-            assert!(
-                out.status.success(),
-                "selftest --gpu (eigh {method:?}) failed:\n{stdout}\n{stderr}"
-            );
-            assert!(stdout.contains("selftest: PASS"), "{stdout}");
-            assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
-            let line = stdout.lines().find(|l| l.starts_with("selftest: eigh ns:"));
-            if method.is_some() {
-                assert!(line.is_none(), "team run printed {line:?}");
-                continue;
-            }
-            let line = line.unwrap_or_else(|| panic!("no ns line:\n{stdout}"));
-            let solved: u64 = line
-                .split_whitespace()
-                .nth(3)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{line}"));
-            assert!(solved > 0, "{line}");
-        } else {
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "stdout {stdout} stderr {stderr}"
-            );
-            assert!(
-                stderr.contains("no NVIDIA GPU driver found"),
-                "stderr: {stderr}"
-            );
-        }
+        let line = line.unwrap_or_else(|| panic!("no ns line:\n{stdout}"));
+        let solved: u64 = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(solved > 0, "{line}");
     }
 }
