@@ -13,6 +13,9 @@ use desi_device::linalg::newton_schulz::{
     full_index, inverse_sqrt_ns, resolution_ns, MmaTeam, NsStats, SerialMmaTeam, NS_FULL_LEN,
     NS_MAX_ITERATIONS, NS_ORDER_MAX, NS_SHARED_LEN, NS_WARPS,
 };
+use desi_device::linalg::newton_schulz_blocked::{
+    inverse_sqrt_ns2, resolution_ns2, NS2_MAX_ITERATIONS,
+};
 use desi_device::patch::{apply_resolution, resolution_diagonals};
 use desi_device::reference::jacobi_eigh::jacobi_eigh;
 use desi_device::team::Shared;
@@ -69,14 +72,34 @@ fn with_condition(n: usize, kappa: f64, scale: f64, rng: &mut ChaCha8Rng) -> Vec
 
 /// NS `C^(-1/2)` on the emulated team (shared memory pre-filled with NaN).
 fn ns(c: &[f64], n: usize, warps: usize) -> (Status, Vec<f64>, NsStats) {
-    let team = SerialMmaTeam {
-        warps,
-        reverse: false,
-    };
+    ns_variant(Variant::Ns, c, n, warps, false)
+}
+
+/// The two kernels' iterations: `ns` (newton_schulz) and `ns2` (newton_schulz_blocked).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Variant {
+    Ns,
+    Ns2,
+}
+
+/// `C^(-1/2)` of `variant` on the emulated team (shared memory pre-filled with NaN), warps in
+/// reverse order when `reverse`.
+fn ns_variant(
+    variant: Variant,
+    c: &[f64],
+    n: usize,
+    warps: usize,
+    reverse: bool,
+) -> (Status, Vec<f64>, NsStats) {
+    let team = SerialMmaTeam { warps, reverse };
     let mut q = vec![f64::NAN; n * n];
     let mut smem = vec![f64::NAN; NS_SHARED_LEN];
     let mut stats = NsStats::default();
-    let st = inverse_sqrt_ns(
+    let solve = match variant {
+        Variant::Ns => inverse_sqrt_ns::<32, SerialMmaTeam>,
+        Variant::Ns2 => inverse_sqrt_ns2::<32, SerialMmaTeam>,
+    };
+    let st = solve(
         &team,
         c,
         n,
@@ -351,6 +374,264 @@ fn resolution_matches_serial_functions() {
         for d in 0..ndiagonal {
             for j in k_max - k_min..out_stride {
                 assert_eq!(rd[d * out_stride + j], 0.0);
+            }
+        }
+    }
+}
+
+/// The warp sum of the emulation: every lane gets the same bits, the sum to rounding.
+#[test]
+fn emulated_warp_sum_is_uniform() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let v: [f64; 32] = core::array::from_fn(|_| rng.random_range(0.0..1.0) * 1e-3);
+    let mut lanes = [0usize; 32];
+    for (i, l) in lanes.iter_mut().enumerate() {
+        *l = i;
+    }
+    let team = SerialMmaTeam {
+        warps: NS_WARPS,
+        reverse: false,
+    };
+    let s = team.warp_sum(v, lanes);
+    let want: f64 = v.iter().sum();
+    assert!(s.iter().all(|x| x.to_bits() == s[0].to_bits()));
+    assert!((s[0] - want).abs() <= 32.0 * f64::EPSILON * want);
+    // Slots holding lanes in another order: the value of each lane is the same.
+    let mut perm = lanes;
+    perm.reverse();
+    let mut vp = [0.0; 32];
+    for (i, &l) in perm.iter().enumerate() {
+        vp[i] = v[l];
+    }
+    let sp = team.warp_sum(vp, perm);
+    assert!(sp.iter().all(|x| x.to_bits() == s[0].to_bits()));
+}
+
+/// `ns2` against the reference and against `ns` for κ from 1 to 1e4 at orders 74, 80, 37, 9:
+/// the same bound as `ns` (1e-11 of max|Q|), and no worse than `ns` beyond rounding
+/// (max(2·ns, 4e-13)); iterations at most 9 up to κ = 1e3 and at most `ns`'s + 2 beyond.
+#[test]
+fn ns2_matches_reference_and_ns_up_to_kappa_1e4() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    println!("n    kappa     scale   it ns/ns2   max|dQ|/max|Q| ns / ns2");
+    let mut worst: f64 = 0.0;
+    for &n in &[74usize, 80, 37, 9] {
+        for &kappa in &[1.0, 10.0, 1e2, 1e3, 3e3, 1e4] {
+            let scale = 10f64.powf(rng.random_range(-6.0..6.0));
+            let c = with_condition(n, kappa, scale, &mut rng);
+            let (q_ref, _, _) = reference_inverse_sqrt(&c, n);
+            let (st1, q1, s1) = ns(&c, n, NS_WARPS);
+            let (st2, q2, s2) = ns_variant(Variant::Ns2, &c, n, NS_WARPS, false);
+            assert_eq!(st1, Status::Ok);
+            assert_eq!(st2, Status::Ok, "n {n} kappa {kappa:e}: {s2:?}");
+            let r1 = max_diff(&q1, &q_ref) / max_abs(&q_ref);
+            let r2 = max_diff(&q2, &q_ref) / max_abs(&q_ref);
+            worst = worst.max(r2);
+            println!(
+                "{n:3} {kappa:9.1e} {scale:9.1e} {:4}/{:<4} {r1:12.2e} {r2:12.2e}",
+                s1.iterations, s2.iterations
+            );
+            assert!(r2 <= 1e-11, "n {n} kappa {kappa:e}: {r2:e}");
+            assert!(
+                r2 <= (2.0 * r1).max(4e-13),
+                "n {n} kappa {kappa:e}: {r2:e} vs ns {r1:e}"
+            );
+            if kappa <= 1e3 {
+                assert!(s2.iterations <= 9, "n {n} kappa {kappa:e}: {s2:?}");
+            }
+            assert!(s2.iterations <= s1.iterations + 2, "{s1:?} {s2:?}");
+        }
+    }
+    println!("worst ns2 {worst:.2e}");
+}
+
+/// The phase rule for `ns2` (warps in reverse order: bitwise the same) on a covariance-like
+/// block and on a block with κ = 1e5 (which takes the guaranteed schedule).
+#[test]
+fn ns2_warp_order_does_not_matter() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    for c in [
+        covariance_block(74, &mut rng),
+        with_condition(74, 1e5, 1.0, &mut rng),
+    ] {
+        let a = ns_variant(Variant::Ns2, &c, 74, NS_WARPS, false);
+        let b = ns_variant(Variant::Ns2, &c, 74, NS_WARPS, true);
+        assert_eq!(a.0, Status::Ok);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.2, b.2);
+        assert!(a
+            .1
+            .iter()
+            .zip(&b.1)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
+
+/// `ns2` on covariance-like blocks: the reference to 1e-11, and 9 iterations at most.
+#[test]
+fn ns2_covariance_blocks_74() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..6 {
+        let c = covariance_block(74, &mut rng);
+        let (q_ref, lmin, lmax) = reference_inverse_sqrt(&c, 74);
+        let (st, q, stats) = ns_variant(Variant::Ns2, &c, 74, NS_WARPS, false);
+        assert_eq!(st, Status::Ok);
+        let rel = max_diff(&q, &q_ref) / max_abs(&q_ref);
+        println!(
+            "kappa {:.2e}: {} iterations, error {rel:.2e}",
+            lmax / lmin,
+            stats.iterations
+        );
+        assert!(rel <= 1e-11, "{rel:e}");
+        if lmax / lmin <= 1e3 {
+            assert!(stats.iterations <= 9, "{stats:?}");
+        }
+    }
+}
+
+/// `ns2` beyond its range: flagged after its cap, never a wrong result; bad blocks and shapes.
+#[test]
+fn ns2_ill_conditioned_and_bad_blocks_are_flagged() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for &kappa in &[1e7, 1e8, 1e10] {
+        let c = with_condition(74, kappa, 1.0, &mut rng);
+        let (st, _, stats) = ns_variant(Variant::Ns2, &c, 74, NS_WARPS, false);
+        println!(
+            "kappa {kappa:e}: {st:?} after {} iterations",
+            stats.iterations
+        );
+        assert_eq!(st, Status::NoConvergence, "kappa {kappa:e}");
+        assert_eq!(stats.iterations, NS2_MAX_ITERATIONS);
+    }
+    let run = |c: &[f64], n: usize, warps: usize| ns_variant(Variant::Ns2, c, n, warps, false).0;
+    let mut c = with_condition(74, 10.0, 1.0, &mut rng);
+    for i in 0..74 {
+        c[i * 74 + i] -= 0.5;
+    }
+    assert_eq!(run(&c, 74, NS_WARPS), Status::NoConvergence);
+    let mut c = with_condition(74, 10.0, 1.0, &mut rng);
+    c[5 * 74 + 7] = f64::NAN;
+    assert_eq!(run(&c, 74, NS_WARPS), Status::NoConvergence);
+    assert_eq!(run(&[0.0; 74 * 74], 74, NS_WARPS), Status::NoConvergence);
+    assert_eq!(run(&[1.0; 81 * 81], 81, NS_WARPS), Status::BadShape);
+    assert_eq!(run(&[1.0; 4], 2, 4), Status::BadShape);
+}
+
+/// `ns2` iterations against κ (printed beside `ns`'s; `--nocapture`): accepted blocks
+/// accurate to 1e-10 of max|Q|, κ = 1e4 covered, κ >= 1e7 flagged.
+#[test]
+fn ns2_iteration_counts_against_kappa() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let mut last_ok = 0.0;
+    for e in 0..=16 {
+        let kappa = 10f64.powf(e as f64 * 0.5);
+        let c = with_condition(74, kappa, 1.0, &mut rng);
+        let (_, _, s1) = ns(&c, 74, NS_WARPS);
+        let (st, q, stats) = ns_variant(Variant::Ns2, &c, 74, NS_WARPS, false);
+        let err = if st == Status::Ok {
+            let (q_ref, _, _) = reference_inverse_sqrt(&c, 74);
+            max_diff(&q, &q_ref) / max_abs(&q_ref)
+        } else {
+            f64::NAN
+        };
+        println!(
+            "kappa {kappa:8.1e}: {st:?} {} iterations (ns {}), residual {:.1e}, error {err:.1e}",
+            stats.iterations, s1.iterations, stats.residual
+        );
+        if st == Status::Ok {
+            last_ok = kappa;
+            assert!(err <= 1e-10, "kappa {kappa:e}: {err:e}");
+        }
+        if kappa >= 1e7 {
+            assert_eq!(st, Status::NoConvergence);
+        }
+    }
+    assert!(last_ok >= 1e4, "the design range covers κ = 1e4");
+}
+
+/// `resolution_ns2` against `resolution_ns` (both from the same block: flux and ivar relative
+/// to 1e-11, as each against the reference, Rdiags absolute to 1e-12) and against the serial
+/// functions on the reference Q.
+#[test]
+fn ns2_resolution_matches_ns_and_serial_functions() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (n, ndiag, k_min, k_max, nspecpad) = (74usize, 5usize, 12usize, 62usize, 3usize);
+    let out_stride = k_max - k_min + 2;
+    let ndiagonal = 2 * ndiag + 1;
+    for _ in 0..2 {
+        let c = covariance_block(n, &mut rng);
+        let xflux: Vec<f64> = (0..n * nspecpad)
+            .map(|_| rng.random_range(-1.0..5.0))
+            .collect();
+        let (mut q, _, _) = reference_inverse_sqrt(&c, n);
+        let (mut flux_ref, mut ivar_ref) = (vec![0.0; n], vec![0.0; n]);
+        assert_eq!(
+            apply_resolution(&mut q, n, &xflux, nspecpad, &mut flux_ref, &mut ivar_ref),
+            Status::Ok
+        );
+        let mut rd_ref = vec![0.0; ndiagonal * out_stride];
+        assert_eq!(
+            resolution_diagonals(&q, n, ndiag, k_min, k_max, &mut rd_ref, out_stride),
+            Status::Ok
+        );
+        let team = SerialMmaTeam {
+            warps: NS_WARPS,
+            reverse: false,
+        };
+        let mut outs = Vec::new();
+        for variant in [Variant::Ns, Variant::Ns2] {
+            let (mut flux, mut ivar) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+            let mut rd = vec![0.0; ndiagonal * out_stride];
+            let mut smem = vec![f64::NAN; NS_SHARED_LEN];
+            let mut stats = NsStats::default();
+            let args = (
+                Shared::new(&mut flux),
+                Shared::new(&mut ivar),
+                Shared::new(&mut rd),
+                out_stride,
+            );
+            let st = match variant {
+                Variant::Ns => resolution_ns(
+                    &team,
+                    |e| c[e],
+                    n,
+                    (&xflux, nspecpad),
+                    (ndiag, k_min, k_max),
+                    args,
+                    Shared::new(&mut smem),
+                    &mut stats,
+                ),
+                Variant::Ns2 => resolution_ns2(
+                    &team,
+                    |e| c[e],
+                    n,
+                    (&xflux, nspecpad),
+                    (ndiag, k_min, k_max),
+                    args,
+                    Shared::new(&mut smem),
+                    &mut stats,
+                ),
+            };
+            assert_eq!(st, Status::Ok);
+            outs.push((flux, ivar, rd));
+        }
+        let rel = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| ((x - y) / y).abs())
+                .fold(0.0, f64::max)
+        };
+        let (f1, i1, r1) = &outs[0];
+        let (f2, i2, r2) = &outs[1];
+        assert!(rel(i2, i1) <= 1e-11, "ivar ns2 vs ns {:e}", rel(i2, i1));
+        assert!(rel(f2, f1) <= 1e-11, "flux ns2 vs ns {:e}", rel(f2, f1));
+        assert!(max_diff(r2, r1) <= 1e-12, "rdiags {:e}", max_diff(r2, r1));
+        assert!(rel(i2, &ivar_ref) <= 1e-11);
+        assert!(rel(f2, &flux_ref) <= 1e-11);
+        assert!(max_diff(r2, &rd_ref) <= 1e-12);
+        for d in 0..ndiagonal {
+            for j in k_max - k_min..out_stride {
+                assert_eq!(r2[d * out_stride + j], 0.0);
             }
         }
     }

@@ -16,6 +16,8 @@
 //!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
 //! - [`newton_schulz`]: the same inverse square root and resolution step by a coupled
 //!   Newton–Schulz iteration on FP64 tensor cores (the GPU's `DESI_EIGH_KERNEL=ns` variant).
+//! - [`newton_schulz_blocked`]: the same iteration with register-blocked products, fewer
+//!   barriers and an optimistic first schedule (the `DESI_EIGH_KERNEL=ns2` variant).
 //! - [`tridiagonal`]: symmetric eigendecomposition (Householder + implicit QL) and the inverse
 //!   square root built from it: the CPU backend's method for the covariance blocks.
 //! - `dense` (crate-private): the dot products, axpys and covariance engine they share.
@@ -31,4 +33,5 @@ pub(crate) mod dense;
 pub mod jacobi;
 pub mod jacobi_team;
 pub mod newton_schulz;
+pub mod newton_schulz_blocked;
 pub mod tridiagonal;

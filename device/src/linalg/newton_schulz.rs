@@ -97,7 +97,7 @@ pub const NS_MAX_ITERATIONS: usize = 14;
 
 /// `(row, column)` of index `idx < NS_FULL_LEN` of a full matrix ([`full_index`]).
 #[inline(always)]
-fn unpack_full(idx: usize) -> (usize, usize) {
+pub(crate) fn unpack_full(idx: usize) -> (usize, usize) {
     let t = idx / 64;
     let li = idx % 64;
     let r = li / NS_TILE;
@@ -145,6 +145,11 @@ pub trait MmaTeam<const L: usize> {
     /// row `lane / 4`, columns `2·(lane % 4)` and `+1`). Called by all 32 lanes in uniform
     /// control flow.
     fn mma(&self, a: [f64; L], b: [f64; L], c: [[f64; 2]; L]) -> [[f64; 2]; L];
+    /// Sum of `v` over the 32 lanes of one warp, returned to each lane (slot `i`: lane
+    /// `lanes[i]`): a butterfly (`s ← s + s[lane ^ m]` for `m = 16, 8, 4, 2, 1`; f64 addition
+    /// is commutative, so every lane gets the same bits). Called by all 32 lanes in uniform
+    /// control flow.
+    fn warp_sum(&self, v: [f64; L], lanes: [usize; L]) -> [f64; L];
 }
 
 /// Host emulation of an [`MmaTeam`]: warps run one after the other, each phase closure sees
@@ -248,11 +253,36 @@ impl MmaTeam<NS_WARP_LANES> for SerialMmaTeam {
         }
         d
     }
+
+    fn warp_sum(
+        &self,
+        v: [f64; NS_WARP_LANES],
+        lanes: [usize; NS_WARP_LANES],
+    ) -> [f64; NS_WARP_LANES] {
+        // Slot i holds lane lanes[i] (ALL_LANES: i itself); the butterfly by lane number.
+        let mut s = [0.0; NS_WARP_LANES];
+        for (i, &lane) in lanes.iter().enumerate() {
+            s[lane] = v[i];
+        }
+        let mut m = 16;
+        while m > 0 {
+            let prev = s;
+            for (lane, x) in s.iter_mut().enumerate() {
+                *x = prev[lane] + prev[lane ^ m];
+            }
+            m >>= 1;
+        }
+        let mut out = [0.0; NS_WARP_LANES];
+        for (i, &lane) in lanes.iter().enumerate() {
+            out[i] = s[lane];
+        }
+        out
+    }
 }
 
 /// Offset of element `(r, c)` (`r, c < 8`) inside a stored tile (row-major, swizzled).
 #[inline(always)]
-const fn local(r: usize, c: usize) -> usize {
+pub(crate) const fn local(r: usize, c: usize) -> usize {
     r * NS_TILE + (c ^ (4 * ((r >> 1) & 1)))
 }
 
@@ -268,7 +298,7 @@ pub const fn full_index(r: usize, c: usize) -> usize {
 /// `A` fragment of rows `8x..` and columns `8y + 4h..` of the full matrix `m`:
 /// `m[8x + lane/4][8y + 4h + lane%4]`.
 #[inline(always)]
-fn fragment_full_a(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 {
+pub(crate) fn fragment_full_a(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 {
     let (g, t) = (lane >> 2, lane & 3);
     // SAFETY: x, y < NS_TILES give an index below NS_FULL_LEN, which the view holds.
     unsafe { m.get_unchecked((x * NS_TILES + y) * 64 + local(g, 4 * h + t)) }
@@ -277,7 +307,7 @@ fn fragment_full_a(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 
 /// `B` fragment of rows `8y + 4h..` and columns `8x..` of the full matrix `m`:
 /// `m[8y + 4h + lane%4][8x + lane/4]`.
 #[inline(always)]
-fn fragment_full_b(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 {
+pub(crate) fn fragment_full_b(m: Shared, x: usize, y: usize, h: usize, lane: usize) -> f64 {
     let (g, t) = (lane >> 2, lane & 3);
     // SAFETY: as fragment_full_a.
     unsafe { m.get_unchecked((y * NS_TILES + x) * 64 + local(4 * h + t, g)) }
@@ -464,34 +494,20 @@ fn team_sum<const L: usize, T: MmaTeam<L>>(team: &T, scratch: Shared) -> f64 {
     total
 }
 
-/// The iteration of the module documentation on `C` (`cov(e)`: element `e = i·n + j` of the
-/// row-major `(n, n)` block, read during the first phase): on [`Status::Ok`] the `Z` part of
-/// `smem` (see [`ns_z`]) holds `(C/c)^(-1/2)` and the returned factor is `c^(-1/2)`, so that
-/// `Q = C^(-1/2)` is that factor times `Z`. [`Status::NoConvergence`]: not converged within
-/// [`NS_MAX_ITERATIONS`], or a non-finite or non-positive block. [`Status::BadShape`]: `n`
-/// outside `1..=80`, a short `smem`, or fewer than [`NS_WARPS`] / more than [`NS_MAX_WARPS`]
-/// warps. Identical on every lane.
-pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
+/// The first phases of both Newton–Schulz variants: `C` (`cov(e)`, element `e = i·n + j`, each
+/// read once) loaded into `y` padded to 80 with the identity, its absolute row sums staged in
+/// `scratch`, then `y ← C / c` and `z ← I` with `c = ‖C‖_∞`, which it returns (NaN when a row
+/// sum is not finite). Three phases; the same value on every lane.
+#[inline(always)]
+pub(crate) fn load_scaled<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     team: &T,
     cov: C,
     n: usize,
-    smem: Shared,
-    stats: &mut NsStats,
-) -> (Status, f64) {
-    *stats = NsStats::default();
-    let warps = team.warps();
-    if n == 0
-        || n > NS_ORDER_MAX
-        || !(NS_WARPS..=NS_MAX_WARPS).contains(&warps)
-        || smem.len() < NS_SHARED_LEN
-    {
-        return (Status::BadShape, 0.0);
-    }
-    let threads = warps * NS_WARP_LANES;
-    let y = smem.sub(0, NS_FULL_LEN);
-    let z = ns_z(smem);
-    let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
-    let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
+    y: Shared,
+    z: Shared,
+    scratch: Shared,
+) -> f64 {
+    let threads = team.warps() * NS_WARP_LANES;
     // Load C into Y (identity padding): each element read once from `cov`.
     team.each(|w, lanes| {
         for &lane in lanes.iter() {
@@ -547,6 +563,37 @@ pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f6
             }
         }
     });
+    norm
+}
+
+/// The iteration of the module documentation on `C` (`cov(e)`: element `e = i·n + j` of the
+/// row-major `(n, n)` block, read during the first phase): on [`Status::Ok`] the `Z` part of
+/// `smem` (see [`ns_z`]) holds `(C/c)^(-1/2)` and the returned factor is `c^(-1/2)`, so that
+/// `Q = C^(-1/2)` is that factor times `Z`. [`Status::NoConvergence`]: not converged within
+/// [`NS_MAX_ITERATIONS`], or a non-finite or non-positive block. [`Status::BadShape`]: `n`
+/// outside `1..=80`, a short `smem`, or fewer than [`NS_WARPS`] / more than [`NS_MAX_WARPS`]
+/// warps. Identical on every lane.
+pub fn inverse_sqrt_ns_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
+    team: &T,
+    cov: C,
+    n: usize,
+    smem: Shared,
+    stats: &mut NsStats,
+) -> (Status, f64) {
+    *stats = NsStats::default();
+    let warps = team.warps();
+    if n == 0
+        || n > NS_ORDER_MAX
+        || !(NS_WARPS..=NS_MAX_WARPS).contains(&warps)
+        || smem.len() < NS_SHARED_LEN
+    {
+        return (Status::BadShape, 0.0);
+    }
+    let y = smem.sub(0, NS_FULL_LEN);
+    let z = ns_z(smem);
+    let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
+    let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
+    let norm = load_scaled(team, cov, n, y, z, scratch);
     // NaN or non-positive: leave the block to the Jacobi (which reports it).
     if !(norm > 0.0 && norm.is_finite()) {
         return (Status::NoConvergence, 0.0);
@@ -705,24 +752,65 @@ pub fn resolution_ns<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     stats: &mut NsStats,
 ) -> Status {
     *stats = NsStats::default();
-    let warps = team.warps();
-    let ndiagonal = 2 * ndiag + 1;
-    if n == 0
-        || n > NS_ORDER_MAX
-        || flux.len() < n
-        || ivar.len() < n
-        || xflux.len() < (n - 1) * xflux_stride + 1
-        || k_max > n
-        || k_min > k_max
-        || rdiags.len() < (ndiagonal - 1) * out_stride + (k_max - k_min)
-    {
+    if !resolution_shape_ok(
+        n,
+        (xflux, xflux_stride),
+        (ndiag, k_min, k_max),
+        (flux, ivar, rdiags, out_stride),
+    ) {
         return Status::BadShape;
     }
     let (status, qscale) = inverse_sqrt_ns_iterate(team, cov, n, smem, stats);
     if status != Status::Ok {
         return status;
     }
-    let threads = warps * NS_WARP_LANES;
+    resolution_from_z(
+        team,
+        n,
+        qscale,
+        (xflux, xflux_stride),
+        (ndiag, k_min, k_max),
+        (flux, ivar, rdiags, out_stride),
+        smem,
+    )
+}
+
+/// Whether the buffers and ranges of a resolution call fit (see [`resolution_ns`]).
+#[inline(always)]
+pub(crate) fn resolution_shape_ok(
+    n: usize,
+    (xflux, xflux_stride): (&[f64], usize),
+    (ndiag, k_min, k_max): (usize, usize, usize),
+    (flux, ivar, rdiags, out_stride): (Shared, Shared, Shared, usize),
+) -> bool {
+    let ndiagonal = 2 * ndiag + 1;
+    !(n == 0
+        || n > NS_ORDER_MAX
+        || flux.len() < n
+        || ivar.len() < n
+        || xflux.len() < (n - 1) * xflux_stride + 1
+        || k_max > n
+        || k_min > k_max
+        || rdiags.len() < (ndiagonal - 1) * out_stride + (k_max - k_min))
+}
+
+/// The resolution step shared by both variants, from `Z` ([`ns_z`]) and `qscale = c^(-1/2)`
+/// (`Q = qscale·Z`): row sums, ivar, flux and Rdiags as [`resolution_ns`] documents (`M` and the
+/// scratch of `smem` are reused). [`Status::NoConvergence`] for a zero or non-finite row sum
+/// (nothing written). Arguments as [`resolution_ns`], already checked.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn resolution_from_z<const L: usize, T: MmaTeam<L>>(
+    team: &T,
+    n: usize,
+    qscale: f64,
+    (xflux, xflux_stride): (&[f64], usize),
+    (ndiag, k_min, k_max): (usize, usize, usize),
+    (flux, ivar, rdiags, out_stride): (Shared, Shared, Shared, usize),
+    smem: Shared,
+) -> Status {
+    let ndiagonal = 2 * ndiag + 1;
+    let threads = team.warps() * NS_WARP_LANES;
     let z = ns_z(smem);
     let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
     let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
@@ -896,4 +984,31 @@ impl MmaTeam<1> for BlockMmaTeam {
         }
         [[d0, d1]]
     }
+
+    #[inline(always)]
+    fn warp_sum(&self, v: [f64; 1], _lanes: [usize; 1]) -> [f64; 1] {
+        let mut sum = v[0];
+        let mut m = 16;
+        while m > 0 {
+            let bits = sum.to_bits();
+            // SAFETY: all 32 lanes of the warp execute this shuffle together (the trait's
+            // contract: uniform control flow per warp).
+            let (lo, hi) = unsafe {
+                (
+                    shfl_bfly(u32::MAX, bits as u32 as i32, m, 0x1f),
+                    shfl_bfly(u32::MAX, (bits >> 32) as u32 as i32, m, 0x1f),
+                )
+            };
+            sum += f64::from_bits(((hi as u32 as u64) << 32) | lo as u32 as u64);
+            m >>= 1;
+        }
+        [sum]
+    }
+}
+
+#[cfg(target_arch = "nvptx64")]
+extern "C" {
+    /// `shfl.sync.bfly.b32`: the value of lane `laneid ^ lane_mask` among the lanes of `mask`.
+    #[link_name = "llvm.nvvm.shfl.sync.bfly.i32"]
+    fn shfl_bfly(mask: u32, value: i32, lane_mask: i32, clamp: i32) -> i32;
 }
