@@ -130,6 +130,7 @@ const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("covariance_team", 128),
     ("resolution_team", 128),
     ("resolution_ns", 128),
+    ("resolution_ns2", 128),
     ("factor_solve_team", 168),
 ];
 

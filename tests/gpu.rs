@@ -88,28 +88,38 @@ fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
     assert!(pixels > 0, "{gpu_line}");
 }
 
-/// The `eigh` stage by Newton–Schulz on FP64 tensor cores (the default; docs/algorithm.md §6),
-/// on a frame with cosmic rays and the outlier rejection (its re-solved blocks reach κ ~ 1e8,
-/// which the kernel leaves to the Jacobi): `selftest --gpu` must pass, its DMMA check must have
-/// run and the kernel must have solved blocks; then the same with `DESI_EIGH_KERNEL=team` (the
-/// Jacobi for every block), which must pass and print no ns line; without a GPU, the clear
-/// error.
+/// The `eigh` stage by Newton–Schulz on FP64 tensor cores (docs/algorithm.md §6), on a frame
+/// with cosmic rays and the outlier rejection (its re-solved blocks reach κ ~ 1e8, which the
+/// kernels leave to the Jacobi): with `DESI_EIGH_KERNEL` unset (the default, `ns2`), `ns2` and
+/// `ns`, `selftest --gpu` must pass, its DMMA check must have run, it must name the method that
+/// ran and that kernel must have solved blocks; with `team` (the Jacobi for every block) it
+/// must pass and say so; without a GPU, the clear error.
 #[test]
 fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
-    for method in [None, Some("team")] {
+    for method in [None, Some("ns2"), Some("ns"), Some("team")] {
         let Some(stdout) = selftest_gpu(method, &COSMIC_ARGS) else {
             return;
         };
         assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
-        let line = stdout.lines().find(|l| l.starts_with("selftest: eigh ns:"));
-        if method.is_some() {
-            assert!(line.is_none(), "team run printed {line:?}");
+        let name = method.unwrap_or("ns2");
+        let prefix = format!("selftest: eigh {name} (DESI_EIGH_KERNEL):");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{stdout}"));
+        if name == "team" {
+            assert!(line.contains("every block by the Jacobi"), "{line}");
             continue;
         }
-        let line = line.unwrap_or_else(|| panic!("no ns line:\n{stdout}"));
+        let kernel = if name == "ns2" {
+            "(resolution_ns2)"
+        } else {
+            "(resolution_ns)"
+        };
+        assert!(line.contains(kernel), "{line}");
         let solved: u64 = line
             .split_whitespace()
-            .nth(3)
+            .nth(4)
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
         assert!(solved > 0, "{line}");

@@ -265,8 +265,9 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     for r in g.reports.iter().take(10) {
         println!("  {r:?}");
     }
-    // The DMMA fragment layout that resolution_ns relies on (one warp: always checked) and,
-    // with the ns method (the default), how many blocks that kernel solved.
+    // The DMMA fragment layout that resolution_ns and resolution_ns2 rely on (one warp: always
+    // checked), which eigh method ran and, with ns2 (the default) or ns, how many blocks that
+    // kernel solved.
     let mut eigh_failures = Vec::new();
     let mma_err = gpu.check_mma()?;
     println!(
@@ -278,16 +279,26 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             "the DMMA check is off by {mma_err:.2e} (> {MMA_CHECK_TOLERANCE:e}): wrong fragment layout"
         ));
     }
-    if gpu.eigh == EighKernel::Ns {
+    let method = gpu.eigh.name();
+    if gpu.eigh.newton_schulz() {
         let (solved, left) = gpu.eigh_counts()?;
+        let kernel = if gpu.eigh == EighKernel::Ns2 {
+            "resolution_ns2"
+        } else {
+            "resolution_ns"
+        };
         println!(
-            "selftest: eigh ns: {solved} blocks by Newton-Schulz, {left} left to the Jacobi (all runs)"
+            "selftest: eigh {method} ({EIGH_KERNEL_ENV}): {solved} blocks by Newton-Schulz ({kernel}), {left} left to the Jacobi (resolution_team; all runs)"
         );
         if solved == 0 {
             eigh_failures.push(format!(
-                "the eigh method is ns ({EIGH_KERNEL_ENV} unset or ns), but resolution_ns solved no block"
+                "the eigh method is {method} ({EIGH_KERNEL_ENV}), but {kernel} solved no block"
             ));
         }
+    } else {
+        println!(
+            "selftest: eigh {method} ({EIGH_KERNEL_ENV}): every block by the Jacobi (resolution_team)"
+        );
     }
     let verdict = Verdict {
         flux: (flux_med, flux_max),

@@ -302,10 +302,10 @@ pub(super) fn launch_batch<'g>(
     let mut d_rdiags = stream
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
-    // With DESI_EIGH_KERNEL=ns, resolution_ns first; it marks the blocks it solved, and
-    // resolution_team (timed as "eigh fallback") does the others.
+    // With DESI_EIGH_KERNEL=ns2 (default) or ns, resolution_ns2 or resolution_ns first; it
+    // marks the blocks it solved, and resolution_team (timed as "eigh fallback") does the others.
     let ns = team
-        && gpu.eigh == EighKernel::Ns
+        && gpu.eigh.newton_schulz()
         && nwavetot <= desi_device::linalg::newton_schulz::NS_ORDER_MAX;
     let mut d_state = stream
         .alloc_zeros::<u32>(if ns { ncore.max(1) } else { 1 })
@@ -333,9 +333,14 @@ pub(super) fn launch_batch<'g>(
         };
         args.block_state = l.write(&mut d_state);
         args.ns_counts = l.write(&mut *counts);
+        let kernel = if gpu.eigh == EighKernel::Ns2 {
+            &gpu.kernels.resolution_ns2
+        } else {
+            &gpu.kernels.resolution_ns
+        };
         // SAFETY: as for resolution_team below, with block_state ncore values and ns_counts
-        // two; nwavetot <= 80; the shape is the kernel's.
-        unsafe { l.run(&gpu.kernels.resolution_ns, args.ns_shape(), &args) }?;
+        // two; nwavetot <= 80; the shape is the kernel's (the same for both kernels).
+        unsafe { l.run(kernel, args.ns_shape(), &args) }?;
         drop(counts);
         mark(&mut marks, stream, trace, label.unwrap_or("eigh fallback"))?;
     }

@@ -118,6 +118,9 @@ pub struct Kernels {
     /// Newton–Schulz inverse square root (FP64 tensor cores) and resolution, one thread block
     /// per (patch, core spectrum); what it cannot solve is left to `resolution_team`.
     pub resolution_ns: Kernel<ResolutionArgs>,
+    /// `resolution_ns` with the `ns2` iteration (register-blocked products, fewer barriers,
+    /// optimistic first schedule); what it cannot solve is left to `resolution_team`.
+    pub resolution_ns2: Kernel<ResolutionArgs>,
     /// One DMMA of one warp (the fragment layout check of `selftest --gpu`).
     pub mma_check: Kernel<MmaCheckArgs>,
     /// χ² of the kept window rows.
@@ -206,9 +209,10 @@ pub enum KernelMode {
     Thread,
 }
 
-/// Environment variable choosing the `eigh` stage's method: `ns` (default: Newton–Schulz on
-/// FP64 tensor cores, `resolution_ns`, with the blocks it cannot solve left to
-/// `resolution_team`) or `team` (one-sided Jacobi for every block, `resolution_team`).
+/// Environment variable choosing the `eigh` stage's method: `ns2` (default: Newton–Schulz on
+/// FP64 tensor cores with register-blocked products, `resolution_ns2`, with the blocks it
+/// cannot solve left to `resolution_team`), `ns` (the first Newton–Schulz kernel,
+/// `resolution_ns`, likewise) or `team` (one-sided Jacobi for every block, `resolution_team`).
 pub const EIGH_KERNEL_ENV: &str = "DESI_EIGH_KERNEL";
 
 /// Method of the `eigh` stage (`C_bb^(-1/2)` and the resolution, docs/algorithm.md §4.4).
@@ -217,20 +221,40 @@ pub enum EighKernel {
     /// One-sided Jacobi (`resolution_team`) for every block.
     Team,
     /// Coupled Newton–Schulz with its products on FP64 tensor cores (`resolution_ns`), then
-    /// `resolution_team` on the blocks it left (κ beyond ~1e5, non-finite): default.
+    /// `resolution_team` on the blocks it left (κ beyond ~1e5, non-finite).
     Ns,
+    /// The same iteration with register-blocked products, 3 barriers per iteration and an
+    /// optimistic first schedule (`resolution_ns2`), then `resolution_team` on the blocks it
+    /// left: default.
+    Ns2,
 }
 
 impl EighKernel {
-    /// From [`EIGH_KERNEL_ENV`]: `team`, or `ns`/unset; anything else is an error naming it.
+    /// From [`EIGH_KERNEL_ENV`]: `team`, `ns`, or `ns2`/unset; anything else is an error
+    /// naming it.
     pub fn from_env() -> Result<Self, GpuError> {
         match std::env::var(EIGH_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("ns") | Ok("") => Ok(Self::Ns),
+            Err(_) | Ok("ns2") | Ok("") => Ok(Self::Ns2),
+            Ok("ns") => Ok(Self::Ns),
             Ok("team") => Ok(Self::Team),
             Ok(other) => Err(GpuError::Launch(format!(
-                "{EIGH_KERNEL_ENV}={other}: expected `team` or `ns`"
+                "{EIGH_KERNEL_ENV}={other}: expected `team`, `ns` or `ns2`"
             ))),
         }
+    }
+
+    /// The value of [`EIGH_KERNEL_ENV`] that selects this method.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Team => "team",
+            Self::Ns => "ns",
+            Self::Ns2 => "ns2",
+        }
+    }
+
+    /// Whether this method runs a Newton–Schulz kernel first (`ns`, `ns2`).
+    pub fn newton_schulz(self) -> bool {
+        matches!(self, Self::Ns | Self::Ns2)
     }
 }
 
@@ -394,6 +418,7 @@ impl GpuContext {
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             resolution_ns: Kernel::load(&module, k::RESOLUTION_NS)?,
+            resolution_ns2: Kernel::load(&module, k::RESOLUTION_NS2)?,
             mma_check: Kernel::load(&module, k::MMA_CHECK)?,
             pixel_rows: Kernel::load(&module, k::PIXEL_ROWS)?,
             pixel_core: Kernel::load(&module, k::PIXEL_CORE)?,

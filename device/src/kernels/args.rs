@@ -119,6 +119,9 @@ pub const RESOLUTION_TEAM: Entry<ResolutionArgs> = Entry::new("resolution_team")
 /// `resolution_ns`: the same by Newton–Schulz on FP64 tensor cores, one thread block per core
 /// spectrum (blocks it cannot solve are left to `resolution_team`).
 pub const RESOLUTION_NS: Entry<ResolutionArgs> = Entry::new("resolution_ns");
+/// `resolution_ns2`: `resolution_ns` with the `ns2` iteration (register-blocked products,
+/// fewer barriers, optimistic first schedule); the same launch ([`ResolutionArgs::ns_shape`]).
+pub const RESOLUTION_NS2: Entry<ResolutionArgs> = Entry::new("resolution_ns2");
 /// `mma_check`: one DMMA (`mma.m8n8k4.f64`) of one warp, to check the fragment layout.
 pub const MMA_CHECK: Entry<MmaCheckArgs> = Entry::new("mma_check");
 /// `pixel_rows`: χ² of every kept window row.
@@ -147,6 +150,7 @@ pub const ENTRIES: &[EntryParam] = &[
     RESOLUTION.param(),
     RESOLUTION_TEAM.param(),
     RESOLUTION_NS.param(),
+    RESOLUTION_NS2.param(),
     MMA_CHECK.param(),
     PIXEL_ROWS.param(),
     PIXEL_CORE.param(),

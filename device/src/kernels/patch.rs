@@ -20,6 +20,7 @@ use super::args::{
 };
 use super::thread;
 use crate::linalg::newton_schulz::{self, BlockMmaTeam, MmaTeam};
+use crate::linalg::newton_schulz_blocked;
 use crate::linalg::{banded, banded_team, jacobi, jacobi_team};
 use crate::patch::assemble_warp::{
     assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
@@ -706,6 +707,30 @@ pub unsafe extern "ptx-kernel" fn resolution_team(args: ResolutionArgs) {
 /// for 2 values (neither null).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn resolution_ns(args: ResolutionArgs) {
+    // SAFETY: the caller's contract is resolution_ns_body's.
+    unsafe { resolution_ns_body::<false>(args) }
+}
+
+/// [`resolution_ns`] with the `ns2` iteration ([`newton_schulz_blocked::resolution_ns2`]:
+/// register-blocked products, 3 barriers per iteration, optimistic first schedule): the same
+/// arguments, launch, block states and counters (`DESI_EIGH_KERNEL=ns2`).
+///
+/// # Safety
+/// As [`resolution_ns`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn resolution_ns2(args: ResolutionArgs) {
+    // SAFETY: the caller's contract is resolution_ns_body's.
+    unsafe { resolution_ns_body::<true>(args) }
+}
+
+/// The body of [`resolution_ns`] (`NS2 = false`: [`newton_schulz::resolution_ns`]) and
+/// [`resolution_ns2`] (`NS2 = true`: [`newton_schulz_blocked::resolution_ns2`]; same
+/// arguments and statuses).
+///
+/// # Safety
+/// As [`resolution_ns`].
+#[inline(always)]
+unsafe fn resolution_ns_body<const NS2: bool>(args: ResolutionArgs) {
     let ResolutionArgs {
         batch,
         nspp_max,
@@ -770,24 +795,46 @@ pub unsafe extern "ptx-kernel" fn resolution_ns(args: ResolutionArgs) {
             let x = core::slice::from_raw_parts(xflux.add(p * nmax + s), n - s);
             let ndiagonal = 2 * ndiag + 1;
             let mut stats = newton_schulz::NsStats::default();
-            let code = newton_schulz::resolution_ns(
-                &team,
-                move |e| src.add(e).read(),
-                nwavetot,
-                (x, d.nspecpad as usize),
-                (ndiag, pad, pad + d.keep as usize),
-                (
-                    Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
-                    Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
-                    Shared::from_raw(
-                        rdiags.add(item.index * ndiagonal * nwavestep),
-                        ndiagonal * nwavestep,
+            let read = move |e: usize| src.add(e).read();
+            let code = if NS2 {
+                newton_schulz_blocked::resolution_ns2(
+                    &team,
+                    read,
+                    nwavetot,
+                    (x, d.nspecpad as usize),
+                    (ndiag, pad, pad + d.keep as usize),
+                    (
+                        Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
+                        Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
+                        Shared::from_raw(
+                            rdiags.add(item.index * ndiagonal * nwavestep),
+                            ndiagonal * nwavestep,
+                        ),
+                        nwavestep,
                     ),
-                    nwavestep,
-                ),
-                Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
-                &mut stats,
-            );
+                    Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
+                    &mut stats,
+                )
+            } else {
+                newton_schulz::resolution_ns(
+                    &team,
+                    read,
+                    nwavetot,
+                    (x, d.nspecpad as usize),
+                    (ndiag, pad, pad + d.keep as usize),
+                    (
+                        Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
+                        Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
+                        Shared::from_raw(
+                            rdiags.add(item.index * ndiagonal * nwavestep),
+                            ndiagonal * nwavestep,
+                        ),
+                        nwavestep,
+                    ),
+                    Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
+                    &mut stats,
+                )
+            };
             solved = code == Status::Ok;
         }
         if first {
