@@ -38,11 +38,11 @@
 //! Shared memory, storage and phase rule: as [`super::newton_schulz`] ([`NS_SHARED_LEN`]).
 
 use super::newton_schulz::{
-    fragment_full_a, fragment_full_b, load_scaled, local, ns_coefficients, ns_z, resolution_from_z,
+    fragment_full_a, fragment_full_b, full_index, local, ns_coefficients, ns_z,
     resolution_shape_ok, MmaTeam, NsStats, NS_DESIGN_FLOOR, NS_FULL_LEN, NS_MAX_WARPS,
     NS_ORDER_MAX, NS_SCRATCH_LEN, NS_SHARED_LEN, NS_STOP, NS_TILES, NS_WARPS, NS_WARP_LANES,
 };
-use crate::math::sqrt;
+use crate::math::{abs, sqrt};
 use crate::team::Shared;
 use crate::Status;
 
@@ -180,6 +180,200 @@ fn store_symmetric_super<const L: usize>(
     }
 }
 
+/// Columns `lane + 32·u` (`u < 3`) of a row that lane `lane` handles in the row-per-warp
+/// phases (80 columns: three for lanes below 16, two for the others).
+const ROW_PARTS: usize = NS_ORDER_MAX.div_ceil(NS_WARP_LANES);
+
+/// The first phases of `ns2` (the same result as `ns`'s `load_scaled` up to the order of the row
+/// sums; 2 phases instead of 3, no serial loop over a row): warp `w` loads rows `w, w + warps,
+/// ...` of `C` (`cov(e)`, element `e = i·n + j`, each read once; consecutive lanes read
+/// consecutive elements) into `y`, padded to 80 with the identity, sums each row's absolute
+/// values by [`MmaTeam::warp_sum`] and stages its largest row sum in `scratch[w]` (NaN when one
+/// is not finite); after the barrier every thread takes `c = ‖C‖_∞` from the 16 values and
+/// the team sets `y ← C / c` and `z ← I`. Returns `c` (NaN for a non-finite block), the same
+/// on every lane.
+#[inline(always)]
+fn load_scaled_rows<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
+    team: &T,
+    cov: C,
+    n: usize,
+    y: Shared,
+    z: Shared,
+    scratch: Shared,
+) -> f64 {
+    let warps = team.warps();
+    let threads = warps * NS_WARP_LANES;
+    team.each(|w, lanes| {
+        let mut largest = [0.0f64; L];
+        let mut r = w;
+        while r < NS_ORDER_MAX {
+            let mut part = [0.0; L];
+            for i in 0..L {
+                for u in 0..ROW_PARTS {
+                    let c = lanes[i] + u * NS_WARP_LANES;
+                    if c < NS_ORDER_MAX {
+                        let v = if r < n && c < n {
+                            cov(r * n + c)
+                        } else if r == c {
+                            1.0
+                        } else {
+                            0.0
+                        };
+                        y.set(full_index(r, c), v);
+                        if r < n && c < n {
+                            part[i] += abs(v);
+                        }
+                    }
+                }
+            }
+            let sum = team.warp_sum(part, lanes);
+            if r < n {
+                for i in 0..L {
+                    // NaN once a row sum is not finite (a comparison would drop it).
+                    largest[i] = if !sum[i].is_finite() || !largest[i].is_finite() {
+                        f64::NAN
+                    } else if sum[i] > largest[i] {
+                        sum[i]
+                    } else {
+                        largest[i]
+                    };
+                }
+            }
+            r += warps;
+        }
+        for (i, &lane) in lanes.iter().enumerate() {
+            if lane == 0 {
+                scratch.set(w, largest[i]);
+            }
+        }
+    });
+    let mut norm = 0.0f64;
+    for k in 0..warps {
+        let v = scratch.get(k);
+        norm = if !v.is_finite() || !norm.is_finite() {
+            f64::NAN
+        } else if v > norm {
+            v
+        } else {
+            norm
+        };
+    }
+    team.each(|w, lanes| {
+        for &lane in lanes.iter() {
+            let mut idx = w * NS_WARP_LANES + lane;
+            while idx < NS_FULL_LEN {
+                let (r, c) = super::newton_schulz::unpack_full(idx);
+                if r < n && c < n {
+                    y.set(idx, y.get(idx) / norm);
+                }
+                z.set(idx, if r == c { 1.0 } else { 0.0 });
+                idx += threads;
+            }
+        }
+    });
+    norm
+}
+
+/// The resolution step of `ns2` from `Z` ([`ns_z`]) and `qscale = c^(-1/2)` (`Q = qscale·Z`):
+/// the outputs of `ns`'s (`s_k = Σ_j Q[k][j]`, `ivar_k = s_k²`, `flux_k = Σ_j Q[k][j]·xflux_j /
+/// s_k`, `R[r][k] = Q[r][k] / s_r` at the core bins) up to the order of the row sums, in 2
+/// phases instead of 4: warp `w` sums rows `w, w + warps, ...` by [`MmaTeam::warp_sum`] (each
+/// lane its three columns, `xflux` read once per lane into registers) and stages `s_k`, the
+/// numerator of `flux_k` and whether its row sums are finite and non-zero in `M`; then the
+/// outputs. [`Status::NoConvergence`] for a zero or non-finite row sum (nothing written).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn resolution_rows<const L: usize, T: MmaTeam<L>>(
+    team: &T,
+    n: usize,
+    qscale: f64,
+    (xflux, xflux_stride): (&[f64], usize),
+    (ndiag, k_min, k_max): (usize, usize, usize),
+    (flux, ivar, rdiags, out_stride): (Shared, Shared, Shared, usize),
+    smem: Shared,
+) -> Status {
+    let ndiagonal = 2 * ndiag + 1;
+    let warps = team.warps();
+    let threads = warps * NS_WARP_LANES;
+    let z = ns_z(smem);
+    let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
+    let row_sum = m.sub(0, NS_ORDER_MAX);
+    let numerator = m.sub(NS_ORDER_MAX, NS_ORDER_MAX);
+    let flags = m.sub(2 * NS_ORDER_MAX, NS_MAX_WARPS);
+    team.each(|w, lanes| {
+        let mut x = [[0.0; ROW_PARTS]; L];
+        for i in 0..L {
+            for (u, xv) in x[i].iter_mut().enumerate() {
+                let j = lanes[i] + u * NS_WARP_LANES;
+                if j < n {
+                    *xv = xflux[j * xflux_stride];
+                }
+            }
+        }
+        let mut ok = true;
+        let mut k = w;
+        while k < n {
+            let mut s = [0.0; L];
+            let mut qx = [0.0; L];
+            for i in 0..L {
+                for (u, &xv) in x[i].iter().enumerate() {
+                    let j = lanes[i] + u * NS_WARP_LANES;
+                    if j < n {
+                        let v = z.get(full_index(k, j)) * qscale;
+                        s[i] += v;
+                        qx[i] += v * xv;
+                    }
+                }
+            }
+            let s = team.warp_sum(s, lanes);
+            let qx = team.warp_sum(qx, lanes);
+            ok &= s[0].is_finite() && s[0] != 0.0;
+            for (i, &lane) in lanes.iter().enumerate() {
+                if lane == 0 {
+                    row_sum.set(k, s[i]);
+                    numerator.set(k, qx[i]);
+                }
+            }
+            k += warps;
+        }
+        for &lane in lanes.iter() {
+            if lane == 0 {
+                flags.set(w, if ok { 1.0 } else { 0.0 });
+            }
+        }
+    });
+    for w in 0..warps {
+        if flags.get(w) != 1.0 {
+            return Status::NoConvergence;
+        }
+    }
+    let ncore = k_max - k_min;
+    team.each(|w, lanes| {
+        for &lane in lanes.iter() {
+            let tid = w * NS_WARP_LANES + lane;
+            if tid < n {
+                let s = row_sum.get(tid);
+                ivar.set(tid, s * s);
+                flux.set(tid, numerator.get(tid) / s);
+            }
+            let mut e = tid;
+            while e < ndiagonal * ncore {
+                let (d, j) = (e / ncore, e % ncore);
+                let k = k_min + j;
+                let row = (k + d).wrapping_sub(ndiag);
+                let value = if k + d >= ndiag && row < n {
+                    z.get(full_index(row, k)) * qscale / row_sum.get(row)
+                } else {
+                    0.0
+                };
+                rdiags.set(d * out_stride + j, value);
+                e += threads;
+            }
+        }
+    });
+    Status::Ok
+}
+
 /// `(a, b)` of the step for the bound `l` and the images of `l_o` (the optimistic bound) and
 /// `l_g` (the guaranteed one) under `p(s) = a s + b s³`: `p(l_o)` and `min(p(l_g), p(1))`.
 #[inline(always)]
@@ -223,7 +417,7 @@ pub fn inverse_sqrt_ns2_iterate<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f
     let z = ns_z(smem);
     let m = smem.sub(2 * NS_FULL_LEN, NS_FULL_LEN);
     let scratch = smem.sub(3 * NS_FULL_LEN, NS_SCRATCH_LEN);
-    let norm = load_scaled(team, cov, n, y, z, scratch);
+    let norm = load_scaled_rows(team, cov, n, y, z, scratch);
     if !(norm > 0.0 && norm.is_finite()) {
         return (Status::NoConvergence, 0.0);
     }
@@ -355,7 +549,7 @@ pub fn resolution_ns2<const L: usize, T: MmaTeam<L>, C: Fn(usize) -> f64>(
     if status != Status::Ok {
         return status;
     }
-    resolution_from_z(
+    resolution_rows(
         team,
         n,
         qscale,
