@@ -150,8 +150,9 @@ impl ExposureObserver for Printer {
                 "reader rank 0, writer rank 1, {extractors} extracting rank(s) taking whole frames in turn"
             ),
             Mode::Shared { overlap: true } if plan.frames_in_flight > 1 => format!(
-                "1 process with {} frames in flight on the GPU (one stream each), reading ahead and writing behind",
-                plan.frames_in_flight
+                "1 process with {} frames in flight on the GPU (one stream each; {}), reading ahead and writing behind",
+                plan.frames_in_flight,
+                desi_extract::exposure::io_variants()
             ),
             Mode::Shared { overlap: true } => format!(
                 "{size} rank(s) sharing each frame's bundles, rank 0 reading ahead and writing behind"

@@ -56,7 +56,7 @@ pub(crate) fn read_frame(config: &ExposureConfig, files: &FrameFiles, start: Ins
     };
     // The digest reads the files once more (from the page cache): on a thread of its own,
     // beside the read, unless the reads are serial (`DESI_PREPROC_READ=serial`).
-    let (read, digest) = if std::env::var("DESI_PREPROC_READ").is_ok_and(|v| v.trim() == "serial") {
+    let (read, digest) = if !io::preproc_planes_in_parallel() {
         let read = read();
         let digest = read
             .is_ok()

@@ -60,6 +60,7 @@ pub use summary::{
 
 use crate::gpu::memory::memory_limit_from_env;
 use crate::gpu::{GpuContext, GpuError};
+use crate::io;
 use crate::job::FailedPatchPolicy;
 use crate::parallel::wire::WireError;
 use crate::parallel::{gpu_for_rank, Comm};
@@ -466,6 +467,19 @@ pub(crate) fn frames_in_flight_for(
     } else {
         1
     }
+}
+
+/// The variants of the frames-in-flight loop and the file I/O this process runs (the A/B
+/// switches of issue #15), e.g. `loop any, frame writer direct, preproc read parallel`.
+pub fn io_variants() -> String {
+    let writer = io::FrameWriter::from_env().map_or("invalid", |w| w.name());
+    let read = if io::preproc_planes_in_parallel() {
+        "parallel"
+    } else {
+        "serial"
+    };
+    let order = if shared::fifo_loop() { "fifo" } else { "any" };
+    format!("loop {order}, frame writer {writer}, preproc read {read}")
 }
 
 /// `DESI_EXPOSURE_CPU_IN_FLIGHT=1`: a single process without GPU keeps frames in flight as a

@@ -41,7 +41,9 @@ pub use frame::{
 pub(crate) use header::split_value_comment;
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
 pub use output_path::check_outputs;
-pub use preproc::{read_preproc, write_preproc, PreprocImage, PreprocReader};
+pub use preproc::{
+    preproc_planes_in_parallel, read_preproc, write_preproc, PreprocImage, PreprocReader,
+};
 pub use psf_file::{read_psf, write_psf, DEFAULT_PSFERR, TAIL_PARAMS};
 pub use spectra::{read_spectra, write_spectra};
 pub use table::{read_table, FitsTable, TableColumn};

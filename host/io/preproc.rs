@@ -214,7 +214,7 @@ impl PreprocReader {
             let label = fits.hdu_label().to_string();
             Ok::<_, IoError>((label, read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?))
         };
-        let (image, ivar, mask, readnoise) = if parallel_planes() {
+        let (image, ivar, mask, readnoise) = if preproc_planes_in_parallel() {
             std::thread::scope(|scope| {
                 let ivar = scope.spawn(other_plane("IVAR"));
                 let readnoise = has_readnoise.then(|| scope.spawn(other_plane("READNOISE")));
@@ -297,7 +297,7 @@ impl PreprocReader {
 
 /// Whether [`PreprocReader::read_rows`] reads the planes on threads of their own (the
 /// default) or one after the other (`DESI_PREPROC_READ=serial`, the reader before issue #15).
-fn parallel_planes() -> bool {
+pub fn preproc_planes_in_parallel() -> bool {
     std::env::var("DESI_PREPROC_READ").map_or(true, |v| v.trim() != "serial")
 }
 
