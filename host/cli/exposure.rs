@@ -69,8 +69,10 @@ pub struct FrameOptions {
     /// has in flight share it.
     #[arg(long = "gpu-memory-limit", value_parser = super::memory_size)]
     gpu_memory_limit: Option<u64>,
-    /// Frames one GPU process extracts at once, each on its own stream (1 to 4; default 3).
-    #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=4))]
+    /// Frames one GPU process extracts at once, each on its own stream (1 to 8; default: as
+    /// many as the GPU memory holds, one per 9.66 GiB of --gpu-memory-limit or of 70% of the
+    /// free memory; 3 in a job over many exposures without a cap).
+    #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=8))]
     frames_in_flight: Option<u64>,
 }
 
@@ -148,8 +150,9 @@ impl ExposureObserver for Printer {
                 "reader rank 0, writer rank 1, {extractors} extracting rank(s) taking whole frames in turn"
             ),
             Mode::Shared { overlap: true } if plan.frames_in_flight > 1 => format!(
-                "1 process with {} frames in flight on the GPU (one stream each), reading ahead and writing behind",
-                plan.frames_in_flight
+                "1 process with {} frames in flight on the GPU (one stream each; {}), reading ahead and writing behind",
+                plan.frames_in_flight,
+                desi_extract::exposure::io_variants()
             ),
             Mode::Shared { overlap: true } => format!(
                 "{size} rank(s) sharing each frame's bundles, rank 0 reading ahead and writing behind"

@@ -43,16 +43,39 @@ pub(crate) struct ReadFrame {
 /// `start` (the start of the run).
 pub(crate) fn read_frame(config: &ExposureConfig, files: &FrameFiles, start: Instant) -> ReadFrame {
     let t0 = Instant::now();
-    let inputs = io::read_psf(&files.psf)
-        .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
-        .map_err(|e| e.to_string())
-        .and_then(|(psf, image)| {
-            // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP): refused
-            // before any work.
-            check_frame_metadata(&image).map_err(|e| e.to_string())?;
-            let digest = provenance::input_digest(config, files)?;
-            Ok(FrameInputs { psf, image, digest })
-        });
+    let read = || {
+        io::read_psf(&files.psf)
+            .and_then(|psf| Ok((psf, io::read_preproc(&files.preproc)?)))
+            .map_err(|e| e.to_string())
+            .and_then(|(psf, image)| {
+                // What desispec could not read in the frame (FLAVOR, carried cards, FIBERMAP):
+                // refused before any work.
+                check_frame_metadata(&image).map_err(|e| e.to_string())?;
+                Ok((psf, image))
+            })
+    };
+    // The digest reads the files once more (from the page cache): on a thread of its own,
+    // beside the read, unless the reads are serial (`DESI_PREPROC_READ=serial`).
+    let (read, digest) = if !io::preproc_planes_in_parallel() {
+        let read = read();
+        let digest = read
+            .is_ok()
+            .then(|| provenance::input_digest(config, files));
+        (read, digest)
+    } else {
+        std::thread::scope(|scope| {
+            let digest = scope.spawn(|| provenance::input_digest(config, files));
+            let read = read();
+            let digest = digest
+                .join()
+                .unwrap_or_else(|_| Err("the thread digesting the inputs panicked".into()));
+            (read, Some(digest))
+        })
+    };
+    let inputs = read.and_then(|(psf, image)| {
+        let digest = digest.unwrap_or_else(|| Err("inputs not digested".into()))?;
+        Ok(FrameInputs { psf, image, digest })
+    });
     ReadFrame {
         inputs,
         read_s: t0.elapsed().as_secs_f64(),

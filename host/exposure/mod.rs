@@ -60,6 +60,7 @@ pub use summary::{
 
 use crate::gpu::memory::memory_limit_from_env;
 use crate::gpu::{GpuContext, GpuError};
+use crate::io;
 use crate::job::FailedPatchPolicy;
 use crate::parallel::wire::WireError;
 use crate::parallel::{gpu_for_rank, Comm};
@@ -99,18 +100,21 @@ pub struct ExposureConfig {
     /// else none); the frames a process has in flight share it equally.
     pub gpu_memory_limit: Option<u64>,
     /// Frames one GPU process extracts at once, each on its own GPU context and stream
-    /// (`None`: [`DEFAULT_FRAMES_IN_FLIGHT`]; at most [`MAX_FRAMES_IN_FLIGHT`]); only a single
-    /// GPU process that overlaps keeps more than one.
+    /// (`None`: as many as the GPU memory holds, [`frames_for_memory`] of the cap or of the
+    /// free memory; at most [`MAX_FRAMES_IN_FLIGHT`]); only a single GPU process that overlaps
+    /// keeps more than one.
     pub frames_in_flight: Option<usize>,
 }
 
-/// Frames a single GPU process keeps in flight by default: one frame's host stages (reading
-/// its results, stitching, finishing, the next frame's planning and upload) run while the
-/// others' kernels do. Three, measured on an H100 (30 full frames, one run each): 1 frame
-/// 10.35 s (GPU busy 72%), 2 frames 9.12-9.57 s (79-82%), 3 frames 8.03 s (88%).
+/// Frames a single GPU process keeps in flight when neither `--frames-in-flight` nor the GPU
+/// memory sets them (a job over many exposures without a memory cap): one frame's host stages
+/// (reading its results, stitching, finishing, the next frame's planning and upload) run while
+/// the others' kernels do. Three, measured on an H100 (30 full frames, one run each): 1 frame
+/// 10.35 s (GPU busy 72%), 2 frames 9.12-9.57 s (79-82%), 3 frames 8.03 s (88%). A single
+/// exposure sets them from the GPU memory ([`frames_for_memory`]).
 pub const DEFAULT_FRAMES_IN_FLIGHT: usize = 3;
 /// Most frames in flight on one GPU process.
-pub const MAX_FRAMES_IN_FLIGHT: usize = 4;
+pub const MAX_FRAMES_IN_FLIGHT: usize = 8;
 
 impl ExposureConfig {
     /// The output grid and parameters of a frame of `camera` (checked against its PSF when
@@ -335,18 +339,9 @@ pub fn run_exposure(
         });
     }
     let uses_gpu = config.gpu && layout.extracts(rank);
-    let in_flight = frames_in_flight_for(&layout, uses_gpu, config.frames_in_flight);
-    if rank == layout.writer() {
-        observer.planned(&ExposurePlan {
-            expid: expid.clone(),
-            frames: frames.len(),
-            skipped: list.skipped.len(),
-            redone: list.redone.clone(),
-            missing_preproc: list.missing_preproc.clone(),
-            layout,
-            frames_in_flight: in_flight,
-        });
-    }
+    // At most this many frames in flight; a single GPU process without `--frames-in-flight`
+    // sets the number from the GPU memory once its first context is open.
+    let in_flight_at_most = frames_in_flight_for(&layout, uses_gpu, config.frames_in_flight);
     let limit = match (uses_gpu, config.gpu_memory_limit) {
         (false, _) => None,
         (true, Some(limit)) => Some(limit),
@@ -356,17 +351,39 @@ pub fn run_exposure(
         // No driver: say so at once, not after the first frames are read.
         crate::gpu::probe_driver()?;
     }
-    let (outcomes, gpu_memory) = std::thread::scope(|scope| {
+    let (outcomes, gpu_memory, in_flight) = std::thread::scope(|scope| {
         // A single GPU process starts reading before it opens the GPU (driver start-up and
         // module load take a while on a fresh machine).
-        let reads = (in_flight > 1).then(|| {
+        let reads = (in_flight_at_most > 1).then(|| {
             read_ahead::ReadAhead::new(scope, config, &frames, shared::READ_AHEAD_IN_FLIGHT, start)
         });
         let gpus = if uses_gpu {
-            open_gpus(gpu_for_rank(comm.local_rank())?, in_flight, limit)?
+            let ordinal = gpu_for_rank(comm.local_rank())?;
+            if in_flight_at_most > 1 && config.frames_in_flight.is_none() {
+                open_gpus_by_memory(ordinal, limit)?
+            } else {
+                open_gpus(ordinal, in_flight_at_most, limit)?
+            }
         } else {
             Vec::new()
         };
+        // Without a GPU, frames in flight only with DESI_EXPOSURE_CPU_IN_FLIGHT (CPU contexts).
+        let in_flight = if gpus.is_empty() {
+            in_flight_at_most
+        } else {
+            gpus.len()
+        };
+        if rank == layout.writer() {
+            observer.planned(&ExposurePlan {
+                expid: expid.clone(),
+                frames: frames.len(),
+                skipped: list.skipped.len(),
+                redone: list.redone.clone(),
+                missing_preproc: list.missing_preproc.clone(),
+                layout,
+                frames_in_flight: in_flight,
+            });
+        }
         let ctx = RankContext {
             config,
             comm,
@@ -375,9 +392,9 @@ pub fn run_exposure(
             start,
             backend: gpus.first().map_or(&CpuBackend, |g| g),
         };
-        let outcomes = run_role(&ctx, &gpus, reads, observer)?;
+        let outcomes = run_role(&ctx, &gpus, in_flight, reads, observer)?;
         let gpu_memory = release_gpus(&gpus, limit)?;
-        Ok::<_, ExposureError>((outcomes, gpu_memory))
+        Ok::<_, ExposureError>((outcomes, gpu_memory, in_flight))
     })?;
     let wall_s = start.elapsed().as_secs_f64();
     // Everybody ends with the writer's verdict.
@@ -399,11 +416,13 @@ pub fn run_exposure(
 }
 
 /// Runs this rank's role over the frames of `ctx` (`reads`: the frames already being read
-/// ahead by a single GPU process with several frames in flight, one per context of `gpus`);
-/// the outcomes on the writing rank, none on the others.
+/// ahead by a single process with several frames in flight, one per context of `gpus`, or
+/// `cpu_slots` on the CPU backend without GPU); the outcomes on the writing rank, none on the
+/// others.
 pub(crate) fn run_role(
     ctx: &RankContext,
     gpus: &[GpuContext],
+    cpu_slots: usize,
     reads: Option<read_ahead::ReadAhead<'_, '_>>,
     observer: &mut dyn ExposureObserver,
 ) -> Result<Vec<FrameOutcome>, ExposureError> {
@@ -415,7 +434,11 @@ pub(crate) fn run_role(
             pipeline::extractor(ctx, index, count).map(|()| Vec::new())
         }
         (Role::SharedRoot { .. }, Some(reads)) => {
-            let backends: Vec<&dyn Backend> = gpus.iter().map(|g| g as &dyn Backend).collect();
+            let backends: Vec<&dyn Backend> = if gpus.is_empty() {
+                vec![&CpuBackend; cpu_slots.max(1)]
+            } else {
+                gpus.iter().map(|g| g as &dyn Backend).collect()
+            };
             shared::frames_in_flight(ctx, &backends, reads, observer)
         }
         (Role::SharedRoot { .. }, None) => {
@@ -430,19 +453,79 @@ pub(crate) fn run_role(
 
 /// The frames one process keeps in flight on its GPU: `requested` (default
 /// [`DEFAULT_FRAMES_IN_FLIGHT`], at most [`MAX_FRAMES_IN_FLIGHT`]) for a single GPU process
-/// that overlaps, else 1.
+/// that overlaps, else 1. ([`run_exposure`] sets a single GPU process's number from the GPU
+/// memory when none is requested: [`frames_for_memory`].)
 pub(crate) fn frames_in_flight_for(
     layout: &Layout,
     uses_gpu: bool,
     requested: Option<usize>,
 ) -> usize {
-    if layout.two_frames_in_flight(uses_gpu) {
+    if layout.two_frames_in_flight(uses_gpu || cpu_frames_in_flight()) {
         requested
             .unwrap_or(DEFAULT_FRAMES_IN_FLIGHT)
             .clamp(1, MAX_FRAMES_IN_FLIGHT)
     } else {
         1
     }
+}
+
+/// The variants of the frames-in-flight loop and the file I/O this process runs (the A/B
+/// switches of issue #15), e.g. `loop any, frame writer direct, preproc read parallel`.
+pub fn io_variants() -> String {
+    let writer = io::FrameWriter::from_env().map_or("invalid", |w| w.name());
+    let read = if io::preproc_planes_in_parallel() {
+        "parallel"
+    } else {
+        "serial"
+    };
+    let order = if shared::fifo_loop() { "fifo" } else { "any" };
+    format!("loop {order}, frame writer {writer}, preproc read {read}")
+}
+
+/// `DESI_EXPOSURE_CPU_IN_FLIGHT=1`: a single process without GPU keeps frames in flight as a
+/// GPU process does, each extracted on the CPU backend (the in-flight loop, its reading ahead
+/// and writing behind tested and traced on machines without a GPU).
+fn cpu_frames_in_flight() -> bool {
+    std::env::var("DESI_EXPOSURE_CPU_IN_FLIGHT").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Device bytes one full frame in flight may take: the batch plan's bound for a full r frame
+/// (500 fibers, ~4,700 patches) in its default two batches, 9.66 GiB (the pool's measured
+/// peak is lower, 8.4 GiB for three frames on an H100). A frame given less is cut into more
+/// batches.
+pub const FRAME_IN_FLIGHT_BYTES: u64 = 10_372_000_000;
+
+/// Frames in flight for `budget` device bytes (the caller's cap, or the share of the free
+/// memory the batches may take): one per [`FRAME_IN_FLIGHT_BYTES`], 1 to
+/// [`MAX_FRAMES_IN_FLIGHT`].
+pub fn frames_for_memory(budget: u64) -> usize {
+    usize::try_from(budget / FRAME_IN_FLIGHT_BYTES)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_FRAMES_IN_FLIGHT)
+}
+
+/// Share of the free device memory that sets the frames in flight when no cap is given (as
+/// the batch plan's share of the free memory).
+const FREE_MEMORY_SHARE: f64 = 0.7;
+
+/// Opens as many contexts on GPU `ordinal` as its memory holds frames in flight
+/// ([`frames_for_memory`] of the cap `limit`, or without one of [`FREE_MEMORY_SHARE`] of the
+/// free memory that the first context sees), each capped at its part of `limit`.
+pub(crate) fn open_gpus_by_memory(
+    ordinal: usize,
+    limit: Option<u64>,
+) -> Result<Vec<GpuContext>, ExposureError> {
+    let first = GpuContext::new(ordinal)?;
+    let budget = match limit {
+        Some(limit) => limit,
+        None => (first.memory()?.0 as f64 * FREE_MEMORY_SHARE) as u64,
+    };
+    let count = frames_for_memory(budget);
+    log::debug!(
+        "exposure: {count} frame(s) in flight for {} of GPU memory",
+        crate::gpu::memory::format_bytes(budget)
+    );
+    with_contexts(first, ordinal, count, limit)
 }
 
 /// Opens `count` contexts (streams) on GPU `ordinal`, each capped at its part of `limit`, with
@@ -452,12 +535,25 @@ pub(crate) fn open_gpus(
     count: usize,
     limit: Option<u64>,
 ) -> Result<Vec<GpuContext>, ExposureError> {
+    with_contexts(GpuContext::new(ordinal)?, ordinal, count, limit)
+}
+
+/// `first` and `count - 1` more contexts on GPU `ordinal`, each capped at its part of `limit`,
+/// with the device pool's peaks reset.
+fn with_contexts(
+    first: GpuContext,
+    ordinal: usize,
+    count: usize,
+    limit: Option<u64>,
+) -> Result<Vec<GpuContext>, ExposureError> {
     let share = limit.map(|l| l / count.max(1) as u64);
-    let mut gpus = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let mut gpu = GpuContext::new(ordinal)?;
+    let mut gpus = Vec::with_capacity(count.max(1));
+    gpus.push(first);
+    for _ in 1..count.max(1) {
+        gpus.push(GpuContext::new(ordinal)?);
+    }
+    for gpu in &mut gpus {
         gpu.set_memory_limit(share)?;
-        gpus.push(gpu);
     }
     if let Some(first) = gpus.first() {
         // The pool may keep what the whole process may use.

@@ -250,7 +250,7 @@ fn run_group(
                 start,
                 backend: gpus.first().map_or(&CpuBackend, |g| g),
             };
-            run_role(&ctx, &gpus, reads, &mut heard)
+            run_role(&ctx, &gpus, in_flight, reads, &mut heard)
         })?;
         last = chunk.frames.iter().map(|f| f.index).zip(outcomes).collect();
     }

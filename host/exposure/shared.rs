@@ -138,12 +138,92 @@ pub(crate) fn member(ctx: &RankContext, index: usize, size: usize) -> Result<(),
     Ok(())
 }
 
-/// One GPU process with a GPU context per frame in flight (`backends`): frame `i` extracts
-/// on context `i mod N` on a worker thread while the next frames are read (`reads`, already
-/// started) and the previous ones written. A frame starts as soon as the oldest of the N
-/// running ones has finished and it is read, so its upload and spots overlap the other frames'
-/// batches and host stages and the device always has a frame's work queued.
+/// One GPU process with a GPU context per frame in flight (`backends`): each frame extracts
+/// on a free context on a worker thread while the next frames are read (`reads`, already
+/// started) and the finished ones written. A frame starts as soon as any running one has
+/// finished (whichever comes first) and it is read, so its upload and spots overlap the other
+/// frames' batches and host stages and the device always has a frame's work queued; finished
+/// frames go to the write pool without the loop waiting for a write (it reaps the writes that
+/// are done and blocks only past [`WRITE_THREADS_IN_FLIGHT`] pending ones).
+///
+/// `DESI_EXPOSURE_LOOP=fifo` keeps the loop before issue #15: contexts in turn, a frame
+/// starting only when the oldest running one has finished and its write was handed over.
 pub(crate) fn frames_in_flight(
+    ctx: &RankContext,
+    backends: &[&dyn Backend],
+    reads: ReadAhead<'_, '_>,
+    observer: &mut dyn ExposureObserver,
+) -> Result<Vec<FrameOutcome>, ExposureError> {
+    if fifo_loop() {
+        return frames_in_flight_fifo(ctx, backends, reads, observer);
+    }
+    frames_in_flight_any(ctx, backends, reads, observer)
+}
+
+/// Whether `DESI_EXPOSURE_LOOP=fifo` asks for the loop before issue #15.
+pub(crate) fn fifo_loop() -> bool {
+    std::env::var("DESI_EXPOSURE_LOOP").is_ok_and(|v| v.trim() == "fifo")
+}
+
+/// A frame that finished extracting on context `slot`: its index and result (`None`: the
+/// extraction thread panicked).
+type Done = (usize, usize, Option<Finished>);
+
+fn frames_in_flight_any(
+    ctx: &RankContext,
+    backends: &[&dyn Backend],
+    mut reads: ReadAhead<'_, '_>,
+    observer: &mut dyn ExposureObserver,
+) -> Result<Vec<FrameOutcome>, ExposureError> {
+    let n = backends.len().max(1);
+    std::thread::scope(|scope| {
+        let mut pool = WritePool::new(scope, ctx, WRITE_THREADS_IN_FLIGHT, observer);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        // Contexts free for a frame, the lowest first.
+        let mut free: Vec<usize> = (0..n).rev().collect();
+        let (mut next, mut running) = (0, 0);
+        loop {
+            while next < ctx.frames.len() && !free.is_empty() {
+                let Some(read) = reads.next_frame() else {
+                    next = ctx.frames.len();
+                    break;
+                };
+                let slot = free.pop().unwrap_or(0);
+                let (config, start, files, index) =
+                    (ctx.config, ctx.start, &ctx.frames[next], next);
+                let backend = backends.get(slot).copied().unwrap_or(ctx.backend);
+                let tx = done_tx.clone();
+                scope.spawn(move || {
+                    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        extract_whole(config, files, read, backend, "", start)
+                    }))
+                    .ok();
+                    // The loop holds a sender and waits for every frame it started.
+                    let _ = tx.send((slot, index, finished));
+                });
+                next += 1;
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((slot, index, finished)) = done_rx.recv() else {
+                break;
+            };
+            running -= 1;
+            free.push(slot);
+            let finished = finished
+                .ok_or_else(|| ExposureError::ThreadPanicked("an extraction thread".into()))?;
+            pool.submit(index, finished);
+        }
+        Ok(pool.finish())
+    })
+}
+
+/// The loop before issue #15 (`DESI_EXPOSURE_LOOP=fifo`): frame `i` on context `i mod N`,
+/// started when the oldest of the N running frames has finished and been handed to the
+/// write pool.
+fn frames_in_flight_fifo(
     ctx: &RankContext,
     backends: &[&dyn Backend],
     mut reads: ReadAhead<'_, '_>,

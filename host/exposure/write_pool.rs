@@ -64,21 +64,41 @@ impl<'scope, 'env, 'obs> WritePool<'scope, 'env, 'obs> {
             self.record(index, written);
             return;
         }
+        if self.pending.len() >= self.max {
+            self.reap_finished();
+        }
         while self.pending.len() >= self.max {
             self.join_oldest();
         }
         self.pending.push_back((index, self.scope.spawn(task)));
     }
 
+    /// Records every write that has finished, whatever its place in the queue.
+    fn reap_finished(&mut self) {
+        let (finished, running): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, handle)| handle.is_finished());
+        self.pending = running;
+        for (index, handle) in finished {
+            let written = self.joined(handle);
+            self.record(index, written);
+        }
+    }
+
+    /// The result of a write's thread (an error if it panicked).
+    fn joined(&self, handle: ScopedJoinHandle<'scope, Written>) -> Written {
+        handle.join().unwrap_or_else(|_| {
+            (
+                Err("the thread writing this frame panicked".into()),
+                self.start.elapsed().as_secs_f64(),
+                Vec::new(),
+            )
+        })
+    }
+
     fn join_oldest(&mut self) {
         if let Some((index, handle)) = self.pending.pop_front() {
-            let written = handle.join().unwrap_or_else(|_| {
-                (
-                    Err("the thread writing this frame panicked".into()),
-                    self.start.elapsed().as_secs_f64(),
-                    Vec::new(),
-                )
-            });
+            let written = self.joined(handle);
             self.record(index, written);
         }
     }

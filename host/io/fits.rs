@@ -19,6 +19,27 @@ const KEY_NO_EXIST: c_int = sys::KEY_NO_EXIST as c_int;
 /// cfitsio's "moved past the last HDU" status.
 const END_OF_FILE: c_int = sys::END_OF_FILE as c_int;
 
+/// cfitsio's `ffmbyt` modes (fitsio2.h): a position past the end of the file is an error, or
+/// allowed (while writing).
+const REPORT_EOF: c_int = 0;
+const IGNORE_EOF: c_int = 1;
+
+extern "C" {
+    /// cfitsio's `ffpbyt` (fitsio2.h, exported by the library that `fitsio-sys` builds but
+    /// not in its bindings): writes `nbytes` bytes at the position set by `ffmbyt`, large
+    /// blocks directly to the file. cfitsio's own image writes end in it.
+    fn ffpbyt(
+        fptr: *mut sys::fitsfile,
+        nbytes: sys::LONGLONG,
+        buffer: *mut c_void,
+        status: *mut c_int,
+    ) -> c_int;
+}
+
+/// Bytes of an image data unit encoded and written at once by [`Fits::write_data_unit`]
+/// (1,456 FITS records, ~4 MB: in cache while it is summed and written).
+pub(crate) const DATA_PIECE: usize = 2880 * 1456;
+
 /// Kind of the current HDU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HduKind {
@@ -827,6 +848,118 @@ impl Fits {
         // SAFETY: valid file pointer and out-pointer.
         unsafe { sys::ffpcks(self.raw(), &mut status) };
         self.check("write checksum", status)
+    }
+
+    /// Writes the whole data unit of the current image (header complete but for the checksum
+    /// cards), `nbytes` bytes as stored (big-endian, without fill) that `produce(offset, buf)`
+    /// puts into `buf` piece by piece (from byte `offset`, pieces of [`DATA_PIECE`] bytes but
+    /// the last) returning their ones' complement sum ([`super::checksum::encode_into`]), then
+    /// CHECKSUM and DATASUM: the cards and the file that [`Fits::write_image`] +
+    /// [`Fits::write_checksum`] give, byte for byte (the same cfitsio calls in the same order,
+    /// with the date of this call), without cfitsio converting the values nor reading the data
+    /// unit back to sum it. The pieces go through one reused buffer (no page faults).
+    pub(crate) fn write_data_unit(
+        &mut self,
+        nbytes: usize,
+        mut produce: impl FnMut(usize, &mut [u8]) -> u32,
+    ) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        let mut date = [0 as c_char; 20];
+        // SAFETY: ffgstm writes at most 20 bytes (with the NUL) into `date`; a null timeref is
+        // allowed.
+        unsafe { sys::ffgstm(date.as_mut_ptr(), ptr::null_mut(), &mut status) };
+        self.check("get the date", status)?;
+        let date = c_buf_to_string(&date);
+        // ffpcks on an HDU without the cards: CHECKSUM undefined and DATASUM 0 first.
+        let check_comment = format!("HDU checksum updated {date}");
+        self.write_key_str("CHECKSUM", "0000000000000000", &check_comment)?;
+        let data_comment = format!("data unit checksum updated {date}");
+        self.write_key_str("DATASUM", "         0", &data_comment)?;
+        self.reparse_header()?;
+        let (mut head, mut start, mut end): (sys::LONGLONG, sys::LONGLONG, sys::LONGLONG) =
+            (0, 0, 0);
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghadll(self.raw(), &mut head, &mut start, &mut end, &mut status) };
+        self.check("get the HDU offsets", status)?;
+        let unit = usize::try_from(end - start).unwrap_or(0);
+        if nbytes > unit || unit - nbytes >= 2880 {
+            return Err(self.err(
+                format!("write {nbytes} data bytes into a {unit}-byte data unit"),
+                sys::BAD_DIMEN as c_int,
+            ));
+        }
+        let mut buf = self.alloc::<u8>(DATA_PIECE.min(unit))?;
+        let mut datasum = 0u32;
+        let mut offset = 0;
+        // The data, then the zero fill up to the end of the 2880-byte record (as cfitsio's
+        // ffpdfl writes it).
+        while offset < unit {
+            let len = DATA_PIECE.min(unit - offset);
+            let piece = &mut buf[..len];
+            let data = len.min(nbytes.saturating_sub(offset));
+            if data > 0 {
+                datasum = super::checksum::add(datasum, produce(offset, &mut piece[..data]));
+            }
+            piece[data..].fill(0);
+            // SAFETY: valid file pointer; ffmbyt only moves cfitsio's position (beyond the
+            // end of the file is allowed while writing: IGNORE_EOF); ffpbyt reads `len` bytes
+            // from the buffer, which it does not modify.
+            unsafe {
+                sys::ffmbyt(
+                    self.raw(),
+                    start + offset as sys::LONGLONG,
+                    IGNORE_EOF,
+                    &mut status,
+                );
+                ffpbyt(
+                    self.raw(),
+                    len as sys::LONGLONG,
+                    piece.as_mut_ptr() as *mut c_void,
+                    &mut status,
+                );
+            }
+            self.check("write image data", status)?;
+            offset += len;
+        }
+        if datasum != 0 {
+            self.modify_key_str("DATASUM", &datasum.to_string(), &data_comment)?;
+        }
+        // The header's sum on top of the data's, complemented into CHECKSUM (ffpcks's end).
+        let mut sum = std::ffi::c_ulong::from(datasum);
+        let mut text = [0 as c_char; 17];
+        let nrec = ((start - head) / 2880) as std::ffi::c_long;
+        // SAFETY: valid file pointer and out-pointers; ffcsum reads the `nrec` header records
+        // from the position set by ffmbyt; ffesum writes 16 characters and a NUL into `text`.
+        unsafe {
+            sys::ffmbyt(self.raw(), head, REPORT_EOF, &mut status);
+            sys::ffcsum(self.raw(), nrec, &mut sum, &mut status);
+            sys::ffesum(sum, 1, text.as_mut_ptr());
+        }
+        self.check("sum the header", status)?;
+        self.modify_key_str("CHECKSUM", &c_buf_to_string(&text), "&")
+    }
+
+    /// Replaces the value (and comment; `&` keeps it) of string keyword `name`.
+    fn modify_key_str(&mut self, name: &str, value: &str, comment: &str) -> Result<(), IoError> {
+        let c = |s: &str| {
+            CString::new(s).map_err(|_| IoError::InvalidInput {
+                path: self.path.clone(),
+                detail: format!("keyword {name}: value or comment contains a NUL byte"),
+            })
+        };
+        let (cname, cvalue, ccomment) = (c(name)?, c(value)?, c(comment)?);
+        let mut status: c_int = 0;
+        // SAFETY: NUL-terminated strings that cfitsio only reads.
+        unsafe {
+            sys::ffmkys(
+                self.raw(),
+                cname.as_ptr(),
+                cvalue.as_ptr(),
+                ccomment.as_ptr(),
+                &mut status,
+            )
+        };
+        self.check(format!("modify keyword {name}"), status)
     }
 
     /// Verifies CHECKSUM/DATASUM of the current HDU: (data ok, header ok), each 1 = correct,

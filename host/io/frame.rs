@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::atomic::write_atomically;
+use super::checksum;
 use super::error::IoError;
 use super::fits::{Fits, FitsElem, HduKind, ImgType};
 use super::header::{card_name, filter_cards, write_header, Keyword, KeywordValue};
@@ -108,38 +109,118 @@ fn write_as_f32(fits: &mut Fits, data: &[f64]) -> Result<(), IoError> {
     Ok(())
 }
 
-/// An f32 image HDU of f64 values (see [`write_as_f32`]), with EXTNAME, BUNIT and checksums.
-fn f32_image_hdu(
-    fits: &mut Fits,
-    axes: &[usize],
-    extname: &str,
-    bunit: Option<&str>,
-    data: &[f64],
-) -> Result<(), IoError> {
-    fits.create_image(ImgType::F32, axes)?;
-    fits.write_key_str("EXTNAME", extname, "")?;
-    if let Some(unit) = bunit {
-        fits.write_key_str("BUNIT", unit, "")?;
-    }
-    write_as_f32(fits, data)?;
-    fits.write_checksum()
+/// The values of a frame image HDU, as they are stored.
+#[derive(Clone, Copy)]
+enum ImageValues<'a> {
+    /// f64 values stored as f32 (BITPIX -32), rounded with `as f32`.
+    AsF32(&'a [f64]),
+    /// f64 values (BITPIX -64).
+    F64(&'a [f64]),
+    /// u32 values (BITPIX 32, BZERO 2^31).
+    U32(&'a [u32]),
 }
 
-fn image_hdu<T: FitsElem>(
+/// How a frame's image data units are written. Both give the same file, byte for byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrameWriter {
+    /// Encoded and summed in one parallel pass, piece by piece, and written as large blocks
+    /// ([`checksum::encode_into`], [`Fits::write_data_unit`]).
+    #[default]
+    Direct,
+    /// Converted and written by cfitsio, whose `ffpcks` then reads each data unit back to sum
+    /// it (the writer before issue #15).
+    Cfitsio,
+}
+
+impl FrameWriter {
+    /// `DESI_FRAME_WRITER=cfitsio` selects [`FrameWriter::Cfitsio`]; unset or `direct`,
+    /// [`FrameWriter::Direct`].
+    ///
+    /// # Errors
+    /// Any other value (named in the message).
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("DESI_FRAME_WRITER") {
+            Err(_) => Ok(Self::Direct),
+            Ok(v) => match v.trim() {
+                "" | "direct" => Ok(Self::Direct),
+                "cfitsio" => Ok(Self::Cfitsio),
+                other => Err(format!(
+                    "DESI_FRAME_WRITER={other:?}: expected direct or cfitsio"
+                )),
+            },
+        }
+    }
+
+    /// The name `DESI_FRAME_WRITER` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Cfitsio => "cfitsio",
+        }
+    }
+}
+
+impl ImageValues<'_> {
+    fn img_type(self) -> ImgType {
+        match self {
+            ImageValues::AsF32(_) => ImgType::F32,
+            ImageValues::F64(_) => ImgType::F64,
+            ImageValues::U32(_) => ImgType::U32,
+        }
+    }
+
+    /// Writes the values as the current image's data unit, then CHECKSUM/DATASUM.
+    fn write(self, fits: &mut Fits, writer: FrameWriter) -> Result<(), IoError> {
+        if writer == FrameWriter::Cfitsio {
+            match self {
+                ImageValues::AsF32(v) => write_as_f32(fits, v)?,
+                ImageValues::F64(v) => fits.write_image(v)?,
+                ImageValues::U32(v) => fits.write_image(v)?,
+            }
+            return fits.write_checksum();
+        }
+        match self {
+            ImageValues::AsF32(v) => encode_unit::<1, _, _>(fits, v, checksum::AsF32),
+            ImageValues::F64(v) => encode_unit::<2, _, _>(fits, v, checksum::F64),
+            ImageValues::U32(v) => encode_unit::<1, _, _>(fits, v, checksum::Unsigned32),
+        }
+    }
+}
+
+/// Writes `values` as the current image's data unit, encoded and summed piece by piece
+/// ([`checksum::encode_into`], [`Fits::write_data_unit`]).
+fn encode_unit<const K: usize, S, T>(
     fits: &mut Fits,
-    ty: ImgType,
+    values: &[S],
+    to_words: impl Fn(S) -> T + Sync + Copy,
+) -> Result<(), IoError>
+where
+    S: Copy + Sync,
+    T: checksum::FitsWords<K>,
+{
+    let size = 4 * K;
+    fits.write_data_unit(values.len() * size, |offset, buf| {
+        let first = offset / size;
+        let src = &values[first..first + buf.len() / size];
+        checksum::encode_into(src, buf, to_words)
+    })
+}
+
+/// An image HDU with EXTNAME, BUNIT (when given), the values and checksums.
+fn image_hdu(
+    fits: &mut Fits,
     axes: &[usize],
     extname: &str,
     bunit: Option<&str>,
-    data: &[T],
+    values: ImageValues,
+    writer: FrameWriter,
 ) -> Result<(), IoError> {
-    fits.create_image(ty, axes)?;
+    fits.create_image(values.img_type(), axes)?;
     fits.write_key_str("EXTNAME", extname, "")?;
     if let Some(unit) = bunit {
         fits.write_key_str("BUNIT", unit, "")?;
     }
-    fits.write_image(data)?;
-    fits.write_checksum()
+    values.write(fits, writer)
 }
 
 /// [`write_frame_with_scores`] without a SCORES HDU.
@@ -232,6 +313,25 @@ pub fn write_frame_with_scores(
     fibermap: Option<&FitsTable>,
     scores: Option<&[ScoreColumn]>,
 ) -> Result<(), IoError> {
+    let writer = FrameWriter::from_env().map_err(|detail| IoError::InvalidInput {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    write_frame_using(writer, path, frame, fibermap, scores)
+}
+
+/// [`write_frame_with_scores`] with the image data units written by `writer` (the same file
+/// whichever).
+///
+/// # Errors
+/// As [`write_frame_with_scores`].
+pub fn write_frame_using(
+    writer: FrameWriter,
+    path: &Path,
+    frame: &FrameData,
+    fibermap: Option<&FitsTable>,
+    scores: Option<&[ScoreColumn]>,
+) -> Result<(), IoError> {
     frame.check(path)?;
     let scores_table = match scores {
         Some(columns) => {
@@ -255,38 +355,24 @@ pub fn write_frame_with_scores(
     let (fm, keywords) = frame_fibermap_and_keywords(path, frame, fibermap)?;
 
     let (nspec, nwave, ndiag) = (frame.nspec, frame.nwave, frame.ndiag);
+    let plane = [nwave, nspec];
     write_atomically(path, |fits| {
-        fits.create_image(ImgType::F32, &[nwave, nspec])?;
+        fits.create_image(ImgType::F32, &plane)?;
         fits.write_key_str("EXTNAME", "FLUX", "")?;
         write_header(fits, &frame.header, &keywords)?;
-        write_as_f32(fits, &frame.flux)?;
-        fits.write_checksum()?;
-        f32_image_hdu(fits, &[nwave, nspec], "IVAR", None, &frame.ivar)?;
-        image_hdu(
-            fits,
-            ImgType::U32,
-            &[nwave, nspec],
-            "MASK",
-            None,
-            &frame.mask,
-        )?;
-        image_hdu(
-            fits,
-            ImgType::F64,
-            &[nwave],
-            "WAVELENGTH",
-            Some("Angstrom"),
-            &frame.wavelength,
-        )?;
-        f32_image_hdu(
-            fits,
-            &[nwave, 2 * ndiag + 1, nspec],
-            "RESOLUTION",
-            None,
-            &frame.resolution,
-        )?;
+        ImageValues::AsF32(&frame.flux).write(fits, writer)?;
+        let ivar = ImageValues::AsF32(&frame.ivar);
+        image_hdu(fits, &plane, "IVAR", None, ivar, writer)?;
+        let mask = ImageValues::U32(&frame.mask);
+        image_hdu(fits, &plane, "MASK", None, mask, writer)?;
+        let wave = ImageValues::F64(&frame.wavelength);
+        image_hdu(fits, &[nwave], "WAVELENGTH", Some("Angstrom"), wave, writer)?;
+        let axes = [nwave, 2 * ndiag + 1, nspec];
+        let resolution = ImageValues::AsF32(&frame.resolution);
+        image_hdu(fits, &axes, "RESOLUTION", None, resolution, writer)?;
         write_table_hdu(fits, &fm, "FIBERMAP")?;
-        f32_image_hdu(fits, &[nwave, nspec], "CHI2PIX", None, &frame.chi2pix)?;
+        let chi2pix = ImageValues::AsF32(&frame.chi2pix);
+        image_hdu(fits, &plane, "CHI2PIX", None, chi2pix, writer)?;
         if let Some(table) = &scores_table {
             write_table_hdu(fits, table, "SCORES")?;
         }

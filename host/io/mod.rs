@@ -16,6 +16,7 @@
 //! Every error message names the file and the problem ([`IoError`]).
 
 pub(crate) mod atomic;
+mod checksum;
 mod describe;
 mod error;
 mod fits;
@@ -33,14 +34,16 @@ pub use describe::{checksums_ok, describe, detect, FileKind};
 pub use error::IoError;
 pub use fits::cfitsio_version;
 pub use frame::{
-    frame_fibermap_and_keywords, read_frame, read_image, write_frame, write_frame_with_scores,
-    write_image_hdu, write_model, write_model_with_header, write_pixel_mask, FrameData, FLUX_UNIT,
-    FRAME_KEYWORDS, IVAR_UNIT,
+    frame_fibermap_and_keywords, read_frame, read_image, write_frame, write_frame_using,
+    write_frame_with_scores, write_image_hdu, write_model, write_model_with_header,
+    write_pixel_mask, FrameData, FrameWriter, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
 pub(crate) use header::split_value_comment;
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};
 pub use output_path::check_outputs;
-pub use preproc::{read_preproc, write_preproc, PreprocImage, PreprocReader};
+pub use preproc::{
+    preproc_planes_in_parallel, read_preproc, write_preproc, PreprocImage, PreprocReader,
+};
 pub use psf_file::{read_psf, write_psf, DEFAULT_PSFERR, TAIL_PARAMS};
 pub use spectra::{read_spectra, write_spectra};
 pub use table::{read_table, FitsTable, TableColumn};

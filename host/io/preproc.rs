@@ -189,14 +189,53 @@ impl PreprocReader {
         let path = meta.path.clone();
         let (ny, nx) = (meta.ny, meta.nx);
         let rows = rows.start.min(ny)..rows.end.min(ny).max(rows.start.min(ny));
-        if !fits.move_to_name("IMAGE")? {
-            fits.move_to(0)?;
-        }
-        let image_hdu = fits.hdu_label().to_string();
-        let image = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
-
-        fits.require_hdu("IVAR")?;
-        let ivar = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+        // IVAR, MASK and READNOISE on threads of their own (each with its own handle of the
+        // file; cfitsio is built reentrant) while this one reads IMAGE: the planes' reading,
+        // byte-swapping, decompression and page faults run in parallel.
+        let other_plane = |name: &'static str| {
+            let rows = rows.clone();
+            let path = &path;
+            move || -> Result<(String, Vec<f32>), IoError> {
+                let mut fits = Fits::open(path)?;
+                fits.require_hdu(name)?;
+                let plane = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+                Ok((fits.hdu_label().to_string(), plane))
+            }
+        };
+        let read_mask = || -> Result<Vec<i32>, IoError> {
+            let mut fits = Fits::open(&path)?;
+            fits.require_hdu("MASK")?;
+            read_plane_rows::<i32>(&mut fits, (ny, nx), &rows)
+        };
+        let mut read_image = || {
+            if !fits.move_to_name("IMAGE")? {
+                fits.move_to(0)?;
+            }
+            let label = fits.hdu_label().to_string();
+            Ok::<_, IoError>((label, read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?))
+        };
+        let (image, ivar, mask, readnoise) = if preproc_planes_in_parallel() {
+            std::thread::scope(|scope| {
+                let ivar = scope.spawn(other_plane("IVAR"));
+                let readnoise = has_readnoise.then(|| scope.spawn(other_plane("READNOISE")));
+                let mask = scope.spawn(read_mask);
+                let image = read_image();
+                (image, join(ivar), join(mask), readnoise.map(join))
+            })
+        } else {
+            let image = read_image();
+            let ivar = other_plane("IVAR")();
+            let mask = read_mask();
+            (
+                image,
+                ivar,
+                mask,
+                has_readnoise.then(other_plane("READNOISE")),
+            )
+        };
+        // Errors in the order of a sequential read: IMAGE, IVAR, their values, MASK, READNOISE.
+        let (image_hdu, image) = image?;
+        let (ivar_hdu, ivar) = ivar?;
         let span = rows.start * nx..rows.end * nx;
         let (image_part, ivar_part) = (&image[span.clone()], &ivar[span]);
         let offset = rows.start * nx;
@@ -212,7 +251,7 @@ impl PreprocReader {
         {
             return Err(IoError::BadData {
                 path,
-                hdu: fits.hdu_label().to_string(),
+                hdu: ivar_hdu,
                 detail: format!(
                     "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
                     ivar_part[i],
@@ -246,21 +285,27 @@ impl PreprocReader {
                 ),
             });
         }
-
-        fits.require_hdu("MASK")?;
-        let mask = read_plane_rows::<i32>(&mut fits, (ny, nx), &rows)?;
-        let readnoise = if has_readnoise {
-            fits.require_hdu("READNOISE")?;
-            Some(read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?)
-        } else {
-            None
-        };
+        let mask = mask?;
+        let readnoise = readnoise.transpose()?.map(|(_, plane)| plane);
         meta.image = image;
         meta.ivar = ivar;
         meta.mask = mask;
         meta.readnoise = readnoise;
         Ok(meta)
     }
+}
+
+/// Whether [`PreprocReader::read_rows`] reads the planes on threads of their own (the
+/// default) or one after the other (`DESI_PREPROC_READ=serial`, the reader before issue #15).
+pub fn preproc_planes_in_parallel() -> bool {
+    std::env::var("DESI_PREPROC_READ").map_or(true, |v| v.trim() != "serial")
+}
+
+/// The result of a scoped thread; a panic in it (a bug) is passed on as this thread's.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 fn check_len(path: &Path, what: &str, len: usize, want: usize) -> Result<(), IoError> {
