@@ -72,16 +72,26 @@ fn image_dims(fits: &mut Fits, expect: Option<(usize, usize)>) -> Result<(usize,
     Ok((ny, nx))
 }
 
-/// Reads rows `rows` of the current HDU, a 2-D image of shape `(ny, nx)`, into a zeroed
-/// `(ny, nx)` plane (the other rows stay 0).
-fn read_plane_rows<T: super::fits::FitsElem>(
+/// Reads the window `rows` x `cols` of the current HDU, a 2-D image of shape `(ny, nx)`, into
+/// a zeroed `(ny, nx)` plane (the other pixels stay 0): whole rows in one read, a column
+/// window row by row (cfitsio reads just those pixels, or decompresses the tiles that hold
+/// them).
+fn read_plane_window<T: super::fits::FitsElem>(
     fits: &mut Fits,
     (ny, nx): (usize, usize),
     rows: &Range<usize>,
+    cols: &Range<usize>,
 ) -> Result<Vec<T>, IoError> {
     image_dims(fits, Some((ny, nx)))?;
     let mut plane = fits.alloc_zeroed::<T>(ny.saturating_mul(nx))?;
-    fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
+    if cols.start == 0 && cols.end == nx {
+        fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
+    } else {
+        for r in rows.clone() {
+            let first = r * nx + cols.start;
+            fits.read_image_into(first, &mut plane[first..r * nx + cols.end])?;
+        }
+    }
     Ok(plane)
 }
 
@@ -181,6 +191,21 @@ impl PreprocReader {
     /// # Errors
     /// As [`read_preproc`], for the rows read.
     pub fn read_rows(self, rows: Range<usize>) -> Result<PreprocImage, IoError> {
+        self.read_window(rows, 0..usize::MAX)
+    }
+
+    /// [`PreprocReader::read_rows`] of the columns `cols` (clamped to the image) of those
+    /// rows only: the pixels outside the window are 0 (IVAR 0) and are neither read nor
+    /// checked. An extraction on the CPU reads the window its traces' stamps reach
+    /// (`extract::ccd_rows` x `extract::ccd_cols`).
+    ///
+    /// # Errors
+    /// As [`read_preproc`], for the pixels read.
+    pub fn read_window(
+        self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<PreprocImage, IoError> {
         let Self {
             mut fits,
             mut meta,
@@ -188,26 +213,29 @@ impl PreprocReader {
         } = self;
         let path = meta.path.clone();
         let (ny, nx) = (meta.ny, meta.nx);
-        let rows = rows.start.min(ny)..rows.end.min(ny).max(rows.start.min(ny));
+        let clamp =
+            |r: Range<usize>, len: usize| r.start.min(len)..r.end.min(len).max(r.start.min(len));
+        let (rows, cols) = (clamp(rows, ny), clamp(cols, nx));
         if !fits.move_to_name("IMAGE")? {
             fits.move_to(0)?;
         }
         let image_hdu = fits.hdu_label().to_string();
-        let image = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+        let image = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
 
         fits.require_hdu("IVAR")?;
-        let ivar = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
-        let span = rows.start * nx..rows.end * nx;
-        let (image_part, ivar_part) = (&image[span.clone()], &ivar[span]);
-        let offset = rows.start * nx;
-        // Branch-free passes over blocks (vectorized) find whether there is a bad pixel; the
-        // slower scan that names the first one only runs when there is.
+        let ivar = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
+        // The window's row segments (whole rows when every column is read).
+        let segments = || rows.clone().map(|r| r * nx + cols.start..r * nx + cols.end);
+        // Branch-free passes (vectorized) find whether there is a bad pixel; the slower scan
+        // that names the first one only runs when there is.
         let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
-        let all_ivar_ok = ivar_part
-            .chunks(4096)
-            .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)));
+        let all_ivar_ok = segments().all(|s| {
+            ivar[s]
+                .chunks(4096)
+                .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)))
+        });
         if let Some(i) = (!all_ivar_ok)
-            .then(|| ivar_part.iter().position(|&v| !ivar_ok(v)))
+            .then(|| segments().flatten().find(|&i| !ivar_ok(ivar[i])))
             .flatten()
         {
             return Err(IoError::BadData {
@@ -215,23 +243,25 @@ impl PreprocReader {
                 hdu: fits.hdu_label().to_string(),
                 detail: format!(
                     "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
-                    ivar_part[i],
-                    (offset + i) / nx,
-                    (offset + i) % nx
+                    ivar[i],
+                    i / nx,
+                    i % nx
                 ),
             });
         }
         let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
-        let all_pixels_ok = image_part
-            .chunks(4096)
-            .zip(ivar_part.chunks(4096))
-            .all(|(c, w)| {
-                c.iter()
-                    .zip(w)
-                    .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
-            });
+        let all_pixels_ok = segments().all(|s| {
+            image[s.clone()]
+                .chunks(4096)
+                .zip(ivar[s].chunks(4096))
+                .all(|(c, w)| {
+                    c.iter()
+                        .zip(w)
+                        .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
+                })
+        });
         if let Some(i) = (!all_pixels_ok)
-            .then(|| (0..image_part.len()).find(|&i| !pixel_ok(image_part[i], ivar_part[i])))
+            .then(|| segments().flatten().find(|&i| !pixel_ok(image[i], ivar[i])))
             .flatten()
         {
             return Err(IoError::BadData {
@@ -239,19 +269,19 @@ impl PreprocReader {
                 hdu: image_hdu,
                 detail: format!(
                     "pixel (row {}, col {}) is {} where ivar = {} > 0",
-                    (offset + i) / nx,
-                    (offset + i) % nx,
-                    image_part[i],
-                    ivar_part[i]
+                    i / nx,
+                    i % nx,
+                    image[i],
+                    ivar[i]
                 ),
             });
         }
 
         fits.require_hdu("MASK")?;
-        let mask = read_plane_rows::<i32>(&mut fits, (ny, nx), &rows)?;
+        let mask = read_plane_window::<i32>(&mut fits, (ny, nx), &rows, &cols)?;
         let readnoise = if has_readnoise {
             fits.require_hdu("READNOISE")?;
-            Some(read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?)
+            Some(read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?)
         } else {
             None
         };
