@@ -141,6 +141,66 @@ pub fn exp(x: f64) -> f64 {
     }
 }
 
+/// [`exp`] without branches for `|x| < 708.39` (the range where [`exp`] takes none of its
+/// overflow, underflow or NaN paths): the same reduction (`k` chosen by the same high-word
+/// tests), polynomial and scaling, so bitwise [`exp`] there, written with selects only so
+/// that a loop over it vectorizes. Outside that range the result is unspecified: callers
+/// check [`exp_lanes_ok`].
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn exp_select(x: f64) -> f64 {
+    let hx = abs_high_word(x);
+    let negative = x.is_sign_negative();
+    let half = if negative { -0.5 } else { 0.5 };
+    let one = if negative { -1 } else { 1 };
+    let far = (INV_LN2 * x + half) as i32;
+    let k = if hx >= 0x3ff0_a2b2 {
+        far
+    } else if hx > 0x3fd6_2e42 {
+        one
+    } else {
+        0
+    };
+    // k = 0: hi = x − 0 = x and lo = 0 exactly, as exp's middle branch sets them.
+    let kf = k as f64;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let rr = r * r;
+    let c = r - rr * (EXP_P1 + rr * (EXP_P2 + rr * (EXP_P3 + rr * (EXP_P4 + rr * EXP_P5))));
+    let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+    // scalbn(y, k) for |k| <= 1022 is y·2^k; 2^0 = 1 leaves y as is.
+    let scaled = y * f64::from_bits(((0x3ff + k) as u64) << 52);
+    if hx > 0x3e30_0000 {
+        scaled
+    } else {
+        1.0 + x
+    }
+}
+
+/// Whether every element of `x` is in the range where [`exp_select`] is bitwise [`exp`].
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn exp_lanes_ok(x: &[f64]) -> bool {
+    x.iter()
+        .fold(true, |ok, &v| ok & (abs_high_word(v) < 0x4086_232b))
+}
+
+/// `x[i] ← exp(x[i])` for every element, bitwise [`exp`]: a vectorized pass where every
+/// element is below 708.39 in magnitude (the spots' Gaussians), else [`exp`] one by one.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn exp_in_place(x: &mut [f64]) {
+    if exp_lanes_ok(x) {
+        for v in x.iter_mut() {
+            *v = exp_select(*v);
+        }
+    } else {
+        for v in x.iter_mut() {
+            *v = exp(*v);
+        }
+    }
+}
+
 // Constants of fdlibm/musl `s_erf.c` (Sun Microsystems, 1993), as exact bit patterns.
 const ERX: f64 = bits(0x3feb_0ac1_6000_0000);
 const EFX8: f64 = bits(0x3ff0_6eba_8214_db69);
@@ -244,6 +304,70 @@ fn erfc_tail(ax: f64, hx: u32) -> f64 {
     // z = |x| with the low 32 bits cleared: z² is exact, and −x² = −z² + (z − x)(z + x).
     let z = f64::from_bits(ax.to_bits() & 0xffff_ffff_0000_0000);
     exp(-z * z - 0.5625) * exp((z - ax) * (z + ax) + r / q) / ax
+}
+
+/// [`erf`] of a non-NaN `x` without branches (every range's formula evaluated, the one of
+/// `|x|`'s range selected), bitwise [`erf`]: the same formulas in the same operation order,
+/// with [`exp_select`] (bitwise [`exp`] on the tail's arguments, `|x| < 6`), so that a loop
+/// over it vectorizes. NaN is left to the caller.
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn erf_select(x: f64) -> f64 {
+    let ax = abs(x);
+    let hx = abs_high_word(x);
+    let tiny = if hx < 0x0080_0000 {
+        0.125 * (8.0 * ax + EFX8 * ax)
+    } else {
+        ax + EFX * ax
+    };
+    let small = ax + ax * erf_small_ratio(ax);
+    let one = ERX + erf_one_ratio(ax);
+    // erfc_tail, both coefficient sets evaluated and one selected (the lanes outside
+    // 1.25 <= |x| < 6 compute values that are discarded).
+    let s = 1.0 / (ax * ax);
+    let ra = RA0 + s * (RA1 + s * (RA2 + s * (RA3 + s * (RA4 + s * (RA5 + s * (RA6 + s * RA7))))));
+    let sa = 1.0
+        + s * (SA1
+            + s * (SA2 + s * (SA3 + s * (SA4 + s * (SA5 + s * (SA6 + s * (SA7 + s * SA8)))))));
+    let rb = RB0 + s * (RB1 + s * (RB2 + s * (RB3 + s * (RB4 + s * (RB5 + s * RB6)))));
+    let sb = 1.0 + s * (SB1 + s * (SB2 + s * (SB3 + s * (SB4 + s * (SB5 + s * (SB6 + s * SB7))))));
+    let (r, q) = if hx < 0x4006_db6d { (ra, sa) } else { (rb, sb) };
+    let z = f64::from_bits(ax.to_bits() & 0xffff_ffff_0000_0000);
+    let tail = 1.0 - exp_select(-z * z - 0.5625) * exp_select((z - ax) * (z + ax) + r / q) / ax;
+    let value = if hx < 0x3feb_0000 {
+        if hx < 0x3e30_0000 {
+            tiny
+        } else {
+            small
+        }
+    } else if hx < 0x3ff4_0000 {
+        one
+    } else if hx < 0x4018_0000 {
+        tail
+    } else {
+        1.0
+    };
+    if x.is_sign_negative() {
+        -value
+    } else {
+        value
+    }
+}
+
+/// `x[i] ← erf(x[i])` for every element, bitwise [`erf`]: a vectorized pass (every range's
+/// formula for every element, [`erf_select`]) unless an element is NaN, else [`erf`] one by
+/// one.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn erf_in_place(x: &mut [f64]) {
+    if x.iter().fold(true, |ok, v| ok & !v.is_nan()) {
+        for v in x.iter_mut() {
+            *v = erf_select(*v);
+        }
+    } else {
+        for v in x.iter_mut() {
+            *v = erf(*v);
+        }
+    }
 }
 
 /// Error function `erf(x) = 2/√π ∫₀ˣ e^(−t²) dt`, error below 1 ulp (fdlibm/musl `s_erf.c`).

@@ -291,6 +291,13 @@ pub fn pixel_integrated_gh(
     if out.len() != (degree + 1) * n {
         return Err(Status::BadShape);
     }
+    // On the host the edges' erf and exp run as vectorized passes (bitwise the same values;
+    // `n <= MAX_STAMP_WIDTH` holds after the checks above).
+    #[cfg(not(target_arch = "nvptx64"))]
+    if n <= MAX_STAMP_WIDTH {
+        pixel_integrated_gh_host(delta, sigma, half_size, degree, out);
+        return Ok(());
+    }
     let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
     for m in 0..=n {
         let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
@@ -308,6 +315,79 @@ pub fn pixel_integrated_gh(
         prev = cur;
     }
     Ok(())
+}
+
+/// [`pixel_integrated_gh`] on the host (shape already checked: `degree <= MAX_GH_DEGREE`,
+/// `half_size <= MAX_HALF_SIZE`, `out` of `(degree + 1)·(2·half_size + 1)` values): the
+/// `erf` and `exp` of every pixel edge first, in vectorized passes
+/// ([`crate::math::erf_in_place`], [`crate::math::exp_in_place`], bitwise the scalar
+/// functions), then [`gh_edge`]'s Hermite recurrence and the differences: bitwise
+/// [`pixel_integrated_gh`]'s values.
+#[cfg(not(target_arch = "nvptx64"))]
+fn pixel_integrated_gh_host(
+    delta: f64,
+    sigma: f64,
+    half_size: usize,
+    degree: usize,
+    out: &mut [f64],
+) {
+    use crate::math::{erf_in_place, exp_in_place};
+    const EDGES: usize = MAX_STAMP_WIDTH + 1;
+    let n = 2 * half_size + 1;
+    let mut erf_buf = [0.0f64; EDGES];
+    let mut phi_buf = [0.0f64; EDGES];
+    let (Some(erfs), Some(phis)) = (erf_buf.get_mut(..=n), phi_buf.get_mut(..=n)) else {
+        return;
+    };
+    for (m, (e, p)) in erfs.iter_mut().zip(phis.iter_mut()).enumerate() {
+        let u = edge_u(m, half_size, delta, sigma);
+        *e = u / SQRT_2;
+        *p = -0.5 * u * u;
+    }
+    erf_in_place(erfs);
+    if degree >= 1 {
+        exp_in_place(phis);
+    }
+    let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
+    for (m, (&erf_m, &exp_m)) in erfs.iter().zip(phis.iter()).enumerate() {
+        let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
+        cur[0] = erf_m;
+        if degree >= 1 {
+            let u = edge_u(m, half_size, delta, sigma);
+            hermite_phi(u, exp_m / SQRT_2PI, degree, &mut cur);
+        }
+        if m > 0 {
+            // Pixel m−1 lies between edges m−1 (prev) and m (cur).
+            let edges = prev.iter().zip(cur.iter());
+            for (i, (row, (&lo, &hi))) in out.chunks_exact_mut(n).zip(edges).enumerate() {
+                let value = if i == 0 { 0.5 * (hi - lo) } else { lo - hi };
+                if let Some(slot) = row.get_mut(m - 1) {
+                    *slot = value;
+                }
+            }
+        }
+        prev = cur;
+    }
+}
+
+/// `edge[i] = He_{i−1}(u)·phi` for `i = 1..=degree` (the recurrence of [`gh_edge`]).
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn hermite_phi(u: f64, phi: f64, degree: usize, edge: &mut [f64; MAX_GH_DEGREE + 1]) {
+    let mut he_prev = 0.0; // He_{k−2}
+    let mut he_cur = 1.0; // He_{k−1}
+    for (k, slot) in edge.iter_mut().skip(1).take(degree).enumerate() {
+        let he = match k {
+            0 => 1.0,
+            1 => u,
+            _ => he_cur * u - he_prev * ((k - 1) as f64),
+        };
+        *slot = he * phi;
+        if k > 0 {
+            he_prev = he_cur;
+        }
+        he_cur = he;
+    }
 }
 
 /// The normalized position `u_m = (m − half_size − 0.5 − delta)/sigma` of pixel edge `m` (see
