@@ -291,8 +291,8 @@ pub fn pixel_integrated_gh(
     if out.len() != (degree + 1) * n {
         return Err(Status::BadShape);
     }
-    // On the host the edges' erf and exp run as vectorized passes (bitwise the same values;
-    // `n <= MAX_STAMP_WIDTH` holds after the checks above).
+    // On the host the edges' Gaussians and Hermite terms run as vectorized passes (bitwise
+    // the same values; `n <= MAX_STAMP_WIDTH` holds after the checks above).
     #[cfg(not(target_arch = "nvptx64"))]
     if n <= MAX_STAMP_WIDTH {
         pixel_integrated_gh_host(delta, sigma, half_size, degree, out);
@@ -319,10 +319,9 @@ pub fn pixel_integrated_gh(
 
 /// [`pixel_integrated_gh`] on the host (shape already checked: `degree <= MAX_GH_DEGREE`,
 /// `half_size <= MAX_HALF_SIZE`, `out` of `(degree + 1)·(2·half_size + 1)` values): the
-/// `erf` and `exp` of every pixel edge first, in vectorized passes
-/// ([`crate::math::erf_in_place`], [`crate::math::exp_in_place`], bitwise the scalar
-/// functions), then [`gh_edge`]'s Hermite recurrence and the differences: bitwise
-/// [`pixel_integrated_gh`]'s values.
+/// `erf` of every pixel edge, their Gaussians in one vectorized pass
+/// ([`crate::math::exp_in_place`], bitwise `exp`), then [`gh_edge`]'s Hermite recurrence and
+/// the differences, each over all edges at once: bitwise [`pixel_integrated_gh`]'s values.
 #[cfg(not(target_arch = "nvptx64"))]
 fn pixel_integrated_gh_host(
     delta: f64,
@@ -331,7 +330,7 @@ fn pixel_integrated_gh_host(
     degree: usize,
     out: &mut [f64],
 ) {
-    use crate::math::{erf_in_place, exp_in_place};
+    use crate::math::exp_in_place;
     const EDGES: usize = MAX_STAMP_WIDTH + 1;
     let n = 2 * half_size + 1;
     let mut erf_buf = [0.0f64; EDGES];
@@ -344,49 +343,54 @@ fn pixel_integrated_gh_host(
         *e = u / SQRT_2;
         *p = -0.5 * u * u;
     }
-    erf_in_place(erfs);
+    for e in erfs.iter_mut() {
+        *e = erf(*e);
+    }
+    // Row i of `edge` holds the edges' values of degree i: erf(u/√2) for i = 0,
+    // He_{i−1}(u)·φ(u) above (gh_edge's recurrence, run for all edges at once).
+    let mut edge = [[0.0f64; EDGES]; MAX_GH_DEGREE + 1];
+    edge[0][..=n].copy_from_slice(erfs);
     if degree >= 1 {
         exp_in_place(phis);
-    }
-    let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
-    for (m, (&erf_m, &exp_m)) in erfs.iter().zip(phis.iter()).enumerate() {
-        let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
-        cur[0] = erf_m;
-        if degree >= 1 {
-            let u = edge_u(m, half_size, delta, sigma);
-            hermite_phi(u, exp_m / SQRT_2PI, degree, &mut cur);
+        let mut u_buf = [0.0f64; EDGES];
+        let us = &mut u_buf[..=n];
+        for (m, (u, p)) in us.iter_mut().zip(phis.iter_mut()).enumerate() {
+            *u = edge_u(m, half_size, delta, sigma);
+            *p /= SQRT_2PI;
         }
-        if m > 0 {
-            // Pixel m−1 lies between edges m−1 (prev) and m (cur).
-            let edges = prev.iter().zip(cur.iter());
-            for (i, (row, (&lo, &hi))) in out.chunks_exact_mut(n).zip(edges).enumerate() {
-                let value = if i == 0 { 0.5 * (hi - lo) } else { lo - hi };
-                if let Some(slot) = row.get_mut(m - 1) {
-                    *slot = value;
-                }
+        // He_0 = 1, He_1 = u, He_k = u·He_{k−1} − (k−1)·He_{k−2}: rows of He values.
+        let mut he_prev = [0.0f64; EDGES]; // He_{k−2}
+        let mut he_cur = [1.0f64; EDGES]; // He_{k−1}
+        for k in 0..degree {
+            let mut he = [0.0f64; EDGES];
+            for m in 0..=n {
+                he[m] = match k {
+                    0 => 1.0,
+                    1 => us[m],
+                    _ => he_cur[m] * us[m] - he_prev[m] * ((k - 1) as f64),
+                };
+            }
+            for (slot, (&h, &phi)) in edge[k + 1][..=n].iter_mut().zip(he.iter().zip(phis.iter())) {
+                *slot = h * phi;
+            }
+            if k > 0 {
+                he_prev = he_cur;
+            }
+            he_cur = he;
+        }
+    }
+    // Pixel m lies between edges m and m + 1.
+    for (i, (row, e)) in out.chunks_exact_mut(n).zip(edge.iter()).enumerate() {
+        let (lo, hi) = (&e[..n], &e[1..=n]);
+        if i == 0 {
+            for (slot, (&lo, &hi)) in row.iter_mut().zip(lo.iter().zip(hi)) {
+                *slot = 0.5 * (hi - lo);
+            }
+        } else {
+            for (slot, (&lo, &hi)) in row.iter_mut().zip(lo.iter().zip(hi)) {
+                *slot = lo - hi;
             }
         }
-        prev = cur;
-    }
-}
-
-/// `edge[i] = He_{i−1}(u)·phi` for `i = 1..=degree` (the recurrence of [`gh_edge`]).
-#[cfg(not(target_arch = "nvptx64"))]
-#[inline(always)]
-fn hermite_phi(u: f64, phi: f64, degree: usize, edge: &mut [f64; MAX_GH_DEGREE + 1]) {
-    let mut he_prev = 0.0; // He_{k−2}
-    let mut he_cur = 1.0; // He_{k−1}
-    for (k, slot) in edge.iter_mut().skip(1).take(degree).enumerate() {
-        let he = match k {
-            0 => 1.0,
-            1 => u,
-            _ => he_cur * u - he_prev * ((k - 1) as f64),
-        };
-        *slot = he * phi;
-        if k > 0 {
-            he_prev = he_cur;
-        }
-        he_cur = he;
     }
 }
 
