@@ -459,11 +459,12 @@ fn bad_inputs_exit_1_and_leave_no_output() {
     let pre = simulate(d, "pre.fits", &[]);
     let garbage = d.join("garbage-psf.fits");
     std::fs::write(&garbage, b"SIMPLE  = nonsense\n".repeat(400)).expect("write garbage");
-    // A preproc with one NaN pixel where ivar > 0, on a CCD row the extraction reads (only the
-    // rows the requested traces reach are read and checked: desi_extract::extract::ccd_rows).
+    // A preproc with one NaN pixel where ivar > 0, on a CCD row and column the extraction reads
+    // (only the rows the requested traces reach are read and checked, on the CPU only their
+    // columns: desi_extract::extract::ccd_rows and ccd_cols).
     let nan_pre = d.join("nan-pre.fits");
     let mut img = read_preproc(&pre);
-    let rows = {
+    let (rows, cols) = {
         let psf = io::read_psf(Path::new(PSF)).expect("read the PSF");
         let params = desi_extract::patch::ExtractionParams {
             specmin: SPECMIN,
@@ -471,9 +472,12 @@ fn bad_inputs_exit_1_and_leave_no_output() {
             ..Default::default()
         };
         let grid = desi_extract::patch::WavelengthGrid::arange(6000.0, 6100.0, 0.8).expect("grid");
-        desi_extract::extract::ccd_rows(&psf, &params, &grid)
+        (
+            desi_extract::extract::ccd_rows(&psf, &params, &grid),
+            desi_extract::extract::ccd_cols(&psf, &params, &grid),
+        )
     };
-    let (row, col) = ((rows.start + rows.end) / 2, 2100);
+    let (row, col) = ((rows.start + rows.end) / 2, (cols.start + cols.end) / 2);
     assert!(img.ivar[row * NX + col] > 0.0);
     img.image[row * NX + col] = f32::NAN;
     io::write_preproc(&nan_pre, &img).expect("write the NaN preproc");

@@ -1,10 +1,11 @@
 //! The CLI reads only the CCD rows its fibers' traces reach (`extract::ccd_rows`,
-//! `io::PreprocReader::read_rows`): the frame must be bitwise that of the whole image, in the
-//! middle of the CCD and for windows at its bottom and top edges.
+//! `io::PreprocReader::read_rows`), and on the CPU only their columns as well
+//! (`extract::ccd_cols`, `io::PreprocReader::read_window`): the frame must be bitwise that of
+//! the whole image, in the middle of the CCD and for windows at its bottom and top edges.
 
 mod common;
 
-use desi_extract::extract::ccd_rows;
+use desi_extract::extract::{ccd_cols, ccd_rows};
 use desi_extract::io::{read_preproc, write_preproc, PreprocReader};
 use desi_extract::job::FrameJob;
 use desi_extract::patch::WavelengthGrid;
@@ -64,8 +65,46 @@ fn row_range_read_gives_the_frame_of_the_whole_image() {
         if wmin == top {
             assert!(rows.end >= full.ny, "the top window reaches the last row");
         }
+        // The window of those rows and the bundles' trace columns: every other pixel is 0.
+        let cols = ccd_cols(&psf, &params, &grid);
+        assert!(
+            cols.len() < full.nx / 4,
+            "{wmin}-{wmax}: columns {cols:?} are not a small part of the {}",
+            full.nx
+        );
+        let window = PreprocReader::open(&path)
+            .expect("open")
+            .read_window(rows.clone(), cols.clone())
+            .expect("read window");
+        let mut read_pixels = 0;
+        for (i, (&v, &w)) in window.image.iter().zip(&window.ivar).enumerate() {
+            let (r, c) = (i / full.nx, i % full.nx);
+            if rows.contains(&r) && cols.contains(&c) {
+                assert_eq!(v, full.image[i], "pixel ({r}, {c})");
+                assert_eq!(w, full.ivar[i], "ivar ({r}, {c})");
+                assert_eq!(window.mask[i], full.mask[i], "mask ({r}, {c})");
+                read_pixels += 1;
+            } else {
+                assert!(
+                    v == 0.0 && w == 0.0 && window.mask[i] == 0,
+                    "({r}, {c}) not read"
+                );
+            }
+        }
+        assert_eq!(
+            read_pixels,
+            (rows.start.min(full.ny)..rows.end.min(full.ny)).len()
+                * (cols.start.min(full.nx)..cols.end.min(full.nx)).len()
+        );
         let a = common::extract_cpu(&psf, &full, &grid, &params);
         let b = common::extract_cpu(&psf, &part, &grid, &params);
+        let c = common::extract_cpu(&psf, &window, &grid, &params);
+        assert_eq!(
+            a.arrays, c.arrays,
+            "{wmin}-{wmax}: frame arrays of the window"
+        );
+        assert_eq!(a.mask, c.mask, "{wmin}-{wmax}: mask of the window");
+        assert_eq!(a.reports.len(), c.reports.len());
         assert!(
             a.arrays.ivar.iter().filter(|&&v| v > 0.0).count() > a.arrays.ivar.len() / 2,
             "{wmin}-{wmax}: most bins carry data"

@@ -141,6 +141,66 @@ pub fn exp(x: f64) -> f64 {
     }
 }
 
+/// [`exp`] without branches for `|x| < 708.39` (the range where [`exp`] takes none of its
+/// overflow, underflow or NaN paths): the same reduction (`k` chosen by the same high-word
+/// tests), polynomial and scaling, so bitwise [`exp`] there, written with selects only so
+/// that a loop over it vectorizes. Outside that range the result is unspecified: callers
+/// check [`exp_lanes_ok`].
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn exp_select(x: f64) -> f64 {
+    let hx = abs_high_word(x);
+    let negative = x.is_sign_negative();
+    let half = if negative { -0.5 } else { 0.5 };
+    let one = if negative { -1 } else { 1 };
+    let far = (INV_LN2 * x + half) as i32;
+    let k = if hx >= 0x3ff0_a2b2 {
+        far
+    } else if hx > 0x3fd6_2e42 {
+        one
+    } else {
+        0
+    };
+    // k = 0: hi = x − 0 = x and lo = 0 exactly, as exp's middle branch sets them.
+    let kf = k as f64;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let rr = r * r;
+    let c = r - rr * (EXP_P1 + rr * (EXP_P2 + rr * (EXP_P3 + rr * (EXP_P4 + rr * EXP_P5))));
+    let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+    // scalbn(y, k) for |k| <= 1022 is y·2^k; 2^0 = 1 leaves y as is.
+    let scaled = y * f64::from_bits(((0x3ff + k) as u64) << 52);
+    if hx > 0x3e30_0000 {
+        scaled
+    } else {
+        1.0 + x
+    }
+}
+
+/// Whether every element of `x` is in the range where [`exp_select`] is bitwise [`exp`].
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn exp_lanes_ok(x: &[f64]) -> bool {
+    x.iter()
+        .fold(true, |ok, &v| ok & (abs_high_word(v) < 0x4086_232b))
+}
+
+/// `x[i] ← exp(x[i])` for every element, bitwise [`exp`]: a vectorized pass where every
+/// element is below 708.39 in magnitude (the spots' Gaussians), else [`exp`] one by one.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn exp_in_place(x: &mut [f64]) {
+    if exp_lanes_ok(x) {
+        for v in x.iter_mut() {
+            *v = exp_select(*v);
+        }
+    } else {
+        for v in x.iter_mut() {
+            *v = exp(*v);
+        }
+    }
+}
+
 // Constants of fdlibm/musl `s_erf.c` (Sun Microsystems, 1993), as exact bit patterns.
 const ERX: f64 = bits(0x3feb_0ac1_6000_0000);
 const EFX8: f64 = bits(0x3ff0_6eba_8214_db69);

@@ -5,7 +5,7 @@
 //! them against Python's `math.erf`/`math.erfc`/`math.exp` to <= 2 ulp), and std's `f64::exp`
 //! on a dense grid.
 
-use desi_device::math::{erf, erfc, exp, scalbn};
+use desi_device::math::{erf, erfc, exp, exp_in_place, scalbn};
 
 /// Distance in units in the last place between two finite doubles (0 when bit-identical or
 /// both zero; ordered so that it counts representable doubles between them).
@@ -473,4 +473,58 @@ fn erf_special_values() {
     assert_eq!(erf(0.0).to_bits(), 0.0f64.to_bits());
     assert_eq!(erf(-0.0).to_bits(), (-0.0f64).to_bits());
     assert_eq!(erfc(0.0), 1.0);
+}
+
+/// Arguments for `exp_in_place`: a dense logarithmic sweep of both signs from 1e-320 to 800
+/// (every branch of `exp`, the overflow, underflow and subnormal ends, the spots' Gaussians),
+/// the branches' boundary high words with their neighbours, and signed zeros.
+fn batch_arguments() -> Vec<f64> {
+    let mut xs = vec![0.0, -0.0];
+    let mut e = -320.0f64;
+    while e < 2.91 {
+        let x = 10f64.powf(e);
+        xs.extend([x, -x]);
+        e += 0.0007;
+    }
+    for high in [
+        0x3e30_0000u64, // 2^-28
+        0x3fd6_2e42,    // ln2/2
+        0x3ff0_a2b2,    // 1.5 ln2
+        0x4086_232b,    // 708.39
+    ] {
+        for low in [0u64, 1, 0xffff_ffff] {
+            for h in [high - 1, high, high + 1] {
+                let x = f64::from_bits((h << 32) | low);
+                xs.extend([x, -x]);
+            }
+        }
+    }
+    xs
+}
+
+/// `exp_in_place` (the spots' vectorized pass on the host) is bitwise `exp` for every
+/// argument, in runs of the spots' edge counts (18 and 12) and in runs that hold a value
+/// outside the vectorized range (NaN, infinities, |x| >= 708.39) and take the scalar path.
+#[test]
+fn exp_in_place_is_bitwise_exp() {
+    let xs = batch_arguments();
+    for run in [18usize, 12, 7] {
+        for chunk in xs.chunks(run) {
+            let mut e = chunk.to_vec();
+            exp_in_place(&mut e);
+            for (&x, &v) in chunk.iter().zip(&e) {
+                assert_eq!(
+                    v.to_bits(),
+                    exp(x).to_bits(),
+                    "exp({x:e}) in a run of {run}"
+                );
+            }
+        }
+    }
+    let special = [0.5, f64::NAN, -3.0, f64::INFINITY, f64::NEG_INFINITY, 2.0];
+    let mut e = special;
+    exp_in_place(&mut e);
+    for (&x, &v) in special.iter().zip(&e) {
+        assert_eq!(v.to_bits(), exp(x).to_bits(), "exp({x})");
+    }
 }

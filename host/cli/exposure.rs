@@ -71,7 +71,8 @@ pub struct FrameOptions {
     gpu_memory_limit: Option<u64>,
     /// Frames one GPU process extracts at once, each on its own stream (1 to 8; default: as
     /// many as the GPU memory holds, one per 9.66 GiB of --gpu-memory-limit or of 70% of the
-    /// free memory; 3 in a job over many exposures without a cap).
+    /// free memory, at most 3, which measured fastest; 3 in a job over many exposures without
+    /// a cap).
     #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=8))]
     frames_in_flight: Option<u64>,
 }

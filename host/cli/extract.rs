@@ -5,7 +5,7 @@ use super::{logging, parse_wave_range, FailedPatchesArg, InputError, MaskRuleArg
 use anyhow::Context;
 use clap::Args;
 use desi_extract::extract::{
-    ccd_rows, check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
+    ccd_cols, ccd_rows, check_frame_metadata, extract_frame, frame_data, Extraction, PixelLimits,
 };
 use desi_extract::gpu::GpuContext;
 use desi_extract::heliocentric;
@@ -306,7 +306,13 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None => grid.clone(),
     };
     let rows = ccd_rows(&psf, &params, &extraction_grid);
-    let image = trace.span("read", || reader.read_rows(rows.clone()))?;
+    // On the CPU only the columns the bundles' traces reach as well (the box its backend
+    // converts); a GPU takes whole rows.
+    let cols = match &gpu {
+        Some(_) => 0..usize::MAX,
+        None => ccd_cols(&psf, &params, &extraction_grid),
+    };
+    let image = trace.span("read", || reader.read_window(rows.clone(), cols.clone()))?;
     let limits = pixel_limits(&args, &image)?;
     let job = FrameJob::new(&psf, &image, &extraction_grid, &params)?
         .with_model(args.model.is_some())
@@ -315,7 +321,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         .with_pixel_limits(limits)
         .with_reject(reject);
     if comm.rank() == 0 {
-        warn_screened(&args.input, &limits, &image, rows);
+        warn_screened(&args.input, &limits, &image, rows, cols);
     }
     let bar = progress_bar();
     let read_time = start.elapsed();
@@ -438,15 +444,16 @@ fn pixel_limits(args: &ExtractArgs, image: &io::PreprocImage) -> Result<PixelLim
     Ok(limits)
 }
 
-/// Says on stderr how many pixels with IVAR > 0 the screen ignores among the CCD rows read,
-/// and why.
+/// Says on stderr how many pixels with IVAR > 0 the screen ignores among the CCD pixels read
+/// (`rows` x `cols`), and why.
 fn warn_screened(
     input: &Path,
     limits: &PixelLimits,
     image: &io::PreprocImage,
     rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
 ) {
-    let count = limits.count_rows(image, rows);
+    let count = limits.count_window(image, rows, cols);
     if count.total() > 0 {
         eprintln!(
             "desi-extract: warning: {}: {} pixel(s) with IVAR > 0 ignored as absurd ({} not finite, {} with |value| > {:e} electrons, {} with IVAR > {:e}); their bins carry SOMEBADPIX/ALLBADPIX where they dominate",

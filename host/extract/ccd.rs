@@ -106,6 +106,20 @@ pub fn ccd_rows(
     trace_rows(psf, params, &padded.fullwave, usize::MAX)
 }
 
+/// The CCD columns an extraction of `params` on `grid` with `psf` reads: the columns the
+/// stamps of its bundles' fibers can reach over the padded grid ([`trace_cols`], the box the
+/// CPU backend converts), before the image's width is known (the reader clamps them). With
+/// [`ccd_rows`] the window a caller reads ([`crate::io::PreprocReader::read_window`]) to get
+/// the frame of the whole image on the CPU.
+pub fn ccd_cols(
+    psf: &GaussHermitePsf,
+    params: &ExtractionParams,
+    grid: &WavelengthGrid,
+) -> std::ops::Range<usize> {
+    let padded = PaddedGrid::new(grid.clone(), params.pad(), params.nwavestep);
+    trace_cols(psf, params, &padded.fullwave, usize::MAX)
+}
+
 /// CCD rows that the stamps of spectra `specmin..specmin+nspec` can reach on `fullwave`: the
 /// Y trace sampled along the grid, widened by the stamp half-height and a margin of 3 rows.
 pub(crate) fn trace_rows(

@@ -18,7 +18,7 @@ mod screen;
 
 pub use assemble::{assemble_frame, bundle_share, BundleBlock, BundleSet, ModelBox};
 use assemble::{finish_frame, BundleOutput, RowsFinished};
-pub use ccd::{ccd_rows, CcdData, EXTRACT_MASK_BITS};
+pub use ccd::{ccd_cols, ccd_rows, CcdData, EXTRACT_MASK_BITS};
 pub(crate) use ccd::{trace_cols, trace_rows};
 pub(crate) use checks::{check_compatible, check_on_ccd, check_traces_on_ccd};
 pub use output::{check_frame_metadata, frame_data, FRAME_FLAVORS};

@@ -99,27 +99,42 @@ impl PixelLimits {
     /// [`PixelLimits::count`] over the CCD rows `rows` only (clamped to the image): the rows
     /// an extraction reads ([`crate::io::PreprocReader::read_rows`]; the others are 0).
     pub fn count_rows(&self, image: &PreprocImage, rows: std::ops::Range<usize>) -> ScreenCount {
-        const CHUNK: usize = 1 << 16;
+        self.count_window(image, rows, 0..image.nx)
+    }
+
+    /// [`PixelLimits::count`] over the window `rows` x `cols` only (clamped to the image): the
+    /// pixels an extraction on the CPU reads ([`crate::io::PreprocReader::read_window`]; the
+    /// others are 0).
+    pub fn count_window(
+        &self,
+        image: &PreprocImage,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> ScreenCount {
+        let nx = image.nx;
+        let (c0, c1) = (cols.start.min(nx), cols.end.min(nx));
+        let c1 = c1.max(c0);
         let end = rows.end.min(image.ny);
-        let span = rows.start.min(end) * image.nx..end * image.nx;
-        let planes = (
-            image.image.get(span.clone()).unwrap_or_default(),
-            image.ivar.get(span.clone()).unwrap_or_default(),
-            image.mask.get(span).unwrap_or_default(),
-        );
-        planes
-            .0
-            .par_chunks(CHUNK)
-            .zip(planes.1.par_chunks(CHUNK))
-            .zip(planes.2.par_chunks(CHUNK))
-            .map(|((v, iv), m)| {
+        // Rows per parallel work item: about 64 Ki pixels.
+        let chunk = ((1usize << 16) / (c1 - c0).max(1)).max(1);
+        let rows: Vec<usize> = (rows.start.min(end)..end).collect();
+        rows.par_chunks(chunk)
+            .map(|rows| {
                 let mut count = ScreenCount::default();
-                for ((&v, &iv), &m) in v.iter().zip(iv).zip(m) {
-                    match self.classify(v, iv, m) {
-                        Pixel::NonFinite => count.nonfinite += 1,
-                        Pixel::AbsurdValue => count.value += 1,
-                        Pixel::AbsurdIvar => count.ivar += 1,
-                        Pixel::Used | Pixel::Masked => {}
+                for &r in rows {
+                    let span = r * nx + c0..r * nx + c1;
+                    let planes = (
+                        image.image.get(span.clone()).unwrap_or_default(),
+                        image.ivar.get(span.clone()).unwrap_or_default(),
+                        image.mask.get(span).unwrap_or_default(),
+                    );
+                    for ((&v, &iv), &m) in planes.0.iter().zip(planes.1).zip(planes.2) {
+                        match self.classify(v, iv, m) {
+                            Pixel::NonFinite => count.nonfinite += 1,
+                            Pixel::AbsurdValue => count.value += 1,
+                            Pixel::AbsurdIvar => count.ivar += 1,
+                            Pixel::Used | Pixel::Masked => {}
+                        }
                     }
                 }
                 count

@@ -72,16 +72,26 @@ fn image_dims(fits: &mut Fits, expect: Option<(usize, usize)>) -> Result<(usize,
     Ok((ny, nx))
 }
 
-/// Reads rows `rows` of the current HDU, a 2-D image of shape `(ny, nx)`, into a zeroed
-/// `(ny, nx)` plane (the other rows stay 0).
-fn read_plane_rows<T: super::fits::FitsElem>(
+/// Reads the window `rows` x `cols` of the current HDU, a 2-D image of shape `(ny, nx)`, into
+/// a zeroed `(ny, nx)` plane (the other pixels stay 0): whole rows in one read, a column
+/// window row by row (cfitsio reads just those pixels, or decompresses the tiles that hold
+/// them).
+fn read_plane_window<T: super::fits::FitsElem>(
     fits: &mut Fits,
     (ny, nx): (usize, usize),
     rows: &Range<usize>,
+    cols: &Range<usize>,
 ) -> Result<Vec<T>, IoError> {
     image_dims(fits, Some((ny, nx)))?;
     let mut plane = fits.alloc_zeroed::<T>(ny.saturating_mul(nx))?;
-    fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
+    if cols.start == 0 && cols.end == nx {
+        fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
+    } else {
+        for r in rows.clone() {
+            let first = r * nx + cols.start;
+            fits.read_image_into(first, &mut plane[first..r * nx + cols.end])?;
+        }
+    }
     Ok(plane)
 }
 
@@ -181,6 +191,21 @@ impl PreprocReader {
     /// # Errors
     /// As [`read_preproc`], for the rows read.
     pub fn read_rows(self, rows: Range<usize>) -> Result<PreprocImage, IoError> {
+        self.read_window(rows, 0..usize::MAX)
+    }
+
+    /// [`PreprocReader::read_rows`] of the columns `cols` (clamped to the image) of those
+    /// rows only: the pixels outside the window are 0 (IVAR 0) and are neither read nor
+    /// checked. An extraction on the CPU reads the window its traces' stamps reach
+    /// (`extract::ccd_rows` x `extract::ccd_cols`).
+    ///
+    /// # Errors
+    /// As [`read_preproc`], for the pixels read.
+    pub fn read_window(
+        self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<PreprocImage, IoError> {
         let Self {
             mut fits,
             mut meta,
@@ -188,31 +213,34 @@ impl PreprocReader {
         } = self;
         let path = meta.path.clone();
         let (ny, nx) = (meta.ny, meta.nx);
-        let rows = rows.start.min(ny)..rows.end.min(ny).max(rows.start.min(ny));
+        let clamp =
+            |r: Range<usize>, len: usize| r.start.min(len)..r.end.min(len).max(r.start.min(len));
+        let (rows, cols) = (clamp(rows, ny), clamp(cols, nx));
         // IVAR, MASK and READNOISE on threads of their own (each with its own handle of the
         // file; cfitsio is built reentrant) while this one reads IMAGE: the planes' reading,
         // byte-swapping, decompression and page faults run in parallel.
         let other_plane = |name: &'static str| {
-            let rows = rows.clone();
+            let (rows, cols) = (rows.clone(), cols.clone());
             let path = &path;
             move || -> Result<(String, Vec<f32>), IoError> {
                 let mut fits = Fits::open(path)?;
                 fits.require_hdu(name)?;
-                let plane = read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?;
+                let plane = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
                 Ok((fits.hdu_label().to_string(), plane))
             }
         };
         let read_mask = || -> Result<Vec<i32>, IoError> {
             let mut fits = Fits::open(&path)?;
             fits.require_hdu("MASK")?;
-            read_plane_rows::<i32>(&mut fits, (ny, nx), &rows)
+            read_plane_window::<i32>(&mut fits, (ny, nx), &rows, &cols)
         };
         let mut read_image = || {
             if !fits.move_to_name("IMAGE")? {
                 fits.move_to(0)?;
             }
             let label = fits.hdu_label().to_string();
-            Ok::<_, IoError>((label, read_plane_rows::<f32>(&mut fits, (ny, nx), &rows)?))
+            let plane = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
+            Ok::<_, IoError>((label, plane))
         };
         let (image, ivar, mask, readnoise) = if preproc_planes_in_parallel() {
             std::thread::scope(|scope| {
@@ -236,17 +264,18 @@ impl PreprocReader {
         // Errors in the order of a sequential read: IMAGE, IVAR, their values, MASK, READNOISE.
         let (image_hdu, image) = image?;
         let (ivar_hdu, ivar) = ivar?;
-        let span = rows.start * nx..rows.end * nx;
-        let (image_part, ivar_part) = (&image[span.clone()], &ivar[span]);
-        let offset = rows.start * nx;
-        // Branch-free passes over blocks (vectorized) find whether there is a bad pixel; the
-        // slower scan that names the first one only runs when there is.
+        // The window's row segments (whole rows when every column is read).
+        let segments = || rows.clone().map(|r| r * nx + cols.start..r * nx + cols.end);
+        // Branch-free passes (vectorized) find whether there is a bad pixel; the slower scan
+        // that names the first one only runs when there is.
         let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
-        let all_ivar_ok = ivar_part
-            .chunks(4096)
-            .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)));
+        let all_ivar_ok = segments().all(|s| {
+            ivar[s]
+                .chunks(4096)
+                .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)))
+        });
         if let Some(i) = (!all_ivar_ok)
-            .then(|| ivar_part.iter().position(|&v| !ivar_ok(v)))
+            .then(|| segments().flatten().find(|&i| !ivar_ok(ivar[i])))
             .flatten()
         {
             return Err(IoError::BadData {
@@ -254,23 +283,25 @@ impl PreprocReader {
                 hdu: ivar_hdu,
                 detail: format!(
                     "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
-                    ivar_part[i],
-                    (offset + i) / nx,
-                    (offset + i) % nx
+                    ivar[i],
+                    i / nx,
+                    i % nx
                 ),
             });
         }
         let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
-        let all_pixels_ok = image_part
-            .chunks(4096)
-            .zip(ivar_part.chunks(4096))
-            .all(|(c, w)| {
-                c.iter()
-                    .zip(w)
-                    .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
-            });
+        let all_pixels_ok = segments().all(|s| {
+            image[s.clone()]
+                .chunks(4096)
+                .zip(ivar[s].chunks(4096))
+                .all(|(c, w)| {
+                    c.iter()
+                        .zip(w)
+                        .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
+                })
+        });
         if let Some(i) = (!all_pixels_ok)
-            .then(|| (0..image_part.len()).find(|&i| !pixel_ok(image_part[i], ivar_part[i])))
+            .then(|| segments().flatten().find(|&i| !pixel_ok(image[i], ivar[i])))
             .flatten()
         {
             return Err(IoError::BadData {
@@ -278,10 +309,10 @@ impl PreprocReader {
                 hdu: image_hdu,
                 detail: format!(
                     "pixel (row {}, col {}) is {} where ivar = {} > 0",
-                    (offset + i) / nx,
-                    (offset + i) % nx,
-                    image_part[i],
-                    ivar_part[i]
+                    i / nx,
+                    i % nx,
+                    image[i],
+                    ivar[i]
                 ),
             });
         }
@@ -295,7 +326,7 @@ impl PreprocReader {
     }
 }
 
-/// Whether [`PreprocReader::read_rows`] reads the planes on threads of their own (the
+/// Whether [`PreprocReader::read_window`] (and `read_rows`) reads the planes on threads of their own (the
 /// default) or one after the other (`DESI_PREPROC_READ=serial`, the reader before issue #15).
 pub fn preproc_planes_in_parallel() -> bool {
     std::env::var("DESI_PREPROC_READ").map_or(true, |v| v.trim() != "serial")

@@ -291,6 +291,13 @@ pub fn pixel_integrated_gh(
     if out.len() != (degree + 1) * n {
         return Err(Status::BadShape);
     }
+    // On the host the edges' Gaussians and Hermite terms run as vectorized passes (bitwise
+    // the same values; `n <= MAX_STAMP_WIDTH` holds after the checks above).
+    #[cfg(not(target_arch = "nvptx64"))]
+    if n <= MAX_STAMP_WIDTH {
+        pixel_integrated_gh_host(delta, sigma, half_size, degree, out);
+        return Ok(());
+    }
     let mut prev = [0.0f64; MAX_GH_DEGREE + 1];
     for m in 0..=n {
         let mut cur = [0.0f64; MAX_GH_DEGREE + 1];
@@ -308,6 +315,83 @@ pub fn pixel_integrated_gh(
         prev = cur;
     }
     Ok(())
+}
+
+/// [`pixel_integrated_gh`] on the host (shape already checked: `degree <= MAX_GH_DEGREE`,
+/// `half_size <= MAX_HALF_SIZE`, `out` of `(degree + 1)·(2·half_size + 1)` values): the
+/// `erf` of every pixel edge, their Gaussians in one vectorized pass
+/// ([`crate::math::exp_in_place`], bitwise `exp`), then [`gh_edge`]'s Hermite recurrence and
+/// the differences, each over all edges at once: bitwise [`pixel_integrated_gh`]'s values.
+#[cfg(not(target_arch = "nvptx64"))]
+fn pixel_integrated_gh_host(
+    delta: f64,
+    sigma: f64,
+    half_size: usize,
+    degree: usize,
+    out: &mut [f64],
+) {
+    use crate::math::exp_in_place;
+    const EDGES: usize = MAX_STAMP_WIDTH + 1;
+    let n = 2 * half_size + 1;
+    let mut erf_buf = [0.0f64; EDGES];
+    let mut phi_buf = [0.0f64; EDGES];
+    let (Some(erfs), Some(phis)) = (erf_buf.get_mut(..=n), phi_buf.get_mut(..=n)) else {
+        return;
+    };
+    for (m, (e, p)) in erfs.iter_mut().zip(phis.iter_mut()).enumerate() {
+        let u = edge_u(m, half_size, delta, sigma);
+        *e = u / SQRT_2;
+        *p = -0.5 * u * u;
+    }
+    for e in erfs.iter_mut() {
+        *e = erf(*e);
+    }
+    // Row i of `edge` holds the edges' values of degree i: erf(u/√2) for i = 0,
+    // He_{i−1}(u)·φ(u) above (gh_edge's recurrence, run for all edges at once).
+    let mut edge = [[0.0f64; EDGES]; MAX_GH_DEGREE + 1];
+    edge[0][..=n].copy_from_slice(erfs);
+    if degree >= 1 {
+        exp_in_place(phis);
+        let mut u_buf = [0.0f64; EDGES];
+        let us = &mut u_buf[..=n];
+        for (m, (u, p)) in us.iter_mut().zip(phis.iter_mut()).enumerate() {
+            *u = edge_u(m, half_size, delta, sigma);
+            *p /= SQRT_2PI;
+        }
+        // He_0 = 1, He_1 = u, He_k = u·He_{k−1} − (k−1)·He_{k−2}: rows of He values.
+        let mut he_prev = [0.0f64; EDGES]; // He_{k−2}
+        let mut he_cur = [1.0f64; EDGES]; // He_{k−1}
+        for k in 0..degree {
+            let mut he = [0.0f64; EDGES];
+            for m in 0..=n {
+                he[m] = match k {
+                    0 => 1.0,
+                    1 => us[m],
+                    _ => he_cur[m] * us[m] - he_prev[m] * ((k - 1) as f64),
+                };
+            }
+            for (slot, (&h, &phi)) in edge[k + 1][..=n].iter_mut().zip(he.iter().zip(phis.iter())) {
+                *slot = h * phi;
+            }
+            if k > 0 {
+                he_prev = he_cur;
+            }
+            he_cur = he;
+        }
+    }
+    // Pixel m lies between edges m and m + 1.
+    for (i, (row, e)) in out.chunks_exact_mut(n).zip(edge.iter()).enumerate() {
+        let (lo, hi) = (&e[..n], &e[1..=n]);
+        if i == 0 {
+            for (slot, (&lo, &hi)) in row.iter_mut().zip(lo.iter().zip(hi)) {
+                *slot = 0.5 * (hi - lo);
+            }
+        } else {
+            for (slot, (&lo, &hi)) in row.iter_mut().zip(lo.iter().zip(hi)) {
+                *slot = lo - hi;
+            }
+        }
+    }
 }
 
 /// The normalized position `u_m = (m − half_size − 0.5 − delta)/sigma` of pixel edge `m` (see
