@@ -796,43 +796,28 @@ unsafe fn resolution_ns_body<const NS2: bool>(args: ResolutionArgs) {
             let ndiagonal = 2 * ndiag + 1;
             let mut stats = newton_schulz::NsStats::default();
             let read = move |e: usize| src.add(e).read();
+            let (xflux, diagonals, outputs) = (
+                (x, d.nspecpad as usize),
+                (ndiag, pad, pad + d.keep as usize),
+                (
+                    Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
+                    Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
+                    Shared::from_raw(
+                        rdiags.add(item.index * ndiagonal * nwavestep),
+                        ndiagonal * nwavestep,
+                    ),
+                    nwavestep,
+                ),
+            );
+            let smem = Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN);
+            let (order, stats) = (nwavetot, &mut stats);
             let code = if NS2 {
                 newton_schulz_blocked::resolution_ns2(
-                    &team,
-                    read,
-                    nwavetot,
-                    (x, d.nspecpad as usize),
-                    (ndiag, pad, pad + d.keep as usize),
-                    (
-                        Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
-                        Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
-                        Shared::from_raw(
-                            rdiags.add(item.index * ndiagonal * nwavestep),
-                            ndiagonal * nwavestep,
-                        ),
-                        nwavestep,
-                    ),
-                    Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
-                    &mut stats,
+                    &team, read, order, xflux, diagonals, outputs, smem, stats,
                 )
             } else {
                 newton_schulz::resolution_ns(
-                    &team,
-                    read,
-                    nwavetot,
-                    (x, d.nspecpad as usize),
-                    (ndiag, pad, pad + d.keep as usize),
-                    (
-                        Shared::from_raw(flux.add(item.index * nwavetot), nwavetot),
-                        Shared::from_raw(ivar.add(item.index * nwavetot), nwavetot),
-                        Shared::from_raw(
-                            rdiags.add(item.index * ndiagonal * nwavestep),
-                            ndiagonal * nwavestep,
-                        ),
-                        nwavestep,
-                    ),
-                    Shared::from_raw(smem, newton_schulz::NS_SHARED_LEN),
-                    &mut stats,
+                    &team, read, order, xflux, diagonals, outputs, smem, stats,
                 )
             };
             solved = code == Status::Ok;

@@ -894,10 +894,32 @@ pub fn inverse_sqrt_ns<const L: usize, T: MmaTeam<L>>(
     smem: Shared,
     stats: &mut NsStats,
 ) -> Status {
+    inverse_sqrt_with(
+        |t, c, n, s, st| inverse_sqrt_ns_iterate(t, c, n, s, st),
+        team,
+        cov,
+        n,
+        q,
+        smem,
+        stats,
+    )
+}
+
+/// [`inverse_sqrt_ns`] with the iteration `iterate` of a variant (host tests and benchmarks).
+pub(crate) fn inverse_sqrt_with<const L: usize, T: MmaTeam<L>>(
+    iterate: impl FnOnce(&T, &dyn Fn(usize) -> f64, usize, Shared, &mut NsStats) -> (Status, f64),
+    team: &T,
+    cov: &[f64],
+    n: usize,
+    q: Shared,
+    smem: Shared,
+    stats: &mut NsStats,
+) -> Status {
     if cov.len() < n * n || q.len() < n * n {
         return Status::BadShape;
     }
-    let (status, qscale) = inverse_sqrt_ns_iterate(team, |e| cov[e], n, smem, stats);
+    let read = |e: usize| cov[e];
+    let (status, qscale) = iterate(team, &read, n, smem, stats);
     if status != Status::Ok {
         return status;
     }

@@ -42,7 +42,7 @@
 //! Shared memory, storage and phase rule: as [`super::newton_schulz`] ([`NS_SHARED_LEN`]).
 
 use super::newton_schulz::{
-    fragment_full_a, fragment_full_b, full_index, local, ns_coefficients, ns_z,
+    fragment_full_a, fragment_full_b, full_index, inverse_sqrt_with, local, ns_coefficients, ns_z,
     resolution_shape_ok, MmaTeam, NsStats, NS_DESIGN_FLOOR, NS_FULL_LEN, NS_MAX_WARPS,
     NS_ORDER_MAX, NS_SCRATCH_LEN, NS_SHARED_LEN, NS_STOP, NS_TILES, NS_WARPS, NS_WARP_LANES,
 };
@@ -575,26 +575,13 @@ pub fn inverse_sqrt_ns2<const L: usize, T: MmaTeam<L>>(
     smem: Shared,
     stats: &mut NsStats,
 ) -> Status {
-    if cov.len() < n * n || q.len() < n * n {
-        return Status::BadShape;
-    }
-    let (status, qscale) = inverse_sqrt_ns2_iterate(team, |e| cov[e], n, smem, stats);
-    if status != Status::Ok {
-        return status;
-    }
-    let z = ns_z(smem);
-    let threads = team.warps() * NS_WARP_LANES;
-    team.each(|w, lanes| {
-        for &lane in lanes.iter() {
-            let mut e = w * NS_WARP_LANES + lane;
-            while e < n * n {
-                q.set(
-                    e,
-                    z.get(super::newton_schulz::full_index(e / n, e % n)) * qscale,
-                );
-                e += threads;
-            }
-        }
-    });
-    Status::Ok
+    inverse_sqrt_with(
+        |t, c, n, s, st| inverse_sqrt_ns2_iterate(t, c, n, s, st),
+        team,
+        cov,
+        n,
+        q,
+        smem,
+        stats,
+    )
 }
