@@ -926,20 +926,21 @@ pub fn covariance_block_team<T: Team>(
     }
 }
 
-/// Shape of one [`covariance_block_team`] problem.
-struct CovGeometry {
-    n: usize,
-    kd: usize,
-    nblock: usize,
-    block: usize,
-    bs: usize,
-    depth: usize,
+/// Shape of one [`covariance_block_team`] problem (also used by the DMMA variant,
+/// [`super::banded_mma`], for its staging of `L`).
+pub(crate) struct CovGeometry {
+    pub(crate) n: usize,
+    pub(crate) kd: usize,
+    pub(crate) nblock: usize,
+    pub(crate) block: usize,
+    pub(crate) bs: usize,
+    pub(crate) depth: usize,
 }
 
 /// Stages rows `m0 .. m0 + 8` of `L` into `stage` (layout of [`covariance_block_team`]),
 /// lane-strided.
 #[inline(always)]
-fn stage_l_rows(
+pub(crate) fn stage_l_rows(
     geo: &CovGeometry,
     ab: &Shared,
     stage: Shared,
