@@ -126,8 +126,11 @@ include!("tools/find_ptxas.rs");
 /// blocks its shared memory allows (47.5 KB each); unlimited it takes about 220.
 /// `factor_solve_team`: 168 registers x 64 lanes x 6 blocks fit, the 6 blocks its shared memory
 /// allows (35.9 KB each); it takes 167 unlimited, a guard against a silent drop to 5 blocks.
+/// `covariance_mma`: 128 registers x 256 lanes x 2 blocks fill an SM (2 x 57 KB of shared
+/// memory); unlimited it takes 202 (1 block per SM), with about 150 bytes of spills at 128.
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("covariance_team", 128),
+    ("covariance_mma", 128),
     ("resolution_team", 128),
     ("resolution_ns", 128),
     ("factor_solve_team", 168),

@@ -21,7 +21,7 @@ mod common;
 use common::{max_abs, patch_matrix, to_band};
 use desi_device::linalg::banded::{band_covariance_block_range, band_factor};
 use desi_device::linalg::banded_mma::{
-    covariance_block_mma, covariance_block_mma_smem_len, COV_MMA_ORDER_MAX,
+    covariance_block_mma_serial, covariance_block_mma_smem_len, COV_MMA_ORDER_MAX, COV_MMA_WARPS,
 };
 use desi_device::linalg::newton_schulz::SerialMmaTeam;
 use desi_device::team::Shared;
@@ -30,8 +30,8 @@ use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Warp counts: the fewest the kernel accepts, an odd count, the kernel's default, the most.
-const WARPS: [usize; 4] = [4, 5, 8, 16];
+/// Warp counts: the fewest the kernel accepts (its default), an odd count, 12, the most.
+const WARPS: [usize; 4] = [8, 9, 12, 16];
 
 /// Asserts `|actual[i] - expected[i]| <= tol` (NaN fails), reporting the worst index.
 fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
@@ -76,7 +76,7 @@ fn cov_mma(
     let mut l = l.to_vec();
     let mut out = vec![f64::NAN; bs * bs];
     let mut smem = vec![f64::NAN; covariance_block_mma_smem_len(n, kd, nblock, team.warps)];
-    let status = covariance_block_mma(
+    let status = covariance_block_mma_serial(
         team,
         Shared::new(&mut l),
         n,
@@ -127,7 +127,7 @@ fn check_blocks(
         let counts: &[usize] = if block == 0 || block + 1 == nblock {
             &WARPS
         } else {
-            &[8]
+            &[COV_MMA_WARPS]
         };
         for &warps in counts {
             for reverse in [false, true] {
@@ -289,7 +289,7 @@ fn statuses() {
         for block in [0, 5] {
             let (expected, _) = cov_serial(a, n, kd, nblock, block);
             assert_ne!(expected, Status::Ok, "{what}: serial");
-            for warps in [4, 8] {
+            for warps in [8, 16] {
                 for reverse in [false, true] {
                     let team = SerialMmaTeam { warps, reverse };
                     let (status, _) = cov_mma(&team, a, n, kd, nblock, block);
@@ -306,9 +306,9 @@ fn bad_shapes() {
         let mut ab = vec![1.0; ab_len];
         let bs = n.checked_div(nblock).unwrap_or(0);
         let mut out = vec![0.0; (bs * bs).max(1)];
-        let len = covariance_block_mma_smem_len(n, kd, nblock.max(1), warps.max(4));
+        let len = covariance_block_mma_smem_len(n, kd, nblock.max(1), warps.max(8));
         let mut smem = vec![0.0; len];
-        covariance_block_mma(
+        covariance_block_mma_serial(
             &SerialMmaTeam {
                 warps,
                 reverse: false,
@@ -323,23 +323,23 @@ fn bad_shapes() {
         )
     };
     let (n, kd) = (10, 3);
-    assert_eq!(run(4, n * (kd + 1), n, kd, 2, 0), Status::Ok);
+    assert_eq!(run(8, n * (kd + 1), n, kd, 2, 0), Status::Ok);
     assert_eq!(
-        run(4, n * (kd + 1), n, kd, 3, 0),
+        run(8, n * (kd + 1), n, kd, 3, 0),
         Status::BadShape,
         "n % nblock"
     );
     assert_eq!(
-        run(4, n * (kd + 1), n, kd, 0, 0),
+        run(8, n * (kd + 1), n, kd, 0, 0),
         Status::BadShape,
         "nblock 0"
     );
-    assert_eq!(run(4, n * (kd + 1), n, kd, 2, 2), Status::BadShape, "block");
-    assert_eq!(run(4, n * kd, n, kd, 2, 0), Status::BadShape, "band length");
+    assert_eq!(run(8, n * (kd + 1), n, kd, 2, 2), Status::BadShape, "block");
+    assert_eq!(run(8, n * kd, n, kd, 2, 0), Status::BadShape, "band length");
     assert_eq!(
-        run(3, n * (kd + 1), n, kd, 2, 0),
+        run(7, n * (kd + 1), n, kd, 2, 0),
         Status::BadShape,
-        "3 warps"
+        "7 warps"
     );
     assert_eq!(
         run(17, n * (kd + 1), n, kd, 2, 0),
@@ -347,19 +347,19 @@ fn bad_shapes() {
         "17 warps"
     );
     let big = COV_MMA_ORDER_MAX + 1;
-    assert_eq!(run(4, big * 4, big, 3, 1, 0), Status::BadShape, "order 81");
+    assert_eq!(run(8, big * 4, big, 3, 1, 0), Status::BadShape, "order 81");
     // A short shared memory or output.
     let mut ab = vec![1.0; n * (kd + 1)];
     let mut out = vec![0.0; 25];
-    let len = covariance_block_mma_smem_len(n, kd, 2, 4);
+    let len = covariance_block_mma_smem_len(n, kd, 2, 8);
     let mut smem = vec![0.0; len];
     let team = SerialMmaTeam {
-        warps: 4,
+        warps: 8,
         reverse: false,
     };
     let ab_s = Shared::new(&mut ab);
     assert_eq!(
-        covariance_block_mma(
+        covariance_block_mma_serial(
             &team,
             ab_s,
             n,
@@ -373,7 +373,7 @@ fn bad_shapes() {
         "short out"
     );
     assert_eq!(
-        covariance_block_mma(
+        covariance_block_mma_serial(
             &team,
             ab_s,
             n,

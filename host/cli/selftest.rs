@@ -4,7 +4,7 @@ use super::reject::{reject_line, RejectArgs};
 use super::{parse_wave_range, InputError};
 use clap::Args;
 use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
-use desi_extract::gpu::context::{EighKernel, EIGH_KERNEL_ENV};
+use desi_extract::gpu::context::{EighKernel, KernelMode, BAND_KERNEL_ENV, EIGH_KERNEL_ENV};
 use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
@@ -132,6 +132,20 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         psferr: psf.psferr,
         ..ExtractionParams::default()
     };
+    // The covariance kernel the batches launch (the variant of DESI_BAND_KERNEL that runs
+    // for this block order).
+    let covariance = match gpu.mode {
+        KernelMode::Team => gpu
+            .band
+            .covariance_for(params.nwavetot())
+            .covariance_kernel(),
+        KernelMode::Thread => "covariance",
+    };
+    println!(
+        "selftest: covariance kernel {covariance} ({BAND_KERNEL_ENV}={:?}, nwavetot {})",
+        gpu.band,
+        params.nwavetot()
+    );
     let reject = args.reject.config()?;
     let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);
     let no_progress = |_: usize, _: usize| {};

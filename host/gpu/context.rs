@@ -113,6 +113,9 @@ pub struct Kernels {
     pub factor_solve_team: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
     pub covariance_team: Kernel<CovarianceArgs>,
+    /// Covariance blocks with DMMA products: one thread block of warps per (patch, core
+    /// spectrum).
+    pub covariance_mma: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
     pub resolution_team: Kernel<ResolutionArgs>,
     /// Newton–Schulz inverse square root (FP64 tensor cores) and resolution, one thread block
@@ -153,6 +156,8 @@ pub struct GpuContext {
     pub mode: KernelMode,
     /// Method of the `eigh` stage with the team kernels ([`EIGH_KERNEL_ENV`]).
     pub eigh: EighKernel,
+    /// Kernel of the covariance stage with the team kernels ([`BAND_KERNEL_ENV`]).
+    pub band: BandKernel,
     /// Blocks `resolution_ns` solved and left to the Jacobi, added up on the device over the
     /// context's life ([`GpuContext::eigh_counts`]).
     ns_counts: Mutex<CudaSlice<u32>>,
@@ -230,6 +235,55 @@ impl EighKernel {
             Ok(other) => Err(GpuError::Launch(format!(
                 "{EIGH_KERNEL_ENV}={other}: expected `team` or `ns`"
             ))),
+        }
+    }
+}
+
+/// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,
+/// docs/algorithm.md §4.4): `mma` (default: `covariance_mma`, its products on FP64 tensor
+/// cores; needs `nwavetot <= 80`) or `team` (`covariance_team`, FP64 FMAs).
+pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
+
+/// Kernel of the covariance stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BandKernel {
+    /// `covariance_team`: one thread block per block, FP64 FMAs, `C_bb` accumulated in global
+    /// memory.
+    Team,
+    /// `covariance_mma`: one thread block of warps per block, GEMM and Gram on FP64 tensor
+    /// cores, `C_bb` accumulated in registers: default.
+    Mma,
+}
+
+impl BandKernel {
+    /// From [`BAND_KERNEL_ENV`]: `team`, or `mma`/unset; anything else is an error naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(BAND_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("mma") | Ok("") => Ok(Self::Mma),
+            Ok("team") => Ok(Self::Team),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{BAND_KERNEL_ENV}={other}: expected `team` or `mma`"
+            ))),
+        }
+    }
+
+    /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
+    /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] runs
+    /// `covariance_team` on larger blocks (`selftest --gpu` prints the kernel that ran).
+    pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
+        match self {
+            Self::Mma if nwavetot <= desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX => {
+                Self::Mma
+            }
+            _ => Self::Team,
+        }
+    }
+
+    /// The name of the covariance kernel of this variant.
+    pub fn covariance_kernel(self) -> &'static str {
+        match self {
+            Self::Team => "covariance_team",
+            Self::Mma => "covariance_mma",
         }
     }
 }
@@ -392,6 +446,7 @@ impl GpuContext {
             resolution: Kernel::load(&module, k::RESOLUTION)?,
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
+            covariance_mma: Kernel::load(&module, k::COVARIANCE_MMA)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             resolution_ns: Kernel::load(&module, k::RESOLUTION_NS)?,
             mma_check: Kernel::load(&module, k::MMA_CHECK)?,
@@ -408,6 +463,7 @@ impl GpuContext {
             _ => KernelMode::Team,
         };
         let eigh = EighKernel::from_env()?;
+        let band = BandKernel::from_env()?;
         let ns_counts = Mutex::new(
             stream
                 .alloc_zeros::<u32>(2)
@@ -428,6 +484,7 @@ impl GpuContext {
             ordinal,
             mode,
             eigh,
+            band,
             ns_counts,
             pinned: Default::default(),
             pinned_status: Default::default(),

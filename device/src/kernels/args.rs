@@ -19,7 +19,7 @@
 
 use core::marker::PhantomData;
 
-use crate::linalg::{banded_team, jacobi_team, newton_schulz};
+use crate::linalg::{banded_mma, banded_team, jacobi_team, newton_schulz};
 use crate::patch::{CcdView, PatchDesc, StampView};
 use crate::psf::spot::{PsfTables, SpotGeometry, StampCorner};
 use crate::psf::spot_team::spot_team_scratch_len;
@@ -111,6 +111,9 @@ pub const FACTOR_SOLVE_TEAM: Entry<FactorSolveArgs> = Entry::new("factor_solve_t
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
 pub const COVARIANCE_TEAM: Entry<CovarianceArgs> = Entry::new("covariance_team");
+/// `covariance_mma`: the same with its products on FP64 tensor cores, one thread block of
+/// warps per core spectrum.
+pub const COVARIANCE_MMA: Entry<CovarianceArgs> = Entry::new("covariance_mma");
 /// `resolution`: Jacobi inverse square root, R, flux, ivar, diagonals, one thread per core
 /// spectrum.
 pub const RESOLUTION: Entry<ResolutionArgs> = Entry::new("resolution");
@@ -144,6 +147,7 @@ pub const ENTRIES: &[EntryParam] = &[
     FACTOR_SOLVE_TEAM.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
+    COVARIANCE_MMA.param(),
     RESOLUTION.param(),
     RESOLUTION_TEAM.param(),
     RESOLUTION_NS.param(),
@@ -714,6 +718,25 @@ impl CovarianceArgs {
             self.batch.npatch * self.nspp_max,
             lanes,
             8 * banded_team::covariance_block_team_ring_len(self.batch.nwavetot, kd_max, 1),
+        )
+    }
+
+    /// Warps of `covariance_mma` (the fewest its per-warp tile slots allow: 256 threads, 1–2
+    /// column tiles and 6–7 `C_bb` tiles per warp for `nwavetot = 74`).
+    pub const MMA_WARPS: usize = banded_mma::COV_MMA_WARPS;
+
+    /// `covariance_mma`: one block of `warps` warps (clamped to
+    /// `COV_MMA_WARPS..=COV_MMA_MAX_WARPS`) per `(patch, core spectrum)`, with
+    /// [`covariance_block_mma_smem_len`](banded_mma::covariance_block_mma_smem_len)`(nwavetot,
+    /// kd_max, 1, warps)` f64 of dynamic shared memory (56,960 bytes for `nwavetot = 74`,
+    /// `kd_max = 58`, 8 warps).
+    #[inline]
+    pub fn mma_shape(&self, warps: usize, kd_max: usize) -> LaunchShape {
+        let warps = warps.clamp(banded_mma::COV_MMA_WARPS, banded_mma::COV_MMA_MAX_WARPS);
+        LaunchShape::per_block(
+            self.batch.npatch * self.nspp_max,
+            32 * warps,
+            8 * banded_mma::covariance_block_mma_smem_len(self.batch.nwavetot, kd_max, 1, warps),
         )
     }
 }

@@ -47,7 +47,7 @@ use crate::team::Shared;
 use crate::Status;
 
 /// Fewest warps per block (the per-warp tile slots are sized for it).
-pub const COV_MMA_WARPS: usize = 4;
+pub const COV_MMA_WARPS: usize = 8;
 /// Most warps per block (the host emulation's per-warp state).
 pub const COV_MMA_MAX_WARPS: usize = NS_MAX_WARPS;
 /// Largest block order `bs` (`n / nblock`): 10 column tiles of 8.
@@ -60,12 +60,14 @@ const ROWS: usize = 8;
 /// Column tiles at most.
 const NT_MAX: usize = COV_MMA_ORDER_MAX / TILE;
 /// GEMM column tiles per warp at most (`ceil(NT_MAX / COV_MMA_WARPS)`).
-const GEMM_SLOTS: usize = 3;
-/// Gram tiles per warp at most (`ceil(55 / COV_MMA_WARPS)`).
-const GRAM_SLOTS: usize = 14;
+const GEMM_SLOTS: usize = 2;
+/// Gram tiles per warp at most (`ceil(55 / COV_MMA_WARPS)`): 14 registers of accumulators
+/// (with 4 warps and 14 tiles per warp, ptxas needed 254 registers: 2 blocks of 4 warps per
+/// SM).
+const GRAM_SLOTS: usize = 7;
 const _: () = assert!(GEMM_SLOTS * COV_MMA_WARPS >= NT_MAX);
 const _: () = assert!(GRAM_SLOTS * COV_MMA_WARPS >= NT_MAX * (NT_MAX + 1) / 2);
-const _: () = assert!(ROWS == 8 && TILE == 8);
+const _: () = assert!(ROWS == 8 && TILE == 8 && GEMM_SLOTS == 2 && GRAM_SLOTS == 7);
 
 /// The lanes of a warp exchange values (`shfl.sync.idx`).
 pub trait WarpShuffle<const L: usize> {
@@ -139,8 +141,8 @@ fn ring_stride(nt: usize) -> usize {
 
 /// Length (f64) of the `smem` view that [`covariance_block_mma`] needs for a team of `warps`
 /// warps: the ring of `max(kd, 8) + 8` rows of `Y_b` (stride `ring_stride`), two staged groups
-/// of `L` (`(max(kd, 8) + 8) · 8` each) and one slot per lane: 66 · 88 + 2 · 528 + 128 =
-/// 6,992 f64 (55,936 bytes) for `bs = 74`, `kd = 58` and 4 warps. 0 for invalid shapes.
+/// of `L` (`(max(kd, 8) + 8) · 8` each) and one slot per lane: 66 · 88 + 2 · 528 + 256 =
+/// 7,120 f64 (56,960 bytes) for `bs = 74`, `kd = 58` and 8 warps. 0 for invalid shapes.
 pub fn covariance_block_mma_smem_len(n: usize, kd: usize, nblock: usize, warps: usize) -> usize {
     if nblock == 0 || !n.is_multiple_of(nblock) {
         return 0;
@@ -166,7 +168,7 @@ fn upper_tile(t: usize) -> (usize, usize) {
 }
 
 /// Index of a warp's state in the arrays that outlive a phase: on the GPU each thread holds
-/// its own (index 0, a constant: registers), the host emulation one per warp.
+/// its own (index 0 of an array of 1, a constant: registers), the host emulation one per warp.
 #[inline(always)]
 const fn state_index<const L: usize>(warp: usize) -> usize {
     if L == 1 {
@@ -174,6 +176,24 @@ const fn state_index<const L: usize>(warp: usize) -> usize {
     } else {
         warp
     }
+}
+
+/// [`covariance_block_mma`] on the host emulation ([`SerialMmaTeam`], up to
+/// [`COV_MMA_MAX_WARPS`] warps, one state per warp): the tests' entry point.
+#[allow(clippy::too_many_arguments)]
+pub fn covariance_block_mma_serial(
+    team: &SerialMmaTeam,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    out: Shared,
+    smem: Shared,
+) -> Status {
+    covariance_block_mma::<NS_WARP_LANES, COV_MMA_MAX_WARPS, _>(
+        team, ab, n, kd, nblock, block, out, smem,
+    )
 }
 
 /// One diagonal covariance block `C_bb` (block `b = block` of the interleaved order, unknowns
@@ -193,8 +213,12 @@ const fn state_index<const L: usize>(warp: usize) -> usize {
 /// / [`Status::NonFinite`] if a diagonal entry of `L` is `<= 0` / not finite (the first in
 /// order; checked first, nothing written), or [`Status::NonFinite`] if a diagonal entry of
 /// `C_bb` is not finite. Identical on every lane.
+///
+/// `WS` is the number of per-warp register states that outlive a phase: 1 on the GPU (each
+/// thread its own, `L = 1`), at least the warp count on the host emulation
+/// ([`covariance_block_mma_serial`]).
 #[allow(clippy::too_many_arguments)]
-pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
+pub fn covariance_block_mma<const L: usize, const WS: usize, T: MmaTeam<L> + WarpShuffle<L>>(
     team: &T,
     ab: Shared,
     n: usize,
@@ -210,6 +234,8 @@ pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
         || block >= nblock
         || kd.checked_add(1).and_then(|w| w.checked_mul(n)) != Some(ab.len())
         || !(COV_MMA_WARPS..=COV_MMA_MAX_WARPS).contains(&warps)
+        || (L == 1 && WS != 1)
+        || (L > 1 && WS < warps)
     {
         return Status::BadShape;
     }
@@ -239,7 +265,10 @@ pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
         depth,
     };
     // Phase 0: the diagonal of L (each thread its share: the index of its first failure, or
-    // n), the ring zeroed, group 0 of L staged.
+    // n), the ring zeroed, group 0 of L staged. (A copy of the geometry: this closure and the
+    // last one may stay calls on the GPU, and what they borrow lives in local memory; the
+    // main loop's state must not.)
+    let geo0 = geo;
     team.each(|w, lanes| {
         for &lane in lanes.iter() {
             let tid = w * NS_WARP_LANES + lane;
@@ -259,7 +288,7 @@ pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
                 ring.set(e, 0.0);
                 e += threads;
             }
-            stage_l_rows(&geo, &ab, stage(0), block, tid, threads);
+            stage_l_rows(&geo0, &ab, stage(0), block, tid, threads);
         }
     });
     let mut min = n;
@@ -283,7 +312,7 @@ pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
         }
     };
     // The Gram accumulators of each warp (module documentation), across phases.
-    let mut gram = [[[[0.0f64; 2]; L]; GRAM_SLOTS]; COV_MMA_MAX_WARPS];
+    let mut gram = [[[[0.0f64; 2]; L]; GRAM_SLOTS]; WS];
     for g in 0..=ngroup {
         team.each(|w, lanes| {
             let acc = &mut gram[state_index::<L>(w)];
@@ -312,10 +341,11 @@ pub fn covariance_block_mma<const L: usize, T: MmaTeam<L> + WarpShuffle<L>>(
         });
     }
     // The tiles (and their transposes) into `out`: element (r, c) of a diagonal tile from its
-    // upper triangle only, so that C_bb is exactly symmetric.
+    // upper triangle only, so that C_bb is exactly symmetric. (From a copy, as `geo0`.)
+    let tiles = gram;
     team.each(|w, lanes| {
-        let acc = &gram[state_index::<L>(w)];
-        unroll!(s in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13] => {
+        let acc = &tiles[state_index::<L>(w)];
+        unroll!(s in [0, 1, 2, 3, 4, 5, 6] => {
             let t = w + s * warps;
             if t < ntile {
                 let (ti, tj) = upper_tile(t);
@@ -385,7 +415,7 @@ fn group_rows<const L: usize, T: MmaTeam<L> + WarpShuffle<L>, S: Fn(usize) -> us
                 va[i] = unsafe { stage.get_unchecked((kd - back) * ROWS + g4) };
             }
         }
-        unroll!(s in [0, 1, 2] => {
+        unroll!(s in [0, 1] => {
             let ct = w + s * warps;
             if active(ct) {
                 let mut vb = [0.0f64; L];
@@ -416,10 +446,11 @@ fn group_rows<const L: usize, T: MmaTeam<L> + WarpShuffle<L>, S: Fn(usize) -> us
             // SAFETY: (kd + t2) · 8 + t < (kd + 8) · 8 <= stage.len().
             lrow[i][t2] = unsafe { stage.get_unchecked((kd + t2) * ROWS + t) };
         });
-        rinv[i] = lrow[i][t];
+        // SAFETY: as above (a load, not lrow[i][t]: a run-time index is local memory).
+        rinv[i] = unsafe { stage.get_unchecked((kd + t) * ROWS + t) };
     }
     let slot0 = m0 % depth;
-    unroll!(s in [0, 1, 2] => {
+    unroll!(s in [0, 1] => {
         let ct = w + s * warps;
         if ct < nt {
             let mut v = [[0.0f64; 2]; L];
@@ -502,7 +533,7 @@ fn gram_group<const L: usize, T: MmaTeam<L>>(
     let nt = geo.bs.div_ceil(TILE);
     let ntile = nt * (nt + 1) / 2;
     let slot0 = m0 % depth;
-    unroll!(s in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13] => {
+    unroll!(s in [0, 1, 2, 3, 4, 5, 6] => {
         let t = w + s * warps;
         if t < ntile {
             let (ti, tj) = upper_tile(t);

@@ -928,6 +928,7 @@ pub fn covariance_block_team<T: Team>(
 
 /// Shape of one [`covariance_block_team`] problem (also used by the DMMA variant,
 /// [`super::banded_mma`], for its staging of `L`).
+#[derive(Clone, Copy)]
 pub(crate) struct CovGeometry {
     pub(crate) n: usize,
     pub(crate) kd: usize,
