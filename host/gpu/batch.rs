@@ -5,7 +5,8 @@
 //! next.
 
 use super::context::{
-    BandKernel, DriverContext, EighKernel, GpuContext, GpuError, KernelMode, PinnedGuard,
+    BandKernel, DriverContext, EighKernel, FactorKernel, GpuContext, GpuError, KernelMode,
+    PinnedGuard,
 };
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
@@ -251,10 +252,11 @@ pub(super) fn launch_batch<'g>(
         };
         let (kernel, shape) = if team {
             let lanes = lanes("DESI_FACTOR_LANES", FactorSolveArgs::TEAM_LANES);
-            (
-                &gpu.kernels.factor_solve_team,
-                args.team_shape(lanes, kd_max),
-            )
+            let kernel = match gpu.factor {
+                FactorKernel::Team => &gpu.kernels.factor_solve_team,
+                FactorKernel::Blocked => &gpu.kernels.factor_solve_blocked,
+            };
+            (kernel, args.team_shape(lanes, kd_max))
         } else {
             (&gpu.kernels.factor_solve, args.shape())
         };

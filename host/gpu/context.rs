@@ -111,6 +111,8 @@ pub struct Kernels {
     pub resolution: Kernel<ResolutionArgs>,
     /// Regularize, factor, solve: one thread block per patch.
     pub factor_solve_team: Kernel<FactorSolveArgs>,
+    /// Regularize, factor, solve: one thread block per patch, blocked back substitution.
+    pub factor_solve_blocked: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
     pub covariance_team: Kernel<CovarianceArgs>,
     /// Covariance blocks with DMMA products: one thread block of warps per (patch, core
@@ -158,6 +160,8 @@ pub struct GpuContext {
     pub eigh: EighKernel,
     /// Kernel of the covariance stage with the team kernels ([`BAND_KERNEL_ENV`]).
     pub band: BandKernel,
+    /// Kernel of the cholesky stage with the team kernels ([`FACTOR_KERNEL_ENV`]).
+    pub factor: FactorKernel,
     /// Blocks `resolution_ns` solved and left to the Jacobi, added up on the device over the
     /// context's life ([`GpuContext::eigh_counts`]).
     ns_counts: Mutex<CudaSlice<u32>>,
@@ -284,6 +288,43 @@ impl BandKernel {
         match self {
             Self::Team => "covariance_team",
             Self::Mma => "covariance_mma",
+        }
+    }
+}
+
+/// Environment variable choosing the cholesky stage's kernel (regularize, band factor,
+/// solve): `blocked` (default: `factor_solve_blocked`, the back substitution 8 unknowns per
+/// phase) or `team` (`factor_solve_team`, one unknown per phase).
+pub const FACTOR_KERNEL_ENV: &str = "DESI_FACTOR_KERNEL";
+
+/// Kernel of the cholesky stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorKernel {
+    /// `factor_solve_team`: back substitution one unknown per phase (`n + 2` phases).
+    Team,
+    /// `factor_solve_blocked`: back substitution 8 unknowns per phase (`ceil(n / 8) + 1`
+    /// phases): default.
+    Blocked,
+}
+
+impl FactorKernel {
+    /// From [`FACTOR_KERNEL_ENV`]: `team`, or `blocked`/unset; anything else is an error
+    /// naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(FACTOR_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("blocked") | Ok("") => Ok(Self::Blocked),
+            Ok("team") => Ok(Self::Team),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{FACTOR_KERNEL_ENV}={other}: expected `team` or `blocked`"
+            ))),
+        }
+    }
+
+    /// The name of the kernel of this variant.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Self::Team => "factor_solve_team",
+            Self::Blocked => "factor_solve_blocked",
         }
     }
 }
@@ -445,6 +486,7 @@ impl GpuContext {
             covariance: Kernel::load(&module, k::COVARIANCE)?,
             resolution: Kernel::load(&module, k::RESOLUTION)?,
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
+            factor_solve_blocked: Kernel::load(&module, k::FACTOR_SOLVE_BLOCKED)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
             covariance_mma: Kernel::load(&module, k::COVARIANCE_MMA)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
@@ -464,6 +506,7 @@ impl GpuContext {
         };
         let eigh = EighKernel::from_env()?;
         let band = BandKernel::from_env()?;
+        let factor = FactorKernel::from_env()?;
         let ns_counts = Mutex::new(
             stream
                 .alloc_zeros::<u32>(2)
@@ -485,6 +528,7 @@ impl GpuContext {
             mode,
             eigh,
             band,
+            factor,
             ns_counts,
             pinned: Default::default(),
             pinned_status: Default::default(),

@@ -107,6 +107,8 @@ pub const ASSEMBLE_WARP: Entry<AssembleArgs> = Entry::new("assemble_warp");
 pub const FACTOR_SOLVE: Entry<FactorSolveArgs> = Entry::new("factor_solve");
 /// `factor_solve_team`: the same, one thread block per patch.
 pub const FACTOR_SOLVE_TEAM: Entry<FactorSolveArgs> = Entry::new("factor_solve_team");
+/// `factor_solve_blocked`: the same with the blocked back substitution (8 unknowns per phase).
+pub const FACTOR_SOLVE_BLOCKED: Entry<FactorSolveArgs> = Entry::new("factor_solve_blocked");
 /// `covariance`: covariance blocks of the core spectra, one thread per core spectrum.
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
@@ -145,6 +147,7 @@ pub const ENTRIES: &[EntryParam] = &[
     ASSEMBLE_WARP.param(),
     FACTOR_SOLVE.param(),
     FACTOR_SOLVE_TEAM.param(),
+    FACTOR_SOLVE_BLOCKED.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
     COVARIANCE_MMA.param(),
@@ -657,7 +660,7 @@ impl FactorSolveArgs {
         LaunchShape::per_thread(self.batch.npatch)
     }
 
-    /// `factor_solve_team`: one block of `lanes` per patch, with
+    /// `factor_solve_team` and `factor_solve_blocked`: one block of `lanes` per patch, with
     /// [`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) +
     /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,912 bytes
     /// for `kd = 58`, `nmax = 518`).

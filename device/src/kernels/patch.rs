@@ -1177,15 +1177,28 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
     // SAFETY: the kernel's contract.
-    unsafe { factor_solve_team_body(args) }
+    unsafe { factor_solve_team_body::<false>(args) }
 }
 
-/// The body of [`factor_solve_team`].
+/// [`factor_solve_team`] with the blocked back substitution
+/// ([`banded_team::band_back_solve_blocked_team`]: 8 unknowns per phase, `ceil(n / 8) + 1`
+/// phases instead of `n + 2`); the same launch, the same factor, `xflux` equal up to the order
+/// of the back substitution's sums.
+///
+/// # Safety
+/// As [`factor_solve_team`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn factor_solve_blocked(args: FactorSolveArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { factor_solve_team_body::<true>(args) }
+}
+
+/// The body of [`factor_solve_team`] (`BLOCKED`: of [`factor_solve_blocked`]).
 ///
 /// # Safety
 /// As [`factor_solve_team`].
 #[inline(always)]
-unsafe fn factor_solve_team_body(args: FactorSolveArgs) {
+unsafe fn factor_solve_team_body<const BLOCKED: bool>(args: FactorSolveArgs) {
     let FactorSolveArgs {
         batch,
         nmax,
@@ -1244,7 +1257,11 @@ unsafe fn factor_solve_team_body(args: FactorSolveArgs) {
         });
         let mut code = banded_team::band_factor_forward_team(&team, ab, n, kd, window, x);
         if code == Status::Ok {
-            code = banded_team::band_back_solve_team(&team, ab, n, kd, window, x);
+            code = if BLOCKED {
+                banded_team::band_back_solve_blocked_team(&team, ab, n, kd, window, x)
+            } else {
+                banded_team::band_back_solve_team(&team, ab, n, kd, window, x)
+            };
         }
         if code == Status::Ok {
             let dst = xflux.add(p * nmax);
