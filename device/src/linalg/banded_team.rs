@@ -647,7 +647,9 @@ pub fn band_back_solve_team<T: Team>(
 ///   to `lo_c`: `x_i = z_i · (1 / L[i][i])`, `z_k −= L[i][k]·x_i` for `lo_c <= k < i`;
 /// - the other lanes (lane 0 too in a team of one) apply block `c − 1`'s unknowns to the rows
 ///   `k < lo_c` it reaches (`k >= lo_{c−1} − kd`), one row per lane (at most 8 FMAs);
-/// - every lane stages chunk `c + 1` (the buffer of chunk `c − 2`, finished).
+/// - every lane stages chunk `c + 1` (the buffer of chunk `c − 2`, finished), and the first 8
+///   lanes the reciprocals of its diagonal (one buffer of two, as the chunks: the divisions
+///   stay off lane 0's path).
 ///
 /// Within a phase lane 0 writes the rows of block `c` and the others the rows below it; both
 /// read the `x` of block `c − 1`, final since the phase before.
@@ -695,7 +697,23 @@ pub fn band_back_solve_blocked_team<T: Team>(
         }
     };
     let nchunk = n.div_ceil(LOAD_AHEAD);
-    team.each(|lane| load(lane, 0));
+    // 1 / L[i][i] of the rows of block c in buffer c % 2 (the factorization's partial-sum
+    // slots), computed one phase ahead from `ab` by the first lanes: 8 divisions off lane 0's
+    // path.
+    let rinv = window.sub(window_rows(kd) * stride + 2, 2 * LOAD_AHEAD);
+    let reciprocals = |lane: usize, c: usize| {
+        let hi = n - c * LOAD_AHEAD;
+        let mut t = lane;
+        while t < LOAD_AHEAD.min(hi) {
+            let i = hi - 1 - t;
+            rinv.set((c % 2) * LOAD_AHEAD + t, 1.0 / ab.get(i * w + kd));
+            t += lanes;
+        }
+    };
+    team.each(|lane| {
+        load(lane, 0);
+        reciprocals(lane, 0);
+    });
     for c in 0..nchunk {
         let hi = n - c * LOAD_AHEAD;
         let lo = hi.saturating_sub(LOAD_AHEAD);
@@ -708,6 +726,7 @@ pub fn band_back_solve_blocked_team<T: Team>(
         team.each(|lane| {
             if c + 1 < nchunk {
                 load(lane, c + 1);
+                reciprocals(lane, c + 1);
             }
             if lane == 0 {
                 // Block c - 1's unknowns into the rows of block c (row by row: 8 independent
@@ -721,7 +740,7 @@ pub fn band_back_solve_blocked_team<T: Team>(
                 }
                 // The triangle of block c.
                 for i in (lo..hi).rev() {
-                    let x = rhs.get(i) * (1.0 / lik(i, i));
+                    let x = rhs.get(i) * rinv.get((c % 2) * LOAD_AHEAD + (hi - 1 - i));
                     rhs.set(i, x);
                     for k in lo.max(i.saturating_sub(kd))..i {
                         rhs.set(k, fma(-lik(i, k), x, rhs.get(k)));
