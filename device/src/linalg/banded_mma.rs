@@ -468,13 +468,9 @@ fn group_rows<const L: usize, T: MmaTeam<L> + WarpShuffle<L>, S: Fn(usize) -> us
                     for i in 0..L {
                         if lanes[i] / 4 == t2 {
                             let m = m0 + t2;
-                            for h in 0..2 {
+                            for (h, vh) in v[i].iter_mut().enumerate() {
                                 let c = ct * TILE + 2 * (lanes[i] % 4) + h;
-                                v[i][h] = if m >= start(c) && m < n {
-                                    v[i][h] * rinv[i]
-                                } else {
-                                    0.0
-                                };
+                                *vh = if m >= start(c) && m < n { *vh * rinv[i] } else { 0.0 };
                             }
                         }
                     }
