@@ -63,9 +63,12 @@ fn assert_bitwise(actual: &[f64], expected: &[f64], what: &str) {
     }
 }
 
-/// Runs `covariance_block_mma`; returns the status and `C_bb` (NaN-filled buffers).
+/// Runs `covariance_block_mma` (`prefetch`: the next `L` group through registers); returns
+/// the status and `C_bb` (NaN-filled buffers).
+#[allow(clippy::too_many_arguments)]
 fn cov_mma(
     team: &SerialMmaTeam,
+    prefetch: bool,
     l: &[f64],
     n: usize,
     kd: usize,
@@ -85,6 +88,7 @@ fn cov_mma(
         block,
         Shared::new(&mut out),
         Shared::new(&mut smem),
+        prefetch,
     );
     (status, out)
 }
@@ -132,8 +136,11 @@ fn check_blocks(
         for &warps in counts {
             for reverse in [false, true] {
                 let label = format!("{what} block {block} warps={warps} reverse={reverse}");
-                let (status, c) =
-                    cov_mma(&SerialMmaTeam { warps, reverse }, l, n, kd, nblock, block);
+                // With and without the register prefetch of L on alternate runs (the same
+                // values: all runs must agree bitwise).
+                let prefetch = (warps + usize::from(reverse)) % 2 == 0;
+                let team = SerialMmaTeam { warps, reverse };
+                let (status, c) = cov_mma(&team, prefetch, l, n, kd, nblock, block);
                 assert_eq!(status, Status::Ok, "{label}");
                 // Sums of the same terms in another order: the team kernel's tolerance.
                 assert_close(&c, &expected, 1e-13 * scale, &label);
@@ -225,7 +232,8 @@ fn banded_spd(n: usize, kd: usize, seed: u64) -> Vec<f64> {
 }
 
 /// Odd block orders (edge tiles), `kd` below, at and above a group's 8 rows and a chunk's 4,
-/// the largest order (80: 10 full tiles), and an order-80 matrix with 3 blocks.
+/// the largest order (80: 10 full tiles), an order-80 matrix with 3 blocks, and `kd` beyond the
+/// register staging of 8 warps.
 #[test]
 fn odd_shapes() {
     for (n, kd, nblock, seed) in [
@@ -238,6 +246,10 @@ fn odd_shapes() {
         (222, 35, 3, 26),
         (80, 12, 1, 28),
         (240, 21, 3, 29),
+        // kd > 120: at 8 warps the next group of L is staged at the end of the phase, at 16
+        // through registers (the same values: bitwise the same C_bb).
+        (160, 121, 2, 30),
+        (240, 200, 3, 31),
     ] {
         let mut l = banded_spd(n, kd, seed);
         assert_eq!(band_factor(&mut l, n, kd), Status::Ok);
@@ -292,7 +304,7 @@ fn statuses() {
             for warps in [8, 16] {
                 for reverse in [false, true] {
                     let team = SerialMmaTeam { warps, reverse };
-                    let (status, _) = cov_mma(&team, a, n, kd, nblock, block);
+                    let (status, _) = cov_mma(&team, reverse, a, n, kd, nblock, block);
                     assert_eq!(status, expected, "{what}: block {block} warps={warps}");
                 }
             }
@@ -320,6 +332,7 @@ fn bad_shapes() {
             block,
             Shared::new(&mut out),
             Shared::new(&mut smem),
+            true,
         )
     };
     let (n, kd) = (10, 3);
@@ -367,7 +380,8 @@ fn bad_shapes() {
             2,
             0,
             Shared::new(&mut out[..24]),
-            Shared::new(&mut smem)
+            Shared::new(&mut smem),
+            true
         ),
         Status::BadShape,
         "short out"
@@ -381,7 +395,8 @@ fn bad_shapes() {
             2,
             0,
             Shared::new(&mut out),
-            Shared::new(&mut smem[..len - 1])
+            Shared::new(&mut smem[..len - 1]),
+            true
         ),
         Status::BadShape,
         "short smem"

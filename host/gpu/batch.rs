@@ -276,9 +276,15 @@ pub(super) fn launch_batch<'g>(
             work: l.write(&mut d_cov_work),
             work_stride: cov_work,
         };
-        let (kernel, shape) = if team && gpu.band.covariance_for(nwavetot) == BandKernel::Mma {
+        let band = gpu.band.covariance_for(nwavetot);
+        let (kernel, shape) = if team && band != BandKernel::Team {
             let warps = lanes("DESI_COVARIANCE_MMA_LANES", 32 * CovarianceArgs::MMA_WARPS) / 32;
-            (&gpu.kernels.covariance_mma, args.mma_shape(warps, kd_max))
+            let kernel = if band == BandKernel::Mma {
+                &gpu.kernels.covariance_mma
+            } else {
+                &gpu.kernels.covariance_mma_late
+            };
+            (kernel, args.mma_shape(warps, kd_max))
         } else if team {
             let lanes = lanes("DESI_COVARIANCE_LANES", CovarianceArgs::TEAM_LANES);
             (&gpu.kernels.covariance_team, args.team_shape(lanes, kd_max))

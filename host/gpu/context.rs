@@ -118,6 +118,8 @@ pub struct Kernels {
     /// Covariance blocks with DMMA products: one thread block of warps per (patch, core
     /// spectrum).
     pub covariance_mma: Kernel<CovarianceArgs>,
+    /// `covariance_mma` with `L` staged at the end of each phase (no register prefetch).
+    pub covariance_mma_late: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
     pub resolution_team: Kernel<ResolutionArgs>,
     /// Newton–Schulz inverse square root (FP64 tensor cores) and resolution, one thread block
@@ -245,7 +247,8 @@ impl EighKernel {
 
 /// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,
 /// docs/algorithm.md §4.4): `mma` (default: `covariance_mma`, its products on FP64 tensor
-/// cores; needs `nwavetot <= 80`) or `team` (`covariance_team`, FP64 FMAs).
+/// cores; needs `nwavetot <= 80`), `mma-late` (`covariance_mma_late`, the same without the
+/// register prefetch of `L`) or `team` (`covariance_team`, FP64 FMAs).
 pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
 
 /// Kernel of the covariance stage.
@@ -255,8 +258,12 @@ pub enum BandKernel {
     /// memory.
     Team,
     /// `covariance_mma`: one thread block of warps per block, GEMM and Gram on FP64 tensor
-    /// cores, `C_bb` accumulated in registers: default.
+    /// cores, `C_bb` accumulated in registers, the next rows of `L` prefetched through
+    /// registers: default.
     Mma,
+    /// `covariance_mma_late`: `covariance_mma` with the rows of `L` staged at the end of each
+    /// phase (fewer registers, the load latency not overlapped).
+    MmaLate,
 }
 
 impl BandKernel {
@@ -264,20 +271,24 @@ impl BandKernel {
     pub fn from_env() -> Result<Self, GpuError> {
         match std::env::var(BAND_KERNEL_ENV).as_deref() {
             Err(_) | Ok("mma") | Ok("") => Ok(Self::Mma),
+            Ok("mma-late") => Ok(Self::MmaLate),
             Ok("team") => Ok(Self::Team),
             Ok(other) => Err(GpuError::Launch(format!(
-                "{BAND_KERNEL_ENV}={other}: expected `team` or `mma`"
+                "{BAND_KERNEL_ENV}={other}: expected `team`, `mma` or `mma-late`"
             ))),
         }
     }
 
     /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
-    /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] runs
-    /// `covariance_team` on larger blocks (`selftest --gpu` prints the kernel that ran).
+    /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] and
+    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks (`selftest --gpu` prints
+    /// the kernel that ran).
     pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
         match self {
-            Self::Mma if nwavetot <= desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX => {
-                Self::Mma
+            Self::Mma | Self::MmaLate
+                if nwavetot <= desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX =>
+            {
+                self
             }
             _ => Self::Team,
         }
@@ -288,6 +299,7 @@ impl BandKernel {
         match self {
             Self::Team => "covariance_team",
             Self::Mma => "covariance_mma",
+            Self::MmaLate => "covariance_mma_late",
         }
     }
 }
@@ -489,6 +501,7 @@ impl GpuContext {
             factor_solve_blocked: Kernel::load(&module, k::FACTOR_SOLVE_BLOCKED)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
             covariance_mma: Kernel::load(&module, k::COVARIANCE_MMA)?,
+            covariance_mma_late: Kernel::load(&module, k::COVARIANCE_MMA_LATE)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             resolution_ns: Kernel::load(&module, k::RESOLUTION_NS)?,
             mma_check: Kernel::load(&module, k::MMA_CHECK)?,

@@ -116,6 +116,8 @@ pub const COVARIANCE_TEAM: Entry<CovarianceArgs> = Entry::new("covariance_team")
 /// `covariance_mma`: the same with its products on FP64 tensor cores, one thread block of
 /// warps per core spectrum.
 pub const COVARIANCE_MMA: Entry<CovarianceArgs> = Entry::new("covariance_mma");
+/// `covariance_mma_late`: the same with `L` staged at the end of each phase.
+pub const COVARIANCE_MMA_LATE: Entry<CovarianceArgs> = Entry::new("covariance_mma_late");
 /// `resolution`: Jacobi inverse square root, R, flux, ivar, diagonals, one thread per core
 /// spectrum.
 pub const RESOLUTION: Entry<ResolutionArgs> = Entry::new("resolution");
@@ -151,6 +153,7 @@ pub const ENTRIES: &[EntryParam] = &[
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
     COVARIANCE_MMA.param(),
+    COVARIANCE_MMA_LATE.param(),
     RESOLUTION.param(),
     RESOLUTION_TEAM.param(),
     RESOLUTION_NS.param(),
@@ -728,7 +731,7 @@ impl CovarianceArgs {
     /// column tiles and 6–7 `C_bb` tiles per warp for `nwavetot = 74`).
     pub const MMA_WARPS: usize = banded_mma::COV_MMA_WARPS;
 
-    /// `covariance_mma`: one block of `warps` warps (clamped to
+    /// `covariance_mma` and `covariance_mma_late`: one block of `warps` warps (clamped to
     /// `COV_MMA_WARPS..=COV_MMA_MAX_WARPS`) per `(patch, core spectrum)`, with
     /// [`covariance_block_mma_smem_len`](banded_mma::covariance_block_mma_smem_len)`(nwavetot,
     /// kd_max, 1, warps)` f64 of dynamic shared memory (56,960 bytes for `nwavetot = 74`,

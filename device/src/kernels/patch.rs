@@ -1402,6 +1402,28 @@ pub unsafe extern "ptx-kernel" fn covariance_team(args: CovarianceArgs) {
 /// All pointers valid for the documented sizes; the launch shape above.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn covariance_mma(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_mma_body::<true>(args) }
+}
+
+/// [`covariance_mma`] with the next group of `L` staged at the end of each phase instead of
+/// through registers (fewer registers and spills, the global-memory latency not overlapped;
+/// the same results): `DESI_BAND_KERNEL=mma-late`.
+///
+/// # Safety
+/// As [`covariance_mma`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance_mma_late(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_mma_body::<false>(args) }
+}
+
+/// The body of [`covariance_mma`] (`PREFETCH`) and [`covariance_mma_late`].
+///
+/// # Safety
+/// As [`covariance_mma`].
+#[inline(always)]
+unsafe fn covariance_mma_body<const PREFETCH: bool>(args: CovarianceArgs) {
     let CovarianceArgs {
         batch,
         nspp_max,
@@ -1452,7 +1474,7 @@ pub unsafe extern "ptx-kernel" fn covariance_mma(args: CovarianceArgs) {
             return;
         }
         let len = banded_mma::covariance_block_mma_smem_len(n, kd, nblock, team.warps());
-        let code = banded_mma::covariance_block_mma::<1, 1, _>(
+        let code = banded_mma::covariance_block_mma::<1, 1, PREFETCH, _>(
             &team,
             Shared::from_raw(band.add(off) as *mut f64, n * (kd + 1)),
             n,

@@ -122,6 +122,47 @@ impl WarpShuffle<1> for super::newton_schulz::BlockMmaTeam {
     }
 }
 
+/// Values of the next `L` group each thread holds in registers during a phase (enough for
+/// `kd <= 120` at 8 warps).
+const STAGE_REGS: usize = 4;
+const _: () = assert!(
+    STAGE_REGS == 4,
+    "the unroll! lists expand STAGE_REGS = 4 bodies"
+);
+
+/// `(t, j)` of element `e` of the staging of a group of `L` (the order of [`stage_l_rows`]:
+/// blocks of 8 positions × 8 rows, position fastest): row `m0 + t`, position `j`, stored at
+/// `j · 8 + t`; `None` past the last position.
+#[inline(always)]
+fn stage_place(kd: usize, e: usize) -> Option<(usize, usize)> {
+    let (t, j) = ((e / ROWS) % ROWS, e / (ROWS * ROWS) * ROWS + e % ROWS);
+    (j < kd + ROWS).then_some((t, j))
+}
+
+/// The value [`stage_l_rows`] stages at `(t, j)` ([`stage_place`]) for rows `m0 .. m0 + 8`:
+/// `L[m0 + t][m0 − kd + j]`, zero outside the band and the matrix, the diagonal as its
+/// reciprocal (1 past the matrix).
+#[inline(always)]
+fn stage_value(geo: &CovGeometry, ab: &Shared, m0: usize, (t, j): (usize, usize)) -> f64 {
+    let (n, kd) = (geo.n, geo.kd);
+    let w = kd + 1;
+    let m = m0 + t;
+    let v = if m >= n {
+        if j == kd + t {
+            1.0
+        } else {
+            0.0
+        }
+    } else if j < t || j > kd + t || m0 + j < kd {
+        0.0
+    } else if j == kd + t {
+        1.0 / ab.get(m * w + kd)
+    } else {
+        ab.get(m * w + j - t)
+    };
+    v
+}
+
 /// Rows of the `Y_b` ring.
 fn ring_depth(kd: usize) -> usize {
     kd.max(ROWS).saturating_add(ROWS)
@@ -179,7 +220,9 @@ const fn state_index<const L: usize>(warp: usize) -> usize {
 }
 
 /// [`covariance_block_mma`] on the host emulation ([`SerialMmaTeam`], up to
-/// [`COV_MMA_MAX_WARPS`] warps, one state per warp): the tests' entry point.
+/// [`COV_MMA_MAX_WARPS`] warps, one state per warp; `prefetch` as `PREFETCH`): the tests'
+/// entry point.
+#[cfg(not(target_arch = "nvptx64"))]
 #[allow(clippy::too_many_arguments)]
 pub fn covariance_block_mma_serial(
     team: &SerialMmaTeam,
@@ -190,10 +233,17 @@ pub fn covariance_block_mma_serial(
     block: usize,
     out: Shared,
     smem: Shared,
+    prefetch: bool,
 ) -> Status {
-    covariance_block_mma::<NS_WARP_LANES, COV_MMA_MAX_WARPS, _>(
-        team, ab, n, kd, nblock, block, out, smem,
-    )
+    if prefetch {
+        covariance_block_mma::<NS_WARP_LANES, COV_MMA_MAX_WARPS, true, _>(
+            team, ab, n, kd, nblock, block, out, smem,
+        )
+    } else {
+        covariance_block_mma::<NS_WARP_LANES, COV_MMA_MAX_WARPS, false, _>(
+            team, ab, n, kd, nblock, block, out, smem,
+        )
+    }
 }
 
 /// One diagonal covariance block `C_bb` (block `b = block` of the interleaved order, unknowns
@@ -214,11 +264,22 @@ pub fn covariance_block_mma_serial(
 /// order; checked first, nothing written), or [`Status::NonFinite`] if a diagonal entry of
 /// `C_bb` is not finite. Identical on every lane.
 ///
+/// `PREFETCH`: load the next group of `L` into registers at the start of each phase and store
+/// it at the end (its global-memory latency overlaps the DMMAs; 4 values per thread, when
+/// `(kd + 8)` rounded up to 8, times 8, is at most `4 · 32 · warps`), or stage it at the end
+/// (fewer registers): the same values, the same results.
+///
 /// `WS` is the number of per-warp register states that outlive a phase: 1 on the GPU (each
 /// thread its own, `L = 1`), at least the warp count on the host emulation
 /// ([`covariance_block_mma_serial`]).
 #[allow(clippy::too_many_arguments)]
-pub fn covariance_block_mma<const L: usize, const WS: usize, T: MmaTeam<L> + WarpShuffle<L>>(
+#[inline(always)]
+pub fn covariance_block_mma<
+    const L: usize,
+    const WS: usize,
+    const PREFETCH: bool,
+    T: MmaTeam<L> + WarpShuffle<L>,
+>(
     team: &T,
     ab: Shared,
     n: usize,
@@ -313,32 +374,65 @@ pub fn covariance_block_mma<const L: usize, const WS: usize, T: MmaTeam<L> + War
     };
     // The Gram accumulators of each warp (module documentation), across phases.
     let mut gram = [[[[0.0f64; 2]; L]; GRAM_SLOTS]; WS];
+    // The next group of L through registers (its global loads issued at the start of the
+    // phase, stored at the end: their latency overlaps the DMMAs) when each thread's share
+    // fits STAGE_REGS values, else staged at the end by `stage_l_rows` (the same values).
+    let stage_elems = (kd + ROWS).div_ceil(ROWS) * ROWS * ROWS;
+    let prefetch = PREFETCH && stage_elems <= STAGE_REGS * threads;
     for g in 0..=ngroup {
-        team.each(|w, lanes| {
-            let acc = &mut gram[state_index::<L>(w)];
-            if g > 0 {
-                gram_group(
-                    team,
-                    &geo,
-                    ring,
-                    stride,
-                    block + (g - 1) * ROWS,
-                    acc,
-                    w,
-                    lanes,
-                );
-            }
-            if g < ngroup {
-                let m0 = block + g * ROWS;
-                group_rows(team, &geo, ring, stride, stage(g), m0, &start, w, lanes);
-                if g + 1 < ngroup {
-                    for &lane in lanes.iter() {
+        // Inlined into the phase (a call would keep the accumulators of `gram`, which it
+        // borrows, in local memory).
+        team.each(
+            #[inline(always)]
+            |w, lanes| {
+                let acc = &mut gram[state_index::<L>(w)];
+                let next = g + 1 < ngroup;
+                let m1 = block + (g + 1) * ROWS;
+                let mut pre = [[0.0f64; STAGE_REGS]; L];
+                if next && prefetch {
+                    for (i, &lane) in lanes.iter().enumerate() {
                         let tid = w * NS_WARP_LANES + lane;
-                        stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, tid, threads);
+                        unroll!(r in [0, 1, 2, 3] => {
+                            if let Some(place) = stage_place(kd, tid + r * threads) {
+                                pre[i][r] = stage_value(&geo, &ab, m1, place);
+                            }
+                        });
                     }
                 }
-            }
-        });
+                if g > 0 {
+                    gram_group(
+                        team,
+                        &geo,
+                        ring,
+                        stride,
+                        block + (g - 1) * ROWS,
+                        acc,
+                        w,
+                        lanes,
+                    );
+                }
+                if g < ngroup {
+                    let m0 = block + g * ROWS;
+                    group_rows(team, &geo, ring, stride, stage(g), m0, &start, w, lanes);
+                    if next && prefetch {
+                        let st = stage(g + 1);
+                        for (i, &lane) in lanes.iter().enumerate() {
+                            let tid = w * NS_WARP_LANES + lane;
+                            unroll!(r in [0, 1, 2, 3] => {
+                                if let Some((t, j)) = stage_place(kd, tid + r * threads) {
+                                    st.set(j * ROWS + t, pre[i][r]);
+                                }
+                            });
+                        }
+                    } else if next {
+                        for &lane in lanes.iter() {
+                            let tid = w * NS_WARP_LANES + lane;
+                            stage_l_rows(&geo, &ab, stage(g + 1), m1, tid, threads);
+                        }
+                    }
+                }
+            },
+        );
     }
     // The tiles (and their transposes) into `out`: element (r, c) of a diagonal tile from its
     // upper triangle only, so that C_bb is exactly symmetric. (From a copy, as `geo0`.)
