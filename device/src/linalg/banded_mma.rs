@@ -147,7 +147,7 @@ fn stage_value(geo: &CovGeometry, ab: &Shared, m0: usize, (t, j): (usize, usize)
     let (n, kd) = (geo.n, geo.kd);
     let w = kd + 1;
     let m = m0 + t;
-    let v = if m >= n {
+    if m >= n {
         if j == kd + t {
             1.0
         } else {
@@ -159,8 +159,7 @@ fn stage_value(geo: &CovGeometry, ab: &Shared, m0: usize, (t, j): (usize, usize)
         1.0 / ab.get(m * w + kd)
     } else {
         ab.get(m * w + j - t)
-    };
-    v
+    }
 }
 
 /// Rows of the `Y_b` ring.
