@@ -126,12 +126,19 @@ include!("tools/find_ptxas.rs");
 /// blocks its shared memory allows (47.5 KB each); unlimited it takes about 220.
 /// `factor_solve_team`: 168 registers x 64 lanes x 6 blocks fit, the 6 blocks its shared memory
 /// allows (35.9 KB each); it takes 167 unlimited, a guard against a silent drop to 5 blocks.
+/// `factor_solve_blocked`: the same kernel with the blocked back substitution.
+/// `covariance_mma`: 128 registers x 256 lanes x 2 blocks fill an SM (2 x 57 KB of shared
+/// memory); unlimited it takes over 200 (1 block per SM); ~250 bytes of spills at 128
+/// (`covariance_mma_late`, without the register prefetch of `L`: ~150).
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("covariance_team", 128),
+    ("covariance_mma", 128),
+    ("covariance_mma_late", 128),
     ("resolution_team", 128),
     ("resolution_ns", 128),
     ("resolution_ns2", 128),
     ("factor_solve_team", 168),
+    ("factor_solve_blocked", 168),
 ];
 
 /// Inserts `.maxnreg` between the parameter list and the body of the kernels of

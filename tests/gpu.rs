@@ -125,3 +125,87 @@ fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
         assert!(solved > 0, "{line}");
     }
 }
+
+/// Runs `selftest --gpu -p PSF ARGS` with the band-stage variables set as `env` (the others
+/// of `DESI_BAND_KERNEL`, `DESI_FACTOR_KERNEL` removed): as [`selftest_gpu`].
+fn selftest_gpu_band(env: &[(&str, &str)], args: &[&str]) -> Option<String> {
+    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("DESI_BAND_KERNEL")
+        .env_remove("DESI_FACTOR_KERNEL");
+    command.envs(env.iter().copied());
+    let out = command
+        .args(["selftest", "--gpu", "-p", PSF])
+        .args(args)
+        .output()
+        .expect("run desi-extract");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if probe_driver().is_ok() || require {
+        assert!(
+            out.status.success(),
+            "selftest --gpu {args:?} ({env:?}) failed:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("selftest: PASS"), "{stdout}");
+        Some(stdout)
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "stdout {stdout} stderr {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+        None
+    }
+}
+
+/// The band stages' variants (docs/algorithm.md §6): the defaults (`covariance_team`,
+/// `factor_solve_blocked`), `DESI_BAND_KERNEL=mma` (`covariance_mma` on FP64 tensor cores) and
+/// `DESI_BAND_KERNEL=mma-late DESI_FACTOR_KERNEL=team` (`covariance_mma_late`,
+/// `factor_solve_team`) must each pass `selftest --gpu` and name the
+/// kernels that ran; a bad value is a clear error (exit 2); without a GPU, the clear error.
+#[test]
+fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
+    let args = ["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"];
+    for (env, factor, covariance) in [
+        (&[][..], "factor_solve_blocked", "covariance_team"),
+        (
+            &[("DESI_BAND_KERNEL", "mma")][..],
+            "factor_solve_blocked",
+            "covariance_mma",
+        ),
+        (
+            &[("DESI_BAND_KERNEL", "mma-late"), ("DESI_FACTOR_KERNEL", "team")][..],
+            "factor_solve_team",
+            "covariance_mma_late",
+        ),
+    ] {
+        let Some(stdout) = selftest_gpu_band(env, &args) else {
+            return;
+        };
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("selftest: cholesky kernel"))
+            .unwrap_or_else(|| panic!("no kernel line:\n{stdout}"));
+        assert!(
+            line.contains(&format!("cholesky kernel {factor} ")),
+            "{env:?}: {line}"
+        );
+        assert!(
+            line.contains(&format!("covariance kernel {covariance} ")),
+            "{env:?}: {line}"
+        );
+    }
+    let out = Command::new(BIN)
+        .env("DESI_BAND_KERNEL", "dmma")
+        .args(["selftest", "--gpu", "-p", PSF, "-n", "25"])
+        .output()
+        .expect("run desi-extract");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    if probe_driver().is_ok() {
+        assert!(stderr.contains("DESI_BAND_KERNEL=dmma"), "stderr: {stderr}");
+    }
+}

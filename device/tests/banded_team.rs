@@ -17,8 +17,9 @@ mod common;
 use common::{max_abs, patch_matrix, to_band, ReverseTeam};
 use desi_device::linalg::banded::{band_covariance_block_range, band_factor, band_solve};
 use desi_device::linalg::banded_team::{
-    band_back_solve_team, band_factor_forward_team, band_factor_team, band_factor_team_window_len,
-    band_solve_team, covariance_block_team, covariance_block_team_ring_len,
+    band_back_solve_blocked_team, band_back_solve_team, band_factor_forward_team, band_factor_team,
+    band_factor_team_window_len, band_solve_team, covariance_block_team,
+    covariance_block_team_ring_len,
 };
 use desi_device::team::{SerialTeam, Shared, Team};
 use desi_device::Status;
@@ -261,6 +262,109 @@ fn solve_matches_band_solve() {
             }
         }
     }
+}
+
+/// The blocked back substitution (`factor_solve_blocked`) against the serial `band_solve` and
+/// the dense solve of the patch matrix, after the fused factor and forward substitution, at
+/// every lane count in both lane orders (the same bits for all: each sum has one owner and a
+/// fixed order); the scratch starts as NaN.
+#[test]
+fn blocked_back_solve_matches_band_solve() {
+    for case in cases() {
+        let (n, kd) = (case.n, case.kd);
+        let mut l = case.ab.clone();
+        assert_eq!(band_factor(&mut l, n, kd), Status::Ok);
+        let rhs = random_vector(n, 70 + n as u64);
+        let mut expected = rhs.clone();
+        assert_eq!(band_solve(&l, n, kd, &mut expected), Status::Ok);
+        // As solve_matches_band_solve: n·eps·κ (κ = 400) of the truth.
+        let tol = 1e-13 * max_abs(&expected);
+        let mut first: Option<Vec<f64>> = None;
+        for lanes in LANES {
+            for reverse in [false, true] {
+                let what = format!("{} lanes={lanes} reverse={reverse}", case.name);
+                let mut band = case.ab.clone();
+                let mut x = rhs.clone();
+                let mut window = vec![f64::NAN; band_factor_team_window_len(kd)];
+                let (b, w, xs) = (
+                    Shared::new(&mut band),
+                    Shared::new(&mut window),
+                    Shared::new(&mut x),
+                );
+                let status = if reverse {
+                    let team = ReverseTeam { lanes };
+                    let s = band_factor_forward_team(&team, b, n, kd, w, xs);
+                    assert_eq!(s, Status::Ok, "{what}: factor");
+                    band_back_solve_blocked_team(&team, b, n, kd, w, xs)
+                } else {
+                    let team = SerialTeam { lanes };
+                    let s = band_factor_forward_team(&team, b, n, kd, w, xs);
+                    assert_eq!(s, Status::Ok, "{what}: factor");
+                    band_back_solve_blocked_team(&team, b, n, kd, w, xs)
+                };
+                assert_eq!(status, Status::Ok, "{what}");
+                assert_bitwise(&band, &l, &format!("{what}: factor"));
+                assert_close(&x, &expected, tol, &format!("{what}: x"));
+                match &first {
+                    None => first = Some(x),
+                    Some(f) => assert_bitwise(&x, f, &format!("{what}: x vs the first")),
+                }
+            }
+        }
+        // Against the dense float64 solve of the matrix itself (not only of its factor).
+        if n > 1 && case.name.starts_with("patch") {
+            let m = nalgebra::DMatrix::from_fn(n, n, |i, j| {
+                let (r, c) = (i.max(j), i.min(j));
+                if r - c <= kd {
+                    case.ab[r * (kd + 1) + c + kd - r]
+                } else {
+                    0.0
+                }
+            });
+            let dense = m
+                .cholesky()
+                .expect("SPD")
+                .solve(&nalgebra::DVector::from_column_slice(&rhs));
+            let x = first.expect("ran");
+            assert_close(
+                &x,
+                dense.as_slice(),
+                1e-12 * max_abs(dense.as_slice()),
+                &format!("{}: dense", case.name),
+            );
+        }
+    }
+}
+
+/// Bad shapes of the blocked back substitution: nothing written.
+#[test]
+fn blocked_back_solve_bad_shapes() {
+    let team = SerialTeam { lanes: 32 };
+    let (n, kd) = (10, 3);
+    let mut ab = vec![1.0; n * (kd + 1)];
+    let mut window = vec![0.0; band_factor_team_window_len(kd)];
+    let mut rhs = vec![2.0; n];
+    let (b, w) = (Shared::new(&mut ab), Shared::new(&mut window));
+    assert_eq!(
+        band_back_solve_blocked_team(&team, b, n, kd, w, Shared::new(&mut rhs[..n - 1])),
+        Status::BadShape
+    );
+    assert_eq!(
+        band_back_solve_blocked_team(
+            &team,
+            b,
+            n,
+            kd,
+            w.sub(0, w.len() - 1),
+            Shared::new(&mut rhs)
+        ),
+        Status::BadShape
+    );
+    assert_eq!(
+        band_back_solve_blocked_team(&team, b, n + 1, kd, w, Shared::new(&mut rhs)),
+        Status::BadShape
+    );
+    assert!(rhs.iter().all(|&v| v == 2.0));
 }
 
 #[test]

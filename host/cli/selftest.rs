@@ -4,7 +4,9 @@ use super::reject::{reject_line, RejectArgs};
 use super::{parse_wave_range, InputError};
 use clap::Args;
 use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
-use desi_extract::gpu::context::{EighKernel, EIGH_KERNEL_ENV};
+use desi_extract::gpu::context::{
+    EighKernel, KernelMode, BAND_KERNEL_ENV, EIGH_KERNEL_ENV, FACTOR_KERNEL_ENV,
+};
 use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
@@ -132,6 +134,23 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         psferr: psf.psferr,
         ..ExtractionParams::default()
     };
+    // The cholesky and covariance kernels the batches launch (the variants of
+    // DESI_FACTOR_KERNEL and DESI_BAND_KERNEL that run for this block order).
+    let (factor, covariance) = match gpu.mode {
+        KernelMode::Team => (
+            gpu.factor.kernel(),
+            gpu.band
+                .covariance_for(params.nwavetot())
+                .covariance_kernel(),
+        ),
+        KernelMode::Thread => ("factor_solve", "covariance"),
+    };
+    println!(
+        "selftest: cholesky kernel {factor} ({FACTOR_KERNEL_ENV}={:?}); covariance kernel {covariance} ({BAND_KERNEL_ENV}={:?}, nwavetot {})",
+        gpu.factor,
+        gpu.band,
+        params.nwavetot()
+    );
     let reject = args.reject.config()?;
     let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);
     let no_progress = |_: usize, _: usize| {};

@@ -4,7 +4,10 @@
 //! batches in flight, the host unpacks and stitches one batch while the device solves the
 //! next.
 
-use super::context::{DriverContext, EighKernel, GpuContext, GpuError, KernelMode, PinnedGuard};
+use super::context::{
+    BandKernel, DriverContext, EighKernel, FactorKernel, GpuContext, GpuError, KernelMode,
+    PinnedGuard,
+};
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
 use crate::solve::outliers::outliers_from_rows;
@@ -249,10 +252,11 @@ pub(super) fn launch_batch<'g>(
         };
         let (kernel, shape) = if team {
             let lanes = lanes("DESI_FACTOR_LANES", FactorSolveArgs::TEAM_LANES);
-            (
-                &gpu.kernels.factor_solve_team,
-                args.team_shape(lanes, kd_max),
-            )
+            let kernel = match gpu.factor {
+                FactorKernel::Team => &gpu.kernels.factor_solve_team,
+                FactorKernel::Blocked => &gpu.kernels.factor_solve_blocked,
+            };
+            (kernel, args.team_shape(lanes, kd_max))
         } else {
             (&gpu.kernels.factor_solve, args.shape())
         };
@@ -272,14 +276,25 @@ pub(super) fn launch_batch<'g>(
             work: l.write(&mut d_cov_work),
             work_stride: cov_work,
         };
-        let (kernel, shape) = if team {
+        let band = gpu.band.covariance_for(nwavetot);
+        let (kernel, shape) = if team && band != BandKernel::Team {
+            let warps = lanes("DESI_COVARIANCE_MMA_LANES", 32 * CovarianceArgs::MMA_WARPS) / 32;
+            let kernel = if band == BandKernel::Mma {
+                &gpu.kernels.covariance_mma
+            } else {
+                &gpu.kernels.covariance_mma_late
+            };
+            (kernel, args.mma_shape(warps, kd_max))
+        } else if team {
             let lanes = lanes("DESI_COVARIANCE_LANES", CovarianceArgs::TEAM_LANES);
             (&gpu.kernels.covariance_team, args.team_shape(lanes, kd_max))
         } else {
             (&gpu.kernels.covariance, args.shape())
         };
         // SAFETY: cov has ncore blocks of nwavetot², work ncore * cov_work values for the
-        // per-thread kernel (one, unused, for the team kernel); the rest as above.
+        // per-thread kernel (one, unused, for the team and mma kernels); the rest as above;
+        // covariance_mma only for nwavetot <= 80 (covariance_for), with 8..=16 warps
+        // (mma_shape clamps).
         unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, label.unwrap_or("eigh"))?;

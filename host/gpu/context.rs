@@ -111,8 +111,15 @@ pub struct Kernels {
     pub resolution: Kernel<ResolutionArgs>,
     /// Regularize, factor, solve: one thread block per patch.
     pub factor_solve_team: Kernel<FactorSolveArgs>,
+    /// Regularize, factor, solve: one thread block per patch, blocked back substitution.
+    pub factor_solve_blocked: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
     pub covariance_team: Kernel<CovarianceArgs>,
+    /// Covariance blocks with DMMA products: one thread block of warps per (patch, core
+    /// spectrum).
+    pub covariance_mma: Kernel<CovarianceArgs>,
+    /// `covariance_mma` with `L` staged at the end of each phase (no register prefetch).
+    pub covariance_mma_late: Kernel<CovarianceArgs>,
     /// Jacobi inverse square root and resolution: one thread block per (patch, core spectrum).
     pub resolution_team: Kernel<ResolutionArgs>,
     /// Newton–Schulz inverse square root (FP64 tensor cores) and resolution, one thread block
@@ -156,6 +163,10 @@ pub struct GpuContext {
     pub mode: KernelMode,
     /// Method of the `eigh` stage with the team kernels ([`EIGH_KERNEL_ENV`]).
     pub eigh: EighKernel,
+    /// Kernel of the covariance stage with the team kernels ([`BAND_KERNEL_ENV`]).
+    pub band: BandKernel,
+    /// Kernel of the cholesky stage with the team kernels ([`FACTOR_KERNEL_ENV`]).
+    pub factor: FactorKernel,
     /// Blocks `resolution_ns` solved and left to the Jacobi, added up on the device over the
     /// context's life ([`GpuContext::eigh_counts`]).
     ns_counts: Mutex<CudaSlice<u32>>,
@@ -255,6 +266,104 @@ impl EighKernel {
     /// Whether this method runs a Newton–Schulz kernel first (`ns`, `ns2`).
     pub fn newton_schulz(self) -> bool {
         matches!(self, Self::Ns | Self::Ns2)
+    }
+}
+
+/// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,
+/// docs/algorithm.md §4.4): `team` (default: `covariance_team`, FP64 FMAs), `mma`
+/// (`covariance_mma`, its products on FP64 tensor cores; needs `nwavetot <= 80`) or `mma-late`
+/// (`covariance_mma_late`, the same without the register prefetch of `L`). `mma` measured
+/// slower than `team` on an H200 (44.1 against 26.0 ms per r frame), so it is not the default.
+pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
+
+/// Kernel of the covariance stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BandKernel {
+    /// `covariance_team`: one thread block per block, FP64 FMAs, `C_bb` accumulated in global
+    /// memory: default.
+    Team,
+    /// `covariance_mma`: one thread block of warps per block, GEMM and Gram on FP64 tensor
+    /// cores, `C_bb` accumulated in registers, the next rows of `L` prefetched through
+    /// registers.
+    Mma,
+    /// `covariance_mma_late`: `covariance_mma` with the rows of `L` staged at the end of each
+    /// phase (fewer registers, the load latency not overlapped).
+    MmaLate,
+}
+
+impl BandKernel {
+    /// From [`BAND_KERNEL_ENV`]: `team`/unset, `mma` or `mma-late`; anything else is an error
+    /// naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(BAND_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
+            Ok("mma") => Ok(Self::Mma),
+            Ok("mma-late") => Ok(Self::MmaLate),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{BAND_KERNEL_ENV}={other}: expected `team`, `mma` or `mma-late`"
+            ))),
+        }
+    }
+
+    /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
+    /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] and
+    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks (`selftest --gpu` prints
+    /// the kernel that ran).
+    pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
+        match self {
+            Self::Mma | Self::MmaLate
+                if nwavetot <= desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX =>
+            {
+                self
+            }
+            _ => Self::Team,
+        }
+    }
+
+    /// The name of the covariance kernel of this variant.
+    pub fn covariance_kernel(self) -> &'static str {
+        match self {
+            Self::Team => "covariance_team",
+            Self::Mma => "covariance_mma",
+            Self::MmaLate => "covariance_mma_late",
+        }
+    }
+}
+
+/// Environment variable choosing the cholesky stage's kernel (regularize, band factor,
+/// solve): `blocked` (default: `factor_solve_blocked`, the back substitution 8 unknowns per
+/// phase) or `team` (`factor_solve_team`, one unknown per phase).
+pub const FACTOR_KERNEL_ENV: &str = "DESI_FACTOR_KERNEL";
+
+/// Kernel of the cholesky stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorKernel {
+    /// `factor_solve_team`: back substitution one unknown per phase (`n + 2` phases).
+    Team,
+    /// `factor_solve_blocked`: back substitution 8 unknowns per phase (`ceil(n / 8) + 1`
+    /// phases): default.
+    Blocked,
+}
+
+impl FactorKernel {
+    /// From [`FACTOR_KERNEL_ENV`]: `team`, or `blocked`/unset; anything else is an error
+    /// naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(FACTOR_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("blocked") | Ok("") => Ok(Self::Blocked),
+            Ok("team") => Ok(Self::Team),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{FACTOR_KERNEL_ENV}={other}: expected `team` or `blocked`"
+            ))),
+        }
+    }
+
+    /// The name of the kernel of this variant.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Self::Team => "factor_solve_team",
+            Self::Blocked => "factor_solve_blocked",
+        }
     }
 }
 
@@ -415,7 +524,10 @@ impl GpuContext {
             covariance: Kernel::load(&module, k::COVARIANCE)?,
             resolution: Kernel::load(&module, k::RESOLUTION)?,
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
+            factor_solve_blocked: Kernel::load(&module, k::FACTOR_SOLVE_BLOCKED)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
+            covariance_mma: Kernel::load(&module, k::COVARIANCE_MMA)?,
+            covariance_mma_late: Kernel::load(&module, k::COVARIANCE_MMA_LATE)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,
             resolution_ns: Kernel::load(&module, k::RESOLUTION_NS)?,
             resolution_ns2: Kernel::load(&module, k::RESOLUTION_NS2)?,
@@ -433,6 +545,8 @@ impl GpuContext {
             _ => KernelMode::Team,
         };
         let eigh = EighKernel::from_env()?;
+        let band = BandKernel::from_env()?;
+        let factor = FactorKernel::from_env()?;
         let ns_counts = Mutex::new(
             stream
                 .alloc_zeros::<u32>(2)
@@ -453,6 +567,8 @@ impl GpuContext {
             ordinal,
             mode,
             eigh,
+            band,
+            factor,
             ns_counts,
             pinned: Default::default(),
             pinned_status: Default::default(),

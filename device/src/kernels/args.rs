@@ -19,7 +19,7 @@
 
 use core::marker::PhantomData;
 
-use crate::linalg::{banded_team, jacobi_team, newton_schulz};
+use crate::linalg::{banded_mma, banded_team, jacobi_team, newton_schulz};
 use crate::patch::{CcdView, PatchDesc, StampView};
 use crate::psf::spot::{PsfTables, SpotGeometry, StampCorner};
 use crate::psf::spot_team::spot_team_scratch_len;
@@ -107,10 +107,17 @@ pub const ASSEMBLE_WARP: Entry<AssembleArgs> = Entry::new("assemble_warp");
 pub const FACTOR_SOLVE: Entry<FactorSolveArgs> = Entry::new("factor_solve");
 /// `factor_solve_team`: the same, one thread block per patch.
 pub const FACTOR_SOLVE_TEAM: Entry<FactorSolveArgs> = Entry::new("factor_solve_team");
+/// `factor_solve_blocked`: the same with the blocked back substitution (8 unknowns per phase).
+pub const FACTOR_SOLVE_BLOCKED: Entry<FactorSolveArgs> = Entry::new("factor_solve_blocked");
 /// `covariance`: covariance blocks of the core spectra, one thread per core spectrum.
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
 pub const COVARIANCE_TEAM: Entry<CovarianceArgs> = Entry::new("covariance_team");
+/// `covariance_mma`: the same with its products on FP64 tensor cores, one thread block of
+/// warps per core spectrum.
+pub const COVARIANCE_MMA: Entry<CovarianceArgs> = Entry::new("covariance_mma");
+/// `covariance_mma_late`: the same with `L` staged at the end of each phase.
+pub const COVARIANCE_MMA_LATE: Entry<CovarianceArgs> = Entry::new("covariance_mma_late");
 /// `resolution`: Jacobi inverse square root, R, flux, ivar, diagonals, one thread per core
 /// spectrum.
 pub const RESOLUTION: Entry<ResolutionArgs> = Entry::new("resolution");
@@ -145,8 +152,11 @@ pub const ENTRIES: &[EntryParam] = &[
     ASSEMBLE_WARP.param(),
     FACTOR_SOLVE.param(),
     FACTOR_SOLVE_TEAM.param(),
+    FACTOR_SOLVE_BLOCKED.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
+    COVARIANCE_MMA.param(),
+    COVARIANCE_MMA_LATE.param(),
     RESOLUTION.param(),
     RESOLUTION_TEAM.param(),
     RESOLUTION_NS.param(),
@@ -657,7 +667,7 @@ impl FactorSolveArgs {
         LaunchShape::per_thread(self.batch.npatch)
     }
 
-    /// `factor_solve_team`: one block of `lanes` per patch, with
+    /// `factor_solve_team` and `factor_solve_blocked`: one block of `lanes` per patch, with
     /// [`band_factor_team_window_len`](banded_team::band_factor_team_window_len)`(kd_max) +
     /// nmax` f64 of dynamic shared memory (`kd_max` the largest `kd` of the batch; 35,912 bytes
     /// for `kd = 58`, `nmax = 518`).
@@ -718,6 +728,25 @@ impl CovarianceArgs {
             self.batch.npatch * self.nspp_max,
             lanes,
             8 * banded_team::covariance_block_team_ring_len(self.batch.nwavetot, kd_max, 1),
+        )
+    }
+
+    /// Warps of `covariance_mma` (the fewest its per-warp tile slots allow: 256 threads, 1–2
+    /// column tiles and 6–7 `C_bb` tiles per warp for `nwavetot = 74`).
+    pub const MMA_WARPS: usize = banded_mma::COV_MMA_WARPS;
+
+    /// `covariance_mma` and `covariance_mma_late`: one block of `warps` warps (clamped to
+    /// `COV_MMA_WARPS..=COV_MMA_MAX_WARPS`) per `(patch, core spectrum)`, with
+    /// [`covariance_block_mma_smem_len`](banded_mma::covariance_block_mma_smem_len)`(nwavetot,
+    /// kd_max, 1, warps)` f64 of dynamic shared memory (56,960 bytes for `nwavetot = 74`,
+    /// `kd_max = 58`, 8 warps).
+    #[inline]
+    pub fn mma_shape(&self, warps: usize, kd_max: usize) -> LaunchShape {
+        let warps = warps.clamp(banded_mma::COV_MMA_WARPS, banded_mma::COV_MMA_MAX_WARPS);
+        LaunchShape::per_block(
+            self.batch.npatch * self.nspp_max,
+            32 * warps,
+            8 * banded_mma::covariance_block_mma_smem_len(self.batch.nwavetot, kd_max, 1, warps),
         )
     }
 }

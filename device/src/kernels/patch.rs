@@ -21,7 +21,7 @@ use super::args::{
 use super::thread;
 use crate::linalg::newton_schulz::{self, BlockMmaTeam, MmaTeam};
 use crate::linalg::newton_schulz_blocked;
-use crate::linalg::{banded, banded_team, jacobi, jacobi_team};
+use crate::linalg::{banded, banded_mma, banded_team, jacobi, jacobi_team};
 use crate::patch::assemble_warp::{
     assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
 };
@@ -1209,15 +1209,28 @@ pub unsafe extern "ptx-kernel" fn pixel_core_warp(args: PixelCoreArgs) {
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn factor_solve_team(args: FactorSolveArgs) {
     // SAFETY: the kernel's contract.
-    unsafe { factor_solve_team_body(args) }
+    unsafe { factor_solve_team_body::<false>(args) }
 }
 
-/// The body of [`factor_solve_team`].
+/// [`factor_solve_team`] with the blocked back substitution
+/// ([`banded_team::band_back_solve_blocked_team`]: 8 unknowns per phase, `ceil(n / 8) + 1`
+/// phases instead of `n + 2`); the same launch, the same factor, `xflux` equal up to the order
+/// of the back substitution's sums.
+///
+/// # Safety
+/// As [`factor_solve_team`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn factor_solve_blocked(args: FactorSolveArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { factor_solve_team_body::<true>(args) }
+}
+
+/// The body of [`factor_solve_team`] (`BLOCKED`: of [`factor_solve_blocked`]).
 ///
 /// # Safety
 /// As [`factor_solve_team`].
 #[inline(always)]
-unsafe fn factor_solve_team_body(args: FactorSolveArgs) {
+unsafe fn factor_solve_team_body<const BLOCKED: bool>(args: FactorSolveArgs) {
     let FactorSolveArgs {
         batch,
         nmax,
@@ -1276,7 +1289,11 @@ unsafe fn factor_solve_team_body(args: FactorSolveArgs) {
         });
         let mut code = banded_team::band_factor_forward_team(&team, ab, n, kd, window, x);
         if code == Status::Ok {
-            code = banded_team::band_back_solve_team(&team, ab, n, kd, window, x);
+            code = if BLOCKED {
+                banded_team::band_back_solve_blocked_team(&team, ab, n, kd, window, x)
+            } else {
+                banded_team::band_back_solve_team(&team, ab, n, kd, window, x)
+            };
         }
         if code == Status::Ok {
             let dst = xflux.add(p * nmax);
@@ -1384,6 +1401,120 @@ pub unsafe extern "ptx-kernel" fn covariance_team(args: CovarianceArgs) {
             d.s_core as usize + c,
             out,
             ring,
+        );
+        if tid == 0 {
+            batch.fail(p, code);
+        }
+    }
+}
+
+/// Covariance block `C_bb` of one core spectrum per thread block of warps, with its products
+/// on FP64 tensor cores ([`banded_mma::covariance_block_mma`]): the same arguments and results
+/// as [`covariance_team`] (equal up to the order of the sums; `work` and `work_stride` are not
+/// used).
+///
+/// # Launch
+/// [`CovarianceArgs::mma_shape`]`(warps, kd_max)`:
+/// - grid `(npatch · nspp_max, 1, 1)`: block `item = patch · nspp_max + c`; blocks with
+///   `c >= nspp` of their patch return;
+/// - block `(32 · warps, 1, 1)`, `COV_MMA_WARPS <= warps <= COV_MMA_MAX_WARPS` (8 to 16;
+///   otherwise the patch fails with `BadShape`);
+/// - dynamic shared memory of at least `8 · `
+///   [`covariance_block_mma_smem_len`](banded_mma::covariance_block_mma_smem_len)`(nwavetot, kd_max, 1, warps)`
+///   bytes (56,960 for `nwavetot = 74`, `kd_max = 58`, 8 warps; the host raises the 48 KiB
+///   default); `nwavetot <= 80` (otherwise `BadShape`). A smaller allocation is not detected.
+///
+/// # Thread mapping
+/// Thread `threadIdx.x` is lane `threadIdx.x % 32` of warp `threadIdx.x / 32` of a
+/// [`BlockMmaTeam`]. The patch status is read by thread 0 and broadcast through shared memory
+/// (another block of the patch may write it concurrently), so every thread of a block passes
+/// the same barriers.
+///
+/// # Safety
+/// All pointers valid for the documented sizes; the launch shape above.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance_mma(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_mma_body::<true>(args) }
+}
+
+/// [`covariance_mma`] with the next group of `L` staged at the end of each phase instead of
+/// through registers (fewer registers and spills, the global-memory latency not overlapped;
+/// the same results): `DESI_BAND_KERNEL=mma-late`.
+///
+/// # Safety
+/// As [`covariance_mma`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance_mma_late(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_mma_body::<false>(args) }
+}
+
+/// The body of [`covariance_mma`] (`PREFETCH`) and [`covariance_mma_late`].
+///
+/// # Safety
+/// As [`covariance_mma`].
+#[inline(always)]
+unsafe fn covariance_mma_body<const PREFETCH: bool>(args: CovarianceArgs) {
+    let CovarianceArgs {
+        batch,
+        nspp_max,
+        band,
+        band_len,
+        cov,
+        ..
+    } = args;
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe { assume_global!(batch.descs, batch.status, band, cov) };
+    let nwavetot = batch.nwavetot;
+    let tid = thread_index();
+    let Some(item) = block_item(&batch, nspp_max) else {
+        return;
+    };
+    let (p, c) = (item.patch, item.sub);
+    let team = BlockMmaTeam;
+    let block = nwavetot * nwavetot;
+    let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
+    // SAFETY: the launch provides covariance_block_mma_smem_len(nwavetot, kd_max, 1, warps)
+    // f64 of dynamic shared memory, used only by this block's threads under the team's phase
+    // rule; each (patch, c) owns its output block; the band is only read.
+    unsafe {
+        let d = batch.desc(p);
+        if c >= d.nspp as usize {
+            return;
+        }
+        let flag = Shared::from_raw(smem, 1);
+        // Broadcast the entry status (another block of the patch may write it meanwhile).
+        MmaTeam::each(&team, |_, _| {
+            if tid == 0 {
+                flag.set(0, batch.status.add(p).read() as f64);
+            }
+        });
+        let mut skip = false;
+        MmaTeam::each(&team, |_, _| skip = flag.get(0) != 0.0);
+        if skip {
+            return;
+        }
+        let n = d.nunknown(nwavetot);
+        let kd = d.kd as usize;
+        let nblock = d.nspecpad as usize;
+        let off = d.band_offset as usize;
+        if off + n * (kd + 1) > band_len || nblock == 0 || n != nblock * nwavetot {
+            if tid == 0 {
+                batch.fail(p, Status::BadShape);
+            }
+            return;
+        }
+        let len = banded_mma::covariance_block_mma_smem_len(n, kd, nblock, team.warps());
+        let code = banded_mma::covariance_block_mma::<1, 1, PREFETCH, _>(
+            &team,
+            Shared::from_raw(band.add(off) as *mut f64, n * (kd + 1)),
+            n,
+            kd,
+            nblock,
+            d.s_core as usize + c,
+            Shared::from_raw(cov.add(item.index * block), block),
+            Shared::from_raw(smem, len),
         );
         if tid == 0 {
             batch.fail(p, code);

@@ -631,6 +631,141 @@ pub fn band_back_solve_team<T: Team>(
     Status::Ok
 }
 
+/// Back substitution `Lᵀ x = z` by one team, 8 unknowns per phase: the result of
+/// [`band_back_solve_team`] up to the order of the sums (about `n·eps·κ`), in `ceil(n / 8) + 1`
+/// phases instead of `n + 2` (the GPU's `factor_solve_blocked`).
+///
+/// # Parameters
+/// As [`band_back_solve_team`] (the same `window`: three staged chunks of 8 band rows).
+///
+/// # Equation
+/// Blocks of 8 rows from the bottom, block `c` = rows `lo_c .. hi_c` with
+/// `hi_c = n − 8c`, `lo_c = max(hi_c − 8, 0)` (the staged chunks of [`band_back_solve_team`]).
+/// Phase `c` (after a phase staging chunk 0):
+/// - lane 0 applies block `c − 1`'s unknowns to the rows of block `c`
+///   (`z_k −= Σ_{i ∈ c−1} L[i][k]·x_i`), then solves the block's triangle, `i = hi_c − 1` down
+///   to `lo_c`: `x_i = z_i · (1 / L[i][i])`, `z_k −= L[i][k]·x_i` for `lo_c <= k < i`;
+/// - the other lanes (lane 0 too in a team of one) apply block `c − 1`'s unknowns to the rows
+///   `k < lo_c` it reaches (`k >= lo_{c−1} − kd`), one row per lane (at most 8 FMAs);
+/// - every lane stages chunk `c + 1` (the buffer of chunk `c − 2`, finished), and the first 8
+///   lanes the reciprocals of its diagonal (one buffer of two, as the chunks: the divisions
+///   stay off lane 0's path).
+///
+/// Within a phase lane 0 writes the rows of block `c` and the others the rows below it; both
+/// read the `x` of block `c − 1`, final since the phase before.
+///
+/// # Returns
+/// [`Status::Ok`], or [`Status::BadShape`] if a length disagrees with `n`, `kd`.
+pub fn band_back_solve_blocked_team<T: Team>(
+    team: &T,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    window: Shared,
+    rhs: Shared,
+) -> Status {
+    if !band_shape_ok(&ab, n, kd)
+        || rhs.len() != n
+        || window.len() < band_factor_team_window_len(kd)
+    {
+        return Status::BadShape;
+    }
+    if n == 0 {
+        return Status::Ok;
+    }
+    let w = kd + 1;
+    let lanes = team.lanes();
+    let stride = window_stride(kd);
+    // As band_back_solve_team: staged row i: chunk (n-1-i) / 8 in buffer chunk % 3.
+    let staged = |i: usize, pos: usize| {
+        let back = n - 1 - i;
+        let row = (back / LOAD_AHEAD % 3) * LOAD_AHEAD + back % LOAD_AHEAD;
+        row * stride + pos
+    };
+    // L[i][k] (i - kd <= k <= i) from the staged row i.
+    let lik = |i: usize, k: usize| window.get(staged(i, k + kd - i));
+    let load = |lane: usize, c: usize| {
+        let hi = n.saturating_sub(c * LOAD_AHEAD);
+        let mut i = n.saturating_sub((c + 1) * LOAD_AHEAD);
+        while i < hi {
+            let mut pos = lane;
+            while pos < w {
+                window.set(staged(i, pos), ab.get(i * w + pos));
+                pos += lanes;
+            }
+            i += 1;
+        }
+    };
+    let nchunk = n.div_ceil(LOAD_AHEAD);
+    // 1 / L[i][i] of the rows of block c in buffer c % 2 (the factorization's partial-sum
+    // slots), computed one phase ahead from `ab` by the first lanes: 8 divisions off lane 0's
+    // path.
+    let rinv = window.sub(window_rows(kd) * stride + 2, 2 * LOAD_AHEAD);
+    let reciprocals = |lane: usize, c: usize| {
+        let hi = n - c * LOAD_AHEAD;
+        let mut t = lane;
+        while t < LOAD_AHEAD.min(hi) {
+            let i = hi - 1 - t;
+            rinv.set((c % 2) * LOAD_AHEAD + t, 1.0 / ab.get(i * w + kd));
+            t += lanes;
+        }
+    };
+    team.each(|lane| {
+        load(lane, 0);
+        reciprocals(lane, 0);
+    });
+    for c in 0..nchunk {
+        let hi = n - c * LOAD_AHEAD;
+        let lo = hi.saturating_sub(LOAD_AHEAD);
+        // Block c - 1 (empty for c = 0): rows lo .. hi of the block above.
+        let (plo, phi) = if c == 0 {
+            (hi, hi)
+        } else {
+            (hi, hi + LOAD_AHEAD)
+        };
+        team.each(|lane| {
+            if c + 1 < nchunk {
+                load(lane, c + 1);
+                reciprocals(lane, c + 1);
+            }
+            if lane == 0 {
+                // Block c - 1's unknowns into the rows of block c (row by row: 8 independent
+                // sums of at most 8 terms).
+                for k in lo..hi {
+                    let mut z = rhs.get(k);
+                    for i in plo..phi.min(k + w) {
+                        z = fma(-lik(i, k), rhs.get(i), z);
+                    }
+                    rhs.set(k, z);
+                }
+                // The triangle of block c.
+                for i in (lo..hi).rev() {
+                    let x = rhs.get(i) * rinv.get((c % 2) * LOAD_AHEAD + (hi - 1 - i));
+                    rhs.set(i, x);
+                    for k in lo.max(i.saturating_sub(kd))..i {
+                        rhs.set(k, fma(-lik(i, k), x, rhs.get(k)));
+                    }
+                }
+            }
+            // Rows below block c reached by block c - 1: k in [lo_{c-1} - kd, lo), by the
+            // lanes other than 0 (by lane 0 too in a team of one).
+            let (first, step) = if lanes > 1 { (1, lanes - 1) } else { (0, 1) };
+            if c > 0 && lane >= first {
+                let mut k = plo.saturating_sub(kd) + lane - first;
+                while k < lo {
+                    let mut z = rhs.get(k);
+                    for i in plo..phi.min(k + w) {
+                        z = fma(-lik(i, k), rhs.get(i), z);
+                    }
+                    rhs.set(k, z);
+                    k += step;
+                }
+            }
+        });
+    }
+    Status::Ok
+}
+
 /// [`unroll!`] over `0..ROWS`.
 macro_rules! unroll_rows {
     ($t:ident => $body:block) => {
@@ -926,20 +1061,22 @@ pub fn covariance_block_team<T: Team>(
     }
 }
 
-/// Shape of one [`covariance_block_team`] problem.
-struct CovGeometry {
-    n: usize,
-    kd: usize,
-    nblock: usize,
-    block: usize,
-    bs: usize,
-    depth: usize,
+/// Shape of one [`covariance_block_team`] problem (also used by the DMMA variant,
+/// [`super::banded_mma`], for its staging of `L`).
+#[derive(Clone, Copy)]
+pub(crate) struct CovGeometry {
+    pub(crate) n: usize,
+    pub(crate) kd: usize,
+    pub(crate) nblock: usize,
+    pub(crate) block: usize,
+    pub(crate) bs: usize,
+    pub(crate) depth: usize,
 }
 
 /// Stages rows `m0 .. m0 + 8` of `L` into `stage` (layout of [`covariance_block_team`]),
 /// lane-strided.
 #[inline(always)]
-fn stage_l_rows(
+pub(crate) fn stage_l_rows(
     geo: &CovGeometry,
     ab: &Shared,
     stage: Shared,

@@ -11,6 +11,8 @@
 //!   register-tiled, blocked loops: the CPU backend's path (same results up to rounding).
 //! - [`banded_team`]: the same verbs done cooperatively by a team of lanes (one GPU thread
 //!   block per patch or per block).
+//! - [`banded_mma`]: the covariance blocks of [`banded_team`] with their products on FP64
+//!   tensor cores (the GPU's `DESI_BAND_KERNEL=mma` variant).
 //! - [`jacobi`]: the inverse square root of the `74×74` covariance blocks by one-sided Jacobi.
 //! - [`jacobi_team`]: the same inverse square root (and the resolution step) done cooperatively
 //!   by a team of lanes (one GPU thread block per block), with a parallel Jacobi ordering.
@@ -28,6 +30,7 @@
 pub mod banded;
 #[cfg(not(target_arch = "nvptx64"))]
 pub mod banded_cpu;
+pub mod banded_mma;
 pub mod banded_team;
 pub(crate) mod dense;
 pub mod jacobi;
