@@ -161,22 +161,25 @@ fn selftest_gpu_band(env: &[(&str, &str)], args: &[&str]) -> Option<String> {
 }
 
 /// The band stages' variants (docs/algorithm.md §6): the defaults (`covariance_team`,
-/// `factor_solve_blocked`), `DESI_BAND_KERNEL=mma` (`covariance_mma` on FP64 tensor cores) and
-/// `DESI_BAND_KERNEL=mma-late DESI_FACTOR_KERNEL=team` (`covariance_mma_late`,
-/// `factor_solve_team`) must each pass `selftest --gpu` and name the
+/// `factor_solve_team`), `DESI_BAND_KERNEL=mma DESI_FACTOR_KERNEL=blocked` (`covariance_mma` on
+/// FP64 tensor cores, `factor_solve_blocked`) and `DESI_BAND_KERNEL=mma-late`
+/// (`covariance_mma_late`) must each pass `selftest --gpu` and name the
 /// kernels that ran; a bad value is a clear error (exit 2); without a GPU, the clear error.
 #[test]
 fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
     let args = ["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"];
     for (env, factor, covariance) in [
-        (&[][..], "factor_solve_blocked", "covariance_team"),
+        (&[][..], "factor_solve_team", "covariance_team"),
         (
-            &[("DESI_BAND_KERNEL", "mma")][..],
+            &[
+                ("DESI_BAND_KERNEL", "mma"),
+                ("DESI_FACTOR_KERNEL", "blocked"),
+            ][..],
             "factor_solve_blocked",
             "covariance_mma",
         ),
         (
-            &[("DESI_BAND_KERNEL", "mma-late"), ("DESI_FACTOR_KERNEL", "team")][..],
+            &[("DESI_BAND_KERNEL", "mma-late")][..],
             "factor_solve_team",
             "covariance_mma_late",
         ),
