@@ -10,17 +10,21 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
-/// Runs `selftest --gpu -p PSF ARGS` with `DESI_EIGH_KERNEL` set to `eigh` (unset for `None`).
-/// With a GPU (or `DESI_REQUIRE_GPU=1`) it must succeed and print `selftest: PASS`: returns its
-/// stdout. Without one it must be the clear error (exit 2, no panic): returns `None`.
-fn selftest_gpu(eigh: Option<&str>, args: &[&str]) -> Option<String> {
+/// The kernel-choice variables a test sets (all removed from the inherited environment first).
+const KERNEL_VARS: [&str; 3] = ["DESI_EIGH_KERNEL", "DESI_BAND_KERNEL", "DESI_FACTOR_KERNEL"];
+
+/// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
+/// of [`KERNEL_VARS`] unset). With a GPU (or `DESI_REQUIRE_GPU=1`) it must succeed and print
+/// `selftest: PASS`: returns its stdout. Without one it must be the clear error (exit 2, no
+/// panic): returns `None`.
+fn selftest_gpu(env: &[(&str, &str)], args: &[&str]) -> Option<String> {
     let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
     let mut command = Command::new(BIN);
-    command.env_remove("DESI_EIGH_KERNEL");
-    if let Some(method) = eigh {
-        command.env("DESI_EIGH_KERNEL", method);
+    for var in KERNEL_VARS {
+        command.env_remove(var);
     }
     let out = command
+        .envs(env.iter().copied())
         .args(["selftest", "--gpu", "-p", PSF])
         .args(args)
         .output()
@@ -30,7 +34,7 @@ fn selftest_gpu(eigh: Option<&str>, args: &[&str]) -> Option<String> {
     if probe_driver().is_ok() || require {
         assert!(
             out.status.success(),
-            "selftest --gpu {args:?} (eigh {eigh:?}) failed:\n{stdout}\n{stderr}"
+            "selftest --gpu {args:?} ({env:?}) failed:\n{stdout}\n{stderr}"
         );
         assert!(stdout.contains("selftest: PASS"), "{stdout}");
         Some(stdout)
@@ -63,7 +67,7 @@ const COSMIC_ARGS: [&str; 8] = [
 
 #[test]
 fn gpu_selftest_or_clear_error_without_gpu() {
-    selftest_gpu(None, &["-n", "25", "-w", "6000,6200,0.8", "--repeat", "1"]);
+    selftest_gpu(&[], &["-n", "25", "-w", "6000,6200,0.8", "--repeat", "1"]);
 }
 
 /// Outlier rejection on the GPU (docs/algorithm.md §4.11): on a frame with unmasked cosmic
@@ -71,7 +75,7 @@ fn gpu_selftest_or_clear_error_without_gpu() {
 /// re-solves, and rejected the CPU's pixels patch by patch); without a GPU, the clear error.
 #[test]
 fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
-    let Some(stdout) = selftest_gpu(None, &COSMIC_ARGS) else {
+    let Some(stdout) = selftest_gpu(&[], &COSMIC_ARGS) else {
         return;
     };
     assert!(stdout.contains("rejection stages"), "{stdout}");
@@ -97,7 +101,11 @@ fn gpu_selftest_with_outlier_rejection_or_clear_error_without_gpu() {
 #[test]
 fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
     for method in [None, Some("ns2"), Some("ns"), Some("team")] {
-        let Some(stdout) = selftest_gpu(method, &COSMIC_ARGS) else {
+        let env: Vec<_> = method
+            .map(|m| ("DESI_EIGH_KERNEL", m))
+            .into_iter()
+            .collect();
+        let Some(stdout) = selftest_gpu(&env, &COSMIC_ARGS) else {
             return;
         };
         assert!(stdout.contains("selftest: DMMA check"), "{stdout}");
@@ -126,40 +134,6 @@ fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
     }
 }
 
-/// Runs `selftest --gpu -p PSF ARGS` with the band-stage variables set as `env` (the others
-/// of `DESI_BAND_KERNEL`, `DESI_FACTOR_KERNEL` removed): as [`selftest_gpu`].
-fn selftest_gpu_band(env: &[(&str, &str)], args: &[&str]) -> Option<String> {
-    let require = std::env::var("DESI_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("DESI_BAND_KERNEL")
-        .env_remove("DESI_FACTOR_KERNEL");
-    command.envs(env.iter().copied());
-    let out = command
-        .args(["selftest", "--gpu", "-p", PSF])
-        .args(args)
-        .output()
-        .expect("run desi-extract");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if probe_driver().is_ok() || require {
-        assert!(
-            out.status.success(),
-            "selftest --gpu {args:?} ({env:?}) failed:\n{stdout}\n{stderr}"
-        );
-        assert!(stdout.contains("selftest: PASS"), "{stdout}");
-        Some(stdout)
-    } else {
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "stdout {stdout} stderr {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-        None
-    }
-}
-
 /// The band stages' variants (docs/algorithm.md §6): the defaults (`covariance_team`,
 /// `factor_solve_team`), `DESI_BAND_KERNEL=mma DESI_FACTOR_KERNEL=blocked` (`covariance_mma` on
 /// FP64 tensor cores, `factor_solve_blocked`) and `DESI_BAND_KERNEL=mma-late`
@@ -184,7 +158,7 @@ fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
             "covariance_mma_late",
         ),
     ] {
-        let Some(stdout) = selftest_gpu_band(env, &args) else {
+        let Some(stdout) = selftest_gpu(env, &args) else {
             return;
         };
         let line = stdout
