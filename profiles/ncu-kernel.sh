@@ -14,12 +14,18 @@ bin=${2:-target/release/desi-extract}
 out=${3:-profile-output}
 mkdir -p "$out"
 psf=$(dirname "$0")/../data/psf-r0-00051060.fits
-ncu=$(command -v ncu || compgen -G "/opt/nvidia/nsight-compute/*/ncu" | head -n 1 || compgen -G "/usr/local/cuda*/bin/ncu" | head -n 1)
+# ncu on the PATH, else Nsight Compute's own folder, else CUDA's (the GPU machines have it only in
+# /opt/nvidia/nsight-compute/VERSION/).
+ncu=$(command -v ncu || true)
+for pattern in "/opt/nvidia/nsight-compute/*/ncu" "/usr/local/cuda*/bin/ncu"; do
+    [[ -n $ncu ]] || ncu=$(compgen -G "$pattern" | head -n 1 || true)
+done
+[[ -n $ncu ]] || { echo "ncu-kernel.sh: no ncu (Nsight Compute) found" >&2; exit 1; }
 read -r -a sim_args <<<"${NCU_SIM_ARGS:-}"
 read -r -a extract_args <<<"${NCU_EXTRACT_ARGS:-}"
 preproc=$out/preproc${NCU_SIM_ARGS:+-$(echo "$NCU_SIM_ARGS" | tr -c 'a-z0-9' '_')}.fits
 [[ -f $preproc ]] || "$bin" simulate -p "$psf" -o "$preproc" -w 5760,7620,0.8 --seed 1 "${sim_args[@]}"
-"$ncu" --kernel-name "$kernel" --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+"$ncu" --clock-control none --kernel-name "$kernel" --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section MemoryWorkloadAnalysis --force-overwrite -o "$out/$kernel" \
     "$bin" extract --gpu -i "$preproc" -p "$psf" -o "$out/frame.fits" -w 5760,7620,0.8 "${extract_args[@]}"
 "$ncu" --import "$out/$kernel.ncu-rep" --print-summary per-kernel
