@@ -72,6 +72,20 @@ fn image_dims(fits: &mut Fits, expect: Option<(usize, usize)>) -> Result<(usize,
     Ok((ny, nx))
 }
 
+/// [`read_plane_window`] of HDU `name` of `path` on a handle of its own, with the HDU's label.
+fn read_named_plane<T: super::fits::FitsElem>(
+    path: &Path,
+    name: &str,
+    shape: (usize, usize),
+    rows: &Range<usize>,
+    cols: &Range<usize>,
+) -> Result<(String, Vec<T>), IoError> {
+    let mut fits = Fits::open(path)?;
+    fits.require_hdu(name)?;
+    let plane = read_plane_window::<T>(&mut fits, shape, rows, cols)?;
+    Ok((fits.hdu_label().to_string(), plane))
+}
+
 /// Reads the window `rows` x `cols` of the current HDU, a 2-D image of shape `(ny, nx)`, into
 /// a zeroed `(ny, nx)` plane (the other pixels stay 0): whole rows in one read, a column
 /// window row by row (cfitsio reads just those pixels, or decompresses the tiles that hold
@@ -219,20 +233,13 @@ impl PreprocReader {
         // IVAR, MASK and READNOISE on threads of their own (each with its own handle of the
         // file; cfitsio is built reentrant) while this one reads IMAGE: the planes' reading,
         // byte-swapping, decompression and page faults run in parallel.
+        // Each on its own handle of the file (threads must not share one).
         let other_plane = |name: &'static str| {
-            let (rows, cols) = (rows.clone(), cols.clone());
-            let path = &path;
-            move || -> Result<(String, Vec<f32>), IoError> {
-                let mut fits = Fits::open(path)?;
-                fits.require_hdu(name)?;
-                let plane = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
-                Ok((fits.hdu_label().to_string(), plane))
-            }
+            let (rows, cols, path) = (rows.clone(), cols.clone(), &path);
+            move || read_named_plane::<f32>(path, name, (ny, nx), &rows, &cols)
         };
-        let read_mask = || -> Result<Vec<i32>, IoError> {
-            let mut fits = Fits::open(&path)?;
-            fits.require_hdu("MASK")?;
-            read_plane_window::<i32>(&mut fits, (ny, nx), &rows, &cols)
+        let read_mask = || {
+            read_named_plane::<i32>(&path, "MASK", (ny, nx), &rows, &cols).map(|(_, plane)| plane)
         };
         let mut read_image = || {
             if !fits.move_to_name("IMAGE")? {
