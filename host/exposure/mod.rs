@@ -359,11 +359,19 @@ pub fn run_exposure(
         });
         let gpus = if uses_gpu {
             let ordinal = gpu_for_rank(comm.local_rank())?;
-            if in_flight_at_most > 1 && config.frames_in_flight.is_none() {
+            let opening = Instant::now();
+            let gpus = if in_flight_at_most > 1 && config.frames_in_flight.is_none() {
                 open_gpus_by_memory(ordinal, limit)?
             } else {
                 open_gpus(ordinal, in_flight_at_most, limit)?
-            }
+            };
+            log::debug!(
+                "exposure: {} GPU context(s) opened in {:.3} s (at {:.3} s)",
+                gpus.len(),
+                opening.elapsed().as_secs_f64(),
+                start.elapsed().as_secs_f64()
+            );
+            gpus
         } else {
             Vec::new()
         };
@@ -393,7 +401,15 @@ pub fn run_exposure(
             backend: gpus.first().map_or(&CpuBackend, |g| g),
         };
         let outcomes = run_role(&ctx, &gpus, in_flight, reads, observer)?;
+        let releasing = Instant::now();
         let gpu_memory = release_gpus(&gpus, limit)?;
+        if uses_gpu {
+            log::debug!(
+                "exposure: GPU memory released in {:.3} s (at {:.3} s)",
+                releasing.elapsed().as_secs_f64(),
+                start.elapsed().as_secs_f64()
+            );
+        }
         Ok::<_, ExposureError>((outcomes, gpu_memory, in_flight))
     })?;
     let wall_s = start.elapsed().as_secs_f64();
