@@ -13,6 +13,7 @@
 //! lanes return the same [`Status`].
 
 use super::dense::pivot_status;
+use crate::lds::Lds;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
 use crate::Status;
@@ -933,6 +934,56 @@ pub fn covariance_block_team<T: Team>(
     out: Shared,
     ring: Shared,
 ) -> Status {
+    covariance_impl::<T, false>(team, ab, n, kd, nblock, block, out, ring)
+}
+
+/// [`covariance_block_team`] with the phase loop's shared-memory work ([`y_rows_lds`],
+/// [`gram_tile_lds`]) on 32-bit [`Lds`] cursors instead of the generic 64-bit pointers of
+/// [`Shared`]: `ld.shared`/`st.shared` on the GPU instead of generic loads and stores (which
+/// ptxas waits for as for global memory), 32-bit instead of 64-bit index arithmetic, the ring
+/// wrap hoisted out of the inner loops (each loop split at the wrap), the geometry passed by
+/// value instead of through a local-memory struct. The same FMAs in the same order: bitwise
+/// the result of [`covariance_block_team`] (device/tests/banded_team.rs), for the GPU's
+/// `covariance_team_lds`.
+///
+/// # Parameters
+/// As [`covariance_block_team`]; shapes whose ring or output indices do not fit in 31 bits
+/// are [`Status::BadShape`].
+///
+/// # Safety
+/// On the GPU, `ring` must lie in the block's shared memory (e.g. dynamic shared memory).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn covariance_block_team_lds<T: Team>(
+    team: &T,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    out: Shared,
+    ring: Shared,
+) -> Status {
+    const LIMIT: usize = i32::MAX as usize / 8;
+    if ring.len() > LIMIT || out.len() > LIMIT || n > LIMIT || kd > LIMIT {
+        return Status::BadShape;
+    }
+    covariance_impl::<T, true>(team, ab, n, kd, nblock, block, out, ring)
+}
+
+/// The body of [`covariance_block_team`] (`LDS` false) and [`covariance_block_team_lds`]
+/// (`LDS` true; its caller checked the 31-bit index ranges and that `ring` is shared memory).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn covariance_impl<T: Team, const LDS: bool>(
+    team: &T,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    out: Shared,
+    ring: Shared,
+) -> Status {
     if nblock == 0 || !n.is_multiple_of(nblock) || !band_shape_ok(&ab, n, kd) || block >= nblock {
         return Status::BadShape;
     }
@@ -986,6 +1037,21 @@ pub fn covariance_block_team<T: Team>(
         }
         stage_l_rows(&geo, &ab, stage(0), block, lane, lanes);
     });
+    // The 32-bit cursor and geometry of the LDS variant (indices below 2^31: checked by
+    // covariance_block_team_lds).
+    let lds = LDS.then(|| {
+        // SAFETY: `ring` is in shared memory on the GPU (covariance_block_team_lds's contract).
+        let ring32 = unsafe { Lds::new(ring) };
+        let geo32 = Geo32 {
+            n: n as u32,
+            kd: kd as u32,
+            nblock: nblock as u32,
+            block: block as u32,
+            bs: bs as u32,
+            depth: depth as u32,
+        };
+        (ring32, geo32)
+    });
     // Groups of Y_b rows per C_bb update: the rows stay in the ring for `kd` rows, and each
     // update reads and writes the tiles of `out` (global memory) once for all of them.
     let gram_groups = (kd / ROWS).clamp(1, GRAM_GROUPS);
@@ -997,10 +1063,20 @@ pub fn covariance_block_team<T: Team>(
         team.each(|lane| {
             if g < ngroup {
                 let m0 = block + g * ROWS;
-                let mut c = lane;
-                while c < bs {
-                    y_rows(&geo, ring, stage(g), m0, c);
-                    c += lanes;
+                if let Some((ring32, geo32)) = lds {
+                    let stage32 = ring32.add((stage0 + (g % 2) * stage_len) as u32);
+                    let slot0 = (m0 % depth) as u32;
+                    let mut c = lane;
+                    while c < bs {
+                        y_rows_lds(geo32, ring32, stage32, m0 as u32, slot0, c as u32);
+                        c += lanes;
+                    }
+                } else {
+                    let mut c = lane;
+                    while c < bs {
+                        y_rows(&geo, ring, stage(g), m0, c);
+                        c += lanes;
+                    }
                 }
                 if g + 1 < ngroup {
                     stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, lane, lanes);
@@ -1008,9 +1084,17 @@ pub fn covariance_block_team<T: Team>(
             }
             if gram_now {
                 let mut tile = (lane + lanes - bs % lanes) % lanes;
-                while tile < ntile {
-                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
-                    tile += lanes;
+                if let Some((ring32, geo32)) = lds {
+                    let rows = (gram_from as u32, gram_to as u32, (gram_from % depth) as u32);
+                    while tile < ntile {
+                        gram_tile_lds(geo32, out, ring32, rows, tile as u32, store);
+                        tile += lanes;
+                    }
+                } else {
+                    while tile < ntile {
+                        gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
+                        tile += lanes;
+                    }
                 }
             }
         });
@@ -1276,6 +1360,173 @@ fn gram_tile(
         if slot == depth {
             slot = 0;
         }
+        t += 1;
+    }
+    unroll_tile!(i => {
+        unroll_tile!(j => {
+            if keep(i, j) {
+                unsafe { out.set_unchecked(at(i, j), acc[i][j]) };
+            }
+        });
+    });
+}
+
+/// [`CovGeometry`] in 32 bits, passed by value to the LDS variant's phase functions (in
+/// registers, not through a local-memory struct).
+#[derive(Clone, Copy)]
+struct Geo32 {
+    n: u32,
+    kd: u32,
+    nblock: u32,
+    block: u32,
+    bs: u32,
+    depth: u32,
+}
+
+/// [`y_rows`] on [`Lds`] cursors (`stage`: the group's staged `L`; `slot0 = m0 % depth`), with
+/// the ring holding `-y` instead of `y`: the terms `(-L)·y` of [`y_rows`] are computed as
+/// `L·(-y)`, the same values exactly (signed zeros included), so the sums are bitwise those
+/// of [`y_rows`] and [`gram_tile_lds`]'s products `(-y_r)·(-y_c)` those of [`gram_tile`],
+/// without a negation per term (the values come from `asm!` loads, whose negation is an
+/// integer instruction per value, not a free operand modifier of the FMA). The sum over the
+/// ring runs in two loops split where the ring wraps (no compare-and-wrap per term): per row
+/// `k` one ring load, four 16-byte stage loads, 8 FMAs and two 32-bit adds.
+// Not inlined, as `y_rows`: its loop-invariant values stay out of the phase loop.
+#[inline(never)]
+fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
+    let start = g.block + c * g.nblock;
+    // -y of the group's rows (-0.0 where y is 0.0).
+    let mut ny = [-0.0f64; ROWS];
+    // SAFETY (the cursor accesses): as in `y_rows` (ring slots `< depth`, stage positions
+    // `< (kd + 8) · 8 <= depth · 8`, 16-byte aligned pairs: `cov_stage_start`).
+    if start < m0 + ROWS as u32 {
+        let mut acc = [0.0f64; ROWS];
+        let k_lo = m0.saturating_sub(g.kd).max(g.block);
+        // Rows k_lo .. m0 (count <= kd < depth), the first in slot k_lo % depth.
+        let count = m0 - k_lo;
+        let s_lo = if slot0 >= count {
+            slot0 - count
+        } else {
+            slot0 + g.depth - count
+        };
+        let first = count.min(g.depth - s_lo);
+        let mut r = ring.add(s_lo * g.bs + c);
+        let mut l = stage.add((k_lo + g.kd - m0) * ROWS as u32);
+        let mut step = |r: &mut Lds, l: &mut Lds| {
+            let nv = unsafe { r.get(0) };
+            unroll!(p in [0, 1, 2, 3] => {
+                let (a, b) = unsafe { l.get2(2 * p as u32) };
+                acc[2 * p] = fma(a, nv, acc[2 * p]);
+                acc[2 * p + 1] = fma(b, nv, acc[2 * p + 1]);
+            });
+            *r = r.add(g.bs);
+            *l = l.add(ROWS as u32);
+        };
+        let mut k = 0;
+        while k < first {
+            step(&mut r, &mut l);
+            k += 1;
+        }
+        r = ring.add(c);
+        while k < count {
+            step(&mut r, &mut l);
+            k += 1;
+        }
+        // Triangle: rows of this group, in registers.
+        let tri = stage.add(g.kd * ROWS as u32);
+        unroll_rows!(t => {
+            let m = m0 + t as u32;
+            let e = if m == start { 1.0 } else { 0.0 };
+            let mut s = e + acc[t];
+            unroll_rows!(t2 => {
+                if t2 < t {
+                    s = fma(unsafe { tri.get((t2 * ROWS + t) as u32) }, ny[t2], s);
+                }
+            });
+            let v = s * unsafe { tri.get((t * ROWS + t) as u32) };
+            ny[t] = if m >= start && m < g.n { -v } else { -0.0 };
+        });
+    }
+    unroll_rows!(t => {
+        let slot = slot0 + t as u32;
+        let slot = if slot >= g.depth { slot - g.depth } else { slot };
+        unsafe { ring.add(slot * g.bs + c).set(0, ny[t]) };
+    });
+}
+
+/// [`gram_tile`] on [`Lds`] cursors: rows `m0 .. min(m1, n)` of `Y_b` (`slot0 = m0 % depth`;
+/// the ring holds `-y`, see [`y_rows_lds`]) into tile `tile`; the same FMAs in the same
+/// order on the same products (bitwise the same sums), the ring's rows in two loops split
+/// where it wraps, 32-bit indices.
+// Not inlined, as `gram_tile`.
+#[inline(never)]
+fn gram_tile_lds(
+    g: Geo32,
+    out: Shared,
+    ring: Lds,
+    (m0, m1, slot0): (u32, u32, u32),
+    tile: u32,
+    store: TileStore,
+) {
+    let (mut tr, mut tc) = (tile, 0u32);
+    while tr > tc {
+        tc += 1;
+        tr -= tc;
+    }
+    let t5 = TILE as u32;
+    let (r0, c0) = (tr * t5, tc * t5);
+    if m1 <= g.block + c0 * g.nblock {
+        return;
+    }
+    let keep = |i: usize, j: usize| match store {
+        TileStore::RowMajor => r0 + i as u32 <= c0 + j as u32 && c0 + (j as u32) < g.bs,
+        TileStore::TileMajor { .. } => true,
+    };
+    let at = |i: usize, j: usize| -> usize {
+        match store {
+            TileStore::RowMajor => ((r0 + i as u32) * g.bs + c0 + j as u32) as usize,
+            TileStore::TileMajor { ntile } => {
+                ((i * TILE + j) as u32 * ntile as u32 + tile) as usize
+            }
+        }
+    };
+    // SAFETY: as in `gram_tile` (the same indices).
+    let mut acc = [[0.0f64; TILE]; TILE];
+    unroll_tile!(i => {
+        unroll_tile!(j => {
+            if keep(i, j) {
+                acc[i][j] = unsafe { out.get_unchecked(at(i, j)) };
+            }
+        });
+    });
+    let count = m1.min(g.n) - m0;
+    let first = count.min(g.depth - slot0);
+    let mut pr = ring.add(slot0 * g.bs + r0);
+    let mut pc = ring.add(slot0 * g.bs + c0);
+    let mut step = |pr: &mut Lds, pc: &mut Lds| {
+        let mut yr = [0.0f64; TILE];
+        let mut yc = [0.0f64; TILE];
+        unroll_tile!(i => {
+            yr[i] = unsafe { pr.get(i as u32) };
+            yc[i] = unsafe { pc.get(i as u32) };
+        });
+        unroll_tile!(i => {
+            unroll_tile!(j => {
+                acc[i][j] = fma(yr[i], yc[j], acc[i][j]);
+            });
+        });
+        *pr = pr.add(g.bs);
+        *pc = pc.add(g.bs);
+    };
+    let mut t = 0;
+    while t < first {
+        step(&mut pr, &mut pc);
+        t += 1;
+    }
+    pr = ring.add(r0);
+    pc = ring.add(c0);
+    while t < count {
+        step(&mut pr, &mut pc);
         t += 1;
     }
     unroll_tile!(i => {
