@@ -1056,16 +1056,24 @@ fn covariance_impl<T: Team, const LDS: bool>(
     // update reads and writes the tiles of `out` (global memory) once for all of them.
     let gram_groups = (kd / ROWS).clamp(1, GRAM_GROUPS);
     let mut gram_from = block;
+    // The LDS variant's ring slots of rows `block + g·8` and `gram_from`, and the groups since
+    // the last update, advanced by additions (the remainders were 64-bit subroutine calls per
+    // phase and lane).
+    let (mut slot_m0, mut slot_from, mut since) = (block % depth, block % depth, 0);
     for g in 0..=ngroup {
         // Rows `gram_from .. gram_to` (all computed in earlier phases) go into C_bb now.
         let gram_to = block + g * ROWS;
-        let gram_now = g > 0 && (g % gram_groups == 0 || g == ngroup);
+        let gram_now = if LDS {
+            g > 0 && (since == gram_groups || g == ngroup)
+        } else {
+            g > 0 && (g % gram_groups == 0 || g == ngroup)
+        };
         team.each(|lane| {
             if g < ngroup {
                 let m0 = block + g * ROWS;
                 if let Some((ring32, geo32)) = lds {
                     let stage32 = ring32.add((stage0 + (g % 2) * stage_len) as u32);
-                    let slot0 = (m0 % depth) as u32;
+                    let slot0 = slot_m0 as u32;
                     let mut c = lane;
                     while c < bs {
                         y_rows_lds(geo32, ring32, stage32, m0 as u32, slot0, c as u32);
@@ -1083,14 +1091,17 @@ fn covariance_impl<T: Team, const LDS: bool>(
                 }
             }
             if gram_now {
-                let mut tile = (lane + lanes - bs % lanes) % lanes;
                 if let Some((ring32, geo32)) = lds {
-                    let rows = (gram_from as u32, gram_to as u32, (gram_from % depth) as u32);
-                    while tile < ntile {
-                        gram_tile_lds(geo32, out, ring32, rows, tile as u32, store);
-                        tile += lanes;
+                    let rows = (gram_from as u32, gram_to as u32, slot_from as u32);
+                    // (lane + lanes - bs % lanes) % lanes in 32 bits.
+                    let (lane32, lanes32) = (lane as u32, lanes as u32);
+                    let mut tile = (lane32 + lanes32 - geo32.bs % lanes32) % lanes32;
+                    while tile < ntile as u32 {
+                        gram_tile_lds(geo32, out, ring32, rows, tile, store);
+                        tile += lanes32;
                     }
                 } else {
+                    let mut tile = (lane + lanes - bs % lanes) % lanes;
                     while tile < ntile {
                         gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
                         tile += lanes;
@@ -1100,6 +1111,13 @@ fn covariance_impl<T: Team, const LDS: bool>(
         });
         if gram_now {
             gram_from = gram_to;
+            slot_from = slot_m0;
+            since = 0;
+        }
+        since += 1;
+        slot_m0 += ROWS;
+        if slot_m0 >= depth {
+            slot_m0 -= depth;
         }
     }
     match store {
@@ -1391,8 +1409,10 @@ struct Geo32 {
 /// integer instruction per value, not a free operand modifier of the FMA). The sum over the
 /// ring runs in two loops split where the ring wraps (no compare-and-wrap per term): per row
 /// `k` one ring load, four 16-byte stage loads, 8 FMAs and two 32-bit adds.
-// Not inlined, as `y_rows`: its loop-invariant values stay out of the phase loop.
-#[inline(never)]
+// Inlined (unlike `y_rows`): with 32-bit cursors the phase loop fits the 128 registers
+// (ptxas, sm_90: 16-byte stack frame, no spill inside the phase loop), and an ABI call passed
+// the geometry through local memory and spilled the caller's values around it (120 bytes).
+#[inline(always)]
 fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
     let start = g.block + c * g.nblock;
     // -y of the group's rows (-0.0 where y is 0.0).
@@ -1458,8 +1478,8 @@ fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
 /// the ring holds `-y`, see [`y_rows_lds`]) into tile `tile`; the same FMAs in the same
 /// order on the same products (bitwise the same sums), the ring's rows in two loops split
 /// where it wraps, 32-bit indices.
-// Not inlined, as `gram_tile`.
-#[inline(never)]
+// Inlined, as `y_rows_lds`.
+#[inline(always)]
 fn gram_tile_lds(
     g: Geo32,
     out: Shared,
