@@ -251,8 +251,11 @@ fn covariance_team_traffic() {
 }
 
 /// `covariance_block_team_lds` (the GPU's `covariance_team_lds`) makes the accesses of
-/// `covariance_block_team` in other instructions: the same warp accesses, shared-memory
-/// wavefronts and global sectors.
+/// `covariance_block_team` in other instructions: in shared memory the same warp accesses and
+/// wavefronts per region; in global memory the same values read and written (lane accesses)
+/// in the same number of warp accesses, their 32-byte sectors within 5% (the host vectors of
+/// two runs need not share their alignment to 32 bytes, and the LDS variant loads the next
+/// group of `L` in another order).
 #[test]
 fn covariance_team_lds_traffic_equals_covariance_team() {
     for block in [0, 3, 6] {
@@ -260,12 +263,16 @@ fn covariance_team_lds_traffic_equals_covariance_team() {
             model_covariance_variant(128, block, false),
             model_covariance_variant(128, block, true),
         );
-        for shared in [true, false] {
-            let (ta, tb) = (a.total(shared), b.total(shared));
-            let what = format!("block {block} shared={shared}");
-            assert_eq!(tb.instructions(), ta.instructions(), "{what}: warp accesses");
-            assert_eq!(tb.units(), ta.units(), "{what}: wavefronts / sectors");
-            assert_eq!(tb.ideal_units, ta.ideal_units, "{what}: ideal");
+        for ((name, shared, ta), (_, _, tb)) in a.regions.iter().zip(&b.regions) {
+            let what = format!("block {block} {name}: team {ta:?}, lds {tb:?}");
+            assert_eq!(tb.lane_accesses, ta.lane_accesses, "{what}");
+            assert_eq!(tb.instructions(), ta.instructions(), "{what}");
+            assert_eq!(tb.ideal_units, ta.ideal_units, "{what}");
+            if *shared {
+                assert_eq!(tb.units(), ta.units(), "{what}");
+            } else {
+                assert!(tb.units() as f64 <= 1.05 * ta.units() as f64, "{what}");
+            }
         }
     }
 }

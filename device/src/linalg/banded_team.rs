@@ -1074,10 +1074,20 @@ fn covariance_impl<T: Team, const LDS: bool>(
                 if let Some((ring32, geo32)) = lds {
                     let stage32 = ring32.add((stage0 + (g % 2) * stage_len) as u32);
                     let slot0 = slot_m0 as u32;
+                    // The next group of `L`: loaded now, stored after the rows (the loads'
+                    // global-memory latency behind the FMAs; the other buffer).
+                    let next = (g + 1 < ngroup).then(|| {
+                        let at = ring32.add((stage0 + ((g + 1) % 2) * stage_len) as u32);
+                        let pre = LPrefetch::load(geo32, &ab, (m0 + ROWS) as u32, lane, lanes);
+                        (at, pre)
+                    });
                     let mut c = lane;
                     while c < bs {
                         y_rows_lds(geo32, ring32, stage32, m0 as u32, slot0, c as u32);
                         c += lanes;
+                    }
+                    if let Some((at, pre)) = next {
+                        pre.store(geo32, &ab, at, (m0 + ROWS) as u32, lane, lanes);
                     }
                 } else {
                     let mut c = lane;
@@ -1086,7 +1096,7 @@ fn covariance_impl<T: Team, const LDS: bool>(
                         c += lanes;
                     }
                 }
-                if g + 1 < ngroup {
+                if !LDS && g + 1 < ngroup {
                     stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, lane, lanes);
                 }
             }
@@ -1556,4 +1566,86 @@ fn gram_tile_lds(
             }
         });
     });
+}
+
+/// Elements of a staged group of `L` that one lane of [`covariance_block_team_lds`] loads into
+/// registers at the start of a phase (element `lane + s·lanes`, `s < L_PREFETCH`: all of them
+/// for `lanes >= 128` and `kd <= 72`); any further ones are loaded and stored at the end.
+const L_PREFETCH: usize = 5;
+
+/// Element `e` of the staging order of [`stage_l_rows`] (blocks of 8 positions × 8 rows,
+/// position fastest): `(j, t)` = (position, row), `None` past the `kd + 8` positions.
+#[inline(always)]
+fn stage_element(e: u32, kd: u32) -> Option<(u32, u32)> {
+    let r = ROWS as u32;
+    let (t, j) = ((e / r) % r, e / (r * r) * r + e % r);
+    (j < kd + r).then_some((j, t))
+}
+
+/// The value that [`stage_l_rows`] stores at `(j, t)` for the group starting at row `m0`,
+/// before the reciprocal: `(value, true)` for a diagonal entry of `L` (stored as
+/// `1 / value`), else `(stored value, false)`.
+#[inline(always)]
+fn stage_value(g: Geo32, ab: &Shared, m0: u32, (j, t): (u32, u32)) -> (f64, bool) {
+    let (n, kd) = (g.n, g.kd);
+    let w = kd as usize + 1;
+    let m = m0 + t;
+    if m >= n {
+        (if j == kd + t { 1.0 } else { 0.0 }, false)
+    } else if j < t || j > kd + t || m0 + j < kd {
+        (0.0, false)
+    } else if j == kd + t {
+        (ab.get(m as usize * w + kd as usize), true)
+    } else {
+        (ab.get(m as usize * w + (j - t) as usize), false)
+    }
+}
+
+/// One lane's share of a staged group of `L` (layout of [`stage_l_rows`]), loaded from `ab`
+/// into registers ahead of its store: [`LPrefetch::store`] leaves exactly the values of
+/// [`stage_l_rows`] (the diagonal's reciprocal taken at the store).
+struct LPrefetch {
+    values: [f64; L_PREFETCH],
+}
+
+impl LPrefetch {
+    /// Loads this lane's first `L_PREFETCH` elements of the group starting at row `m0`.
+    #[inline(always)]
+    fn load(g: Geo32, ab: &Shared, m0: u32, lane: usize, lanes: usize) -> Self {
+        let mut values = [0.0f64; L_PREFETCH];
+        for (s, v) in values.iter_mut().enumerate() {
+            let e = (lane + s * lanes) as u32;
+            if let Some(pos) = stage_element(e, g.kd) {
+                *v = stage_value(g, ab, m0, pos).0;
+            }
+        }
+        Self { values }
+    }
+
+    /// Stores the prefetched elements into `stage` (the group's buffer), then loads and
+    /// stores this lane's remaining elements.
+    #[inline(always)]
+    fn store(&self, g: Geo32, ab: &Shared, stage: Lds, m0: u32, lane: usize, lanes: usize) {
+        let r = ROWS as u32;
+        // SAFETY: positions j < kd + 8 <= depth and t < 8: inside the group's buffer of
+        // depth · 8 values (the layout of `stage_l_rows`).
+        for (s, raw) in self.values.iter().enumerate() {
+            let e = (lane + s * lanes) as u32;
+            if let Some((j, t)) = stage_element(e, g.kd) {
+                let diagonal = m0 + t < g.n && j == g.kd + t;
+                let v = if diagonal { 1.0 / *raw } else { *raw };
+                unsafe { stage.set(j * r + t, v) };
+            }
+        }
+        let count = (g.kd + r).div_ceil(r) * r * r;
+        let mut e = (lane + L_PREFETCH * lanes) as u32;
+        while e < count {
+            if let Some((j, t)) = stage_element(e, g.kd) {
+                let (raw, diagonal) = stage_value(g, ab, m0, (j, t));
+                let v = if diagonal { 1.0 / raw } else { raw };
+                unsafe { stage.set(j * r + t, v) };
+            }
+            e += lanes as u32;
+        }
+    }
 }
