@@ -60,7 +60,7 @@ impl Lds {
 
     /// The cursor `elems` values further.
     #[inline(always)]
-    pub fn add(self, elems: u32) -> Self {
+    pub fn offset(self, elems: u32) -> Self {
         #[cfg(target_arch = "nvptx64")]
         {
             Self {

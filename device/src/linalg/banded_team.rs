@@ -1072,12 +1072,12 @@ fn covariance_impl<T: Team, const LDS: bool>(
             if g < ngroup {
                 let m0 = block + g * ROWS;
                 if let Some((ring32, geo32)) = lds {
-                    let stage32 = ring32.add((stage0 + (g % 2) * stage_len) as u32);
+                    let stage32 = ring32.offset((stage0 + (g % 2) * stage_len) as u32);
                     let slot0 = slot_m0 as u32;
                     // The next group of `L`: loaded now, stored after the rows (the loads'
                     // global-memory latency behind the FMAs; the other buffer).
                     let next = (g + 1 < ngroup).then(|| {
-                        let at = ring32.add((stage0 + ((g + 1) % 2) * stage_len) as u32);
+                        let at = ring32.offset((stage0 + ((g + 1) % 2) * stage_len) as u32);
                         let pre = LPrefetch::load(geo32, &ab, (m0 + ROWS) as u32, lane, lanes);
                         (at, pre)
                     });
@@ -1440,8 +1440,8 @@ fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
             slot0 + g.depth - count
         };
         let first = count.min(g.depth - s_lo);
-        let mut r = ring.add(s_lo * g.bs + c);
-        let mut l = stage.add((k_lo + g.kd - m0) * ROWS as u32);
+        let mut r = ring.offset(s_lo * g.bs + c);
+        let mut l = stage.offset((k_lo + g.kd - m0) * ROWS as u32);
         let mut step = |r: &mut Lds, l: &mut Lds| {
             let nv = unsafe { r.get(0) };
             unroll!(p in [0, 1, 2, 3] => {
@@ -1449,21 +1449,21 @@ fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
                 acc[2 * p] = fma(a, nv, acc[2 * p]);
                 acc[2 * p + 1] = fma(b, nv, acc[2 * p + 1]);
             });
-            *r = r.add(g.bs);
-            *l = l.add(ROWS as u32);
+            *r = r.offset(g.bs);
+            *l = l.offset(ROWS as u32);
         };
         let mut k = 0;
         while k < first {
             step(&mut r, &mut l);
             k += 1;
         }
-        r = ring.add(c);
+        r = ring.offset(c);
         while k < count {
             step(&mut r, &mut l);
             k += 1;
         }
         // Triangle: rows of this group, in registers.
-        let tri = stage.add(g.kd * ROWS as u32);
+        let tri = stage.offset(g.kd * ROWS as u32);
         unroll_rows!(t => {
             let m = m0 + t as u32;
             let e = if m == start { 1.0 } else { 0.0 };
@@ -1480,7 +1480,7 @@ fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
     unroll_rows!(t => {
         let slot = slot0 + t as u32;
         let slot = if slot >= g.depth { slot - g.depth } else { slot };
-        unsafe { ring.add(slot * g.bs + c).set(0, ny[t]) };
+        unsafe { ring.offset(slot * g.bs + c).set(0, ny[t]) };
     });
 }
 
@@ -1531,8 +1531,8 @@ fn gram_tile_lds(
     });
     let count = m1.min(g.n) - m0;
     let first = count.min(g.depth - slot0);
-    let mut pr = ring.add(slot0 * g.bs + r0);
-    let mut pc = ring.add(slot0 * g.bs + c0);
+    let mut pr = ring.offset(slot0 * g.bs + r0);
+    let mut pc = ring.offset(slot0 * g.bs + c0);
     let mut step = |pr: &mut Lds, pc: &mut Lds| {
         let mut yr = [0.0f64; TILE];
         let mut yc = [0.0f64; TILE];
@@ -1545,16 +1545,16 @@ fn gram_tile_lds(
                 acc[i][j] = fma(yr[i], yc[j], acc[i][j]);
             });
         });
-        *pr = pr.add(g.bs);
-        *pc = pc.add(g.bs);
+        *pr = pr.offset(g.bs);
+        *pc = pc.offset(g.bs);
     };
     let mut t = 0;
     while t < first {
         step(&mut pr, &mut pc);
         t += 1;
     }
-    pr = ring.add(r0);
-    pc = ring.add(c0);
+    pr = ring.offset(r0);
+    pc = ring.offset(c0);
     while t < count {
         step(&mut pr, &mut pc);
         t += 1;
