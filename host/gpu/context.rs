@@ -317,8 +317,8 @@ impl BandKernel {
 
     /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
     /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] and
-    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks (`selftest --gpu` prints
-    /// the kernel that ran).
+    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks; [`BandKernel::TeamLds`]
+    /// runs for every order (`selftest --gpu` prints the kernel that ran).
     pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
         match self {
             Self::Mma | Self::MmaLate
