@@ -132,6 +132,7 @@ include!("tools/find_ptxas.rs");
 /// (`covariance_mma_late`, without the register prefetch of `L`: ~150).
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("covariance_team", 128),
+    ("covariance_team_lds", 128),
     ("covariance_mma", 128),
     ("covariance_mma_late", 128),
     ("resolution_team", 128),

@@ -35,6 +35,7 @@
 mod macros;
 
 pub mod kernels;
+pub mod lds;
 pub mod linalg;
 pub mod math;
 pub mod patch;

@@ -19,7 +19,7 @@ use common::{patch_matrix, to_band};
 use desi_device::linalg::banded::band_factor;
 use desi_device::linalg::banded_team::{
     band_back_solve_team, band_factor_forward_team, band_factor_team_window_len,
-    covariance_block_team, covariance_block_team_ring_len,
+    covariance_block_team, covariance_block_team_lds, covariance_block_team_ring_len,
 };
 use desi_device::team::Shared;
 use desi_device::trace::{
@@ -122,6 +122,11 @@ fn model_factor_solve(lanes: usize) -> Model {
 
 /// Traces `covariance_block_team` for `block` (shared memory: the ring and the staged `L`).
 fn model_covariance(lanes: usize, block: usize) -> Model {
+    model_covariance_variant(lanes, block, false)
+}
+
+/// [`model_covariance`] of `covariance_block_team` or (`lds`) `covariance_block_team_lds`.
+fn model_covariance_variant(lanes: usize, block: usize, lds: bool) -> Model {
     let mut l = production_factor();
     let len = covariance_block_team_ring_len(N, KD, NSPEC);
     let mut ring = vec![0.0; len];
@@ -140,7 +145,14 @@ fn model_covariance(lanes: usize, block: usize) -> Model {
             Shared::new(&mut out),
             Shared::new(&mut ring),
         );
-        trace(|| covariance_block_team(&team, l, N, KD, NSPEC, block, out, ring))
+        trace(|| {
+            if lds {
+                // SAFETY: host memory (the shared-memory requirement is the GPU's).
+                unsafe { covariance_block_team_lds(&team, l, N, KD, NSPEC, block, out, ring) }
+            } else {
+                covariance_block_team(&team, l, N, KD, NSPEC, block, out, ring)
+            }
+        })
     };
     assert_eq!(status, Status::Ok);
     let m = model(&log, &regions);
@@ -236,4 +248,31 @@ fn covariance_team_traffic() {
         g.units(),
         g.ideal_units
     );
+}
+
+/// `covariance_block_team_lds` (the GPU's `covariance_team_lds`) makes the accesses of
+/// `covariance_block_team` in other instructions: in shared memory the same warp accesses and
+/// wavefronts per region; in global memory the same values read and written (lane accesses)
+/// in the same number of warp accesses, their 32-byte sectors within 5% (the host vectors of
+/// two runs need not share their alignment to 32 bytes, and the LDS variant loads the next
+/// group of `L` in another order).
+#[test]
+fn covariance_team_lds_traffic_equals_covariance_team() {
+    for block in [0, 3, 6] {
+        let (a, b) = (
+            model_covariance_variant(128, block, false),
+            model_covariance_variant(128, block, true),
+        );
+        for ((name, shared, ta), (_, _, tb)) in a.regions.iter().zip(&b.regions) {
+            let what = format!("block {block} {name}: team {ta:?}, lds {tb:?}");
+            assert_eq!(tb.lane_accesses, ta.lane_accesses, "{what}");
+            assert_eq!(tb.instructions(), ta.instructions(), "{what}");
+            assert_eq!(tb.ideal_units, ta.ideal_units, "{what}");
+            if *shared {
+                assert_eq!(tb.units(), ta.units(), "{what}");
+            } else {
+                assert!(tb.units() as f64 <= 1.05 * ta.units() as f64, "{what}");
+            }
+        }
+    }
 }

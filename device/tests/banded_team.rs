@@ -18,7 +18,7 @@ use common::{max_abs, patch_matrix, to_band, ReverseTeam};
 use desi_device::linalg::banded::{band_covariance_block_range, band_factor, band_solve};
 use desi_device::linalg::banded_team::{
     band_back_solve_blocked_team, band_back_solve_team, band_factor_forward_team, band_factor_team,
-    band_factor_team_window_len, band_solve_team, covariance_block_team,
+    band_factor_team_window_len, band_solve_team, covariance_block_team, covariance_block_team_lds,
     covariance_block_team_ring_len,
 };
 use desi_device::team::{SerialTeam, Shared, Team};
@@ -144,7 +144,9 @@ fn factor_solve_team<T: Team>(
     (status, band, x)
 }
 
-/// Runs `covariance_block_team` for one block; returns the status and `C_bb`.
+/// Runs `covariance_block_team` for one block; returns the status and `C_bb`. Also runs
+/// `covariance_block_team_lds` (the GPU's `covariance_team_lds`) on fresh scratch and
+/// requires the same status and, on success, bitwise the same `C_bb`.
 #[allow(clippy::too_many_arguments)]
 fn cov_team<T: Team>(
     team: &T,
@@ -154,20 +156,46 @@ fn cov_team<T: Team>(
     nblock: usize,
     block: usize,
 ) -> (Status, Vec<f64>) {
+    let (status, out) = cov_team_variant(team, l, n, kd, nblock, block, false);
+    let (status_lds, out_lds) = cov_team_variant(team, l, n, kd, nblock, block, true);
+    let what = format!(
+        "n={n} kd={kd} nblock={nblock} block={block} lanes={}",
+        team.lanes()
+    );
+    assert_eq!(status_lds, status, "{what}: lds status");
+    if status == Status::Ok {
+        assert_bitwise(&out_lds, &out, &format!("{what}: lds"));
+    }
+    (status, out)
+}
+
+/// One covariance block by `covariance_block_team` or (`lds`) `covariance_block_team_lds`,
+/// output and scratch starting as NaN.
+#[allow(clippy::too_many_arguments)]
+fn cov_team_variant<T: Team>(
+    team: &T,
+    l: &[f64],
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    lds: bool,
+) -> (Status, Vec<f64>) {
     let bs = n / nblock;
     let mut l = l.to_vec();
     let mut out = vec![f64::NAN; bs * bs];
     let mut ring = vec![f64::NAN; covariance_block_team_ring_len(n, kd, nblock)];
-    let status = covariance_block_team(
-        team,
+    let (ab, outv, ringv) = (
         Shared::new(&mut l),
-        n,
-        kd,
-        nblock,
-        block,
         Shared::new(&mut out),
         Shared::new(&mut ring),
     );
+    let status = if lds {
+        // SAFETY: host memory (the shared-memory requirement is the GPU's).
+        unsafe { covariance_block_team_lds(team, ab, n, kd, nblock, block, outv, ringv) }
+    } else {
+        covariance_block_team(team, ab, n, kd, nblock, block, outv, ringv)
+    };
     (status, out)
 }
 
@@ -473,6 +501,25 @@ fn covariance_layouts_odd_shapes_and_alignment() {
                     );
                     assert_eq!(status, Status::Ok, "{what}");
                     assert_close(&out, &expected, tol, &what);
+                    // The LDS variant on the same ring alignment: bitwise the same.
+                    let mut lc = l.clone();
+                    let mut out_lds = vec![f64::NAN; bs * bs];
+                    let mut ring = vec![f64::NAN; len + 1];
+                    // SAFETY: host memory (the shared-memory requirement is the GPU's).
+                    let status = unsafe {
+                        covariance_block_team_lds(
+                            &SerialTeam { lanes },
+                            Shared::new(&mut lc),
+                            n,
+                            kd,
+                            nblock,
+                            block,
+                            Shared::new(&mut out_lds),
+                            Shared::new(&mut ring[offset..offset + len]),
+                        )
+                    };
+                    assert_eq!(status, Status::Ok, "{what}: lds");
+                    assert_bitwise(&out_lds, &out, &format!("{what}: lds"));
                     match &first {
                         None => first = Some(out),
                         Some(f) => assert_bitwise(&out, f, &format!("{what}: vs the first")),
@@ -646,6 +693,20 @@ fn bad_shapes() {
         covariance_block_team(&team, ab, n, kd, 2, 0, out, short_ring),
         bad
     );
+    // The LDS variant checks the same shapes.
+    for (ab, nblock, block, out, ring) in [
+        (ab, 3, 0, out, ring),
+        (ab, 0, 0, out, ring),
+        (ab, 2, 2, out, ring),
+        (short_ab, 2, 0, out, ring),
+        (ab, 2, 0, out.sub(0, 24), ring),
+        (ab, 2, 0, out, short_ring),
+    ] {
+        // SAFETY: host memory (the shared-memory requirement is the GPU's).
+        let status =
+            unsafe { covariance_block_team_lds(&team, ab, n, kd, nblock, block, out, ring) };
+        assert_eq!(status, bad, "lds nblock={nblock} block={block}");
+    }
     // n = 0 is valid and does nothing.
     let mut empty: Vec<f64> = Vec::new();
     let empty = Shared::new(&mut empty);

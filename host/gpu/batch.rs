@@ -277,7 +277,7 @@ pub(super) fn launch_batch<'g>(
             work_stride: cov_work,
         };
         let band = gpu.band.covariance_for(nwavetot);
-        let (kernel, shape) = if team && band != BandKernel::Team {
+        let (kernel, shape) = if team && matches!(band, BandKernel::Mma | BandKernel::MmaLate) {
             let warps = lanes("DESI_COVARIANCE_MMA_LANES", 32 * CovarianceArgs::MMA_WARPS) / 32;
             let kernel = if band == BandKernel::Mma {
                 &gpu.kernels.covariance_mma
@@ -287,7 +287,12 @@ pub(super) fn launch_batch<'g>(
             (kernel, args.mma_shape(warps, kd_max))
         } else if team {
             let lanes = lanes("DESI_COVARIANCE_LANES", CovarianceArgs::TEAM_LANES);
-            (&gpu.kernels.covariance_team, args.team_shape(lanes, kd_max))
+            let kernel = if band == BandKernel::TeamLds {
+                &gpu.kernels.covariance_team_lds
+            } else {
+                &gpu.kernels.covariance_team
+            };
+            (kernel, args.team_shape(lanes, kd_max))
         } else {
             (&gpu.kernels.covariance, args.shape())
         };

@@ -115,6 +115,9 @@ pub struct Kernels {
     pub factor_solve_blocked: Kernel<FactorSolveArgs>,
     /// Covariance blocks: one thread block per (patch, core spectrum).
     pub covariance_team: Kernel<CovarianceArgs>,
+    /// `covariance_team` with 32-bit shared-memory addressing in its phase loop (bitwise the
+    /// same results).
+    pub covariance_team_lds: Kernel<CovarianceArgs>,
     /// Covariance blocks with DMMA products: one thread block of warps per (patch, core
     /// spectrum).
     pub covariance_mma: Kernel<CovarianceArgs>,
@@ -270,9 +273,11 @@ impl EighKernel {
 }
 
 /// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,
-/// docs/algorithm.md §4.4): `team` (default: `covariance_team`, FP64 FMAs), `mma`
-/// (`covariance_mma`, its products on FP64 tensor cores; needs `nwavetot <= 80`) or `mma-late`
-/// (`covariance_mma_late`, the same without the register prefetch of `L`). `mma` measured
+/// docs/algorithm.md §4.4): `team` (default: `covariance_team`, FP64 FMAs), `team-lds`
+/// (`covariance_team_lds`, the same with 32-bit shared-memory addressing in its phase loop:
+/// bitwise the same results), `mma` (`covariance_mma`, its products on FP64 tensor cores;
+/// needs `nwavetot <= 80`) or `mma-late` (`covariance_mma_late`, the same without the
+/// register prefetch of `L`). `mma` measured
 /// slower than `team` on an H200 (44.1 against 26.0 ms per r frame), so it is not the default.
 pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
 
@@ -282,6 +287,10 @@ pub enum BandKernel {
     /// `covariance_team`: one thread block per block, FP64 FMAs, `C_bb` accumulated in global
     /// memory: default.
     Team,
+    /// `covariance_team_lds`: `covariance_team` with its shared-memory loads and stores as
+    /// `ld.shared`/`st.shared` on 32-bit addresses and 32-bit index arithmetic (bitwise the
+    /// same results).
+    TeamLds,
     /// `covariance_mma`: one thread block of warps per block, GEMM and Gram on FP64 tensor
     /// cores, `C_bb` accumulated in registers, the next rows of `L` prefetched through
     /// registers.
@@ -292,23 +301,24 @@ pub enum BandKernel {
 }
 
 impl BandKernel {
-    /// From [`BAND_KERNEL_ENV`]: `team`/unset, `mma` or `mma-late`; anything else is an error
-    /// naming it.
+    /// From [`BAND_KERNEL_ENV`]: `team`/unset, `team-lds`, `mma` or `mma-late`; anything else
+    /// is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
         match std::env::var(BAND_KERNEL_ENV).as_deref() {
             Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
+            Ok("team-lds") => Ok(Self::TeamLds),
             Ok("mma") => Ok(Self::Mma),
             Ok("mma-late") => Ok(Self::MmaLate),
             Ok(other) => Err(GpuError::Launch(format!(
-                "{BAND_KERNEL_ENV}={other}: expected `team`, `mma` or `mma-late`"
+                "{BAND_KERNEL_ENV}={other}: expected `team`, `team-lds`, `mma` or `mma-late`"
             ))),
         }
     }
 
     /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
     /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] and
-    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks (`selftest --gpu` prints
-    /// the kernel that ran).
+    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks; [`BandKernel::TeamLds`]
+    /// runs for every order (`selftest --gpu` prints the kernel that ran).
     pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
         match self {
             Self::Mma | Self::MmaLate
@@ -316,6 +326,7 @@ impl BandKernel {
             {
                 self
             }
+            Self::TeamLds => Self::TeamLds,
             _ => Self::Team,
         }
     }
@@ -324,6 +335,7 @@ impl BandKernel {
     pub fn covariance_kernel(self) -> &'static str {
         match self {
             Self::Team => "covariance_team",
+            Self::TeamLds => "covariance_team_lds",
             Self::Mma => "covariance_mma",
             Self::MmaLate => "covariance_mma_late",
         }
@@ -527,6 +539,7 @@ impl GpuContext {
             factor_solve_team: Kernel::load(&module, k::FACTOR_SOLVE_TEAM)?,
             factor_solve_blocked: Kernel::load(&module, k::FACTOR_SOLVE_BLOCKED)?,
             covariance_team: Kernel::load(&module, k::COVARIANCE_TEAM)?,
+            covariance_team_lds: Kernel::load(&module, k::COVARIANCE_TEAM_LDS)?,
             covariance_mma: Kernel::load(&module, k::COVARIANCE_MMA)?,
             covariance_mma_late: Kernel::load(&module, k::COVARIANCE_MMA_LATE)?,
             resolution_team: Kernel::load(&module, k::RESOLUTION_TEAM)?,

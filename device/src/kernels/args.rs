@@ -113,6 +113,9 @@ pub const FACTOR_SOLVE_BLOCKED: Entry<FactorSolveArgs> = Entry::new("factor_solv
 pub const COVARIANCE: Entry<CovarianceArgs> = Entry::new("covariance");
 /// `covariance_team`: the same, one thread block per core spectrum.
 pub const COVARIANCE_TEAM: Entry<CovarianceArgs> = Entry::new("covariance_team");
+/// `covariance_team_lds`: `covariance_team` with 32-bit shared-memory addressing in its phase
+/// loop (bitwise the same results, the same launch).
+pub const COVARIANCE_TEAM_LDS: Entry<CovarianceArgs> = Entry::new("covariance_team_lds");
 /// `covariance_mma`: the same with its products on FP64 tensor cores, one thread block of
 /// warps per core spectrum.
 pub const COVARIANCE_MMA: Entry<CovarianceArgs> = Entry::new("covariance_mma");
@@ -155,6 +158,7 @@ pub const ENTRIES: &[EntryParam] = &[
     FACTOR_SOLVE_BLOCKED.param(),
     COVARIANCE.param(),
     COVARIANCE_TEAM.param(),
+    COVARIANCE_TEAM_LDS.param(),
     COVARIANCE_MMA.param(),
     COVARIANCE_MMA_LATE.param(),
     RESOLUTION.param(),

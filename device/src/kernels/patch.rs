@@ -1339,6 +1339,29 @@ unsafe fn factor_solve_team_body<const BLOCKED: bool>(args: FactorSolveArgs) {
 /// All pointers valid for the documented sizes; the launch shape above.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn covariance_team(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_team_body::<false>(args) }
+}
+
+/// [`covariance_team`] with the shared-memory work of its phase loop on 32-bit shared-memory
+/// addresses ([`banded_team::covariance_block_team_lds`]: `ld.shared` instead of generic
+/// loads, 32-bit index arithmetic, the ring wrap out of the inner loops): bitwise the same
+/// results, the same launch (`DESI_BAND_KERNEL=team-lds`).
+///
+/// # Safety
+/// As [`covariance_team`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn covariance_team_lds(args: CovarianceArgs) {
+    // SAFETY: the kernel's contract.
+    unsafe { covariance_team_body::<true>(args) }
+}
+
+/// The body of [`covariance_team`] and (`LDS`) [`covariance_team_lds`].
+///
+/// # Safety
+/// As [`covariance_team`].
+#[inline(always)]
+unsafe fn covariance_team_body<const LDS: bool>(args: CovarianceArgs) {
     let CovarianceArgs {
         batch,
         nspp_max,
@@ -1392,16 +1415,13 @@ pub unsafe extern "ptx-kernel" fn covariance_team(args: CovarianceArgs) {
         let ring = Shared::from_raw(smem, ring_len);
         let ab = Shared::from_raw(band.add(off) as *mut f64, n * (kd + 1));
         let out = Shared::from_raw(cov.add(item.index * block), block);
-        let code = banded_team::covariance_block_team(
-            &team,
-            ab,
-            n,
-            kd,
-            nblock,
-            d.s_core as usize + c,
-            out,
-            ring,
-        );
+        let block_index = d.s_core as usize + c;
+        // (`ring` is the launch's dynamic shared memory, as covariance_block_team_lds needs.)
+        let code = if LDS {
+            banded_team::covariance_block_team_lds(&team, ab, n, kd, nblock, block_index, out, ring)
+        } else {
+            banded_team::covariance_block_team(&team, ab, n, kd, nblock, block_index, out, ring)
+        };
         if tid == 0 {
             batch.fail(p, code);
         }

@@ -13,6 +13,7 @@
 //! lanes return the same [`Status`].
 
 use super::dense::pivot_status;
+use crate::lds::Lds;
 use crate::math::{fma, sqrt};
 use crate::team::{Shared, Team};
 use crate::Status;
@@ -933,6 +934,56 @@ pub fn covariance_block_team<T: Team>(
     out: Shared,
     ring: Shared,
 ) -> Status {
+    covariance_impl::<T, false>(team, ab, n, kd, nblock, block, out, ring)
+}
+
+/// [`covariance_block_team`] with the phase loop's shared-memory work ([`y_rows_lds`],
+/// [`gram_tile_lds`]) on 32-bit [`Lds`] cursors instead of the generic 64-bit pointers of
+/// [`Shared`]: `ld.shared`/`st.shared` on the GPU instead of generic loads and stores (which
+/// ptxas waits for as for global memory), 32-bit instead of 64-bit index arithmetic, the ring
+/// wrap hoisted out of the inner loops (each loop split at the wrap), the geometry passed by
+/// value instead of through a local-memory struct. The same FMAs in the same order: bitwise
+/// the result of [`covariance_block_team`] (device/tests/banded_team.rs), for the GPU's
+/// `covariance_team_lds`.
+///
+/// # Parameters
+/// As [`covariance_block_team`]; shapes whose ring or output indices do not fit in 31 bits
+/// are [`Status::BadShape`].
+///
+/// # Safety
+/// On the GPU, `ring` must lie in the block's shared memory (e.g. dynamic shared memory).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn covariance_block_team_lds<T: Team>(
+    team: &T,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    out: Shared,
+    ring: Shared,
+) -> Status {
+    const LIMIT: usize = i32::MAX as usize / 8;
+    if ring.len() > LIMIT || out.len() > LIMIT || n > LIMIT || kd > LIMIT {
+        return Status::BadShape;
+    }
+    covariance_impl::<T, true>(team, ab, n, kd, nblock, block, out, ring)
+}
+
+/// The body of [`covariance_block_team`] (`LDS` false) and [`covariance_block_team_lds`]
+/// (`LDS` true; its caller checked the 31-bit index ranges and that `ring` is shared memory).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn covariance_impl<T: Team, const LDS: bool>(
+    team: &T,
+    ab: Shared,
+    n: usize,
+    kd: usize,
+    nblock: usize,
+    block: usize,
+    out: Shared,
+    ring: Shared,
+) -> Status {
     if nblock == 0 || !n.is_multiple_of(nblock) || !band_shape_ok(&ab, n, kd) || block >= nblock {
         return Status::BadShape;
     }
@@ -986,36 +1037,97 @@ pub fn covariance_block_team<T: Team>(
         }
         stage_l_rows(&geo, &ab, stage(0), block, lane, lanes);
     });
+    // The 32-bit cursor and geometry of the LDS variant (indices below 2^31: checked by
+    // covariance_block_team_lds).
+    let lds = LDS.then(|| {
+        // SAFETY: `ring` is in shared memory on the GPU (covariance_block_team_lds's contract).
+        let ring32 = unsafe { Lds::new(ring) };
+        let geo32 = Geo32 {
+            n: n as u32,
+            kd: kd as u32,
+            nblock: nblock as u32,
+            block: block as u32,
+            bs: bs as u32,
+            depth: depth as u32,
+        };
+        (ring32, geo32)
+    });
     // Groups of Y_b rows per C_bb update: the rows stay in the ring for `kd` rows, and each
     // update reads and writes the tiles of `out` (global memory) once for all of them.
     let gram_groups = (kd / ROWS).clamp(1, GRAM_GROUPS);
     let mut gram_from = block;
+    // The LDS variant's ring slots of rows `block + g·8` and `gram_from`, and the groups since
+    // the last update, advanced by additions (the remainders were 64-bit subroutine calls per
+    // phase and lane).
+    let (mut slot_m0, mut slot_from, mut since) = (block % depth, block % depth, 0);
     for g in 0..=ngroup {
         // Rows `gram_from .. gram_to` (all computed in earlier phases) go into C_bb now.
         let gram_to = block + g * ROWS;
-        let gram_now = g > 0 && (g % gram_groups == 0 || g == ngroup);
+        let gram_now = if LDS {
+            g > 0 && (since == gram_groups || g == ngroup)
+        } else {
+            g > 0 && (g % gram_groups == 0 || g == ngroup)
+        };
         team.each(|lane| {
             if g < ngroup {
                 let m0 = block + g * ROWS;
-                let mut c = lane;
-                while c < bs {
-                    y_rows(&geo, ring, stage(g), m0, c);
-                    c += lanes;
+                if let Some((ring32, geo32)) = lds {
+                    let stage32 = ring32.offset((stage0 + (g % 2) * stage_len) as u32);
+                    let slot0 = slot_m0 as u32;
+                    // The next group of `L`: loaded now, stored after the rows (the loads'
+                    // global-memory latency behind the FMAs; the other buffer).
+                    let next = (g + 1 < ngroup).then(|| {
+                        let at = ring32.offset((stage0 + ((g + 1) % 2) * stage_len) as u32);
+                        let pre = LPrefetch::load(geo32, &ab, (m0 + ROWS) as u32, lane, lanes);
+                        (at, pre)
+                    });
+                    let mut c = lane;
+                    while c < bs {
+                        y_rows_lds(geo32, ring32, stage32, m0 as u32, slot0, c as u32);
+                        c += lanes;
+                    }
+                    if let Some((at, pre)) = next {
+                        pre.store(geo32, &ab, at, (m0 + ROWS) as u32, lane, lanes);
+                    }
+                } else {
+                    let mut c = lane;
+                    while c < bs {
+                        y_rows(&geo, ring, stage(g), m0, c);
+                        c += lanes;
+                    }
                 }
-                if g + 1 < ngroup {
+                if !LDS && g + 1 < ngroup {
                     stage_l_rows(&geo, &ab, stage(g + 1), m0 + ROWS, lane, lanes);
                 }
             }
             if gram_now {
-                let mut tile = (lane + lanes - bs % lanes) % lanes;
-                while tile < ntile {
-                    gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
-                    tile += lanes;
+                if let Some((ring32, geo32)) = lds {
+                    let rows = (gram_from as u32, gram_to as u32, slot_from as u32);
+                    // (lane + lanes - bs % lanes) % lanes in 32 bits.
+                    let (lane32, lanes32) = (lane as u32, lanes as u32);
+                    let mut tile = (lane32 + lanes32 - geo32.bs % lanes32) % lanes32;
+                    while tile < ntile as u32 {
+                        gram_tile_lds(geo32, out, ring32, rows, tile, store);
+                        tile += lanes32;
+                    }
+                } else {
+                    let mut tile = (lane + lanes - bs % lanes) % lanes;
+                    while tile < ntile {
+                        gram_tile(&geo, out, ring, (gram_from, gram_to), tile, store);
+                        tile += lanes;
+                    }
                 }
             }
         });
         if gram_now {
             gram_from = gram_to;
+            slot_from = slot_m0;
+            since = 0;
+        }
+        since += 1;
+        slot_m0 += ROWS;
+        if slot_m0 >= depth {
+            slot_m0 -= depth;
         }
     }
     match store {
@@ -1285,4 +1397,255 @@ fn gram_tile(
             }
         });
     });
+}
+
+/// [`CovGeometry`] in 32 bits, passed by value to the LDS variant's phase functions (in
+/// registers, not through a local-memory struct).
+#[derive(Clone, Copy)]
+struct Geo32 {
+    n: u32,
+    kd: u32,
+    nblock: u32,
+    block: u32,
+    bs: u32,
+    depth: u32,
+}
+
+/// [`y_rows`] on [`Lds`] cursors (`stage`: the group's staged `L`; `slot0 = m0 % depth`), with
+/// the ring holding `-y` instead of `y`: the terms `(-L)·y` of [`y_rows`] are computed as
+/// `L·(-y)`, the same values exactly (signed zeros included), so the sums are bitwise those
+/// of [`y_rows`] and [`gram_tile_lds`]'s products `(-y_r)·(-y_c)` those of [`gram_tile`],
+/// without a negation per term (the values come from `asm!` loads, whose negation is an
+/// integer instruction per value, not a free operand modifier of the FMA). The sum over the
+/// ring runs in two loops split where the ring wraps (no compare-and-wrap per term): per row
+/// `k` one ring load, four 16-byte stage loads, 8 FMAs and two 32-bit adds.
+// Inlined (unlike `y_rows`): with 32-bit cursors the phase loop fits the 128 registers
+// (ptxas, sm_90: 16-byte stack frame, no spill inside the phase loop), and an ABI call passed
+// the geometry through local memory and spilled the caller's values around it (120 bytes).
+#[inline(always)]
+fn y_rows_lds(g: Geo32, ring: Lds, stage: Lds, m0: u32, slot0: u32, c: u32) {
+    let start = g.block + c * g.nblock;
+    // -y of the group's rows (-0.0 where y is 0.0).
+    let mut ny = [-0.0f64; ROWS];
+    // SAFETY (the cursor accesses): as in `y_rows` (ring slots `< depth`, stage positions
+    // `< (kd + 8) · 8 <= depth · 8`, 16-byte aligned pairs: `cov_stage_start`).
+    if start < m0 + ROWS as u32 {
+        let mut acc = [0.0f64; ROWS];
+        let k_lo = m0.saturating_sub(g.kd).max(g.block);
+        // Rows k_lo .. m0 (count <= kd < depth), the first in slot k_lo % depth.
+        let count = m0 - k_lo;
+        let s_lo = if slot0 >= count {
+            slot0 - count
+        } else {
+            slot0 + g.depth - count
+        };
+        let first = count.min(g.depth - s_lo);
+        let mut r = ring.offset(s_lo * g.bs + c);
+        let mut l = stage.offset((k_lo + g.kd - m0) * ROWS as u32);
+        let mut step = |r: &mut Lds, l: &mut Lds| {
+            let nv = unsafe { r.get(0) };
+            unroll!(p in [0, 1, 2, 3] => {
+                let (a, b) = unsafe { l.get2(2 * p as u32) };
+                acc[2 * p] = fma(a, nv, acc[2 * p]);
+                acc[2 * p + 1] = fma(b, nv, acc[2 * p + 1]);
+            });
+            *r = r.offset(g.bs);
+            *l = l.offset(ROWS as u32);
+        };
+        let mut k = 0;
+        while k < first {
+            step(&mut r, &mut l);
+            k += 1;
+        }
+        r = ring.offset(c);
+        while k < count {
+            step(&mut r, &mut l);
+            k += 1;
+        }
+        // Triangle: rows of this group, in registers.
+        let tri = stage.offset(g.kd * ROWS as u32);
+        unroll_rows!(t => {
+            let m = m0 + t as u32;
+            let e = if m == start { 1.0 } else { 0.0 };
+            let mut s = e + acc[t];
+            unroll_rows!(t2 => {
+                if t2 < t {
+                    s = fma(unsafe { tri.get((t2 * ROWS + t) as u32) }, ny[t2], s);
+                }
+            });
+            let v = s * unsafe { tri.get((t * ROWS + t) as u32) };
+            ny[t] = if m >= start && m < g.n { -v } else { -0.0 };
+        });
+    }
+    unroll_rows!(t => {
+        let slot = slot0 + t as u32;
+        let slot = if slot >= g.depth { slot - g.depth } else { slot };
+        unsafe { ring.offset(slot * g.bs + c).set(0, ny[t]) };
+    });
+}
+
+/// [`gram_tile`] on [`Lds`] cursors: rows `m0 .. min(m1, n)` of `Y_b` (`slot0 = m0 % depth`;
+/// the ring holds `-y`, see [`y_rows_lds`]) into tile `tile`; the same FMAs in the same
+/// order on the same products (bitwise the same sums), the ring's rows in two loops split
+/// where it wraps, 32-bit indices.
+// Inlined, as `y_rows_lds`.
+#[inline(always)]
+fn gram_tile_lds(
+    g: Geo32,
+    out: Shared,
+    ring: Lds,
+    (m0, m1, slot0): (u32, u32, u32),
+    tile: u32,
+    store: TileStore,
+) {
+    let (mut tr, mut tc) = (tile, 0u32);
+    while tr > tc {
+        tc += 1;
+        tr -= tc;
+    }
+    let t5 = TILE as u32;
+    let (r0, c0) = (tr * t5, tc * t5);
+    if m1 <= g.block + c0 * g.nblock {
+        return;
+    }
+    let keep = |i: usize, j: usize| match store {
+        TileStore::RowMajor => r0 + i as u32 <= c0 + j as u32 && c0 + (j as u32) < g.bs,
+        TileStore::TileMajor { .. } => true,
+    };
+    let at = |i: usize, j: usize| -> usize {
+        match store {
+            TileStore::RowMajor => ((r0 + i as u32) * g.bs + c0 + j as u32) as usize,
+            TileStore::TileMajor { ntile } => {
+                ((i * TILE + j) as u32 * ntile as u32 + tile) as usize
+            }
+        }
+    };
+    // SAFETY: as in `gram_tile` (the same indices).
+    let mut acc = [[0.0f64; TILE]; TILE];
+    unroll_tile!(i => {
+        unroll_tile!(j => {
+            if keep(i, j) {
+                acc[i][j] = unsafe { out.get_unchecked(at(i, j)) };
+            }
+        });
+    });
+    let count = m1.min(g.n) - m0;
+    let first = count.min(g.depth - slot0);
+    let mut pr = ring.offset(slot0 * g.bs + r0);
+    let mut pc = ring.offset(slot0 * g.bs + c0);
+    let mut step = |pr: &mut Lds, pc: &mut Lds| {
+        let mut yr = [0.0f64; TILE];
+        let mut yc = [0.0f64; TILE];
+        unroll_tile!(i => {
+            yr[i] = unsafe { pr.get(i as u32) };
+            yc[i] = unsafe { pc.get(i as u32) };
+        });
+        unroll_tile!(i => {
+            unroll_tile!(j => {
+                acc[i][j] = fma(yr[i], yc[j], acc[i][j]);
+            });
+        });
+        *pr = pr.offset(g.bs);
+        *pc = pc.offset(g.bs);
+    };
+    let mut t = 0;
+    while t < first {
+        step(&mut pr, &mut pc);
+        t += 1;
+    }
+    pr = ring.offset(r0);
+    pc = ring.offset(c0);
+    while t < count {
+        step(&mut pr, &mut pc);
+        t += 1;
+    }
+    unroll_tile!(i => {
+        unroll_tile!(j => {
+            if keep(i, j) {
+                unsafe { out.set_unchecked(at(i, j), acc[i][j]) };
+            }
+        });
+    });
+}
+
+/// Elements of a staged group of `L` that one lane of [`covariance_block_team_lds`] loads into
+/// registers at the start of a phase (element `lane + s·lanes`, `s < L_PREFETCH`: all of them
+/// for `lanes >= 128` and `kd <= 72`); any further ones are loaded and stored at the end.
+const L_PREFETCH: usize = 5;
+
+/// Element `e` of the staging order of [`stage_l_rows`] (blocks of 8 positions × 8 rows,
+/// position fastest): `(j, t)` = (position, row), `None` past the `kd + 8` positions.
+#[inline(always)]
+fn stage_element(e: u32, kd: u32) -> Option<(u32, u32)> {
+    let r = ROWS as u32;
+    let (t, j) = ((e / r) % r, e / (r * r) * r + e % r);
+    (j < kd + r).then_some((j, t))
+}
+
+/// The value that [`stage_l_rows`] stores at `(j, t)` for the group starting at row `m0`,
+/// before the reciprocal: `(value, true)` for a diagonal entry of `L` (stored as
+/// `1 / value`), else `(stored value, false)`.
+#[inline(always)]
+fn stage_value(g: Geo32, ab: &Shared, m0: u32, (j, t): (u32, u32)) -> (f64, bool) {
+    let (n, kd) = (g.n, g.kd);
+    let w = kd as usize + 1;
+    let m = m0 + t;
+    if m >= n {
+        (if j == kd + t { 1.0 } else { 0.0 }, false)
+    } else if j < t || j > kd + t || m0 + j < kd {
+        (0.0, false)
+    } else if j == kd + t {
+        (ab.get(m as usize * w + kd as usize), true)
+    } else {
+        (ab.get(m as usize * w + (j - t) as usize), false)
+    }
+}
+
+/// One lane's share of a staged group of `L` (layout of [`stage_l_rows`]), loaded from `ab`
+/// into registers ahead of its store: [`LPrefetch::store`] leaves exactly the values of
+/// [`stage_l_rows`] (the diagonal's reciprocal taken at the store).
+struct LPrefetch {
+    values: [f64; L_PREFETCH],
+}
+
+impl LPrefetch {
+    /// Loads this lane's first `L_PREFETCH` elements of the group starting at row `m0`.
+    #[inline(always)]
+    fn load(g: Geo32, ab: &Shared, m0: u32, lane: usize, lanes: usize) -> Self {
+        let mut values = [0.0f64; L_PREFETCH];
+        for (s, v) in values.iter_mut().enumerate() {
+            let e = (lane + s * lanes) as u32;
+            if let Some(pos) = stage_element(e, g.kd) {
+                *v = stage_value(g, ab, m0, pos).0;
+            }
+        }
+        Self { values }
+    }
+
+    /// Stores the prefetched elements into `stage` (the group's buffer), then loads and
+    /// stores this lane's remaining elements.
+    #[inline(always)]
+    fn store(&self, g: Geo32, ab: &Shared, stage: Lds, m0: u32, lane: usize, lanes: usize) {
+        let r = ROWS as u32;
+        // SAFETY: positions j < kd + 8 <= depth and t < 8: inside the group's buffer of
+        // depth · 8 values (the layout of `stage_l_rows`).
+        for (s, raw) in self.values.iter().enumerate() {
+            let e = (lane + s * lanes) as u32;
+            if let Some((j, t)) = stage_element(e, g.kd) {
+                let diagonal = m0 + t < g.n && j == g.kd + t;
+                let v = if diagonal { 1.0 / *raw } else { *raw };
+                unsafe { stage.set(j * r + t, v) };
+            }
+        }
+        let count = (g.kd + r).div_ceil(r) * r * r;
+        let mut e = (lane + L_PREFETCH * lanes) as u32;
+        while e < count {
+            if let Some((j, t)) = stage_element(e, g.kd) {
+                let (raw, diagonal) = stage_value(g, ab, m0, (j, t));
+                let v = if diagonal { 1.0 / raw } else { raw };
+                unsafe { stage.set(j * r + t, v) };
+            }
+            e += lanes as u32;
+        }
+    }
 }
