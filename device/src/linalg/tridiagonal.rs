@@ -343,23 +343,27 @@ fn rank2_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64]) {
 }
 
 /// `x · y` over whole groups of [`LANES`], with 8 independent fused accumulators (fixed
-/// order).
+/// order: element `j` goes to accumulator `j mod 8`, a last group of 4 to accumulators 0-3).
 #[inline(always)]
 fn dot_lanes(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (mut lo, mut hi) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (xc, yc) = (x.chunks_exact(2 * LANES), y.chunks_exact(2 * LANES));
     let (xr, yr) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
-        for t in 0..8 {
-            acc[t] = fma(a[t], b[t], acc[t]);
+        let (Some(a), Some(b)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) else {
+            continue;
+        };
+        for t in 0..LANES {
+            lo[t] = fma(a[t], b[t], lo[t]);
+            hi[t] = fma(a[t + LANES], b[t + LANES], hi[t]);
         }
     }
     if let (Some(a), Some(b)) = (xr.first_chunk::<LANES>(), yr.first_chunk::<LANES>()) {
         for t in 0..LANES {
-            acc[t] = fma(a[t], b[t], acc[t]);
+            lo[t] = fma(a[t], b[t], lo[t]);
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]))
 }
 
 /// `Zᵀ` (row `j` = column `j` of `Z = H₀·H₁⋯H_{n−3}`; rows of stride `ld`, zero padded) into
@@ -387,11 +391,19 @@ fn accumulate_reflectors(
         let start = (k + 1) / LANES * LANES;
         let vtail = &a[k * ld + k + 2..k * ld + n];
         let y = &mut y[start..ld];
-        // y = vᵀ·Z[k+1.., ..] (v₀ = 1), then Z[r][..] −= τ·v_r·y.
-        y.copy_from_slice(&zt[(k + 1) * ld + start..(k + 2) * ld]);
-        for (r, &vr) in vtail.iter().enumerate() {
-            let row = (k + 2 + r) * ld;
-            axpy_lanes(vr, &zt[row + start..row + ld], y);
+        // y = vᵀ·Z[k+1.., ..] (v₀ = 1; each column summed over the rows in order), then
+        // Z[r][..] −= τ·v_r·y.
+        let mut c0 = start;
+        while c0 + 8 * LANES <= ld {
+            column_sums::<{ 8 * LANES }>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
+            c0 += 8 * LANES;
+        }
+        while c0 + 2 * LANES <= ld {
+            column_sums::<{ 2 * LANES }>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
+            c0 += 2 * LANES;
+        }
+        if c0 < ld {
+            column_sums::<LANES>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
         }
         axpy_lanes(-t, y, &mut zt[(k + 1) * ld + start..(k + 2) * ld]);
         for (r, &vr) in vtail.iter().enumerate() {
@@ -404,6 +416,34 @@ fn accumulate_reflectors(
         for j in i + 1..n {
             zt.swap(i * ld + j, j * ld + i);
         }
+    }
+}
+
+/// `y[..W] = Z[first][c0..c0 + W] + Σ_r v_r·Z[first + 1 + r][c0..c0 + W]` (rows of stride
+/// `ld`), each column summed over the rows in order in a register.
+#[inline(always)]
+fn column_sums<const W: usize>(
+    z: &[f64],
+    ld: usize,
+    first: usize,
+    v: &[f64],
+    c0: usize,
+    y: &mut [f64],
+) {
+    let Some(head) = z[first * ld + c0..].first_chunk::<W>() else {
+        return;
+    };
+    let mut acc = *head;
+    for (r, &vr) in v.iter().enumerate() {
+        let Some(row) = z[(first + 1 + r) * ld + c0..].first_chunk::<W>() else {
+            return;
+        };
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a = fma(vr, x, *a);
+        }
+    }
+    if let Some(out) = y.first_chunk_mut::<W>() {
+        *out = acc;
     }
 }
 
@@ -485,9 +525,8 @@ fn implicit_ql(
                 g = fma(c, r, -b);
                 ring[tail % QL_RING] = (i, c, s);
                 tail += 1;
-                if tail - head > QL_LAG {
-                    apply_pending(&ring, head, zt, ld);
-                    head += 1;
+                if tail - head > QL_LAG + 1 {
+                    head += apply_pending_two(&ring, head, zt, ld);
                 }
             }
             if underflow {
@@ -511,6 +550,38 @@ fn apply_pending(ring: &[(usize, f64, f64); QL_RING], k: usize, zt: &mut [f64], 
     let (i, c, s) = ring[k % QL_RING];
     let (lo, hi) = zt.split_at_mut((i + 1) * ld);
     rotate_pair(&mut lo[i * ld..i * ld + ld], &mut hi[..ld], c, s);
+}
+
+/// Applies the pending rotations number `k` and `k + 1` of the ring in one pass over the
+/// rows when they are consecutive rotations of one sweep, `(i, i + 1)` then `(i − 1, i)` (row
+/// `i` stays in registers between them, and every entry sees the same operations in the same
+/// order as with two [`apply_pending`]), else rotation `k` alone; returns how many it applied.
+#[inline(always)]
+fn apply_pending_two(
+    ring: &[(usize, f64, f64); QL_RING],
+    k: usize,
+    zt: &mut [f64],
+    ld: usize,
+) -> usize {
+    let (i, c, s) = ring[k % QL_RING];
+    let (i2, c2, s2) = ring[(k + 1) % QL_RING];
+    if i2 + 1 != i {
+        apply_pending(ring, k, zt, ld);
+        return 1;
+    }
+    let (lo, hi) = zt.split_at_mut(i * ld);
+    let (mid, hi) = hi.split_at_mut(ld);
+    let (above, below) = (&mut lo[i2 * ld..i2 * ld + ld], &mut hi[..ld]);
+    for ((w, x), y) in above.iter_mut().zip(mid.iter_mut()).zip(below.iter_mut()) {
+        // Rotation (i, i + 1), then (i − 1, i) with the new row i.
+        let (u, v) = (*x, *y);
+        let xi = fma(c, u, -s * v);
+        *y = fma(s, u, c * v);
+        let t = *w;
+        *w = fma(c2, t, -s2 * xi);
+        *x = fma(s2, t, c2 * xi);
+    }
+    2
 }
 
 /// The plane rotation of the QL step: `r = sqrt(f² + g²)` and `(c, s) = (g/r, f/r)`, or `None`
