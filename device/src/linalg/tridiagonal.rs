@@ -8,9 +8,12 @@
 //!
 //! Speed (docs/algorithm.md §4.4): the matrix is normalized by a power of two; the work runs
 //! on rows padded to whole 4-wide vectors (no scalar remainders); each tridiagonalization step
-//! is one pass over the trailing rows; the QL recurrence has no data-dependent branch and its
-//! rotations' vector work lags it by a few rotations; `C^(-1/2)` is a register-blocked
-//! `Zᵀ·diag(coef)·Z`.
+//! is one pass over the trailing rows (the rank-2 update and the next step's product fused);
+//! the QL recurrence has no data-dependent branch and its rotations' vector work lags it by a
+//! few rotations, consecutive rotations of a sweep applied in pairs (one pass over three
+//! rows); the reflectors' accumulation sums its products in registers, column block by column
+//! block; `C^(-1/2)` is a register-blocked `Zᵀ·diag(coef)·Z`. These fusions keep every
+//! entry's operations and their order, so results are bitwise those of the plain loops.
 //!
 //! Accuracy: tridiagonalization and QL are backward stable (eigenvalues within
 //! `~n·ε·‖C‖` of the exact ones: absolute, not relative, accuracy), so entries of
@@ -290,8 +293,8 @@ fn tridiagonalize(
             for (r, row) in rest.chunks_exact_mut(ld).enumerate() {
                 let i = k + 2 + r;
                 let row = &mut row[start..];
-                rank2_lanes(row, v[i], w[i], &v[start..], &w[start..]);
-                p[i] = t_next * dot_lanes(row, &v_next[start..]);
+                p[i] = t_next
+                    * rank2_dot_lanes(row, v[i], w[i], &v[start..], &w[start..], &v_next[start..]);
             }
             core::mem::swap(&mut v, &mut v_next);
         } else {
@@ -340,6 +343,45 @@ fn rank2_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64]) {
     for ((x, &vj), &wj) in row.iter_mut().zip(v).zip(w) {
         *x = fma(-vi, wj, fma(-wi, vj, *x));
     }
+}
+
+/// [`rank2_lanes`] on `row`, then `row · y` as [`dot_lanes`] computes it (the same
+/// accumulators in the same order), in one pass.
+#[inline(always)]
+fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &[f64]) -> f64 {
+    let (mut lo, mut hi) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut rc = row.chunks_exact_mut(2 * LANES);
+    let (mut vc, mut wc, mut yc) = (
+        v.chunks_exact(2 * LANES),
+        w.chunks_exact(2 * LANES),
+        y.chunks_exact(2 * LANES),
+    );
+    for (((x, a), b), c) in (&mut rc).zip(&mut vc).zip(&mut wc).zip(&mut yc) {
+        for t in 0..LANES {
+            x[t] = fma(-vi, b[t], fma(-wi, a[t], x[t]));
+            x[t + LANES] = fma(-vi, b[t + LANES], fma(-wi, a[t + LANES], x[t + LANES]));
+            lo[t] = fma(x[t], c[t], lo[t]);
+            hi[t] = fma(x[t + LANES], c[t + LANES], hi[t]);
+        }
+    }
+    let (x, a, b, c) = (
+        rc.into_remainder(),
+        vc.remainder(),
+        wc.remainder(),
+        yc.remainder(),
+    );
+    if let (Some(x), Some(a), Some(b), Some(c)) = (
+        x.first_chunk_mut::<LANES>(),
+        a.first_chunk::<LANES>(),
+        b.first_chunk::<LANES>(),
+        c.first_chunk::<LANES>(),
+    ) {
+        for t in 0..LANES {
+            x[t] = fma(-vi, b[t], fma(-wi, a[t], x[t]));
+            lo[t] = fma(x[t], c[t], lo[t]);
+        }
+    }
+    ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]))
 }
 
 /// `x · y` over whole groups of [`LANES`], with 8 independent fused accumulators (fixed
@@ -470,7 +512,8 @@ const QL_RING: usize = 8;
 /// The scalar recurrence is one serial chain of dependent operations per rotation (a square
 /// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
 /// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
-/// (the rotations are applied in the same order, so the result does not change).
+/// (the rotations are applied in the same order, so the result does not change). Pending
+/// rotations go two at a time when they are consecutive ([`apply_pending_two`]).
 fn implicit_ql(
     diag: &mut [f64],
     offdiag: &mut [f64],
