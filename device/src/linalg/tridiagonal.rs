@@ -347,6 +347,11 @@ fn rank2_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64]) {
 
 /// [`rank2_lanes`] on `row`, then `row · y` as [`dot_lanes`] computes it (the same
 /// accumulators in the same order), in one pass.
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+)))]
 #[inline(always)]
 fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &[f64]) -> f64 {
     let (mut lo, mut hi) = ([0.0f64; LANES], [0.0f64; LANES]);
@@ -382,6 +387,54 @@ fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &
         }
     }
     ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]))
+}
+
+/// [`rank2_lanes`] on `row`, then `row · y` as [`dot_lanes`] computes it (the same
+/// accumulators in the same order), in one pass: AVX2 + FMA (the compiler's own vectorization
+/// of the portable version mixes 2-wide vectors and shuffles).
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline(always)]
+fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &[f64]) -> f64 {
+    use core::arch::x86_64::{
+        _mm256_add_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_set1_pd, _mm256_setzero_pd,
+        _mm256_storeu_pd,
+    };
+    let n = row.len().min(v.len()).min(w.len()).min(y.len()) / LANES * LANES;
+    let (xp, vp, wp, yp) = (row.as_mut_ptr(), v.as_ptr(), w.as_ptr(), y.as_ptr());
+    let mut s = [0.0f64; LANES];
+    // SAFETY: the intrinsics' target features (AVX2, FMA) are enabled for the whole build
+    // (the cfg above); every load and store covers 4 values at an offset j with j + 4 <= n,
+    // n at most each slice's length (and 4 for `s`); `row` is exclusively borrowed, so no
+    // other slice overlaps it.
+    unsafe {
+        let (nvi, nwi) = (_mm256_set1_pd(-vi), _mm256_set1_pd(-wi));
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut j = 0;
+        while j + 2 * LANES <= n {
+            let x0 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(j)), _mm256_loadu_pd(xp.add(j)));
+            let x0 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(j)), x0);
+            _mm256_storeu_pd(xp.add(j), x0);
+            lo = _mm256_fmadd_pd(x0, _mm256_loadu_pd(yp.add(j)), lo);
+            let k = j + LANES;
+            let x1 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(k)), _mm256_loadu_pd(xp.add(k)));
+            let x1 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(k)), x1);
+            _mm256_storeu_pd(xp.add(k), x1);
+            hi = _mm256_fmadd_pd(x1, _mm256_loadu_pd(yp.add(k)), hi);
+            j += 2 * LANES;
+        }
+        if j + LANES <= n {
+            let x0 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(j)), _mm256_loadu_pd(xp.add(j)));
+            let x0 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(j)), x0);
+            _mm256_storeu_pd(xp.add(j), x0);
+            lo = _mm256_fmadd_pd(x0, _mm256_loadu_pd(yp.add(j)), lo);
+        }
+        _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(lo, hi));
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
 /// `x · y` over whole groups of [`LANES`], with 8 independent fused accumulators (fixed
