@@ -8,9 +8,12 @@
 //!
 //! Speed (docs/algorithm.md §4.4): the matrix is normalized by a power of two; the work runs
 //! on rows padded to whole 4-wide vectors (no scalar remainders); each tridiagonalization step
-//! is one pass over the trailing rows; the QL recurrence has no data-dependent branch and its
-//! rotations' vector work lags it by a few rotations; `C^(-1/2)` is a register-blocked
-//! `Zᵀ·diag(coef)·Z`.
+//! is one pass over the trailing rows (the rank-2 update and the next step's product fused);
+//! the QL recurrence has no data-dependent branch and its rotations' vector work lags it by a
+//! few rotations, consecutive rotations of a sweep applied in pairs (one pass over three
+//! rows); the reflectors' accumulation sums its products in registers, column block by column
+//! block; `C^(-1/2)` is a register-blocked `Zᵀ·diag(coef)·Z`. These fusions keep every
+//! entry's operations and their order, so results are bitwise those of the plain loops.
 //!
 //! Accuracy: tridiagonalization and QL are backward stable (eigenvalues within
 //! `~n·ε·‖C‖` of the exact ones: absolute, not relative, accuracy), so entries of
@@ -290,8 +293,8 @@ fn tridiagonalize(
             for (r, row) in rest.chunks_exact_mut(ld).enumerate() {
                 let i = k + 2 + r;
                 let row = &mut row[start..];
-                rank2_lanes(row, v[i], w[i], &v[start..], &w[start..]);
-                p[i] = t_next * dot_lanes(row, &v_next[start..]);
+                p[i] = t_next
+                    * rank2_dot_lanes(row, v[i], w[i], &v[start..], &w[start..], &v_next[start..]);
             }
             core::mem::swap(&mut v, &mut v_next);
         } else {
@@ -342,24 +345,120 @@ fn rank2_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64]) {
     }
 }
 
+/// [`rank2_lanes`] on `row`, then `row · y` as [`dot_lanes`] computes it (the same
+/// accumulators in the same order), in one pass.
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+)))]
+#[inline(always)]
+fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &[f64]) -> f64 {
+    let (mut lo, mut hi) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut rc = row.chunks_exact_mut(2 * LANES);
+    let (mut vc, mut wc, mut yc) = (
+        v.chunks_exact(2 * LANES),
+        w.chunks_exact(2 * LANES),
+        y.chunks_exact(2 * LANES),
+    );
+    for (((x, a), b), c) in (&mut rc).zip(&mut vc).zip(&mut wc).zip(&mut yc) {
+        for t in 0..LANES {
+            x[t] = fma(-vi, b[t], fma(-wi, a[t], x[t]));
+            x[t + LANES] = fma(-vi, b[t + LANES], fma(-wi, a[t + LANES], x[t + LANES]));
+            lo[t] = fma(x[t], c[t], lo[t]);
+            hi[t] = fma(x[t + LANES], c[t + LANES], hi[t]);
+        }
+    }
+    let (x, a, b, c) = (
+        rc.into_remainder(),
+        vc.remainder(),
+        wc.remainder(),
+        yc.remainder(),
+    );
+    if let (Some(x), Some(a), Some(b), Some(c)) = (
+        x.first_chunk_mut::<LANES>(),
+        a.first_chunk::<LANES>(),
+        b.first_chunk::<LANES>(),
+        c.first_chunk::<LANES>(),
+    ) {
+        for t in 0..LANES {
+            x[t] = fma(-vi, b[t], fma(-wi, a[t], x[t]));
+            lo[t] = fma(x[t], c[t], lo[t]);
+        }
+    }
+    ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]))
+}
+
+/// [`rank2_lanes`] on `row`, then `row · y` as [`dot_lanes`] computes it (the same
+/// accumulators in the same order), in one pass: AVX2 + FMA (the compiler's own vectorization
+/// of the portable version mixes 2-wide vectors and shuffles).
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline(always)]
+fn rank2_dot_lanes(row: &mut [f64], vi: f64, wi: f64, v: &[f64], w: &[f64], y: &[f64]) -> f64 {
+    use core::arch::x86_64::{
+        _mm256_add_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_set1_pd, _mm256_setzero_pd,
+        _mm256_storeu_pd,
+    };
+    let n = row.len().min(v.len()).min(w.len()).min(y.len()) / LANES * LANES;
+    let (xp, vp, wp, yp) = (row.as_mut_ptr(), v.as_ptr(), w.as_ptr(), y.as_ptr());
+    let mut s = [0.0f64; LANES];
+    // SAFETY: the intrinsics' target features (AVX2, FMA) are enabled for the whole build
+    // (the cfg above); every load and store covers 4 values at an offset j with j + 4 <= n,
+    // n at most each slice's length (and 4 for `s`); `row` is exclusively borrowed, so no
+    // other slice overlaps it.
+    unsafe {
+        let (nvi, nwi) = (_mm256_set1_pd(-vi), _mm256_set1_pd(-wi));
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut j = 0;
+        while j + 2 * LANES <= n {
+            let x0 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(j)), _mm256_loadu_pd(xp.add(j)));
+            let x0 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(j)), x0);
+            _mm256_storeu_pd(xp.add(j), x0);
+            lo = _mm256_fmadd_pd(x0, _mm256_loadu_pd(yp.add(j)), lo);
+            let k = j + LANES;
+            let x1 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(k)), _mm256_loadu_pd(xp.add(k)));
+            let x1 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(k)), x1);
+            _mm256_storeu_pd(xp.add(k), x1);
+            hi = _mm256_fmadd_pd(x1, _mm256_loadu_pd(yp.add(k)), hi);
+            j += 2 * LANES;
+        }
+        if j + LANES <= n {
+            let x0 = _mm256_fmadd_pd(nwi, _mm256_loadu_pd(vp.add(j)), _mm256_loadu_pd(xp.add(j)));
+            let x0 = _mm256_fmadd_pd(nvi, _mm256_loadu_pd(wp.add(j)), x0);
+            _mm256_storeu_pd(xp.add(j), x0);
+            lo = _mm256_fmadd_pd(x0, _mm256_loadu_pd(yp.add(j)), lo);
+        }
+        _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(lo, hi));
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
 /// `x · y` over whole groups of [`LANES`], with 8 independent fused accumulators (fixed
-/// order).
+/// order: element `j` goes to accumulator `j mod 8`, a last group of 4 to accumulators 0-3).
 #[inline(always)]
 fn dot_lanes(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (mut lo, mut hi) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (xc, yc) = (x.chunks_exact(2 * LANES), y.chunks_exact(2 * LANES));
     let (xr, yr) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
-        for t in 0..8 {
-            acc[t] = fma(a[t], b[t], acc[t]);
+        let (Some(a), Some(b)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) else {
+            continue;
+        };
+        for t in 0..LANES {
+            lo[t] = fma(a[t], b[t], lo[t]);
+            hi[t] = fma(a[t + LANES], b[t + LANES], hi[t]);
         }
     }
     if let (Some(a), Some(b)) = (xr.first_chunk::<LANES>(), yr.first_chunk::<LANES>()) {
         for t in 0..LANES {
-            acc[t] = fma(a[t], b[t], acc[t]);
+            lo[t] = fma(a[t], b[t], lo[t]);
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]))
 }
 
 /// `Zᵀ` (row `j` = column `j` of `Z = H₀·H₁⋯H_{n−3}`; rows of stride `ld`, zero padded) into
@@ -387,11 +486,19 @@ fn accumulate_reflectors(
         let start = (k + 1) / LANES * LANES;
         let vtail = &a[k * ld + k + 2..k * ld + n];
         let y = &mut y[start..ld];
-        // y = vᵀ·Z[k+1.., ..] (v₀ = 1), then Z[r][..] −= τ·v_r·y.
-        y.copy_from_slice(&zt[(k + 1) * ld + start..(k + 2) * ld]);
-        for (r, &vr) in vtail.iter().enumerate() {
-            let row = (k + 2 + r) * ld;
-            axpy_lanes(vr, &zt[row + start..row + ld], y);
+        // y = vᵀ·Z[k+1.., ..] (v₀ = 1; each column summed over the rows in order), then
+        // Z[r][..] −= τ·v_r·y.
+        let mut c0 = start;
+        while c0 + 8 * LANES <= ld {
+            column_sums::<{ 8 * LANES }>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
+            c0 += 8 * LANES;
+        }
+        while c0 + 2 * LANES <= ld {
+            column_sums::<{ 2 * LANES }>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
+            c0 += 2 * LANES;
+        }
+        if c0 < ld {
+            column_sums::<LANES>(zt, ld, k + 1, vtail, c0, &mut y[c0 - start..]);
         }
         axpy_lanes(-t, y, &mut zt[(k + 1) * ld + start..(k + 2) * ld]);
         for (r, &vr) in vtail.iter().enumerate() {
@@ -404,6 +511,34 @@ fn accumulate_reflectors(
         for j in i + 1..n {
             zt.swap(i * ld + j, j * ld + i);
         }
+    }
+}
+
+/// `y[..W] = Z[first][c0..c0 + W] + Σ_r v_r·Z[first + 1 + r][c0..c0 + W]` (rows of stride
+/// `ld`), each column summed over the rows in order in a register.
+#[inline(always)]
+fn column_sums<const W: usize>(
+    z: &[f64],
+    ld: usize,
+    first: usize,
+    v: &[f64],
+    c0: usize,
+    y: &mut [f64],
+) {
+    let Some(head) = z[first * ld + c0..].first_chunk::<W>() else {
+        return;
+    };
+    let mut acc = *head;
+    for (r, &vr) in v.iter().enumerate() {
+        let Some(row) = z[(first + 1 + r) * ld + c0..].first_chunk::<W>() else {
+            return;
+        };
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a = fma(vr, x, *a);
+        }
+    }
+    if let Some(out) = y.first_chunk_mut::<W>() {
+        *out = acc;
     }
 }
 
@@ -430,7 +565,8 @@ const QL_RING: usize = 8;
 /// The scalar recurrence is one serial chain of dependent operations per rotation (a square
 /// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
 /// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
-/// (the rotations are applied in the same order, so the result does not change).
+/// (the rotations are applied in the same order, so the result does not change). Pending
+/// rotations go two at a time when they are consecutive ([`apply_pending_two`]).
 fn implicit_ql(
     diag: &mut [f64],
     offdiag: &mut [f64],
@@ -485,9 +621,8 @@ fn implicit_ql(
                 g = fma(c, r, -b);
                 ring[tail % QL_RING] = (i, c, s);
                 tail += 1;
-                if tail - head > QL_LAG {
-                    apply_pending(&ring, head, zt, ld);
-                    head += 1;
+                if tail - head > QL_LAG + 1 {
+                    head += apply_pending_two(&ring, head, zt, ld);
                 }
             }
             if underflow {
@@ -511,6 +646,38 @@ fn apply_pending(ring: &[(usize, f64, f64); QL_RING], k: usize, zt: &mut [f64], 
     let (i, c, s) = ring[k % QL_RING];
     let (lo, hi) = zt.split_at_mut((i + 1) * ld);
     rotate_pair(&mut lo[i * ld..i * ld + ld], &mut hi[..ld], c, s);
+}
+
+/// Applies the pending rotations number `k` and `k + 1` of the ring in one pass over the
+/// rows when they are consecutive rotations of one sweep, `(i, i + 1)` then `(i − 1, i)` (row
+/// `i` stays in registers between them, and every entry sees the same operations in the same
+/// order as with two [`apply_pending`]), else rotation `k` alone; returns how many it applied.
+#[inline(always)]
+fn apply_pending_two(
+    ring: &[(usize, f64, f64); QL_RING],
+    k: usize,
+    zt: &mut [f64],
+    ld: usize,
+) -> usize {
+    let (i, c, s) = ring[k % QL_RING];
+    let (i2, c2, s2) = ring[(k + 1) % QL_RING];
+    if i2 + 1 != i {
+        apply_pending(ring, k, zt, ld);
+        return 1;
+    }
+    let (lo, hi) = zt.split_at_mut(i * ld);
+    let (mid, hi) = hi.split_at_mut(ld);
+    let (above, below) = (&mut lo[i2 * ld..i2 * ld + ld], &mut hi[..ld]);
+    for ((w, x), y) in above.iter_mut().zip(mid.iter_mut()).zip(below.iter_mut()) {
+        // Rotation (i, i + 1), then (i − 1, i) with the new row i.
+        let (u, v) = (*x, *y);
+        let xi = fma(c, u, -s * v);
+        *y = fma(s, u, c * v);
+        let t = *w;
+        *w = fma(c2, t, -s2 * xi);
+        *x = fma(s2, t, c2 * xi);
+    }
+    2
 }
 
 /// The plane rotation of the QL step: `r = sqrt(f² + g²)` and `(c, s) = (g/r, f/r)`, or `None`
