@@ -158,13 +158,28 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         s2: usize,
         k2: usize,
     ) -> Option<f64> {
+        self.entry_partial_at(view, shape, view.corner(s2, k2), view.index(s2, k2))
+    }
+
+    /// [`LaneStamp::entry_partial`] for the stamp at `corner2` whose index in `view` (stamp
+    /// and corner tables, `s2 · fiber_stride + k2`) is `index2`: the same value, bitwise. The
+    /// kernel steps `index2` with `q2` and loads `corner2` one iteration ahead, so the corner's
+    /// load latency is not on the path of each entry.
+    #[inline(always)]
+    pub fn entry_partial_at(
+        &self,
+        view: &StampView,
+        shape: &PatchShape,
+        corner2: StampCorner,
+        index2: usize,
+    ) -> Option<f64> {
         let (ny, nx) = (self.ny, self.nx);
-        let corner2 = view.corner(s2, k2);
         if !stamps_overlap(self.corner1, corner2, ny, nx, shape) {
             return None;
         }
         let size = ny * nx;
-        let stamp2 = &view.stamp(s2, k2)[..size];
+        let start = index2 * size;
+        let stamp2 = &view.stamps[start..start + size];
         // Pixel e = r·nx + c of stamp 1 is pixel i = (r + dy)·nx + (c + dx) = e + offset of
         // stamp 2: consecutive lanes read consecutive addresses, slot j at a constant
         // distance. With c + dx in 0..nx, i is in 0..ny·nx exactly when r + dy is in 0..ny,
@@ -282,8 +297,16 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
     }
     // Chunks of `lanes` entries: lane d keeps entry q1 + chunk + d, then every lane stores
     // its own (one store per lane per chunk). (s2, k2) follow q2 without a division.
+    //
+    // The stamp index of q2 (`s2 · fiber_stride + k2`) is stepped with q2, and the corner of
+    // q2 + 1 is loaded before the entry of q2 is computed (when q2 + 1 < n: exactly the
+    // corners read without the look-ahead, as the corner of q2_end < n is read by the check
+    // after the loop), so that its load overlaps the current entry's loads and reductions.
     let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    let stride = view.fiber_stride;
     let (mut s2, mut k2) = (s1, k1);
+    let mut index2 = view.index(s1, k1);
+    let mut corner2 = c1;
     let mut chunk = q1;
     while chunk < q2_end {
         let chunk_end = if chunk + lanes < q2_end {
@@ -294,18 +317,25 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         let mut mine = 0.0;
         let mut q2 = chunk;
         while q2 < chunk_end {
-            if let Some(partial) = cache.entry_partial(view, shape, s2, k2) {
+            let (mut s_next, mut k_next, mut index_next) = (s2 + 1, k2, index2 + stride);
+            if s_next == ns {
+                s_next = 0;
+                k_next += 1;
+                index_next = k_next;
+            }
+            let corner_next = if q2 + 1 < n {
+                view.corners[index_next]
+            } else {
+                corner2
+            };
+            if let Some(partial) = cache.entry_partial_at(view, shape, corner2, index2) {
                 let total = all_reduce(WarpTerm::Entry(q2), partial);
                 if q2 - chunk == lane {
                     mine = total;
                 }
             }
             q2 += 1;
-            s2 += 1;
-            if s2 == ns {
-                s2 = 0;
-                k2 += 1;
-            }
+            (s2, k2, index2, corner2) = (s_next, k_next, index_next, corner_next);
         }
         let q2 = chunk + lane;
         if q2 < chunk_end {
@@ -313,8 +343,9 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         }
         chunk = chunk_end;
     }
-    // Any overlapping pair beyond the band would be silently lost: refuse. (s2, k2) is q2_end.
-    if q2_end < n && stamps_overlap(c1, view.corner(s2, k2), ny, nx, shape) {
+    debug_assert!(q2_end >= n || (corner2 == view.corner(s2, k2) && index2 == view.index(s2, k2)));
+    // Any overlapping pair beyond the band would be silently lost: refuse. corner2 is q2_end's.
+    if q2_end < n && stamps_overlap(c1, corner2, ny, nx, shape) {
         return Status::BadShape;
     }
     Status::Ok
