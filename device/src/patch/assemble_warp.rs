@@ -350,3 +350,186 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
     }
     Status::Ok
 }
+
+/// The lane exchange of a warp: all that [`assemble_unknown_lane_rs`] needs from the hardware
+/// (a butterfly shuffle on the GPU, a lock-step emulation of 32 host threads in the tests).
+pub trait WarpExchange {
+    /// The `value` that lane `lane ^ mask` passes. Every lane of the warp calls it together,
+    /// with the same `mask` (a power of two below [`WARP_LANES`]).
+    fn exchange(&mut self, value: f64, mask: u32) -> f64;
+}
+
+/// Entries of the band column reduced together by [`assemble_unknown_lane_rs`]: a
+/// reduce-scatter of 16 entries over 32 lanes takes 8 + 4 + 2 + 1 + 1 = 16 exchanges where
+/// 16 butterfly all-reduces take 80, with 16 partial sums per lane in registers.
+pub const RS_ENTRIES: usize = 16;
+
+/// The butterfly all-reduce of the GPU's warp sum (lane masks 16, 8, 4, 2, 1, each step
+/// `own + partner's`): every lane gets the same sum.
+#[inline(always)]
+fn butterfly_sum<X: WarpExchange>(warp: &mut X, value: f64) -> f64 {
+    let mut sum = value;
+    let mut mask = (WARP_LANES / 2) as u32;
+    while mask > 0 {
+        sum += warp.exchange(sum, mask);
+        mask >>= 1;
+    }
+    sum
+}
+
+/// One step of the reduce-scatter of [`assemble_unknown_lane_rs`]: `part[..2·H]` holds this
+/// lane's sums of `2·H` entries; a lane with the `mask` bit set keeps the upper `H` and sends
+/// the lower ones, the others the reverse, and each kept entry gets the partner's sum of it
+/// added (`own + partner's`). The kept entries end in `part[..H]`.
+#[inline(always)]
+fn reduce_scatter_step<const H: usize, X: WarpExchange>(
+    part: &mut [f64; RS_ENTRIES],
+    lane: usize,
+    mask: u32,
+    warp: &mut X,
+) {
+    let upper = lane as u32 & mask != 0;
+    for i in 0..H {
+        let (keep, send) = if upper {
+            (part[H + i], part[i])
+        } else {
+            (part[i], part[H + i])
+        };
+        part[i] = keep + warp.exchange(send, mask);
+    }
+}
+
+/// Lane `lane` of a warp of [`WARP_LANES`] lanes assembling unknown `q1` of a patch: the same
+/// writes, values (bitwise) and [`Status`] as [`assemble_unknown_lane_slots`] with an
+/// all-reduce by butterfly shuffles (the GPU's `assemble_warp`), but the band column is
+/// reduced [`RS_ENTRIES`] entries at a time by a reduce-scatter: each lane computes its
+/// partial of every entry of the group (0 for entries whose stamps do not overlap), then at
+/// lane masks 16, 8, 4, 2 a lane keeps the half of its entries that its mask bit selects and
+/// adds its partner's partials of them (`own + partner's`, the additions of the butterfly in
+/// the same order), and at mask 1 the pair adds its last entry. Lane `l` then holds the full
+/// sum of entry `l / 2` of the group, which the even lanes store. An entry without overlap
+/// sums exact zeros, the `+0.0` the butterfly version stores.
+///
+/// `warp.exchange` is called the same number of times with the same masks by every lane
+/// (every branch around it depends on `q1` and the patch only). `rhs[q1]` and
+/// `fluxweight[q1]` are butterfly all-reduces as in `assemble_warp`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn assemble_unknown_lane_rs<const SLOTS: usize, X: WarpExchange>(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    q1: usize,
+    lane: usize,
+    band: Shared,
+    rhs: Shared,
+    fluxweight: Shared,
+    warp: &mut X,
+) -> Status {
+    let lanes = WARP_LANES;
+    let n = shape.nunknown();
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    if SLOTS > MAX_PER_LANE || ny * nx > lanes * SLOTS {
+        return Status::TooLarge;
+    }
+    if q1 >= n
+        || lane >= lanes
+        || band.len() < n * (kd + 1)
+        || rhs.len() < n
+        || fluxweight.len() < n
+    {
+        return Status::BadShape;
+    }
+    if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
+        return Status::BadShape;
+    }
+    let (s1, k1) = (q1 % ns, q1 / ns);
+    let c1 = view.corner(s1, k1);
+    if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
+        return Status::BadShape;
+    }
+    let cache = LaneStamp::<SLOTS>::new(view, ccd, shape, s1, k1, lane, lanes);
+    let y_sum = butterfly_sum(warp, cache.rhs);
+    let w_sum = butterfly_sum(warp, cache.fluxweight);
+    if lane == 0 {
+        rhs.set(q1, y_sum);
+        fluxweight.set(q1, w_sum);
+    }
+    // (s2, k2), the stamp index and the corner of q2 are stepped with q2, the corner of
+    // q2 + 1 loaded one entry ahead (as in assemble_unknown_lane_slots).
+    let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    let stride = view.fiber_stride;
+    let (mut s2, mut k2) = (s1, k1);
+    let mut index2 = view.index(s1, k1);
+    let mut corner2 = c1;
+    let mut chunk = q1;
+    while chunk < q2_end {
+        // This lane's partial of entry chunk + e (0 beyond q2_end or without overlap), the
+        // state stepped to the next q2.
+        // This lane's partial of entry chunk + e (0 beyond q2_end or without overlap), the
+        // state stepped to the next q2 (a macro: inlined for certain, so the views keep their
+        // global address space).
+        macro_rules! partial_of {
+            ($e:expr) => {{
+                let q2 = chunk + $e;
+                if q2 >= q2_end {
+                    0.0
+                } else {
+                    let (mut s_next, mut k_next, mut index_next) = (s2 + 1, k2, index2 + stride);
+                    if s_next == ns {
+                        s_next = 0;
+                        k_next += 1;
+                        index_next = k_next;
+                    }
+                    let corner_next = if q2 + 1 < n {
+                        view.corners[index_next]
+                    } else {
+                        corner2
+                    };
+                    let partial = cache.entry_partial_at(view, shape, corner2, index2);
+                    (s2, k2, index2, corner2) = (s_next, k_next, index_next, corner_next);
+                    partial.unwrap_or(0.0)
+                }
+            }};
+        }
+        // Written out (constant indices): the partials stay in registers.
+        let mut part: [f64; RS_ENTRIES] = [
+            partial_of!(0),
+            partial_of!(1),
+            partial_of!(2),
+            partial_of!(3),
+            partial_of!(4),
+            partial_of!(5),
+            partial_of!(6),
+            partial_of!(7),
+            partial_of!(8),
+            partial_of!(9),
+            partial_of!(10),
+            partial_of!(11),
+            partial_of!(12),
+            partial_of!(13),
+            partial_of!(14),
+            partial_of!(15),
+        ];
+        // Reduce-scatter at masks 16, 8, 4, 2 (16 -> 8 -> 4 -> 2 -> 1 entries per lane).
+        reduce_scatter_step::<8, X>(&mut part, lane, 16, warp);
+        reduce_scatter_step::<4, X>(&mut part, lane, 8, warp);
+        reduce_scatter_step::<2, X>(&mut part, lane, 4, warp);
+        reduce_scatter_step::<1, X>(&mut part, lane, 2, warp);
+        let mask = 1;
+        let total = part[0] + warp.exchange(part[0], mask);
+        let q2 = chunk + lane / 2;
+        if lane % 2 == 0 && q2 < q2_end {
+            band.set(q2 * (kd + 1) + (q1 + kd - q2), total);
+        }
+        chunk += RS_ENTRIES;
+    }
+    debug_assert!(q2_end >= n || (corner2 == view.corner(s2, k2) && index2 == view.index(s2, k2)));
+    // Any overlapping pair beyond the band would be silently lost: refuse. corner2 is q2_end's.
+    if q2_end < n && stamps_overlap(c1, corner2, ny, nx, shape) {
+        return Status::BadShape;
+    }
+    Status::Ok
+}
