@@ -195,18 +195,19 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         let base = (self.lane as i32).wrapping_add(offset);
         let size32 = size.min(u32::MAX as usize) as u32;
         let nx32 = nx.min(u32::MAX as usize) as u32;
+        // Slot j reads `at + lanes·j` (at = stamp2 + base, possibly outside stamp2 when base
+        // is negative: only dereferenced where i is in range): the slots' addresses are one
+        // pointer and constant offsets, no 64-bit address per slot.
+        let at = stamp2.as_ptr().wrapping_offset(base as isize);
         let mut sum = 0.0;
         for j in 0..SLOTS {
             let c2 = self.col[j].wrapping_add(dx);
             let i = base.wrapping_add((self.lanes * j) as i32);
             // Negative values wrap to large u32: one compare per bound.
             if (c2 as u32) < nx32 && (i as u32) < size32 {
-                // SAFETY: i < size32 <= size = stamp2.len().
-                sum = fma(
-                    self.wa[j],
-                    unsafe { *stamp2.get_unchecked(i as u32 as usize) },
-                    sum,
-                );
+                // SAFETY: at + lanes·j = stamp2 + i with 0 <= i < size32 <= size =
+                // stamp2.len() (base + lanes·j does not wrap in i32: see above).
+                sum = fma(self.wa[j], unsafe { *at.wrapping_add(self.lanes * j) }, sum);
             }
         }
         Some(sum)
