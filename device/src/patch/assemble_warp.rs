@@ -522,7 +522,7 @@ pub fn assemble_unknown_lane_rs<const SLOTS: usize, X: WarpExchange>(
         let mask = 1;
         let total = part[0] + warp.exchange(part[0], mask);
         let q2 = chunk + lane / 2;
-        if lane % 2 == 0 && q2 < q2_end {
+        if lane & 1 == 0 && q2 < q2_end {
             band.set(q2 * (kd + 1) + (q1 + kd - q2), total);
         }
         chunk += RS_ENTRIES;
