@@ -11,7 +11,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
 /// The kernel-choice variables a test sets (all removed from the inherited environment first).
-const KERNEL_VARS: [&str; 3] = ["DESI_EIGH_KERNEL", "DESI_BAND_KERNEL", "DESI_FACTOR_KERNEL"];
+const KERNEL_VARS: [&str; 4] = [
+    "DESI_EIGH_KERNEL",
+    "DESI_BAND_KERNEL",
+    "DESI_FACTOR_KERNEL",
+    "DESI_ASSEMBLE_KERNEL",
+];
 
 /// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
 /// of [`KERNEL_VARS`] unset). With a GPU (or `DESI_REQUIRE_GPU=1`) it must succeed and print
@@ -189,5 +194,47 @@ fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     if probe_driver().is_ok() {
         assert!(stderr.contains("DESI_BAND_KERNEL=dmma"), "stderr: {stderr}");
+    }
+}
+
+/// The assemble stage's variants: the default `assemble_warp` and `DESI_ASSEMBLE_KERNEL=warp-rs`
+/// (`assemble_warp_rs`, the band column by a reduce-scatter) must each pass `selftest --gpu`
+/// and name the kernel that ran; a bad value is a clear error (exit 2); without a GPU, the
+/// clear error.
+#[test]
+fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
+    let args = ["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"];
+    for (env, kernel) in [
+        (&[][..], "assemble_warp"),
+        (
+            &[("DESI_ASSEMBLE_KERNEL", "warp-rs")][..],
+            "assemble_warp_rs",
+        ),
+    ] {
+        let Some(stdout) = selftest_gpu(env, &args) else {
+            return;
+        };
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("selftest: assemble kernel"))
+            .unwrap_or_else(|| panic!("no assemble kernel line:\n{stdout}"));
+        assert!(
+            line.contains(&format!("assemble kernel {kernel} ")),
+            "{env:?}: {line}"
+        );
+    }
+    let out = Command::new(BIN)
+        .env("DESI_ASSEMBLE_KERNEL", "butterfly")
+        .args(["selftest", "--gpu", "-p", PSF, "-n", "25"])
+        .output()
+        .expect("run desi-extract");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    if probe_driver().is_ok() {
+        assert!(
+            stderr.contains("DESI_ASSEMBLE_KERNEL=butterfly"),
+            "stderr: {stderr}"
+        );
     }
 }

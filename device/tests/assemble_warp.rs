@@ -8,17 +8,24 @@
 //! (`LaneStamp`) and adds them in the butterfly order of the GPU's shuffles. The emulation also
 //! checks that every lane asks for the same sequence of sums (the shuffles need all 32 lanes)
 //! and that the partial a lane passes is the one the emulation computes for it.
+//!
+//! `assemble_unknown_lane_rs` (the `assemble_warp_rs` kernel: the band column by a
+//! reduce-scatter of lane exchanges) runs on a lock-step emulation of the warp, 32 host
+//! threads exchanging values through a board and a barrier, and must give the butterfly
+//! version's bits.
 
 mod common;
 
 use common::patch::{build_patch, Geometry, Patch};
 use desi_device::patch::assemble_warp::{
-    assemble_unknown_lane, assemble_unknown_lane_slots, LaneStamp, WarpTerm, DESI_SLOTS,
-    MAX_PER_LANE, WARP_LANES,
+    assemble_unknown_lane, assemble_unknown_lane_rs, assemble_unknown_lane_slots, LaneStamp,
+    WarpExchange, WarpTerm, DESI_SLOTS, MAX_PER_LANE, RS_ENTRIES, WARP_LANES,
 };
 use desi_device::patch::{assemble_unknown, patch_bandwidth};
 use desi_device::team::Shared;
 use desi_device::Status;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
 
 /// Relative tolerance on band, rhs and fluxweight: both sides add the same non-negative
 /// products (positive stamps, weights and image) in different orders (and the warp with fused
@@ -448,4 +455,226 @@ fn the_warp_result_differs_from_a_perturbed_reference() {
     let actual = warp_emulation(&perturbed, kd, n * (kd + 1));
     assert!(compare("band", &actual.band, &expected.band).is_err());
     assert!(compare("rhs", &actual.rhs, &expected.rhs).is_err());
+}
+
+/// One lane of a warp emulated by 32 host threads in lock step: an exchange posts the value
+/// on the board, waits for every lane, reads the partner's and waits again (so the board is
+/// not overwritten before everyone has read). Records the masks it was called with.
+struct ThreadLane<'a> {
+    lane: usize,
+    board: &'a [AtomicU64],
+    barrier: &'a Barrier,
+    masks: Vec<u32>,
+}
+
+impl WarpExchange for ThreadLane<'_> {
+    fn exchange(&mut self, value: f64, mask: u32) -> f64 {
+        assert!(mask.is_power_of_two() && (mask as usize) < WARP_LANES);
+        self.masks.push(mask);
+        self.board[self.lane].store(value.to_bits(), Ordering::SeqCst);
+        self.barrier.wait();
+        let theirs = self.board[self.lane ^ mask as usize].load(Ordering::SeqCst);
+        self.barrier.wait();
+        f64::from_bits(theirs)
+    }
+}
+
+/// A [`Shared`] view handed to the emulation's threads (they write disjoint entries, the
+/// contract of `assemble_unknown_lane_rs`).
+#[derive(Clone, Copy)]
+struct SendShared(Shared);
+// SAFETY: the lanes write disjoint entries and the scope joins them before the buffers are
+// read.
+unsafe impl Send for SendShared {}
+
+/// `assemble_unknown_lane_rs` with `SLOTS` slots for every q1, the 32 lanes on 32 threads in
+/// lock step. Checks that every lane makes the same exchanges and returns the same status.
+fn warp_rs_emulation<const SLOTS: usize>(patch: &Patch, kd: usize, band_len: usize) -> Assembly {
+    let (view, ccd, shape, n) = (patch.view(), patch.ccd(), patch.shape, patch.n());
+    let mut out = Assembly::new(n, band_len);
+    let board: Vec<AtomicU64> = (0..WARP_LANES).map(|_| AtomicU64::new(0)).collect();
+    let barrier = Barrier::new(WARP_LANES);
+    let views = (
+        SendShared(Shared::new(&mut out.band)),
+        SendShared(Shared::new(&mut out.rhs)),
+        SendShared(Shared::new(&mut out.fluxweight)),
+    );
+    let lanes: Vec<(Vec<Status>, Vec<u32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WARP_LANES)
+            .map(|lane| {
+                let (board, barrier) = (&board, &barrier);
+                scope.spawn(move || {
+                    let (band, rhs, fluxweight) = views;
+                    let mut warp = ThreadLane {
+                        lane,
+                        board,
+                        barrier,
+                        masks: Vec::new(),
+                    };
+                    let status: Vec<Status> = (0..n)
+                        .map(|q1| {
+                            assemble_unknown_lane_rs::<SLOTS, _>(
+                                &view,
+                                &ccd,
+                                &shape,
+                                kd,
+                                q1,
+                                lane,
+                                band.0,
+                                rhs.0,
+                                fluxweight.0,
+                                &mut warp,
+                            )
+                        })
+                        .collect();
+                    (status, warp.masks)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an emulated lane panicked"))
+            .collect()
+    });
+    for (lane, (status, masks)) in lanes.iter().enumerate() {
+        assert_eq!(status, &lanes[0].0, "lane {lane} returns other statuses");
+        assert_eq!(masks, &lanes[0].1, "lane {lane} makes other exchanges");
+    }
+    out.status = lanes[0].0.clone();
+    out
+}
+
+/// Bitwise equality of two assemblies (NaN where neither wrote).
+fn assert_same_bits(label: &str, a: &Assembly, b: &Assembly) {
+    assert_eq!(a.status, b.status, "{label}: statuses");
+    for (what, x, y) in [
+        ("band", &a.band, &b.band),
+        ("rhs", &a.rhs, &b.rhs),
+        ("fluxweight", &a.fluxweight, &b.fluxweight),
+    ] {
+        assert_eq!(x.len(), y.len());
+        for (i, (u, v)) in x.iter().zip(y.iter()).enumerate() {
+            assert_eq!(
+                u.to_bits(),
+                v.to_bits(),
+                "{label}: {what}[{i}] {u:e} (reduce-scatter) against {v:e} (butterfly)"
+            );
+        }
+    }
+}
+
+#[test]
+fn reduce_scatter_gives_the_butterfly_bits() {
+    // DESI-like patches with both caches, kd across the 16-entry groups and the 32-lane
+    // chunks of the butterfly version.
+    for (seed, geometry) in [(31, Geometry::desi(7, 24)), (32, Geometry::desi(6, 20))] {
+        let patch = build_patch(geometry, seed);
+        let n = patch.n();
+        let bandwidth = patch_bandwidth(&patch.view(), &patch.shape);
+        assert!(bandwidth > 2 * RS_ENTRIES, "kd {bandwidth}: one group only");
+        for kd in [bandwidth, bandwidth + 7] {
+            let label = format!("{geometry:?} seed {seed} kd {kd}");
+            let len = n * (kd + 1);
+            let rs = warp_rs_emulation::<DESI_SLOTS>(&patch, kd, len);
+            assert!(rs.status.iter().all(|s| *s == Status::Ok), "{label}");
+            assert_same_bits(
+                &label,
+                &rs,
+                &warp_emulation_slots::<DESI_SLOTS>(&patch, kd, len),
+            );
+            assert_same_bits(
+                &label,
+                &warp_rs_emulation::<MAX_PER_LANE>(&patch, kd, len),
+                &rs,
+            );
+            // And against the one-thread assembly (independent order of the sums).
+            let expected = reference(&patch, kd, len);
+            for (what, a, e) in [
+                ("band", &rs.band, &expected.band),
+                ("rhs", &rs.rhs, &expected.rhs),
+                ("fluxweight", &rs.fluxweight, &expected.fluxweight),
+            ] {
+                if let Err(err) = compare(what, a, e) {
+                    panic!("{label}: {err}");
+                }
+            }
+        }
+    }
+    // nspecpad 3 (kd ~ 24): group and chunk boundaries on both sides of kd + 1.
+    let patch = build_patch(Geometry::desi(3, 30), 33);
+    let n = patch.n();
+    let bandwidth = patch_bandwidth(&patch.view(), &patch.shape);
+    for kd in [bandwidth, 30, 31, 32, 33, 47, 48] {
+        let kd = kd.max(bandwidth);
+        let len = n * (kd + 1);
+        let label = format!("nspecpad 3, kd {kd}");
+        assert_same_bits(
+            &label,
+            &warp_rs_emulation::<DESI_SLOTS>(&patch, kd, len),
+            &warp_emulation_slots::<DESI_SLOTS>(&patch, kd, len),
+        );
+    }
+}
+
+#[test]
+fn reduce_scatter_gives_the_butterfly_statuses_on_bad_shapes() {
+    let geometry = Geometry::desi(7, 12);
+    let base = build_patch(geometry, 34);
+    let n = base.n();
+    let bandwidth = patch_bandwidth(&base.view(), &base.shape);
+    // kd too small (a pair beyond the band: BadShape after the writes), a band buffer one
+    // entry short, a stamp beyond the CCD's right edge.
+    let mut right = build_patch(geometry, 34);
+    let last = (geometry.nspecpad - 1) * right.fiber_stride + geometry.nwavetot - 1;
+    right.corners[last].xc = (right.ncol - right.nx + 1) as i32;
+    for (label, patch, kd, len) in [
+        ("kd - 1", &base, bandwidth - 1, n * bandwidth),
+        ("short band", &base, bandwidth, n * (bandwidth + 1) - 1),
+        (
+            "stamp right of the CCD",
+            &right,
+            bandwidth,
+            n * (bandwidth + 1),
+        ),
+    ] {
+        let rs = warp_rs_emulation::<DESI_SLOTS>(patch, kd, len);
+        assert!(rs.status.contains(&Status::BadShape), "{label}");
+        assert_same_bits(
+            label,
+            &rs,
+            &warp_emulation_slots::<DESI_SLOTS>(patch, kd, len),
+        );
+    }
+    // A stamp of 12 x 17 = 204 pixels does not fit 6 slots of 32 lanes.
+    let big = build_patch(
+        Geometry {
+            ny: 12,
+            nx: 17,
+            ..Geometry::desi(6, 8)
+        },
+        35,
+    );
+    let kd = patch_bandwidth(&big.view(), &big.shape);
+    let rs = warp_rs_emulation::<DESI_SLOTS>(&big, kd, big.n() * (kd + 1));
+    assert!(rs.status.iter().all(|s| *s == Status::TooLarge));
+}
+
+#[test]
+fn the_bitwise_check_sees_one_ulp() {
+    // The reduce-scatter is checked bitwise: one ulp in one band entry must fail the check.
+    let patch = build_patch(Geometry::desi(6, 20), 36);
+    let n = patch.n();
+    let kd = patch_bandwidth(&patch.view(), &patch.shape);
+    let butterfly_bits = warp_emulation_slots::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+    let mut perturbed = warp_rs_emulation::<DESI_SLOTS>(&patch, kd, n * (kd + 1));
+    assert_same_bits("unperturbed", &perturbed, &butterfly_bits);
+    let i = perturbed
+        .band
+        .iter()
+        .position(|v| *v > 0.0)
+        .expect("a positive entry");
+    perturbed.band[i] = f64::from_bits(perturbed.band[i].to_bits() + 1);
+    let caught =
+        std::panic::catch_unwind(|| assert_same_bits("one ulp", &perturbed, &butterfly_bits));
+    assert!(caught.is_err(), "a one-ulp change went unnoticed");
 }

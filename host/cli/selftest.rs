@@ -5,7 +5,8 @@ use super::{parse_wave_range, InputError};
 use clap::Args;
 use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
 use desi_extract::gpu::context::{
-    EighKernel, KernelMode, BAND_KERNEL_ENV, EIGH_KERNEL_ENV, FACTOR_KERNEL_ENV,
+    EighKernel, KernelMode, ASSEMBLE_KERNEL_ENV, BAND_KERNEL_ENV, EIGH_KERNEL_ENV,
+    FACTOR_KERNEL_ENV,
 };
 use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
@@ -150,6 +151,22 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         gpu.factor,
         gpu.band,
         params.nwavetot()
+    );
+    // The assemble kernel (DESI_ASSEMBLE_KERNEL; `assemble` for stamps beyond a warp's cache).
+    let (sny, snx) = (psf.stamp_ny(), psf.stamp_nx());
+    let assemble = match gpu.mode {
+        KernelMode::Team
+            if sny * snx
+                <= desi_device::patch::assemble_warp::WARP_LANES
+                    * desi_device::patch::assemble_warp::MAX_PER_LANE =>
+        {
+            gpu.assemble.kernel()
+        }
+        _ => "assemble",
+    };
+    println!(
+        "selftest: assemble kernel {assemble} ({ASSEMBLE_KERNEL_ENV}={:?})",
+        gpu.assemble
     );
     let reject = args.reject.config()?;
     let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);

@@ -5,8 +5,8 @@
 //! next.
 
 use super::context::{
-    BandKernel, DriverContext, EighKernel, FactorKernel, GpuContext, GpuError, KernelMode,
-    PinnedGuard,
+    AssembleKernel, BandKernel, DriverContext, EighKernel, FactorKernel, GpuContext, GpuError,
+    KernelMode, PinnedGuard,
 };
 use super::launch::{lanes, Launch};
 use crate::patch::{ExtractionParams, PatchPlan};
@@ -228,7 +228,11 @@ pub(super) fn launch_batch<'g>(
         };
         // One warp per (patch, unknown) where the stamp fits the lanes' register cache.
         let (kernel, shape) = if team && sny * snx <= WARP_LANES * MAX_PER_LANE {
-            (&gpu.kernels.assemble_warp, args.warp_shape())
+            let kernel = match gpu.assemble {
+                AssembleKernel::Warp => &gpu.kernels.assemble_warp,
+                AssembleKernel::WarpRs => &gpu.kernels.assemble_warp_rs,
+            };
+            (kernel, args.warp_shape())
         } else {
             (&gpu.kernels.assemble, args.shape())
         };

@@ -103,6 +103,8 @@ pub struct Kernels {
     pub assemble: Kernel<AssembleArgs>,
     /// Normal equations: one warp per (patch, unknown).
     pub assemble_warp: Kernel<AssembleArgs>,
+    /// `assemble_warp_rs`.
+    pub assemble_warp_rs: Kernel<AssembleArgs>,
     /// Regularize, factor, solve.
     pub factor_solve: Kernel<FactorSolveArgs>,
     /// Covariance blocks.
@@ -170,6 +172,8 @@ pub struct GpuContext {
     pub band: BandKernel,
     /// Kernel of the cholesky stage with the team kernels ([`FACTOR_KERNEL_ENV`]).
     pub factor: FactorKernel,
+    /// Kernel of the assemble stage with the team kernels ([`ASSEMBLE_KERNEL_ENV`]).
+    pub assemble: AssembleKernel,
     /// Blocks `resolution_ns` solved and left to the Jacobi, added up on the device over the
     /// context's life ([`GpuContext::eigh_counts`]).
     ns_counts: Mutex<CudaSlice<u32>>,
@@ -380,6 +384,44 @@ impl FactorKernel {
     }
 }
 
+/// Environment variable choosing the assemble stage's kernel where the stamps fit a warp's
+/// register cache: `warp` (default: `assemble_warp`, each band entry summed over the warp by a
+/// butterfly of shuffles) or `warp-rs` (`assemble_warp_rs`, the band column reduced 16
+/// entries at a time by a reduce-scatter: 16 exchanges instead of 80, bitwise the same
+/// results, 142 registers against 96).
+pub const ASSEMBLE_KERNEL_ENV: &str = "DESI_ASSEMBLE_KERNEL";
+
+/// Kernel of the assemble stage (stamps of up to 256 pixels; `assemble` otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssembleKernel {
+    /// `assemble_warp`: default.
+    Warp,
+    /// `assemble_warp_rs`: the band column by a reduce-scatter.
+    WarpRs,
+}
+
+impl AssembleKernel {
+    /// From [`ASSEMBLE_KERNEL_ENV`]: `warp`/unset or `warp-rs`; anything else is an error
+    /// naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(ASSEMBLE_KERNEL_ENV).as_deref() {
+            Err(_) | Ok("warp") | Ok("") => Ok(Self::Warp),
+            Ok("warp-rs") => Ok(Self::WarpRs),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{ASSEMBLE_KERNEL_ENV}={other}: expected `warp` or `warp-rs`"
+            ))),
+        }
+    }
+
+    /// The name of the kernel of this variant.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Self::Warp => "assemble_warp",
+            Self::WarpRs => "assemble_warp_rs",
+        }
+    }
+}
+
 /// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
 /// 10 s on an H100 when the cache is cold), or on a compute capability 9.0 device the sm_90
 /// cubin that the build compiled with `ptxas` (no JIT: a cold start of `selftest --gpu -n 25`
@@ -533,6 +575,7 @@ impl GpuContext {
             screen_pixels: Kernel::load(&module, k::SCREEN_PIXELS)?,
             assemble: Kernel::load(&module, k::ASSEMBLE)?,
             assemble_warp: Kernel::load(&module, k::ASSEMBLE_WARP)?,
+            assemble_warp_rs: Kernel::load(&module, k::ASSEMBLE_WARP_RS)?,
             factor_solve: Kernel::load(&module, k::FACTOR_SOLVE)?,
             covariance: Kernel::load(&module, k::COVARIANCE)?,
             resolution: Kernel::load(&module, k::RESOLUTION)?,
@@ -561,6 +604,7 @@ impl GpuContext {
         let eigh = EighKernel::from_env()?;
         let band = BandKernel::from_env()?;
         let factor = FactorKernel::from_env()?;
+        let assemble = AssembleKernel::from_env()?;
         let ns_counts = Mutex::new(
             stream
                 .alloc_zeros::<u32>(2)
@@ -583,6 +627,7 @@ impl GpuContext {
             eigh,
             band,
             factor,
+            assemble,
             ns_counts,
             pinned: Default::default(),
             pinned_status: Default::default(),

@@ -103,6 +103,9 @@ pub const SCREEN_PIXELS: Entry<ScreenPixelsArgs> = Entry::new("screen_pixels");
 pub const ASSEMBLE: Entry<AssembleArgs> = Entry::new("assemble");
 /// `assemble_warp`: normal equations, one warp per (patch, unknown).
 pub const ASSEMBLE_WARP: Entry<AssembleArgs> = Entry::new("assemble_warp");
+/// `assemble_warp_rs`: `assemble_warp` with the band column reduced by a reduce-scatter of 16
+/// entries (bitwise the same results, the same launch).
+pub const ASSEMBLE_WARP_RS: Entry<AssembleArgs> = Entry::new("assemble_warp_rs");
 /// `factor_solve`: regularization, banded Cholesky and solve, one thread per patch.
 pub const FACTOR_SOLVE: Entry<FactorSolveArgs> = Entry::new("factor_solve");
 /// `factor_solve_team`: the same, one thread block per patch.
@@ -153,6 +156,7 @@ pub const ENTRIES: &[EntryParam] = &[
     SCREEN_PIXELS.param(),
     ASSEMBLE.param(),
     ASSEMBLE_WARP.param(),
+    ASSEMBLE_WARP_RS.param(),
     FACTOR_SOLVE.param(),
     FACTOR_SOLVE_TEAM.param(),
     FACTOR_SOLVE_BLOCKED.param(),

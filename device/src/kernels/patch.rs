@@ -23,7 +23,8 @@ use crate::linalg::newton_schulz::{self, BlockMmaTeam, MmaTeam};
 use crate::linalg::newton_schulz_blocked;
 use crate::linalg::{banded, banded_mma, banded_team, jacobi, jacobi_team};
 use crate::patch::assemble_warp::{
-    assemble_unknown_lane_slots, DESI_SLOTS, MAX_PER_LANE, WARP_LANES,
+    assemble_unknown_lane_rs, assemble_unknown_lane_slots, WarpExchange, DESI_SLOTS, MAX_PER_LANE,
+    WARP_LANES,
 };
 use crate::patch::finalize_warp::{core_pixel_sums_lane, pixel_chi2_row_lane, CorePartial};
 use crate::patch::{
@@ -364,6 +365,98 @@ pub unsafe extern "ptx-kernel" fn assemble_warp(args: AssembleArgs) {
                         |_, partial| warp_sum(partial),
                     )
                 };
+                if lane == 0 {
+                    batch.fail(u.p, code);
+                }
+            },
+        )
+    };
+}
+
+/// The calling warp's butterfly shuffle as a [`WarpExchange`] (two 32-bit shuffles per f64).
+struct ShuffleWarp;
+
+impl WarpExchange for ShuffleWarp {
+    #[inline(always)]
+    fn exchange(&mut self, value: f64, mask: u32) -> f64 {
+        let bits = value.to_bits();
+        // SAFETY: assemble_unknown_lane_rs calls the exchange with all 32 lanes of the warp
+        // together, in uniform control flow (its contract; assemble_warp_rs's early returns
+        // leave whole warps).
+        let (lo, hi) = unsafe {
+            (
+                shfl_bfly(u32::MAX, bits as u32 as i32, mask as i32, 0x1f),
+                shfl_bfly(u32::MAX, (bits >> 32) as u32 as i32, mask as i32, 0x1f),
+            )
+        };
+        f64::from_bits(((hi as u32 as u64) << 32) | lo as u32 as u64)
+    }
+}
+
+/// The work of one warp of [`assemble_warp_rs`] on unknown `u.q`: the status of
+/// [`assemble_unknown_lane_rs`] with the 6-slot cache for stamps of up to 192 pixels, else
+/// 8 slots. Inlined, so that the views keep their global address space.
+#[inline(always)]
+fn assemble_rs_unit(u: &Unknown, lane: usize) -> Status {
+    if u.view.ny * u.view.nx <= WARP_LANES * DESI_SLOTS {
+        assemble_unknown_lane_rs::<DESI_SLOTS, _>(
+            &u.view,
+            &u.ccd,
+            &u.shape,
+            u.kd,
+            u.q,
+            lane,
+            u.band,
+            u.rhs,
+            u.fluxweight,
+            &mut ShuffleWarp,
+        )
+    } else {
+        assemble_unknown_lane_rs::<MAX_PER_LANE, _>(
+            &u.view,
+            &u.ccd,
+            &u.shape,
+            u.kd,
+            u.q,
+            lane,
+            u.band,
+            u.rhs,
+            u.fluxweight,
+            &mut ShuffleWarp,
+        )
+    }
+}
+
+/// [`assemble_warp`] with the band column reduced 16 entries at a time by a reduce-scatter
+/// ([`assemble_unknown_lane_rs`]: 16 exchanges per 16 entries instead of 80): the same
+/// arguments, launch, thread mapping and results, bitwise; the even lanes write the band.
+///
+/// # Safety
+/// As [`assemble_warp`].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn assemble_warp_rs(args: AssembleArgs) {
+    // SAFETY: device allocations of the host (the kernel's contract).
+    unsafe { assume_assemble_global(&args) };
+    let thread = thread::global_index();
+    let (warp, lane) = (thread / WARP_LANES, thread % WARP_LANES);
+    let batch = args.batch;
+    // SAFETY: as in assemble_warp: p and q are the same for the 32 lanes of a warp, so the
+    // early returns leave whole warps and every exchange is executed by all lanes; each lane
+    // writes only the entries that assemble_unknown_lane_rs assigns to (q, lane).
+    unsafe {
+        assemble_unit(
+            &args,
+            warp,
+            |p| {
+                if lane == 0 {
+                    batch.fail(p, Status::BadShape);
+                }
+            },
+            // Inlined (too large for LLVM to choose it): the views keep their global
+            // address space.
+            #[inline(always)]
+            |u| {
+                let code = assemble_rs_unit(&u, lane);
                 if lane == 0 {
                     batch.fail(u.p, code);
                 }

@@ -158,13 +158,28 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         s2: usize,
         k2: usize,
     ) -> Option<f64> {
+        self.entry_partial_at(view, shape, view.corner(s2, k2), view.index(s2, k2))
+    }
+
+    /// [`LaneStamp::entry_partial`] for the stamp at `corner2` whose index in `view` (stamp
+    /// and corner tables, `s2 · fiber_stride + k2`) is `index2`: the same value, bitwise. The
+    /// kernel steps `index2` with `q2` and loads `corner2` one iteration ahead, so the corner's
+    /// load latency is not on the path of each entry.
+    #[inline(always)]
+    pub fn entry_partial_at(
+        &self,
+        view: &StampView,
+        shape: &PatchShape,
+        corner2: StampCorner,
+        index2: usize,
+    ) -> Option<f64> {
         let (ny, nx) = (self.ny, self.nx);
-        let corner2 = view.corner(s2, k2);
         if !stamps_overlap(self.corner1, corner2, ny, nx, shape) {
             return None;
         }
         let size = ny * nx;
-        let stamp2 = &view.stamp(s2, k2)[..size];
+        let start = index2 * size;
+        let stamp2 = &view.stamps[start..start + size];
         // Pixel e = r·nx + c of stamp 1 is pixel i = (r + dy)·nx + (c + dx) = e + offset of
         // stamp 2: consecutive lanes read consecutive addresses, slot j at a constant
         // distance. With c + dx in 0..nx, i is in 0..ny·nx exactly when r + dy is in 0..ny,
@@ -180,18 +195,19 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         let base = (self.lane as i32).wrapping_add(offset);
         let size32 = size.min(u32::MAX as usize) as u32;
         let nx32 = nx.min(u32::MAX as usize) as u32;
+        // Slot j reads `at + lanes·j` (at = stamp2 + base, possibly outside stamp2 when base
+        // is negative: only dereferenced where i is in range): the slots' addresses are one
+        // pointer and constant offsets, no 64-bit address per slot.
+        let at = stamp2.as_ptr().wrapping_offset(base as isize);
         let mut sum = 0.0;
         for j in 0..SLOTS {
             let c2 = self.col[j].wrapping_add(dx);
             let i = base.wrapping_add((self.lanes * j) as i32);
             // Negative values wrap to large u32: one compare per bound.
             if (c2 as u32) < nx32 && (i as u32) < size32 {
-                // SAFETY: i < size32 <= size = stamp2.len().
-                sum = fma(
-                    self.wa[j],
-                    unsafe { *stamp2.get_unchecked(i as u32 as usize) },
-                    sum,
-                );
+                // SAFETY: at + lanes·j = stamp2 + i with 0 <= i < size32 <= size =
+                // stamp2.len() (base + lanes·j does not wrap in i32: see above).
+                sum = fma(self.wa[j], unsafe { *at.wrapping_add(self.lanes * j) }, sum);
             }
         }
         Some(sum)
@@ -282,8 +298,16 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
     }
     // Chunks of `lanes` entries: lane d keeps entry q1 + chunk + d, then every lane stores
     // its own (one store per lane per chunk). (s2, k2) follow q2 without a division.
+    //
+    // The stamp index of q2 (`s2 · fiber_stride + k2`) is stepped with q2, and the corner of
+    // q2 + 1 is loaded before the entry of q2 is computed (when q2 + 1 < n: exactly the
+    // corners read without the look-ahead, as the corner of q2_end < n is read by the check
+    // after the loop), so that its load overlaps the current entry's loads and reductions.
     let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    let stride = view.fiber_stride;
     let (mut s2, mut k2) = (s1, k1);
+    let mut index2 = view.index(s1, k1);
+    let mut corner2 = c1;
     let mut chunk = q1;
     while chunk < q2_end {
         let chunk_end = if chunk + lanes < q2_end {
@@ -294,18 +318,25 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         let mut mine = 0.0;
         let mut q2 = chunk;
         while q2 < chunk_end {
-            if let Some(partial) = cache.entry_partial(view, shape, s2, k2) {
+            let (mut s_next, mut k_next, mut index_next) = (s2 + 1, k2, index2 + stride);
+            if s_next == ns {
+                s_next = 0;
+                k_next += 1;
+                index_next = k_next;
+            }
+            let corner_next = if q2 + 1 < n {
+                view.corners[index_next]
+            } else {
+                corner2
+            };
+            if let Some(partial) = cache.entry_partial_at(view, shape, corner2, index2) {
                 let total = all_reduce(WarpTerm::Entry(q2), partial);
                 if q2 - chunk == lane {
                     mine = total;
                 }
             }
             q2 += 1;
-            s2 += 1;
-            if s2 == ns {
-                s2 = 0;
-                k2 += 1;
-            }
+            (s2, k2, index2, corner2) = (s_next, k_next, index_next, corner_next);
         }
         let q2 = chunk + lane;
         if q2 < chunk_end {
@@ -313,8 +344,192 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         }
         chunk = chunk_end;
     }
-    // Any overlapping pair beyond the band would be silently lost: refuse. (s2, k2) is q2_end.
-    if q2_end < n && stamps_overlap(c1, view.corner(s2, k2), ny, nx, shape) {
+    debug_assert!(q2_end >= n || (corner2 == view.corner(s2, k2) && index2 == view.index(s2, k2)));
+    // Any overlapping pair beyond the band would be silently lost: refuse. corner2 is q2_end's.
+    if q2_end < n && stamps_overlap(c1, corner2, ny, nx, shape) {
+        return Status::BadShape;
+    }
+    Status::Ok
+}
+
+/// The lane exchange of a warp: all that [`assemble_unknown_lane_rs`] needs from the hardware
+/// (a butterfly shuffle on the GPU, a lock-step emulation of 32 host threads in the tests).
+pub trait WarpExchange {
+    /// The `value` that lane `lane ^ mask` passes. Every lane of the warp calls it together,
+    /// with the same `mask` (a power of two below [`WARP_LANES`]).
+    fn exchange(&mut self, value: f64, mask: u32) -> f64;
+}
+
+/// Entries of the band column reduced together by [`assemble_unknown_lane_rs`]: a
+/// reduce-scatter of 16 entries over 32 lanes takes 8 + 4 + 2 + 1 + 1 = 16 exchanges where
+/// 16 butterfly all-reduces take 80, with 16 partial sums per lane in registers.
+pub const RS_ENTRIES: usize = 16;
+
+/// The butterfly all-reduce of the GPU's warp sum (lane masks 16, 8, 4, 2, 1, each step
+/// `own + partner's`): every lane gets the same sum.
+#[inline(always)]
+fn butterfly_sum<X: WarpExchange>(warp: &mut X, value: f64) -> f64 {
+    let mut sum = value;
+    let mut mask = (WARP_LANES / 2) as u32;
+    while mask > 0 {
+        sum += warp.exchange(sum, mask);
+        mask >>= 1;
+    }
+    sum
+}
+
+/// One step of the reduce-scatter of [`assemble_unknown_lane_rs`]: `part[..2·H]` holds this
+/// lane's sums of `2·H` entries; a lane with the `mask` bit set keeps the upper `H` and sends
+/// the lower ones, the others the reverse, and each kept entry gets the partner's sum of it
+/// added (`own + partner's`). The kept entries end in `part[..H]`.
+#[inline(always)]
+fn reduce_scatter_step<const H: usize, X: WarpExchange>(
+    part: &mut [f64; RS_ENTRIES],
+    lane: usize,
+    mask: u32,
+    warp: &mut X,
+) {
+    let upper = lane as u32 & mask != 0;
+    for i in 0..H {
+        let (keep, send) = if upper {
+            (part[H + i], part[i])
+        } else {
+            (part[i], part[H + i])
+        };
+        part[i] = keep + warp.exchange(send, mask);
+    }
+}
+
+/// Lane `lane` of a warp of [`WARP_LANES`] lanes assembling unknown `q1` of a patch: the same
+/// writes, values (bitwise) and [`Status`] as [`assemble_unknown_lane_slots`] with an
+/// all-reduce by butterfly shuffles (the GPU's `assemble_warp`), but the band column is
+/// reduced [`RS_ENTRIES`] entries at a time by a reduce-scatter: each lane computes its
+/// partial of every entry of the group (0 for entries whose stamps do not overlap), then at
+/// lane masks 16, 8, 4, 2 a lane keeps the half of its entries that its mask bit selects and
+/// adds its partner's partials of them (`own + partner's`, the additions of the butterfly in
+/// the same order), and at mask 1 the pair adds its last entry. Lane `l` then holds the full
+/// sum of entry `l / 2` of the group, which the even lanes store. An entry without overlap
+/// sums exact zeros, the `+0.0` the butterfly version stores.
+///
+/// `warp.exchange` is called the same number of times with the same masks by every lane
+/// (every branch around it depends on `q1` and the patch only). `rhs[q1]` and
+/// `fluxweight[q1]` are butterfly all-reduces as in `assemble_warp`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn assemble_unknown_lane_rs<const SLOTS: usize, X: WarpExchange>(
+    view: &StampView,
+    ccd: &CcdView,
+    shape: &PatchShape,
+    kd: usize,
+    q1: usize,
+    lane: usize,
+    band: Shared,
+    rhs: Shared,
+    fluxweight: Shared,
+    warp: &mut X,
+) -> Status {
+    let lanes = WARP_LANES;
+    let n = shape.nunknown();
+    let ns = shape.nspecpad;
+    let (ny, nx) = (view.ny, view.nx);
+    if SLOTS > MAX_PER_LANE || ny * nx > lanes * SLOTS {
+        return Status::TooLarge;
+    }
+    if q1 >= n
+        || lane >= lanes
+        || band.len() < n * (kd + 1)
+        || rhs.len() < n
+        || fluxweight.len() < n
+    {
+        return Status::BadShape;
+    }
+    if shape.row_min < 0 || shape.row_max as usize > ccd.nrow {
+        return Status::BadShape;
+    }
+    let (s1, k1) = (q1 % ns, q1 / ns);
+    let c1 = view.corner(s1, k1);
+    if c1.xc < 0 || (c1.xc as usize + nx) > ccd.ncol {
+        return Status::BadShape;
+    }
+    let cache = LaneStamp::<SLOTS>::new(view, ccd, shape, s1, k1, lane, lanes);
+    let y_sum = butterfly_sum(warp, cache.rhs);
+    let w_sum = butterfly_sum(warp, cache.fluxweight);
+    if lane == 0 {
+        rhs.set(q1, y_sum);
+        fluxweight.set(q1, w_sum);
+    }
+    // (s2, k2), the stamp index and the corner of q2 are stepped with q2, the corner of
+    // q2 + 1 loaded one entry ahead (as in assemble_unknown_lane_slots).
+    let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
+    let stride = view.fiber_stride;
+    let (mut s2, mut k2) = (s1, k1);
+    let mut index2 = view.index(s1, k1);
+    let mut corner2 = c1;
+    let mut chunk = q1;
+    while chunk < q2_end {
+        // This lane's partial of entry chunk + e (0 beyond q2_end or without overlap), the
+        // state stepped to the next q2.
+        // This lane's partial of entry chunk + e (0 beyond q2_end or without overlap), the
+        // state stepped to the next q2 (a macro: inlined for certain, so the views keep their
+        // global address space).
+        macro_rules! partial_of {
+            ($e:expr) => {{
+                let q2 = chunk + $e;
+                if q2 >= q2_end {
+                    0.0
+                } else {
+                    let (mut s_next, mut k_next, mut index_next) = (s2 + 1, k2, index2 + stride);
+                    if s_next == ns {
+                        s_next = 0;
+                        k_next += 1;
+                        index_next = k_next;
+                    }
+                    let corner_next = if q2 + 1 < n {
+                        view.corners[index_next]
+                    } else {
+                        corner2
+                    };
+                    let partial = cache.entry_partial_at(view, shape, corner2, index2);
+                    (s2, k2, index2, corner2) = (s_next, k_next, index_next, corner_next);
+                    partial.unwrap_or(0.0)
+                }
+            }};
+        }
+        // Written out (constant indices): the partials stay in registers.
+        let mut part: [f64; RS_ENTRIES] = [
+            partial_of!(0),
+            partial_of!(1),
+            partial_of!(2),
+            partial_of!(3),
+            partial_of!(4),
+            partial_of!(5),
+            partial_of!(6),
+            partial_of!(7),
+            partial_of!(8),
+            partial_of!(9),
+            partial_of!(10),
+            partial_of!(11),
+            partial_of!(12),
+            partial_of!(13),
+            partial_of!(14),
+            partial_of!(15),
+        ];
+        // Reduce-scatter at masks 16, 8, 4, 2 (16 -> 8 -> 4 -> 2 -> 1 entries per lane).
+        reduce_scatter_step::<8, X>(&mut part, lane, 16, warp);
+        reduce_scatter_step::<4, X>(&mut part, lane, 8, warp);
+        reduce_scatter_step::<2, X>(&mut part, lane, 4, warp);
+        reduce_scatter_step::<1, X>(&mut part, lane, 2, warp);
+        let mask = 1;
+        let total = part[0] + warp.exchange(part[0], mask);
+        let q2 = chunk + lane / 2;
+        if lane & 1 == 0 && q2 < q2_end {
+            band.set(q2 * (kd + 1) + (q1 + kd - q2), total);
+        }
+        chunk += RS_ENTRIES;
+    }
+    debug_assert!(q2_end >= n || (corner2 == view.corner(s2, k2) && index2 == view.index(s2, k2)));
+    // Any overlapping pair beyond the band would be silently lost: refuse. corner2 is q2_end's.
+    if q2_end < n && stamps_overlap(c1, corner2, ny, nx, shape) {
         return Status::BadShape;
     }
     Status::Ok

@@ -38,8 +38,10 @@ pub struct StampView<'a> {
 }
 
 impl StampView<'_> {
+    /// Index of the stamp of padded spectrum `s`, padded bin `k` in `corners` (and, times
+    /// `ny * nx`, in `stamps`).
     #[inline(always)]
-    fn index(&self, s: usize, k: usize) -> usize {
+    pub fn index(&self, s: usize, k: usize) -> usize {
         s * self.fiber_stride + k
     }
 
