@@ -16,7 +16,10 @@ use desi_extract::job::FrameJob;
 use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
-use desi_extract::solve::cpu::{inverse_sqrt_block, inverse_sqrt_block_work_len, solve_patch};
+use desi_extract::solve::cpu::{
+    inverse_sqrt_block, inverse_sqrt_block_work_len, solve_patch, solve_patch_with_workspace,
+    PatchWorkspace,
+};
 use desi_extract::solve::{BundleInputs, CpuBackend};
 use desi_extract::trace::Trace;
 use std::hint::black_box;
@@ -250,6 +253,14 @@ fn benches(c: &mut Criterion) {
     });
     g.bench_function("solve_patch_total", |b| {
         b.iter(|| solve_patch(&inputs, black_box(&plan)))
+    });
+    // The same solve with a fresh workspace every time (every buffer allocated and its pages
+    // touched for the first time): what the per-thread workspace of solve_patch saves.
+    g.bench_function("solve_patch_fresh_workspace", |b| {
+        b.iter(|| {
+            let mut ws = PatchWorkspace::default();
+            solve_patch_with_workspace(&inputs, black_box(&plan), false, &mut ws)
+        })
     });
     g.finish();
 

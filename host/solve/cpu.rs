@@ -346,11 +346,92 @@ pub struct PatchSolution {
     pub issue: Option<PatchIssue>,
 }
 
+/// The working memory of one patch solve, reused from patch to patch: the band matrix and
+/// its factor's scratch, the right-hand side / flux, the covariance blocks and their scratch,
+/// the resolution blocks, the reconvolved flux and ivar, the eigen-solver's scratch and the
+/// model window of the pixel statistics. A solve sizes each buffer to its patch (growing it
+/// when needed, never shrinking) and writes every value it reads, so results do not depend on
+/// what a previous patch left (only the band is zeroed: the assembly leaves the entries above
+/// its first rows untouched).
+#[derive(Clone, Debug, Default)]
+pub struct PatchWorkspace {
+    band: Vec<f64>,
+    factor_work: Vec<f64>,
+    xflux: Vec<f64>,
+    fluxweight: Vec<f64>,
+    cov: Vec<f64>,
+    cov_work: Vec<f64>,
+    resolution: Vec<f64>,
+    flux: Vec<f64>,
+    ivar: Vec<f64>,
+    eig_work: Vec<f64>,
+    pixels: Vec<f64>,
+}
+
+/// The first `len` values of `v`, grown (with zeros) to `len` if shorter; the values a
+/// previous use left are kept (the callers overwrite every one they read).
+fn scratch(v: &mut Vec<f64>, len: usize) -> &mut [f64] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+thread_local! {
+    /// The [`PatchWorkspace`] of the patches this thread solves (rayon's workers keep theirs
+    /// for the whole process).
+    static WORKSPACE: std::cell::RefCell<PatchWorkspace> =
+        std::cell::RefCell::new(PatchWorkspace::default());
+}
+
+/// Runs `f` with this thread's [`PatchWorkspace`] (a fresh one should it be in use already).
+fn with_workspace<T>(f: impl FnOnce(&mut PatchWorkspace) -> T) -> T {
+    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut PatchWorkspace::default()),
+    })
+}
+
+/// What [`solve_patch_in`] returns besides the values it leaves in the workspace.
+struct Solved {
+    window: PixelWindow,
+    shape: PatchShape,
+    kd: usize,
+    issue: Option<PatchIssue>,
+}
+
 /// Solves the normal equations and the resolution of one patch (docs/algorithm.md §4.1-4.4).
 pub fn solve_patch_full(
     inputs: &BundleInputs,
     plan: &PatchPlan,
 ) -> Result<PatchSolution, PatchIssue> {
+    with_workspace(|ws| {
+        let solved = solve_patch_in(inputs, plan, ws)?;
+        let n = solved.shape.nunknown();
+        let nwavetot = solved.shape.nwavetot;
+        let (len, block_len) = (plan.nspp * nwavetot, plan.nspp * nwavetot * nwavetot);
+        Ok(PatchSolution {
+            window: solved.window,
+            shape: solved.shape,
+            kd: solved.kd,
+            xflux: ws.xflux[..n].to_vec(),
+            fluxweight: ws.fluxweight[..n].to_vec(),
+            resolution: ws.resolution[..block_len].to_vec(),
+            flux: ws.flux[..len].to_vec(),
+            ivar: ws.ivar[..len].to_vec(),
+            issue: solved.issue,
+        })
+    })
+}
+
+/// [`solve_patch_full`] into `ws`: on success its first `n` values of `xflux` and
+/// `fluxweight`, `nspp·nwavetot²` of `resolution` and `nspp·nwavetot` of `flux` and `ivar`
+/// are the patch's.
+fn solve_patch_in(
+    inputs: &BundleInputs,
+    plan: &PatchPlan,
+    ws: &mut PatchWorkspace,
+) -> Result<Solved, PatchIssue> {
     let params = inputs.params;
     let nwavetot = params.nwavetot();
     let (Some(window), Some(shape)) = (plan.window, plan.shape(nwavetot)) else {
@@ -363,28 +444,22 @@ pub fn solve_patch_full(
         reason: format!("{stage}: {status:?}"),
     };
 
-    let mut band = vec![0.0; n * (kd + 1)];
-    let mut xflux = vec![0.0; n];
-    let mut fluxweight = vec![0.0; n];
+    let band = scratch(&mut ws.band, n * (kd + 1));
+    let xflux = scratch(&mut ws.xflux, n);
+    let fluxweight = scratch(&mut ws.fluxweight, n);
+    let factor_work = scratch(&mut ws.factor_work, banded_cpu::band_factor_work_len(kd));
     let mut issue = None;
     let mut ridge = params.regularize;
-    let mut factor_work = vec![0.0; banded_cpu::band_factor_work_len(kd)];
     loop {
-        let status = assemble_normal_equations(
-            &view,
-            &inputs.ccd,
-            &shape,
-            kd,
-            &mut band,
-            &mut xflux,
-            &mut fluxweight,
-        );
+        band.fill(0.0);
+        let status =
+            assemble_normal_equations(&view, &inputs.ccd, &shape, kd, band, xflux, fluxweight);
         if status != Status::Ok {
             return Err(fail("assembly", status));
         }
-        regularize(&mut band, n, kd, &fluxweight, ridge);
+        regularize(band, n, kd, fluxweight, ridge);
         // The CPU's blocked factor (the GPU keeps the serial/team order): equal up to rounding.
-        let status = banded_cpu::band_factor(&mut band, n, kd, &mut factor_work);
+        let status = banded_cpu::band_factor(band, n, kd, factor_work);
         if status == Status::Ok {
             break;
         }
@@ -397,7 +472,7 @@ pub fn solve_patch_full(
             reason: format!("Cholesky factorization: {status:?}"),
         });
     }
-    let status = banded::band_solve(&band, n, kd, &mut xflux);
+    let status = banded::band_solve(band, n, kd, xflux);
     if status != Status::Ok {
         return Err(fail("Cholesky solve", status));
     }
@@ -408,27 +483,22 @@ pub fn solve_patch_full(
     // Covariance blocks of the core spectra only (the neighbours' are discarded).
     let s_core = plan.ispec - plan.s0;
     let block_len = nwavetot * nwavetot;
-    let mut cov = vec![0.0; plan.nspp * block_len];
+    let cov = scratch(&mut ws.cov, plan.nspp * block_len);
     // The CPU's register-tiled engine (device/tests/banded_cpu.rs: 1e-12 of the dense inverse).
-    let mut work =
-        vec![0.0; banded_cpu::band_covariance_block_range_work_len(n, kd, plan.nspecpad)];
-    let status = banded_cpu::band_covariance_block_range(
-        &band,
-        n,
-        kd,
-        plan.nspecpad,
-        s_core,
-        &mut cov,
-        &mut work,
+    let work = scratch(
+        &mut ws.cov_work,
+        banded_cpu::band_covariance_block_range_work_len(n, kd, plan.nspecpad),
     );
+    let status =
+        banded_cpu::band_covariance_block_range(band, n, kd, plan.nspecpad, s_core, cov, work);
     if status != Status::Ok {
         return Err(fail("covariance blocks", status));
     }
 
-    let mut resolution = vec![0.0; plan.nspp * block_len];
-    let mut flux = vec![0.0; plan.nspp * nwavetot];
-    let mut ivar = vec![0.0; plan.nspp * nwavetot];
-    let mut eig_work = vec![0.0; inverse_sqrt_block_work_len(nwavetot)];
+    let resolution = scratch(&mut ws.resolution, plan.nspp * block_len);
+    let flux = scratch(&mut ws.flux, plan.nspp * nwavetot);
+    let ivar = scratch(&mut ws.ivar, plan.nspp * nwavetot);
+    let eig_work = scratch(&mut ws.eig_work, inverse_sqrt_block_work_len(nwavetot));
     for c in 0..plan.nspp {
         let s = s_core + c;
         let block = &cov[c * block_len..(c + 1) * block_len];
@@ -436,7 +506,7 @@ pub fn solve_patch_full(
         // The CPU's method (Householder + QL, one-sided Jacobi for ill-conditioned blocks; the
         // GPU keeps one-sided Jacobi): both agree with the float64 reference to ~1e-13 of
         // max|Q| (device/tests/tridiagonal.rs; tests/rdiag_conditioning.rs).
-        let status = inverse_sqrt_block(block, nwavetot, q_block, &mut eig_work);
+        let status = inverse_sqrt_block(block, nwavetot, q_block, eig_work);
         if status != Status::Ok {
             return Err(fail("inverse square root of C_bb", status));
         }
@@ -452,15 +522,10 @@ pub fn solve_patch_full(
             return Err(fail("resolution", status));
         }
     }
-    Ok(PatchSolution {
+    Ok(Solved {
         window,
         shape,
         kd,
-        xflux,
-        fluxweight,
-        resolution,
-        flux,
-        ivar,
         issue,
     })
 }
@@ -472,14 +537,24 @@ pub fn solve_patch(inputs: &BundleInputs, plan: &PatchPlan) -> PatchResult {
 
 /// [`solve_patch`], and with `keep_xflux` the deconvolved flux of every padded unknown
 /// (wavelength-major, `q = k·nspecpad + s`) of a solved patch (the outlier rejection's model;
-/// docs/algorithm.md §4.11).
+/// docs/algorithm.md §4.11). The working memory is the calling thread's [`PatchWorkspace`].
 pub fn solve_patch_with_xflux(
     inputs: &BundleInputs,
     plan: &PatchPlan,
     keep_xflux: bool,
 ) -> (PatchResult, Option<Vec<f64>>) {
+    with_workspace(|ws| solve_patch_with_workspace(inputs, plan, keep_xflux, ws))
+}
+
+/// [`solve_patch_with_xflux`] with the working memory `ws`.
+pub fn solve_patch_with_workspace(
+    inputs: &BundleInputs,
+    plan: &PatchPlan,
+    keep_xflux: bool,
+    ws: &mut PatchWorkspace,
+) -> (PatchResult, Option<Vec<f64>>) {
     let ndiag = inputs.ndiag;
-    let solution = match solve_patch_full(inputs, plan) {
+    let solution = match solve_patch_in(inputs, plan, ws) {
         Ok(solution) => solution,
         Err(issue) => return (PatchResult::zeros(plan.nspp, plan.keep, ndiag, issue), None),
     };
@@ -498,9 +573,9 @@ pub fn solve_patch_with_xflux(
     };
     for c in 0..plan.nspp {
         let src = c * nwavetot + pad;
-        result.flux[c * keep..(c + 1) * keep].copy_from_slice(&solution.flux[src..src + keep]);
-        result.ivar[c * keep..(c + 1) * keep].copy_from_slice(&solution.ivar[src..src + keep]);
-        let block = &solution.resolution[c * nwavetot * nwavetot..(c + 1) * nwavetot * nwavetot];
+        result.flux[c * keep..(c + 1) * keep].copy_from_slice(&ws.flux[src..src + keep]);
+        result.ivar[c * keep..(c + 1) * keep].copy_from_slice(&ws.ivar[src..src + keep]);
+        let block = &ws.resolution[c * nwavetot * nwavetot..(c + 1) * nwavetot * nwavetot];
         let rd = &mut result.rdiags[c * ndiagonal * keep..(c + 1) * ndiagonal * keep];
         let status = resolution_diagonals(block, nwavetot, ndiag, pad, pad + keep, rd, keep);
         if status != Status::Ok {
@@ -518,17 +593,18 @@ pub fn solve_patch_with_xflux(
         k_max: pad + keep,
     };
     let window = solution.window;
-    let mut pixels = vec![0.0; window.npix()];
+    let n = solution.shape.nunknown();
+    let pixels = scratch(&mut ws.pixels, window.npix());
     let status = pixel_statistics(
         &plan.stamp_view(inputs.spots, inputs.params.pad()),
         &inputs.ccd,
         &solution.shape,
         window.col_min,
         window.col_max,
-        &solution.xflux,
+        &ws.xflux[..n],
         inputs.params.psferr,
         core,
-        &mut pixels,
+        pixels,
         &mut result.chi2pix,
         &mut result.pixmask_fraction,
         keep,
@@ -539,7 +615,7 @@ pub fn solve_patch_with_xflux(
             None,
         );
     }
-    (result, keep_xflux.then_some(solution.xflux))
+    (result, keep_xflux.then(|| ws.xflux[..n].to_vec()))
 }
 
 fn failed(plan: &PatchPlan, ndiag: usize, reason: String) -> PatchResult {

@@ -21,6 +21,7 @@
 use super::{assemble_unknown, CcdView, PatchShape, StampView};
 use super::{max_i32, min_i32, shared_cols, shared_rows, stamps_overlap};
 use crate::math::fma;
+use crate::psf::spot::StampCorner;
 use crate::team::Shared;
 use crate::Status;
 
@@ -120,20 +121,24 @@ pub fn assemble_patch(
                 (Some((rlo, rhi)), Some(_)) => {
                     // |dx| < nx: the columns overlap.
                     let copy = (mid as i32 + c2.xc - c1.xc) as usize;
-                    let moved: &[f64] = if copy == mid {
-                        w_stamp
+                    if let Some(v) = narrow_entry(w_stamp, view, (s2, k2), c1, c2, (rlo, rhi)) {
+                        v
                     } else {
-                        let moved = &mut shifted[copy * size..(copy + 1) * size];
-                        if built[copy] != q1 + 1 {
-                            move_columns(w_stamp, moved, nx, copy, mid);
-                            built[copy] = q1 + 1;
-                        }
-                        moved
-                    };
-                    let len = (rhi - rlo) as usize * nx;
-                    let a = &moved[(rlo - c1.yc) as usize * nx..][..len];
-                    let b = &view.stamp(s2, k2)[(rlo - c2.yc) as usize * nx..][..len];
-                    lane_dot(a, b)
+                        let moved: &[f64] = if copy == mid {
+                            w_stamp
+                        } else {
+                            let moved = &mut shifted[copy * size..(copy + 1) * size];
+                            if built[copy] != q1 + 1 {
+                                move_columns(w_stamp, moved, nx, copy, mid);
+                                built[copy] = q1 + 1;
+                            }
+                            moved
+                        };
+                        let len = (rhi - rlo) as usize * nx;
+                        let a = &moved[(rlo - c1.yc) as usize * nx..][..len];
+                        let b = &view.stamp(s2, k2)[(rlo - c2.yc) as usize * nx..][..len];
+                        lane_dot(a, b)
+                    }
                 }
                 _ => 0.0,
             };
@@ -177,6 +182,136 @@ fn move_columns(src: &[f64], dst: &mut [f64], nx: usize, copy: usize, mid: usize
     }
 }
 
+/// `M[q2][q1]` of a pair of stamps whose columns overlap by at most half a stamp (stamps of
+/// neighbouring fibers) from `w_stamp` (`W = w·A_q1`, corner `c1`) and the stamp of `q2` =
+/// (spectrum, bin) in `view` (corner `c2`) over the shared rows `rlo..rhi` and columns only ([`narrow_dot`]), or `None`
+/// for the other pairs (the whole-row dot product of a moved copy of `W`). x86-64 only: the
+/// other targets (the PTX, whose kernels never call this module) keep the moved copies.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+#[inline(always)]
+fn narrow_entry(
+    w_stamp: &[f64],
+    view: &StampView,
+    (s2, k2): (usize, usize),
+    c1: StampCorner,
+    c2: StampCorner,
+    (rlo, rhi): (i32, i32),
+) -> Option<f64> {
+    let nx = view.nx;
+    let dx = c2.xc - c1.xc;
+    let width = nx.checked_sub(dx.unsigned_abs() as usize)?;
+    if 2 * width > nx + 1 || width > NARROW_MAX {
+        return None;
+    }
+    let (a0, b0) = if dx > 0 {
+        (dx as usize, 0)
+    } else {
+        (0, dx.unsigned_abs() as usize)
+    };
+    let a = w_stamp.get((rlo - c1.yc) as usize * nx + a0..)?;
+    let b = view.stamp(s2, k2).get((rlo - c2.yc) as usize * nx + b0..)?;
+    Some(narrow_dot(a, b, nx, (rhi - rlo) as usize, width))
+}
+
+/// See the x86-64 `narrow_entry`: `None` (every pair by moved copies) on the other targets.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
+#[inline(always)]
+fn narrow_entry(
+    _w_stamp: &[f64],
+    _view: &StampView,
+    _q2: (usize, usize),
+    _c1: StampCorner,
+    _c2: StampCorner,
+    _rows: (i32, i32),
+) -> Option<f64> {
+    None
+}
+
+/// Widest column overlap summed by [`narrow_dot`] (two 4-wide vectors per row).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+const NARROW_MAX: usize = 8;
+
+/// `Σ_r Σ_{c < width} x[r·nx + c]·y[r·nx + c]` over `rows` rows `nx` apart (`width <=
+/// NARROW_MAX`, `width <= nx`): the shared columns of two stamps of neighbouring fibers,
+/// without the zeros of the whole rows. Masked 4-wide loads of each row's columns (lanes past
+/// `width` read as 0 and never touch memory); even and odd rows go into separate fused
+/// accumulators, columns 0-3 and 4-7 too, summed at the end: the entries of
+/// `assemble_unknown` to rounding (another order of the sums).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+#[inline(always)]
+fn narrow_dot(x: &[f64], y: &[f64], nx: usize, rows: usize, width: usize) -> f64 {
+    use core::arch::x86_64::{
+        _mm256_add_pd, _mm256_fmadd_pd, _mm256_maskload_pd, _mm256_set_epi64x, _mm256_setzero_pd,
+        _mm256_storeu_pd,
+    };
+    let width = min_usize(width, min_usize(nx, NARROW_MAX));
+    if rows == 0 || width == 0 {
+        return 0.0;
+    }
+    // Every row read, `x[r·nx..r·nx + width]` for `r < rows`, lies in both slices.
+    let last = (rows - 1) * nx + width;
+    if x.len() < last || y.len() < last {
+        return 0.0;
+    }
+    let lane = |l: usize| if l < width { -1i64 } else { 0 };
+    let mut acc = [0.0f64; 4];
+    // SAFETY: the target has AVX and FMA (the cfg above); a masked load reads only its enabled
+    // lanes, `x[r·nx + l]` and `y[r·nx + l]` with `l < width`, inside both slices (checked
+    // above: `(rows − 1)·nx + width <= len`); the store writes the 4 values of `acc`.
+    unsafe {
+        let lo_mask = _mm256_set_epi64x(lane(3), lane(2), lane(1), lane(0));
+        let hi_mask = _mm256_set_epi64x(lane(7), lane(6), lane(5), lane(4));
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut b0, mut b1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut r = 0;
+        while r + 2 <= rows {
+            let (p0, p1) = (r * nx, (r + 1) * nx);
+            a0 = _mm256_fmadd_pd(
+                _mm256_maskload_pd(px.add(p0), lo_mask),
+                _mm256_maskload_pd(py.add(p0), lo_mask),
+                a0,
+            );
+            a1 = _mm256_fmadd_pd(
+                _mm256_maskload_pd(px.add(p1), lo_mask),
+                _mm256_maskload_pd(py.add(p1), lo_mask),
+                a1,
+            );
+            if width > 4 {
+                b0 = _mm256_fmadd_pd(
+                    _mm256_maskload_pd(px.add(p0 + 4), hi_mask),
+                    _mm256_maskload_pd(py.add(p0 + 4), hi_mask),
+                    b0,
+                );
+                b1 = _mm256_fmadd_pd(
+                    _mm256_maskload_pd(px.add(p1 + 4), hi_mask),
+                    _mm256_maskload_pd(py.add(p1 + 4), hi_mask),
+                    b1,
+                );
+            }
+            r += 2;
+        }
+        if r < rows {
+            let p0 = r * nx;
+            a0 = _mm256_fmadd_pd(
+                _mm256_maskload_pd(px.add(p0), lo_mask),
+                _mm256_maskload_pd(py.add(p0), lo_mask),
+                a0,
+            );
+            if width > 4 {
+                b0 = _mm256_fmadd_pd(
+                    _mm256_maskload_pd(px.add(p0 + 4), hi_mask),
+                    _mm256_maskload_pd(py.add(p0 + 4), hi_mask),
+                    b0,
+                );
+            }
+        }
+        let sum = _mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(b0, b1));
+        _mm256_storeu_pd(acc.as_mut_ptr(), sum);
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3])
+}
+
 /// `Σ x[i]` in four lanes (chunks of 4), the last `len mod 4` in order.
 #[inline(always)]
 fn lane_sum(x: &[f64]) -> f64 {
@@ -198,6 +333,7 @@ fn lane_sum(x: &[f64]) -> f64 {
 
 /// `Σ x[i]·y[i]` (equal lengths): eight fused accumulators (two 4-wide vectors) over chunks
 /// of 8, one more chunk of 4 into the first four, and the last `len mod 4` in order.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
 #[inline(always)]
 fn lane_dot(x: &[f64], y: &[f64]) -> f64 {
     let len = min_usize(x.len(), y.len());
@@ -218,6 +354,59 @@ fn lane_dot(x: &[f64], y: &[f64]) -> f64 {
         }
         (xr, yr) = (&xr[4..], &yr[4..]);
     }
+    let mut tail = 0.0;
+    for (u, v) in xr.iter().zip(yr) {
+        tail = fma(*u, *v, tail);
+    }
+    (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + tail
+}
+
+/// The x86-64 (AVX + FMA) body of `lane_dot`: the same eight accumulators in two 256-bit
+/// registers, with the same products and sums in the same order (bitwise the portable
+/// body), written with intrinsics because LLVM vectorized the portable loop 2 lanes wide.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+#[inline(always)]
+fn lane_dot(x: &[f64], y: &[f64]) -> f64 {
+    use core::arch::x86_64::{
+        _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_setzero_pd, _mm256_storeu_pd,
+    };
+    let len = min_usize(x.len(), y.len());
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc = [0.0f64; 8];
+    let body = len / 8 * 8;
+    let four = len - body >= 4;
+    // SAFETY: the target has AVX and FMA (the cfg above); every 4-value load reads
+    // `x[p..p + 4]`, `y[p..p + 4]` with `p + 4 <= body <= len` (or `p = body`, `p + 4 <= len`
+    // when `four`), inside both slices; the stores write the 8 values of `acc`.
+    unsafe {
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        let mut lo = _mm256_setzero_pd();
+        let mut hi = _mm256_setzero_pd();
+        let mut p = 0;
+        while p < body {
+            lo = _mm256_fmadd_pd(_mm256_loadu_pd(px.add(p)), _mm256_loadu_pd(py.add(p)), lo);
+            hi = _mm256_fmadd_pd(
+                _mm256_loadu_pd(px.add(p + 4)),
+                _mm256_loadu_pd(py.add(p + 4)),
+                hi,
+            );
+            p += 8;
+        }
+        if four {
+            lo = _mm256_fmadd_pd(_mm256_loadu_pd(px.add(p)), _mm256_loadu_pd(py.add(p)), lo);
+        }
+        _mm256_storeu_pd(acc.as_mut_ptr(), lo);
+        _mm256_storeu_pd(acc.as_mut_ptr().add(4), hi);
+    }
+    let rest = if four { body + 4 } else { body };
+    lane_dot_finish(&acc, &x[rest..], &y[rest..])
+}
+
+/// The end of the x86-64 `lane_dot`: the last values in order, then the eight lanes summed
+/// in pairs (as the portable body).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+#[inline(always)]
+fn lane_dot_finish(acc: &[f64; 8], xr: &[f64], yr: &[f64]) -> f64 {
     let mut tail = 0.0;
     for (u, v) in xr.iter().zip(yr) {
         tail = fma(*u, *v, tail);

@@ -512,9 +512,26 @@ pub fn evaluate_spot(
     let mut total = 0.0;
     // On the host the same sums run row by row, j outside and the columns inside (4-wide
     // vectors, each element's terms still added in the order j = 0, 1, ...: bitwise the same
-    // stamp); the GPU keeps one element at a time in a register.
+    // stamp); the GPU keeps one element at a time in a register. Rows of at most 12 (16)
+    // columns run on a zero-padded copy of Hx in whole vectors (`stamp_rows_padded`).
     #[cfg(not(target_arch = "nvptx64"))]
-    for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
+    let padded = if nx <= 12 {
+        stamp_rows_padded::<12>(gy, hx, ny, nx, ndegy, stamp)
+    } else if nx <= 16 {
+        stamp_rows_padded::<16>(gy, hx, ny, nx, ndegy, stamp)
+    } else {
+        None
+    };
+    #[cfg(not(target_arch = "nvptx64"))]
+    if let Some(sum) = padded {
+        total = sum;
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    for (iy, stamp_row) in stamp
+        .chunks_exact_mut(nx)
+        .enumerate()
+        .take(if padded.is_some() { 0 } else { ny })
+    {
         stamp_row.fill(0.0);
         for (gy_j, hx_j) in gy.chunks_exact(ny).zip(hx.chunks_exact(nx)) {
             // In range by construction (iy < ny); NaN would flag a logic error.
@@ -553,6 +570,51 @@ pub fn evaluate_spot(
         *s /= total;
     }
     Ok(StampCorner { xc, yc })
+}
+
+/// Step 4-5 of [`evaluate_spot`] on the host for stamps at most `W` columns wide: each row
+/// `S[iy][ix] = Σ_j Gy[j][iy]·Hx[j][ix]` over `W` columns of a zero-padded copy of `Hx`
+/// (whole 4-wide vectors, no remainder loop), the terms of each element added in the order
+/// j = 0, 1, ... from 0 as there, clipped at 0 and summed row-major into the returned total:
+/// bitwise the stamp and total of the general loop. `None` (nothing written) if `nx > W` or a
+/// slice is short.
+#[cfg(not(target_arch = "nvptx64"))]
+#[inline(always)]
+fn stamp_rows_padded<const W: usize>(
+    gy: &[f64],
+    hx: &[f64],
+    ny: usize,
+    nx: usize,
+    ndegy: usize,
+    stamp: &mut [f64],
+) -> Option<f64> {
+    if nx > W || nx == 0 || gy.len() < ndegy * ny || hx.len() < ndegy * nx {
+        return None;
+    }
+    if stamp.len() < ny * nx || ndegy > MAX_GH_DEGREE + 1 {
+        return None;
+    }
+    let mut hx_pad = [[0.0f64; W]; MAX_GH_DEGREE + 1];
+    for (dst, src) in hx_pad.iter_mut().zip(hx.chunks_exact(nx)).take(ndegy) {
+        dst[..nx].copy_from_slice(src);
+    }
+    let hx_pad = &hx_pad[..ndegy];
+    let mut total = 0.0;
+    for (iy, stamp_row) in stamp.chunks_exact_mut(nx).take(ny).enumerate() {
+        let mut row = [0.0f64; W];
+        for (j, h) in hx_pad.iter().enumerate() {
+            let g = gy[j * ny + iy];
+            for (out, &h) in row.iter_mut().zip(h) {
+                *out += g * h;
+            }
+        }
+        for (out, &v) in stamp_row.iter_mut().zip(&row) {
+            let v = if v < 0.0 { 0.0 } else { v };
+            total += v;
+            *out = v;
+        }
+    }
+    Some(total)
 }
 
 /// The stamp corner of fiber `ispec` at `wave` (Å) exactly as [`spot_at`] places it, from the
