@@ -139,16 +139,22 @@ fn gpu_selftest_with_ns_eigh_or_clear_error_without_gpu() {
     }
 }
 
-/// The band stages' variants (docs/algorithm.md §6): the defaults (`covariance_team`,
-/// `factor_solve_team`), `DESI_BAND_KERNEL=mma DESI_FACTOR_KERNEL=blocked` (`covariance_mma` on
-/// FP64 tensor cores, `factor_solve_blocked`), `DESI_BAND_KERNEL=mma-late`
-/// (`covariance_mma_late`) and `DESI_BAND_KERNEL=team-lds` (`covariance_team_lds`) must each pass `selftest --gpu` and name the
-/// kernels that ran; a bad value is a clear error (exit 2); without a GPU, the clear error.
+/// The band stages' variants (docs/algorithm.md §6): the defaults (`covariance_team_lds`,
+/// `factor_solve_team`), `DESI_BAND_KERNEL=team` (`covariance_team`), `DESI_BAND_KERNEL=mma
+/// DESI_FACTOR_KERNEL=blocked` (`covariance_mma` on FP64 tensor cores, `factor_solve_blocked`)
+/// and `DESI_BAND_KERNEL=mma-late` (`covariance_mma_late`) must each pass `selftest --gpu` and
+/// name the kernels that ran; a bad value is a clear error (exit 2); without a GPU, the clear
+/// error.
 #[test]
 fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
     let args = ["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"];
     for (env, factor, covariance) in [
-        (&[][..], "factor_solve_team", "covariance_team"),
+        (&[][..], "factor_solve_team", "covariance_team_lds"),
+        (
+            &[("DESI_BAND_KERNEL", "team")][..],
+            "factor_solve_team",
+            "covariance_team",
+        ),
         (
             &[
                 ("DESI_BAND_KERNEL", "mma"),
@@ -161,11 +167,6 @@ fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
             &[("DESI_BAND_KERNEL", "mma-late")][..],
             "factor_solve_team",
             "covariance_mma_late",
-        ),
-        (
-            &[("DESI_BAND_KERNEL", "team-lds")][..],
-            "factor_solve_team",
-            "covariance_team_lds",
         ),
     ] {
         let Some(stdout) = selftest_gpu(env, &args) else {

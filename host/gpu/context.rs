@@ -277,11 +277,11 @@ impl EighKernel {
 }
 
 /// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,
-/// docs/algorithm.md §4.4): `team` (default: `covariance_team`, FP64 FMAs), `team-lds`
-/// (`covariance_team_lds`, the same with 32-bit shared-memory addressing in its phase loop:
-/// bitwise the same results), `mma` (`covariance_mma`, its products on FP64 tensor cores;
-/// needs `nwavetot <= 80`) or `mma-late` (`covariance_mma_late`, the same without the
-/// register prefetch of `L`). `mma` measured
+/// docs/algorithm.md §4.4): `team-lds` (default: `covariance_team_lds`, FP64 FMAs with 32-bit
+/// shared-memory addressing in its phase loop), `team` (`covariance_team`, the same sums
+/// bitwise through generic loads: 25.9 against 16.9 ms per r frame on an H100), `mma`
+/// (`covariance_mma`, its products on FP64 tensor cores; needs `nwavetot <= 80`) or `mma-late`
+/// (`covariance_mma_late`, the same without the register prefetch of `L`). `mma` measured
 /// slower than `team` on an H200 (44.1 against 26.0 ms per r frame), so it is not the default.
 pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
 
@@ -289,11 +289,11 @@ pub const BAND_KERNEL_ENV: &str = "DESI_BAND_KERNEL";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BandKernel {
     /// `covariance_team`: one thread block per block, FP64 FMAs, `C_bb` accumulated in global
-    /// memory: default.
+    /// memory.
     Team,
     /// `covariance_team_lds`: `covariance_team` with its shared-memory loads and stores as
     /// `ld.shared`/`st.shared` on 32-bit addresses and 32-bit index arithmetic (bitwise the
-    /// same results).
+    /// same results): default.
     TeamLds,
     /// `covariance_mma`: one thread block of warps per block, GEMM and Gram on FP64 tensor
     /// cores, `C_bb` accumulated in registers, the next rows of `L` prefetched through
@@ -305,12 +305,12 @@ pub enum BandKernel {
 }
 
 impl BandKernel {
-    /// From [`BAND_KERNEL_ENV`]: `team`/unset, `team-lds`, `mma` or `mma-late`; anything else
+    /// From [`BAND_KERNEL_ENV`]: `team-lds`/unset, `team`, `mma` or `mma-late`; anything else
     /// is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
         match std::env::var(BAND_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
-            Ok("team-lds") => Ok(Self::TeamLds),
+            Err(_) | Ok("team-lds") | Ok("") => Ok(Self::TeamLds),
+            Ok("team") => Ok(Self::Team),
             Ok("mma") => Ok(Self::Mma),
             Ok("mma-late") => Ok(Self::MmaLate),
             Ok(other) => Err(GpuError::Launch(format!(
@@ -321,17 +321,16 @@ impl BandKernel {
 
     /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
     /// `nwavetot <= 80` (its 10 column tiles of 8), so [`BandKernel::Mma`] and
-    /// [`BandKernel::MmaLate`] run `covariance_team` on larger blocks; [`BandKernel::TeamLds`]
-    /// runs for every order (`selftest --gpu` prints the kernel that ran).
+    /// [`BandKernel::MmaLate`] run the default `covariance_team_lds` on larger blocks; the team
+    /// kernels run for every order (`selftest --gpu` prints the kernel that ran).
     pub fn covariance_for(self, nwavetot: usize) -> BandKernel {
         match self {
             Self::Mma | Self::MmaLate
-                if nwavetot <= desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX =>
+                if nwavetot > desi_device::linalg::banded_mma::COV_MMA_ORDER_MAX =>
             {
-                self
+                Self::TeamLds
             }
-            Self::TeamLds => Self::TeamLds,
-            _ => Self::Team,
+            other => other,
         }
     }
 

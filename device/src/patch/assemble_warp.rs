@@ -158,13 +158,16 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         s2: usize,
         k2: usize,
     ) -> Option<f64> {
-        self.entry_partial_at(view, shape, view.corner(s2, k2), view.index(s2, k2))
+        let corner2 = view.corner(s2, k2);
+        if !stamps_overlap(self.corner1, corner2, self.ny, self.nx, shape) {
+            return None;
+        }
+        Some(self.partial_in(&view.stamp(s2, k2)[..self.ny * self.nx], corner2))
     }
 
     /// [`LaneStamp::entry_partial`] for the stamp at `corner2` whose index in `view` (stamp
     /// and corner tables, `s2 · fiber_stride + k2`) is `index2`: the same value, bitwise. The
-    /// kernel steps `index2` with `q2` and loads `corner2` one iteration ahead, so the corner's
-    /// load latency is not on the path of each entry.
+    /// reduce-scatter kernel steps `index2` with `q2` and loads `corner2` one entry ahead.
     #[inline(always)]
     pub fn entry_partial_at(
         &self,
@@ -173,13 +176,20 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         corner2: StampCorner,
         index2: usize,
     ) -> Option<f64> {
-        let (ny, nx) = (self.ny, self.nx);
-        if !stamps_overlap(self.corner1, corner2, ny, nx, shape) {
+        if !stamps_overlap(self.corner1, corner2, self.ny, self.nx, shape) {
             return None;
         }
-        let size = ny * nx;
+        let size = self.ny * self.nx;
         let start = index2 * size;
-        let stamp2 = &view.stamps[start..start + size];
+        Some(self.partial_in(&view.stamps[start..start + size], corner2))
+    }
+
+    /// The sum of [`LaneStamp::entry_partial`] over this lane's pixels, for an overlapping
+    /// stamp `stamp2` (its `ny · nx` values) at `corner2`.
+    #[inline(always)]
+    fn partial_in(&self, stamp2: &[f64], corner2: StampCorner) -> f64 {
+        let (ny, nx) = (self.ny, self.nx);
+        let size = ny * nx;
         // Pixel e = r·nx + c of stamp 1 is pixel i = (r + dy)·nx + (c + dx) = e + offset of
         // stamp 2: consecutive lanes read consecutive addresses, slot j at a constant
         // distance. With c + dx in 0..nx, i is in 0..ny·nx exactly when r + dy is in 0..ny,
@@ -195,22 +205,21 @@ impl<const SLOTS: usize> LaneStamp<SLOTS> {
         let base = (self.lane as i32).wrapping_add(offset);
         let size32 = size.min(u32::MAX as usize) as u32;
         let nx32 = nx.min(u32::MAX as usize) as u32;
-        // Slot j reads `at + lanes·j` (at = stamp2 + base, possibly outside stamp2 when base
-        // is negative: only dereferenced where i is in range): the slots' addresses are one
-        // pointer and constant offsets, no 64-bit address per slot.
-        let at = stamp2.as_ptr().wrapping_offset(base as isize);
         let mut sum = 0.0;
         for j in 0..SLOTS {
             let c2 = self.col[j].wrapping_add(dx);
             let i = base.wrapping_add((self.lanes * j) as i32);
             // Negative values wrap to large u32: one compare per bound.
             if (c2 as u32) < nx32 && (i as u32) < size32 {
-                // SAFETY: at + lanes·j = stamp2 + i with 0 <= i < size32 <= size =
-                // stamp2.len() (base + lanes·j does not wrap in i32: see above).
-                sum = fma(self.wa[j], unsafe { *at.wrapping_add(self.lanes * j) }, sum);
+                // SAFETY: i < size32 <= size = stamp2.len().
+                sum = fma(
+                    self.wa[j],
+                    unsafe { *stamp2.get_unchecked(i as u32 as usize) },
+                    sum,
+                );
             }
         }
-        Some(sum)
+        sum
     }
 }
 
@@ -297,17 +306,12 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         fluxweight.set(q1, w_sum);
     }
     // Chunks of `lanes` entries: lane d keeps entry q1 + chunk + d, then every lane stores
-    // its own (one store per lane per chunk). (s2, k2) follow q2 without a division.
-    //
-    // The stamp index of q2 (`s2 · fiber_stride + k2`) is stepped with q2, and the corner of
-    // q2 + 1 is loaded before the entry of q2 is computed (when q2 + 1 < n: exactly the
-    // corners read without the look-ahead, as the corner of q2_end < n is read by the check
-    // after the loop), so that its load overlaps the current entry's loads and reductions.
+    // its own (one store per lane per chunk). (s2, k2) follow q2 without a division. (Stepping
+    // the stamp index with q2 and loading the next corner one entry ahead, as
+    // assemble_unknown_lane_rs does, made this kernel slower: 19.97 against 19.19 ms per r
+    // frame, H100, 2026-12-07.)
     let q2_end = if q1 + kd + 1 < n { q1 + kd + 1 } else { n };
-    let stride = view.fiber_stride;
     let (mut s2, mut k2) = (s1, k1);
-    let mut index2 = view.index(s1, k1);
-    let mut corner2 = c1;
     let mut chunk = q1;
     while chunk < q2_end {
         let chunk_end = if chunk + lanes < q2_end {
@@ -318,25 +322,18 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         let mut mine = 0.0;
         let mut q2 = chunk;
         while q2 < chunk_end {
-            let (mut s_next, mut k_next, mut index_next) = (s2 + 1, k2, index2 + stride);
-            if s_next == ns {
-                s_next = 0;
-                k_next += 1;
-                index_next = k_next;
-            }
-            let corner_next = if q2 + 1 < n {
-                view.corners[index_next]
-            } else {
-                corner2
-            };
-            if let Some(partial) = cache.entry_partial_at(view, shape, corner2, index2) {
+            if let Some(partial) = cache.entry_partial(view, shape, s2, k2) {
                 let total = all_reduce(WarpTerm::Entry(q2), partial);
                 if q2 - chunk == lane {
                     mine = total;
                 }
             }
             q2 += 1;
-            (s2, k2, index2, corner2) = (s_next, k_next, index_next, corner_next);
+            s2 += 1;
+            if s2 == ns {
+                s2 = 0;
+                k2 += 1;
+            }
         }
         let q2 = chunk + lane;
         if q2 < chunk_end {
@@ -344,9 +341,8 @@ pub fn assemble_unknown_lane_slots<const SLOTS: usize, F: FnMut(WarpTerm, f64) -
         }
         chunk = chunk_end;
     }
-    debug_assert!(q2_end >= n || (corner2 == view.corner(s2, k2) && index2 == view.index(s2, k2)));
-    // Any overlapping pair beyond the band would be silently lost: refuse. corner2 is q2_end's.
-    if q2_end < n && stamps_overlap(c1, corner2, ny, nx, shape) {
+    // Any overlapping pair beyond the band would be silently lost: refuse. (s2, k2) is q2_end.
+    if q2_end < n && stamps_overlap(c1, view.corner(s2, k2), ny, nx, shape) {
         return Status::BadShape;
     }
     Status::Ok
