@@ -305,11 +305,12 @@ fn bad_inputs_are_reported() {
         inverse_sqrt_eigh(&a, n, &mut out, &mut work[1..]),
         Status::BadShape
     );
-    // Padded matrix and eigenvectors (rows of 8 for n = 5), 2n + 4 padded rows of vectors,
-    // 3 to align them on whole vectors, then 5n (eigenvalues, panel).
+    // The scratch of the reduction (padded matrix, rows of 8 for n = 5; n + 4 padded rows of
+    // vectors) and what the block keeps (padded eigenvectors, diagonal and off-diagonal), each
+    // with 3 to align it on whole vectors.
     assert_eq!(
         inverse_sqrt_eigh_work_len(n),
-        2 * n * 8 + 2 * n + 4 * 8 + 3 + 5 * n
+        (n * 8 + n + 4 * 8 + 3) + (n * 8 + 2 * n + 3)
     );
     assert_eq!(inverse_sqrt_eigh(&[], 0, &mut [], &mut []), Status::Ok);
     // A diagonal matrix: exact.
@@ -506,7 +507,13 @@ fn batch_bad_shapes_are_reported() {
     let mut conditions = vec![0.0; count];
     let mut statuses = vec![Status::Ok; count];
     let len = inverse_sqrt_eigh_batch_work_len(n, count);
-    assert_eq!(len, count.min(QL_BATCH) * inverse_sqrt_eigh_work_len(n));
+    // One scratch for all, and a part per block for up to QL_BATCH blocks.
+    let len_of = |count| inverse_sqrt_eigh_batch_work_len(n, count);
+    let per_block = len_of(2) - len_of(1);
+    assert_eq!(len_of(1), inverse_sqrt_eigh_work_len(n));
+    assert_eq!(len, len_of(1) + (count - 1) * per_block);
+    assert_eq!(len_of(QL_BATCH + 3), len_of(QL_BATCH));
+    assert_eq!(len_of(0), 0);
     let mut work = vec![0.0; len];
     let mut run = |blocks: &[f64], out: &mut [f64], conditions: &mut [f64], work: &mut [f64]| {
         inverse_sqrt_eigh_batch(blocks, n, out, conditions, &mut statuses, work)

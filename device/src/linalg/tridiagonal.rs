@@ -82,17 +82,29 @@ pub fn symmetric_eigen_work_len(n: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: [`symmetric_eigen_work_len`]
-/// plus `5n` (eigenvalues and the panel of the product that forms the result); 0 if that
-/// overflows.
+/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: the scratch that a block
+/// uses while it is reduced or its result composed ([`inverse_sqrt_shared_len`]) and what it
+/// keeps in between ([`inverse_sqrt_block_len`]); 0 for `n = 0` or if that overflows.
 pub fn inverse_sqrt_eigh_work_len(n: usize) -> usize {
-    let base = symmetric_eigen_work_len(n);
-    if base == 0 && n != 0 {
-        return 0;
-    }
-    n.checked_mul(5)
-        .and_then(|m| m.checked_add(base))
-        .unwrap_or(0)
+    inverse_sqrt_eigh_batch_work_len(n, 1)
+}
+
+/// Values of the `work` of [`inverse_sqrt_eigh`] and [`inverse_sqrt_eigh_batch`] that a block
+/// uses only while it is reduced to tridiagonal form or its result composed (one part for
+/// all the blocks of a batch): the padded matrix (later the panel of [`compose`]), the
+/// reflector scalars and four vectors of [`tridiagonal_form`], and 3 to align them.
+fn inverse_sqrt_shared_len(n: usize) -> Option<usize> {
+    let ld = padded(n)?;
+    padded_square_plus(n, n)?
+        .checked_add(ld.checked_mul(4)?)?
+        .checked_add(ALIGN_SLACK)
+}
+
+/// Values of the `work` of [`inverse_sqrt_eigh`] and [`inverse_sqrt_eigh_batch`] that each
+/// block keeps from its reduction to its result: the eigenvectors (`n` padded rows), the
+/// diagonal (then the eigenvalues) and the off-diagonal, and 3 to align them.
+fn inverse_sqrt_block_len(n: usize) -> Option<usize> {
+    padded_square_plus(n, n.checked_mul(2)?)?.checked_add(ALIGN_SLACK)
 }
 
 /// `sqrt(a² + b²)` without overflow or harmful underflow.
@@ -225,12 +237,12 @@ fn eigen_padded(
     zt: &mut [f64],
     work: &mut [f64],
 ) -> Status {
-    let status = tridiagonal_form(ap, n, ld, values, zt, work);
+    let (offdiag, scratch) = work.split_at_mut(n);
+    let status = tridiagonal_form(ap, n, ld, values, offdiag, zt, scratch);
     if status != Status::Ok {
         return status;
     }
-    let [status] =
-        implicit_ql_interleaved(&mut [Some(QlChain::new(values, &mut work[..n], zt, ld))]);
+    let [status] = implicit_ql_interleaved(&mut [Some(QlChain::new(values, offdiag, zt, ld))]);
     if status != Status::Ok {
         return status;
     }
@@ -246,22 +258,21 @@ fn eigenpairs_finite(values: &[f64], zt: &[f64]) -> Status {
 }
 
 /// The tridiagonal form `T = Zᵀ·A·Z` of `ap` (`n` rows of stride `ld`, zero padded;
-/// destroyed) that implicit QL starts from: `diag`, the off-diagonal in `work[..n]` and `Zᵀ`
-/// in `zt`; `work` holds `2n + 4·ld` values. [`Status::NonFinite`] for a NaN or infinity in
-/// `ap`.
+/// destroyed) that implicit QL starts from: `diag`, `offdiag` and `Zᵀ` in `zt`; `scratch`
+/// holds `n + 4·ld` values. [`Status::NonFinite`] for a NaN or infinity in `ap`.
 fn tridiagonal_form(
     ap: &mut [f64],
     n: usize,
     ld: usize,
     diag: &mut [f64],
+    offdiag: &mut [f64],
     zt: &mut [f64],
-    work: &mut [f64],
+    scratch: &mut [f64],
 ) -> Status {
     if ap.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
-    let (offdiag, rest) = work.split_at_mut(n);
-    let (tau, rest) = rest.split_at_mut(n);
+    let (tau, rest) = scratch.split_at_mut(n);
     let (v, rest) = rest.split_at_mut(ld);
     let (w, rest) = rest.split_at_mut(ld);
     let (v_next, rest) = rest.split_at_mut(ld);
@@ -1053,23 +1064,33 @@ pub fn inverse_sqrt_eigh_with_condition(
     if n == 0 {
         return Status::Ok;
     }
-    let mut block = match InverseSqrtBlock::prepare(a, n, work) {
+    let Some(shared_len) = inverse_sqrt_shared_len(n) else {
+        return Status::BadShape;
+    };
+    let (shared, work) = work.split_at_mut(shared_len);
+    let mut block = match InverseSqrtBlock::prepare(a, n, shared, work) {
         Ok(block) => block,
         Err(status) => return status,
     };
     let [status] = implicit_ql_interleaved(&mut [Some(block.ql_chain())]);
-    block.finish(status, out, condition)
+    block.finish(status, out, condition, shared)
 }
 
 /// Blocks whose QL iterations [`inverse_sqrt_eigh_batch`] runs interleaved (at most).
 pub const QL_BATCH: usize = 8;
 
 /// Length of the `work` slice that [`inverse_sqrt_eigh_batch`] needs for `count` blocks of
-/// `(n, n)`: [`inverse_sqrt_eigh_work_len`]`(n)` for each of up to [`QL_BATCH`] blocks at a
-/// time; 0 if that overflows.
+/// `(n, n)`: the scratch of the block being reduced or composed ([`inverse_sqrt_shared_len`])
+/// and what each of up to [`QL_BATCH`] blocks at a time keeps in between
+/// ([`inverse_sqrt_block_len`]); 0 for `n = 0` or `count = 0` or if that overflows.
 pub fn inverse_sqrt_eigh_batch_work_len(n: usize, count: usize) -> usize {
-    inverse_sqrt_eigh_work_len(n)
-        .checked_mul(count.min(QL_BATCH))
+    if n == 0 || count == 0 {
+        return 0;
+    }
+    inverse_sqrt_block_len(n)
+        .and_then(|block| block.checked_mul(count.min(QL_BATCH)))
+        .zip(inverse_sqrt_shared_len(n))
+        .and_then(|(blocks, shared)| blocks.checked_add(shared))
         .unwrap_or(0)
 }
 
@@ -1117,9 +1138,14 @@ pub fn inverse_sqrt_eigh_batch(
     if n == 0 || count == 0 {
         return Status::Ok;
     }
+    let (Some(shared_len), Some(block_len)) =
+        (inverse_sqrt_shared_len(n), inverse_sqrt_block_len(n))
+    else {
+        return Status::BadShape;
+    };
+    let (shared, work) = work.split_at_mut(shared_len);
     // Groups of (nearly) equal size: the interleaving gains least while one chain runs alone.
     let group = count.div_ceil(count.div_ceil(QL_BATCH));
-    let per_block = inverse_sqrt_eigh_work_len(n);
     let nn = n * n;
     for (((blocks, out), conditions), statuses) in blocks
         .chunks(group * nn)
@@ -1127,21 +1153,25 @@ pub fn inverse_sqrt_eigh_batch(
         .zip(conditions.chunks_mut(group))
         .zip(statuses.chunks_mut(group))
     {
-        inverse_sqrt_group(blocks, n, out, conditions, statuses, work, per_block);
+        inverse_sqrt_group(
+            blocks, n, out, conditions, statuses, shared, work, block_len,
+        );
     }
     Status::Ok
 }
 
-/// [`inverse_sqrt_eigh_batch`] of at most [`QL_BATCH`] blocks (shapes checked), each with
-/// `per_block` values of `work`.
+/// [`inverse_sqrt_eigh_batch`] of at most [`QL_BATCH`] blocks (shapes checked): the
+/// `shared` scratch, and `block_len` values of `work` for each block.
+#[allow(clippy::too_many_arguments)]
 fn inverse_sqrt_group(
     blocks: &[f64],
     n: usize,
     out: &mut [f64],
     conditions: &mut [f64],
     statuses: &mut [Status],
+    shared: &mut [f64],
     work: &mut [f64],
-    per_block: usize,
+    block_len: usize,
 ) {
     let mut prepared: [Option<InverseSqrtBlock<'_>>; QL_BATCH] = [const { None }; QL_BATCH];
     for ((slot, (a, work)), status) in prepared
@@ -1149,11 +1179,11 @@ fn inverse_sqrt_group(
         .zip(
             blocks
                 .chunks_exact(n * n)
-                .zip(work.chunks_exact_mut(per_block)),
+                .zip(work.chunks_exact_mut(block_len)),
         )
         .zip(statuses.iter_mut())
     {
-        match InverseSqrtBlock::prepare(a, n, work) {
+        match InverseSqrtBlock::prepare(a, n, shared, work) {
             Ok(block) => *slot = Some(block),
             Err(failed) => *status = failed,
         }
@@ -1170,7 +1200,7 @@ fn inverse_sqrt_group(
         .zip(statuses.iter_mut())
     {
         if let Some(block) = slot {
-            *status = block.finish(ql, out, condition);
+            *status = block.finish(ql, out, condition, shared);
         }
     }
 }
@@ -1186,28 +1216,35 @@ struct InverseSqrtBlock<'a> {
     zt: &'a mut [f64],
     /// The diagonal, then the eigenvalues.
     values: &'a mut [f64],
-    /// The off-diagonal in its first `n` values, then the panel of [`compose`].
-    rest: &'a mut [f64],
+    /// The off-diagonal.
+    offdiag: &'a mut [f64],
     /// The matrix was scaled by `2^(−2k)`.
     scale_exponent: i32,
 }
 
 impl<'a> InverseSqrtBlock<'a> {
-    /// `a` (`(n, n)`, `n >= 1`) checked, copied to the padded rows of `work` (at least
-    /// [`inverse_sqrt_eigh_work_len`]`(n)` values), normalized and reduced to tridiagonal
-    /// form; [`Status::NonFinite`] for a NaN or infinity in `a`.
-    fn prepare(a: &[f64], n: usize, work: &'a mut [f64]) -> Result<Self, Status> {
+    /// `a` (`(n, n)`, `n >= 1`) checked, copied to the padded rows of `shared` (at least
+    /// [`inverse_sqrt_shared_len`]`(n)` values), normalized and reduced to tridiagonal form in
+    /// `work` (at least [`inverse_sqrt_block_len`]`(n)` values); [`Status::NonFinite`] for a
+    /// NaN or infinity in `a`.
+    fn prepare(
+        a: &[f64],
+        n: usize,
+        shared: &mut [f64],
+        work: &'a mut [f64],
+    ) -> Result<Self, Status> {
         let ld = padded(n).ok_or(Status::BadShape)?;
-        let (ap, rest) = aligned(work).split_at_mut(n * ld);
-        let (zt, rest) = rest.split_at_mut(n * ld);
+        let (ap, scratch) = aligned(shared).split_at_mut(n * ld);
+        let (zt, rest) = aligned(work).split_at_mut(n * ld);
         let (values, rest) = rest.split_at_mut(n);
+        let offdiag = &mut rest[..n];
         if a.iter().any(|x| !x.is_finite()) {
             return Err(Status::NonFinite);
         }
         copy_padded(a, n, ap, ld);
         // C·2^(−2k) has the inverse square root C^(-1/2)·2^k: scaled back exactly at the end.
         let scale_exponent = normalize(ap);
-        let status = tridiagonal_form(ap, n, ld, values, zt, rest);
+        let status = tridiagonal_form(ap, n, ld, values, offdiag, zt, scratch);
         if status != Status::Ok {
             return Err(status);
         }
@@ -1216,26 +1253,33 @@ impl<'a> InverseSqrtBlock<'a> {
             ld,
             zt,
             values,
-            rest,
+            offdiag,
             scale_exponent,
         })
     }
 
     /// The QL iteration of the tridiagonal form.
     fn ql_chain(&mut self) -> QlChain<'_> {
-        QlChain::new(self.values, &mut self.rest[..self.n], self.zt, self.ld)
+        QlChain::new(self.values, self.offdiag, self.zt, self.ld)
     }
 
     /// `C^(-1/2)` into `out` (`(n, n)`) and `condition` from the eigenpairs, given the status
-    /// `ql` of the QL iteration (anything but [`Status::Ok`] is returned as is).
-    fn finish(self, ql: Status, out: &mut [f64], condition: &mut f64) -> Status {
+    /// `ql` of the QL iteration (anything but [`Status::Ok`] is returned as is); `shared` (as
+    /// in [`Self::prepare`]) holds the panel of [`compose`].
+    fn finish(
+        self,
+        ql: Status,
+        out: &mut [f64],
+        condition: &mut f64,
+        shared: &mut [f64],
+    ) -> Status {
         let InverseSqrtBlock {
             n,
             ld,
             zt,
             values,
-            rest,
             scale_exponent,
+            ..
         } = self;
         if ql != Status::Ok {
             return ql;
@@ -1266,7 +1310,7 @@ impl<'a> InverseSqrtBlock<'a> {
                 0.0
             };
         }
-        compose(zt, ld, values, n, floor_weight, out, rest);
+        compose(zt, ld, values, n, floor_weight, out, aligned(shared));
         let unscale = pow2(-scale_exponent);
         for x in out.iter_mut() {
             *x *= unscale;
