@@ -1068,6 +1068,19 @@ pub fn inverse_sqrt_eigh_with_condition(
         return Status::BadShape;
     };
     let (shared, work) = work.split_at_mut(shared_len);
+    inverse_sqrt_alone(a, n, out, condition, shared, work)
+}
+
+/// [`inverse_sqrt_eigh_with_condition`] of `a` (`n >= 1`, shapes checked) with the `shared`
+/// scratch and the block's `work` of [`inverse_sqrt_eigh_batch`]: its QL iteration alone.
+fn inverse_sqrt_alone(
+    a: &[f64],
+    n: usize,
+    out: &mut [f64],
+    condition: &mut f64,
+    shared: &mut [f64],
+    work: &mut [f64],
+) -> Status {
     let mut block = match InverseSqrtBlock::prepare(a, n, shared, work) {
         Ok(block) => block,
         Err(status) => return status,
@@ -1173,6 +1186,11 @@ fn inverse_sqrt_group(
     work: &mut [f64],
     block_len: usize,
 ) {
+    // One block: its QL alone (the interleaved loop's empty slots would only cost time).
+    if let ([status], [condition]) = (&mut *statuses, &mut *conditions) {
+        *status = inverse_sqrt_alone(blocks, n, out, condition, shared, work);
+        return;
+    }
     let mut prepared: [Option<InverseSqrtBlock<'_>>; QL_BATCH] = [const { None }; QL_BATCH];
     for ((slot, (a, work)), status) in prepared
         .iter_mut()
