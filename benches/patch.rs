@@ -10,6 +10,7 @@ use desi_device::patch::{
     pixel_statistics, regularize, CoreRange,
 };
 use desi_device::team::Shared;
+use desi_device::Status;
 use desi_extract::extract::{extract_frame, CcdData};
 use desi_extract::io::read_psf;
 use desi_extract::job::FrameJob;
@@ -17,8 +18,8 @@ use desi_extract::patch::plan::plan_bundle;
 use desi_extract::patch::{ExtractionParams, PaddedGrid, WavelengthGrid};
 use desi_extract::sim::{builtin_spectra, simulated_preproc};
 use desi_extract::solve::cpu::{
-    inverse_sqrt_block, inverse_sqrt_block_work_len, solve_patch, solve_patch_with_workspace,
-    PatchWorkspace,
+    inverse_sqrt_block, inverse_sqrt_block_work_len, inverse_sqrt_blocks,
+    inverse_sqrt_blocks_work_len, solve_patch, solve_patch_with_workspace, PatchWorkspace,
 };
 use desi_extract::solve::{BundleInputs, CpuBackend};
 use desi_extract::trace::Trace;
@@ -172,6 +173,22 @@ fn benches(c: &mut Criterion) {
             for block in core_cov.chunks_exact(nwavetot * nwavetot) {
                 black_box(inverse_sqrt_block(block, nwavetot, &mut q, &mut block_work));
             }
+        })
+    });
+    // The same blocks as solve_patch computes them: one batch, their QL iterations interleaved
+    // (bitwise the results above).
+    let mut core_q = vec![0.0; core_cov.len()];
+    let mut statuses = vec![Status::Ok; plan.nspp];
+    let mut blocks_work = vec![0.0; inverse_sqrt_blocks_work_len(nwavetot, plan.nspp)];
+    g.bench_function(format!("inverse_sqrt_blocks_74_core_x{}", plan.nspp), |b| {
+        b.iter(|| {
+            black_box(inverse_sqrt_blocks(
+                &core_cov,
+                nwavetot,
+                &mut core_q,
+                &mut statuses,
+                &mut blocks_work,
+            ))
         })
     });
     let mut cpu_work =

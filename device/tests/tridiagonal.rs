@@ -9,7 +9,9 @@ mod common;
 use common::{covariance_block, max_abs, random_spd};
 use desi_device::linalg::jacobi::{inverse_sqrt, inverse_sqrt_work_len};
 use desi_device::linalg::tridiagonal::{
-    inverse_sqrt_eigh, inverse_sqrt_eigh_work_len, symmetric_eigen, symmetric_eigen_work_len,
+    inverse_sqrt_eigh, inverse_sqrt_eigh_batch, inverse_sqrt_eigh_batch_work_len,
+    inverse_sqrt_eigh_with_condition, inverse_sqrt_eigh_work_len, symmetric_eigen,
+    symmetric_eigen_work_len, QL_BATCH,
 };
 use desi_device::reference::jacobi_eigh::jacobi_eigh;
 use desi_device::Status;
@@ -303,11 +305,12 @@ fn bad_inputs_are_reported() {
         inverse_sqrt_eigh(&a, n, &mut out, &mut work[1..]),
         Status::BadShape
     );
-    // Padded matrix and eigenvectors (rows of 8 for n = 5), 2n + 4 padded rows of vectors,
-    // then 5n (eigenvalues, panel).
+    // The scratch of the reduction (padded matrix, rows of 8 for n = 5; n + 4 padded rows of
+    // vectors) and what the block keeps (padded eigenvectors, diagonal and off-diagonal), each
+    // with 3 to align it on whole vectors.
     assert_eq!(
         inverse_sqrt_eigh_work_len(n),
-        2 * n * 8 + 2 * n + 4 * 8 + 5 * n
+        (n * 8 + n + 4 * 8 + 3) + (n * 8 + 2 * n + 3)
     );
     assert_eq!(inverse_sqrt_eigh(&[], 0, &mut [], &mut []), Status::Ok);
     // A diagonal matrix: exact.
@@ -361,4 +364,182 @@ fn extreme_scales_are_normalized() {
             assert_eq!(vectors_scaled, vectors, "n={n} 2^{exponent}");
         }
     }
+}
+
+/// Blocks of every kind the CPU backend can meet, for the batch test: covariance blocks (QL
+/// takes ~5,500 rotations for n = 74), a random SPD matrix, a diagonal one (no rotation at
+/// all) and a nearly diagonal one (a few), a nearly singular one, one scaled by 2^-600, and the
+/// failures: a NaN (rejected before QL), an indefinite and a zero matrix (rejected after it).
+fn batch_test_blocks(n: usize, rng: &mut ChaCha8Rng) -> Vec<(&'static str, Vec<f64>)> {
+    let diagonal = |scale: f64, rng: &mut ChaCha8Rng| {
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            a[i * n + i] = rng.random_range(0.5..2.0);
+            if i > 0 {
+                let v = scale * rng.random_range(-1.0..1.0);
+                a[i * n + i - 1] = v;
+                a[(i - 1) * n + i] = v;
+            }
+        }
+        a
+    };
+    // C − (1 − 1e-10)·c₀c₀ᵀ/c₀₀ (c₀ the first column of a covariance block): positive
+    // definite but nearly singular along one direction (κ > 1e9).
+    let mut ill = covariance_block(n, rng);
+    let c00 = ill[0];
+    let col: Vec<f64> = (0..n).map(|i| ill[i * n]).collect();
+    for i in 0..n {
+        for j in 0..n {
+            ill[i * n + j] -= (1.0 - 1e-10) * col[i] * col[j] / c00;
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            ill[j * n + i] = ill[i * n + j];
+        }
+    }
+    let mut nan = covariance_block(n, rng);
+    nan[n + 2] = f64::NAN;
+    let mut indefinite = random_symmetric(n, rng);
+    indefinite[0] = -10.0;
+    indefinite[n + 1] = 10.0;
+    let tiny: Vec<f64> = covariance_block(n, rng)
+        .iter()
+        .map(|x| x * 2f64.powi(-600))
+        .collect();
+    vec![
+        ("covariance", covariance_block(n, rng)),
+        ("diagonal", diagonal(0.0, rng)),
+        ("covariance", covariance_block(n, rng)),
+        ("spd", random_spd(n, rng)),
+        ("nearly diagonal", diagonal(1e-9, rng)),
+        ("ill-conditioned", ill),
+        ("NaN", nan),
+        ("covariance", covariance_block(n, rng)),
+        ("indefinite", indefinite),
+        ("2^-600", tiny),
+        ("zero", vec![0.0; n * n]),
+        ("covariance", covariance_block(n, rng)),
+    ]
+}
+
+/// `inverse_sqrt_eigh_batch` (the QL iterations of up to `QL_BATCH` blocks interleaved) gives
+/// every block bitwise the result, condition number and status of
+/// `inverse_sqrt_eigh_with_condition` on it alone, whatever the blocks beside it: batches of
+/// 1 to 12 blocks (one to two groups) mixing blocks whose QL takes no rotation, a few, or
+/// thousands, blocks that fail before or after the QL, and work slices at each alignment.
+#[test]
+fn batch_is_bitwise_the_single_block_routine() {
+    let mut rng = ChaCha8Rng::seed_from_u64(26);
+    for n in [33, 74] {
+        let pool = batch_test_blocks(n, &mut rng);
+        let nn = n * n;
+        let single: Vec<(Status, f64, Vec<f64>)> = pool
+            .iter()
+            .map(|(_, a)| {
+                let mut out = vec![f64::NAN; nn];
+                let mut work = vec![f64::NAN; inverse_sqrt_eigh_work_len(n)];
+                let mut condition = f64::NAN;
+                let status =
+                    inverse_sqrt_eigh_with_condition(a, n, &mut out, &mut work, &mut condition);
+                (status, condition, out)
+            })
+            .collect();
+        let statuses: Vec<Status> = single.iter().map(|s| s.0).collect();
+        for expected in [Status::Ok, Status::NonFinite, Status::NotPositiveDefinite] {
+            assert!(statuses.contains(&expected), "n={n}: {statuses:?}");
+        }
+        assert!(
+            single.iter().any(|s| s.0 == Status::Ok && s.1 > 1e9),
+            "n={n}: no ill-conditioned block"
+        );
+        for count in 1..=pool.len() {
+            // A rotation of the pool, so that every block meets different neighbours.
+            let order: Vec<usize> = (0..count).map(|j| (j + count) % pool.len()).collect();
+            let blocks: Vec<f64> = order.iter().flat_map(|&j| pool[j].1.clone()).collect();
+            let mut out = vec![f64::NAN; count * nn];
+            let mut conditions = vec![f64::NAN; count];
+            let mut batch_statuses = vec![Status::BadShape; count];
+            let offset = count % 4;
+            let mut work = vec![f64::NAN; inverse_sqrt_eigh_batch_work_len(n, count) + offset];
+            assert_eq!(
+                inverse_sqrt_eigh_batch(
+                    &blocks,
+                    n,
+                    &mut out,
+                    &mut conditions,
+                    &mut batch_statuses,
+                    &mut work[offset..],
+                ),
+                Status::Ok
+            );
+            for (slot, &j) in order.iter().enumerate() {
+                let (label, _) = pool[j];
+                let (status, condition, ref q) = single[j];
+                assert_eq!(batch_statuses[slot], status, "n={n} {label} in {count}");
+                assert_eq!(
+                    conditions[slot].to_bits(),
+                    condition.to_bits(),
+                    "n={n} {label} in {count}: condition"
+                );
+                if status == Status::Ok {
+                    let batch_q = &out[slot * nn..(slot + 1) * nn];
+                    assert!(
+                        batch_q
+                            .iter()
+                            .zip(q)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "n={n} {label} in {count}: C^(-1/2) differs"
+                    );
+                }
+            }
+        }
+    }
+    const { assert!(QL_BATCH < 12, "the batches above span more than one group") };
+}
+
+#[test]
+fn batch_bad_shapes_are_reported() {
+    let n = 5;
+    let count = 3;
+    let blocks = vec![1.0; count * n * n];
+    let mut out = vec![0.0; count * n * n];
+    let mut conditions = vec![0.0; count];
+    let mut statuses = vec![Status::Ok; count];
+    let len = inverse_sqrt_eigh_batch_work_len(n, count);
+    // One scratch for all, and a part per block for up to QL_BATCH blocks.
+    let len_of = |count| inverse_sqrt_eigh_batch_work_len(n, count);
+    let per_block = len_of(2) - len_of(1);
+    assert_eq!(len_of(1), inverse_sqrt_eigh_work_len(n));
+    assert_eq!(len, len_of(1) + (count - 1) * per_block);
+    assert_eq!(len_of(QL_BATCH + 3), len_of(QL_BATCH));
+    assert_eq!(len_of(0), 0);
+    let mut work = vec![0.0; len];
+    let mut run = |blocks: &[f64], out: &mut [f64], conditions: &mut [f64], work: &mut [f64]| {
+        inverse_sqrt_eigh_batch(blocks, n, out, conditions, &mut statuses, work)
+    };
+    assert_eq!(
+        run(&blocks[1..], &mut out, &mut conditions, &mut work),
+        Status::BadShape
+    );
+    assert_eq!(
+        run(&blocks, &mut out[1..], &mut conditions, &mut work),
+        Status::BadShape
+    );
+    assert_eq!(
+        run(&blocks, &mut out, &mut conditions[1..], &mut work),
+        Status::BadShape
+    );
+    assert_eq!(
+        run(&blocks, &mut out, &mut conditions, &mut work[1..]),
+        Status::BadShape
+    );
+    assert_eq!(
+        run(&blocks, &mut out, &mut conditions, &mut work),
+        Status::Ok
+    );
+    assert_eq!(
+        inverse_sqrt_eigh_batch(&[], 0, &mut [], &mut [], &mut [], &mut []),
+        Status::Ok
+    );
 }

@@ -34,27 +34,68 @@ pub const QL_MAX_CONDITION: f64 = 1e4;
 
 /// Length of the `work` of [`inverse_sqrt_block`].
 pub fn inverse_sqrt_block_work_len(n: usize) -> usize {
-    tridiagonal::inverse_sqrt_eigh_work_len(n).max(jacobi::inverse_sqrt_work_len(n))
+    inverse_sqrt_blocks_work_len(n, 1)
 }
 
 /// `C^(-1/2)` of one covariance block as the CPU backend computes it: Householder + QL, and
 /// one-sided Jacobi where the block's condition number exceeds [`QL_MAX_CONDITION`] (see
-/// there); `work` holds [`inverse_sqrt_block_work_len`]`(n)` values.
+/// there); `work` holds [`inverse_sqrt_block_work_len`]`(n)` values. [`inverse_sqrt_blocks`]
+/// of this one block.
 pub fn inverse_sqrt_block(block: &[f64], n: usize, out: &mut [f64], work: &mut [f64]) -> Status {
-    let mut condition = 0.0;
-    let ql_len = tridiagonal::inverse_sqrt_eigh_work_len(n);
-    let status = tridiagonal::inverse_sqrt_eigh_with_condition(
-        block,
-        n,
-        out,
-        &mut work[..ql_len],
-        &mut condition,
-    );
-    if status != Status::Ok || condition <= QL_MAX_CONDITION {
-        return status;
+    let mut status = [Status::Ok];
+    let shape = inverse_sqrt_blocks(block, n, out, &mut status, work);
+    if shape != Status::Ok {
+        return shape;
     }
-    let jacobi_len = jacobi::inverse_sqrt_work_len(n);
-    jacobi::inverse_sqrt(block, n, out, &mut work[..jacobi_len])
+    status[0]
+}
+
+/// Length of the `work` of [`inverse_sqrt_blocks`] for `count` blocks of `(n, n)` (0 if that
+/// overflows).
+pub fn inverse_sqrt_blocks_work_len(n: usize, count: usize) -> usize {
+    tridiagonal::inverse_sqrt_eigh_batch_work_len(n, count)
+        .max(jacobi::inverse_sqrt_work_len(n))
+        .checked_add(count)
+        .unwrap_or(0)
+}
+
+/// [`inverse_sqrt_block`] of each of the `count = statuses.len()` blocks `(count, n, n)` into
+/// `out` (same shape), each block's status in `statuses`: one
+/// `tridiagonal::inverse_sqrt_eigh_batch` (the blocks' QL iterations interleaved), then
+/// one-sided Jacobi for the blocks whose condition number exceeds [`QL_MAX_CONDITION`].
+/// Every block's result and status are bitwise those of [`inverse_sqrt_block`] on it alone.
+/// `work` holds [`inverse_sqrt_blocks_work_len`]`(n, count)` values; [`Status::BadShape`] (and
+/// nothing written) when a slice length disagrees, else [`Status::Ok`].
+pub fn inverse_sqrt_blocks(
+    blocks: &[f64],
+    n: usize,
+    out: &mut [f64],
+    statuses: &mut [Status],
+    work: &mut [f64],
+) -> Status {
+    let count = statuses.len();
+    let needed = inverse_sqrt_blocks_work_len(n, count);
+    if work.len() < needed || (needed == 0 && n > 0 && count > 0) {
+        return Status::BadShape;
+    }
+    let (conditions, work) = work.split_at_mut(count);
+    let shape = tridiagonal::inverse_sqrt_eigh_batch(blocks, n, out, conditions, statuses, work);
+    if shape != Status::Ok {
+        return shape;
+    }
+    let jacobi_work = &mut work[..jacobi::inverse_sqrt_work_len(n)];
+    let nn = n * n;
+    for (((block, out), status), &condition) in blocks
+        .chunks_exact(nn)
+        .zip(out.chunks_exact_mut(nn))
+        .zip(statuses.iter_mut())
+        .zip(conditions.iter())
+    {
+        if *status == Status::Ok && condition > QL_MAX_CONDITION {
+            *status = jacobi::inverse_sqrt(block, n, out, jacobi_work);
+        }
+    }
+    Status::Ok
 }
 
 /// Solves patches on the host CPU cores.
@@ -349,10 +390,10 @@ pub struct PatchSolution {
 /// The working memory of one patch solve, reused from patch to patch: the band matrix and
 /// its factor's scratch, the right-hand side / flux, the covariance blocks and their scratch,
 /// the resolution blocks, the reconvolved flux and ivar, the eigen-solver's scratch and the
-/// model window of the pixel statistics. A solve sizes each buffer to its patch (growing it
-/// when needed, never shrinking) and writes every value it reads, so results do not depend on
-/// what a previous patch left (only the band is zeroed: the assembly leaves the entries above
-/// its first rows untouched).
+/// blocks' statuses, and the model window of the pixel statistics. A solve sizes each buffer
+/// to its patch (growing it when needed, never shrinking) and writes every value it reads, so
+/// results do not depend on what a previous patch left (only the band is zeroed: the assembly
+/// leaves the entries above its first rows untouched).
 #[derive(Clone, Debug, Default)]
 pub struct PatchWorkspace {
     band: Vec<f64>,
@@ -365,6 +406,7 @@ pub struct PatchWorkspace {
     flux: Vec<f64>,
     ivar: Vec<f64>,
     eig_work: Vec<f64>,
+    eig_status: Vec<Status>,
     pixels: Vec<f64>,
 }
 
@@ -498,15 +540,23 @@ fn solve_patch_in(
     let resolution = scratch(&mut ws.resolution, plan.nspp * block_len);
     let flux = scratch(&mut ws.flux, plan.nspp * nwavetot);
     let ivar = scratch(&mut ws.ivar, plan.nspp * nwavetot);
-    let eig_work = scratch(&mut ws.eig_work, inverse_sqrt_block_work_len(nwavetot));
+    let eig_work = scratch(
+        &mut ws.eig_work,
+        inverse_sqrt_blocks_work_len(nwavetot, plan.nspp),
+    );
+    ws.eig_status.resize(plan.nspp, Status::Ok);
+    // The CPU's method (Householder + QL, one-sided Jacobi for ill-conditioned blocks; the GPU
+    // keeps one-sided Jacobi), the core blocks' QL iterations interleaved: both agree with the
+    // float64 reference to ~1e-13 of max|Q| (device/tests/tridiagonal.rs;
+    // tests/rdiag_conditioning.rs).
+    let status = inverse_sqrt_blocks(cov, nwavetot, resolution, &mut ws.eig_status, eig_work);
+    if status != Status::Ok {
+        return Err(fail("inverse square root of C_bb", status));
+    }
     for c in 0..plan.nspp {
         let s = s_core + c;
-        let block = &cov[c * block_len..(c + 1) * block_len];
         let q_block = &mut resolution[c * block_len..(c + 1) * block_len];
-        // The CPU's method (Householder + QL, one-sided Jacobi for ill-conditioned blocks; the
-        // GPU keeps one-sided Jacobi): both agree with the float64 reference to ~1e-13 of
-        // max|Q| (device/tests/tridiagonal.rs; tests/rdiag_conditioning.rs).
-        let status = inverse_sqrt_block(block, nwavetot, q_block, eig_work);
+        let status = ws.eig_status[c];
         if status != Status::Ok {
             return Err(fail("inverse square root of C_bb", status));
         }

@@ -20,8 +20,9 @@
 //!   Newton–Schulz iteration on FP64 tensor cores (the GPU's `DESI_EIGH_KERNEL=ns` variant).
 //! - [`newton_schulz_blocked`]: the same iteration with register-blocked products, fewer
 //!   barriers and an optimistic first schedule (the `DESI_EIGH_KERNEL=ns2` variant).
-//! - [`tridiagonal`]: symmetric eigendecomposition (Householder + implicit QL) and the inverse
-//!   square root built from it: the CPU backend's method for the covariance blocks.
+//! - `tridiagonal` (host only): symmetric eigendecomposition (Householder + implicit QL) and
+//!   the inverse square root built from it, one block or several with their QL iterations
+//!   interleaved: the CPU backend's method for the covariance blocks.
 //! - `dense` (crate-private): the dot products, axpys and covariance engine they share.
 //!
 //! The dense Cholesky and the two-sided Jacobi eigensolver that these are checked against live
@@ -37,4 +38,5 @@ pub mod jacobi;
 pub mod jacobi_team;
 pub mod newton_schulz;
 pub mod newton_schulz_blocked;
+#[cfg(not(target_arch = "nvptx64"))]
 pub mod tridiagonal;

@@ -1,19 +1,23 @@
 //! Symmetric eigendecomposition by Householder tridiagonalization and implicit QL
 //! ([`symmetric_eigen`]), and the inverse square root `C^(-1/2)` built from it
-//! ([`inverse_sqrt_eigh`]): the CPU backend's method for the per-fiber covariance blocks
-//! (docs/algorithm.md §4.4). It does about half the arithmetic of the one-sided Jacobi of
-//! [`super::jacobi::inverse_sqrt`] (which the GPU kernels keep) with every inner loop over
-//! contiguous rows, and agrees with it and with the float64 references to ~1e-13 of `max|Q|`
-//! on real covariance blocks (device/tests/tridiagonal.rs).
+//! ([`inverse_sqrt_eigh`]; [`inverse_sqrt_eigh_batch`] for the blocks of a patch together):
+//! the CPU backend's method for the per-fiber covariance blocks (docs/algorithm.md §4.4; host
+//! only, the GPU kernels keep [`super::jacobi`]). It does about half the arithmetic of the
+//! one-sided Jacobi of [`super::jacobi::inverse_sqrt`] with every inner loop over contiguous
+//! rows, and agrees with it and with the float64 references to ~1e-13 of `max|Q|` on real
+//! covariance blocks (device/tests/tridiagonal.rs).
 //!
 //! Speed (docs/algorithm.md §4.4): the matrix is normalized by a power of two; the work runs
-//! on rows padded to whole 4-wide vectors (no scalar remainders); each tridiagonalization step
-//! is one pass over the trailing rows (the rank-2 update and the next step's product fused);
-//! the QL recurrence has no data-dependent branch and its rotations' vector work lags it by a
-//! few rotations, consecutive rotations of a sweep applied in pairs (one pass over three
-//! rows); the reflectors' accumulation sums its products in registers, column block by column
-//! block; `C^(-1/2)` is a register-blocked `Zᵀ·diag(coef)·Z`. These fusions keep every
-//! entry's operations and their order, so results are bitwise those of the plain loops.
+//! on rows padded to whole 4-wide vectors (no scalar remainders) and aligned on them (no load
+//! splits a cache line); each tridiagonalization step is one pass over the trailing rows (the
+//! rank-2 update and the next step's product fused); the QL recurrence has no data-dependent
+//! branch and its rotations' vector work lags it by a few rotations, consecutive rotations of
+//! a sweep applied in pairs (one pass over three rows); [`inverse_sqrt_eigh_batch`] advances
+//! the QL recurrences of up to [`QL_BATCH`] blocks round-robin, so that their serial chains of
+//! square roots and divisions overlap; the reflectors' accumulation sums its products in
+//! registers, column block by column block; `C^(-1/2)` is a register-blocked
+//! `Zᵀ·diag(coef)·Z`. These fusions and the interleaving keep every entry's operations and
+//! their order, so results are bitwise those of the plain loops, block by block.
 //!
 //! Accuracy: tridiagonalization and QL are backward stable (eigenvalues within
 //! `~n·ε·‖C‖` of the exact ones: absolute, not relative, accuracy), so entries of
@@ -38,6 +42,22 @@ fn padded(n: usize) -> Option<usize> {
     n.checked_add(LANES - 1).map(|m| m / LANES * LANES)
 }
 
+/// Values a `work` slice holds beyond its arrays so that they can start on a whole vector
+/// ([`aligned`]).
+const ALIGN_SLACK: usize = LANES - 1;
+
+/// `work` from its first value on a boundary of [`LANES`] values (32 bytes; at most
+/// [`ALIGN_SLACK`] values dropped). The padded rows are then whole aligned vectors: no load or
+/// store splits a cache line (a 74 × 74 eigendecomposition took 14% longer on misaligned
+/// rows, AMD EPYC). The arithmetic does not depend on the alignment.
+fn aligned(work: &mut [f64]) -> &mut [f64] {
+    let offset = work
+        .as_ptr()
+        .align_offset(LANES * core::mem::size_of::<f64>());
+    let start = offset.min(ALIGN_SLACK).min(work.len());
+    &mut work[start..]
+}
+
 /// `n · padded(n) + k`, `None` on overflow.
 fn padded_square_plus(n: usize, k: usize) -> Option<usize> {
     padded(n)
@@ -46,28 +66,45 @@ fn padded_square_plus(n: usize, k: usize) -> Option<usize> {
 }
 
 /// Length of the `work` slice that [`symmetric_eigen`] needs: the padded matrix and
-/// eigenvectors (`2·n·ld`, `ld` = `n` rounded up to a multiple of 4) and `2n + 4·ld` for the
-/// off-diagonal, the reflector scalars and four vectors; 0 if that overflows.
+/// eigenvectors (`2·n·ld`, `ld` = `n` rounded up to a multiple of 4), `2n + 4·ld` for the
+/// off-diagonal, the reflector scalars and four vectors, and 3 to align them on whole vectors
+/// (0 for `n = 0`); 0 if that overflows.
 pub fn symmetric_eigen_work_len(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
     let Some(ld) = padded(n) else { return 0 };
     padded_square_plus(n, 0)
         .and_then(|m| m.checked_mul(2))
         .and_then(|m| m.checked_add(n.checked_mul(2)?))
         .and_then(|m| m.checked_add(ld.checked_mul(4)?))
+        .and_then(|m| m.checked_add(ALIGN_SLACK))
         .unwrap_or(0)
 }
 
-/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: [`symmetric_eigen_work_len`]
-/// plus `5n` (eigenvalues and the panel of the product that forms the result); 0 if that
-/// overflows.
+/// Length of the `work` slice that [`inverse_sqrt_eigh`] needs: the scratch that a block
+/// uses while it is reduced or its result composed ([`inverse_sqrt_shared_len`]) and what it
+/// keeps in between ([`inverse_sqrt_block_len`]); 0 for `n = 0` or if that overflows.
 pub fn inverse_sqrt_eigh_work_len(n: usize) -> usize {
-    let base = symmetric_eigen_work_len(n);
-    if base == 0 && n != 0 {
-        return 0;
-    }
-    n.checked_mul(5)
-        .and_then(|m| m.checked_add(base))
-        .unwrap_or(0)
+    inverse_sqrt_eigh_batch_work_len(n, 1)
+}
+
+/// Values of the `work` of [`inverse_sqrt_eigh`] and [`inverse_sqrt_eigh_batch`] that a block
+/// uses only while it is reduced to tridiagonal form or its result composed (one part for
+/// all the blocks of a batch): the padded matrix (later the panel of [`compose`]), the
+/// reflector scalars and four vectors of [`tridiagonal_form`], and 3 to align them.
+fn inverse_sqrt_shared_len(n: usize) -> Option<usize> {
+    let ld = padded(n)?;
+    padded_square_plus(n, n)?
+        .checked_add(ld.checked_mul(4)?)?
+        .checked_add(ALIGN_SLACK)
+}
+
+/// Values of the `work` of [`inverse_sqrt_eigh`] and [`inverse_sqrt_eigh_batch`] that each
+/// block keeps from its reduction to its result: the eigenvectors (`n` padded rows), the
+/// diagonal (then the eigenvalues) and the off-diagonal, and 3 to align them.
+fn inverse_sqrt_block_len(n: usize) -> Option<usize> {
+    padded_square_plus(n, n.checked_mul(2)?)?.checked_add(ALIGN_SLACK)
 }
 
 /// `sqrt(a² + b²)` without overflow or harmful underflow.
@@ -131,7 +168,7 @@ pub fn symmetric_eigen(
     let Some(ld) = padded(n) else {
         return Status::BadShape;
     };
-    let (ap, rest) = work.split_at_mut(n * ld);
+    let (ap, rest) = aligned(work).split_at_mut(n * ld);
     let (zt, rest) = rest.split_at_mut(n * ld);
     copy_padded(a, n, ap, ld);
     let k = normalize(ap);
@@ -200,32 +237,48 @@ fn eigen_padded(
     zt: &mut [f64],
     work: &mut [f64],
 ) -> Status {
+    let (offdiag, scratch) = work.split_at_mut(n);
+    let status = tridiagonal_form(ap, n, ld, values, offdiag, zt, scratch);
+    if status != Status::Ok {
+        return status;
+    }
+    let [status] = implicit_ql_interleaved(&mut [Some(QlChain::new(values, offdiag, zt, ld))]);
+    if status != Status::Ok {
+        return status;
+    }
+    eigenpairs_finite(values, zt)
+}
+
+/// [`Status::NonFinite`] if an eigenvalue or an entry of the eigenvectors `zt` is not finite.
+fn eigenpairs_finite(values: &[f64], zt: &[f64]) -> Status {
+    if values.iter().chain(zt.iter()).any(|x| !x.is_finite()) {
+        return Status::NonFinite;
+    }
+    Status::Ok
+}
+
+/// The tridiagonal form `T = Zᵀ·A·Z` of `ap` (`n` rows of stride `ld`, zero padded;
+/// destroyed) that implicit QL starts from: `diag`, `offdiag` and `Zᵀ` in `zt`; `scratch`
+/// holds `n + 4·ld` values. [`Status::NonFinite`] for a NaN or infinity in `ap`.
+fn tridiagonal_form(
+    ap: &mut [f64],
+    n: usize,
+    ld: usize,
+    diag: &mut [f64],
+    offdiag: &mut [f64],
+    zt: &mut [f64],
+    scratch: &mut [f64],
+) -> Status {
     if ap.iter().any(|x| !x.is_finite()) {
         return Status::NonFinite;
     }
-    let (offdiag, rest) = work.split_at_mut(n);
-    let (tau, rest) = rest.split_at_mut(n);
+    let (tau, rest) = scratch.split_at_mut(n);
     let (v, rest) = rest.split_at_mut(ld);
     let (w, rest) = rest.split_at_mut(ld);
     let (v_next, rest) = rest.split_at_mut(ld);
     let p_next = &mut rest[..ld];
-    tridiagonalize(
-        ap,
-        n,
-        ld,
-        values,
-        offdiag,
-        tau,
-        [v, &mut *w, v_next, p_next],
-    );
+    tridiagonalize(ap, n, ld, diag, offdiag, tau, [v, &mut *w, v_next, p_next]);
     accumulate_reflectors(ap, n, ld, tau, zt, w);
-    let status = implicit_ql(values, offdiag, zt, n, ld);
-    if status != Status::Ok {
-        return status;
-    }
-    if values.iter().chain(zt.iter()).any(|x| !x.is_finite()) {
-        return Status::NonFinite;
-    }
     Status::Ok
 }
 
@@ -558,28 +611,197 @@ const QL_LAG: usize = 4;
 /// Ring of pending rotations `(i, c, s)` (a power of two above [`QL_LAG`]).
 const QL_RING: usize = 8;
 
-/// Implicit QL on the tridiagonal `(diag, offdiag)` (EISPACK `tql2`, Numerical Recipes
-/// `tqli`), rotating the rows of `zt`; `diag` ends as the eigenvalues, row `i` of `zt` as the
-/// eigenvector of `diag[i]`.
+/// Implicit QL on the tridiagonal `(diag, offdiag)` of several matrices at once (EISPACK
+/// `tql2`, Numerical Recipes `tqli`), each chain rotating the rows of its `zt`: every `diag`
+/// ends as the eigenvalues, row `i` of its `zt` as the eigenvector of `diag[i]`. Returns each
+/// chain's status ([`Status::Ok`], or [`Status::NoConvergence`] when an eigenvalue needs more
+/// than [`QL_MAX_ITERATIONS`] iterations; `Ok` for an empty slot).
 ///
-/// The scalar recurrence is one serial chain of dependent operations per rotation (a square
-/// root and a division), so it is kept short ([`givens`]) and the rotations' vector work on
-/// `zt` is applied [`QL_LAG`] rotations behind it: out-of-order execution overlaps the two
-/// (the rotations are applied in the same order, so the result does not change). Pending
-/// rotations go two at a time when they are consecutive ([`apply_pending_two`]).
-fn implicit_ql(
-    diag: &mut [f64],
-    offdiag: &mut [f64],
-    zt: &mut [f64],
-    n: usize,
+/// Each chain's scalar recurrence is one serial chain of dependent operations per rotation (a
+/// square root and a division), so it is kept short ([`givens`]) and the rotations' vector
+/// work on `zt` is applied [`QL_LAG`] rotations behind it, consecutive rotations two at a
+/// time ([`apply_pending_two`]). The chains are independent, and they advance round-robin:
+/// one rotation of every chain, then the pending vector work of every chain (the recurrences
+/// first, so that out-of-order execution overlaps their latencies with each other and with
+/// the vector work), for as many rounds as every chain's current sweep still has rotations;
+/// then the chains whose sweep ended (or whose rotation underflowed) start their next one.
+/// Each chain does exactly the operations, in the same order, that it does alone (`K = 1`),
+/// so its results do not depend on the others.
+fn implicit_ql_interleaved<const K: usize>(chains: &mut [Option<QlChain<'_>>; K]) -> [Status; K] {
+    let mut state = Interleaved {
+        chains,
+        sweeps: [Sweep::default(); K],
+        running: [false; K],
+        status: [Status::Ok; K],
+    };
+    while let Some(rounds) = state.start_sweeps() {
+        let underflow = state.rotate_rounds(rounds);
+        state.end_sweeps(underflow);
+    }
+    state.status
+}
+
+/// The state of [`implicit_ql_interleaved`]: the chains still iterating (a finished one's
+/// slot emptied, its status kept), and the sweep each is running.
+struct Interleaved<'c, 'a, const K: usize> {
+    chains: &'c mut [Option<QlChain<'a>>; K],
+    sweeps: [Sweep; K],
+    running: [bool; K],
+    status: [Status; K],
+}
+
+impl<const K: usize> Interleaved<'_, '_, K> {
+    /// Starts a sweep in every chain that has none (retiring the chains that finish instead);
+    /// returns the rotations that every running sweep still has (the rounds that can run
+    /// before one of them ends), `None` when every chain has finished.
+    #[inline(always)]
+    fn start_sweeps(&mut self) -> Option<usize> {
+        let mut rounds = None;
+        for (((slot, sweep), running), status) in self
+            .chains
+            .iter_mut()
+            .zip(self.sweeps.iter_mut())
+            .zip(self.running.iter_mut())
+            .zip(self.status.iter_mut())
+        {
+            let Some(chain) = slot else {
+                continue;
+            };
+            if !*running {
+                match chain.next_sweep() {
+                    NextSweep::Run(next) => {
+                        *sweep = next;
+                        *running = true;
+                    }
+                    NextSweep::Finished(finished) => {
+                        *status = finished;
+                        *slot = None;
+                        continue;
+                    }
+                }
+            }
+            let left = sweep.next - chain.l;
+            rounds = Some(rounds.map_or(left, |r: usize| r.min(left)));
+        }
+        rounds
+    }
+
+    /// Up to `rounds` rounds of one rotation of every running chain, then every chain's
+    /// pending vector work; stops after a round where a rotation underflowed. Returns the
+    /// chains whose rotation underflowed.
+    #[inline(always)]
+    fn rotate_rounds(&mut self, rounds: usize) -> [bool; K] {
+        let mut underflow = [false; K];
+        for _ in 0..rounds {
+            let mut any_underflow = false;
+            for ((slot, sweep), underflow) in self
+                .chains
+                .iter_mut()
+                .zip(self.sweeps.iter_mut())
+                .zip(underflow.iter_mut())
+            {
+                if let Some(chain) = slot {
+                    if !chain.rotate(sweep) {
+                        *underflow = true;
+                        any_underflow = true;
+                    }
+                }
+            }
+            for chain in self.chains.iter_mut().flatten() {
+                chain.apply_lagged();
+            }
+            if any_underflow {
+                break;
+            }
+        }
+        underflow
+    }
+
+    /// Ends the sweeps that reached their chain's `l` (and those cut short by an underflow).
+    #[inline(always)]
+    fn end_sweeps(&mut self, underflow: [bool; K]) {
+        for (((slot, sweep), running), underflow) in self
+            .chains
+            .iter_mut()
+            .zip(&self.sweeps)
+            .zip(self.running.iter_mut())
+            .zip(underflow)
+        {
+            let Some(chain) = slot else {
+                continue;
+            };
+            if underflow {
+                *running = false;
+            } else if sweep.next == chain.l {
+                chain.end_sweep(sweep);
+                *running = false;
+            }
+        }
+    }
+}
+
+/// The scalar state of a QL sweep in progress (the rotation and shift variables of `tql2`):
+/// the next rotation is `(next − 1, next)`; the sweep ends when `next` reaches the chain's `l`.
+#[derive(Clone, Copy, Default)]
+struct Sweep {
+    next: usize,
+    g: f64,
+    s: f64,
+    c: f64,
+    p: f64,
+}
+
+/// What [`QlChain::next_sweep`] found.
+enum NextSweep {
+    /// A sweep to run.
+    Run(Sweep),
+    /// The iteration ended with this status.
+    Finished(Status),
+}
+
+/// One implicit QL iteration in progress ([`implicit_ql_interleaved`]): the tridiagonal
+/// matrix, the eigenvector rows `zt` (stride `ld`), the rotations generated (`tail`) and
+/// applied (`head`) so far with the ring of pending ones, the eigenvalue being converged (`l`)
+/// with its iteration count, and the end `m` of the current sweep's block.
+struct QlChain<'a> {
+    diag: &'a mut [f64],
+    offdiag: &'a mut [f64],
+    zt: &'a mut [f64],
     ld: usize,
-) -> Status {
-    let mut ring = [(0usize, 0.0f64, 0.0f64); QL_RING];
-    // Rotations generated (`tail`) and applied (`head`) so far.
-    let (mut head, mut tail) = (0usize, 0usize);
-    for l in 0..n {
-        let mut iterations = 0;
-        loop {
+    ring: [(usize, f64, f64); QL_RING],
+    head: usize,
+    tail: usize,
+    l: usize,
+    m: usize,
+    iterations: usize,
+}
+
+impl<'a> QlChain<'a> {
+    /// The iteration on `(diag, offdiag)` (`n` values each; `offdiag[k] = T[k][k+1]`),
+    /// rotating the rows (stride `ld`) of `zt`.
+    fn new(diag: &'a mut [f64], offdiag: &'a mut [f64], zt: &'a mut [f64], ld: usize) -> Self {
+        QlChain {
+            diag,
+            offdiag,
+            zt,
+            ld,
+            ring: [(0, 0.0, 0.0); QL_RING],
+            head: 0,
+            tail: 0,
+            l: 0,
+            m: 0,
+            iterations: 0,
+        }
+    }
+
+    /// Deflates: moves `l` past the converged eigenvalues, finds the block `l..=m` that the
+    /// next sweep works on and its shift. When every eigenvalue has converged, applies the
+    /// pending rotations and reports [`Status::Ok`].
+    fn next_sweep(&mut self) -> NextSweep {
+        let n = self.diag.len();
+        let (diag, offdiag) = (&*self.diag, &*self.offdiag);
+        while self.l < n {
+            let l = self.l;
             let mut m = l;
             while m + 1 < n {
                 let dd = abs(diag[m]) + abs(diag[m + 1]);
@@ -589,55 +811,84 @@ fn implicit_ql(
                 m += 1;
             }
             if m == l {
-                break;
+                self.l += 1;
+                self.iterations = 0;
+                continue;
             }
-            iterations += 1;
-            if iterations > QL_MAX_ITERATIONS {
-                return Status::NoConvergence;
+            self.iterations += 1;
+            if self.iterations > QL_MAX_ITERATIONS {
+                return NextSweep::Finished(Status::NoConvergence);
             }
             let mut g = (diag[l + 1] - diag[l]) / (2.0 * offdiag[l]);
             let r = hypot(g, 1.0);
             g = diag[m] - diag[l] + offdiag[l] / (g + if g >= 0.0 { r } else { -r });
-            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
-            let mut underflow = false;
-            for i in (l..m).rev() {
-                let f = s * offdiag[i];
-                let b = c * offdiag[i];
-                let (r, cs) = givens(f, g);
-                offdiag[i + 1] = r;
-                let Some((cn, sn)) = cs else {
-                    diag[i + 1] -= p;
-                    offdiag[m] = 0.0;
-                    underflow = true;
-                    break;
-                };
-                (c, s) = (cn, sn);
-                g = diag[i + 1] - p;
-                // c·(2b), not (2c)·b: the same value (doubling is exact) with one fewer
-                // operation after c on the recurrence's critical path.
-                let r = fma(diag[i] - g, s, c * (2.0 * b));
-                p = s * r;
-                diag[i + 1] = g + p;
-                g = fma(c, r, -b);
-                ring[tail % QL_RING] = (i, c, s);
-                tail += 1;
-                if tail - head > QL_LAG + 1 {
-                    head += apply_pending_two(&ring, head, zt, ld);
-                }
-            }
-            if underflow {
-                continue;
-            }
-            diag[l] -= p;
-            offdiag[l] = g;
-            offdiag[m] = 0.0;
+            self.m = m;
+            return NextSweep::Run(Sweep {
+                next: m,
+                g,
+                s: 1.0,
+                c: 1.0,
+                p: 0.0,
+            });
+        }
+        while self.head < self.tail {
+            apply_pending(&self.ring, self.head, self.zt, self.ld);
+            self.head += 1;
+        }
+        NextSweep::Finished(Status::Ok)
+    }
+
+    /// The next rotation of `sweep` (its vector work queued); `false` when `f² + g²`
+    /// underflowed to 0, which ends the sweep (its block split, `tql2`'s `r = 0` branch).
+    #[inline(always)]
+    fn rotate(&mut self, sweep: &mut Sweep) -> bool {
+        let (diag, offdiag) = (&mut *self.diag, &mut *self.offdiag);
+        let i = sweep.next - 1;
+        let Sweep { g, s, c, p, .. } = *sweep;
+        let f = s * offdiag[i];
+        let b = c * offdiag[i];
+        let (r, cs) = givens(f, g);
+        offdiag[i + 1] = r;
+        let Some((c, s)) = cs else {
+            diag[i + 1] -= p;
+            offdiag[self.m] = 0.0;
+            return false;
+        };
+        let g = diag[i + 1] - p;
+        // c·(2b), not (2c)·b: the same value (doubling is exact) with one fewer operation
+        // after c on the recurrence's critical path.
+        let r = fma(diag[i] - g, s, c * (2.0 * b));
+        let p = s * r;
+        diag[i + 1] = g + p;
+        *sweep = Sweep {
+            next: i,
+            g: fma(c, r, -b),
+            s,
+            c,
+            p,
+        };
+        self.ring[self.tail % QL_RING] = (i, c, s);
+        self.tail += 1;
+        true
+    }
+
+    /// Applies the oldest pending rotations (two when consecutive) once more than
+    /// [`QL_LAG`] are pending.
+    #[inline(always)]
+    fn apply_lagged(&mut self) {
+        if self.tail - self.head > QL_LAG + 1 {
+            self.head += apply_pending_two(&self.ring, self.head, self.zt, self.ld);
         }
     }
-    while head < tail {
-        apply_pending(&ring, head, zt, ld);
-        head += 1;
+
+    /// The end of a sweep that ran to `l`: the last rotation's updates of `diag[l]` and
+    /// `offdiag[l]`, and the block end decoupled.
+    #[inline(always)]
+    fn end_sweep(&mut self, sweep: &Sweep) {
+        self.diag[self.l] -= sweep.p;
+        self.offdiag[self.l] = sweep.g;
+        self.offdiag[self.m] = 0.0;
     }
-    Status::Ok
 }
 
 /// Applies the pending rotation number `k` of the ring to the rows (stride `ld`) of `zt`.
@@ -668,8 +919,21 @@ fn apply_pending_two(
     let (lo, hi) = zt.split_at_mut(i * ld);
     let (mid, hi) = hi.split_at_mut(ld);
     let (above, below) = (&mut lo[i2 * ld..i2 * ld + ld], &mut hi[..ld]);
+    rotate_three(above, mid, below, [c, s, c2, s2]);
+    2
+}
+
+/// Rotation `(c, s)` of rows `(mid, below)`, then `(c2, s2)` of rows `(above, mid)` with the
+/// new `mid`, in one pass (the pair of [`apply_pending_two`]).
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+)))]
+#[inline(always)]
+fn rotate_three(above: &mut [f64], mid: &mut [f64], below: &mut [f64], cs: [f64; 4]) {
+    let [c, s, c2, s2] = cs;
     for ((w, x), y) in above.iter_mut().zip(mid.iter_mut()).zip(below.iter_mut()) {
-        // Rotation (i, i + 1), then (i − 1, i) with the new row i.
         let (u, v) = (*x, *y);
         let xi = fma(c, u, -s * v);
         *y = fma(s, u, c * v);
@@ -677,7 +941,44 @@ fn apply_pending_two(
         *w = fma(c2, t, -s2 * xi);
         *x = fma(s2, t, c2 * xi);
     }
-    2
+}
+
+/// [`rotate_three`] with AVX2 + FMA intrinsics, whole groups of [`LANES`] (the rows are
+/// padded): the same operations in the same order (`−s·v` is `(−s)·v`, the negation exact),
+/// in fewer instructions than the compiler's loop, which leaves more of the out-of-order
+/// window to the QL recurrences it runs beside.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline(always)]
+fn rotate_three(above: &mut [f64], mid: &mut [f64], below: &mut [f64], cs: [f64; 4]) {
+    use core::arch::x86_64::{
+        _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_mul_pd, _mm256_set1_pd, _mm256_storeu_pd,
+    };
+    let [c, s, c2, s2] = cs;
+    let n = above.len().min(mid.len()).min(below.len()) / LANES * LANES;
+    let (wp, xp, yp) = (above.as_mut_ptr(), mid.as_mut_ptr(), below.as_mut_ptr());
+    // SAFETY: the intrinsics' target features (AVX2, FMA) are enabled for the whole build
+    // (the cfg above); every load and store covers 4 values at an offset j with j + 4 <= n,
+    // n at most each slice's length; the three rows are distinct exclusive borrows, so they
+    // do not overlap.
+    unsafe {
+        let (vc, vs, vns) = (_mm256_set1_pd(c), _mm256_set1_pd(s), _mm256_set1_pd(-s));
+        let (vc2, vs2, vns2) = (_mm256_set1_pd(c2), _mm256_set1_pd(s2), _mm256_set1_pd(-s2));
+        let mut j = 0;
+        while j + LANES <= n {
+            let u = _mm256_loadu_pd(xp.add(j));
+            let v = _mm256_loadu_pd(yp.add(j));
+            let xi = _mm256_fmadd_pd(vc, u, _mm256_mul_pd(vns, v));
+            _mm256_storeu_pd(yp.add(j), _mm256_fmadd_pd(vs, u, _mm256_mul_pd(vc, v)));
+            let t = _mm256_loadu_pd(wp.add(j));
+            _mm256_storeu_pd(wp.add(j), _mm256_fmadd_pd(vc2, t, _mm256_mul_pd(vns2, xi)));
+            _mm256_storeu_pd(xp.add(j), _mm256_fmadd_pd(vs2, t, _mm256_mul_pd(vc2, xi)));
+            j += LANES;
+        }
+    }
 }
 
 /// The plane rotation of the QL step: `r = sqrt(f² + g²)` and `(c, s) = (g/r, f/r)`, or `None`
@@ -763,53 +1064,280 @@ pub fn inverse_sqrt_eigh_with_condition(
     if n == 0 {
         return Status::Ok;
     }
-    let Some(ld) = padded(n) else {
+    let Some(shared_len) = inverse_sqrt_shared_len(n) else {
         return Status::BadShape;
     };
-    let (ap, rest) = work.split_at_mut(n * ld);
-    let (zt, rest) = rest.split_at_mut(n * ld);
-    let (values, rest) = rest.split_at_mut(n);
-    if a.iter().any(|x| !x.is_finite()) {
-        return Status::NonFinite;
-    }
-    copy_padded(a, n, ap, ld);
-    // C·2^(−2k) has the inverse square root C^(-1/2)·2^k: scaled back exactly at the end.
-    let k = normalize(ap);
-    let status = eigen_padded(ap, n, ld, values, zt, rest);
-    if status != Status::Ok {
-        return status;
-    }
-    let lambda_max = values.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
-    let lambda_min = values.iter().fold(f64::INFINITY, |m, &x| m.min(x));
-    *condition = if lambda_min > 0.0 {
-        lambda_max / lambda_min
-    } else {
-        f64::INFINITY
+    let (shared, work) = work.split_at_mut(shared_len);
+    inverse_sqrt_alone(a, n, out, condition, shared, work)
+}
+
+/// [`inverse_sqrt_eigh_with_condition`] of `a` (`n >= 1`, shapes checked) with the `shared`
+/// scratch and the block's `work` of [`inverse_sqrt_eigh_batch`]: its QL iteration alone.
+fn inverse_sqrt_alone(
+    a: &[f64],
+    n: usize,
+    out: &mut [f64],
+    condition: &mut f64,
+    shared: &mut [f64],
+    work: &mut [f64],
+) -> Status {
+    let mut block = match InverseSqrtBlock::prepare(a, n, shared, work) {
+        Ok(block) => block,
+        Err(status) => return status,
     };
-    if lambda_max <= 0.0 || lambda_min < -(n as f64) * f64::EPSILON * lambda_max {
-        return Status::NotPositiveDefinite;
+    let [status] = implicit_ql_interleaved(&mut [Some(block.ql_chain())]);
+    block.finish(status, out, condition, shared)
+}
+
+/// Blocks whose QL iterations [`inverse_sqrt_eigh_batch`] runs interleaved (at most).
+pub const QL_BATCH: usize = 8;
+
+/// Length of the `work` slice that [`inverse_sqrt_eigh_batch`] needs for `count` blocks of
+/// `(n, n)`: the scratch of the block being reduced or composed ([`inverse_sqrt_shared_len`])
+/// and what each of up to [`QL_BATCH`] blocks at a time keeps in between
+/// ([`inverse_sqrt_block_len`]); 0 for `n = 0` or `count = 0` or if that overflows.
+pub fn inverse_sqrt_eigh_batch_work_len(n: usize, count: usize) -> usize {
+    if n == 0 || count == 0 {
+        return 0;
     }
-    let floor = 1e-14 * lambda_max;
-    let clipped = values.iter().any(|&x| x <= floor);
-    let floor_weight = if clipped { 1.0 / sqrt(floor) } else { 0.0 };
-    // out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ, coef_i = λ_i^(-1/2) − floor_weight for the
-    // kept eigenvalues and 0 for the clipped ones (values now holds coef_i).
-    for x in values.iter_mut() {
-        *x = if *x > floor {
-            1.0 / sqrt(*x) - floor_weight
-        } else {
-            0.0
-        };
+    inverse_sqrt_block_len(n)
+        .and_then(|block| block.checked_mul(count.min(QL_BATCH)))
+        .zip(inverse_sqrt_shared_len(n))
+        .and_then(|(blocks, shared)| blocks.checked_add(shared))
+        .unwrap_or(0)
+}
+
+/// [`inverse_sqrt_eigh_with_condition`] of `count = statuses.len()` blocks, up to
+/// [`QL_BATCH`] at a time with their QL iterations interleaved (`implicit_ql_interleaved`:
+/// the serial recurrences of independent blocks overlap). Every block's result, condition
+/// number and status are bitwise those of [`inverse_sqrt_eigh_with_condition`] on it alone
+/// (each block gets the same operations in the same order); a block that fails does not
+/// affect the others.
+///
+/// # Parameters
+/// - `blocks`: shape `(count, n, n)`, row-major, each symmetric.
+/// - `out`: shape `(count, n, n)`, output `C^(-1/2)` of each block.
+/// - `conditions`: `count` values, output `λ_max / λ_min` of each block (as
+///   [`inverse_sqrt_eigh_with_condition`] writes it).
+/// - `statuses`: `count` values, output: each block's status.
+/// - `work`: at least [`inverse_sqrt_eigh_batch_work_len`]`(n, count)` values.
+///
+/// # Returns
+/// [`Status::BadShape`] (and nothing written) for slice lengths that disagree, else
+/// [`Status::Ok`] with the per-block statuses in `statuses`.
+pub fn inverse_sqrt_eigh_batch(
+    blocks: &[f64],
+    n: usize,
+    out: &mut [f64],
+    conditions: &mut [f64],
+    statuses: &mut [Status],
+    work: &mut [f64],
+) -> Status {
+    let count = statuses.len();
+    let Some(len) = n.checked_mul(n).and_then(|nn| nn.checked_mul(count)) else {
+        return Status::BadShape;
+    };
+    let needed = inverse_sqrt_eigh_batch_work_len(n, count);
+    if blocks.len() != len
+        || out.len() != len
+        || conditions.len() != count
+        || work.len() < needed
+        || (n > 0 && count > 0 && needed == 0)
+    {
+        return Status::BadShape;
     }
-    compose(zt, ld, values, n, floor_weight, out, rest);
-    let unscale = pow2(-k);
-    for x in out.iter_mut() {
-        *x *= unscale;
+    conditions.fill(1.0);
+    statuses.fill(Status::Ok);
+    if n == 0 || count == 0 {
+        return Status::Ok;
     }
-    if out.iter().any(|x| !x.is_finite()) {
-        return Status::NonFinite;
+    let (Some(shared_len), Some(block_len)) =
+        (inverse_sqrt_shared_len(n), inverse_sqrt_block_len(n))
+    else {
+        return Status::BadShape;
+    };
+    let (shared, work) = work.split_at_mut(shared_len);
+    // Groups of (nearly) equal size: the interleaving gains least while one chain runs alone.
+    let group = count.div_ceil(count.div_ceil(QL_BATCH));
+    let nn = n * n;
+    for (((blocks, out), conditions), statuses) in blocks
+        .chunks(group * nn)
+        .zip(out.chunks_mut(group * nn))
+        .zip(conditions.chunks_mut(group))
+        .zip(statuses.chunks_mut(group))
+    {
+        inverse_sqrt_group(
+            blocks, n, out, conditions, statuses, shared, work, block_len,
+        );
     }
     Status::Ok
+}
+
+/// [`inverse_sqrt_eigh_batch`] of at most [`QL_BATCH`] blocks (shapes checked): the
+/// `shared` scratch, and `block_len` values of `work` for each block.
+#[allow(clippy::too_many_arguments)]
+fn inverse_sqrt_group(
+    blocks: &[f64],
+    n: usize,
+    out: &mut [f64],
+    conditions: &mut [f64],
+    statuses: &mut [Status],
+    shared: &mut [f64],
+    work: &mut [f64],
+    block_len: usize,
+) {
+    // One block: its QL alone (the interleaved loop's empty slots would only cost time).
+    if let ([status], [condition]) = (&mut *statuses, &mut *conditions) {
+        *status = inverse_sqrt_alone(blocks, n, out, condition, shared, work);
+        return;
+    }
+    let mut prepared: [Option<InverseSqrtBlock<'_>>; QL_BATCH] = [const { None }; QL_BATCH];
+    for ((slot, (a, work)), status) in prepared
+        .iter_mut()
+        .zip(
+            blocks
+                .chunks_exact(n * n)
+                .zip(work.chunks_exact_mut(block_len)),
+        )
+        .zip(statuses.iter_mut())
+    {
+        match InverseSqrtBlock::prepare(a, n, shared, work) {
+            Ok(block) => *slot = Some(block),
+            Err(failed) => *status = failed,
+        }
+    }
+    let ql = implicit_ql_interleaved(
+        &mut prepared
+            .each_mut()
+            .map(|slot| slot.as_mut().map(InverseSqrtBlock::ql_chain)),
+    );
+    for (((slot, ql), (out, condition)), status) in prepared
+        .into_iter()
+        .zip(ql)
+        .zip(out.chunks_exact_mut(n * n).zip(conditions.iter_mut()))
+        .zip(statuses.iter_mut())
+    {
+        if let Some(block) = slot {
+            *status = block.finish(ql, out, condition, shared);
+        }
+    }
+}
+
+/// One block's `C^(-1/2)` in three steps (so that [`inverse_sqrt_eigh_batch`] can run the QL
+/// iterations of several together): [`Self::prepare`] scales and reduces it to tridiagonal
+/// form, the QL iteration ([`Self::ql_chain`]) computes the eigenpairs, [`Self::finish`] the
+/// result from them.
+struct InverseSqrtBlock<'a> {
+    n: usize,
+    ld: usize,
+    /// The eigenvectors (rows of stride `ld`, zero padded).
+    zt: &'a mut [f64],
+    /// The diagonal, then the eigenvalues.
+    values: &'a mut [f64],
+    /// The off-diagonal.
+    offdiag: &'a mut [f64],
+    /// The matrix was scaled by `2^(−2k)`.
+    scale_exponent: i32,
+}
+
+impl<'a> InverseSqrtBlock<'a> {
+    /// `a` (`(n, n)`, `n >= 1`) checked, copied to the padded rows of `shared` (at least
+    /// [`inverse_sqrt_shared_len`]`(n)` values), normalized and reduced to tridiagonal form in
+    /// `work` (at least [`inverse_sqrt_block_len`]`(n)` values); [`Status::NonFinite`] for a
+    /// NaN or infinity in `a`.
+    fn prepare(
+        a: &[f64],
+        n: usize,
+        shared: &mut [f64],
+        work: &'a mut [f64],
+    ) -> Result<Self, Status> {
+        let ld = padded(n).ok_or(Status::BadShape)?;
+        let (ap, scratch) = aligned(shared).split_at_mut(n * ld);
+        let (zt, rest) = aligned(work).split_at_mut(n * ld);
+        let (values, rest) = rest.split_at_mut(n);
+        let offdiag = &mut rest[..n];
+        if a.iter().any(|x| !x.is_finite()) {
+            return Err(Status::NonFinite);
+        }
+        copy_padded(a, n, ap, ld);
+        // C·2^(−2k) has the inverse square root C^(-1/2)·2^k: scaled back exactly at the end.
+        let scale_exponent = normalize(ap);
+        let status = tridiagonal_form(ap, n, ld, values, offdiag, zt, scratch);
+        if status != Status::Ok {
+            return Err(status);
+        }
+        Ok(InverseSqrtBlock {
+            n,
+            ld,
+            zt,
+            values,
+            offdiag,
+            scale_exponent,
+        })
+    }
+
+    /// The QL iteration of the tridiagonal form.
+    fn ql_chain(&mut self) -> QlChain<'_> {
+        QlChain::new(self.values, self.offdiag, self.zt, self.ld)
+    }
+
+    /// `C^(-1/2)` into `out` (`(n, n)`) and `condition` from the eigenpairs, given the status
+    /// `ql` of the QL iteration (anything but [`Status::Ok`] is returned as is); `shared` (as
+    /// in [`Self::prepare`]) holds the panel of [`compose`].
+    fn finish(
+        self,
+        ql: Status,
+        out: &mut [f64],
+        condition: &mut f64,
+        shared: &mut [f64],
+    ) -> Status {
+        let InverseSqrtBlock {
+            n,
+            ld,
+            zt,
+            values,
+            scale_exponent,
+            ..
+        } = self;
+        if ql != Status::Ok {
+            return ql;
+        }
+        let status = eigenpairs_finite(values, zt);
+        if status != Status::Ok {
+            return status;
+        }
+        let lambda_max = values.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+        let lambda_min = values.iter().fold(f64::INFINITY, |m, &x| m.min(x));
+        *condition = if lambda_min > 0.0 {
+            lambda_max / lambda_min
+        } else {
+            f64::INFINITY
+        };
+        if lambda_max <= 0.0 || lambda_min < -(n as f64) * f64::EPSILON * lambda_max {
+            return Status::NotPositiveDefinite;
+        }
+        let floor = 1e-14 * lambda_max;
+        let clipped = values.iter().any(|&x| x <= floor);
+        let floor_weight = if clipped { 1.0 / sqrt(floor) } else { 0.0 };
+        // out = floor_weight·I + Σ_i coef_i·u_i u_iᵀ, coef_i = λ_i^(-1/2) − floor_weight for
+        // the kept eigenvalues and 0 for the clipped ones (values now holds coef_i).
+        for x in values.iter_mut() {
+            *x = if *x > floor {
+                1.0 / sqrt(*x) - floor_weight
+            } else {
+                0.0
+            };
+        }
+        compose(zt, ld, values, n, floor_weight, out, aligned(shared));
+        let unscale = pow2(-scale_exponent);
+        for x in out.iter_mut() {
+            *x *= unscale;
+        }
+        if out.iter().any(|x| !x.is_finite()) {
+            return Status::NonFinite;
+        }
+        Status::Ok
+    }
 }
 
 /// Rows of the result computed together by [`compose`] (a panel of `coef_i·u_i[j]`).
@@ -819,6 +1347,7 @@ const COMPOSE_ROWS: usize = 4;
 /// padded), exactly symmetric: the upper triangle by tiles of [`COMPOSE_ROWS`] × 8 (then × 4)
 /// columns (a register-blocked `Zᵀ·diag(coef)·Z`, each product summed over `i` in order),
 /// then mirrored. `panel` holds at least `COMPOSE_ROWS·n` values.
+#[inline(never)]
 fn compose(
     zt: &[f64],
     ld: usize,
