@@ -29,6 +29,7 @@ mod psf_file;
 mod spectra;
 mod table;
 mod temp_name;
+mod writeback;
 
 pub use describe::{checksums_ok, describe, detect, FileKind};
 pub use error::IoError;
