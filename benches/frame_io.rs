@@ -106,7 +106,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 // A new file each time, as in an exposure (no old file to replace).
                 let _ = std::fs::remove_file(&path);
-                write_frame_using(writer, &path, &frame, Some(&fibermap), Some(&scores))
+                write_frame_using(writer, &path, &frame.view(), Some(&fibermap), Some(&scores))
                     .expect("write frame")
             })
         });
@@ -166,7 +166,7 @@ fn write_frame_whole(
                 let ex = assemble_frame(&grid, &params, wire_data::NDIAG, blocks, None)
                     .expect("assemble");
                 let frame = frame_data(&ex, &meta, None, &meta.path, &meta.path, &grid);
-                let scores = raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+                let scores = raw_frame_scores(frame.wavelength, frame.flux, frame.ivar);
                 write_frame_with_scores(&path, &frame, meta.fibermap.as_ref(), scores.as_deref())
                     .expect("write frame");
                 ex
