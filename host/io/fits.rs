@@ -214,6 +214,13 @@ impl Fits {
         self.check("close", status)
     }
 
+    /// Whether cfitsio inflated the file into memory as a whole (gzip and other compressed
+    /// files) or it is not a regular file: each other handle of it would cost the whole file
+    /// again.
+    pub(crate) fn is_read_as_a_whole(&self) -> bool {
+        self.disk_len.is_none()
+    }
+
     /// Hands the data units that [`Fits::write_data_unit`] writes to the disk piece by piece
     /// through `writeback` (a descriptor of this file), so that the final flush finds them
     /// written.
@@ -441,6 +448,32 @@ impl Fits {
         unsafe { sys::ffgiet(self.raw(), &mut bitpix, &mut status) };
         self.check("get image type", status)?;
         Ok(bitpix)
+    }
+
+    /// Where the current image's data unit starts in the file (bytes), when its values are
+    /// stored as plain big-endian f32 (BITPIX -32, not tile-compressed, no BSCALE/BZERO
+    /// scaling) in a file read as it is: its values can then be read straight from the file,
+    /// the bits cfitsio would give. `None` otherwise.
+    pub(crate) fn plain_f32_data_start(&mut self) -> Result<Option<u64>, IoError> {
+        if self.is_read_as_a_whole() || self.is_compressed() {
+            return Ok(None);
+        }
+        let mut bitpix: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgidt(self.raw(), &mut bitpix, &mut status) };
+        self.check("get image type", status)?;
+        let unscaled = self.key_f64("BSCALE")?.is_none_or(|v| v == 1.0)
+            && self.key_f64("BZERO")?.is_none_or(|v| v == 0.0);
+        if bitpix != sys::FLOAT_IMG || !unscaled {
+            return Ok(None);
+        }
+        let (mut head, mut start, mut end): (sys::LONGLONG, sys::LONGLONG, sys::LONGLONG) =
+            (0, 0, 0);
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghadll(self.raw(), &mut head, &mut start, &mut end, &mut status) };
+        self.check("get the HDU offsets", status)?;
+        Ok(u64::try_from(start).ok())
     }
 
     /// Reads the whole current image (any stored type, converted by cfitsio).
