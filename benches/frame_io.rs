@@ -7,14 +7,26 @@
 //! and one after the other (`DESI_PREPROC_READ=serial`). The files are in the page cache, as
 //! an exposure's are.
 //!
+//! `write_frame_whole` times what an exposure's writer does with a frame's finished bundle
+//! blocks (host/exposure/frame.rs `write_frame`): assemble the 20 blocks of a 500-fiber r
+//! frame, take the frame's contents, compute the RAW scores and write the file (the blocks are
+//! cloned outside the timing, as each frame's come fresh from its extraction).
+//! `DESI_BENCH_PREPROC=<preproc>` adds `read_preproc/file`, the read of that file (e.g. one
+//! made by `desi-extract simulate -p data/psf-r0-00051060.fits -o X -n 500 -w 5760,7620,0.8`).
+//!
 //! `cargo bench --bench frame_io` (add `-- --quick` for a short run).
 
-use criterion::{criterion_group, criterion_main, Criterion};
+#[path = "common/wire_data.rs"]
+mod wire_data;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use desi_extract::extract::{assemble_frame, frame_data};
 use desi_extract::io::{
-    read_preproc, write_frame_using, write_preproc, FitsTable, FrameData, FrameWriter, Keyword,
-    PreprocImage,
+    read_preproc, write_frame_using, write_frame_with_scores, write_preproc, FitsTable, FrameData,
+    FrameWriter, Keyword, PreprocImage,
 };
-use desi_extract::scores::ScoreColumn;
+use desi_extract::patch::{ExtractionParams, WavelengthGrid};
+use desi_extract::scores::{raw_frame_scores, ScoreColumn};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,11 +106,12 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 // A new file each time, as in an exposure (no old file to replace).
                 let _ = std::fs::remove_file(&path);
-                write_frame_using(writer, &path, &frame, Some(&fibermap), Some(&scores))
+                write_frame_using(writer, &path, &frame.view(), Some(&fibermap), Some(&scores))
                     .expect("write frame")
             })
         });
     }
+    write_frame_whole(&mut group, dir.path());
     let preproc = dir.path().join("preproc-r0-00000008.fits");
     write_preproc(&preproc, &full_preproc(preproc.clone())).expect("write preproc");
     for (name, serial) in [("parallel", false), ("serial", true)] {
@@ -112,7 +125,55 @@ fn benches(c: &mut Criterion) {
         });
     }
     std::env::remove_var("DESI_PREPROC_READ");
+    if let Some(file) = std::env::var_os("DESI_BENCH_PREPROC") {
+        let file = PathBuf::from(file);
+        group.bench_function("read_preproc/file", |b| {
+            b.iter(|| black_box(read_preproc(&file).expect("read preproc")))
+        });
+    }
     group.finish();
+}
+
+/// An exposure writer's work on a finished frame: assemble its blocks, its contents, the RAW
+/// scores and the file.
+fn write_frame_whole(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    dir: &std::path::Path,
+) {
+    let grid = WavelengthGrid::arange(5760.0, 7620.0, 0.8).expect("r grid");
+    assert_eq!(grid.nwave(), wire_data::R_NWAVE);
+    let params = ExtractionParams {
+        specmin: 0,
+        nspec: 500,
+        ..ExtractionParams::default()
+    };
+    let blocks = wire_data::r_frame_blocks();
+    let mut meta = wire_data::full_preproc();
+    meta.header
+        .push(Keyword::str("FLAVOR", "science", "").card());
+    let meta = PreprocImage {
+        image: Vec::new(),
+        ivar: Vec::new(),
+        mask: Vec::new(),
+        ..meta
+    };
+    let path = dir.join("frame-r0-00000008.fits");
+    group.bench_function("write_frame_whole", |b| {
+        b.iter_batched(
+            || blocks.clone(),
+            |blocks| {
+                let _ = std::fs::remove_file(&path);
+                let ex = assemble_frame(&grid, &params, wire_data::NDIAG, blocks, None)
+                    .expect("assemble");
+                let frame = frame_data(&ex, &meta, None, &meta.path, &meta.path, &grid);
+                let scores = raw_frame_scores(frame.wavelength, frame.flux, frame.ivar);
+                write_frame_with_scores(&path, &frame, meta.fibermap.as_ref(), scores.as_deref())
+                    .expect("write frame");
+                ex
+            },
+            BatchSize::PerIteration,
+        )
+    });
 }
 
 criterion_group!(frame_io, benches);

@@ -16,6 +16,7 @@
 //! of the two middle values for an even count, NaN when any value is NaN).
 
 use crate::stats::median;
+use rayon::prelude::*;
 
 /// The top-hat band of each camera arm, Angstrom, `[lo, hi)` (desispec's `tophat_wave`).
 pub const TOPHAT_BANDS: [(char, f64, f64); 3] = [
@@ -95,28 +96,14 @@ pub fn raw_frame_scores(wave: &[f64], flux: &[f64], ivar: &[f64]) -> Option<Vec<
         return None;
     }
     let dwave = gradient(wave);
-    let nspec = flux.len() / nwave;
-    let (mut sum, mut med_count, mut med_snr) = (
-        Vec::with_capacity(nspec),
-        Vec::with_capacity(nspec),
-        Vec::with_capacity(nspec),
-    );
-    for s in 0..nspec {
-        let f = &flux[s * nwave..(s + 1) * nwave];
-        let iv = &ivar[s * nwave..(s + 1) * nwave];
-        // numpy sums pairwise; a plain sum differs by rounding only (~1e-16 relative).
-        sum.push(bins.iter().map(|&i| f[i]).sum::<f64>());
-        med_count.push(np_median(bins.iter().map(|&i| f[i] / dwave[i]).collect()));
-        med_snr.push(np_median(
-            bins.iter()
-                .map(|&i| {
-                    // `ivar[ivar < 0] *= 0` (a NaN stays NaN).
-                    let v = if iv[i] < 0.0 { 0.0 } else { iv[i] };
-                    v.sqrt() * f[i] / dwave[i].sqrt()
-                })
-                .collect(),
-        ));
-    }
+    // Each spectrum's scores on its own (in parallel), in spectrum order.
+    let per_spectrum: Vec<[f64; 3]> = flux
+        .par_chunks(nwave)
+        .zip(ivar.par_chunks(nwave))
+        .map(|(f, iv)| spectrum_scores(f, iv, &bins, &dwave))
+        .collect();
+    let column = |k: usize| per_spectrum.iter().map(|s| s[k]).collect::<Vec<f64>>();
+    let (sum, med_count, med_snr) = (column(0), column(1), column(2));
     let upper = band.to_ascii_uppercase();
     let range = format!("{lo},{hi}A");
     Some(vec![
@@ -136,6 +123,25 @@ pub fn raw_frame_scores(wave: &[f64], flux: &[f64], ivar: &[f64]) -> Option<Vec<
             values: med_snr,
         },
     ])
+}
+
+/// The three RAW scores of one spectrum (`f`, `iv`: its flux and ivar) over the band's `bins`,
+/// `dwave` the grid's gradient: the sum of the flux, the median of flux / dwave and the median
+/// of sqrt(ivar) * flux / sqrt(dwave).
+fn spectrum_scores(f: &[f64], iv: &[f64], bins: &[usize], dwave: &[f64]) -> [f64; 3] {
+    // numpy sums pairwise; a plain sum differs by rounding only (~1e-16 relative).
+    let sum = bins.iter().map(|&i| f[i]).sum::<f64>();
+    let med_count = np_median(bins.iter().map(|&i| f[i] / dwave[i]).collect());
+    let med_snr = np_median(
+        bins.iter()
+            .map(|&i| {
+                // `ivar[ivar < 0] *= 0` (a NaN stays NaN).
+                let v = if iv[i] < 0.0 { 0.0 } else { iv[i] };
+                v.sqrt() * f[i] / dwave[i].sqrt()
+            })
+            .collect(),
+    );
+    [sum, med_count, med_snr]
 }
 
 #[cfg(test)]

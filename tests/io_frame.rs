@@ -293,7 +293,7 @@ fn direct_and_cfitsio_writers_give_identical_files() {
     }];
     let write = |writer: FrameWriter| {
         let path = dir.path().join(format!("frame-{}.fits", writer.name()));
-        write_frame_using(writer, &path, &frame, Some(&fibermap), Some(&scores))
+        write_frame_using(writer, &path, &frame.view(), Some(&fibermap), Some(&scores))
             .expect("write frame");
         assert!(checksums_ok(&path).expect("read back"), "{writer:?}");
         std::fs::read(&path).expect("read bytes")

@@ -4,6 +4,7 @@ mod common;
 
 use common::dir_names;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use desi_extract::io::{
@@ -274,4 +275,149 @@ fn preproc_row_range_read() {
         text.contains(&format!("(row {bad_row}, col 4)")) && text.contains("IVAR"),
         "{text}"
     );
+}
+
+/// The planes of `path` read whole by cfitsio through the `fitsio` crate (the reference the
+/// shares of `PreprocReader::read_window` are compared with), as bits.
+fn planes_read_whole(path: &Path) -> [Vec<u32>; 4] {
+    let mut f = FitsFile::open(path).expect("open");
+    let mut plane = |name: &str| -> Vec<u32> {
+        let hdu = f.hdu(name).expect(name);
+        let values: Vec<f32> = hdu.read_image(&mut f).expect(name);
+        values.iter().map(|v| v.to_bits()).collect()
+    };
+    let (image, ivar, readnoise) = (plane("IMAGE"), plane("IVAR"), plane("READNOISE"));
+    let hdu = f.hdu("MASK").expect("MASK");
+    let mask: Vec<i32> = hdu.read_image(&mut f).expect("MASK");
+    [
+        image,
+        ivar,
+        mask.iter().map(|&m| m as u32).collect(),
+        readnoise,
+    ]
+}
+
+/// The planes of a preproc as read by desi-extract, as bits.
+fn planes_read(img: &PreprocImage) -> [Vec<u32>; 4] {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    [
+        bits(&img.image),
+        bits(&img.ivar),
+        img.mask.iter().map(|&m| m as u32).collect(),
+        bits(img.readnoise.as_deref().expect("readnoise")),
+    ]
+}
+
+/// `planes` with every pixel outside rows `rows` x columns `cols` of a `(_, nx)` image zeroed.
+fn window_of(
+    planes: &[Vec<u32>; 4],
+    nx: usize,
+    rows: &Range<usize>,
+    cols: &Range<usize>,
+) -> [Vec<u32>; 4] {
+    planes.clone().map(|mut plane| {
+        for (i, v) in plane.iter_mut().enumerate() {
+            if !(rows.contains(&(i / nx)) && cols.contains(&(i % nx))) {
+                *v = 0;
+            }
+        }
+        plane
+    })
+}
+
+/// A full-size preproc (4128 x 4114, RICE MASK, READNOISE), read in shares of rows on 1, 2, 3
+/// and 7 threads (each share read and checked 64 rows at a time, on handles of its own) and,
+/// gzip-compressed, plane after plane on one handle, gives the planes cfitsio reads whole, bit
+/// for bit; and so do windows of rows and columns (zeros outside).
+#[test]
+fn shares_read_the_planes_cfitsio_reads_whole() {
+    use desi_extract::io::PreprocReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tmp(&dir, "preproc-r0-00000004.fits");
+    let (ny, nx) = (4128, 4114);
+    let mut img = sample(&path, ny, nx, 21);
+    img.readnoise = Some(
+        (0..ny * nx)
+            .map(|i| 3.0 + (i % 977) as f32 * 1e-3)
+            .collect(),
+    );
+    write_preproc(&path, &img).expect("write preproc");
+    let gz = tmp(&dir, "preproc-r0-00000004.fits.gz");
+    write_preproc(&gz, &img).expect("write gzip preproc");
+    let whole = planes_read_whole(&path);
+    let read_on = |threads: usize, file: &Path, rows: Range<usize>, cols: Range<usize>| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| PreprocReader::open(file).and_then(|r| r.read_window(rows, cols)))
+            .expect("read window")
+    };
+    for threads in [1, 2, 3, 7] {
+        let back = read_on(threads, &path, 0..ny, 0..nx);
+        assert!(planes_read(&back) == whole, "{threads} threads");
+    }
+    let back = read_on(4, &gz, 0..ny, 0..nx);
+    assert!(planes_read(&back) == whole, "gzip");
+    for (rows, cols) in [
+        (100..1000, 0..nx),
+        (7..4000, 33..2100),
+        (4000..4128, 4100..4114),
+    ] {
+        let want = window_of(&whole, nx, &rows, &cols);
+        let back = read_on(3, &path, rows.clone(), cols.clone());
+        assert!(planes_read(&back) == want, "{rows:?} x {cols:?}");
+    }
+    let (rows, cols) = (7..4000, 33..2100);
+    let back = read_on(3, &gz, rows.clone(), cols.clone());
+    assert!(
+        planes_read(&back) == window_of(&whole, nx, &rows, &cols),
+        "gzip window"
+    );
+}
+
+/// With bad values in several shares (4 threads: shares of 75 rows, read 64 rows at a time),
+/// the error is the one a sequential read reports: a bad IVAR before a bad IMAGE value
+/// wherever they are, and of several, the first in pixel order.
+#[test]
+fn shares_report_the_error_a_sequential_read_reports() {
+    use desi_extract::io::PreprocReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ny, nx) = (300, 31);
+    let read = |name: &str, edit: &dyn Fn(&mut PreprocImage)| -> String {
+        let path = tmp(&dir, name);
+        let mut img = sample(&path, ny, nx, 5);
+        img.ivar.iter_mut().for_each(|v| *v = v.max(0.5));
+        edit(&mut img);
+        write_preproc(&path, &img).expect("write preproc");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("pool");
+        let err = pool
+            .install(|| PreprocReader::open(&path).and_then(|r| r.read_rows(0..ny)))
+            .expect_err("bad values");
+        err.to_string()
+    };
+    let text = read("a.fits", &|img| {
+        img.image[10 * nx + 3] = f32::NAN;
+        img.ivar[250 * nx + 7] = -1.0;
+    });
+    assert!(
+        text.contains("(row 250, col 7)") && text.contains("IVAR"),
+        "{text}"
+    );
+    let text = read("b.fits", &|img| {
+        img.ivar[250 * nx + 7] = -1.0;
+        img.ivar[120 * nx + 30] = f32::INFINITY;
+    });
+    assert!(
+        text.contains("ivar inf at pixel (row 120, col 30)"),
+        "{text}"
+    );
+    let text = read("c.fits", &|img| {
+        img.image[290 * nx + 1] = f32::INFINITY;
+        img.image[70 * nx + 2] = f32::NAN;
+    });
+    assert!(text.contains("pixel (row 70, col 2) is NaN"), "{text}");
 }

@@ -366,7 +366,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         None
     } else {
         log::info!("Computing scores and appending to frame");
-        let scores = raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+        let scores = raw_frame_scores(frame.wavelength, frame.flux, frame.ivar);
         if scores.is_none() {
             log::warn!(
                 "no wavelength of {wmin}-{wmax} A lies in the score band of its camera arm: no SCORES HDU (desispec fails here)"
@@ -389,7 +389,7 @@ pub fn run(args: ExtractArgs, comm: &Comm) -> anyhow::Result<ExitCode> {
         let (_, keywords) =
             io::frame_fibermap_and_keywords(&args.output, &frame, image.fibermap.as_ref())?;
         trace.span("write model", || {
-            io::write_model_with_header(path, image.ny, image.nx, model, &frame.header, &keywords)
+            io::write_model_with_header(path, image.ny, image.nx, model, frame.header, &keywords)
         })?;
     }
     if let Some(path) = &args.rejected_pixels {

@@ -275,7 +275,7 @@ fn write_frame(
     .map_err(|e| e.to_string())?;
     // desispec's RAW scores, as `extract` writes them (docs/desispec-compat.md).
     let t_contents = t0.elapsed().as_secs_f64();
-    let scores = crate::scores::raw_frame_scores(&frame.wavelength, &frame.flux, &frame.ivar);
+    let scores = crate::scores::raw_frame_scores(frame.wavelength, frame.flux, frame.ivar);
     let t_scores = t0.elapsed().as_secs_f64();
     io::write_frame_with_scores(
         &files.output,

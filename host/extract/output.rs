@@ -3,7 +3,7 @@
 use super::provenance::{dependency_keywords, shorten_filename};
 use super::{ExtractError, Extraction};
 use crate::io::{
-    card_name, find_keyword, split_value_comment, FrameData, Keyword, KeywordValue, PreprocImage,
+    card_name, find_keyword, split_value_comment, FrameView, Keyword, KeywordValue, PreprocImage,
 };
 use crate::patch::WavelengthGrid;
 use std::path::Path;
@@ -102,15 +102,16 @@ fn card_value_parses(card: &str) -> bool {
 /// IN_PSF keyword, passed on as ORIG_PSF), with desispec's keywords: NSPEC, WAVEMIN/WAVEMAX/
 /// WAVESTEP, SPECTER (the extraction code), IN_PSF and IN_IMG as given on the command line and
 /// shortened as desispec does, the DEPNAMnn/DEPVERnn provenance and ORIG_PSF
-/// (see [`super::provenance`]).
-pub fn frame_data(
-    ex: &Extraction,
-    image: &PreprocImage,
+/// (see [`super::provenance`]). The arrays are borrowed from `ex` and `grid`, the header cards
+/// from `image`: nothing is copied.
+pub fn frame_data<'a>(
+    ex: &'a Extraction,
+    image: &'a PreprocImage,
     in_psf: Option<&str>,
     psf_path: &Path,
     input: &Path,
-    grid: &WavelengthGrid,
-) -> FrameData {
+    grid: &'a WavelengthGrid,
+) -> FrameView<'a> {
     let a = &ex.arrays;
     let mut keywords = vec![
         Keyword::int("NSPEC", a.nspec as i64, "Number of spectra"),
@@ -137,18 +138,18 @@ pub fn frame_data(
             "PSF the input PSF was derived from",
         ));
     }
-    FrameData {
+    FrameView {
         specmin: a.specmin,
         nspec: a.nspec,
         nwave: a.nwave,
         ndiag: a.ndiag,
-        wavelength: grid.wave.clone(),
-        flux: a.flux.clone(),
-        ivar: a.ivar.clone(),
-        mask: ex.mask.clone(),
-        resolution: a.rdiags.clone(),
-        chi2pix: a.chi2pix.clone(),
-        header: image.header.clone(),
+        wavelength: &grid.wave,
+        flux: &a.flux,
+        ivar: &a.ivar,
+        mask: &ex.mask,
+        resolution: &a.rdiags,
+        chi2pix: &a.chi2pix,
+        header: &image.header,
         keywords,
     }
 }

@@ -12,6 +12,9 @@
 //! `<name>.tmp<pid>@<host>.<random><extension>`, keeping the final extension (`.fits`,
 //! `.fits.gz`, `.png`) for tools that look at it.
 //!
+//! The data units of a FITS output go to the disk while the rest is written
+//! ([`EarlyWriteback`]), so that the flush before the rename has little left to wait for.
+//!
 //! A FITS target whose name ends in `.gz` is gzip-compressed: cfitsio writes the FITS file to
 //! an uncompressed temporary, which is then compressed into the final temporary (`flate2`,
 //! zlib-rs) and removed. Errors while writing (disk full, file size limit, I/O errors) are
@@ -29,6 +32,7 @@ use super::error::IoError;
 use super::fits::Fits;
 use super::output_path::OutputPath;
 use super::temp_name;
+use super::writeback::EarlyWriteback;
 
 /// gzip level of compressed outputs. On a full r frame (500 x 2326, 69.8 MB of FITS), CPU
 /// seconds and size: zlib-rs level 1 1.1 s, 62.1 MB; level 2 2.0 s, 47.2 MB; level 6 2.35 s,
@@ -107,11 +111,21 @@ impl<'a> Target<'a> {
     }
 }
 
+/// Whether a FITS temporary's data units go to the disk as they are written
+/// ([`EarlyWriteback`]): yes for the file renamed into place, no for the uncompressed
+/// intermediate of a gzip output (removed once compressed, never flushed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writeback {
+    Early,
+    AtTheEnd,
+}
+
 /// Writes a FITS temporary ending in `suffix` through `body` and closes it: its path (removed
 /// when dropped). Errors name `target`.
 fn fits_temp(
     out: &Target,
     suffix: &OsString,
+    writeback: Writeback,
     body: impl FnOnce(&mut Fits) -> Result<(), IoError>,
 ) -> Result<TempPath, IoError> {
     let target = out.path;
@@ -153,6 +167,11 @@ fn fits_temp(
         (Err(_), Some(other)) => return Err(other),
         (Err(e), None) => return Err(e),
     };
+    if writeback == Writeback::Early {
+        if let Some(early) = EarlyWriteback::open(&temp) {
+            fits.write_back_early(early);
+        }
+    }
     fits.set_display_path(target);
     if let Err(e) = body(&mut fits) {
         // Close before `temp` removes the file.
@@ -207,10 +226,10 @@ pub(crate) fn write_atomically(
                 .unwrap_or_default()
                 .to_string(),
         );
-        let plain = fits_temp(&out, &plain_ext, body)?;
+        let plain = fits_temp(&out, &plain_ext, Writeback::AtTheEnd, body)?;
         return commit_gzip(&out, &plain);
     }
-    let temp = fits_temp(&out, &out.extension(), body)?;
+    let temp = fits_temp(&out, &out.extension(), Writeback::Early, body)?;
     let file = std::fs::File::open(&temp)
         .map_err(|source| out.io_err("reopen the temporary output", source))?;
     out.commit(&file, temp)

@@ -11,6 +11,7 @@ use std::ptr::{self, NonNull};
 use fitsio::sys;
 
 use super::error::IoError;
+use super::writeback::EarlyWriteback;
 
 /// cfitsio's "HDU not found" status of `ffmnhd`.
 const BAD_HDU_NUM: c_int = sys::BAD_HDU_NUM as c_int;
@@ -122,6 +123,9 @@ pub(crate) struct Fits {
     /// Length of the file on disk when cfitsio reads it as it is (not compressed as a whole),
     /// for checking the data sizes that headers declare against it.
     disk_len: Option<u64>,
+    /// Where the data units written by [`Fits::write_data_unit`] are handed to the disk as
+    /// they are written ([`Fits::write_back_early`]).
+    writeback: Option<EarlyWriteback>,
 }
 
 fn c_path(path: &Path) -> Result<CString, IoError> {
@@ -160,6 +164,7 @@ impl Fits {
                     hdu: "0 (primary)".into(),
                     closed: false,
                     disk_len,
+                    writeback: None,
                 };
                 if fits.key_raw("EXTNAME").ok().flatten().is_some() {
                     fits.refresh_label();
@@ -188,6 +193,7 @@ impl Fits {
                 hdu: "(new file)".into(),
                 closed: false,
                 disk_len: None,
+                writeback: None,
             }),
             _ => Err(IoError::Cfitsio {
                 path: path.to_path_buf(),
@@ -206,6 +212,20 @@ impl Fits {
         // SAFETY: the pointer is valid and not closed yet; `closed` stops Drop closing it again.
         unsafe { sys::ffclos(self.ptr.as_ptr(), &mut status) };
         self.check("close", status)
+    }
+
+    /// Whether cfitsio inflated the file into memory as a whole (gzip and other compressed
+    /// files) or it is not a regular file: each other handle of it would cost the whole file
+    /// again.
+    pub(crate) fn is_read_as_a_whole(&self) -> bool {
+        self.disk_len.is_none()
+    }
+
+    /// Hands the data units that [`Fits::write_data_unit`] writes to the disk piece by piece
+    /// through `writeback` (a descriptor of this file), so that the final flush finds them
+    /// written.
+    pub(crate) fn write_back_early(&mut self, writeback: EarlyWriteback) {
+        self.writeback = Some(writeback);
     }
 
     /// Names `path` instead of the real file in messages (a temporary output names its target).
@@ -428,6 +448,32 @@ impl Fits {
         unsafe { sys::ffgiet(self.raw(), &mut bitpix, &mut status) };
         self.check("get image type", status)?;
         Ok(bitpix)
+    }
+
+    /// Where the current image's data unit starts in the file (bytes), when its values are
+    /// stored as plain big-endian f32 (BITPIX -32, not tile-compressed, no BSCALE/BZERO
+    /// scaling) in a file read as it is: its values can then be read straight from the file,
+    /// the bits cfitsio would give. `None` otherwise.
+    pub(crate) fn plain_f32_data_start(&mut self) -> Result<Option<u64>, IoError> {
+        if self.is_read_as_a_whole() || self.is_compressed() {
+            return Ok(None);
+        }
+        let mut bitpix: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffgidt(self.raw(), &mut bitpix, &mut status) };
+        self.check("get image type", status)?;
+        let unscaled = self.key_f64("BSCALE")?.is_none_or(|v| v == 1.0)
+            && self.key_f64("BZERO")?.is_none_or(|v| v == 0.0);
+        if bitpix != sys::FLOAT_IMG || !unscaled {
+            return Ok(None);
+        }
+        let (mut head, mut start, mut end): (sys::LONGLONG, sys::LONGLONG, sys::LONGLONG) =
+            (0, 0, 0);
+        // SAFETY: valid file pointer and out-pointers.
+        unsafe { sys::ffghadll(self.raw(), &mut head, &mut start, &mut end, &mut status) };
+        self.check("get the HDU offsets", status)?;
+        Ok(u64::try_from(start).ok())
     }
 
     /// Reads the whole current image (any stored type, converted by cfitsio).
@@ -857,11 +903,13 @@ impl Fits {
     /// CHECKSUM and DATASUM: the cards and the file that [`Fits::write_image`] +
     /// [`Fits::write_checksum`] give, byte for byte (the same cfitsio calls in the same order,
     /// with the date of this call), without cfitsio converting the values nor reading the data
-    /// unit back to sum it. The pieces go through one reused buffer (no page faults).
+    /// unit back to sum it. The pieces go through one reused buffer (no page faults), and are
+    /// handed to the disk as they are written when the file writes back early
+    /// ([`Fits::write_back_early`]).
     pub(crate) fn write_data_unit(
         &mut self,
         nbytes: usize,
-        mut produce: impl FnMut(usize, &mut [u8]) -> u32,
+        produce: impl FnMut(usize, &mut [u8]) -> u32,
     ) -> Result<(), IoError> {
         let mut status: c_int = 0;
         let mut date = [0 as c_char; 20];
@@ -888,39 +936,7 @@ impl Fits {
                 sys::BAD_DIMEN as c_int,
             ));
         }
-        let mut buf = self.alloc::<u8>(DATA_PIECE.min(unit))?;
-        let mut datasum = 0u32;
-        let mut offset = 0;
-        // The data, then the zero fill up to the end of the 2880-byte record (as cfitsio's
-        // ffpdfl writes it).
-        while offset < unit {
-            let len = DATA_PIECE.min(unit - offset);
-            let piece = &mut buf[..len];
-            let data = len.min(nbytes.saturating_sub(offset));
-            if data > 0 {
-                datasum = super::checksum::add(datasum, produce(offset, &mut piece[..data]));
-            }
-            piece[data..].fill(0);
-            // SAFETY: valid file pointer; ffmbyt only moves cfitsio's position (beyond the
-            // end of the file is allowed while writing: IGNORE_EOF); ffpbyt reads `len` bytes
-            // from the buffer, which it does not modify.
-            unsafe {
-                sys::ffmbyt(
-                    self.raw(),
-                    start + offset as sys::LONGLONG,
-                    IGNORE_EOF,
-                    &mut status,
-                );
-                ffpbyt(
-                    self.raw(),
-                    len as sys::LONGLONG,
-                    piece.as_mut_ptr() as *mut c_void,
-                    &mut status,
-                );
-            }
-            self.check("write image data", status)?;
-            offset += len;
-        }
+        let datasum = self.write_pieces(start, unit, nbytes, produce)?;
         if datasum != 0 {
             self.modify_key_str("DATASUM", &datasum.to_string(), &data_comment)?;
         }
@@ -937,6 +953,54 @@ impl Fits {
         }
         self.check("sum the header", status)?;
         self.modify_key_str("CHECKSUM", &c_buf_to_string(&text), "&")
+    }
+
+    /// Writes the `unit` bytes of a data unit that starts at byte `start` of the file: the
+    /// `nbytes` bytes of `produce` (as [`Fits::write_data_unit`] describes it), then zeros up
+    /// to the end of the 2880-byte record (as cfitsio's ffpdfl writes them), in pieces of
+    /// [`DATA_PIECE`] bytes through one reused buffer. Returns the ones' complement sum of the
+    /// data.
+    fn write_pieces(
+        &mut self,
+        start: sys::LONGLONG,
+        unit: usize,
+        nbytes: usize,
+        mut produce: impl FnMut(usize, &mut [u8]) -> u32,
+    ) -> Result<u32, IoError> {
+        let mut buf = self.alloc::<u8>(DATA_PIECE.min(unit))?;
+        let mut datasum = 0u32;
+        let mut offset = 0;
+        while offset < unit {
+            let piece = &mut buf[..DATA_PIECE.min(unit - offset)];
+            let sum = fill_piece(&mut produce, nbytes, offset, piece);
+            datasum = super::checksum::add(datasum, sum);
+            self.write_bytes_at(start + offset as sys::LONGLONG, piece)?;
+            offset += piece.len();
+        }
+        Ok(datasum)
+    }
+
+    /// Writes `bytes` at byte `pos` of the file (cfitsio's ffmbyt + ffpbyt: large blocks go
+    /// straight to the file) and hands them to the disk when it writes back early.
+    fn write_bytes_at(&mut self, pos: sys::LONGLONG, bytes: &[u8]) -> Result<(), IoError> {
+        let mut status: c_int = 0;
+        // SAFETY: valid file pointer; ffmbyt only moves cfitsio's position (beyond the end of
+        // the file is allowed while writing: IGNORE_EOF); ffpbyt reads `bytes.len()` bytes
+        // from the buffer and does not modify it (the C prototype lacks const).
+        unsafe {
+            sys::ffmbyt(self.raw(), pos, IGNORE_EOF, &mut status);
+            ffpbyt(
+                self.raw(),
+                bytes.len() as sys::LONGLONG,
+                bytes.as_ptr() as *mut c_void,
+                &mut status,
+            );
+        }
+        self.check("write image data", status)?;
+        if let Some(writeback) = &self.writeback {
+            writeback.start(u64::try_from(pos).unwrap_or(0), bytes.len() as u64);
+        }
+        Ok(())
     }
 
     /// Replaces the value (and comment; `&` keeps it) of string keyword `name`.
@@ -1281,6 +1345,24 @@ fn check_tile_keywords(path: &Path, len: u64) -> Result<(), IoError> {
         index += 1;
     }
     Ok(())
+}
+
+/// Fills `piece`, the bytes from `offset` of a data unit of `nbytes` data bytes: the data that
+/// `produce` encodes, then zeros (the record's fill). Returns the data's ones' complement sum.
+fn fill_piece(
+    produce: &mut impl FnMut(usize, &mut [u8]) -> u32,
+    nbytes: usize,
+    offset: usize,
+    piece: &mut [u8],
+) -> u32 {
+    let data = piece.len().min(nbytes.saturating_sub(offset));
+    let sum = if data > 0 {
+        produce(offset, &mut piece[..data])
+    } else {
+        0
+    };
+    piece[data..].fill(0);
+    sum
 }
 
 impl Drop for Fits {

@@ -58,7 +58,68 @@ fn is_frame_keyword(name: &str) -> bool {
     FRAME_KEYWORDS.contains(&name) || name.starts_with("DEPNAM") || name.starts_with("DEPVER")
 }
 
+/// A frame's contents to write: the fields of [`FrameData`] with the arrays and header cards
+/// borrowed, from a [`FrameData`] ([`FrameData::view`]) or straight from an extraction
+/// (`extract::frame_data`), so that writing a frame copies none of its ~135 MB of arrays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameView<'a> {
+    /// As [`FrameData::specmin`].
+    pub specmin: usize,
+    /// As [`FrameData::nspec`].
+    pub nspec: usize,
+    /// As [`FrameData::nwave`].
+    pub nwave: usize,
+    /// As [`FrameData::ndiag`].
+    pub ndiag: usize,
+    /// As [`FrameData::wavelength`].
+    pub wavelength: &'a [f64],
+    /// As [`FrameData::flux`].
+    pub flux: &'a [f64],
+    /// As [`FrameData::ivar`].
+    pub ivar: &'a [f64],
+    /// As [`FrameData::mask`].
+    pub mask: &'a [u32],
+    /// As [`FrameData::resolution`].
+    pub resolution: &'a [f64],
+    /// As [`FrameData::chi2pix`].
+    pub chi2pix: &'a [f64],
+    /// As [`FrameData::header`].
+    pub header: &'a [String],
+    /// As [`FrameData::keywords`] (owned: a writer adds its own).
+    pub keywords: Vec<Keyword>,
+}
+
 impl FrameData {
+    /// The frame's contents as a [`FrameView`] (the arrays borrowed, the keywords copied).
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView {
+            specmin: self.specmin,
+            nspec: self.nspec,
+            nwave: self.nwave,
+            ndiag: self.ndiag,
+            wavelength: &self.wavelength,
+            flux: &self.flux,
+            ivar: &self.ivar,
+            mask: &self.mask,
+            resolution: &self.resolution,
+            chi2pix: &self.chi2pix,
+            header: &self.header,
+            keywords: self.keywords.clone(),
+        }
+    }
+
+    /// The value of keyword `name` among `keywords`.
+    pub fn keyword(&self, name: &str) -> Option<&KeywordValue> {
+        find_frame_keyword(&self.keywords, name)
+    }
+}
+
+/// The value of keyword `name` among `keywords`.
+fn find_frame_keyword<'k>(keywords: &'k [Keyword], name: &str) -> Option<&'k KeywordValue> {
+    keywords.iter().find(|k| k.name == name).map(|k| &k.value)
+}
+
+impl FrameView<'_> {
     /// Checks that every array has the size its shape says.
     fn check(&self, path: &Path) -> Result<(), IoError> {
         let n = self.nspec * self.nwave;
@@ -86,10 +147,7 @@ impl FrameData {
 
     /// The value of keyword `name` among `keywords`.
     pub fn keyword(&self, name: &str) -> Option<&KeywordValue> {
-        self.keywords
-            .iter()
-            .find(|k| k.name == name)
-            .map(|k| &k.value)
+        find_frame_keyword(&self.keywords, name)
     }
 }
 
@@ -223,7 +281,7 @@ fn image_hdu(
     values.write(fits, writer)
 }
 
-/// [`write_frame_with_scores`] without a SCORES HDU.
+/// [`write_frame_with_scores`] of a [`FrameData`], without a SCORES HDU.
 ///
 /// # Errors
 /// As [`write_frame_with_scores`].
@@ -232,7 +290,7 @@ pub fn write_frame(
     frame: &FrameData,
     fibermap: Option<&FitsTable>,
 ) -> Result<(), IoError> {
-    write_frame_with_scores(path, frame, fibermap, None)
+    write_frame_with_scores(path, &frame.view(), fibermap, None)
 }
 
 /// The FIBERMAP rows of a frame and the keywords of its FLUX header (as [`write_frame`]
@@ -243,7 +301,7 @@ pub fn write_frame(
 /// A fibermap with too few rows (`path` names the output in the message).
 pub fn frame_fibermap_and_keywords(
     path: &Path,
-    frame: &FrameData,
+    frame: &FrameView,
     fibermap: Option<&FitsTable>,
 ) -> Result<(FitsTable, Vec<Keyword>), IoError> {
     let rows = frame.specmin..frame.specmin + frame.nspec;
@@ -309,7 +367,7 @@ pub fn frame_fibermap_and_keywords(
 /// cfitsio/OS failure; no output file is then left (a previous one is untouched).
 pub fn write_frame_with_scores(
     path: &Path,
-    frame: &FrameData,
+    frame: &FrameView,
     fibermap: Option<&FitsTable>,
     scores: Option<&[ScoreColumn]>,
 ) -> Result<(), IoError> {
@@ -328,7 +386,7 @@ pub fn write_frame_with_scores(
 pub fn write_frame_using(
     writer: FrameWriter,
     path: &Path,
-    frame: &FrameData,
+    frame: &FrameView,
     fibermap: Option<&FitsTable>,
     scores: Option<&[ScoreColumn]>,
 ) -> Result<(), IoError> {
@@ -359,19 +417,19 @@ pub fn write_frame_using(
     write_atomically(path, |fits| {
         fits.create_image(ImgType::F32, &plane)?;
         fits.write_key_str("EXTNAME", "FLUX", "")?;
-        write_header(fits, &frame.header, &keywords)?;
-        ImageValues::AsF32(&frame.flux).write(fits, writer)?;
-        let ivar = ImageValues::AsF32(&frame.ivar);
+        write_header(fits, frame.header, &keywords)?;
+        ImageValues::AsF32(frame.flux).write(fits, writer)?;
+        let ivar = ImageValues::AsF32(frame.ivar);
         image_hdu(fits, &plane, "IVAR", None, ivar, writer)?;
-        let mask = ImageValues::U32(&frame.mask);
+        let mask = ImageValues::U32(frame.mask);
         image_hdu(fits, &plane, "MASK", None, mask, writer)?;
-        let wave = ImageValues::F64(&frame.wavelength);
+        let wave = ImageValues::F64(frame.wavelength);
         image_hdu(fits, &[nwave], "WAVELENGTH", Some("Angstrom"), wave, writer)?;
         let axes = [nwave, 2 * ndiag + 1, nspec];
-        let resolution = ImageValues::AsF32(&frame.resolution);
+        let resolution = ImageValues::AsF32(frame.resolution);
         image_hdu(fits, &axes, "RESOLUTION", None, resolution, writer)?;
         write_table_hdu(fits, &fm, "FIBERMAP")?;
-        let chi2pix = ImageValues::AsF32(&frame.chi2pix);
+        let chi2pix = ImageValues::AsF32(frame.chi2pix);
         image_hdu(fits, &plane, "CHI2PIX", None, chi2pix, writer)?;
         if let Some(table) = &scores_table {
             write_table_hdu(fits, table, "SCORES")?;

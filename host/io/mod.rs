@@ -29,6 +29,7 @@ mod psf_file;
 mod spectra;
 mod table;
 mod temp_name;
+mod writeback;
 
 pub use describe::{checksums_ok, describe, detect, FileKind};
 pub use error::IoError;
@@ -36,7 +37,7 @@ pub use fits::cfitsio_version;
 pub use frame::{
     frame_fibermap_and_keywords, read_frame, read_image, write_frame, write_frame_using,
     write_frame_with_scores, write_image_hdu, write_model, write_model_with_header,
-    write_pixel_mask, FrameData, FrameWriter, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
+    write_pixel_mask, FrameData, FrameView, FrameWriter, FLUX_UNIT, FRAME_KEYWORDS, IVAR_UNIT,
 };
 pub(crate) use header::split_value_comment;
 pub use header::{card_name, find_keyword, is_structural, Keyword, KeywordValue};

@@ -8,6 +8,9 @@ use super::error::IoError;
 use super::fits::{Fits, HduKind, ImgType};
 use super::header::{card_name, filter_cards, write_header, Keyword};
 use super::table::{read_table_hdu, write_table_hdu, FitsTable};
+use window::Window;
+
+mod window;
 
 /// A preproc image: IMAGE, IVAR and MASK of one camera, shape `(ny, nx)` row-major
 /// (x = column fastest, NAXIS1 = nx).
@@ -70,43 +73,6 @@ fn image_dims(fits: &mut Fits, expect: Option<(usize, usize)>) -> Result<(usize,
         }
     }
     Ok((ny, nx))
-}
-
-/// [`read_plane_window`] of HDU `name` of `path` on a handle of its own, with the HDU's label.
-fn read_named_plane<T: super::fits::FitsElem>(
-    path: &Path,
-    name: &str,
-    shape: (usize, usize),
-    rows: &Range<usize>,
-    cols: &Range<usize>,
-) -> Result<(String, Vec<T>), IoError> {
-    let mut fits = Fits::open(path)?;
-    fits.require_hdu(name)?;
-    let plane = read_plane_window::<T>(&mut fits, shape, rows, cols)?;
-    Ok((fits.hdu_label().to_string(), plane))
-}
-
-/// Reads the window `rows` x `cols` of the current HDU, a 2-D image of shape `(ny, nx)`, into
-/// a zeroed `(ny, nx)` plane (the other pixels stay 0): whole rows in one read, a column
-/// window row by row (cfitsio reads just those pixels, or decompresses the tiles that hold
-/// them).
-fn read_plane_window<T: super::fits::FitsElem>(
-    fits: &mut Fits,
-    (ny, nx): (usize, usize),
-    rows: &Range<usize>,
-    cols: &Range<usize>,
-) -> Result<Vec<T>, IoError> {
-    image_dims(fits, Some((ny, nx)))?;
-    let mut plane = fits.alloc_zeroed::<T>(ny.saturating_mul(nx))?;
-    if cols.start == 0 && cols.end == nx {
-        fits.read_image_into(rows.start * nx, &mut plane[rows.start * nx..rows.end * nx])?;
-    } else {
-        for r in rows.clone() {
-            let first = r * nx + cols.start;
-            fits.read_image_into(first, &mut plane[first..r * nx + cols.end])?;
-        }
-    }
-    Ok(plane)
 }
 
 /// Reads a preproc file: IMAGE (primary, or EXTNAME IMAGE), IVAR, MASK (int16, possibly
@@ -213,8 +179,15 @@ impl PreprocReader {
     /// checked. An extraction on the CPU reads the window its traces' stamps reach
     /// (`extract::ccd_rows` x `extract::ccd_cols`).
     ///
+    /// The window's rows are split into one share per thread of the rayon pool, each read
+    /// (every plane, on handles of its own: cfitsio is built reentrant) and checked 64 rows at
+    /// a time, while they are in cache; planes stored as plain f32 are read straight from the
+    /// file (host/io/preproc/window.rs). A file cfitsio inflates as a whole (gzip), or
+    /// `DESI_PREPROC_READ=serial`, is read plane after plane on this handle.
+    ///
     /// # Errors
-    /// As [`read_preproc`], for the pixels read.
+    /// As [`read_preproc`], for the pixels read, in the order of a sequential read: IMAGE,
+    /// IVAR, their values, MASK, READNOISE.
     pub fn read_window(
         self,
         rows: Range<usize>,
@@ -225,125 +198,27 @@ impl PreprocReader {
             mut meta,
             has_readnoise,
         } = self;
-        let path = meta.path.clone();
-        let (ny, nx) = (meta.ny, meta.nx);
         let clamp =
             |r: Range<usize>, len: usize| r.start.min(len)..r.end.min(len).max(r.start.min(len));
-        let (rows, cols) = (clamp(rows, ny), clamp(cols, nx));
-        // IVAR, MASK and READNOISE on threads of their own (each with its own handle of the
-        // file; cfitsio is built reentrant) while this one reads IMAGE: the planes' reading,
-        // byte-swapping, decompression and page faults run in parallel.
-        // Each on its own handle of the file (threads must not share one).
-        let other_plane = |name: &'static str| {
-            let (rows, cols, path) = (rows.clone(), cols.clone(), &path);
-            move || read_named_plane::<f32>(path, name, (ny, nx), &rows, &cols)
+        let window = Window {
+            shape: (meta.ny, meta.nx),
+            rows: clamp(rows, meta.ny),
+            cols: clamp(cols, meta.nx),
         };
-        let read_mask = || {
-            read_named_plane::<i32>(&path, "MASK", (ny, nx), &rows, &cols).map(|(_, plane)| plane)
-        };
-        let mut read_image = || {
-            if !fits.move_to_name("IMAGE")? {
-                fits.move_to(0)?;
-            }
-            let label = fits.hdu_label().to_string();
-            let plane = read_plane_window::<f32>(&mut fits, (ny, nx), &rows, &cols)?;
-            Ok::<_, IoError>((label, plane))
-        };
-        let (image, ivar, mask, readnoise) = if preproc_planes_in_parallel() {
-            std::thread::scope(|scope| {
-                let ivar = scope.spawn(other_plane("IVAR"));
-                let readnoise = has_readnoise.then(|| scope.spawn(other_plane("READNOISE")));
-                let mask = scope.spawn(read_mask);
-                let image = read_image();
-                (image, join(ivar), join(mask), readnoise.map(join))
-            })
-        } else {
-            let image = read_image();
-            let ivar = other_plane("IVAR")();
-            let mask = read_mask();
-            (
-                image,
-                ivar,
-                mask,
-                has_readnoise.then(other_plane("READNOISE")),
-            )
-        };
-        // Errors in the order of a sequential read: IMAGE, IVAR, their values, MASK, READNOISE.
-        let (image_hdu, image) = image?;
-        let (ivar_hdu, ivar) = ivar?;
-        // The window's row segments (whole rows when every column is read).
-        let segments = || rows.clone().map(|r| r * nx + cols.start..r * nx + cols.end);
-        // Branch-free passes (vectorized) find whether there is a bad pixel; the slower scan
-        // that names the first one only runs when there is.
-        let ivar_ok = |v: f32| (0.0..f32::INFINITY).contains(&v);
-        let all_ivar_ok = segments().all(|s| {
-            ivar[s]
-                .chunks(4096)
-                .all(|c| c.iter().fold(true, |ok, &v| ok & ivar_ok(v)))
-        });
-        if let Some(i) = (!all_ivar_ok)
-            .then(|| segments().flatten().find(|&i| !ivar_ok(ivar[i])))
-            .flatten()
-        {
-            return Err(IoError::BadData {
-                path,
-                hdu: ivar_hdu,
-                detail: format!(
-                    "ivar {} at pixel (row {}, col {}) is not finite and >= 0",
-                    ivar[i],
-                    i / nx,
-                    i % nx
-                ),
-            });
-        }
-        let pixel_ok = |v: f32, iv: f32| (iv <= 0.0) | (v.abs() < f32::INFINITY);
-        let all_pixels_ok = segments().all(|s| {
-            image[s.clone()]
-                .chunks(4096)
-                .zip(ivar[s].chunks(4096))
-                .all(|(c, w)| {
-                    c.iter()
-                        .zip(w)
-                        .fold(true, |ok, (&v, &iv)| ok & pixel_ok(v, iv))
-                })
-        });
-        if let Some(i) = (!all_pixels_ok)
-            .then(|| segments().flatten().find(|&i| !pixel_ok(image[i], ivar[i])))
-            .flatten()
-        {
-            return Err(IoError::BadData {
-                path,
-                hdu: image_hdu,
-                detail: format!(
-                    "pixel (row {}, col {}) is {} where ivar = {} > 0",
-                    i / nx,
-                    i % nx,
-                    image[i],
-                    ivar[i]
-                ),
-            });
-        }
-        let mask = mask?;
-        let readnoise = readnoise.transpose()?.map(|(_, plane)| plane);
-        meta.image = image;
-        meta.ivar = ivar;
-        meta.mask = mask;
-        meta.readnoise = readnoise;
+        let planes = window::read_planes(&mut fits, &meta.path, &window, has_readnoise)?;
+        meta.image = planes.image;
+        meta.ivar = planes.ivar;
+        meta.mask = planes.mask;
+        meta.readnoise = planes.readnoise;
         Ok(meta)
     }
 }
 
-/// Whether [`PreprocReader::read_window`] (and `read_rows`) reads the planes on threads of their own (the
-/// default) or one after the other (`DESI_PREPROC_READ=serial`, the reader before issue #15).
+/// Whether [`PreprocReader::read_window`] (and `read_rows`) reads the rows in shares on the
+/// threads of the rayon pool (the default) or plane after plane on the calling thread
+/// (`DESI_PREPROC_READ=serial`, the reader before issue #15).
 pub fn preproc_planes_in_parallel() -> bool {
     std::env::var("DESI_PREPROC_READ").map_or(true, |v| v.trim() != "serial")
-}
-
-/// The result of a scoped thread; a panic in it (a bug) is passed on as this thread's.
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 fn check_len(path: &Path, what: &str, len: usize, want: usize) -> Result<(), IoError> {
