@@ -1,11 +1,11 @@
 //! Criterion benchmarks of a full frame's file I/O (issue #15): writing a frame file (500
 //! fibers x 2,326 bins, ndiag 5: FLUX, IVAR, MASK, WAVELENGTH, RESOLUTION, FIBERMAP, CHI2PIX,
 //! SCORES, every HDU with CHECKSUM/DATASUM; ~70 MB, synced and renamed into place) with the
-//! direct writer (parallel encoding and DATASUM, 4 MB block writes) and with cfitsio's
-//! conversion and `ffpcks` read-back (the writer before); and reading a full r preproc
-//! (4,128 x 4,114 IMAGE/IVAR f32, RICE-compressed MASK) with its planes on parallel threads
-//! and one after the other (`DESI_PREPROC_READ=serial`). The files are in the page cache, as
-//! an exposure's are.
+//! direct writer (parallel encoding and DATASUM, 4 MB block writes handed to the disk as they
+//! are written) and with cfitsio's conversion and `ffpcks` read-back (the writer before); and
+//! reading a full r preproc (4,128 x 4,114 IMAGE/IVAR f32, RICE-compressed MASK) in shares of
+//! rows on the rayon pool and plane after plane (`DESI_PREPROC_READ=serial`). The files are in
+//! the page cache, as an exposure's are.
 //!
 //! `write_frame_whole` times what an exposure's writer does with a frame's finished bundle
 //! blocks (host/exposure/frame.rs `write_frame`): assemble the 20 blocks of a 500-fiber r

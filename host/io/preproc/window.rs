@@ -65,8 +65,8 @@ pub(super) fn read_planes(
     Ok(planes)
 }
 
-/// Rows of every plane that a share of [`super::PreprocReader::read_window`] reads and checks at a
-/// time (~1 MB of a full-width f32 plane: still in cache when checked).
+/// Rows of every plane that a share of [`super::PreprocReader::read_window`] reads and checks
+/// at a time (~1 MB of a full-width f32 plane: still in cache when checked).
 const ROWS_PER_PIECE: usize = 64;
 
 /// Moves to the IMAGE HDU: EXTNAME IMAGE, else the primary HDU.
@@ -110,8 +110,11 @@ impl Plane {
 
 /// The rows and columns read of a `(ny, nx)` image (clamped to it).
 pub(super) struct Window {
+    /// The image's `(ny, nx)`.
     pub(super) shape: (usize, usize),
+    /// The rows read.
     pub(super) rows: Range<usize>,
+    /// The columns read of each row.
     pub(super) cols: Range<usize>,
 }
 
@@ -122,12 +125,11 @@ impl Window {
         let (nx, cols) = (self.shape.1, self.cols.clone());
         let whole = cols.start == 0 && cols.end == nx;
         let (start, end) = (rows.start - first, rows.end - first);
-        let runs: Box<dyn Iterator<Item = Range<usize>>> = if whole {
-            Box::new(std::iter::once(start * nx..end * nx))
+        if whole {
+            Box::new(std::iter::once(start * nx..end * nx)) as Box<dyn Iterator<Item = _>>
         } else {
             Box::new((start..end).map(move |r| r * nx + cols.start..r * nx + cols.end))
-        };
-        runs
+        }
     }
 
     /// The window's pixels, as ranges of a whole plane.
@@ -138,9 +140,13 @@ impl Window {
 
 /// The pixel planes being read, `(ny, nx)` each.
 pub(super) struct Planes {
+    /// IMAGE.
     pub(super) image: Vec<f32>,
+    /// IVAR.
     pub(super) ivar: Vec<f32>,
+    /// MASK.
     pub(super) mask: Vec<i32>,
+    /// READNOISE, when the file has one.
     pub(super) readnoise: Option<Vec<f32>>,
 }
 
