@@ -331,3 +331,29 @@ pub fn exposure_args<'a>(
     args.extend_from_slice(extra);
     args
 }
+
+/// The CHECKSUM/DATASUM cards' dates of every HDU of a FITS file's bytes (80-byte cards).
+pub fn checksum_dates(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks(80)
+        .filter(|c| c.starts_with(b"CHECKSUM= ") || c.starts_with(b"DATASUM = "))
+        .map(|c| String::from_utf8_lossy(&c[c.len() - 30..]).into_owned())
+        .collect()
+}
+
+/// Asserts that `write_pair` writes two byte-identical frame files (8 HDUs). The cards carry
+/// the second they were written: the pair is written again (up to 5 times) until both files
+/// were written within the same seconds.
+pub fn assert_identical_frame_files(mut write_pair: impl FnMut() -> (Vec<u8>, Vec<u8>)) {
+    for attempt in 0.. {
+        let (old, new) = write_pair();
+        if checksum_dates(&old) != checksum_dates(&new) && attempt < 5 {
+            continue;
+        }
+        assert_eq!(checksum_dates(&old).len(), 2 * 8);
+        assert_eq!(old.len(), new.len());
+        let first = old.iter().zip(&new).position(|(a, b)| a != b);
+        assert!(first.is_none(), "files differ from byte {first:?}");
+        break;
+    }
+}
