@@ -17,6 +17,7 @@ pub mod io;
 pub mod job;
 pub mod parallel;
 pub mod patch;
+pub mod prefault;
 pub mod psf;
 pub mod qa;
 pub mod scores;

@@ -133,7 +133,8 @@ impl GaussHermitePsf {
         let tables = self.tables(&flat);
         let (ny, nx) = (self.stamp_ny(), self.stamp_nx());
         let nwave = waves.len();
-        let mut stamps = vec![0.0; nspec * nwave * ny * nx];
+        // Filled entirely just below: its pages mapped at once (crate::prefault).
+        let mut stamps = crate::prefault::zeroed_f64(nspec * nwave * ny * nx);
         let mut corners = vec![StampCorner::default(); nspec * nwave];
         // Work items of up to SPOT_CHUNK wavelengths of one fiber: a bundle's 25 fibers would
         // leave most of a many-core node idle.

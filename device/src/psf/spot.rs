@@ -499,7 +499,52 @@ pub fn evaluate_spot(
     // Hx[j][ix] = Σ_i c_ij·Gx[i][ix], then S[iy][ix] = Σ_j Gy[j][iy]·Hx[j][ix], each stamp
     // element summed in registers and written once (the stamp may be GPU global memory:
     // accumulating into it term by term multiplied its memory traffic), clipped at 0 (NaN
-    // propagates into the sum); the sums run in the order j = 0, 1, ... as before.
+    // propagates into the sum); the sums run in the order i = 0, 1, ... and j = 0, 1, ... .
+    // On the host, stamps at most 12, 16 or 20 columns wide (DESI's PSFs: 17) run both sums
+    // on zero-padded rows in whole 4-wide vectors (`stamp_sums_padded`, bitwise the same
+    // stamp and total); wider ones take the general loops below.
+    #[cfg(not(target_arch = "nvptx64"))]
+    let padded = if nx <= 12 {
+        stamp_sums_padded::<12>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+    } else if nx <= 16 {
+        stamp_sums_padded::<16>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+    } else if nx <= 20 {
+        stamp_sums_padded::<20>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+    } else {
+        None
+    };
+    #[cfg(target_arch = "nvptx64")]
+    let padded: Option<f64> = None;
+    let total = match padded {
+        Some(total) => total,
+        None => stamp_sums(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)?,
+    };
+    if !(total.is_finite() && total > 0.0) {
+        return Err(Status::NonFinite);
+    }
+    for s in stamp.iter_mut() {
+        *s /= total;
+    }
+    Ok(StampCorner { xc, yc })
+}
+
+/// Steps 4-5 of [`evaluate_spot`] (the stamp before normalization and its total), for any
+/// stamp width: `Hx[j] = Σ_i c_ij·Gx[i]`, then every element `Σ_j Gy[j][iy]·Hx[j][ix]`
+/// clipped at 0. On the host the rows run j outside and the columns inside (vectors, each
+/// element's terms still added in the order j = 0, 1, ...: bitwise the same stamp); the GPU
+/// keeps one element at a time in a register.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn stamp_sums(
+    gx: &[f64],
+    gy: &[f64],
+    gh: &[f64],
+    ndegx: usize,
+    ndegy: usize,
+    nx: usize,
+    ny: usize,
+    stamp: &mut [f64],
+) -> Result<f64, Status> {
     let mut hx_buf = [0.0f64; (MAX_GH_DEGREE + 1) * MAX_STAMP_WIDTH];
     let hx = hx_buf.get_mut(..ndegy * nx).ok_or(Status::TooLarge)?;
     for (gh_j, hx_j) in gh.chunks_exact(ndegx).zip(hx.chunks_exact_mut(nx)) {
@@ -510,28 +555,8 @@ pub fn evaluate_spot(
         }
     }
     let mut total = 0.0;
-    // On the host the same sums run row by row, j outside and the columns inside (4-wide
-    // vectors, each element's terms still added in the order j = 0, 1, ...: bitwise the same
-    // stamp); the GPU keeps one element at a time in a register. Rows of at most 12 (16)
-    // columns run on a zero-padded copy of Hx in whole vectors (`stamp_rows_padded`).
     #[cfg(not(target_arch = "nvptx64"))]
-    let padded = if nx <= 12 {
-        stamp_rows_padded::<12>(gy, hx, ny, nx, ndegy, stamp)
-    } else if nx <= 16 {
-        stamp_rows_padded::<16>(gy, hx, ny, nx, ndegy, stamp)
-    } else {
-        None
-    };
-    #[cfg(not(target_arch = "nvptx64"))]
-    if let Some(sum) = padded {
-        total = sum;
-    }
-    #[cfg(not(target_arch = "nvptx64"))]
-    for (iy, stamp_row) in stamp
-        .chunks_exact_mut(nx)
-        .enumerate()
-        .take(if padded.is_some() { 0 } else { ny })
-    {
+    for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
         stamp_row.fill(0.0);
         for (gy_j, hx_j) in gy.chunks_exact(ny).zip(hx.chunks_exact(nx)) {
             // In range by construction (iy < ny); NaN would flag a logic error.
@@ -563,40 +588,49 @@ pub fn evaluate_spot(
             *out = s;
         }
     }
-    if !(total.is_finite() && total > 0.0) {
-        return Err(Status::NonFinite);
-    }
-    for s in stamp.iter_mut() {
-        *s /= total;
-    }
-    Ok(StampCorner { xc, yc })
+    Ok(total)
 }
 
-/// Step 4-5 of [`evaluate_spot`] on the host for stamps at most `W` columns wide: each row
-/// `S[iy][ix] = Σ_j Gy[j][iy]·Hx[j][ix]` over `W` columns of a zero-padded copy of `Hx`
-/// (whole 4-wide vectors, no remainder loop), the terms of each element added in the order
-/// j = 0, 1, ... from 0 as there, clipped at 0 and summed row-major into the returned total:
-/// bitwise the stamp and total of the general loop. `None` (nothing written) if `nx > W` or a
-/// slice is short.
+/// Steps 4-5 of [`evaluate_spot`] on the host for stamps at most `W` columns wide, on
+/// zero-padded rows of `W` columns (whole 4-wide vectors, no remainder loops):
+/// `Hx[j] = Σ_i c_ij·Gx[i]`, then each stamp row `S[iy] = Σ_j Gy[j][iy]·Hx[j]`, every element's
+/// terms added from 0 in the order `i` (`j`) = 0, 1, ... as the general loops add them,
+/// clipped at 0 and summed row-major into the returned total: bitwise the stamp and total of
+/// the general loops (the padding columns are computed and dropped). `None` (nothing written)
+/// if `nx > W` or a slice is short.
 #[cfg(not(target_arch = "nvptx64"))]
 #[inline(always)]
-fn stamp_rows_padded<const W: usize>(
+#[allow(clippy::too_many_arguments)]
+fn stamp_sums_padded<const W: usize>(
+    gx: &[f64],
     gy: &[f64],
-    hx: &[f64],
-    ny: usize,
-    nx: usize,
+    gh: &[f64],
+    ndegx: usize,
     ndegy: usize,
+    nx: usize,
+    ny: usize,
     stamp: &mut [f64],
 ) -> Option<f64> {
-    if nx > W || nx == 0 || gy.len() < ndegy * ny || hx.len() < ndegy * nx {
+    if nx > W || nx == 0 || ndegx > MAX_GH_DEGREE + 1 || ndegy > MAX_GH_DEGREE + 1 {
         return None;
     }
-    if stamp.len() < ny * nx || ndegy > MAX_GH_DEGREE + 1 {
+    if gx.len() < ndegx * nx || gy.len() < ndegy * ny || gh.len() < ndegx * ndegy {
         return None;
+    }
+    if stamp.len() < ny * nx {
+        return None;
+    }
+    let mut gx_pad = [[0.0f64; W]; MAX_GH_DEGREE + 1];
+    for (dst, src) in gx_pad.iter_mut().zip(gx.chunks_exact(nx)).take(ndegx) {
+        dst[..nx].copy_from_slice(src);
     }
     let mut hx_pad = [[0.0f64; W]; MAX_GH_DEGREE + 1];
-    for (dst, src) in hx_pad.iter_mut().zip(hx.chunks_exact(nx)).take(ndegy) {
-        dst[..nx].copy_from_slice(src);
+    for (hx_j, gh_j) in hx_pad.iter_mut().zip(gh.chunks_exact(ndegx)).take(ndegy) {
+        for (&c_ij, gx_i) in gh_j.iter().zip(&gx_pad) {
+            for (h, &g) in hx_j.iter_mut().zip(gx_i) {
+                *h += c_ij * g;
+            }
+        }
     }
     let hx_pad = &hx_pad[..ndegy];
     let mut total = 0.0;
