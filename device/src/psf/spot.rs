@@ -503,13 +503,22 @@ pub fn evaluate_spot(
     // On the host, stamps at most 12, 16 or 20 columns wide (DESI's PSFs: 17) run both sums
     // on zero-padded rows in whole 4-wide vectors (`stamp_sums_padded`, bitwise the same
     // stamp and total); wider ones take the general loops below.
+    let bases = StampBases {
+        gx,
+        gy,
+        gh,
+        ndegx,
+        ndegy,
+        nx,
+        ny,
+    };
     #[cfg(not(target_arch = "nvptx64"))]
     let padded = if nx <= 12 {
-        stamp_sums_padded::<12>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+        stamp_sums_padded::<12>(&bases, stamp)
     } else if nx <= 16 {
-        stamp_sums_padded::<16>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+        stamp_sums_padded::<16>(&bases, stamp)
     } else if nx <= 20 {
-        stamp_sums_padded::<20>(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)
+        stamp_sums_padded::<20>(&bases, stamp)
     } else {
         None
     };
@@ -517,7 +526,7 @@ pub fn evaluate_spot(
     let padded: Option<f64> = None;
     let total = match padded {
         Some(total) => total,
-        None => stamp_sums(gx, gy, gh, ndegx, ndegy, nx, ny, stamp)?,
+        None => stamp_sums(&bases, stamp)?,
     };
     if !(total.is_finite() && total > 0.0) {
         return Err(Status::NonFinite);
@@ -528,23 +537,29 @@ pub fn evaluate_spot(
     Ok(StampCorner { xc, yc })
 }
 
+/// The 1-D bases of one spot and its coefficients, as [`evaluate_spot`] builds them: `gx`
+/// `(ndegx, nx)` and `gy` `(ndegy, ny)` row-major, `gh` `(ndegy, ndegx)` (`c_ij` at
+/// `j·ndegx + i`).
+#[derive(Clone, Copy)]
+struct StampBases<'a> {
+    gx: &'a [f64],
+    gy: &'a [f64],
+    gh: &'a [f64],
+    ndegx: usize,
+    ndegy: usize,
+    nx: usize,
+    ny: usize,
+}
+
 /// Steps 4-5 of [`evaluate_spot`] (the stamp before normalization and its total), for any
 /// stamp width: `Hx[j] = Σ_i c_ij·Gx[i]`, then every element `Σ_j Gy[j][iy]·Hx[j][ix]`
 /// clipped at 0. On the host the rows run j outside and the columns inside (vectors, each
 /// element's terms still added in the order j = 0, 1, ...: bitwise the same stamp); the GPU
 /// keeps one element at a time in a register.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn stamp_sums(
-    gx: &[f64],
-    gy: &[f64],
-    gh: &[f64],
-    ndegx: usize,
-    ndegy: usize,
-    nx: usize,
-    ny: usize,
-    stamp: &mut [f64],
-) -> Result<f64, Status> {
+fn stamp_sums(bases: &StampBases, stamp: &mut [f64]) -> Result<f64, Status> {
+    let (gx, gy, gh) = (bases.gx, bases.gy, bases.gh);
+    let (ndegx, ndegy, nx, ny) = (bases.ndegx, bases.ndegy, bases.nx, bases.ny);
     let mut hx_buf = [0.0f64; (MAX_GH_DEGREE + 1) * MAX_STAMP_WIDTH];
     let hx = hx_buf.get_mut(..ndegy * nx).ok_or(Status::TooLarge)?;
     for (gh_j, hx_j) in gh.chunks_exact(ndegx).zip(hx.chunks_exact_mut(nx)) {
@@ -600,17 +615,9 @@ fn stamp_sums(
 /// if `nx > W` or a slice is short.
 #[cfg(not(target_arch = "nvptx64"))]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn stamp_sums_padded<const W: usize>(
-    gx: &[f64],
-    gy: &[f64],
-    gh: &[f64],
-    ndegx: usize,
-    ndegy: usize,
-    nx: usize,
-    ny: usize,
-    stamp: &mut [f64],
-) -> Option<f64> {
+fn stamp_sums_padded<const W: usize>(bases: &StampBases, stamp: &mut [f64]) -> Option<f64> {
+    let (gx, gy, gh) = (bases.gx, bases.gy, bases.gh);
+    let (ndegx, ndegy, nx, ny) = (bases.ndegx, bases.ndegy, bases.nx, bases.ny);
     if nx > W || nx == 0 || ndegx > MAX_GH_DEGREE + 1 || ndegy > MAX_GH_DEGREE + 1 {
         return None;
     }
