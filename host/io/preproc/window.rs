@@ -498,15 +498,12 @@ fn check_outcomes(
     let (image, ivar) = (&planes.image, &planes.ivar);
     let nx = window.shape.1;
     // The slower scan that names the first bad pixel only runs when there is one.
-    let bad_ivar = (!ivar_ok)
-        .then(|| {
-            window
-                .all_segments()
-                .flatten()
-                .find(|&i| !ivar_value_ok(ivar[i]))
-        })
-        .flatten();
-    if let Some(i) = bad_ivar {
+    let first_bad = |ok: bool, bad: &dyn Fn(usize) -> bool| {
+        (!ok)
+            .then(|| window.all_segments().flatten().find(|&i| bad(i)))
+            .flatten()
+    };
+    if let Some(i) = first_bad(ivar_ok, &|i| !ivar_value_ok(ivar[i])) {
         return Err(IoError::BadData {
             path: path.to_path_buf(),
             hdu: ivar_hdu,
@@ -518,15 +515,7 @@ fn check_outcomes(
             ),
         });
     }
-    let bad_pixel = (!pixels_ok)
-        .then(|| {
-            window
-                .all_segments()
-                .flatten()
-                .find(|&i| !pixel_value_ok(image[i], ivar[i]))
-        })
-        .flatten();
-    if let Some(i) = bad_pixel {
+    if let Some(i) = first_bad(pixels_ok, &|i| !pixel_value_ok(image[i], ivar[i])) {
         return Err(IoError::BadData {
             path: path.to_path_buf(),
             hdu: image_hdu,
