@@ -27,9 +27,9 @@ pack() { tar -czf $OUT/all.tgz -C $W st 2>/dev/null; }
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader >> $L
 st() { tag=$1; bin=$2; shift 2; bin_path=$([ "$bin" = base ] && echo "$BASE" || echo "$NEW")
-  s=$(date +%s.%N)
-  env "$@" timeout 150 $bin_path selftest --gpu -n 500 --repeat 7 > $W/st/$tag.txt 2>&1; rc=$?
-  echo "== [$(el)s] $tag rc=$rc $(echo "$(date +%s.%N) - $s" | bc | cut -c1-5)s $(grep -E 'GPU median|PASS|FAIL' $W/st/$tag.txt | cut -c1-90 | tr '\n' ' ')" >> $L
+  s=$(date +%s%N)
+  env "$@" timeout 150 $bin_path selftest --gpu -p $P -n 500 --repeat 7 > $W/st/$tag.txt 2>&1; rc=$?
+  echo "== [$(el)s] $tag rc=$rc $(( ($(date +%s%N) - s) / 1000000 )) ms $(grep -E 'GPU median|PASS|FAIL' $W/st/$tag.txt | cut -c1-90 | tr '\n' ' ')" >> $L
 }
 st warm new DESI_X=1
 st base1 base DESI_X=1

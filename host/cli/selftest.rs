@@ -53,6 +53,10 @@ pub struct SelftestArgs {
     /// Outlier rejection on both backends (the rejected pixels must agree).
     #[command(flatten)]
     reject: RejectArgs,
+    /// Write the last timed GPU run's stage timeline (host spans and CUDA-event kernel times)
+    /// as a Chrome trace (chrome://tracing, Perfetto).
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 /// File name of the real DESI r0 PSF bundled in the repository's data/ folder.
@@ -190,6 +194,13 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let Some(g) = gpu_result else {
         return Err(anyhow::anyhow!("no GPU run"));
     };
+    if let Some(path) = &args.trace {
+        last_trace.write_chrome(path)?;
+        println!(
+            "selftest: wrote the last GPU run's trace to {}",
+            path.display()
+        );
+    }
     let (a, b) = (&cpu.arrays, &g.arrays);
     let both = |i: usize| a.ivar[i] > 0.0 && b.ivar[i] > 0.0;
     let (flux_med, flux_max) = rel_stats(&a.flux, &b.flux, both);
@@ -316,7 +327,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let method = gpu.eigh.name();
-    if gpu.eigh.newton_schulz() {
+    if gpu.runs_newton_schulz(params.nwavetot()) {
         let (solved, left) = gpu.eigh_counts()?;
         let kernel = if gpu.eigh == EighKernel::Ns2 {
             "resolution_ns2"
@@ -332,8 +343,20 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     } else {
+        let kernel = match gpu.mode {
+            KernelMode::Team => "resolution_team",
+            KernelMode::Thread => "resolution, per-thread kernels",
+        };
+        let why = if gpu.eigh.newton_schulz() {
+            format!(
+                " (not with these kernels or blocks of order {})",
+                params.nwavetot()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "selftest: eigh {method} ({EIGH_KERNEL_ENV}): every block by the Jacobi (resolution_team)"
+            "selftest: eigh {method} ({EIGH_KERNEL_ENV}){why}: every block by the Jacobi ({kernel})"
         );
     }
     let verdict = Verdict {

@@ -328,9 +328,7 @@ pub(super) fn launch_batch<'g>(
         .stage("allocate Rdiags")?;
     // With DESI_EIGH_KERNEL=ns2 (default) or ns, resolution_ns2 or resolution_ns first; it
     // marks the blocks it solved, and resolution_team (timed as "eigh fallback") does the others.
-    let ns = team
-        && gpu.eigh.newton_schulz()
-        && nwavetot <= desi_device::linalg::newton_schulz::NS_ORDER_MAX;
+    let ns = gpu.runs_newton_schulz(nwavetot);
     let mut d_state = stream
         .alloc_zeros::<u32>(if ns { ncore.max(1) } else { 1 })
         .stage("allocate block states")?;

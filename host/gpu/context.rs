@@ -483,6 +483,16 @@ impl GpuContext {
         self.ns_counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the eigh stage of a batch of `nwavetot`-order blocks runs a Newton–Schulz kernel
+    /// first: the team kernels, `ns` or `ns2`, and blocks no larger than the kernels' order
+    /// limit; otherwise every block goes to the Jacobi (`resolution_team`, or the per-thread
+    /// `resolution` with `DESI_GPU_KERNELS=thread`).
+    pub fn runs_newton_schulz(&self, nwavetot: usize) -> bool {
+        self.mode == KernelMode::Team
+            && self.eigh.newton_schulz()
+            && nwavetot <= desi_device::linalg::newton_schulz::NS_ORDER_MAX
+    }
+
     /// Blocks the `ns` method of the `eigh` stage solved, and left to the Jacobi, since the
     /// context was made (waits for the stream).
     ///
