@@ -371,7 +371,7 @@ fn solve_into(
     }
     first.push(solvable.len());
     let corners: Vec<&SpotTable> = planned.iter().map(|b| &b.corners).collect();
-    solver.start(solvable, &corners)?;
+    trace.span("start", || solver.start(solvable, &corners))?;
     let t_solve = Instant::now();
 
     let stitcher = Stitcher {

@@ -357,22 +357,24 @@ impl<'g> GpuFrame<'g> {
                 Status::from_code(self.spot_status[i]),
             )));
         }
-        for table in tables {
+        // Bundles in parallel (on the frame's critical path: 3.2 ms for a full frame bundle
+        // after bundle on an H100 host).
+        let differs = tables.par_iter().find_first(|table| {
             let start = table.ispec_min * nfull;
-            let device = self.corners.get(start..start + table.corners.len());
-            if device != Some(&table.corners[..]) {
-                return Err(SolveError::Failed {
-                    backend: "gpu",
-                    reason: format!(
-                        "the device's stamp corners of fibers {}..{} differ from the host's \
-                         (the spot code of the two targets disagrees: a bug)",
-                        table.ispec_min,
-                        table.ispec_min + table.nspec
-                    ),
-                });
-            }
+            self.corners.get(start..start + table.corners.len()) != Some(&table.corners[..])
+        });
+        match differs {
+            Some(table) => Err(SolveError::Failed {
+                backend: "gpu",
+                reason: format!(
+                    "the device's stamp corners of fibers {}..{} differ from the host's (the \
+                     spot code of the two targets disagrees: a bug)",
+                    table.ispec_min,
+                    table.ispec_min + table.nspec
+                ),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The device descriptor of every plan (bandwidth and frame-wide buffer offsets).
@@ -568,16 +570,18 @@ impl<'g> GpuFrame<'g> {
             ccd_shape: (self.job.image.ny, self.job.image.nx),
             stamp_shape: (psf.stamp_ny(), psf.stamp_nx()),
         };
-        let batch = launch_batch(
-            self.gpu,
-            slot,
-            &self.planned[range.clone()],
-            &buffers,
-            self.job.params,
-            shape,
-            self.trace,
-            None,
-        )?;
+        let batch = self.trace.span("launch", || {
+            launch_batch(
+                self.gpu,
+                slot,
+                &self.planned[range.clone()],
+                &buffers,
+                self.job.params,
+                shape,
+                self.trace,
+                None,
+            )
+        })?;
         Ok(Some((range, batch)))
     }
 }
@@ -607,7 +611,6 @@ impl FrameSolver for GpuFrame<'_> {
     }
 
     fn start(&mut self, plans: Vec<PatchPlan>, corners: &[&SpotTable]) -> Result<(), SolveError> {
-        self.check_spots(corners)?;
         if self.job.reject.is_some() {
             // The re-solves mask the pixels of a class of bundles (even, odd) in one copy of
             // the weights: right only while no two bundles of a class share a pixel.
@@ -633,8 +636,17 @@ impl FrameSolver for GpuFrame<'_> {
                 }
             }
         }
-        self.planned = self.describe(plans);
-        self.size_batches()?;
+        self.planned = self.trace.span("describe", || self.describe(plans));
+        self.trace.span("size batches", || self.size_batches())?;
+        // The first batch goes to the device before the spots are checked: the check (~2 ms on
+        // the host) then overlaps the batch's kernels instead of delaying them, and no result
+        // leaves the solver before it passed (a failed check fails the frame; the batch in
+        // flight is dropped with it).
+        if self.pending.is_none() {
+            self.pending = self.launch_next()?;
+        }
+        self.trace
+            .span("check spots", || self.check_spots(corners))?;
         Ok(())
     }
 
@@ -947,6 +959,8 @@ fn upload_ccd(
     for start in (0..npix).step_by(part) {
         let range = start..(start + part).min(npix);
         let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
+        let _fill = crate::trace::nvtx_range("fill upload part");
+        let fill_start = trace.now();
         image_p
             .par_chunks_mut(CHUNK)
             .zip(weight_p.par_chunks_mut(CHUNK))
@@ -961,6 +975,12 @@ fn upload_ccd(
                     (im[i], wt[i]) = limits.pixel(src[i], iv[i], m[i]);
                 }
             });
+        trace.record(
+            "fill upload part",
+            "host",
+            fill_start,
+            trace.now().saturating_sub(fill_start),
+        );
         for (offset, src) in [(0, &*image_p), (npix, &*weight_p)] {
             let mut dst = d_both32.slice_mut(offset + range.start..offset + range.end);
             copy_stream
