@@ -9,6 +9,7 @@ use desi_device::patch::{
     assemble_normal_equations, assemble_unknown, core_pixel_sums, patch_bandwidth, pixel_chi2_row,
     pixel_statistics, regularize, CoreRange,
 };
+use desi_device::psf::spot::spot_corner;
 use desi_device::team::Shared;
 use desi_device::Status;
 use desi_extract::extract::{extract_frame, CcdData};
@@ -74,6 +75,33 @@ fn benches(c: &mut Criterion) {
     g.bench_function(format!("spots_bundle_25x{}", padded.fullwave.len()), |b| {
         b.iter(|| psf.spots(0, 25, black_box(&padded.fullwave)).unwrap())
     });
+    // A bundle's corners on the full r grid (the planning's share of the spot code, once per
+    // bundle and frame): psf.corners (a vector of wavelengths at a time) against spot_corner
+    // per spot.
+    let full = PaddedGrid::new(
+        WavelengthGrid::arange(5760.0, 7620.0, 0.8).unwrap(),
+        params.pad(),
+        params.nwavestep,
+    );
+    let flat = psf.flatten();
+    let tables = psf.tables(&flat);
+    g.bench_function(format!("corners_bundle_25x{}", full.fullwave.len()), |b| {
+        b.iter(|| psf.corners(0, 25, black_box(&full.fullwave)).unwrap())
+    });
+    g.bench_function(
+        format!("corners_bundle_25x{}_per_spot", full.fullwave.len()),
+        |b| {
+            b.iter(|| {
+                let mut corners = Vec::with_capacity(25 * full.fullwave.len());
+                for ispec in 0..25 {
+                    for &wave in black_box(&full.fullwave) {
+                        corners.push(spot_corner(&tables, ispec, wave).unwrap());
+                    }
+                }
+                corners
+            })
+        },
+    );
     g.bench_function("bandwidth", |b| {
         b.iter(|| patch_bandwidth(black_box(&view), &shape))
     });

@@ -1,6 +1,8 @@
 //! Tests of the Legendre series (device/src/psf/legendre.rs, docs/algorithm.md §1.1).
 
-use desi_device::psf::legendre::{legendre_basis, legendre_sum, legval, normalized_wavelength};
+use desi_device::psf::legendre::{
+    legendre_basis, legendre_sum, legval, legval_lanes, normalized_wavelength,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -207,5 +209,43 @@ fn normalized_wavelength_uses_spec_operation_order() {
             expected.to_bits(),
             "case {i}: actual {actual:e}, expected {expected:e}"
         );
+    }
+}
+
+/// `legval_lanes` is `legval` lane by lane, bit for bit, for every series length (the empty,
+/// one- and two-term cases included) and points inside, at and beyond [-1, 1], NaN and ±inf.
+#[test]
+fn legval_lanes_is_legval_bitwise() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for len in 0..14 {
+        for _ in 0..50 {
+            let coeffs: Vec<f64> = (0..len).map(|_| rng.random_range(-1e3..1e3)).collect();
+            let mut points: Vec<f64> = (0..13).map(|_| rng.random_range(-1.5..1.5)).collect();
+            points.extend([
+                -1.0,
+                1.0,
+                0.0,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                -0.0,
+            ]);
+            for chunk in points.chunks_exact(4) {
+                let ww = [chunk[0], chunk[1], chunk[2], chunk[3]];
+                let lanes = legval_lanes(ww, &coeffs);
+                for l in 0..4 {
+                    let one = legval(ww[l], &coeffs);
+                    assert_eq!(
+                        lanes[l].to_bits(),
+                        one.to_bits(),
+                        "len {len} at {}: {} vs {one}",
+                        ww[l],
+                        lanes[l]
+                    );
+                }
+            }
+            let odd = legval_lanes([0.25, -0.75, 1.0], &coeffs);
+            assert_eq!(odd[1].to_bits(), legval(-0.75, &coeffs).to_bits());
+        }
     }
 }

@@ -8,8 +8,8 @@
 #![feature(float_erf)]
 
 use desi_device::psf::spot::{
-    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, PsfPoint, PsfTables,
-    SpotGeometry, StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
+    evaluate_spot, pixel_integrated_gh, psf_point, spot_at, spot_corner, spot_corners, PsfPoint,
+    PsfTables, SpotGeometry, StampCorner, MAX_GH_DEGREE, MAX_HALF_SIZE,
 };
 use desi_device::Status;
 use rand::{Rng, SeedableRng};
@@ -574,6 +574,59 @@ fn spot_corner_is_the_corner_of_spot_at() {
     assert!(checked > 700, "only {checked} spots had a valid stamp");
     assert_eq!(spot_corner(&tables, 2, 3.0), Err(Status::BadShape));
     assert_eq!(spot_corner(&tables, 0, f64::NAN), Err(Status::NonFinite));
+}
+
+/// `spot_corners` (a fiber's wavelengths a vector at a time) gives `spot_corner`'s corners bit
+/// for bit at every wavelength, whatever the length (tails of 0..3), and the index and status
+/// of the first wavelength `spot_corner` refuses.
+#[test]
+fn spot_corners_are_spot_corner_at_each_wavelength() {
+    let psf = TinyPsf::new();
+    let tables = psf.tables();
+    let waves: Vec<f64> = (0..403).map(|i| -2.0 + 0.03125 * i as f64).collect();
+    for ispec in 0..2 {
+        for len in [0, 1, 3, 4, 5, 7, 8, 150, 403] {
+            let waves = &waves[..len];
+            let mut out = vec![Default::default(); len];
+            let expected: Result<Vec<_>, (usize, Status)> = waves
+                .iter()
+                .enumerate()
+                .map(|(k, &w)| spot_corner(&tables, ispec, w).map_err(|s| (k, s)))
+                .collect();
+            match expected {
+                Ok(corners) => {
+                    assert_eq!(spot_corners(&tables, ispec, waves, &mut out), Ok(()));
+                    assert_eq!(out, corners, "fiber {ispec}, {len} wavelengths");
+                }
+                Err(first) => {
+                    assert_eq!(spot_corners(&tables, ispec, waves, &mut out), Err(first));
+                }
+            }
+        }
+    }
+    // A bad wavelength inside a vector, in the tail, and a bad fiber.
+    let mut waves: Vec<f64> = (0..10).map(|i| 3.0 + 0.1 * i as f64).collect();
+    let mut out = vec![Default::default(); waves.len()];
+    assert_eq!(spot_corners(&tables, 0, &waves, &mut out), Ok(()));
+    waves[6] = f64::NAN;
+    assert_eq!(
+        spot_corners(&tables, 0, &waves, &mut out),
+        Err((6, Status::NonFinite))
+    );
+    waves[6] = 3.6;
+    waves[9] = f64::INFINITY;
+    assert_eq!(
+        spot_corners(&tables, 0, &waves, &mut out),
+        Err((9, Status::NonFinite))
+    );
+    assert_eq!(
+        spot_corners(&tables, 2, &waves, &mut out),
+        Err((0, Status::BadShape))
+    );
+    assert_eq!(
+        spot_corners(&tables, 0, &waves, &mut out[..3]),
+        Err((0, Status::BadShape))
+    );
 }
 
 #[test]

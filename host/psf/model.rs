@@ -2,7 +2,7 @@
 //! coefficient tables and spot stamps for ranges of fibers and wavelengths.
 
 use super::GaussHermitePsf;
-use desi_device::psf::spot::{spot_at, spot_corner, PsfTables, SpotGeometry, StampCorner};
+use desi_device::psf::spot::{spot_at, spot_corners, PsfTables, SpotGeometry, StampCorner};
 use rayon::prelude::*;
 use thiserror::Error;
 
@@ -190,14 +190,16 @@ impl GaussHermitePsf {
         let flat = self.flatten();
         let tables = self.tables(&flat);
         let nwave = waves.len();
-        let corners = (0..nspec * nwave)
-            .into_par_iter()
-            .map(|i| {
-                let (ispec, wave) = (ispec_min + i / nwave.max(1), waves[i % nwave.max(1)]);
-                spot_corner(&tables, ispec, wave)
-                    .map_err(|status| self.spot_error(ispec, wave, status))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut corners = vec![StampCorner::default(); nspec * nwave];
+        // Fibers in parallel, each fiber's wavelengths a vector at a time.
+        corners
+            .par_chunks_mut(nwave.max(1))
+            .enumerate()
+            .try_for_each(|(s, row)| {
+                let ispec = ispec_min + s;
+                spot_corners(&tables, ispec, waves, row)
+                    .map_err(|(k, status)| self.spot_error(ispec, waves[k], status))
+            })?;
         Ok(SpotTable {
             ispec_min,
             nspec,

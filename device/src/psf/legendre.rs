@@ -41,6 +41,32 @@ pub fn legval(ww: f64, coeffs: &[f64]) -> f64 {
     c0 + c1 * ww
 }
 
+/// [`legval`] at `L` points at once (one series, lane `l` at `ww[l]`): each lane's operations
+/// are [`legval`]'s in the same order, so every lane is bitwise [`legval`]`(ww[l], coeffs)`;
+/// the lanes' divisions and multiplications vectorize (the host's corner planning).
+pub fn legval_lanes<const L: usize>(ww: [f64; L], coeffs: &[f64]) -> [f64; L] {
+    let (c0, c1) = match coeffs {
+        [] => return [0.0; L],
+        [c0] => ([*c0; L], [0.0; L]),
+        [c0, c1] => ([*c0; L], [*c1; L]),
+        [rest @ .., second_last, last] => {
+            let mut c0 = [*second_last; L];
+            let mut c1 = [*last; L];
+            let mut nd = coeffs.len() as f64;
+            for &ck in rest.iter().rev() {
+                nd -= 1.0;
+                for l in 0..L {
+                    let tmp = c0[l];
+                    c0[l] = ck - (c1[l] * (nd - 1.0)) / nd;
+                    c1[l] = tmp + (c1[l] * ww[l] * (2.0 * nd - 1.0)) / nd;
+                }
+            }
+            (c0, c1)
+        }
+    };
+    core::array::from_fn(|l| c0[l] + c1[l] * ww[l])
+}
+
 /// Fills `out[k] = P_k(ww)` for `k = 0..out.len()` (numpy `legvander` row, shape `(deg + 1,)`)
 /// with Bonnet's recurrence `P_0 = 1`, `P_1 = ww`,
 /// `P_k = (P_{k−1}·ww·(2k−1) − P_{k−2}·(k−1))/k` in numpy's operation order.

@@ -19,7 +19,7 @@
 use crate::math::{erf, exp, floor};
 #[cfg(not(target_arch = "nvptx64"))]
 use crate::psf::legendre::legendre_basis;
-use crate::psf::legendre::{legendre_sum, legval, normalized_wavelength};
+use crate::psf::legendre::{legendre_sum, legval, legval_lanes, normalized_wavelength};
 
 /// Legendre degrees + 1 of the PSF parameters up to which [`psf_point`] computes their basis
 /// once on the host (specex writes LEGDEG 8-10); longer series use `legendre_sum` per parameter.
@@ -690,6 +690,57 @@ pub fn spot_corner(tables: &PsfTables, ispec: usize, wave: f64) -> Result<StampC
         yc: corner(y, geometry.hsizey)?,
     })
 }
+
+/// [`spot_corner`] of fiber `ispec` at every wavelength of `waves` into `out` (same length):
+/// the traces evaluated [`CORNER_LANES`] wavelengths at a time ([`legval_lanes`]), bitwise
+/// [`spot_corner`]'s corners.
+///
+/// # Errors
+/// The first wavelength (index into `waves`) whose corner [`spot_corner`] refuses, with its
+/// status; `BadShape` at index 0 if `out` and `waves` differ in length.
+pub fn spot_corners(
+    tables: &PsfTables,
+    ispec: usize,
+    waves: &[f64],
+    out: &mut [StampCorner],
+) -> Result<(), (usize, Status)> {
+    if out.len() != waves.len() {
+        return Err((0, Status::BadShape));
+    }
+    let Some(&first) = waves.first() else {
+        return Ok(());
+    };
+    // The shape checks once (they do not depend on the wavelength).
+    spot_corner(tables, ispec, first).map_err(|status| (0, status))?;
+    let (geometry, ntrace) = (tables.geometry, tables.ntrace);
+    let row = |table| coeff_row(table, ispec * ntrace, ntrace).map_err(|status| (0, status));
+    let (xrow, yrow) = (row(tables.xtrace)?, row(tables.ytrace)?);
+    let (xdom, ydom) = (tables.xtrace_domain, tables.ytrace_domain);
+    let lanes = waves.chunks_exact(CORNER_LANES);
+    let rest = lanes.remainder().len();
+    for (i, (chunk, dst)) in lanes.zip(out.chunks_exact_mut(CORNER_LANES)).enumerate() {
+        let wave: [f64; CORNER_LANES] = core::array::from_fn(|l| chunk[l]);
+        let x = legval_lanes(wave.map(|w| normalized_wavelength(w, xdom.0, xdom.1)), xrow);
+        let y = legval_lanes(wave.map(|w| normalized_wavelength(w, ydom.0, ydom.1)), yrow);
+        for l in 0..CORNER_LANES {
+            let placed = if x[l].is_finite() && y[l].is_finite() {
+                corner(x[l], geometry.hsizex)
+                    .and_then(|xc| corner(y[l], geometry.hsizey).map(|yc| StampCorner { xc, yc }))
+            } else {
+                Err(Status::NonFinite)
+            };
+            dst[l] = placed.map_err(|status| (i * CORNER_LANES + l, status))?;
+        }
+    }
+    let tail = waves.len() - rest;
+    for (k, (&wave, dst)) in waves[tail..].iter().zip(&mut out[tail..]).enumerate() {
+        *dst = spot_corner(tables, ispec, wave).map_err(|status| (tail + k, status))?;
+    }
+    Ok(())
+}
+
+/// Wavelengths per step of [`spot_corners`] (one AVX2 vector of f64).
+pub const CORNER_LANES: usize = 4;
 
 /// The spot of fiber `ispec` at wavelength `wave` (Å): [`psf_point`] then [`evaluate_spot`].
 ///
