@@ -8,6 +8,11 @@
 /// (numpy returns NaN for any NaN). Callers that want finite values only filter them first.
 /// Runs in linear time (selection, no full sort); `values` is reordered.
 pub fn median(mut values: Vec<f64>) -> f64 {
+    median_in_place(&mut values)
+}
+
+/// [`median`] of a slice, reordering it (no copy).
+pub fn median_in_place(values: &mut [f64]) -> f64 {
     let n = values.len();
     if n == 0 {
         return f64::NAN;
