@@ -357,8 +357,7 @@ impl<'g> GpuFrame<'g> {
                 Status::from_code(self.spot_status[i]),
             )));
         }
-        // Bundles in parallel (on the frame's critical path: 3.2 ms for a full frame bundle
-        // after bundle on an H100 host).
+        // Bundles in parallel.
         let differs = tables.par_iter().find_first(|table| {
             let start = table.ispec_min * nfull;
             self.corners.get(start..start + table.corners.len()) != Some(&table.corners[..])
@@ -959,28 +958,22 @@ fn upload_ccd(
     for start in (0..npix).step_by(part) {
         let range = start..(start + part).min(npix);
         let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
-        let _fill = crate::trace::nvtx_range("fill upload part");
-        let fill_start = trace.now();
-        image_p
-            .par_chunks_mut(CHUNK)
-            .zip(weight_p.par_chunks_mut(CHUNK))
-            .zip(pixels[range.clone()].par_chunks(CHUNK))
-            .zip(
-                ivar[range.clone()]
-                    .par_chunks(CHUNK)
-                    .zip(mask[range.clone()].par_chunks(CHUNK)),
-            )
-            .for_each(|(((im, wt), src), (iv, m))| {
-                for i in 0..im.len() {
-                    (im[i], wt[i]) = limits.pixel(src[i], iv[i], m[i]);
-                }
-            });
-        trace.record(
-            "fill upload part",
-            "host",
-            fill_start,
-            trace.now().saturating_sub(fill_start),
-        );
+        trace.span("fill upload part", || {
+            image_p
+                .par_chunks_mut(CHUNK)
+                .zip(weight_p.par_chunks_mut(CHUNK))
+                .zip(pixels[range.clone()].par_chunks(CHUNK))
+                .zip(
+                    ivar[range.clone()]
+                        .par_chunks(CHUNK)
+                        .zip(mask[range.clone()].par_chunks(CHUNK)),
+                )
+                .for_each(|(((im, wt), src), (iv, m))| {
+                    for i in 0..im.len() {
+                        (im[i], wt[i]) = limits.pixel(src[i], iv[i], m[i]);
+                    }
+                })
+        });
         for (offset, src) in [(0, &*image_p), (npix, &*weight_p)] {
             let mut dst = d_both32.slice_mut(offset + range.start..offset + range.end);
             copy_stream
