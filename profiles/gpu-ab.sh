@@ -25,8 +25,9 @@ OUT=${3:-${OUT:-/tmp/ab}}; W=$(mktemp -d); mkdir -p $W/st $OUT
 L=$OUT/log.txt; R=$(cd "$(dirname "$0")/.." && pwd); cd "$R" || exit 2; P=$R/data/psf-r0-00051060.fits
 pack() { tar -czf $OUT/all.tgz -C $W st 2>/dev/null; }
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
+bin_of() { [ "$1" = base ] && echo "$BASE" || echo "$NEW"; }
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader >> $L
-st() { tag=$1; bin=$2; shift 2; bin_path=$([ "$bin" = base ] && echo "$BASE" || echo "$NEW")
+st() { tag=$1; bin_path=$(bin_of $2); shift 2
   s=$(date +%s%N)
   env "$@" timeout 150 $bin_path selftest --gpu -p $P -n 500 --repeat 7 > $W/st/$tag.txt 2>&1; rc=$?
   echo "== [$(el)s] $tag rc=$rc $(( ($(date +%s%N) - s) / 1000000 )) ms $(grep -E 'GPU median|PASS|FAIL' $W/st/$tag.txt | cut -c1-90 | tr '\n' ' ')" >> $L
@@ -47,7 +48,7 @@ D=/tmp/desi-exposure/frames; E=/tmp/desi-exposure/e30; mkdir -p $D $E
   ln -sf $D/preproc-${c}0-00000007.fits preproc-$c$s-00000008.fits; ln -sf $D/psf-${c}0-00000007.fits psf-$c$s-00000008.fits
 done; done )
 echo "== [$(el)s] frames made" >> $L
-ex() { tag=$1; bin=$2; shift 2; bin_path=$([ "$bin" = base ] && echo "$BASE" || echo "$NEW")
+ex() { tag=$1; bin=$2; bin_path=$(bin_of $2); shift 2
   sj=""; [ $bin = new ] && sj="--summary-json $W/st/ex_$tag.json"
   s=$(date +%s%N)
   timeout 100 $bin_path exposure --indir $E --outdir $E/$tag --expid 8 --gpu --overwrite $sj "$@" > $W/st/ex_$tag.txt 2>&1; rc=$?
@@ -59,7 +60,7 @@ pack
 st base2 base DESI_X=1
 st new2 new DESI_X=1
 pack
-for i in 1 2; do for b in base new; do b_path=$([ "$b" = base ] && echo "$BASE" || echo "$NEW")
+for i in 1 2; do for b in base new; do b_path=$(bin_of $b)
   /usr/bin/time -f "%e s %M KB" timeout 60 $b_path extract -i $D/preproc-r0-00000007.fits -p $P -o /tmp/cpu16-$b.fits -w 5760,7620,0.8 --threads 16 > $W/st/cpu16_$b$i.txt 2>&1
   echo "== [$(el)s] cpu16 $b$i $(grep -E 'time  |KB' $W/st/cpu16_$b$i.txt | tr '\n' ' ')" >> $L
 done; done

@@ -667,8 +667,16 @@ fn stamp_sums_padded<const W: usize>(bases: &StampBases, stamp: &mut [f64]) -> O
 /// `BadShape` if `ispec` is out of range or a trace table disagrees with its shape; `NonFinite`
 /// if X or Y is not finite; `TooLarge` for a corner outside `i32` or a bad geometry.
 pub fn spot_corner(tables: &PsfTables, ispec: usize, wave: f64) -> Result<StampCorner, Status> {
-    let geometry = tables.geometry;
-    geometry.check()?;
+    let (xrow, yrow) = trace_rows(tables, ispec)?;
+    let ww_x = normalized_wavelength(wave, tables.xtrace_domain.0, tables.xtrace_domain.1);
+    let ww_y = normalized_wavelength(wave, tables.ytrace_domain.0, tables.ytrace_domain.1);
+    place_corner(&tables.geometry, legval(ww_x, xrow), legval(ww_y, yrow))
+}
+
+/// The X and Y trace coefficients of fiber `ispec` after [`spot_corner`]'s shape checks (a
+/// valid geometry, `ispec < nspec`, non-empty traces as long as their stated shape).
+fn trace_rows<'t>(tables: &PsfTables<'t>, ispec: usize) -> Result<(&'t [f64], &'t [f64]), Status> {
+    tables.geometry.check()?;
     let ntrace = tables.ntrace;
     let trace_len = mul(tables.nspec, ntrace).ok_or(Status::BadShape)?;
     if ispec >= tables.nspec
@@ -678,10 +686,15 @@ pub fn spot_corner(tables: &PsfTables, ispec: usize, wave: f64) -> Result<StampC
     {
         return Err(Status::BadShape);
     }
-    let ww_x = normalized_wavelength(wave, tables.xtrace_domain.0, tables.xtrace_domain.1);
-    let ww_y = normalized_wavelength(wave, tables.ytrace_domain.0, tables.ytrace_domain.1);
-    let x = legval(ww_x, coeff_row(tables.xtrace, ispec * ntrace, ntrace)?);
-    let y = legval(ww_y, coeff_row(tables.ytrace, ispec * ntrace, ntrace)?);
+    Ok((
+        coeff_row(tables.xtrace, ispec * ntrace, ntrace)?,
+        coeff_row(tables.ytrace, ispec * ntrace, ntrace)?,
+    ))
+}
+
+/// The stamp corner of a spot centred at trace position `(x, y)`: `NonFinite` unless both are
+/// finite, else [`corner`] of each.
+fn place_corner(geometry: &SpotGeometry, x: f64, y: f64) -> Result<StampCorner, Status> {
     if !(x.is_finite() && y.is_finite()) {
         return Err(Status::NonFinite);
     }
@@ -707,14 +720,11 @@ pub fn spot_corners(
     if out.len() != waves.len() {
         return Err((0, Status::BadShape));
     }
-    let Some(&first) = waves.first() else {
+    if waves.is_empty() {
         return Ok(());
-    };
+    }
     // The shape checks once (they do not depend on the wavelength).
-    spot_corner(tables, ispec, first).map_err(|status| (0, status))?;
-    let (geometry, ntrace) = (tables.geometry, tables.ntrace);
-    let row = |table| coeff_row(table, ispec * ntrace, ntrace).map_err(|status| (0, status));
-    let (xrow, yrow) = (row(tables.xtrace)?, row(tables.ytrace)?);
+    let (xrow, yrow) = trace_rows(tables, ispec).map_err(|status| (0, status))?;
     let (xdom, ydom) = (tables.xtrace_domain, tables.ytrace_domain);
     let lanes = waves.chunks_exact(CORNER_LANES);
     let rest = lanes.remainder().len();
@@ -723,13 +733,8 @@ pub fn spot_corners(
         let x = legval_lanes(wave.map(|w| normalized_wavelength(w, xdom.0, xdom.1)), xrow);
         let y = legval_lanes(wave.map(|w| normalized_wavelength(w, ydom.0, ydom.1)), yrow);
         for l in 0..CORNER_LANES {
-            let placed = if x[l].is_finite() && y[l].is_finite() {
-                corner(x[l], geometry.hsizex)
-                    .and_then(|xc| corner(y[l], geometry.hsizey).map(|yc| StampCorner { xc, yc }))
-            } else {
-                Err(Status::NonFinite)
-            };
-            dst[l] = placed.map_err(|status| (i * CORNER_LANES + l, status))?;
+            dst[l] = place_corner(&tables.geometry, x[l], y[l])
+                .map_err(|status| (i * CORNER_LANES + l, status))?;
         }
     }
     let tail = waves.len() - rest;
