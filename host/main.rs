@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     // left behind. (CPython does the same at start-up.)
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    fixed_allocation_thresholds();
     // Usage errors are bad input (exit 1, not clap's 2); --help and --version exit 0.
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
@@ -25,5 +26,21 @@ fn main() -> ExitCode {
             eprintln!("desi-extract: error: {err:#}");
             ExitCode::from(cli::exit_code(&err))
         }
+    }
+}
+
+/// Fixes glibc's thresholds instead of its moving ones: blocks of 8 MiB and more (a full
+/// frame's flux, ivar, chi2pix and pixmask planes are 9.3 MB each) are always fresh mappings,
+/// whose pages the kernel zeroes when they are first touched (the frame pipeline prefaults
+/// them in parallel), instead of recycled heap memory that `calloc` clears on the allocating
+/// thread: after glibc had raised its threshold past them, the frame's planes took ~4 ms to
+/// allocate before each GPU frame could start (`selftest --gpu --trace`, span `frame arrays`).
+/// The heap is trimmed only beyond 64 MiB free at its top (glibc's largest moving value).
+fn fixed_allocation_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }

@@ -240,7 +240,9 @@ pub fn extract_frame(
 ) -> Result<Extraction, ExtractError> {
     let params = job.params;
     let all: Vec<usize> = (0..job.bundle_starts().len()).collect();
-    let mut arrays = FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag());
+    let mut arrays = trace.span("frame arrays", || {
+        FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag())
+    });
     let rows = arrays.row_blocks_mut(params.bundlesize);
     // Each bundle's rows are finished (per Angstrom, non-finite bins zeroed) as soon as they
     // are stitched, mostly while the backend solves later bundles: only the whole-frame steps
