@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Span {
     /// Stage name (docs/design.md §5.4, docs/algorithm.md §6: spots, assemble, cholesky, ...).
     pub name: String,
-    /// Track: "host" for wall-clock stages, "gpu" for kernel times from CUDA events.
+    /// Track: "host" for wall-clock stages, "gpu" for kernel times from CUDA events, "upload"
+    /// for the image upload's copies and widening kernels (CUDA events).
     pub track: &'static str,
     /// Start, from the trace's origin.
     pub start: Duration,
@@ -116,7 +117,8 @@ impl Trace {
     }
 
     /// Writes the Chrome trace-event JSON (complete events, microseconds; host on thread 1,
-    /// GPU kernels on thread 2), atomically (a temporary beside `path`, renamed when complete).
+    /// GPU kernels on thread 2, the image upload's copies and widening on thread 3),
+    /// atomically (a temporary beside `path`, renamed when complete).
     pub fn write_chrome(&self, path: &Path) -> Result<(), IoError> {
         let spans = self.spans();
         let thread = |tid, name| ChromeEvent {
@@ -132,16 +134,20 @@ impl Trace {
         let mut events = vec![
             thread(HOST_TID, "host stages"),
             thread(GPU_TID, "GPU kernels (CUDA events)"),
+            thread(
+                UPLOAD_TID,
+                "image upload: copies and widening (CUDA events)",
+            ),
         ];
         events.extend(spans.iter().map(|span| ChromeEvent {
             name: &span.name,
             cat: Some(span.track),
             ph: "X",
             pid: 1,
-            tid: if span.track == "gpu" {
-                GPU_TID
-            } else {
-                HOST_TID
+            tid: match span.track {
+                "gpu" => GPU_TID,
+                "upload" => UPLOAD_TID,
+                _ => HOST_TID,
             },
             ts: Some(span.start.as_secs_f64() * 1e6),
             dur: Some(span.duration.as_secs_f64() * 1e6),
@@ -165,6 +171,8 @@ impl Trace {
 const HOST_TID: u32 = 1;
 /// Chrome trace-event thread of the GPU kernel times.
 const GPU_TID: u32 = 2;
+/// Chrome trace-event thread of the image upload's copies and widening kernels.
+const UPLOAD_TID: u32 = 3;
 
 /// A Chrome trace file (JSON object format).
 #[derive(Serialize)]
@@ -225,6 +233,12 @@ mod tests {
             Duration::from_micros(5),
             Duration::from_micros(7),
         );
+        trace.record(
+            "upload part",
+            "upload",
+            Duration::from_micros(1),
+            Duration::from_micros(3),
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.json");
         trace.write_chrome(&path).unwrap();
@@ -239,18 +253,19 @@ mod tests {
         let events = json["traceEvents"].as_array().unwrap();
         // Thread names first (metadata events), then the spans in recording order.
         let meta: Vec<_> = events.iter().filter(|e| e["ph"] == "M").collect();
-        assert_eq!(meta.len(), 2);
-        for (e, (tid, name)) in meta
-            .iter()
-            .zip([(1, "host stages"), (2, "GPU kernels (CUDA events)")])
-        {
+        assert_eq!(meta.len(), 3);
+        for (e, (tid, name)) in meta.iter().zip([
+            (1, "host stages"),
+            (2, "GPU kernels (CUDA events)"),
+            (3, "image upload: copies and widening (CUDA events)"),
+        ]) {
             assert_eq!(e["name"], "thread_name");
             assert_eq!((e["pid"].as_u64(), e["tid"].as_u64()), (Some(1), Some(tid)));
             assert_eq!(e["args"]["name"], name);
             assert!(e.get("ts").is_none() && e.get("cat").is_none());
         }
         let spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
-        assert_eq!(spans.len(), 2);
+        assert_eq!(spans.len(), 3);
         assert_eq!(spans[0]["name"], "spots");
         assert_eq!(spans[0]["cat"], "host");
         assert_eq!(spans[0]["tid"], 1);
@@ -260,9 +275,13 @@ mod tests {
         assert_eq!(spans[1]["tid"], 2);
         assert!((spans[1]["ts"].as_f64().unwrap() - 5.0).abs() < 1e-9);
         assert!((spans[1]["dur"].as_f64().unwrap() - 7.0).abs() < 1e-9);
+        assert_eq!(
+            (&spans[2]["cat"], &spans[2]["tid"]),
+            (&"upload".into(), &3.into())
+        );
         assert!(spans.iter().all(|e| e.get("args").is_none()));
         let totals = trace.totals();
-        assert_eq!(totals.len(), 2);
+        assert_eq!(totals.len(), 3);
 
         // A directory that does not exist: an error naming the file, nothing written.
         let missing = dir.path().join("no-such-dir").join("t.json");

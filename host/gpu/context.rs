@@ -180,11 +180,13 @@ pub struct GpuContext {
     /// Page-locked host buffers for the results of the (at most two) batches in flight,
     /// reused across batches and frames.
     pinned: [Mutex<Option<PinnedHostSlice<f64>>>; PINNED_SLOTS],
-    /// Page-locked host buffers for the status codes of the batches in flight (slot 0 also
-    /// takes the spot status codes before the batches start).
+    /// Page-locked host buffers for the status codes of the batches in flight.
     pinned_status: [Mutex<Option<PinnedHostSlice<u32>>>; PINNED_SLOTS],
-    /// Page-locked host buffer for the stamp corners.
+    /// Page-locked host buffer for the stamp corners (a frame keeps it while it runs and
+    /// reads the corners there).
     pinned_corners: Mutex<Option<PinnedHostSlice<i32>>>,
+    /// Page-locked host buffer for the spot status codes (kept likewise).
+    pinned_spot_status: Mutex<Option<PinnedHostSlice<u32>>>,
     /// Page-locked, write-combined host buffer for the image upload, reused across frames.
     pinned_up: Mutex<Option<PinnedHostSlice<f32>>>,
     /// The caller's cap on the device bytes of one frame on this context (see
@@ -211,6 +213,16 @@ impl<T: cudarc::driver::ValidAsZeroBits> PinnedGuard<'_, T> {
     pub fn as_mut_slice(&mut self) -> Result<&mut [T], DriverError> {
         match self.slot.as_mut() {
             Some(buf) => Ok(&mut buf.as_mut_slice()?[..self.len]),
+            None => Err(DriverError(
+                cudarc::driver::sys::cudaError_enum::CUDA_ERROR_NOT_INITIALIZED,
+            )),
+        }
+    }
+
+    /// The first `len` values, to read (once the copies into them have completed).
+    pub fn as_slice(&self) -> Result<&[T], DriverError> {
+        match self.slot.as_ref() {
+            Some(buf) => Ok(&buf.as_slice()?[..self.len]),
             None => Err(DriverError(
                 cudarc::driver::sys::cudaError_enum::CUDA_ERROR_NOT_INITIALIZED,
             )),
@@ -641,6 +653,7 @@ impl GpuContext {
             pinned: Default::default(),
             pinned_status: Default::default(),
             pinned_corners: Mutex::new(None),
+            pinned_spot_status: Mutex::new(None),
             pinned_up: Mutex::new(None),
             memory_limit: None,
             epoch,
@@ -804,6 +817,11 @@ impl GpuContext {
     /// The page-locked buffer for stamp corners, at least `len` i32.
     pub fn pinned_corners(&self, len: usize) -> Result<PinnedGuard<'_, i32>, GpuError> {
         self.pinned_buffer(&self.pinned_corners, len, 0)
+    }
+
+    /// The page-locked buffer for the spots' status codes, at least `len` u32.
+    pub fn pinned_spot_status(&self, len: usize) -> Result<PinnedGuard<'_, u32>, GpuError> {
+        self.pinned_buffer(&self.pinned_spot_status, len, 0)
     }
 
     /// A page-locked, write-combined host buffer of at least `len` f32 for uploads (the host

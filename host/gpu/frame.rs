@@ -5,7 +5,7 @@
 //! are the frame pipeline's ([`crate::extract`]), as for every backend.
 
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
-use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PINNED_SLOTS};
+use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
 use super::memory::{plan_batches, FrameMemory};
 use super::schedule;
@@ -67,6 +67,8 @@ struct OpenStage {
     name: &'static str,
     start: Duration,
     event: CudaEvent,
+    /// The end, when recorded before the stage is finished ([`Stages::mark_end`]).
+    end: Option<CudaEvent>,
     _range: nvtx::Range,
 }
 
@@ -92,8 +94,23 @@ impl<'a> Stages<'a> {
             name,
             start: self.trace.now(),
             event,
+            end: None,
             _range: crate::trace::nvtx_range(name),
         });
+        Ok(())
+    }
+
+    /// Records the end of the current stage in the stream now; [`Stages::finish`] later waits
+    /// for that point only, not for what is enqueued after it.
+    fn mark_end(&mut self) -> Result<(), GpuError> {
+        if let Some(open) = self.current.as_mut() {
+            open.end = Some(
+                self.gpu
+                    .stream
+                    .record_event(Some(TIMING_EVENT))
+                    .stage(open.name)?,
+            );
+        }
         Ok(())
     }
 
@@ -102,12 +119,21 @@ impl<'a> Stages<'a> {
         let Some(open) = self.current.take() else {
             return Ok(());
         };
-        let end_event = self
-            .gpu
-            .stream
-            .record_event(Some(TIMING_EVENT))
-            .stage(open.name)?;
-        self.gpu.stream.synchronize().stage(open.name)?;
+        let end_event = match open.end {
+            Some(end) => {
+                end.synchronize().stage(open.name)?;
+                end
+            }
+            None => {
+                let end = self
+                    .gpu
+                    .stream
+                    .record_event(Some(TIMING_EVENT))
+                    .stage(open.name)?;
+                self.gpu.stream.synchronize().stage(open.name)?;
+                end
+            }
+        };
         let end = self.trace.now();
         let host = end.saturating_sub(open.start);
         self.trace.record(open.name, "host", open.start, host);
@@ -154,10 +180,11 @@ struct GpuFrame<'g> {
     d_stamps: CudaSlice<f64>,
     /// Their corners on the device, `(nfiber, nfull, 2)` as (xc, yc).
     d_corners: CudaSlice<i32>,
-    /// The same corners on the host.
-    corners: Vec<StampCorner>,
+    /// The same corners on the host, `(xc, yc)` pairs in the context's page-locked buffer
+    /// (read there: a copy into `StampCorner`s cost ~1 ms before the first batch).
+    corners: PinnedGuard<'g, i32>,
     /// The spot status codes of every (fiber, fullwave), checked by [`FrameSolver::start`].
-    spot_status: Vec<u32>,
+    spot_status: PinnedGuard<'g, u32>,
     d_image: CudaSlice<f64>,
     d_weight: CudaSlice<f64>,
     /// The patches with their device descriptors, in the pipeline's order.
@@ -180,6 +207,16 @@ struct GpuFrame<'g> {
     /// Where windows of two bundles overlap (`crate::extract::shared_windows`), with the
     /// outlier rejection: per CCD column, the row ranges.
     shared: std::collections::HashMap<i32, Vec<Range<i32>>>,
+    /// What `begin` enqueued and `start` waits for, after the first batch is enqueued behind
+    /// it ([`GpuFrame::finish_begin`]).
+    begun: Option<Begun>,
+}
+
+/// The events of a frame's beginning: the spots kernel's start and end, and the end of the
+/// copies of its corners and status codes to the host.
+struct Begun {
+    spots: (CudaEvent, CudaEvent),
+    spot_copies: CudaEvent,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -276,7 +313,7 @@ impl<'g> GpuFrame<'g> {
                 corner_buf.as_mut_slice().stage("map pinned buffer")?,
             )
             .stage("copy corners to host")?;
-        let mut status_buf = gpu.pinned_status(0, nitem)?;
+        let mut status_buf = gpu.pinned_spot_status(nitem)?;
         stream
             .memcpy_dtoh(
                 &d_spot_status,
@@ -286,7 +323,9 @@ impl<'g> GpuFrame<'g> {
         let spot_copies = stream
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
-        let copy_stream = stream.fork().stage("create the upload stream")?;
+        // A stream of its own, not a fork of the main one: a fork waits for the spots kernel,
+        // and the copies ran after it instead of beside it.
+        let copy_stream = gpu.ctx.new_stream().stage("create the upload stream")?;
         let (d_image, d_weight) = match &job.device_pixels {
             // Pixels already on the device: screened there, never copied to the host.
             Some(pixels) => {
@@ -298,29 +337,8 @@ impl<'g> GpuFrame<'g> {
         stream
             .join(&copy_stream)
             .stage("wait for the image upload")?;
-        spot_copies
-            .synchronize()
-            .stage("copy corners and spot status to host")?;
-        let ms = spots_start
-            .elapsed_ms(&spots_end)
-            .stage("time the spots kernel")?;
-        let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
-        let device_start = trace.at(gpu.device_instant(&spots_start)?);
-        trace.record("spots kernel", "gpu", device_start, gpu_time);
-        let corners = corner_buf
-            .as_mut_slice()
-            .stage("map pinned buffer")?
-            .par_chunks_exact(2)
-            .map(|c| StampCorner { xc: c[0], yc: c[1] })
-            .collect();
-        let spot_status = status_buf
-            .as_mut_slice()
-            .stage("map pinned buffer")?
-            .to_vec();
-        // The page-locked buffers go back to the context (the batches reuse the status slots).
-        drop(corner_buf);
-        drop(status_buf);
-        stages.finish()?;
+        // Not waited for here: `start` enqueues the first batch behind it first.
+        stages.mark_end()?;
         Ok(Self {
             gpu,
             job,
@@ -329,8 +347,8 @@ impl<'g> GpuFrame<'g> {
             padded,
             d_stamps,
             d_corners,
-            corners,
-            spot_status,
+            corners: corner_buf,
+            spot_status: status_buf,
             d_image,
             d_weight,
             planned: Vec::new(),
@@ -343,24 +361,56 @@ impl<'g> GpuFrame<'g> {
             batch_max: 1,
             d_masked: None,
             shared: Default::default(),
+            begun: Some(Begun {
+                spots: (spots_start, spots_end),
+                spot_copies,
+            }),
         })
+    }
+
+    /// Waits for the spots kernel, the copies of its corners and status codes and the image
+    /// upload (once), and records their times.
+    fn finish_begin(&mut self) -> Result<(), GpuError> {
+        let Some(begun) = self.begun.take() else {
+            return Ok(());
+        };
+        self.stages.finish()?;
+        begun
+            .spot_copies
+            .synchronize()
+            .stage("copy corners and spot status to host")?;
+        let (start, end) = &begun.spots;
+        let ms = start.elapsed_ms(end).stage("time the spots kernel")?;
+        let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        let device_start = self.trace.at(self.gpu.device_instant(start)?);
+        self.trace
+            .record("spots kernel", "gpu", device_start, gpu_time);
+        Ok(())
     }
 
     /// Checks the device's spots against the host's corners of `tables` (one per bundle).
     fn check_spots(&self, tables: &[&SpotTable]) -> Result<(), SolveError> {
         let nfull = self.padded.nfull();
         let psf = self.job.psf;
-        if let Some(i) = self.spot_status.par_iter().position_first(|&s| s != 0) {
+        let status = self.spot_status.as_slice().stage("map pinned buffer")?;
+        if let Some(i) = status.par_iter().position_first(|&s| s != 0) {
             return Err(SolveError::Psf(psf.spot_error(
                 i / nfull,
                 self.padded.fullwave[i % nfull],
-                Status::from_code(self.spot_status[i]),
+                Status::from_code(status[i]),
             )));
         }
+        let pairs = self.corners.as_slice().stage("map pinned buffer")?;
         // Bundles in parallel.
         let differs = tables.par_iter().find_first(|table| {
-            let start = table.ispec_min * nfull;
-            self.corners.get(start..start + table.corners.len()) != Some(&table.corners[..])
+            let start = 2 * table.ispec_min * nfull;
+            match pairs.get(start..start + 2 * table.corners.len()) {
+                Some(device) => device
+                    .chunks_exact(2)
+                    .zip(&table.corners)
+                    .any(|(d, host)| d[0] != host.xc || d[1] != host.yc),
+                None => true,
+            }
         });
         match differs {
             Some(table) => Err(SolveError::Failed {
@@ -605,7 +655,11 @@ impl FrameSolver for GpuFrame<'_> {
             ny,
             nx,
             stamps,
-            corners: self.corners[fibers].to_vec(),
+            corners: self.corners.as_slice().stage("map pinned buffer")?
+                [2 * fibers.start..2 * fibers.end]
+                .chunks_exact(2)
+                .map(|c| StampCorner { xc: c[0], yc: c[1] })
+                .collect(),
         }))
     }
 
@@ -644,6 +698,7 @@ impl FrameSolver for GpuFrame<'_> {
         if self.pending.is_none() {
             self.pending = self.launch_next()?;
         }
+        self.finish_begin()?;
         self.trace
             .span("check spots", || self.check_spots(corners))?;
         Ok(())
@@ -926,8 +981,13 @@ fn batches() -> usize {
 }
 
 /// Parts of the image upload (filling the page-locked buffer overlaps the copy of the part
-/// before).
-const UPLOAD_PARTS: usize = 4;
+/// before), `DESI_UPLOAD_PARTS` or 4.
+fn upload_parts() -> usize {
+    std::env::var("DESI_UPLOAD_PARTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(4, |v| v.clamp(1, 64))
+}
 
 /// Uploads the image and the extraction weights (by the rule of [`PixelLimits::pixel`]: IVAR
 /// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 and the value 0; exact in
@@ -952,9 +1012,12 @@ fn upload_ccd(
     let mut d_both32 = copy_stream
         .alloc_zeros::<f32>(2 * npix)
         .stage("allocate image staging")?;
+    // Each part's copy and the widening, timed on the device (trace track `upload`).
+    let parts = upload_parts();
+    let mut device_spans = Vec::with_capacity(parts + 1);
     // In parts: the copy engine moves one part while the host fills the next.
     const CHUNK: usize = 1 << 16;
-    let part = npix.div_ceil(UPLOAD_PARTS).max(1);
+    let part = npix.div_ceil(parts).max(1);
     for start in (0..npix).step_by(part) {
         let range = start..(start + part).min(npix);
         let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
@@ -974,12 +1037,19 @@ fn upload_ccd(
                     }
                 })
         });
+        let before = copy_stream
+            .record_event(Some(TIMING_EVENT))
+            .stage("record an event")?;
         for (offset, src) in [(0, &*image_p), (npix, &*weight_p)] {
             let mut dst = d_both32.slice_mut(offset + range.start..offset + range.end);
             copy_stream
                 .memcpy_htod(src, &mut dst)
                 .stage("copy image and weights to device")?;
         }
+        let after = copy_stream
+            .record_event(Some(TIMING_EVENT))
+            .stage("record an event")?;
+        device_spans.push(("upload part", before, after));
     }
     let mut d_image = copy_stream
         .alloc_zeros::<f64>(npix)
@@ -987,6 +1057,9 @@ fn upload_ccd(
     let mut d_weight = copy_stream
         .alloc_zeros::<f64>(npix)
         .stage("allocate weights")?;
+    let widen_start = copy_stream
+        .record_event(Some(TIMING_EVENT))
+        .stage("record an event")?;
     for (half, dst) in [(0, &mut d_image), (1, &mut d_weight)] {
         let src = d_both32.slice(half * npix..(half + 1) * npix);
         let mut l = Launch::on(copy_stream);
@@ -998,11 +1071,25 @@ fn upload_ccd(
         // SAFETY: `src` and `dst` hold npix values each and do not overlap.
         unsafe { l.run(&gpu.kernels.widen_f32, args.shape(), &args) }?;
     }
+    let widen_end = copy_stream
+        .record_event(Some(TIMING_EVENT))
+        .stage("record an event")?;
+    device_spans.push(("widen", widen_start, widen_end));
     // The staging buffer goes back to the context only after the copy has read it.
     copy_stream
         .synchronize()
         .stage("copy image and weights to device")?;
     drop(staging);
+    for (name, before, after) in &device_spans {
+        let ms = before.elapsed_ms(after).stage("time the upload")?;
+        let duration = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        trace.record(
+            name,
+            "upload",
+            trace.at(gpu.device_instant(before)?),
+            duration,
+        );
+    }
     trace.record(
         "copy to device",
         "host",
