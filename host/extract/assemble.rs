@@ -107,16 +107,17 @@ pub fn assemble_frame(
         ))));
     }
     let nwave = grid.nwave();
-    let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
-    let mut parts = Vec::with_capacity(blocks.len());
-    let ndiagonal = 2 * ndiag + 1;
-    for block in blocks {
+    // Each block's rows of the frame: inside it, after the block before.
+    let mut rows = Vec::with_capacity(blocks.len());
+    for block in &blocks {
         let b = &block.arrays;
         let row0 = b.specmin.wrapping_sub(params.specmin);
+        let after = rows.last().map_or(0, |r: &std::ops::Range<usize>| r.end);
         if b.nwave != nwave
             || b.ndiag != ndiag
             || b.specmin < params.specmin
             || row0 + b.nspec > params.nspec
+            || row0 < after
         {
             return Err(ExtractError::Params(ParamsError::Invalid(format!(
                 "bundle {}: block of spectra {}..{} x {} bins (ndiag {}) does not fit the frame",
@@ -127,20 +128,38 @@ pub fn assemble_frame(
                 b.ndiag
             ))));
         }
-        let (lo, hi) = (row0 * nwave, (row0 + b.nspec) * nwave);
-        arrays.flux[lo..hi].copy_from_slice(&b.flux);
-        arrays.ivar[lo..hi].copy_from_slice(&b.ivar);
-        arrays.chi2pix[lo..hi].copy_from_slice(&b.chi2pix);
-        arrays.pixmask_fraction[lo..hi].copy_from_slice(&b.pixmask_fraction);
-        arrays.rdiags[lo * ndiagonal..hi * ndiagonal].copy_from_slice(&b.rdiags);
-        parts.push(BundleOutput {
+        rows.push(row0..row0 + b.nspec);
+    }
+    let mut arrays = FrameArrays::new(params.specmin, params.nspec, nwave, ndiag);
+    // The blocks copied in parallel (~140 MB for a full frame, into fresh pages: one thread
+    // took ~0.1 s of the exposure writer's time).
+    let ndiagonal = 2 * ndiag + 1;
+    let targets = pieces(&mut arrays.flux, &rows, nwave)
+        .into_iter()
+        .zip(pieces(&mut arrays.ivar, &rows, nwave))
+        .zip(pieces(&mut arrays.chi2pix, &rows, nwave))
+        .zip(pieces(&mut arrays.pixmask_fraction, &rows, nwave))
+        .zip(pieces(&mut arrays.rdiags, &rows, nwave * ndiagonal));
+    blocks.par_iter().zip(targets.collect::<Vec<_>>()).for_each(
+        |(block, ((((flux, ivar), chi2pix), pixmask_fraction), rdiags))| {
+            let b = &block.arrays;
+            flux.copy_from_slice(&b.flux);
+            ivar.copy_from_slice(&b.ivar);
+            chi2pix.copy_from_slice(&b.chi2pix);
+            pixmask_fraction.copy_from_slice(&b.pixmask_fraction);
+            rdiags.copy_from_slice(&b.rdiags);
+        },
+    );
+    let parts = blocks
+        .into_iter()
+        .map(|block| BundleOutput {
             reports: block.reports,
             rejections: block.rejections,
             model: block.model,
             npatch: block.npatch,
             nonfinite: Vec::new(),
-        });
-    }
+        })
+        .collect();
     Ok(finish_frame(
         grid,
         arrays,
@@ -149,6 +168,25 @@ pub fn assemble_frame(
         params.mask_rule,
         RowsFinished::No,
     ))
+}
+
+/// Disjoint pieces of `data` (`per_row` values a row) at the rows `rows` (ascending, not
+/// overlapping, inside `data`).
+fn pieces<'a>(
+    mut data: &'a mut [f64],
+    rows: &[std::ops::Range<usize>],
+    per_row: usize,
+) -> Vec<&'a mut [f64]> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut consumed = 0;
+    for r in rows {
+        let (_, rest) = std::mem::take(&mut data).split_at_mut(r.start * per_row - consumed);
+        let (piece, rest) = rest.split_at_mut(r.len() * per_row);
+        out.push(piece);
+        data = rest;
+        consumed = r.end * per_row;
+    }
+    out
 }
 
 /// What a bundle adds to its frame besides its rows.
@@ -373,6 +411,69 @@ fn add_patch_model_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block of bundle `bundle` (3 fibers) whose first spectrum is `specmin`, with every value
+    /// `value`.
+    fn block(bundle: usize, specmin: usize, value: f64) -> BundleBlock {
+        let mut arrays = FrameArrays::new(specmin, 3, 6, 1);
+        for plane in [
+            &mut arrays.flux,
+            &mut arrays.ivar,
+            &mut arrays.chi2pix,
+            &mut arrays.pixmask_fraction,
+            &mut arrays.rdiags,
+        ] {
+            plane.fill(value);
+        }
+        BundleBlock {
+            bundle,
+            arrays,
+            reports: Vec::new(),
+            rejections: Vec::new(),
+            model: None,
+            npatch: 1,
+        }
+    }
+
+    fn two_bundles() -> (WavelengthGrid, ExtractionParams) {
+        let params = ExtractionParams {
+            nspec: 6,
+            bundlesize: 3,
+            nsubbundles: 1,
+            ..ExtractionParams::default()
+        };
+        (WavelengthGrid::arange(6000.0, 6004.0, 0.8).unwrap(), params)
+    }
+
+    #[test]
+    fn blocks_land_on_their_rows_in_every_plane() {
+        let (grid, params) = two_bundles();
+        let blocks = vec![block(1, 3, 0.25), block(0, 0, 0.5)];
+        let ex = assemble_frame(&grid, &params, 1, blocks, None).unwrap();
+        let a = &ex.arrays;
+        for (plane, per_row) in [
+            (&a.flux, 6),
+            (&a.ivar, 6),
+            (&a.chi2pix, 6),
+            (&a.pixmask_fraction, 6),
+            (&a.rdiags, 18),
+        ] {
+            assert_eq!(plane.len(), 6 * per_row);
+            assert!(plane[..3 * per_row].iter().all(|&v| v == 0.5));
+            assert!(plane[3 * per_row..].iter().all(|&v| v == 0.25));
+        }
+    }
+
+    #[test]
+    fn overlapping_blocks_are_refused() {
+        let (grid, params) = two_bundles();
+        // Bundle 1's block says it starts at spectrum 2, inside bundle 0's rows.
+        let blocks = vec![block(0, 0, 0.5), block(1, 2, 0.25)];
+        match assemble_frame(&grid, &params, 1, blocks, None) {
+            Err(e) => assert!(e.to_string().contains("bundle 1"), "{e}"),
+            Ok(_) => panic!("overlapping blocks were assembled"),
+        }
+    }
 
     #[test]
     fn bundle_shares_cover_every_bundle_once() {
