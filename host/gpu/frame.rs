@@ -388,11 +388,26 @@ impl<'g> GpuFrame<'g> {
         Ok(())
     }
 
+    /// The spots' corners as `(xc, yc)` pairs and their status codes, once their copies to the
+    /// host are complete.
+    fn host_spots(&self) -> Result<(&[i32], &[u32]), GpuError> {
+        if let Some(begun) = &self.begun {
+            begun
+                .spot_copies
+                .synchronize()
+                .stage("copy corners and spot status to host")?;
+        }
+        Ok((
+            self.corners.as_slice().stage("map pinned buffer")?,
+            self.spot_status.as_slice().stage("map pinned buffer")?,
+        ))
+    }
+
     /// Checks the device's spots against the host's corners of `tables` (one per bundle).
     fn check_spots(&self, tables: &[&SpotTable]) -> Result<(), SolveError> {
         let nfull = self.padded.nfull();
         let psf = self.job.psf;
-        let status = self.spot_status.as_slice().stage("map pinned buffer")?;
+        let (pairs, status) = self.host_spots()?;
         if let Some(i) = status.par_iter().position_first(|&s| s != 0) {
             return Err(SolveError::Psf(psf.spot_error(
                 i / nfull,
@@ -400,7 +415,6 @@ impl<'g> GpuFrame<'g> {
                 Status::from_code(status[i]),
             )));
         }
-        let pairs = self.corners.as_slice().stage("map pinned buffer")?;
         // Bundles in parallel.
         let differs = tables.par_iter().find_first(|table| {
             let start = 2 * table.ispec_min * nfull;
@@ -655,8 +669,7 @@ impl FrameSolver for GpuFrame<'_> {
             ny,
             nx,
             stamps,
-            corners: self.corners.as_slice().stage("map pinned buffer")?
-                [2 * fibers.start..2 * fibers.end]
+            corners: self.host_spots()?.0[2 * fibers.start..2 * fibers.end]
                 .chunks_exact(2)
                 .map(|c| StampCorner { xc: c[0], yc: c[1] })
                 .collect(),
