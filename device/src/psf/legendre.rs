@@ -20,30 +20,14 @@ pub fn normalized_wavelength(wave: f64, wavemin: f64, wavemax: f64) -> f64 {
 ///
 /// `coeffs` has shape `(deg + 1,)`, lowest degree first. An empty series is 0.
 pub fn legval(ww: f64, coeffs: &[f64]) -> f64 {
-    let (c0, c1) = match coeffs {
-        [] => return 0.0,
-        [c0] => (*c0, 0.0),
-        [c0, c1] => (*c0, *c1),
-        [rest @ .., second_last, last] => {
-            let mut c0 = *second_last;
-            let mut c1 = *last;
-            let mut nd = coeffs.len() as f64;
-            // numpy: for i in 3..=len: c0, c1 = c[-i] − c1·(nd−1)/nd, c0 + c1·x·(2nd−1)/nd
-            for &ck in rest.iter().rev() {
-                let tmp = c0;
-                nd -= 1.0;
-                c0 = ck - (c1 * (nd - 1.0)) / nd;
-                c1 = tmp + (c1 * ww * (2.0 * nd - 1.0)) / nd;
-            }
-            (c0, c1)
-        }
-    };
-    c0 + c1 * ww
+    let [value] = legval_lanes([ww], coeffs);
+    value
 }
 
-/// [`legval`] at `L` points at once (one series, lane `l` at `ww[l]`): each lane's operations
-/// are [`legval`]'s in the same order, so every lane is bitwise [`legval`]`(ww[l], coeffs)`;
-/// the lanes' divisions and multiplications vectorize (the host's corner planning).
+/// [`legval`] at `L` points at once (one series, lane `l` at `ww[l]`), each lane by numpy's
+/// operations in its order (so every lane is bitwise [`legval`]`(ww[l], coeffs)`, which is
+/// this with one lane); the lanes' divisions and multiplications vectorize (the host's corner
+/// planning).
 pub fn legval_lanes<const L: usize>(ww: [f64; L], coeffs: &[f64]) -> [f64; L] {
     let (c0, c1) = match coeffs {
         [] => return [0.0; L],
@@ -53,6 +37,7 @@ pub fn legval_lanes<const L: usize>(ww: [f64; L], coeffs: &[f64]) -> [f64; L] {
             let mut c0 = [*second_last; L];
             let mut c1 = [*last; L];
             let mut nd = coeffs.len() as f64;
+            // numpy: for i in 3..=len: c0, c1 = c[-i] − c1·(nd−1)/nd, c0 + c1·x·(2nd−1)/nd
             for &ck in rest.iter().rev() {
                 nd -= 1.0;
                 for l in 0..L {
