@@ -6,6 +6,7 @@ use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows, BAD2DFIT, COSM
 use crate::patch::{ExtractionParams, MaskRule, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// A bundle's share of the model image: rows `[row_min, row_max)` x columns
 /// `[col_min, col_max)` of the CCD, row-major `(row_max - row_min, col_max - col_min)`.
@@ -112,7 +113,7 @@ pub fn assemble_frame(
     for block in &blocks {
         let b = &block.arrays;
         let row0 = b.specmin.wrapping_sub(params.specmin);
-        let after = rows.last().map_or(0, |r: &std::ops::Range<usize>| r.end);
+        let after = rows.last().map_or(0, |r: &Range<usize>| r.end);
         if b.nwave != nwave
             || b.ndiag != ndiag
             || b.specmin < params.specmin
@@ -174,7 +175,7 @@ pub fn assemble_frame(
 /// overlapping, inside `data`).
 fn pieces<'a>(
     mut data: &'a mut [f64],
-    rows: &[std::ops::Range<usize>],
+    rows: &[Range<usize>],
     per_row: usize,
 ) -> Vec<&'a mut [f64]> {
     let mut out = Vec::with_capacity(rows.len());

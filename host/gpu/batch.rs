@@ -592,12 +592,9 @@ impl PendingBatch<'_> {
             .iter()
             .zip(ends.chain(std::iter::once(&self.done)))
         {
-            let ms = start.elapsed_ms(end).stage(name)?;
-            let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
             // On the GPU track at the time the device reached the stage (the host enqueued it
             // earlier, while the batch before ran).
-            let device_start = trace.at(gpu.device_instant(start)?);
-            trace.record(name, "gpu", device_start, gpu_time);
+            let gpu_time = gpu.record_device_span(trace, name, "gpu", start, end)?;
             match detail.iter_mut().find(|(n, _)| n == name) {
                 Some((_, d)) => *d += gpu_time,
                 None => detail.push((name, gpu_time)),

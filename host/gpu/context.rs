@@ -3,6 +3,7 @@
 use super::launch::Kernel;
 use super::memory::{memory_limit_from_env, PoolStats};
 use super::ptx;
+use crate::trace::Trace;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaModule, CudaSlice, CudaStream, DriverError, PinnedHostSlice,
 };
@@ -706,6 +707,25 @@ impl GpuContext {
             .stage("time an event against the epoch")?;
         let after = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
         Ok(self.epoch.1 + after)
+    }
+
+    /// Puts the device time from `start` to `end` (events of this context, both completed) on
+    /// `track` of `trace` as `name`, at the time the device reached `start`; returns its length.
+    ///
+    /// # Errors
+    /// A driver error reading the events.
+    pub fn record_device_span(
+        &self,
+        trace: &Trace,
+        name: &str,
+        track: &'static str,
+        start: &CudaEvent,
+        end: &CudaEvent,
+    ) -> Result<Duration, GpuError> {
+        let ms = start.elapsed_ms(end).stage(name)?;
+        let duration = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        trace.record(name, track, trace.at(self.device_instant(start)?), duration);
+        Ok(duration)
     }
 
     /// The counters of the device's default memory pool (shared by every context of the

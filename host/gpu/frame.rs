@@ -137,11 +137,8 @@ impl<'a> Stages<'a> {
         let end = self.trace.now();
         let host = end.saturating_sub(open.start);
         self.trace.record(open.name, "host", open.start, host);
-        let gpu_ms = open.event.elapsed_ms(&end_event).stage(open.name)?;
-        let gpu_time = Duration::from_secs_f64(f64::from(gpu_ms.max(0.0)) / 1e3);
-        // On the GPU track at the time the device reached the stage.
-        let device_start = self.trace.at(self.gpu.device_instant(&open.event)?);
-        self.trace.record(open.name, "gpu", device_start, gpu_time);
+        self.gpu
+            .record_device_span(self.trace, open.name, "gpu", &open.event, &end_event)?;
         match self.detail.iter_mut().find(|(n, _)| *n == open.name) {
             Some((_, d)) => *d += host,
             None => self.detail.push((open.name, host)),
@@ -374,17 +371,11 @@ impl<'g> GpuFrame<'g> {
         let Some(begun) = self.begun.take() else {
             return Ok(());
         };
+        // The stage's end was recorded after the spot copies, on the same stream.
         self.stages.finish()?;
-        begun
-            .spot_copies
-            .synchronize()
-            .stage("copy corners and spot status to host")?;
         let (start, end) = &begun.spots;
-        let ms = start.elapsed_ms(end).stage("time the spots kernel")?;
-        let gpu_time = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
-        let device_start = self.trace.at(self.gpu.device_instant(start)?);
-        self.trace
-            .record("spots kernel", "gpu", device_start, gpu_time);
+        self.gpu
+            .record_device_span(self.trace, "spots kernel", "gpu", start, end)?;
         Ok(())
     }
 
@@ -1094,14 +1085,7 @@ fn upload_ccd(
         .stage("copy image and weights to device")?;
     drop(staging);
     for (name, before, after) in &device_spans {
-        let ms = before.elapsed_ms(after).stage("time the upload")?;
-        let duration = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
-        trace.record(
-            name,
-            "upload",
-            trace.at(gpu.device_instant(before)?),
-            duration,
-        );
+        gpu.record_device_span(trace, name, "upload", before, after)?;
     }
     trace.record(
         "copy to device",
