@@ -130,7 +130,11 @@ pub(super) struct PendingBatch<'g> {
     sizes: [usize; 5],
     /// `(stage, event at its start, host time of the enqueue)`, then the end event.
     marks: Vec<(&'static str, CudaEvent, Duration)>,
+    /// Recorded on the download stream after the copies.
     done: CudaEvent,
+    /// The device buffers the copies read, freed only after `done`: dropped earlier, their
+    /// free on the main stream would wait for the copies there, ahead of the next batch.
+    sources: (Vec<CudaSlice<f64>>, Vec<CudaSlice<u32>>),
 }
 
 /// Records the start of a GPU stage on `stream`.
@@ -514,9 +518,15 @@ pub(super) fn launch_batch<'g>(
         }
         None => None,
     };
-    mark(&mut marks, stream, trace, label.unwrap_or("copy to host"))?;
-    // The outputs land in page-locked buffers (pageable copies ran at ~1.5 GB/s and would
-    // synchronize): asynchronous copies, waited for in `collect`.
+    // The results come back on the download stream once the kernels are done, so that the
+    // next batch's kernels (on `stream`) do not wait for the copies. The outputs land in
+    // page-locked buffers (pageable copies ran at ~1.5 GB/s and would synchronize):
+    // asynchronous copies, waited for in `collect`.
+    let download = &gpu.download;
+    download
+        .join(stream)
+        .stage("wait for the batch's kernels")?;
+    mark(&mut marks, download, trace, label.unwrap_or("copy to host"))?;
     let scan_len = scan
         .as_ref()
         .map_or(0, |(_, _, hits, weighted)| hits.len() + weighted.len());
@@ -524,15 +534,15 @@ pub(super) fn launch_batch<'g>(
     {
         let host = status.as_mut_slice().stage("map pinned buffer")?;
         let (status_h, rest) = host.split_at_mut(np);
-        stream
+        download
             .memcpy_dtoh(&d_status, status_h)
             .stage("copy status to host")?;
         if let Some((_, _, hits, weighted)) = &scan {
             let (hits_h, rest) = rest.split_at_mut(hits.len());
-            stream
+            download
                 .memcpy_dtoh(hits, hits_h)
                 .stage("copy outlier masks to host")?;
-            stream
+            download
                 .memcpy_dtoh(weighted, &mut rest[..weighted.len()])
                 .stage("copy outlier counts to host")?;
         }
@@ -554,13 +564,19 @@ pub(super) fn launch_batch<'g>(
         (&d_pixmask, sizes[4]),
     ] {
         let (dst, rest) = host.split_at_mut(len);
-        stream.memcpy_dtoh(src, dst).stage("copy results to host")?;
+        download
+            .memcpy_dtoh(src, dst)
+            .stage("copy results to host")?;
         host = rest;
     }
-    let scan = scan.map(|(rows, words, _, _)| (rows, words));
-    let done = stream
+    let done = download
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
+    let mut sources_u32 = vec![d_status];
+    let scan = scan.map(|(rows, words, hits, weighted)| {
+        sources_u32.extend([hits, weighted]);
+        (rows, words)
+    });
     Ok(PendingBatch {
         results,
         status,
@@ -568,6 +584,10 @@ pub(super) fn launch_batch<'g>(
         sizes,
         marks,
         done,
+        sources: (
+            vec![d_flux, d_ivar, d_rdiags, d_chi2, d_pixmask],
+            sources_u32,
+        ),
     })
 }
 
@@ -586,6 +606,7 @@ impl PendingBatch<'_> {
         detail: &mut Vec<(&'static str, Duration)>,
     ) -> Result<Vec<PatchResult>, GpuError> {
         self.done.synchronize().stage("wait for a batch")?;
+        drop(std::mem::take(&mut self.sources));
         let ends = self.marks.iter().skip(1).map(|(_, e, _)| e);
         for ((name, start, _), end) in self
             .marks

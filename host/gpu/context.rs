@@ -157,8 +157,11 @@ pub struct Kernels {
 pub struct GpuContext {
     /// The context.
     pub ctx: Arc<CudaContext>,
-    /// The stream every launch and copy goes to.
+    /// The stream every launch and copy goes to, but the batches' results.
     pub stream: Arc<CudaStream>,
+    /// The stream the batches' results come back on: their copies run beside the next
+    /// batch's kernels instead of ahead of them.
+    pub download: Arc<CudaStream>,
     /// The loaded module.
     pub module: Arc<CudaModule>,
     /// Its kernels.
@@ -589,6 +592,7 @@ impl GpuContext {
         // process would share and which synchronizes with the other streams): two contexts of
         // one device then overlap (`exposure` keeps two frames in flight).
         let stream = ctx.new_stream().stage("create a stream")?;
+        let download = ctx.new_stream().stage("create the download stream")?;
         let module = load_kernels(&ctx)?;
         let kernels = Kernels {
             spots: Kernel::load(&module, k::SPOTS)?,
@@ -642,6 +646,7 @@ impl GpuContext {
         let mut gpu = Self {
             ctx,
             stream,
+            download,
             module,
             kernels,
             ordinal,
@@ -707,6 +712,23 @@ impl GpuContext {
             .stage("time an event against the epoch")?;
         let after = Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
         Ok(self.epoch.1 + after)
+    }
+
+    /// A new stream at the device's highest priority: the block scheduler starts its kernels'
+    /// blocks ahead of those of lower-priority streams still waiting for room (a short kernel
+    /// then runs beside a long one instead of after it).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub fn urgent_stream(&self) -> Result<Arc<CudaStream>, GpuError> {
+        self.ctx
+            .bind_to_thread()
+            .stage("bind the context to the thread")?;
+        let (_least, greatest) = cudarc::driver::result::stream::get_priority_range()
+            .stage("read the stream priorities")?;
+        self.ctx
+            .new_stream_with_priority(greatest)
+            .stage("create a stream")
     }
 
     /// Puts the device time from `start` to `end` (events of this context, both completed) on
@@ -794,6 +816,9 @@ impl GpuContext {
     pub fn release_memory(&self) -> Result<(), GpuError> {
         use cudarc::driver::sys;
         self.stream.synchronize().stage("synchronize the stream")?;
+        self.download
+            .synchronize()
+            .stage("synchronize the download stream")?;
         let pool = default_pool(&self.ctx)?;
         // SAFETY: a plain driver call on the device's pool; trimming only releases memory no
         // allocation holds.

@@ -214,6 +214,19 @@ struct GpuFrame<'g> {
 struct Begun {
     spots: (CudaEvent, CudaEvent),
     spot_copies: CudaEvent,
+    /// The upload's device spans (track `upload`), recorded once the stage is waited for.
+    upload: Vec<DeviceSpan>,
+}
+
+/// A span of device time between two events, named for the trace.
+type DeviceSpan = (&'static str, CudaEvent, CudaEvent);
+
+/// The CCD on the device: image and extraction weights (f64), and the device spans of their
+/// upload (none when the pixels were on the device already).
+struct DeviceCcd {
+    image: CudaSlice<f64>,
+    weight: CudaSlice<f64>,
+    upload: Vec<DeviceSpan>,
 }
 
 impl<'g> GpuFrame<'g> {
@@ -260,15 +273,21 @@ impl<'g> GpuFrame<'g> {
         let d_wave = stream
             .clone_htod(&padded.fullwave)
             .stage("copy wavelengths")?;
-        let mut d_stamps = stream
-            .alloc_zeros::<f64>(nitem * ny * nx)
-            .stage("allocate stamps")?;
-        let mut d_corners = stream
-            .alloc_zeros::<i32>(2 * nitem)
-            .stage("allocate corners")?;
-        let mut d_spot_status = stream
-            .alloc_zeros::<u32>(nitem)
-            .stage("allocate spot status")?;
+        // Not cleared (clearing the stamps took ~0.7 ms of the device before the spots kernel
+        // on a full frame): the spots kernel writes every spot's corner and status code, and
+        // every pixel of each spot it succeeds on (corner (0, 0) on failure); a frame with a
+        // failed spot fails in `check_spots` before any result of its batches is used.
+        // SAFETY: every element the host uses is written by the spots kernel first; the
+        // batches' kernels read stamp values only as numbers (indices come from the corners).
+        let (mut d_stamps, mut d_corners, mut d_spot_status) = unsafe {
+            (
+                stream
+                    .alloc::<f64>(nitem * ny * nx)
+                    .stage("allocate stamps")?,
+                stream.alloc::<i32>(2 * nitem).stage("allocate corners")?,
+                stream.alloc::<u32>(nitem).stage("allocate spot status")?,
+            )
+        };
         let spots_start = stream
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
@@ -321,12 +340,23 @@ impl<'g> GpuFrame<'g> {
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
         // A stream of its own, not a fork of the main one: a fork waits for the spots kernel,
-        // and the copies ran after it instead of beside it.
-        let copy_stream = gpu.ctx.new_stream().stage("create the upload stream")?;
-        let (d_image, d_weight) = match &job.device_pixels {
+        // and the copies ran after it instead of beside it. At the device's highest priority,
+        // so that the widening's blocks go ahead of the spots kernel's waiting ones.
+        let copy_stream = gpu.urgent_stream()?;
+        let DeviceCcd {
+            image: d_image,
+            weight: d_weight,
+            upload,
+        } = match &job.device_pixels {
             // Pixels already on the device: screened there, never copied to the host.
             Some(pixels) => {
-                super::pixels::screen_device_pixels(gpu, &copy_stream, pixels, &job, trace)?
+                let (image, weight) =
+                    super::pixels::screen_device_pixels(gpu, &copy_stream, pixels, &job, trace)?;
+                DeviceCcd {
+                    image,
+                    weight,
+                    upload: Vec::new(),
+                }
             }
             None => upload_ccd(gpu, &copy_stream, image, &job.pixel_limits, trace)?,
         };
@@ -361,6 +391,7 @@ impl<'g> GpuFrame<'g> {
             begun: Some(Begun {
                 spots: (spots_start, spots_end),
                 spot_copies,
+                upload,
             }),
         })
     }
@@ -376,6 +407,11 @@ impl<'g> GpuFrame<'g> {
         let (start, end) = &begun.spots;
         self.gpu
             .record_device_span(self.trace, "spots kernel", "gpu", start, end)?;
+        // The upload's events precede the stage's end (the main stream joined its stream).
+        for (name, before, after) in &begun.upload {
+            self.gpu
+                .record_device_span(self.trace, name, "upload", before, after)?;
+        }
         Ok(())
     }
 
@@ -996,14 +1032,16 @@ fn upload_parts() -> usize {
 /// Uploads the image and the extraction weights (by the rule of [`PixelLimits::pixel`]: IVAR
 /// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 and the value 0; exact in
 /// f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
-/// the device, all on `copy_stream`; returns once the copy is complete.
+/// the device, all on `copy_stream`; returns once the copies have read the staging buffer
+/// (the widening may still be waiting for the device), with the device spans of the copies
+/// and the widening.
 fn upload_ccd(
     gpu: &GpuContext,
     copy_stream: &std::sync::Arc<cudarc::driver::CudaStream>,
     preproc: &crate::io::PreprocImage,
     limits: &PixelLimits,
     trace: &Trace,
-) -> Result<(CudaSlice<f64>, CudaSlice<f64>), GpuError> {
+) -> Result<DeviceCcd, GpuError> {
     let (pixels, ivar, mask) = (&preproc.image, &preproc.ivar, &preproc.mask);
     let start = trace.now();
     let _range = crate::trace::nvtx_range("copy to device");
@@ -1055,6 +1093,7 @@ fn upload_ccd(
             .stage("record an event")?;
         device_spans.push(("upload part", before, after));
     }
+    let copied = copy_stream.record_event(None).stage("record an event")?;
     let mut d_image = copy_stream
         .alloc_zeros::<f64>(npix)
         .stage("allocate image")?;
@@ -1079,19 +1118,21 @@ fn upload_ccd(
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
     device_spans.push(("widen", widen_start, widen_end));
-    // The staging buffer goes back to the context only after the copy has read it.
-    copy_stream
+    // The staging buffer goes back to the context only after the copies have read it; the
+    // widening is not waited for (it runs when the spots kernel leaves room for it).
+    copied
         .synchronize()
         .stage("copy image and weights to device")?;
     drop(staging);
-    for (name, before, after) in &device_spans {
-        gpu.record_device_span(trace, name, "upload", before, after)?;
-    }
     trace.record(
         "copy to device",
         "host",
         start,
         trace.now().saturating_sub(start),
     );
-    Ok((d_image, d_weight))
+    Ok(DeviceCcd {
+        image: d_image,
+        weight: d_weight,
+        upload: device_spans,
+    })
 }

@@ -182,6 +182,60 @@ impl FrameRows<'_> {
         })
     }
 
+    /// These rows, borrowed for a shorter time (to split them without giving them up).
+    pub fn reborrow(&mut self) -> FrameRows<'_> {
+        FrameRows {
+            first: self.first,
+            nwave: self.nwave,
+            ndiagonal: self.ndiagonal,
+            flux: self.flux,
+            ivar: self.ivar,
+            chi2pix: self.chi2pix,
+            pixmask_fraction: self.pixmask_fraction,
+            rdiags: self.rdiags,
+        }
+    }
+
+    /// Number of spectra in these rows.
+    pub fn nspec(&self) -> usize {
+        self.flux.len().checked_div(self.nwave).unwrap_or(0)
+    }
+
+    /// Splits off the first `n` spectra (at most all of them): `(rows [first, first + n),
+    /// the rest)`, so that disjoint spectra can be filled in parallel.
+    pub fn split_rows(self, n: usize) -> (Self, Self) {
+        let n = n.min(self.nspec());
+        let (plain, diagonals) = (n * self.nwave, n * self.nwave * self.ndiagonal);
+        let (flux, flux_rest) = self.flux.split_at_mut(plain);
+        let (ivar, ivar_rest) = self.ivar.split_at_mut(plain);
+        let (chi2pix, chi2pix_rest) = self.chi2pix.split_at_mut(plain);
+        let (pixmask_fraction, pixmask_rest) = self.pixmask_fraction.split_at_mut(plain);
+        let (rdiags, rdiags_rest) = self.rdiags.split_at_mut(diagonals);
+        let (nwave, ndiagonal) = (self.nwave, self.ndiagonal);
+        (
+            FrameRows {
+                first: self.first,
+                nwave,
+                ndiagonal,
+                flux,
+                ivar,
+                chi2pix,
+                pixmask_fraction,
+                rdiags,
+            },
+            FrameRows {
+                first: self.first + n,
+                nwave,
+                ndiagonal,
+                flux: flux_rest,
+                ivar: ivar_rest,
+                chi2pix: chi2pix_rest,
+                pixmask_fraction: pixmask_rest,
+                rdiags: rdiags_rest,
+            },
+        )
+    }
+
     /// Copies a patch's core outputs (its spectra must lie in these rows).
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
         let keep = plan.keep;
@@ -460,6 +514,58 @@ mod tests {
         }
         assert!(column_medians(&[], 0, 3).iter().all(|m| m.is_nan()));
         assert!(column_medians(&[], 4, 0).is_empty());
+    }
+
+    /// `split_rows` hands out the spectra `[first, first + n)` and the rest, every plane
+    /// (the resolution's `ndiagonal` rows per spectrum included), and clamps `n`.
+    #[test]
+    fn split_rows_cover_their_spectra_in_every_plane() {
+        let (nspec, nwave, ndiag) = (7, 4, 1);
+        let mut arrays = FrameArrays::new(10, nspec, nwave, ndiag);
+        {
+            let mut blocks = arrays.row_blocks_mut(nspec);
+            let rows = blocks.pop().expect("one block");
+            assert_eq!(rows.nspec(), nspec);
+            let (mut a, b) = rows.split_rows(3);
+            let (mut b, empty) = b.split_rows(99);
+            assert_eq!((a.first(), a.nspec()), (10, 3));
+            assert_eq!((b.first(), b.nspec()), (13, 4));
+            assert_eq!((empty.first(), empty.nspec()), (17, 0));
+            for (rows, value) in [(&mut a, 1.0), (&mut b, 2.0)] {
+                for plane in [
+                    &mut *rows.flux,
+                    &mut *rows.ivar,
+                    &mut *rows.chi2pix,
+                    &mut *rows.pixmask_fraction,
+                    &mut *rows.rdiags,
+                ] {
+                    plane.fill(value);
+                }
+            }
+        }
+        let row_of = |i: usize, per_spectrum: usize| i / per_spectrum;
+        for plane in [
+            &arrays.flux,
+            &arrays.ivar,
+            &arrays.chi2pix,
+            &arrays.pixmask_fraction,
+        ] {
+            for (i, &v) in plane.iter().enumerate() {
+                assert_eq!(v, if row_of(i, nwave) < 3 { 1.0 } else { 2.0 }, "bin {i}");
+            }
+        }
+        let per_spectrum = nwave * (2 * ndiag + 1);
+        for (i, &v) in arrays.rdiags.iter().enumerate() {
+            assert_eq!(
+                v,
+                if row_of(i, per_spectrum) < 3 {
+                    1.0
+                } else {
+                    2.0
+                },
+                "rdiag {i}"
+            );
+        }
     }
 
     #[test]
