@@ -2,7 +2,7 @@
 //! their model-image boxes, and the frame they assemble into.
 
 use super::{ExtractError, Extraction, PatchRejection, PatchReport, StageTimes};
-use crate::patch::stitch::{spectrum_mask, FrameArrays, FrameRows, BAD2DFIT, COSMIC, NODATA};
+use crate::patch::stitch::{spectrum_mask_with, FrameArrays, FrameRows, BAD2DFIT, COSMIC, NODATA};
 use crate::patch::{ExtractionParams, MaskRule, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 use rayon::prelude::*;
@@ -159,6 +159,7 @@ pub fn assemble_frame(
             model: block.model,
             npatch: block.npatch,
             nonfinite: Vec::new(),
+            fiber_medians: None,
         })
         .collect();
     Ok(finish_frame(
@@ -204,6 +205,9 @@ pub(super) struct BundleOutput {
     /// The bundle's bins zeroed as not finite (frame `row · nwave + bin`), when its rows were
     /// finished as soon as they were stitched ([`FrameRows::finish_bins`]); empty otherwise.
     pub nonfinite: Vec<usize>,
+    /// The median chi2pix of each of the bundle's spectra ([`MaskRule::Main`]), when its rows
+    /// were finished as soon as they were stitched.
+    pub fiber_medians: Option<Vec<f64>>,
 }
 
 /// Whether the frame's rows went through [`FrameRows::finish_bins`] bundle by bundle (their
@@ -232,7 +236,15 @@ pub(super) fn finish_frame(
     let mut rejections = Vec::new();
     let mut npatch = 0;
     let mut nonfinite_bins = Vec::new();
+    // The bundles' per-fiber medians, when every bundle brought them.
+    let mut fiber_medians = Some(Vec::with_capacity(arrays.nspec));
     for part in parts {
+        fiber_medians = fiber_medians
+            .zip(part.fiber_medians)
+            .map(|(mut all, mine)| {
+                all.extend(mine);
+                all
+            });
         rejections.extend(part.rejections);
         if let (Some((full, nrow, ncol)), Some(boxed)) = (model.as_mut(), &part.model) {
             boxed.add_to(full, *nrow, *ncol);
@@ -245,7 +257,7 @@ pub(super) fn finish_frame(
         RowsFinished::Yes => nonfinite_bins.sort_unstable(),
         RowsFinished::No => nonfinite_bins = arrays.zero_nonfinite(),
     }
-    let mut mask = spectrum_mask(&arrays, rule);
+    let mut mask = spectrum_mask_with(&arrays, rule, fiber_medians);
     flag_bins(&arrays, &mut mask, &reports, &nonfinite_bins);
     flag_rejected(&arrays, &mut mask, &rejections);
     Extraction {

@@ -35,7 +35,7 @@ pub use screen::{
 use crate::job::{FailedPatchPolicy, FallbackPolicy, FrameJob};
 use crate::patch::plan::plan_bundle;
 use crate::patch::stitch::{FrameArrays, FrameRows};
-use crate::patch::{PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
+use crate::patch::{MaskRule, PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{PsfError, SpotTable};
 use crate::solve::outliers::solve_patch_detecting;
 use crate::solve::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
@@ -597,22 +597,28 @@ impl Stitcher<'_> {
                 model,
                 npatch: bundle.plans.len(),
                 nonfinite: Vec::new(),
+                fiber_medians: None,
             });
         }
         if let Some(dwave) = self.finish {
             let start = trace.now();
             let nwave = dwave.len();
             let specmin = self.job.params.specmin;
-            let nonfinite: Vec<Vec<usize>> = rows
+            // With the per-fiber chi2pix medians of the MASK rule (finished rows: final values),
+            // so that `finish frame` does not compute them after the device's last batch.
+            let medians = self.job.params.mask_rule == MaskRule::Main;
+            let finished: Vec<(Vec<usize>, Option<Vec<f64>>)> = rows
                 .par_iter_mut()
                 .map(|rows| {
                     let offset = (rows.first() - specmin) * nwave;
                     let local = rows.finish_bins(dwave);
-                    local.into_iter().map(|i| offset + i).collect()
+                    let bins = local.into_iter().map(|i| offset + i).collect();
+                    (bins, medians.then(|| rows.chi2pix_medians()))
                 })
                 .collect();
-            for (part, bins) in parts.iter_mut().zip(nonfinite) {
+            for (part, (bins, medians)) in parts.iter_mut().zip(finished) {
                 part.nonfinite = bins;
+                part.fiber_medians = medians;
             }
             trace.record(
                 "finish bundles",

@@ -236,6 +236,11 @@ impl FrameRows<'_> {
         )
     }
 
+    /// The median chi2pix of each spectrum of these rows ([`row_medians`]).
+    pub fn chi2pix_medians(&self) -> Vec<f64> {
+        row_medians(self.chi2pix, self.nwave)
+    }
+
     /// Copies a patch's core outputs (its spectra must lie in these rows).
     pub fn insert(&mut self, plan: &PatchPlan, result: &PatchResult, pad: usize) {
         let keep = plan.keep;
@@ -340,16 +345,36 @@ fn column_medians(values: &[f64], nrow: usize, ncol: usize) -> Vec<f64> {
 /// (docs/algorithm.md §1.3): SOMEBADPIX where pixmask_fraction > 0.5, ALLBADPIX where it
 /// equals 1.0 exactly, BAD2DFIT by `rule`.
 pub fn spectrum_mask(arrays: &FrameArrays, rule: MaskRule) -> Vec<u32> {
+    spectrum_mask_with(arrays, rule, None)
+}
+
+/// The median of each row of `values` (`nwave` values a row), rows in parallel: the
+/// per-fiber chi2pix medians of [`MaskRule::Main`].
+pub fn row_medians(values: &[f64], nwave: usize) -> Vec<f64> {
+    values
+        .par_chunks(nwave.max(1))
+        .map(|row| median(row.to_vec()))
+        .collect()
+}
+
+/// [`spectrum_mask`], with the per-fiber chi2pix medians already computed (by [`row_medians`]
+/// of the finished rows, e.g. bundle by bundle while the backend solved later ones); `None`, or
+/// a length other than the frame's spectra, computes them here.
+pub fn spectrum_mask_with(
+    arrays: &FrameArrays,
+    rule: MaskRule,
+    fiber_medians: Option<Vec<f64>>,
+) -> Vec<u32> {
     let (nspec, nwave) = (arrays.nspec, arrays.nwave);
     let chi = &arrays.chi2pix;
     let (fiber_median, wave_median): (Vec<f64>, Vec<f64>) = match rule {
-        MaskRule::Main => (
-            (0..nspec)
-                .into_par_iter()
-                .map(|s| median(chi[s * nwave..(s + 1) * nwave].to_vec()))
-                .collect(),
-            column_medians(chi, nspec, nwave),
-        ),
+        MaskRule::Main => {
+            let fiber_median = match fiber_medians {
+                Some(known) if known.len() == nspec => known,
+                _ => row_medians(chi, nwave),
+            };
+            (fiber_median, column_medians(chi, nspec, nwave))
+        }
         MaskRule::V0_70 => (Vec::new(), Vec::new()),
     };
     let bad2d = |i: usize, s: usize, j: usize| match rule {
