@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use desi_extract::io::read_psf;
-use desi_extract::patch::stitch::{spectrum_mask, FrameArrays};
+use desi_extract::patch::stitch::{row_medians, spectrum_mask, spectrum_mask_with, FrameArrays};
 use desi_extract::patch::{plan::plan_bundle, ExtractionParams, MaskRule, PaddedGrid};
 use desi_extract::patch::{PatchPlan, WavelengthGrid};
 use desi_extract::solve::PatchResult;
@@ -133,6 +133,11 @@ fn benches(c: &mut Criterion) {
     });
     g.bench_function("spectrum_mask_main", |b| {
         b.iter(|| spectrum_mask(black_box(&full), MaskRule::Main))
+    });
+    // What is left for `finish frame` once the bundles brought their per-fiber medians.
+    let medians = row_medians(&full.chi2pix, full.nwave);
+    g.bench_function("spectrum_mask_main_fiber_medians_known", |b| {
+        b.iter(|| spectrum_mask_with(black_box(&full), MaskRule::Main, Some(medians.clone())))
     });
     g.finish();
 }
