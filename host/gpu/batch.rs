@@ -132,9 +132,19 @@ pub(super) struct PendingBatch<'g> {
     marks: Vec<(&'static str, CudaEvent, Duration)>,
     /// Recorded on the download stream after the copies.
     done: CudaEvent,
-    /// The device buffers the copies read, freed only after `done`: dropped earlier, their
-    /// free on the main stream would wait for the copies there, ahead of the next batch.
-    sources: (Vec<CudaSlice<f64>>, Vec<CudaSlice<u32>>),
+    /// The batch's device buffers, freed once it is collected.
+    buffers: BatchBuffers,
+}
+
+/// The device buffers of a batch, freed only after the batch is complete: a buffer's free
+/// waits (on its allocation stream, `prepare`) for the kernels and copies that use it, and the
+/// next batch's allocations, queued on that stream behind it, would wait too; a copy's source
+/// freed on the main stream would hold up the next batch's kernels there.
+#[derive(Default)]
+struct BatchBuffers {
+    f64s: Vec<CudaSlice<f64>>,
+    u32s: Vec<CudaSlice<u32>>,
+    u64s: Vec<CudaSlice<u64>>,
 }
 
 /// Records the start of a GPU stage on `stream`.
@@ -173,6 +183,11 @@ pub(super) fn launch_batch<'g>(
         reject_threshold,
     } = shape;
     let stream = &gpu.stream;
+    // Every buffer of the batch is allocated (and cleared) on the context's `prepare` stream,
+    // ahead of the kernels (cudarc's event tracking makes each kernel wait for its buffers'
+    // clearing), and kept until the batch is collected.
+    let alloc = &gpu.prepare;
+    let mut keep = BatchBuffers::default();
     let mut marks = Vec::new();
     mark(&mut marks, stream, trace, label.unwrap_or("allocate"))?;
     let np = chunk.len();
@@ -193,27 +208,27 @@ pub(super) fn launch_batch<'g>(
         pixels_len = pixels_len.max(d.pixel_offset as usize + d.npix());
         words.extend_from_slice(&d.to_words());
     }
-    let d_descs = stream.clone_htod(&words).stage("copy patch descriptors")?;
-    let mut d_band = stream
+    let d_descs = alloc.clone_htod(&words).stage("copy patch descriptors")?;
+    let mut d_band = alloc
         .alloc_zeros::<f64>(band_len.max(1))
         .stage("allocate band matrices")?;
-    let mut d_rhs = stream.alloc_zeros::<f64>(np * nmax).stage("allocate rhs")?;
-    let mut d_fw = stream
+    let mut d_rhs = alloc.alloc_zeros::<f64>(np * nmax).stage("allocate rhs")?;
+    let mut d_fw = alloc
         .alloc_zeros::<f64>(np * nmax)
         .stage("allocate fluxweight")?;
-    let mut d_xflux = stream
+    let mut d_xflux = alloc
         .alloc_zeros::<f64>(np * nmax)
         .stage("allocate xflux")?;
-    let mut d_status = stream.alloc_zeros::<u32>(np).stage("allocate status")?;
+    let mut d_status = alloc.alloc_zeros::<u32>(np).stage("allocate status")?;
     let ncore = np * nspp_max;
     let block = nwavetot * nwavetot;
-    let mut d_cov = stream
+    let mut d_cov = alloc
         .alloc_zeros::<f64>(ncore * block)
         .stage("allocate covariance")?;
     let team = gpu.mode == KernelMode::Team;
     // The per-thread kernels need global scratch; the team kernels work in shared memory.
     let scratch = |len: usize| if team { 1 } else { len };
-    let mut d_cov_work = stream
+    let mut d_cov_work = alloc
         .alloc_zeros::<f64>(scratch(ncore * cov_work))
         .stage("allocate covariance scratch")?;
     let (sny, snx) = frame.stamp_shape;
@@ -311,29 +326,27 @@ pub(super) fn launch_batch<'g>(
         unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, label.unwrap_or("eigh"))?;
-    // Freed in stream order: the kernels above still read them.
-    drop(d_cov_work);
-    drop(d_band);
+    keep.f64s.extend([d_cov_work, d_band]);
     let ndiagonal = 2 * ndiag + 1;
-    let mut d_q = stream
+    let mut d_q = alloc
         .alloc_zeros::<f64>(scratch(ncore * block))
         .stage("allocate Q")?;
-    let mut d_eig_work = stream
+    let mut d_eig_work = alloc
         .alloc_zeros::<f64>(scratch(ncore * eig_work))
         .stage("allocate Jacobi scratch")?;
-    let mut d_flux = stream
+    let mut d_flux = alloc
         .alloc_zeros::<f64>(ncore * nwavetot)
         .stage("allocate flux")?;
-    let mut d_ivar = stream
+    let mut d_ivar = alloc
         .alloc_zeros::<f64>(ncore * nwavetot)
         .stage("allocate ivar")?;
-    let mut d_rdiags = stream
+    let mut d_rdiags = alloc
         .alloc_zeros::<f64>(ncore * ndiagonal * nwavestep)
         .stage("allocate Rdiags")?;
     // With DESI_EIGH_KERNEL=ns2 (default) or ns, resolution_ns2 or resolution_ns first; it
     // marks the blocks it solved, and resolution_team (timed as "eigh fallback") does the others.
     let ns = gpu.runs_newton_schulz(nwavetot);
-    let mut d_state = stream
+    let mut d_state = alloc
         .alloc_zeros::<u32>(if ns { ncore.max(1) } else { 1 })
         .stage("allocate block states")?;
     if ns {
@@ -406,17 +419,15 @@ pub(super) fn launch_batch<'g>(
         unsafe { l.run(kernel, shape, &args) }?;
     }
     mark(&mut marks, stream, trace, label.unwrap_or("finalize"))?;
-    drop(d_state);
-    drop(d_q);
-    drop(d_eig_work);
-    drop(d_cov);
-    let mut d_pixels = stream
+    keep.u32s.push(d_state);
+    keep.f64s.extend([d_q, d_eig_work, d_cov]);
+    let mut d_pixels = alloc
         .alloc_zeros::<f64>(pixels_len.max(1))
         .stage("allocate pixel windows")?;
-    let mut d_chi2 = stream
+    let mut d_chi2 = alloc
         .alloc_zeros::<f64>(ncore * nwavestep)
         .stage("allocate chi2pix")?;
-    let mut d_pixmask = stream
+    let mut d_pixmask = alloc
         .alloc_zeros::<f64>(ncore * nwavestep)
         .stage("allocate pixmask")?;
     // The warp kernels with the team kernels, unless DESI_FINALIZE_KERNELS=thread asks for the
@@ -488,10 +499,10 @@ pub(super) fn launch_batch<'g>(
             )?;
             let words = hit_words(max_width).max(1);
             let rows = np * max_rows.max(1);
-            let mut d_hits = stream
+            let mut d_hits = alloc
                 .alloc_zeros::<u32>(rows * words)
                 .stage("allocate outlier masks")?;
-            let mut d_weighted = stream
+            let mut d_weighted = alloc
                 .alloc_zeros::<u32>(rows)
                 .stage("allocate outlier counts")?;
             {
@@ -572,11 +583,15 @@ pub(super) fn launch_batch<'g>(
     let done = download
         .record_event(Some(TIMING_EVENT))
         .stage("record an event")?;
-    let mut sources_u32 = vec![d_status];
+    keep.u32s.push(d_status);
     let scan = scan.map(|(rows, words, hits, weighted)| {
-        sources_u32.extend([hits, weighted]);
+        keep.u32s.extend([hits, weighted]);
         (rows, words)
     });
+    keep.f64s.extend([
+        d_flux, d_ivar, d_rdiags, d_chi2, d_pixmask, d_pixels, d_rhs, d_fw, d_xflux,
+    ]);
+    keep.u64s.push(d_descs);
     Ok(PendingBatch {
         results,
         status,
@@ -584,10 +599,7 @@ pub(super) fn launch_batch<'g>(
         sizes,
         marks,
         done,
-        sources: (
-            vec![d_flux, d_ivar, d_rdiags, d_chi2, d_pixmask],
-            sources_u32,
-        ),
+        buffers: keep,
     })
 }
 
@@ -606,7 +618,7 @@ impl PendingBatch<'_> {
         detail: &mut Vec<(&'static str, Duration)>,
     ) -> Result<Vec<PatchResult>, GpuError> {
         self.done.synchronize().stage("wait for a batch")?;
-        drop(std::mem::take(&mut self.sources));
+        drop(std::mem::take(&mut self.buffers));
         let ends = self.marks.iter().skip(1).map(|(_, e, _)| e);
         for ((name, start, _), end) in self
             .marks

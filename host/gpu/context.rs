@@ -162,6 +162,9 @@ pub struct GpuContext {
     /// The stream the batches' results come back on: their copies run beside the next
     /// batch's kernels instead of ahead of them.
     pub download: Arc<CudaStream>,
+    /// The stream the batches' buffers are allocated and cleared on (at the highest
+    /// priority): the next batch's are ready while the device still runs the batch before.
+    pub prepare: Arc<CudaStream>,
     /// The loaded module.
     pub module: Arc<CudaModule>,
     /// Its kernels.
@@ -200,6 +203,16 @@ pub struct GpuContext {
     /// completed: device events convert to host instants through it
     /// ([`GpuContext::device_instant`]).
     epoch: (CudaEvent, Instant),
+}
+
+/// A new stream of `ctx` at the device's highest priority ([`GpuContext::urgent_stream`]).
+fn urgent_stream(ctx: &Arc<CudaContext>) -> Result<Arc<CudaStream>, GpuError> {
+    ctx.bind_to_thread()
+        .stage("bind the context to the thread")?;
+    let (_least, greatest) =
+        cudarc::driver::result::stream::get_priority_range().stage("read the stream priorities")?;
+    ctx.new_stream_with_priority(greatest)
+        .stage("create a stream")
 }
 
 /// Number of page-locked download slots: batches that may be in flight at once.
@@ -593,6 +606,7 @@ impl GpuContext {
         // one device then overlap (`exposure` keeps two frames in flight).
         let stream = ctx.new_stream().stage("create a stream")?;
         let download = ctx.new_stream().stage("create the download stream")?;
+        let prepare = urgent_stream(&ctx)?;
         let module = load_kernels(&ctx)?;
         let kernels = Kernels {
             spots: Kernel::load(&module, k::SPOTS)?,
@@ -647,6 +661,7 @@ impl GpuContext {
             ctx,
             stream,
             download,
+            prepare,
             module,
             kernels,
             ordinal,
@@ -721,14 +736,7 @@ impl GpuContext {
     /// # Errors
     /// A driver error.
     pub fn urgent_stream(&self) -> Result<Arc<CudaStream>, GpuError> {
-        self.ctx
-            .bind_to_thread()
-            .stage("bind the context to the thread")?;
-        let (_least, greatest) = cudarc::driver::result::stream::get_priority_range()
-            .stage("read the stream priorities")?;
-        self.ctx
-            .new_stream_with_priority(greatest)
-            .stage("create a stream")
+        urgent_stream(&self.ctx)
     }
 
     /// Puts the device time from `start` to `end` (events of this context, both completed) on
@@ -819,6 +827,9 @@ impl GpuContext {
         self.download
             .synchronize()
             .stage("synchronize the download stream")?;
+        self.prepare
+            .synchronize()
+            .stage("synchronize the allocation stream")?;
         let pool = default_pool(&self.ctx)?;
         // SAFETY: a plain driver call on the device's pool; trimming only releases memory no
         // allocation holds.
