@@ -68,16 +68,12 @@ impl FrameArrays {
             .zip(self.pixmask_fraction.chunks_mut(plain))
             .zip(self.rdiags.chunks_mut(plain * ndiagonal));
         for (i, ((((flux, ivar), chi2pix), pixmask_fraction), rdiags)) in iter.enumerate() {
-            out.push(FrameRows {
-                first: self.specmin + i * rows_per_block,
+            out.push(FrameRows::from_planes(
+                self.specmin + i * rows_per_block,
                 nwave,
                 ndiagonal,
-                flux,
-                ivar,
-                chi2pix,
-                pixmask_fraction,
-                rdiags,
-            });
+                [flux, ivar, chi2pix, pixmask_fraction, rdiags],
+            ));
         }
         out
     }
@@ -138,7 +134,7 @@ pub struct FrameRows<'a> {
     rdiags: &'a mut [f64],
 }
 
-impl FrameRows<'_> {
+impl<'a> FrameRows<'a> {
     /// The flux of spectrum `ispec` (frame numbering; it must lie in these rows) at output bin
     /// `iwave`.
     pub fn flux_at(&self, ispec: usize, iwave: usize) -> f64 {
@@ -182,18 +178,39 @@ impl FrameRows<'_> {
         })
     }
 
+    /// Rows `[first, ..)` from their planes `[flux, ivar, chi2pix, pixmask_fraction, rdiags]`.
+    fn from_planes(
+        first: usize,
+        nwave: usize,
+        ndiagonal: usize,
+        [flux, ivar, chi2pix, pixmask_fraction, rdiags]: [&'a mut [f64]; 5],
+    ) -> Self {
+        FrameRows {
+            first,
+            nwave,
+            ndiagonal,
+            flux,
+            ivar,
+            chi2pix,
+            pixmask_fraction,
+            rdiags,
+        }
+    }
+
     /// These rows, borrowed for a shorter time (to split them without giving them up).
     pub fn reborrow(&mut self) -> FrameRows<'_> {
-        FrameRows {
-            first: self.first,
-            nwave: self.nwave,
-            ndiagonal: self.ndiagonal,
-            flux: self.flux,
-            ivar: self.ivar,
-            chi2pix: self.chi2pix,
-            pixmask_fraction: self.pixmask_fraction,
-            rdiags: self.rdiags,
-        }
+        FrameRows::from_planes(
+            self.first,
+            self.nwave,
+            self.ndiagonal,
+            [
+                &mut *self.flux,
+                &mut *self.ivar,
+                &mut *self.chi2pix,
+                &mut *self.pixmask_fraction,
+                &mut *self.rdiags,
+            ],
+        )
     }
 
     /// Number of spectra in these rows.
@@ -205,34 +222,36 @@ impl FrameRows<'_> {
     /// the rest)`, so that disjoint spectra can be filled in parallel.
     pub fn split_rows(self, n: usize) -> (Self, Self) {
         let n = n.min(self.nspec());
-        let (plain, diagonals) = (n * self.nwave, n * self.nwave * self.ndiagonal);
-        let (flux, flux_rest) = self.flux.split_at_mut(plain);
-        let (ivar, ivar_rest) = self.ivar.split_at_mut(plain);
-        let (chi2pix, chi2pix_rest) = self.chi2pix.split_at_mut(plain);
-        let (pixmask_fraction, pixmask_rest) = self.pixmask_fraction.split_at_mut(plain);
-        let (rdiags, rdiags_rest) = self.rdiags.split_at_mut(diagonals);
-        let (nwave, ndiagonal) = (self.nwave, self.ndiagonal);
+        let (first, nwave, ndiagonal) = (self.first, self.nwave, self.ndiagonal);
+        let plain = n * nwave;
+        let [(flux, flux_rest), (ivar, ivar_rest), (chi2pix, chi2pix_rest), (pixmask, pixmask_rest), (rdiags, rdiags_rest)] =
+            [
+                (self.flux, plain),
+                (self.ivar, plain),
+                (self.chi2pix, plain),
+                (self.pixmask_fraction, plain),
+                (self.rdiags, plain * ndiagonal),
+            ]
+            .map(|(plane, len)| plane.split_at_mut(len));
         (
-            FrameRows {
-                first: self.first,
+            Self::from_planes(
+                first,
                 nwave,
                 ndiagonal,
-                flux,
-                ivar,
-                chi2pix,
-                pixmask_fraction,
-                rdiags,
-            },
-            FrameRows {
-                first: self.first + n,
+                [flux, ivar, chi2pix, pixmask, rdiags],
+            ),
+            Self::from_planes(
+                first + n,
                 nwave,
                 ndiagonal,
-                flux: flux_rest,
-                ivar: ivar_rest,
-                chi2pix: chi2pix_rest,
-                pixmask_fraction: pixmask_rest,
-                rdiags: rdiags_rest,
-            },
+                [
+                    flux_rest,
+                    ivar_rest,
+                    chi2pix_rest,
+                    pixmask_rest,
+                    rdiags_rest,
+                ],
+            ),
         )
     }
 
