@@ -11,11 +11,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
 /// The kernel-choice variables a test sets (all removed from the inherited environment first).
-const KERNEL_VARS: [&str; 4] = [
+const KERNEL_VARS: [&str; 5] = [
     "DESI_EIGH_KERNEL",
     "DESI_BAND_KERNEL",
     "DESI_FACTOR_KERNEL",
     "DESI_ASSEMBLE_KERNEL",
+    "DESI_GPU_STREAMS",
 ];
 
 /// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
@@ -215,6 +216,42 @@ fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
         );
     }
     assert_bad_kernel_value("DESI_ASSEMBLE_KERNEL", "butterfly");
+}
+
+/// The two stream layouts: the default `overlap` (allocations on the `prepare` stream, results
+/// on `download`) and `DESI_GPU_STREAMS=one` (everything on the main stream) must each pass
+/// `selftest --gpu` (with the outlier rejection's re-solves, which use the same batches) and
+/// name the layout that ran; a bad value is a clear error (exit 2); without a GPU, the clear
+/// error.
+#[test]
+fn gpu_selftest_stream_layouts_or_clear_error_without_gpu() {
+    let args = [
+        "-n",
+        "50",
+        "-w",
+        "6000,6400,0.8",
+        "--repeat",
+        "1",
+        "--cosmics",
+        "--reject-outliers",
+    ];
+    for (env, layout) in [
+        (&[][..], "Overlap"),
+        (&[("DESI_GPU_STREAMS", "one")][..], "One"),
+    ] {
+        let Some(stdout) = selftest_gpu(env, &args) else {
+            return;
+        };
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("selftest: assemble kernel"))
+            .unwrap_or_else(|| panic!("no kernel line:\n{stdout}"));
+        assert!(
+            line.contains(&format!("streams {layout} ")),
+            "{env:?}: {line}"
+        );
+    }
+    assert_bad_kernel_value("DESI_GPU_STREAMS", "two");
 }
 
 /// `selftest --gpu` with `var=value` (a value the kernel choice does not know) exits 2

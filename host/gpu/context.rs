@@ -160,11 +160,15 @@ pub struct GpuContext {
     /// The stream every launch and copy goes to, but the batches' results.
     pub stream: Arc<CudaStream>,
     /// The stream the batches' results come back on: their copies run beside the next
-    /// batch's kernels instead of ahead of them.
+    /// batch's kernels instead of ahead of them (`stream` itself under
+    /// `DESI_GPU_STREAMS=one`, [`GPU_STREAMS_ENV`]).
     pub download: Arc<CudaStream>,
     /// The stream the batches' buffers are allocated and cleared on (at the highest
-    /// priority): the next batch's are ready while the device still runs the batch before.
+    /// priority): the next batch's are ready while the device still runs the batch before
+    /// (`stream` itself under `DESI_GPU_STREAMS=one`).
     pub prepare: Arc<CudaStream>,
+    /// Which of the two layouts `download` and `prepare` follow ([`GPU_STREAMS_ENV`]).
+    pub streams: StreamLayout,
     /// The loaded module.
     pub module: Arc<CudaModule>,
     /// Its kernels.
@@ -450,6 +454,35 @@ impl AssembleKernel {
     }
 }
 
+/// Environment variable choosing how a frame's work is spread over the context's streams:
+/// `overlap` (default: the batches' buffers allocated and cleared on `prepare`, results,
+/// corners and spot status codes copied back on `download`, beside the kernels) or `one`
+/// (everything on the main stream, as before issue #15's fourth stretch: to compare the two
+/// on one machine, or to fall back should the overlap misbehave on a driver).
+pub const GPU_STREAMS_ENV: &str = "DESI_GPU_STREAMS";
+
+/// How a frame's work is spread over streams ([`GPU_STREAMS_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamLayout {
+    /// Allocation and downloads on streams of their own: default.
+    Overlap,
+    /// Everything on the main stream.
+    One,
+}
+
+impl StreamLayout {
+    /// From [`GPU_STREAMS_ENV`]: `overlap`/unset or `one`; anything else is an error naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(GPU_STREAMS_ENV).as_deref() {
+            Err(_) | Ok("overlap") | Ok("") => Ok(Self::Overlap),
+            Ok("one") => Ok(Self::One),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{GPU_STREAMS_ENV}={other}: expected `overlap` or `one`"
+            ))),
+        }
+    }
+}
+
 /// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
 /// 10 s on an H100 when the cache is cold), or on a compute capability 9.0 device the sm_90
 /// cubin that the build compiled with `ptxas` (no JIT: a cold start of `selftest --gpu -n 25`
@@ -605,8 +638,14 @@ impl GpuContext {
         // process would share and which synchronizes with the other streams): two contexts of
         // one device then overlap (`exposure` keeps two frames in flight).
         let stream = ctx.new_stream().stage("create a stream")?;
-        let download = ctx.new_stream().stage("create the download stream")?;
-        let prepare = urgent_stream(&ctx)?;
+        let streams = StreamLayout::from_env()?;
+        let (download, prepare) = match streams {
+            StreamLayout::Overlap => (
+                ctx.new_stream().stage("create the download stream")?,
+                urgent_stream(&ctx)?,
+            ),
+            StreamLayout::One => (stream.clone(), stream.clone()),
+        };
         let module = load_kernels(&ctx)?;
         let kernels = Kernels {
             spots: Kernel::load(&module, k::SPOTS)?,
@@ -662,6 +701,7 @@ impl GpuContext {
             stream,
             download,
             prepare,
+            streams,
             module,
             kernels,
             ordinal,
