@@ -547,10 +547,18 @@ impl<'g> GpuFrame<'g> {
         } else {
             0
         };
+        // Every buffer of a batch is alive until the batch is collected (batch.rs,
+        // `BatchBuffers`): the sum of them all, the pixel windows at the largest of the frame.
+        let window_words = self
+            .planned
+            .iter()
+            .map(|p| p.desc.npix())
+            .max()
+            .unwrap_or(0);
         let per_patch_words = nmax * (kd_max + 1)
             + 3 * nmax
             + nspp_max * per_core
-            + 140 * 70
+            + window_words
             + PATCH_DESC_WORDS
             + 1
             + scan_words;
