@@ -612,6 +612,35 @@ mod tests {
         }
     }
 
+    /// The mask with the per-fiber medians handed in (as the bundles compute them) is the
+    /// mask that computes them; medians of the wrong length are not used.
+    #[test]
+    fn known_fiber_medians_give_the_same_mask() {
+        let (nspec, nwave) = (6, 9);
+        let mut a = FrameArrays::new(0, nspec, nwave, 1);
+        a.chi2pix = (0..nspec * nwave)
+            .map(|i| 1.0 + ((i * 37) % 11) as f64 * 0.1)
+            .collect();
+        a.chi2pix[13] = 50.0; // far above both medians: BAD2DFIT
+        a.chi2pix[40] = 7.0;
+        let reference = spectrum_mask(&a, MaskRule::Main);
+        assert!(reference.iter().any(|&m| m & BAD2DFIT != 0));
+        let medians = row_medians(&a.chi2pix, nwave);
+        assert_eq!(medians.len(), nspec);
+        assert_eq!(
+            spectrum_mask_with(&a, MaskRule::Main, Some(medians)),
+            reference
+        );
+        // Wrong medians of the wrong length are ignored (recomputed).
+        assert_eq!(
+            spectrum_mask_with(&a, MaskRule::Main, Some(vec![1e9; nspec - 1])),
+            reference
+        );
+        // Medians so large that nothing is above 5x them: no BAD2DFIT (they are used).
+        let huge = spectrum_mask_with(&a, MaskRule::Main, Some(vec![1e9; nspec]));
+        assert!(huge.iter().all(|&m| m & BAD2DFIT == 0));
+    }
+
     #[test]
     fn mask_bits_follow_desispec_rules() {
         let mut a = FrameArrays::new(0, 3, 4, 1);
