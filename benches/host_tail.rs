@@ -8,7 +8,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use desi_extract::io::read_psf;
-use desi_extract::patch::stitch::{row_medians, spectrum_mask, spectrum_mask_with, FrameArrays};
+use desi_extract::patch::stitch::{
+    row_medians, spectrum_mask, spectrum_mask_with, FrameArrays, FrameRows,
+};
 use desi_extract::patch::{plan::plan_bundle, ExtractionParams, MaskRule, PaddedGrid};
 use desi_extract::patch::{PatchPlan, WavelengthGrid};
 use desi_extract::solve::PatchResult;
@@ -64,6 +66,40 @@ fn stitch(
         });
 }
 
+/// The last `nlast` bundles of the frame (a GPU frame's last run) inserted into `arrays`:
+/// one task per bundle, or with `by_subbundle` one per sub-bundle's rows
+/// (`FrameRows::split_rows`, as the pipeline stitches).
+fn stitch_last(
+    arrays: &mut FrameArrays,
+    bundles: &[Vec<(PatchPlan, PatchResult)>],
+    params: &ExtractionParams,
+    nlast: usize,
+    by_subbundle: bool,
+) {
+    let pad = params.pad();
+    let nspp = params.bundlesize / params.nsubbundles;
+    let blocks = arrays.row_blocks_mut(params.bundlesize);
+    let skip = blocks.len().saturating_sub(nlast);
+    let mut tasks: Vec<(FrameRows, &[(PatchPlan, PatchResult)])> = Vec::new();
+    for (rows, patches) in blocks.into_iter().zip(bundles).skip(skip) {
+        if !by_subbundle {
+            tasks.push((rows, patches));
+            continue;
+        }
+        let mut rest = rows;
+        for group in patches.chunk_by(|a, b| a.0.ispec == b.0.ispec) {
+            let (mine, tail) = rest.split_rows(nspp);
+            tasks.push((mine, group));
+            rest = tail;
+        }
+    }
+    tasks.into_par_iter().for_each(|(mut rows, patches)| {
+        for (plan, result) in patches {
+            rows.insert(plan, result, pad);
+        }
+    });
+}
+
 fn benches(c: &mut Criterion) {
     let psf = read_psf(Path::new(PSF)).expect("bundled PSF");
     let params = ExtractionParams::default();
@@ -110,6 +146,19 @@ fn benches(c: &mut Criterion) {
         let mut arrays = full.clone();
         b.iter(|| stitch(&mut arrays, black_box(&bundles), &params))
     });
+    // A frame's last run (DESI_GPU_TAIL_PERCENT 12: ~3 bundles) stitched by bundle and by
+    // sub-bundle.
+    for by_subbundle in [false, true] {
+        let name = if by_subbundle {
+            "stitch_last_3_bundles_by_subbundle"
+        } else {
+            "stitch_last_3_bundles_by_bundle"
+        };
+        g.bench_function(name, |b| {
+            let mut arrays = full.clone();
+            b.iter(|| stitch_last(&mut arrays, black_box(&bundles), &params, 3, by_subbundle))
+        });
+    }
     g.bench_function("zero_fully_masked", |b| {
         b.iter_batched(
             || full.clone(),
