@@ -173,17 +173,13 @@ fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
         let Some(stdout) = selftest_gpu(env, &args) else {
             return;
         };
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("selftest: cholesky kernel"))
-            .unwrap_or_else(|| panic!("no kernel line:\n{stdout}"));
-        assert!(
-            line.contains(&format!("cholesky kernel {factor} ")),
-            "{env:?}: {line}"
-        );
-        assert!(
-            line.contains(&format!("covariance kernel {covariance} ")),
-            "{env:?}: {line}"
+        let prefix = "selftest: cholesky kernel";
+        assert_line_names(&stdout, prefix, &format!("cholesky kernel {factor} "), env);
+        assert_line_names(
+            &stdout,
+            prefix,
+            &format!("covariance kernel {covariance} "),
+            env,
         );
     }
     assert_bad_kernel_value("DESI_BAND_KERNEL", "dmma");
@@ -206,14 +202,8 @@ fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
         let Some(stdout) = selftest_gpu(env, &args) else {
             return;
         };
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("selftest: assemble kernel"))
-            .unwrap_or_else(|| panic!("no assemble kernel line:\n{stdout}"));
-        assert!(
-            line.contains(&format!("assemble kernel {kernel} ")),
-            "{env:?}: {line}"
-        );
+        let expected = format!("assemble kernel {kernel} ");
+        assert_line_names(&stdout, "selftest: assemble kernel", &expected, env);
     }
     assert_bad_kernel_value("DESI_ASSEMBLE_KERNEL", "butterfly");
 }
@@ -225,33 +215,27 @@ fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
 /// error.
 #[test]
 fn gpu_selftest_stream_layouts_or_clear_error_without_gpu() {
-    let args = [
-        "-n",
-        "50",
-        "-w",
-        "6000,6400,0.8",
-        "--repeat",
-        "1",
-        "--cosmics",
-        "--reject-outliers",
-    ];
     for (env, layout) in [
         (&[][..], "Overlap"),
         (&[("DESI_GPU_STREAMS", "one")][..], "One"),
     ] {
-        let Some(stdout) = selftest_gpu(env, &args) else {
+        let Some(stdout) = selftest_gpu(env, &COSMIC_ARGS) else {
             return;
         };
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("selftest: assemble kernel"))
-            .unwrap_or_else(|| panic!("no kernel line:\n{stdout}"));
-        assert!(
-            line.contains(&format!("streams {layout} ")),
-            "{env:?}: {line}"
-        );
+        let expected = format!("streams {layout} ");
+        assert_line_names(&stdout, "selftest: assemble kernel", &expected, env);
     }
     assert_bad_kernel_value("DESI_GPU_STREAMS", "two");
+}
+
+/// The line of `stdout` starting with `prefix` names `expected` (the variant that ran under
+/// `env`).
+fn assert_line_names(stdout: &str, prefix: &str, expected: &str, env: &[(&str, &str)]) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line:\n{stdout}"));
+    assert!(line.contains(expected), "{env:?}: {line}");
 }
 
 /// `selftest --gpu` with `var=value` (a value the kernel choice does not know) exits 2
