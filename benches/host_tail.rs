@@ -77,7 +77,6 @@ fn stitch_last(
     by_subbundle: bool,
 ) {
     let pad = params.pad();
-    let nspp = params.bundlesize / params.nsubbundles;
     let blocks = arrays.row_blocks_mut(params.bundlesize);
     let skip = blocks.len().saturating_sub(nlast);
     let mut tasks: Vec<(FrameRows, &[(PatchPlan, PatchResult)])> = Vec::new();
@@ -86,12 +85,7 @@ fn stitch_last(
             tasks.push((rows, patches));
             continue;
         }
-        let mut rest = rows;
-        for group in patches.chunk_by(|a, b| a.0.ispec == b.0.ispec) {
-            let (mine, tail) = rest.split_rows(nspp);
-            tasks.push((mine, group));
-            rest = tail;
-        }
+        tasks.extend(rows.split_among(patches, |(plan, _)| (plan.ispec, plan.nspp)));
     }
     tasks.into_par_iter().for_each(|(mut rows, patches)| {
         for (plan, result) in patches {

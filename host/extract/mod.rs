@@ -739,30 +739,13 @@ impl Stitcher<'_> {
         // The runs of patches with the same core spectra (a subbundle's) fill disjoint rows:
         // they are copied in parallel (a frame's last run holds only a few bundles, and one
         // thread per bundle made its stitch ~2 ms of the frame's tail).
-        let groups: Vec<&[PatchPlan]> = bundle
-            .plans
-            .chunk_by(|a, b| a.ispec == b.ispec && a.nspp == b.nspp)
-            .collect();
-        let end = rows.first() + rows.nspec();
-        let disjoint = groups.first().is_none_or(|g| g[0].ispec >= rows.first())
-            && groups
-                .windows(2)
-                .all(|w| w[0][0].ispec + w[0][0].nspp <= w[1][0].ispec)
-            && groups.last().is_none_or(|g| g[0].ispec + g[0].nspp <= end);
         let mut results = solved.into_iter();
-        let mut parts = Vec::with_capacity(groups.len());
-        if disjoint {
-            let mut rest = rows.reborrow();
-            for plans in groups {
-                let skip = plans[0].ispec - rest.first();
-                let (_, tail) = rest.split_rows(skip);
-                let (mine, tail) = tail.split_rows(plans[0].nspp);
-                parts.push((mine, plans, results.by_ref().take(plans.len()).collect()));
-                rest = tail;
-            }
-        } else {
-            parts.push((rows.reborrow(), &bundle.plans[..], results.collect()));
-        }
+        let parts: Vec<_> = rows
+            .reborrow()
+            .split_among(&bundle.plans, |p| (p.ispec, p.nspp))
+            .into_iter()
+            .map(|(rows, plans)| (rows, plans, results.by_ref().take(plans.len()).collect()))
+            .collect();
         parts
             .into_par_iter()
             .flat_map_iter(|(mut rows, plans, results): (_, _, Vec<PatchResult>)| {

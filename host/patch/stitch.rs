@@ -255,6 +255,36 @@ impl<'a> FrameRows<'a> {
         )
     }
 
+    /// These rows split among the runs of `items` that share their core spectra
+    /// (`core(item) = (first spectrum, count)`: a sub-bundle's patches), in order, so that the
+    /// runs can be filled in parallel; one part holding every item when the runs are not
+    /// ascending, disjoint and within these rows.
+    pub fn split_among<'i, T>(
+        self,
+        items: &'i [T],
+        core: impl Fn(&T) -> (usize, usize),
+    ) -> Vec<(FrameRows<'a>, &'i [T])> {
+        let runs: Vec<&[T]> = items.chunk_by(|a, b| core(a) == core(b)).collect();
+        let cores: Vec<(usize, usize)> = runs.iter().map(|run| core(&run[0])).collect();
+        let end = self.first + self.nspec();
+        let disjoint = cores.first().is_none_or(|&(s, _)| s >= self.first)
+            && cores.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0)
+            && cores.last().is_none_or(|&(s, n)| s + n <= end);
+        if !disjoint {
+            return vec![(self, items)];
+        }
+        let mut parts = Vec::with_capacity(runs.len());
+        let mut rest = self;
+        for (run, (first, n)) in runs.into_iter().zip(cores) {
+            let skip = first - rest.first;
+            let (_, tail) = rest.split_rows(skip);
+            let (mine, tail) = tail.split_rows(n);
+            parts.push((mine, run));
+            rest = tail;
+        }
+        parts
+    }
+
     /// The median chi2pix of each spectrum of these rows ([`row_medians`]).
     pub fn chi2pix_medians(&self) -> Vec<f64> {
         row_medians(self.chi2pix, self.nwave)
