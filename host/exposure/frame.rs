@@ -7,8 +7,8 @@ use super::provenance;
 use super::summary::{union_length, FrameFlags, FrameSteps, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
-    assemble_frame, bundle_share, check_frame_metadata, extract_bundles, frame_data, BundleBlock,
-    Extraction, PixelLimits, ScreenCount,
+    assemble_frame, bundle_share, check_frame_metadata, extract_bundles, extract_frame, frame_data,
+    BundleBlock, Extraction, PixelLimits, ScreenCount,
 };
 use crate::io::{self, Keyword, PreprocImage};
 use crate::job::FrameJob;
@@ -84,27 +84,48 @@ pub(crate) fn read_frame(config: &ExposureConfig, files: &FrameFiles, start: Ins
 }
 
 /// What a frame's writer needs: the PSF's IN_PSF, the preproc image without pixels (header,
-/// fibermap) and the finished bundle blocks.
+/// fibermap) and the extracted spectra.
 #[derive(Debug)]
 pub(crate) struct Extracted {
     pub in_psf: Option<String>,
     pub meta: PreprocImage,
     /// Pixels with IVAR > 0 that the extraction ignored as absurd.
     pub screened: ScreenCount,
-    pub blocks: Vec<BundleBlock>,
+    pub spectra: Spectra,
     /// The inputs' digest (INPUTSUM).
     pub digest: String,
 }
 
+/// A frame's extracted spectra, as the writer gets them.
+#[derive(Debug)]
+pub(crate) enum Spectra {
+    /// The frame, assembled by the process that extracted it whole ([`extract_frame`]: its
+    /// rows stitched and finished bundle by bundle while the device solved later ones).
+    Frame(Box<Extraction>),
+    /// The finished bundle blocks, from one process or several, for the writer to assemble
+    /// ([`assemble_frame`]).
+    Blocks(Vec<BundleBlock>),
+}
+
+impl Spectra {
+    /// Patches solved.
+    pub fn npatch(&self) -> usize {
+        match self {
+            Spectra::Frame(frame) => frame.npatch,
+            Spectra::Blocks(blocks) => blocks.iter().map(|b| b.npatch).sum(),
+        }
+    }
+}
+
 impl Extracted {
-    /// The writer's part of `inputs` with the frame's `blocks` (the pixels are freed).
-    pub fn new(inputs: FrameInputs, blocks: Vec<BundleBlock>) -> Self {
+    /// The writer's part of `inputs` with the frame's `spectra` (the pixels are freed).
+    pub fn new(inputs: FrameInputs, spectra: Spectra) -> Self {
         let screened = PixelLimits::for_image(&inputs.image).count(&inputs.image);
         Self {
             in_psf: inputs.psf.in_psf,
             meta: without_pixels(inputs.image),
             screened,
-            blocks,
+            spectra,
             digest: inputs.digest,
         }
     }
@@ -180,24 +201,64 @@ pub(crate) fn extract_share(
         .map_err(|e| e.to_string())
 }
 
-/// One frame extracted whole by this process (times on the clock of `start`, the start of
-/// the run); an extraction error is prefixed with `who` (e.g. `rank 2: `), a read error is
-/// passed on as it is.
+/// How a frame extracted whole reaches its writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WholeFrame {
+    /// Assembled here (the writer is a thread of this process): [`Spectra::Frame`].
+    Assembled,
+    /// As bundle blocks (sent to a writing rank): [`Spectra::Blocks`].
+    Blocks,
+}
+
+/// The whole frame extracted on `backend` as `how` says, with the device use (on the clock of
+/// `start`, the start of the run).
+fn extract_all(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    inputs: &FrameInputs,
+    backend: &dyn Backend,
+    how: WholeFrame,
+    start: Instant,
+) -> Result<(Spectra, FrameSteps), String> {
+    if how == WholeFrame::Blocks {
+        return extract_share(config, files, inputs, backend, (0, 1), start)
+            .map(|(blocks, device)| (Spectra::Blocks(blocks), device));
+    }
+    let (grid, params) = config.frame_setup(&files.camera)?;
+    params
+        .validate(inputs.psf.hsizey, inputs.psf.nspec)
+        .map_err(|e| e.to_string())?;
+    let progress = |_: usize, _: usize| {};
+    let trace = Trace::with_origin(start);
+    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
+        .map(|job| job.with_failed_patches(config.failed_patches))
+        .and_then(|job| extract_frame(&job, backend, &progress, &trace))
+        .map(|frame| {
+            let device = device_use(&trace, frame.times.device_peak_bytes);
+            (Spectra::Frame(Box::new(frame)), device)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// One frame extracted whole by this process, handed to its writer as `how` says (times on
+/// the clock of `start`, the start of the run); an extraction error is prefixed with `who`
+/// (e.g. `rank 2: `), a read error is passed on as it is.
 pub(crate) fn extract_whole(
     config: &ExposureConfig,
     files: &FrameFiles,
     read: ReadFrame,
     backend: &dyn Backend,
     who: &str,
+    how: WholeFrame,
     start: Instant,
 ) -> Finished {
     let t0 = Instant::now();
     let mut steps = FrameSteps::default();
     let result = read.inputs.and_then(|inputs| {
-        let (blocks, device) = extract_share(config, files, &inputs, backend, (0, 1), start)
+        let (spectra, device) = extract_all(config, files, &inputs, backend, how, start)
             .map_err(|e| format!("{who}{e}"))?;
         steps = device;
-        Ok(Extracted::new(inputs, blocks))
+        Ok(Extracted::new(inputs, spectra))
     });
     let extract_s = t0.elapsed().as_secs_f64();
     steps.read = (read.read_start_s, read.read_start_s + read.read_s);
@@ -221,7 +282,7 @@ pub(crate) fn write_finished(
 ) -> Result<FrameTiming, String> {
     let extracted = frame.result?;
     let t0 = Instant::now();
-    let npatch = extracted.blocks.iter().map(|b| b.npatch).sum();
+    let npatch = extracted.spectra.npatch();
     let screened = extracted.screened.total();
     let ex = write_frame(config, files, extracted)?;
     let steps = &frame.steps;
@@ -254,10 +315,14 @@ fn write_frame(
     extracted: Extracted,
 ) -> Result<Extraction, String> {
     let t0 = Instant::now();
-    let ndiag = extracted.blocks.first().map_or(0, |b| b.arrays.ndiag);
     let (grid, params) = config.frame_setup(&files.camera)?;
-    let ex =
-        assemble_frame(&grid, &params, ndiag, extracted.blocks, None).map_err(|e| e.to_string())?;
+    let ex = match extracted.spectra {
+        Spectra::Frame(frame) => *frame,
+        Spectra::Blocks(blocks) => {
+            let ndiag = blocks.first().map_or(0, |b| b.arrays.ndiag);
+            assemble_frame(&grid, &params, ndiag, blocks, None).map_err(|e| e.to_string())?
+        }
+    };
     let t_assembled = t0.elapsed().as_secs_f64();
     let meta = &extracted.meta;
     let in_psf = extracted.in_psf.as_deref();

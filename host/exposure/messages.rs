@@ -9,7 +9,7 @@
 //!
 //! Pixels and bundle arrays travel as planes, the rest in the postcard head.
 
-use super::frame::{Extracted, Finished, FrameInputs, ReadFrame};
+use super::frame::{Extracted, Finished, FrameInputs, ReadFrame, Spectra};
 use super::summary::FrameSteps;
 use crate::extract::{BundleBlock, ScreenCount};
 use crate::parallel::wire::blocks::{blocks_head, share_from_head, BlockHead, BlocksHead};
@@ -147,17 +147,24 @@ struct FinishedHead<'a> {
 pub(crate) fn finished_message(index: usize, frame: &Finished) -> Result<Outgoing<'_>, WireError> {
     let mut planes: Vec<PlaneRef> = Vec::new();
     let result = match &frame.result {
-        Ok(ex) => Ok(ExtractedHead {
-            in_psf: ex.in_psf.as_deref().map(Cow::Borrowed),
-            digest: Cow::Borrowed(ex.digest.as_str()),
-            meta: PreprocHead::new(&ex.meta, &mut planes),
-            screened: ex.screened,
-            blocks: ex
-                .blocks
-                .iter()
-                .map(|b| BlockHead::new(b, &mut planes))
-                .collect(),
-        }),
+        Ok(ex) => {
+            let Spectra::Blocks(blocks) = &ex.spectra else {
+                return Err(WireError(
+                    "a frame assembled by its extractor is written by that process, not sent"
+                        .into(),
+                ));
+            };
+            Ok(ExtractedHead {
+                in_psf: ex.in_psf.as_deref().map(Cow::Borrowed),
+                digest: Cow::Borrowed(ex.digest.as_str()),
+                meta: PreprocHead::new(&ex.meta, &mut planes),
+                screened: ex.screened,
+                blocks: blocks
+                    .iter()
+                    .map(|b| BlockHead::new(b, &mut planes))
+                    .collect(),
+            })
+        }
         Err(text) => Err(Cow::Borrowed(text.as_str())),
     };
     let head = FinishedHead {
@@ -186,7 +193,7 @@ pub(crate) fn read_finished_message(mut message: Incoming) -> Result<(usize, Fin
                 digest: ex.digest.into_owned(),
                 meta,
                 screened: ex.screened,
-                blocks,
+                spectra: Spectra::Blocks(blocks),
             })
         }
         Err(text) => Err(text.into_owned()),
@@ -329,7 +336,7 @@ mod tests {
             read_s: 0.5,
             extract_s: 3.25,
             steps: steps.clone(),
-            result: Ok(Extracted::new(inputs, blocks.clone())),
+            result: Ok(Extracted::new(inputs, Spectra::Blocks(blocks.clone()))),
         };
         let message = finished_message(2, &finished).unwrap();
         let (index, back) = read_finished_message(message.loopback().unwrap()).unwrap();
@@ -337,8 +344,11 @@ mod tests {
         let ex = back.result.unwrap();
         assert_eq!((index, back.read_s, back.extract_s), (2, 0.5, 3.25));
         let sent = finished.result.as_ref().unwrap();
+        let Spectra::Blocks(got) = ex.spectra else {
+            panic!("blocks expected");
+        };
         assert_eq!(
-            (ex.blocks, ex.in_psf, ex.screened),
+            (got, ex.in_psf, ex.screened),
             (blocks, sent.in_psf.clone(), sent.screened)
         );
         assert_eq!(ex.digest, "fedcba9876543210fedcba9876543210");
@@ -363,7 +373,7 @@ mod tests {
                     value: 2,
                     ivar: 3,
                 },
-                blocks: blocks(),
+                spectra: Spectra::Blocks(blocks()),
                 digest: "0123456789abcdef0123456789abcdef".into(),
             }),
         };
@@ -385,5 +395,38 @@ mod tests {
         // Another message kind is not a finished frame.
         let share = share_message(1.0, Ok(&[])).unwrap();
         assert!(read_finished_message(share.loopback().unwrap()).is_err());
+    }
+
+    /// A frame its extractor assembled is written by that process: sending it is an error,
+    /// not a message without spectra.
+    #[test]
+    fn an_assembled_frame_is_not_sent() {
+        let frame = crate::extract::Extraction {
+            grid: crate::patch::WavelengthGrid::arange(5760.0, 5763.2, 0.8).unwrap(),
+            arrays: FrameArrays::new(0, 2, 5, 1),
+            mask: vec![0; 10],
+            reports: Vec::new(),
+            rejections: Vec::new(),
+            nonfinite_bins: Vec::new(),
+            model: None,
+            npatch: 1,
+            times: Default::default(),
+        };
+        let finished = Finished {
+            read_s: 0.5,
+            extract_s: 3.25,
+            steps: FrameSteps::default(),
+            result: Ok(Extracted {
+                in_psf: None,
+                meta: image(),
+                screened: ScreenCount::default(),
+                spectra: Spectra::Frame(Box::new(frame)),
+                digest: "0123456789abcdef0123456789abcdef".into(),
+            }),
+        };
+        match finished_message(0, &finished) {
+            Err(err) => assert!(err.0.contains("assembled"), "{}", err.0),
+            Ok(_) => panic!("an assembled frame was sent"),
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! frame's header and fibermap, to the writer, which takes them in whatever order they finish
 //! and writes up to [`WRITE_THREADS`] frames at once on background threads.
 
-use super::frame::{extract_whole, Finished};
+use super::frame::{extract_whole, Finished, WholeFrame};
 use super::messages::{
     finished_message, inputs_message, read_finished_message, read_inputs_message,
 };
@@ -84,6 +84,7 @@ pub(crate) fn extractor(
             read,
             ctx.backend,
             &who,
+            WholeFrame::Blocks,
             start,
         ))
     };

@@ -5,7 +5,9 @@
 //! overlap gains is measurable). With one rank nothing is encoded or copied between the steps,
 //! and a single GPU process keeps two (or more) frames in flight on as many GPU contexts.
 
-use super::frame::{extract_share, extract_whole, Extracted, Finished, ReadFrame};
+use super::frame::{
+    extract_share, extract_whole, Extracted, Finished, ReadFrame, Spectra, WholeFrame,
+};
 use super::jobs::FrameFiles;
 use super::messages::{inputs_message, read_inputs_message, read_share_message, share_message};
 use super::pipeline::{check_frame, WRITE_THREADS};
@@ -64,6 +66,7 @@ fn root_frame(
             read,
             ctx.backend,
             "",
+            WholeFrame::Assembled,
             ctx.start,
         ));
     }
@@ -99,7 +102,7 @@ fn root_frame(
         };
     }
     let result = match (read.inputs, blocks) {
-        (Ok(inputs), Ok(blocks)) => Ok(Extracted::new(inputs, blocks)),
+        (Ok(inputs), Ok(blocks)) => Ok(Extracted::new(inputs, Spectra::Blocks(blocks))),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     steps.read = (read.read_start_s, read.read_start_s + read.read_s);
@@ -195,7 +198,15 @@ fn frames_in_flight_any(
                 let tx = done_tx.clone();
                 scope.spawn(move || {
                     let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        extract_whole(config, files, read, backend, "", start)
+                        extract_whole(
+                            config,
+                            files,
+                            read,
+                            backend,
+                            "",
+                            WholeFrame::Assembled,
+                            start,
+                        )
                     }))
                     .ok();
                     // The loop holds a sender and waits for every frame it started.
@@ -249,8 +260,17 @@ fn frames_in_flight_fifo(
             };
             let (config, start) = (ctx.config, ctx.start);
             let backend = backends.get(index % n).copied().unwrap_or(ctx.backend);
-            let handle =
-                scope.spawn(move || extract_whole(config, files, read, backend, "", start));
+            let handle = scope.spawn(move || {
+                extract_whole(
+                    config,
+                    files,
+                    read,
+                    backend,
+                    "",
+                    WholeFrame::Assembled,
+                    start,
+                )
+            });
             running.push_back((index, handle));
         }
         while let Some((done, oldest)) = running.pop_front() {
