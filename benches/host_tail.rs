@@ -9,8 +9,9 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use desi_extract::io::read_psf;
 use desi_extract::patch::stitch::{
-    row_medians, spectrum_mask, spectrum_mask_with, FrameArrays, FrameRows,
+    row_medians, spectrum_mask, spectrum_mask_with, FrameArrays, FrameRows, KnownMedians,
 };
+use desi_extract::patch::wave_medians::SortedColumns;
 use desi_extract::patch::{plan::plan_bundle, ExtractionParams, MaskRule, PaddedGrid};
 use desi_extract::patch::{PatchPlan, WavelengthGrid};
 use desi_extract::solve::PatchResult;
@@ -180,7 +181,47 @@ fn benches(c: &mut Criterion) {
     // What is left for `finish frame` once the bundles brought their per-fiber medians.
     let medians = row_medians(&full.chi2pix, full.nwave);
     g.bench_function("spectrum_mask_main_fiber_medians_known", |b| {
-        b.iter(|| spectrum_mask_with(black_box(&full), MaskRule::Main, Some(medians.clone())))
+        b.iter(|| {
+            let known = KnownMedians {
+                fiber: Some(medians.clone()),
+                wave: None,
+            };
+            spectrum_mask_with(black_box(&full), MaskRule::Main, known)
+        })
+    });
+    // And once the per-wavelength medians came from the sorted columns: the mask loop alone.
+    let mut columns = SortedColumns::new(0, nspec, nwave);
+    let mut scratch = full.clone();
+    columns.absorb(&scratch.row_blocks_mut(params.bundlesize));
+    let wave_medians = columns.medians().expect("every row absorbed");
+    g.bench_function("spectrum_mask_main_medians_known", |b| {
+        b.iter(|| {
+            let known = KnownMedians {
+                fiber: Some(medians.clone()),
+                wave: Some(wave_medians.clone()),
+            };
+            spectrum_mask_with(black_box(&full), MaskRule::Main, known)
+        })
+    });
+    // The per-wavelength medians at the frame's end: the last run's 3 bundles sorted into the
+    // columns of the 17 before, then the medians read off.
+    let mut before = SortedColumns::new(0, nspec, nwave);
+    {
+        let blocks = scratch.row_blocks_mut(params.bundlesize);
+        let first_runs = blocks.len() - 3;
+        before.absorb(&blocks[..first_runs]);
+    }
+    g.bench_function("wave_medians_last_3_bundles_sorted_in", |b| {
+        b.iter_batched(
+            || before.clone(),
+            |mut columns| {
+                let blocks = scratch.row_blocks_mut(params.bundlesize);
+                let first_runs = blocks.len() - 3;
+                columns.absorb(black_box(&blocks[first_runs..]));
+                columns.medians()
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

@@ -2,7 +2,9 @@
 //! their model-image boxes, and the frame they assemble into.
 
 use super::{ExtractError, Extraction, PatchRejection, PatchReport, StageTimes};
-use crate::patch::stitch::{spectrum_mask_with, FrameArrays, FrameRows, BAD2DFIT, COSMIC, NODATA};
+use crate::patch::stitch::{
+    spectrum_mask_with, FrameArrays, FrameRows, KnownMedians, BAD2DFIT, COSMIC, NODATA,
+};
 use crate::patch::{ExtractionParams, MaskRule, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::SpotTable;
 use rayon::prelude::*;
@@ -212,10 +214,12 @@ pub(super) struct BundleOutput {
 
 /// Whether the frame's rows went through [`FrameRows::finish_bins`] bundle by bundle (their
 /// non-finite bins zeroed and listed in the [`BundleOutput`]s) or [`finish_frame`] zeroes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) enum RowsFinished {
-    /// Every bundle's rows are finished; the outputs list their non-finite bins.
-    Yes,
+    /// Every bundle's rows are finished; the outputs list their non-finite bins (and, for the
+    /// MASK rule, each spectrum's chi2pix median); `wave_medians`: the per-wavelength chi2pix
+    /// medians, when gathered as the rows were finished.
+    Yes { wave_medians: Option<Vec<f64>> },
     /// The rows are per Angstrom; non-finite bins are still to be zeroed.
     No,
 }
@@ -253,11 +257,21 @@ pub(super) fn finish_frame(
         nonfinite_bins.extend(part.nonfinite);
         npatch += part.npatch;
     }
-    match finished {
-        RowsFinished::Yes => nonfinite_bins.sort_unstable(),
-        RowsFinished::No => nonfinite_bins = arrays.zero_nonfinite(),
-    }
-    let mut mask = spectrum_mask_with(&arrays, rule, fiber_medians);
+    let wave_medians = match finished {
+        RowsFinished::Yes { wave_medians } => {
+            nonfinite_bins.sort_unstable();
+            wave_medians
+        }
+        RowsFinished::No => {
+            nonfinite_bins = arrays.zero_nonfinite();
+            None
+        }
+    };
+    let known = KnownMedians {
+        fiber: fiber_medians,
+        wave: wave_medians,
+    };
+    let mut mask = spectrum_mask_with(&arrays, rule, known);
     flag_bins(&arrays, &mut mask, &reports, &nonfinite_bins);
     flag_rejected(&arrays, &mut mask, &rejections);
     Extraction {

@@ -35,13 +35,14 @@ pub use screen::{
 use crate::job::{FailedPatchPolicy, FallbackPolicy, FrameJob};
 use crate::patch::plan::plan_bundle;
 use crate::patch::stitch::{FrameArrays, FrameRows};
+use crate::patch::wave_medians::SortedColumns;
 use crate::patch::{MaskRule, PaddedGrid, ParamsError, PatchPlan, WavelengthGrid};
 use crate::psf::{PsfError, SpotTable};
 use crate::solve::outliers::solve_patch_detecting;
 use crate::solve::{Backend, BundleInputs, FrameSolver, PatchIssue, PatchResult, SolveError};
 use crate::trace::Trace;
 use rayon::prelude::*;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -248,7 +249,11 @@ pub fn extract_frame(
     // are stitched, mostly while the backend solves later bundles: only the whole-frame steps
     // are left for the end.
     let dwave = job.grid.bin_widths();
-    let (parts, mut times) = solve_into(job, backend, &all, rows, Some(&dwave), progress, trace)?;
+    let Solved {
+        parts,
+        mut times,
+        wave_medians,
+    } = solve_into(job, backend, &all, rows, Some(&dwave), progress, trace)?;
     let t0 = Instant::now();
     let extraction = trace.span("finish frame", || {
         let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
@@ -258,7 +263,7 @@ pub fn extract_frame(
             parts,
             model_shape,
             job.params.mask_rule,
-            RowsFinished::Yes,
+            RowsFinished::Yes { wave_medians },
         );
         times.finalize += t0.elapsed();
         extraction.times = times;
@@ -296,7 +301,8 @@ pub fn extract_bundles(
         .iter_mut()
         .flat_map(|a| a.row_blocks_mut(params.bundlesize))
         .collect();
-    let (parts, times) = solve_into(job, backend, bundles, rows, None, progress, trace)?;
+    let Solved { parts, times, .. } =
+        solve_into(job, backend, bundles, rows, None, progress, trace)?;
     let dwave = job.grid.bin_widths();
     let blocks = arrays
         .into_iter()
@@ -328,13 +334,27 @@ fn check_bundles(bundles: &[usize], nbundle: usize) -> Result<(), ExtractError> 
     }
 }
 
+/// What [`solve_into`] returns.
+struct Solved {
+    /// Each bundle's reports, model box, patch count (and, finished, non-finite bins and
+    /// per-fiber chi2pix medians).
+    parts: Vec<BundleOutput>,
+    /// Stage times.
+    times: StageTimes,
+    /// The per-wavelength chi2pix medians of the MASK rule over every row, when the rows were
+    /// finished and cover the whole frame.
+    wave_medians: Option<Vec<f64>>,
+}
+
 /// The frame pipeline proper: the bundles `bundles` (valid indices) solved by `backend` and
 /// stitched into
 /// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
 /// are back. Returns each bundle's reports, model box and patch count and the stage times.
 /// With `finish` (the output grid's bin widths) each bundle's rows are finished
 /// ([`FrameRows::finish_bins`]) right after its stitching and model box, and its output lists
-/// its non-finite bins; without it the rows are left as stitched (flux per bin).
+/// its non-finite bins (with [`MaskRule::Main`], also the chi2pix medians: per fiber, and per
+/// wavelength when the rows are the whole frame's); without it the rows are left as stitched
+/// (flux per bin).
 fn solve_into(
     job: &FrameJob,
     backend: &dyn Backend,
@@ -343,7 +363,7 @@ fn solve_into(
     finish: Option<&[f64]>,
     progress: Progress,
     trace: &Trace,
-) -> Result<(Vec<BundleOutput>, StageTimes), ExtractError> {
+) -> Result<Solved, ExtractError> {
     let padded = job.padded_grid();
     let t_start = Instant::now();
     // The backend takes the frame (a GPU uploads the image and evaluates every spot) while the
@@ -376,11 +396,24 @@ fn solve_into(
     trace.span("start", || solver.start(solvable, &corners))?;
     let t_solve = Instant::now();
 
+    // The per-wavelength medians need every row of the frame: gathered only when the rows are
+    // the frame's (`extract_frame`).
+    let nrow: usize = rows.iter().map(FrameRows::nspec).sum();
+    let whole_frame = nrow == job.params.nspec;
+    let wave_columns = (finish.is_some() && whole_frame && job.params.mask_rule == MaskRule::Main)
+        .then(|| {
+            Mutex::new(SortedColumns::new(
+                job.params.specmin,
+                nrow,
+                job.grid.nwave(),
+            ))
+        });
     let stitcher = Stitcher {
         job,
         backend,
         padded: &padded,
         finish,
+        wave_columns,
         ccd_host: OnceLock::new(),
     };
     let total: usize = planned.iter().map(|b| b.plans.len()).sum();
@@ -446,7 +479,20 @@ fn solve_into(
         detail: solver.stage_times(),
         device_peak_bytes: solver.device_peak_bytes(),
     };
-    Ok((parts, times))
+    let wave_medians = stitcher
+        .wave_columns
+        .and_then(|columns| columns.into_inner().ok())
+        .and_then(|columns| {
+            let medians = columns.medians();
+            // Unmapped off the frame's critical path (9.3 MB for a full frame).
+            rayon::spawn(move || drop(columns));
+            medians
+        });
+    Ok(Solved {
+        parts,
+        times,
+        wave_medians,
+    })
 }
 
 /// The plans of one bundle with the corner-only spot table they were made from.
@@ -493,6 +539,9 @@ struct Stitcher<'a> {
     padded: &'a PaddedGrid,
     /// The output bin widths when each bundle's rows are finished once stitched (`solve_into`).
     finish: Option<&'a [f64]>,
+    /// The frame's chi2pix columns, sorted as finished rows come in (the per-wavelength
+    /// medians of the MASK rule), when the rows are the whole frame's and are finished.
+    wave_columns: Option<Mutex<SortedColumns>>,
     /// The host copy of the CCD in f64, made on the first CPU fallback.
     ccd_host: OnceLock<CcdData>,
 }
@@ -619,6 +668,11 @@ impl Stitcher<'_> {
             for (part, (bins, medians)) in parts.iter_mut().zip(finished) {
                 part.nonfinite = bins;
                 part.fiber_medians = medians;
+            }
+            if let Some(columns) = &self.wave_columns {
+                if let Ok(mut columns) = columns.lock() {
+                    columns.absorb(rows);
+                }
             }
             trace.record(
                 "finish bundles",
