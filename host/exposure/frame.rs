@@ -1,5 +1,5 @@
-//! The steps of one frame, whatever rank runs them: read its PSF and preproc image, extract a
-//! share of its bundles, and assemble and write the frame file. A step that fails becomes the
+//! The steps of one frame, whatever rank runs them: read its PSF and preproc image, extract it
+//! whole or a share of its bundles, and assemble and write the frame file. A step that fails becomes the
 //! frame's error text (naming the file), carried to the writer so the other frames go on.
 
 use super::jobs::FrameFiles;
