@@ -14,7 +14,7 @@ use super::pipeline::{check_frame, WRITE_THREADS};
 use super::read_ahead::ReadAhead;
 use super::summary::{ExposureObserver, FrameOutcome, FrameSteps};
 use super::write_pool::WritePool;
-use super::{ExposureError, RankContext};
+use super::{ExposureConfig, ExposureError, RankContext};
 use crate::solve::Backend;
 use std::collections::VecDeque;
 use std::thread::ScopedJoinHandle;
@@ -50,6 +50,26 @@ pub(crate) fn root(
     })
 }
 
+/// A frame extracted whole by this process, which writes it: assembled as it is extracted
+/// ([`WholeFrame::Assembled`]).
+fn extract_assembled(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    read: ReadFrame,
+    backend: &dyn Backend,
+    start: Instant,
+) -> Finished {
+    extract_whole(
+        config,
+        files,
+        read,
+        backend,
+        "",
+        WholeFrame::Assembled,
+        start,
+    )
+}
+
 /// Rank 0's part of one frame: hands it to the other ranks (with one rank it extracts it
 /// whole), extracts its own share and gathers theirs in rank order.
 fn root_frame(
@@ -60,13 +80,11 @@ fn root_frame(
 ) -> Result<Finished, ExposureError> {
     let size = ctx.comm.size();
     if size == 1 {
-        return Ok(extract_whole(
+        return Ok(extract_assembled(
             ctx.config,
             files,
             read,
             ctx.backend,
-            "",
-            WholeFrame::Assembled,
             ctx.start,
         ));
     }
@@ -198,15 +216,7 @@ fn frames_in_flight_any(
                 let tx = done_tx.clone();
                 scope.spawn(move || {
                     let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        extract_whole(
-                            config,
-                            files,
-                            read,
-                            backend,
-                            "",
-                            WholeFrame::Assembled,
-                            start,
-                        )
+                        extract_assembled(config, files, read, backend, start)
                     }))
                     .ok();
                     // The loop holds a sender and waits for every frame it started.
@@ -260,17 +270,8 @@ fn frames_in_flight_fifo(
             };
             let (config, start) = (ctx.config, ctx.start);
             let backend = backends.get(index % n).copied().unwrap_or(ctx.backend);
-            let handle = scope.spawn(move || {
-                extract_whole(
-                    config,
-                    files,
-                    read,
-                    backend,
-                    "",
-                    WholeFrame::Assembled,
-                    start,
-                )
-            });
+            let handle =
+                scope.spawn(move || extract_assembled(config, files, read, backend, start));
             running.push_back((index, handle));
         }
         while let Some((done, oldest)) = running.pop_front() {
