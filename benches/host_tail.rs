@@ -205,19 +205,15 @@ fn benches(c: &mut Criterion) {
     });
     // The per-wavelength medians at the frame's end: the last run's 3 bundles sorted into the
     // columns of the 17 before, then the medians read off.
+    let last_run = nbundle - 3;
     let mut before = SortedColumns::new(0, nspec, nwave);
-    {
-        let blocks = scratch.row_blocks_mut(params.bundlesize);
-        let first_runs = blocks.len() - 3;
-        before.absorb(&blocks[..first_runs]);
-    }
+    before.absorb(&scratch.row_blocks_mut(params.bundlesize)[..last_run]);
     g.bench_function("wave_medians_last_3_bundles_sorted_in", |b| {
         b.iter_batched(
             || before.clone(),
             |mut columns| {
                 let blocks = scratch.row_blocks_mut(params.bundlesize);
-                let first_runs = blocks.len() - 3;
-                columns.absorb(black_box(&blocks[first_runs..]));
+                columns.absorb(black_box(&blocks[last_run..]));
                 columns.medians()
             },
             BatchSize::LargeInput,

@@ -8,7 +8,7 @@ use super::summary::{union_length, FrameFlags, FrameSteps, FrameTiming};
 use super::ExposureConfig;
 use crate::extract::{
     assemble_frame, bundle_share, check_frame_metadata, extract_bundles, extract_frame, frame_data,
-    BundleBlock, Extraction, PixelLimits, ScreenCount,
+    BundleBlock, ExtractError, Extraction, PixelLimits, ScreenCount,
 };
 use crate::io::{self, Keyword, PreprocImage};
 use crate::job::FrameJob;
@@ -173,6 +173,28 @@ pub(crate) fn without_pixels(image: PreprocImage) -> PreprocImage {
     }
 }
 
+/// Runs `extract` on the frame's job (its camera's grid and parameters, validated against
+/// the PSF) with a trace on the clock of `start` (the start of the run); its result with the
+/// device use, from the trace and the bound on device memory that `extract` returns.
+fn extract_job<T>(
+    config: &ExposureConfig,
+    files: &FrameFiles,
+    inputs: &FrameInputs,
+    start: Instant,
+    extract: impl FnOnce(&FrameJob, &Trace) -> Result<(T, Option<u64>), ExtractError>,
+) -> Result<(T, FrameSteps), String> {
+    let (grid, params) = config.frame_setup(&files.camera)?;
+    params
+        .validate(inputs.psf.hsizey, inputs.psf.nspec)
+        .map_err(|e| e.to_string())?;
+    let trace = Trace::with_origin(start);
+    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
+        .map(|job| job.with_failed_patches(config.failed_patches))
+        .and_then(|job| extract(&job, &trace))
+        .map(|(out, peak_bytes)| (out, device_use(&trace, peak_bytes)))
+        .map_err(|e| e.to_string())
+}
+
 /// Extracts share `index` of `count` of the frame's bundles on `backend`; the blocks with the
 /// device use (on the clock of `start`, the start of the run).
 pub(crate) fn extract_share(
@@ -183,22 +205,12 @@ pub(crate) fn extract_share(
     (index, count): (usize, usize),
     start: Instant,
 ) -> Result<(Vec<BundleBlock>, FrameSteps), String> {
-    let (grid, params) = config.frame_setup(&files.camera)?;
-    params
-        .validate(inputs.psf.hsizey, inputs.psf.nspec)
-        .map_err(|e| e.to_string())?;
-    let nbundle = params.bundle_starts().len();
-    let share = bundle_share(nbundle, index, count, backend.can_fall_back());
-    let progress = |_: usize, _: usize| {};
-    let trace = Trace::with_origin(start);
-    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
-        .map(|job| job.with_failed_patches(config.failed_patches))
-        .and_then(|job| extract_bundles(&job, backend, &share, &progress, &trace))
-        .map(|set| {
-            let device = device_use(&trace, set.times.device_peak_bytes);
-            (set.blocks, device)
-        })
-        .map_err(|e| e.to_string())
+    extract_job(config, files, inputs, start, |job, trace| {
+        let nbundle = job.bundle_starts().len();
+        let share = bundle_share(nbundle, index, count, backend.can_fall_back());
+        let set = extract_bundles(job, backend, &share, &|_, _| {}, trace)?;
+        Ok((set.blocks, set.times.device_peak_bytes))
+    })
 }
 
 /// How a frame extracted whole reaches its writer.
@@ -224,20 +236,11 @@ fn extract_all(
         return extract_share(config, files, inputs, backend, (0, 1), start)
             .map(|(blocks, device)| (Spectra::Blocks(blocks), device));
     }
-    let (grid, params) = config.frame_setup(&files.camera)?;
-    params
-        .validate(inputs.psf.hsizey, inputs.psf.nspec)
-        .map_err(|e| e.to_string())?;
-    let progress = |_: usize, _: usize| {};
-    let trace = Trace::with_origin(start);
-    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
-        .map(|job| job.with_failed_patches(config.failed_patches))
-        .and_then(|job| extract_frame(&job, backend, &progress, &trace))
-        .map(|frame| {
-            let device = device_use(&trace, frame.times.device_peak_bytes);
-            (Spectra::Frame(Box::new(frame)), device)
-        })
-        .map_err(|e| e.to_string())
+    extract_job(config, files, inputs, start, |job, trace| {
+        let frame = extract_frame(job, backend, &|_, _| {}, trace)?;
+        let peak_bytes = frame.times.device_peak_bytes;
+        Ok((Spectra::Frame(Box::new(frame)), peak_bytes))
+    })
 }
 
 /// One frame extracted whole by this process, handed to its writer as `how` says (times on

@@ -396,18 +396,17 @@ fn solve_into(
     trace.span("start", || solver.start(solvable, &corners))?;
     let t_solve = Instant::now();
 
-    // The per-wavelength medians need every row of the frame: gathered only when the rows are
-    // the frame's (`extract_frame`).
-    let nrow: usize = rows.iter().map(FrameRows::nspec).sum();
-    let whole_frame = nrow == job.params.nspec;
-    let wave_columns = (finish.is_some() && whole_frame && job.params.mask_rule == MaskRule::Main)
-        .then(|| {
-            Mutex::new(SortedColumns::new(
-                job.params.specmin,
-                nrow,
-                job.grid.nwave(),
-            ))
-        });
+    // The per-wavelength medians need every row of the frame: gathered when the rows are
+    // finished here (`extract_frame`, the whole frame's; `SortedColumns` gives no medians for
+    // rows that do not cover it).
+    let params = job.params;
+    let wave_columns = (finish.is_some() && params.mask_rule == MaskRule::Main).then(|| {
+        Mutex::new(SortedColumns::new(
+            params.specmin,
+            params.nspec,
+            job.grid.nwave(),
+        ))
+    });
     let stitcher = Stitcher {
         job,
         backend,

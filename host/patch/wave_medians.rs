@@ -24,10 +24,9 @@ pub struct SortedColumns {
     /// ascending. Allocated on the first run (its pages mapped at once).
     values: Vec<f64>,
     filled: usize,
-    /// The run that completed the frame, column-major (`last_rows` a column), each column
+    /// The run that completed the frame, column-major (its rows a column), each column
     /// ascending: kept apart from `values`.
     last: Vec<f64>,
-    last_rows: usize,
     /// Which frame rows were absorbed.
     seen: Vec<bool>,
     /// Cleared when a run did not fit (other width, rows outside the frame or seen before):
@@ -45,7 +44,6 @@ impl SortedColumns {
             values: Vec::new(),
             filled: 0,
             last: Vec::new(),
-            last_rows: 0,
             seen: vec![false; nrow],
             consistent: true,
         }
@@ -69,43 +67,33 @@ impl SortedColumns {
         if self.values.is_empty() {
             self.values = crate::prefault::zeroed_f64(nrow * ncol);
         }
-        self.values
-            .par_chunks_mut(nrow * COLUMNS_PER_TASK)
-            .enumerate()
-            .for_each_init(Vec::new, |new: &mut Vec<f64>, (task, columns)| {
-                let j0 = task * COLUMNS_PER_TASK;
-                for (c, column) in columns.chunks_exact_mut(nrow).enumerate() {
-                    sorted_column(runs, ncol, j0 + c, new);
-                    merge_from_back(&mut column[..filled + added], filled, new);
-                }
-            });
+        for_each_sorted_column(runs, ncol, &mut self.values, nrow, |column, new| {
+            merge_from_back(&mut column[..filled + added], filled, new);
+        });
         self.filled += added;
     }
 
     /// The run that completes the frame (`added` rows), each column sorted into `last`.
     fn keep_last(&mut self, runs: &[FrameRows], added: usize) {
-        let ncol = self.ncol;
-        let len = added * ncol;
+        let len = added * self.ncol;
         let mut last: Vec<f64> = Vec::with_capacity(len);
         // Written once, in parallel, never zeroed first (as the frame's mask).
-        last.spare_capacity_mut()[..len]
-            .par_chunks_mut(added * COLUMNS_PER_TASK)
-            .enumerate()
-            .for_each_init(Vec::new, |new: &mut Vec<f64>, (task, columns)| {
-                let j0 = task * COLUMNS_PER_TASK;
-                for (c, column) in columns.chunks_exact_mut(added).enumerate() {
-                    sorted_column(runs, ncol, j0 + c, new);
-                    for (slot, &v) in column.iter_mut().zip(new.iter()) {
-                        slot.write(v);
-                    }
-                }
-            });
-        // SAFETY: the chunks above cover the first `len` elements (whole columns of `added`
-        // slots, `ncol` of them), and each slot was written from its column's `added` values.
+        let slots = &mut last.spare_capacity_mut()[..len];
+        for_each_sorted_column(runs, self.ncol, slots, added, |column, new| {
+            for (slot, &v) in column.iter_mut().zip(new) {
+                slot.write(v);
+            }
+        });
+        // SAFETY: `slots` are the first `len` elements, `ncol` whole columns of `added` slots,
+        // and each slot was written from its column's `added` values.
         unsafe { last.set_len(len) };
         self.last = last;
-        self.last_rows = added;
         self.filled += added;
+    }
+
+    /// Rows of the run kept apart (0 before it).
+    fn last_rows(&self) -> usize {
+        self.last.len().checked_div(self.ncol).unwrap_or(0)
     }
 
     /// The median of each column (as [`crate::stats::median`] of it), once every row of the
@@ -123,19 +111,15 @@ impl SortedColumns {
                 0.5 * (kth_of_two(a, b, n / 2 - 1) + upper)
             }
         };
-        let before = n - self.last_rows;
-        Some(if self.last_rows == 0 {
-            self.values
-                .chunks_exact(n)
-                .map(|column| median(column, &[]))
-                .collect()
-        } else {
-            self.values
-                .chunks_exact(n)
-                .zip(self.last.chunks_exact(self.last_rows))
-                .map(|(column, last)| median(&column[..before], last))
-                .collect()
-        })
+        let (last_rows, before) = (self.last_rows(), n - self.last_rows());
+        Some(
+            (0..self.ncol)
+                .map(|j| {
+                    let column = &self.values[j * n..j * n + before];
+                    median(column, &self.last[j * last_rows..(j + 1) * last_rows])
+                })
+                .collect(),
+        )
     }
 
     /// Marks the rows of `runs` seen; false if one has another width, lies outside the frame or
@@ -160,13 +144,30 @@ impl SortedColumns {
     }
 }
 
-/// Column `j` of the chi2pix of `runs` (`ncol` values a row), ascending, in `out`.
-fn sorted_column(runs: &[FrameRows], ncol: usize, j: usize, out: &mut Vec<f64>) {
-    out.clear();
-    for rows in runs {
-        out.extend(rows.chi2pix().chunks_exact(ncol).map(|row| row[j]));
-    }
-    out.sort_unstable_by(f64::total_cmp);
+/// Calls `put(column, values)` for each of the `ncol` columns of `slots` (`stride` slots a
+/// column) with that column of the chi2pix of `runs`, ascending; columns in parallel, in
+/// blocks of [`COLUMNS_PER_TASK`].
+fn for_each_sorted_column<T: Send>(
+    runs: &[FrameRows],
+    ncol: usize,
+    slots: &mut [T],
+    stride: usize,
+    put: impl Fn(&mut [T], &[f64]) + Sync,
+) {
+    slots
+        .par_chunks_mut(stride * COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each_init(Vec::new, |values: &mut Vec<f64>, (task, columns)| {
+            let j0 = task * COLUMNS_PER_TASK;
+            for (c, column) in columns.chunks_exact_mut(stride).enumerate() {
+                values.clear();
+                for rows in runs {
+                    values.extend(rows.chi2pix().chunks_exact(ncol).map(|row| row[j0 + c]));
+                }
+                values.sort_unstable_by(f64::total_cmp);
+                put(column, values);
+            }
+        });
 }
 
 /// The value of rank `k` (0-based, by `f64::total_cmp`) of the union of the ascending `a`
