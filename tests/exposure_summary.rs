@@ -188,8 +188,32 @@ fn the_summary_reports_each_frames_steps_and_what_bounds_the_run() {
 
     // The same frames read, extracted and written strictly in turn: bitwise equal, and a
     // frame's read starts after the frame before was written.
-    let (_, serial) = exposure(&indir, &dir.path().join("serial"), &["--no-overlap"]);
+    // With each frame's trace written: spans of its extraction, on the run's clock.
+    let traces = dir.path().join("traces");
+    let (_, serial) = exposure(
+        &indir,
+        &dir.path().join("serial"),
+        &["--no-overlap", "--trace-dir", s(&traces)],
+    );
     let frames = serial["frames"].as_array().unwrap();
+    for frame in frames {
+        let camera = frame["camera"].as_str().unwrap();
+        let path = traces.join(format!("trace-{camera}-00000007.json"));
+        let text = std::fs::read_to_string(&path).expect("trace written");
+        let trace: Value = serde_json::from_str(&text).expect("trace is JSON");
+        let spans: Vec<&Value> = trace["traceEvents"]
+            .as_array()
+            .expect("traceEvents")
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        let named = |name: &str| spans.iter().any(|e| e["name"] == name);
+        assert!(named("plan") && named("finish frame"), "{camera}: {text}");
+        // The first span starts when the frame's extraction did (the run's clock, in µs).
+        let first = spans.iter().map(|e| num(e, "ts")).fold(f64::MAX, f64::min) / 1e6;
+        let start = num(&frame["timing"], "extract_start_s");
+        assert!(first + 1e-3 >= start && first < start + num(&frame["timing"], "extract_s"));
+    }
     for pair in frames.windows(2) {
         let before = &pair[0]["timing"];
         assert!(

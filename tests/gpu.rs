@@ -11,12 +11,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
 /// The kernel-choice variables a test sets (all removed from the inherited environment first).
-const KERNEL_VARS: [&str; 5] = [
+const KERNEL_VARS: [&str; 7] = [
     "DESI_EIGH_KERNEL",
     "DESI_BAND_KERNEL",
     "DESI_FACTOR_KERNEL",
     "DESI_ASSEMBLE_KERNEL",
     "DESI_GPU_STREAMS",
+    "DESI_GPU_WAIT",
+    "DESI_GPU_FRAME_PRIORITY",
 ];
 
 /// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
@@ -226,6 +228,29 @@ fn gpu_selftest_stream_layouts_or_clear_error_without_gpu() {
         assert_line_names(&stdout, "selftest: assemble kernel", &expected, env);
     }
     assert_bad_kernel_value("DESI_GPU_STREAMS", "two");
+}
+
+/// How the host waits (`DESI_GPU_WAIT`: the driver's spinning by default, or blocking) and the
+/// kernels' stream priority (`DESI_GPU_FRAME_PRIORITY`: ranked by default, or equal) must each
+/// pass `selftest --gpu` and be named in its output; bad values are clear errors (exit 2);
+/// without a GPU, the clear error.
+#[test]
+fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
+    for (env, named) in [
+        (&[][..], "wait Spin (DESI_GPU_WAIT); frame priority Ranked "),
+        (&[("DESI_GPU_WAIT", "block")][..], "wait Block "),
+        (
+            &[("DESI_GPU_FRAME_PRIORITY", "equal")][..],
+            "frame priority Equal ",
+        ),
+    ] {
+        let Some(stdout) = selftest_gpu(env, &["-n", "25"]) else {
+            return;
+        };
+        assert_line_names(&stdout, "selftest: assemble kernel", named, env);
+    }
+    assert_bad_kernel_value("DESI_GPU_WAIT", "nap");
+    assert_bad_kernel_value("DESI_GPU_FRAME_PRIORITY", "first");
 }
 
 /// The line of `stdout` starting with `prefix` names `expected` (the variant that ran under

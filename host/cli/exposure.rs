@@ -75,6 +75,11 @@ pub struct FrameOptions {
     /// a cap).
     #[arg(long = "frames-in-flight", value_parser = clap::value_parser!(u64).range(1..=8))]
     frames_in_flight: Option<u64>,
+    /// Write each frame's extraction trace (host stages and GPU stages on the clock of the
+    /// run's start, Chrome trace format: chrome://tracing, Perfetto) to
+    /// DIR/trace-{camera}-{EXPID}.json (created when missing).
+    #[arg(long = "trace-dir", value_name = "DIR")]
+    trace_dir: Option<PathBuf>,
 }
 
 impl FrameOptions {
@@ -100,6 +105,7 @@ impl FrameOptions {
             failed_patches: self.failed_patches.into(),
             gpu_memory_limit: self.gpu_memory_limit,
             frames_in_flight: self.frames_in_flight.map(|n| n as usize),
+            trace_dir: self.trace_dir.clone(),
         }
     }
 }

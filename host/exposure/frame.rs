@@ -188,11 +188,34 @@ fn extract_job<T>(
         .validate(inputs.psf.hsizey, inputs.psf.nspec)
         .map_err(|e| e.to_string())?;
     let trace = Trace::with_origin(start);
-    FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
+    let extracted = FrameJob::new(&inputs.psf, &inputs.image, &grid, &params)
         .map(|job| job.with_failed_patches(config.failed_patches))
         .and_then(|job| extract(&job, &trace))
         .map(|(out, peak_bytes)| (out, device_use(&trace, peak_bytes)))
+        .map_err(|e| e.to_string());
+    if let Some(dir) = &config.trace_dir {
+        write_trace(&trace, dir, files, config.expid);
+    }
+    extracted
+}
+
+/// Writes a frame's trace as `dir/trace-{camera}-{EXPID}.json`; a failure is logged, not
+/// fatal (the trace is a diagnostic, the frame is the product).
+fn write_trace(trace: &Trace, dir: &std::path::Path, files: &FrameFiles, expid: u64) {
+    let path = dir.join(format!(
+        "trace-{}-{}.json",
+        files.camera,
+        super::expid_text(expid)
+    ));
+    let written = std::fs::create_dir_all(dir)
         .map_err(|e| e.to_string())
+        .and_then(|()| trace.write_chrome(&path).map_err(|e| e.to_string()));
+    if let Err(err) = written {
+        log::warn!(
+            "exposure: could not write the trace {}: {err}",
+            path.display()
+        );
+    }
 }
 
 /// Extracts share `index` of `count` of the frame's bundles on `backend`; the blocks with the

@@ -104,6 +104,9 @@ pub struct ExposureConfig {
     /// free memory, at most [`DEFAULT_FRAMES_IN_FLIGHT`]); only a single GPU process that overlaps
     /// keeps more than one.
     pub frames_in_flight: Option<usize>,
+    /// Where each extracted frame's trace is written (`trace-{camera}-{EXPID}.json`, spans
+    /// on the clock of the run's start); `None`: not written.
+    pub trace_dir: Option<PathBuf>,
 }
 
 /// Frames a single GPU process keeps in flight when neither `--frames-in-flight` nor the GPU
@@ -153,6 +156,7 @@ impl ExposureConfig {
             failed_patches: Default::default(),
             gpu_memory_limit: None,
             frames_in_flight: None,
+            trace_dir: None,
         }
     }
 
@@ -347,9 +351,18 @@ pub fn run_exposure(
         (true, Some(limit)) => Some(limit),
         (true, None) => memory_limit_from_env()?,
     };
+    log::debug!(
+        "exposure: {} frame(s) listed at {:.3} s",
+        frames.len(),
+        start.elapsed().as_secs_f64()
+    );
     if uses_gpu {
         // No driver: say so at once, not after the first frames are read.
         crate::gpu::probe_driver()?;
+        log::debug!(
+            "exposure: GPU driver loaded at {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
     }
     let (outcomes, gpu_memory, in_flight) = std::thread::scope(|scope| {
         // A single GPU process starts reading before it opens the GPU (driver start-up and
@@ -577,8 +590,8 @@ fn with_contexts(
     let share = limit.map(|l| l / count.max(1) as u64);
     let mut gpus = Vec::with_capacity(count.max(1));
     gpus.push(first);
-    for _ in 1..count.max(1) {
-        gpus.push(GpuContext::new(ordinal)?);
+    for rank in 1..count.max(1) {
+        gpus.push(GpuContext::with_rank(ordinal, rank)?);
     }
     for gpu in &mut gpus {
         gpu.set_memory_limit(share)?;

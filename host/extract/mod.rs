@@ -241,10 +241,19 @@ pub fn extract_frame(
 ) -> Result<Extraction, ExtractError> {
     let params = job.params;
     let all: Vec<usize> = (0..job.bundle_starts().len()).collect();
-    let mut arrays = trace.span("frame arrays", || {
-        FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag())
-    });
-    let rows = arrays.row_blocks_mut(params.bundlesize);
+    // The frame's planes (140 MB for a full r frame) are allocated while the backend solves
+    // its first run, not ahead of it: on the 16-core GPU hosts their allocation took ~2.5 ms
+    // at the start of each frame of `selftest --gpu` (trace span `frame arrays`).
+    let mut allocated: Option<FrameArrays> = None;
+    let slot = &mut allocated;
+    let rows = move || {
+        // The borrow moved out of the closure (FnOnce): the rows may outlive its body.
+        let slot = slot;
+        let arrays = slot.insert(trace.span("frame arrays", || {
+            FrameArrays::new(params.specmin, params.nspec, job.grid.nwave(), job.ndiag())
+        }));
+        arrays.row_blocks_mut(params.bundlesize)
+    };
     // Each bundle's rows are finished (per Angstrom, non-finite bins zeroed) as soon as they
     // are stitched, mostly while the backend solves later bundles: only the whole-frame steps
     // are left for the end.
@@ -254,6 +263,10 @@ pub fn extract_frame(
         mut times,
         wave_medians,
     } = solve_into(job, backend, &all, rows, Some(&dwave), progress, trace)?;
+    let arrays = allocated.ok_or_else(|| SolveError::Failed {
+        backend: "host",
+        reason: "the frame's arrays were never allocated".into(),
+    })?;
     let t0 = Instant::now();
     let extraction = trace.span("finish frame", || {
         let model_shape = job.want_model.then_some((job.image.ny, job.image.nx));
@@ -297,12 +310,12 @@ pub fn extract_bundles(
             FrameArrays::new(starts[b], nspec, job.grid.nwave(), job.ndiag())
         })
         .collect();
-    let rows = arrays
+    let rows: Vec<FrameRows> = arrays
         .iter_mut()
         .flat_map(|a| a.row_blocks_mut(params.bundlesize))
         .collect();
     let Solved { parts, times, .. } =
-        solve_into(job, backend, bundles, rows, None, progress, trace)?;
+        solve_into(job, backend, bundles, move || rows, None, progress, trace)?;
     let dwave = job.grid.bin_widths();
     let blocks = arrays
         .into_iter()
@@ -347,19 +360,19 @@ struct Solved {
 }
 
 /// The frame pipeline proper: the bundles `bundles` (valid indices) solved by `backend` and
-/// stitched into
-/// `rows` (one view per bundle, in the same order), bundles stitched as soon as their patches
-/// are back. Returns each bundle's reports, model box and patch count and the stage times.
+/// stitched into the rows that `rows` makes (one view per bundle, in the same order; made
+/// and their pages mapped while the backend solves its first run), bundles stitched as soon
+/// as their patches are back. Returns each bundle's reports, model box and patch count and the stage times.
 /// With `finish` (the output grid's bin widths) each bundle's rows are finished
 /// ([`FrameRows::finish_bins`]) right after its stitching and model box, and its output lists
 /// its non-finite bins (with [`MaskRule::Main`], also the chi2pix medians: per fiber, and per
 /// wavelength when the rows are the whole frame's); without it the rows are left as stitched
 /// (flux per bin).
-fn solve_into(
+fn solve_into<'r>(
     job: &FrameJob,
     backend: &dyn Backend,
     bundles: &[usize],
-    mut rows: Vec<FrameRows>,
+    rows: impl FnOnce() -> Vec<FrameRows<'r>> + Send,
     finish: Option<&[f64]>,
     progress: Progress,
     trace: &Trace,
@@ -422,15 +435,19 @@ fn solve_into(
     let mut stitch_time = Duration::ZERO;
     progress(0, total);
     let mut finished = false;
-    // The rows' pages are mapped while the backend works on its first run (the stitch would
-    // otherwise fault them in, on the critical path of the frame's last batch).
-    let mut next = std::thread::scope(|scope| {
-        let prefault = scope.spawn(|| rows.par_iter_mut().for_each(FrameRows::prefault));
+    // The rows are made and their pages mapped while the backend works on its first run (the
+    // stitch would otherwise fault them in, on the critical path of the frame's last batch).
+    let (mut rows, mut next) = std::thread::scope(|scope| {
+        let prefault = scope.spawn(|| {
+            let mut rows = rows();
+            rows.par_iter_mut().for_each(FrameRows::prefault);
+            rows
+        });
         let first_run = solver.next_results();
-        if let Err(panic) = prefault.join() {
-            std::panic::resume_unwind(panic);
+        match prefault.join() {
+            Ok(rows) => (rows, first_run),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-        first_run
     });
     while !finished {
         let returned = match std::mem::replace(&mut next, Ok(None))? {

@@ -169,6 +169,10 @@ pub struct GpuContext {
     pub prepare: Arc<CudaStream>,
     /// Which of the two layouts `download` and `prepare` follow ([`GPU_STREAMS_ENV`]).
     pub streams: StreamLayout,
+    /// How the host waits for the device ([`GPU_WAIT_ENV`]).
+    pub wait: WaitMode,
+    /// The rule that set `stream`'s priority ([`GPU_FRAME_PRIORITY_ENV`]).
+    pub frame_priority: FramePriority,
     /// The loaded module.
     pub module: Arc<CudaModule>,
     /// Its kernels.
@@ -483,6 +487,89 @@ impl StreamLayout {
     }
 }
 
+/// Environment variable choosing how the host waits for the device: `spin` (default: the
+/// driver's choice for a process with fewer contexts than cores, a thread spinning on the CPU
+/// while it waits) or `block` (the context's `CU_CTX_SCHED_BLOCKING_SYNC`: a waiting thread
+/// sleeps until the device wakes it, leaving its core to the host stages of other frames).
+pub const GPU_WAIT_ENV: &str = "DESI_GPU_WAIT";
+
+/// How threads wait for the device ([`GPU_WAIT_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitMode {
+    /// The driver's default (spinning): default.
+    Spin,
+    /// Blocking synchronization.
+    Block,
+}
+
+impl WaitMode {
+    /// From [`GPU_WAIT_ENV`]: `spin`/unset or `block`; anything else is an error naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(GPU_WAIT_ENV).as_deref() {
+            Err(_) | Ok("spin") | Ok("") => Ok(Self::Spin),
+            Ok("block") => Ok(Self::Block),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{GPU_WAIT_ENV}={other}: expected `spin` or `block`"
+            ))),
+        }
+    }
+}
+
+/// Environment variable choosing the kernels' stream priority of the frames a process keeps in
+/// flight ([`GpuContext::with_rank`]): `ranked` (default: the context opened first highest,
+/// then each next one step lower, all below the `prepare` streams), so that one frame runs
+/// ahead while the others fill the device around it instead of all of them advancing together
+/// and reaching their host stages at once, or `equal` (every frame's kernels at the default
+/// priority, as before).
+pub const GPU_FRAME_PRIORITY_ENV: &str = "DESI_GPU_FRAME_PRIORITY";
+
+/// The kernels' stream priority of a context ([`GPU_FRAME_PRIORITY_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramePriority {
+    /// The default priority for every context.
+    Equal,
+    /// One step lower for each context opened after the first: default.
+    Ranked,
+}
+
+impl FramePriority {
+    /// From [`GPU_FRAME_PRIORITY_ENV`]: `ranked`/unset or `equal`; anything else is an error
+    /// naming it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(GPU_FRAME_PRIORITY_ENV).as_deref() {
+            Err(_) | Ok("ranked") | Ok("") => Ok(Self::Ranked),
+            Ok("equal") => Ok(Self::Equal),
+            Ok(other) => Err(GpuError::Launch(format!(
+                "{GPU_FRAME_PRIORITY_ENV}={other}: expected `equal` or `ranked`"
+            ))),
+        }
+    }
+}
+
+/// The main stream of a context of rank `rank` (0 for the first a process opens): the default
+/// priority, or under [`FramePriority::Ranked`] one step below the device's greatest (kept for
+/// the `prepare` streams) for rank 0 and one more step lower per rank, down to the least.
+fn kernel_stream(
+    ctx: &Arc<CudaContext>,
+    rank: usize,
+    priority: FramePriority,
+) -> Result<Arc<CudaStream>, GpuError> {
+    match priority {
+        FramePriority::Equal => ctx.new_stream().stage("create a stream"),
+        FramePriority::Ranked => {
+            ctx.bind_to_thread()
+                .stage("bind the context to the thread")?;
+            let (least, greatest) = cudarc::driver::result::stream::get_priority_range()
+                .stage("read the stream priorities")?;
+            // Greater priorities are smaller numbers.
+            let steps = i32::try_from(rank).unwrap_or(i32::MAX).saturating_add(1);
+            let priority = greatest.saturating_add(steps).min(least);
+            ctx.new_stream_with_priority(priority)
+                .stage("create a stream")
+        }
+    }
+}
+
 /// The kernel module: the PTX, JIT-compiled by the driver (cached in `~/.nv/ComputeCache`; about
 /// 10 s on an H100 when the cache is cold), or on a compute capability 9.0 device the sm_90
 /// cubin that the build compiled with `ptxas` (no JIT: a cold start of `selftest --gpu -n 25`
@@ -630,14 +717,34 @@ impl GpuContext {
     /// # Errors
     /// No driver, a driver failure, or a malformed `DESI_GPU_MEMORY_LIMIT`.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        Self::with_rank(ordinal, 0)
+    }
+
+    /// [`GpuContext::new`] for the `rank`-th context a process opens on the device (frames in
+    /// flight): under [`FramePriority::Ranked`] its kernels' stream is `rank` steps below the
+    /// first context's.
+    ///
+    /// # Errors
+    /// As [`GpuContext::new`].
+    pub fn with_rank(ordinal: usize, rank: usize) -> Result<Self, GpuError> {
         // A malformed cap is the caller's error, said before anything else.
         let memory_limit = memory_limit_from_env()?;
+        let wait = WaitMode::from_env()?;
+        let frame_priority = FramePriority::from_env()?;
         probe_driver()?;
         let ctx = CudaContext::new(ordinal).stage(&format!("open device {ordinal}"))?;
+        if wait == WaitMode::Block {
+            ctx.bind_to_thread()
+                .stage("bind the context to the thread")?;
+            cudarc::driver::result::ctx::set_flags(
+                cudarc::driver::sys::CUctx_flags::CU_CTX_SCHED_BLOCKING_SYNC,
+            )
+            .stage("set blocking synchronization")?;
+        }
         // A stream of its own (not the legacy default stream, which every context of the
         // process would share and which synchronizes with the other streams): two contexts of
         // one device then overlap (`exposure` keeps two frames in flight).
-        let stream = ctx.new_stream().stage("create a stream")?;
+        let stream = kernel_stream(&ctx, rank, frame_priority)?;
         let streams = StreamLayout::from_env()?;
         let (download, prepare) = match streams {
             StreamLayout::Overlap => (
@@ -702,6 +809,8 @@ impl GpuContext {
             download,
             prepare,
             streams,
+            wait,
+            frame_priority,
             module,
             kernels,
             ordinal,

@@ -112,8 +112,12 @@ impl SortedColumns {
             }
         };
         let (last_rows, before) = (self.last_rows(), n - self.last_rows());
+        // Columns in parallel: ~2 binary searches of a 4 KB column each, 0.6 ms on one thread
+        // for a full frame on the GPU hosts, between its last stitch and `finish frame`.
         Some(
             (0..self.ncol)
+                .into_par_iter()
+                .with_min_len(COLUMNS_PER_TASK)
                 .map(|j| {
                     let column = &self.values[j * n..j * n + before];
                     median(column, &self.last[j * last_rows..(j + 1) * last_rows])
