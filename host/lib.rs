@@ -13,6 +13,7 @@ pub mod exposure;
 pub mod extract;
 pub mod gpu;
 pub mod heliocentric;
+pub mod huge_pages;
 pub mod io;
 pub mod job;
 pub mod parallel;

@@ -5,6 +5,10 @@ mod cli;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Large blocks in transparent huge pages (desi_extract::huge_pages).
+#[global_allocator]
+static ALLOCATOR: desi_extract::huge_pages::HugePages = desi_extract::huge_pages::HugePages;
+
 fn main() -> ExitCode {
     // A write beyond the file size limit (RLIMIT_FSIZE) then fails with EFBIG, and the error
     // path removes the temporary and exits 2, instead of the process being killed with it
@@ -12,6 +16,10 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     fixed_allocation_thresholds();
+    // DESI_HUGE_PAGES=0: 4 KiB pages for every block, as before (to compare on one machine).
+    if std::env::var_os("DESI_HUGE_PAGES").is_some_and(|v| v == "0") {
+        desi_extract::huge_pages::set_enabled(false);
+    }
     // Usage errors are bad input (exit 1, not clap's 2); --help and --version exit 0.
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,

@@ -599,9 +599,49 @@ fn with_contexts(
     if let Some(first) = gpus.first() {
         // The pool may keep what the whole process may use.
         first.set_pool_release_threshold(limit.unwrap_or(u64::MAX))?;
+        let reserve = pool_reserve_from_env();
+        if reserve > 0 {
+            let t = std::time::Instant::now();
+            first.reserve_pool(reserve)?;
+            log::debug!(
+                "exposure: {} reserved in the GPU memory pool in {:.3} s",
+                crate::gpu::memory::format_bytes(reserve),
+                t.elapsed().as_secs_f64()
+            );
+        }
         first.reset_pool_peaks()?;
     }
+    let pixels = std::env::var("DESI_GPU_PREWARM_PIXELS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if pixels > 0 {
+        let t = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = gpus
+                .iter()
+                .map(|gpu| scope.spawn(move || gpu.pinned_upload(2 * pixels).map(drop)))
+                .collect();
+            threads
+                .into_iter()
+                .try_for_each(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })?;
+        log::debug!(
+            "exposure: upload buffers for {pixels} pixels allocated in {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     Ok(gpus)
+}
+
+/// Bytes of device memory mapped into the pool before the first frame:
+/// `DESI_GPU_POOL_RESERVE_GIB` (GiB, default 0: none). An experiment's knob.
+fn pool_reserve_from_env() -> u64 {
+    std::env::var("DESI_GPU_POOL_RESERVE_GIB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|g| g.is_finite() && *g > 0.0)
+        .map_or(0, |g| (g * f64::from(1u32 << 30)) as u64)
 }
 
 /// Reads the device pool's counters over the run, then hands the memory the contexts' frames

@@ -264,6 +264,29 @@ pub enum KernelMode {
     Thread,
 }
 
+/// The value of the environment variable `var` among `choices` (name, value): the first
+/// choice when `var` is unset or empty; any other name is an error naming it and the choices.
+fn env_choice<T: Copy>(var: &str, choices: &[(&str, T)]) -> Result<T, GpuError> {
+    let value = std::env::var(var).unwrap_or_default();
+    let name = if value.is_empty() {
+        choices.first().map_or("", |c| c.0)
+    } else {
+        value.as_str()
+    };
+    if let Some(&(_, choice)) = choices.iter().find(|c| c.0 == name) {
+        return Ok(choice);
+    }
+    let names: Vec<String> = choices.iter().map(|c| format!("`{}`", c.0)).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "nothing".into(),
+    };
+    Err(GpuError::Launch(format!(
+        "{var}={value}: expected {expected}"
+    )))
+}
+
 /// Environment variable choosing the `eigh` stage's method: `ns2` (default: Newton–Schulz on
 /// FP64 tensor cores with register-blocked products, `resolution_ns2`, with the blocks it
 /// cannot solve left to `resolution_team`), `ns` (the first Newton–Schulz kernel,
@@ -288,14 +311,10 @@ impl EighKernel {
     /// From [`EIGH_KERNEL_ENV`]: `team`, `ns`, or `ns2`/unset; anything else is an error
     /// naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(EIGH_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("ns2") | Ok("") => Ok(Self::Ns2),
-            Ok("ns") => Ok(Self::Ns),
-            Ok("team") => Ok(Self::Team),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{EIGH_KERNEL_ENV}={other}: expected `team`, `ns` or `ns2`"
-            ))),
-        }
+        env_choice(
+            EIGH_KERNEL_ENV,
+            &[("ns2", Self::Ns2), ("ns", Self::Ns), ("team", Self::Team)],
+        )
     }
 
     /// The value of [`EIGH_KERNEL_ENV`] that selects this method.
@@ -345,15 +364,15 @@ impl BandKernel {
     /// From [`BAND_KERNEL_ENV`]: `team-lds`/unset, `team`, `mma` or `mma-late`; anything else
     /// is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(BAND_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("team-lds") | Ok("") => Ok(Self::TeamLds),
-            Ok("team") => Ok(Self::Team),
-            Ok("mma") => Ok(Self::Mma),
-            Ok("mma-late") => Ok(Self::MmaLate),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{BAND_KERNEL_ENV}={other}: expected `team`, `team-lds`, `mma` or `mma-late`"
-            ))),
-        }
+        env_choice(
+            BAND_KERNEL_ENV,
+            &[
+                ("team-lds", Self::TeamLds),
+                ("team", Self::Team),
+                ("mma", Self::Mma),
+                ("mma-late", Self::MmaLate),
+            ],
+        )
     }
 
     /// The covariance kernel that runs for blocks of order `nwavetot`: `covariance_mma` needs
@@ -402,13 +421,10 @@ impl FactorKernel {
     /// From [`FACTOR_KERNEL_ENV`]: `team`/unset or `blocked`; anything else is an error
     /// naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(FACTOR_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("team") | Ok("") => Ok(Self::Team),
-            Ok("blocked") => Ok(Self::Blocked),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{FACTOR_KERNEL_ENV}={other}: expected `team` or `blocked`"
-            ))),
-        }
+        env_choice(
+            FACTOR_KERNEL_ENV,
+            &[("team", Self::Team), ("blocked", Self::Blocked)],
+        )
     }
 
     /// The name of the kernel of this variant.
@@ -440,13 +456,10 @@ impl AssembleKernel {
     /// From [`ASSEMBLE_KERNEL_ENV`]: `warp`/unset or `warp-rs`; anything else is an error
     /// naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(ASSEMBLE_KERNEL_ENV).as_deref() {
-            Err(_) | Ok("warp") | Ok("") => Ok(Self::Warp),
-            Ok("warp-rs") => Ok(Self::WarpRs),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{ASSEMBLE_KERNEL_ENV}={other}: expected `warp` or `warp-rs`"
-            ))),
-        }
+        env_choice(
+            ASSEMBLE_KERNEL_ENV,
+            &[("warp", Self::Warp), ("warp-rs", Self::WarpRs)],
+        )
     }
 
     /// The name of the kernel of this variant.
@@ -477,13 +490,10 @@ pub enum StreamLayout {
 impl StreamLayout {
     /// From [`GPU_STREAMS_ENV`]: `overlap`/unset or `one`; anything else is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(GPU_STREAMS_ENV).as_deref() {
-            Err(_) | Ok("overlap") | Ok("") => Ok(Self::Overlap),
-            Ok("one") => Ok(Self::One),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{GPU_STREAMS_ENV}={other}: expected `overlap` or `one`"
-            ))),
-        }
+        env_choice(
+            GPU_STREAMS_ENV,
+            &[("overlap", Self::Overlap), ("one", Self::One)],
+        )
     }
 }
 
@@ -505,13 +515,10 @@ pub enum WaitMode {
 impl WaitMode {
     /// From [`GPU_WAIT_ENV`]: `spin`/unset or `block`; anything else is an error naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(GPU_WAIT_ENV).as_deref() {
-            Err(_) | Ok("spin") | Ok("") => Ok(Self::Spin),
-            Ok("block") => Ok(Self::Block),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{GPU_WAIT_ENV}={other}: expected `spin` or `block`"
-            ))),
-        }
+        env_choice(
+            GPU_WAIT_ENV,
+            &[("spin", Self::Spin), ("block", Self::Block)],
+        )
     }
 }
 
@@ -536,13 +543,10 @@ impl FramePriority {
     /// From [`GPU_FRAME_PRIORITY_ENV`]: `ranked`/unset or `equal`; anything else is an error
     /// naming it.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(GPU_FRAME_PRIORITY_ENV).as_deref() {
-            Err(_) | Ok("ranked") | Ok("") => Ok(Self::Ranked),
-            Ok("equal") => Ok(Self::Equal),
-            Ok(other) => Err(GpuError::Launch(format!(
-                "{GPU_FRAME_PRIORITY_ENV}={other}: expected `equal` or `ranked`"
-            ))),
-        }
+        env_choice(
+            GPU_FRAME_PRIORITY_ENV,
+            &[("ranked", Self::Ranked), ("equal", Self::Equal)],
+        )
     }
 }
 
@@ -857,6 +861,27 @@ impl GpuContext {
         set_pool_threshold(&self.ctx, bytes)
     }
 
+    /// Maps `bytes` of device memory into the memory pool ahead of the frames (one block
+    /// allocated and freed on `prepare`, kept by the pool under a release threshold that allows
+    /// it), so that the first frames' batches do not wait for the pool to grow.
+    ///
+    /// # Errors
+    /// A driver error, or not that much free memory.
+    pub fn reserve_pool(&self, bytes: u64) -> Result<(), GpuError> {
+        let Ok(len) = usize::try_from(bytes) else {
+            return Err(GpuError::Memory(format!("{bytes} bytes to reserve")));
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the block is never read or written, only allocated and freed.
+        let block = unsafe { self.prepare.alloc::<u8>(len) }.stage("reserve pool memory")?;
+        drop(block);
+        self.prepare
+            .synchronize()
+            .stage("wait for the pool reservation")
+    }
+
     /// The cap set by [`GpuContext::set_memory_limit`] or the environment.
     pub fn memory_limit(&self) -> Option<u64> {
         self.memory_limit
@@ -1066,5 +1091,47 @@ impl GpuContext {
     /// Free and total device memory in bytes.
     pub fn memory(&self) -> Result<(usize, usize), GpuError> {
         self.ctx.mem_get_info().stage("query memory")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Pick {
+        A,
+        B,
+        C,
+    }
+
+    /// Unset or empty gives the first choice, a listed name its value, anything else an error
+    /// naming the variable, the value and every choice.
+    #[test]
+    fn env_choice_reads_the_listed_names_and_refuses_others() {
+        // A variable no other code reads (tests run in threads of one process).
+        const VAR: &str = "DESI_TEST_ENV_CHOICE_ONLY";
+        let choices = [("a", Pick::A), ("b-b", Pick::B), ("c", Pick::C)];
+        std::env::remove_var(VAR);
+        assert_eq!(env_choice(VAR, &choices).unwrap(), Pick::A);
+        for (value, want) in [
+            ("", Pick::A),
+            ("a", Pick::A),
+            ("b-b", Pick::B),
+            ("c", Pick::C),
+        ] {
+            std::env::set_var(VAR, value);
+            assert_eq!(env_choice(VAR, &choices).unwrap(), want, "{value}");
+        }
+        std::env::set_var(VAR, "B-B");
+        let err = env_choice(VAR, &choices).unwrap_err().to_string();
+        assert!(
+            err.contains("DESI_TEST_ENV_CHOICE_ONLY=B-B: expected `a`, `b-b` or `c`"),
+            "{err}"
+        );
+        std::env::set_var(VAR, "x");
+        let err = env_choice(VAR, &choices[..1]).unwrap_err().to_string();
+        assert!(err.contains("=x: expected `a`"), "{err}");
+        std::env::remove_var(VAR);
     }
 }
