@@ -1,10 +1,13 @@
-//! A global allocator that asks Linux for transparent huge pages (`MADV_HUGEPAGE`) on every
+//! A global allocator that, when enabled, asks Linux for transparent huge pages (`MADV_HUGEPAGE`) on every
 //! block of at least [`HUGE_MIN_BYTES`]: a frame's planes (9.3-102 MB each), the preproc planes,
 //! the stamp tables, then take one page fault per 2 MiB instead of one per 4 KiB, and are
 //! unmapped at once. On the 2-core development VM (THP `madvise` mode) touching 140 MB took
 //! 62-83 ms in 4 KiB pages and ~16 ms in huge pages, and unmapping it 10-15 ms against 0.4 ms.
 //! Everything else is [`std::alloc::System`]'s; the advice is a hint the kernel may ignore, and
-//! never changes contents. [`set_enabled`] turns it off (`DESI_HUGE_PAGES=0` in the binary).
+//! never changes contents. Off unless [`set_enabled`] turns it on (`DESI_HUGE_PAGES=1` in the
+//! binary): not yet measured on the GPU hosts, where a first touch in huge pages may stall on
+//! compaction (the first 140 MB took 291 ms here, against 74 ms in 4 KiB pages).
+//! profiles/exposure-knobs.sh measures it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,7 @@ pub const HUGE_MIN_BYTES: usize = 8 << 20;
 /// Size and alignment of a transparent huge page on x86-64.
 const HUGE_PAGE: usize = 2 << 20;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Turns the advice on or off for the blocks allocated from now on.
 pub fn set_enabled(on: bool) {
@@ -86,11 +89,16 @@ unsafe impl GlobalAlloc for HugePages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// The tests switch the process-wide advice: one at a time.
+    static SWITCH: Mutex<()> = Mutex::new(());
 
     /// Blocks through the allocator keep their contents across growth, large or small, with
     /// the advice on and off.
     #[test]
     fn blocks_hold_what_was_written() {
+        let _one_at_a_time = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
         for on in [true, false] {
             set_enabled(on);
             for len in [16usize, HUGE_MIN_BYTES / 8 + 5, 3 * HUGE_MIN_BYTES / 8] {
@@ -114,6 +122,59 @@ mod tests {
                 }
             }
         }
-        set_enabled(true);
+        set_enabled(false);
+    }
+
+    /// Whether the mapping holding `addr` may take huge pages (`THPeligible` in
+    /// /proc/self/smaps); `None` where the kernel does not say.
+    #[cfg(target_os = "linux")]
+    fn eligible(addr: usize) -> Option<bool> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(v) = line.strip_prefix("THPeligible:") {
+                    return Some(v.trim() == "1");
+                }
+            }
+        }
+        None
+    }
+
+    /// With the advice on, a large block's mapping is eligible for huge pages where the kernel
+    /// runs THP in `madvise` mode; with it off, it is not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_blocks_are_advised_only_when_enabled() {
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        if !mode.is_ok_and(|m| m.contains("[madvise]")) {
+            return; // THP off, or on for every mapping: nothing to tell apart.
+        }
+        let _one_at_a_time = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let len = 4 * HUGE_MIN_BYTES;
+        let layout = Layout::from_size_align(len, 8).unwrap();
+        for on in [true, false] {
+            set_enabled(on);
+            // SAFETY: non-zero size; only the address is used, then the block is freed with
+            // its layout.
+            unsafe {
+                let p = HugePages.alloc(layout);
+                assert!(!p.is_null());
+                let middle = p as usize + len / 2;
+                if let Some(eligible) = eligible(middle) {
+                    assert_eq!(eligible, on, "advice {on}");
+                }
+                HugePages.dealloc(p, layout);
+            }
+        }
+        set_enabled(false);
     }
 }

@@ -16,9 +16,9 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     fixed_allocation_thresholds();
-    // DESI_HUGE_PAGES=0: 4 KiB pages for every block, as before (to compare on one machine).
-    if std::env::var_os("DESI_HUGE_PAGES").is_some_and(|v| v == "0") {
-        desi_extract::huge_pages::set_enabled(false);
+    // DESI_HUGE_PAGES=1: large blocks in transparent huge pages (an experiment, off by default).
+    if std::env::var_os("DESI_HUGE_PAGES").is_some_and(|v| v == "1") {
+        desi_extract::huge_pages::set_enabled(true);
     }
     // Usage errors are bad input (exit 1, not clap's 2); --help and --version exit 0.
     let args = match cli::Cli::try_parse() {
