@@ -16,20 +16,11 @@
 set -u
 B=$(realpath "${1:-target/release/desi-extract}"); W=${2:-/tmp/desi-exposure}; N=${3:-3}
 R=$(cd "$(dirname "$0")/.." && pwd)
-D=$W/frames; E=$W/e30; mkdir -p "$D" "$E"
+D=$W/frames; E=$W/e30
 P=$R/data/psf-r0-00051060.fits
-cd "$D" || exit 2
-[ -f psf-r0-00000007.fits ] || cp "$P" psf-r0-00000007.fits
-[ -f psf-b0-00000007.fits ] || "$B" standin-psf -p "$P" -o psf-b0-00000007.fits --camera b >/dev/null
-[ -f psf-z0-00000007.fits ] || "$B" standin-psf -p "$P" -o psf-z0-00000007.fits --camera z >/dev/null
-for c in b0:3600,5800 r0:5760,7620 z0:7520,9824; do cam=${c%%:*}; w=${c#*:}
-    [ -f preproc-$cam-00000007.fits ] || "$B" simulate -p psf-$cam-00000007.fits -o preproc-$cam-00000007.fits \
-        -w $w,0.8 --camera $cam --expid 7 --seed 3 >/dev/null 2>&1 &
-done; wait
+. "$R/profiles/exposure-frames.sh"
+make_exposure_frames "$B" "$P" "$W" || exit 2
 cd "$E" || exit 2
-for s in 0 1 2 3 4 5 6 7 8 9; do for c in b r z; do
-    ln -sf "$D/preproc-${c}0-00000007.fits" preproc-$c$s-00000008.fits; ln -sf "$D/psf-${c}0-00000007.fits" psf-$c$s-00000008.fits
-done; done
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 
 run() { name=$1; shift

@@ -24,19 +24,9 @@ st() { tag=$1; shift
     timeout 90 env "$@" "$B" selftest --gpu -p "$P" -n 500 --repeat 7 --trace "$O/tr_$tag.json" > "$O/st_$tag.txt" 2>&1
     echo "$tag rc=$? $(grep -h 'GPU median' "$O/st_$tag.txt") $(grep -c 'selftest: PASS' "$O/st_$tag.txt")" >> "$L"; pack; }
 st default; st huge DESI_HUGE_PAGES=1
-D=$W/frames; E=$W/e30; mkdir -p "$D" "$E"
-( cd "$D" || exit 2
-  [ -f psf-r0-00000007.fits ] || cp "$P" psf-r0-00000007.fits
-  [ -f psf-b0-00000007.fits ] || "$B" standin-psf -p "$P" -o psf-b0-00000007.fits --camera b >/dev/null
-  [ -f psf-z0-00000007.fits ] || "$B" standin-psf -p "$P" -o psf-z0-00000007.fits --camera z >/dev/null
-  for c in b0:3600,5800 r0:5760,7620 z0:7520,9824; do cam=${c%%:*}; w=${c#*:}
-      [ -f preproc-$cam-00000007.fits ] || "$B" simulate -p psf-$cam-00000007.fits -o preproc-$cam-00000007.fits \
-          -w $w,0.8 --camera $cam --expid 7 --seed 3 >/dev/null 2>&1 &
-  done; wait )
-( cd "$E" || exit 2
-  for s in 0 1 2 3 4 5 6 7 8 9; do for c in b r z; do
-      ln -sf "$D/preproc-${c}0-00000007.fits" preproc-$c$s-00000008.fits; ln -sf "$D/psf-${c}0-00000007.fits" psf-$c$s-00000008.fits
-  done; done )
+E=$W/e30
+. "$R/profiles/exposure-frames.sh"
+make_exposure_frames "$B" "$P" "$W" || exit 2
 ex() { tag=$1; shift
     env DESI_LOGLEVEL=DEBUG "$@" /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB" -o "$O/time.txt" \
         timeout 100 "$B" exposure --indir "$E" --outdir "$E/o-$tag" --expid 8 --gpu --overwrite \
