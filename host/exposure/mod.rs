@@ -611,11 +611,9 @@ fn with_contexts(
         }
         first.reset_pool_peaks()?;
     }
-    let pixels = std::env::var("DESI_GPU_PREWARM_PIXELS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
+    let pixels = prewarm_pixels_from_env();
     if pixels > 0 {
+        // Each context's upload buffer, the contexts in parallel.
         let t = std::time::Instant::now();
         std::thread::scope(|scope| {
             let threads: Vec<_> = gpus
@@ -642,6 +640,16 @@ fn pool_reserve_from_env() -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|g| g.is_finite() && *g > 0.0)
         .map_or(0, |g| (g * f64::from(1u32 << 30)) as u64)
+}
+
+/// Pixels of the image each context's page-locked upload buffer is allocated for before the
+/// first frame: `DESI_GPU_PREWARM_PIXELS` (default 0: allocated by the first frame that
+/// uploads, as before). An experiment's knob.
+fn prewarm_pixels_from_env() -> usize {
+    std::env::var("DESI_GPU_PREWARM_PIXELS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
 }
 
 /// Reads the device pool's counters over the run, then hands the memory the contexts' frames
