@@ -213,14 +213,23 @@ pub struct GpuContext {
     epoch: (CudaEvent, Instant),
 }
 
-/// A new stream of `ctx` at the device's highest priority ([`GpuContext::urgent_stream`]).
-fn urgent_stream(ctx: &Arc<CudaContext>) -> Result<Arc<CudaStream>, GpuError> {
+/// A new stream of `ctx` at the priority `pick(least, greatest)` chooses from the device's
+/// range (greater priorities are smaller numbers).
+fn stream_at_priority(
+    ctx: &Arc<CudaContext>,
+    pick: impl FnOnce(i32, i32) -> i32,
+) -> Result<Arc<CudaStream>, GpuError> {
     ctx.bind_to_thread()
         .stage("bind the context to the thread")?;
-    let (_least, greatest) =
+    let (least, greatest) =
         cudarc::driver::result::stream::get_priority_range().stage("read the stream priorities")?;
-    ctx.new_stream_with_priority(greatest)
+    ctx.new_stream_with_priority(pick(least, greatest))
         .stage("create a stream")
+}
+
+/// A new stream of `ctx` at the device's highest priority ([`GpuContext::urgent_stream`]).
+fn urgent_stream(ctx: &Arc<CudaContext>) -> Result<Arc<CudaStream>, GpuError> {
+    stream_at_priority(ctx, |_least, greatest| greatest)
 }
 
 /// Number of page-locked download slots: batches that may be in flight at once.
@@ -560,17 +569,10 @@ fn kernel_stream(
 ) -> Result<Arc<CudaStream>, GpuError> {
     match priority {
         FramePriority::Equal => ctx.new_stream().stage("create a stream"),
-        FramePriority::Ranked => {
-            ctx.bind_to_thread()
-                .stage("bind the context to the thread")?;
-            let (least, greatest) = cudarc::driver::result::stream::get_priority_range()
-                .stage("read the stream priorities")?;
-            // Greater priorities are smaller numbers.
+        FramePriority::Ranked => stream_at_priority(ctx, |least, greatest| {
             let steps = i32::try_from(rank).unwrap_or(i32::MAX).saturating_add(1);
-            let priority = greatest.saturating_add(steps).min(least);
-            ctx.new_stream_with_priority(priority)
-                .stage("create a stream")
-        }
+            greatest.saturating_add(steps).min(least)
+        }),
     }
 }
 

@@ -189,22 +189,16 @@ fn kth_of_two(a: &[f64], b: &[f64], k: usize) -> f64 {
             hi = i;
         }
     }
+    // The larger of the last ones taken from each side.
     let (i, j) = (lo, k + 1 - lo);
-    match (
+    [
         i.checked_sub(1).map(|x| a[x]),
         j.checked_sub(1).map(|x| b[x]),
-    ) {
-        (Some(x), Some(y)) => {
-            if x.total_cmp(&y).is_gt() {
-                x
-            } else {
-                y
-            }
-        }
-        (Some(x), None) => x,
-        (None, Some(y)) => y,
-        (None, None) => f64::NAN,
-    }
+    ]
+    .into_iter()
+    .flatten()
+    .max_by(f64::total_cmp)
+    .unwrap_or(f64::NAN)
 }
 
 /// Merges the ascending `new` into `column`, whose first `filled` values are ascending and
