@@ -147,10 +147,43 @@ const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("factor_solve_blocked", 168),
 ];
 
+/// Build-time override of [`REGISTER_LIMITS`] for experiments on a GPU machine (a build per
+/// variant, carried beside the default one): `DESI_REGISTER_LIMITS=spots_team=64,resolution_team=0`
+/// sets the limit of each named kernel (`0` removes it; kernels not named keep theirs).
+const REGISTER_LIMITS_ENV: &str = "DESI_REGISTER_LIMITS";
+
+/// [`REGISTER_LIMITS`] with the overrides of [`REGISTER_LIMITS_ENV`] (fails on a malformed
+/// entry or an unknown kernel name there).
+fn register_limits() -> Vec<(String, u32)> {
+    println!("cargo:rerun-if-env-changed={REGISTER_LIMITS_ENV}");
+    let mut limits: Vec<(String, u32)> = REGISTER_LIMITS
+        .iter()
+        .map(|(name, limit)| (name.to_string(), *limit))
+        .collect();
+    let Ok(text) = env::var(REGISTER_LIMITS_ENV) else {
+        return limits;
+    };
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry
+            .split_once('=')
+            .and_then(|(name, limit)| Some((name.trim(), limit.trim().parse::<u32>().ok()?)));
+        let Some((name, limit)) = parsed else {
+            fail(&format!(
+                "{REGISTER_LIMITS_ENV}: `{entry}` is not KERNEL=REGISTERS (e.g. spots_team=64)"
+            ));
+        };
+        limits.retain(|(n, _)| n != name);
+        if limit > 0 {
+            limits.push((name.to_string(), limit));
+        }
+    }
+    limits
+}
+
 /// Inserts `.maxnreg` between the parameter list and the body of the kernels of
-/// [`REGISTER_LIMITS`] (fails when one is missing or already has a directive).
+/// [`register_limits`] (fails when one is missing or already has a directive).
 fn limit_registers(mut ptx: String) -> String {
-    for (name, limit) in REGISTER_LIMITS {
+    for (name, limit) in register_limits() {
         let head = format!(".entry {name}(");
         let Some(start) = ptx.find(&head) else {
             fail(&format!(
