@@ -133,9 +133,12 @@ include!("tools/find_ptxas.rs");
 /// `spots_team`: unlimited it takes 108 registers, 4 blocks of 128 lanes (16 warps) per SM,
 /// stalled on fixed-latency dependencies (ncu); at 80 (96 bytes of spill stores) 6 blocks fit
 /// (its 18.3 KB of shared memory allow 6): a full r frame's spots kernel took 12.93 ms
-/// against 14.53 (H100, CUDA events, two runs; selftest PASS).
+/// against 14.53 (H100, CUDA events, two runs; selftest PASS). `spots_team16` and
+/// `spots_team8` (the same body on smaller teams, an experiment) get the same cap.
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("spots_team", 80),
+    ("spots_team16", 80),
+    ("spots_team8", 80),
     ("covariance_team", 128),
     ("covariance_team_lds", 128),
     ("covariance_mma", 128),

@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
 /// The kernel-choice variables a test sets (all removed from the inherited environment first).
-const KERNEL_VARS: [&str; 7] = [
+const KERNEL_VARS: [&str; 8] = [
     "DESI_EIGH_KERNEL",
     "DESI_BAND_KERNEL",
     "DESI_FACTOR_KERNEL",
@@ -19,6 +19,7 @@ const KERNEL_VARS: [&str; 7] = [
     "DESI_GPU_STREAMS",
     "DESI_GPU_WAIT",
     "DESI_GPU_FRAME_PRIORITY",
+    "DESI_SPOT_TEAM_LANES",
 ];
 
 /// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
@@ -251,6 +252,28 @@ fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
     }
     assert_bad_kernel_value("DESI_GPU_WAIT", "nap");
     assert_bad_kernel_value("DESI_GPU_FRAME_PRIORITY", "first");
+}
+
+/// The spots kernel's team widths (`DESI_SPOT_TEAM_LANES`: a warp per spot by default, or 16
+/// or 8 lanes, `spots_team16`/`spots_team8`) must each pass `selftest --gpu` (whose check of the
+/// frame against the CPU path needs the stamps bit for bit) and be named in its output; a bad
+/// value is a clear error (exit 2); without a GPU, the clear error.
+#[test]
+fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
+    for (env, named) in [
+        (&[][..], "; 32 lanes per spot (DESI_SPOT_TEAM_LANES)"),
+        (
+            &[("DESI_SPOT_TEAM_LANES", "16")][..],
+            "; 16 lanes per spot ",
+        ),
+        (&[("DESI_SPOT_TEAM_LANES", "8")][..], "; 8 lanes per spot "),
+    ] {
+        let Some(stdout) = selftest_gpu(env, &["-n", "50", "-w", "6000,6400,0.8"]) else {
+            return;
+        };
+        assert_line_names(&stdout, "selftest: assemble kernel", named, env);
+    }
+    assert_bad_kernel_value("DESI_SPOT_TEAM_LANES", "12");
 }
 
 /// The line of `stdout` starting with `prefix` names `expected` (the variant that ran under

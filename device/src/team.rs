@@ -100,6 +100,45 @@ impl Team for WarpTeam {
     }
 }
 
+/// The calling thread's group of `W` consecutive lanes of its warp as a team (`W` = 1, 2, 4, 8,
+/// 16 or 32; lane = `threadIdx.x % W`), separated by warp barriers over that group's lanes only
+/// (`bar.warp.sync` with its mask): a warp then runs `32 / W` independent teams, and one may
+/// return early without stalling the others.
+#[cfg(target_arch = "nvptx64")]
+#[derive(Clone, Copy, Debug)]
+pub struct SubWarpTeam<const W: usize>;
+
+#[cfg(target_arch = "nvptx64")]
+impl<const W: usize> SubWarpTeam<W> {
+    /// The lanes of the calling thread's group, as a `bar.warp.sync` mask.
+    #[inline(always)]
+    fn mask() -> u32 {
+        const { assert!(W.is_power_of_two() && W <= 32) };
+        // SAFETY: reading %tid.x has no preconditions.
+        let lane_in_warp = unsafe { core::arch::nvptx::_thread_idx_x() } as usize % 32;
+        let group = ((1u64 << W) - 1) as u32;
+        group << (lane_in_warp / W * W)
+    }
+}
+
+#[cfg(target_arch = "nvptx64")]
+impl<const W: usize> Team for SubWarpTeam<W> {
+    fn lanes(&self) -> usize {
+        W
+    }
+
+    fn each<F: FnMut(usize)>(&self, mut f: F) {
+        // SAFETY: reading %tid.x has no preconditions; every lane of the group reaches this
+        // barrier the same number of times because `each` is called in uniform control flow
+        // (per group), and the mask names exactly the group's lanes, the calling one included
+        // (blocks are launched with whole warps).
+        unsafe {
+            f((core::arch::nvptx::_thread_idx_x() as usize) % W);
+            bar_warp_sync(Self::mask());
+        }
+    }
+}
+
 /// A buffer shared by the lanes of a team (shared memory on the GPU, a slice on the host).
 ///
 /// Element access goes through raw pointers so that lanes of one GPU block may hold it at

@@ -276,15 +276,40 @@ fn spot_kernel_shapes_match_the_former_host_formulas() {
     assert_eq!(args.shape(), old_grid(nitem));
     for warps in [1, 2, 4, 8] {
         assert_eq!(
-            args.team_shape(warps),
+            args.team_shape(warps, 32),
             LaunchShape {
                 blocks: nitem.div_ceil(warps).max(1),
                 threads: 32 * warps,
                 shared_bytes: 8 * warps * spot_team_scratch_len(&geometry),
             }
         );
+        // Teams of 16 and 8 lanes: 2 and 4 spots per warp, each with its own scratch.
+        for (lanes, per_warp) in [(16, 2), (8, 4)] {
+            let teams = warps * per_warp;
+            assert_eq!(
+                args.team_shape(warps, lanes),
+                LaunchShape {
+                    blocks: nitem.div_ceil(teams),
+                    threads: 32 * warps,
+                    shared_bytes: 8 * teams * spot_team_scratch_len(&geometry),
+                }
+            );
+        }
     }
     assert_eq!(SpotsArgs::TEAM_WARPS, 4);
+    // Team widths: powers of two in 1..=32, rounded down.
+    for (asked, width) in [
+        (0, 1),
+        (1, 1),
+        (8, 8),
+        (12, 8),
+        (16, 16),
+        (31, 16),
+        (32, 32),
+        (64, 32),
+    ] {
+        assert_eq!(SpotsArgs::team_lanes(asked), width, "{asked}");
+    }
 }
 
 /// Every argument struct is 8-byte fields only: its size is 8 times its field count (no
@@ -336,5 +361,5 @@ fn argument_structs_have_no_padding() {
         assert_eq!(entry.align, 8, "{}", entry.name);
         assert_eq!(entry.size % 8, 0, "{}", entry.name);
     }
-    assert_eq!(ENTRIES.len(), 28);
+    assert_eq!(ENTRIES.len(), 30);
 }

@@ -17,9 +17,9 @@ const DESI: SpotGeometry = SpotGeometry {
     ghdegy: 6,
 };
 
-/// Team sizes: one lane, fewer lanes than any loop, a warp, the GPU default, more lanes than
-/// any loop.
-const LANES: [usize; 5] = [1, 7, 32, 64, 256];
+/// Team sizes: one lane, fewer lanes than any loop, the sub-warp teams of `spots_team8` and
+/// `spots_team16`, a warp, the GPU default, more lanes than any loop.
+const LANES: [usize; 7] = [1, 7, 8, 16, 32, 64, 256];
 
 /// A DESI-like PSF of `nspec` fibers: traces 7.4 px apart, 4,000 rows over the domain, σ
 /// about 1 px, GH-0-0 = 1 and small higher coefficients varying with wavelength.

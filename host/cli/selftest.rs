@@ -6,7 +6,7 @@ use clap::Args;
 use desi_extract::extract::{extract_frame, rejected_pixels, Extraction, PatchRejection};
 use desi_extract::gpu::context::{
     EighKernel, KernelMode, ASSEMBLE_KERNEL_ENV, BAND_KERNEL_ENV, EIGH_KERNEL_ENV,
-    FACTOR_KERNEL_ENV, GPU_FRAME_PRIORITY_ENV, GPU_STREAMS_ENV, GPU_WAIT_ENV,
+    FACTOR_KERNEL_ENV, GPU_FRAME_PRIORITY_ENV, GPU_STREAMS_ENV, GPU_WAIT_ENV, SPOT_TEAM_LANES_ENV,
 };
 use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
@@ -171,8 +171,12 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     println!(
         "selftest: assemble kernel {assemble} ({ASSEMBLE_KERNEL_ENV}={:?}); streams {:?} \
          ({GPU_STREAMS_ENV}); wait {:?} ({GPU_WAIT_ENV}); frame priority {:?} \
-         ({GPU_FRAME_PRIORITY_ENV})",
-        gpu.assemble, gpu.streams, gpu.wait, gpu.frame_priority
+         ({GPU_FRAME_PRIORITY_ENV}); {} lanes per spot ({SPOT_TEAM_LANES_ENV})",
+        gpu.assemble,
+        gpu.streams,
+        gpu.wait,
+        gpu.frame_priority,
+        gpu.spot_team.lanes()
     );
     let reject = args.reject.config()?;
     let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);

@@ -96,6 +96,10 @@ pub struct Kernels {
     pub spots: Kernel<SpotsArgs>,
     /// PSF spots of a frame, one warp per spot.
     pub spots_team: Kernel<SpotsArgs>,
+    /// PSF spots of a frame, 16 lanes per spot.
+    pub spots_team16: Kernel<SpotsArgs>,
+    /// PSF spots of a frame, 8 lanes per spot.
+    pub spots_team8: Kernel<SpotsArgs>,
     /// f32 -> f64 widening.
     pub widen_f32: Kernel<WidenArgs>,
     /// The pixel rule over an image already in device memory.
@@ -181,6 +185,8 @@ pub struct GpuContext {
     pub ordinal: usize,
     /// Kernel family for the solve stages.
     pub mode: KernelMode,
+    /// Lanes per spot of the spots kernel with the team kernels ([`SPOT_TEAM_LANES_ENV`]).
+    pub spot_team: SpotTeam,
     /// Method of the `eigh` stage with the team kernels ([`EIGH_KERNEL_ENV`]).
     pub eigh: EighKernel,
     /// Kernel of the covariance stage with the team kernels ([`BAND_KERNEL_ENV`]).
@@ -338,6 +344,42 @@ impl EighKernel {
     /// Whether this method runs a Newton–Schulz kernel first (`ns`, `ns2`).
     pub fn newton_schulz(self) -> bool {
         matches!(self, Self::Ns | Self::Ns2)
+    }
+}
+
+/// Environment variable choosing the lanes per spot of the spots kernel (an experiment):
+/// `32` (default: one warp per spot, `spots_team`), `16` (`spots_team16`, two spots per warp)
+/// or `8` (`spots_team8`, four); the stamps are the same bit for bit.
+pub const SPOT_TEAM_LANES_ENV: &str = "DESI_SPOT_TEAM_LANES";
+
+/// Lanes per spot of the spots kernel ([`SPOT_TEAM_LANES_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpotTeam {
+    /// One warp per spot (`spots_team`): default.
+    Warp,
+    /// 16 lanes per spot (`spots_team16`).
+    Half,
+    /// 8 lanes per spot (`spots_team8`).
+    Quarter,
+}
+
+impl SpotTeam {
+    /// From [`SPOT_TEAM_LANES_ENV`]: `32`/unset, `16` or `8`; anything else is an error naming
+    /// it.
+    pub fn from_env() -> Result<Self, GpuError> {
+        env_choice(
+            SPOT_TEAM_LANES_ENV,
+            &[("32", Self::Warp), ("16", Self::Half), ("8", Self::Quarter)],
+        )
+    }
+
+    /// Lanes per spot.
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::Warp => 32,
+            Self::Half => 16,
+            Self::Quarter => 8,
+        }
     }
 }
 
@@ -763,6 +805,8 @@ impl GpuContext {
         let kernels = Kernels {
             spots: Kernel::load(&module, k::SPOTS)?,
             spots_team: Kernel::load(&module, k::SPOTS_TEAM)?,
+            spots_team16: Kernel::load(&module, k::SPOTS_TEAM16)?,
+            spots_team8: Kernel::load(&module, k::SPOTS_TEAM8)?,
             widen_f32: Kernel::load(&module, k::WIDEN_F32)?,
             screen_pixels: Kernel::load(&module, k::SCREEN_PIXELS)?,
             assemble: Kernel::load(&module, k::ASSEMBLE)?,
@@ -793,6 +837,7 @@ impl GpuContext {
             Ok("thread") => KernelMode::Thread,
             _ => KernelMode::Team,
         };
+        let spot_team = SpotTeam::from_env()?;
         let eigh = EighKernel::from_env()?;
         let band = BandKernel::from_env()?;
         let factor = FactorKernel::from_env()?;
@@ -821,6 +866,7 @@ impl GpuContext {
             kernels,
             ordinal,
             mode,
+            spot_team,
             eigh,
             band,
             factor,

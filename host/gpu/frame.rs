@@ -5,7 +5,9 @@
 //! are the frame pipeline's ([`crate::extract`]), as for every backend.
 
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
-use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard, PINNED_SLOTS};
+use super::context::{
+    DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard, SpotTeam, PINNED_SLOTS,
+};
 use super::launch::{lanes, Launch};
 use super::memory::{plan_batches, FrameMemory};
 use super::schedule;
@@ -306,10 +308,16 @@ impl<'g> GpuFrame<'g> {
                 corners: l.write(&mut d_corners),
                 status: l.write(&mut d_spot_status),
             };
-            // One warp per spot (shared scratch) unless the per-thread kernels are asked for.
+            // One team per spot (shared scratch; a warp unless DESI_SPOT_TEAM_LANES says
+            // otherwise) unless the per-thread kernels are asked for.
             let (kernel, shape) = if gpu.mode == KernelMode::Team {
                 let warps = lanes("DESI_SPOT_LANES", 32 * SpotsArgs::TEAM_WARPS) / 32;
-                (&gpu.kernels.spots_team, args.team_shape(warps))
+                let kernel = match gpu.spot_team {
+                    SpotTeam::Warp => &gpu.kernels.spots_team,
+                    SpotTeam::Half => &gpu.kernels.spots_team16,
+                    SpotTeam::Quarter => &gpu.kernels.spots_team8,
+                };
+                (kernel, args.team_shape(warps, gpu.spot_team.lanes()))
             } else {
                 (&gpu.kernels.spots, args.shape())
             };

@@ -95,6 +95,10 @@ pub const SMOKE_AXPY: Entry<SmokeAxpyArgs> = Entry::new("smoke_axpy");
 pub const SPOTS: Entry<SpotsArgs> = Entry::new("spots");
 /// `spots_team`: the same stamps, one warp per `(ispec, iwave)`.
 pub const SPOTS_TEAM: Entry<SpotsArgs> = Entry::new("spots_team");
+/// `spots_team16`: the same stamps, one team of 16 lanes per `(ispec, iwave)`.
+pub const SPOTS_TEAM16: Entry<SpotsArgs> = Entry::new("spots_team16");
+/// `spots_team8`: the same stamps, one team of 8 lanes per `(ispec, iwave)`.
+pub const SPOTS_TEAM8: Entry<SpotsArgs> = Entry::new("spots_team8");
 /// `widen_f32`: f32 -> f64 of the uploaded image and weights.
 pub const WIDEN_F32: Entry<WidenArgs> = Entry::new("widen_f32");
 /// `screen_pixels`: the pixel rule applied to an image already in device memory.
@@ -152,6 +156,8 @@ pub const ENTRIES: &[EntryParam] = &[
     SMOKE_AXPY.param(),
     SPOTS.param(),
     SPOTS_TEAM.param(),
+    SPOTS_TEAM16.param(),
+    SPOTS_TEAM8.param(),
     WIDEN_F32.param(),
     SCREEN_PIXELS.param(),
     ASSEMBLE.param(),
@@ -478,17 +484,30 @@ impl SpotsArgs {
         LaunchShape::per_thread(self.items())
     }
 
-    /// `spots_team`: one warp per spot, `warps` warps per block, each with
-    /// [`spot_team_scratch_len`] f64 of dynamic shared memory (5,696 bytes per warp for
-    /// DESI's 17×11 stamps with 7×7 coefficients).
+    /// The `spots_team` kernels: one team of `team_lanes` lanes (32: `spots_team`, 16:
+    /// `spots_team16`, 8: `spots_team8`) per spot, `warps` warps per block, each team with
+    /// [`spot_team_scratch_len`] f64 of dynamic shared memory (5,696 bytes for DESI's 17×11
+    /// stamps with 7×7 coefficients). `team_lanes` is clamped to a power of two in 1..=32.
     #[inline]
-    pub fn team_shape(&self, warps: usize) -> LaunchShape {
+    pub fn team_shape(&self, warps: usize, team_lanes: usize) -> LaunchShape {
         let warps = if warps == 0 { 1 } else { warps };
+        let teams = warps * (WARP_THREADS / Self::team_lanes(team_lanes));
         LaunchShape::per_block(
-            self.items().div_ceil(warps),
+            self.items().div_ceil(teams),
             WARP_THREADS * warps,
-            8 * warps * spot_team_scratch_len(&self.tables.geometry),
+            8 * teams * spot_team_scratch_len(&self.tables.geometry),
         )
+    }
+
+    /// `lanes` as a team width of the `spots_team` kernels: the largest power of two at most
+    /// `lanes`, within 1..=32.
+    #[inline]
+    pub const fn team_lanes(lanes: usize) -> usize {
+        let mut width = WARP_THREADS;
+        while width > 1 && width > lanes {
+            width /= 2;
+        }
+        width
     }
 }
 

@@ -9,7 +9,7 @@ use super::thread;
 use crate::pixel::screen_device_pixel;
 use crate::psf::spot::{spot_at, StampCorner};
 use crate::psf::spot_team::{spot_team, spot_team_scratch_len};
-use crate::team::{Shared, WarpTeam};
+use crate::team::{Shared, SubWarpTeam};
 use crate::Status;
 
 /// Smoke test of the build and launch pipeline: `y[i] = a * x[i] + y[i]` for `i < n`
@@ -135,11 +135,11 @@ unsafe fn write_spot_result(
     }
 }
 
-/// PSF spots, one warp per `(ispec, iwave)` item: the cooperative [`spot_team`] on a
-/// [`WarpTeam`] (the same stamps, corners and status codes as [`spots`], bit for bit).
+/// PSF spots, one warp per `(ispec, iwave)` item: the cooperative [`spot_team`] on a warp
+/// (the same stamps, corners and status codes as [`spots`], bit for bit).
 ///
 /// # Launch
-/// [`SpotsArgs::team_shape`]`(w)`:
+/// [`SpotsArgs::team_shape`]`(w, 32)`:
 /// - block `(32 · w, 1, 1)` (whole warps); warp `k` of block `b` evaluates item `b · w + k`
 ///   (`ispec = item / nwave`, `iwave = item % nwave`); grid `(⌈nspec · nwave / w⌉, 1, 1)`;
 /// - dynamic shared memory of at least `8 · w ·` [`spot_team_scratch_len`] bytes (5,696 bytes
@@ -150,19 +150,57 @@ unsafe fn write_spot_result(
 /// As [`spots`], and the launch shape above.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn spots_team(args: SpotsArgs) {
+    // SAFETY: the caller's contract, with teams of a whole warp.
+    unsafe { spots_in_teams::<WARP_THREADS>(args) }
+}
+
+/// [`spots_team`] with teams of 16 lanes, two spots per warp: the same stamps, bit for bit,
+/// with each spot's serial steps (its stamp's total, its status) run beside another spot's.
+/// An experiment (`DESI_SPOT_TEAM_LANES=16`).
+///
+/// # Launch
+/// [`SpotsArgs::team_shape`]`(w, 16)`: as [`spots_team`] with `2 · w` items per block, item
+/// `(b · w + k) · 2 + g` for group `g` of warp `k`, and `2 · w` scratch areas.
+///
+/// # Safety
+/// As [`spots`], and the launch shape above.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn spots_team16(args: SpotsArgs) {
+    // SAFETY: the caller's contract, with teams of 16 lanes.
+    unsafe { spots_in_teams::<16>(args) }
+}
+
+/// [`spots_team16`] with teams of 8 lanes, four spots per warp (`DESI_SPOT_TEAM_LANES=8`;
+/// [`SpotsArgs::team_shape`]`(w, 8)`).
+///
+/// # Safety
+/// As [`spots`], and the launch shape [`SpotsArgs::team_shape`]`(w, 8)`.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn spots_team8(args: SpotsArgs) {
+    // SAFETY: the caller's contract, with teams of 8 lanes.
+    unsafe { spots_in_teams::<8>(args) }
+}
+
+/// The body of the `spots_team` kernels: [`spot_team`] on teams of `W` consecutive lanes
+/// ([`SubWarpTeam`]), `32 / W` items per warp, each with its own scratch area.
+///
+/// # Safety
+/// As [`spots`], and the launch shape [`SpotsArgs::team_shape`]`(w, W)`.
+#[inline(always)]
+unsafe fn spots_in_teams<const W: usize>(args: SpotsArgs) {
     // SAFETY: device allocations of the host (the kernel's contract).
     unsafe { assume_spots_global(&args) };
     // SAFETY: reading %ctaid.x, %ntid.x and %tid.x has no preconditions.
-    let (block, warps, tid) = unsafe {
+    let (block, teams, tid) = unsafe {
         (
             nvptx::_block_idx_x() as usize,
-            nvptx::_block_dim_x() as usize / WARP_THREADS,
+            nvptx::_block_dim_x() as usize / W,
             nvptx::_thread_idx_x() as usize,
         )
     };
-    let warp = tid / WARP_THREADS;
-    let item = block * warps + warp;
-    // Whole warps return together.
+    let team_index = tid / W;
+    let item = block * teams + team_index;
+    // Whole teams return together.
     let Some((ispec, iwave)) = spot_index(&args, item) else {
         return;
     };
@@ -170,20 +208,20 @@ pub unsafe extern "ptx-kernel" fn spots_team(args: SpotsArgs) {
     let stamp_len = geometry.stamp_len();
     // SAFETY: the tables are valid for their lengths and not written (caller).
     let tables = unsafe { args.tables.tables() };
-    let team = WarpTeam;
+    let team = SubWarpTeam::<W>;
     let smem = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<f64>();
     let scratch_len = spot_team_scratch_len(&geometry);
-    // SAFETY: iwave < nwave; the warp owns item's stamp (no other warp writes it) and the
-    // launch provides scratch_len f64 of dynamic shared memory per warp, used by this warp's
+    // SAFETY: iwave < nwave; the team owns item's stamp (no other team writes it) and the
+    // launch provides scratch_len f64 of dynamic shared memory per team, used by this team's
     // lanes under the team's phase rule.
     let result = unsafe {
         let wave = args.wave.add(iwave).read();
-        let scratch = Shared::from_raw(smem.add(warp * scratch_len), scratch_len);
+        let scratch = Shared::from_raw(smem.add(team_index * scratch_len), scratch_len);
         let stamp = Shared::from_raw(args.stamps.add(item * stamp_len), stamp_len);
         spot_team(&team, &tables, ispec, wave, scratch, stamp)
     };
-    if tid % WARP_THREADS == 0 {
-        // SAFETY: item < nspec * nwave; lane 0 of this warp alone writes item's entries.
+    if tid % W == 0 {
+        // SAFETY: item < nspec * nwave; lane 0 of this team alone writes item's entries.
         unsafe { write_spot_result(item, result, args.corners, args.status) };
     }
 }
