@@ -13,7 +13,8 @@
 # the same stamps bit for bit; 8 also with 256 threads per block). OUT (default $OUT,
 # else /tmp/frame-knobs) gets log.txt (a line per run: median, PASS count, the start and end
 # stages), all.tgz (every selftest's output and trace, re-packed after each run, so a run cut
-# at the time limit still returns what it did) and spots.txt (ncu's details page).
+# at the time limit still returns what it did) and spots.txt (ncu's details page, through
+# profiles/ncu-kernel.sh).
 set -u
 [ $# -ge 2 ] || { echo "usage: $0 BASE_BIN NEW_BIN [OUT] [VARIANT_BIN ...]" >&2; exit 1; }
 BASE=$(realpath "$1"); NEW=$(realpath "$2"); OUT=${3:-${OUT:-/tmp/frame-knobs}}
@@ -37,17 +38,9 @@ st team8_w8 "$NEW" DESI_SPOT_TEAM_LANES=8 DESI_SPOT_LANES=256
 st new_2 "$NEW"; st base_2 "$BASE"; st new_3 "$NEW"; st base_3 "$BASE"
 # Why spots_team takes ~13 ms on an H100 (its FP64 work is ~1 ms at peak): the stall reasons
 # per instruction of one launch on a full r frame.
-NCU=$(command -v ncu || compgen -G "/opt/nvidia/nsight-compute/*/ncu" | head -n 1 || compgen -G "/usr/local/cuda*/bin/ncu" | head -n 1)
-if [ -n "$NCU" ]; then
-    "$NEW" simulate -p "$P" -o "$W/preproc-r.fits" -w 5760,7620,0.8 --seed 1 > /dev/null 2>&1
-    timeout 240 "$NCU" --clock-control none --kernel-name spots_team --launch-count 1 \
-        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        --section SchedulerStats --section InstructionStats --section ComputeWorkloadAnalysis \
-        --section MemoryWorkloadAnalysis --section SourceCounters -o "$OUT/spots" \
-        "$NEW" extract --gpu -i "$W/preproc-r.fits" -p "$P" -o "$W/frame-r.fits" -w 5760,7620,0.8 \
-        > "$W/ncu.txt" 2>&1
-    echo "ncu rc=$?" >> "$L"
-    "$NCU" --import "$OUT/spots.ncu-rep" --page details > "$OUT/spots.txt" 2>&1
-    rm -f "$W/preproc-r.fits" "$W/frame-r.fits"; pack
-fi
+NCU_SECTIONS="WarpStateStats SchedulerStats InstructionStats ComputeWorkloadAnalysis SourceCounters" \
+    NCU_DETAILS=1 timeout 300 bash "$R/profiles/ncu-kernel.sh" spots_team "$NEW" "$W/ncu" \
+    > "$OUT/spots.txt" 2>&1
+echo "ncu rc=$?" >> "$L"
+mv "$W/ncu/spots_team.ncu-rep" "$OUT/" 2>/dev/null; rm -rf "$W/ncu"; pack
 cat "$L"

@@ -69,13 +69,6 @@ impl Team for BlockTeam {
     }
 }
 
-/// The calling warp as a team of 32 lanes (lane = `threadIdx.x % 32`), separated by warp
-/// barriers (`bar.warp.sync`): the warps of a block run independent teams, so one may return
-/// early without stalling the others (a block-wide barrier would wait for it).
-#[cfg(target_arch = "nvptx64")]
-#[derive(Clone, Copy, Debug)]
-pub struct WarpTeam;
-
 #[cfg(target_arch = "nvptx64")]
 extern "C" {
     /// `bar.warp.sync mask`: waits for the lanes of `mask` and orders their memory accesses.
@@ -83,27 +76,11 @@ extern "C" {
     fn bar_warp_sync(mask: u32);
 }
 
-#[cfg(target_arch = "nvptx64")]
-impl Team for WarpTeam {
-    fn lanes(&self) -> usize {
-        32
-    }
-
-    fn each<F: FnMut(usize)>(&self, mut f: F) {
-        // SAFETY: reading %tid.x has no preconditions; every lane of the warp reaches this
-        // barrier the same number of times because `each` is called in uniform control flow
-        // (per warp), and blocks are launched with whole warps.
-        unsafe {
-            f((core::arch::nvptx::_thread_idx_x() % 32) as usize);
-            bar_warp_sync(u32::MAX);
-        }
-    }
-}
-
 /// The calling thread's group of `W` consecutive lanes of its warp as a team (`W` = 1, 2, 4, 8,
 /// 16 or 32; lane = `threadIdx.x % W`), separated by warp barriers over that group's lanes only
-/// (`bar.warp.sync` with its mask): a warp then runs `32 / W` independent teams, and one may
-/// return early without stalling the others.
+/// (`bar.warp.sync` with its mask): a block's warps, or a warp's `32 / W` groups, run
+/// independent teams, so one may return early without stalling the others (a block-wide
+/// barrier would wait for it).
 #[cfg(target_arch = "nvptx64")]
 #[derive(Clone, Copy, Debug)]
 pub struct SubWarpTeam<const W: usize>;
