@@ -134,7 +134,7 @@ include!("tools/find_ptxas.rs");
 /// stalled on fixed-latency dependencies (ncu); at 80 (96 bytes of spill stores) 6 blocks fit
 /// (its 18.3 KB of shared memory allow 6): a full r frame's spots kernel took 12.93 ms
 /// against 14.53 (H100, CUDA events, two runs; selftest PASS). `spots_team16` and
-/// `spots_team8` (the same body on smaller teams, an experiment) get the same cap.
+/// `spots_team8` (the same body on smaller teams; 16 lanes the default) get the same cap.
 const REGISTER_LIMITS: &[(&str, u32)] = &[
     ("spots_team", 80),
     ("spots_team16", 80),

@@ -3,14 +3,14 @@
 # call of the device tool: `selftest --gpu -n 500 --repeat 7` (median of 7 after a warm-up,
 # stage table, PASS) of NEW alternated with BASE, of each VARIANT build (e.g. other register
 # limits: DESI_REGISTER_LIMITS=spots_team=64 cargo build --release, build.rs), and of NEW under
-# the run-time knobs below; then Nsight Compute's stall sections of one `spots_team` launch.
+# the run-time knobs below; then Nsight Compute's stall sections of one `spots_team16` launch.
 #
 #   bash profiles/frame-knobs.sh BASE_BIN NEW_BIN [OUT] [VARIANT_BIN ...]
 #
 # Knobs (environment of NEW): DESI_GPU_TAIL_PERCENT=6|9 (the tail batch, default 12),
-# DESI_SPOT_LANES=64|256 (threads per block of spots_team, default 128),
-# DESI_SPOT_TEAM_LANES=16|8 (lanes per spot: spots_team16/spots_team8, 2 or 4 spots per warp,
-# the same stamps bit for bit; 8 also with 256 threads per block). OUT (default $OUT,
+# DESI_SPOT_LANES=64|256 (threads per block of the spots kernel, default 128),
+# DESI_SPOT_TEAM_LANES=32|8 (lanes per spot: spots_team/spots_team8, 1 or 4 spots per warp
+# instead of the default's 2, the same stamps bit for bit; 8 also with 256 threads per block). OUT (default $OUT,
 # else /tmp/frame-knobs) gets log.txt (a line per run: median, PASS count, the start and end
 # stages), all.tgz (every selftest's output and trace, re-packed after each run, so a run cut
 # at the time limit still returns what it did) and spots.txt (ncu's details page, through
@@ -33,14 +33,14 @@ k=0
 for v in "$@"; do k=$((k + 1)); st "variant${k}_$(basename "$v")" "$(realpath "$v")"; done
 st tail6 "$NEW" DESI_GPU_TAIL_PERCENT=6; st tail9 "$NEW" DESI_GPU_TAIL_PERCENT=9
 st lanes64 "$NEW" DESI_SPOT_LANES=64; st lanes256 "$NEW" DESI_SPOT_LANES=256
-st team16 "$NEW" DESI_SPOT_TEAM_LANES=16; st team8 "$NEW" DESI_SPOT_TEAM_LANES=8
+st team32 "$NEW" DESI_SPOT_TEAM_LANES=32; st team8 "$NEW" DESI_SPOT_TEAM_LANES=8
 st team8_w8 "$NEW" DESI_SPOT_TEAM_LANES=8 DESI_SPOT_LANES=256
 st new_2 "$NEW"; st base_2 "$BASE"; st new_3 "$NEW"; st base_3 "$BASE"
-# Why spots_team takes ~13 ms on an H100 (its FP64 work is ~1 ms at peak): the stall reasons
+# Why spots_team16 takes ~10 ms on an H100 (its FP64 work is ~1 ms at peak): the stall reasons
 # per instruction of one launch on a full r frame.
 NCU_SECTIONS="WarpStateStats SchedulerStats InstructionStats ComputeWorkloadAnalysis SourceCounters" \
-    NCU_DETAILS=1 timeout 300 bash "$R/profiles/ncu-kernel.sh" spots_team "$NEW" "$W/ncu" \
+    NCU_DETAILS=1 timeout 300 bash "$R/profiles/ncu-kernel.sh" spots_team16 "$NEW" "$W/ncu" \
     > "$OUT/spots.txt" 2>&1
 echo "ncu rc=$?" >> "$L"
-mv "$W/ncu/spots_team.ncu-rep" "$OUT/" 2>/dev/null; rm -rf "$W/ncu"; pack
+mv "$W/ncu/spots_team16.ncu-rep" "$OUT/" 2>/dev/null; rm -rf "$W/ncu"; pack
 cat "$L"

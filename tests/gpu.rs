@@ -254,17 +254,17 @@ fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
     assert_bad_kernel_value("DESI_GPU_FRAME_PRIORITY", "first");
 }
 
-/// The spots kernel's team widths (`DESI_SPOT_TEAM_LANES`: a warp per spot by default, or 16
-/// or 8 lanes, `spots_team16`/`spots_team8`) must each pass `selftest --gpu` (whose check of the
+/// The spots kernel's team widths (`DESI_SPOT_TEAM_LANES`: 16 lanes per spot by default,
+/// `spots_team16`, or a warp or 8 lanes, `spots_team`/`spots_team8`) must each pass `selftest --gpu` (whose check of the
 /// frame against the CPU path needs the stamps bit for bit) and be named in its output; a bad
 /// value is a clear error (exit 2); without a GPU, the clear error.
 #[test]
 fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
     for (env, named) in [
-        (&[][..], "; 32 lanes per spot (DESI_SPOT_TEAM_LANES)"),
+        (&[][..], "; 16 lanes per spot (DESI_SPOT_TEAM_LANES)"),
         (
-            &[("DESI_SPOT_TEAM_LANES", "16")][..],
-            "; 16 lanes per spot ",
+            &[("DESI_SPOT_TEAM_LANES", "32")][..],
+            "; 32 lanes per spot ",
         ),
         (&[("DESI_SPOT_TEAM_LANES", "8")][..], "; 8 lanes per spot "),
     ] {

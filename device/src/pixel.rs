@@ -87,3 +87,78 @@ pub fn screen_device_pixel(
         valid_input_pixel(value, ivar),
     )
 }
+
+/// The largest `f32` whose value does not exceed `bound` (`+inf` for `+inf` and for NaN), so
+/// that for every finite `f32` `x`, `x <= f32_bound(bound)` exactly when
+/// `!(f64::from(x) > bound)`, the test of [`classify_pixel`] (never true for a NaN `bound`).
+fn f32_bound(bound: f64) -> f32 {
+    if bound.is_nan() {
+        return f32::INFINITY;
+    }
+    let rounded = bound as f32;
+    if f64::from(rounded) > bound {
+        rounded.next_down()
+    } else {
+        rounded
+    }
+}
+
+/// Values per step of [`screen_pixels_into`]: two 256-bit vectors of `f32`.
+const SCREEN_LANES: usize = 16;
+
+/// [`screen_pixel`] over whole rows: `value[i], weight[i]` = `screen_pixel(image[i], ivar[i],
+/// mask[i], ...)`, widened to `T` (`f32`, or `f64` exactly), bitwise the same for every input
+/// (NaN, infinities, signed zeros and the bounds included). Written without branches (the
+/// limits compared in `f32` through [`f32_bound`], the choice as a bit mask), so that it
+/// compiles to vector compares and selects: the screen of a whole CCD is then bound by memory
+/// rather than by the per-pixel branches of [`classify_pixel`].
+///
+/// # Panics
+/// If the five slices differ in length.
+#[inline]
+pub fn screen_pixels_into<T: Copy + From<f32>>(
+    image: &[f32],
+    ivar: &[f32],
+    mask: &[i32],
+    max_abs_value: f64,
+    max_ivar: f64,
+    value: &mut [T],
+    weight: &mut [T],
+) {
+    let n = image.len();
+    assert!(
+        ivar.len() == n && mask.len() == n && value.len() == n && weight.len() == n,
+        "screen_pixels_into: slices of different lengths"
+    );
+    let (value_bound, ivar_bound) = (f32_bound(max_abs_value), f32_bound(max_ivar));
+    let screen = |v: f32, iv: f32, m: i32| -> (T, T) {
+        // `classify_pixel`'s Used, as one condition: no excluding bit, IVAR > 0 and both
+        // finite (so that `ivar <= 0` is `!(ivar > 0)`), neither above its bound.
+        let used = (m & EXTRACT_MASK_BITS == 0)
+            & (iv > 0.0)
+            & (v.abs() < f32::INFINITY)
+            & (iv < f32::INFINITY)
+            & (v.abs() <= value_bound)
+            & (iv <= ivar_bound);
+        let keep = 0u32.wrapping_sub(u32::from(used));
+        (
+            T::from(f32::from_bits(v.to_bits() & keep)),
+            T::from(f32::from_bits(iv.to_bits() & keep)),
+        )
+    };
+    let mut rows = image
+        .chunks_exact(SCREEN_LANES)
+        .zip(ivar.chunks_exact(SCREEN_LANES))
+        .zip(mask.chunks_exact(SCREEN_LANES))
+        .zip(value.chunks_exact_mut(SCREEN_LANES))
+        .zip(weight.chunks_exact_mut(SCREEN_LANES));
+    for ((((im, iv), m), out_v), out_w) in &mut rows {
+        for i in 0..SCREEN_LANES {
+            (out_v[i], out_w[i]) = screen(im[i], iv[i], m[i]);
+        }
+    }
+    let done = n / SCREEN_LANES * SCREEN_LANES;
+    for i in done..n {
+        (value[i], weight[i]) = screen(image[i], ivar[i], mask[i]);
+    }
+}

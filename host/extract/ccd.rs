@@ -67,11 +67,14 @@ impl CcdData {
                     .zip(img.mask[span].par_chunks(ncol.max(1))),
             )
             .for_each(|(((im, wt), src), (iv, mk))| {
-                for i in cols.clone() {
-                    let (value, weight) = limits.pixel(src[i], iv[i], mk[i]);
-                    im[i] = f64::from(value);
-                    wt[i] = f64::from(weight);
-                }
+                let c = cols.clone();
+                limits.screen_into(
+                    &src[c.clone()],
+                    &iv[c.clone()],
+                    &mk[c.clone()],
+                    &mut im[c.clone()],
+                    &mut wt[c],
+                );
             });
         Self {
             nrow,

@@ -269,27 +269,32 @@ impl<'g> GpuFrame<'g> {
                 )));
             }
         }
-        let d_xtrace = stream.clone_htod(tables.xtrace).stage("copy PSF")?;
-        let d_ytrace = stream.clone_htod(tables.ytrace).stage("copy PSF")?;
-        let d_params = stream.clone_htod(tables.params).stage("copy PSF")?;
-        let d_wave = stream
-            .clone_htod(&padded.fullwave)
-            .stage("copy wavelengths")?;
+        let (d_xtrace, d_ytrace, d_params, d_wave) = trace.span("copy PSF", || {
+            Ok::<_, GpuError>((
+                stream.clone_htod(tables.xtrace).stage("copy PSF")?,
+                stream.clone_htod(tables.ytrace).stage("copy PSF")?,
+                stream.clone_htod(tables.params).stage("copy PSF")?,
+                stream
+                    .clone_htod(&padded.fullwave)
+                    .stage("copy wavelengths")?,
+            ))
+        })?;
         // Not cleared (clearing the stamps took ~0.7 ms of the device before the spots kernel
         // on a full frame): the spots kernel writes every spot's corner and status code, and
         // every pixel of each spot it succeeds on (corner (0, 0) on failure); a frame with a
         // failed spot fails in `check_spots` before any result of its batches is used.
         // SAFETY: every element the host uses is written by the spots kernel first; the
         // batches' kernels read stamp values only as numbers (indices come from the corners).
-        let (mut d_stamps, mut d_corners, mut d_spot_status) = unsafe {
-            (
-                stream
-                    .alloc::<f64>(nitem * ny * nx)
-                    .stage("allocate stamps")?,
-                stream.alloc::<i32>(2 * nitem).stage("allocate corners")?,
-                stream.alloc::<u32>(nitem).stage("allocate spot status")?,
-            )
-        };
+        let (mut d_stamps, mut d_corners, mut d_spot_status) =
+            trace.span("allocate stamps", || unsafe {
+                Ok::<_, GpuError>((
+                    stream
+                        .alloc::<f64>(nitem * ny * nx)
+                        .stage("allocate stamps")?,
+                    stream.alloc::<i32>(2 * nitem).stage("allocate corners")?,
+                    stream.alloc::<u32>(nitem).stage("allocate spot status")?,
+                ))
+            })?;
         let spots_start = stream
             .record_event(Some(TIMING_EVENT))
             .stage("record an event")?;
@@ -308,7 +313,7 @@ impl<'g> GpuFrame<'g> {
                 corners: l.write(&mut d_corners),
                 status: l.write(&mut d_spot_status),
             };
-            // One team per spot (shared scratch; a warp unless DESI_SPOT_TEAM_LANES says
+            // One team per spot (shared scratch; 16 lanes unless DESI_SPOT_TEAM_LANES says
             // otherwise) unless the per-thread kernels are asked for.
             let (kernel, shape) = if gpu.mode == KernelMode::Team {
                 let warps = lanes("DESI_SPOT_LANES", 32 * SpotsArgs::TEAM_WARPS) / 32;
@@ -323,7 +328,7 @@ impl<'g> GpuFrame<'g> {
             };
             // SAFETY: the tables are copies of `tables`, `wave` has nfull values, stamps, corners
             // and status nfiber * nfull spots (nfiber = tables.nspec); the shape is the kernel's.
-            unsafe { l.run(kernel, shape, &args) }?;
+            trace.span("launch spots", || unsafe { l.run(kernel, shape, &args) })?;
         }
         let spots_end = stream
             .record_event(Some(TIMING_EVENT))
@@ -1097,11 +1102,7 @@ fn upload_ccd(
                         .par_chunks(CHUNK)
                         .zip(mask[range.clone()].par_chunks(CHUNK)),
                 )
-                .for_each(|(((im, wt), src), (iv, m))| {
-                    for i in 0..im.len() {
-                        (im[i], wt[i]) = limits.pixel(src[i], iv[i], m[i]);
-                    }
-                })
+                .for_each(|(((im, wt), src), (iv, m))| limits.screen_into(src, iv, m, im, wt))
         });
         let before = copy_stream
             .record_event(Some(TIMING_EVENT))

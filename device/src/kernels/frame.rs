@@ -156,7 +156,8 @@ pub unsafe extern "ptx-kernel" fn spots_team(args: SpotsArgs) {
 
 /// [`spots_team`] with teams of 16 lanes, two spots per warp: the same stamps, bit for bit,
 /// with each spot's serial steps (its stamp's total, its status) run beside another spot's.
-/// An experiment (`DESI_SPOT_TEAM_LANES=16`).
+/// The GPU default (`DESI_SPOT_TEAM_LANES`, unset or `16`): 10.35 ms per full r frame against
+/// 12.93 ms for [`spots_team`] on an H100.
 ///
 /// # Launch
 /// [`SpotsArgs::team_shape`]`(w, 16)`: as [`spots_team`] with `2 · w` items per block, item
