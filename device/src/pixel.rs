@@ -109,7 +109,7 @@ const SCREEN_LANES: usize = 16;
 /// [`screen_pixel`] over whole rows: `value[i], weight[i]` = `screen_pixel(image[i], ivar[i],
 /// mask[i], ...)`, widened to `T` (`f32`, or `f64` exactly), bitwise the same for every input
 /// (NaN, infinities, signed zeros and the bounds included). Written without branches (the
-/// limits compared in `f32` through [`f32_bound`], the choice as a bit mask), so that it
+/// limits compared in `f32` through `f32_bound`, the choice as a bit mask), so that it
 /// compiles to vector compares and selects: the screen of a whole CCD is then bound by memory
 /// rather than by the per-pixel branches of [`classify_pixel`].
 ///

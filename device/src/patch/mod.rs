@@ -162,7 +162,7 @@ pub(crate) fn stamps_overlap(
 /// first bin whose stamps all start below the bottom of `q1`'s stamp (tested also on the bin
 /// where the scan starts, whose stamps then cannot share a row with it), and it starts beyond
 /// the largest `kd` found so far: about O(n·nspecpad), not O(n²). Each bin's top row is
-/// computed once for the scans that reach it ([`RowTops`]): a full r frame's 4,700 patches
+/// computed once for the scans that reach it (`RowTops`): a full r frame's 4,700 patches
 /// took 26 ms instead of 36 on one core (`cargo bench --bench frame_start -- plan_bundle`,
 /// AMD EPYC).
 pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
