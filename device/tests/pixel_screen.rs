@@ -123,26 +123,26 @@ fn random_pixels_of_every_kind_and_short_rows_match_the_rule() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let n = 100_003;
     let image: Vec<f32> = (0..n)
-        .map(|_| match rng.gen_range(0..20) {
+        .map(|_| match rng.random_range(0..20) {
             0 => f32::NAN,
             1 => f32::INFINITY,
             2 => 3e6,
-            _ => rng.gen_range(-50.0..5e4),
+            _ => rng.random_range(-50.0..5e4),
         })
         .collect();
     let ivar: Vec<f32> = (0..n)
-        .map(|_| match rng.gen_range(0..20) {
+        .map(|_| match rng.random_range(0..20) {
             0 => 0.0,
             1 => f32::NAN,
             2 => 2e4,
             3 => -1.0,
-            _ => rng.gen_range(1e-4..1.0),
+            _ => rng.random_range(1e-4..1.0),
         })
         .collect();
     let mask: Vec<i32> = (0..n)
         .map(|_| {
-            if rng.gen_range(0..10) == 0 {
-                1 << rng.gen_range(0..12)
+            if rng.random_range(0..10) == 0 {
+                1 << rng.random_range(0..12)
             } else {
                 0
             }
