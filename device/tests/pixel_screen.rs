@@ -35,28 +35,30 @@ fn edge_values(bounds: &[f64]) -> Vec<f32> {
     values
 }
 
+/// `screen_pixels_into` of the pixels into fresh outputs of type `T` (filled with 7 first).
+fn screened<T: Copy + From<f32>>(
+    pixels: (&[f32], &[f32], &[i32]),
+    bounds: (f64, f64),
+) -> (Vec<T>, Vec<T>) {
+    let n = pixels.0.len();
+    let (mut value, mut weight) = (vec![T::from(7.0); n], vec![T::from(7.0); n]);
+    let (image, ivar, mask) = pixels;
+    screen_pixels_into(
+        image,
+        ivar,
+        mask,
+        bounds.0,
+        bounds.1,
+        &mut value,
+        &mut weight,
+    );
+    (value, weight)
+}
+
 fn check(image: &[f32], ivar: &[f32], mask: &[i32], max_abs_value: f64, max_ivar: f64) {
     let n = image.len();
-    let (mut v32, mut w32) = (vec![7.0f32; n], vec![7.0f32; n]);
-    let (mut v64, mut w64) = (vec![7.0f64; n], vec![7.0f64; n]);
-    screen_pixels_into(
-        image,
-        ivar,
-        mask,
-        max_abs_value,
-        max_ivar,
-        &mut v32,
-        &mut w32,
-    );
-    screen_pixels_into(
-        image,
-        ivar,
-        mask,
-        max_abs_value,
-        max_ivar,
-        &mut v64,
-        &mut w64,
-    );
+    let (v32, w32) = screened::<f32>((image, ivar, mask), (max_abs_value, max_ivar));
+    let (v64, w64) = screened::<f64>((image, ivar, mask), (max_abs_value, max_ivar));
     for i in 0..n {
         let (v, w) = screen_pixel(image[i], ivar[i], mask[i], max_abs_value, max_ivar);
         let what = format!(
