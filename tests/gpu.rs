@@ -238,19 +238,17 @@ fn gpu_selftest_stream_layouts_or_clear_error_without_gpu() {
 /// without a GPU, the clear error.
 #[test]
 fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
-    for (env, named) in [
-        (&[][..], "wait Spin (DESI_GPU_WAIT); frame priority Ranked "),
-        (&[("DESI_GPU_WAIT", "block")][..], "wait Block "),
-        (
-            &[("DESI_GPU_FRAME_PRIORITY", "equal")][..],
-            "frame priority Equal ",
-        ),
-    ] {
-        let Some(stdout) = selftest_gpu(env, &["-n", "25"]) else {
-            return;
-        };
-        assert_line_names(&stdout, "selftest: assemble kernel", named, env);
-    }
+    assert_settings_named(
+        &["-n", "25"],
+        &[
+            (&[], "wait Spin (DESI_GPU_WAIT); frame priority Ranked "),
+            (&[("DESI_GPU_WAIT", "block")], "wait Block "),
+            (
+                &[("DESI_GPU_FRAME_PRIORITY", "equal")],
+                "frame priority Equal ",
+            ),
+        ],
+    );
     assert_bad_kernel_value("DESI_GPU_WAIT", "nap");
     assert_bad_kernel_value("DESI_GPU_FRAME_PRIORITY", "first");
 }
@@ -261,19 +259,14 @@ fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
 /// value is a clear error (exit 2); without a GPU, the clear error.
 #[test]
 fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
-    for (env, named) in [
-        (&[][..], "; 16 lanes per spot (DESI_SPOT_TEAM_LANES)"),
-        (
-            &[("DESI_SPOT_TEAM_LANES", "32")][..],
-            "; 32 lanes per spot ",
-        ),
-        (&[("DESI_SPOT_TEAM_LANES", "8")][..], "; 8 lanes per spot "),
-    ] {
-        let Some(stdout) = selftest_gpu(env, &["-n", "50", "-w", "6000,6400,0.8"]) else {
-            return;
-        };
-        assert_line_names(&stdout, "selftest: assemble kernel", named, env);
-    }
+    assert_settings_named(
+        &["-n", "50", "-w", "6000,6400,0.8"],
+        &[
+            (&[], "; 16 lanes per spot (DESI_SPOT_TEAM_LANES)"),
+            (&[("DESI_SPOT_TEAM_LANES", "32")], "; 32 lanes per spot "),
+            (&[("DESI_SPOT_TEAM_LANES", "8")], "; 8 lanes per spot "),
+        ],
+    );
     assert_bad_kernel_value("DESI_SPOT_TEAM_LANES", "12");
 }
 
@@ -282,17 +275,27 @@ fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
 /// pool by default; without a GPU, the clear error.
 #[test]
 fn gpu_selftest_upload_threads_or_clear_error_without_gpu() {
-    for (env, named) in [
-        (
-            &[][..],
-            "; upload fill on the global pool (DESI_UPLOAD_THREADS)",
-        ),
-        (
-            &[("DESI_UPLOAD_THREADS", "3")][..],
-            "; upload fill on 3 threads (DESI_UPLOAD_THREADS)",
-        ),
-    ] {
-        let Some(stdout) = selftest_gpu(env, &["-n", "50", "-w", "6000,6400,0.8"]) else {
+    assert_settings_named(
+        &["-n", "50", "-w", "6000,6400,0.8"],
+        &[
+            (
+                &[],
+                "; upload fill on the global pool (DESI_UPLOAD_THREADS)",
+            ),
+            (
+                &[("DESI_UPLOAD_THREADS", "3")],
+                "; upload fill on 3 threads (DESI_UPLOAD_THREADS)",
+            ),
+        ],
+    );
+}
+
+/// Each variant `(env, named)`: `selftest --gpu ARGS` under `env` passes and its settings line
+/// (`selftest: assemble kernel ...`) names `named`; without a GPU, stops at the first run (the
+/// clear error, [`selftest_gpu`]).
+fn assert_settings_named(args: &[&str], variants: &[(&[(&str, &str)], &str)]) {
+    for &(env, named) in variants {
+        let Some(stdout) = selftest_gpu(env, args) else {
             return;
         };
         assert_line_names(&stdout, "selftest: assemble kernel", named, env);

@@ -103,9 +103,6 @@ fn f32_bound(bound: f64) -> f32 {
     }
 }
 
-/// Values per step of [`screen_pixels_into`]: two 256-bit vectors of `f32`.
-const SCREEN_LANES: usize = 16;
-
 /// [`screen_pixel`] over whole rows: `value[i], weight[i]` = `screen_pixel(image[i], ivar[i],
 /// mask[i], ...)`, widened to `T` (`f32`, or `f64` exactly), bitwise the same for every input
 /// (NaN, infinities, signed zeros and the bounds included). Written without branches (the
@@ -146,19 +143,8 @@ pub fn screen_pixels_into<T: Copy + From<f32>>(
             T::from(f32::from_bits(iv.to_bits() & keep)),
         )
     };
-    let mut rows = image
-        .chunks_exact(SCREEN_LANES)
-        .zip(ivar.chunks_exact(SCREEN_LANES))
-        .zip(mask.chunks_exact(SCREEN_LANES))
-        .zip(value.chunks_exact_mut(SCREEN_LANES))
-        .zip(weight.chunks_exact_mut(SCREEN_LANES));
-    for ((((im, iv), m), out_v), out_w) in &mut rows {
-        for i in 0..SCREEN_LANES {
-            (out_v[i], out_w[i]) = screen(im[i], iv[i], m[i]);
-        }
-    }
-    let done = n / SCREEN_LANES * SCREEN_LANES;
-    for i in done..n {
-        (value[i], weight[i]) = screen(image[i], ivar[i], mask[i]);
+    let pixels = image.iter().zip(ivar).zip(mask);
+    for (((&v, &iv), &m), (out_v, out_w)) in pixels.zip(value.iter_mut().zip(weight.iter_mut())) {
+        (*out_v, *out_w) = screen(v, iv, m);
     }
 }

@@ -53,7 +53,9 @@ impl CcdData {
     ) -> Self {
         let (nrow, ncol) = (img.ny, img.nx);
         let rows = rows.start.min(nrow)..rows.end.min(nrow);
-        let cols = cols.start.min(ncol)..cols.end.min(ncol);
+        // Clamped to the image, and empty (not reversed) when they start beyond their end.
+        let c0 = cols.start.min(ncol);
+        let c1 = cols.end.min(ncol).max(c0);
         let mut image = vec![0.0; nrow * ncol];
         let mut weight = vec![0.0; nrow * ncol];
         let span = rows.start * ncol..rows.end * ncol;
@@ -67,14 +69,8 @@ impl CcdData {
                     .zip(img.mask[span].par_chunks(ncol.max(1))),
             )
             .for_each(|(((im, wt), src), (iv, mk))| {
-                let c = cols.clone();
-                limits.screen_into(
-                    &src[c.clone()],
-                    &iv[c.clone()],
-                    &mk[c.clone()],
-                    &mut im[c.clone()],
-                    &mut wt[c],
-                );
+                let (src, iv, mk) = (&src[c0..c1], &iv[c0..c1], &mk[c0..c1]);
+                limits.screen_into(src, iv, mk, &mut im[c0..c1], &mut wt[c0..c1]);
             });
         Self {
             nrow,

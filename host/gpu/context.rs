@@ -383,6 +383,15 @@ impl SpotTeam {
             Self::Quarter => 8,
         }
     }
+
+    /// The spots kernel of this team width.
+    pub fn kernel(self, kernels: &Kernels) -> &Kernel<SpotsArgs> {
+        match self {
+            Self::Warp => &kernels.spots_team,
+            Self::Half => &kernels.spots_team16,
+            Self::Quarter => &kernels.spots_team8,
+        }
+    }
 }
 
 /// Environment variable choosing the covariance stage's kernel (`C_bb` from the band factor,

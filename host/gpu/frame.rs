@@ -5,9 +5,7 @@
 //! are the frame pipeline's ([`crate::extract`]), as for every backend.
 
 use super::batch::{launch_batch, BatchShape, FrameBuffers, PendingBatch, Planned, TIMING_EVENT};
-use super::context::{
-    DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard, SpotTeam, PINNED_SLOTS,
-};
+use super::context::{DriverContext, GpuContext, GpuError, KernelMode, PinnedGuard, PINNED_SLOTS};
 use super::launch::{lanes, Launch};
 use super::memory::{plan_batches, FrameMemory};
 use super::schedule;
@@ -317,12 +315,11 @@ impl<'g> GpuFrame<'g> {
             // otherwise) unless the per-thread kernels are asked for.
             let (kernel, shape) = if gpu.mode == KernelMode::Team {
                 let warps = lanes("DESI_SPOT_LANES", 32 * SpotsArgs::TEAM_WARPS) / 32;
-                let kernel = match gpu.spot_team {
-                    SpotTeam::Warp => &gpu.kernels.spots_team,
-                    SpotTeam::Half => &gpu.kernels.spots_team16,
-                    SpotTeam::Quarter => &gpu.kernels.spots_team8,
-                };
-                (kernel, args.team_shape(warps, gpu.spot_team.lanes()))
+                let team = gpu.spot_team;
+                (
+                    team.kernel(&gpu.kernels),
+                    args.team_shape(warps, team.lanes()),
+                )
             } else {
                 (&gpu.kernels.spots, args.shape())
             };

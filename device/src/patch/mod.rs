@@ -183,14 +183,15 @@ pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
         let c1 = view.corner(s1, k1);
         let mut q2 = q1 + kd + 1;
         let (mut s2, mut k2) = (q2 % ns, q2 / ns);
-        let mut row_start = true;
+        let scan_start = q2;
         while q2 < n {
             // No stamp of a later bin whose stamps all start below the bottom of `q1`'s shares
-            // a row with it, nor does any stamp of the bins after (they move down the CCD).
-            if row_start && k2 > k1 && row_tops.get(view, ns, k2) >= c1.yc + ny {
+            // a row with it, nor does any stamp of the bins after (they move down the CCD):
+            // tested where the scan enters a bin.
+            let enters_bin = q2 == scan_start || s2 == 0;
+            if enters_bin && k2 > k1 && row_tops.get(view, ns, k2) >= c1.yc + ny {
                 break;
             }
-            row_start = false;
             if q2 - q1 > kd {
                 let c2 = view.corner(s2, k2);
                 if shared_rows(c1, c2, view.ny, shape).is_some()
@@ -204,7 +205,6 @@ pub fn patch_bandwidth(view: &StampView, shape: &PatchShape) -> usize {
             if s2 == ns {
                 s2 = 0;
                 k2 += 1;
-                row_start = true;
             }
         }
         s1 += 1;
