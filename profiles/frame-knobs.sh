@@ -10,10 +10,9 @@
 # Knobs (environment of NEW): DESI_GPU_TAIL_PERCENT=6|9 (the tail batch, default 12),
 # DESI_SPOT_LANES=64|256 (threads per block of the spots kernel, default 128),
 # DESI_SPOT_TEAM_LANES=32|8 (lanes per spot: spots_team/spots_team8, 1 or 4 spots per warp
-# instead of the default's 2, the same stamps bit for bit; 8 also with 256 threads per block),
-# DESI_UPLOAD_THREADS=4|8 (the upload's screening on threads of its own). OUT (default $OUT,
-# else /tmp/frame-knobs) gets log.txt (a line per run: median, PASS count, the start and end
-# stages), all.tgz (every selftest's output and trace, re-packed after each run, so a run cut
+# instead of the default's 2, the same stamps bit for bit; 8 also with 256 threads per block).
+# OUT (default $OUT, else /tmp/frame-knobs) gets log.txt (a line per run: median, PASS count,
+# the start and end stages), all.tgz (every selftest's output and trace, re-packed after each run, so a run cut
 # at the time limit still returns what it did) and spots.txt (ncu's details page, through
 # profiles/ncu-kernel.sh).
 set -u
@@ -36,7 +35,6 @@ st tail6 "$NEW" DESI_GPU_TAIL_PERCENT=6; st tail9 "$NEW" DESI_GPU_TAIL_PERCENT=9
 st lanes64 "$NEW" DESI_SPOT_LANES=64; st lanes256 "$NEW" DESI_SPOT_LANES=256
 st team32 "$NEW" DESI_SPOT_TEAM_LANES=32; st team8 "$NEW" DESI_SPOT_TEAM_LANES=8
 st team8_w8 "$NEW" DESI_SPOT_TEAM_LANES=8 DESI_SPOT_LANES=256
-st upload4 "$NEW" DESI_UPLOAD_THREADS=4; st upload8 "$NEW" DESI_UPLOAD_THREADS=8
 st new_2 "$NEW"; st base_2 "$BASE"; st new_3 "$NEW"; st base_3 "$BASE"
 # Why spots_team16 takes ~10 ms on an H100 (its FP64 work is ~1 ms at peak): the stall reasons
 # per instruction of one launch on a full r frame.

@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_desi-extract");
 use common::PSF_PATH as PSF;
 
 /// The kernel-choice variables a test sets (all removed from the inherited environment first).
-const KERNEL_VARS: [&str; 9] = [
+const KERNEL_VARS: [&str; 8] = [
     "DESI_EIGH_KERNEL",
     "DESI_BAND_KERNEL",
     "DESI_FACTOR_KERNEL",
@@ -20,7 +20,6 @@ const KERNEL_VARS: [&str; 9] = [
     "DESI_GPU_WAIT",
     "DESI_GPU_FRAME_PRIORITY",
     "DESI_SPOT_TEAM_LANES",
-    "DESI_UPLOAD_THREADS",
 ];
 
 /// Runs `selftest --gpu -p PSF ARGS` with the kernel-choice variables set as `env` (the others
@@ -268,26 +267,6 @@ fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
         ],
     );
     assert_bad_kernel_value("DESI_SPOT_TEAM_LANES", "12");
-}
-
-/// The upload's fill on threads of its own (`DESI_UPLOAD_THREADS`) must pass `selftest --gpu`
-/// (the frame checked against the CPU path) and be named in its output, as must the global
-/// pool by default; without a GPU, the clear error.
-#[test]
-fn gpu_selftest_upload_threads_or_clear_error_without_gpu() {
-    assert_settings_named(
-        &["-n", "50", "-w", "6000,6400,0.8"],
-        &[
-            (
-                &[],
-                "; upload fill on the global pool (DESI_UPLOAD_THREADS)",
-            ),
-            (
-                &[("DESI_UPLOAD_THREADS", "3")],
-                "; upload fill on 3 threads (DESI_UPLOAD_THREADS)",
-            ),
-        ],
-    );
 }
 
 /// Each variant `(env, named)`: `selftest --gpu ARGS` under `env` passes and its settings line

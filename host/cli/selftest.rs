@@ -8,7 +8,7 @@ use desi_extract::gpu::context::{
     EighKernel, KernelMode, ASSEMBLE_KERNEL_ENV, BAND_KERNEL_ENV, EIGH_KERNEL_ENV,
     FACTOR_KERNEL_ENV, GPU_FRAME_PRIORITY_ENV, GPU_STREAMS_ENV, GPU_WAIT_ENV, SPOT_TEAM_LANES_ENV,
 };
-use desi_extract::gpu::frame::{upload_threads, RESOLVE_STAGE, SCAN_STAGE, UPLOAD_THREADS_ENV};
+use desi_extract::gpu::frame::{RESOLVE_STAGE, SCAN_STAGE};
 use desi_extract::gpu::GpuContext;
 use desi_extract::io;
 use desi_extract::job::FrameJob;
@@ -171,14 +171,12 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     println!(
         "selftest: assemble kernel {assemble} ({ASSEMBLE_KERNEL_ENV}={:?}); streams {:?} \
          ({GPU_STREAMS_ENV}); wait {:?} ({GPU_WAIT_ENV}); frame priority {:?} \
-         ({GPU_FRAME_PRIORITY_ENV}); {} lanes per spot ({SPOT_TEAM_LANES_ENV}); upload fill on \
-         {} ({UPLOAD_THREADS_ENV})",
+         ({GPU_FRAME_PRIORITY_ENV}); {} lanes per spot ({SPOT_TEAM_LANES_ENV})",
         gpu.assemble,
         gpu.streams,
         gpu.wait,
         gpu.frame_priority,
-        gpu.spot_team.lanes(),
-        upload_threads().map_or("the global pool".to_string(), |n| format!("{n} threads")),
+        gpu.spot_team.lanes()
     );
     let reject = args.reject.config()?;
     let job = FrameJob::new(&psf, &image, &grid, &params)?.with_reject(reject);

@@ -1055,36 +1055,6 @@ fn upload_parts() -> usize {
         .map_or(4, |v| v.clamp(1, 64))
 }
 
-/// Environment variable giving the upload's fill threads of their own (an experiment, not yet
-/// measured on a GPU): unset or 0, rayon's global pool, where the fill's tasks queue behind
-/// those of the planning, which runs at the same time (on an H100 host, 2026-12-07, the first
-/// of four parts took 7.7–9.3 ms to fill instead of ~1.7).
-pub const UPLOAD_THREADS_ENV: &str = "DESI_UPLOAD_THREADS";
-
-/// The threads filling the upload buffer when they are a pool of their own
-/// ([`UPLOAD_THREADS_ENV`]); `None` for rayon's global pool.
-pub fn upload_threads() -> Option<usize> {
-    upload_pool().map(rayon::ThreadPool::current_num_threads)
-}
-
-/// The pool of [`UPLOAD_THREADS_ENV`] threads (at most 256), built on first use; `None` for
-/// the global pool, or if the threads cannot be made.
-fn upload_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::env::var(UPLOAD_THREADS_ENV)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)?;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.min(256))
-            .thread_name(|i| format!("upload-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
 /// Uploads the image and the extraction weights (by the rule of [`PixelLimits::pixel`]: IVAR
 /// where `(MASK & 0x2FF) == 0` and the pixel passes the screen, else 0 and the value 0; exact in
 /// f32) as f32 through the context's page-locked staging buffer and widens them to f64 on
@@ -1119,7 +1089,7 @@ fn upload_ccd(
     for start in (0..npix).step_by(part) {
         let range = start..(start + part).min(npix);
         let (image_p, weight_p) = (&mut image_h[range.clone()], &mut weight_h[range.clone()]);
-        let mut fill = || {
+        trace.span("fill upload part", || {
             image_p
                 .par_chunks_mut(CHUNK)
                 .zip(weight_p.par_chunks_mut(CHUNK))
@@ -1130,10 +1100,6 @@ fn upload_ccd(
                         .zip(mask[range.clone()].par_chunks(CHUNK)),
                 )
                 .for_each(|(((im, wt), src), (iv, m))| limits.screen_into(src, iv, m, im, wt))
-        };
-        trace.span("fill upload part", || match upload_pool() {
-            Some(pool) => pool.install(fill),
-            None => fill(),
         });
         let before = copy_stream
             .record_event(Some(TIMING_EVENT))
