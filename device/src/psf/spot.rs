@@ -445,7 +445,9 @@ pub(crate) fn corner(coord: f64, half_size: usize) -> Result<i32, Status> {
 /// 2. Sub-pixel offsets `δx = X − floor(X + 0.5)`, `δy = Y − floor(Y + 0.5)` (in `[−0.5, 0.5)`).
 /// 3. 1-D bases `Gx` (`(ghdegx+1, nx)`) and `Gy` (`(ghdegy+1, ny)`) by [`pixel_integrated_gh`].
 /// 4. `S[iy][ix] = Σ_j Gy[j][iy] · (Σ_i c_ij · Gx[i][ix])`.
-/// 5. `S ← max(S, 0)`, then `S ← S/ΣS` (the stamp sums to 1).
+/// 5. `S ← max(S, 0)`, then `S ← S/ΣS` (the stamp sums to 1), `ΣS` summed row by row (each
+///    row's elements in column order from 0, then the rows' sums in row order from 0), an order
+///    the GPU's team kernels share with a short serial chain (device/src/psf/spot_team.rs).
 ///
 /// The power-law tail of specter (docs/algorithm.md §2, step 7) is not included (gpu_specter
 /// parity).
@@ -580,15 +582,18 @@ fn stamp_sums(bases: &StampBases, stamp: &mut [f64]) -> Result<f64, Status> {
                 *out += g * h;
             }
         }
+        let mut row_total = 0.0;
         for out in stamp_row.iter_mut() {
             if *out < 0.0 {
                 *out = 0.0;
             }
-            total += *out;
+            row_total += *out;
         }
+        total += row_total;
     }
     #[cfg(target_arch = "nvptx64")]
     for (iy, stamp_row) in stamp.chunks_exact_mut(nx).enumerate() {
+        let mut row_total = 0.0;
         for (ix, out) in stamp_row.iter_mut().enumerate() {
             let mut s = 0.0;
             for (gy_j, hx_j) in gy.chunks_exact(ny).zip(hx.chunks_exact(nx)) {
@@ -599,9 +604,10 @@ fn stamp_sums(bases: &StampBases, stamp: &mut [f64]) -> Result<f64, Status> {
             if s < 0.0 {
                 s = 0.0;
             }
-            total += s;
+            row_total += s;
             *out = s;
         }
+        total += row_total;
     }
     Ok(total)
 }
@@ -610,8 +616,8 @@ fn stamp_sums(bases: &StampBases, stamp: &mut [f64]) -> Result<f64, Status> {
 /// zero-padded rows of `W` columns (whole 4-wide vectors, no remainder loops):
 /// `Hx[j] = Σ_i c_ij·Gx[i]`, then each stamp row `S[iy] = Σ_j Gy[j][iy]·Hx[j]`, every element's
 /// terms added from 0 in the order `i` (`j`) = 0, 1, ... as the general loops add them,
-/// clipped at 0 and summed row-major into the returned total: bitwise the stamp and total of
-/// the general loops (the padding columns are computed and dropped). `None` (nothing written)
+/// clipped at 0 and summed into the returned total ([`evaluate_spot`]'s order: each row, then
+/// the rows' sums): bitwise the stamp and total of the general loops (the padding columns are computed and dropped). `None` (nothing written)
 /// if `nx > W` or a slice is short.
 #[cfg(not(target_arch = "nvptx64"))]
 #[inline(always)]
@@ -649,11 +655,13 @@ fn stamp_sums_padded<const W: usize>(bases: &StampBases, stamp: &mut [f64]) -> O
                 *out += g * h;
             }
         }
+        let mut row_total = 0.0;
         for (out, &v) in stamp_row.iter_mut().zip(&row) {
             let v = if v < 0.0 { 0.0 } else { v };
-            total += v;
+            row_total += v;
             *out = v;
         }
+        total += row_total;
     }
     Some(total)
 }

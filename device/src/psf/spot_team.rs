@@ -5,7 +5,7 @@
 //! The arithmetic is that of [`spot_at`](crate::psf::spot::spot_at), operation for operation and in
 //! the same order ([`psf_point`](crate::psf::spot::psf_point), the edges of
 //! [`pixel_integrated_gh`](crate::psf::spot::pixel_integrated_gh), the `Σ_i` of `Hx`, the `Σ_j` of
-//! each pixel, the clip, the row-major total and the division), so the stamps, corners and
+//! each pixel, the clip, the total by rows and the division), so the stamps, corners and
 //! status codes are the same bit for bit. Only the work is spread: the one-thread-per-spot
 //! kernel kept its scratch arrays on the stack, in local memory (H100, Nsight Compute: 75 % of
 //! the stall samples on local loads, DRAM 47 % busy, 26 ms per frame); here the lanes share it.
@@ -16,7 +16,9 @@
 //!    ([`gh_edge`]) of the x and y bases.
 //! 3. `Hx[j][ix] = Σ_i c_ij·Gx[i][ix]`, one entry per lane.
 //! 4. `S[iy][ix] = max(Σ_j Gy[j][iy]·Hx[j][ix], 0)`, one pixel per lane.
-//! 5. Lane 0 sums the stamp in row-major order.
+//! 5. One lane per row sums the row (columns in order), then lane 0 sums the rows' sums (rows
+//!    in order): [`evaluate_spot`](crate::psf::spot::evaluate_spot)'s order, a serial chain of
+//!    `nx + ny` additions instead of the `nx·ny` of one lane summing the whole stamp.
 //! 6. The lanes write `S / ΣS` (consecutive lanes, consecutive pixels).
 
 use crate::math::floor;
@@ -226,12 +228,22 @@ pub fn spot_team<T: Team>(
             scratch.set(layout.st + p, s);
         })
     });
-    // 5. The total in row-major order.
+    // 5. The total: each row's sum (one lane per row) into the edges' slots, free since step
+    //    4 (`layout.ex .. layout.st` holds at least `ny + 1` values), then the rows' sums.
+    team.each(|lane| {
+        strided(lane, ny, lanes, |iy| {
+            let mut row_total = 0.0;
+            for ix in 0..nx {
+                row_total += scratch.get(layout.st + iy * nx + ix);
+            }
+            scratch.set(layout.ex + iy, row_total);
+        })
+    });
     team.each(|lane| {
         if lane == 0 {
             let mut total = 0.0;
-            for p in 0..ny * nx {
-                total += scratch.get(layout.st + p);
+            for iy in 0..ny {
+                total += scratch.get(layout.ex + iy);
             }
             scratch.set(3, total);
         }
