@@ -617,8 +617,8 @@ fn stamp_sums(bases: &StampBases, stamp: &mut [f64]) -> Result<f64, Status> {
 /// `Hx[j] = Σ_i c_ij·Gx[i]`, then each stamp row `S[iy] = Σ_j Gy[j][iy]·Hx[j]`, every element's
 /// terms added from 0 in the order `i` (`j`) = 0, 1, ... as the general loops add them,
 /// clipped at 0 and summed into the returned total ([`evaluate_spot`]'s order: each row, then
-/// the rows' sums): bitwise the stamp and total of the general loops (the padding columns are computed and dropped). `None` (nothing written)
-/// if `nx > W` or a slice is short.
+/// the rows' sums): bitwise the stamp and total of the general loops (the padding columns are
+/// computed and dropped). `None` (nothing written) if `nx > W` or a slice is short.
 #[cfg(not(target_arch = "nvptx64"))]
 #[inline(always)]
 fn stamp_sums_padded<const W: usize>(bases: &StampBases, stamp: &mut [f64]) -> Option<f64> {
