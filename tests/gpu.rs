@@ -194,20 +194,16 @@ fn gpu_selftest_band_kernels_or_clear_error_without_gpu() {
 /// clear error.
 #[test]
 fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
-    let args = ["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"];
-    for (env, kernel) in [
-        (&[][..], "assemble_warp"),
-        (
-            &[("DESI_ASSEMBLE_KERNEL", "warp-rs")][..],
-            "assemble_warp_rs",
-        ),
-    ] {
-        let Some(stdout) = selftest_gpu(env, &args) else {
-            return;
-        };
-        let expected = format!("assemble kernel {kernel} ");
-        assert_line_names(&stdout, "selftest: assemble kernel", &expected, env);
-    }
+    assert_settings_named(
+        &["-n", "50", "-w", "6000,6400,0.8", "--repeat", "1"],
+        &[
+            (&[], "assemble kernel assemble_warp "),
+            (
+                &[("DESI_ASSEMBLE_KERNEL", "warp-rs")],
+                "assemble kernel assemble_warp_rs ",
+            ),
+        ],
+    );
     assert_bad_kernel_value("DESI_ASSEMBLE_KERNEL", "butterfly");
 }
 
@@ -218,16 +214,13 @@ fn gpu_selftest_assemble_kernels_or_clear_error_without_gpu() {
 /// error.
 #[test]
 fn gpu_selftest_stream_layouts_or_clear_error_without_gpu() {
-    for (env, layout) in [
-        (&[][..], "Overlap"),
-        (&[("DESI_GPU_STREAMS", "one")][..], "One"),
-    ] {
-        let Some(stdout) = selftest_gpu(env, &COSMIC_ARGS) else {
-            return;
-        };
-        let expected = format!("streams {layout} ");
-        assert_line_names(&stdout, "selftest: assemble kernel", &expected, env);
-    }
+    assert_settings_named(
+        &COSMIC_ARGS,
+        &[
+            (&[], "streams Overlap "),
+            (&[("DESI_GPU_STREAMS", "one")], "streams One "),
+        ],
+    );
     assert_bad_kernel_value("DESI_GPU_STREAMS", "two");
 }
 
@@ -253,9 +246,10 @@ fn gpu_selftest_wait_modes_and_frame_priorities_or_clear_error_without_gpu() {
 }
 
 /// The spots kernel's team widths (`DESI_SPOT_TEAM_LANES`: 16 lanes per spot by default,
-/// `spots_team16`, or a warp or 8 lanes, `spots_team`/`spots_team8`) must each pass `selftest --gpu` (whose check of the
-/// frame against the CPU path needs the stamps bit for bit) and be named in its output; a bad
-/// value is a clear error (exit 2); without a GPU, the clear error.
+/// `spots_team16`, or a warp or 8 lanes, `spots_team`/`spots_team8`) must each pass
+/// `selftest --gpu` (whose check of the frame against the CPU path needs the stamps bit for
+/// bit) and be named in its output; a bad value is a clear error (exit 2); without a GPU, the
+/// clear error.
 #[test]
 fn gpu_selftest_spot_team_widths_or_clear_error_without_gpu() {
     assert_settings_named(
